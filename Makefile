@@ -1,0 +1,54 @@
+# channels-fleet: every target installs what it needs, from nothing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+TOOLS  := .tools
+RUN    := .run
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install install-redis test test-unit test-integration run bench bench-layer \
+        cluster-up cluster-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) install-redis ## create .venv and install the project with its test tools
+
+install-redis: ## install a redis-server binary (Redis >= 7) when none is on PATH
+	@if ! command -v redis-server >/dev/null && ! command -v valkey-server >/dev/null; then \
+	  echo "redis-server not found: installing Debian's redis-server"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root for apt-get; install redis-server >= 7" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools; \
+	fi
+
+test: install ## run every test; starts (and stops) the Redis servers it needs
+	$(BIN)/pytest -q
+
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+test-integration: install
+	$(BIN)/pytest -q tests/integration
+
+cluster-up: install ## start a local 3-master + 3-replica Redis Cluster, print its URLs
+	@$(BIN)/python -m channels_fleet.devcluster up --dir $(RUN)/cluster
+
+cluster-down: ## stop the cluster started by cluster-up
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m channels_fleet.devcluster down --dir $(RUN)/cluster; fi
+
+bench: bench-layer ## run every benchmark
+
+bench-layer: install ## our layer against channels_redis, same run, same Redis
+	$(BIN)/python bench/layer.py
+
+clean: cluster-down
+	rm -rf $(VENV) $(TOOLS) $(RUN) build *.egg-info src/*.egg-info

@@ -1,0 +1,23 @@
+import socket
+
+from channels_fleet.devcluster import LocalRedis, free_ports
+
+
+def test_free_ports__never_the_default_redis_port_and_bus_free():
+    ports = free_ports(6, with_bus=True)
+    assert len(set(ports)) == 6
+    assert 6379 not in ports
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port + 10000))
+
+
+def test_cluster_fixture__three_masters_each_with_a_replica(redis_cluster: LocalRedis):
+    assert len(redis_cluster.nodes) == 6
+    assert len(redis_cluster.masters_now()) == 3
+
+
+def test_single_fixture__answers_ping(redis_single: LocalRedis):
+    with socket.create_connection(("127.0.0.1", redis_single.nodes[0].port)) as sock:
+        sock.sendall(b"PING\r\n")
+        assert sock.recv(16) == b"+PONG\r\n"
