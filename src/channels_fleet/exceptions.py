@@ -1,0 +1,21 @@
+"""Errors raised by channels-fleet; one class per failure."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class LayerError(Exception):
+    """Base class of every channel layer failure raised by channels-fleet."""
+
+
+class LayerConfigError(LayerError, ImproperlyConfigured):
+    """The layer's CHANNEL_LAYERS CONFIG cannot work; the message names the setting."""
+
+
+class RedisVersionError(LayerConfigError):
+    """The Redis server is older than 7.0 (the layer needs BLMPOP)."""
+
+
+class LayerUnavailable(LayerError, ConnectionError):
+    """Redis could not be reached (or kept failing) for longer than ``retry_timeout``."""

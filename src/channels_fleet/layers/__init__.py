@@ -1,0 +1,5 @@
+"""Channel layers of channels-fleet."""
+
+from .core import RedisClusterChannelLayer
+
+__all__ = ["RedisClusterChannelLayer"]

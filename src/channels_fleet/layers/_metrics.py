@@ -1,0 +1,44 @@
+"""Counts layer events on ``channels_fleet.metrics.METRICS``; a metric never breaks the layer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+try:
+    from ..metrics import METRICS, layer_reason
+except ImportError:  # the layer also works on its own
+    METRICS = None
+
+    def layer_reason(exc: BaseException) -> str:
+        return "other"
+
+
+def _inc(name: str, amount: float = 1, **labels: str) -> None:
+    metric: Any = getattr(METRICS, name, None)
+    if metric is None:
+        return
+    try:
+        (metric.labels(**labels) if labels else metric).inc(amount)
+    except Exception as exc:
+        logger.debug("metric %s not counted: %s", name, exc)
+
+
+def retry(exc: BaseException) -> None:
+    _inc("layer_retries", reason=layer_reason(exc))
+
+
+def error(exc: BaseException) -> None:
+    _inc("layer_errors", reason=layer_reason(exc))
+
+
+def channel_full(operation: str, amount: int = 1) -> None:
+    if amount:
+        _inc("channel_full", amount, operation=operation)
+
+
+def expired(amount: int) -> None:
+    if amount:
+        _inc("messages_expired", amount)

@@ -1,0 +1,238 @@
+"""Connections to Redis: a single server or a Redis Cluster, detected, behind one interface.
+
+``Router`` connects to the first reachable host, asks ``INFO``, and either keeps that one
+server or, for a cluster node, reads the slot table (``CLUSTER SLOTS``) and keeps one
+``NodeClient`` per primary. The layer core only ever asks "which node serves this key".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import parse_url
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from ..exceptions import LayerConfigError, LayerUnavailable, RedisVersionError
+from .keys import slot_of
+
+logger = logging.getLogger(__name__)
+
+SLOTS = 16384
+MIN_REDIS_VERSION = (7, 0)
+DEFAULT_URL = "redis://localhost:6379"
+
+
+def decode_hosts(hosts: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Normalise ``hosts`` to ``[(url, extra connection kwargs)]``.
+
+    Accepts URLs and channels_redis's ``{"address": url, **kwargs}`` dicts.
+    """
+    if not hosts:
+        return [(DEFAULT_URL, {})]
+    if isinstance(hosts, (str, bytes)):
+        raise LayerConfigError(
+            "CHANNEL_LAYERS CONFIG 'hosts' must be a list of redis:// URLs, even for one server; "
+            f"got the string {hosts!r}"
+        )
+    result: list[tuple[str, dict[str, Any]]] = []
+    for entry in hosts:
+        if isinstance(entry, str):
+            result.append((entry, {}))
+        elif isinstance(entry, dict) and isinstance(entry.get("address"), str):
+            extra = dict(entry)
+            result.append((extra.pop("address"), extra))
+        elif isinstance(entry, (tuple, list)) and len(entry) == 2:
+            result.append((f"redis://{entry[0]}:{entry[1]}", {}))
+        else:
+            raise LayerConfigError(
+                "each entry of CHANNEL_LAYERS CONFIG 'hosts' must be a redis:// or rediss:// URL "
+                f"or a dict with an 'address' URL; got {entry!r}"
+            )
+    for url, _ in result:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise LayerConfigError(
+                f"CHANNEL_LAYERS CONFIG 'hosts' entry {url!r} is not a redis:// or rediss:// URL"
+            )
+    return result
+
+
+def connection_kwargs(url: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """Connection pool kwargs for ``url``: the user's options, our retry policy, bytes replies."""
+    kwargs = parse_url(url)
+    kwargs.update(extra)
+    # Retries are ours (bounded, topology-aware); replies must stay bytes.
+    kwargs["retry"] = Retry(NoBackoff(), 0)
+    kwargs["decode_responses"] = False
+    return kwargs
+
+
+class NodeClient:
+    """One Redis server (a single Redis, or one cluster primary)."""
+
+    def __init__(self, address: str, kwargs: dict[str, Any]) -> None:
+        self.address = address
+        self.socket_timeout: float | None = kwargs.get("socket_timeout", 5.0)
+        self.redis = Redis(connection_pool=ConnectionPool(**kwargs))
+
+    async def execute(self, *args: Any) -> Any:
+        return await self.redis.execute_command(*args)
+
+    async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Run ``commands`` in one round trip; errors come back in place of results."""
+        pipe = self.redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return await pipe.execute(raise_on_error=False)
+
+    async def close(self) -> None:
+        await self.redis.aclose(close_connection_pool=True)
+
+    def __repr__(self) -> str:
+        return f"NodeClient({self.address})"
+
+
+class Router:
+    """Finds the server of each key, for a single Redis or a Redis Cluster."""
+
+    def __init__(self, hosts: list[tuple[str, dict[str, Any]]]) -> None:
+        self.hosts = hosts
+        self.is_cluster = False
+        self._kwargs = connection_kwargs(*hosts[0])
+        self._nodes: dict[str, NodeClient] = {}
+        self._slots: list[NodeClient] = []
+        self._single: NodeClient | None = None
+        self._seeds: list[str] = []
+        self._refresh_lock = asyncio.Lock()
+
+    @property
+    def host_names(self) -> str:
+        return ", ".join(url for url, _ in self.hosts)
+
+    def _node(self, address: str) -> NodeClient:
+        node = self._nodes.get(address)
+        if node is None:
+            host, _, port = address.rpartition(":")
+            kwargs = dict(self._kwargs, host=host, port=int(port))
+            node = self._nodes[address] = NodeClient(address, kwargs)
+        return node
+
+    async def connect(self) -> None:
+        """Connect to the first reachable host and detect single Redis or Cluster."""
+        failures = []
+        for url, extra in self.hosts:
+            kwargs = connection_kwargs(url, extra)
+            address = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+            self._kwargs = kwargs
+            node = self._node(address)
+            try:
+                info = await node.redis.info()
+            except (RedisError, OSError) as exc:
+                failures.append(f"{url}: {exc}")
+                continue
+            self._check_version(info, url)
+            if info.get("cluster_enabled"):
+                self.is_cluster = True
+                self._seeds = [address]
+                await self.refresh()
+            else:
+                if len(self.hosts) > 1:
+                    raise LayerConfigError(
+                        f"CHANNEL_LAYERS CONFIG 'hosts' lists {len(self.hosts)} servers but {url} "
+                        "is not a Redis Cluster node; list one URL for a single Redis, or the "
+                        "startup nodes of a cluster"
+                    )
+                self._single = node
+            return
+        raise LayerUnavailable("no Redis host reachable: " + "; ".join(failures))
+
+    @staticmethod
+    def _check_version(info: dict[str, Any], url: str) -> None:
+        version = str(info.get("redis_version", "0"))
+        parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+        if parts < MIN_REDIS_VERSION:
+            raise RedisVersionError(
+                f"{url} runs Redis {version}; RedisClusterChannelLayer needs Redis >= 7.0 (BLMPOP)"
+            )
+
+    async def refresh(self) -> None:
+        """Re-read the cluster's slot table from any node that answers."""
+        if not self.is_cluster:
+            return
+        if self._refresh_lock.locked():
+            # Someone is refreshing already; wait for that result instead of asking again.
+            async with self._refresh_lock:
+                return
+        async with self._refresh_lock:
+            known = [a for a, n in self._nodes.items() if n in self._slots]
+            candidates = list(dict.fromkeys(known + self._seeds))
+            failures = []
+            for address in candidates:
+                try:
+                    reply = await self._node(address).execute("CLUSTER", "SLOTS")
+                except (RedisError, OSError) as exc:
+                    failures.append(f"{address}: {exc}")
+                    continue
+                if self._apply_slots(reply, address):
+                    return
+                failures.append(f"{address}: slot table incomplete")
+            raise LayerUnavailable("no cluster node answered CLUSTER SLOTS: " + "; ".join(failures))
+
+    def _apply_slots(self, reply: Iterable[Any], asked: str) -> bool:
+        table: list[NodeClient | None] = [None] * SLOTS
+        seeds = []
+        for entry in reply:
+            start, end, primary = int(entry[0]), int(entry[1]), entry[2]
+            node = self._node(self._address(primary, asked))
+            table[start : end + 1] = [node] * (end - start + 1)
+            seeds.append(node.address)
+            seeds.extend(self._address(replica, asked) for replica in entry[3:])
+        if any(node is None for node in table):
+            return False
+        self._slots = table  # type: ignore[assignment]
+        self._seeds = list(dict.fromkeys(seeds + self._seeds))
+        return True
+
+    @staticmethod
+    def _address(entry: Sequence[Any], asked: str) -> str:
+        host = entry[0].decode() if isinstance(entry[0], bytes) else str(entry[0])
+        if not host or host == "?":
+            host = asked.rpartition(":")[0]
+        return f"{host}:{int(entry[1])}"
+
+    def node_for(self, key: str) -> NodeClient:
+        if self._single is not None:
+            return self._single
+        return self._slots[slot_of(key)]
+
+    def node_at(self, host: str, port: int) -> NodeClient:
+        return self._node(f"{host}:{port}")
+
+    def set_slot(self, slot: int, host: str, port: int) -> None:
+        """Follow a MOVED reply without re-reading the whole table."""
+        if self._slots:
+            self._slots[slot] = self._node(f"{host}:{port}")
+
+    def primaries(self) -> list[NodeClient]:
+        if self._single is not None:
+            return [self._single]
+        return list(dict.fromkeys(self._slots))
+
+    def describe(self, key: str | None = None) -> str:
+        if key is not None and (self._single is not None or self._slots):
+            return self.node_for(key).address
+        return self.host_names
+
+    async def close(self) -> None:
+        nodes, self._nodes = list(self._nodes.values()), {}
+        self._slots, self._single = [], None
+        for node in nodes:
+            try:
+                await node.close()
+            except (RedisError, OSError) as exc:  # closing a dead node's sockets
+                logger.debug("closing %s: %s", node.address, exc)

@@ -1,0 +1,291 @@
+"""``RedisClusterChannelLayer``: the Channels layer API on a single Redis or a Redis Cluster.
+
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_fleet.layers.RedisClusterChannelLayer",
+            "CONFIG": {"hosts": ["redis://redis-cluster:6379"]},
+        }
+    }
+
+See docs/layer.md for the key layout, the element format and the cost of each call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import types
+import uuid
+from typing import Any
+
+from channels.exceptions import ChannelFull
+from channels.layers import BaseChannelLayer
+from channels_redis.serializers import registry
+
+from ..exceptions import LayerConfigError, LayerUnavailable
+from . import _metrics
+from .connection import Router, decode_hosts
+from .executor import Executor
+from .keys import channel_key, group_key, is_process_local, pack_element
+from .receiver import Receiver
+from .scripts import GROUP_ADD, GROUP_MEMBERS
+from .sender import Sender
+
+logger = logging.getLogger(__name__)
+
+# channels_redis options that make no sense here but must not break a drop-in config.
+IGNORED_OPTIONS = {"random_prefix_length"}
+MAX_BLOCK_SECONDS = 2.0
+
+
+class _LoopState:
+    """Connections, sender and receiver bound to one event loop."""
+
+    def __init__(self, layer: RedisClusterChannelLayer) -> None:
+        self.router = Router(layer.hosts)
+        self.executor = Executor(self.router, layer.retry_timeout)
+        self.sender = Sender(self.executor, int(layer.expiry * 1000))
+        self.receiver = Receiver(
+            self.executor, layer.get_capacity, layer.receive_batch, self.block_timeout,
+            layer.expiry,
+        )
+        self.retry_timeout = layer.retry_timeout
+        self.ready = False
+        self._lock = asyncio.Lock()
+
+    def block_timeout(self, key: str) -> float:
+        # Block server-side for less than the socket timeout (redis-py 8 defaults to 5 s).
+        socket_timeout = self.router.node_for(key).socket_timeout
+        if not socket_timeout:
+            return MAX_BLOCK_SECONDS
+        return round(min(MAX_BLOCK_SECONDS, socket_timeout / 2), 3)
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self.ready:
+                return
+            deadline = time.monotonic() + self.retry_timeout
+            delay = 0.05
+            while True:
+                try:
+                    await self.router.connect()
+                    break
+                except LayerUnavailable as exc:
+                    if time.monotonic() + delay > deadline:
+                        raise LayerUnavailable(
+                            f"{exc} (gave up after retry_timeout={self.retry_timeout:g}s; "
+                            "check CHANNEL_LAYERS CONFIG 'hosts')"
+                        ) from None
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+            self.ready = True
+
+    async def close(self) -> None:
+        await self.receiver.close()
+        await self.sender.close()
+        await self.router.close()
+        self.ready = False
+
+
+class RedisClusterChannelLayer(BaseChannelLayer):
+    """Channel layer on Redis Cluster or a single Redis (detected), API of channels_redis."""
+
+    extensions = ["groups", "flush"]
+
+    def __init__(
+        self,
+        hosts: Any = None,
+        prefix: str = "asgi",
+        expiry: float = 60,
+        group_expiry: int = 86400,
+        capacity: int = 100,
+        channel_capacity: dict[Any, int] | None = None,
+        symmetric_encryption_keys: Any = None,
+        serializer_format: str = "msgpack",
+        retry_timeout: float = 10.0,
+        receive_batch: int = 100,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(expiry=expiry, capacity=capacity)
+        unknown = set(kwargs) - IGNORED_OPTIONS
+        if unknown:
+            raise LayerConfigError(
+                f"unknown CHANNEL_LAYERS CONFIG option(s) for RedisClusterChannelLayer: "
+                f"{', '.join(sorted(unknown))}"
+            )
+        if not isinstance(prefix, str) or not prefix:
+            raise LayerConfigError("CHANNEL_LAYERS CONFIG 'prefix' must be a non-empty string")
+        self.hosts = decode_hosts(hosts)
+        self.prefix = prefix
+        self.group_expiry = group_expiry
+        self.channel_capacity = self.compile_capacities(channel_capacity or {})
+        self.retry_timeout = retry_timeout
+        self.receive_batch = receive_batch
+        self._serializer = registry.get_serializer(
+            serializer_format,
+            symmetric_encryption_keys=symmetric_encryption_keys,
+            random_prefix_length=0,
+            expiry=expiry,
+        )
+        self.client_prefix = uuid.uuid4().hex
+        self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}(hosts={[url for url, _ in self.hosts]})"
+
+    # Per-loop state
+
+    async def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            state = self._states[loop] = _LoopState(self)
+            self._close_with(loop)
+        if not state.ready:
+            await state.start()
+        return state
+
+    def _close_with(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close this loop's connections when the loop closes (pytest gives each test one)."""
+        original = loop.close
+        layer = self
+
+        def close(self_loop: asyncio.AbstractEventLoop) -> None:
+            state = layer._states.pop(self_loop, None)
+            if state is not None and not self_loop.is_running():
+                self_loop.run_until_complete(state.close())
+            self_loop.close = original  # type: ignore[method-assign]
+            original()
+
+        loop.close = types.MethodType(close, loop)  # type: ignore[method-assign]
+
+    # Channel API
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to ``channel``; raise ChannelFull when it is at capacity."""
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        state = await self._state()
+        body = self._serializer.serialize(message)
+        expires = int((time.time() + self.expiry) * 1000)
+        pushed = await state.sender.submit(
+            channel_key(self.prefix, channel),
+            pack_element(expires, channel, body),
+            self.get_capacity(channel),
+        )
+        if not pushed:
+            _metrics.channel_full("send")
+            raise ChannelFull(channel)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """Return the next message on ``channel``, waiting as long as it takes."""
+        self.require_valid_channel_name(channel)
+        state = await self._state()
+        body = await state.receiver.receive(channel_key(self.prefix, channel), channel)
+        return self._serializer.deserialize(body)
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """A new process-local channel name, received by this layer's shared loop."""
+        return f"{prefix}.{self.client_prefix}!{uuid.uuid4().hex}"
+
+    # Groups extension
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group`` (for ``group_expiry`` seconds)."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        state = await self._state()
+        key = group_key(self.prefix, group)
+        await state.executor.call(
+            key, "EVALSHA", GROUP_ADD.sha, 1, key, time.time(), channel, int(self.group_expiry)
+        )
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; no error if it is not a member."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        state = await self._state()
+        key = group_key(self.prefix, group)
+        await state.executor.call(key, "ZREM", key, channel)
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to every member of ``group``; full members are skipped (counted)."""
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_group_name(group)
+        state = await self._state()
+        key = group_key(self.prefix, group)
+        members = await state.executor.call(
+            key, "EVALSHA", GROUP_MEMBERS.sha, 1, key, time.time() - self.group_expiry
+        )
+        if not members:
+            return
+        body = self._serializer.serialize(message)
+        expires = int((time.time() + self.expiry) * 1000)
+        futures = []
+        for raw in members:
+            channel = raw.decode("ascii")
+            futures.append(state.sender.submit(
+                channel_key(self.prefix, channel),
+                pack_element(expires, channel, body),
+                self.get_capacity(channel),
+            ))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+        full = results.count(False)
+        if full:
+            _metrics.channel_full("group_send", full)
+            logger.info("%d of %d channels over capacity in group %s", full, len(results), group)
+
+    # Flush extension
+
+    async def flush(self) -> None:
+        """Delete every key with this layer's prefix on every primary; clear local buffers."""
+        state = await self._state()
+        pattern = _glob_escape(self.prefix) + ":*"
+        for node in state.router.primaries():
+            cursor = 0
+            while True:
+                cursor, keys = await node.execute(
+                    "SCAN", cursor, "MATCH", pattern, "COUNT", 1000
+                )
+                if keys:
+                    await node.pipeline([("UNLINK", k) for k in keys])
+                if int(cursor) == 0:
+                    break
+        state.receiver.buffers.clear()
+
+    async def close_pools(self) -> None:
+        """Stop this loop's receive loops and close its connections."""
+        loop = asyncio.get_running_loop()
+        state = self._states.pop(loop, None)
+        if state is not None:
+            await state.close()
+
+    close = close_pools
+
+    # Introspection (tests, metrics)
+
+    def local_stats(self) -> dict[str, int]:
+        """Counters of this loop's receiver: messages expired unread, dropped from full buffers."""
+        try:
+            state = self._states.get(asyncio.get_running_loop())
+        except RuntimeError:
+            state = None
+        if state is None:
+            return {"expired": 0, "dropped_full": 0, "buffered": 0}
+        receiver = state.receiver
+        return {
+            "expired": receiver.expired,
+            "dropped_full": receiver.dropped_full,
+            "buffered": sum(len(b) for b in receiver.buffers.values()),
+        }
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+__all__ = ["RedisClusterChannelLayer", "is_process_local"]

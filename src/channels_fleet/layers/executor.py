@@ -1,0 +1,183 @@
+"""Runs Redis commands for the layer with bounded, topology-aware retries.
+
+Commands are grouped by the node serving their key and sent as one pipeline per node (all
+nodes concurrently). MOVED follows the redirection, ASK sends ``ASKING`` first, NOSCRIPT
+loads the script and retries; a broken connection, a cluster that is down or a failover in
+progress backs off, re-reads the slot table and retries, until ``retry_timeout`` has passed.
+Then the command fails with ``LayerUnavailable`` naming the node and the last failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import exceptions as rx
+
+from ..exceptions import LayerUnavailable
+from . import _metrics
+from .connection import NodeClient, Router
+from .scripts import BY_SHA
+
+logger = logging.getLogger(__name__)
+
+# Failures worth waiting out: the node or the cluster will be back (or replaced) soon.
+TRANSIENT = (
+    rx.ConnectionError,
+    rx.TimeoutError,
+    rx.ClusterDownError,
+    rx.TryAgainError,
+    rx.ReadOnlyError,
+    rx.MasterDownError,
+    OSError,
+)
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 0.5
+
+
+@dataclass(eq=False)
+class Op:
+    """One command for the node that serves ``key``; ``result``/``error`` are filled in."""
+
+    key: str
+    args: tuple[Any, ...]
+    result: Any = None
+    error: BaseException | None = None
+    ask: NodeClient | None = field(default=None, repr=False)
+
+
+class Executor:
+    """Runs ``Op``s on a ``Router`` with retries bounded by ``retry_timeout`` seconds."""
+
+    def __init__(self, router: Router, retry_timeout: float) -> None:
+        self.router = router
+        self.retry_timeout = retry_timeout
+
+    async def call(self, key: str, *args: Any) -> Any:
+        """Run one command for ``key``; raise its error."""
+        op = Op(key, args)
+        await self.run([op])
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    async def run(self, ops: list[Op]) -> None:
+        """Run every op (one pipeline per node per attempt); each gets a result or an error."""
+        deadline = time.monotonic() + self.retry_timeout
+        backoff = BACKOFF_FIRST
+        todo = ops
+        while todo:
+            groups: dict[NodeClient, list[Op]] = defaultdict(list)
+            for op in todo:
+                groups[op.ask or self.router.node_for(op.key)].append(op)
+            outcomes = await asyncio.gather(
+                *(self._run_on(node, group) for node, group in groups.items())
+            )
+            retry: list[Op] = []
+            transient: BaseException | None = None
+            for (node, group), results in zip(groups.items(), outcomes, strict=True):
+                for op, result in zip(group, results, strict=True):
+                    op.ask = None
+                    if not isinstance(result, BaseException):
+                        op.result = result
+                    elif isinstance(result, rx.NoScriptError):
+                        try:
+                            await self._load_script(node, op)
+                        except TRANSIENT as exc:
+                            transient = exc
+                            op.error = self._unavailable(node, exc)
+                        retry.append(op)
+                    elif isinstance(result, rx.MovedError):
+                        _metrics.retry(result)
+                        self.router.set_slot(result.slot_id, result.host, result.port)
+                        retry.append(op)
+                    elif isinstance(result, rx.AskError):
+                        _metrics.retry(result)
+                        op.ask = self.router.node_at(result.host, result.port)
+                        retry.append(op)
+                    elif isinstance(result, TRANSIENT):
+                        _metrics.retry(result)
+                        transient = result
+                        op.error = self._unavailable(node, result)
+                        retry.append(op)
+                    else:
+                        op.error = result
+            if retry and time.monotonic() + (backoff if transient else 0) > deadline:
+                last = transient or rx.TryAgainError("redirected too often")
+                _metrics.error(last)
+                for op in retry:
+                    op.error = op.error or self._unavailable(self.router.node_for(op.key), last)
+                return
+            if transient is not None:
+                logger.info("redis not available (%s); retrying in %.2fs", transient, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                try:
+                    await self.router.refresh()
+                except LayerUnavailable as exc:
+                    logger.info("slot table not refreshed: %s", exc)
+            for op in retry:
+                op.error = None
+            todo = retry
+
+    async def blocking(self, key: str, *args: Any) -> Any:
+        """Run a blocking command (BLMPOP) on its own connection, with the same retries."""
+        deadline = time.monotonic() + self.retry_timeout
+        backoff = BACKOFF_FIRST
+        ask: NodeClient | None = None
+        while True:
+            node = ask or self.router.node_for(key)
+            try:
+                if ask is not None:
+                    return (await node.pipeline([("ASKING",), args]))[1]
+                return await node.execute(*args)
+            except rx.MovedError as exc:
+                _metrics.retry(exc)
+                self.router.set_slot(exc.slot_id, exc.host, exc.port)
+            except rx.AskError as exc:
+                _metrics.retry(exc)
+                ask = self.router.node_at(exc.host, exc.port)
+                continue
+            except TRANSIENT as exc:
+                _metrics.retry(exc)
+                if time.monotonic() + backoff > deadline:
+                    _metrics.error(exc)
+                    raise self._unavailable(node, exc) from exc
+                logger.info("redis %s not available (%s); retrying", node.address, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                try:
+                    await self.router.refresh()
+                except LayerUnavailable as refresh_exc:
+                    logger.info("slot table not refreshed: %s", refresh_exc)
+            ask = None
+
+    async def _run_on(self, node: NodeClient, ops: list[Op]) -> list[Any]:
+        commands: list[tuple[Any, ...]] = []
+        for op in ops:
+            if op.ask is not None:
+                commands.append(("ASKING",))
+            commands.append(op.args)
+        try:
+            results = await node.pipeline(commands)
+        except (rx.RedisError, OSError) as exc:
+            return [exc] * len(ops)
+        if len(commands) != len(ops):  # drop the ASKING replies
+            results = [r for c, r in zip(commands, results, strict=True) if c != ("ASKING",)]
+        return results
+
+    async def _load_script(self, node: NodeClient, op: Op) -> None:
+        script = BY_SHA.get(str(op.args[1]))
+        if script is None:
+            raise RuntimeError(f"NOSCRIPT for an unknown script {op.args[1]!r}")
+        await node.execute("SCRIPT", "LOAD", script.source)
+
+    def _unavailable(self, node: NodeClient, exc: BaseException) -> LayerUnavailable:
+        return LayerUnavailable(
+            f"Redis {node.address} unavailable for {self.retry_timeout:g}s "
+            f"(retry_timeout; hosts: {self.router.host_names}): {type(exc).__name__}: {exc}"
+        )

@@ -1,0 +1,54 @@
+"""Redis key names and the LIST element format of the channel layer.
+
+Every key carries a hash tag (``{...}``) so that each command, script and pipeline call
+touches exactly one Redis Cluster slot:
+
+- ``<prefix>:q:{<channel>}``: LIST of messages of a normal channel;
+- ``<prefix>:q:{<a.b!>}``: LIST shared by all process-local channels ``a.b!*``;
+- ``<prefix>:g:{<group>}``: ZSET of a group (member = channel name, score = time added).
+
+A LIST element is ``b"<expires_at_ms>|<channel>|" + body``; channel names cannot contain
+``|``, so ``split(b"|", 2)`` parses it back.
+"""
+
+from __future__ import annotations
+
+from redis.crc import key_slot
+
+SEPARATOR = b"|"
+
+
+def non_local_name(channel: str) -> str:
+    """``a.b!c`` -> ``a.b!``; a normal channel name is returned unchanged."""
+    bang = channel.find("!")
+    return channel if bang < 0 else channel[: bang + 1]
+
+
+def is_process_local(channel: str) -> bool:
+    return "!" in channel
+
+
+def channel_key(prefix: str, channel: str) -> str:
+    """The LIST holding messages for ``channel`` (process-local channels share their prefix's)."""
+    return f"{prefix}:q:{{{non_local_name(channel)}}}"
+
+
+def group_key(prefix: str, group: str) -> str:
+    """The ZSET holding the members of ``group``."""
+    return f"{prefix}:g:{{{group}}}"
+
+
+def slot_of(key: str | bytes) -> int:
+    """The Redis Cluster hash slot of ``key`` (honours hash tags)."""
+    return key_slot(key.encode() if isinstance(key, str) else key)
+
+
+def pack_element(expires_at_ms: int, channel: str, body: bytes) -> bytes:
+    """Build the LIST element for one message to ``channel``."""
+    return b"%d|%s|%s" % (expires_at_ms, channel.encode("ascii"), body)
+
+
+def unpack_element(element: bytes) -> tuple[int, str, bytes]:
+    """Split a LIST element into (expires_at_ms, channel, body)."""
+    expires, channel, body = element.split(SEPARATOR, 2)
+    return int(expires), channel.decode("ascii"), body

@@ -1,0 +1,234 @@
+"""Receives for one event loop: one pull loop per LIST that has waiting receivers.
+
+A pull loop runs ``BLMPOP <block> 1 <key> LEFT COUNT n`` until nobody waits on its LIST:
+
+- a process-local LIST (``a.b!``) is pulled in batches of up to ``batch`` elements, and each
+  message goes to the receiver waiting on its full channel name, or into that channel's
+  bounded local buffer (oldest dropped beyond ``capacity``);
+- a normal (shared) channel is pulled only as many as there are waiting receivers, so that
+  several processes share its queue; a message popped after its receiver went away is
+  pushed back to the head of the LIST for someone else.
+
+Receivers only wait on a local future, so cancelling ``receive()`` never interrupts a BLMPOP
+that may already have taken a message off Redis. ``block`` stays below the connection's
+``socket_timeout`` (redis-py 8 defaults it to 5 s), so an idle receive waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from . import _metrics
+from .executor import Executor
+from .keys import is_process_local, unpack_element
+
+logger = logging.getLogger(__name__)
+
+Entry = tuple[int, bytes]  # (expires_at_ms, body)
+SWEEP_INTERVAL_S = 1.0
+
+
+class Receiver:
+    """Waiters, local buffers and pull loops of one event loop."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        capacity_of: Callable[[str], int],
+        batch: int,
+        block_timeout: Callable[[str], float],
+        expiry_s: float,
+    ) -> None:
+        self.executor = executor
+        self.capacity_of = capacity_of
+        self.batch = batch
+        self.block_timeout = block_timeout
+        self.expiry_s = expiry_s
+        # key -> channel -> futures of receivers waiting on that channel (oldest first)
+        self.waiting: dict[str, dict[str, deque[asyncio.Future[bytes]]]] = {}
+        self.buffers: dict[str, deque[Entry]] = {}
+        self.pullers: dict[str, asyncio.Task[None]] = {}
+        self.dropped_full = 0
+        self.expired = 0
+        self._last_sweep = time.monotonic()
+        self._sweep_handle: asyncio.TimerHandle | None = None
+
+    async def receive(self, key: str, channel: str) -> bytes:
+        """Wait for the next message body for ``channel`` (stored in LIST ``key``)."""
+        body = self._from_buffer(channel)
+        if body is not None:
+            return body
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+        self.waiting.setdefault(key, {}).setdefault(channel, deque()).append(future)
+        if key not in self.pullers:
+            self.pullers[key] = loop.create_task(self._pull(key, is_process_local(channel)))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                # The message reached us just as the receiver was cancelled: keep it.
+                self._give_back(key, channel, future.result())
+            raise
+        finally:
+            self._forget(key, channel, future)
+
+    def _from_buffer(self, channel: str) -> bytes | None:
+        buffer = self.buffers.get(channel)
+        if not buffer:
+            return None
+        now_ms = time.time() * 1000
+        while buffer:
+            expires, body = buffer.popleft()
+            if expires >= now_ms:
+                if not buffer:
+                    del self.buffers[channel]
+                return body
+            self._count_expired(1)
+        del self.buffers[channel]
+        return None
+
+    def _forget(self, key: str, channel: str, future: asyncio.Future[bytes]) -> None:
+        channels = self.waiting.get(key)
+        if channels is None:
+            return
+        waiters = channels.get(channel)
+        if waiters is not None:
+            try:
+                waiters.remove(future)
+            except ValueError:
+                pass
+            if not waiters:
+                del channels[channel]
+        if not channels:
+            del self.waiting[key]
+
+    def _give_back(self, key: str, channel: str, body: bytes) -> None:
+        expires = int((time.time() + self.expiry_s) * 1000)
+        if is_process_local(channel):
+            self.buffers.setdefault(channel, deque()).appendleft((expires, body))
+        else:
+            element = b"%d|%s|%s" % (expires, channel.encode("ascii"), body)
+            asyncio.get_running_loop().create_task(self._push_back(key, [element]))
+
+    def _live_waiters(self, key: str) -> int:
+        channels = self.waiting.get(key)
+        if not channels:
+            return 0
+        return sum(1 for waiters in channels.values() for f in waiters if not f.done())
+
+    async def _pull(self, key: str, local: bool) -> None:
+        try:
+            while True:
+                wanted = self._live_waiters(key)
+                if wanted == 0:
+                    break
+                count = self.batch if local else wanted
+                reply = await self.executor.blocking(
+                    key, "BLMPOP", self.block_timeout(key), 1, key, "LEFT", "COUNT", count
+                )
+                if reply:
+                    await self._dispatch(key, local, reply[1])
+                self._maybe_sweep()
+        except Exception as exc:
+            # Every waiter of this LIST learns why; the next receive() starts a new loop.
+            logger.warning("receive loop for %s failed: %s", key, exc)
+            for waiters in self.waiting.get(key, {}).values():
+                for future in waiters:
+                    if not future.done():
+                        future.set_exception(exc)
+        finally:
+            if self.pullers.get(key) is asyncio.current_task():
+                del self.pullers[key]
+            if self.buffers and self._sweep_handle is None:
+                loop = asyncio.get_running_loop()
+                self._sweep_handle = loop.call_later(self.expiry_s + 1, self._timed_sweep)
+
+    async def _dispatch(self, key: str, local: bool, elements: list[bytes]) -> None:
+        now_ms = time.time() * 1000
+        channels = self.waiting.get(key, {})
+        leftovers: list[bytes] = []
+        expired = 0
+        for element in elements:
+            expires, channel, body = unpack_element(element)
+            if expires < now_ms:
+                expired += 1
+                continue
+            waiters = channels.get(channel)
+            while waiters:
+                future = waiters.popleft()
+                if not future.done():
+                    future.set_result(body)
+                    break
+            else:
+                if local:
+                    self._buffer(channel, expires, body)
+                else:
+                    leftovers.append(element)
+        self._count_expired(expired)
+        if leftovers:
+            await self._push_back(key, leftovers)
+
+    def _buffer(self, channel: str, expires: int, body: bytes) -> None:
+        buffer = self.buffers.setdefault(channel, deque())
+        if len(buffer) >= self.capacity_of(channel):
+            buffer.popleft()
+            self.dropped_full += 1
+            _metrics.channel_full("send")
+            logger.info("local buffer of %s full: dropped its oldest message", channel)
+        buffer.append((expires, body))
+
+    async def _push_back(self, key: str, elements: list[bytes]) -> None:
+        try:
+            await self.executor.call(key, "LPUSH", key, *reversed(elements))
+        except Exception as exc:
+            logger.warning("lost %d message(s) of %s returning them: %s", len(elements), key, exc)
+
+    def _count_expired(self, amount: int) -> None:
+        if amount:
+            self.expired += amount
+            _metrics.expired(amount)
+
+    def _maybe_sweep(self) -> None:
+        if time.monotonic() - self._last_sweep >= SWEEP_INTERVAL_S:
+            self.sweep()
+
+    def _timed_sweep(self) -> None:
+        self._sweep_handle = None
+        self.sweep()
+        if self.buffers:
+            loop = asyncio.get_running_loop()
+            self._sweep_handle = loop.call_later(self.expiry_s + 1, self._timed_sweep)
+
+    def sweep(self) -> None:
+        """Drop expired messages from local buffers, and buffers left empty."""
+        self._last_sweep = time.monotonic()
+        now_ms = time.time() * 1000
+        for channel in list(self.buffers):
+            buffer = self.buffers[channel]
+            while buffer and buffer[0][0] < now_ms:
+                buffer.popleft()
+                self._count_expired(1)
+            if not buffer:
+                del self.buffers[channel]
+
+    async def close(self) -> None:
+        tasks = list(self.pullers.values())
+        self.pullers.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
+        for channels in self.waiting.values():
+            for waiters in channels.values():
+                for future in waiters:
+                    if not future.done():
+                        future.cancel()
+        self.waiting.clear()
+        self.buffers.clear()

@@ -1,0 +1,77 @@
+"""Lua scripts of the channel layer. Each lists every key it touches in KEYS (one slot)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Script:
+    """A Lua script with its SHA1, run with EVALSHA (loaded again on NOSCRIPT)."""
+
+    name: str
+    source: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()
+
+
+# Push up to the LIST's remaining room and return how many were pushed.
+# KEYS[1] = the channel LIST
+# ARGV[1] = capacity, ARGV[2] = expiry in ms, ARGV[3] = now in ms, ARGV[4..] = elements.
+# When the LIST looks full, expired elements at its head (nobody read them) are dropped
+# first, so that a channel nobody reads does not stay full of dead messages.
+SEND = Script(
+    "send",
+    """
+local key = KEYS[1]
+local capacity = tonumber(ARGV[1])
+local wanted = #ARGV - 3
+local length = redis.call('LLEN', key)
+if capacity - length < wanted and length > 0 then
+    local now = tonumber(ARGV[3])
+    while length > 0 do
+        local head = redis.call('LINDEX', key, 0)
+        local bar = string.find(head, '|', 1, true)
+        if not bar or tonumber(string.sub(head, 1, bar - 1)) > now then break end
+        redis.call('LPOP', key)
+        length = length - 1
+    end
+end
+local n = capacity - length
+if n > wanted then n = wanted end
+if n <= 0 then return 0 end
+redis.call('RPUSH', key, unpack(ARGV, 4, n + 3))
+redis.call('PEXPIRE', key, ARGV[2])
+return n
+""",
+)
+
+# Add a member to a group and refresh the group's expiry.
+# KEYS[1] = the group ZSET; ARGV[1] = score (time added), ARGV[2] = member, ARGV[3] = expiry s.
+GROUP_ADD = Script(
+    "group_add",
+    """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+""",
+)
+
+# Drop members older than group_expiry and return the others.
+# KEYS[1] = the group ZSET; ARGV[1] = oldest score kept.
+GROUP_MEMBERS = Script(
+    "group_members",
+    """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+""",
+)
+
+ALL = (SEND, GROUP_ADD, GROUP_MEMBERS)
+BY_SHA = {script.sha: script for script in ALL}
+
+# Largest number of elements pushed by one EVALSHA (Lua's unpack has a stack limit).
+MAX_ELEMENTS_PER_CALL = 1000
