@@ -1,0 +1,189 @@
+"""QueueCollector against real Redis: depth and oldest age of the work queue, node reachability."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+from redis.cluster import RedisCluster
+
+from channels_fleet.metrics import FleetMetrics
+from channels_fleet.queue_metrics import QueueCollector, oldest_age, parse_cluster_nodes, queue_key
+
+pytestmark = pytest.mark.timeout(60)
+
+KEY = queue_key("fleet", "fleet.connect")
+
+
+def test_queue_key_is_the_pinned_one() -> None:
+    assert KEY == "fleet:q:{fleet.connect}"
+
+
+def test_oldest_age_from_the_element_format() -> None:
+    now = 1_000_000.0
+    element = b"%d|fleet.connect|body|with|bars" % ((now - 3 + 60) * 1000)
+    assert oldest_age(element, 60, now) == pytest.approx(3.0)
+    assert oldest_age(None, 60, now) == 0.0
+    # A clock a little ahead on the sender never gives a negative age.
+    assert oldest_age(b"%d|x|" % ((now + 1 + 60) * 1000), 60, now) == 0.0
+
+
+def test_parse_cluster_nodes_keeps_roles_failures_and_slots() -> None:
+    text = (
+        "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n"
+        "b2 127.0.0.1:7001@17001,host-b master,fail - 0 0 2 connected 5461-10922 [93->-c3]\n"
+        "c3 127.0.0.1:7002@17002 slave a1 0 0 1 connected\n"
+        "d4 :0@0 master,noaddr - 0 0 0 disconnected\n"
+    )
+    nodes = parse_cluster_nodes(text)
+    assert [n.address for n in nodes] == ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
+    assert nodes[0].primary and nodes[0].slots == [(0, 5460)] and not nodes[0].failed
+    assert nodes[1].failed and nodes[1].slots == [(5461, 10922)]
+    assert not nodes[2].primary
+
+
+def _fill(client, count: int, age: float, expiry: float = 60) -> None:
+    expires_ms = int((time.time() - age + expiry) * 1000)
+    elements = [b"%d|fleet.connect|envelope-%d" % (expires_ms + i, i) for i in range(count)]
+    client.delete(KEY)
+    client.rpush(KEY, *elements)
+
+
+@pytest.fixture
+def cluster_client(redis_cluster):
+    host, port = redis_cluster.urls[0].removeprefix("redis://").split(":")
+    client = RedisCluster(host=host, port=int(port))
+    yield client
+    client.delete(KEY)
+    client.close()
+
+
+def _sample(registry, name: str, **labels: str):
+    return registry.get_sample_value(name, labels)
+
+
+async def test_depth_and_oldest_age_on_the_cluster(redis_cluster, cluster_client) -> None:
+    registry = CollectorRegistry()
+    collector = QueueCollector(redis_cluster.urls[:1], metrics=FleetMetrics(registry))
+    _fill(cluster_client, 25, age=3.0)
+    try:
+        readings = await collector.collect_once()
+    finally:
+        await collector.stop()
+    assert collector.last_error is None
+    assert [(r.queue, r.depth) for r in readings] == [("fleet.connect", 25)]
+    assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 25
+    age = _sample(registry, "channels_fleet_work_queue_oldest_age_seconds", queue="fleet.connect")
+    assert 2.9 <= age <= 4.0
+
+
+async def test_empty_queue_reads_zero(redis_cluster, cluster_client) -> None:
+    registry = CollectorRegistry()
+    collector = QueueCollector(redis_cluster.urls[1:2], metrics=FleetMetrics(registry))
+    cluster_client.delete(KEY)
+    try:
+        await collector.collect_once()
+    finally:
+        await collector.stop()
+    assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 0
+    assert _sample(
+        registry, "channels_fleet_work_queue_oldest_age_seconds", queue="fleet.connect") == 0
+
+
+async def test_every_cluster_node_is_up(redis_cluster) -> None:
+    registry = CollectorRegistry()
+    collector = QueueCollector(redis_cluster.urls[:1], metrics=FleetMetrics(registry))
+    try:
+        await collector.collect_once()
+    finally:
+        await collector.stop()
+    for node in redis_cluster.nodes:
+        assert _sample(registry, "channels_fleet_redis_node_up", node=f"127.0.0.1:{node.port}") == 1
+
+
+async def test_a_frozen_replica_reads_as_down_then_up_again(redis_cluster) -> None:
+    # SIGSTOP a replica for well under the cluster's node timeout (2 s): PING gets no answer,
+    # and the shared cluster is not disturbed for other tests.
+    masters = {n.port for n in redis_cluster.masters_now()}
+    replica = next(n for n in redis_cluster.nodes if n.port not in masters and n.alive())
+    label = f"127.0.0.1:{replica.port}"
+    registry = CollectorRegistry()
+    collector = QueueCollector(
+        redis_cluster.urls[:1], metrics=FleetMetrics(registry), timeout=0.3)
+    try:
+        await collector.collect_once()  # topology known before the freeze
+        replica.kill(signal.SIGSTOP)
+        try:
+            await collector.collect_once()
+            down = _sample(registry, "channels_fleet_redis_node_up", node=label)
+        finally:
+            replica.kill(signal.SIGCONT)
+        await collector.collect_once()
+        up = _sample(registry, "channels_fleet_redis_node_up", node=label)
+    finally:
+        await collector.stop()
+    assert (down, up) == (0, 1)
+    redis_cluster.wait_cluster_ok()
+
+
+async def test_single_redis(redis_single) -> None:
+    client = redis.Redis.from_url(redis_single.urls[0])
+    _fill(client, 4, age=10.0)
+    registry = CollectorRegistry()
+    collector = QueueCollector(redis_single.urls, metrics=FleetMetrics(registry))
+    try:
+        await collector.collect_once()
+    finally:
+        await collector.stop()
+        client.delete(KEY)
+        client.close()
+    assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 4
+    age = _sample(registry, "channels_fleet_work_queue_oldest_age_seconds", queue="fleet.connect")
+    assert 9.9 <= age <= 11.0
+    node = redis_single.urls[0].removeprefix("redis://")
+    assert _sample(registry, "channels_fleet_redis_node_up", node=node) == 1
+
+
+async def test_unreachable_redis_is_down_and_queue_series_absent(redis_single) -> None:
+    from channels_fleet.devcluster import free_ports
+
+    (port,) = free_ports(1)
+    registry = CollectorRegistry()
+    metrics = FleetMetrics(registry)
+    collector = QueueCollector([redis_single.urls[0]], metrics=metrics)
+    try:
+        await collector.collect_once()
+        assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 0
+        collector.hosts = [f"redis://127.0.0.1:{port}"]
+        collector._nodes_seen = {f"127.0.0.1:{port}"}
+        await collector.collect_once()
+    finally:
+        await collector.stop()
+    assert "no Redis host answered" in (collector.last_error or "")
+    assert _sample(registry, "channels_fleet_redis_node_up", node=f"127.0.0.1:{port}") == 0
+    assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") is None
+
+
+async def test_start_collects_periodically(redis_single) -> None:
+    import asyncio
+
+    client = redis.Redis.from_url(redis_single.urls[0])
+    client.delete(KEY)
+    registry = CollectorRegistry()
+    collector = QueueCollector(redis_single.urls, metrics=FleetMetrics(registry), interval=0.1)
+    await collector.start()
+    try:
+        assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 0
+        _fill(client, 7, age=1.0)
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            if _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 7:
+                break
+        assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 7
+    finally:
+        await collector.stop()
+        client.delete(KEY)
+        client.close()
