@@ -1,0 +1,131 @@
+"""``channels-fleet interface``: Daphne serving the gateway; holds sockets, imports no project code.
+
+SIGTERM (or SIGINT) drains as uvicorn does, in steps under ``CHANNELS_FLEET_DRAIN_TIMEOUT``:
+readiness turns false, the listening port closes, every WebSocket is closed with 1001 and its
+owner told (so disconnect handlers run), HTTP requests in flight may finish, then the reactor
+stops. (Daphne's own SIGTERM handling closes sockets without a close frame: clients see 1006.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from channels_fleet.settings import InterfaceSettings, SettingsError
+
+from .._common import STARTUP_FAILURE, setup_logging, start_probes
+
+logger = logging.getLogger("channels_fleet.interface")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="channels-fleet interface")
+    parser.add_argument("--bind", help="address to listen on (CHANNELS_FLEET_BIND, 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="public port (CHANNELS_FLEET_PORT, 8000)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT, 9100; 0: off)")
+    parser.add_argument("--redis-url", help="comma-separated URLs (CHANNELS_FLEET_REDIS_URL)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        settings = InterfaceSettings.from_env(
+            bind=args.bind, port=args.port, metrics_port=args.metrics_port,
+            redis_url=args.redis_url,
+        )
+    except SettingsError as exc:
+        print(f"channels-fleet interface: {exc}")
+        return STARTUP_FAILURE
+    setup_logging(settings.log_level)
+    return Interface(settings).run()
+
+
+class Interface:
+    """The interface process: Daphne + gateway + probes + drain."""
+
+    def __init__(self, settings: InterfaceSettings) -> None:
+        # Importing daphne.server installs Twisted's asyncio reactor: do it here, not at import.
+        from daphne.server import Server
+
+        from channels_fleet.gateway import Gateway
+
+        self.settings = settings
+        self.gateway = Gateway(settings)
+        self.ports: list[Any] = []
+        self.exit_code = 0
+        self.probes: Any = None
+        self._draining = False
+        interface = self
+
+        class FleetServer(Server):  # type: ignore[misc]
+            def listen_success(self, port: Any) -> None:
+                interface.ports.append(port)
+                super().listen_success(port)
+
+        self.server = FleetServer(
+            self.gateway,
+            endpoints=[f"tcp:port={settings.port}:interface={settings.bind}"],
+            signal_handlers=False,
+            request_buffer_size=settings.chunk_size,
+            websocket_handshake_timeout=settings.claim_timeout + 15,
+            websocket_connect_timeout=settings.claim_timeout + 15,
+            application_close_timeout=settings.drain_timeout,
+            verbosity=0,
+        )
+
+    def run(self) -> int:
+        from twisted.internet import reactor
+
+        reactor.callWhenRunning(lambda: asyncio.ensure_future(self._startup()))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: reactor.callFromThread(self._begin_drain))
+        self.server.run()
+        return self.exit_code
+
+    async def _startup(self) -> None:
+        from twisted.internet import reactor
+
+        try:
+            await self.gateway.start()
+            self.probes = await start_probes(
+                self.settings.metrics_port, self.gateway.ready, "interface"
+            )
+        except Exception as exc:
+            logger.critical("interface could not start: %r", exc)
+            self.exit_code = STARTUP_FAILURE
+            reactor.stop()
+            return
+        logger.info("interface listening on %s:%d", self.settings.bind, self.settings.port)
+
+    def _begin_drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        from twisted.internet import reactor
+
+        timeout = self.settings.drain_timeout
+        logger.info("draining (up to %.0fs)", timeout)
+        try:
+            # 1. Unready, 2. stop accepting, 3. close sockets (1001) and tell the owners.
+            self.gateway.draining = True
+            for port in self.ports:
+                port.stopListening()
+            closed = await asyncio.wait_for(self.gateway.drain(timeout - 0.5), timeout)
+            logger.info("drained: %d WebSockets closed with 1001", closed)
+            # Give the close frames a moment to leave before the reactor stops.
+            await asyncio.sleep(0.2)
+            if self.probes is not None:
+                await self.probes.stop()
+            await self.gateway.stop()
+        except Exception as exc:
+            logger.error("drain did not finish cleanly: %r", exc)
+        finally:
+            reactor.stop()

@@ -1,0 +1,76 @@
+"""``channels-fleet web WSGI_APP``: gunicorn (as a library) serving the project's Django WSGI app.
+
+Pages, admin and APIs go here; sockets go to the interfaces. Probes and metrics are served by
+the gunicorn master on ``CHANNELS_FLEET_METRICS_PORT`` (0: off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import sys
+import threading
+from typing import Any
+
+from channels_fleet.settings import SettingsError, WebSettings
+
+from .._common import STARTUP_FAILURE, setup_logging, start_probes
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="channels-fleet web")
+    parser.add_argument("wsgi_app", nargs="?", help="module:attribute (CHANNELS_FLEET_WSGI_APP)")
+    parser.add_argument("--bind", help="address (CHANNELS_FLEET_BIND, 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port (CHANNELS_FLEET_PORT, 8000)")
+    parser.add_argument("--workers", type=int, help="processes (CHANNELS_FLEET_WEB_WORKERS, 2)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT, 9100; 0: off)")
+    return parser.parse_args(argv)
+
+
+def _serve_probes(port: int) -> None:
+    """Run the probe server on its own loop in a daemon thread of the gunicorn master."""
+
+    async def run() -> None:
+        await start_probes(port, _always_ready, "web")
+        await asyncio.Event().wait()
+
+    threading.Thread(target=asyncio.run, args=(run(),), daemon=True, name="probes").start()
+
+
+async def _always_ready() -> tuple[bool, str]:
+    return True, "ok"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        settings = WebSettings.from_env(
+            wsgi_app=args.wsgi_app, bind=args.bind, port=args.port, web_workers=args.workers,
+            metrics_port=args.metrics_port,
+        )
+    except SettingsError as exc:
+        print(f"channels-fleet web: {exc}")
+        return STARTUP_FAILURE
+    setup_logging(settings.log_level)
+    from gunicorn.app.base import BaseApplication
+
+    class FleetWeb(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", [f"{settings.bind}:{settings.port}"])
+            self.cfg.set("workers", settings.web_workers)
+            self.cfg.set("graceful_timeout", 25)
+            self.cfg.set("accesslog", "-")
+            if settings.metrics_port:
+                self.cfg.set("when_ready", lambda _server: _serve_probes(settings.metrics_port))
+
+        def load(self) -> Any:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module_name, _, attr = settings.wsgi_app.partition(":")
+            return getattr(importlib.import_module(module_name), attr)
+
+    FleetWeb().run()
+    return 0

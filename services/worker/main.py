@@ -1,0 +1,98 @@
+"""``channels-fleet worker APP``: runs a Django Channels project's ASGI app for relayed connections.
+
+APP is ``module:attribute`` (``chat_project.asgi:application``); ``DJANGO_SETTINGS_MODULE``
+comes from the environment. SIGTERM (or SIGINT): readiness turns false, no new connections are
+taken, owned WebSockets are released (closed with 1012 so clients reconnect to a live worker;
+issue 9 re-homes them instead), HTTP requests finish, and the process exits within
+``CHANNELS_FLEET_DRAIN_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from channels_fleet.settings import SettingsError, WorkerSettings
+
+from .._common import STARTUP_FAILURE, setup_logging, start_probes
+
+logger = logging.getLogger("channels_fleet.worker")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="channels-fleet worker")
+    parser.add_argument("app", nargs="?", help="module:attribute (CHANNELS_FLEET_APP)")
+    parser.add_argument("--channels", help="background channels, a,b (CHANNELS_FLEET_CHANNELS)")
+    parser.add_argument("--concurrency", type=int,
+                        help="most owned connections (CHANNELS_FLEET_CONCURRENCY, 1000)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT, 9100; 0: off)")
+    parser.add_argument("--redis-url", help="comma-separated URLs (CHANNELS_FLEET_REDIS_URL)")
+    return parser.parse_args(argv)
+
+
+def load_app(spec: str) -> Any:
+    """Set Django up, then import ``module:attribute`` (from the working directory too)."""
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        raise SettingsError("DJANGO_SETTINGS_MODULE is not set; the worker runs a Django project")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    import django
+
+    django.setup(set_prefix=False)
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise SettingsError(f"{module_name} has no attribute {attr!r} (APP={spec})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        settings = WorkerSettings.from_env(
+            app=args.app, channels=args.channels, concurrency=args.concurrency,
+            metrics_port=args.metrics_port, redis_url=args.redis_url,
+        )
+        setup_logging(settings.log_level)
+        application = load_app(settings.app)
+    except (SettingsError, ImportError) as exc:
+        print(f"channels-fleet worker: {exc}")
+        return STARTUP_FAILURE
+    return asyncio.run(serve(application, settings))
+
+
+async def serve(application: Any, settings: WorkerSettings) -> int:
+    from channels_fleet.host import Host
+
+    host = Host(application, settings)
+    try:
+        await host.start()
+        probes = await start_probes(settings.metrics_port, host.ready, "worker")
+    except Exception as exc:
+        logger.critical("worker could not start: %r", exc)
+        return STARTUP_FAILURE
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("draining (up to %.0fs)", settings.drain_timeout)
+    try:
+        released, cancelled = await asyncio.wait_for(
+            host.drain(settings.drain_timeout - 0.5), settings.drain_timeout
+        )
+        logger.info("drained: %d sockets released with 1012, %d app instances cancelled",
+                    released, cancelled)
+    except Exception as exc:
+        logger.error("drain did not finish cleanly: %r", exc)
+    if probes is not None:
+        await probes.stop()
+    return 0

@@ -1,0 +1,120 @@
+"""What the gateway does at the edge itself: origin checks and Daphne-specific socket writes.
+
+Daphne 4.2's ASGI ``send`` ignores the ``headers`` of ``websocket.accept`` and the ``reason`` of
+``websocket.close``, and hides how much is buffered for a slow client. When ``send`` is
+Daphne's (``partial(server.handle_reply, protocol)``) these helpers reach the protocol for
+those three things; with any other server they fall back to plain ASGI.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+logger = logging.getLogger(__name__)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def origin_allowed(scope: dict[str, Any], allowed: Iterable[str]) -> bool:
+    """Is the WebSocket's ``Origin`` acceptable? Non-browser clients (no Origin) are.
+
+    ``allowed`` empty: same host as the ``Host`` header. ``*``: any. Otherwise each entry is a
+    full origin (``https://chat.example.com``), a host (``chat.example.com``) or a domain
+    suffix (``.example.com``).
+    """
+    allowed = tuple(allowed)
+    origin = _header(scope, b"origin")
+    if origin is None or "*" in allowed:
+        return True
+    parts = urlsplit(origin)
+    if not parts.netloc:
+        return False
+    host = parts.hostname or ""
+    if not allowed:
+        return parts.netloc.lower() == (_header(scope, b"host") or "").lower()
+    for entry in allowed:
+        entry = entry.lower()
+        if entry == origin.lower().rstrip("/") or entry == host:
+            return True
+        if entry.startswith(".") and (host.endswith(entry) or host == entry[1:]):
+            return True
+    return False
+
+
+def _protocol(send: Any) -> Any:
+    if isinstance(send, partial) and send.args:
+        return send.args[0]
+    return None
+
+
+async def accept(send: Any, message: dict[str, Any]) -> None:
+    """Accept a WebSocket, with the app's extra headers when the server can send them."""
+    headers = message.get("headers") or []
+    proto = _protocol(send)
+    deferred = getattr(proto, "handshake_deferred", None)
+    if headers and deferred is not None:
+        # autobahn takes (subprotocol, {name: value}) from the onConnect deferred.
+        extra = {bytes(k).decode("latin-1"): bytes(v).decode("latin-1") for k, v in headers}
+        del proto.handshake_deferred
+        deferred.callback((message.get("subprotocol"), extra))
+        return
+    await send({"type": "websocket.accept", "subprotocol": message.get("subprotocol")})
+
+
+async def close(send: Any, message: dict[str, Any], *, accepted: bool) -> None:
+    """Close a WebSocket with the app's code and reason (before accept: HTTP 403)."""
+    code = message.get("code") or 1000
+    reason = message.get("reason") or ""
+    proto = _protocol(send)
+    if accepted and reason and proto is not None and hasattr(proto, "sendClose"):
+        proto.sendClose(code=code, reason=reason[:120])
+        return
+    await send({"type": "websocket.close", "code": code})
+
+
+def unsent_bytes(send: Any) -> int:
+    """Bytes written to the client's socket but not yet taken by the kernel (0 if unknown)."""
+    transport = getattr(_protocol(send), "transport", None)
+    if transport is None:
+        return 0
+    return len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
+
+
+def abort(send: Any) -> None:
+    """Drop the client's TCP connection at once (a slow reader, a response cut short)."""
+    proto = _protocol(send)
+    transport = getattr(proto, "transport", None) or getattr(
+        getattr(proto, "channel", None), "transport", None
+    )
+    if transport is not None and hasattr(transport, "abortConnection"):
+        transport.abortConnection()
+
+
+async def http_error(send: Any, status: int) -> None:
+    body = {503: b"Service Unavailable: try again shortly\n"}.get(status, b"Error\n")
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")],
+    })
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def lifespan(receive: Any, send: Any) -> None:
+    """Answer the ASGI lifespan protocol (servers other than Daphne use it)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,317 @@
+"""The worker side of the relay: runs the project's ASGI application for relayed connections.
+
+The host takes connect envelopes from the shared work queue ``fleet.connect`` while it owns
+fewer than ``concurrency`` connections, claims each one, and runs
+``application(scope, receive, send)`` for it as a task: ``receive`` reads the connection's
+bounded inbound queue (events relayed from the interface) and ``send`` relays the app's
+messages back. The application is the project's ordinary one (``ProtocolTypeRouter``,
+``AuthMiddlewareStack``, ``URLRouter`` ...), so consumers run unchanged.
+
+    host = Host(application, WorkerSettings.from_env(app="chat_project.asgi:application"))
+    await host.start()
+    ...
+    await host.drain(timeout=25)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from . import wire
+from .liveness import Heartbeat, PeerWatch, redis_client
+from .metrics import METRICS
+from .relay import Relay, relay_layer
+from .settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+
+class WConn:
+    """One connection owned by this worker."""
+
+    __slots__ = ("id", "iface", "ws", "queue", "task", "accepted", "closed", "gone", "abandoned")
+
+    def __init__(self, conn_id: str, iface: str, ws: bool, limit: int) -> None:
+        self.id = conn_id
+        self.iface = iface
+        self.ws = ws
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=limit)
+        self.task: asyncio.Task[None] | None = None
+        self.accepted = False  # ws accepted / http response started
+        self.closed = False  # ws closed by the app / http response complete
+        self.gone = False  # the app has been handed its disconnect event
+        self.abandoned = False  # the connection is no longer ours: drop what the app sends
+
+
+class Host:
+    """Owns connections taken from the work queue and runs the application for each."""
+
+    def __init__(self, application: Any, settings: WorkerSettings, layer: Any = None) -> None:
+        self.application = application
+        self.settings = settings
+        self.layer = layer
+        self.conns: dict[str, WConn] = {}
+        self.relay: Relay | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.watch: PeerWatch | None = None
+        self.draining = False
+        self._room = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._redis: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        if self.layer is None:
+            self.layer = relay_layer(s)
+        self.relay = Relay(self.layer, "fleet.worker", self._on_item, self._on_undeliverable)
+        channel = await self.relay.start()
+        self._redis = await redis_client(s.redis_url)
+        self.heartbeat = Heartbeat(
+            self._redis, channel, interval=s.heartbeat_interval, ttl=s.heartbeat_ttl,
+            on_lost=self._abandon_all,
+        )
+        await self.heartbeat.start()
+        self.watch = PeerWatch(self.heartbeat, self._ifaces, self._ifaces_dead,
+                               interval=s.heartbeat_interval)
+        self.watch.start()
+        self._tasks.append(asyncio.create_task(self._take_loop(), name="take fleet.connect"))
+        if s.channels:
+            self._tasks.append(asyncio.create_task(self._background(), name="background"))
+        logger.info("worker %s taking connections (concurrency %d)", channel, s.concurrency)
+
+    async def ready(self) -> tuple[bool, str]:
+        """Readiness: not draining and heartbeat fresh (the relay's Redis answers)."""
+        if self.heartbeat is not None:
+            METRICS.worker_heartbeat_age.set(min(self.heartbeat.age, 1e6))
+        if self.draining:
+            return False, "draining"
+        if self.heartbeat is None or not self.heartbeat.fresh:
+            return False, "heartbeat stale (Redis unreachable?)"
+        return True, "ok"
+
+    async def drain(self, timeout: float) -> tuple[int, int]:
+        """Stop taking connections, release owned sockets (1012), let HTTP finish, stop.
+
+        Returns (sockets released, app instances cancelled at the deadline).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self.draining = True
+        METRICS.draining.set(1)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # 1. Hand every WebSocket back (issue 9 re-homes here; today: close 1012).
+        released = 0
+        for conn in list(self.conns.values()):
+            if conn.ws:
+                self._release(conn, 1012)
+                released += 1
+        # 2. Let the apps run their disconnect handlers and HTTP responses finish.
+        running = [c.task for c in self.conns.values() if c.task is not None]
+        if running:
+            await asyncio.wait(running, timeout=max(0.1, deadline - loop.time() - 1))
+        cancelled = 0
+        for conn in list(self.conns.values()):
+            if conn.task is not None and not conn.task.done():
+                conn.task.cancel()
+                cancelled += 1
+        assert self.relay is not None
+        await self.relay.flushed(max(0.1, deadline - loop.time()))
+        await self.stop()
+        return released, cancelled
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        tasks = [c.task for c in self.conns.values() if c.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.watch is not None:
+            await self.watch.stop()
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
+        if self.relay is not None:
+            await self.relay.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    # -- taking connections ----------------------------------------------------------------
+
+    async def _take_loop(self) -> None:
+        assert self.relay is not None
+        while not self.draining:
+            while len(self.conns) >= self.settings.concurrency:
+                self._room.clear()
+                await self._room.wait()
+            try:
+                envelope = await self.layer.receive(wire.CONNECT_CHANNEL)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("receive on %s failed: %r; retrying", wire.CONNECT_CHANNEL, exc)
+                await asyncio.sleep(0.5)
+                continue
+            now = time.time()
+            if envelope.get("type") != wire.CONNECT:
+                logger.warning("ignored a %r message on %s", envelope.get("type"),
+                               wire.CONNECT_CHANNEL)
+                continue
+            if envelope.get("deadline", now) < now:
+                # The interface has already answered 1013/503 for it.
+                METRICS.messages_dropped.labels("expired").inc()
+                continue
+            METRICS.queue_wait.observe(max(0.0, now - envelope.get("sent_at", now)))
+            self._open(envelope)
+
+    def _open(self, envelope: dict[str, Any]) -> None:
+        assert self.relay is not None
+        scope = wire.scope_from_wire(envelope)
+        iface = envelope["iface"]
+        scope["fleet"] = {"interface": iface, "rehomed": 0}
+        ws = scope["type"] == "websocket"
+        conn = WConn(envelope["conn"], iface, ws, self.settings.inbound_limit)
+        self.conns[conn.id] = conn
+        METRICS.owned_connections.set(len(self.conns))
+        self.relay.post(iface, [wire.CLAIM, conn.id, self.relay.channel])
+        if ws:
+            conn.queue.put_nowait({"type": "websocket.connect"})
+        conn.task = asyncio.create_task(self._run(conn, scope), name=f"conn {conn.id}")
+
+    async def _run(self, conn: WConn, scope: dict[str, Any]) -> None:
+        async def send(message: dict[str, Any]) -> None:
+            self._send(conn, message)
+
+        try:
+            await self.application(scope, conn.queue.get, send)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            logger.error("application failed on %s %s: %r", conn.id, scope.get("path"), exc,
+                         exc_info=exc)
+            if conn.ws and not conn.closed:
+                self._send(conn, {"type": "websocket.close", "code": 1011})
+            elif not conn.ws and not conn.accepted:
+                self._send(conn, {"type": "http.response.start", "status": 500,
+                                  "headers": [(b"content-type", b"text/plain")]})
+                self._send(conn, {"type": "http.response.body", "body": b"Server Error\n"})
+        finally:
+            if not conn.abandoned and self.relay is not None:
+                self.relay.post(conn.iface, [wire.END, conn.id, None])
+            self.conns.pop(conn.id, None)
+            METRICS.owned_connections.set(len(self.conns))
+            self._room.set()
+
+    def _send(self, conn: WConn, message: dict[str, Any]) -> None:
+        """Relay one message of the app to the interface, in order."""
+        if conn.abandoned:
+            return
+        assert self.relay is not None
+        kind = message.get("type")
+        if kind == "websocket.accept":
+            conn.accepted = True
+        elif kind == "websocket.close":
+            conn.closed = True
+            # The app sees its disconnect now rather than after the client's close frame.
+            self._deliver_gone(conn, {"type": "websocket.disconnect",
+                                      "code": message.get("code") or 1000})
+        elif kind == "http.response.start":
+            conn.accepted = True
+        elif kind == "http.response.body":
+            if not message.get("more_body", False):
+                conn.closed = True
+            for part in wire.split_body(message, self.settings.chunk_size):
+                self.relay.post(conn.iface, [wire.SEND, conn.id, part])
+            if conn.closed:
+                self._deliver_gone(conn, {"type": "http.disconnect"})
+            return
+        self.relay.post(conn.iface, [wire.SEND, conn.id, message])
+
+    # -- relay: in -------------------------------------------------------------------------
+
+    async def _on_item(self, kind: str, item: list[Any]) -> None:
+        conn = self.conns.get(item[1])
+        if conn is None or conn.abandoned:
+            return  # finished here already; the interface learns from END
+        if kind == wire.EVENT:
+            event = item[2]
+            if event["type"] in ("websocket.disconnect", "http.disconnect"):
+                self._deliver_gone(conn, event)
+                return
+            if conn.gone:
+                return
+            try:
+                conn.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                logger.warning("%s: app is %d events behind; closing", conn.id,
+                               conn.queue.qsize())
+                METRICS.messages_dropped.labels("buffer_full").inc()
+                self._release(conn, 1013)
+        elif kind == wire.GONE:
+            self._deliver_gone(conn, self._disconnect(conn, item[2]))
+
+    @staticmethod
+    def _disconnect(conn: WConn, code: int) -> dict[str, Any]:
+        if conn.ws:
+            return {"type": "websocket.disconnect", "code": code}
+        return {"type": "http.disconnect"}
+
+    def _deliver_gone(self, conn: WConn, event: dict[str, Any]) -> None:
+        """Hand the app its (single) disconnect event, even past a full inbound queue."""
+        if conn.gone:
+            return
+        conn.gone = True
+        while conn.queue.full():
+            conn.queue.get_nowait()
+        conn.queue.put_nowait(event)
+
+    def _release(self, conn: WConn, code: int) -> None:
+        """Give the connection up: the interface closes the socket with ``code``."""
+        assert self.relay is not None
+        if not conn.closed:
+            conn.closed = True
+            self.relay.post(conn.iface, [wire.RELEASE, conn.id, code])
+        self._deliver_gone(conn, self._disconnect(conn, code))
+
+    # -- liveness --------------------------------------------------------------------------
+
+    def _ifaces(self) -> set[str]:
+        return {c.iface for c in self.conns.values() if not c.abandoned}
+
+    def _ifaces_dead(self, dead: set[str]) -> None:
+        for conn in list(self.conns.values()):
+            if conn.iface in dead:
+                self._abandon(conn)
+
+    def _abandon_all(self) -> None:
+        for conn in list(self.conns.values()):
+            self._abandon(conn)
+
+    def _abandon(self, conn: WConn) -> None:
+        """The connection is gone or no longer ours: run its disconnect, relay nothing more."""
+        conn.abandoned = True
+        METRICS.messages_dropped.labels("dead_owner").inc()
+        self._deliver_gone(conn, self._disconnect(conn, 1006))
+
+    def _on_undeliverable(self, dest: str, items: list[list[Any]]) -> None:
+        for conn_id in {item[1] for item in items}:
+            conn = self.conns.get(conn_id)
+            if conn is not None:
+                self._abandon(conn)
+
+    # -- background channels (what runworker did) ------------------------------------------
+
+    async def _background(self) -> None:
+        from channels.layers import get_channel_layer
+        from channels.worker import Worker
+
+        worker = Worker(self.application, list(self.settings.channels), get_channel_layer())
+        logger.info("serving background channels %s", ", ".join(self.settings.channels))
+        await worker.arun()

@@ -1,0 +1,158 @@
+"""Heartbeats: every interface and worker proves it is alive; peers check each other.
+
+Each process keeps ``fleet:hb:{hb}:<its relay channel>`` alive with ``SET key <ts> PX ttl``:
+``NX`` once at start, ``XX`` on every beat. A beat that finds the key gone means the process
+was cut off long enough for its peers to declare it dead (SIGSTOP, a network partition): its
+connections are no longer its own, so ``on_lost`` runs and the process registers afresh.
+All heartbeat keys share the hash tag ``{hb}``, so one MGET checks any number of peers on a
+Redis Cluster too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "fleet:hb:{hb}:"
+
+
+def heartbeat_key(channel: str) -> str:
+    return KEY_PREFIX + channel
+
+
+async def redis_client(urls: Iterable[str]) -> Any:
+    """A redis-py asyncio client for ``urls``: RedisCluster when the first node is a cluster."""
+    urls = list(urls)
+    probe = aioredis.Redis.from_url(urls[0], socket_timeout=5)
+    try:
+        info = await probe.info("cluster")
+    finally:
+        await probe.aclose()
+    if info.get("cluster_enabled"):
+        return RedisCluster.from_url(urls[0], socket_timeout=5)
+    return aioredis.Redis.from_url(urls[0], socket_timeout=5)
+
+
+class Heartbeat:
+    """Keeps this process's heartbeat key alive and tells which peers have none."""
+
+    def __init__(
+        self,
+        client: Any,
+        channel: str,
+        *,
+        interval: float = 1.0,
+        ttl: float = 3.0,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.key = heartbeat_key(channel)
+        self.interval = interval
+        self.ttl_ms = int(ttl * 1000)
+        self.on_lost = on_lost
+        self.last_beat = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def age(self) -> float:
+        """Seconds since the last successful beat (what readiness and metrics report)."""
+        return time.monotonic() - self.last_beat if self.last_beat else float("inf")
+
+    @property
+    def fresh(self) -> bool:
+        return self.age * 1000 < self.ttl_ms
+
+    async def start(self) -> None:
+        await self.client.set(self.key, time.time(), px=self.ttl_ms, nx=True)
+        self.last_beat = time.monotonic()
+        self._task = asyncio.create_task(self._loop(), name=f"heartbeat {self.channel}")
+
+    async def stop(self, *, remove: bool = True) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if remove:
+            try:
+                await self.client.delete(self.key)
+            except Exception:
+                logger.warning("could not remove heartbeat %s", self.key)
+
+    async def beat(self) -> None:
+        """Refresh the key; if it had expired, we were declared dead: hand over and re-register."""
+        refreshed = await self.client.set(self.key, time.time(), px=self.ttl_ms, xx=True)
+        if not refreshed:
+            logger.error(
+                "heartbeat %s had expired (process stalled or cut off); abandoning its connections",
+                self.key,
+            )
+            if self.on_lost is not None:
+                self.on_lost()
+            await self.client.set(self.key, time.time(), px=self.ttl_ms, nx=True)
+        self.last_beat = time.monotonic()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("heartbeat %s failed: %s", self.key, exc)
+            await asyncio.sleep(self.interval)
+
+    async def dead(self, channels: Iterable[str]) -> set[str]:
+        """Those of ``channels`` whose process has no live heartbeat."""
+        names = list(dict.fromkeys(channels))
+        if not names:
+            return set()
+        values = await self.client.mget([heartbeat_key(n) for n in names])
+        return {name for name, value in zip(names, values, strict=True) if value is None}
+
+
+class PeerWatch:
+    """Every ``interval`` seconds, report which peers of this process's connections are dead."""
+
+    def __init__(
+        self,
+        heartbeat: Heartbeat,
+        peers: Callable[[], Iterable[str]],
+        on_dead: Callable[[set[str]], None],
+        interval: float = 1.0,
+    ) -> None:
+        self.heartbeat = heartbeat
+        self.peers = peers
+        self.on_dead = on_dead
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="peer-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                dead = await self.heartbeat.dead(self.peers())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("peer heartbeat check failed: %s", exc)
+                continue
+            if dead:
+                logger.warning("peers without heartbeat: %s", ", ".join(sorted(dead)))
+                self.on_dead(dead)

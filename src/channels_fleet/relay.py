@@ -1,0 +1,187 @@
+"""The relay between interfaces and workers: one layer, channel and receive loop per process.
+
+Every process owns one process-local channel (``layer.new_channel``); all relay traffic to the
+process arrives there, and one task reads it. Outgoing items are queued per destination and a
+single flusher task sends whatever is ready as one batch per destination per round trip, so
+order per destination is kept and busy connections share round trips.
+
+    relay = Relay(relay_layer(settings), "fleet.iface", handle_batch)
+    await relay.start()
+    relay.post(owner_channel, [wire.EVENT, conn_id, event])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.exceptions import ChannelFull
+
+from . import wire
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[str, list[Any]], Awaitable[None]]
+FailHandler = Callable[[str, list[list[Any]]], None]
+
+#: Largest batch payload estimate; bigger batches are split across messages.
+MAX_BATCH_BYTES = 512 * 1024
+#: How long a send to a full peer channel is retried before its items are given up.
+FULL_RETRY_SECONDS = 2.0
+
+
+def relay_layer(settings: Any, *, connect_capacity: int | None = None) -> Any:
+    """The relay's channel layer (prefix ``fleet``) on ``settings.redis_url``.
+
+    Uses ``channels_fleet.layers.RedisClusterChannelLayer`` when it is installed, else
+    channels_redis on a single Redis (development fallback, not for a cluster).
+    """
+    capacity = settings.relay_capacity
+    channel_capacity = {wire.CONNECT_CHANNEL: connect_capacity or capacity}
+    try:
+        from channels_fleet.layers import RedisClusterChannelLayer
+    except ImportError:
+        from channels_redis.core import RedisChannelLayer
+
+        # redis-py 8 times blocking reads out after 5 s unless told otherwise.
+        hosts = [{"address": url, "socket_timeout": None} for url in settings.redis_url]
+        return RedisChannelLayer(
+            hosts=hosts, prefix="fleet", capacity=capacity, channel_capacity=channel_capacity
+        )
+    return RedisClusterChannelLayer(
+        hosts=list(settings.redis_url),
+        prefix="fleet",
+        capacity=capacity,
+        channel_capacity=channel_capacity,
+    )
+
+
+class Relay:
+    """This process's end of the relay: batching sender plus the one receive loop."""
+
+    def __init__(
+        self,
+        layer: Any,
+        prefix: str,
+        on_item: Handler,
+        on_undeliverable: FailHandler | None = None,
+    ) -> None:
+        self.layer = layer
+        self.prefix = prefix
+        self.channel = ""
+        self._on_item = on_item
+        self._on_undeliverable = on_undeliverable
+        self._outbox: dict[str, list[list[Any]]] = {}
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> str:
+        self.channel = await self.layer.new_channel(self.prefix)
+        self._tasks = [
+            asyncio.create_task(self._receive_loop(), name=f"relay-receive {self.channel}"),
+            asyncio.create_task(self._flush_loop(), name=f"relay-flush {self.channel}"),
+        ]
+        return self.channel
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def post(self, dest: str, item: list[Any]) -> None:
+        """Queue one item for ``dest``; it goes out with the next batch, in order."""
+        self._outbox.setdefault(dest, []).append(item)
+        self._idle.clear()
+        self._ready.set()
+
+    async def flushed(self, timeout: float) -> bool:
+        """Wait until everything posted so far has been handed to the layer."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def send_now(self, channel: str, message: dict[str, Any]) -> None:
+        """Send one message outside the batches (the connect envelope); raises ChannelFull."""
+        await self.layer.send(channel, message)
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("relay receive on %s failed; retrying", self.channel)
+                await asyncio.sleep(0.5)
+                continue
+            if message.get("type") != wire.BATCH:
+                logger.warning("relay %s ignored a %r message", self.channel, message.get("type"))
+                continue
+            for item in message["items"]:
+                try:
+                    await self._on_item(item[0], item)
+                except Exception:
+                    logger.exception("relay %s failed to handle a %s item", self.channel, item[0])
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            outbox, self._outbox = self._outbox, {}
+            await asyncio.gather(*(self._send_all(dest, items) for dest, items in outbox.items()))
+            if not self._outbox:
+                self._idle.set()
+
+    async def _send_all(self, dest: str, items: list[list[Any]]) -> None:
+        chunk: list[list[Any]] = []
+        size = 0
+        for item in items:
+            n = wire.item_size(item)
+            if chunk and size + n > MAX_BATCH_BYTES:
+                await self._send_batch(dest, chunk)
+                chunk, size = [], 0
+            chunk.append(item)
+            size += n
+        if chunk:
+            await self._send_batch(dest, chunk)
+
+    async def _send_batch(self, dest: str, items: list[list[Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + FULL_RETRY_SECONDS
+        delay = 0.01
+        while True:
+            try:
+                await self.layer.send(dest, wire.batch(items))
+                return
+            except ChannelFull:
+                if loop.time() > give_up:
+                    reason = "channel full"
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.exception("relay send to %s failed", dest)
+                reason = type(exc).__name__
+                break
+        logger.warning("relay dropped %d items for %s: %s", len(items), dest, reason)
+        if self._on_undeliverable is not None:
+            self._on_undeliverable(dest, items)
+
+
+async def run_later(coro: Awaitable[Any]) -> None:
+    """Await ``coro`` and log (never raise) its failure; for fire-and-forget tasks."""
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("background task failed")

@@ -1,0 +1,168 @@
+"""One frozen settings object per service, read from ``CHANNELS_FLEET_*`` variables.
+
+Flags override the environment: ``InterfaceSettings.from_env(port=9000)``. Every value is
+checked in ``__post_init__`` and a bad one raises :class:`SettingsError` naming the variable.
+
+    settings = WorkerSettings.from_env(app="chat_project.asgi:application")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+ENV_PREFIX = "CHANNELS_FLEET_"
+
+
+class SettingsError(ValueError):
+    """A CHANNELS_FLEET_* setting is missing or has a bad value."""
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+# Field annotations are strings (postponed evaluation): parse by their spelling.
+_PARSERS: dict[str, Any] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": lambda v: v.strip().lower() in ("1", "true", "yes", "on"),
+    "tuple[str, ...]": _csv,
+}
+
+
+@dataclass(frozen=True)
+class _Common:
+    #: Redis URLs of the relay layer (cluster startup nodes or one Redis).
+    redis_url: tuple[str, ...] = ()
+    #: Port of /healthz, /readyz and /metrics; 0 turns the probe server off.
+    metrics_port: int = 9100
+    #: Seconds a SIGTERM drain may take before the process exits anyway.
+    drain_timeout: float = 25.0
+    #: Seconds between heartbeats; a peer is dead when its heartbeat is older than the TTL.
+    heartbeat_interval: float = 1.0
+    heartbeat_ttl: float = 3.0
+    #: Most relay messages waiting in one process's channel (ChannelFull beyond).
+    relay_capacity: int = 10000
+    #: Largest body chunk carried in one relay message.
+    chunk_size: int = 256 * 1024
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Build from ``CHANNELS_FLEET_<FIELD>`` variables; non-None ``overrides`` win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = ENV_PREFIX + f.name.upper()
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            parser = _PARSERS[str(f.type)]
+            try:
+                values[f.name] = parser(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{name}={raw!r} is not a valid {f.type}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.redis_url, str):
+            object.__setattr__(self, "redis_url", _csv(self.redis_url))
+        if not self.redis_url:
+            raise SettingsError(
+                "CHANNELS_FLEET_REDIS_URL is not set; expected redis://host:port "
+                "(comma-separated for a cluster's startup nodes)"
+            )
+        for url in self.redis_url:
+            if not url.startswith(("redis://", "rediss://")):
+                raise SettingsError(f"CHANNELS_FLEET_REDIS_URL: {url!r} is not a redis:// URL")
+        self._positive("drain_timeout", "heartbeat_interval", "relay_capacity", "chunk_size")
+        if not 0 <= self.metrics_port < 65536:
+            raise SettingsError("CHANNELS_FLEET_METRICS_PORT must be 0..65535")
+        if self.heartbeat_ttl < 2 * self.heartbeat_interval:
+            raise SettingsError(
+                "CHANNELS_FLEET_HEARTBEAT_TTL must be at least twice "
+                "CHANNELS_FLEET_HEARTBEAT_INTERVAL"
+            )
+
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")
+
+
+@dataclass(frozen=True)
+class InterfaceSettings(_Common):
+    """Settings of ``channels-fleet interface``."""
+
+    bind: str = "0.0.0.0"
+    port: int = 8000
+    #: Origins allowed to open WebSockets: empty = same host only, "*" = any.
+    allowed_origins: tuple[str, ...] = ()
+    #: Seconds a connect may wait for a worker to claim it (then 1013 / 503).
+    claim_timeout: float = 5.0
+    #: Most connect envelopes waiting in the work queue fleet.connect (then 1013 / 503).
+    connect_capacity: int = 1000
+    #: Most client events held per connection before a worker claims it.
+    pending_limit: int = 64
+    #: Most unsent bytes buffered for one client before it is disconnected as not reading.
+    send_buffer: int = 4 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._positive("claim_timeout", "connect_capacity", "pending_limit", "send_buffer")
+        if not 0 < self.port < 65536:
+            raise SettingsError("CHANNELS_FLEET_PORT must be 1..65535")
+
+
+@dataclass(frozen=True)
+class WorkerSettings(_Common):
+    """Settings of ``channels-fleet worker``."""
+
+    #: The project's ASGI application, ``module:attribute``.
+    app: str = ""
+    #: Named background channels served through the app's ChannelNameRouter.
+    channels: tuple[str, ...] = ()
+    #: Most connections owned at once; a full worker takes no new ones.
+    concurrency: int = 1000
+    #: Most relayed events waiting for one connection's app (then the connection is closed).
+    inbound_limit: int = 1000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if ":" not in self.app:
+            raise SettingsError(
+                "CHANNELS_FLEET_APP (or the APP argument) must be module:attribute, "
+                f"for example chat_project.asgi:application; got {self.app!r}"
+            )
+        if isinstance(self.channels, str):
+            object.__setattr__(self, "channels", _csv(self.channels))
+        self._positive("concurrency", "inbound_limit")
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """Settings of ``channels-fleet web`` (gunicorn); needs no Redis."""
+
+    wsgi_app: str = ""
+    bind: str = "0.0.0.0"
+    port: int = 8000
+    web_workers: int = 2
+    metrics_port: int = 9100
+    log_level: str = "INFO"
+
+    from_env = classmethod(_Common.from_env.__func__)  # type: ignore[attr-defined]
+
+    def __post_init__(self) -> None:
+        if ":" not in self.wsgi_app:
+            raise SettingsError(
+                "CHANNELS_FLEET_WSGI_APP (or the WSGI_APP argument) must be module:attribute, "
+                f"for example chat_project.wsgi:application; got {self.wsgi_app!r}"
+            )
+        if self.web_workers <= 0:
+            raise SettingsError("CHANNELS_FLEET_WEB_WORKERS must be > 0")

@@ -1,0 +1,126 @@
+"""The relay's message formats: connect envelopes, relay items and batches.
+
+Everything here is plain data that msgpack carries (bytes, str, int, float, list, dict), so
+any channel layer serialiser works. Two kinds of relay message exist:
+
+- the **connect envelope**, sent by an interface to the shared work queue ``fleet.connect``::
+
+      {"type": "fleet.connect", "iface": "<interface channel>", "conn": "<id>",
+       "scope": {...serialisable scope...}, "sent_at": 1700000000.0, "deadline": 1700000005.0}
+
+- a **batch**, sent between the two process-local channels of an interface and a worker::
+
+      {"type": "fleet.batch", "items": [[KIND, conn, payload], ...]}
+
+  Items of one batch are applied in order; batches between two processes are sent in order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+CONNECT_CHANNEL = "fleet.connect"
+CONNECT = "fleet.connect"
+BATCH = "fleet.batch"
+
+# Item kinds. interface -> worker:
+EVENT = "ev"  # payload: an ASGI event for the app (websocket.receive, http.request, ...)
+GONE = "gone"  # payload: a close code; the client is gone, deliver the matching disconnect
+# worker -> interface:
+CLAIM = "claim"  # payload: the worker's channel; the worker owns the connection from now on
+SEND = "send"  # payload: an ASGI message from the app (websocket.accept, http.response.body, ...)
+END = "end"  # payload: None; the app instance for this connection has finished
+RELEASE = "release"  # payload: a close code; the worker gives the connection up (drain)
+
+SCOPE_KEYS = (
+    "type",
+    "path",
+    "raw_path",
+    "query_string",
+    "headers",
+    "client",
+    "server",
+    "scheme",
+    "subprotocols",
+    "http_version",
+    "root_path",
+    "method",
+)
+
+DEFAULT_CHUNK = 256 * 1024
+
+
+def scope_to_wire(scope: dict[str, Any]) -> dict[str, Any]:
+    """Keep the serialisable part of an ASGI connection scope."""
+    out: dict[str, Any] = {}
+    for key in SCOPE_KEYS:
+        if key not in scope:
+            continue
+        value = scope[key]
+        if key == "headers":
+            value = [[bytes(k), bytes(v)] for k, v in value]
+        elif key in ("client", "server", "subprotocols") and value is not None:
+            value = list(value)
+        out[key] = value
+    return out
+
+
+def scope_from_wire(envelope: dict[str, Any]) -> dict[str, Any]:
+    """Rebuild an ASGI scope from a connect envelope (headers as tuples, client/server tuples)."""
+    wire = envelope["scope"]
+    scope: dict[str, Any] = dict(wire)
+    scope["headers"] = [(bytes(k), bytes(v)) for k, v in wire.get("headers", [])]
+    for key in ("client", "server"):
+        if scope.get(key) is not None:
+            scope[key] = tuple(scope[key])
+    if "subprotocols" in scope:
+        scope["subprotocols"] = list(scope["subprotocols"] or [])
+    scope.setdefault("root_path", "")
+    scope.setdefault("query_string", b"")
+    scope.setdefault("raw_path", None)
+    scope["asgi"] = {"version": "3.0", "spec_version": "2.3"}
+    return scope
+
+
+def connect_envelope(
+    iface: str, conn: str, scope: dict[str, Any], claim_timeout: float
+) -> dict[str, Any]:
+    """The message an interface sends to the work queue for one new connection."""
+    now = time.time()
+    return {
+        "type": CONNECT,
+        "iface": iface,
+        "conn": conn,
+        "scope": scope_to_wire(scope),
+        "sent_at": now,
+        "deadline": now + claim_timeout,
+    }
+
+
+def batch(items: list[list[Any]]) -> dict[str, Any]:
+    return {"type": BATCH, "items": items}
+
+
+def item_size(item: list[Any]) -> int:
+    """A cheap size estimate of one relay item, to keep batches well under the layer's limits."""
+    payload = item[2]
+    if isinstance(payload, dict):
+        body = payload.get("body") or payload.get("bytes") or payload.get("text") or b""
+        return 64 + len(body)
+    return 64
+
+
+def split_body(message: dict[str, Any], limit: int = DEFAULT_CHUNK) -> Iterator[dict[str, Any]]:
+    """Split an ``http.request`` / ``http.response.body`` message so no chunk exceeds ``limit``."""
+    body = message.get("body", b"")
+    if len(body) <= limit:
+        yield message
+        return
+    more = message.get("more_body", False)
+    for start in range(0, len(body), limit):
+        part = dict(message)
+        part["body"] = body[start : start + limit]
+        part["more_body"] = more or start + limit < len(body)
+        yield part

@@ -1,0 +1,29 @@
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "splitproject.settings")
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.core.asgi import get_asgi_application  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
+
+django_asgi = get_asgi_application()
+
+from . import consumers  # noqa: E402
+
+application = ProtocolTypeRouter({
+    "http": URLRouter([
+        path("stream/", consumers.StreamConsumer.as_asgi()),
+        re_path(r"", django_asgi),
+    ]),
+    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter([
+        path("ws/echo/<str:name>/", consumers.EchoConsumer.as_asgi()),
+        path("ws/sync/", consumers.SyncEchoConsumer.as_asgi()),
+        path("ws/json/", consumers.JsonEchoConsumer.as_asgi()),
+        path("ws/close/<int:code>/", consumers.CloseConsumer.as_asgi()),
+        path("ws/refuse/", consumers.RefuseConsumer.as_asgi()),
+        path("ws/room/<str:room>/", consumers.RoomConsumer.as_asgi()),
+    ]))),
+    "channel": ChannelNameRouter({"split-tasks": consumers.TaskConsumer.as_asgi()}),
+})

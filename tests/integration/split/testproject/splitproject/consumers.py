@@ -1,0 +1,111 @@
+"""One consumer per kind the split must run unchanged."""
+
+import asyncio
+import json
+import os
+
+import redis
+from channels.consumer import SyncConsumer
+from channels.generic.http import AsyncHttpConsumer
+from channels.generic.websocket import (
+    AsyncWebsocketConsumer,
+    JsonWebsocketConsumer,
+    WebsocketConsumer,
+)
+from redis.cluster import RedisCluster
+
+
+def record(key, value):
+    """Write to the test Redis so the test process can see what a consumer did."""
+    url = os.environ["CHANNELS_FLEET_REDIS_URL"].split(",")[0]
+    client = RedisCluster.from_url(url) if os.environ.get("SPLIT_CLUSTER") else redis.Redis.from_url(url)
+    try:
+        client.rpush(key, value)
+        client.expire(key, 300)
+    finally:
+        client.close()
+
+
+class EchoConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        offered = self.scope.get("subprotocols") or []
+        await self.accept(subprotocol=offered[0] if offered else None,
+                          headers=[(b"x-fleet-test", b"yes")])
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data == "whoami":
+            await self.send(json.dumps({
+                "worker": os.getpid(),
+                "fleet": self.scope.get("fleet"),
+                "user": str(self.scope["user"]) if "user" in self.scope else None,
+                "kwargs": self.scope["url_route"]["kwargs"],
+            }))
+        elif text_data is not None:
+            await self.send(text_data=text_data)
+        else:
+            await self.send(bytes_data=bytes_data)
+
+
+class SyncEchoConsumer(WebsocketConsumer):
+    def connect(self):
+        self.accept()
+
+    def receive(self, text_data=None, bytes_data=None):
+        self.send(text_data=f"sync:{text_data}")
+
+
+class JsonEchoConsumer(JsonWebsocketConsumer):
+    def connect(self):
+        self.accept()
+
+    def receive_json(self, content, **kwargs):
+        self.send_json({"echo": content, "kind": "json"})
+
+
+class CloseConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        await self.close(code=int(self.scope["url_route"]["kwargs"]["code"]), reason="bye now")
+
+
+class RefuseConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        await self.close()
+
+
+class RoomConsumer(AsyncWebsocketConsumer):
+    """Chat room: group broadcast; records its disconnect in Redis."""
+
+    async def connect(self):
+        self.room = self.scope["url_route"]["kwargs"]["room"]
+        self.tag = self.scope["query_string"].decode() or "anon"
+        await self.channel_layer.group_add(self.room, self.channel_name)
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        await self.channel_layer.group_send(self.room, {"type": "room.message", "text": text_data})
+
+    async def room_message(self, event):
+        await self.send(text_data=event["text"])
+
+    async def disconnect(self, code):
+        await self.channel_layer.group_discard(self.room, self.channel_name)
+        await asyncio.to_thread(record, f"split:disconnects:{self.room}", f"{self.tag}:{code}")
+
+
+class StreamConsumer(AsyncHttpConsumer):
+    async def handle(self, body):
+        await self.send_headers(headers=[(b"content-type", b"text/plain")])
+        for i in range(5):
+            await self.send_body(f"chunk {i}\n".encode(), more_body=True)
+            await asyncio.sleep(0.05)
+        await self.send_body(b"done\n")
+
+
+class TaskConsumer(SyncConsumer):
+    """A background channel consumer (ChannelNameRouter), as runworker ran."""
+
+    def task_record(self, message):
+        record("split:tasks", message["value"])
