@@ -1,0 +1,1 @@
+"""A tiny Django app for the binding and demultiplexer tests: real models on a sqlite file."""
