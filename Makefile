@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP) install-redis ## create .venv and install the project with its test tools
+install: $(STAMP) install-redis install-prometheus ## create .venv and install the project with its test tools
 
 install-redis: ## install a redis-server binary (Redis >= 7) when none is on PATH
 	@if ! command -v redis-server >/dev/null && ! command -v valkey-server >/dev/null; then \
@@ -30,7 +30,24 @@ install-redis: ## install a redis-server binary (Redis >= 7) when none is on PAT
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools; \
 	fi
 
-test: install ## run every test; starts (and stops) the Redis servers it needs
+# Prometheus and promtool from Debian. Only the binaries are used: tests run their own
+# prometheus on a free port; the Debian service is left alone.
+.PHONY: install-prometheus promtool-check
+PROMTOOL ?= promtool
+
+install-prometheus: ## install prometheus + promtool (Debian package) when promtool is not on PATH
+	@if ! command -v $(PROMTOOL) >/dev/null || ! command -v prometheus >/dev/null; then \
+	  echo "promtool not found: installing Debian's prometheus"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root for apt-get; install prometheus (promtool)" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+	    install -y -qq --no-install-recommends prometheus; \
+	fi
+
+promtool-check: install-prometheus ## promtool check + unit-test the alert rules (deploy/prometheus)
+	$(PROMTOOL) check rules deploy/prometheus/channels-fleet.rules.yml
+	$(PROMTOOL) test rules deploy/prometheus/tests/channels-fleet.rules.test.yml
+
+test: install promtool-check ## run every test; starts (and stops) the Redis servers it needs
 	$(BIN)/pytest -q
 
 test-unit: install
