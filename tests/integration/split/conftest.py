@@ -1,0 +1,25 @@
+"""Fixtures of the split tests: real processes on the real Redis Cluster, killed at teardown."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from split_fleet import Fleet
+
+from channels_fleet.devcluster import LocalRedis
+
+
+def cluster_urls(cluster: LocalRedis) -> list[str]:
+    return cluster.urls[:3]
+
+
+@pytest.fixture(scope="module")
+def fleet_factory(
+    redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    fleet = Fleet(cluster_urls(redis_cluster), True, tmp_path_factory.mktemp("fleet"))
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
