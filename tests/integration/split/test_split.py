@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 from redis.cluster import RedisCluster
+from split_fleet import Fleet, Proc
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-
-from split_fleet import Fleet, Proc
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(60)]
 

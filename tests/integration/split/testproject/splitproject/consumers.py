@@ -18,7 +18,8 @@ from redis.cluster import RedisCluster
 def record(key, value):
     """Write to the test Redis so the test process can see what a consumer did."""
     url = os.environ["CHANNELS_FLEET_REDIS_URL"].split(",")[0]
-    client = RedisCluster.from_url(url) if os.environ.get("SPLIT_CLUSTER") else redis.Redis.from_url(url)
+    cls = RedisCluster if os.environ.get("SPLIT_CLUSTER") else redis.Redis
+    client = cls.from_url(url)
     try:
         client.rpush(key, value)
         client.expire(key, 300)

@@ -1,7 +1,8 @@
+import hashlib
+
 from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
-import hashlib
 
 
 def hello(request):
