@@ -1,0 +1,360 @@
+"""Two-way model data binding, Channels 1.x's ``WebsocketBinding`` on Channels 4.
+
+Outbound: a model saved or deleted through Django (any process whose settings point
+``CHANNEL_LAYERS`` at the shared layer: a worker, a background channel, gunicorn) is pushed to the
+groups ``group_names(instance)`` as ``{"action", "pk", "data", "model"}``. Inbound:
+``Binding.consumer`` is a JSON WebSocket consumer (standalone, or a ``Demultiplexer`` stream) taking
+``{"action": "create"|"update"|"delete"|"subscribe"|"unsubscribe", "pk": ..., "data": {...}}``,
+each checked by ``has_permission(user, action, pk)``.
+
+Example::
+
+    class CardBinding(Binding):
+        model = Card
+        stream = "cards"
+        fields = ["title", "column", "board"]
+
+        @classmethod
+        def group_names(cls, instance):
+            return [f"board-{instance.board_id}"]
+
+        def has_permission(self, user, action, pk):
+            return user is not None and user.is_authenticated
+
+Limits (as in Channels 1.x): only changes that send Django's ``post_save`` / ``post_delete``
+signals are pushed. ``QuerySet.update()``, ``bulk_create()``, ``bulk_update()``, raw SQL and writes
+from outside Django are not; wrap them in ``Binding.bulk(queryset)`` or call ``Binding.push()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from asgiref.sync import async_to_sync
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models, transaction
+from django.db.models.signals import post_delete, post_save
+
+logger = logging.getLogger(__name__)
+
+CREATE, UPDATE, DELETE = "create", "update", "delete"
+SUBSCRIBE, UNSUBSCRIBE = "subscribe", "unsubscribe"
+
+# The layer message type; BindingConsumer.binding_change handles it.
+EVENT_TYPE = "binding.change"
+
+# (groups, layer message) ready to send.
+Event = tuple[list[str], dict[str, Any]]
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types only, so that any layer serializer (msgpack, json) can carry it."""
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+class BindingConsumer(AsyncJsonWebsocketConsumer):
+    """The inbound side of a Binding: one instance per socket (or per Demultiplexer stream)."""
+
+    binding_class: ClassVar[type[Binding]]
+    actions = (CREATE, UPDATE, DELETE, SUBSCRIBE, UNSUBSCRIBE)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.binding = self.binding_class()
+        self.subscribed: set[str] = set()
+
+    async def websocket_connect(self, message: dict) -> None:
+        # Before connect(), so an overridden connect() sees them too.
+        self.binding.scope = self.scope
+        self.binding.user = self.scope.get("user")
+        await super().websocket_connect(message)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
+                      **kwargs: Any) -> None:
+        # Bad input becomes an error frame, never an exception that closes the socket.
+        try:
+            content = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            content = None
+        if not isinstance(content, dict):
+            await self.send_json({"error": "malformed frame", "detail": "expected a JSON object"})
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: dict, **kwargs: Any) -> None:
+        action, pk, data = content.get("action"), content.get("pk"), content.get("data", {})
+        reply: dict[str, Any] = {"action": action, "pk": pk}
+        if "request_id" in content:
+            reply["request_id"] = content["request_id"]
+        if action not in self.actions:
+            await self.send_json({**reply, "error": "unknown action"})
+            return
+        if not isinstance(data, dict):
+            await self.send_json({**reply, "error": "invalid data", "detail": "not an object"})
+            return
+        try:
+            allowed = await database_sync_to_async(self.binding.has_permission)(
+                self.binding.user, action, pk)
+            if not allowed:
+                await self.send_json({**reply, "error": "permission denied"})
+                return
+            if action in (SUBSCRIBE, UNSUBSCRIBE):
+                find_groups = database_sync_to_async(self.binding.subscription_group_names)
+                groups = await find_groups(pk, data)
+                await (self._subscribe if action == SUBSCRIBE else self._unsubscribe)(groups)
+            elif action == CREATE:
+                reply["pk"] = await database_sync_to_async(self.binding.create)(data)
+            elif action == UPDATE:
+                await database_sync_to_async(self.binding.update)(pk, data)
+            else:
+                await database_sync_to_async(self.binding.delete)(pk)
+        except ObjectDoesNotExist:
+            await self.send_json({**reply, "error": "not found"})
+        except ValidationError as exc:
+            errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+            await self.send_json({**reply, "error": "invalid data", "errors": errors})
+        except Exception:
+            logger.exception("binding %s: %s pk=%r failed", self.binding_class.__name__, action, pk)
+            await self.send_json({**reply, "error": "server error"})
+        else:
+            await self.send_json({**reply, "response": "ok"})
+
+    async def _subscribe(self, groups: Iterable[str]) -> None:
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.subscribed.add(group)
+
+    async def _unsubscribe(self, groups: Iterable[str]) -> None:
+        for group in groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+            self.subscribed.discard(group)
+
+    async def disconnect(self, code: int) -> None:
+        await self._unsubscribe(list(self.subscribed))
+
+    async def binding_change(self, event: dict) -> None:
+        """A change pushed by Binding through a group this socket subscribed to."""
+        if event.get("model") != self.binding_class.model_label():
+            return  # Another binding sharing the group name.
+        await self.send_json({k: event[k] for k in ("action", "pk", "data", "model")})
+
+
+class Binding:
+    """Declare a model binding; subclassing connects the signals and builds ``consumer``.
+
+    Set ``model``, ``stream``, and ``fields`` (a list, or ``"__all__"``) or ``exclude``;
+    implement ``group_names(instance)`` and ``has_permission(user, action, pk)``. Override
+    ``create`` / ``update`` / ``delete`` (they run in a thread, with ``self.user``) to add
+    server-side rules, for example setting an owner.
+    """
+
+    model: ClassVar[type[models.Model] | None] = None
+    stream: ClassVar[str | None] = None
+    fields: ClassVar[Iterable[str] | str | None] = None
+    exclude: ClassVar[Iterable[str] | None] = None
+    channel_layer_alias: ClassVar[str] = DEFAULT_CHANNEL_LAYER
+    consumer_class: ClassVar[type[BindingConsumer]] = BindingConsumer
+    consumer: ClassVar[type[BindingConsumer]]
+    _field_map: ClassVar[dict[str, models.Field] | None] = None
+
+    # Set per connection by the consumer.
+    scope: dict
+    user: Any = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._field_map = None
+        if cls.model is None:
+            return  # An abstract intermediate binding.
+        if (cls.fields is None) == (cls.exclude is None):
+            raise TypeError(f"{cls.__qualname__} must set exactly one of fields or exclude")
+        if cls.model._meta.apps.models_ready:
+            cls.bound_fields()  # A typo in fields fails at import, not at the first save.
+        cls.consumer = type(f"{cls.__name__}Consumer", (cls.consumer_class,),
+                            {"binding_class": cls, "__module__": cls.__module__})
+        uid = f"channels_fleet.binding:{cls.__module__}.{cls.__qualname__}"
+        post_save.connect(cls._post_save, sender=cls.model, weak=False, dispatch_uid=uid)
+        post_delete.connect(cls._post_delete, sender=cls.model, weak=False, dispatch_uid=uid)
+
+    # -- what to declare --------------------------------------------------------------------
+
+    @classmethod
+    def group_names(cls, instance: models.Model) -> Iterable[str]:
+        """Groups that hear about changes to ``instance``."""
+        raise NotImplementedError(f"{cls.__qualname__} must implement group_names(instance)")
+
+    def has_permission(self, user: Any, action: str, pk: Any) -> bool:
+        """May ``user`` do ``action`` (create/update/delete/subscribe/unsubscribe) on ``pk``?
+
+        Runs in a thread, so it may query the database. The default refuses everything.
+        """
+        return False
+
+    def subscription_group_names(self, pk: Any, data: dict) -> list[str]:
+        """Groups joined by ``subscribe``: those of instance ``pk``, or with no pk, those of an
+        unsaved instance built from ``data`` (``{"data": {"board": 3}}`` -> board 3's groups)."""
+        if pk is not None:
+            instance = self._get(pk)
+        else:
+            instance = self.model()
+            self._assign(instance, data)
+        return list(self.group_names(instance))
+
+    # -- inbound: what the socket may do (run in a thread) ----------------------------------
+
+    def create(self, data: dict) -> Any:
+        instance = self.model()
+        self._assign(instance, data)
+        instance.full_clean()
+        instance.save()
+        return _jsonable(instance.pk)
+
+    def update(self, pk: Any, data: dict) -> None:
+        instance = self._get(pk)
+        self._assign(instance, data)
+        instance.full_clean()
+        instance.save()
+
+    def delete(self, pk: Any) -> None:
+        self._get(pk).delete()
+
+    def _get(self, pk: Any) -> models.Model:
+        try:
+            pk = self.model._meta.pk.to_python(pk)
+        except ValidationError:
+            raise self.model.DoesNotExist(f"invalid pk {pk!r}") from None
+        return self.model._default_manager.get(pk=pk)
+
+    def _assign(self, instance: models.Model, data: dict) -> None:
+        writable = self.writable_fields()
+        refused = {name: ["not a writable field"] for name in data if name not in writable}
+        if refused:
+            raise ValidationError(refused)
+        for name, value in data.items():
+            # attname: a foreign key takes the related pk ("board": 3 sets board_id).
+            setattr(instance, writable[name].attname, value)
+
+    # -- fields -----------------------------------------------------------------------------
+
+    @classmethod
+    def model_label(cls) -> str:
+        return cls.model._meta.label_lower
+
+    @classmethod
+    def bound_fields(cls) -> dict[str, models.Field]:
+        """Concrete fields sent to clients (the pk travels separately), by name."""
+        if cls._field_map is None:
+            concrete = {f.name: f for f in cls.model._meta.concrete_fields if not f.primary_key}
+            if cls.fields == "__all__":
+                names = list(concrete)
+            elif cls.fields is not None:
+                names = list(cls.fields)
+            else:
+                names = [n for n in concrete if n not in set(cls.exclude or ())]
+            unknown = [n for n in [*names, *(cls.exclude or ())] if n not in concrete]
+            if unknown:
+                raise TypeError(f"{cls.__qualname__}: {cls.model_label()} has no concrete "
+                                f"field(s) {', '.join(unknown)}")
+            cls._field_map = {n: concrete[n] for n in names}
+        return cls._field_map
+
+    @classmethod
+    def writable_fields(cls) -> dict[str, models.Field]:
+        return {n: f for n, f in cls.bound_fields().items() if f.editable}
+
+    @classmethod
+    def serialize_data(cls, instance: models.Model) -> dict[str, Any]:
+        # value_from_object gives a foreign key's pk, not the related object.
+        return _jsonable({n: f.value_from_object(instance) for n, f in cls.bound_fields().items()})
+
+    # -- outbound: pushing changes ----------------------------------------------------------
+
+    @classmethod
+    def event(cls, instance: models.Model, action: str,
+              groups: Iterable[str] | None = None) -> Event:
+        """The groups and layer message announcing ``action`` on ``instance``, built now."""
+        message = {"type": EVENT_TYPE, "model": cls.model_label(), "action": action,
+                   "pk": _jsonable(instance.pk), "data": cls.serialize_data(instance)}
+        return list(cls.group_names(instance) if groups is None else groups), message
+
+    @classmethod
+    def push(cls, instances: Iterable[models.Model], action: str = UPDATE,
+             using: str | None = None) -> None:
+        """Announce changes Django sent no signal for (for example after ``bulk_create``)."""
+        cls._send_on_commit([cls.event(i, action) for i in instances], using)
+
+    @classmethod
+    @contextmanager
+    def bulk(cls, queryset: models.QuerySet) -> Iterator[models.QuerySet]:
+        """Push what happens to ``queryset``'s rows inside the block, signals or not.
+
+        ``with CardBinding.bulk(Card.objects.filter(column="todo")) as cards:
+               cards.update(column="done")``
+
+        On entry the rows' groups and data are noted; on exit each row still there is pushed as
+        ``update`` (and as ``delete`` to groups it left), each row gone as ``delete``. Rows the
+        block creates are not seen: ``push()`` those.
+        """
+        before = {obj.pk: cls.event(obj, DELETE) for obj in queryset.all().iterator()}
+        yield queryset
+        events: list[Event] = []
+        now = cls.model._default_manager.using(queryset.db).filter(pk__in=list(before))
+        for obj in now.iterator():
+            old_groups, gone_msg = before.pop(obj.pk)
+            groups, message = cls.event(obj, UPDATE)
+            events.append((groups, message))
+            left = [g for g in old_groups if g not in groups]
+            if left:
+                events.append((left, gone_msg))
+        events.extend(before.values())  # Deleted inside the block.
+        cls._send_on_commit(events, queryset.db)
+
+    @classmethod
+    def _post_save(cls, sender: type, instance: models.Model, created: bool = False,
+                   raw: bool = False, using: str | None = None, **kwargs: Any) -> None:
+        if raw:
+            return  # loaddata: fixtures are not live changes.
+        cls._send_on_commit([cls.event(instance, CREATE if created else UPDATE)], using)
+
+    @classmethod
+    def _post_delete(cls, sender: type, instance: models.Model, using: str | None = None,
+                     **kwargs: Any) -> None:
+        # Built now: after the signal Django clears the instance's pk.
+        cls._send_on_commit([cls.event(instance, DELETE)], using)
+
+    @classmethod
+    def _send_on_commit(cls, events: list[Event], using: str | None) -> None:
+        # Clients must never see a change that is then rolled back.
+        if events:
+            transaction.on_commit(lambda: cls.send_events(events), using=using)
+
+    @classmethod
+    def send_events(cls, events: list[Event]) -> None:
+        """Send now, from sync code (a view, a signal, a thread of database_sync_to_async)."""
+        layer = get_channel_layer(cls.channel_layer_alias)
+        if layer is None:
+            logger.warning("binding %s: no channel layer %r configured; %d change(s) not pushed",
+                           cls.__qualname__, cls.channel_layer_alias, len(events))
+            return
+
+        async def send_all() -> None:
+            # In order: one client sees one row's changes in the order they happened.
+            for groups, message in events:
+                for group in groups:
+                    await layer.group_send(group, message)
+
+        try:
+            async_to_sync(send_all)()
+        except Exception:
+            # The row is saved; failing the caller's request would not unsave it.
+            logger.exception("binding %s: pushing %d change(s) failed",
+                             cls.__qualname__, len(events))
