@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -306,3 +307,17 @@ def test_binding_declaration_errors():
         class Typo(Binding):
             model = Note
             fields = ["txet"]
+
+
+async def test_saves_from_a_plain_thread__each_pushed(layer, board):
+    """A thread with no event loop (a WSGI view): every async_to_sync call runs its own loop."""
+    comm = await subscribed(board)
+
+    def view():
+        for title in ("one", "two", "three"):
+            Card.objects.create(board=board, title=title)
+
+    await asyncio.to_thread(view)
+    titles = [(await comm.receive_json_from())["data"]["title"] for _ in range(3)]
+    assert titles == ["one", "two", "three"]
+    await comm.disconnect()
