@@ -130,6 +130,12 @@ class QueueCollector:
         self._nodes_seen: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
+    @classmethod
+    def for_settings(cls, settings: Any, **kwargs: Any) -> QueueCollector:
+        """The collector for a service: its ``redis_url`` (``CHANNELS_FLEET_REDIS_URL``),
+        the relay's prefix ``fleet`` and default expiry, the queue ``fleet.connect``."""
+        return cls(list(settings.redis_url), **kwargs)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -271,3 +277,53 @@ class QueueCollector:
 def _address(url: str) -> str:
     kwargs = parse_url(url)
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+async def _serve(hosts: list[str], port: int, interval: float) -> None:
+    from .probes import ProbeServer
+
+    collector = QueueCollector(hosts, interval=interval)
+    await collector.start()
+
+    async def readiness() -> tuple[bool, str]:
+        error = collector.last_error
+        return (error is None, error or "ok")
+
+    probes = ProbeServer("0.0.0.0", port, readiness=readiness)
+    await probes.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await probes.stop()
+        await collector.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m channels_fleet.queue_metrics``: a standalone queue exporter.
+
+    For deployments that prefer one small exporter over every process polling Redis.
+    """
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m channels_fleet.queue_metrics")
+    parser.add_argument("--redis-url", default=os.environ.get("CHANNELS_FLEET_REDIS_URL", ""),
+                        help="comma-separated redis:// URLs (CHANNELS_FLEET_REDIS_URL)")
+    parser.add_argument("--port", type=int,
+                        default=int(os.environ.get("CHANNELS_FLEET_METRICS_PORT", "9100")),
+                        help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT, 9100)")
+    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL)
+    args = parser.parse_args(argv)
+    hosts = [url for url in args.redis_url.split(",") if url]
+    if not hosts:
+        print("CHANNELS_FLEET_REDIS_URL is not set; expected redis://host:port[,...]")
+        return 3
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(hosts, args.port, args.interval))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

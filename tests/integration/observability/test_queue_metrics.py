@@ -187,3 +187,47 @@ async def test_start_collects_periodically(redis_single) -> None:
         await collector.stop()
         client.delete(KEY)
         client.close()
+
+
+def test_standalone_exporter_serves_queue_metrics(redis_cluster, cluster_client) -> None:
+    import subprocess
+    import sys
+    import urllib.request
+
+    from channels_fleet.devcluster import free_ports
+
+    (port,) = free_ports(1)
+    _fill(cluster_client, 9, age=2.0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "channels_fleet.queue_metrics",
+         "--redis-url", ",".join(redis_cluster.urls[:3]), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        body = b""
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+                    body = r.read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            assert r.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert b'channels_fleet_work_queue_depth{queue="fleet.connect"} 9.0' in body
+    assert b'channels_fleet_redis_node_up{node="127.0.0.1:' in body
+
+
+def test_standalone_exporter_without_redis_url_says_what_to_set() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CHANNELS_FLEET_REDIS_URL"}
+    result = subprocess.run([sys.executable, "-m", "channels_fleet.queue_metrics"],
+                            capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 3
+    assert "CHANNELS_FLEET_REDIS_URL is not set" in result.stdout
