@@ -201,7 +201,7 @@ def test_standalone_exporter_serves_queue_metrics(redis_cluster, cluster_client)
     proc = subprocess.Popen(
         [sys.executable, "-m", "channels_fleet.queue_metrics",
          "--redis-url", ",".join(redis_cluster.urls[:3]), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         body = b""
