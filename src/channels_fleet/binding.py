@@ -42,7 +42,7 @@ from channels.layers import get_channel_layer
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_save
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,8 @@ class Binding:
     fields: ClassVar[Iterable[str] | str | None] = None
     exclude: ClassVar[Iterable[str] | None] = None
     channel_layer_alias: ClassVar[str] = DEFAULT_CHANNEL_LAYER
+    # Read each row before it is saved, so that groups it leaves hear a "delete" (one query more).
+    track_moves: ClassVar[bool] = False
     consumer_class: ClassVar[type[BindingConsumer]] = BindingConsumer
     consumer: ClassVar[type[BindingConsumer]]
     _field_map: ClassVar[dict[str, models.Field] | None] = None
@@ -182,6 +184,8 @@ class Binding:
         cls.consumer = type(f"{cls.__name__}Consumer", (cls.consumer_class,),
                             {"binding_class": cls, "__module__": cls.__module__})
         uid = f"channels_fleet.binding:{cls.__module__}.{cls.__qualname__}"
+        if cls.track_moves:
+            pre_save.connect(cls._pre_save, sender=cls.model, weak=False, dispatch_uid=uid)
         post_save.connect(cls._post_save, sender=cls.model, weak=False, dispatch_uid=uid)
         post_delete.connect(cls._post_delete, sender=cls.model, weak=False, dispatch_uid=uid)
 
@@ -211,9 +215,14 @@ class Binding:
 
     # -- inbound: what the socket may do (run in a thread) ----------------------------------
 
+    def before_save(self, instance: models.Model, action: str) -> None:
+        """Server-side rules for socket writes, after the client's data is set and before it is
+        validated: ``instance.owner = self.user`` for example. Runs in a thread."""
+
     def create(self, data: dict) -> Any:
         instance = self.model()
         self._assign(instance, data)
+        self.before_save(instance, CREATE)
         instance.full_clean()
         instance.save()
         return _jsonable(instance.pk)
@@ -221,6 +230,7 @@ class Binding:
     def update(self, pk: Any, data: dict) -> None:
         instance = self._get(pk)
         self._assign(instance, data)
+        self.before_save(instance, UPDATE)
         instance.full_clean()
         instance.save()
 
@@ -319,11 +329,32 @@ class Binding:
         cls._send_on_commit(events, queryset.db)
 
     @classmethod
+    def _pre_save(cls, sender: type, instance: models.Model, raw: bool = False,
+                  using: str | None = None, **kwargs: Any) -> None:
+        if raw or instance._state.adding or instance.pk is None:
+            return
+        old = cls.model._default_manager.using(using).filter(pk=instance.pk).first()
+        if old is not None:
+            instance.__dict__[cls._stash_key()] = cls.event(old, DELETE)
+
+    @classmethod
     def _post_save(cls, sender: type, instance: models.Model, created: bool = False,
                    raw: bool = False, using: str | None = None, **kwargs: Any) -> None:
+        before = instance.__dict__.pop(cls._stash_key(), None)
         if raw:
             return  # loaddata: fixtures are not live changes.
-        cls._send_on_commit([cls.event(instance, CREATE if created else UPDATE)], using)
+        groups, message = cls.event(instance, CREATE if created else UPDATE)
+        events = [(groups, message)]
+        if before is not None:
+            left = [g for g in before[0] if g not in groups]
+            if left:
+                events.append((left, before[1]))
+        cls._send_on_commit(events, using)
+
+    @classmethod
+    def _stash_key(cls) -> str:
+        # Per binding class: two bindings of one model must not read each other's notes.
+        return f"_channels_fleet_before_{cls.__module__}.{cls.__qualname__}"
 
     @classmethod
     def _post_delete(cls, sender: type, instance: models.Model, using: str | None = None,

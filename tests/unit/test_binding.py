@@ -321,3 +321,31 @@ async def test_saves_from_a_plain_thread__each_pushed(layer, board):
     titles = [(await comm.receive_json_from())["data"]["title"] for _ in range(3)]
     assert titles == ["one", "two", "three"]
     await comm.disconnect()
+
+
+async def test_track_moves__save_to_other_group_tells_old_group_delete(layer, board):
+    other = await database_sync_to_async(Board.objects.create)(name="other")
+    card = await database_sync_to_async(Card.objects.create)(board=board, title="mover")
+    here, there = await subscribed(board), await subscribed(other)
+    card.board = other
+    await database_sync_to_async(card.save)()
+    gone = await here.receive_json_from()
+    assert (gone["action"], gone["pk"], gone["data"]["board"]) == ("delete", card.pk, board.pk)
+    came = await there.receive_json_from()
+    assert (came["action"], came["pk"], came["data"]["board"]) == ("update", card.pk, other.pk)
+    # Staying in its group: an update only.
+    card.title = "still there"
+    await database_sync_to_async(card.save)()
+    assert (await there.receive_json_from())["action"] == "update"
+    assert await here.receive_nothing(0.2) and await there.receive_nothing(0.2)
+    await here.disconnect()
+    await there.disconnect()
+
+
+async def test_before_save__server_side_rule_applied(layer, board):
+    comm = await socket()
+    await comm.send_json_to({"action": "create", "data": {"board": board.pk, "title": "t"}})
+    pk = (await comm.receive_json_from())["pk"]
+    card = await database_sync_to_async(Card.objects.get)(pk=pk)
+    assert card.secret == "made by member"
+    await comm.disconnect()

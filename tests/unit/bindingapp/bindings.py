@@ -7,6 +7,7 @@ class CardBinding(Binding):
     model = Card
     stream = "cards"
     fields = ["board", "title", "column", "created"]
+    track_moves = True
 
     @classmethod
     def group_names(cls, instance):
@@ -17,6 +18,11 @@ class CardBinding(Binding):
             return False
         # Anyone signed in may read and write; only staff may delete.
         return action != "delete" or user.is_staff
+
+    def before_save(self, instance, action):
+        # A server-side rule: the secret is set by the server, never by the client.
+        if action == "create":
+            instance.secret = f"made by {self.user.username}"
 
 
 class NoteBinding(Binding):
