@@ -138,10 +138,8 @@ class FleetMetrics:
         _touch(self.open_connections, PROTOCOLS)
         _touch(self.closes, CLOSE_CODES)
         _touch(self.messages, DIRECTIONS)
-        for method in HTTP_METHODS:
-            self.web_request_duration.labels(method)
-            for status in STATUS_CLASSES:
-                self.web_requests.labels(method, status)
+        # The web tier's method x status series are created on first use: presetting them
+        # would add ~200 idle series to every interface and worker.
 
 
 ALL_NAMES = frozenset({
