@@ -119,7 +119,6 @@ async def test_change_made_by_another_process__pushed(layer, board, project_root
     )
     script = (
         "import django; django.setup()\n"
-        "import bindingapp.bindings\n"
         "from bindingapp.models import Card\n"
         f"print(Card.objects.create(board_id={board.pk}, title='from the web tier').pk)\n"
     )

@@ -1,0 +1,165 @@
+"""Demultiplexer and Binding through the split: a real interface, two workers, the Redis Cluster,
+and a separate Django process standing in for the web tier."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from channels_fleet.devcluster import LocalRedis, free_ports
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(90)]
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
+PYTHONPATH = os.pathsep.join(
+    [str(HERE / "featureproject"), str(ROOT / "tests" / "unit"), str(ROOT / "src")])
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+class Stack:
+    """One interface and two workers serving featureproject; all killed at teardown."""
+
+    def __init__(self, env: dict[str, str], tmp: Path) -> None:
+        self.env, self.tmp = env, tmp
+        self.procs: list[tuple[subprocess.Popen, int, Path]] = []
+        self.port = 0
+
+    def start(self, *args: str) -> None:
+        (metrics,) = free_ports(1)
+        log = self.tmp / f"{args[0]}-{len(self.procs)}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "channels_fleet.cli", *args], stdout=out,
+                stderr=subprocess.STDOUT, cwd=self.tmp, preexec_fn=_die_with_parent,
+                env={**self.env, "CHANNELS_FLEET_METRICS_PORT": str(metrics)})
+        self.procs.append((proc, metrics, log))
+
+    def wait_ready(self, timeout: float = 40) -> None:
+        deadline = time.monotonic() + timeout
+        for proc, metrics, log in self.procs:
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{proc.args} not ready:\n{log.read_text()[-3000:]}")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/readyz", timeout=1):
+                        break
+                except OSError:
+                    time.sleep(0.1)
+
+    def stop(self) -> None:
+        for proc, _, _ in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+    def django(self, script: str) -> str:
+        """Run ``script`` in a fresh Django process (the web tier's view of the world)."""
+        done = subprocess.run(
+            [sys.executable, "-c", "import django; django.setup()\n" + script],
+            env=self.env, cwd=self.tmp, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+
+SETUP = """
+from django.core.management import call_command
+from django.contrib.auth.models import User
+from django.test import Client
+from bindingapp.models import Board
+call_command("migrate", run_syncdb=True, verbosity=0)
+client = Client()
+client.force_login(User.objects.create_user("member"))
+print(Board.objects.create(name="b").pk, client.cookies["sessionid"].value)
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    tmp = tmp_path_factory.mktemp("features")
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH, "FEATURE_DB": str(tmp / "db.sqlite3"),
+           "DJANGO_SETTINGS_MODULE": "featureproject.settings",
+           "CHANNELS_FLEET_REDIS_URL": ",".join(redis_cluster.urls[:3])}
+    stack = Stack(env, tmp)
+    board, cookie = stack.django(SETUP).split()
+    stack.board, stack.cookie = int(board), cookie
+    try:
+        (stack.port,) = free_ports(1)
+        stack.start("interface", "--port", str(stack.port))
+        stack.start("worker", "featureproject.asgi:application")
+        stack.start("worker", "featureproject.asgi:application")
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def desk(stack: Any, signed_in: bool = True) -> Any:
+    headers = {"Cookie": f"sessionid={stack.cookie}"} if signed_in else {}
+    return connect(f"ws://127.0.0.1:{stack.port}/ws/desk/", open_timeout=10,
+                   origin=f"http://127.0.0.1:{stack.port}", additional_headers=headers)
+
+
+async def recv(sock: Any) -> dict:
+    return json.loads(await asyncio.wait_for(sock.recv(), 10))
+
+
+async def test_streams_and_bound_model_through_the_split(stack: Any) -> None:
+    async with desk(stack) as watcher, desk(stack) as writer:
+        await watcher.send(json.dumps({"stream": "echo", "payload": {"n": 1}}))
+        echo = await recv(watcher)
+        assert echo["stream"] == "echo"
+        assert echo["payload"]["echo"] == {"n": 1}
+        assert echo["payload"]["user"] == "member"  # the login reached the worker's scope
+
+        await watcher.send(json.dumps({"stream": "cards", "payload": {
+            "action": "subscribe", "data": {"board": stack.board}}}))
+        assert (await recv(watcher))["payload"]["response"] == "ok"
+
+        # A change made by another Django process (the web tier) reaches the socket.
+        pk = stack.django("from bindingapp.models import Card\n"
+                          f"print(Card.objects.create(board_id={stack.board}, title='web').pk)")
+        push = await recv(watcher)
+        assert push["stream"] == "cards"
+        assert push["payload"]["action"] == "create" and push["payload"]["pk"] == int(pk)
+
+        # A write through another socket (maybe another worker) reaches the watcher.
+        await writer.send(json.dumps({"stream": "cards", "payload": {
+            "action": "update", "pk": int(pk), "data": {"column": "done"}}}))
+        assert (await recv(writer))["payload"]["response"] == "ok"
+        push = await recv(watcher)
+        assert push["payload"]["action"] == "update"
+        assert push["payload"]["data"]["column"] == "done"
+
+        await watcher.send(json.dumps({"stream": "nope", "payload": {}}))
+        assert await recv(watcher) == {"error": "unknown stream", "stream": "nope"}
+        await watcher.send("{not json")
+        assert (await recv(watcher))["error"] == "malformed frame"
+        await watcher.send(json.dumps({"stream": "echo", "payload": "alive"}))
+        assert (await recv(watcher))["payload"]["echo"] == "alive"
+
+
+async def test_anonymous_socket__binding_refuses_socket_stays(stack: Any) -> None:
+    async with desk(stack, signed_in=False) as sock:
+        await sock.send(json.dumps({"stream": "cards", "payload": {
+            "action": "create", "data": {"board": stack.board, "title": "x"}}}))
+        reply = await recv(sock)
+        assert reply["payload"]["error"] == "permission denied"
+        await sock.send(json.dumps({"stream": "echo", "payload": 1}))
+        assert (await recv(sock))["payload"]["user"] == "anonymous"
