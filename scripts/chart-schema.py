@@ -60,6 +60,7 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "*.pdb.maxUnavailable": UNAVAILABLE,
     "*.service.type": SVC_TYPE,
     "*.service.port": PORT,
+    "*.service.nodePort": {"type": "integer", "minimum": 0, "maximum": 32767},
     "ports.http": PORT,
     "ports.metrics": PORT,
     "config.drainTimeout": POSITIVE,

@@ -141,7 +141,7 @@ annotations:
   valueFrom:
     secretKeyRef:
       name: {{ include "channels-fleet.redisSecretName" . }}
-      key: {{ .Values.redis.existingSecret | ternary .Values.redis.existingSecretKey "redis-url" }}
+      key: {{ ternary .Values.redis.existingSecretKey "redis-url" (not (empty .Values.redis.existingSecret)) }}
 {{- end }}
 - name: CHANNELS_FLEET_METRICS_PORT
   value: {{ .Values.ports.metrics | quote }}
@@ -271,9 +271,18 @@ affinity:
 {{ include "channels-fleet.topologySpread" . }}
 {{- end -}}
 
-{{/* Whether a component's replica count belongs to an autoscaler (then the Deployment omits it). */}}
-{{- define "channels-fleet.autoscaled" -}}
-{{- if .autoscaling.enabled -}}true{{- end -}}
+{{/*
+Whether the workers' replica count belongs to an autoscaler (then the Deployment omits it): the
+HPA, or KEDA's ScaledObject where the keda.sh API exists (without it nothing scales, so the
+Deployment keeps worker.replicaCount and NOTES.txt says why).
+*/}}
+{{- define "channels-fleet.worker.autoscaled" -}}
+{{- $a := .Values.worker.autoscaling -}}
+{{- if and $a.enabled (or (eq $a.mode "hpa") (include "channels-fleet.hasKeda" .)) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "channels-fleet.hasKeda" -}}
+{{- if .Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledObject" -}}true{{- end -}}
 {{- end -}}
 
 {{/*

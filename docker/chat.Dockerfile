@@ -1,0 +1,14 @@
+# The demo chat project on the project base: only its code is added. The same command runs its
+# worker (default) or its web tier:
+#   podman run ... localhost/channels-fleet-chat worker chat_project.asgi:application
+#   podman run ... localhost/channels-fleet-chat web chat_project.wsgi:application
+ARG PROJECT_BASE=localhost/channels-fleet-project:latest
+FROM ${PROJECT_BASE}
+# Owned by root and read-only to the service user; compiled now because the root filesystem is
+# read-only at run time and PYTHONDONTWRITEBYTECODE is set.
+COPY --chown=root:root examples/chat/ /app/
+USER root
+RUN python3 -m compileall -q /app
+USER 10001:10001
+ENV DJANGO_SETTINGS_MODULE=chat_project.settings
+CMD ["worker", "chat_project.asgi:application"]

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Build the channels-fleet container images with podman, from nothing but Debian's mirror and PyPI.
+#
+#   scripts/images.sh base      the Debian bookworm base image (debootstrap + podman import), once
+#   scripts/images.sh wheels    the wheelhouse (.run/wheels/deps: dependencies, .run/wheels/app: us)
+#   scripts/images.sh images    base + wheels + interface, project and chat images (incremental)
+#
+# No image registry is reachable here, so the base is made locally; elsewhere pass
+# BASE=python:3.11-slim and the same Dockerfiles build on the official image.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE=${BASE:-localhost/channels-fleet-base:bookworm}
+TAG=${TAG:-latest}
+PY=${PY:-.venv/bin/python}
+WHEELS=.run/wheels
+# This sandbox refuses podman's default rlimits (and crun); these are accepted.
+PODMAN=(podman --runtime runc)
+LIMITS=(--ulimit nproc=4096:4096 --ulimit nofile=4096:4096)
+
+log() { printf '[images] %s\n' "$*" >&2; }
+
+# The Debian mirror apt already uses (deb822 .sources or one-line .list), never a hard-coded host.
+debian_mirror() {
+  local files=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources)
+  local f
+  for f in "${files[@]}"; do
+    [ -f "$f" ] || continue
+    if [[ $f == *.sources ]]; then
+      awk 'BEGIN{RS=""} /(^|\n)Suites:[^\n]*[ \t]bookworm([ \t]|\n|$)/ {
+             if (match($0, /(^|\n)URIs:[ \t]*[^ \t\n]+/)) {
+               s = substr($0, RSTART, RLENGTH); sub(/.*URIs:[ \t]*/, "", s); print s; exit } }' "$f"
+    else
+      awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i ~ /:\/\//) {
+             if ($(i+1) == "bookworm") { print $i; exit } } }' "$f"
+    fi
+  done | grep -v -- '-security' | head -n1
+}
+
+cmd_base() {
+  if "${PODMAN[@]}" image exists "$BASE"; then
+    log "base $BASE exists; skipping debootstrap (podman rmi $BASE to rebuild)"
+    return
+  fi
+  [ "$BASE" = localhost/channels-fleet-base:bookworm ] || {
+    log "base $BASE is not present and is not ours to build; pull it first"; exit 1; }
+  command -v debootstrap >/dev/null || { log "debootstrap missing: run make podman"; exit 1; }
+  local mirror
+  mirror=$(debian_mirror)
+  [ -n "$mirror" ] || { log "no bookworm mirror found in /etc/apt/sources.list*"; exit 1; }
+  root=$(mktemp -d "${TMPDIR:-/tmp}/channels-fleet-rootfs.XXXXXX")
+  trap 'rm -rf "$root" "$root.log"' EXIT
+  log "debootstrap bookworm from $mirror into $root (takes minutes)"
+  local t0=$SECONDS
+  debootstrap --variant=minbase --include=python3,python3-venv,tini bookworm "$root" "$mirror" \
+    >"$root.log" 2>&1 || { tail -20 "$root.log" >&2; exit 1; }
+  rm -f "$root.log"
+  # Slim: nothing in an image reads docs, man pages, locales or apt's caches.
+  rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
+    "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log
+  find "$root"/usr/share/locale -mindepth 1 -maxdepth 1 ! -name 'locale.alias' -exec rm -rf {} +
+  tar --numeric-owner -C "$root" -c . | "${PODMAN[@]}" import --quiet \
+    --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' - "$BASE" >/dev/null
+  log "base $BASE built in $((SECONDS - t0)) s"
+}
+
+# Dependencies change rarely: fetched again only when pyproject's list changes, so the image layer
+# that installs them stays cached. They are fetched by the base image's own pip (host network,
+# wheels only), because pip evaluates environment markers against the interpreter it runs on and
+# the image's Python is not the host's (redis needs async-timeout below 3.11.3; Debian has 3.11.2).
+cmd_wheels() {
+  local deps=$WHEELS/deps app=$WHEELS/app reqs
+  reqs=$("$PY" -c 'import tomllib
+print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
+  if [ ! -f "$deps/.stamp" ] || [ "$(cat "$deps/requirements.txt")" != "$reqs" ]; then
+    log "fetching the dependency wheelhouse into $deps with the image's Python"
+    rm -rf "$deps" && mkdir -p "$deps"
+    echo "$reqs" >"$deps/requirements.txt"
+    # The host's CA bundle goes in too: an intercepting proxy's CA may be in it.
+    local ca=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt} tls=()
+    [ -f "$ca" ] && tls=(-v "$ca:/etc/host-ca.crt:ro" --env PIP_CERT=/etc/host-ca.crt)
+    "${PODMAN[@]}" run --rm "${LIMITS[@]}" --network host "${tls[@]}" \
+      -v "$PWD/$deps:/wheels" "$BASE" sh -ec '
+      python3 -m venv /tmp/venv
+      /tmp/venv/bin/pip download --quiet --disable-pip-version-check --only-binary=:all: \
+        --dest /wheels -r /wheels/requirements.txt'
+    touch "$deps/.stamp"
+  fi
+  # Our wheel is rebuilt only when its sources change: an identical file keeps the image's
+  # COPY layer, and everything after it, cached.
+  local hash
+  hash=$(find pyproject.toml README.md src services -type f \
+           ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 \
+         | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$app/.hash" 2>/dev/null)" != "$hash" ]; then
+    log "building the channels-fleet wheel into $app"
+    rm -rf "$app" && mkdir -p "$app"
+    "$PY" -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$app" . \
+      >"$WHEELS/app.log" 2>&1 || { cat "$WHEELS/app.log" >&2; exit 1; }
+    echo "$hash" >"$app/.hash"
+  fi
+}
+
+build() {  # build FILE IMAGE [extra podman build args]
+  local file=$1 image=$2 t0=$SECONDS
+  shift 2
+  "${PODMAN[@]}" build --quiet --layers "${LIMITS[@]}" --build-arg "BASE=$BASE" \
+    -f "docker/$file" -t "$image" "$@" . >/dev/null
+  log "$image built in $((SECONDS - t0)) s"
+}
+
+cmd_images() {
+  cmd_base
+  cmd_wheels
+  build interface.Dockerfile "localhost/channels-fleet-interface:$TAG"
+  build project.Dockerfile "localhost/channels-fleet-project:$TAG"
+  if [ -f examples/chat/manage.py ]; then
+    build chat.Dockerfile "localhost/channels-fleet-chat:$TAG" \
+      --build-arg "PROJECT_BASE=localhost/channels-fleet-project:$TAG"
+  else
+    log "examples/chat/manage.py missing: chat image not built"
+  fi
+  "${PODMAN[@]}" images --filter reference='localhost/channels-fleet-*' \
+    --format '{{.Repository}}:{{.Tag}}\t{{.Size}}'
+}
+
+case "${1:-images}" in
+  base) cmd_base ;;
+  wheels) cmd_wheels ;;
+  images) cmd_images ;;
+  mirror) debian_mirror ;;
+  *) echo "usage: $0 [base|wheels|images|mirror]" >&2; exit 2 ;;
+esac

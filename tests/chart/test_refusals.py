@@ -1,0 +1,106 @@
+"""Bad values are refused before anything reaches a cluster, with a message naming the value."""
+
+import pytest
+
+from .helm import template
+
+# (values YAML, text the error must contain)
+SCHEMA_REFUSALS = {
+    "negative replicas": ("interface:\n  replicaCount: -1\n",
+                          "at '/interface/replicaCount': minimum: got -1, want 0"),
+    "fractional replicas": ("worker:\n  replicaCount: 1.5\n",
+                            "at '/worker/replicaCount': got number, want integer"),
+    "replicas as a string": ("web:\n  replicaCount: \"3\"\n",
+                             "at '/web/replicaCount': got string, want integer"),
+    "unknown top-level key": ("replicas: 3\n", "additional properties 'replicas' not allowed"),
+    "typo in a nested key": ("interface:\n  replicas: 3\n",
+                             "at '/interface': additional properties 'replicas' not allowed"),
+    "bad pull policy": ("interfaceImage:\n  pullPolicy: Sometimes\n",
+                        "at '/interfaceImage/pullPolicy': value must be one of 'Always', "
+                        "'IfNotPresent', 'Never'"),
+    "bad autoscaling mode": ("worker:\n  autoscaling:\n    mode: cron\n",
+                             "at '/worker/autoscaling/mode': value must be one of 'keda', 'hpa'"),
+    "bool as string": ("ingress:\n  enabled: \"yes\"\n",
+                       "at '/ingress/enabled': got string, want boolean"),
+    "port out of range": ("ports:\n  metrics: 70000\n",
+                          "at '/ports/metrics': maximum: got 70,000, want 65,535"),
+    "zero drain timeout": ("config:\n  drainTimeout: 0\n",
+                           "at '/config/drainTimeout': minimum: got 0, want 1"),
+    "redis URL scheme": ("redisCluster:\n  enabled: false\nredis:\n  url: http://redis:6379\n",
+                         "at '/redis/url'"),
+    "ingress path without slash": ("ingress:\n  interfacePaths: [ws]\n",
+                                   "at '/ingress/interfacePaths/0'"),
+    "bad digest": ("projectImage:\n  digest: latest\n", "at '/projectImage/digest'"),
+    "bad maxUnavailable": ("worker:\n  pdb:\n    maxUnavailable: half\n",
+                           "at '/worker/pdb/maxUnavailable'"),
+    "bad ASGI app": ("project:\n  asgiApp: chat_project.asgi\n", "at '/project/asgiApp'"),
+}
+
+# validateValues: cross-value rules the schema cannot express.
+VALIDATE_REFUSALS = {
+    "no redis source": ("redisCluster:\n  enabled: false\n",
+                        "redis: set exactly one of redisCluster.enabled=true, "
+                        "redis.existingSecret or redis.url"),
+    "two redis sources": ("redis:\n  url: redis://r:6379\n",
+                          "redis: set exactly one of redisCluster.enabled=true"),
+    "min above max": ("interface:\n  autoscaling:\n    enabled: true\n    minReplicas: 5\n"
+                      "    maxReplicas: 3\n",
+                      "set interface.autoscaling.minReplicas (5) <= "
+                      "interface.autoscaling.maxReplicas (3)"),
+    "interface HPA without a metric": (
+        "interface:\n  autoscaling:\n    enabled: true\n    targetCPUUtilizationPercentage: 0\n",
+        "set interface.autoscaling.targetCPUUtilizationPercentage or "
+        "interface.autoscaling.targetConnectionsPerPod above 0"),
+    "keda without addresses": (
+        "redisCluster:\n  enabled: false\nredis:\n  existingSecret: r\n"
+        "worker:\n  autoscaling:\n    enabled: true\n    mode: keda\n",
+        "set worker.autoscaling.keda.addresses"),
+    "nothing enabled": ("interface:\n  enabled: false\nworker:\n  enabled: false\n"
+                        "web:\n  enabled: false\n", "enable at least one of interface.enabled"),
+    "closed network policy without peers": (
+        "networkPolicy:\n  enabled: true\n  allowExternal: false\n",
+        "set networkPolicy.ingressFrom"),
+}
+
+
+def _refused(tmp_path, body: str) -> str:
+    values = tmp_path / "bad-values.yaml"
+    values.write_text(body)
+    result = template(values)
+    assert result.returncode != 0, f"accepted:\n{body}"
+    assert "Error:" in result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize("case", SCHEMA_REFUSALS, ids=str)
+def test_schema_refuses(case, tmp_path):
+    body, expected = SCHEMA_REFUSALS[case]
+    err = _refused(tmp_path, body)
+    print(f"{case}: {err.strip().splitlines()[-1]}")
+    assert "values don't meet the specifications of the schema" in err
+    assert expected in err
+
+
+@pytest.mark.parametrize("case", VALIDATE_REFUSALS, ids=str)
+def test_validate_values_refuses(case, tmp_path):
+    body, expected = VALIDATE_REFUSALS[case]
+    err = _refused(tmp_path, body)
+    print(f"{case}: {err.strip().splitlines()[-1]}")
+    assert "VALUES VALIDATION" in err
+    assert expected in err
+
+
+def test_set_string_replicas_refused():
+    result = template(sets=("interface.replicaCount=-2",))
+    assert result.returncode != 0
+    assert "minimum: got -2, want 0" in result.stderr
+
+
+def test_good_values_accepted(tmp_path):
+    """The refusals are not a schema that refuses everything: close variants are accepted."""
+    values = tmp_path / "ok.yaml"
+    values.write_text("interface:\n  replicaCount: 0\nworker:\n  replicaCount: 3\n"
+                      "  pdb:\n    maxUnavailable: 50%\nredisCluster:\n  enabled: false\n"
+                      "redis:\n  url: rediss://r:6380\n")
+    result = template(values)
+    assert result.returncode == 0, result.stderr
