@@ -12,20 +12,20 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
+from redis import exceptions as rx
 from redis.asyncio.connection import parse_url
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from ..exceptions import LayerConfigError, LayerUnavailable, RedisVersionError
 from .keys import slot_of
+from .resp import RespConnection
 
 logger = logging.getLogger(__name__)
 
 SLOTS = 16384
 MIN_REDIS_VERSION = (7, 0)
 DEFAULT_URL = "redis://localhost:6379"
+DEFAULT_SOCKET_TIMEOUT = 5.0
 
 
 def decode_hosts(hosts: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -63,38 +63,95 @@ def decode_hosts(hosts: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def connection_kwargs(url: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """Connection pool kwargs for ``url``: the user's options, our retry policy, bytes replies."""
-    kwargs = parse_url(url)
-    kwargs.update(extra)
-    # Retries are ours (bounded, topology-aware); replies must stay bytes.
-    kwargs["retry"] = Retry(NoBackoff(), 0)
-    kwargs["decode_responses"] = False
-    return kwargs
+    """Connection options for ``url`` (redis-py's URL syntax) plus the user's extra options."""
+    options = parse_url(url)
+    options.update(extra)
+    # redis-py 8's default; a blocking read never waits this long (see receiver.py).
+    options.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
+    return options
 
 
 class NodeClient:
-    """One Redis server (a single Redis, or one cluster primary)."""
+    """One Redis server: a shared pipelined connection plus dedicated ones for BLMPOP."""
 
-    def __init__(self, address: str, kwargs: dict[str, Any]) -> None:
+    def __init__(self, address: str, options: dict[str, Any]) -> None:
         self.address = address
-        self.socket_timeout: float | None = kwargs.get("socket_timeout", 5.0)
-        self.redis = Redis(connection_pool=ConnectionPool(**kwargs))
+        self.options = options
+        self.socket_timeout: float | None = options.get("socket_timeout")
+        self._conn: RespConnection | None = None
+        self._lock = asyncio.Lock()
+        self._idle_blocking: list[RespConnection] = []
+        self._busy_blocking: set[RespConnection] = set()
+
+    def live_connection(self) -> RespConnection | None:
+        """The shared connection if it is open now (lets callers write without awaiting)."""
+        conn = self._conn
+        return conn if conn is not None and not conn.closed else None
+
+    async def _connection(self) -> RespConnection:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        async with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = await self._open()
+            return self._conn
+
+    async def _open(self) -> RespConnection:
+        return await RespConnection.open(self.address, self.options, self.socket_timeout)
 
     async def execute(self, *args: Any) -> Any:
-        return await self.redis.execute_command(*args)
+        conn = await self._connection()
+        return await conn.command(*args)
 
     async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Run ``commands`` in one round trip; errors come back in place of results."""
-        pipe = self.redis.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command)
-        return await pipe.execute(raise_on_error=False)
+        conn = await self._connection()
+        results: list[Any] = []
+        for future in conn.pipeline(commands):  # type: ignore[arg-type]
+            try:
+                results.append(await future)
+            except rx.RedisError as exc:
+                results.append(exc)
+        return results
+
+    async def blocking(self, block: float, *args: Any) -> Any:
+        """Run a blocking command on a connection of its own (reused once it answered)."""
+        conn = None
+        while self._idle_blocking and conn is None:
+            candidate = self._idle_blocking.pop()
+            conn = None if candidate.closed else candidate
+        if conn is None:
+            conn = await self._open()
+        self._busy_blocking.add(conn)
+        try:
+            reply = await conn.command(*args, timeout=block + (self.socket_timeout or 5.0))
+        except BaseException:
+            conn.close()  # a reply may still be in flight: never reuse this connection
+            raise
+        finally:
+            self._busy_blocking.discard(conn)
+        self._idle_blocking.append(conn)
+        return reply
 
     async def close(self) -> None:
-        await self.redis.aclose(close_connection_pool=True)
+        conns = [self._conn, *self._idle_blocking, *self._busy_blocking]
+        self._conn, self._idle_blocking, self._busy_blocking = None, [], set()
+        for conn in conns:
+            if conn is not None:
+                conn.close()
 
     def __repr__(self) -> str:
         return f"NodeClient({self.address})"
+
+
+def parse_info(raw: bytes) -> dict[str, str]:
+    info = {}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        if ":" in line and not line.startswith("#"):
+            name, _, value = line.partition(":")
+            info[name] = value.strip()
+    return info
 
 
 class Router:
@@ -117,8 +174,10 @@ class Router:
     def _node(self, address: str) -> NodeClient:
         node = self._nodes.get(address)
         if node is None:
-            host, _, port = address.rpartition(":")
-            kwargs = dict(self._kwargs, host=host, port=int(port))
+            kwargs = dict(self._kwargs)
+            if not address.startswith("/"):  # a unix socket path keeps its options as they are
+                host, _, port = address.rpartition(":")
+                kwargs.update(host=host, port=int(port))
             node = self._nodes[address] = NodeClient(address, kwargs)
         return node
 
@@ -127,16 +186,17 @@ class Router:
         failures = []
         for url, extra in self.hosts:
             kwargs = connection_kwargs(url, extra)
-            address = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+            host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+            address = kwargs.get("path") or f"{host}:{port}"
             self._kwargs = kwargs
             node = self._node(address)
             try:
-                info = await node.redis.info()
+                info = parse_info(await node.execute("INFO"))
             except (RedisError, OSError) as exc:
                 failures.append(f"{url}: {exc}")
                 continue
             self._check_version(info, url)
-            if info.get("cluster_enabled"):
+            if info.get("cluster_enabled") == "1":
                 self.is_cluster = True
                 self._seeds = [address]
                 await self.refresh()

@@ -47,8 +47,8 @@ class _LoopState:
         self.executor = Executor(self.router, layer.retry_timeout)
         self.sender = Sender(self.executor, int(layer.expiry * 1000))
         self.receiver = Receiver(
-            self.executor, layer.get_capacity, layer.receive_batch, self.block_timeout,
-            layer.expiry,
+            self.executor, layer.get_capacity, layer.receive_batch, layer.receive_prefetch,
+            self.block_timeout, layer.expiry,
         )
         self.retry_timeout = layer.retry_timeout
         self.ready = False
@@ -105,6 +105,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         serializer_format: str = "msgpack",
         retry_timeout: float = 10.0,
         receive_batch: int = 100,
+        receive_prefetch: int = 16,
         **kwargs: Any,
     ) -> None:
         super().__init__(expiry=expiry, capacity=capacity)
@@ -122,6 +123,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
         self.retry_timeout = retry_timeout
         self.receive_batch = receive_batch
+        self.receive_prefetch = receive_prefetch
         self._serializer = registry.get_serializer(
             serializer_format,
             symmetric_encryption_keys=symmetric_encryption_keys,
@@ -222,22 +224,24 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             return
         body = self._serializer.serialize(message)
         expires = int((time.time() + self.expiry) * 1000)
-        futures = []
+        # One element per LIST: process-local members of one prefix share theirs.
+        by_key: dict[str, list[str]] = {}
         for raw in members:
             channel = raw.decode("ascii")
-            futures.append(state.sender.submit(
-                channel_key(self.prefix, channel),
-                pack_element(expires, channel, body),
-                self.get_capacity(channel),
-            ))
+            by_key.setdefault(channel_key(self.prefix, channel), []).append(channel)
+        futures = [
+            state.sender.submit(key, pack_element(expires, names, body),
+                                self.get_capacity(names[0]))
+            for key, names in by_key.items()
+        ]
         results = await asyncio.gather(*futures, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise failures[0]
-        full = results.count(False)
+        full = sum(len(names) for names, ok in zip(by_key.values(), results, strict=True) if not ok)
         if full:
             _metrics.channel_full("group_send", full)
-            logger.info("%d of %d channels over capacity in group %s", full, len(results), group)
+            logger.info("%d of %d channels over capacity in group %s", full, len(members), group)
 
     # Flush extension
 

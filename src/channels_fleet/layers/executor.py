@@ -59,6 +59,12 @@ class Executor:
 
     async def call(self, key: str, *args: Any) -> Any:
         """Run one command for ``key``; raise its error."""
+        conn = self.router.node_for(key).live_connection()
+        if conn is not None:  # the common case: no redirection, no failure
+            try:
+                return await conn.command(*args)
+            except (rx.AskError, rx.NoScriptError, *TRANSIENT):
+                pass  # MovedError is an AskError; the full path below deals with each
         op = Op(key, args)
         await self.run([op])
         if op.error is not None:
@@ -74,9 +80,13 @@ class Executor:
             groups: dict[NodeClient, list[Op]] = defaultdict(list)
             for op in todo:
                 groups[op.ask or self.router.node_for(op.key)].append(op)
-            outcomes = await asyncio.gather(
-                *(self._run_on(node, group) for node, group in groups.items())
-            )
+            if len(groups) == 1:  # the common case: no task per node
+                node, group = next(iter(groups.items()))
+                outcomes = [await self._run_on(node, group)]
+            else:
+                outcomes = await asyncio.gather(
+                    *(self._run_on(node, group) for node, group in groups.items())
+                )
             retry: list[Op] = []
             transient: BaseException | None = None
             for (node, group), results in zip(groups.items(), outcomes, strict=True):
@@ -124,7 +134,7 @@ class Executor:
                 op.error = None
             todo = retry
 
-    async def blocking(self, key: str, *args: Any) -> Any:
+    async def blocking(self, key: str, block: float, *args: Any) -> Any:
         """Run a blocking command (BLMPOP) on its own connection, with the same retries."""
         deadline = time.monotonic() + self.retry_timeout
         backoff = BACKOFF_FIRST
@@ -134,7 +144,7 @@ class Executor:
             try:
                 if ask is not None:
                     return (await node.pipeline([("ASKING",), args]))[1]
-                return await node.execute(*args)
+                return await node.blocking(block, *args)
             except rx.MovedError as exc:
                 _metrics.retry(exc)
                 self.router.set_slot(exc.slot_id, exc.host, exc.port)

@@ -7,8 +7,10 @@ touches exactly one Redis Cluster slot:
 - ``<prefix>:q:{<a.b!>}``: LIST shared by all process-local channels ``a.b!*``;
 - ``<prefix>:g:{<group>}``: ZSET of a group (member = channel name, score = time added).
 
-A LIST element is ``b"<expires_at_ms>|<channel>|" + body``; channel names cannot contain
-``|``, so ``split(b"|", 2)`` parses it back.
+A LIST element is ``b"<expires_at_ms>|<channels>|" + body`` where ``<channels>`` is one
+channel name, or for a group_send to several process-local channels of one LIST, their
+names joined by ``,``. Channel names cannot contain ``|`` or ``,``, so ``split(b"|", 2)``
+parses it back.
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ def slot_of(key: str | bytes) -> int:
     return key_slot(key.encode() if isinstance(key, str) else key)
 
 
-def pack_element(expires_at_ms: int, channel: str, body: bytes) -> bytes:
-    """Build the LIST element for one message to ``channel``."""
-    return b"%d|%s|%s" % (expires_at_ms, channel.encode("ascii"), body)
+def pack_element(expires_at_ms: int, channels: str | list[str], body: bytes) -> bytes:
+    """Build the LIST element for one message to ``channels`` (one name, or several)."""
+    names = channels if isinstance(channels, str) else ",".join(channels)
+    return b"%d|%s|%s" % (expires_at_ms, names.encode("ascii"), body)
 
 
-def unpack_element(element: bytes) -> tuple[int, str, bytes]:
-    """Split a LIST element into (expires_at_ms, channel, body)."""
-    expires, channel, body = element.split(SEPARATOR, 2)
-    return int(expires), channel.decode("ascii"), body
+def unpack_element(element: bytes) -> tuple[int, list[str], bytes]:
+    """Split a LIST element into (expires_at_ms, [channel, ...], body)."""
+    expires, channels, body = element.split(SEPARATOR, 2)
+    return int(expires), channels.decode("ascii").split(","), body

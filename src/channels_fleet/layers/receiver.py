@@ -1,13 +1,17 @@
 """Receives for one event loop: one pull loop per LIST that has waiting receivers.
 
-A pull loop runs ``BLMPOP <block> 1 <key> LEFT COUNT n`` until nobody waits on its LIST:
+A pull loop takes messages off its LIST while receivers wait on it. While the LIST has
+messages it pops without blocking (``LPOP key n``) over the shared pipelined connection, so
+the pops of every busy LIST leave in one write; once the LIST is empty it blocks with
+``BLMPOP <block> 1 key LEFT COUNT n`` on a dedicated connection.
 
-- a process-local LIST (``a.b!``) is pulled in batches of up to ``batch`` elements, and each
+- A process-local LIST (``a.b!``) is pulled in batches of up to ``batch`` elements; each
   message goes to the receiver waiting on its full channel name, or into that channel's
-  bounded local buffer (oldest dropped beyond ``capacity``);
-- a normal (shared) channel is pulled only as many as there are waiting receivers, so that
-  several processes share its queue; a message popped after its receiver went away is
-  pushed back to the head of the LIST for someone else.
+  bounded local buffer (oldest dropped beyond ``capacity``, counted).
+- A normal (shared) channel is pulled for its waiting receivers plus at most ``prefetch``
+  more. What was prefetched stays in this process only while its receivers keep coming
+  back: after ``PREFETCH_LINGER_S`` without a receiver it is pushed back to the head of the
+  LIST for other processes. ``prefetch=0`` pulls exactly as many as there are waiters.
 
 Receivers only wait on a local future, so cancelling ``receive()`` never interrupts a BLMPOP
 that may already have taken a message off Redis. ``block`` stays below the connection's
@@ -24,12 +28,13 @@ from collections.abc import Callable
 
 from . import _metrics
 from .executor import Executor
-from .keys import is_process_local, unpack_element
+from .keys import is_process_local, pack_element, unpack_element
 
 logger = logging.getLogger(__name__)
 
 Entry = tuple[int, bytes]  # (expires_at_ms, body)
 SWEEP_INTERVAL_S = 1.0
+PREFETCH_LINGER_S = 0.25
 
 
 class Receiver:
@@ -40,12 +45,14 @@ class Receiver:
         executor: Executor,
         capacity_of: Callable[[str], int],
         batch: int,
+        prefetch: int,
         block_timeout: Callable[[str], float],
         expiry_s: float,
     ) -> None:
         self.executor = executor
         self.capacity_of = capacity_of
         self.batch = batch
+        self.prefetch = prefetch
         self.block_timeout = block_timeout
         self.expiry_s = expiry_s
         # key -> channel -> futures of receivers waiting on that channel (oldest first)
@@ -54,6 +61,8 @@ class Receiver:
         self.pullers: dict[str, asyncio.Task[None]] = {}
         self.dropped_full = 0
         self.expired = 0
+        self._returns: dict[str, tuple[str, asyncio.TimerHandle]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._last_sweep = time.monotonic()
         self._sweep_handle: asyncio.TimerHandle | None = None
 
@@ -109,11 +118,9 @@ class Receiver:
 
     def _give_back(self, key: str, channel: str, body: bytes) -> None:
         expires = int((time.time() + self.expiry_s) * 1000)
-        if is_process_local(channel):
-            self.buffers.setdefault(channel, deque()).appendleft((expires, body))
-        else:
-            element = b"%d|%s|%s" % (expires, channel.encode("ascii"), body)
-            asyncio.get_running_loop().create_task(self._push_back(key, [element]))
+        self.buffers.setdefault(channel, deque()).appendleft((expires, body))
+        if not is_process_local(channel):
+            self._schedule_return(key, channel)
 
     def _live_waiters(self, key: str) -> int:
         channels = self.waiting.get(key)
@@ -122,17 +129,30 @@ class Receiver:
         return sum(1 for waiters in channels.values() for f in waiters if not f.done())
 
     async def _pull(self, key: str, local: bool) -> None:
+        busy = False  # the last pop returned messages: pop again without blocking
+        served = 0  # receivers served by the last pop; they are likely to come right back
         try:
             while True:
+                if served:
+                    # Let the receivers just served come back (and this turn's sends be
+                    # queued, so that the pop below follows them in the same write).
+                    await asyncio.sleep(0)
                 wanted = self._live_waiters(key)
-                if wanted == 0:
+                if wanted == 0 and not (busy and served):
                     break
-                count = self.batch if local else wanted
-                reply = await self.executor.blocking(
-                    key, "BLMPOP", self.block_timeout(key), 1, key, "LEFT", "COUNT", count
-                )
-                if reply:
-                    await self._dispatch(key, local, reply[1])
+                count = self.batch if local else max(wanted, 1) + self.prefetch
+                if busy:
+                    # Queued without awaiting a write of its own: it leaves in the same
+                    # write as the sends and pops of this event-loop turn.
+                    elements = await self.executor.call(key, "LPOP", key, count)
+                else:
+                    block = self.block_timeout(key)
+                    reply = await self.executor.blocking(
+                        key, block, "BLMPOP", block, 1, key, "LEFT", "COUNT", count
+                    )
+                    elements = reply[1] if reply else None
+                busy = bool(elements)
+                served = self._dispatch(key, local, elements) if elements else 0
                 self._maybe_sweep()
         except Exception as exc:
             # Every waiter of this LIST learns why; the next receive() starts a new loop.
@@ -148,30 +168,32 @@ class Receiver:
                 loop = asyncio.get_running_loop()
                 self._sweep_handle = loop.call_later(self.expiry_s + 1, self._timed_sweep)
 
-    async def _dispatch(self, key: str, local: bool, elements: list[bytes]) -> None:
+    def _dispatch(self, key: str, local: bool, elements: list[bytes]) -> int:
+        """Hand messages to waiting receivers, buffer the rest; return how many were served."""
         now_ms = time.time() * 1000
         channels = self.waiting.get(key, {})
-        leftovers: list[bytes] = []
-        expired = 0
+        expired = served = 0
         for element in elements:
-            expires, channel, body = unpack_element(element)
+            expires, names, body = unpack_element(element)
             if expires < now_ms:
-                expired += 1
+                expired += len(names)
                 continue
-            waiters = channels.get(channel)
-            while waiters:
-                future = waiters.popleft()
-                if not future.done():
-                    future.set_result(body)
-                    break
-            else:
-                if local:
-                    self._buffer(channel, expires, body)
+            for channel in names:
+                waiters = channels.get(channel)
+                while waiters:
+                    future = waiters.popleft()
+                    if not future.done():
+                        future.set_result(body)
+                        served += 1
+                        break
                 else:
-                    leftovers.append(element)
+                    if local:
+                        self._buffer(channel, expires, body)
+                    else:
+                        self.buffers.setdefault(channel, deque()).append((expires, body))
+                        self._schedule_return(key, channel)
         self._count_expired(expired)
-        if leftovers:
-            await self._push_back(key, leftovers)
+        return served
 
     def _buffer(self, channel: str, expires: int, body: bytes) -> None:
         buffer = self.buffers.setdefault(channel, deque())
@@ -182,11 +204,34 @@ class Receiver:
             logger.info("local buffer of %s full: dropped its oldest message", channel)
         buffer.append((expires, body))
 
+    # Prefetched messages of shared channels go back to Redis when nobody here reads them.
+
+    def _schedule_return(self, key: str, channel: str) -> None:
+        previous = self._returns.pop(channel, None)
+        if previous is not None:
+            previous[1].cancel()
+        loop = asyncio.get_running_loop()
+        self._returns[channel] = (
+            key, loop.call_later(PREFETCH_LINGER_S, self._return_unread, key, channel)
+        )
+
+    def _return_unread(self, key: str, channel: str) -> None:
+        self._returns.pop(channel, None)
+        buffer = self.buffers.pop(channel, None)
+        if not buffer:
+            return
+        elements = [pack_element(expires, channel, body) for expires, body in buffer]
+        task = asyncio.get_running_loop().create_task(self._push_back(key, elements))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _push_back(self, key: str, elements: list[bytes]) -> None:
         try:
             await self.executor.call(key, "LPUSH", key, *reversed(elements))
         except Exception as exc:
             logger.warning("lost %d message(s) of %s returning them: %s", len(elements), key, exc)
+
+    # Expiry of local buffers
 
     def _count_expired(self, amount: int) -> None:
         if amount:
@@ -217,11 +262,18 @@ class Receiver:
                 del self.buffers[channel]
 
     async def close(self) -> None:
+        """Stop pull loops, return prefetched shared messages, drop local buffers."""
         tasks = list(self.pullers.values())
         self.pullers.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for channel, (key, handle) in list(self._returns.items()):
+            handle.cancel()
+            self._return_unread(key, channel)
+        self._returns.clear()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle = None
