@@ -80,8 +80,7 @@ class FleetMetrics:
             "open_connections", "Client connections held open by this interface, by protocol.",
             ["protocol"], multiprocess_mode="livesum", **ns)
         self.closes = Counter(
-            "closes", "Client connections closed, by WebSocket close code (HTTP refusals "
-            "count as 1013).", ["code"], **ns)
+            "closes", "Client WebSocket connections closed, by close code.", ["code"], **ns)
         self.relay_roundtrip = Histogram(
             "relay_roundtrip", "Time from sending a connect envelope to the work queue until "
             "a worker's claim arrives.", unit="seconds", buckets=LATENCY_BUCKETS, **ns)

@@ -1,0 +1,154 @@
+"""The alert rules, their promtool unit tests, our exposition format and the dashboard's queries."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from channels_fleet.metrics import ALL_NAMES, FleetMetrics
+
+ROOT = Path(__file__).resolve().parents[3]
+RULES = ROOT / "deploy" / "prometheus" / "channels-fleet.rules.yml"
+RULE_TESTS = ROOT / "deploy" / "prometheus" / "tests" / "channels-fleet.rules.test.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "channels-fleet.dashboard.json"
+CHART_FILES = ROOT / "charts" / "channels-fleet" / "files"
+
+NAME = re.compile(r"\bchannels_fleet_[a-z0-9_]+")
+HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool not on PATH: run `make install-prometheus` (Debian: prometheus)")
+    return path
+
+
+def run_promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool(), *args], input=stdin.decode() if stdin else None,
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+
+
+def family(name: str) -> str:
+    """channels_fleet_x_seconds_bucket -> channels_fleet_x_seconds."""
+    for suffix in HISTOGRAM_SUFFIXES:
+        if name.endswith(suffix) and name.removesuffix(suffix) in ALL_NAMES:
+            return name.removesuffix(suffix)
+    return name
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, expr) for every target of every panel, rows included."""
+    data = json.loads(DASHBOARD.read_text())
+    found = []
+
+    def walk(panels: list[dict]) -> None:
+        for panel in panels:
+            for target in panel.get("targets", []):
+                found.append((panel["title"], target["expr"]))
+            walk(panel.get("panels", []))
+
+    walk(data["panels"])
+    return found
+
+
+def test_rules_pass_promtool_check() -> None:
+    result = run_promtool("check", "rules", str(RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_rule_unit_tests_pass() -> None:
+    result = run_promtool("test", "rules", str(RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_unit_test_and_a_runbook() -> None:
+    rules = RULES.read_text()
+    alerts = re.findall(r"^\s+- alert: (\w+)", rules, re.M)
+    assert len(alerts) >= 6
+    tests = RULE_TESTS.read_text()
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    for alert in alerts:
+        assert f"alertname: {alert}" in tests, f"{alert} has no promtool unit test"
+        assert f"runbook_url: docs/operations.md#{alert.lower()}" in rules
+        assert f"### {alert}" in operations, f"{alert} has no runbook in docs/operations.md"
+
+
+def test_rules_use_only_declared_metrics() -> None:
+    names = {family(n) for n in NAME.findall(RULES.read_text())}
+    assert names and names <= ALL_NAMES, names - ALL_NAMES
+
+
+def test_our_exposition_passes_promtool_check_metrics() -> None:
+    registry = CollectorRegistry()
+    metrics = FleetMetrics(registry)
+    # Touch every family, including the ones whose labels are only known at run time.
+    metrics.redis_node_up.labels("10.0.0.1:6379").set(1)
+    metrics.work_queue_depth.labels("fleet.connect").set(3)
+    metrics.work_queue_oldest_age.labels("fleet.connect").set(0.4)
+    metrics.handler_latency.labels("chat.consumers.ChatConsumer").observe(0.002)
+    metrics.relay_roundtrip.observe(0.001)
+    metrics.queue_wait.observe(0.0003)
+    metrics.ready.labels("worker").set(1)
+    metrics.worker_heartbeat_age.set(1.5)
+    metrics.web_requests.labels("GET", "2xx").inc()
+    metrics.web_request_duration.labels("GET").observe(0.012)
+    exposition = generate_latest(registry)
+    exposed = {family(n) for n in NAME.findall(exposition.decode())}
+    assert ALL_NAMES <= exposed | {n.removesuffix("_total") for n in exposed}
+    result = run_promtool("check", "metrics", stdin=exposition)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == ""
+
+
+def test_dashboard_queries_use_only_declared_metrics() -> None:
+    queries = dashboard_queries()
+    assert len(queries) >= 20
+    used = set()
+    for title, expr in queries:
+        names = {family(n) for n in NAME.findall(expr)}
+        assert names, f"panel {title!r} queries no channels_fleet_* metric: {expr}"
+        undeclared = names - ALL_NAMES
+        assert not undeclared, f"panel {title!r} uses undeclared {undeclared}"
+        used |= names
+    # And the other way round: every metric we declare is on the dashboard.
+    assert used == ALL_NAMES, ALL_NAMES - used
+
+
+def test_dashboard_is_importable_by_grafana() -> None:
+    data = json.loads(DASHBOARD.read_text())
+    assert data["uid"] == "channels-fleet" and data["schemaVersion"] >= 36
+    ids = [p["id"] for p in data["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"] for v in data["templating"]["list"]}
+    assert {"datasource", "namespace"} <= variables
+    for panel in data["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert {"h", "w", "x", "y"} <= set(panel["gridPos"]), panel["title"]
+        for target in panel["targets"]:
+            assert 'namespace=~"$namespace"' in target["expr"], panel["title"]
+
+
+@pytest.mark.parametrize(
+    ("ours", "chart_name"),
+    [(RULES, "prometheus-rules.yaml"), (DASHBOARD, "grafana-dashboard.json")],
+)
+def test_chart_ships_the_same_files(ours: Path, chart_name: str) -> None:
+    # The chart renders these as a PrometheusRule and a dashboard ConfigMap; they must not drift.
+    shipped = CHART_FILES / chart_name
+    if not shipped.exists():
+        pytest.skip(f"{shipped.relative_to(ROOT)} not in the chart yet (copy {ours.name})")
+    assert shipped.read_bytes() == ours.read_bytes(), (
+        f"{shipped.relative_to(ROOT)} differs from {ours.relative_to(ROOT)}: copy it over"
+    )
