@@ -71,12 +71,16 @@ async def accept(send: Any, message: dict[str, Any]) -> None:
 
 
 async def close(send: Any, message: dict[str, Any], *, accepted: bool) -> None:
-    """Close a WebSocket with the app's code and reason (before accept: HTTP 403)."""
+    """Close a WebSocket with the app's code and reason (before accept: HTTP 403).
+
+    autobahn's public ``sendClose`` refuses the service codes 1001, 1012 and 1013 ("must be
+    1000 or from [3000, 4999]"), which Daphne's ``send`` uses: write the close frame below it.
+    """
     code = message.get("code") or 1000
-    reason = message.get("reason") or ""
+    reason = (message.get("reason") or "")[:120]
     proto = _protocol(send)
-    if accepted and reason and proto is not None and hasattr(proto, "sendClose"):
-        proto.sendClose(code=code, reason=reason[:120])
+    if accepted and proto is not None and hasattr(proto, "sendCloseFrame"):
+        proto.sendCloseFrame(code=code, reasonUtf8=reason.encode() or None, isReply=False)
         return
     await send({"type": "websocket.close", "code": code})
 

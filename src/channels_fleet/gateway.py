@@ -385,7 +385,7 @@ class Gateway:
                 # Accept first so the client sees a close code rather than a bare HTTP 403.
                 conn.accepted = True
                 await conn.send({"type": "websocket.accept"})
-            await conn.send({"type": "websocket.close", "code": code})
+            await edge.close(conn.send, {"code": code}, accepted=True)
         elif not conn.accepted:
             conn.accepted = True
             await edge.http_error(conn.send, 503)

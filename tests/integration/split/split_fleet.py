@@ -125,3 +125,4 @@ class Fleet:
     def stop(self) -> None:
         for proc in self.procs:
             proc.stop()
+        self.procs.clear()

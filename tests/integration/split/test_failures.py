@@ -1,0 +1,139 @@
+"""Liveness and drain of the split on a real Redis Cluster: kill -9 and SIGTERM of each side."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis.cluster import RedisCluster
+from split_fleet import Fleet, Proc
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(90)]
+
+
+@pytest.fixture(scope="module")
+def redis(fleet_factory: Fleet) -> Iterator[RedisCluster]:
+    client = RedisCluster.from_url(fleet_factory.env["CHANNELS_FLEET_REDIS_URL"].split(",")[0])
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fleet(fleet_factory: Fleet) -> Iterator[Fleet]:
+    """Each test starts its own processes; none outlives it (kill -9 at teardown)."""
+    try:
+        yield fleet_factory
+    finally:
+        fleet_factory.stop()
+
+
+def ws(proc: Proc, path: str) -> Any:
+    return connect(proc.url + path, origin=proc.origin, open_timeout=10)
+
+
+async def owner_pid(sock: Any) -> int:
+    await sock.send("whoami")
+    return int(json.loads(await sock.recv())["worker"])
+
+
+async def closed_code(sock: Any, timeout: float) -> int | None:
+    try:
+        await asyncio.wait_for(sock.recv(), timeout)
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else 1006
+    return None
+
+
+async def open_rooms(proc: Proc, room: str, count: int) -> list[Any]:
+    socks = [await ws(proc, f"/ws/room/{room}/?c{i}").__aenter__() for i in range(count)]
+    await socks[0].send("joined?")  # one broadcast round trip: every consumer has joined
+    await asyncio.gather(*(asyncio.wait_for(s.recv(), 5) for s in socks))
+    return socks
+
+
+def wait_records(redis: RedisCluster, room: str, count: int, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = [v.decode() for v in redis.lrange(f"split:disconnects:{room}", 0, -1)]
+        if len(got) >= count or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+async def test_worker_kill9__its_sockets_close_1012_within_5s__others_undisturbed(
+    fleet: Fleet,
+) -> None:
+    iface = fleet.interface(wait=False)
+    victim, survivor = fleet.worker(wait=False), fleet.worker(wait=False)
+    for proc in (iface, victim, survivor):
+        proc.wait_ready()
+    socks: dict[Any, int] = {}
+    while len(set(socks.values())) < 2 or len(socks) < 20:
+        sock = await ws(iface, "/ws/echo/k/").__aenter__()
+        socks[sock] = await owner_pid(sock)
+        assert len(socks) < 200, "connections never reached both workers"
+    victim.popen.kill()
+    started = time.monotonic()
+    victims = [s for s, pid in socks.items() if pid == victim.pid]
+    codes = await asyncio.gather(*(closed_code(s, 6) for s in victims))
+    elapsed = time.monotonic() - started
+    assert codes == [1012] * len(victims)
+    assert elapsed < 5.0
+    for sock, pid in socks.items():
+        if pid == survivor.pid:
+            await sock.send("still here")
+            assert await asyncio.wait_for(sock.recv(), 5) == "still here"
+            await sock.close()
+
+
+async def test_interface_kill9__worker_runs_disconnect_handlers_within_5s(
+    fleet: Fleet, redis: RedisCluster
+) -> None:
+    iface = fleet.interface(wait=False)
+    fleet.worker().wait_ready()
+    iface.wait_ready()
+    room = f"ikill{time.monotonic_ns()}"
+    await open_rooms(iface, room, 10)
+    assert redis.lrange(f"split:disconnects:{room}", 0, -1) == []
+    iface.popen.kill()
+    started = time.monotonic()
+    records = wait_records(redis, room, 10, 6)
+    assert time.monotonic() - started < 5.0
+    assert sorted(records) == sorted(f"c{i}:1006" for i in range(10))
+
+
+async def test_worker_sigterm__sockets_closed_1012_and_disconnect_handlers_ran(
+    fleet: Fleet, redis: RedisCluster
+) -> None:
+    iface = fleet.interface(wait=False)
+    worker = fleet.worker()
+    iface.wait_ready()
+    room = f"wterm{time.monotonic_ns()}"
+    socks = await open_rooms(iface, room, 5)
+    worker.signal(signal.SIGTERM)
+    codes = await asyncio.gather(*(closed_code(s, 5) for s in socks))
+    assert codes == [1012] * 5
+    assert sorted(wait_records(redis, room, 5, 5)) == sorted(f"c{i}:1012" for i in range(5))
+    assert worker.popen.wait(timeout=8) == 0
+
+
+async def test_interface_sigterm__sockets_closed_1001_and_owners_told(
+    fleet: Fleet, redis: RedisCluster
+) -> None:
+    iface = fleet.interface(wait=False)
+    fleet.worker()
+    iface.wait_ready()
+    room = f"iterm{time.monotonic_ns()}"
+    socks = await open_rooms(iface, room, 5)
+    iface.signal(signal.SIGTERM)
+    codes = await asyncio.gather(*(closed_code(s, 5) for s in socks))
+    assert codes == [1001] * 5
+    assert sorted(wait_records(redis, room, 5, 5)) == sorted(f"c{i}:1001" for i in range(5))
+    assert iface.popen.wait(timeout=8) == 0
