@@ -66,6 +66,8 @@ class BindingConsumer(AsyncJsonWebsocketConsumer):
 
     binding_class: ClassVar[type[Binding]]
     actions = (CREATE, UPDATE, DELETE, SUBSCRIBE, UNSUBSCRIBE)
+    # Groups one socket may be in: each is a Redis entry until the socket goes.
+    max_subscriptions = 100
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -110,6 +112,10 @@ class BindingConsumer(AsyncJsonWebsocketConsumer):
             if action in (SUBSCRIBE, UNSUBSCRIBE):
                 find_groups = database_sync_to_async(self.binding.subscription_group_names)
                 groups = await find_groups(pk, data)
+                too_many = len(self.subscribed | set(groups)) > self.max_subscriptions
+                if action == SUBSCRIBE and too_many:
+                    await self.send_json({**reply, "error": "too many subscriptions"})
+                    return
                 await (self._subscribe if action == SUBSCRIBE else self._unsubscribe)(groups)
             elif action == CREATE:
                 reply["pk"] = await database_sync_to_async(self.binding.create)(data)

@@ -72,6 +72,11 @@ class Demultiplexer(AsyncJsonWebsocketConsumer):
     # How long the children get to run their disconnect handlers when the socket goes away.
     application_close_timeout = 5.0
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for consumer in cls.consumers.values():
+            _as_app(consumer)  # A wrong entry fails at import, not at the first connection.
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.streams: dict[str, _Stream] = {}

@@ -348,3 +348,20 @@ async def test_before_save__server_side_rule_applied(layer, board):
     card = await database_sync_to_async(Card.objects.get)(pk=pk)
     assert card.secret == "made by member"
     await comm.disconnect()
+
+
+async def test_subscriptions_are_bounded(layer, board, monkeypatch):
+    monkeypatch.setattr(CardBinding.consumer, "max_subscriptions", 2)
+    boards = await database_sync_to_async(
+        lambda: [Board.objects.create(name=str(i)).pk for i in range(3)])()
+    comm = await socket()
+    replies = []
+    for pk in boards:
+        await comm.send_json_to({"action": "subscribe", "data": {"board": pk}})
+        replies.append(await comm.receive_json_from())
+    assert [r.get("response") or r["error"] for r in replies] == [
+        "ok", "ok", "too many subscriptions"]
+    # Re-subscribing to a group it is already in is not a new subscription.
+    await comm.send_json_to({"action": "subscribe", "data": {"board": boards[0]}})
+    assert (await comm.receive_json_from())["response"] == "ok"
+    await comm.disconnect()

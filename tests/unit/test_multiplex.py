@@ -228,3 +228,9 @@ async def test_stream_busy__error_frame_not_unbounded_queue(layer):
     assert 2 <= len(errors) <= 4
     assert all(e == {"error": "stream busy", "stream": "slow"} for e in errors)
     await comm.disconnect(timeout=3)
+
+
+def test_bad_stream_entry__fails_at_class_definition():
+    with pytest.raises(TypeError, match="needs a consumer class or ASGI app"):
+        class Broken(Demultiplexer):
+            consumers = {"x": "not a consumer"}
