@@ -144,7 +144,10 @@ class LiveStack:
     def web(self, name: str) -> Service:
         (port,) = free_ports(1)
         if web_uses_multiprocess():
-            args = [sys.executable, "-m", "channels_fleet.cli", "web", "fleetweb_app:application",
+            # The service wraps the app with instrument_wsgi itself: give it the bare one.
+            wrapped = "instrument_wsgi" in (ROOT / "services" / "web" / "main.py").read_text()
+            app = "fleetweb_app:raw" if wrapped else "fleetweb_app:application"
+            args = [sys.executable, "-m", "channels_fleet.cli", "web", app,
                     "--port", str(port), "--workers", "2"]
             return self._start(name, args, port=port)
         self._gap("web: gunicorn with channels_fleet.web_metrics hooks "

@@ -3,7 +3,7 @@
 from channels_fleet.web_metrics import instrument_wsgi
 
 
-def _app(environ, start_response):
+def raw(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/boom":
         raise RuntimeError("boom")
@@ -12,4 +12,4 @@ def _app(environ, start_response):
     return [b"hello\n"]
 
 
-application = instrument_wsgi(_app)
+application = instrument_wsgi(raw)  # for a server that does not wrap apps itself
