@@ -4,7 +4,7 @@ Outbound: a model saved or deleted through Django (any process whose settings po
 ``CHANNEL_LAYERS`` at the shared layer: a worker, a background channel, gunicorn) is pushed to the
 groups ``group_names(instance)`` as ``{"action", "pk", "data", "model"}``. Inbound:
 ``Binding.consumer`` is a JSON WebSocket consumer (standalone, or a ``Demultiplexer`` stream) taking
-``{"action": "create"|"update"|"delete"|"subscribe"|"unsubscribe", "pk": ..., "data": {...}}``,
+``{"action": "create"|"update"|"delete"|"subscribe"|"unsubscribe"|"list", "pk": .., "data": {..}}``,
 each checked by ``has_permission(user, action, pk)``.
 
 Example::
@@ -47,7 +47,7 @@ from django.db.models.signals import post_delete, post_save, pre_save
 logger = logging.getLogger(__name__)
 
 CREATE, UPDATE, DELETE = "create", "update", "delete"
-SUBSCRIBE, UNSUBSCRIBE = "subscribe", "unsubscribe"
+SUBSCRIBE, UNSUBSCRIBE, LIST = "subscribe", "unsubscribe", "list"
 
 # The layer message type; BindingConsumer.binding_change handles it.
 EVENT_TYPE = "binding.change"
@@ -65,7 +65,7 @@ class BindingConsumer(AsyncJsonWebsocketConsumer):
     """The inbound side of a Binding: one instance per socket (or per Demultiplexer stream)."""
 
     binding_class: ClassVar[type[Binding]]
-    actions = (CREATE, UPDATE, DELETE, SUBSCRIBE, UNSUBSCRIBE)
+    actions = (CREATE, UPDATE, DELETE, SUBSCRIBE, UNSUBSCRIBE, LIST)
     # Groups one socket may be in: each is a Redis entry until the socket goes.
     max_subscriptions = 100
 
@@ -117,6 +117,8 @@ class BindingConsumer(AsyncJsonWebsocketConsumer):
                     await self.send_json({**reply, "error": "too many subscriptions"})
                     return
                 await (self._subscribe if action == SUBSCRIBE else self._unsubscribe)(groups)
+            elif action == LIST:
+                reply["items"] = await database_sync_to_async(self.binding.list)(data)
             elif action == CREATE:
                 reply["pk"] = await database_sync_to_async(self.binding.create)(data)
             elif action == UPDATE:
@@ -170,6 +172,8 @@ class Binding:
     channel_layer_alias: ClassVar[str] = DEFAULT_CHANNEL_LAYER
     # Read each row before it is saved, so that groups it leaves hear a "delete" (one query more).
     track_moves: ClassVar[bool] = False
+    # Most rows one "list" returns.
+    max_list: ClassVar[int] = 500
     consumer_class: ClassVar[type[BindingConsumer]] = BindingConsumer
     consumer: ClassVar[type[BindingConsumer]]
     _field_map: ClassVar[dict[str, models.Field] | None] = None
@@ -220,6 +224,25 @@ class Binding:
         return list(self.group_names(instance))
 
     # -- inbound: what the socket may do (run in a thread) ----------------------------------
+
+    def list(self, data: dict) -> list[dict[str, Any]]:
+        """Current rows whose bound fields equal ``data`` (``{"board": 3}``), at most
+        ``max_list``: what a client asks for right after subscribing, to start from."""
+        fields = self.bound_fields()
+        unknown = {name: ["not a bound field"] for name in data if name not in fields}
+        if unknown:
+            raise ValidationError(unknown)
+        lookups, errors = {}, {}
+        for name, value in data.items():
+            try:
+                lookups[fields[name].attname] = fields[name].to_python(value)
+            except ValidationError as exc:
+                errors[name] = exc.messages
+        if errors:
+            raise ValidationError(errors)
+        rows = self.model._default_manager.filter(**lookups).order_by("pk")[: self.max_list]
+        return [{"pk": _jsonable(row.pk), "data": self.serialize_data(row)} for row in rows]
+
 
     def before_save(self, instance: models.Model, action: str) -> None:
         """Server-side rules for socket writes, after the client's data is set and before it is

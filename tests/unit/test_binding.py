@@ -169,7 +169,7 @@ async def test_delete_through_socket__refused_then_allowed(layer, board):
     await boss.disconnect()
 
 
-@pytest.mark.parametrize("action", ["create", "update", "subscribe"])
+@pytest.mark.parametrize("action", ["create", "update", "subscribe", "list"])
 async def test_anonymous_user__every_action_refused(layer, board, action):
     comm = await socket(user=AnonymousUser())
     await comm.send_json_to({"action": action, "pk": None,
@@ -364,4 +364,23 @@ async def test_subscriptions_are_bounded(layer, board, monkeypatch):
     # Re-subscribing to a group it is already in is not a new subscription.
     await comm.send_json_to({"action": "subscribe", "data": {"board": boards[0]}})
     assert (await comm.receive_json_from())["response"] == "ok"
+    await comm.disconnect()
+
+
+async def test_list__current_rows_of_a_filter(layer, board):
+    other = await database_sync_to_async(Board.objects.create)(name="other")
+    await database_sync_to_async(Card.objects.bulk_create)(
+        [Card(board=board, title="a"), Card(board=other, title="b"),
+         Card(board=board, title="c", column="done")])
+    comm = await socket()
+    await comm.send_json_to({"action": "list", "data": {"board": board.pk}})
+    reply = await comm.receive_json_from()
+    assert reply["response"] == "ok"
+    assert [(i["data"]["title"], i["data"]["column"]) for i in reply["items"]] == [
+        ("a", "todo"), ("c", "done")]
+    assert "secret" not in reply["items"][0]["data"]
+    await comm.send_json_to({"action": "list", "data": {"secret": ""}})
+    assert (await comm.receive_json_from())["errors"] == {"secret": ["not a bound field"]}
+    await comm.send_json_to({"action": "list", "data": {"board": "abc"}})
+    assert set((await comm.receive_json_from())["errors"]) == {"board"}
     await comm.disconnect()
