@@ -44,6 +44,7 @@ class SlowSync(WebsocketConsumer):
 @pytest.fixture
 def registry():
     registry = CollectorRegistry()
+    uninstrument_consumers()  # whatever another test in this process did
     assert instrument_consumers(FleetMetrics(registry)) is True
     try:
         yield registry
@@ -87,6 +88,7 @@ async def test_instrumenting_twice_is_a_no_op(registry) -> None:
 async def test_uninstrument_restores_the_originals() -> None:
     from channels.consumer import AsyncConsumer, SyncConsumer
 
+    uninstrument_consumers()
     before = (AsyncConsumer.__dict__["dispatch"], SyncConsumer.__dict__["dispatch"])
     instrument_consumers(FleetMetrics(CollectorRegistry()))
     assert AsyncConsumer.__dict__["dispatch"] is not before[0]
