@@ -206,3 +206,32 @@ async def test_metrics__multiprocess_dir_uses_the_files(tmp_path, monkeypatch) -
         await server.stop()
     assert status == 200
     assert b'channels_fleet_web_requests_total{method="POST",status="5xx"} 7.0' in body
+
+
+def test_healthz_does_not_answer_while_the_loop_is_blocked() -> None:
+    # The probe runs on the service's own loop: a blocked loop means no answer, so the
+    # kubelet's timeout (not a cheerful 200) decides. Loop in a thread, client here.
+    import threading
+    import urllib.request
+
+    loop = asyncio.new_event_loop()
+    server = ProbeServer("127.0.0.1", 0, registry=CollectorRegistry())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(5)
+    url = f"http://127.0.0.1:{server.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            assert resp.status == 200
+        loop.call_soon_threadsafe(time.sleep, 1.5)  # a sync call blocking the loop
+        time.sleep(0.1)
+        with pytest.raises(OSError):  # TimeoutError is an OSError
+            urllib.request.urlopen(url, timeout=0.5)
+        time.sleep(1.5)
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            assert resp.status == 200
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
