@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 from .helm import CHART, find, one, ours, render
 
@@ -218,15 +219,14 @@ def test_servicemonitor_scrapes_the_metrics_port(everything):
 
 def test_prometheusrule_carries_the_rules_file(everything):
     (pr,) = find(everything, "PrometheusRule")
-    import yaml
-
     source = yaml.safe_load((CHART / "files/prometheus-rules.yaml").read_text())
     assert pr["spec"]["groups"] == source["groups"]
     assert any("alert" in r for g in pr["spec"]["groups"] for r in g["rules"])
 
 
 def test_dashboard_configmap_for_the_grafana_sidecar(everything):
-    (cm,) = [c for c in find(everything, "ConfigMap") if c["metadata"]["name"].endswith("dashboard")]
+    (cm,) = [c for c in find(everything, "ConfigMap")
+             if c["metadata"]["name"].endswith("dashboard")]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     (body,) = cm["data"].values()
     assert json.loads(body) == json.loads((CHART / "files/grafana-dashboard.json").read_text())

@@ -1,0 +1,392 @@
+"""End-to-end scenarios shared by every way of running the stack (kind, local processes, ...).
+
+Each scenario is an ``async def scenario_x(stack: Stack) -> dict`` that drives the demo chat over
+real sockets, asserts what must hold, and returns what it measured (printed by the runner).
+A runner supplies a ``Stack`` adapter; nothing here knows about Kubernetes or processes:
+
+    class Stack(Protocol):
+        base_url: str                       # public entry, e.g. "http://127.0.0.1:18080": an
+                                            # Ingress, a NodePort, or one interface process
+        chat: ChatProtocol                  # how the demo app speaks (defaults below)
+        async def metrics(self, component: str) -> dict[str, str]
+            # component in {"interface", "worker", "web"} -> {instance name: /metrics text}
+        async def scale_workers(self, count: int) -> None
+            # returns once `count` workers are ready (Kubernetes: scale + rollout status;
+            # local: start or SIGTERM worker processes)
+        async def stop_worker(self, instance: str) -> None
+            # graceful stop of one worker, as `kubectl delete pod` or SIGTERM does; returns at once
+        async def restart_interfaces(self) -> None
+            # rolling restart of every interface (one at a time, a new one ready before an old
+            # one drains); returns when done. Kubernetes: `kubectl rollout restart` + status.
+
+Usage (any runner):
+
+    result = await scenario_chat_round_trip(stack)
+
+Scenarios run in the order of ``ALL`` and leave the stack with one worker or more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+# Close codes the stack promises (DESIGN.md): 1001 interface drain, 1012 worker gone.
+GOING_AWAY, SERVICE_RESTART = 1001, 1012
+ECHO_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class ChatProtocol:
+    """How the demo chat is spoken: a room's WebSocket path and the frame a message is sent as.
+
+    A message is recognised in a received frame by its unique text, so the reply's envelope
+    (``{"message": ...}``, a user name, a timestamp) does not matter.
+    """
+
+    room_path: str = "/ws/chat/{room}/"
+    encode: Callable[[str], str] = field(default=lambda text: json.dumps({"message": text}))
+
+
+class Stack(Protocol):
+    base_url: str
+    chat: ChatProtocol
+
+    async def metrics(self, component: str) -> dict[str, str]: ...
+
+    async def scale_workers(self, count: int) -> None: ...
+
+    async def stop_worker(self, instance: str) -> None: ...
+
+    async def restart_interfaces(self) -> None: ...
+
+
+# --- clients -------------------------------------------------------------------------------
+
+
+class ChatClient:
+    """One WebSocket in a room; remembers every text frame and how the socket ended."""
+
+    def __init__(self, stack: Stack, room: str) -> None:
+        self.stack, self.room = stack, room
+        self.frames: list[str] = []
+        self.close_code: int | None = None
+        self.closed = asyncio.Event()
+        self._ws: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._arrived = asyncio.Condition()
+
+    @property
+    def url(self) -> str:
+        parts = urlsplit(self.stack.base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return f"{scheme}://{parts.netloc}{self.stack.chat.room_path.format(room=self.room)}"
+
+    async def open(self) -> ChatClient:
+        # Origin = the host we talk to: the interface accepts same-host origins by default.
+        origin = self.stack.base_url.rstrip("/")
+        self._ws = await connect(self.url, origin=origin, open_timeout=10,  # type: ignore[arg-type]
+                                 close_timeout=2, ping_interval=None)
+        self.frames, self.close_code = [], None
+        self.closed.clear()
+        self._reader = asyncio.create_task(self._read(self._ws))
+        return self
+
+    async def _read(self, ws: ClientConnection) -> None:
+        try:
+            async for frame in ws:
+                async with self._arrived:
+                    self.frames.append(frame if isinstance(frame, str) else frame.decode())
+                    self._arrived.notify_all()
+        except ConnectionClosed:
+            pass
+        self.close_code = ws.close_code if ws.close_code is not None else 1006
+        self.closed.set()
+        async with self._arrived:
+            self._arrived.notify_all()
+
+    async def say(self, text: str) -> None:
+        assert self._ws is not None
+        await self._ws.send(self.stack.chat.encode(text))
+
+    async def wait_for(self, text: str, timeout: float = ECHO_TIMEOUT) -> bool:
+        """True once a frame containing `text` arrived; False on timeout or close."""
+
+        def seen() -> bool:
+            return any(text in f for f in self.frames) or self.closed.is_set()
+
+        async with self._arrived:
+            try:
+                await asyncio.wait_for(self._arrived.wait_for(seen), timeout)
+            except TimeoutError:
+                return False
+        return any(text in f for f in self.frames)
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            await self._reader
+
+
+def unique(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:10]}"
+
+
+async def open_clients(stack: Stack, room: str, count: int) -> list[ChatClient]:
+    clients = [ChatClient(stack, room) for _ in range(count)]
+    await asyncio.gather(*(c.open() for c in clients))
+    # One broadcast reaching everyone proves every consumer has joined the room's group.
+    await broadcast_reaches_all(clients)
+    return clients
+
+
+async def broadcast_reaches_all(clients: list[ChatClient], timeout: float = 10) -> float:
+    text = unique("hello")
+    t0 = time.perf_counter()
+    await clients[0].say(text)
+    got = await asyncio.gather(*(c.wait_for(text, timeout) for c in clients))
+    missing = got.count(False)
+    assert not missing, f"{missing} of {len(clients)} clients never got the broadcast"
+    return time.perf_counter() - t0
+
+
+async def close_all(clients: list[ChatClient]) -> None:
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of one metric in a Prometheus text exposition, as (labels, value)."""
+    out = []
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m and m.group(1) == name:
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            out.append((labels, float(m.group(3))))
+    return out
+
+
+async def owned_per_worker(stack: Stack) -> dict[str, float]:
+    texts = await stack.metrics("worker")
+    return {name: sum(v for _, v in samples(text, "channels_fleet_owned_connections"))
+            for name, text in texts.items()}
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, step: float = 0.5
+                     ) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(step)
+    return await check()
+
+
+# --- scenarios -----------------------------------------------------------------------------
+
+
+async def scenario_chat_round_trip(stack: Stack) -> dict[str, Any]:
+    """Two clients in a room: a message from one reaches both (through interface and worker)."""
+    room = unique("room")
+    clients = await open_clients(stack, room, 2)
+    try:
+        timings = []
+        for _ in range(20):
+            timings.append(await broadcast_reaches_all(clients))
+        timings.sort()
+        return {"messages": 20, "p50_ms": round(timings[10] * 1000, 1),
+                "max_ms": round(timings[-1] * 1000, 1)}
+    finally:
+        await close_all(clients)
+
+
+async def scenario_workers_scale_out(stack: Stack, before: int = 10, after: int = 30
+                                     ) -> dict[str, Any]:
+    """Scale workers 1 -> 3: connections opened afterwards spread over the new workers."""
+    await stack.scale_workers(1)
+    old = await open_clients(stack, unique("scale"), before)
+    try:
+        await stack.scale_workers(3)
+        new = await open_clients(stack, unique("scale"), after)
+        try:
+            owned: dict[str, float] = {}
+
+            async def spread() -> bool:
+                nonlocal owned
+                owned = await owned_per_worker(stack)
+                return len(owned) == 3 and sum(owned.values()) >= before + after
+
+            await eventually(spread, 15)
+            assert len(owned) == 3, f"expected 3 workers, metrics from {sorted(owned)}"
+            busy = [w for w, n in owned.items() if n > 0]
+            # The first worker holds the `before` connections; the new ones must own some of the
+            # `after` ones, or scaling out did not add capacity.
+            assert len(busy) >= 2, f"new connections did not spread: {owned}"
+            await broadcast_reaches_all(old + new)
+            return {"owned_per_worker": owned, "workers_with_connections": len(busy)}
+        finally:
+            await close_all(new)
+    finally:
+        await close_all(old)
+
+
+async def scenario_worker_loss(stack: Stack, count: int = 20) -> dict[str, Any]:
+    """Stop one worker: exactly its sockets close with 1012, and those clients reconnect."""
+    await stack.scale_workers(2)
+    room = unique("loss")
+    clients = await open_clients(stack, room, count)
+    try:
+        owned = await owned_per_worker(stack)
+        victim = max(owned, key=lambda w: owned[w])
+        expected = int(owned[victim])
+        assert expected > 0, f"no worker owns a connection: {owned}"
+        t0 = time.perf_counter()
+        await stack.stop_worker(victim)
+
+        async def closed_enough() -> bool:
+            return sum(c.closed.is_set() for c in clients) >= expected
+
+        await eventually(closed_enough, 30, 0.1)
+        elapsed = time.perf_counter() - t0
+        await asyncio.sleep(1)  # any wrong extra closes would show up now
+        closed = [c for c in clients if c.closed.is_set()]
+        codes = sorted({c.close_code for c in closed})
+        assert len(closed) == expected, f"{len(closed)} sockets closed, the victim owned {expected}"
+        assert codes == [SERVICE_RESTART], f"close codes {codes}, expected only 1012"
+        # Clients reconnect (onto live workers) and the room works for everyone again.
+        await asyncio.gather(*(c.open() for c in closed))
+        await broadcast_reaches_all(clients, timeout=15)
+        return {"victim_owned": expected, "closed_1012": len(closed),
+                "all_closed_after_s": round(elapsed, 2)}
+    finally:
+        await close_all(clients)
+        await stack.scale_workers(1)
+
+
+async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[str, Any]:
+    """Roll every interface: sockets end with 1001 (never 1006), and no message is lost.
+
+    A sender sends numbered messages stop-and-wait (the next one only after the previous echo).
+    A message is lost when its echo does not come while the socket stays open; a message whose
+    socket is drained (1001) before the echo is resent on a new connection, as any reconnecting
+    client does. Listeners in the same room reconnect after 1001 and must see the room again.
+    """
+    room = unique("roll")
+    listeners_ = await open_clients(stack, room, listeners)
+    sender = await ChatClient(stack, room).open()
+    stats = {"sent": 0, "echoed": 0, "resent_after_drain": 0, "lost": 0, "reconnects": 0}
+    codes: list[int] = []
+    done = asyncio.Event()
+
+    async def send_loop() -> None:
+        nonlocal sender
+        seq = 0
+        while not done.is_set():
+            text = f"{room}-m{seq}"
+            await sender.say(text)
+            stats["sent"] += 1
+            if await sender.wait_for(text):
+                stats["echoed"] += 1
+                seq += 1
+                await asyncio.sleep(0.05)
+                continue
+            if sender.closed.is_set():
+                codes.append(sender.close_code or 1006)
+                stats["resent_after_drain"] += 1
+                stats["reconnects"] += 1
+                sender = await ChatClient(stack, room).open()
+            else:
+                stats["lost"] += 1
+                seq += 1
+
+    async def listener_loop(client: ChatClient) -> None:
+        while not done.is_set():
+            closed = asyncio.ensure_future(client.closed.wait())
+            stop = asyncio.ensure_future(done.wait())
+            await asyncio.wait({closed, stop}, return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
+            stop.cancel()
+            if client.closed.is_set() and not done.is_set():
+                codes.append(client.close_code or 1006)
+                stats["reconnects"] += 1
+                await client.open()
+
+    tasks = [asyncio.create_task(send_loop())]
+    tasks += [asyncio.create_task(listener_loop(c)) for c in listeners_]
+    t0 = time.perf_counter()
+    try:
+        await stack.restart_interfaces()
+        await asyncio.sleep(2)  # traffic on the new interfaces too
+    finally:
+        done.set()
+        await asyncio.gather(*tasks, return_exceptions=False)
+    rollout_s = time.perf_counter() - t0
+    try:
+        bad = sorted({c for c in codes if c != GOING_AWAY})
+        assert not bad, f"sockets ended with {bad} during the rollout, expected only 1001"
+        assert stats["lost"] == 0, f"messages lost during the rollout: {stats}"
+        assert stats["echoed"] > 0
+        await broadcast_reaches_all([*listeners_, sender], timeout=15)
+        return {**stats, "close_codes": sorted(set(codes)), "rollout_s": round(rollout_s, 1)}
+    finally:
+        await close_all([*listeners_, sender])
+
+
+async def scenario_queue_depth_metric(stack: Stack) -> dict[str, Any]:
+    """The shared work queue's depth is on /metrics, and rises while no worker takes connects."""
+    depth_name = "channels_fleet_work_queue_depth"
+
+    async def depths() -> list[float]:
+        out = []
+        for component in ("interface", "worker"):
+            for text in (await stack.metrics(component)).values():
+                out += [v for labels, v in samples(text, depth_name)
+                        if labels.get("queue") == "fleet.connect"]
+        return out
+
+    seen = await depths()
+    assert seen, f"no {depth_name}{{queue=\"fleet.connect\"}} on any interface or worker /metrics"
+    # With no worker, connects wait in the queue (until the claim deadline refuses them).
+    await stack.scale_workers(0)
+    waiting = [ChatClient(stack, unique("queue")) for _ in range(5)]
+    pending = [asyncio.create_task(c.open()) for c in waiting]
+    peak = 0.0
+    try:
+
+        async def risen() -> bool:
+            nonlocal peak
+            peak = max([peak, *await depths()])
+            return peak >= 1
+
+        assert await eventually(risen, 10, 0.25), f"{depth_name} never rose above 0"
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        await close_all(waiting)
+        await stack.scale_workers(1)
+    return {"depth_idle": max(seen), "depth_peak_without_workers": peak}
+
+
+ALL = [
+    scenario_chat_round_trip,
+    scenario_queue_depth_metric,
+    scenario_workers_scale_out,
+    scenario_worker_loss,
+    scenario_interface_rollout,
+]
