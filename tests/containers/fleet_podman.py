@@ -9,6 +9,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,7 @@ class Service:
     image: str
     args: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    volumes: list[str] = field(default_factory=list)
     name: str = field(default_factory=lambda: f"fleet-test-{uuid.uuid4().hex[:10]}")
     started_at: float = 0.0
 
@@ -78,9 +81,22 @@ class Service:
         opts = [*LIMITS, *HARDENED, "--detach", "--network", "host", "--name", self.name]
         for key, value in self.env.items():
             opts += ["--env", f"{key}={value}"]
+        for volume in self.volumes:
+            opts += ["--volume", volume]
         self.started_at = time.monotonic()
         podman("run", *opts, self.image, *self.args)
         return self
+
+    def wait_ready(self, metrics_port: int, timeout: float = 60) -> float:
+        """Wait until /readyz answers 200; returns seconds since ``podman run``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise AssertionError(f"{self.name} exited:\n{self.logs()[-3000:]}")
+            if http_get(metrics_port, "/readyz")[0] == 200:
+                return time.monotonic() - self.started_at
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name} not ready in {timeout}s:\n{self.logs()[-3000:]}")
 
     def running(self) -> bool:
         out = podman("inspect", "--format", "{{.State.Running}}", self.name, check=False)
@@ -105,3 +121,14 @@ class Service:
 
     def remove(self) -> None:
         podman("rm", "--force", "--time", "0", self.name, check=False)
+
+
+def http_get(port: int, path: str, timeout: float = 5) -> tuple[int, str]:
+    """GET http://127.0.0.1:port/path; (0, reason) when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError as exc:
+        return 0, str(exc)
