@@ -62,6 +62,9 @@ cluster-up: install ## start a local 3-master + 3-replica Redis Cluster, print i
 cluster-down: ## stop the cluster started by cluster-up
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m channels_fleet.devcluster down --dir $(RUN)/cluster; fi
 
+run: install ## the local stack: Redis Cluster, 2 interfaces, 2 workers, web, demo chat (Ctrl-C stops)
+	$(BIN)/python -m channels_fleet.devstack --dir $(RUN)
+
 bench: bench-layer ## run every benchmark
 
 bench-layer: install ## our layer against channels_redis, same run, same Redis

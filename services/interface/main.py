@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from typing import Any
 
 from channels_fleet.settings import InterfaceSettings, SettingsError
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             redis_url=args.redis_url,
         )
     except SettingsError as exc:
-        print(f"channels-fleet interface: {exc}")
+        print(f"channels-fleet interface: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
     setup_logging(settings.log_level)
     return Interface(settings).run()

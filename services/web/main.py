@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import importlib
 import os
+import signal
+import subprocess
 import sys
-import threading
 from typing import Any
 
 from channels_fleet.settings import SettingsError, WebSettings
@@ -31,13 +33,31 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _serve_probes(port: int) -> None:
-    """Run the probe server on its own loop in a daemon thread of the gunicorn master."""
+    """Run the probe server in its own small process, started by the gunicorn master.
+
+    Not a thread of the master: gunicorn forks its workers from the master, and a fork taken
+    while another thread holds a lock (logging, asyncio) can leave a worker deadlocked.
+    """
+    code = f"from services.web.main import probe_process; probe_process({port})"
+    subprocess.Popen([sys.executable, "-c", code], preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def probe_process(port: int) -> None:
+    """Serve /healthz, /readyz and /metrics (every gunicorn worker's metric files)."""
 
     async def run() -> None:
-        await start_probes(port, _always_ready, "web")
-        await asyncio.Event().wait()
+        probes = await start_probes(port, _always_ready, "web")
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        if probes is not None:
+            await probes.stop()
 
-    threading.Thread(target=asyncio.run, args=(run(),), daemon=True, name="probes").start()
+    asyncio.run(run())
 
 
 async def _always_ready() -> tuple[bool, str]:
@@ -52,9 +72,13 @@ def main(argv: list[str] | None = None) -> int:
             metrics_port=args.metrics_port,
         )
     except SettingsError as exc:
-        print(f"channels-fleet web: {exc}")
+        print(f"channels-fleet web: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
     setup_logging(settings.log_level)
+    from channels_fleet import web_metrics
+
+    # Before anything imports prometheus_client: every gunicorn worker writes metric files.
+    web_metrics.setup_multiprocess()
     from gunicorn.app.base import BaseApplication
 
     class FleetWeb(BaseApplication):  # type: ignore[misc]
@@ -63,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             self.cfg.set("workers", settings.web_workers)
             self.cfg.set("graceful_timeout", 25)
             self.cfg.set("accesslog", "-")
+            self.cfg.set("child_exit", web_metrics.child_exit)
             if settings.metrics_port:
                 self.cfg.set("when_ready", lambda _server: _serve_probes(settings.metrics_port))
 
@@ -70,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             if os.getcwd() not in sys.path:
                 sys.path.insert(0, os.getcwd())
             module_name, _, attr = settings.wsgi_app.partition(":")
-            return getattr(importlib.import_module(module_name), attr)
+            app = getattr(importlib.import_module(module_name), attr)
+            return web_metrics.instrument_wsgi(app)
 
     FleetWeb().run()
     return 0

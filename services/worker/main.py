@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(settings.log_level)
         application = load_app(settings.app)
     except (SettingsError, ImportError) as exc:
-        print(f"channels-fleet worker: {exc}")
+        print(f"channels-fleet worker: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
     return asyncio.run(serve(application, settings))
 
