@@ -44,6 +44,16 @@ MUST_BE_POSITIVE = {
     "Closes by code", "Redis nodes up",
 }
 
+# "By pod" panels of one component must show exactly that component's pods.
+EXPECTED_PODS = {
+    "Open connections by pod": {"interface-0"},
+    "Relay round trip p99 by pod": {"interface-0"},
+    "Messages by pod and direction": {"interface-0"},
+    "Connects claimed by pod": {"interface-0"},
+    "Owned connections by worker pod": {"worker-0", "worker-1"},
+    "Worker heartbeat age": {"worker-0", "worker-1"},
+}
+
 
 def panel_targets() -> list[tuple[str, str, str]]:
     """(panel title, refId, expr) for every target in the dashboard JSON."""
@@ -171,10 +181,12 @@ async def test_dashboard_queries_return_data__local_stack(live, capsys) -> None:
         await asyncio.sleep(8)
         assert sum(load.counts.values()) > 20, (load.counts, load.errors[-5:])
         rows = []
+        pods: dict[str, set[str]] = {}
         for title, ref, expr in panel_targets():
             result = await asyncio.to_thread(prometheus.query, substitute(expr))
             values = finite_values(result)
             rows.append((title, ref, len(result), max(values) if values else None, expr))
+            pods[title] = {series["metric"].get("pod", "") for series in result}
         rules = await asyncio.to_thread(prometheus.api, "rules")
     finally:
         load.stop.set()
@@ -190,6 +202,9 @@ async def test_dashboard_queries_return_data__local_stack(live, capsys) -> None:
     flat = [f"{title} [{ref}] max={peak}" for title, ref, _, peak, _ in rows
             if title in MUST_BE_POSITIVE and not (peak and peak > 0)]
     assert not flat, "panels the load should move but did not:\n" + "\n".join(flat)
+    wrong_pods = {title: pods[title] for title, want in EXPECTED_PODS.items()
+                  if pods[title] != want}
+    assert not wrong_pods, f"by-pod panels show other pods: {wrong_pods}"
     unhealthy = [(rule["name"], rule.get("lastError")) for group in rules["groups"]
                  for rule in group["rules"] if rule["health"] != "ok"]
     assert not unhealthy, unhealthy

@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "deploy" / "prometheus" / "channels-fleet.rules.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "tests" / "channels-fleet.rules.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "channels-fleet.dashboard.json"
-CHART_FILES = ROOT / "charts" / "channels-fleet" / "files"
 
 NAME = re.compile(r"\bchannels_fleet_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
@@ -139,16 +138,3 @@ def test_dashboard_is_importable_by_grafana() -> None:
         for target in panel["targets"]:
             assert 'namespace=~"$namespace"' in target["expr"], panel["title"]
 
-
-@pytest.mark.parametrize(
-    ("ours", "chart_name"),
-    [(RULES, "prometheus-rules.yaml"), (DASHBOARD, "grafana-dashboard.json")],
-)
-def test_chart_ships_the_same_files(ours: Path, chart_name: str) -> None:
-    # The chart renders these as a PrometheusRule and a dashboard ConfigMap; they must not drift.
-    shipped = CHART_FILES / chart_name
-    if not shipped.exists():
-        pytest.skip(f"{shipped.relative_to(ROOT)} not in the chart yet (copy {ours.name})")
-    assert shipped.read_bytes() == ours.read_bytes(), (
-        f"{shipped.relative_to(ROOT)} differs from {ours.relative_to(ROOT)}: copy it over"
-    )
