@@ -1,7 +1,7 @@
 """Prometheus metrics for the gunicorn web tier, in prometheus-client's multiprocess mode.
 
 gunicorn runs several worker processes; each writes its metric values to files under
-``PROMETHEUS_MULTIPROC_DIR`` and the master's ``ProbeServer`` adds them up at every scrape
+``PROMETHEUS_MULTIPROC_DIR`` and a ``ProbeServer`` adds them up at every scrape
 (``MultiProcessCollector``). Wiring, in the gunicorn master (``services/web``):
 
     from channels_fleet import web_metrics
@@ -9,8 +9,10 @@ gunicorn runs several worker processes; each writes its metric values to files u
     cfg.set("child_exit", web_metrics.child_exit)    # a dead worker's live gauges stop counting
     app = web_metrics.instrument_wsgi(django_wsgi_app)   # in load(): requests by method/status
 
-and serve ``ProbeServer(..., component="web")`` from the master (it switches to the
-multiprocess collector by itself when ``PROMETHEUS_MULTIPROC_DIR`` is set).
+and serve ``ProbeServer(..., component="web")`` from a small process the master starts
+(``services/web`` does; a thread in the master would be forked into the workers with whatever
+locks it holds). The ProbeServer switches to the multiprocess collector by itself when
+``PROMETHEUS_MULTIPROC_DIR`` is set.
 
 This module imports prometheus_client lazily: prometheus_client picks its storage (memory or
 files) when it is first imported, so the directory must be set before that.
