@@ -32,7 +32,7 @@ install-redis: ## install a redis-server binary (Redis >= 7) when none is on PAT
 
 # Prometheus and promtool from Debian. Only the binaries are used: tests run their own
 # prometheus on a free port; the Debian service is left alone.
-.PHONY: install-prometheus promtool-check
+.PHONY: install-prometheus promtool-check prometheus-local
 PROMTOOL ?= promtool
 
 install-prometheus: ## install prometheus + promtool (Debian package) when promtool is not on PATH
@@ -46,6 +46,11 @@ install-prometheus: ## install prometheus + promtool (Debian package) when promt
 promtool-check: install-prometheus ## promtool check + unit-test the alert rules (deploy/prometheus)
 	$(PROMTOOL) check rules deploy/prometheus/channels-fleet.rules.yml
 	$(PROMTOOL) test rules deploy/prometheus/tests/channels-fleet.rules.test.yml
+	$(PROMTOOL) check config deploy/prometheus/prometheus.local.yml
+
+prometheus-local: install-prometheus ## Prometheus on 127.0.0.1:9090 scraping the stack of `make run`
+	prometheus --config.file=deploy/prometheus/prometheus.local.yml \
+	  --storage.tsdb.path=$(RUN)/prometheus --web.listen-address=127.0.0.1:9090
 
 test: install helm promtool-check chart-lint ## run every test; starts (and stops) the Redis servers it needs
 	$(BIN)/pytest -q --ignore=tests/chart
