@@ -219,10 +219,11 @@ async def scenario_workers_scale_out(stack: Stack, before: int = 10, after: int 
                                      ) -> dict[str, Any]:
     """Scale workers 1 -> 3: connections opened afterwards spread over the new workers."""
     await stack.scale_workers(1)
-    old = await open_clients(stack, unique("scale"), before)
+    room = unique("scale")
+    old = await open_clients(stack, room, before)
     try:
         await stack.scale_workers(3)
-        new = await open_clients(stack, unique("scale"), after)
+        new = await open_clients(stack, room, after)
         try:
             owned: dict[str, float] = {}
 
