@@ -1,0 +1,285 @@
+"""Benchmark: the monolith (one Daphne + channels_redis) against channels-fleet's split, same run.
+
+Both serve the same consumers (``bench/splitbench``) on the same single Redis started here:
+
+- monolith: ``daphne benchproject.asgi:application`` with channels_redis (hosts given
+  ``socket_timeout=None``: redis-py 8's 5 s default would break its idle receives);
+- ours: ``channels-fleet interface`` + ``channels-fleet worker`` with our layer.
+
+Prints one line, then the absolute figures:
+
+    split: p50_ratio=X p99_ratio=X throughput_ratio=X broadcast5k_p95_ms=N kb_per_socket=N
+
+- p50/p99: WebSocket echo round trip, 50 clients in closed loop (ours / monolith);
+- throughput: echo messages/s of the same 50 clients (ours / monolith);
+- broadcast5k_p95_ms: one group_send reaching 5,000 sockets spread over 2 interfaces
+  (2 workers), p95 of (arrival - send) as seen by the clients;
+- kb_per_socket: interfaces' RSS growth per idle open WebSocket, 5,000 sockets.
+
+Run with ``make bench-split`` (``--quick`` for a short smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import json
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from channels_fleet.devcluster import LocalRedis, free_ports
+
+HERE = Path(__file__).resolve().parent
+PROJECT = HERE / "splitbench"
+APP = "benchproject.asgi:application"
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1_000_000
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+class Procs:
+    def __init__(self, redis_url: str, logdir: Path) -> None:
+        self.logdir = logdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(PROJECT),
+            "DJANGO_SETTINGS_MODULE": "benchproject.settings",
+            "BENCH_REDIS_URL": redis_url,
+            "CHANNELS_FLEET_REDIS_URL": redis_url,
+            "CHANNELS_FLEET_CONCURRENCY": "10000",
+            "CHANNELS_FLEET_CONNECT_CAPACITY": "10000",
+            "CHANNELS_FLEET_LOG_LEVEL": "WARNING",
+        }
+
+    def start(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
+        proc = subprocess.Popen(args, env={**self.env, **env}, cwd=PROJECT, stdout=log,
+                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        self.procs.clear()
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError as exc:
+            if getattr(exc, "code", None):  # any HTTP answer means it is listening
+                return
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in {timeout}s")
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def echo_load(urls: list[str], clients: int, seconds: float, rate: float) -> dict[str, float]:
+    """Echo over ``clients`` sockets: latency at a paced ``rate`` per client, then throughput.
+
+    Latency: each client sends one message every 1/rate s (jittered) and times its echo, so the
+    figure is the round trip at a moderate load, not the queueing of a saturated box.
+    Throughput: closed loop, each client sends as soon as its echo is back.
+    """
+    socks = [await connect(urls[i % len(urls)] + "/ws/echo/", max_queue=None)
+             for i in range(clients)]
+    samples: list[float] = []
+    payload = "x" * 32
+    count = [0]
+
+    async def paced(sock: Any, until: float, offset: float) -> None:
+        await asyncio.sleep(offset)
+        while time.perf_counter() < until:
+            start = time.perf_counter()
+            await sock.send(payload)
+            await sock.recv()
+            samples.append(time.perf_counter() - start)
+            await asyncio.sleep(max(0.0, 1 / rate - (time.perf_counter() - start)))
+
+    async def closed(sock: Any, until: float) -> None:
+        while time.perf_counter() < until:
+            await sock.send(payload)
+            await sock.recv()
+            count[0] += 1
+
+    warm = time.perf_counter() + 1.0
+    await asyncio.gather(*(closed(s, warm) for s in socks))
+    until = time.perf_counter() + seconds
+    await asyncio.gather(*(paced(s, until, i / clients / rate) for i, s in enumerate(socks)))
+    count[0] = 0
+    start = time.perf_counter()
+    await asyncio.gather(*(closed(s, start + seconds) for s in socks))
+    elapsed = time.perf_counter() - start
+    for sock in socks:
+        await sock.close()
+    samples.sort()
+    return {
+        "p50_ms": statistics.median(samples) * 1000,
+        "p99_ms": samples[int(len(samples) * 0.99)] * 1000,
+        "latency_samples": len(samples),
+        "msgs_per_s": count[0] / elapsed,
+    }
+
+
+async def open_many(urls: list[str], path: str, count: int, parallel: int = 100) -> list[Any]:
+    socks: list[Any] = []
+    sem = asyncio.Semaphore(parallel)
+
+    async def one(i: int) -> None:
+        async with sem:
+            socks.append(await connect(urls[i % len(urls)] + path, open_timeout=60,
+                                       ping_interval=None, max_queue=None))
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return socks
+
+
+async def broadcast(redis_url: str, socks: list[Any]) -> float:
+    """p95 ms from one group_send to each socket's arrival."""
+    from channels_fleet.layers import RedisClusterChannelLayer
+
+    layer = RedisClusterChannelLayer(hosts=[redis_url], prefix="bench", capacity=10000)
+    arrivals: list[float] = []
+
+    async def wait(sock: Any) -> None:
+        await sock.recv()
+        arrivals.append(time.perf_counter())
+
+    waiters = [asyncio.ensure_future(wait(s)) for s in socks]
+    await asyncio.sleep(0.5)
+    sent = time.perf_counter()
+    await layer.group_send("bcast", {"type": "bench.message", "text": "tick"})
+    await asyncio.wait_for(asyncio.gather(*waiters), 60)
+    await layer.close_pools()
+    delays = sorted((t - sent) * 1000 for t in arrivals)
+    return delays[int(len(delays) * 0.95) - 1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/split.py")
+    parser.add_argument("--quick", action="store_true", help="short run, 500 sockets")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=10.0,
+                        help="messages/s per client in the latency phase")
+    parser.add_argument("--sockets", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating echo rounds")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.sockets, args.rounds = 2.0, 500, 1
+    fd_limit = raise_fd_limit()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-split-"))
+    redis = LocalRedis(tmp / "redis", masters=1, replicas=0).start()
+    url = redis.urls[0]
+    procs = Procs(url, tmp)
+    results: dict[str, Any] = {"fd_limit": fd_limit}
+    try:
+        # (a) the monolith: one Daphne process running the consumers, channels_redis.
+        # (b) ours: interfaces + workers (the echo rounds use one interface and one worker).
+        # Both stay up and the echo rounds alternate, so drift in a shared machine's load
+        # hits both alike; each figure is the median over the rounds.
+        (port,) = free_ports(1)
+        procs.start("monolith", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
+                                 str(port), APP], BENCH_LAYER="channels_redis")
+        ports = free_ports(6)
+        cli = [sys.executable, "-m", "channels_fleet.cli"]
+        ifaces = [
+            procs.start(f"interface-{i}", [*cli, "interface", "--port", str(ports[i]),
+                                           "--metrics-port", str(ports[2 + i])],
+                        BENCH_LAYER="fleet")
+            for i in range(2)
+        ]
+        procs.start("worker-0", [*cli, "worker", APP, "--metrics-port", str(ports[4])],
+                    BENCH_LAYER="fleet")
+        wait_http(f"http://127.0.0.1:{port}/")
+        for i in range(2):
+            wait_http(f"http://127.0.0.1:{ports[2 + i]}/readyz")
+        wait_http(f"http://127.0.0.1:{ports[4]}/readyz")
+        iface_urls = [f"ws://127.0.0.1:{ports[i]}" for i in range(2)]
+        rounds: dict[str, list[dict[str, float]]] = {"monolith": [], "ours": []}
+        for _ in range(args.rounds):
+            rounds["monolith"].append(asyncio.run(
+                echo_load([f"ws://127.0.0.1:{port}"], args.clients, args.seconds, args.rate)))
+            rounds["ours"].append(asyncio.run(
+                echo_load(iface_urls[:1], args.clients, args.seconds, args.rate)))
+        for name, runs in rounds.items():
+            results[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            results[name + "_rounds"] = runs
+        procs.start("worker-1", [*cli, "worker", APP, "--metrics-port", str(ports[5])],
+                    BENCH_LAYER="fleet")
+        wait_http(f"http://127.0.0.1:{ports[5]}/readyz")
+
+        async def broadcast_run() -> tuple[float, float, int]:
+            before = sum(rss_kb(p.pid) for p in ifaces)
+            socks = await open_many(iface_urls, "/ws/bcast/", args.sockets)
+            await asyncio.sleep(2)
+            after = sum(rss_kb(p.pid) for p in ifaces)
+            p95 = await broadcast(url, socks)
+            for sock in socks:
+                await sock.close()
+            return p95, (after - before) / len(socks), len(socks)
+
+        p95, kb, count = asyncio.run(broadcast_run())
+        results["broadcast"] = {"sockets": count, "p95_ms": p95, "kb_per_socket": kb}
+    finally:
+        procs.stop()
+        redis.stop()
+
+    mono, ours = results["monolith"], results["ours"]
+    print(
+        f"split: p50_ratio={ours['p50_ms'] / mono['p50_ms']:.2f} "
+        f"p99_ratio={ours['p99_ms'] / mono['p99_ms']:.2f} "
+        f"throughput_ratio={ours['msgs_per_s'] / mono['msgs_per_s']:.2f} "
+        f"broadcast5k_p95_ms="
+        f"{results['broadcast']['p95_ms']:.0f} "
+        f"kb_per_socket={results['broadcast']['kb_per_socket']:.1f}"
+    )
+    print(json.dumps({
+        "clients": args.clients, "seconds": args.seconds, "latency_rate_per_client": args.rate,
+        "monolith": {k: round(v, 3) for k, v in mono.items()},
+        "ours": {k: round(v, 3) for k, v in ours.items()},
+        "rounds": {name: [{k: round(v, 2) for k, v in r.items()} for r in results[name + "_rounds"]]
+                   for name in ("monolith", "ours")},
+        "broadcast": {k: round(v, 2) for k, v in results["broadcast"].items()},
+        "redis": "one local redis-server for both; channels_redis given socket_timeout=None "
+                 "(redis-py 8)",
+        "fd_limit": fd_limit,
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
