@@ -114,14 +114,14 @@ class LiveStack:
         self.services.append(service)
         return service
 
-    def interface(self, name: str) -> Service:
+    def interface(self, name: str, **env: str) -> Service:
         (port,) = free_ports(1)
         return self._start(name, [sys.executable, "-m", "channels_fleet.cli", "interface",
-                                  "--port", str(port)], port=port)
+                                  "--port", str(port)], port=port, **env)
 
-    def worker(self, name: str) -> Service:
+    def worker(self, name: str, *options: str) -> Service:
         if workers_instrument_consumers():
-            args = [sys.executable, "-m", "channels_fleet.cli", "worker", APP]
+            args = [sys.executable, "-m", "channels_fleet.cli", "worker", APP, *options]
         else:
             self._gap("workers: instrument_consumers() applied by the test before the "
                       "worker's main (services/worker does not call it yet)")
@@ -130,16 +130,17 @@ class LiveStack:
                     "from channels_fleet.consumer_metrics import instrument_consumers\n"
                     "instrument_consumers()\n"
                     "from channels_fleet.cli import main\n"
-                    f"sys.exit(main(['worker', {APP!r}]))\n"]
+                    f"sys.exit(main(['worker', {APP!r}, *{list(options)!r}]))\n"]
         return self._start(name, args)
 
-    def queue_exporter(self) -> Service | None:
+    def queue_exporter(self, interval: float = 5.0) -> Service | None:
         if services_collect_queue_metrics():
             return None
         self._gap("queue metrics: standalone exporter (python -m channels_fleet.queue_metrics); "
                   "interfaces/workers do not run QueueCollector yet")
         return self._start("queue-exporter",
-                           [sys.executable, "-m", "channels_fleet.queue_metrics"])
+                           [sys.executable, "-m", "channels_fleet.queue_metrics",
+                            "--interval", str(interval)])
 
     def web(self, name: str) -> Service:
         (port,) = free_ports(1)

@@ -209,3 +209,78 @@ async def test_dashboard_queries_return_data__local_stack(live, capsys) -> None:
                  for rule in group["rules"] if rule["health"] != "ok"]
     assert not unhealthy, unhealthy
     assert len(load.errors) < sum(load.counts.values()) / 10, load.errors[-10:]
+
+
+@pytest.fixture
+def backlog_stack(redis_cluster: LocalRedis, tmp_path: Path):
+    """1 interface (claim deadline 30 s), 1 worker that owns at most 2 connections."""
+    stack = LiveStack(redis_cluster.urls[:3], tmp_path)
+    prometheus = None
+    try:
+        iface = stack.interface("interface-0", CHANNELS_FLEET_CLAIM_TIMEOUT="30")
+        stack.worker("worker-0", "--concurrency", "2")
+        stack.queue_exporter(interval=1.0)
+        stack.wait_ready()
+        targets = [Target(f"127.0.0.1:{s.metrics_port}", {"pod": s.name, "namespace": NAMESPACE})
+                   for s in stack.services]
+        prometheus = Prometheus(tmp_path, targets, [RULES])
+        prometheus.wait_ready()
+        prometheus.wait_targets_up(len(targets))
+        yield stack, prometheus, iface
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        stack.stop()
+
+
+async def test_queue_depth_tracks_a_real_backlog__prometheus_and_llen(
+    backlog_stack, redis_cluster: LocalRedis
+) -> None:
+    """What both autoscalers read: the HPA's query through Prometheus, KEDA's LLEN."""
+    from redis.asyncio.cluster import RedisCluster
+
+    _, prometheus, iface = backlog_stack
+    load = Load(iface.port, 0)
+    hpa_query = (f'max by (queue) (channels_fleet_work_queue_depth{{namespace="{NAMESPACE}",'
+                 f'queue="fleet.connect"}})')
+    age_query = f'max(channels_fleet_work_queue_oldest_age_seconds{{namespace="{NAMESPACE}"}})'
+    redis = RedisCluster.from_url(redis_cluster.urls[0])
+
+    async def prom_value(expr: str) -> float | None:
+        result = await asyncio.to_thread(prometheus.query, expr)
+        return float(result[0]["value"][1]) if result else None
+
+    async def wait_for(expr: str, want: float, timeout: float = 20) -> float | None:
+        value = None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            value = await prom_value(expr)
+            if value == want:
+                return value
+            await asyncio.sleep(0.5)
+        return value
+
+    async with contextlib.AsyncExitStack() as stack:
+        owned = [await stack.enter_async_context(load.ws(f"/ws/echo/own{n}/")) for n in range(2)]
+        # Six more connects: the only worker is full, so their envelopes wait in the queue.
+        waiting = [asyncio.ensure_future(stack.enter_async_context(load.ws(f"/ws/echo/w{n}/")))
+                   for n in range(6)]
+        try:
+            assert await wait_for(hpa_query, 6) == 6
+            assert await redis.llen("fleet:q:{fleet.connect}") == 6  # what KEDA reads
+            await asyncio.sleep(1.5)
+            assert (await prom_value(age_query) or 0) >= 1.0
+            # Free two slots: the worker takes two envelopes, the backlog shrinks to 4.
+            for sock in owned:
+                await sock.close()
+            assert await wait_for(hpa_query, 4) == 4
+            assert await redis.llen("fleet:q:{fleet.connect}") == 4
+            done = [task for task in waiting if task.done() and not task.exception()]
+            assert len(done) == 2  # exactly the two that were claimed got their handshake
+        finally:
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+            # The cluster is shared by the session: leave no envelopes for other tests' workers.
+            await redis.delete("fleet:q:{fleet.connect}")
+            await redis.aclose()
