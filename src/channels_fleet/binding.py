@@ -34,7 +34,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from asgiref.sync import async_to_sync
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -43,6 +42,8 @@ from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save, pre_save
+
+from .bridge import run_sync
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +173,8 @@ class Binding:
     channel_layer_alias: ClassVar[str] = DEFAULT_CHANNEL_LAYER
     # Read each row before it is saved, so that groups it leaves hear a "delete" (one query more).
     track_moves: ClassVar[bool] = False
+    # Seconds a save may wait for its push to reach the layer.
+    send_timeout: ClassVar[float] = 10.0
     # Most rows one "list" returns.
     max_list: ClassVar[int] = 500
     consumer_class: ClassVar[type[BindingConsumer]] = BindingConsumer
@@ -413,7 +416,7 @@ class Binding:
                     await layer.group_send(group, message)
 
         try:
-            async_to_sync(send_all)()
+            run_sync(send_all, timeout=cls.send_timeout)
         except Exception:
             # The row is saved; failing the caller's request would not unsave it.
             logger.exception("binding %s: pushing %d change(s) failed",
