@@ -234,3 +234,39 @@ def test_bad_stream_entry__fails_at_class_definition():
     with pytest.raises(TypeError, match="needs a consumer class or ASGI app"):
         class Broken(Demultiplexer):
             consumers = {"x": "not a consumer"}
+
+
+async def test_child_output_not_json__carried_as_string_binary_refused(layer):
+    class Raw(AsyncJsonWebsocketConsumer):
+        async def receive_json(self, content, **kwargs):
+            if content == "text":
+                await self.send(text_data="plain words")
+            else:
+                await self.send(bytes_data=b"\x00")
+
+    class Mux(Demultiplexer):
+        consumers = {"raw": Raw}
+
+    comm = await connected(Mux)
+    await comm.send_json_to({"stream": "raw", "payload": "text"})
+    assert await comm.receive_json_from() == {"stream": "raw", "payload": "plain words"}
+    await comm.send_json_to({"stream": "raw", "payload": "bytes"})
+    assert await comm.receive_json_from() == {"error": "binary frame from stream", "stream": "raw"}
+    await comm.disconnect()
+
+
+async def test_child_returning_without_close__stream_reported_closed(layer):
+    async def one_shot(scope, receive, send):
+        await receive()  # websocket.connect
+        await send({"type": "websocket.send", "text": '{"hello": 1}'})
+
+    class Mux(Demultiplexer):
+        consumers = {"once": one_shot, "echo": Echo}
+
+    comm = await connected(Mux)
+    frames = [await comm.receive_json_from(), await comm.receive_json_from()]
+    assert frames == [{"stream": "once", "payload": {"hello": 1}},
+                      {"stream": "once", "event": "closed", "code": 1000}]
+    await comm.send_json_to({"stream": "echo", "payload": 1})
+    assert (await comm.receive_json_from())["payload"]["echo"] == 1
+    await comm.disconnect()
