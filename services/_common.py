@@ -31,3 +31,31 @@ async def start_probes(
     probes = ProbeServer("0.0.0.0", port, readiness=readiness, component=component)
     await probes.start()
     return probes
+
+
+class Observability:
+    """Probes plus the work-queue collector of an interface or worker (metrics port 0: none)."""
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+
+    async def start(
+        self, settings: Any, readiness: Callable[[], Awaitable[tuple[bool, str]]], component: str
+    ) -> Observability:
+        probes = await start_probes(settings.metrics_port, readiness, component)
+        if probes is None:
+            return self
+        self.parts.append(probes)
+        from channels_fleet.queue_metrics import QueueCollector
+
+        collector = QueueCollector.for_settings(settings)
+        await collector.start()
+        self.parts.append(collector)
+        return self
+
+    async def stop(self) -> None:
+        for part in reversed(self.parts):
+            try:
+                await part.stop()
+            except Exception as exc:
+                logger.warning("could not stop %s: %r", type(part).__name__, exc)

@@ -17,7 +17,7 @@ from typing import Any
 
 from channels_fleet.settings import InterfaceSettings, SettingsError
 
-from .._common import STARTUP_FAILURE, setup_logging, start_probes
+from .._common import STARTUP_FAILURE, Observability, setup_logging
 
 logger = logging.getLogger("channels_fleet.interface")
 
@@ -93,8 +93,8 @@ class Interface:
 
         try:
             await self.gateway.start()
-            self.probes = await start_probes(
-                self.settings.metrics_port, self.gateway.ready, "interface"
+            self.probes = await Observability().start(
+                self.settings, self.gateway.ready, "interface"
             )
         except Exception as exc:
             logger.critical("interface could not start: %r", exc)

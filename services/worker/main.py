@@ -20,7 +20,7 @@ from typing import Any
 
 from channels_fleet.settings import SettingsError, WorkerSettings
 
-from .._common import STARTUP_FAILURE, setup_logging, start_probes
+from .._common import STARTUP_FAILURE, Observability, setup_logging
 
 logger = logging.getLogger("channels_fleet.worker")
 
@@ -75,7 +75,7 @@ async def serve(application: Any, settings: WorkerSettings) -> int:
     host = Host(application, settings)
     try:
         await host.start()
-        probes = await start_probes(settings.metrics_port, host.ready, "worker")
+        probes = await Observability().start(settings, host.ready, "worker")
     except Exception as exc:
         logger.critical("worker could not start: %r", exc)
         return STARTUP_FAILURE
@@ -93,6 +93,5 @@ async def serve(application: Any, settings: WorkerSettings) -> int:
                     released, cancelled)
     except Exception as exc:
         logger.error("drain did not finish cleanly: %r", exc)
-    if probes is not None:
-        await probes.stop()
+    await probes.stop()
     return 0
