@@ -10,5 +10,8 @@ COPY --chown=root:root examples/chat/ /app/
 USER root
 RUN python3 -m compileall -q /app
 USER 10001:10001
-ENV DJANGO_SETTINGS_MODULE=chat_project.settings
+# The demo's default SQLite file lives beside the checkout's .run/; here /tmp is the only
+# writable place (set DATABASE_URL for a real database).
+ENV DJANGO_SETTINGS_MODULE=chat_project.settings \
+    CHAT_RUN_DIR=/tmp
 CMD ["worker", "chat_project.asgi:application"]

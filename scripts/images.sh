@@ -101,21 +101,43 @@ print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependenc
   fi
 }
 
-build() {  # build FILE IMAGE [extra podman build args]
-  local file=$1 image=$2 t0=$SECONDS
+# A digest of everything an image is built from: its Dockerfile, .dockerignore, the base image's
+# id and the files it copies. Stored as a label, so an unchanged image is not even rebuilt
+# (podman's layer cache would still take seconds to hash the context).
+inputs_digest() {  # inputs_digest FILE FROM_IMAGE PATH...
+  local file=$1 from=$2
   shift 2
+  {
+    cat "docker/$file" .dockerignore
+    "${PODMAN[@]}" image inspect --format '{{.Id}}' "$from"
+    find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -name '*.sqlite3' -print0 \
+      | sort -z | xargs -0 sha256sum
+  } | sha256sum | cut -d' ' -f1
+}
+
+build() {  # build FILE IMAGE FROM_IMAGE "PATHS" [extra podman build args]
+  local file=$1 image=$2 from=$3 paths=$4 t0=$SECONDS digest
+  shift 4
+  # shellcheck disable=SC2086  # $paths is a list
+  digest=$(inputs_digest "$file" "$from" $paths)
+  if [ "$("${PODMAN[@]}" image inspect --format '{{index .Labels "channels-fleet.inputs"}}' \
+          "$image" 2>/dev/null)" = "$digest" ]; then
+    log "$image is up to date"
+    return
+  fi
   "${PODMAN[@]}" build --quiet --layers "${LIMITS[@]}" --build-arg "BASE=$BASE" \
-    -f "docker/$file" -t "$image" "$@" . >/dev/null
+    --label "channels-fleet.inputs=$digest" -f "docker/$file" -t "$image" "$@" . >/dev/null
   log "$image built in $((SECONDS - t0)) s"
 }
 
 cmd_images() {
   cmd_base
   cmd_wheels
-  build interface.Dockerfile "localhost/channels-fleet-interface:$TAG"
-  build project.Dockerfile "localhost/channels-fleet-project:$TAG"
+  build interface.Dockerfile "localhost/channels-fleet-interface:$TAG" "$BASE" "$WHEELS"
+  build project.Dockerfile "localhost/channels-fleet-project:$TAG" "$BASE" "$WHEELS"
   if [ -f examples/chat/manage.py ]; then
     build chat.Dockerfile "localhost/channels-fleet-chat:$TAG" \
+      "localhost/channels-fleet-project:$TAG" examples/chat \
       --build-arg "PROJECT_BASE=localhost/channels-fleet-project:$TAG"
   else
     log "examples/chat/manage.py missing: chat image not built"

@@ -1,9 +1,7 @@
-"""The images run as the stack: interface and worker containers (host network, read-only root,
-non-root, no capabilities) on the real Redis Cluster, a real WebSocket client through them, and
-SIGTERM through tini (PID 1) draining each service.
-
-The worker runs the split tests' Django project on the *project base image*, its code mounted
-read-only at /app: exactly what a project image built on the base holds.
+"""The images run as the stack: the generic interface image, and the demo chat project's image
+(built on the project base) as worker and as web, each container on the host network with a
+read-only root, as UID 10001 with no capabilities, on the real Redis Cluster. A real WebSocket
+client talks to the chat consumer through them; SIGTERM goes through tini (PID 1) and drains.
 """
 
 from __future__ import annotations
@@ -15,62 +13,64 @@ from collections.abc import Iterator
 
 import pytest
 import websockets
-from fleet_podman import IMAGES, ROOT, Service, http_get
+from fleet_podman import IMAGES, Service, http_get
 
 from channels_fleet.devcluster import LocalRedis, free_ports
 
 pytestmark = [pytest.mark.usefixtures("images"), pytest.mark.cluster, pytest.mark.slow]
 
-PROJECT = ROOT / "tests/integration/split/testproject"
-
 
 class Stack:
-    """One interface and one worker container; every container is removed at teardown."""
+    """An interface and a chat worker container (and a web one on demand), removed at teardown."""
 
     def __init__(self, redis_url: str) -> None:
-        self.redis_url = redis_url
-        self.port, self.interface_metrics, self.worker_metrics = free_ports(3)
-        self.services: list[Service] = []
-        self.timings: dict[str, float] = {}
+        self.port, self.web_port, *metrics = free_ports(5)
+        self.metrics = dict(zip(("interface", "worker", "web"), metrics, strict=True))
+        self.env = {"CHANNELS_FLEET_REDIS_URL": redis_url, "CHANNELS_FLEET_DRAIN_TIMEOUT": "10"}
+        self.services: dict[str, Service] = {}
+        self.started_in: dict[str, float] = {}
 
-    def start(self) -> Stack:
-        common = {"CHANNELS_FLEET_REDIS_URL": self.redis_url, "CHANNELS_FLEET_DRAIN_TIMEOUT": "10"}
-        self.worker = self._add(Service(
-            IMAGES["project"],
-            ["worker", "splitproject.asgi:application", f"--metrics-port={self.worker_metrics}"],
-            env={**common, "DJANGO_SETTINGS_MODULE": "splitproject.settings", "SPLIT_CLUSTER": "1"},
-            volumes=[f"{PROJECT}:/app:ro"],
-        ))
-        self.interface = self._add(Service(
-            IMAGES["interface"],
-            ["interface", f"--port={self.port}", f"--metrics-port={self.interface_metrics}"],
-            env=common,
-        ))
-        self.timings["worker"] = self.worker.wait_ready(self.worker_metrics)
-        self.timings["interface"] = self.interface.wait_ready(self.interface_metrics)
+    def start(self, *names: str) -> Stack:
+        args = {
+            "interface": ["interface", f"--port={self.port}"],
+            "worker": ["worker", "chat_project.asgi:application"],
+            "web": ["web", "chat_project.wsgi:application", f"--port={self.web_port}",
+                    "--workers=2"],
+        }
+        for name in names:
+            image = IMAGES["interface" if name == "interface" else "chat"]
+            self.services[name] = Service(
+                image, [*args[name], f"--metrics-port={self.metrics[name]}"], env=self.env
+            ).start()
+        for name in names:
+            self.started_in[name] = self.services[name].wait_ready(self.metrics[name])
         return self
 
-    def _add(self, service: Service) -> Service:
-        self.services.append(service)
-        return service.start()
+    def __getitem__(self, name: str) -> Service:
+        return self.services[name]
 
     def remove(self) -> None:
-        for service in self.services:
+        for service in self.services.values():
             service.remove()
 
-    def connect(self, path: str = "/ws/echo/box/") -> websockets.ClientConnection:
-        origin = f"http://127.0.0.1:{self.port}"
-        return websockets.connect(f"ws://127.0.0.1:{self.port}{path}", origin=origin,
-                                  open_timeout=20)
+    def connect(self, room: str) -> websockets.connect:
+        return websockets.connect(
+            f"ws://127.0.0.1:{self.port}/ws/chat/{room}/",
+            origin=f"http://127.0.0.1:{self.port}", open_timeout=20,
+        )
 
 
 @pytest.fixture
 def stack(redis_cluster: LocalRedis) -> Iterator[Stack]:
     stack = Stack(",".join(redis_cluster.urls[:3]))
     try:
-        yield stack.start()
+        yield stack.start("worker", "interface")
     finally:
         stack.remove()
+
+
+async def receive(ws: websockets.ClientConnection) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), 10))
 
 
 async def close_code(ws: websockets.ClientConnection, timeout: float = 30) -> int | None:
@@ -82,44 +82,65 @@ async def close_code(ws: websockets.ClientConnection, timeout: float = 30) -> in
         return exc.rcvd.code if exc.rcvd else None
 
 
-async def test_websocket_through_interface_and_worker_containers(stack: Stack) -> None:
-    async with stack.connect() as ws:
-        for i in range(20):
-            await ws.send(f"message {i}")
-            assert await asyncio.wait_for(ws.recv(), 10) == f"message {i}"
-        await ws.send("whoami")
-        who = json.loads(await asyncio.wait_for(ws.recv(), 10))
-    assert who["kwargs"] == {"name": "box"}
-    assert who["fleet"]["interface"].startswith("fleet.iface.")  # relayed, not served in-process
-    status, metrics = http_get(stack.interface_metrics, "/metrics")
-    assert status == 200 and "channels_fleet_open_connections" in metrics
-    status, metrics = http_get(stack.worker_metrics, "/metrics")
-    assert status == 200 and "channels_fleet_owned_connections" in metrics
+async def joined(stack: Stack, room: str, count: int) -> list[websockets.ClientConnection]:
+    """``count`` clients in ``room``, each seen to be in the group (a message reaches them all)."""
+    clients = [await stack.connect(room) for _ in range(count)]
+    await clients[0].send(json.dumps({"message": "hello"}))
+    for ws in clients:
+        assert await receive(ws) == {"message": "hello", "user": "anonymous"}
+    return clients
+
+
+async def test_chat_through_interface_and_worker_containers(stack: Stack) -> None:
+    alice, bob = await joined(stack, "lobby", 2)
+    for i in range(20):
+        await (alice if i % 2 else bob).send(json.dumps({"message": f"m{i}"}))
+    for ws in (alice, bob):
+        assert [(await receive(ws))["message"] for _ in range(20)] == [f"m{i}" for i in range(20)]
+    status, metrics = http_get(stack.metrics["interface"], "/metrics")
+    assert status == 200 and 'channels_fleet_open_connections{protocol="websocket"} 2.0' in metrics
+    status, metrics = http_get(stack.metrics["worker"], "/metrics")
+    assert status == 200 and "channels_fleet_owned_connections 2.0" in metrics
+    for ws in (alice, bob):
+        await ws.close()
 
 
 async def test_sigterm_drains_the_interface_through_tini(stack: Stack) -> None:
     """`podman stop` signals PID 1 (tini); the interface closes every socket with 1001."""
-    clients = [await stack.connect() for _ in range(3)]
-    for ws in clients:
-        await ws.send("hello")
-        assert await asyncio.wait_for(ws.recv(), 10) == "hello"
+    clients = await joined(stack, "drain", 3)
     codes = [asyncio.ensure_future(close_code(ws)) for ws in clients]
-    stopped = await asyncio.to_thread(stack.interface.stop, 30)
+    stopped = await asyncio.to_thread(stack["interface"].stop, 30)
     assert await asyncio.gather(*codes) == [1001, 1001, 1001]
-    assert stack.interface.exit_code() == 0
+    assert stack["interface"].exit_code() == 0
     assert stopped < 10, f"stop took {stopped:.1f}s: SIGTERM did not reach the service"
-    assert "drained: 3 WebSockets closed with 1001" in stack.interface.logs()
+    assert "drained: 3 WebSockets closed with 1001" in stack["interface"].logs()
 
 
 async def test_sigterm_drains_the_worker_through_tini(stack: Stack) -> None:
-    """A stopping worker releases its sockets with 1012 so clients reconnect elsewhere."""
-    async with stack.connect() as ws:
-        await ws.send("hello")
-        assert await asyncio.wait_for(ws.recv(), 10) == "hello"
-        code = asyncio.ensure_future(close_code(ws))
+    """A stopping worker releases its sockets with 1012 so that clients reconnect elsewhere."""
+    (ws,) = await joined(stack, "worker-drain", 1)
+    code = asyncio.ensure_future(close_code(ws))
+    stopped = await asyncio.to_thread(stack["worker"].stop, 30)
+    assert await code == 1012
+    assert stack["worker"].exit_code() == 0
+    assert stopped < 10, f"stop took {stopped:.1f}s: SIGTERM did not reach the service"
+    assert "drained: 1 sockets released with 1012" in stack["worker"].logs()
+
+
+def test_web_container_serves_the_project_and_stops_cleanly(redis_cluster: LocalRedis) -> None:
+    stack = Stack(",".join(redis_cluster.urls[:3]))
+    try:
+        stack.start("web")
+        status, page = http_get(stack.web_port, "/")
+        assert status == 200 and "<title>channels-fleet chat</title>" in page
+        assert http_get(stack.web_port, "/chat/lobby/")[0] == 200
+        assert http_get(stack.web_port, "/no-such-page/")[0] == 404
+        status, metrics = http_get(stack.metrics["web"], "/metrics")
+        assert status == 200 and "channels_fleet" in metrics
+        # gunicorn under tini: SIGTERM stops the master, its workers and the probe process.
         t0 = time.monotonic()
-        await asyncio.to_thread(stack.worker.stop, 30)
-        assert await code == 1012
-    assert time.monotonic() - t0 < 10
-    assert stack.worker.exit_code() == 0
-    assert "drained: 1 sockets released with 1012" in stack.worker.logs()
+        stack["web"].stop(30)
+        assert time.monotonic() - t0 < 20
+        assert stack["web"].exit_code() == 0
+    finally:
+        stack.remove()
