@@ -83,11 +83,11 @@ class Gateway:
         self._id_prefix = channel.rsplit("!", 1)[-1][:12]
         self._redis = await redis_client(s.redis_url)
         self.heartbeat = Heartbeat(
-            self._redis, channel, interval=s.heartbeat_interval, ttl=s.heartbeat_ttl,
+            s.redis_url, channel, interval=s.heartbeat_interval, ttl=s.heartbeat_ttl,
             on_lost=self._abandon_all,
         )
         await self.heartbeat.start()
-        self.watch = PeerWatch(self.heartbeat, self._owners, self._owners_dead,
+        self.watch = PeerWatch(self._redis, self._owners, self._owners_dead,
                                interval=s.heartbeat_interval)
         self.watch.start()
         self._started.set()

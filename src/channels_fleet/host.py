@@ -72,11 +72,11 @@ class Host:
         channel = await self.relay.start()
         self._redis = await redis_client(s.redis_url)
         self.heartbeat = Heartbeat(
-            self._redis, channel, interval=s.heartbeat_interval, ttl=s.heartbeat_ttl,
+            s.redis_url, channel, interval=s.heartbeat_interval, ttl=s.heartbeat_ttl,
             on_lost=self._abandon_all,
         )
         await self.heartbeat.start()
-        self.watch = PeerWatch(self.heartbeat, self._ifaces, self._ifaces_dead,
+        self.watch = PeerWatch(self._redis, self._ifaces, self._ifaces_dead,
                                interval=s.heartbeat_interval)
         self.watch.start()
         self._tasks.append(asyncio.create_task(self._take_loop(), name="take fleet.connect"))

@@ -3,21 +3,28 @@
 Each process keeps ``fleet:hb:{hb}:<its relay channel>`` alive with ``SET key <ts> PX ttl``:
 ``NX`` once at start, ``XX`` on every beat. A beat that finds the key gone means the process
 was cut off long enough for its peers to declare it dead (SIGSTOP, a network partition): its
-connections are no longer its own, so ``on_lost`` runs and the process registers afresh.
-All heartbeat keys share the hash tag ``{hb}``, so one MGET checks any number of peers on a
-Redis Cluster too.
+connections are no longer its own, so ``on_lost`` runs (on the event loop) and the process
+registers afresh. All heartbeat keys share the hash tag ``{hb}``, so one MGET checks any
+number of peers on a Redis Cluster too.
+
+The beat runs in its own thread with its own (sync) connection: a worker whose event loop is
+busy starting thousands of consumers is slow, not dead, and must not be declared dead for it.
+A killed or stopped process stops beating either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
 logger = logging.getLogger(__name__)
 
@@ -28,39 +35,46 @@ def heartbeat_key(channel: str) -> str:
     return KEY_PREFIX + channel
 
 
-async def redis_client(urls: Iterable[str]) -> Any:
-    """A redis-py asyncio client for ``urls``: RedisCluster when the first node is a cluster."""
-    urls = list(urls)
-    probe = aioredis.Redis.from_url(urls[0], socket_timeout=5)
+async def _is_cluster(url: str) -> bool:
+    probe = aioredis.Redis.from_url(url, socket_timeout=5)
     try:
         info = await probe.info("cluster")
     finally:
         await probe.aclose()
-    if info.get("cluster_enabled"):
-        return RedisCluster.from_url(urls[0], socket_timeout=5)
-    return aioredis.Redis.from_url(urls[0], socket_timeout=5)
+    return bool(info.get("cluster_enabled"))
+
+
+async def redis_client(urls: Iterable[str]) -> Any:
+    """A redis-py asyncio client for ``urls``: RedisCluster when the first node is a cluster."""
+    url = list(urls)[0]
+    if await _is_cluster(url):
+        return AsyncRedisCluster.from_url(url, socket_timeout=5)
+    return aioredis.Redis.from_url(url, socket_timeout=5)
 
 
 class Heartbeat:
-    """Keeps this process's heartbeat key alive and tells which peers have none."""
+    """Keeps this process's heartbeat key alive from a thread of its own."""
 
     def __init__(
         self,
-        client: Any,
+        urls: Iterable[str],
         channel: str,
         *,
         interval: float = 1.0,
         ttl: float = 3.0,
         on_lost: Callable[[], None] | None = None,
     ) -> None:
-        self.client = client
+        self.urls = list(urls)
         self.channel = channel
         self.key = heartbeat_key(channel)
         self.interval = interval
         self.ttl_ms = int(ttl * 1000)
         self.on_lost = on_lost
         self.last_beat = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._client: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def age(self) -> float:
@@ -72,51 +86,52 @@ class Heartbeat:
         return self.age * 1000 < self.ttl_ms
 
     async def start(self) -> None:
-        await self.client.set(self.key, time.time(), px=self.ttl_ms, nx=True)
-        self.last_beat = time.monotonic()
-        self._task = asyncio.create_task(self._loop(), name=f"heartbeat {self.channel}")
+        self._loop = asyncio.get_running_loop()
+        cluster = await _is_cluster(self.urls[0])
+        cls = RedisCluster if cluster else redis.Redis
+        self._client = cls.from_url(self.urls[0], socket_timeout=2, socket_connect_timeout=2)
+        await asyncio.to_thread(self._register)
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat {self.channel}",
+                                        daemon=True)
+        self._thread.start()
 
     async def stop(self, *, remove: bool = True) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        if remove:
-            try:
-                await self.client.delete(self.key)
-            except Exception:
-                logger.warning("could not remove heartbeat %s", self.key)
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5)
+        if self._client is None:
+            return
+        try:
+            if remove:
+                await asyncio.to_thread(self._client.delete, self.key)
+        except Exception:
+            logger.warning("could not remove heartbeat %s", self.key)
+        finally:
+            self._client.close()
 
-    async def beat(self) -> None:
+    def _register(self) -> None:
+        self._client.set(self.key, time.time(), px=self.ttl_ms, nx=True)
+        self.last_beat = time.monotonic()
+
+    def beat(self) -> None:
         """Refresh the key; if it had expired, we were declared dead: hand over and re-register."""
-        refreshed = await self.client.set(self.key, time.time(), px=self.ttl_ms, xx=True)
+        refreshed = self._client.set(self.key, time.time(), px=self.ttl_ms, xx=True)
         if not refreshed:
             logger.error(
                 "heartbeat %s had expired (process stalled or cut off); abandoning its connections",
                 self.key,
             )
-            if self.on_lost is not None:
-                self.on_lost()
-            await self.client.set(self.key, time.time(), px=self.ttl_ms, nx=True)
+            if self.on_lost is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(self.on_lost)
+            self._client.set(self.key, time.time(), px=self.ttl_ms, nx=True)
         self.last_beat = time.monotonic()
 
-    async def _loop(self) -> None:
-        while True:
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
             try:
-                await self.beat()
-            except asyncio.CancelledError:
-                raise
+                self.beat()
             except Exception as exc:
                 logger.warning("heartbeat %s failed: %s", self.key, exc)
-            await asyncio.sleep(self.interval)
-
-    async def dead(self, channels: Iterable[str]) -> set[str]:
-        """Those of ``channels`` whose process has no live heartbeat."""
-        names = list(dict.fromkeys(channels))
-        if not names:
-            return set()
-        values = await self.client.mget([heartbeat_key(n) for n in names])
-        return {name for name, value in zip(names, values, strict=True) if value is None}
 
 
 class PeerWatch:
@@ -124,12 +139,12 @@ class PeerWatch:
 
     def __init__(
         self,
-        heartbeat: Heartbeat,
+        client: Any,
         peers: Callable[[], Iterable[str]],
         on_dead: Callable[[set[str]], None],
         interval: float = 1.0,
     ) -> None:
-        self.heartbeat = heartbeat
+        self.client = client
         self.peers = peers
         self.on_dead = on_dead
         self.interval = interval
@@ -143,11 +158,19 @@ class PeerWatch:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    async def dead(self, channels: Iterable[str]) -> set[str]:
+        """Those of ``channels`` whose process has no live heartbeat."""
+        names = list(dict.fromkeys(channels))
+        if not names:
+            return set()
+        values = await self.client.mget([heartbeat_key(n) for n in names])
+        return {name for name, value in zip(names, values, strict=True) if value is None}
+
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                dead = await self.heartbeat.dead(self.peers())
+                dead = await self.dead(self.peers())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
