@@ -137,3 +137,25 @@ async def test_interface_sigterm__sockets_closed_1001_and_owners_told(
     assert codes == [1001] * 5
     assert sorted(wait_records(redis, room, 5, 5)) == sorted(f"c{i}:1001" for i in range(5))
     assert iface.popen.wait(timeout=8) == 0
+
+
+async def test_worker_sigstop__declared_dead_then_abandons_its_connections_on_wake(
+    fleet: Fleet, redis: RedisCluster
+) -> None:
+    iface = fleet.interface(wait=False)
+    worker = fleet.worker()
+    iface.wait_ready()
+    room = f"stop{time.monotonic_ns()}"
+    socks = await open_rooms(iface, room, 3)
+    worker.signal(signal.SIGSTOP)
+    try:
+        codes = await asyncio.gather(*(closed_code(s, 6) for s in socks))
+        assert codes == [1012] * 3
+        assert redis.lrange(f"split:disconnects:{room}", 0, -1) == []  # it is frozen
+    finally:
+        worker.signal(signal.SIGCONT)
+    # Awake, it finds its heartbeat gone: the connections are not its own any more. It runs
+    # their disconnect handlers (1006) and carries on serving new connections.
+    assert sorted(wait_records(redis, room, 3, 5)) == sorted(f"c{i}:1006" for i in range(3))
+    async with ws(iface, "/ws/echo/again/") as sock:
+        assert await owner_pid(sock) == worker.pid
