@@ -1,0 +1,170 @@
+"""Unreachable Redis, wrong configuration, MOVED, and a real master failover."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from channels_fleet.devcluster import LocalRedis, free_ports
+from channels_fleet.exceptions import LayerConfigError, LayerUnavailable
+from channels_fleet.layers import RedisClusterChannelLayer
+from channels_fleet.layers.keys import channel_key, slot_of
+
+logger = logging.getLogger(__name__)
+
+
+@pytest.mark.timeout(20)
+async def test_unreachable_redis__clear_error_after_bounded_retry():
+    port = free_ports(1)[0]  # nothing listens here
+    layer = RedisClusterChannelLayer(hosts=[f"redis://127.0.0.1:{port}"], retry_timeout=1.5)
+    start = time.monotonic()
+    with pytest.raises(LayerUnavailable, match=f"127.0.0.1:{port}.*retry_timeout"):
+        await layer.send("nowhere", {"n": 1})
+    assert 1.0 <= time.monotonic() - start < 6
+    await layer.close_pools()
+
+
+def test_hosts__a_bare_string_is_refused():
+    with pytest.raises(LayerConfigError, match="list of redis:// URLs"):
+        RedisClusterChannelLayer(hosts="redis://localhost:6379")
+
+
+def test_hosts__unknown_option_is_refused():
+    with pytest.raises(LayerConfigError, match="bogus_option"):
+        RedisClusterChannelLayer(hosts=["redis://localhost:1"], bogus_option=1)
+
+
+async def test_hosts__several_single_servers_is_a_config_error(redis_single: LocalRedis):
+    url = redis_single.urls[0]
+    layer = RedisClusterChannelLayer(hosts=[url, url])
+    with pytest.raises(LayerConfigError, match="not a Redis Cluster node"):
+        await layer.send("x", {})
+    await layer.close_pools()
+
+
+async def test_hosts__channels_redis_dict_form_is_accepted(redis_single: LocalRedis):
+    layer = RedisClusterChannelLayer(hosts=[{"address": redis_single.urls[0]}], prefix="dictform")
+    await layer.send("dict.form", {"n": 1})
+    assert await layer.receive("dict.form") == {"n": 1}
+    await layer.flush()
+    await layer.close_pools()
+
+
+async def test_cluster__stale_slot_table_follows_moved(redis_cluster: LocalRedis):
+    """Point our slot cache at the wrong master: the MOVED reply puts it right."""
+    layer = RedisClusterChannelLayer(hosts=redis_cluster.urls[:1], prefix="moved")
+    await layer.send("moved.warmup", {})
+    await layer.receive("moved.warmup")
+    state = next(iter(layer._states.values()))
+    key = channel_key("moved", "moved.target")
+    right = state.router.node_for(key)
+    wrong = next(n for n in state.router.primaries() if n is not right)
+    host, _, port = wrong.address.rpartition(":")
+    state.router.set_slot(slot_of(key), host, int(port))
+    await layer.send("moved.target", {"n": 1})
+    assert state.router.node_for(key) is right
+    state.router.set_slot(slot_of(key), host, int(port))
+    assert await layer.receive("moved.target") == {"n": 1}
+    await layer.flush()
+    await layer.close_pools()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_failover__sigkill_master_mid_stream_sends_and_receives_continue(tmp_path: Path):
+    """SIGKILL the master of a channel's slot while messages flow; its replica takes over.
+
+    The layer is not restarted. Messages acknowledged to the sender but not yet replicated
+    when the master died can be lost (Redis replication is asynchronous): count them.
+    """
+    cluster = LocalRedis(tmp_path, masters=3, replicas=1).start()
+    await asyncio.to_thread(_wait_replicas_linked, cluster)
+    layer = RedisClusterChannelLayer(hosts=cluster.urls[:3], prefix="failover", capacity=10_000)
+    channel = "failover.stream"
+    sent: list[int] = []
+    received: list[int] = []
+    errors: list[BaseException] = []
+    stop = asyncio.Event()
+
+    async def produce():
+        i = 0
+        while not stop.is_set():
+            try:
+                await layer.send(channel, {"i": i})
+                sent.append(i)
+            except Exception as exc:  # a send that failed after retry_timeout
+                errors.append(exc)
+            i += 1
+            await asyncio.sleep(0.005)
+
+    async def consume():
+        while True:
+            try:
+                received.append((await layer.receive(channel))["i"])
+            except Exception as exc:
+                errors.append(exc)
+
+    try:
+        await layer.send(channel, {"i": -1})
+        assert (await layer.receive(channel))["i"] == -1
+        producer, consumer = asyncio.ensure_future(produce()), asyncio.ensure_future(consume())
+        while len(received) < 100:
+            await asyncio.sleep(0.05)
+        state = next(iter(layer._states.values()))
+        owner_address = state.router.node_for(channel_key("failover", channel)).address
+        owner = next(n for n in cluster.nodes if owner_address.endswith(f":{n.port}"))
+        assert _cli(owner.port, "role").startswith("master")
+        killed_at = len(sent)
+        owner.kill()
+        await asyncio.to_thread(cluster.wait_cluster_ok, 60)
+        # keep going until 200 more messages made it through the new master
+        target = len(received) + 200
+        deadline = time.monotonic() + 40
+        while len(received) < target and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await producer
+        drain_deadline = time.monotonic() + 5
+        while len(set(received)) < len(sent) and time.monotonic() < drain_deadline:
+            await asyncio.sleep(0.05)
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+        lost = set(sent) - set(received)
+        logger.warning(
+            "failover: sent=%d received=%d lost=%d (killed at message %d) send errors=%d",
+            len(sent), len(received), len(lost), killed_at, len(errors),
+        )
+        print(f"failover: sent={len(sent)} received={len(received)} lost={len(lost)} "
+              f"errors={len(errors)}")
+        assert len(received) >= target, "receiving did not continue after the failover"
+        assert len(lost) <= 50, f"lost {len(lost)} messages in the failover"
+        assert len(received) == len(set(received)) or len(received) - len(set(received)) <= 5
+    finally:
+        await layer.close_pools()
+        cluster.stop()
+
+
+def _cli(port: int, *args: str) -> str:
+    return subprocess.run(
+        ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10
+    ).stdout
+
+
+def _wait_replicas_linked(cluster: LocalRedis, timeout: float = 30) -> None:
+    """Replicas finish their first sync some seconds after the cluster forms (diskless delay);
+    one killed before that may refuse to take over, so wait for every link to be up."""
+    for node in cluster.nodes:
+        # A replica promotes itself however long its link was down (test clusters are young).
+        _cli(node.port, "config", "set", "cluster-replica-validity-factor", "0")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        links = [_cli(node.port, "info", "replication") for node in cluster.nodes]
+        if sum("master_link_status:up" in link for link in links) == cluster.masters:
+            return
+        time.sleep(0.1)
+    raise AssertionError("replicas did not finish their first sync")
