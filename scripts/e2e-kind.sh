@@ -5,7 +5,8 @@
 #
 #   KEEP_CLUSTER=1    leave the cluster up afterwards (kind delete cluster --name channels-fleet-e2e)
 #   BASE=image        base image for the Dockerfiles (default: python:3.11-slim, pulled by podman)
-#   E2E_REDIS=bundled use the chart's bundled Redis Cluster instead of tests/e2e/kind/redis.yaml
+#   E2E_REDIS=bundled the chart's optional Redis Cluster (helm dependency build) instead of
+#                     tests/e2e/kind/redis.yaml
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,10 +56,11 @@ done
 "$KUBECTL" create namespace "$NS" --dry-run=client -o yaml | "$KUBECTL" apply -f -
 extra=()
 if [ "${E2E_REDIS:-single}" = bundled ]; then
-  extra=(--set redisCluster.enabled=true --set redis.url=)
+  "$HELM" dependency build charts/channels-fleet
+  extra=(--set redisCluster.enabled=true)
 else
   "$KUBECTL" -n "$NS" apply -f tests/e2e/kind/redis.yaml
-  "$KUBECTL" -n "$NS" rollout status deployment/e2e-redis --timeout=180s
+  "$KUBECTL" -n "$NS" rollout status deployment/redis --timeout=180s
 fi
 "$HELM" upgrade --install "$RELEASE" charts/channels-fleet -n "$NS" \
   -f tests/e2e/kind/values.yaml "${extra[@]}" --wait --timeout 10m

@@ -5,9 +5,9 @@ import json
 import pytest
 import yaml
 
-from .helm import CHART, find, one, ours, render
+from .helm import CHART, SOURCE_CHART, find, helm, one, ours, render, subchart_built
 
-CI = CHART / "ci"
+CI = SOURCE_CHART / "ci"
 ALL = CI / "30-all-features-values.yaml"
 KEDA = CI / "40-keda-values.yaml"
 COMPONENTS = ("interface", "worker", "web")
@@ -98,26 +98,54 @@ def test_grace_period_covers_prestop_and_drain(drain):
             assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
 
 
-def test_redis_url_sources():
-    bundled = deployments(render())["worker"]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e for e in bundled["env"]}
+def _worker_env(docs):
+    (c,) = deployments(docs)["worker"]["spec"]["template"]["spec"]["containers"]
+    return c, {e["name"]: e for e in c["env"]}
+
+
+def test_redis_url_from_values_goes_through_a_secret(defaults):
+    (secret,) = find(defaults, "Secret")
+    assert secret["metadata"]["name"] == "fleet-channels-fleet-redis"
+    assert set(secret["data"]) == {"redis-url"}
+    _, env = _worker_env(defaults)
+    assert env["CHANNELS_FLEET_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fleet-channels-fleet-redis", "key": "redis-url"}
+
+
+def test_redis_url_from_an_existing_secret():
+    docs = render(CI / "10-existing-secret-values.yaml")
+    c, env = _worker_env(docs)
+    assert env["CHANNELS_FLEET_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fleet-redis", "key": "url"}
+    assert c["envFrom"] == [{"secretRef": {"name": "chat-project-env"}}]
+    assert not find(docs, "Secret"), "an existing Secret wins over the default redis.url"
+
+
+def test_redis_url_of_the_bundled_cluster():
+    docs = render(CI / "50-bundled-redis-cluster-values.yaml", crds=True)
+    _, env = _worker_env(docs)
     assert env["CHANNELS_FLEET_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "fleet-redis-cluster", "key": "redis-password"}
     assert env["CHANNELS_FLEET_REDIS_URL"]["value"] == (
         "redis://:$(CHANNELS_FLEET_REDIS_PASSWORD)@fleet-redis-cluster:6379")
+    assert not find(ours(docs), "Secret"), "the bundled cluster wins over redis.url"
+    (so,) = find(docs, "ScaledObject")
+    assert so["spec"]["triggers"][0]["metadata"]["addresses"] == "fleet-redis-cluster:6379"
+    ta = one(docs, "TriggerAuthentication", "fleet-channels-fleet-worker")
+    assert ta["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": "fleet-redis-cluster", "key": "redis-password"}]
 
-    docs = render(CI / "10-existing-secret-values.yaml")
-    assert not find(docs, "StatefulSet"), "the bundled Redis Cluster must be off"
-    c = deployments(docs)["worker"]["spec"]["template"]["spec"]["containers"][0]
-    ref = {e["name"]: e for e in c["env"]}["CHANNELS_FLEET_REDIS_URL"]["valueFrom"]
-    assert ref["secretKeyRef"] == {"name": "fleet-redis", "key": "url"}
-    assert c["envFrom"] == [{"secretRef": {"name": "chat-project-env"}}]
-    assert not find(docs, "Secret")
 
-    docs = render(CI / "20-locked-down-values.yaml")
-    (secret,) = find(docs, "Secret")
-    assert secret["metadata"]["name"] == "fleet-channels-fleet-redis"
-    assert set(secret["data"]) == {"redis-url"}
+NOT_BUILT = ("bundled redis-cluster chart not built: run helm dependency build "
+             "charts/channels-fleet where its registry is reachable")
+
+
+@pytest.mark.skipif(not subchart_built(), reason=NOT_BUILT)
+def test_bundled_cluster_objects_render():
+    docs = render(CI / "50-bundled-redis-cluster-values.yaml")
+    (sts,) = find(docs, "StatefulSet")
+    assert sts["metadata"]["name"] == "fleet-redis-cluster"
+    assert sts["spec"]["replicas"] == 6
 
 
 def test_ingress_routes_ws_and_poll_to_interface_rest_to_web(everything):
@@ -188,10 +216,12 @@ def test_worker_keda_scaledobject_reads_the_work_queue_list():
     assert trigger["type"] == "redis-cluster"
     assert trigger["metadata"]["listName"] == "fleet:q:{fleet.connect}"
     assert trigger["metadata"]["listLength"] == "10"
-    assert trigger["metadata"]["addresses"] == "fleet-redis-cluster:6379"
+    assert trigger["metadata"]["addresses"] == (
+        "redis-cluster-0.redis-cluster-headless:6379,redis-cluster-1.redis-cluster-headless:6379")
+    assert trigger["authenticationRef"] == {"name": "fleet-channels-fleet-worker"}
     ta = one(docs, "TriggerAuthentication", "fleet-channels-fleet-worker")
     assert ta["spec"]["secretTargetRef"] == [
-        {"parameter": "password", "name": "fleet-redis-cluster", "key": "redis-password"}]
+        {"parameter": "password", "name": "fleet-redis", "key": "password"}]
     assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (1, 20)
     assert "replicas" not in deployments(docs)["worker"]["spec"]
     assert not find(docs, "HorizontalPodAutoscaler")
@@ -219,7 +249,7 @@ def test_servicemonitor_scrapes_the_metrics_port(everything):
 
 def test_prometheusrule_carries_the_rules_file(everything):
     (pr,) = find(everything, "PrometheusRule")
-    source = yaml.safe_load((CHART / "files/prometheus-rules.yaml").read_text())
+    source = yaml.safe_load((SOURCE_CHART / "files/prometheus-rules.yaml").read_text())
     assert pr["spec"]["groups"] == source["groups"]
     assert any("alert" in r for g in pr["spec"]["groups"] for r in g["rules"])
 
@@ -229,7 +259,8 @@ def test_dashboard_configmap_for_the_grafana_sidecar(everything):
              if c["metadata"]["name"].endswith("dashboard")]
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     (body,) = cm["data"].values()
-    assert json.loads(body) == json.loads((CHART / "files/grafana-dashboard.json").read_text())
+    source = SOURCE_CHART / "files/grafana-dashboard.json"
+    assert json.loads(body) == json.loads(source.read_text())
 
 
 def test_labels_and_selectors(defaults):
@@ -256,3 +287,34 @@ def test_long_release_names_are_cut_to_63(tmp_path):
 def test_pdbs_allow_one_disruption(defaults):
     for pdb in find(ours(defaults), "PodDisruptionBudget"):
         assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_kind_e2e_values_render_and_match_the_kind_port_mappings():
+    """tests/e2e/kind/values.yaml is what make e2e-kind installs: it must render, and its
+    NodePorts must be the ones kind-config.yaml maps to the host."""
+    kind = SOURCE_CHART.parent.parent / "tests" / "e2e" / "kind"
+    docs = render(kind / "values.yaml")
+    node_ports = {s["metadata"]["name"]: s["spec"]["ports"][0]["nodePort"]
+                  for s in find(docs, "Service") if s["spec"].get("type") == "NodePort"}
+    config = yaml.safe_load((kind / "kind-config.yaml").read_text())
+    mapped = {m["containerPort"] for m in config["nodes"][0]["extraPortMappings"]}
+    assert node_ports == {"fleet-channels-fleet-interface": 30080,
+                          "fleet-channels-fleet-web": 30081}
+    assert set(node_ports.values()) <= mapped
+    redis = {d["metadata"]["name"] for d in yaml.safe_load_all((kind / "redis.yaml").read_text())}
+    assert redis == {"redis"}, "the chart's default redis.url points at the Service redis"
+    images = {c["image"] for d in find(docs, "Deployment")
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {"localhost/channels-fleet-interface:latest",
+                      "localhost/channels-fleet-chat:latest"}
+
+
+@pytest.mark.parametrize("values", sorted(CI.glob("*-values.yaml")), ids=lambda p: p.name)
+def test_notes_render_with_ready_to_paste_commands(values):
+    result = helm("install", "fleet", str(CHART), "-n", "chat", "--dry-run=client", "-f",
+                  str(values))
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "kubectl -n chat rollout status deployment/fleet-channels-fleet-interface" in notes
+    assert "curl -s 127.0.0.1:9100/readyz" in notes
+    assert "{{" not in notes and "<no value>" not in notes

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from .helm import CHART, ROOT
+from .helm import ROOT, SOURCE_CHART
 
 # The chart ships the observability files as copies (a chart can only read files inside itself).
 COPIES = {
@@ -19,7 +19,7 @@ def test_chart_copy_is_identical_to_the_source(copy):
     source = ROOT / COPIES[copy]
     if not source.exists():
         pytest.skip(f"{COPIES[copy]} is not in this checkout")
-    assert (CHART / copy).read_bytes() == source.read_bytes(), (
+    assert (SOURCE_CHART / copy).read_bytes() == source.read_bytes(), (
         f"charts/channels-fleet/{copy} differs from {COPIES[copy]}: "
         f"cp {COPIES[copy]} charts/channels-fleet/{copy}")
 

@@ -291,12 +291,8 @@ The schema (values.schema.json) already refuses wrong types, negative counts and
 */}}
 {{- define "channels-fleet.validateValues" -}}
 {{- $msgs := list -}}
-{{- $sources := 0 -}}
-{{- if .Values.redisCluster.enabled }}{{ $sources = add1 $sources }}{{ end -}}
-{{- if .Values.redis.existingSecret }}{{ $sources = add1 $sources }}{{ end -}}
-{{- if .Values.redis.url }}{{ $sources = add1 $sources }}{{ end -}}
-{{- if ne (int $sources) 1 -}}
-{{- $msgs = append $msgs "redis: set exactly one of redisCluster.enabled=true, redis.existingSecret or redis.url (the channel layer's Redis)" -}}
+{{- if not (or .Values.redisCluster.enabled .Values.redis.existingSecret .Values.redis.url) -}}
+{{- $msgs = append $msgs "redis: set redis.url, redis.existingSecret or redisCluster.enabled=true (the channel layer's Redis)" -}}
 {{- end -}}
 {{- if not (or .Values.interface.enabled .Values.worker.enabled .Values.web.enabled) -}}
 {{- $msgs = append $msgs "components: enable at least one of interface.enabled, worker.enabled, web.enabled" -}}
