@@ -167,11 +167,8 @@ async def open_many(urls: list[str], path: str, count: int, parallel: int = 100)
     return socks
 
 
-async def broadcast(redis_url: str, socks: list[Any]) -> float:
-    """p95 ms from one group_send to each socket's arrival."""
-    from channels_fleet.layers import RedisClusterChannelLayer
-
-    layer = RedisClusterChannelLayer(hosts=[redis_url], prefix="bench", capacity=10000)
+async def broadcast(layer: Any, socks: list[Any]) -> float:
+    """p95 ms from one group_send (through ``layer``) to each socket's arrival."""
     arrivals: list[float] = []
 
     async def wait(sock: Any) -> None:
@@ -182,10 +179,37 @@ async def broadcast(redis_url: str, socks: list[Any]) -> float:
     await asyncio.sleep(0.5)
     sent = time.perf_counter()
     await layer.group_send("bcast", {"type": "bench.message", "text": "tick"})
-    await asyncio.wait_for(asyncio.gather(*waiters), 60)
-    await layer.close_pools()
+    await asyncio.wait_for(asyncio.gather(*waiters), 120)
     delays = sorted((t - sent) * 1000 for t in arrivals)
     return delays[int(len(delays) * 0.95) - 1]
+
+
+async def broadcast_run(layer: Any, urls: list[str], pids: list[int], sockets: int,
+                        repeats: int = 3) -> dict[str, float]:
+    """Open ``sockets`` idle sockets (RSS growth of ``pids`` per socket), then broadcast."""
+    before = sum(rss_kb(pid) for pid in pids)
+    socks = await open_many(urls, "/ws/bcast/", sockets)
+    await asyncio.sleep(2)
+    after = sum(rss_kb(pid) for pid in pids)
+    p95s = [await broadcast(layer, socks) for _ in range(repeats)]
+    for sock in socks:
+        await sock.close()
+    return {"sockets": len(socks), "p95_ms": statistics.median(p95s),
+            "kb_per_socket": (after - before) / len(socks)}
+
+
+def fleet_layer(url: str) -> Any:
+    from channels_fleet.layers import RedisClusterChannelLayer
+
+    return RedisClusterChannelLayer(hosts=[url], prefix="bench", capacity=10000)
+
+
+def redis_layer(url: str) -> Any:
+    from channels_redis.core import RedisChannelLayer
+
+    return RedisChannelLayer(hosts=[{"address": url, "socket_timeout": None,
+                                    "max_connections": 100000}], prefix="bench",
+                             capacity=10000)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         # Both stay up and the echo rounds alternate, so drift in a shared machine's load
         # hits both alike; each figure is the median over the rounds.
         (port,) = free_ports(1)
-        procs.start("monolith", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
+        monolith = procs.start("monolith", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
                                  str(port), APP], BENCH_LAYER="channels_redis")
         ports = free_ports(6)
         cli = [sys.executable, "-m", "channels_fleet.cli"]
@@ -242,18 +266,11 @@ def main(argv: list[str] | None = None) -> int:
                     BENCH_LAYER="fleet")
         wait_http(f"http://127.0.0.1:{ports[5]}/readyz")
 
-        async def broadcast_run() -> tuple[float, float, int]:
-            before = sum(rss_kb(p.pid) for p in ifaces)
-            socks = await open_many(iface_urls, "/ws/bcast/", args.sockets)
-            await asyncio.sleep(2)
-            after = sum(rss_kb(p.pid) for p in ifaces)
-            p95 = await broadcast(url, socks)
-            for sock in socks:
-                await sock.close()
-            return p95, (after - before) / len(socks), len(socks)
-
-        p95, kb, count = asyncio.run(broadcast_run())
-        results["broadcast"] = {"sockets": count, "p95_ms": p95, "kb_per_socket": kb}
+        results["broadcast"] = asyncio.run(broadcast_run(
+            fleet_layer(url), iface_urls, [p.pid for p in ifaces], args.sockets))
+        # The same broadcast on the monolith, for reference (one Daphne holds every socket).
+        results["monolith_broadcast"] = asyncio.run(broadcast_run(
+            redis_layer(url), [f"ws://127.0.0.1:{port}"], [monolith.pid], args.sockets))
     finally:
         procs.stop()
         redis.stop()
@@ -274,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": {name: [{k: round(v, 2) for k, v in r.items()} for r in results[name + "_rounds"]]
                    for name in ("monolith", "ours")},
         "broadcast": {k: round(v, 2) for k, v in results["broadcast"].items()},
+        "monolith_broadcast": {k: round(v, 2) for k, v in results["monolith_broadcast"].items()},
+        "load_average": os.getloadavg(),
         "redis": "one local redis-server for both; channels_redis given socket_timeout=None "
                  "(redis-py 8)",
         "fd_limit": fd_limit,

@@ -18,7 +18,8 @@ _URLS = os.environ["BENCH_REDIS_URL"].split(",")
 if os.environ.get("BENCH_LAYER") == "channels_redis":
     CHANNEL_LAYERS = {"default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": u, "socket_timeout": None} for u in _URLS],
+        "CONFIG": {"hosts": [{"address": u, "socket_timeout": None, "max_connections": 100000}
+                             for u in _URLS],
                    "prefix": "bench", "capacity": 10000},
     }}
 else:
