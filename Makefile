@@ -52,7 +52,7 @@ prometheus-local: install-prometheus ## Prometheus on 127.0.0.1:9090 scraping th
 	prometheus --config.file=deploy/prometheus/prometheus.local.yml \
 	  --storage.tsdb.path=$(RUN)/prometheus --web.listen-address=127.0.0.1:9090
 
-test: install helm promtool-check chart-lint ## run every test; starts (and stops) the Redis servers it needs
+test: install helm promtool-check chart-lint images ## run every test; starts (and stops) the Redis servers it needs
 	$(BIN)/pytest -q --ignore=tests/chart
 
 test-unit: install
