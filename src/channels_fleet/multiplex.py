@@ -166,10 +166,17 @@ class Demultiplexer(AsyncJsonWebsocketConsumer):
 
     # -- the children -----------------------------------------------------------------------
 
+    def stream_scope(self, name: str) -> dict:
+        """The scope stream ``name``'s consumer gets: the socket's, plus ``scope["stream"]``.
+
+        Override to give a stream what its consumer expects, for example URL kwargs.
+        """
+        return dict(self.scope, stream=name)
+
     def _start_stream(self, name: str, app: ASGIApp) -> None:
         stream = _Stream(name, self.max_pending)
         self.streams[name] = stream
-        scope = dict(self.scope, stream=name)
+        scope = self.stream_scope(name)
 
         async def send(message: dict) -> None:
             await self._child_sent(stream, message)

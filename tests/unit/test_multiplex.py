@@ -270,3 +270,24 @@ async def test_child_returning_without_close__stream_reported_closed(layer):
     await comm.send_json_to({"stream": "echo", "payload": 1})
     assert (await comm.receive_json_from())["payload"]["echo"] == 1
     await comm.disconnect()
+
+
+async def test_stream_scope__override_feeds_a_stream_its_url_kwargs(layer):
+    class Named(AsyncJsonWebsocketConsumer):
+        async def connect(self):
+            self.room = self.scope["url_route"]["kwargs"]["room"]
+            await self.accept()
+
+        async def receive_json(self, content, **kwargs):
+            await self.send_json({"room": self.room})
+
+    class Mux(Demultiplexer):
+        consumers = {"a": Named, "b": Named}
+
+        def stream_scope(self, name):
+            return {**super().stream_scope(name), "url_route": {"kwargs": {"room": f"r-{name}"}}}
+
+    comm = await connected(Mux)
+    await comm.send_json_to({"stream": "b", "payload": {}})
+    assert await comm.receive_json_from() == {"stream": "b", "payload": {"room": "r-b"}}
+    await comm.disconnect()
