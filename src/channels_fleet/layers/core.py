@@ -47,8 +47,8 @@ class _LoopState:
         self.executor = Executor(self.router, layer.retry_timeout)
         self.sender = Sender(self.executor, int(layer.expiry * 1000))
         self.receiver = Receiver(
-            self.executor, layer.get_capacity, layer.receive_batch, layer.receive_prefetch,
-            self.block_timeout, layer.expiry,
+            self.executor, self.sender, layer.get_capacity, layer.receive_batch,
+            layer.receive_prefetch, self.block_timeout, layer.expiry,
         )
         self.retry_timeout = layer.retry_timeout
         self.ready = False

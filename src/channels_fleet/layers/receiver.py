@@ -29,6 +29,7 @@ from collections.abc import Callable
 from . import _metrics
 from .executor import Executor
 from .keys import is_process_local, pack_element, unpack_element
+from .sender import Sender
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Receiver:
     def __init__(
         self,
         executor: Executor,
+        sender: Sender,
         capacity_of: Callable[[str], int],
         batch: int,
         prefetch: int,
@@ -50,6 +52,7 @@ class Receiver:
         expiry_s: float,
     ) -> None:
         self.executor = executor
+        self.sender = sender
         self.capacity_of = capacity_of
         self.batch = batch
         self.prefetch = prefetch
@@ -133,18 +136,17 @@ class Receiver:
         served = 0  # receivers served by the last pop; they are likely to come right back
         try:
             while True:
-                if served:
-                    # Let the receivers just served come back (and this turn's sends be
-                    # queued, so that the pop below follows them in the same write).
+                if served and not busy:
+                    # About to block: let the receivers just served come back first.
                     await asyncio.sleep(0)
                 wanted = self._live_waiters(key)
                 if wanted == 0 and not (busy and served):
                     break
                 count = self.batch if local else max(wanted, 1) + self.prefetch
                 if busy:
-                    # Queued without awaiting a write of its own: it leaves in the same
-                    # write as the sends and pops of this event-loop turn.
-                    elements = await self.executor.call(key, "LPOP", key, count)
+                    # Rides with the next flush of sends, behind them: one write carries
+                    # this turn's sends and pops, and the pop sees what they pushed.
+                    elements = await self.sender.pop(key, count)
                 else:
                     block = self.block_timeout(key)
                     reply = await self.executor.blocking(

@@ -1,15 +1,17 @@
 """Coalesces concurrent sends into one pipeline per round trip (auto-pipelining).
 
 ``submit`` queues an element for a channel LIST and returns a future. When no flush is in
-flight the queue is written at once; while one is in flight, new sends wait and all leave
-together in the next flush. A flush sends one ``EVALSHA send`` per distinct LIST (carrying
-all its elements, in order) as one pipeline per node, and resolves each future with True
-(pushed) or False (the LIST was full). Only one flush is in flight at a time, and failed
-commands are retried (executor.py) before the next flush starts, so the order of sends to
-one LIST is kept even through MOVED or a failover.
+flight, one starts at the end of the current event-loop turn; while one is in flight, new
+sends wait and all leave together in the next flush. The receivers' non-blocking pops
+(``pop``) ride in the same flushes, behind the sends.
 
-The common path runs in plain callbacks on the already open connections: no task and no
-extra event-loop turn per flush.
+A flush sends one ``EVALSHA send`` per distinct LIST (carrying all its elements, in
+order) as one pipeline per node, and resolves each future with True (pushed) or False (the
+LIST was full). Only one flush is in flight at a time, and failed commands are retried
+(executor.py) before the next flush starts, so the order of sends to one LIST is kept even
+through MOVED or a failover.
+
+The common path runs in plain callbacks on the already open connections: no task per flush.
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ class Item:
     future: asyncio.Future[bool]
 
 
-Call = tuple[Op, list[Item]]
+@dataclass(eq=False, slots=True)
+class Pop:
+    key: str
+    count: int
+    future: asyncio.Future[list[bytes] | None]
+
+
+Call = tuple[Op, list[Item] | Pop]
 
 
 class Sender:
@@ -46,6 +55,7 @@ class Sender:
         self.executor = executor
         self.expiry_ms = expiry_ms
         self.pending: list[Item] = []
+        self.pops: list[Pop] = []
         self.in_flight = False
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -54,14 +64,31 @@ class Sender:
         """Queue one element; the future says whether it was pushed (False = channel full)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.pending.append(Item(key, element, capacity, future))
-        if not self.in_flight:
-            self._start()
+        self._schedule()
         return future
 
+    def pop(self, key: str, count: int) -> asyncio.Future[list[bytes] | None]:
+        """Queue ``LPOP key count`` behind this flush's sends (so it sees what they pushed)."""
+        future: asyncio.Future[list[bytes] | None] = asyncio.get_running_loop().create_future()
+        self.pops.append(Pop(key, count, future))
+        self._schedule()
+        return future
+
+    def _schedule(self) -> None:
+        # Start a flush at the end of this event-loop turn, so that everything queued in
+        # the turn (sends of many tasks, the pops that follow them) leaves in one write.
+        if not self.in_flight:
+            self.in_flight = True
+            asyncio.get_running_loop().call_soon(self._start)
+
     def _start(self) -> None:
+        if self._closed:
+            return
         batch, self.pending = self.pending, []
+        pops, self.pops = self.pops, []
         self.in_flight = True
         calls = self._calls(batch)
+        calls.extend((Op(pop.key, ("LPOP", pop.key, pop.count)), pop) for pop in pops)
         groups: dict[NodeClient, list[Call]] = {}
         for call in calls:
             groups.setdefault(self.executor.router.node_for(call[0].key), []).append(call)
@@ -128,7 +155,7 @@ class Sender:
             await self.executor.run([op for op, _ in calls])
         except BaseException as exc:
             for _, chunk in calls:
-                for item in chunk:
+                for item in [chunk] if isinstance(chunk, Pop) else chunk:
                     if not item.future.done():
                         item.future.set_exception(exc)
             if not isinstance(exc, Exception):
@@ -142,11 +169,20 @@ class Sender:
 
     def _next(self) -> None:
         self.in_flight = False
-        if self.pending and not self._closed:
-            self._start()
+        if (self.pending or self.pops) and not self._closed:
+            # Queued during the flush. Start the next one at the end of this turn, so the
+            # tasks this flush just woke (a producer's next send) join it.
+            self._schedule()
 
     @staticmethod
-    def _resolve(op: Op, chunk: list[Item]) -> None:
+    def _resolve(op: Op, chunk: list[Item] | Pop) -> None:
+        if isinstance(chunk, Pop):
+            if not chunk.future.done():
+                if op.error is not None:
+                    chunk.future.set_exception(op.error)
+                else:
+                    chunk.future.set_result(op.result)
+            return
         if op.error is not None:
             for item in chunk:
                 if not item.future.done():
@@ -163,7 +199,7 @@ class Sender:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        for item in self.pending:
+        for item in [*self.pending, *self.pops]:
             if not item.future.done():
                 item.future.cancel()
-        self.pending = []
+        self.pending, self.pops = [], []
