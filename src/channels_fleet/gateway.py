@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 
 Send = Any
 
+# Per-message counters, looked up once (labels() takes a lock on every call).
+_MESSAGES_IN = METRICS.messages.labels("in")
+_MESSAGES_OUT = METRICS.messages.labels("out")
+
 
 class Conn:
     """One client connection as the interface sees it."""
@@ -175,7 +179,7 @@ class Gateway:
                     METRICS.closes.labels(close_code_label(event.get("code"))).inc()
                 return
             if not conn.finished:
-                METRICS.messages.labels("in").inc()
+                _MESSAGES_IN.inc()
                 self._to_owner(conn, event)
 
     async def _http(self, conn: Conn, scope: dict[str, Any], receive: Any) -> None:
@@ -319,7 +323,7 @@ class Gateway:
                 await edge.close(conn.send, message, accepted=conn.accepted)
                 return
             if kind == "websocket.send":
-                METRICS.messages.labels("out").inc()
+                _MESSAGES_OUT.inc()
                 await conn.send(message)
                 if edge.unsent_bytes(conn.send) > self.settings.send_buffer:
                     logger.warning("%s: client is not reading; disconnecting", conn.id)
