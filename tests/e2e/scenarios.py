@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 # Close codes the stack promises (DESIGN.md): 1001 interface drain, 1012 worker gone.
 GOING_AWAY, SERVICE_RESTART = 1001, 1012
@@ -101,6 +101,17 @@ class ChatClient:
         self.closed.clear()
         self._reader = asyncio.create_task(self._read(self._ws))
         return self
+
+    async def reopen(self, timeout: float = 20) -> ChatClient:
+        """Reconnect as a client does after 1001/1012: retry while no interface accepts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return await self.open()
+            except (OSError, InvalidHandshake, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
 
     async def _read(self, ws: ClientConnection) -> None:
         try:
@@ -270,7 +281,7 @@ async def scenario_worker_loss(stack: Stack, count: int = 20) -> dict[str, Any]:
         assert len(closed) == expected, f"{len(closed)} sockets closed, the victim owned {expected}"
         assert codes == [SERVICE_RESTART], f"close codes {codes}, expected only 1012"
         # Clients reconnect (onto live workers) and the room works for everyone again.
-        await asyncio.gather(*(c.open() for c in closed))
+        await asyncio.gather(*(c.reopen() for c in closed))
         await broadcast_reaches_all(clients, timeout=15)
         return {"victim_owned": expected, "closed_1012": len(closed),
                 "all_closed_after_s": round(elapsed, 2)}
@@ -299,7 +310,10 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
         seq = 0
         while not done.is_set():
             text = f"{room}-m{seq}"
-            await sender.say(text)
+            try:
+                await sender.say(text)
+            except ConnectionClosed:
+                pass  # drained between two messages: the check below reconnects
             stats["sent"] += 1
             if await sender.wait_for(text):
                 stats["echoed"] += 1
@@ -310,7 +324,7 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
                 codes.append(sender.close_code or 1006)
                 stats["resent_after_drain"] += 1
                 stats["reconnects"] += 1
-                sender = await ChatClient(stack, room).open()
+                sender = await ChatClient(stack, room).reopen()
             else:
                 stats["lost"] += 1
                 seq += 1
@@ -325,7 +339,7 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
             if client.closed.is_set() and not done.is_set():
                 codes.append(client.close_code or 1006)
                 stats["reconnects"] += 1
-                await client.open()
+                await client.reopen()
 
     tasks = [asyncio.create_task(send_loop())]
     tasks += [asyncio.create_task(listener_loop(c)) for c in listeners_]
@@ -338,6 +352,11 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
         await asyncio.gather(*tasks, return_exceptions=False)
     rollout_s = time.perf_counter() - t0
     try:
+        # A socket drained just as the loops stopped: count its code, reconnect it.
+        for client in [*listeners_, sender]:
+            if client.closed.is_set():
+                codes.append(client.close_code or 1006)
+                await client.reopen()
         bad = sorted({c for c in codes if c != GOING_AWAY})
         assert not bad, f"sockets ended with {bad} during the rollout, expected only 1001"
         assert stats["lost"] == 0, f"messages lost during the rollout: {stats}"
