@@ -312,6 +312,13 @@ class Host:
         from channels.layers import get_channel_layer
         from channels.worker import Worker
 
+        names = ", ".join(self.settings.channels)
         worker = Worker(self.application, list(self.settings.channels), get_channel_layer())
-        logger.info("serving background channels %s", ", ".join(self.settings.channels))
-        await worker.arun()
+        logger.info("serving background channels %s", names)
+        try:
+            await worker.arun()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # E.g. no "channel" entry in the ProtocolTypeRouter: say so, keep serving sockets.
+            logger.error("background channels %s stopped: %r", names, exc)
