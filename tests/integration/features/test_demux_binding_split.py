@@ -4,22 +4,17 @@ and a separate Django process standing in for the web tier."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from featurestack import Stack
 from websockets.asyncio.client import connect
 
-from channels_fleet.devcluster import LocalRedis, free_ports
+from channels_fleet.devcluster import LocalRedis
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -27,55 +22,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 PYTHONPATH = os.pathsep.join(
     [str(HERE / "featureproject"), str(ROOT / "tests" / "unit"), str(ROOT / "src")])
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
-class Stack:
-    """One interface and two workers serving featureproject; all killed at teardown."""
-
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.env, self.tmp = env, tmp
-        self.procs: list[tuple[subprocess.Popen, int, Path]] = []
-        self.port = 0
-
-    def start(self, *args: str) -> None:
-        (metrics,) = free_ports(1)
-        log = self.tmp / f"{args[0]}-{len(self.procs)}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "channels_fleet.cli", *args], stdout=out,
-                stderr=subprocess.STDOUT, cwd=self.tmp, preexec_fn=_die_with_parent,
-                env={**self.env, "CHANNELS_FLEET_METRICS_PORT": str(metrics)})
-        self.procs.append((proc, metrics, log))
-
-    def wait_ready(self, timeout: float = 40) -> None:
-        deadline = time.monotonic() + timeout
-        for proc, metrics, log in self.procs:
-            while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{proc.args} not ready:\n{log.read_text()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/readyz", timeout=1):
-                        break
-                except OSError:
-                    time.sleep(0.1)
-
-    def stop(self) -> None:
-        for proc, _, _ in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
-
-    def django(self, script: str) -> str:
-        """Run ``script`` in a fresh Django process (the web tier's view of the world)."""
-        done = subprocess.run(
-            [sys.executable, "-c", "import django; django.setup()\n" + script],
-            env=self.env, cwd=self.tmp, capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
 
 
 SETUP = """
@@ -100,8 +46,7 @@ def stack(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory) -
     board, cookie = stack.django(SETUP).split()
     stack.board, stack.cookie = int(board), cookie
     try:
-        (stack.port,) = free_ports(1)
-        stack.start("interface", "--port", str(stack.port))
+        stack.port = stack.start("interface")
         stack.start("worker", "featureproject.asgi:application")
         stack.start("worker", "featureproject.asgi:application")
         stack.wait_ready()
