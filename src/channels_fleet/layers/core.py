@@ -226,8 +226,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         expires = int((time.time() + self.expiry) * 1000)
         # One element per LIST: process-local members of one prefix share theirs.
         by_key: dict[str, list[str]] = {}
-        for raw in members:
-            channel = raw.decode("ascii")
+        for channel in members.decode("ascii").split(","):
             by_key.setdefault(channel_key(self.prefix, channel), []).append(channel)
         futures = [
             state.sender.submit(key, pack_element(expires, names, body),
@@ -241,7 +240,8 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         full = sum(len(names) for names, ok in zip(by_key.values(), results, strict=True) if not ok)
         if full:
             _metrics.channel_full("group_send", full)
-            logger.info("%d of %d channels over capacity in group %s", full, len(members), group)
+            logger.info("%d channels of group %s over capacity: message dropped for them",
+                        full, group)
 
     # Flush extension
 

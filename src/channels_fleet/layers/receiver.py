@@ -110,10 +110,10 @@ class Receiver:
             return
         waiters = channels.get(channel)
         if waiters is not None:
-            try:
+            # A served future was already popped; a cancelled one is still queued. (No
+            # try/remove: the ValueError would format the future's repr, which is slow.)
+            if future in waiters:
                 waiters.remove(future)
-            except ValueError:
-                pass
             if not waiters:
                 del channels[channel]
         if not channels:
