@@ -69,10 +69,13 @@ cmd_base() {
 # wheels only), because pip evaluates environment markers against the interpreter it runs on and
 # the image's Python is not the host's (redis needs async-timeout below 3.11.3; Debian has 3.11.2).
 cmd_wheels() {
-  local deps=$WHEELS/deps app=$WHEELS/app reqs
+  local deps=$WHEELS/deps app=$WHEELS/app reqs stamp
   reqs=$("$PY" -c 'import tomllib
 print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
-  if [ ! -f "$deps/.stamp" ] || [ "$(cat "$deps/requirements.txt")" != "$reqs" ]; then
+  # Fetched for one base image's Python and one dependency list: a change of either refetches.
+  stamp=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$BASE")
+  if [ "$(cat "$deps/.stamp" 2>/dev/null)" != "$stamp" ] \
+      || [ "$(cat "$deps/requirements.txt")" != "$reqs" ]; then
     log "fetching the dependency wheelhouse into $deps with the image's Python"
     rm -rf "$deps" && mkdir -p "$deps"
     echo "$reqs" >"$deps/requirements.txt"
@@ -84,7 +87,7 @@ print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependenc
       python3 -m venv /tmp/venv
       /tmp/venv/bin/pip download --quiet --disable-pip-version-check --only-binary=:all: \
         --dest /wheels -r /wheels/requirements.txt'
-    touch "$deps/.stamp"
+    echo "$stamp" >"$deps/.stamp"
   fi
   # Our wheel is rebuilt only when its sources change: an identical file keeps the image's
   # COPY layer, and everything after it, cached.
@@ -96,7 +99,7 @@ print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependenc
     log "building the channels-fleet wheel into $app"
     rm -rf "$app" && mkdir -p "$app"
     "$PY" -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$app" . \
-      >"$WHEELS/app.log" 2>&1 || { cat "$WHEELS/app.log" >&2; exit 1; }
+      >.run/images-wheel.log 2>&1 || { cat .run/images-wheel.log >&2; exit 1; }
     echo "$hash" >"$app/.hash"
   fi
 }
