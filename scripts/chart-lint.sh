@@ -2,7 +2,8 @@
 # make chart-lint: the chart checks in tests/chart, with their output shown:
 #   helm lint --strict on the defaults and every ci/*-values.yaml (test_lint.py),
 #   helm template with the defaults and every optional feature, what it renders (test_render.py),
-#   every manifest against the Kubernetes OpenAPI schemas of 1.29-1.35 (test_kubernetes_schemas.py),
+#   every manifest against the Kubernetes OpenAPI schemas of 1.29-1.35, and the custom resources
+#   against their CRD schemas (test_kubernetes_schemas.py),
 #   bad values refused with the right message (test_refusals.py),
 #   schema/README generated from values.yaml, monitoring copies identical (test_sync.py).
 # Until `helm dependency build` has fetched the optional redis-cluster chart, lint and template run
