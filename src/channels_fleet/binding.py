@@ -86,7 +86,7 @@ class BindingConsumer(AsyncJsonWebsocketConsumer):
         # Bad input becomes an error frame, never an exception that closes the socket.
         try:
             content = json.loads(text_data) if text_data is not None else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurd nesting
             content = None
         if not isinstance(content, dict):
             await self.send_json({"error": "malformed frame", "detail": "expected a JSON object"})

@@ -126,7 +126,7 @@ class Demultiplexer(AsyncJsonWebsocketConsumer):
             return
         try:
             content = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurd nesting
             await self.send_error("malformed frame", detail="not JSON")
             return
         await self.receive_json(content)

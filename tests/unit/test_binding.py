@@ -384,3 +384,10 @@ async def test_list__current_rows_of_a_filter(layer, board):
     await comm.send_json_to({"action": "list", "data": {"board": "abc"}})
     assert set((await comm.receive_json_from())["errors"]) == {"board"}
     await comm.disconnect()
+
+
+async def test_absurdly_nested_json__error_frame(layer):
+    comm = await socket()
+    await comm.send_to(text_data='{"a":' * 100_000 + "1" + "}" * 100_000)
+    assert (await comm.receive_json_from())["error"] == "malformed frame"
+    await comm.disconnect()

@@ -291,3 +291,10 @@ async def test_stream_scope__override_feeds_a_stream_its_url_kwargs(layer):
     await comm.send_json_to({"stream": "b", "payload": {}})
     assert await comm.receive_json_from() == {"stream": "b", "payload": {"room": "r-b"}}
     await comm.disconnect()
+
+
+async def test_absurdly_nested_json__error_frame(layer):
+    comm = await connected()
+    await comm.send_to(text_data="[" * 100_000 + "]" * 100_000)
+    assert await comm.receive_json_from() == {"error": "malformed frame", "detail": "not JSON"}
+    await comm.disconnect()
