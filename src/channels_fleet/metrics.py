@@ -20,6 +20,7 @@ the same declarations work under gunicorn's multiprocess mode (``PROMETHEUS_MULT
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -53,7 +54,7 @@ class FleetMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
-        ns = {"namespace": NAMESPACE, "registry": registry}
+        ns: dict[str, Any] = {"namespace": NAMESPACE, "registry": registry}
 
         # Channel layer.
         self.layer_retries = Counter(
