@@ -48,68 +48,85 @@ class Pop:
 Call = tuple[Op, list[Item] | Pop]
 
 
+class _Queue:
+    """What waits for one node's next flush, and whether one is in flight to it."""
+
+    __slots__ = ("node", "pending", "pops", "in_flight")
+
+    def __init__(self, node: NodeClient) -> None:
+        self.node = node
+        self.pending: list[Item] = []
+        self.pops: list[Pop] = []
+        self.in_flight = False
+
+
 class Sender:
-    """Per event loop: the pending queue and the one flush in flight."""
+    """Per event loop: one queue per node, at most one flush in flight to each node.
+
+    Nodes flush independently (a slow node does not hold the others back). While a failed
+    flush is retried (MOVED, failover), every node waits, so that no later send can
+    overtake the retried one on its (possibly new) node.
+    """
 
     def __init__(self, executor: Executor, expiry_ms: int) -> None:
         self.executor = executor
         self.expiry_ms = expiry_ms
-        self.pending: list[Item] = []
-        self.pops: list[Pop] = []
-        self.in_flight = False
+        self.queues: dict[NodeClient, _Queue] = {}
         self._task: asyncio.Task[None] | None = None
+        self._slow_calls: list[Call] = []
         self._closed = False
+
+    def _queue(self, key: str) -> _Queue:
+        node = self.executor.router.node_for(key)
+        queue = self.queues.get(node)
+        if queue is None:
+            queue = self.queues[node] = _Queue(node)
+        return queue
 
     def submit(self, key: str, element: bytes, capacity: int) -> asyncio.Future[bool]:
         """Queue one element; the future says whether it was pushed (False = channel full)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.pending.append(Item(key, element, capacity, future))
-        self._schedule()
+        queue = self._queue(key)
+        queue.pending.append(Item(key, element, capacity, future))
+        self._schedule(queue)
         return future
 
     def pop(self, key: str, count: int) -> asyncio.Future[list[bytes] | None]:
         """Queue ``LPOP key count`` behind this flush's sends (so it sees what they pushed)."""
         future: asyncio.Future[list[bytes] | None] = asyncio.get_running_loop().create_future()
-        self.pops.append(Pop(key, count, future))
-        self._schedule()
+        queue = self._queue(key)
+        queue.pops.append(Pop(key, count, future))
+        self._schedule(queue)
         return future
 
-    def _schedule(self) -> None:
+    def _schedule(self, queue: _Queue) -> None:
         # Start a flush at the end of this event-loop turn, so that everything queued in
         # the turn (sends of many tasks, the pops that follow them) leaves in one write.
-        if not self.in_flight:
-            self.in_flight = True
-            asyncio.get_running_loop().call_soon(self._start)
+        if not queue.in_flight and self._task is None and not self._closed:
+            queue.in_flight = True
+            asyncio.get_running_loop().call_soon(self._start, queue)
 
-    def _start(self) -> None:
-        if self._closed:
+    def _start(self, queue: _Queue) -> None:
+        if self._closed or self._task is not None:
+            queue.in_flight = False
             return
-        batch, self.pending = self.pending, []
-        pops, self.pops = self.pops, []
-        self.in_flight = True
+        batch, queue.pending = queue.pending, []
+        pops, queue.pops = queue.pops, []
+        if not batch and not pops:
+            queue.in_flight = False
+            return
         calls = self._calls(batch)
         calls.extend((Op(pop.key, ("LPOP", pop.key, pop.count)), pop) for pop in pops)
-        groups: dict[NodeClient, list[Call]] = {}
-        for call in calls:
-            groups.setdefault(self.executor.router.node_for(call[0].key), []).append(call)
-        connections = [node.live_connection() for node in groups]
-        if any(conn is None for conn in connections):
+        conn = queue.node.live_connection()
+        if conn is None:
+            queue.in_flight = False
             self._run_slow(calls)  # connect first (or fail) in a task
             return
-        remaining = len(groups)
-
-        def node_done(_: object) -> None:
-            nonlocal remaining
-            remaining -= 1
-            if remaining == 0:
-                self._finish(calls)
-
-        for conn, group in zip(connections, groups.values(), strict=True):
-            futures = conn.pipeline([op.args for op, _ in group])  # type: ignore[union-attr]
-            for (op, _), future in zip(group, futures, strict=True):
-                op.result = future
-            # Replies arrive in order: when the last is in, the whole group is.
-            futures[-1].add_done_callback(node_done)
+        futures = conn.pipeline([op.args for op, _ in calls])
+        for (op, _), future in zip(calls, futures, strict=True):
+            op.result = future
+        # Replies arrive in order: when the last is in, the whole flush is.
+        futures[-1].add_done_callback(lambda _: self._finish(queue, calls))
 
     def _calls(self, batch: list[Item]) -> list[Call]:
         by_key: dict[str, list[Item]] = {}
@@ -126,7 +143,7 @@ class Sender:
                 calls.append((Op(key, args), chunk))
         return calls
 
-    def _finish(self, calls: list[Call]) -> None:
+    def _finish(self, queue: _Queue, calls: list[Call]) -> None:
         failed: list[Call] = []
         for op, chunk in calls:
             future: asyncio.Future[int] = op.result
@@ -139,40 +156,43 @@ class Sender:
             else:
                 op.result = future.result()
                 self._resolve(op, chunk)
+        queue.in_flight = False
         if failed:
             self._run_slow(failed)
-        else:
-            self._next()
-
-    def _run_slow(self, calls: list[Call]) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._slow(calls))
-
-    async def _slow(self, calls: list[Call]) -> None:
-        """Connect, follow MOVED/ASK, load scripts, wait out failovers: executor.run."""
-        for op, _ in calls:
-            op.result = op.error = None
-        try:
-            await self.executor.run([op for op, _ in calls])
-        except BaseException as exc:
-            for _, chunk in calls:
-                for item in [chunk] if isinstance(chunk, Pop) else chunk:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            for op, chunk in calls:
-                self._resolve(op, chunk)
-        finally:
-            self._task = None
-            self._next()
-
-    def _next(self) -> None:
-        self.in_flight = False
-        if (self.pending or self.pops) and not self._closed:
+        elif queue.pending or queue.pops:
             # Queued during the flush. Start the next one at the end of this turn, so the
             # tasks this flush just woke (a producer's next send) join it.
-            self._schedule()
+            self._schedule(queue)
+
+    def _run_slow(self, calls: list[Call]) -> None:
+        self._slow_calls.extend(calls)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._slow())
+
+    async def _slow(self) -> None:
+        """Connect, follow MOVED/ASK, load scripts, wait out failovers: executor.run."""
+        try:
+            while self._slow_calls:
+                calls, self._slow_calls = self._slow_calls, []
+                for op, _ in calls:
+                    op.result = op.error = None
+                try:
+                    await self.executor.run([op for op, _ in calls])
+                except BaseException as exc:
+                    for _, chunk in calls:
+                        for item in [chunk] if isinstance(chunk, Pop) else chunk:
+                            if not item.future.done():
+                                item.future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    for op, chunk in calls:
+                        self._resolve(op, chunk)
+        finally:
+            self._task = None
+            for queue in self.queues.values():
+                if not queue.in_flight and (queue.pending or queue.pops):
+                    self._schedule(queue)
 
     @staticmethod
     def _resolve(op: Op, chunk: list[Item] | Pop) -> None:
@@ -199,7 +219,8 @@ class Sender:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        for item in [*self.pending, *self.pops]:
-            if not item.future.done():
-                item.future.cancel()
-        self.pending, self.pops = [], []
+        for queue in self.queues.values():
+            for item in [*queue.pending, *queue.pops]:
+                if not item.future.done():
+                    item.future.cancel()
+            queue.pending, queue.pops = [], []
