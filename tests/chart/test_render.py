@@ -177,7 +177,10 @@ def test_network_policy_limits_the_metrics_port(everything):
     by_port = {r["ports"][0]["port"]: r for r in np["spec"]["ingress"]}
     assert "from" not in by_port["http"], "allowExternal: public port from anywhere"
     assert by_port["metrics"]["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+        {"podSelector": {"matchLabels": {  # the release's `helm test` pod
+            "app.kubernetes.io/name": "channels-fleet", "app.kubernetes.io/instance": "fleet",
+            "app.kubernetes.io/component": "test"}}}]
     egress_ports = [p["port"] for r in np["spec"]["egress"] for p in r["ports"]]
     assert 53 in egress_ports and 6379 in egress_ports and 5432 in egress_ports
 
@@ -318,3 +321,43 @@ def test_notes_render_with_ready_to_paste_commands(values):
     assert "kubectl -n chat rollout status deployment/fleet-channels-fleet-interface" in notes
     assert "curl -s 127.0.0.1:9100/readyz" in notes
     assert "{{" not in notes and "<no value>" not in notes
+
+
+def test_helm_test_pod_checks_every_component_readyz(defaults):
+    (pod,) = find(defaults, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (c,) = pod["spec"]["containers"]
+    assert c["args"][1:] == ["fleet-channels-fleet-interface", "fleet-channels-fleet-worker",
+                             "fleet-channels-fleet-web"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize("status", [200, 503])
+def test_helm_test_script_fails_when_a_component_is_not_ready(status):
+    """Run the test pod's own script against a real HTTP server answering /readyz."""
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    class Readyz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            self.send_response(status if self.path == "/readyz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Readyz)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        (pod,) = find(render(sets=(f"ports.metrics={port}",)), "Pod")
+        script = pod["spec"]["containers"][0]["args"][0]
+        proc = subprocess.run([sys.executable, "-c", script, "127.0.0.1"], capture_output=True,
+                              text=True, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    print(proc.stdout.strip())
+    assert proc.returncode == (0 if status == 200 else 1), proc.stdout + proc.stderr
