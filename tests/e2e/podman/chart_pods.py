@@ -89,7 +89,9 @@ class Pod:
         """preStop hook, then SIGTERM, then SIGKILL once the grace period is over."""
         hook = self.container.get("lifecycle", {}).get("preStop", {}).get("exec")
         if hook:
-            podman("exec", self.name, *hook["command"], check=False, timeout=self.grace + 5)
+            done = podman("exec", self.name, *hook["command"], check=False,
+                          timeout=self.grace + 5)
+            assert done.returncode == 0, f"preStop {hook['command']} failed: {done.stderr}"
         podman("stop", "-t", str(self.grace), self.name, check=False, timeout=self.grace + 30)
 
     def remove(self) -> None:

@@ -155,18 +155,22 @@ def redis_for_pods(tmp_path_factory):
     from .chart_pods import free_port
 
     port = free_port()
+    # All addresses: podman creates its bridge (the gateway address) only while a container
+    # runs, so binding that address before the first pod starts would fail.
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", f"127.0.0.1 {gateway}", "--save", "",
+        ["redis-server", "--port", str(port), "--bind", "0.0.0.0", "--save", "",
          "--appendonly", "no", "--protected-mode", "no"],
         stdout=subprocess.DEVNULL, cwd=tmp_path_factory.mktemp("redis"))
-    deadline = time.monotonic() + 10
-    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
-                         text=True).stdout.strip() != "PONG":
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.1)
-    yield gateway, port
-    proc.kill()
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                             text=True).stdout.strip() != "PONG":
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.1)
+        yield gateway, port
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture
