@@ -65,6 +65,7 @@ fi
 "$HELM" upgrade --install "$RELEASE" charts/channels-fleet -n "$NS" \
   -f tests/e2e/kind/values.yaml "${extra[@]}" --wait --timeout 10m
 "$KUBECTL" -n "$NS" get pods -o wide
+"$HELM" test "$RELEASE" -n "$NS" --logs   # every component answers /readyz
 
 # 4. Scenarios.
 export E2E_KIND=1 E2E_NAMESPACE="$NS" E2E_RELEASE="$RELEASE" KUBECTL
