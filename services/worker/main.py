@@ -70,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def serve(application: Any, settings: WorkerSettings) -> int:
+    from channels_fleet.consumer_metrics import instrument_consumers
     from channels_fleet.host import Host
 
+    # channels_fleet_handler_latency_seconds{consumer}: every consumer's dispatch, timed.
+    instrument_consumers()
     host = Host(application, settings)
     try:
         await host.start()
