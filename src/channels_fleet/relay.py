@@ -33,28 +33,19 @@ FULL_RETRY_SECONDS = 2.0
 
 
 def relay_layer(settings: Any, *, connect_capacity: int | None = None) -> Any:
-    """The relay's channel layer (prefix ``fleet``) on ``settings.redis_url``.
+    """The relay's channel layer: prefix ``fleet`` on ``settings.redis_url`` (cluster or single).
 
-    Uses ``channels_fleet.layers.RedisClusterChannelLayer`` when it is installed, else
-    channels_redis on a single Redis (development fallback, not for a cluster).
+    Each process channel holds at most ``relay_capacity`` batches; the work queue
+    ``fleet.connect`` at most ``connect_capacity`` envelopes (ChannelFull beyond: 1013 / 503).
     """
-    capacity = settings.relay_capacity
-    channel_capacity = {wire.CONNECT_CHANNEL: connect_capacity or capacity}
-    try:
-        from channels_fleet.layers import RedisClusterChannelLayer
-    except ImportError:
-        from channels_redis.core import RedisChannelLayer
+    from channels_fleet.layers import RedisClusterChannelLayer
 
-        # redis-py 8 times blocking reads out after 5 s unless told otherwise.
-        hosts = [{"address": url, "socket_timeout": None} for url in settings.redis_url]
-        return RedisChannelLayer(
-            hosts=hosts, prefix="fleet", capacity=capacity, channel_capacity=channel_capacity
-        )
+    capacity = settings.relay_capacity
     return RedisClusterChannelLayer(
         hosts=list(settings.redis_url),
         prefix="fleet",
         capacity=capacity,
-        channel_capacity=channel_capacity,
+        channel_capacity={wire.CONNECT_CHANNEL: connect_capacity or capacity},
     )
 
 
