@@ -246,7 +246,10 @@ class Gateway:
     def _to_owner(self, conn: Conn, event: dict[str, Any]) -> None:
         if conn.owner is not None:
             assert self.relay is not None
-            self.relay.post(conn.owner, [wire.EVENT, conn.id, event])
+            if not self.relay.post(conn.owner, [wire.EVENT, conn.id, event]):
+                logger.warning("%s: relay backlog full; closing", conn.id)
+                METRICS.messages_dropped.labels("buffer_full").inc()
+                self._spawn_end(conn, 1013, tell_owner=True)
             return
         assert conn.held is not None
         conn.held.append(event)
@@ -263,9 +266,9 @@ class Gateway:
         if conn.owner is None or self.relay is None:
             return  # a claim arriving later is answered with GONE (see _on_claim)
         if event is not None:
-            self.relay.post(conn.owner, [wire.EVENT, conn.id, event])
+            self.relay.post(conn.owner, [wire.EVENT, conn.id, event], control=True)
         else:
-            self.relay.post(conn.owner, [wire.GONE, conn.id, code])
+            self.relay.post(conn.owner, [wire.GONE, conn.id, code], control=True)
 
     def _forget(self, conn: Conn) -> None:
         if self.conns.pop(conn.id, None) is not None:
@@ -298,7 +301,7 @@ class Gateway:
         assert self.relay is not None
         if conn is None or conn.owner is not None or conn.finished:
             # Gone (or ended by us) before anyone claimed it: the claimer cleans up.
-            self.relay.post(owner, [wire.GONE, conn_id, 1006])
+            self.relay.post(owner, [wire.GONE, conn_id, 1006], control=True)
             return
         conn.owner = owner
         METRICS.relay_roundtrip.observe(time.monotonic() - conn.sent_at)
@@ -306,8 +309,8 @@ class Gateway:
             conn.timer.cancel()
             conn.timer = None
         held, conn.held = conn.held or [], None
-        for event in held:
-            self.relay.post(owner, [wire.EVENT, conn.id, event])
+        for event in held:  # bounded by pending_limit
+            self.relay.post(owner, [wire.EVENT, conn.id, event], control=True)
 
     async def _write(self, conn: Conn, message: dict[str, Any]) -> None:
         kind = message["type"]

@@ -180,7 +180,7 @@ class Host:
         conn = WConn(envelope["conn"], iface, ws, self.settings.inbound_limit)
         self.conns[conn.id] = conn
         METRICS.owned_connections.set(len(self.conns))
-        self.relay.post(iface, [wire.CLAIM, conn.id, self.relay.channel])
+        self.relay.post(iface, [wire.CLAIM, conn.id, self.relay.channel], control=True)
         if ws:
             conn.queue.put_nowait({"type": "websocket.connect"})
         conn.task = asyncio.create_task(self._run(conn, scope), name=f"conn {conn.id}")
@@ -204,7 +204,7 @@ class Host:
                 self._send(conn, {"type": "http.response.body", "body": b"Server Error\n"})
         finally:
             if not conn.abandoned and self.relay is not None:
-                self.relay.post(conn.iface, [wire.END, conn.id, None])
+                self.relay.post(conn.iface, [wire.END, conn.id, None], control=True)
             self.conns.pop(conn.id, None)
             METRICS.owned_connections.set(len(self.conns))
             self._room.set()
@@ -228,11 +228,20 @@ class Host:
             if not message.get("more_body", False):
                 conn.closed = True
             for part in wire.split_body(message, self.settings.chunk_size):
-                self.relay.post(conn.iface, [wire.SEND, conn.id, part])
+                self._post(conn, part)
             if conn.closed:
                 self._deliver_gone(conn, {"type": "http.disconnect"})
             return
-        self.relay.post(conn.iface, [wire.SEND, conn.id, message])
+        self._post(conn, message)
+
+    def _post(self, conn: WConn, message: dict[str, Any]) -> None:
+        assert self.relay is not None
+        if not self.relay.post(conn.iface, [wire.SEND, conn.id, message]):
+            # Redis is slower than what the apps send: end this connection, buffer nothing.
+            logger.warning("%s: relay backlog full; closing", conn.id)
+            METRICS.messages_dropped.labels("buffer_full").inc()
+            conn.closed = False
+            self._release(conn, 1013)
 
     # -- relay: in -------------------------------------------------------------------------
 
@@ -277,7 +286,7 @@ class Host:
         assert self.relay is not None
         if not conn.closed:
             conn.closed = True
-            self.relay.post(conn.iface, [wire.RELEASE, conn.id, code])
+            self.relay.post(conn.iface, [wire.RELEASE, conn.id, code], control=True)
         self._deliver_gone(conn, self._disconnect(conn, code))
 
     # -- liveness --------------------------------------------------------------------------

@@ -28,6 +28,8 @@ FailHandler = Callable[[str, list[list[Any]]], None]
 
 #: Largest batch payload estimate; bigger batches are split across messages.
 MAX_BATCH_BYTES = 512 * 1024
+#: Most items waiting to be sent by one process (see ``Relay.post``).
+MAX_PENDING = 100_000
 #: How long a send to a full peer channel is retried before its items are given up.
 FULL_RETRY_SECONDS = 2.0
 
@@ -69,6 +71,7 @@ class Relay:
         self._tasks: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
+        self._pending = 0
 
     async def start(self) -> str:
         self.channel = await self.layer.new_channel(self.prefix)
@@ -84,11 +87,20 @@ class Relay:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    def post(self, dest: str, item: list[Any]) -> None:
-        """Queue one item for ``dest``; it goes out with the next batch, in order."""
+    def post(self, dest: str, item: list[Any], *, control: bool = False) -> bool:
+        """Queue one item for ``dest``; it goes out with the next batch, in order.
+
+        Returns False (and queues nothing) when ``MAX_PENDING`` items already wait because
+        Redis is slower than the traffic: the caller ends that connection rather than buffer
+        without bound. ``control`` items (claims, releases, disconnects) are always queued.
+        """
+        if self._pending >= MAX_PENDING and not control:
+            return False
         self._outbox.setdefault(dest, []).append(item)
+        self._pending += 1
         self._idle.clear()
         self._ready.set()
+        return True
 
     async def flushed(self, timeout: float) -> bool:
         """Wait until everything posted so far has been handed to the layer."""
@@ -126,6 +138,7 @@ class Relay:
             await self._ready.wait()
             self._ready.clear()
             outbox, self._outbox = self._outbox, {}
+            self._pending = 0
             await asyncio.gather(*(self._send_all(dest, items) for dest, items in outbox.items()))
             if not self._outbox:
                 self._idle.set()
