@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import signal
 import time
@@ -91,6 +92,22 @@ async def test_worker_kill9__its_sockets_close_1012_within_5s__others_undisturbe
             await sock.send("still here")
             assert await asyncio.wait_for(sock.recv(), 5) == "still here"
             await sock.close()
+
+
+def test_worker_kill9__its_http_request_in_flight_gets_503(fleet: Fleet) -> None:
+    iface = fleet.interface(wait=False)
+    worker = fleet.worker()
+    iface.wait_ready()
+    conn = http.client.HTTPConnection("127.0.0.1", iface.port, timeout=10)
+    conn.request("GET", "/slow/")
+    time.sleep(1)  # claimed and running on the worker
+    worker.popen.kill()
+    started = time.monotonic()
+    resp = conn.getresponse()
+    assert resp.status == 503
+    assert time.monotonic() - started < 5.0
+    assert b"Traceback" not in resp.read()
+    conn.close()
 
 
 async def test_interface_kill9__worker_runs_disconnect_handlers_within_5s(

@@ -15,6 +15,7 @@ from . import consumers  # noqa: E402
 application = ProtocolTypeRouter({
     "http": URLRouter([
         path("stream/", consumers.StreamConsumer.as_asgi()),
+        path("slow/", consumers.SlowConsumer.as_asgi()),
         re_path(r"", django_asgi),
     ]),
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter([

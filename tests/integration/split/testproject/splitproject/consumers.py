@@ -105,6 +105,14 @@ class StreamConsumer(AsyncHttpConsumer):
         await self.send_body(b"done\n")
 
 
+class SlowConsumer(AsyncHttpConsumer):
+    """Answers after 30 s: an HTTP request in flight when its worker dies."""
+
+    async def handle(self, body):
+        await asyncio.sleep(30)
+        await self.send_response(200, b"late")
+
+
 class TaskConsumer(SyncConsumer):
     """A background channel consumer (ChannelNameRouter), as runworker ran."""
 
