@@ -7,6 +7,8 @@ import hashlib
 import http.client
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +30,11 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(fleet_factory: Fleet) -> Iterator[Stack]:
+def stack(fleet_factory: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # A real database for the login test: SQLite file, migrated before the workers start.
+    fleet_factory.env["SPLIT_DB"] = str(tmp_path_factory.mktemp("db") / "split.sqlite3")
+    subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
+                   env=fleet_factory.env, check=True, timeout=120)
     interfaces = [fleet_factory.interface(wait=False) for _ in range(2)]
     workers = [fleet_factory.worker("--channels", "split-tasks", wait=False) for _ in range(2)]
     for proc in interfaces + workers:
@@ -72,6 +78,16 @@ async def test_scope__url_kwargs_auth_user_and_fleet_marker(stack: Stack) -> Non
     assert info["fleet"]["rehomed"] == 0
     assert info["fleet"]["interface"].startswith("fleet.iface.")
     assert info["worker"] in {w.pid for w in stack.workers}
+
+
+async def test_auth_middleware__session_and_user_from_relayed_cookies(stack: Stack) -> None:
+    conn, resp = http_request(stack.interfaces[0], "GET", "/login/?name=carol")
+    assert resp.status == 200
+    cookie = resp.getheader("set-cookie").split(";", 1)[0]
+    conn.close()
+    # Log in through one interface, connect through the other: the worker reads the cookie.
+    async with ws(stack.interfaces[1], "/ws/echo/c/", additional_headers={"Cookie": cookie}) as s:
+        assert (await whoami(s))["user"] == "carol"
 
 
 async def test_sync_consumer(stack: Stack) -> None:

@@ -11,7 +11,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "channels",
 ]
-MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware"]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
 ROOT_URLCONF = "splitproject.urls"
 DATABASES = {
     "default": {

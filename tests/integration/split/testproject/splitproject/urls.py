@@ -19,4 +19,18 @@ def stream(request):
     return StreamingHttpResponse(f"line {i}\n".encode() for i in range(5))
 
 
-urlpatterns = [path("hello/", hello), path("upload/", upload), path("djstream/", stream)]
+def login_as(request):
+    """Log in as ``?name=`` (created on first use): sets the session cookie."""
+    from django.contrib.auth import get_user_model, login
+
+    user, _ = get_user_model().objects.get_or_create(username=request.GET["name"])
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    return HttpResponse(f"logged in as {user.username}")
+
+
+urlpatterns = [
+    path("login/", login_as),
+    path("hello/", hello),
+    path("upload/", upload),
+    path("djstream/", stream),
+]
