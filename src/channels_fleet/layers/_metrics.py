@@ -42,3 +42,8 @@ def channel_full(operation: str, amount: int = 1) -> None:
 def expired(amount: int) -> None:
     if amount:
         _inc("messages_expired", amount)
+
+
+def dropped(reason: str, amount: int = 1) -> None:
+    if amount:
+        _inc("messages_dropped", amount, reason=reason)

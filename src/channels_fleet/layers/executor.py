@@ -148,6 +148,9 @@ class Executor:
             except rx.MovedError as exc:
                 _metrics.retry(exc)
                 self.router.set_slot(exc.slot_id, exc.host, exc.port)
+                if time.monotonic() > deadline:
+                    _metrics.error(exc)
+                    raise self._unavailable(node, exc) from exc
             except rx.AskError as exc:
                 _metrics.retry(exc)
                 ask = self.router.node_at(exc.host, exc.port)

@@ -202,7 +202,7 @@ class Receiver:
         if len(buffer) >= self.capacity_of(channel):
             buffer.popleft()
             self.dropped_full += 1
-            _metrics.channel_full("send")
+            _metrics.dropped("buffer_full")
             logger.info("local buffer of %s full: dropped its oldest message", channel)
         buffer.append((expires, body))
 
