@@ -63,7 +63,7 @@ class Proc:
         except OSError:
             return False
 
-    def wait_ready(self, timeout: float = 30) -> Proc:
+    def wait_ready(self, timeout: float = 60) -> Proc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:
