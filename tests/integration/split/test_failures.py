@@ -176,3 +176,15 @@ async def test_worker_sigstop__declared_dead_then_abandons_its_connections_on_wa
     assert sorted(wait_records(redis, room, 3, 5)) == sorted(f"c{i}:1006" for i in range(3))
     async with ws(iface, "/ws/echo/again/") as sock:
         assert await owner_pid(sock) == worker.pid
+
+
+async def test_worker_concurrency__a_full_worker_takes_no_new_connection(fleet: Fleet) -> None:
+    iface = fleet.interface(wait=False, CHANNELS_FLEET_CLAIM_TIMEOUT="2")
+    worker = fleet.worker("--concurrency", "1")
+    iface.wait_ready()
+    async with ws(iface, "/ws/echo/first/") as first:
+        assert await owner_pid(first) == worker.pid
+        async with ws(iface, "/ws/echo/second/") as second:
+            assert await closed_code(second, 6) == 1013  # nobody with room claimed it
+    async with ws(iface, "/ws/echo/third/") as third:  # room again once the first ended
+        assert await owner_pid(third) == worker.pid
