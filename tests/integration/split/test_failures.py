@@ -188,3 +188,19 @@ async def test_worker_concurrency__a_full_worker_takes_no_new_connection(fleet: 
             assert await closed_code(second, 6) == 1013  # nobody with room claimed it
     async with ws(iface, "/ws/echo/third/") as third:  # room again once the first ended
         assert await owner_pid(third) == worker.pid
+
+
+async def test_client_not_reading__disconnected_not_buffered(
+    fleet: Fleet, redis: RedisCluster
+) -> None:
+    iface = fleet.interface(wait=False, CHANNELS_FLEET_SEND_BUFFER="262144")
+    fleet.worker()
+    iface.wait_ready()
+    tag = f"flood{time.monotonic_ns()}"
+    sock = await connect(f"{iface.url}/ws/flood/?{tag}", origin=iface.origin, max_queue=4)
+    await sock.send("go")  # and never read: the app's 32 MB must not pile up on the interface
+    records = wait_records(redis, tag, 1, 15)
+    assert records == ["1006"]
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await asyncio.wait_for(sock.recv(), 5)

@@ -96,6 +96,23 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await asyncio.to_thread(record, f"split:disconnects:{self.room}", f"{self.tag}:{code}")
 
 
+class FloodConsumer(AsyncWebsocketConsumer):
+    """On any message, sends 32 MB in 64 KB frames as fast as it can."""
+
+    async def connect(self):
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        chunk = b"x" * 65536
+        for _ in range(512):
+            await self.send(bytes_data=chunk)
+            await asyncio.sleep(0)
+
+    async def disconnect(self, code):
+        await asyncio.to_thread(record, f"split:disconnects:{self.scope['query_string'].decode()}",
+                                str(code))
+
+
 class StreamConsumer(AsyncHttpConsumer):
     async def handle(self, body):
         await self.send_headers(headers=[(b"content-type", b"text/plain")])
