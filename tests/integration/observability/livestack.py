@@ -1,12 +1,9 @@
-"""The local stack the live dashboard test scrapes: real interface, worker and web processes.
+"""The local stack the live dashboard tests scrape: real interface, worker and web processes.
 
 Each service is started the way it runs in a pod (``python -m channels_fleet.cli ...``), on the
-real Redis Cluster, with its probes/metrics on a port of its own. Where the services do not yet
-do an observability step themselves, the step is added here explicitly and reported (``gaps``):
-
-- workers: ``instrument_consumers()`` applied before the worker's own ``main`` (handler latency);
-- queue metrics: the standalone exporter ``python -m channels_fleet.queue_metrics``;
-- web tier: gunicorn with ``channels_fleet.web_metrics`` hooks (multiprocess mode).
+real Redis Cluster, with its probes/metrics on a port of its own. Nothing is added around them:
+the queue collector, handler timing and the web tier's multiprocess mode are the services' own,
+so a service that stops exporting something fails the dashboard test.
 """
 
 from __future__ import annotations
@@ -32,26 +29,6 @@ WEBAPP = HERE / "webapp"
 
 def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
-def _source(*parts: str) -> str:
-    path = ROOT.joinpath(*parts)
-    return path.read_text() if path.exists() else ""
-
-
-def workers_instrument_consumers() -> bool:
-    return "instrument_consumers" in (
-        _source("services", "worker", "main.py") + _source("src", "channels_fleet", "host.py"))
-
-
-def services_collect_queue_metrics() -> bool:
-    return "QueueCollector" in (
-        _source("services", "worker", "main.py") + _source("services", "interface", "main.py")
-        + _source("services", "_common.py") + _source("src", "channels_fleet", "host.py"))
-
-
-def web_uses_multiprocess() -> bool:
-    return "setup_multiprocess" in _source("services", "web", "main.py")
 
 
 @dataclass
@@ -84,7 +61,6 @@ class LiveStack:
     redis_urls: list[str]
     workdir: Path
     services: list[Service] = field(default_factory=list)
-    gaps: list[str] = field(default_factory=list)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {
@@ -120,53 +96,15 @@ class LiveStack:
                                   "--port", str(port)], port=port, **env)
 
     def worker(self, name: str, *options: str) -> Service:
-        if workers_instrument_consumers():
-            args = [sys.executable, "-m", "channels_fleet.cli", "worker", APP, *options]
-        else:
-            self._gap("workers: instrument_consumers() applied by the test before the "
-                      "worker's main (services/worker does not call it yet)")
-            args = [sys.executable, "-c",
-                    "import sys\n"
-                    "from channels_fleet.consumer_metrics import instrument_consumers\n"
-                    "instrument_consumers()\n"
-                    "from channels_fleet.cli import main\n"
-                    f"sys.exit(main(['worker', {APP!r}, *{list(options)!r}]))\n"]
-        return self._start(name, args)
-
-    def queue_exporter(self, interval: float = 5.0) -> Service | None:
-        if services_collect_queue_metrics():
-            return None
-        self._gap("queue metrics: standalone exporter (python -m channels_fleet.queue_metrics); "
-                  "interfaces/workers do not run QueueCollector yet")
-        return self._start("queue-exporter",
-                           [sys.executable, "-m", "channels_fleet.queue_metrics",
-                            "--interval", str(interval)])
+        return self._start(name, [sys.executable, "-m", "channels_fleet.cli", "worker", APP,
+                                  *options])
 
     def web(self, name: str) -> Service:
+        """``channels-fleet web`` (2 gunicorn workers) serving a tiny WSGI app."""
         (port,) = free_ports(1)
-        if web_uses_multiprocess():
-            # The service wraps the app with instrument_wsgi itself: give it the bare one.
-            wrapped = "instrument_wsgi" in (ROOT / "services" / "web" / "main.py").read_text()
-            app = "fleetweb_app:raw" if wrapped else "fleetweb_app:application"
-            args = [sys.executable, "-m", "channels_fleet.cli", "web", app,
-                    "--port", str(port), "--workers", "2"]
-            return self._start(name, args, port=port)
-        self._gap("web: gunicorn with channels_fleet.web_metrics hooks "
-                  "(services/web does not use multiprocess mode yet)")
-        (metrics_port,) = free_ports(1)
-        service = self._start(
-            name,
-            [sys.executable, "-m", "gunicorn", "-c", str(WEBAPP / "fleetweb_gunicorn.py"),
-             "fleetweb_app:application"],
-            port=port, FLEETWEB_PORT=str(port), FLEETWEB_METRICS_PORT=str(metrics_port),
-            FLEETWEB_PROM_DIR=str(self.workdir / f"{name}-prom"),
-        )
-        service.metrics_port = metrics_port
-        return service
-
-    def _gap(self, text: str) -> None:
-        if text not in self.gaps:
-            self.gaps.append(text)
+        return self._start(name, [sys.executable, "-m", "channels_fleet.cli", "web",
+                                  "fleetweb_app:raw", "--port", str(port), "--workers", "2"],
+                           port=port)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

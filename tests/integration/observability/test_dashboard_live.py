@@ -157,7 +157,6 @@ def live(redis_cluster: LocalRedis, tmp_path: Path):
         iface = stack.interface("interface-0")
         stack.worker("worker-0")
         stack.worker("worker-1")
-        stack.queue_exporter()
         web = stack.web("web-0")
         stack.wait_ready()
         targets = [Target(f"127.0.0.1:{s.metrics_port}", {"pod": s.name, "namespace": NAMESPACE})
@@ -196,7 +195,6 @@ async def test_dashboard_queries_return_data__local_stack(live, capsys) -> None:
         f"{title} [{ref}]: {n} series, max {peak!r}" for title, ref, n, peak, _ in rows)
     with capsys.disabled():
         print(f"\n--- dashboard queries on the live stack (load {load.counts}) ---\n{report}")
-        print("gaps filled by the test: " + ("; ".join(stack.gaps) or "none"))
     empty = [f"{title} [{ref}]: {expr}" for title, ref, n, _, expr in rows if n == 0]
     assert not empty, "panels without data:\n" + "\n".join(empty)
     flat = [f"{title} [{ref}] max={peak}" for title, ref, _, peak, _ in rows
@@ -219,7 +217,6 @@ def backlog_stack(redis_cluster: LocalRedis, tmp_path: Path):
     try:
         iface = stack.interface("interface-0", CHANNELS_FLEET_CLAIM_TIMEOUT="30")
         stack.worker("worker-0", "--concurrency", "2")
-        stack.queue_exporter(interval=1.0)
         stack.wait_ready()
         targets = [Target(f"127.0.0.1:{s.metrics_port}", {"pod": s.name, "namespace": NAMESPACE})
                    for s in stack.services]
