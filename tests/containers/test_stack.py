@@ -19,6 +19,10 @@ from channels_fleet.devcluster import LocalRedis, free_ports
 
 pytestmark = [pytest.mark.usefixtures("images"), pytest.mark.cluster, pytest.mark.slow]
 
+# Services drain within CHANNELS_FLEET_DRAIN_TIMEOUT=10 s here; podman stop waits 30 s before
+# SIGKILL. Under that, and exit code 0, means SIGTERM went through tini to the service.
+STOP_LIMIT = 20
+
 
 class Stack:
     """An interface and a chat worker container (and a web one on demand), removed at teardown."""
@@ -112,8 +116,9 @@ async def test_sigterm_drains_the_interface_through_tini(stack: Stack) -> None:
     stopped = await asyncio.to_thread(stack["interface"].stop, 30)
     assert await asyncio.gather(*codes) == [1001, 1001, 1001]
     assert stack["interface"].exit_code() == 0
-    assert stopped < 10, f"stop took {stopped:.1f}s: SIGTERM did not reach the service"
-    assert "drained: 3 WebSockets closed with 1001" in stack["interface"].logs()
+    logs = stack["interface"].logs()
+    assert stopped < STOP_LIMIT, f"stop took {stopped:.1f}s:\n{logs[-3000:]}"
+    assert "drained: 3 WebSockets closed with 1001" in logs
 
 
 async def test_sigterm_drains_the_worker_through_tini(stack: Stack) -> None:
@@ -123,8 +128,9 @@ async def test_sigterm_drains_the_worker_through_tini(stack: Stack) -> None:
     stopped = await asyncio.to_thread(stack["worker"].stop, 30)
     assert await code == 1012
     assert stack["worker"].exit_code() == 0
-    assert stopped < 10, f"stop took {stopped:.1f}s: SIGTERM did not reach the service"
-    assert "drained: 1 sockets released with 1012" in stack["worker"].logs()
+    logs = stack["worker"].logs()
+    assert stopped < STOP_LIMIT, f"stop took {stopped:.1f}s:\n{logs[-3000:]}"
+    assert "drained: 1 sockets released with 1012" in logs
 
 
 def test_web_container_serves_the_project_and_stops_cleanly(redis_cluster: LocalRedis) -> None:
@@ -140,7 +146,7 @@ def test_web_container_serves_the_project_and_stops_cleanly(redis_cluster: Local
         # gunicorn under tini: SIGTERM stops the master, its workers and the probe process.
         t0 = time.monotonic()
         stack["web"].stop(30)
-        assert time.monotonic() - t0 < 20
+        assert time.monotonic() - t0 < STOP_LIMIT
         assert stack["web"].exit_code() == 0
     finally:
         stack.remove()
