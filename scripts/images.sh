@@ -149,6 +149,11 @@ cmd_images() {
     --format '{{.Repository}}:{{.Tag}}\t{{.Size}}'
 }
 
+# One build at a time per checkout: two test runs must not rewrite the wheelhouse under each other.
+mkdir -p .run
+exec 9>.run/images.lock
+flock 9
+
 case "${1:-images}" in
   base) cmd_base ;;
   wheels) cmd_wheels ;;

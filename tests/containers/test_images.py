@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 from fleet_podman import HARDENED, IMAGES, LIMITS, ROOT, UID, podman, run
@@ -79,7 +80,7 @@ print(os.path.exists("/app"), importlib.util.find_spec("chat_project") is not No
 
 def test_sigterm_reaches_the_service_through_tini() -> None:
     """`podman stop` sends SIGTERM to PID 1 (tini), which must forward it to the child."""
-    name = "fleet-test-sigterm"
+    name = f"fleet-test-sigterm-{uuid.uuid4().hex[:10]}"
     podman("rm", "--force", "--time", "0", name, check=False)
     code = ("import signal, sys, time\n"
             "signal.signal(signal.SIGTERM, lambda *_: sys.exit(42))\n"
