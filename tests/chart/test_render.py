@@ -361,3 +361,15 @@ def test_helm_test_script_fails_when_a_component_is_not_ready(status):
         server.server_close()
     print(proc.stdout.strip())
     assert proc.returncode == (0 if status == 200 else 1), proc.stdout + proc.stderr
+
+
+def test_keda_on_a_single_redis_uses_the_plain_redis_scaler():
+    from .test_kubernetes_schemas import validate_crds
+
+    docs = render(KEDA, sets=("worker.autoscaling.keda.cluster=false",), crds=True)
+    so = one(docs, "ScaledObject", "fleet-channels-fleet-worker")
+    assert validate_crds([so])[0]["status"] == "valid"
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["type"] == "redis"
+    assert trigger["metadata"]["address"] == "redis-cluster-0.redis-cluster-headless:6379"
+    assert trigger["metadata"]["listName"] == "fleet:q:{fleet.connect}"
