@@ -165,6 +165,11 @@ class Sender:
             self._schedule(queue)
 
     def _run_slow(self, calls: list[Call]) -> None:
+        if self._closed:  # close_pools() aborted the connections under this flush
+            for _, chunk in calls:
+                for item in [chunk] if isinstance(chunk, Pop) else chunk:
+                    item.future.cancel()
+            return
         self._slow_calls.extend(calls)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._slow())
