@@ -115,8 +115,11 @@ class NodeClient:
                 results.append(exc)
         return results
 
-    async def blocking(self, block: float, *args: Any) -> Any:
-        """Run a blocking command on a connection of its own (reused once it answered)."""
+    async def blocking(self, block: float, *args: Any, asking: bool = False) -> Any:
+        """Run a blocking command on a connection of its own (reused once it answered).
+
+        ``asking`` sends ``ASKING`` first on that same connection (a slot being migrated).
+        """
         conn = None
         while self._idle_blocking and conn is None:
             candidate = self._idle_blocking.pop()
@@ -125,6 +128,8 @@ class NodeClient:
             conn = await self._open()
         self._busy_blocking.add(conn)
         try:
+            if asking:  # its +OK is read before the reply below; an error shows there too
+                conn.command("ASKING").add_done_callback(_retrieve)
             reply = await conn.command(*args, timeout=block + (self.socket_timeout or 5.0))
         except BaseException:
             conn.close()  # a reply may still be in flight: never reuse this connection
@@ -143,6 +148,11 @@ class NodeClient:
 
     def __repr__(self) -> str:
         return f"NodeClient({self.address})"
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # mark it retrieved: the command after it reports the failure
 
 
 def parse_info(raw: bytes) -> dict[str, str]:

@@ -142,9 +142,7 @@ class Executor:
         while True:
             node = ask or self.router.node_for(key)
             try:
-                if ask is not None:
-                    return (await node.pipeline([("ASKING",), args]))[1]
-                return await node.blocking(block, *args)
+                return await node.blocking(block, *args, asking=ask is not None)
             except rx.MovedError as exc:
                 _metrics.retry(exc)
                 self.router.set_slot(exc.slot_id, exc.host, exc.port)

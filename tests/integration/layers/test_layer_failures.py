@@ -168,3 +168,34 @@ def _wait_replicas_linked(cluster: LocalRedis, timeout: float = 30) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("replicas did not finish their first sync")
+
+
+async def test_cluster__slot_being_migrated_follows_ask(redis_cluster: LocalRedis):
+    """A slot in migration answers ASK for keys it no longer has: sends and receives follow."""
+    layer = RedisClusterChannelLayer(hosts=redis_cluster.urls[:1], prefix="asktest")
+    await layer.send("ask.warmup", {})
+    await layer.receive("ask.warmup")
+    state = next(iter(layer._states.values()))
+    key = channel_key("asktest", "ask.target")
+    slot = slot_of(key)
+    source = state.router.node_for(key)
+    target = next(n for n in state.router.primaries() if n is not source)
+    source_port, target_port = (int(n.address.rpartition(":")[2]) for n in (source, target))
+    source_id = _cli(source_port, "cluster", "myid").strip()
+    target_id = _cli(target_port, "cluster", "myid").strip()
+    try:
+        importing = _cli(target_port, "cluster", "setslot", str(slot), "importing", source_id)
+        migrating = _cli(source_port, "cluster", "setslot", str(slot), "migrating", target_id)
+        assert (importing.strip(), migrating.strip()) == ("OK", "OK")
+        # the key does not exist on the source: the source answers ASK, the target serves it
+        await layer.send("ask.target", {"n": 1})
+        await layer.send("ask.target", {"n": 2})
+        assert await asyncio.wait_for(layer.receive("ask.target"), 10) == {"n": 1}
+        assert await asyncio.wait_for(layer.receive("ask.target"), 10) == {"n": 2}
+        # the messages went through the target: the source still redirects for the key
+        assert _cli(source_port, "exists", key).startswith("ASK")
+    finally:
+        for port in (source_port, target_port):
+            _cli(port, "cluster", "setslot", str(slot), "stable")
+        await layer.flush()
+        await layer.close_pools()
