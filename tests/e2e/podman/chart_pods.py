@@ -67,6 +67,7 @@ class Pod:
     container: dict[str, Any]
     grace: int
     started: float = field(default_factory=time.monotonic)
+    exit_code: int | None = None  # after stop(): 137 means the grace period ran out (SIGKILL)
 
     def url(self, port_name: str) -> str:
         return f"http://127.0.0.1:{self.ports[port_name]}"
@@ -93,6 +94,8 @@ class Pod:
                           timeout=self.grace + 5)
             assert done.returncode == 0, f"preStop {hook['command']} failed: {done.stderr}"
         podman("stop", "-t", str(self.grace), self.name, check=False, timeout=self.grace + 30)
+        out = podman("inspect", "--format", "{{.State.ExitCode}}", self.name, check=False)
+        self.exit_code = int(out.stdout.strip() or -1)
 
     def remove(self) -> None:
         podman("rm", "-f", "-t", "0", self.name, check=False)
@@ -110,6 +113,7 @@ class PodRunner:
             for d in docs if d["kind"] == "Deployment"
         }
         self.pods: list[Pod] = []
+        self.stopped: list[Pod] = []
 
     def _secret(self, name: str, key: str) -> str:
         data = self.secrets[name].get("data", {})
@@ -181,6 +185,7 @@ class PodRunner:
         self.pods.remove(pod)
         pod.stop()
         pod.remove()
+        self.stopped.append(pod)
 
     def remove_all(self) -> None:
         for pod in self.pods:

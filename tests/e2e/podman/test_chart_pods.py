@@ -198,3 +198,30 @@ async def test_chart_pods__every_scenario(stack):
         t0 = time.perf_counter()
         result = await scenario(stack)
         print(f"{scenario.__name__}: {result} ({time.perf_counter() - t0:.1f} s)")
+    # Every pod stopped on the way (scale-in, worker loss, rollout) drained within its grace
+    # period: none needed SIGKILL.
+    stopped = [p for p in stack.runner.stopped if p.exit_code is not None]
+    assert stopped and all(p.exit_code != 137 for p in stopped), [
+        (p.name, p.exit_code) for p in stopped]
+    print("stopped pods and exit codes:", sorted({p.exit_code for p in stopped}), len(stopped))
+
+
+async def test_chart_web_pod__serves_django_pages_and_metrics(redis_for_pods):
+    """The web Deployment's pod: gunicorn on the read-only root, multiprocess metrics in its
+    in-memory emptyDir, a Django page on the http port."""
+    from chart.helm import render
+
+    gateway, port = redis_for_pods
+    docs = render(KIND_VALUES, sets=(f"redis.url=redis://redis:{port}/0",))
+    runner = PodRunner(docs, hosts={"redis": gateway})
+    try:
+        pod = await asyncio.to_thread(runner.wait_ready, await asyncio.to_thread(runner.start,
+                                                                                 "web"))
+        page = await asyncio.to_thread(_get, f"{pod.url('http')}/")
+        assert "<html" in page.lower()
+        metrics = await asyncio.to_thread(_get, f"{pod.url('metrics')}/metrics")
+        assert "channels_fleet_" in metrics
+        await asyncio.to_thread(runner.stop, pod)  # preStop, SIGTERM: gunicorn exits in grace
+        assert pod.exit_code == 0, f"web pod exited {pod.exit_code} after SIGTERM"
+    finally:
+        await asyncio.to_thread(runner.remove_all)
