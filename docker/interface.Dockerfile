@@ -33,6 +33,11 @@ RUN command -v tini >/dev/null || { apt-get update && apt-get install -y --no-in
       && rm -rf /var/lib/apt/lists/*; } \
  && useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin fleet
+ARG VERSION=dev
+LABEL org.opencontainers.image.title="channels-fleet-interface" \
+      org.opencontainers.image.description="Daphne + the channels-fleet gateway: holds HTTP and WebSocket connections, runs no project code" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="BSD-3-Clause"
 ARG SITE=/opt/venv/lib/python3.11/site-packages
 COPY --from=venv /opt/venv /opt/venv
 COPY --from=app /opt/app/site/ ${SITE}/

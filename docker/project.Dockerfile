@@ -37,6 +37,11 @@ RUN command -v tini >/dev/null || { apt-get update && apt-get install -y --no-in
  && useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin fleet \
  && mkdir -p /app
+ARG VERSION=dev
+LABEL org.opencontainers.image.title="channels-fleet-project" \
+      org.opencontainers.image.description="Base image for a Django Channels project run as channels-fleet worker and web" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="BSD-3-Clause"
 ARG SITE=/opt/venv/lib/python3.11/site-packages
 COPY --from=venv /opt/venv /opt/venv
 COPY --from=app /opt/app/site/ ${SITE}/

@@ -14,6 +14,7 @@ BASE=${BASE:-localhost/channels-fleet-base:bookworm}
 TAG=${TAG:-latest}
 PY=${PY:-.venv/bin/python}
 WHEELS=.run/wheels
+VERSION=$("$PY" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 # This sandbox refuses podman's default rlimits (and crun); these are accepted.
 PODMAN=(podman --runtime runc)
 LIMITS=(--ulimit nproc=4096:4096 --ulimit nofile=4096:4096)
@@ -126,11 +127,14 @@ build() {  # build FILE IMAGE FROM_IMAGE "PATHS" [extra podman build args]
   if [ "$("${PODMAN[@]}" image inspect --format '{{index .Labels "channels-fleet.inputs"}}' \
           "$image" 2>/dev/null)" = "$digest" ]; then
     log "$image is up to date"
-    return
+  else
+    "${PODMAN[@]}" build --quiet --layers "${LIMITS[@]}" --build-arg "BASE=$BASE" \
+      --build-arg "VERSION=$VERSION" --label "channels-fleet.inputs=$digest" \
+      -f "docker/$file" -t "$image" "$@" . >/dev/null
+    log "$image built in $((SECONDS - t0)) s"
   fi
-  "${PODMAN[@]}" build --quiet --layers "${LIMITS[@]}" --build-arg "BASE=$BASE" \
-    --label "channels-fleet.inputs=$digest" -f "docker/$file" -t "$image" "$@" . >/dev/null
-  log "$image built in $((SECONDS - t0)) s"
+  # Also tagged with the package version: the chart's default tag is its appVersion.
+  "${PODMAN[@]}" tag "$image" "${image%:*}:$VERSION"
 }
 
 cmd_images() {
