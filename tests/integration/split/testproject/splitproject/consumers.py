@@ -86,6 +86,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self.accept()
 
     async def receive(self, text_data=None, bytes_data=None):
+        if text_data == "whoami":
+            await self.send(json.dumps({"worker": os.getpid()}))
+            return
         await self.channel_layer.group_send(self.room, {"type": "room.message", "text": text_data})
 
     async def room_message(self, event):
