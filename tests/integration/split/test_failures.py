@@ -141,6 +141,20 @@ async def test_worker_sigterm__sockets_closed_1012_and_disconnect_handlers_ran(
     assert worker.popen.wait(timeout=8) == 0
 
 
+def test_worker_sigterm__http_request_in_flight_finishes(fleet: Fleet) -> None:
+    iface = fleet.interface(wait=False)
+    worker = fleet.worker()
+    iface.wait_ready()
+    conn = http.client.HTTPConnection("127.0.0.1", iface.port, timeout=10)
+    conn.request("GET", "/slow/?2")
+    time.sleep(0.5)
+    worker.signal(signal.SIGTERM)
+    resp = conn.getresponse()
+    assert (resp.status, resp.read()) == (200, b"late")
+    conn.close()
+    assert worker.popen.wait(timeout=8) == 0
+
+
 async def test_interface_sigterm__sockets_closed_1001_and_owners_told(
     fleet: Fleet, redis: RedisCluster
 ) -> None:

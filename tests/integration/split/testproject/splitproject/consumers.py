@@ -129,7 +129,7 @@ class SlowConsumer(AsyncHttpConsumer):
     """Answers after 30 s: an HTTP request in flight when its worker dies."""
 
     async def handle(self, body):
-        await asyncio.sleep(30)
+        await asyncio.sleep(float(self.scope["query_string"].decode() or 30))
         await self.send_response(200, b"late")
 
 
