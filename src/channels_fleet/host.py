@@ -103,9 +103,10 @@ class Host:
         deadline = loop.time() + timeout
         self.draining = True
         METRICS.draining.set(1)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # 0. Take no more connections (background channels keep going until the end).
+        take = self._tasks[0]
+        take.cancel()
+        await asyncio.gather(take, return_exceptions=True)
         # 1. Hand every WebSocket back (issue 9 re-homes here; today: close 1012).
         released = 0
         for conn in list(self.conns.values()):
