@@ -293,11 +293,6 @@ class Router:
             return [self._single]
         return list(dict.fromkeys(self._slots))
 
-    def describe(self, key: str | None = None) -> str:
-        if key is not None and (self._single is not None or self._slots):
-            return self.node_for(key).address
-        return self.host_names
-
     async def close(self) -> None:
         nodes, self._nodes = list(self._nodes.values()), {}
         self._slots, self._single = [], None

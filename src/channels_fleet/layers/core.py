@@ -27,7 +27,7 @@ from ..exceptions import LayerConfigError, LayerUnavailable
 from . import _metrics
 from .connection import Router, decode_hosts
 from .executor import Executor
-from .keys import channel_key, group_key, is_process_local, pack_element
+from .keys import channel_key, group_key, pack_element
 from .receiver import Receiver
 from .scripts import GROUP_ADD, GROUP_MEMBERS
 from .sender import Sender
@@ -292,4 +292,4 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-__all__ = ["RedisClusterChannelLayer", "is_process_local"]
+__all__ = ["RedisClusterChannelLayer"]
