@@ -56,9 +56,11 @@ def unusable_reason() -> str | None:
 
 
 def run(image: str, *args: str, entrypoint: str | None = None, env: dict | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess:
+        user: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """Run a hardened container to completion and return what it printed."""
     opts = [*LIMITS, *HARDENED, "--rm", "--network", "none"]
+    if user is not None:
+        opts += ["--user", user]
     if entrypoint is not None:
         opts += ["--entrypoint", entrypoint]
     for key, value in (env or {}).items():

@@ -68,6 +68,19 @@ def test_no_compiler_and_no_pip_in_interface() -> None:
     assert out.stdout.strip() == ""
 
 
+@pytest.mark.skipif(not (ROOT / "examples/chat/manage.py").exists(), reason="no examples/chat")
+def test_project_loads_under_an_arbitrary_uid() -> None:
+    """Platforms that pick the UID (OpenShift: random UID, GID 0) run the images unchanged."""
+    out = run(IMAGES["chat"], """
+import os, django
+django.setup()
+import chat_project.asgi, chat_project.wsgi
+print(os.getuid(), os.getgid())
+""", entrypoint=PY, user="123456:0")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["123456", "0"]
+
+
 def test_interface_image_has_no_project_code() -> None:
     found = python(IMAGES["interface"], """
 import importlib.util, os
