@@ -122,7 +122,8 @@ class Service:
         return time.monotonic() - t0
 
     def remove(self) -> None:
-        podman("rm", "--force", "--time", "0", self.name, check=False)
+        """Stop (drain: its sockets and heartbeat leave the shared Redis cleanly), then remove."""
+        podman("rm", "--force", "--time", "5", self.name, timeout=60, check=False)
 
 
 def http_get(port: int, path: str, timeout: float = 5) -> tuple[int, str]:
