@@ -113,6 +113,8 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=20_000, help="messages per throughput run")
     parser.add_argument("--rounds", type=int, default=2000, help="send+receive round trips")
     parser.add_argument("--repeats", type=int, default=5, help="group_send repeats")
+    parser.add_argument("--cluster-rounds", type=int, default=3,
+                        help="alternating single/cluster 16-pair runs (median of each)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-layer-") as tmp:
@@ -141,8 +143,12 @@ def main() -> int:
 
             both = asyncio.run(measure({"peer": peer(), "ours": ours()}, args))
             p, o = both["peer"], both["ours"]
-            s16 = asyncio.run(measure_t16(ours, args))
-            c16 = asyncio.run(measure_t16(ours_cluster, args))
+            # Single and cluster alternate, median of each: the machine's load drifts.
+            singles, clusters = [], []
+            for _ in range(args.cluster_rounds):
+                singles.append(asyncio.run(measure_t16(ours, args)))
+                clusters.append(asyncio.run(measure_t16(ours_cluster, args)))
+            s16, c16 = statistics.median(singles), statistics.median(clusters)
         finally:
             single.stop()
             cluster.stop()
