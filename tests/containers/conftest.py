@@ -24,3 +24,12 @@ def images() -> None:
         env={**os.environ, "PY": sys.executable},
     )
     assert out.returncode == 0, f"image build failed:\n{out.stdout}\n{out.stderr}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    stack = sys.modules.get("test_stack")
+    times = getattr(stack, "START_TIMES", None)
+    if times:
+        terminalreporter.write_line("container start, podman run -> /readyz 200: " + ", ".join(
+            f"{name} {min(t):.1f}-{max(t):.1f}s" for name, t in sorted(times.items())
+        ))

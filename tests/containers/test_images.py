@@ -10,7 +10,9 @@ import uuid
 import pytest
 from fleet_podman import HARDENED, IMAGES, LIMITS, ROOT, UID, podman, run
 
-pytestmark = pytest.mark.usefixtures("images")
+# The first test also waits for the session's (incremental) image build; every step inside a
+# test has its own short timeout.
+pytestmark = [pytest.mark.usefixtures("images"), pytest.mark.timeout(600)]
 
 PY = '["tini", "--", "python3", "-c"]'
 ALL = [

@@ -17,11 +17,19 @@ from fleet_podman import IMAGES, Service, http_get
 
 from channels_fleet.devcluster import LocalRedis, free_ports
 
-pytestmark = [pytest.mark.usefixtures("images"), pytest.mark.cluster, pytest.mark.slow]
+# The first test also waits for the session's (incremental) image build; every step inside a
+# test has its own short timeout.
+pytestmark = [
+    pytest.mark.usefixtures("images"), pytest.mark.cluster, pytest.mark.slow,
+    pytest.mark.timeout(600),
+]
 
 # Services drain within CHANNELS_FLEET_DRAIN_TIMEOUT=10 s here; podman stop waits 30 s before
 # SIGKILL. Under that, and exit code 0, means SIGTERM went through tini to the service.
 STOP_LIMIT = 20
+
+# Seconds from `podman run` to /readyz 200, per service; printed at the end of the session.
+START_TIMES: dict[str, list[float]] = {}
 
 
 class Stack:
@@ -48,6 +56,7 @@ class Stack:
             ).start()
         for name in names:
             self.started_in[name] = self.services[name].wait_ready(self.metrics[name])
+            START_TIMES.setdefault(name, []).append(self.started_in[name])
         return self
 
     def __getitem__(self, name: str) -> Service:
