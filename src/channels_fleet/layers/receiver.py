@@ -106,7 +106,9 @@ class Receiver:
 
     def _forget(self, key: str, channel: str, future: asyncio.Future[bytes]) -> None:
         channels = self.waiting.get(key)
-        if channels is None:
+        if not channels:
+            if channels is not None:
+                del self.waiting[key]
             return
         waiters = channels.get(channel)
         if waiters is not None:
@@ -184,6 +186,8 @@ class Receiver:
                 waiters = channels.get(channel)
                 while waiters:
                     future = waiters.popleft()
+                    if not waiters:
+                        del channels[channel]  # so the served receiver has nothing to forget
                     if not future.done():
                         future.set_result(body)
                         served += 1
