@@ -14,8 +14,10 @@ from collections.abc import Iterator
 import pytest
 import websockets
 from fleet_podman import IMAGES, Service, http_get
+from redis.asyncio.cluster import RedisCluster
 
 from channels_fleet.devcluster import LocalRedis, free_ports
+from channels_fleet.layers.keys import group_key
 
 # The first test also waits for the session's (incremental) image build; every step inside a
 # test has its own short timeout.
@@ -118,9 +120,20 @@ async def test_chat_through_interface_and_worker_containers(stack: Stack) -> Non
         await ws.close()
 
 
+async def group_size(stack: Stack, room: str) -> int:
+    """Members of the chat room's group in Redis (the layer's ZSET, prefix ``chat``)."""
+    client = RedisCluster.from_url(stack.env["CHANNELS_FLEET_REDIS_URL"].split(",")[0])
+    try:
+        return await client.zcard(group_key("chat", f"chat_{room}"))
+    finally:
+        await client.aclose()
+
+
 async def test_sigterm_drains_the_interface_through_tini(stack: Stack) -> None:
-    """`podman stop` signals PID 1 (tini); the interface closes every socket with 1001."""
+    """`podman stop` signals PID 1 (tini); the interface closes every socket with 1001 and tells
+    the worker, whose consumers' disconnect handlers leave the group."""
     clients = await joined(stack, "drain", 3)
+    assert await group_size(stack, "drain") == 3
     codes = [asyncio.ensure_future(close_code(ws)) for ws in clients]
     stopped = await asyncio.to_thread(stack["interface"].stop, 30)
     assert await asyncio.gather(*codes) == [1001, 1001, 1001]
@@ -128,11 +141,17 @@ async def test_sigterm_drains_the_interface_through_tini(stack: Stack) -> None:
     logs = stack["interface"].logs()
     assert stopped < STOP_LIMIT, f"stop took {stopped:.1f}s:\n{logs[-3000:]}"
     assert "drained: 3 WebSockets closed with 1001" in logs
+    for _ in range(50):
+        if await group_size(stack, "drain") == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await group_size(stack, "drain") == 0, "disconnect handlers did not run"
 
 
 async def test_sigterm_drains_the_worker_through_tini(stack: Stack) -> None:
     """A stopping worker releases its sockets with 1012 so that clients reconnect elsewhere."""
     (ws,) = await joined(stack, "worker-drain", 1)
+    assert await group_size(stack, "worker-drain") == 1
     code = asyncio.ensure_future(close_code(ws))
     stopped = await asyncio.to_thread(stack["worker"].stop, 30)
     assert await code == 1012
@@ -140,6 +159,7 @@ async def test_sigterm_drains_the_worker_through_tini(stack: Stack) -> None:
     logs = stack["worker"].logs()
     assert stopped < STOP_LIMIT, f"stop took {stopped:.1f}s:\n{logs[-3000:]}"
     assert "drained: 1 sockets released with 1012" in logs
+    assert await group_size(stack, "worker-drain") == 0, "disconnect handler did not run"
 
 
 def test_web_container_serves_the_project_and_stops_cleanly(redis_cluster: LocalRedis) -> None:
