@@ -133,7 +133,7 @@ async def test_message_expiry__process_local_buffer_is_swept(make_layer):
     await layer.send(reader, {"n": 1})
     assert await layer.receive(reader) == {"n": 1}
     assert layer.local_stats()["buffered"] == 1
-    await asyncio.sleep(2.5)  # expiry + the sweep that follows it
+    await asyncio.sleep(3.5)  # expiry + the sweep that follows it (expiry + 1 s after)
     assert layer.local_stats()["buffered"] == 0
     assert layer.local_stats()["expired"] == 1
     await no_message(layer, unread)
