@@ -47,3 +47,13 @@ def expired(amount: int) -> None:
 def dropped(reason: str, amount: int = 1) -> None:
     if amount:
         _inc("messages_dropped", amount, reason=reason)
+
+
+def node_up(address: str, up: bool) -> None:
+    gauge: Any = getattr(METRICS, "redis_node_up", None)
+    if gauge is None:
+        return
+    try:
+        gauge.labels(node=address).set(1 if up else 0)
+    except Exception as exc:
+        logger.debug("metric redis_node_up not set: %s", exc)

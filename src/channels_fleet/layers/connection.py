@@ -17,6 +17,7 @@ from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisError
 
 from ..exceptions import LayerConfigError, LayerUnavailable, RedisVersionError
+from . import _metrics
 from .keys import slot_of
 from .resp import RespConnection
 
@@ -98,7 +99,13 @@ class NodeClient:
             return self._conn
 
     async def _open(self) -> RespConnection:
-        return await RespConnection.open(self.address, self.options, self.socket_timeout)
+        try:
+            conn = await RespConnection.open(self.address, self.options, self.socket_timeout)
+        except (RedisError, OSError):
+            _metrics.node_up(self.address, False)
+            raise
+        _metrics.node_up(self.address, True)
+        return conn
 
     async def execute(self, *args: Any) -> Any:
         conn = await self._connection()

@@ -111,6 +111,7 @@ class Executor:
                         retry.append(op)
                     elif isinstance(result, TRANSIENT):
                         _metrics.retry(result)
+                        _metrics.node_up(node.address, False)
                         transient = result
                         op.error = self._unavailable(node, result)
                         retry.append(op)
@@ -155,6 +156,7 @@ class Executor:
                 continue
             except TRANSIENT as exc:
                 _metrics.retry(exc)
+                _metrics.node_up(node.address, False)
                 if time.monotonic() + backoff > deadline:
                     _metrics.error(exc)
                     raise self._unavailable(node, exc) from exc

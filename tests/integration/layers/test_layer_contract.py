@@ -10,6 +10,7 @@ import pytest
 import redis
 from channels.exceptions import ChannelFull
 from cryptography.fernet import InvalidToken
+from prometheus_client import REGISTRY
 
 from channels_fleet.layers import RedisClusterChannelLayer
 from channels_fleet.layers.keys import channel_key, slot_of
@@ -149,12 +150,21 @@ async def test_group_expiry(make_layer):
     await no_message(layer, "member.one")
 
 
+def channel_full_count(operation):
+    sample = REGISTRY.get_sample_value(
+        "channels_fleet_channel_full_total", {"operation": operation}
+    )
+    return sample or 0
+
+
 async def test_capacity__channel_full(make_layer):
     layer = make_layer(capacity=3)
     for i in range(3):
         await layer.send("full", {"i": i})
+    before = channel_full_count("send")
     with pytest.raises(ChannelFull):
         await layer.send("full", {"i": 3})
+    assert channel_full_count("send") == before + 1
     assert (await layer.receive("full"))["i"] == 0
     await layer.send("full", {"i": 4})  # room again after one receive
 
@@ -225,7 +235,9 @@ async def test_group_send__full_members_are_skipped_not_raised(make_layer):
     await layer.group_add("g", "busy.one")
     await layer.group_add("g", "free.one")
     await layer.send("busy.one", {"n": 0})
+    before = channel_full_count("group_send")
     await layer.group_send("g", {"n": 1})  # must not raise ChannelFull
+    assert channel_full_count("group_send") == before + 1
     assert await layer.receive("free.one") == {"n": 1}
     assert await layer.receive("busy.one") == {"n": 0}
     await no_message(layer, "busy.one")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from channels_fleet.devcluster import LocalRedis, free_ports
 from channels_fleet.exceptions import LayerConfigError, LayerUnavailable
@@ -26,6 +27,10 @@ async def test_unreachable_redis__clear_error_after_bounded_retry():
     with pytest.raises(LayerUnavailable, match=f"127.0.0.1:{port}.*retry_timeout"):
         await layer.send("nowhere", {"n": 1})
     assert 1.0 <= time.monotonic() - start < 6
+    node_up = REGISTRY.get_sample_value(
+        "channels_fleet_redis_node_up", {"node": f"127.0.0.1:{port}"}
+    )
+    assert node_up == 0
     await layer.close_pools()
 
 
@@ -109,6 +114,7 @@ async def test_failover__sigkill_master_mid_stream_sends_and_receives_continue(t
             except Exception as exc:
                 errors.append(exc)
 
+    retries_before = _retries()
     try:
         await layer.send(channel, {"i": -1})
         assert (await layer.receive(channel))["i"] == -1
@@ -142,11 +148,19 @@ async def test_failover__sigkill_master_mid_stream_sends_and_receives_continue(t
         print(f"failover: sent={len(sent)} received={len(received)} lost={len(lost)} "
               f"errors={len(errors)}")
         assert len(received) >= target, "receiving did not continue after the failover"
+        assert _retries() > retries_before, "the failover was not counted as retries"
         assert len(lost) <= 50, f"lost {len(lost)} messages in the failover"
         assert len(received) == len(set(received)) or len(received) - len(set(received)) <= 5
     finally:
         await layer.close_pools()
         cluster.stop()
+
+
+def _retries() -> float:
+    return sum(
+        REGISTRY.get_sample_value("channels_fleet_layer_retries_total", {"reason": reason}) or 0
+        for reason in ("moved", "ask", "failover", "timeout", "connection")
+    )
 
 
 def _cli(port: int, *args: str) -> str:
