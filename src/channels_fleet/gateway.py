@@ -24,6 +24,7 @@ from typing import Any
 from channels.exceptions import ChannelFull
 
 from . import edge, wire
+from .limits import ClientLimit, client_key, refuse
 from .liveness import Heartbeat, PeerWatch, redis_client
 from .metrics import METRICS, close_code_label
 from .relay import Relay, relay_layer
@@ -71,6 +72,7 @@ class Gateway:
         self.heartbeat: Heartbeat | None = None
         self.watch: PeerWatch | None = None
         self.draining = False
+        self.limits = ClientLimit(settings.max_connections_per_client)
         self._ids = itertools.count(1)
         self._id_prefix = ""
         self._redis: Any = None
@@ -143,6 +145,10 @@ class Gateway:
             await edge.lifespan(receive, send)
             return
         await self._started.wait()
+        client = client_key(scope)
+        if not self.limits.acquire(client, scope):
+            await refuse(scope, receive, send)
+            return
         conn = Conn(f"{self._id_prefix}.{next(self._ids):x}", kind == "websocket", send)
         try:
             if conn.ws:
@@ -159,6 +165,7 @@ class Gateway:
             await self._end(conn, 1011, tell_owner=False)
         finally:
             self._forget(conn)
+            self.limits.release(client)
 
     async def _websocket(self, conn: Conn, scope: dict[str, Any], receive: Any) -> None:
         event = await receive()

@@ -161,9 +161,10 @@ class Host:
                 await asyncio.sleep(0.5)
                 continue
             now = time.time()
-            if envelope.get("type") != wire.CONNECT:
-                logger.warning("ignored a %r message on %s", envelope.get("type"),
-                               wire.CONNECT_CHANNEL)
+            try:
+                wire.parse_envelope(envelope)
+            except wire.WireError as exc:
+                logger.warning("ignored a malformed message on %s: %s", wire.CONNECT_CHANNEL, exc)
                 continue
             if envelope.get("deadline", now) < now:
                 # The interface has already answered 1013/503 for it.

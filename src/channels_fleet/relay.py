@@ -124,10 +124,17 @@ class Relay:
                 logger.exception("relay receive on %s failed; retrying", self.channel)
                 await asyncio.sleep(0.5)
                 continue
-            if message.get("type") != wire.BATCH:
-                logger.warning("relay %s ignored a %r message", self.channel, message.get("type"))
+            try:
+                items = wire.parse_batch(message)
+            except wire.WireError as exc:
+                logger.warning("relay %s ignored a message: %s", self.channel, exc)
                 continue
-            for item in message["items"]:
+            for item in items:
+                try:
+                    wire.parse_item(item)
+                except wire.WireError as exc:
+                    logger.warning("relay %s ignored an item: %s", self.channel, exc)
+                    continue
                 try:
                     await self._on_item(item[0], item)
                 except Exception:

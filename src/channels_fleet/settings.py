@@ -112,10 +112,14 @@ class InterfaceSettings(_Common):
     pending_limit: int = 64
     #: Most unsent bytes buffered for one client before it is disconnected as not reading.
     send_buffer: int = 4 * 1024 * 1024
+    #: Most open connections from one client address (0: no limit; behind a proxy keep 0).
+    max_connections_per_client: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._positive("claim_timeout", "connect_capacity", "pending_limit", "send_buffer")
+        if self.max_connections_per_client < 0:
+            raise SettingsError("CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT must be >= 0")
         if not 0 < self.port < 65536:
             raise SettingsError("CHANNELS_FLEET_PORT must be 1..65535")
 

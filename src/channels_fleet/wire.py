@@ -124,3 +124,85 @@ def split_body(message: dict[str, Any], limit: int = DEFAULT_CHUNK) -> Iterator[
         part["body"] = body[start : start + limit]
         part["more_body"] = more or start + limit < len(body)
         yield part
+
+
+# -- checking what comes off Redis ---------------------------------------------------------
+# Anything with access to the relay's Redis can put a message on fleet.connect or a process
+# channel. A malformed one must cost one log line, never a receive loop.
+
+
+class WireError(ValueError):
+    """A relay message that does not have the shape of this module's formats."""
+
+
+_ITEM_PAYLOADS: dict[str, tuple[type, ...]] = {
+    EVENT: (dict,), GONE: (int,), CLAIM: (str,), SEND: (dict,), END: (type(None),),
+    RELEASE: (int,),
+}
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise WireError(what)
+
+
+def _is_pair(value: Any) -> bool:
+    return (
+        isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], str)
+        and isinstance(value[1], int) and not isinstance(value[1], bool)
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_envelope(message: Any) -> dict[str, Any]:
+    """Check a connect envelope (as the layer decoded it); return it or raise WireError."""
+    _need(isinstance(message, dict), f"connect envelope is a {type(message).__name__}, not a dict")
+    _need(message.get("type") == CONNECT, f"not a {CONNECT} message: {message.get('type')!r:.40}")
+    for key in ("iface", "conn"):
+        _need(isinstance(message.get(key), str) and bool(message[key]), f"bad {key!r}")
+    for key in ("sent_at", "deadline"):
+        _need(key not in message or _is_number(message[key]), f"bad {key!r}")
+    scope = message.get("scope")
+    _need(isinstance(scope, dict), "scope is not a dict")
+    _need(scope.get("type") in ("websocket", "http"), "scope type is not websocket or http")
+    _need(isinstance(scope.get("path"), str), "scope path is not a string")
+    headers = scope.get("headers", [])
+    _need(isinstance(headers, list), "scope headers are not a list")
+    for header in headers:
+        _need(isinstance(header, (list, tuple)) and len(header) == 2
+              and all(isinstance(part, bytes) for part in header), "bad header")
+    for key in ("client", "server"):
+        _need(scope.get(key) is None or _is_pair(scope[key]), f"bad scope {key!r}")
+    for key in ("query_string", "raw_path"):
+        _need(scope.get(key) is None or isinstance(scope[key], bytes), f"bad scope {key!r}")
+    for key in ("scheme", "http_version", "root_path", "method"):
+        _need(scope.get(key) is None or isinstance(scope[key], str), f"bad scope {key!r}")
+    subprotocols = scope.get("subprotocols")
+    _need(subprotocols is None or (isinstance(subprotocols, list)
+                                   and all(isinstance(p, str) for p in subprotocols)),
+          "bad scope 'subprotocols'")
+    return message
+
+
+def parse_item(item: Any) -> list[Any]:
+    """Check one relay item ``[kind, conn, payload]``; return it or raise WireError."""
+    _need(isinstance(item, list) and len(item) == 3, "relay item is not [kind, conn, payload]")
+    kind, conn, payload = item
+    _need(isinstance(kind, str) and kind in _ITEM_PAYLOADS, f"unknown item kind {kind!r:.40}")
+    _need(isinstance(conn, str), "item connection id is not a string")
+    _need(isinstance(payload, _ITEM_PAYLOADS[kind]) and not isinstance(payload, bool),
+          f"bad payload for a {kind} item")
+    if isinstance(payload, dict):
+        _need(isinstance(payload.get("type"), str), f"{kind} item payload has no type")
+    return item
+
+
+def parse_batch(message: Any) -> list[Any]:
+    """The items of a relay batch (each still to be checked with parse_item), or WireError."""
+    _need(isinstance(message, dict) and message.get("type") == BATCH, "not a relay batch")
+    items = message.get("items")
+    _need(isinstance(items, list), "batch items are not a list")
+    return items

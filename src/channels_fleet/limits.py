@@ -1,0 +1,72 @@
+"""Per-client connection limit at the edge (``CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT``).
+
+The gateway counts open WebSockets and HTTP requests per client address (``scope["client"]``,
+which Daphne fills from the TCP peer). Past the limit a WebSocket is refused before anything is
+relayed (HTTP 403, as any handshake refusal) and an HTTP request gets 429; each refusal is one
+log line. 0 turns the limit off: the default, because behind an ingress or load balancer every
+client arrives from the proxy's address.
+
+    limit = ClientLimit(100)
+    key = client_key(scope)
+    if not limit.acquire(key, scope):
+        await refuse(scope, receive, send)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def client_key(scope: dict[str, Any]) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+class ClientLimit:
+    """Open connections per client address, refused beyond ``limit`` (0: no limit)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: dict[str, int] = {}
+
+    def acquire(self, key: str, scope: dict[str, Any]) -> bool:
+        """Count one more connection from ``key``; False (and one log line) past the limit."""
+        if not self.limit:
+            return True
+        count = self.open.get(key, 0)
+        if count >= self.limit:
+            logger.warning(
+                "refused %s %s from %s: %d connections already open from this address "
+                "(CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT=%d)",
+                scope.get("type"), str(scope.get("path"))[:200], key, count, self.limit,
+            )
+            return False
+        self.open[key] = count + 1
+        return True
+
+    def release(self, key: str) -> None:
+        if not self.limit:
+            return
+        count = self.open.get(key, 0) - 1
+        if count > 0:
+            self.open[key] = count
+        else:
+            self.open.pop(key, None)
+
+
+async def refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Refuse a connection over the limit: WebSocket 403 at the handshake, HTTP 429."""
+    if scope["type"] == "websocket":
+        event = await receive()
+        if event["type"] == "websocket.connect":
+            await send({"type": "websocket.close"})  # before accept: HTTP 403
+        return
+    await send({
+        "type": "http.response.start",
+        "status": 429,
+        "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")],
+    })
+    await send({"type": "http.response.body", "body": b"Too many connections from your address\n"})
