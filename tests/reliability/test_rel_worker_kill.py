@@ -1,0 +1,127 @@
+"""Scenario 1: a worker killed (kill -9) under load.
+
+200 sockets over 3 workers, 20 messages/s each (4,000 echoes/s); one worker is killed: the
+sockets it owned get 1012 within 5 s (re-homing off), the others lose 0 messages and keep their
+order, and connects sent around the kill are served by the surviving workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+from conftest import Figures, rehome_modes
+from relload import open_echoes, settle, whoami, ws
+from split_fleet import Fleet
+from websockets.exceptions import ConnectionClosed
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(240)]
+
+SOCKETS = int(os.environ.get("RELIABILITY_KILL_SOCKETS", "200"))
+RATE = 20.0  # messages per second per socket
+
+
+async def connect_one(fleet_iface: object) -> tuple[str, int | None, float]:
+    """Open one socket around the kill: ('served', pid) or ('closed', code)."""
+    started = time.monotonic()
+    try:
+        async with ws(fleet_iface, "/ws/echo/late/") as sock:  # type: ignore[arg-type]
+            pid = await whoami(sock, 15)
+            return "served", pid, time.monotonic() - started
+    except ConnectionClosed as exc:
+        return "closed", exc.rcvd.code if exc.rcvd else 1006, time.monotonic() - started
+    except Exception:
+        return "failed", None, time.monotonic() - started
+
+
+@pytest.mark.parametrize("rehome", rehome_modes())
+async def test_worker_kill9_under_load(fleet: Fleet, figures: Figures, rehome: str) -> None:
+    env = {"CHANNELS_FLEET_REHOME": rehome}
+    iface = fleet.interface(wait=False, **env)
+    workers = [fleet.worker(wait=False, **env) for _ in range(3)]
+    for proc in (iface, *workers):
+        proc.wait_ready()
+    echoes = await open_echoes(iface, SOCKETS)
+    victim = workers[0]
+    owned = [e for e in echoes if e.owner == victim.pid]
+    others = [e for e in echoes if e.owner != victim.pid]
+    assert owned and others, "the victim worker owns no socket"
+    readers = [asyncio.create_task(e.reader()) for e in echoes]
+    stop = asyncio.Event()
+    pacers = [asyncio.create_task(e.pace(RATE, stop)) for e in echoes]
+    load_started = time.monotonic()
+    await asyncio.sleep(3)  # steady load first
+
+    late = [asyncio.create_task(connect_one(iface)) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    victim.popen.kill()
+    killed = time.monotonic()
+    late += [asyncio.create_task(connect_one(iface)) for _ in range(20)]
+
+    # The victim's sockets: 1012 (re-homing off) or still answering (on), within 5 s.
+    deadline = killed + 8
+    while time.monotonic() < deadline and any(e.closed_at is None for e in owned):
+        if rehome == "on":
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(max(0.0, killed + 5 - time.monotonic()))  # load on the others for 5 s
+    stop.set()
+    await asyncio.gather(*pacers)
+    achieved = sum(e.sent for e in echoes) / (time.monotonic() - load_started)
+    await settle(others, 15)
+    late_results = await asyncio.gather(*late)
+
+    survivors_lost = sum(e.lost for e in others)
+    survivors_closed = sum(1 for e in others if e.closed_at is not None)
+    disorder = sum(e.out_of_order for e in others)
+    served = [r for r in late_results if r[0] == "served"]
+    served_by_victim = [r for r in served if r[1] == victim.pid]
+    refused = [r for r in late_results if r[0] != "served"]
+
+    if rehome == "off":
+        codes = [e.code for e in owned]
+        times = [e.closed_at - killed for e in owned if e.closed_at is not None]
+        worst = max(times) if times else float("inf")
+        ok_owned = codes == [1012] * len(owned) and worst <= 5.0
+        owned_result = (f"{codes.count(1012)}/{len(owned)} closed 1012, slowest "
+                        f"{worst:.2f} s after the kill")
+    else:
+        reply_times = []
+        for e in owned:
+            t0 = time.monotonic()
+            await e.sock.send("whoami")
+            reply_times.append(time.monotonic() - t0)
+        worst = max(reply_times)
+        ok_owned = all(e.closed_at is None for e in owned) and worst <= 5.0
+        owned_result = f"{sum(e.closed_at is None for e in owned)}/{len(owned)} still open"
+
+    figures.record(
+        "1. worker kill -9 under load",
+        f"{len(echoes)} sockets, 1 interface, 3 workers, {RATE:.0f} msg/s each "
+        f"(achieved {achieved:.0f} msg/s in total); kill -9 of the worker owning "
+        f"{len(owned)}; 40 connects around the kill; CHANNELS_FLEET_REHOME={rehome}",
+        "victim's sockets: close code and time after the kill",
+        owned_result, ok_owned, owned=len(owned), worst_s=round(worst, 2))
+    figures.record(
+        "1. worker kill -9 under load", f"the {len(others)} sockets on the 2 other workers",
+        "messages sent vs echoed back (and order), sockets closed",
+        f"{survivors_lost} lost of {sum(e.sent for e in others)}, {disorder} out of order, "
+        f"{survivors_closed} closed", survivors_lost == 0 and survivors_closed == 0
+        and disorder == 0, lost=survivors_lost, sent=sum(e.sent for e in others))
+    figures.record(
+        "1. worker kill -9 under load", "40 new connects, 20 just before and 20 after the kill",
+        "served by a surviving worker / refused",
+        f"{len(served) - len(served_by_victim)}/40 served by survivors, "
+        f"{len(served_by_victim)} by the victim before it died, {len(refused)} refused "
+        f"{sorted({str(r[1]) for r in refused})}",
+        not refused, refused=len(refused))
+
+    for e in echoes:
+        await e.sock.close()
+    await asyncio.gather(*readers)
+    assert ok_owned, owned_result
+    assert survivors_lost == 0 and survivors_closed == 0 and disorder == 0, (
+        survivors_lost, survivors_closed, disorder)
+    assert not refused, refused
