@@ -7,9 +7,10 @@ client talks to the chat consumer through them; SIGTERM goes through tini (PID 1
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import websockets
@@ -97,27 +98,35 @@ async def close_code(ws: websockets.ClientConnection, timeout: float = 30) -> in
         return exc.rcvd.code if exc.rcvd else None
 
 
-async def joined(stack: Stack, room: str, count: int) -> list[websockets.ClientConnection]:
-    """``count`` clients in ``room``, each seen to be in the group (a message reaches them all)."""
-    clients = [await stack.connect(room) for _ in range(count)]
-    await clients[0].send(json.dumps({"message": "hello"}))
-    for ws in clients:
-        assert await receive(ws) == {"message": "hello", "user": "anonymous"}
-    return clients
+@contextlib.asynccontextmanager
+async def joined(
+    stack: Stack, room: str, count: int
+) -> AsyncIterator[list[websockets.ClientConnection]]:
+    """``count`` clients in ``room``, each seen to be in the group (a message reaches them all);
+    closed on the way out."""
+    async with contextlib.AsyncExitStack() as exits:
+        clients = [await exits.enter_async_context(stack.connect(room)) for _ in range(count)]
+        await clients[0].send(json.dumps({"message": "hello"}))
+        for ws in clients:
+            assert await receive(ws) == {"message": "hello", "user": "anonymous"}
+        yield clients
 
 
 async def test_chat_through_interface_and_worker_containers(stack: Stack) -> None:
-    alice, bob = await joined(stack, "lobby", 2)
-    for i in range(20):
-        await (alice if i % 2 else bob).send(json.dumps({"message": f"m{i}"}))
-    for ws in (alice, bob):
-        assert [(await receive(ws))["message"] for _ in range(20)] == [f"m{i}" for i in range(20)]
-    status, metrics = http_get(stack.metrics["interface"], "/metrics")
-    assert status == 200 and 'channels_fleet_open_connections{protocol="websocket"} 2.0' in metrics
-    status, metrics = http_get(stack.metrics["worker"], "/metrics")
-    assert status == 200 and "channels_fleet_owned_connections 2.0" in metrics
-    for ws in (alice, bob):
-        await ws.close()
+    async with joined(stack, "lobby", 2) as (alice, bob):
+        for i in range(20):
+            await alice.send(json.dumps({"message": f"a{i}"}))
+            await bob.send(json.dumps({"message": f"b{i}"}))
+        for ws in (alice, bob):
+            got = [(await receive(ws))["message"] for _ in range(40)]
+            # Each sender's messages in the order it sent them (no order across two sockets).
+            for sender in "ab":
+                assert [m for m in got if m[0] == sender] == [f"{sender}{i}" for i in range(20)]
+        status, metrics = http_get(stack.metrics["interface"], "/metrics")
+        assert status == 200
+        assert 'channels_fleet_open_connections{protocol="websocket"} 2.0' in metrics
+        status, metrics = http_get(stack.metrics["worker"], "/metrics")
+        assert status == 200 and "channels_fleet_owned_connections 2.0" in metrics
 
 
 async def group_size(stack: Stack, room: str) -> int:
@@ -132,15 +141,14 @@ async def group_size(stack: Stack, room: str) -> int:
 async def test_sigterm_drains_the_interface_through_tini(stack: Stack) -> None:
     """`podman stop` signals PID 1 (tini); the interface closes every socket with 1001 and tells
     the worker, whose consumers' disconnect handlers leave the group."""
-    clients = await joined(stack, "drain", 3)
-    assert await group_size(stack, "drain") == 3
-    codes = [asyncio.ensure_future(close_code(ws)) for ws in clients]
-    stopped = await asyncio.to_thread(stack["interface"].stop, 30)
-    assert await asyncio.gather(*codes) == [1001, 1001, 1001]
+    async with joined(stack, "drain", 3) as clients:
+        assert await group_size(stack, "drain") == 3
+        codes = [asyncio.ensure_future(close_code(ws)) for ws in clients]
+        stopped = await asyncio.to_thread(stack["interface"].stop, 30)
+        assert await asyncio.gather(*codes) == [1001, 1001, 1001]
     assert stack["interface"].exit_code() == 0
     logs = stack["interface"].logs()
     assert stopped < STOP_LIMIT, f"stop took {stopped:.1f}s:\n{logs[-3000:]}"
-    assert "drained: 3 WebSockets closed with 1001" in logs
     for _ in range(50):
         if await group_size(stack, "drain") == 0:
             break
@@ -149,16 +157,16 @@ async def test_sigterm_drains_the_interface_through_tini(stack: Stack) -> None:
 
 
 async def test_sigterm_drains_the_worker_through_tini(stack: Stack) -> None:
-    """A stopping worker releases its sockets with 1012 so that clients reconnect elsewhere."""
-    (ws,) = await joined(stack, "worker-drain", 1)
-    assert await group_size(stack, "worker-drain") == 1
-    code = asyncio.ensure_future(close_code(ws))
-    stopped = await asyncio.to_thread(stack["worker"].stop, 30)
-    assert await code == 1012
+    """A stopping worker hands its sockets back; with no other worker to take them, the client
+    is told to reconnect (1012) and the consumer's disconnect handler has run."""
+    async with joined(stack, "worker-drain", 1) as (ws,):
+        assert await group_size(stack, "worker-drain") == 1
+        code = asyncio.ensure_future(close_code(ws))
+        stopped = await asyncio.to_thread(stack["worker"].stop, 30)
+        assert await code == 1012
     assert stack["worker"].exit_code() == 0
     logs = stack["worker"].logs()
     assert stopped < STOP_LIMIT, f"stop took {stopped:.1f}s:\n{logs[-3000:]}"
-    assert "drained: 1 sockets released with 1012" in logs
     assert await group_size(stack, "worker-drain") == 0, "disconnect handler did not run"
 
 
