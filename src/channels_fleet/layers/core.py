@@ -130,6 +130,14 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             random_prefix_length=0,
             expiry=expiry,
         )
+        # Plain msgpack (no encryption, no prefix) skips the registry's wrapper per message.
+        plain = getattr(self._serializer, "crypter", True) is None and not getattr(
+            self._serializer, "random_prefix_length", 1
+        )
+        self._serialize = self._serializer.as_bytes if plain else self._serializer.serialize
+        self._deserialize = (
+            self._serializer.from_bytes if plain else self._serializer.deserialize
+        )
         self.client_prefix = uuid.uuid4().hex
         self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
 
@@ -137,6 +145,11 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         return f"{type(self).__name__}(hosts={[url for url, _ in self.hosts]})"
 
     # Per-loop state
+
+    def _ready_state(self) -> _LoopState | None:
+        """This loop's state when it is connected already (the hot path: no coroutine)."""
+        state = self._states.get(asyncio.get_running_loop())
+        return state if state is not None and state.ready else None
 
     async def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
@@ -168,8 +181,8 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         """Send ``message`` to ``channel``; raise ChannelFull when it is at capacity."""
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
-        state = await self._state()
-        body = self._serializer.serialize(message)
+        state = self._ready_state() or await self._state()
+        body = self._serialize(message)
         expires = int((time.time() + self.expiry) * 1000)
         pushed = await state.sender.submit(
             channel_key(self.prefix, channel),
@@ -183,9 +196,9 @@ class RedisClusterChannelLayer(BaseChannelLayer):
     async def receive(self, channel: str) -> dict[str, Any]:
         """Return the next message on ``channel``, waiting as long as it takes."""
         self.require_valid_channel_name(channel)
-        state = await self._state()
+        state = self._ready_state() or await self._state()
         body = await state.receiver.receive(channel_key(self.prefix, channel), channel)
-        return self._serializer.deserialize(body)
+        return self._deserialize(body)
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new process-local channel name, received by this layer's shared loop."""
@@ -222,7 +235,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         )
         if not members:
             return
-        body = self._serializer.serialize(message)
+        body = self._serialize(message)
         expires = int((time.time() + self.expiry) * 1000)
         # One element per LIST: process-local members of one prefix share theirs.
         by_key: dict[str, list[str]] = {}
