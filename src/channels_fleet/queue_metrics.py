@@ -204,6 +204,9 @@ class QueueCollector:
         if client is None:
             host, _, port = address.rpartition(":")
             kwargs: dict[str, Any] = dict(self._base, host=host, port=int(port))
+            # parse_url names redis-py's sync SSLConnection for rediss://; asyncio takes ssl=True.
+            if "SSL" in getattr(kwargs.pop("connection_class", None), "__name__", ""):
+                kwargs["ssl"] = True
             kwargs.update(
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
