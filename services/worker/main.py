@@ -2,8 +2,9 @@
 
 APP is ``module:attribute`` (``chat_project.asgi:application``); ``DJANGO_SETTINGS_MODULE``
 comes from the environment. SIGTERM (or SIGINT): readiness turns false, no new connections are
-taken, owned WebSockets are released (closed with 1012 so clients reconnect to a live worker;
-issue 9 re-homes them instead), HTTP requests finish, and the process exits within
+taken, owned WebSockets are handed back to their interfaces in batches and re-homed on live
+workers without closing the client's socket (``CHANNELS_FLEET_REHOME=off``: closed with 1012 so
+clients reconnect), HTTP requests finish, and the process exits within
 ``CHANNELS_FLEET_DRAIN_TIMEOUT``.
 """
 
@@ -92,8 +93,9 @@ async def serve(application: Any, settings: WorkerSettings) -> int:
         released, cancelled = await asyncio.wait_for(
             host.drain(settings.drain_timeout - 0.5), settings.drain_timeout
         )
-        logger.info("drained: %d sockets released with 1012, %d app instances cancelled",
-                    released, cancelled)
+        how = "handed back for re-homing" if settings.rehome else "released with 1012"
+        logger.info("drained: %d sockets %s, %d app instances cancelled",
+                    released, how, cancelled)
     except Exception as exc:
         logger.error("drain did not finish cleanly: %r", exc)
     await probes.stop()

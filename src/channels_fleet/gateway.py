@@ -10,7 +10,11 @@ channel, in order, through :class:`channels_fleet.relay.Relay`.
     server = daphne.server.Server(gateway, ...)
 
 Edge failures never reach the client as a traceback: no worker in time or a full work queue
-closes a WebSocket with 1013 (HTTP 503), a dead worker with 1012 (HTTP 503), a drain with 1001.
+closes a WebSocket with 1013 (HTTP 503), a drain with 1001. When the worker that owns a WebSocket
+drains or dies, the socket is re-homed: a new connect envelope (``rehomed`` = n) goes to the work
+queue and the new owner runs the app from ``websocket.connect``; its ``websocket.accept`` is not
+sent again and client frames are held meanwhile (``CHANNELS_FLEET_REHOME=off``: closed with
+1012). HTTP requests of a dead worker get 503.
 """
 
 from __future__ import annotations
@@ -44,21 +48,30 @@ class Conn:
 
     __slots__ = (
         "id", "ws", "send", "owner", "held", "accepted", "finished", "told", "done",
-        "sent_at", "timer",
+        "sent_at", "timer", "scope", "rehomed", "rehoming", "handover_at", "fence",
+        "unanswered",
     )
 
-    def __init__(self, conn_id: str, ws: bool, send: Send) -> None:
+    def __init__(self, conn_id: str, ws: bool, send: Send, scope: dict[str, Any]) -> None:
         self.id = conn_id
         self.ws = ws
         self.send = send
+        self.scope = scope  # Daphne's own scope object: kept for re-homing, costs nothing
         self.owner: str | None = None
-        self.held: list[dict[str, Any]] | None = []  # events before the claim; None after it
+        # Events held until the owner can take them (before a claim, during a re-home); None
+        # while they go straight to the owner.
+        self.held: list[dict[str, Any]] | None = []
         self.accepted = False  # ws: accepted; http: response started
         self.finished = False  # the interface has ended the client side (close / 503 / done)
         self.told = False  # the owner has been told the client is gone
         self.done: asyncio.Future[None] | None = None  # http: response complete
         self.sent_at = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.rehomed = 0  # times handed to a new owner
+        self.rehoming = False  # handed over; the new owner's app has not accepted yet
+        self.handover_at = 0.0  # monotonic time the last hand-over began
+        self.fence: str | None = None  # old owner whose RETURN (held events) is awaited
+        self.unanswered = 0  # events sent to the owner since its last message for this conn
 
 
 class Gateway:
@@ -149,7 +162,7 @@ class Gateway:
         if not self.limits.acquire(client, scope):
             await refuse(scope, receive, send)
             return
-        conn = Conn(f"{self._id_prefix}.{next(self._ids):x}", kind == "websocket", send)
+        conn = Conn(f"{self._id_prefix}.{next(self._ids):x}", kind == "websocket", send, scope)
         try:
             if conn.ws:
                 await self._websocket(conn, scope, receive)
@@ -251,8 +264,9 @@ class Gateway:
         return True
 
     def _to_owner(self, conn: Conn, event: dict[str, Any]) -> None:
-        if conn.owner is not None:
+        if conn.held is None and conn.owner is not None:
             assert self.relay is not None
+            conn.unanswered += 1
             if not self.relay.post(conn.owner, [wire.EVENT, conn.id, event]):
                 logger.warning("%s: relay backlog full; closing", conn.id)
                 METRICS.messages_dropped.labels("buffer_full").inc()
@@ -261,7 +275,7 @@ class Gateway:
         assert conn.held is not None
         conn.held.append(event)
         if len(conn.held) > self.settings.pending_limit:
-            logger.warning("%s: %d events before any claim; closing", conn.id, len(conn.held))
+            logger.warning("%s: %d events held for an owner; closing", conn.id, len(conn.held))
             METRICS.messages_dropped.labels("buffer_full").inc()
             self._spawn_end(conn, 1013, tell_owner=False)
 
@@ -287,22 +301,36 @@ class Gateway:
 
     # -- relay: in -------------------------------------------------------------------------
 
-    async def _on_item(self, kind: str, item: list[Any]) -> None:
+    async def _on_item(self, kind: str, item: list[Any], sender: str = "") -> None:
         conn = self.conns.get(item[1])
-        if kind == wire.SEND:
-            if conn is not None and not conn.finished:
-                await self._write(conn, item[2])
-        elif kind == wire.CLAIM:
+        if kind == wire.CLAIM:
             self._on_claim(conn, item[1], item[2])
+            return
+        if kind == wire.RETURN:
+            self._on_return(conn, sender, item[2])
+            return
+        if conn is not None and sender and sender != conn.owner:
+            # A worker that no longer owns it (re-homed away while it was cut off): ignored.
+            if kind == wire.REHOME:
+                self._fence(sender, item[1])
+            return
+        if kind == wire.REHOME:
+            if conn is None or conn.finished or not conn.ws:
+                self._fence(sender, item[1])  # nothing to re-home; let the worker forget it
+            else:
+                self._rehome(conn, "drain")
+            return
+        if conn is None or conn.finished:
+            return
+        conn.unanswered = 0
+        if kind == wire.SEND:
+            await self._write(conn, item[2])
         elif kind == wire.RELEASE:
-            if conn is not None and conn.owner is not None and not conn.finished:
-                # Issue 9's re-homing hooks in here; for now the client reconnects (1012).
-                conn.told = True
-                await self._end(conn, item[2], tell_owner=False)
+            conn.told = True
+            await self._end(conn, item[2], tell_owner=False)
         elif kind == wire.END:
-            if conn is not None and not conn.finished:
-                # The app finished without ending the connection: what Daphne does on a crash.
-                await self._end(conn, 1011, tell_owner=False)
+            # The app finished without ending the connection: what Daphne does on a crash.
+            await self._end(conn, 1011, tell_owner=False)
 
     def _on_claim(self, conn: Conn | None, conn_id: str, owner: str) -> None:
         assert self.relay is not None
@@ -311,24 +339,103 @@ class Gateway:
             self.relay.post(owner, [wire.GONE, conn_id, 1006], control=True)
             return
         conn.owner = owner
+        conn.unanswered = 0
         METRICS.relay_roundtrip.observe(time.monotonic() - conn.sent_at)
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
-        held, conn.held = conn.held or [], None
-        for event in held:  # bounded by pending_limit
-            self.relay.post(owner, [wire.EVENT, conn.id, event], control=True)
+        self._flush_held(conn)
+
+    def _flush_held(self, conn: Conn) -> None:
+        """Send the held events to the owner, in order, once it has claimed and no old owner
+        still has events of this connection to return."""
+        if conn.owner is None or conn.fence is not None or conn.held is None:
+            return
+        assert self.relay is not None
+        held, conn.held = conn.held, None
+        for event in held:  # bounded by pending_limit (+ what an old owner returned)
+            self.relay.post(conn.owner, [wire.EVENT, conn.id, event], control=True)
+
+    # -- re-homing ---------------------------------------------------------------------------
+
+    def _rehome(self, conn: Conn, cause: str) -> None:
+        """Hand a WebSocket to a new owner: same socket, the app from websocket.connect again.
+
+        From here client events are held; the envelope goes out in a task of its own, so the
+        envelopes of a batch of REHOMEs share round trips.
+        """
+        assert self.relay is not None
+        old = conn.owner
+        conn.owner = None
+        if conn.held is None:
+            conn.held = []
+        if cause == "drain" and old is not None:
+            # Events sent to the old owner after it let go come back with its RETURN.
+            conn.fence = old
+            self._fence(old, conn.id)
+        conn.rehomed += 1
+        conn.rehoming = True
+        conn.handover_at = time.monotonic()
+        METRICS.rehomes.labels(cause).inc()
+        logger.debug("%s: re-homing (%s, time %d)", conn.id, cause, conn.rehomed)
+        envelope = wire.connect_envelope(
+            self.relay.channel, conn.id, conn.scope, self.settings.claim_timeout,
+            rehomed=conn.rehomed,
+        )
+        conn.sent_at = time.monotonic()
+        if conn.timer is not None:
+            conn.timer.cancel()
+        conn.timer = asyncio.get_running_loop().call_later(
+            self.settings.claim_timeout, self._claim_expired, conn
+        )
+        task = asyncio.ensure_future(self._send_rehome(conn, envelope))
+        task.add_done_callback(_log_failure)
+
+    async def _send_rehome(self, conn: Conn, envelope: dict[str, Any]) -> None:
+        assert self.relay is not None
+        try:
+            await self.relay.send_now(wire.CONNECT_CHANNEL, envelope)
+        except ChannelFull:
+            logger.warning("work queue %s full: cannot re-home %s", wire.CONNECT_CHANNEL, conn.id)
+            METRICS.channel_full.labels("send").inc()
+            METRICS.messages_dropped.labels("channel_full").inc()
+            conn.told = True
+            await self._end(conn, 1013, tell_owner=False)
+
+    def _fence(self, worker: str, conn_id: str) -> None:
+        assert self.relay is not None
+        self.relay.post(worker, [wire.FENCE, conn_id, None], control=True)
+
+    def _on_return(self, conn: Conn | None, sender: str, events: list[Any]) -> None:
+        """The old owner's events of a re-homed connection: they go first, in order."""
+        if conn is None or conn.finished or conn.fence is None or sender != conn.fence:
+            return
+        conn.fence = None
+        conn.held = [*events, *(conn.held or [])]
+        self._flush_held(conn)
 
     async def _write(self, conn: Conn, message: dict[str, Any]) -> None:
         kind = message["type"]
         if conn.ws:
             if kind == "websocket.accept":
+                if conn.rehoming:
+                    conn.rehoming = False
+                    METRICS.rehome_gap.observe(time.monotonic() - conn.handover_at)
+                if conn.accepted:
+                    return  # a re-homed socket: the client has its accept already
                 conn.accepted = True
                 await edge.accept(conn.send, message)
                 return
             if kind == "websocket.close":
                 conn.finished = True
                 code = message.get("code") or 1000
+                if conn.rehoming and conn.accepted:
+                    # Refused on re-home (what is HTTP 403 at a first connect): the socket is
+                    # open already, so it gets a close frame, 1008 unless the app gave a code.
+                    code = message.get("code") or 1008
+                    message = {**message, "code": code}
+                    logger.info("%s: the app refused the re-homed connection (%d)", conn.id,
+                                code)
                 METRICS.closes.labels(close_code_label(code)).inc()
                 await edge.close(conn.send, message, accepted=conn.accepted)
                 return
@@ -360,21 +467,48 @@ class Gateway:
     # -- ending connections ----------------------------------------------------------------
 
     def _claim_expired(self, conn: Conn) -> None:
-        if conn.owner is None and not conn.finished:
+        conn.timer = None
+        if conn.finished:
+            return
+        if conn.owner is None:
             logger.warning("%s: no worker claimed it within %.1fs", conn.id,
                            self.settings.claim_timeout)
             METRICS.messages_dropped.labels("unclaimed").inc()
-            self._spawn_end(conn, 1013, tell_owner=False)
+            # A re-homed socket's client reconnects (1012); a new one tries later (1013).
+            self._spawn_end(conn, 1012 if conn.rehomed else 1013, tell_owner=False)
+        elif conn.fence is not None:
+            # The old owner never returned its events (stalled?): go on without them.
+            logger.warning("%s: no RETURN from the old owner; its events are lost", conn.id)
+            conn.fence = None
+            self._flush_held(conn)
 
     def _owners(self) -> set[str]:
-        return {c.owner for c in self.conns.values() if c.owner and not c.finished}
+        owners = set()
+        for c in self.conns.values():
+            if not c.finished:
+                owners.update(w for w in (c.owner, c.fence) if w)
+        return owners
 
     def _owners_dead(self, dead: set[str]) -> None:
         for conn in list(self.conns.values()):
-            if conn.owner in dead and not conn.finished:
-                METRICS.messages_dropped.labels("dead_owner").inc()
-                conn.told = True  # nobody to tell
-                self._spawn_end(conn, 1012, tell_owner=False)
+            if conn.finished:
+                continue
+            if conn.fence in dead:
+                conn.fence = None  # what it held died with it
+                self._flush_held(conn)
+            if conn.owner not in dead:
+                continue
+            if conn.ws and self.settings.rehome and not self.draining:
+                if conn.held is None and conn.unanswered:
+                    # Relayed to the dead worker after its last message for this connection:
+                    # possibly never handled.
+                    METRICS.messages_dropped.labels("rehome_dead").inc(conn.unanswered)
+                conn.unanswered = 0
+                self._rehome(conn, "dead")
+                continue
+            METRICS.messages_dropped.labels("dead_owner").inc()
+            conn.told = True  # nobody to tell
+            self._spawn_end(conn, 1012, tell_owner=False)
 
     def _abandon_all(self) -> None:
         """Our heartbeat expired: the owners have dropped these connections; so do we."""

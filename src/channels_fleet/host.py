@@ -32,7 +32,10 @@ logger = logging.getLogger(__name__)
 class WConn:
     """One connection owned by this worker."""
 
-    __slots__ = ("id", "iface", "ws", "queue", "task", "accepted", "closed", "gone", "abandoned")
+    __slots__ = (
+        "id", "iface", "ws", "queue", "task", "accepted", "closed", "gone", "abandoned",
+        "handing", "stash", "waiting", "idle",
+    )
 
     def __init__(self, conn_id: str, iface: str, ws: bool, limit: int) -> None:
         self.id = conn_id
@@ -44,6 +47,10 @@ class WConn:
         self.closed = False  # ws closed by the app / http response complete
         self.gone = False  # the app has been handed its disconnect event
         self.abandoned = False  # the connection is no longer ours: drop what the app sends
+        self.handing = False  # being handed back (re-homed): events go to ``stash``, not the app
+        self.stash: list[dict[str, Any]] = []
+        self.waiting = False  # the app is blocked in receive()
+        self.idle: asyncio.Event | None = None  # set when the app waits on an empty queue
 
 
 class Host:
@@ -54,6 +61,9 @@ class Host:
         self.settings = settings
         self.layer = layer
         self.conns: dict[str, WConn] = {}
+        # Connections handed back for re-homing, until the interface's FENCE: events that
+        # still arrive for them are returned, not lost.
+        self.handed: dict[str, WConn] = {}
         self.relay: Relay | None = None
         self.heartbeat: Heartbeat | None = None
         self.watch: PeerWatch | None = None
@@ -95,9 +105,11 @@ class Host:
         return True, "ok"
 
     async def drain(self, timeout: float) -> tuple[int, int]:
-        """Stop taking connections, release owned sockets (1012), let HTTP finish, stop.
+        """Stop taking connections, hand owned sockets back, let HTTP finish, stop.
 
-        Returns (sockets released, app instances cancelled at the deadline).
+        Sockets are re-homed (``CHANNELS_FLEET_REHOME``, default) in batches of
+        ``rehome_batch`` with ``rehome_pause`` between them, or closed with 1012.
+        Returns (sockets handed back, app instances cancelled at the deadline).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -107,12 +119,21 @@ class Host:
         take = self._tasks[0]
         take.cancel()
         await asyncio.gather(take, return_exceptions=True)
-        # 1. Hand every WebSocket back (issue 9 re-homes here; today: close 1012).
-        released = 0
-        for conn in list(self.conns.values()):
-            if conn.ws:
+        # 1. Hand every WebSocket back: re-homed on another worker, or closed with 1012.
+        sockets = [c for c in self.conns.values() if c.ws and not c.closed and not c.gone]
+        released = len(sockets)
+        if self.settings.rehome:
+            size, pause = self.settings.rehome_batch, self.settings.rehome_pause
+            for start in range(0, len(sockets), size):
+                if start:
+                    await asyncio.sleep(pause)
+                await asyncio.gather(*(self._hand_back(c) for c in sockets[start:start + size]))
+            # The interfaces answer each REHOME with a FENCE; return what arrived meanwhile.
+            while self.handed and loop.time() < deadline - 2:
+                await asyncio.sleep(0.05)
+        else:
+            for conn in sockets:
                 self._release(conn, 1012)
-                released += 1
         # 2. Let the apps run their disconnect handlers and HTTP responses finish.
         running = [c.task for c in self.conns.values() if c.task is not None]
         if running:
@@ -177,7 +198,7 @@ class Host:
         assert self.relay is not None
         scope = wire.scope_from_wire(envelope)
         iface = envelope["iface"]
-        scope["fleet"] = {"interface": iface, "rehomed": 0}
+        scope["fleet"] = {"interface": iface, "rehomed": envelope.get("rehomed", 0)}
         ws = scope["type"] == "websocket"
         conn = WConn(envelope["conn"], iface, ws, self.settings.inbound_limit)
         self.conns[conn.id] = conn
@@ -191,8 +212,19 @@ class Host:
         async def send(message: dict[str, Any]) -> None:
             self._send(conn, message)
 
+        async def receive() -> dict[str, Any]:
+            # Waiting on an empty queue = every event taken so far has been handled (Channels
+            # dispatches one at a time): the point where a hand-back loses nothing.
+            if conn.idle is not None and conn.queue.empty():
+                conn.idle.set()
+            conn.waiting = True
+            try:
+                return await conn.queue.get()
+            finally:
+                conn.waiting = False
+
         try:
-            await self.application(scope, conn.queue.get, send)
+            await self.application(scope, receive, send)
         except asyncio.CancelledError:
             pass
         except Exception as exc:
@@ -214,6 +246,9 @@ class Host:
     def _send(self, conn: WConn, message: dict[str, Any]) -> None:
         """Relay one message of the app to the interface, in order."""
         if conn.abandoned:
+            if conn.handing and message.get("type") == "websocket.send":
+                # The old consumer of a re-homed socket (e.g. a group message in the gap).
+                METRICS.messages_dropped.labels("rehome_gap").inc()
             return
         assert self.relay is not None
         kind = message.get("type")
@@ -247,7 +282,11 @@ class Host:
 
     # -- relay: in -------------------------------------------------------------------------
 
-    async def _on_item(self, kind: str, item: list[Any]) -> None:
+    async def _on_item(self, kind: str, item: list[Any], sender: str = "") -> None:
+        handed = self.handed.get(item[1])
+        if handed is not None:
+            self._on_handed_item(handed, kind, item)
+            return
         conn = self.conns.get(item[1])
         if conn is None or conn.abandoned:
             return  # finished here already; the interface learns from END
@@ -257,6 +296,9 @@ class Host:
                 self._deliver_gone(conn, event)
                 return
             if conn.gone:
+                return
+            if conn.handing:
+                self._stash(conn, event)
                 return
             try:
                 conn.queue.put_nowait(event)
@@ -282,6 +324,51 @@ class Host:
         while conn.queue.full():
             conn.queue.get_nowait()
         conn.queue.put_nowait(event)
+
+    # -- re-homing -------------------------------------------------------------------------
+
+    async def _hand_back(self, conn: WConn) -> None:
+        """Give a WebSocket back to its interface to be re-homed on another worker.
+
+        Events arriving from now on are stashed; once the app has handled what it already
+        took (it waits in receive(), at most 1 s), its later output is dropped, REHOME goes to
+        the interface, and the app gets its disconnect (1012). The interface answers with a
+        FENCE, after which nothing more comes; the stash goes back with RETURN, in order.
+        """
+        assert self.relay is not None
+        conn.handing = True
+        if not (conn.waiting and conn.queue.empty()):
+            conn.idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(conn.idle.wait(), 1.0)
+            except TimeoutError:
+                logger.info("%s: app still busy after 1 s; handing it back anyway", conn.id)
+        if conn.gone or conn.closed or conn.abandoned:
+            return  # the client or the app ended it meanwhile
+        leftover = []  # relayed before the hand-back began, never seen by the app
+        while not conn.queue.empty():
+            leftover.append(conn.queue.get_nowait())
+        conn.stash[:0] = leftover
+        conn.abandoned = True
+        self.handed[conn.id] = conn
+        self.relay.post(conn.iface, [wire.REHOME, conn.id, "drain"], control=True)
+        self._deliver_gone(conn, self._disconnect(conn, 1012))
+
+    def _stash(self, conn: WConn, event: dict[str, Any]) -> None:
+        if len(conn.stash) >= self.settings.inbound_limit:
+            METRICS.messages_dropped.labels("buffer_full").inc()
+            return
+        conn.stash.append(event)
+
+    def _on_handed_item(self, conn: WConn, kind: str, item: list[Any]) -> None:
+        assert self.relay is not None
+        if kind == wire.EVENT:
+            if item[2]["type"] != "websocket.disconnect":
+                self._stash(conn, item[2])
+        elif kind == wire.FENCE:
+            del self.handed[conn.id]
+            self.relay.post(conn.iface, [wire.RETURN, conn.id, conn.stash], control=True)
+            conn.stash = []
 
     def _release(self, conn: WConn, code: int) -> None:
         """Give the connection up: the interface closes the socket with ``code``."""

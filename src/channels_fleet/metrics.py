@@ -33,7 +33,11 @@ CHANNEL_FULL_OPERATIONS = ("send", "group_send")
 PROTOCOLS = ("websocket", "http")
 CLOSE_CODES = ("1000", "1001", "1006", "1011", "1012", "1013", "other")
 DIRECTIONS = ("in", "out")
-DROP_REASONS = ("expired", "channel_full", "dead_owner", "unclaimed", "buffer_full", "other")
+DROP_REASONS = (
+    "expired", "channel_full", "dead_owner", "unclaimed", "buffer_full", "rehome_dead",
+    "rehome_gap", "other",
+)
+REHOME_CAUSES = ("drain", "dead")
 COMPONENTS = ("interface", "worker", "web")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other")
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
@@ -88,6 +92,14 @@ class FleetMetrics:
         self.messages = Counter(
             "messages", "Messages relayed, by direction (in = from clients, out = to "
             "clients).", ["direction"], **ns)
+        self.rehomes = Counter(
+            "rehomes", "WebSockets handed to a new worker without closing the client's socket, "
+            "by cause (drain = the owner was stopped, dead = its heartbeat expired).",
+            ["cause"], **ns)
+        self.rehome_gap = Histogram(
+            "rehome_gap", "Time a re-homed WebSocket waited from the start of its hand-over "
+            "until the new owner's app accepted it.", unit="seconds",
+            buckets=LATENCY_BUCKETS, **ns)
         self.draining = Gauge(
             "draining", "1 while this process drains (after SIGTERM), else 0.",
             multiprocess_mode="livemax", **ns)
@@ -137,6 +149,7 @@ class FleetMetrics:
         _touch(self.messages_dropped, DROP_REASONS)
         _touch(self.open_connections, PROTOCOLS)
         _touch(self.closes, CLOSE_CODES)
+        _touch(self.rehomes, REHOME_CAUSES)
         _touch(self.messages, DIRECTIONS)
         # The web tier's method x status series are created on first use: presetting them
         # would add ~200 idle series to every interface and worker.
@@ -147,7 +160,8 @@ ALL_NAMES = frozenset({
         "layer_retries_total", "layer_errors_total", "channel_full_total",
         "messages_expired_total", "messages_dropped_total", "redis_node_up",
         "open_connections", "closes_total", "relay_roundtrip_seconds", "messages_total",
-        "draining", "owned_connections", "queue_wait_seconds", "handler_latency_seconds",
+        "draining", "rehomes_total", "rehome_gap_seconds", "owned_connections",
+        "queue_wait_seconds", "handler_latency_seconds",
         "worker_heartbeat_age_seconds", "work_queue_depth", "work_queue_oldest_age_seconds",
         "ready", "web_requests_total", "web_request_duration_seconds",
     )

@@ -23,7 +23,8 @@ from . import wire
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[str, list[Any]], Awaitable[None]]
+#: ``on_item(kind, item, sender)``: sender is the channel of the process that sent the batch.
+Handler = Callable[[str, list[Any], str], Awaitable[None]]
 FailHandler = Callable[[str, list[list[Any]]], None]
 
 #: Largest batch payload estimate; bigger batches are split across messages.
@@ -129,6 +130,7 @@ class Relay:
             except wire.WireError as exc:
                 logger.warning("relay %s ignored a message: %s", self.channel, exc)
                 continue
+            sender = message.get("from", "")
             for item in items:
                 try:
                     wire.parse_item(item)
@@ -136,7 +138,7 @@ class Relay:
                     logger.warning("relay %s ignored an item: %s", self.channel, exc)
                     continue
                 try:
-                    await self._on_item(item[0], item)
+                    await self._on_item(item[0], item, sender)
                 except Exception:
                     logger.exception("relay %s failed to handle a %s item", self.channel, item[0])
 
@@ -169,7 +171,7 @@ class Relay:
         delay = 0.01
         while True:
             try:
-                await self.layer.send(dest, wire.batch(items))
+                await self.layer.send(dest, wire.batch(items, self.channel))
                 return
             except ChannelFull:
                 if loop.time() > give_up:

@@ -50,6 +50,8 @@ class _Common:
     relay_capacity: int = 10000
     #: Largest body chunk carried in one relay message.
     chunk_size: int = 256 * 1024
+    #: Re-home WebSockets of a draining (worker) or dead (interface) worker instead of 1012.
+    rehome: bool = True
     log_level: str = "INFO"
 
     @classmethod
@@ -136,9 +138,16 @@ class WorkerSettings(_Common):
     concurrency: int = 1000
     #: Most relayed events waiting for one connection's app (then the connection is closed).
     inbound_limit: int = 1000
+    #: A draining worker hands back at most this many WebSockets at once ...
+    rehome_batch: int = 50
+    #: ... and waits this many seconds between two batches (no stampede on the other workers).
+    rehome_pause: float = 0.05
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self._positive("rehome_batch")
+        if self.rehome_pause < 0:
+            raise SettingsError("CHANNELS_FLEET_REHOME_PAUSE must be >= 0")
         if ":" not in self.app:
             raise SettingsError(
                 "CHANNELS_FLEET_APP (or the APP argument) must be module:attribute, "

@@ -10,9 +10,13 @@ any channel layer serialiser works. Two kinds of relay message exist:
 
 - a **batch**, sent between the two process-local channels of an interface and a worker::
 
-      {"type": "fleet.batch", "items": [[KIND, conn, payload], ...]}
+      {"type": "fleet.batch", "from": "<sender channel>", "items": [[KIND, conn, payload], ...]}
 
   Items of one batch are applied in order; batches between two processes are sent in order.
+  ``from`` lets an interface ignore items from a worker that no longer owns the connection.
+
+A re-home envelope is a connect envelope with ``"rehomed": n`` (n >= 1): the connection's
+socket is already open and the new owner runs the app from ``websocket.connect`` again.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ CLAIM = "claim"  # payload: the worker's channel; the worker owns the connection
 SEND = "send"  # payload: an ASGI message from the app (websocket.accept, http.response.body, ...)
 END = "end"  # payload: None; the app instance for this connection has finished
 RELEASE = "release"  # payload: a close code; the worker gives the connection up (drain)
+REHOME = "rehome"  # payload: cause ("drain"); the worker hands the connection back to be re-homed
+RETURN = "return"  # payload: list of events the worker took for it and did not deliver (fence)
+# interface -> worker, answering REHOME:
+FENCE = "fence"  # payload: None; nothing more comes for this connection: RETURN what you hold
 
 SCOPE_KEYS = (
     "type",
@@ -85,11 +93,11 @@ def scope_from_wire(envelope: dict[str, Any]) -> dict[str, Any]:
 
 
 def connect_envelope(
-    iface: str, conn: str, scope: dict[str, Any], claim_timeout: float
+    iface: str, conn: str, scope: dict[str, Any], claim_timeout: float, rehomed: int = 0
 ) -> dict[str, Any]:
-    """The message an interface sends to the work queue for one new connection."""
+    """The message an interface sends to the work queue for one new (or re-homed) connection."""
     now = time.time()
-    return {
+    envelope = {
         "type": CONNECT,
         "iface": iface,
         "conn": conn,
@@ -97,10 +105,16 @@ def connect_envelope(
         "sent_at": now,
         "deadline": now + claim_timeout,
     }
+    if rehomed:
+        envelope["rehomed"] = rehomed
+    return envelope
 
 
-def batch(items: list[list[Any]]) -> dict[str, Any]:
-    return {"type": BATCH, "items": items}
+def batch(items: list[list[Any]], sender: str = "") -> dict[str, Any]:
+    message: dict[str, Any] = {"type": BATCH, "items": items}
+    if sender:
+        message["from"] = sender
+    return message
 
 
 def item_size(item: list[Any]) -> int:
@@ -137,7 +151,7 @@ class WireError(ValueError):
 
 _ITEM_PAYLOADS: dict[str, tuple[type, ...]] = {
     EVENT: (dict,), GONE: (int,), CLAIM: (str,), SEND: (dict,), END: (type(None),),
-    RELEASE: (int,),
+    RELEASE: (int,), REHOME: (str,), RETURN: (list,), FENCE: (type(None),),
 }
 
 
@@ -165,6 +179,9 @@ def parse_envelope(message: Any) -> dict[str, Any]:
         _need(isinstance(message.get(key), str) and bool(message[key]), f"bad {key!r}")
     for key in ("sent_at", "deadline"):
         _need(key not in message or _is_number(message[key]), f"bad {key!r}")
+    rehomed = message.get("rehomed", 0)
+    _need(isinstance(rehomed, int) and not isinstance(rehomed, bool) and rehomed >= 0,
+          "bad 'rehomed'")
     scope = message.get("scope")
     _need(isinstance(scope, dict), "scope is not a dict")
     _need(scope.get("type") in ("websocket", "http"), "scope type is not websocket or http")
@@ -205,4 +222,5 @@ def parse_batch(message: Any) -> list[Any]:
     _need(isinstance(message, dict) and message.get("type") == BATCH, "not a relay batch")
     items = message.get("items")
     _need(isinstance(items, list), "batch items are not a list")
+    _need(isinstance(message.get("from", ""), str), "batch sender is not a string")
     return items

@@ -28,11 +28,17 @@ def redis(fleet_factory: Fleet) -> Iterator[RedisCluster]:
 
 @pytest.fixture
 def fleet(fleet_factory: Fleet) -> Iterator[Fleet]:
-    """Each test starts its own processes; none outlives it (kill -9 at teardown)."""
+    """Each test starts its own processes; none outlives it (kill -9 at teardown).
+
+    With CHANNELS_FLEET_REHOME=off: a worker that drains or dies closes its sockets with 1012
+    (the fallback tested here; re-homing, the default, is tested in tests/integration/rehome).
+    """
+    fleet_factory.env["CHANNELS_FLEET_REHOME"] = "off"
     try:
         yield fleet_factory
     finally:
         fleet_factory.stop()
+        fleet_factory.env.pop("CHANNELS_FLEET_REHOME", None)
 
 
 def ws(proc: Proc, path: str) -> Any:

@@ -76,6 +76,17 @@ class RefuseConsumer(AsyncWebsocketConsumer):
         await self.close()
 
 
+class NoRehomeConsumer(EchoConsumer):
+    """Echoes, but refuses a re-homed connection (``?code`` or a plain close)."""
+
+    async def connect(self):
+        if self.scope["fleet"]["rehomed"] > 0:
+            code = self.scope["query_string"].decode()
+            await self.close(code=int(code) if code else None)
+            return
+        await self.accept()
+
+
 class RoomConsumer(AsyncWebsocketConsumer):
     """Chat room: group broadcast; records its disconnect in Redis."""
 

@@ -1,0 +1,221 @@
+"""Re-homing: a WebSocket outlives the worker that served it (drain, kill -9, SIGSTOP).
+
+Real interface and worker processes on the real Redis Cluster, driven by ``websockets``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+import urllib.request
+
+import pytest
+from rolling import OPEN, Probe, open_probes, rolling_restart, settle
+from split_fleet import Fleet, Proc
+from websockets.asyncio.client import connect
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
+
+
+def metric(proc: Proc, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics",
+                                timeout=5) as resp:
+        text = resp.read().decode()
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"^{name}(?:\{{([^}}]*)\}})?\s+(\S+)$", line)
+        if m and (not want or m.group(1) == want):
+            total += float(m.group(2))
+    return total
+
+
+async def on_worker(iface: Proc, pid: int, count: int, path: str = "/ws/echo/rehome/",
+                    others: list[Probe] | None = None) -> list[Probe]:
+    """``count`` probes owned by worker ``pid`` (others opened on the way are kept aside)."""
+    mine: list[Probe] = []
+    while len(mine) < count:
+        probes, _ = await open_probes(iface, 4, path)
+        for probe in probes:
+            owner = int((await probe.ask_owner())["worker"])
+            (mine if owner == pid else others if others is not None else []).append(probe)
+        assert len(mine) + len(others or []) < 400, "connections never reached the worker"
+    return mine
+
+
+async def test_worker_sigterm__sockets_stay_open_and_the_app_restarts_on_another_worker(
+    fleet: Fleet,
+) -> None:
+    iface = fleet.interface(wait=False)
+    old = fleet.worker()
+    iface.wait_ready()
+    room = f"rh{time.monotonic_ns()}"
+    members = [await connect(f"{iface.url}/ws/room/{room}/?m{i}", origin=iface.origin)
+               for i in range(5)]
+    OPEN.extend(members)
+    probes, _ = await open_probes(iface, 10)
+    for probe in probes:
+        await probe.send_next()
+    new = fleet.worker()
+    old.signal(signal.SIGTERM)
+    for probe in probes:  # frames sent during the hand-over are held, then answered in order
+        await probe.send_next()
+    assert await asyncio.to_thread(old.popen.wait, 10) == 0
+    await settle(probes, 10)
+    for probe in probes:
+        info = await probe.ask_owner()
+        assert (info["worker"], info["fleet"]["rehomed"]) == (new.pid, 1)
+        assert (probe.code, probe.lost, probe.out_of_order) == (None, 0, 0)
+    # The room's consumers ran connect again on the new worker: they are back in the group.
+    await members[0].send("after")
+    for sock in members:
+        assert await asyncio.wait_for(sock.recv(), 5) == "after"
+    assert metric(iface, "channels_fleet_rehomes_total", cause="drain") == 15
+    assert metric(iface, "channels_fleet_rehome_gap_seconds_count") == 15
+    assert metric(iface, "channels_fleet_closes_total") == 0
+
+
+async def test_refused_on_rehome__only_those_sockets_close_with_the_apps_code(
+    fleet: Fleet,
+) -> None:
+    iface = fleet.interface(wait=False)
+    old = fleet.worker()
+    iface.wait_ready()
+    keep, _ = await open_probes(iface, 5)
+    coded, _ = await open_probes(iface, 3, "/ws/norehome/?4003")
+    plain, _ = await open_probes(iface, 3, "/ws/norehome/")
+    for probe in [*keep, *coded, *plain]:  # all accepted on their first worker
+        assert (await probe.ask_owner())["worker"] == old.pid
+    new = fleet.worker()
+    old.signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while any(p.code is None for p in coded + plain) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert [p.code for p in coded] == [4003] * 3
+    assert [p.code for p in plain] == [1008] * 3  # a refusal without a code: policy violation
+    for probe in keep:
+        assert (await probe.ask_owner())["worker"] == new.pid
+        assert probe.code is None
+
+
+async def test_worker_kill9__its_sockets_rehomed_within_5s_without_disconnects(
+    fleet: Fleet,
+) -> None:
+    iface = fleet.interface(wait=False)
+    victim, survivor = fleet.worker(wait=False), fleet.worker(wait=False)
+    for proc in (iface, victim, survivor):
+        proc.wait_ready()
+    others: list[Probe] = []
+    victims = await on_worker(iface, victim.pid, 20, others=others)
+    victim.popen.kill()
+    killed = time.monotonic()
+
+    async def rehomed(probe: Probe) -> float:
+        # Ask until the survivor answers: frames that reached the dead worker are lost (and
+        # counted); those sent after its death was noticed are held and answered.
+        while True:
+            await probe.sock.send("whoami")
+            try:
+                info = await asyncio.wait_for(probe.whoami.get(), 0.25)
+            except TimeoutError:
+                continue
+            assert info["worker"] == survivor.pid
+            assert info["fleet"]["rehomed"] == 1
+            return time.monotonic() - killed
+
+    took = await asyncio.wait_for(asyncio.gather(*(rehomed(p) for p in victims)), 15)
+    assert max(took) < 5.0, f"re-homed after {max(took):.1f}s"
+    assert [p.code for p in victims + others] == [None] * (len(victims) + len(others))
+    for probe in others:  # the survivor's own sockets were not touched
+        info = await probe.ask_owner()
+        assert (info["worker"], info["fleet"]["rehomed"]) == (survivor.pid, 0)
+    assert metric(iface, "channels_fleet_rehomes_total", cause="dead") == len(victims)
+    assert metric(iface, "channels_fleet_messages_dropped_total", reason="rehome_dead") > 0
+    assert metric(iface, "channels_fleet_closes_total") == 0
+
+
+async def test_worker_back_from_sigstop__does_not_act_on_sockets_rehomed_away(
+    fleet: Fleet,
+) -> None:
+    iface = fleet.interface(wait=False)
+    frozen, other = fleet.worker(wait=False), fleet.worker(wait=False)
+    for proc in (iface, frozen, other):
+        proc.wait_ready()
+    probes = await on_worker(iface, frozen.pid, 5, others=[])
+    for probe in probes:
+        probe.owners.clear()
+    frozen.signal(signal.SIGSTOP)
+    try:
+        for probe in probes:  # relayed to the frozen worker: it will see them when woken
+            await probe.sock.send("whoami")
+        deadline = time.monotonic() + 10
+        for probe in probes:
+            while True:
+                assert time.monotonic() < deadline, "not re-homed"
+                await probe.sock.send("whoami")
+                try:
+                    info = await asyncio.wait_for(probe.whoami.get(), 0.25)
+                except TimeoutError:
+                    continue
+                if info["worker"] == other.pid:
+                    break
+    finally:
+        frozen.signal(signal.SIGCONT)
+    # Awake, it answers the frames it had been sent: the interface ignores a non-owner.
+    await asyncio.sleep(2)
+    for probe in probes:
+        assert frozen.pid not in probe.owners
+        assert probe.code is None
+        assert (await probe.ask_owner())["worker"] == other.pid
+    async with connect(f"{iface.url}/ws/echo/again/", origin=iface.origin) as sock:
+        await sock.send("still serving")
+        assert await asyncio.wait_for(sock.recv(), 5) == "still serving"
+
+
+async def test_no_live_worker__a_drained_socket_closes_1012_after_the_claim_deadline(
+    fleet: Fleet,
+) -> None:
+    iface = fleet.interface(wait=False, CHANNELS_FLEET_CLAIM_TIMEOUT="2")
+    worker = fleet.worker()
+    iface.wait_ready()
+    (probe,), (reader,) = await open_probes(iface, 1)
+    await probe.ask_owner()
+    worker.signal(signal.SIGTERM)
+    started = time.monotonic()
+    await asyncio.wait_for(reader, 10)
+    assert probe.code == 1012  # the client reconnects once a worker is back
+    assert time.monotonic() - started < 6
+
+
+async def test_rehome_off__a_draining_worker_closes_its_sockets_1012(fleet: Fleet) -> None:
+    iface = fleet.interface(wait=False)
+    old = fleet.worker(CHANNELS_FLEET_REHOME="off")
+    iface.wait_ready()
+    probes, readers = await open_probes(iface, 3)
+    fleet.worker()
+    old.signal(signal.SIGTERM)
+    await asyncio.wait_for(asyncio.gather(*readers), 10)
+    assert [p.code for p in probes] == [1012] * 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_rolling_restart_of_3_workers__500_sockets__no_disconnect_no_loss_in_order(
+    fleet: Fleet,
+) -> None:
+    iface = fleet.interface(wait=False)
+    workers = [fleet.worker(wait=False) for _ in range(3)]
+    for proc in (iface, *workers):
+        proc.wait_ready()
+    result = await rolling_restart(fleet, iface, workers, 500)
+    print(result.line(), f"frames={result.frames} seconds={result.seconds:.1f}")
+    assert result.exit_codes == [0, 0, 0]
+    assert result.disconnects == 0
+    assert result.out_of_order == 0
+    assert result.lost_frames == 0
+    # Every socket answered afterwards, from one of the new workers.
+    assert sum(result.owners_after.values()) == 500
+    assert not set(result.owners_after) & result.old_pids
+    assert metric(iface, "channels_fleet_rehomes_total", cause="drain") >= 500
