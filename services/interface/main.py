@@ -92,6 +92,9 @@ class Interface:
         from twisted.internet import reactor
 
         try:
+            # autobahn drops the TCP connection on a protocol error by default (clients see
+            # 1006); send the close frame instead: 1002 bad frame, 1007 bad UTF-8, 1009 too big.
+            self.server.ws_factory.setProtocolOptions(failByDrop=False)
             await self.gateway.start()
             self.probes = await Observability().start(
                 self.settings, self.gateway.ready, "interface"
