@@ -9,7 +9,7 @@ TOOLS  := .tools
 RUN    := .run
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install install-redis test test-unit test-integration run bench bench-layer bench-split \
+.PHONY: help install install-redis test test-unit test-integration run bench bench-layer bench-split bench-rehome \
         cluster-up cluster-down clean podman base-image images e2e-containers
 
 help: ## list the targets
@@ -70,13 +70,16 @@ cluster-down: ## stop the cluster started by cluster-up
 run: install ## the local stack: Redis Cluster, 2 interfaces, 2 workers, web, demo chat (Ctrl-C stops)
 	$(BIN)/python -m channels_fleet.devstack --dir $(RUN)
 
-bench: bench-layer bench-split ## run every benchmark
+bench: bench-layer bench-split bench-rehome ## run every benchmark
 
 bench-split: install ## monolith Daphne + channels_redis against interface + worker, same run
 	$(BIN)/python bench/split.py
 
 bench-layer: install ## our layer against channels_redis, same run, same Redis
 	$(BIN)/python bench/layer.py
+
+bench-rehome: install ## rolling restart of 3 workers under 500 busy sockets: disconnects, hand-over gap
+	$(BIN)/python bench/rehome.py
 
 # Container images, built and run with podman (no Docker engine or registry needed).
 podman: ## install podman, runc and debootstrap (Debian packages) when missing

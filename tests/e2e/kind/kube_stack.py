@@ -84,3 +84,13 @@ class KubeStack:
     async def restart_interfaces(self) -> None:
         await self._run("rollout", "restart", self.deployment("interface"))
         await self._run("rollout", "status", self.deployment("interface"), "--timeout=600s")
+
+    async def restart_workers(self) -> None:
+        count = len(await self.pods("worker"))
+        await self._run("rollout", "restart", self.deployment("worker"))
+        await self._run("rollout", "status", self.deployment("worker"), "--timeout=600s")
+        for _ in range(240):  # the old pods finish draining (re-homing their sockets)
+            if await self._settled("worker", count):
+                return
+            await asyncio.sleep(0.5)
+        raise TimeoutError("old worker pods did not finish terminating")

@@ -140,6 +140,11 @@ class ChartStack:
             self.balancer.pods.remove(old)
             await asyncio.to_thread(self.runner.stop, old)
 
+    async def restart_workers(self) -> None:
+        for old in self.runner.alive("worker"):
+            await self.start("worker")
+            await asyncio.to_thread(self.runner.stop, old)  # drains: re-homes its sockets
+
 
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as resp:
@@ -193,7 +198,7 @@ async def stack(redis_for_pods):
 
 
 async def test_chart_pods__every_scenario(stack):
-    """One stack for the five scenarios (starting pods is the slow part)."""
+    """One stack for every scenario (starting pods is the slow part)."""
     for scenario in scenarios.ALL:
         t0 = time.perf_counter()
         result = await scenario(stack)

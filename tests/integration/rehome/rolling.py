@@ -166,7 +166,7 @@ async def rolling_restart(fleet: Fleet, iface: Proc, workers: list[Proc], socket
     try:
         await asyncio.sleep(1)  # steady traffic before the first restart
         for old in list(workers):
-            new = await asyncio.to_thread(fleet.worker().wait_ready)
+            new = await asyncio.to_thread(fleet.worker)  # waits until ready, off the loop
             workers.append(new)
             old.signal(signal.SIGTERM)
             codes.append(await asyncio.to_thread(exited, old, 30))
