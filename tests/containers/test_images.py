@@ -62,12 +62,21 @@ def test_image_config(name: str) -> None:
     assert "PYTHONDONTWRITEBYTECODE=1" in config["Env"]
 
 
-def test_no_compiler_and_no_pip_in_interface() -> None:
-    out = run(IMAGES["interface"], "-c",
-              "for c in gcc cc c++ clang make pip; do command -v $c; done; true",
+@pytest.mark.parametrize("name", ["interface", "project"])
+def test_no_compiler(name: str) -> None:
+    out = run(IMAGES[name], "-c", "for c in gcc cc c++ clang make ld; do command -v $c; done; true",
               entrypoint='["tini", "--", "sh"]')
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_interface_venv_has_no_installer() -> None:
+    """Nothing installs into the interface image at run time (the base's own pip aside)."""
+    out = run(IMAGES["interface"], "-c", "ls /opt/venv/bin; python3 -c 'import channels_fleet'",
+              entrypoint='["tini", "--", "sh"]')
+    assert out.returncode == 0, out.stderr
+    assert "channels-fleet" in out.stdout.split()
+    assert not {"pip", "pip3", "easy_install"} & set(out.stdout.split())
 
 
 @pytest.mark.skipif(not (ROOT / "examples/chat/manage.py").exists(), reason="no examples/chat")
