@@ -106,8 +106,10 @@ class Gateway:
             on_lost=self._abandon_all,
         )
         await self.heartbeat.start()
+        # Checked twice per beat (one MGET): a dead worker's sockets wait at most TTL + half
+        # an interval before they are re-homed.
         self.watch = PeerWatch(self._redis, self._owners, self._owners_dead,
-                               interval=s.heartbeat_interval)
+                               interval=s.heartbeat_interval / 2)
         self.watch.start()
         self._started.set()
         logger.info("gateway relaying on %s", channel)
