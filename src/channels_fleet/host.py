@@ -381,12 +381,16 @@ class Host:
     # -- liveness --------------------------------------------------------------------------
 
     def _ifaces(self) -> set[str]:
-        return {c.iface for c in self.conns.values() if not c.abandoned}
+        ifaces = {c.iface for c in self.conns.values() if not c.abandoned}
+        return ifaces | {c.iface for c in self.handed.values()}
 
     def _ifaces_dead(self, dead: set[str]) -> None:
         for conn in list(self.conns.values()):
-            if conn.iface in dead:
+            if conn.iface in dead and not conn.abandoned:
                 self._abandon(conn)
+        for conn in list(self.handed.values()):
+            if conn.iface in dead:  # no FENCE will come
+                del self.handed[conn.id]
 
     def _abandon_all(self) -> None:
         for conn in list(self.conns.values()):
