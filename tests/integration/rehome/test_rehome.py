@@ -220,3 +220,27 @@ async def test_rolling_restart_of_3_workers__500_sockets__no_disconnect_no_loss_
     assert sum(result.owners_after.values()) == 500
     assert not set(result.owners_after) & result.old_pids
     assert metric(iface, "channels_fleet_rehomes_total", cause="drain") >= 500
+
+
+async def test_drain_hands_sockets_back_in_batches_with_a_pause_between(fleet: Fleet) -> None:
+    iface = fleet.interface(wait=False)
+    old = fleet.worker(CHANNELS_FLEET_REHOME_BATCH="5", CHANNELS_FLEET_REHOME_PAUSE="0.5")
+    iface.wait_ready()
+    probes, _ = await open_probes(iface, 20)
+    for probe in probes:
+        await probe.ask_owner()
+    new = fleet.worker()
+    old.signal(signal.SIGTERM)
+    started = time.monotonic()
+
+    async def moved(probe: Probe) -> float:
+        while True:
+            if (await probe.ask_owner())["worker"] == new.pid:
+                return time.monotonic() - started
+            await asyncio.sleep(0.05)
+
+    took = sorted(await asyncio.wait_for(asyncio.gather(*(moved(p) for p in probes)), 20))
+    # 4 batches of 5, 0.5 s apart: the last 5 cannot move before 3 pauses have passed (a
+    # loaded machine only makes every move later).
+    assert took[-1] >= 1.5 and sum(t < 1.5 for t in took) <= 15, took
+    assert all(p.code is None for p in probes)
