@@ -28,6 +28,10 @@ from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
+#: Longest a hand-back waits for the app to finish the events it took (a busy handler on a
+#: loaded machine); past it the socket is handed back anyway and that event's output is lost.
+HAND_BACK_WAIT = 3.0
+
 
 class WConn:
     """One connection owned by this worker."""
@@ -331,18 +335,20 @@ class Host:
         """Give a WebSocket back to its interface to be re-homed on another worker.
 
         Events arriving from now on are stashed; once the app has handled what it already
-        took (it waits in receive(), at most 1 s), its later output is dropped, REHOME goes to
-        the interface, and the app gets its disconnect (1012). The interface answers with a
-        FENCE, after which nothing more comes; the stash goes back with RETURN, in order.
+        took (it waits in receive(); at most HAND_BACK_WAIT), its later output is dropped,
+        REHOME goes to the interface, and the app gets its disconnect (1012). The interface
+        answers with a FENCE, after which nothing more comes; the stash goes back with RETURN,
+        in order.
         """
         assert self.relay is not None
         conn.handing = True
         if not (conn.waiting and conn.queue.empty()):
             conn.idle = asyncio.Event()
             try:
-                await asyncio.wait_for(conn.idle.wait(), 1.0)
+                await asyncio.wait_for(conn.idle.wait(), HAND_BACK_WAIT)
             except TimeoutError:
-                logger.info("%s: app still busy after 1 s; handing it back anyway", conn.id)
+                logger.warning("%s: app still busy after %.0f s; handing it back anyway",
+                               conn.id, HAND_BACK_WAIT)
         if conn.gone or conn.closed or conn.abandoned:
             return  # the client or the app ended it meanwhile
         leftover = []  # relayed before the hand-back began, never seen by the app
