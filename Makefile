@@ -61,6 +61,10 @@ test-unit: install
 test-integration: install
 	$(BIN)/pytest -q tests/integration
 
+.PHONY: test-reliability
+test-reliability: install ## fault, bad-input, security and soak scenarios (10 min soak); writes the table in docs/reliability.md
+	RELIABILITY_SOAK_SECONDS=$${RELIABILITY_SOAK_SECONDS:-600} $(BIN)/python scripts/reliability-report.py
+
 cluster-up: install ## start a local 3-master + 3-replica Redis Cluster, print its URLs
 	@$(BIN)/python -m channels_fleet.devcluster up --dir $(RUN)/cluster
 

@@ -29,10 +29,35 @@ from redis.cluster import RedisCluster
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "fleet:hb:{hb}:"
+#: Set (atomically, while the heartbeat is missing) by the peer that declares a process dead.
+TOMBSTONE_PREFIX = "fleet:dead:{hb}:"
+TOMBSTONE_MS = 24 * 3600 * 1000
+
+# A heartbeat can also expire because Redis itself was away (a master failing over takes
+# longer than the TTL): that must not read as every process dying. So a peer is declared dead
+# only by a script that finds its heartbeat still missing and leaves a tombstone, and a process
+# whose key expired abandons its connections only if it finds that tombstone. Both scripts
+# touch one slot ({hb}), so a re-registration and a declaration are ordered.
+_DECLARE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+  return 1
+end
+return 0
+"""
+_REVIVE = """
+local dead = redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return dead
+"""
 
 
 def heartbeat_key(channel: str) -> str:
     return KEY_PREFIX + channel
+
+
+def tombstone_key(channel: str) -> str:
+    return TOMBSTONE_PREFIX + channel
 
 
 async def _is_cluster(url: str) -> bool:
@@ -117,13 +142,19 @@ class Heartbeat:
         """Refresh the key; if it had expired, we were declared dead: hand over and re-register."""
         refreshed = self._client.set(self.key, time.time(), px=self.ttl_ms, xx=True)
         if not refreshed:
-            logger.error(
-                "heartbeat %s had expired (process stalled or cut off); abandoning its connections",
-                self.key,
-            )
-            if self.on_lost is not None and self._loop is not None:
-                self._loop.call_soon_threadsafe(self.on_lost)
-            self._client.set(self.key, time.time(), px=self.ttl_ms, nx=True)
+            declared = self._client.eval(_REVIVE, 2, self.key, tombstone_key(self.channel),
+                                         time.time(), self.ttl_ms)
+            if declared:
+                logger.error(
+                    "heartbeat %s had expired and peers declared this process dead (stalled or "
+                    "cut off); abandoning its connections", self.key,
+                )
+                if self.on_lost is not None and self._loop is not None:
+                    self._loop.call_soon_threadsafe(self.on_lost)
+            else:
+                logger.warning("heartbeat %s had expired (Redis unreachable for longer than "
+                               "the TTL?); nobody declared this process dead: re-registered",
+                               self.key)
         self.last_beat = time.monotonic()
 
     def _run(self) -> None:
@@ -143,11 +174,17 @@ class PeerWatch:
         peers: Callable[[], Iterable[str]],
         on_dead: Callable[[set[str]], None],
         interval: float = 1.0,
+        grace: float | None = None,
     ) -> None:
         self.client = client
         self.peers = peers
         self.on_dead = on_dead
         self.interval = interval
+        #: After this process could not read Redis, how long checks must succeed before a
+        #: missing heartbeat counts (peers need that long to beat again): the default TTL
+        #: (3 intervals) plus one interval.
+        self.grace = 4 * interval if grace is None else grace
+        self._healthy_since: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -159,22 +196,46 @@ class PeerWatch:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def dead(self, channels: Iterable[str]) -> set[str]:
-        """Those of ``channels`` whose process has no live heartbeat."""
+        """Those of ``channels`` whose process has no live heartbeat (declared dead now)."""
+        return await self.declare(await self.missing(channels))
+
+    async def missing(self, channels: Iterable[str]) -> list[str]:
+        """Those of ``channels`` whose heartbeat key is absent."""
         names = list(dict.fromkeys(channels))
         if not names:
-            return set()
+            return []
         values = await self.client.mget([heartbeat_key(n) for n in names])
-        return {name for name, value in zip(names, values, strict=True) if value is None}
+        return [name for name, value in zip(names, values, strict=True) if value is None]
+
+    async def declare(self, missing: Iterable[str]) -> set[str]:
+        """Declare dead those still without a heartbeat (tombstone); returns them."""
+        dead = set()
+        for name in missing:
+            if await self.client.eval(_DECLARE, 2, heartbeat_key(name), tombstone_key(name),
+                                      TOMBSTONE_MS):
+                dead.add(name)
+        return dead
 
     async def _loop(self) -> None:
+        self._healthy_since = time.monotonic()
         while True:
             await asyncio.sleep(self.interval)
             try:
-                dead = await self.dead(self.peers())
+                started = time.monotonic()
+                missing = await self.missing(self.peers())
+                now = time.monotonic()
+                if now - started > self.interval:
+                    # A slow answer is Redis failing over (the client retried inside): the
+                    # peers could not beat meanwhile either, so give them time to.
+                    self._healthy_since = now
+                if not missing or now - self._healthy_since < self.grace:
+                    continue
+                dead = await self.declare(missing)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.warning("peer heartbeat check failed: %s", exc)
+                self._healthy_since = time.monotonic()
                 continue
             if dead:
                 logger.warning("peers without heartbeat: %s", ", ".join(sorted(dead)))

@@ -8,13 +8,9 @@ docs/reliability.md. Without it the figures are only asserted.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,31 +18,10 @@ SPLIT = Path(__file__).resolve().parent.parent / "integration" / "split"
 if str(SPLIT) not in sys.path:
     sys.path.insert(0, str(SPLIT))
 
+from relfigures import Figures  # noqa: E402
 from split_fleet import Fleet  # noqa: E402
 
 from channels_fleet.devcluster import LocalRedis  # noqa: E402
-
-
-class Figures:
-    """Collects one scenario's measured figures and writes them out, pass or fail."""
-
-    def __init__(self, test: str) -> None:
-        self.test = test
-        self.rows: list[dict[str, Any]] = []
-
-    def record(self, scenario: str, run: str, counted: str, result: str, ok: bool,
-               **numbers: Any) -> None:
-        self.rows.append({"scenario": scenario, "run": run, "counted": counted, "result": result,
-                          "ok": bool(ok), "test": self.test, "numbers": numbers,
-                          "at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})
-
-    def flush(self) -> None:
-        path = os.environ.get("RELIABILITY_RESULTS")
-        if not path or not self.rows:
-            return
-        with open(path, "a", encoding="utf-8") as out:
-            for row in self.rows:
-                out.write(json.dumps(row) + "\n")
 
 
 @pytest.fixture
@@ -75,11 +50,3 @@ def fleet(rel_fleet: Fleet) -> Iterator[Fleet]:
         yield rel_fleet
     finally:
         rel_fleet.stop()
-
-
-def rehome_modes() -> list[str]:
-    """The worker-loss modes this build has: 'off' always; 'on' once issue 9's setting exists."""
-    from channels_fleet.settings import InterfaceSettings
-
-    fields = getattr(InterfaceSettings, "__dataclass_fields__", {})
-    return ["off", "on"] if "rehome" in fields else ["off"]

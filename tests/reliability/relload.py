@@ -36,6 +36,7 @@ class Echo:
     code: int | None = None
     closed_at: float | None = None
     out_of_order: int = 0
+    times: list[float] = field(default_factory=list)
 
     async def reader(self) -> None:
         try:
@@ -45,6 +46,7 @@ class Echo:
                     if self.got and n != self.got[-1] + 1:
                         self.out_of_order += 1
                     self.got.append(n)
+                    self.times.append(time.monotonic())
         except ConnectionClosed:
             pass
         self.closed_at = time.monotonic()
@@ -68,6 +70,11 @@ class Echo:
                     await asyncio.wait_for(stop.wait(), delay)
                 except TimeoutError:
                     pass
+
+    def max_gap(self, since: float) -> float:
+        """Longest time without an echo after ``since`` (the window of an outage)."""
+        times = [since] + [t for t in self.times if t > since]
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
     @property
     def lost(self) -> int:

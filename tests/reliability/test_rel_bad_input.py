@@ -16,8 +16,8 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Figures
 from rawws import HUNG, RESET, frame, handshake, read_close, shut
+from relfigures import Figures
 from relload import log_count, open_fds, rss_kb, whoami, ws
 from split_fleet import Fleet, Proc
 from websockets.exceptions import ConnectionClosed, InvalidStatus

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Figures
 from redis.cluster import RedisCluster
+from relfigures import Figures
 from relload import whoami, ws
 from split_fleet import Fleet, Proc
 from websockets.exceptions import ConnectionClosed

@@ -19,7 +19,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import redis as redis_py
-from conftest import Figures
+from relfigures import Figures
 from relload import whoami, ws
 from split_fleet import Fleet, _die_with_parent
 from websockets.exceptions import InvalidStatus

@@ -12,7 +12,7 @@ import os
 import time
 
 import pytest
-from conftest import Figures, rehome_modes
+from relfigures import Figures, rehome_modes
 from relload import open_echoes, settle, whoami, ws
 from split_fleet import Fleet
 from websockets.exceptions import ConnectionClosed
