@@ -138,11 +138,14 @@ class Receiver:
         served = 0  # receivers served by the last pop; they are likely to come right back
         try:
             while True:
-                if served and not busy:
-                    # About to block: let the receivers just served come back first.
+                # After serving receivers from a busy LIST, pop again at once (they are
+                # likely to come right back); a shared channel without prefetch waits for
+                # them instead, so it never takes more than there are receivers.
+                eager = busy and served and (local or self.prefetch > 0)
+                if served and not eager:
                     await asyncio.sleep(0)
                 wanted = self._live_waiters(key)
-                if wanted == 0 and not (busy and served):
+                if wanted == 0 and not eager:
                     break
                 count = self.batch if local else max(wanted, 1) + self.prefetch
                 if busy:

@@ -329,6 +329,22 @@ async def test_shared_channel__prefetched_messages_return_to_the_queue(make_laye
     assert rest == list(range(1, 8))
 
 
+async def test_shared_channel__no_prefetch_takes_only_what_receivers_wait_for(
+    make_layer, redis_hosts
+):
+    layer = make_layer(receive_prefetch=0)
+    for i in range(5):
+        await layer.send("strict", {"i": i})
+    assert (await layer.receive("strict"))["i"] == 0
+    await asyncio.sleep(0.05)  # well inside the prefetch linger: nothing was taken ahead
+    raw = raw_client(redis_hosts)
+    try:
+        assert raw.llen(channel_key(layer.prefix, "strict")) == 4
+    finally:
+        raw.close()
+    assert (await layer.receive("strict"))["i"] == 1
+
+
 def test_multiple_event_loops__one_layer_used_from_sequential_loops(redis_hosts):
     layer = RedisClusterChannelLayer(hosts=redis_hosts)
 
