@@ -105,6 +105,9 @@ class RedisNode:
                 # Short enough that a failover test finishes quickly, long enough
                 # not to flap on a loaded 2-core machine.
                 "--cluster-node-timeout", "2000",
+                # A replica may take over however recently it synced: a test that kills a
+                # master seconds after the cluster formed still gets a failover.
+                "--cluster-replica-validity-factor", "0",
             ]
         self.process = subprocess.Popen(
             args,
@@ -216,14 +219,23 @@ class LocalRedis:
         self.wait_cluster_ok()
 
     def wait_cluster_ok(self, timeout: float = 30.0) -> None:
-        """Wait until every live node reports cluster_state:ok and knows its replicas."""
+        """Wait until every live node reports cluster_state:ok and every replica is in sync.
+
+        A replica whose link to its master is not up yet cannot be promoted, so a failover
+        test started before that point would wait forever for the new master.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             live = [node for node in self.nodes if node.alive()]
             states = [_command(node.port, "cluster", "info") for node in live]
             if all("cluster_state:ok" in state for state in states):
                 roles = [_command(node.port, "role").split("\n", 1)[0] for node in live]
-                if roles.count("master") == self.masters:
+                replicas = [node for node, role in zip(live, roles) if role == "slave"]
+                synced = all(
+                    "master_link_status:up" in _command(node.port, "info", "replication")
+                    for node in replicas
+                )
+                if roles.count("master") == self.masters and synced:
                     return
             time.sleep(0.1)
         raise DevClusterError(f"cluster did not reach cluster_state:ok within {timeout}s")
