@@ -87,6 +87,9 @@ class RedisNode:
         return f"redis://127.0.0.1:{self.port}"
 
     def start(self, *, detach: bool = False) -> None:
+        # redis-server changes into --dir before opening --logfile: relative paths would
+        # then point inside themselves.
+        self.workdir = self.workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
             redis_server_binary(),
