@@ -1,0 +1,129 @@
+"""Coalesce Channels' per-event database-connection cleanup in a worker process.
+
+Channels 4.2+ awaits ``aclose_old_connections()`` (``sync_to_async(close_old_connections)``)
+before every consumer handler. Each call is one hop through asgiref's single thread-sensitive
+thread, so a group message reaching a worker's 2,500 consumers queues 2,500 hops that run one
+after another before the consumers' ``send``s go out. ``close_old_connections`` only looks at
+that thread's connections and is idempotent, so concurrent callers can share one run.
+
+Worker processes call this once at start:
+
+    from channels_fleet.dbcleanup import install
+    install()
+
+Then, while one cleanup is queued or running, every new caller waits for the NEXT run (one
+run for all of them), never for a run that started before it called: each caller still gets a
+cleanup that started after it asked, in the same thread as before. At most one run is in
+flight and one waiting per event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+from asgiref.sync import AsyncToSync, SyncToAsync, sync_to_async
+from django.db import close_old_connections
+
+# Modules that did ``from channels.db import aclose_old_connections`` (checked: channels 4.3.2).
+_MODULES = ("channels.db", "channels.consumer", "channels.generic.websocket",
+            "channels.generic.http")
+_ORIGINAL = "_channels_fleet_original_aclose"
+
+
+class Coalescer:
+    """Shares runs of ``close_old_connections`` among callers of one event loop."""
+
+    def __init__(self) -> None:
+        self.runs = 0  # cleanups actually run (for tests and curiosity)
+        self._next: asyncio.Future[None] | None = None  # the run new callers join
+        self._lock = asyncio.Lock()  # one run at a time
+
+    async def __call__(self) -> None:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            # Retrieve the outcome even if every caller was cancelled (no "never retrieved").
+            self._next.add_done_callback(_consume)
+            asyncio.ensure_future(self._run(self._next))
+        # shield: a cancelled caller must not cancel the run others wait for.
+        await asyncio.shield(self._next)
+
+    async def _run(self, done: asyncio.Future[None]) -> None:
+        async with self._lock:
+            # From here on this run has started: later callers must wait for the one after.
+            self._next = None
+            self.runs += 1
+            try:
+                await sync_to_async(close_old_connections)()
+            except asyncio.CancelledError:
+                done.cancel()
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to every caller
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+_coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer] = (
+    weakref.WeakKeyDictionary())
+
+
+def coalescer() -> Coalescer:
+    """This event loop's coalescer."""
+    loop = asyncio.get_running_loop()
+    found = _coalescers.get(loop)
+    if found is None:
+        found = _coalescers[loop] = Coalescer()
+    return found
+
+
+async def aclose_old_connections() -> None:
+    """Drop-in for ``channels.db.aclose_old_connections``, coalesced per event loop."""
+    if _thread_is_per_loop():
+        await coalescer()()
+    else:
+        await sync_to_async(close_old_connections)()
+
+
+def _thread_is_per_loop() -> bool:
+    """True when asgiref would pick the same thread for every caller on this loop.
+
+    Under an outer ``async_to_sync`` or a ``ThreadSensitiveContext`` the thread depends on
+    the caller, so sharing a run could clean up the wrong thread's connections.
+    """
+    return (getattr(AsyncToSync.executors, "current", None) is None
+            and SyncToAsync.thread_sensitive_context.get(None) is None
+            and not SyncToAsync.deadlock_context.get(False))
+
+
+def install() -> bool:
+    """Replace Channels' ``aclose_old_connections`` where it is looked up; False if done."""
+    import importlib
+
+    changed = False
+    for name in _MODULES:
+        module = importlib.import_module(name)
+        current = module.aclose_old_connections
+        if current is aclose_old_connections:
+            continue
+        setattr(module, _ORIGINAL, current)
+        module.aclose_old_connections = aclose_old_connections
+        changed = True
+    return changed
+
+
+def uninstall() -> None:
+    """Undo :func:`install` (for tests)."""
+    import importlib
+
+    for name in _MODULES:
+        module: Any = importlib.import_module(name)
+        original = module.__dict__.pop(_ORIGINAL, None)
+        if original is not None:
+            module.aclose_old_connections = original
