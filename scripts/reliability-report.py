@@ -60,7 +60,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as tmp:
         results = Path(tmp.name)
-    env = {**os.environ, "RELIABILITY_RESULTS": str(results),
+    env = {**os.environ, "RELIABILITY_RESULTS": str(results), "RELIABILITY_FULL": "1",
            "RELIABILITY_SOAK_SECONDS": str(int(args.soak_seconds))}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "--durations=0", "tests/reliability", *args.pytest_args]

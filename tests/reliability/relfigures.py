@@ -40,3 +40,10 @@ def rehome_modes() -> list[str]:
 
     fields = getattr(InterfaceSettings, "__dataclass_fields__", {})
     return ["off", "on"] if "rehome" in fields else ["off"]
+
+
+def full_run() -> bool:
+    """``make test-reliability`` (RELIABILITY_FULL=1) runs every variant; ``make test`` the
+    cheaper half of some (noted where a test uses this)."""
+    return os.environ.get("RELIABILITY_FULL", "") not in ("", "0")
+

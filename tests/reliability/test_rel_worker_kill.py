@@ -12,7 +12,7 @@ import os
 import time
 
 import pytest
-from relfigures import Figures, rehome_modes
+from relfigures import Figures, full_run, rehome_modes
 from relload import open_echoes, settle, whoami, ws
 from split_fleet import Fleet
 from websockets.exceptions import ConnectionClosed
@@ -40,9 +40,12 @@ def modes() -> list[object]:
     # Re-homing after kill -9 (issue 9) missed the 5 s target under this load when this test
     # was written (9.7 s, most of the gap's messages lost): measured and reported, not hidden.
     # Remove the mark once it holds.
+    # make test runs the 1012 mode only (the re-homed one adds a minute, and issue 9's own
+    # tests cover re-homing after kill -9 at a lighter load).
+    modes = rehome_modes() if full_run() else ["off"]
     return [pytest.param(m, marks=pytest.mark.xfail(reason="re-homing under 4,000 msg/s: "
                                                     "slower than 5 s here", strict=False))
-            if m == "on" else m for m in rehome_modes()]
+            if m == "on" else m for m in modes]
 
 
 @pytest.mark.parametrize("rehome", modes())

@@ -57,7 +57,7 @@ def decode(message: Any) -> None:
         pass
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(values)
 def test_arbitrary_values__only_wire_error(message: Any) -> None:
     decode(message)
@@ -74,7 +74,7 @@ def test_arbitrary_bytes__only_wire_error(data: bytes) -> None:
     decode(decoded)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.sampled_from(["type", "iface", "conn", "scope", "sent_at", "deadline"]),
        st.sampled_from(["type", "path", "headers", "client", "server", "query_string",
                         "raw_path", "subprotocols", "scheme", None]),
@@ -95,7 +95,7 @@ def test_mutated_envelopes__parse_or_wire_error(top: str, key: str | None, value
     assert isinstance(envelope["iface"], str) and isinstance(envelope["conn"], str)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(values, max_size=4))
 def test_arbitrary_items__parse_or_wire_error(items: list[Any]) -> None:
     for item in wire.parse_batch(wire.batch(items)):
