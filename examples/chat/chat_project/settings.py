@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "chat",
+    "board",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

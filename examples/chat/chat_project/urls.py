@@ -3,5 +3,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("", include("chat.urls")),
+    path("", include("board.urls")),
     path("admin/", admin.site.urls),
 ]

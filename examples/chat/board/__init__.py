@@ -1,0 +1,1 @@
+"""A live-updating board: Card rows bound to browsers with channels_fleet.binding.Binding."""
