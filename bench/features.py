@@ -9,6 +9,7 @@ Prints one line ``features: demux_overhead_us=N push_p50_ms=N push_p95_ms=N`` th
 Echo figures are the best of 3 interleaved runs (the machine is shared).
 
     .venv/bin/python bench/features.py            # starts its own redis-server on a free port
+    .venv/bin/python bench/features.py --cluster  # on a 3-master + 3-replica Redis Cluster
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from channels_fleet.layers import RedisClusterChannelLayer  # noqa: E402
 from channels_fleet.multiplex import Demultiplexer  # noqa: E402
 
 ECHOES = 2000
+SENDS = 100
 PUSHES = 300
 
 
@@ -88,6 +90,26 @@ async def push_latencies(board, save: bool) -> list[float]:
     return out
 
 
+def send_costs(layer) -> tuple[float, float]:
+    """p50 seconds of one group_send from a plain thread: async_to_sync (a loop and connections
+    per call) against channels_fleet.bridge.run_sync (one loop per process)."""
+    from asgiref.sync import async_to_sync
+
+    from channels_fleet.bridge import run_sync
+
+    message = {"type": "x.y"}
+    out = []
+    for call in (lambda: async_to_sync(layer.group_send)("g", message),
+                 lambda: run_sync(lambda: layer.group_send("g", message))):
+        times = []
+        for _ in range(SENDS):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        out.append(sorted(times)[SENDS // 2])
+    return out[0], out[1]
+
+
 async def main(urls: list[str]) -> None:
     layer = RedisClusterChannelLayer(hosts=urls, prefix="benchfeat")
     channel_layers.backends[DEFAULT_CHANNEL_LAYER] = layer
@@ -101,6 +123,7 @@ async def main(urls: list[str]) -> None:
     direct, muxed = min(directs), min(muxeds)
     pushes = sorted(await push_latencies(board, save=False))
     saves = sorted(await push_latencies(board, save=True))
+    naive, bridged = await asyncio.to_thread(send_costs, layer)
     await layer.flush()
     overhead_us = (muxed - direct) / ECHOES * 1e6
     p50, p95 = pushes[len(pushes) // 2] * 1e3, pushes[int(len(pushes) * 0.95)] * 1e3
@@ -110,6 +133,8 @@ async def main(urls: list[str]) -> None:
     print(f"  echo via Demultiplexer: {ECHOES / muxed:.0f}/s ({muxed / ECHOES * 1e6:.0f} us)")
     print(f"  push() -> socket over {PUSHES}: p50 {p50:.2f} ms, p95 {p95:.2f} ms, "
           f"mean {statistics.mean(pushes) * 1e3:.2f} ms")
+    print(f"  group_send from a plain thread, p50: async_to_sync {naive * 1e3:.2f} ms, "
+          f"bridge.run_sync {bridged * 1e3:.2f} ms")
     print(f"  save() -> socket over {PUSHES}: p50 {saves[len(saves) // 2] * 1e3:.2f} ms, "
           f"p95 {saves[int(len(saves) * 0.95)] * 1e3:.2f} ms (sqlite file commit included)")
 
@@ -117,8 +142,10 @@ async def main(urls: list[str]) -> None:
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.pop("CHANNELS_FLEET_REDIS_URL", None)
-        redis = LocalRedis(Path(tmp), masters=1, replicas=0).start()
+        cluster = "--cluster" in sys.argv
+        redis = LocalRedis(Path(tmp), masters=3 if cluster else 1, replicas=int(cluster)).start()
         try:
-            asyncio.run(main(redis.urls))
+            print("on a Redis Cluster" if cluster else "on one Redis")
+            asyncio.run(main(redis.urls[:3]))
         finally:
             redis.stop()
