@@ -6,6 +6,7 @@ Real interface and worker processes on the real Redis Cluster, driven by ``webso
 from __future__ import annotations
 
 import asyncio
+import http.client
 import re
 import signal
 import time
@@ -244,3 +245,26 @@ async def test_drain_hands_sockets_back_in_batches_with_a_pause_between(fleet: F
     # loaded machine only makes every move later).
     assert took[-1] >= 1.5 and sum(t < 1.5 for t in took) <= 15, took
     assert all(p.code is None for p in probes)
+
+
+def test_http_in_flight__finishes_on_a_draining_worker__503_from_a_dead_one(fleet: Fleet) -> None:
+    """HTTP requests are not re-homed (the default re-home setting changes nothing for them)."""
+    iface = fleet.interface(wait=False)
+    draining = fleet.worker()
+    iface.wait_ready()
+    conn = http.client.HTTPConnection("127.0.0.1", iface.port, timeout=15)
+    conn.request("GET", "/slow/?2")
+    time.sleep(0.5)  # claimed and running
+    draining.signal(signal.SIGTERM)
+    resp = conn.getresponse()
+    assert (resp.status, resp.read()) == (200, b"late")
+    conn.close()
+    assert draining.popen.wait(timeout=10) == 0
+    dying = fleet.worker()
+    conn = http.client.HTTPConnection("127.0.0.1", iface.port, timeout=15)
+    conn.request("GET", "/slow/")
+    time.sleep(1)
+    dying.popen.kill()
+    resp = conn.getresponse()
+    assert resp.status == 503 and b"Traceback" not in resp.read()
+    conn.close()
