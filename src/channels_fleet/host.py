@@ -202,7 +202,8 @@ class Host:
         assert self.relay is not None
         scope = wire.scope_from_wire(envelope)
         iface = envelope["iface"]
-        scope["fleet"] = {"interface": iface, "rehomed": envelope.get("rehomed", 0)}
+        scope["fleet"] = {"interface": iface, "rehomed": envelope.get("rehomed", 0),
+                          "worker": self.relay.channel}  # who serves it (status pages)
         ws = scope["type"] == "websocket"
         conn = WConn(envelope["conn"], iface, ws, self.settings.inbound_limit)
         self.conns[conn.id] = conn
