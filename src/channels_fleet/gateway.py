@@ -42,6 +42,9 @@ Send = Any
 _MESSAGES_IN = METRICS.messages.labels("in")
 _MESSAGES_OUT = METRICS.messages.labels("out")
 
+#: A re-homed socket waits this many times CHANNELS_FLEET_CLAIM_TIMEOUT for a new owner.
+REHOME_CLAIM_FACTOR = 2
+
 
 class Conn:
     """One client connection as the interface sees it."""
@@ -380,16 +383,16 @@ class Gateway:
         conn.handover_at = time.monotonic()
         METRICS.rehomes.labels(cause).inc()
         logger.debug("%s: re-homing (%s, time %d)", conn.id, cause, conn.rehomed)
+        # The client is connected and content to wait: twice a new connection's deadline
+        # before giving up (a rolling update's new worker may still be starting).
+        deadline = REHOME_CLAIM_FACTOR * self.settings.claim_timeout
         envelope = wire.connect_envelope(
-            self.relay.channel, conn.id, conn.scope, self.settings.claim_timeout,
-            rehomed=conn.rehomed,
+            self.relay.channel, conn.id, conn.scope, deadline, rehomed=conn.rehomed,
         )
         conn.sent_at = time.monotonic()
         if conn.timer is not None:
             conn.timer.cancel()
-        conn.timer = asyncio.get_running_loop().call_later(
-            self.settings.claim_timeout, self._claim_expired, conn
-        )
+        conn.timer = asyncio.get_running_loop().call_later(deadline, self._claim_expired, conn)
         task = asyncio.ensure_future(self._send_rehome(conn, envelope))
         task.add_done_callback(_log_failure)
 
@@ -473,8 +476,7 @@ class Gateway:
         if conn.finished:
             return
         if conn.owner is None:
-            logger.warning("%s: no worker claimed it within %.1fs", conn.id,
-                           self.settings.claim_timeout)
+            logger.warning("%s: no worker claimed it in time", conn.id)
             METRICS.messages_dropped.labels("unclaimed").inc()
             # A re-homed socket's client reconnects (1012); a new one tries later (1013).
             self._spawn_end(conn, 1012 if conn.rehomed else 1013, tell_owner=False)
