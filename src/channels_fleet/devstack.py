@@ -50,12 +50,16 @@ class Stack:
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE",
                                                      "chat_project.settings"),
             "CHAT_RUN_DIR": str(self.run_dir),
+            "CHAT_MODERATION": os.environ.get("CHAT_MODERATION", "1"),
             "CHANNELS_FLEET_ALLOWED_ORIGINS": os.environ.get(
                 "CHANNELS_FLEET_ALLOWED_ORIGINS", "localhost,127.0.0.1"),
         }
         print("migrating the demo database...", flush=True)
         subprocess.run([sys.executable, str(self.project / "manage.py"), "migrate", "--noinput",
                         "-v", "0"], env=self.env, check=True, cwd=self.project)
+        # The demo's accounts (alice, bob: password demo-password).
+        subprocess.run([sys.executable, str(self.project / "manage.py"), "demo_users"],
+                       env=self.env, check=True, cwd=self.project)
         cli = [sys.executable, "-m", "channels_fleet.cli"]
         metrics = 9101
         for i in range(interfaces):
@@ -63,8 +67,9 @@ class Stack:
                         metrics)
             metrics += 1
         for i in range(workers):
-            self._spawn(f"worker-{i + 1}", [*cli, "worker", "chat_project.asgi:application"],
-                        metrics)
+            # Every worker also serves the demo's background channel "moderation".
+            self._spawn(f"worker-{i + 1}", [*cli, "worker", "chat_project.asgi:application",
+                                            "--channels", "moderation"], metrics)
             metrics += 1
         self._spawn("web", [*cli, "web", "chat_project.wsgi:application", "--port",
                             str(web_port)], metrics)

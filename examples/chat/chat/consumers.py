@@ -1,14 +1,33 @@
-"""The chat room: a plain AsyncWebsocketConsumer with a group per room."""
+"""The chat room over three transports, all on the room's group ``chat_<room>``:
 
+- ``ChatConsumer``: WebSocket ``/ws/chat/<room>/`` (also the "chat" stream of the board);
+- ``LongPoll``: HTTP long polling ``/poll/<room>/`` (GET waits for messages, POST posts), the
+  fallback when WebSockets are blocked;
+- ``RoomEvents``: Server-Sent Events ``/poll/events/<room>/``, a streaming HTTP response.
+
+Anyone may read a room; posting needs a signed-in user (the session of the web tier's login).
+"""
+
+import asyncio
 import json
+from urllib.parse import urlsplit
 
+from channels.exceptions import StopConsumer
+from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from . import rooms
+from .status import served_by
+
+#: After the first message a long poll waits this long for more, so bursts come in one reply.
+POLL_LINGER = 0.05
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self):
         self.room = self.scope["url_route"]["kwargs"]["room"]
-        self.group = f"chat_{self.room}"
+        self.group = rooms.group_name(self.room)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 
@@ -17,14 +36,160 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         try:
-            message = str(json.loads(text_data)["message"])[:2000]
-        except (TypeError, ValueError, KeyError):
+            frame = json.loads(text_data)
+        except (TypeError, ValueError):
             return
-        user = self.scope.get("user")
-        name = user.username if user is not None and user.is_authenticated else "anonymous"
-        await self.channel_layer.group_send(
-            self.group, {"type": "chat.message", "message": message, "user": name}
-        )
+        if not isinstance(frame, dict):
+            return
+        if frame.get("type") == "status":
+            # The page's status strip: which interface and which worker serve this socket.
+            await self.send(text_data=json.dumps({
+                "type": "status", "user": rooms.user_name(self.scope.get("user")),
+                **served_by(self.scope)}))
+            return
+        if "message" not in frame:
+            return
+        name = rooms.user_name(self.scope.get("user"))
+        if name is None:
+            await self.send(text_data=json.dumps({"error": "sign in to post"}))
+            return
+        await rooms.post(self.channel_layer, self.room, name, frame["message"], via="websocket")
 
     async def chat_message(self, event):
         await self.send(text_data=json.dumps({"message": event["message"], "user": event["user"]}))
+
+
+def _json(data) -> bytes:
+    return json.dumps(data).encode()
+
+
+def _same_origin(scope) -> bool:
+    """A POST from a page of this site: its Origin (sent by browsers) names the Host it posts to.
+    With the JSON content type required too, another site's page cannot post for its visitor."""
+    headers = dict(scope.get("headers", []))
+    origin = headers.get(b"origin")
+    if origin is None:
+        return True  # not a browser
+    return urlsplit(origin.decode("latin-1")).netloc == headers.get(b"host", b"").decode("latin-1")
+
+
+class _StayingHttpConsumer(AsyncHttpConsumer):
+    """Channels 4's ``AsyncHttpConsumer`` stops right after ``handle()``; these consumers keep
+    their response open after it and answer from group message handlers (the consumer's own
+    dispatch loop), so they stay until they finish the response or the client goes."""
+
+    async def http_request(self, message):
+        if "body" in message:
+            self.body.append(message["body"])
+        if not message.get("more_body"):
+            await self.handle(b"".join(self.body))
+
+    async def finish(self, status, data=None):
+        """The final response; then the consumer stops."""
+        body = b"" if data is None else _json(data)
+        await self.send_response(status, body, headers=[
+            (b"Content-Type", b"application/json"), (b"Cache-Control", b"no-store")])
+        await self.disconnect()
+        raise StopConsumer()
+
+
+class LongPoll(_StayingHttpConsumer):
+    """GET: wait up to ``CHAT_POLL_TIMEOUT`` seconds for the room's messages (200 with them, or
+    204: poll again). POST ``{"message": ...}`` (JSON, signed in): post to the room."""
+
+    group = None
+    timer = None
+
+    async def handle(self, body):
+        self.room = self.scope["url_route"]["kwargs"]["room"]
+        method = self.scope["method"]
+        if method == "POST":
+            await self._post(body)
+        elif method == "GET":
+            self.inbox = []
+            self.group = rooms.group_name(self.room)
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            self.timer = asyncio.ensure_future(self._later(settings.CHAT_POLL_TIMEOUT))
+        else:
+            await self.finish(405, {"error": "GET or POST"})
+
+    async def _later(self, delay):
+        # A timeout arrives as a message on the consumer's channel, so the dispatch loop
+        # (not a stray task) answers it, after any message that came first.
+        await asyncio.sleep(delay)
+        await self.channel_layer.send(self.channel_name, {"type": "poll.flush"})
+
+    async def _post(self, body):
+        headers = dict(self.scope.get("headers", []))
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip()
+        name = rooms.user_name(self.scope.get("user"))
+        if ctype != b"application/json" or not _same_origin(self.scope):
+            await self.finish(403, {"error": "JSON from this site only"})
+        if name is None:
+            await self.finish(403, {"error": "sign in to post"})
+        try:
+            message = json.loads(body)["message"]
+        except (ValueError, TypeError, KeyError):
+            await self.finish(400, {"error": 'expected {"message": ...}'})
+        await rooms.post(self.channel_layer, self.room, name, message, via="long poll")
+        await self.finish(202, {"posted": True})
+
+    async def chat_message(self, event):
+        self.inbox.append({"message": event["message"], "user": event["user"]})
+        if len(self.inbox) == 1:
+            # Answer shortly, with whatever else arrives meanwhile (a burst in one reply).
+            self.timer.cancel()
+            self.timer = asyncio.ensure_future(self._later(POLL_LINGER))
+
+    async def poll_flush(self, event):
+        if self.inbox:
+            await self.finish(200, {"messages": self.inbox, "served_by": served_by(self.scope)})
+        await self.finish(204)
+
+    async def disconnect(self):
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.group is not None:
+            group, self.group = self.group, None
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+
+class RoomEvents(_StayingHttpConsumer):
+    """Server-Sent Events: one streaming response (``more_body``) per client; an ``event:
+    status`` first, then one ``data:`` event per message, and a comment every 15 s to keep
+    proxies from timing the stream out."""
+
+    KEEPALIVE = 15.0
+    group = None
+    keepalive = None
+
+    async def handle(self, body):
+        self.room = self.scope["url_route"]["kwargs"]["room"]
+        self.group = rooms.group_name(self.room)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.send_headers(headers=[
+            (b"Content-Type", b"text/event-stream"), (b"Cache-Control", b"no-store"),
+            (b"X-Accel-Buffering", b"no")])
+        status = {"user": rooms.user_name(self.scope.get("user")), **served_by(self.scope)}
+        await self.send_body(f"event: status\ndata: {json.dumps(status)}\n\n".encode(),
+                             more_body=True)
+        self.keepalive = asyncio.ensure_future(self._keepalive())
+
+    async def _keepalive(self):
+        while True:
+            await asyncio.sleep(self.KEEPALIVE)
+            await self.channel_layer.send(self.channel_name, {"type": "sse.keepalive"})
+
+    async def sse_keepalive(self, event):
+        await self.send_body(b": keepalive\n\n", more_body=True)
+
+    async def chat_message(self, event):
+        data = json.dumps({"message": event["message"], "user": event["user"]})
+        await self.send_body(f"data: {data}\n\n".encode(), more_body=True)
+
+    async def disconnect(self):
+        if self.keepalive is not None:
+            self.keepalive.cancel()
+        if self.group is not None:
+            group, self.group = self.group, None
+            await self.channel_layer.group_discard(group, self.channel_name)

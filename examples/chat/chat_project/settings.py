@@ -92,3 +92,23 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
+
+# Sign in on the web tier; the session cookie is per host, not per port, so the same login
+# reaches the interfaces (sockets, long polling) on other ports of the same host.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "index"
+LOGOUT_REDIRECT_URL = "index"
+SESSION_COOKIE_SAMESITE = "Lax"  # sent on same-site requests: every port of this host
+CSRF_TRUSTED_ORIGINS = [
+    origin.strip() for origin in os.environ.get(
+        "DJANGO_CSRF_TRUSTED_ORIGINS",
+        "http://localhost:8000,http://localhost:8001,http://localhost:8002,"
+        "http://127.0.0.1:8000,http://127.0.0.1:8001,http://127.0.0.1:8002",
+    ).split(",") if origin.strip()
+]
+
+# The chat. CHAT_MODERATION=1: messages go through the "moderation" background channel (a worker
+# must run `--channels moderation`); 0: straight to the room.
+CHAT_MODERATION = os.environ.get("CHAT_MODERATION", "0") == "1"
+CHAT_BANNED_WORDS = os.environ.get("CHAT_BANNED_WORDS", "darn,heck,blast").split(",")
+CHAT_POLL_TIMEOUT = float(os.environ.get("CHAT_POLL_TIMEOUT", "25"))

@@ -5,4 +5,6 @@ urlpatterns = [
     path("", include("chat.urls")),
     path("", include("board.urls")),
     path("admin/", admin.site.urls),
+    # login/ and logout/ (Django's LoginView, LogoutView), named "login" and "logout".
+    path("accounts/", include("django.contrib.auth.urls")),
 ]

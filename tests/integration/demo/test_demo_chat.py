@@ -1,0 +1,174 @@
+"""The demo chat through the split (interface, worker, web tier on the Redis Cluster): login on
+the web tier seen by the socket, anonymous posting refused, long polling, SSE, the moderation
+background channel triggered from the consumer and from a view, the status strip's data."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from demostack import Browserish, demo_stack
+from websockets.asyncio.client import connect
+
+from channels_fleet.devcluster import LocalRedis
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(120)]
+
+POLL_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="module")
+def demo(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    tmp = tmp_path_factory.mktemp("chat-demo")
+    for stack in demo_stack(redis_cluster.urls, tmp, poll_timeout=POLL_TIMEOUT):
+        browser = Browserish(stack.web)
+        stack.alice = browser.login("alice")
+        stack.alice_browser = browser
+        yield stack
+
+
+def room(demo: Any, name: str, session: str | None = None) -> Any:
+    headers = {"Cookie": f"sessionid={session}"} if session else {}
+    return connect(f"ws://127.0.0.1:{demo.port}/ws/chat/{name}/", open_timeout=10,
+                   origin=f"http://127.0.0.1:{demo.port}", additional_headers=headers)
+
+
+async def recv(sock: Any) -> dict:
+    return json.loads(await asyncio.wait_for(sock.recv(), 10))
+
+
+def request(demo: Any, method: str, path: str, body: dict | None = None,
+            session: str | None = None, timeout: float = 15) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", demo.port, timeout=timeout)
+    headers = {"Cookie": f"sessionid={session}"} if session else {}
+    payload = None
+    if body is not None:
+        payload = json.dumps(body).encode()
+        headers.update({"Content-Type": "application/json",
+                        "Origin": f"http://127.0.0.1:{demo.port}"})
+    try:
+        conn.request(method, path, body=payload, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+async def test_login_on_the_web_tier__the_socket_sees_the_user_and_who_serves_it(
+        demo: Any) -> None:
+    async with room(demo, "auth", demo.alice) as sock:
+        await sock.send(json.dumps({"type": "status"}))
+        status = await recv(sock)
+        assert status["user"] == "alice"
+        assert status["interface"].startswith("fleet.iface.")
+        assert status["worker"].startswith("fleet.worker.")
+        await sock.send(json.dumps({"message": "hello"}))
+        assert await recv(sock) == {"message": "hello", "user": "alice"}
+
+
+async def test_anonymous_reads_but_may_not_post(demo: Any) -> None:
+    async with room(demo, "anon") as anon, room(demo, "anon", demo.alice) as alice:
+        await anon.send(json.dumps({"type": "status"}))
+        assert (await recv(anon))["user"] is None
+        await anon.send(json.dumps({"message": "let me in"}))
+        assert await recv(anon) == {"error": "sign in to post"}
+        await alice.send(json.dumps({"message": "only me"}))
+        assert await recv(anon) == {"message": "only me", "user": "alice"}  # nothing before
+    status, body = await asyncio.to_thread(request, demo, "POST", "/poll/anon/", {"message": "x"})
+    assert (status, json.loads(body)) == (403, {"error": "sign in to post"})
+    # Not JSON, or from another site's page: refused even when signed in.
+    conn = http.client.HTTPConnection("127.0.0.1", demo.port, timeout=10)
+    conn.request("POST", "/poll/anon/", body=b"message=x", headers={
+        "Cookie": f"sessionid={demo.alice}", "Content-Type": "application/x-www-form-urlencoded"})
+    assert conn.getresponse().status == 403
+    conn.close()
+
+
+async def test_long_poll_delivers_a_message_and_posts_into_the_room(demo: Any) -> None:
+    async with room(demo, "lp", demo.alice) as sock:
+        poll = asyncio.create_task(asyncio.to_thread(request, demo, "GET", "/poll/lp/"))
+        # The poll joins the room's group on the worker; post until it has.
+        for n in range(20):
+            await sock.send(json.dumps({"message": f"to the poller {n}"}))
+            await recv(sock)
+            done, _ = await asyncio.wait({poll}, timeout=0.3)
+            if done:
+                break
+        status, body = await poll
+        assert status == 200
+        reply = json.loads(body)
+        assert reply["messages"][0]["user"] == "alice"
+        assert reply["messages"][0]["message"].startswith("to the poller")
+        assert reply["served_by"]["interface"].startswith("fleet.iface.")
+
+        # Posting over HTTP reaches the WebSocket members.
+        status, body = await asyncio.to_thread(
+            request, demo, "POST", "/poll/lp/", {"message": "over http"}, demo.alice)
+        assert (status, json.loads(body)) == (202, {"posted": True})
+        assert await recv(sock) == {"message": "over http", "user": "alice"}
+
+
+def test_long_poll_times_out_with_204(demo: Any) -> None:
+    started = time.monotonic()
+    status, body = request(demo, "GET", "/poll/quiet/")
+    elapsed = time.monotonic() - started
+    assert (status, body) == (204, b"")
+    assert POLL_TIMEOUT - 0.1 <= elapsed < POLL_TIMEOUT + 5
+
+
+async def test_server_sent_events_stream_the_room(demo: Any) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", demo.port)
+    try:
+        writer.write(b"GET /poll/events/sse/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Cookie: sessionid=" + demo.alice.encode() + b"\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"text/event-stream" in head.lower()
+        chunked = b"transfer-encoding: chunked" in head.lower()
+
+        async def event() -> bytes:
+            buf = b""
+            while b"\n\n" not in buf:
+                buf += await asyncio.wait_for(reader.read(4096), 10)
+            return buf
+
+        first = await event()
+        assert b"event: status" in first
+        status = json.loads(first.split(b"data: ", 1)[1].split(b"\n", 1)[0])
+        assert status["user"] == "alice" and status["worker"].startswith("fleet.worker.")
+
+        async with room(demo, "sse", demo.alice) as sock:
+            await sock.send(json.dumps({"message": "streamed"}))
+            await recv(sock)
+            data = await event()
+        line = data.split(b"data: ", 1)[1].split(b"\n", 1)[0]
+        assert json.loads(line) == {"message": "streamed", "user": "alice"}
+        assert chunked or b"content-length" not in head.lower()
+    finally:
+        writer.close()
+
+
+async def test_moderation_channel_from_the_consumer_and_from_a_view(demo: Any) -> None:
+    async with room(demo, "mod") as listener, room(demo, "mod", demo.alice) as alice:
+        # From the consumer: the worker's "moderation" channel censors, then posts.
+        await alice.send(json.dumps({"message": "what the Heck"}))
+        assert await recv(listener) == {"message": "what the ****", "user": "alice"}
+        # From a view on the web tier (gunicorn): the no-JavaScript form of the room.
+        status = await asyncio.to_thread(
+            demo.alice_browser.post_form, "/chat/mod/post/", {"message": "darn it"})
+        assert status == 200  # redirected back to the room page
+        assert await recv(listener) == {"message": "**** it", "user": "alice"}
+
+
+def test_room_page_through_the_interface_names_its_worker(demo: Any) -> None:
+    status, body = request(demo, "GET", "/chat/lobby/", session=demo.alice)
+    page = body.decode()
+    assert status == 200
+    assert "Signed in as <strong>alice</strong>" in page
+    assert "via fleet.iface." in page and "worker fleet.worker." in page
