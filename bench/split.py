@@ -43,6 +43,9 @@ from channels_fleet.devcluster import LocalRedis, free_ports
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE / "splitbench"
+sys.path.insert(0, str(PROJECT))
+from idlews import open_idle  # noqa: E402
+
 APP = "benchproject.asgi:application"
 
 
@@ -160,41 +163,40 @@ async def open_many(urls: list[str], path: str, count: int, parallel: int = 100)
 
     async def one(i: int) -> None:
         async with sem:
-            socks.append(await connect(urls[i % len(urls)] + path, open_timeout=60,
-                                       ping_interval=None, max_queue=None))
+            socks.append(await open_idle(urls[i % len(urls)] + path))
 
     await asyncio.gather(*(one(i) for i in range(count)))
     return socks
 
 
-async def broadcast(layer: Any, socks: list[Any]) -> float:
-    """p95 ms from one group_send (through ``layer``) to each socket's arrival."""
-    arrivals: list[float] = []
+async def broadcast(layer: Any, socks: list[Any], nth: int) -> float:
+    """p95 ms from the ``nth`` group_send (through ``layer``) to each socket's arrival.
 
-    async def wait(sock: Any) -> None:
-        await sock.recv()
-        arrivals.append(time.perf_counter())
-
-    waiters = [asyncio.ensure_future(wait(s)) for s in socks]
+    Arrival is when the frame's bytes reach the client process (``idlews``), so the client's
+    own per-message work does not count as delivery time.
+    """
     await asyncio.sleep(0.5)
     sent = time.perf_counter()
     await layer.group_send("bcast", {"type": "bench.message", "text": "tick"})
-    await asyncio.wait_for(asyncio.gather(*waiters), 120)
+    arrivals = await asyncio.wait_for(
+        asyncio.gather(*(s.next_arrival(nth) for s in socks)), 120)
     delays = sorted((t - sent) * 1000 for t in arrivals)
     return delays[int(len(delays) * 0.95) - 1]
 
 
 async def broadcast_run(layer: Any, urls: list[str], pids: list[int], sockets: int,
-                        repeats: int = 3) -> dict[str, float]:
+                        repeats: int = 3) -> dict[str, Any]:
     """Open ``sockets`` idle sockets (RSS growth of ``pids`` per socket), then broadcast."""
     before = sum(rss_kb(pid) for pid in pids)
     socks = await open_many(urls, "/ws/bcast/", sockets)
     await asyncio.sleep(2)
     after = sum(rss_kb(pid) for pid in pids)
-    p95s = [await broadcast(layer, socks) for _ in range(repeats)]
+    p95s = [await broadcast(layer, socks, n + 1) for n in range(repeats)]
     for sock in socks:
-        await sock.close()
+        sock.close()
+    await asyncio.sleep(0.5)
     return {"sockets": len(socks), "p95_ms": statistics.median(p95s),
+            "p95s_ms": [round(p, 1) for p in p95s],
             "kb_per_socket": (after - before) / len(socks)}
 
 
@@ -221,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="messages/s per client in the latency phase")
     parser.add_argument("--sockets", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3, help="alternating echo rounds")
+    parser.add_argument("--repeats", type=int, default=3, help="broadcasts per setup (median)")
+    parser.add_argument("--broadcast-only", action="store_true",
+                        help="skip the echo rounds (profiling the broadcast)")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.sockets, args.rounds = 2.0, 500, 1
@@ -254,12 +259,14 @@ def main(argv: list[str] | None = None) -> int:
         wait_http(f"http://127.0.0.1:{ports[4]}/readyz")
         iface_urls = [f"ws://127.0.0.1:{ports[i]}" for i in range(2)]
         rounds: dict[str, list[dict[str, float]]] = {"monolith": [], "ours": []}
-        for _ in range(args.rounds):
+        for _ in range(0 if args.broadcast_only else args.rounds):
             rounds["monolith"].append(asyncio.run(
                 echo_load([f"ws://127.0.0.1:{port}"], args.clients, args.seconds, args.rate)))
             rounds["ours"].append(asyncio.run(
                 echo_load(iface_urls[:1], args.clients, args.seconds, args.rate)))
         for name, runs in rounds.items():
+            if not runs:
+                continue
             results[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             results[name + "_rounds"] = runs
         procs.start("worker-1", [*cli, "worker", APP, "--metrics-port", str(ports[5])],
@@ -267,14 +274,21 @@ def main(argv: list[str] | None = None) -> int:
         wait_http(f"http://127.0.0.1:{ports[5]}/readyz")
 
         results["broadcast"] = asyncio.run(broadcast_run(
-            fleet_layer(url), iface_urls, [p.pid for p in ifaces], args.sockets))
+            fleet_layer(url), iface_urls, [p.pid for p in ifaces], args.sockets, args.repeats))
         # The same broadcast on the monolith, for reference (one Daphne holds every socket).
         results["monolith_broadcast"] = asyncio.run(broadcast_run(
-            redis_layer(url), [f"ws://127.0.0.1:{port}"], [monolith.pid], args.sockets))
+            redis_layer(url), [f"ws://127.0.0.1:{port}"], [monolith.pid], args.sockets,
+            args.repeats))
     finally:
         procs.stop()
         redis.stop()
 
+    bcast = {k: results[k] for k in ("broadcast", "monolith_broadcast")}
+    if args.broadcast_only:
+        print(f"split-broadcast: broadcast5k_p95_ms={bcast['broadcast']['p95_ms']:.0f} "
+              f"monolith={bcast['monolith_broadcast']['p95_ms']:.0f}")
+        print(json.dumps({**bcast, "load_average": os.getloadavg()}, indent=2))
+        return 0
     mono, ours = results["monolith"], results["ours"]
     print(
         f"split: p50_ratio={ours['p50_ms'] / mono['p50_ms']:.2f} "
@@ -290,8 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "ours": {k: round(v, 3) for k, v in ours.items()},
         "rounds": {name: [{k: round(v, 2) for k, v in r.items()} for r in results[name + "_rounds"]]
                    for name in ("monolith", "ours")},
-        "broadcast": {k: round(v, 2) for k, v in results["broadcast"].items()},
-        "monolith_broadcast": {k: round(v, 2) for k, v in results["monolith_broadcast"].items()},
+        **bcast,
         "load_average": os.getloadavg(),
         "redis": "one local redis-server for both; channels_redis given socket_timeout=None "
                  "(redis-py 8)",

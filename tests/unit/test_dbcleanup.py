@@ -90,3 +90,20 @@ def test_under_async_to_sync_it_falls_back_to_the_callers_thread():
 
     async_to_sync(clean)()
     assert connection.connection is None
+
+
+def test_executor_probe_agrees_with_asgiref():
+    from asgiref.sync import AsyncToSync
+
+    async def both() -> tuple[object, object]:
+        return dbcleanup._outer_sync_executor(), getattr(AsyncToSync.executors, "current", None)
+
+    fast, public = async_to_sync(both)()
+    assert fast is public and fast is not None
+
+
+async def test_executor_probe_outside_async_to_sync():
+    from asgiref.sync import AsyncToSync
+
+    assert dbcleanup._outer_sync_executor() is None
+    assert getattr(AsyncToSync.executors, "current", None) is None
