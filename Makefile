@@ -52,7 +52,18 @@ prometheus-local: install-prometheus ## Prometheus on 127.0.0.1:9090 scraping th
 	prometheus --config.file=deploy/prometheus/prometheus.local.yml \
 	  --storage.tsdb.path=$(RUN)/prometheus --web.listen-address=127.0.0.1:9090
 
-test: install helm promtool-check chart-lint images ## run every test; starts (and stops) the Redis servers it needs
+# The browser test drives Debian's Chromium with Playwright's Python driver (PyPI wheel);
+# `playwright install` (a browser download) is never used.
+.PHONY: browser
+browser: ## install Debian's chromium for the browser test (tests/browser) when missing
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "chromium not found: installing Debian's chromium"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root for apt-get; install chromium" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+	    install -y -qq --no-install-recommends chromium; \
+	fi
+
+test: install helm promtool-check chart-lint images browser ## run every test; starts (and stops) the Redis servers it needs
 	$(BIN)/pytest -q --ignore=tests/chart
 
 test-unit: install
