@@ -52,6 +52,15 @@ return dead
 """
 
 
+# When this process last failed to reach Redis (monotonic; its heartbeat thread or a peer
+# check), and how long after that peers may still be re-registering (TTL + beat interval).
+_trouble = {"at": 0.0, "grace": 0.0}
+
+
+def _redis_trouble() -> None:
+    _trouble["at"] = time.monotonic()
+
+
 def heartbeat_key(channel: str) -> str:
     return KEY_PREFIX + channel
 
@@ -94,6 +103,7 @@ class Heartbeat:
         self.key = heartbeat_key(channel)
         self.interval = interval
         self.ttl_ms = int(ttl * 1000)
+        _trouble["grace"] = max(_trouble["grace"], ttl + interval)
         self.on_lost = on_lost
         self.last_beat = 0.0
         self._client: Any = None
@@ -162,6 +172,7 @@ class Heartbeat:
             try:
                 self.beat()
             except Exception as exc:
+                _redis_trouble()
                 logger.warning("heartbeat %s failed: %s", self.key, exc)
 
 
@@ -180,10 +191,9 @@ class PeerWatch:
         self.peers = peers
         self.on_dead = on_dead
         self.interval = interval
-        #: After this process could not read Redis, how long checks must succeed before a
-        #: missing heartbeat counts (peers need that long to beat again): the default TTL
-        #: (3 intervals) plus one interval.
-        self.grace = 4 * interval if grace is None else grace
+        #: After this process could not reach Redis, how long before a missing heartbeat
+        #: counts (peers need that long to beat again): the heartbeat's TTL + interval.
+        self.grace = grace
         self._healthy_since: float | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -221,21 +231,18 @@ class PeerWatch:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                started = time.monotonic()
                 missing = await self.missing(self.peers())
-                now = time.monotonic()
-                if now - started > self.interval:
-                    # A slow answer is Redis failing over (the client retried inside): the
-                    # peers could not beat meanwhile either, so give them time to.
-                    self._healthy_since = now
-                if not missing or now - self._healthy_since < self.grace:
-                    continue
+                grace = self.grace if self.grace is not None else (
+                    _trouble["grace"] or 4 * self.interval)
+                since = max(self._healthy_since, _trouble["at"])
+                if not missing or time.monotonic() - since < grace:
+                    continue  # Redis was away from us lately: the peers may be away too
                 dead = await self.declare(missing)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.warning("peer heartbeat check failed: %s", exc)
-                self._healthy_since = time.monotonic()
+                _redis_trouble()
                 continue
             if dead:
                 logger.warning("peers without heartbeat: %s", ", ".join(sorted(dead)))
