@@ -38,51 +38,63 @@ _ORIGINAL = "_channels_fleet_original_aclose"
 class Coalescer:
     """Shares runs of ``close_old_connections`` among callers of one event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.runs = 0  # cleanups actually run (for tests and curiosity)
-        self._next: asyncio.Future[None] | None = None  # the run new callers join
+        self._loop = loop
+        self._waiting: list[asyncio.Future[None]] | None = None  # callers of the next run
         self._lock = asyncio.Lock()  # one run at a time
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self) -> None:
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-            # Retrieve the outcome even if every caller was cancelled (no "never retrieved").
-            self._next.add_done_callback(_consume)
-            asyncio.ensure_future(self._run(self._next))
-        # shield: a cancelled caller must not cancel the run others wait for.
-        await asyncio.shield(self._next)
+        # One future per caller (cheaper than shielding a shared one): a cancelled caller
+        # cancels only its own, never the run the others wait for.
+        waiter = self._loop.create_future()
+        if self._waiting is None:
+            self._waiting = [waiter]
+            task = self._loop.create_task(self._run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self._waiting.append(waiter)
+        await waiter
 
-    async def _run(self, done: asyncio.Future[None]) -> None:
+    async def _run(self) -> None:
         async with self._lock:
             # From here on this run has started: later callers must wait for the one after.
-            self._next = None
+            waiters, self._waiting = self._waiting or [], None
             self.runs += 1
             try:
                 await sync_to_async(close_old_connections)()
             except asyncio.CancelledError:
-                done.cancel()
+                for waiter in waiters:
+                    waiter.cancel()
                 raise
             except Exception as exc:  # noqa: BLE001 - handed to every caller
-                done.set_exception(exc)
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
             else:
-                done.set_result(None)
-
-
-def _consume(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
 
 
 _coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer] = (
     weakref.WeakKeyDictionary())
+_last: tuple[asyncio.AbstractEventLoop, Coalescer] | None = None  # every call looks it up
 
 
 def coalescer() -> Coalescer:
     """This event loop's coalescer."""
+    global _last
     loop = asyncio.get_running_loop()
+    last = _last
+    if last is not None and last[0] is loop:
+        return last[1]
     found = _coalescers.get(loop)
     if found is None:
-        found = _coalescers[loop] = Coalescer()
+        found = _coalescers[loop] = Coalescer(loop)
+    _last = (loop, found)
     return found
 
 
