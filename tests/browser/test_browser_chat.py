@@ -87,6 +87,10 @@ def test_two_browsers_chat_share_the_board_and_fall_back_to_long_polling(
         page.goto(f"{iface}/chat/browser/")
         page.wait_for_function("document.getElementById('transport').textContent === 'websocket'")
         page.wait_for_function(WORKER_SHOWN)
+    # The live member list: each sees both.
+    for page in (alice, bob):
+        page.wait_for_function(
+            "document.getElementById('members').textContent === 'alice, bob'")
     say(alice, "hi bob")
     sees(bob, "alice: hi bob")
     say(bob, "hi alice, what the heck")

@@ -25,13 +25,24 @@ POLL_LINGER = 0.05
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    """The room over a WebSocket, with a live member list kept by the members themselves
+    (no store): each joins and leaves out loud; a newcomer asks "who is here?" and each member
+    answers to its channel. Presence frames go only to clients that asked for them (a
+    ``{"type": "status"}`` frame), so a plain client sees chat messages only."""
+
+    presence = False
+
     async def connect(self):
         self.room = self.scope["url_route"]["kwargs"]["room"]
         self.group = rooms.group_name(self.room)
+        self.me = {"id": self.channel_name,
+                   "user": rooms.user_name(self.scope.get("user")) or "anonymous"}
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        await self.channel_layer.group_send(self.group, {"type": "presence.join", **self.me})
 
     async def disconnect(self, code):
+        await self.channel_layer.group_send(self.group, {"type": "presence.leave", **self.me})
         await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
@@ -42,10 +53,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not isinstance(frame, dict):
             return
         if frame.get("type") == "status":
-            # The page's status strip: which interface and which worker serve this socket.
-            await self.send(text_data=json.dumps({
-                "type": "status", "user": rooms.user_name(self.scope.get("user")),
-                **served_by(self.scope)}))
+            await self._status()
             return
         if "message" not in frame:
             return
@@ -55,8 +63,39 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         await rooms.post(self.channel_layer, self.room, name, frame["message"], via="websocket")
 
+    async def _status(self):
+        """The page's status strip (which interface and which worker serve this socket; it
+        asks again now and then, so a re-homed socket shows its new worker) and, the first
+        time, the member list: ``fresh`` tells the page to start its list again."""
+        fresh = not self.presence
+        self.presence = True
+        await self.send(text_data=json.dumps({
+            "type": "status", "user": rooms.user_name(self.scope.get("user")),
+            **served_by(self.scope), "fresh": fresh, "me": self.me}))
+        if fresh:
+            await self.channel_layer.group_send(
+                self.group, {"type": "presence.hello", "reply_to": self.channel_name})
+
     async def chat_message(self, event):
         await self.send(text_data=json.dumps({"message": event["message"], "user": event["user"]}))
+
+    async def presence_hello(self, event):
+        if event["reply_to"] != self.channel_name:
+            await self.channel_layer.send(event["reply_to"], {"type": "presence.here", **self.me})
+
+    async def presence_join(self, event):
+        await self._presence("join", event)
+
+    async def presence_here(self, event):
+        await self._presence("join", event)
+
+    async def presence_leave(self, event):
+        await self._presence("leave", event)
+
+    async def _presence(self, what, event):
+        if self.presence and event["id"] != self.channel_name:
+            await self.send(text_data=json.dumps({
+                "type": "presence", what: {"id": event["id"], "user": event["user"]}}))
 
 
 def _json(data) -> bytes:
@@ -77,6 +116,12 @@ class _StayingHttpConsumer(AsyncHttpConsumer):
     """Channels 4's ``AsyncHttpConsumer`` stops right after ``handle()``; these consumers keep
     their response open after it and answer from group message handlers (the consumer's own
     dispatch loop), so they stay until they finish the response or the client goes."""
+
+    # The room's presence messages (the WebSocket members' list) are not for HTTP clients.
+    async def presence_join(self, event):
+        pass
+
+    presence_leave = presence_hello = presence_here = presence_join
 
     async def http_request(self, message):
         if "body" in message:

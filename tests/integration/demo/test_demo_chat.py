@@ -42,6 +42,19 @@ async def recv(sock: Any) -> dict:
     return json.loads(await asyncio.wait_for(sock.recv(), 10))
 
 
+async def frames_until(sock: Any, want: Any) -> dict:
+    """Read frames until one matches ``want`` (presence frames may come in any order)."""
+    while True:
+        frame = await recv(sock)
+        if want(frame):
+            return frame
+
+
+async def chat(sock: Any) -> dict:
+    """The next frame that is not about presence (a client that asked for it gets both)."""
+    return await frames_until(sock, lambda f: f.get("type") != "presence")
+
+
 def request(demo: Any, method: str, path: str, body: dict | None = None,
             session: str | None = None, timeout: float = 15) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", demo.port, timeout=timeout)
@@ -76,9 +89,9 @@ async def test_anonymous_reads_but_may_not_post(demo: Any) -> None:
         await anon.send(json.dumps({"type": "status"}))
         assert (await recv(anon))["user"] is None
         await anon.send(json.dumps({"message": "let me in"}))
-        assert await recv(anon) == {"error": "sign in to post"}
+        assert await chat(anon) == {"error": "sign in to post"}
         await alice.send(json.dumps({"message": "only me"}))
-        assert await recv(anon) == {"message": "only me", "user": "alice"}  # nothing before
+        assert await chat(anon) == {"message": "only me", "user": "alice"}  # nothing before
     status, body = await asyncio.to_thread(request, demo, "POST", "/poll/anon/", {"message": "x"})
     assert (status, json.loads(body)) == (403, {"error": "sign in to post"})
     # Not JSON, or from another site's page: refused even when signed in.
@@ -172,3 +185,26 @@ def test_room_page_through_the_interface_names_its_worker(demo: Any) -> None:
     assert status == 200
     assert "Signed in as <strong>alice</strong>" in page
     assert "via fleet.iface." in page and "worker fleet.worker." in page
+
+
+async def test_live_member_list_for_clients_that_ask(demo: Any) -> None:
+    async with room(demo, "who", demo.alice) as alice:
+        await alice.send(json.dumps({"type": "status"}))
+        status = await recv(alice)
+        assert status["fresh"] is True and status["me"]["user"] == "alice"
+        async with room(demo, "who") as anon:
+            joined = await frames_until(alice, lambda f: f.get("type") == "presence")
+            assert joined["join"]["user"] == "anonymous"
+            await anon.send(json.dumps({"type": "status"}))
+            status = await frames_until(anon, lambda f: f.get("type") == "status")
+            assert status["fresh"] is True
+            here = await frames_until(anon, lambda f: f.get("type") == "presence")
+            assert here["join"]["user"] == "alice"
+            assert here["join"]["id"] != status["me"]["id"]
+            # Asking again refreshes the strip without a new member list.
+            await anon.send(json.dumps({"type": "status"}))
+            assert (await frames_until(anon, lambda f: f.get("type") == "status"))["fresh"] is False
+            anon_id = status["me"]["id"]
+        left = await frames_until(alice, lambda f: f.get("type") == "presence" and "leave" in f)
+        assert left["leave"] == {"id": anon_id, "user": "anonymous"}
+
