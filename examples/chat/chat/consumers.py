@@ -140,7 +140,11 @@ class _StayingHttpConsumer(AsyncHttpConsumer):
 
 class LongPoll(_StayingHttpConsumer):
     """GET: wait up to ``CHAT_POLL_TIMEOUT`` seconds for the room's messages (200 with them, or
-    204: poll again). POST ``{"message": ...}`` (JSON, signed in): post to the room."""
+    204: poll again). POST ``{"message": ...}`` (JSON, signed in): post to the room.
+
+    A poll is a group member only while it waits: a message sent between two polls (one round
+    trip) misses that client. A room that must not lose any would keep a short history (e.g. a
+    Redis stream) and poll with a cursor."""
 
     group = None
     timer = None
