@@ -136,5 +136,9 @@ e2e-kind: install helm ## e2e scenarios on a kind cluster (skipped, exit 0, with
 e2e-chart: install helm images ## the e2e scenarios on the chart's rendered pods, run with podman (no cluster)
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/pytest -v -s tests/e2e/podman
 
+.PHONY: e2e-local
+e2e-local: install ## the e2e scenarios on local processes: demo chat, 2 interfaces, 1-3 workers (in make test)
+	$(BIN)/pytest -v -s tests/e2e/local
+
 clean: cluster-down
 	rm -rf $(VENV) $(TOOLS) $(RUN) build *.egg-info src/*.egg-info

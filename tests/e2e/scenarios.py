@@ -61,6 +61,9 @@ class ChatProtocol:
 
     room_path: str = "/ws/chat/{room}/"
     encode: Callable[[str], str] = field(default=lambda text: json.dumps({"message": text}))
+    # Extra handshake headers, e.g. the Cookie of a signed-in session: the demo lets anonymous
+    # users read a room but not post.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class Stack(Protocol):
@@ -103,7 +106,8 @@ class ChatClient:
         # Origin = the host we talk to: the interface accepts same-host origins by default.
         origin = self.stack.base_url.rstrip("/")
         self._ws = await connect(self.url, origin=origin, open_timeout=10,  # type: ignore[arg-type]
-                                 close_timeout=2, ping_interval=None)
+                                 close_timeout=2, ping_interval=None,
+                                 additional_headers=list(self.stack.chat.headers) or None)
         self.frames, self.close_code = [], None
         self.closed.clear()
         self._reader = asyncio.create_task(self._read(self._ws))
