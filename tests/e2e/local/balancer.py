@@ -75,6 +75,8 @@ class Balancer:
                 asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     async def _pick(self) -> Backend | None:
         backends = self.backends

@@ -14,6 +14,9 @@ from channels_fleet.devcluster import LocalRedis
 
 from .local_stack import LocalStack
 
+#: What each scenario measured, one line each, for the terminal summary.
+MEASURED: list[str] = []
+
 
 @pytest.fixture(scope="module")
 def local_stack(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory
@@ -25,3 +28,10 @@ def local_stack(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFact
         yield stack
     finally:
         stack.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if MEASURED:
+        terminalreporter.section("e2e-local: what the scenarios measured")
+        for line in MEASURED:
+            terminalreporter.write_line(line)

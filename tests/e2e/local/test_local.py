@@ -12,6 +12,7 @@ import time
 import pytest
 
 from .. import scenarios
+from .conftest import MEASURED
 from .local_stack import LocalStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
@@ -27,4 +28,6 @@ async def test_scenario(local_stack: LocalStack, scenario) -> None:
             print(f"--- {proc.name} (pid {proc.popen.pid}, alive={proc.alive()}):\n"
                   f"{proc.tail(15)}")
         raise
-    print(f"\ne2e-local {scenario.__name__}: {result} ({time.perf_counter() - t0:.1f} s)")
+    line = f"{scenario.__name__}: {result} ({time.perf_counter() - t0:.1f} s)"
+    MEASURED.append(line)  # the terminal summary (conftest.py) repeats it without -s
+    print(f"\ne2e-local {line}")
