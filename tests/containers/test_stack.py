@@ -41,7 +41,8 @@ class Stack:
     def __init__(self, redis_url: str) -> None:
         self.port, self.web_port, *metrics = free_ports(5)
         self.metrics = dict(zip(("interface", "worker", "web"), metrics, strict=True))
-        self.env = {"CHANNELS_FLEET_REDIS_URL": redis_url, "CHANNELS_FLEET_DRAIN_TIMEOUT": "10"}
+        self.env = {"CHANNELS_FLEET_REDIS_URL": redis_url, "CHANNELS_FLEET_DRAIN_TIMEOUT": "10",
+                    "CHAT_GUEST_POSTS": "1"}
         self.services: dict[str, Service] = {}
         self.started_in: dict[str, float] = {}
 

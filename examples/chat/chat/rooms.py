@@ -12,9 +12,10 @@ def group_name(room: str) -> str:
 
 
 def user_name(user) -> str | None:
-    """The poster's name, or None for an anonymous user (who may read but not post)."""
+    """The poster's name, or None for an anonymous user (who may read but not post, unless
+    CHAT_GUEST_POSTS lets them post as "guest")."""
     if user is None or not user.is_authenticated:
-        return None
+        return "guest" if settings.CHAT_GUEST_POSTS else None
     return user.get_username()
 
 

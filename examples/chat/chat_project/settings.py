@@ -111,4 +111,7 @@ CSRF_TRUSTED_ORIGINS = [
 # must run `--channels moderation`); 0: straight to the room.
 CHAT_MODERATION = os.environ.get("CHAT_MODERATION", "0") == "1"
 CHAT_BANNED_WORDS = os.environ.get("CHAT_BANNED_WORDS", "darn,heck,blast").split(",")
+# CHAT_GUEST_POSTS=1: signed-out visitors post as "guest". For stacks with no database shared by
+# web and workers (the container and chart e2e runs), where a session cannot follow the user.
+CHAT_GUEST_POSTS = os.environ.get("CHAT_GUEST_POSTS", "0") == "1"
 CHAT_POLL_TIMEOUT = float(os.environ.get("CHAT_POLL_TIMEOUT", "25"))
