@@ -13,7 +13,9 @@ Prints one line, then the absolute figures:
 - p50/p99: WebSocket echo round trip, 50 clients in closed loop (ours / monolith);
 - throughput: echo messages/s of the same 50 clients (ours / monolith);
 - broadcast5k_p95_ms: one group_send reaching 5,000 sockets spread over 2 interfaces
-  (2 workers), p95 of (arrival - send) as seen by the clients;
+  (2 workers), p95 of (arrival - send), arrival stamped when the frame's bytes reach the
+  client process (``splitbench/idlews.py``, a bare protocol: a full client's per-frame work
+  would count as delivery); a frame that never arrives counts as infinitely late;
 - kb_per_socket: interfaces' RSS growth per idle open WebSocket, 5,000 sockets.
 
 Run with ``make bench-split`` (``--quick`` for a short smoke run).
