@@ -64,6 +64,9 @@ def main() -> int:
            "RELIABILITY_SOAK_SECONDS": str(int(args.soak_seconds))}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "--durations=0", "tests/reliability", *args.pytest_args]
+    # The commit the run starts from (others may commit while it runs).
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                            capture_output=True).stdout.strip()
     started = time.monotonic()
     proc = subprocess.run(command, cwd=ROOT, env=env, text=True, capture_output=True)
     elapsed = time.monotonic() - started
@@ -73,8 +76,6 @@ def main() -> int:
     results.unlink()
     summary = next((line.strip("= ") for line in reversed(proc.stdout.splitlines())
                     if re.search(r"\d+ (passed|failed)", line)), "no summary")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                            capture_output=True).stdout.strip()
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at commit "
               f"`{commit}` on {os.cpu_count()} cores ({platform.machine()}, load average "
