@@ -109,7 +109,7 @@ async def joined(
         clients = [await exits.enter_async_context(stack.connect(room)) for _ in range(count)]
         await clients[0].send(json.dumps({"message": "hello"}))
         for ws in clients:
-            assert await receive(ws) == {"message": "hello", "user": "anonymous"}
+            assert await receive(ws) == {"message": "hello", "user": "guest"}
         yield clients
 
 
