@@ -233,8 +233,13 @@ class Host:
         except asyncio.CancelledError:
             pass
         except Exception as exc:
-            logger.error("application failed on %s %s: %r", conn.id, scope.get("path"), exc,
-                         exc_info=exc)
+            if isinstance(exc, ValueError) and str(exc).startswith("No route found"):
+                # Channels' URLRouter refusing an unknown path: a client error, one line.
+                logger.warning("no route for %s %s on %s", scope["type"], scope.get("path"),
+                               conn.id)
+            else:
+                logger.error("application failed on %s %s: %r", conn.id, scope.get("path"),
+                             exc, exc_info=exc)
             if conn.ws and not conn.closed:
                 self._send(conn, {"type": "websocket.close", "code": 1011})
             elif not conn.ws and not conn.accepted:

@@ -206,7 +206,7 @@ async def test_bad_frames_oversized_slowloris_headers_paths(fleet: Fleet, figure
     after = memory(procs)
     still_ok = await echo_ok(iface)
     worker_tracebacks = sum(log_count(w, "Traceback") for w in workers)
-    route_lines = sum(log_count(w, "No route found") for w in workers)
+    route_lines = sum(log_count(w, "no route for") for w in workers)
     rss_growth = [(a[0] - b[0]) // 1024 for a, b in zip(after, before, strict=True)]
 
     run = (f"1 interface, 2 workers; {conns} raw connections x {PER_CONN} frames "
@@ -229,15 +229,19 @@ async def test_bad_frames_oversized_slowloris_headers_paths(fleet: Fleet, figure
     figures.record("5. bad input", run, "huge headers; unknown paths; slowloris",
                    f"huge headers: {dict(collections.Counter(huge_status))}; unknown WS paths: "
                    f"{dict(unknown_ws)}, unknown HTTP paths: {dict(unknown_http)}; worker log: "
-                   f"{route_lines} 'No route found' lines, {worker_tracebacks} tracebacks; "
+                   f"{route_lines} 'no route for' lines, {worker_tracebacks} tracebacks; "
                    f"slowloris: {held}/100 still held after 8 s, a normal echo took at most "
                    f"{max(waits) * 1000:.0f} ms meanwhile",
                    "101" not in huge_status and set(unknown_http) == {"404"}
-                   and max(waits) < 2.0)
+                   and max(waits) < 2.0 and worker_tracebacks == 0
+                   and route_lines == sum(unknown_ws.values()))
     assert not wrong, wrong
     assert set(oversized_codes) == {1009}, oversized_codes
     assert not crashed, crashed
     assert leaked == 0
+    # One clear log line per refused unknown path, no traceback.
+    assert worker_tracebacks == 0, worker_tracebacks
+    assert route_lines == sum(unknown_ws.values()), (route_lines, unknown_ws)
     assert still_ok
     assert max(rss_growth) < 64, rss_growth
     assert "101" not in huge_status, huge_status
