@@ -49,6 +49,9 @@ def relay_layer(settings: Any, *, connect_capacity: int | None = None) -> Any:
         prefix="fleet",
         capacity=capacity,
         channel_capacity={wire.CONNECT_CHANNEL: connect_capacity or capacity},
+        # A worker takes exactly the envelopes it serves: prefetched ones would die with it
+        # (their clients refused at the claim deadline) and skew the spread across workers.
+        receive_prefetch=0,
     )
 
 
