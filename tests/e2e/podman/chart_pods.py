@@ -68,6 +68,7 @@ class Pod:
     grace: int
     started: float = field(default_factory=time.monotonic)
     exit_code: int | None = None  # after stop(): 137 means the grace period ran out (SIGKILL)
+    last_logs: str = ""  # after stop() with a non-zero exit: the last lines it logged
 
     def url(self, port_name: str) -> str:
         return f"http://127.0.0.1:{self.ports[port_name]}"
@@ -96,6 +97,9 @@ class Pod:
         podman("stop", "-t", str(self.grace), self.name, check=False, timeout=self.grace + 30)
         out = podman("inspect", "--format", "{{.State.ExitCode}}", self.name, check=False)
         self.exit_code = int(out.stdout.strip() or -1)
+        if self.exit_code != 0:  # keep the pod's last words for the assertion message
+            logs = podman("logs", "--tail", "30", self.name, check=False)
+            self.last_logs = logs.stdout + logs.stderr
 
     def remove(self) -> None:
         podman("rm", "-f", "-t", "0", self.name, check=False)

@@ -227,6 +227,7 @@ async def test_chart_web_pod__serves_django_pages_and_metrics(redis_for_pods):
         metrics = await asyncio.to_thread(_get, f"{pod.url('metrics')}/metrics")
         assert "channels_fleet_" in metrics
         await asyncio.to_thread(runner.stop, pod)  # preStop, SIGTERM: gunicorn exits in grace
-        assert pod.exit_code == 0, f"web pod exited {pod.exit_code} after SIGTERM"
+        assert pod.exit_code == 0, (
+            f"web pod exited {pod.exit_code} after SIGTERM:\n{pod.last_logs}")
     finally:
         await asyncio.to_thread(runner.remove_all)
