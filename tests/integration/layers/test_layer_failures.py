@@ -88,7 +88,6 @@ async def test_failover__sigkill_master_mid_stream_sends_and_receives_continue(t
     when the master died can be lost (Redis replication is asynchronous): count them.
     """
     cluster = LocalRedis(tmp_path, masters=3, replicas=1).start()
-    await asyncio.to_thread(_wait_replicas_linked, cluster)
     layer = RedisClusterChannelLayer(hosts=cluster.urls[:3], prefix="failover", capacity=10_000)
     channel = "failover.stream"
     sent: list[int] = []
@@ -167,21 +166,6 @@ def _cli(port: int, *args: str) -> str:
     return subprocess.run(
         ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=10
     ).stdout
-
-
-def _wait_replicas_linked(cluster: LocalRedis, timeout: float = 30) -> None:
-    """Replicas finish their first sync some seconds after the cluster forms (diskless delay);
-    one killed before that may refuse to take over, so wait for every link to be up."""
-    for node in cluster.nodes:
-        # A replica promotes itself however long its link was down (test clusters are young).
-        _cli(node.port, "config", "set", "cluster-replica-validity-factor", "0")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        links = [_cli(node.port, "info", "replication") for node in cluster.nodes]
-        if sum("master_link_status:up" in link for link in links) == cluster.masters:
-            return
-        time.sleep(0.1)
-    raise AssertionError("replicas did not finish their first sync")
 
 
 async def test_cluster__slot_being_migrated_follows_ask(redis_cluster: LocalRedis):
