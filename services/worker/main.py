@@ -38,8 +38,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_app(spec: str) -> Any:
-    """Set Django up, then import ``module:attribute`` (from the working directory too)."""
+def load_app(spec: str, settings: WorkerSettings | None = None) -> Any:
+    """Set Django up, adopt the project's channel layers, then import ``module:attribute``
+    (from the working directory too)."""
     if not os.environ.get("DJANGO_SETTINGS_MODULE"):
         raise SettingsError("DJANGO_SETTINGS_MODULE is not set; the worker runs a Django project")
     if os.getcwd() not in sys.path:
@@ -47,6 +48,11 @@ def load_app(spec: str) -> Any:
     import django
 
     django.setup(set_prefix=False)
+    if settings is not None and settings.adopt_layers:
+        # Before the app is imported: nothing may build the project's layer first.
+        from channels_fleet.adopt import adopt_channel_layers
+
+        adopt_channel_layers(settings.redis_url)
     module_name, _, attr = spec.partition(":")
     module = importlib.import_module(module_name)
     try:
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics_port=args.metrics_port, redis_url=args.redis_url,
         )
         setup_logging(settings.log_level)
-        application = load_app(settings.app)
+        application = load_app(settings.app, settings)
     except (SettingsError, ImportError) as exc:
         print(f"channels-fleet worker: {exc}", file=sys.stderr)
         return STARTUP_FAILURE

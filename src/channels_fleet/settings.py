@@ -142,6 +142,8 @@ class WorkerSettings(_Common):
     rehome_batch: int = 50
     #: ... and waits this many seconds between two batches (no stampede on the other workers).
     rehome_pause: float = 0.05
+    #: Serve the project's channels_redis / in-memory CHANNEL_LAYERS with our layer (adopt.py).
+    adopt_layers: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -168,10 +170,16 @@ class WebSettings:
     web_workers: int = 2
     metrics_port: int = 9100
     log_level: str = "INFO"
+    #: Serve the project's channels_redis / in-memory CHANNEL_LAYERS with our layer (adopt.py).
+    adopt_layers: bool = True
+    #: Optional here: the Redis an adopted in-memory layer moves to.
+    redis_url: tuple[str, ...] = ()
 
     from_env = classmethod(_Common.from_env.__func__)  # type: ignore[attr-defined]
 
     def __post_init__(self) -> None:
+        if isinstance(self.redis_url, str):
+            object.__setattr__(self, "redis_url", _csv(self.redis_url))
         if ":" not in self.wsgi_app:
             raise SettingsError(
                 "CHANNELS_FLEET_WSGI_APP (or the WSGI_APP argument) must be module:attribute, "
