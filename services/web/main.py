@@ -94,14 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         def load(self) -> Any:
             if os.getcwd() not in sys.path:
                 sys.path.insert(0, os.getcwd())
-            module_name, _, attr = settings.wsgi_app.partition(":")
-            app = getattr(importlib.import_module(module_name), attr)
-            if settings.adopt_layers:
-                # Here, in each gunicorn worker (no preload): views must send on the same layer
-                # as the workers. The WSGI module has set Django up (get_wsgi_application).
-                from channels_fleet.adopt import adopt_channel_layers
+            from channels_fleet.adopt import adopting
 
-                adopt_channel_layers(settings.redis_url)
+            module_name, _, attr = settings.wsgi_app.partition(":")
+            # Here, in each gunicorn worker (no preload): views must send on the same layer
+            # as the workers do.
+            with adopting(settings.adopt_layers, settings.redis_url):
+                app = getattr(importlib.import_module(module_name), attr)
             return web_metrics.instrument_wsgi(app)
 
     FleetWeb().run()

@@ -19,6 +19,8 @@ import signal
 import sys
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+
 from channels_fleet.settings import SettingsError, WorkerSettings
 
 from .._common import STARTUP_FAILURE, Observability, setup_logging
@@ -39,22 +41,28 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_app(spec: str, settings: WorkerSettings | None = None) -> Any:
-    """Set Django up, adopt the project's channel layers, then import ``module:attribute``
-    (from the working directory too)."""
-    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
-        raise SettingsError("DJANGO_SETTINGS_MODULE is not set; the worker runs a Django project")
+    """Set Django up and import ``module:attribute`` (from the working directory too), adopting
+    the project's channel layers (adopt.py) unless turned off."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     import django
+    from django.apps import apps
 
-    django.setup(set_prefix=False)
-    if settings is not None and settings.adopt_layers:
-        # Before the app is imported: nothing may build the project's layer first.
-        from channels_fleet.adopt import adopt_channel_layers
+    from channels_fleet.adopt import adopting
 
-        adopt_channel_layers(settings.redis_url)
     module_name, _, attr = spec.partition(":")
-    module = importlib.import_module(module_name)
+    enabled = settings is not None and settings.adopt_layers
+    with adopting(enabled, settings.redis_url if settings is not None else None):
+        if os.environ.get("DJANGO_SETTINGS_MODULE"):
+            django.setup(set_prefix=False)
+        # Otherwise the ASGI module names its settings (os.environ.setdefault), as for Daphne.
+        module = importlib.import_module(module_name)
+        if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+            raise SettingsError(
+                f"DJANGO_SETTINGS_MODULE is not set, nor by {module_name}; "
+                "the worker runs a Django project")
+        if not apps.ready:
+            django.setup(set_prefix=False)
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -70,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         setup_logging(settings.log_level)
         application = load_app(settings.app, settings)
-    except (SettingsError, ImportError) as exc:
+    except (SettingsError, ImportError, ImproperlyConfigured) as exc:
         print(f"channels-fleet worker: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
     return asyncio.run(serve(application, settings))

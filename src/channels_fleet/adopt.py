@@ -4,8 +4,7 @@ An existing Channels project names channels_redis (or ``InMemoryChannelLayer`` l
 development) in its settings. Under the split those break: channels_redis 4.3 under redis-py 8
 fails an idle ``receive`` after 5 s (channels_redis #422: consumers torn down every 5 s) and
 cannot talk to a Redis Cluster; an in-memory layer cannot reach another process. The worker and
-web services call :func:`adopt_channel_layers` after ``django.setup()`` and before the project's
-app is used: every alias backed by one of those is re-pointed at our layer with the same
+web services import the project inside :func:`adopting`: every alias backed by one of those is re-pointed at our layer with the same
 meaning (hosts, prefix, expiry, capacities, encryption keys), one log line per alias.
 Our own layer and any other backend are left alone. ``CHANNELS_FLEET_ADOPT_LAYERS=off`` turns
 this off.
@@ -18,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -186,5 +186,28 @@ def adopt_channel_layers(redis_url: Sequence[str] | None = None) -> list[str]:
         settings.CHANNEL_LAYERS = layers
         # channels caches one layer instance per alias; drop any built from the old config.
         for alias in adopted:
-            channel_layers.backends.pop(alias, None)
+            if channel_layers.backends.pop(alias, None) is not None:
+                logger.warning(
+                    "CHANNEL_LAYERS[%r]: a layer was built before adoption; code that kept it "
+                    "still uses the old backend (set DJANGO_SETTINGS_MODULE in the environment)",
+                    alias)
     return adopted
+
+
+@contextmanager
+def adopting(enabled: bool, redis_url: Sequence[str] | None = None) -> Iterator[None]:
+    """Adopt around importing (and setting up) the project.
+
+    Before, when ``DJANGO_SETTINGS_MODULE`` is known: code run by ``django.setup()`` (an
+    ``AppConfig.ready()`` importing a module that keeps ``get_channel_layer()``) already gets
+    our layer. Otherwise just after: the project's module named its settings itself
+    (``os.environ.setdefault``), as Daphne and gunicorn allow.
+    """
+    from django.conf import settings
+
+    early = enabled and bool(os.environ.get("DJANGO_SETTINGS_MODULE"))
+    if early:
+        adopt_channel_layers(redis_url)
+    yield
+    if enabled and not early and (settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE")):
+        adopt_channel_layers(redis_url)

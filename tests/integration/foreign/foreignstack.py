@@ -32,9 +32,11 @@ User.objects.create_user("alice", password="{PASSWORD}")
 @contextmanager
 def foreign_stack(tmp: Path, project_redis: str, fleet_redis: list[str], *, workers: int = 1,
                   settings: str = "mysite.settings", worker_args: tuple[str, ...] = (),
-                  **env: str) -> Iterator[Stack]:
+                  settings_in_env: bool = True, **env: str) -> Iterator[Stack]:
     """Interface, web tier and ``workers`` workers for the project; its channels_redis layer on
-    ``project_redis`` (one URL), the relay on ``fleet_redis``; SQLite migrated, user alice."""
+    ``project_redis`` (one URL), the relay on ``fleet_redis``; SQLite migrated, user alice.
+    ``settings_in_env=False``: the services get no DJANGO_SETTINGS_MODULE (asgi.py / wsgi.py
+    name ``mysite.settings`` themselves)."""
     where = urlsplit(project_redis)
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "DJANGO_SETTINGS_MODULE": settings,
            "SQLITE_PATH": str(tmp / "db.sqlite3"), "REDIS_HOST": str(where.hostname),
@@ -44,6 +46,8 @@ def foreign_stack(tmp: Path, project_redis: str, fleet_redis: list[str], *, work
                    env=env, cwd=tmp, check=True, timeout=60, capture_output=True)
     stack = Stack(env, tmp)
     stack.django(CREATE_USER)
+    if not settings_in_env:
+        del stack.env["DJANGO_SETTINGS_MODULE"]
     try:
         stack.port = stack.start("interface")
         stack.web = stack.start("web", "mysite.wsgi:application")

@@ -101,6 +101,21 @@ async def test_in_memory_layer__group_send_crosses_workers_and_tiers(memory_stac
     assert "channels.layers.InMemoryChannelLayer replaced by" in logs(memory_stack, "worker")
 
 
+async def test_settings_named_only_by_the_asgi_module(own_redis: LocalRedis,
+                                                      tmp_path: Path) -> None:
+    """No DJANGO_SETTINGS_MODULE in the environment, as ``daphne mysite.asgi:application``
+    allows: the worker starts, adopts after the import, and says what that cannot reach."""
+    with foreign_stack(tmp_path, own_redis.urls[0], own_redis.urls,
+                       settings_in_env=False) as stack:
+        async with ws(stack, "/ws/echo/") as sock:
+            await sock.send("hello")
+            assert await recv(sock) == "hello"
+        worker = logs(stack, "worker")
+    assert "channels_redis.core.RedisChannelLayer replaced by" in worker
+    # chat/signals.py took its layer during django.setup(), before adoption could run.
+    assert "a layer was built before adoption" in worker
+
+
 def test_project_untouched() -> None:
     """The project is a foreign one: nothing in it knows channels-fleet."""
     project = Path(__file__).resolve().parent / "project"

@@ -2,6 +2,7 @@ import json
 from urllib.parse import parse_qs
 
 from asgiref.sync import async_to_sync
+from channels.consumer import SyncConsumer
 from channels.db import database_sync_to_async
 from channels.generic.websocket import (
     AsyncWebsocketConsumer,
@@ -148,3 +149,50 @@ class InboxConsumer(AsyncWebsocketConsumer):
 
     async def inbox_message(self, event):
         await self.send(text_data=json.dumps({"inbox": event["text"]}))
+
+
+class GoodbyeConsumer(AsyncWebsocketConsumer):
+    """Accepts with an extra header; says goodbye with a close reason."""
+
+    async def connect(self):
+        await self.accept(headers=[(b"x-room-version", b"7")])
+
+    async def receive(self, text_data=None, bytes_data=None):
+        await self.close(code=4000, reason="goodbye")
+
+
+class CrashConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        raise RuntimeError("a bug in the project")
+
+
+class PresenceConsumer(WebsocketConsumer):
+    """Records leaving in the database from its disconnect handler."""
+
+    def connect(self):
+        self.accept()
+
+    def disconnect(self, close_code):
+        Message.objects.create(room="presence", text=f"left {close_code}")
+
+
+class BroadcastConsumer(AsyncWebsocketConsumer):
+    """Joins its groups through the ``groups`` attribute."""
+
+    groups = ["broadcast"]
+
+    async def announce(self, event):
+        await self.send(text_data=event["text"])
+
+
+class ThumbnailConsumer(SyncConsumer):
+    """A background channel (``manage.py runworker thumbnails``)."""
+
+    def make_thumbnail(self, message):
+        Message.objects.create(room="thumbnails", text=message["name"])
+        async_to_sync(self.channel_layer.group_send)(
+            "broadcast", {"type": "announce", "text": f"thumbnail {message['name']} ready"}
+        )

@@ -13,3 +13,9 @@ websocket_urlpatterns = [
     path("ws/echo/", consumers.EchoConsumer.as_asgi()),
     re_path(r"ws/inbox/(?P<owner>\w+)/$", consumers.InboxConsumer.as_asgi()),
 ]
+websocket_urlpatterns += [
+    path("ws/goodbye/", consumers.GoodbyeConsumer.as_asgi()),
+    path("ws/crash/", consumers.CrashConsumer.as_asgi()),
+    path("ws/presence/", consumers.PresenceConsumer.as_asgi()),
+    path("ws/broadcast/", consumers.BroadcastConsumer.as_asgi()),
+]

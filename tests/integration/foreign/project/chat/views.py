@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from .models import Inbox
+from .models import Inbox, Message
 
 
 def index(request):
@@ -55,3 +55,24 @@ def notify(request, owner):
         inbox.channels["socket"], {"type": "inbox.message", "text": request.body.decode()}
     )
     return JsonResponse({"sent": True})
+
+
+def download(request):
+    size = int(request.GET.get("mb", 10)) * 1024 * 1024
+    response = HttpResponse(b"z" * size, content_type="application/octet-stream")
+    response["Content-Disposition"] = 'attachment; filename="export.bin"'
+    return response
+
+
+@csrf_exempt
+@require_POST
+def thumbnail(request, name):
+    async_to_sync(get_channel_layer().send)("thumbnails", {"type": "make.thumbnail", "name": name})
+    return JsonResponse({"queued": name})
+
+
+@csrf_exempt
+@require_POST
+def post_message(request, room_name):
+    Message.objects.create(room=room_name, text=request.body.decode())
+    return JsonResponse({"saved": True})
