@@ -10,7 +10,8 @@ Our own layer and any other backend are left alone. ``CHANNELS_FLEET_ADOPT_LAYER
 this off.
 
 Every process that sends on the layer must speak the same layer: a Celery worker or management
-command of the project calls ``adopt_channel_layers()`` too (after ``django.setup()``).
+command of the project calls ``adopt_channel_layers()`` too (settings known, before
+``django.setup()``).
 """
 
 from __future__ import annotations
