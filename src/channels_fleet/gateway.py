@@ -446,7 +446,8 @@ class Gateway:
                 return
             if kind == "websocket.send":
                 _MESSAGES_OUT.inc()
-                await conn.send(message)
+                if not edge.write_message(conn.send, message):
+                    await conn.send(message)
                 if edge.unsent_bytes(conn.send) > self.settings.send_buffer:
                     logger.warning("%s: client is not reading; disconnecting", conn.id)
                     METRICS.messages_dropped.labels("buffer_full").inc()

@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -187,6 +188,45 @@ async def test_order_per_connection__50_concurrent_clients(stack: Stack) -> None
     results = await asyncio.gather(*(client(n) for n in range(50)))
     for n, got in enumerate(results):
         assert got == [f"{n}:{i}" for i in range(100)]
+
+
+async def test_frames_of_every_length_encoding_arrive_whole(stack: Stack) -> None:
+    """The interface writes frames itself (edge.write_message): 7-bit, 16-bit and 64-bit
+    lengths, text (UTF-8) and binary, as the app sent them."""
+    async with ws(stack.interfaces[0], "/ws/echo/len/", max_size=None) as s:
+        for size in (1, 125, 126, 65535, 65536, 1_000_000):  # Daphne takes up to 1 MiB
+            text = "a" * size
+            await s.send(text)
+            assert await asyncio.wait_for(s.recv(), 10) == text
+            data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+            await s.send(data)
+            assert await asyncio.wait_for(s.recv(), 10) == data
+        text = "é€" * 100_000  # multi-byte UTF-8: the frame length counts bytes
+        await s.send(text)
+        assert await asyncio.wait_for(s.recv(), 10) == text
+
+
+async def test_client_reading_late__frames_queued_behind_a_full_socket_keep_their_order(
+        stack: Stack, fleet_factory: Fleet) -> None:
+    """Frames the kernel does not take wait in Twisted's buffer; later frames queue behind
+    them (not written past them), and direct writes resume once it has drained.
+
+    The client's receive buffer is pinned small and the burst (8 MB) is larger than the
+    kernel's send buffer can grow (tcp_wmem max, 4 MB here), so writes go partial; this
+    interface's send buffer is raised so that is not taken for a slow reader.
+    """
+    iface = fleet_factory.interface(CHANNELS_FLEET_SEND_BUFFER=str(64 * 1024 * 1024))
+    sock = socket.create_connection(("127.0.0.1", iface.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+    async with ws(iface, "/ws/echo/late/", max_size=None, max_queue=1, sock=sock) as s:
+        await s.send("burst:128:65536")
+        await asyncio.sleep(1.0)  # not reading meanwhile
+        got = [await asyncio.wait_for(s.recv(), 10) for _ in range(128)]
+        assert [g[:4] for g in got] == [b"%04d" % i for i in range(128)]
+        assert all(len(g) == 65536 for g in got)
+        await s.send("after")
+        assert await asyncio.wait_for(s.recv(), 10) == "after"
+    iface.stop()
 
 
 async def test_background_channel_via_channel_name_router(stack: Stack) -> None:

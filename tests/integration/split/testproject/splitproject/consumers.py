@@ -41,6 +41,11 @@ class EchoConsumer(AsyncWebsocketConsumer):
                 "user": str(self.scope["user"]) if "user" in self.scope else None,
                 "kwargs": self.scope["url_route"]["kwargs"],
             }))
+        elif text_data and text_data.startswith("burst:"):
+            # burst:N:SIZE -> N binary frames of SIZE bytes, each led by its index.
+            count, size = map(int, text_data.split(":")[1:])
+            for i in range(count):
+                await self.send(bytes_data=b"%04d" % i + bytes(size - 4))
         elif text_data is not None:
             await self.send(text_data=text_data)
         else:
