@@ -91,6 +91,7 @@ async def serve(application: Any, settings: WorkerSettings) -> int:
     # channels_fleet_handler_latency_seconds{consumer}: every consumer's dispatch, timed.
     instrument_consumers()
     __import__("channels_fleet.dbcleanup").dbcleanup.install()  # one cleanup hop per burst
+    __import__("channels_fleet.dispatch").dispatch.install()  # no task per layer receive
     host = Host(application, settings)
     try:
         await host.start()

@@ -71,23 +71,38 @@ class Receiver:
 
     async def receive(self, key: str, channel: str) -> bytes:
         """Wait for the next message body for ``channel`` (stored in LIST ``key``)."""
-        body = self._from_buffer(channel)
-        if body is not None:
-            return body
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes] = loop.create_future()
-        self.waiting.setdefault(key, {}).setdefault(channel, deque()).append(future)
-        if key not in self.pullers:
-            self.pullers[key] = loop.create_task(self._pull(key, is_process_local(channel)))
+        future = self.wait(key, channel)
         try:
             return await future
         except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                # The message reached us just as the receiver was cancelled: keep it.
-                self._give_back(key, channel, future.result())
+            self.unwait(key, channel, future)
             raise
-        finally:
-            self._forget(key, channel, future)
+
+    def wait(self, key: str, channel: str) -> asyncio.Future[bytes]:
+        """``receive`` without a coroutine: a future of the next body for ``channel``.
+
+        For a dispatcher that waits on many sources at once (``channels_fleet.dispatch``):
+        no task per message. Give it up with :meth:`unwait`, never by cancelling it alone.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+        body = self._from_buffer(channel)
+        if body is not None:
+            future.set_result(body)
+            return future
+        self.waiting.setdefault(key, {}).setdefault(channel, deque()).append(future)
+        if key not in self.pullers:
+            self.pullers[key] = loop.create_task(self._pull(key, is_process_local(channel)))
+        return future
+
+    def unwait(self, key: str, channel: str, future: asyncio.Future[bytes]) -> None:
+        """Give up a :meth:`wait`: a message that reached it meanwhile is kept, not lost."""
+        if future.done():
+            if not future.cancelled() and future.exception() is None:
+                self._give_back(key, channel, future.result())
+            return
+        future.cancel()
+        self._forget(key, channel, future)
 
     def _from_buffer(self, channel: str) -> bytes | None:
         buffer = self.buffers.get(channel)
@@ -164,7 +179,7 @@ class Receiver:
         except Exception as exc:
             # Every waiter of this LIST learns why; the next receive() starts a new loop.
             logger.warning("receive loop for %s failed: %s", key, exc)
-            for waiters in self.waiting.get(key, {}).values():
+            for waiters in self.waiting.pop(key, {}).values():
                 for future in waiters:
                     if not future.done():
                         future.set_exception(exc)
