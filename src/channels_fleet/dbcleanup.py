@@ -1,33 +1,41 @@
-"""Coalesce Channels' per-event database-connection cleanup in a worker process.
+"""Channels' per-event database-connection cleanup, queued instead of awaited, in a worker.
 
 Channels 4.2+ awaits ``aclose_old_connections()`` (``sync_to_async(close_old_connections)``)
-before every consumer handler. Each call is one hop through asgiref's single thread-sensitive
-thread, so a group message reaching a worker's 2,500 consumers queues 2,500 hops that run one
-after another before the consumers' ``send``s go out. ``close_old_connections`` only looks at
-that thread's connections and is idempotent, so concurrent callers can share one run.
+before every consumer handler: one hop through asgiref's single thread-sensitive thread, and the
+handler waits for it. A group message reaching a worker's 2,500 consumers queued 2,500 hops one
+after another before their ``send``s went out, and every handler also waited behind whatever
+database work the other consumers had queued on that thread.
+
+``close_old_connections`` only touches that thread's connections, and every later use of them
+(``database_sync_to_async``, Django's async ORM, ``sync_to_async``) is another job on the same
+single-thread executor, which runs its jobs in order. So submitting the cleanup to that thread
+is enough: it runs before anything the handler then asks of the database, as Channels intends,
+and the handler does not wait for it. While one cleanup is queued and not yet started, new
+callers share it (it still starts after they asked); a failure is logged, not raised into the
+handler. Where asgiref would pick another thread (under ``async_to_sync``, a
+``ThreadSensitiveContext``, a loop started by ``async_to_sync``), Channels' own awaited hop is
+used unchanged.
 
 Worker processes call this once at start:
 
     from channels_fleet.dbcleanup import install
     install()
-
-Then, while one cleanup is queued or running, every new caller waits for the NEXT run (one
-run for all of them), never for a run that started before it called: each caller still gets a
-cleanup that started after it asked, in the same thread as before. At most one run is in
-flight and one waiting per event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import threading
-import weakref
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from asgiref.sync import AsyncToSync, SyncToAsync, sync_to_async
 from django.db import close_old_connections
+
+logger = logging.getLogger(__name__)
 
 # Modules that did ``from channels.db import aclose_old_connections`` (checked: channels 4.3.2).
 _MODULES = ("channels.db", "channels.consumer", "channels.generic.websocket",
@@ -35,86 +43,57 @@ _MODULES = ("channels.db", "channels.consumer", "channels.generic.websocket",
 _ORIGINAL = "_channels_fleet_original_aclose"
 
 
-class Coalescer:
-    """Shares runs of ``close_old_connections`` among callers of one event loop."""
+class Cleanup:
+    """At most one ``close_old_connections`` queued (not yet started) on the thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self) -> None:
+        self.queued = False
         self.runs = 0  # cleanups actually run (for tests and curiosity)
-        self._loop = loop
-        self._waiting: list[asyncio.Future[None]] | None = None  # callers of the next run
-        self._lock = asyncio.Lock()  # one run at a time
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __call__(self) -> None:
-        # One future per caller (cheaper than shielding a shared one): a cancelled caller
-        # cancels only its own, never the run the others wait for.
-        waiter = self._loop.create_future()
-        if self._waiting is None:
-            self._waiting = [waiter]
-            task = self._loop.create_task(self._run())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        else:
-            self._waiting.append(waiter)
-        await waiter
+    def request(self) -> None:
+        # A run that is queued but not started will start after this caller asked: share it.
+        # (``queued`` is cleared by the thread as the run starts; a stale True read here means
+        # it started just now, which is still after the ask.)
+        if self.queued:
+            return
+        self.queued = True
+        future = SyncToAsync.single_thread_executor.submit(self._run)
+        future.add_done_callback(_report_failure)
 
-    async def _run(self) -> None:
-        async with self._lock:
-            # From here on this run has started: later callers must wait for the one after.
-            waiters, self._waiting = self._waiting or [], None
-            self.runs += 1
-            try:
-                await sync_to_async(close_old_connections)()
-            except asyncio.CancelledError:
-                for waiter in waiters:
-                    waiter.cancel()
-                raise
-            except Exception as exc:  # noqa: BLE001 - handed to every caller
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(exc)
-            else:
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
+    def _run(self) -> None:
+        self.queued = False
+        self.runs += 1
+        close_old_connections()
 
 
-_coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer] = (
-    weakref.WeakKeyDictionary())
-_last: tuple[asyncio.AbstractEventLoop, Coalescer] | None = None  # every call looks it up
+CLEANUP = Cleanup()
 
 
-def coalescer() -> Coalescer:
-    """This event loop's coalescer."""
-    global _last
-    loop = asyncio.get_running_loop()
-    last = _last
-    if last is not None and last[0] is loop:
-        return last[1]
-    found = _coalescers.get(loop)
-    if found is None:
-        found = _coalescers[loop] = Coalescer(loop)
-    _last = (loop, found)
-    return found
+def _report_failure(future: Future[None]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        logger.warning("close_old_connections failed: %r", exc)
 
 
 async def aclose_old_connections() -> None:
-    """Drop-in for ``channels.db.aclose_old_connections``, coalesced per event loop."""
-    if _thread_is_per_loop():
-        await coalescer()()
+    """Drop-in for ``channels.db.aclose_old_connections``: queued on the thread, not awaited."""
+    if _single_thread_is_used():
+        CLEANUP.request()
     else:
         await sync_to_async(close_old_connections)()
 
 
-def _thread_is_per_loop() -> bool:
-    """True when asgiref would pick the same thread for every caller on this loop.
+def _single_thread_is_used() -> bool:
+    """True when asgiref's ``sync_to_async`` would run here on its single shared thread.
 
-    Under an outer ``async_to_sync`` or a ``ThreadSensitiveContext`` the thread depends on
-    the caller, so sharing a run could clean up the wrong thread's connections.
+    Under an outer ``async_to_sync``, a ``ThreadSensitiveContext`` or a loop that
+    ``async_to_sync`` started, the thread depends on the caller: use Channels' own hop there.
     """
     return (_outer_sync_executor() is None
             and SyncToAsync.thread_sensitive_context.get(None) is None
-            and not SyncToAsync.deadlock_context.get(False))
+            and not SyncToAsync.deadlock_context.get(False)
+            and (not AsyncToSync.loop_thread_executors
+                 or asyncio.get_running_loop() not in AsyncToSync.loop_thread_executors))
 
 
 def _executor_probe() -> Callable[[], Any]:

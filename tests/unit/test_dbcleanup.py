@@ -1,4 +1,5 @@
-"""Coalesced ``aclose_old_connections``: obsolete connections still closed, far fewer hops."""
+"""Queued ``aclose_old_connections``: obsolete connections still closed before the next
+database use, without the handler waiting for the cleanup."""
 
 from __future__ import annotations
 
@@ -30,40 +31,63 @@ def is_open() -> bool:
     return connection.connection is not None
 
 
-async def test_obsolete_connection_is_closed():
+async def test_obsolete_connection_is_closed_before_the_next_database_use():
     await open_connection()
-    assert await is_open()
     await dbcleanup.aclose_old_connections()
+    assert not await is_open()  # the next job on the same thread runs after the cleanup
+
+
+async def test_the_handler_does_not_wait_for_the_cleanup():
+    """The thread is busy with another consumer's database work: the caller goes on at once,
+    and the cleanup runs after that work, before the caller's own next job."""
+    release = threading.Event()
+    busy = asyncio.ensure_future(sync_to_async(release.wait)())
+    await asyncio.sleep(0.05)  # the blocker occupies the thread
+    await open_connection_later()
+    await dbcleanup.aclose_old_connections()
+    assert not busy.done()  # returned while the thread was still busy
+    release.set()
+    await busy
     assert not await is_open()
+
+
+async def open_connection_later() -> None:
+    """Queue a connection-opening job behind the busy thread's current one (FIFO)."""
+    asyncio.ensure_future(open_connection())
+    await asyncio.sleep(0)
 
 
 async def test_concurrent_callers_share_runs():
-    cleaner = dbcleanup.coalescer()
-    before = cleaner.runs
-    await asyncio.gather(*(dbcleanup.aclose_old_connections() for _ in range(500)))
-    runs = cleaner.runs - before
-    assert 1 <= runs <= 3, runs
+    await sync_to_async(lambda: None)()  # nothing queued
+    before = dbcleanup.CLEANUP.runs
+    release = threading.Event()
+    busy = asyncio.ensure_future(sync_to_async(release.wait)())
+    await asyncio.sleep(0.05)
+    for _ in range(500):
+        await dbcleanup.aclose_old_connections()
+    release.set()
+    await busy
+    await sync_to_async(lambda: None)()  # after the queued cleanup
+    assert dbcleanup.CLEANUP.runs - before == 1
 
 
 async def test_every_caller_gets_a_run_started_after_it_called():
-    """A connection opened while a run is in flight is closed for the caller that came next."""
-    await open_connection()
-    first = asyncio.ensure_future(dbcleanup.aclose_old_connections())
-    await asyncio.sleep(0)  # the first run is queued or running
-    await open_connection()  # runs after the first cleanup (same single thread)
+    """A connection opened after a run was queued is closed for the caller that came next."""
+    await dbcleanup.aclose_old_connections()  # queued (maybe running)
+    await open_connection()  # runs after that cleanup (same single thread)
     await dbcleanup.aclose_old_connections()
-    await first
     assert not await is_open()
 
 
-async def test_cancelled_caller_does_not_cancel_the_shared_run():
-    await open_connection()
-    victim = asyncio.ensure_future(dbcleanup.aclose_old_connections())
-    other = asyncio.ensure_future(dbcleanup.aclose_old_connections())
-    await asyncio.sleep(0)
-    victim.cancel()
-    await other
-    assert not await is_open()
+async def test_a_failing_cleanup_is_logged_not_raised(caplog, monkeypatch):
+    def broken() -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(dbcleanup, "close_old_connections", broken)
+    await dbcleanup.aclose_old_connections()
+    await sync_to_async(lambda: None)()  # after the cleanup ran
+    await asyncio.sleep(0.01)
+    assert "database went away" in caplog.text
 
 
 def test_install_replaces_the_names_channels_looks_up():
