@@ -14,6 +14,7 @@ import base64
 import os
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
@@ -39,7 +40,9 @@ class IdleSocket(asyncio.Protocol):
         self.arrivals: list[float] = []
         self.texts: list[bytes] = []
         self.closed = False
-        self._arrived: asyncio.Event = asyncio.Event()
+        # Called on each data frame: one counter for thousands of sockets instead of a task
+        # waiting on each (the client's own work would otherwise delay the arrivals).
+        self.on_frame: Callable[[], None] | None = None
         self._buf = b""
         self._upgraded = False
         self._transport: Any = None
@@ -82,7 +85,8 @@ class IdleSocket(asyncio.Protocol):
             if opcode in (_OP_TEXT, _OP_BINARY):
                 self.arrivals.append(now)
                 self.texts.append(payload)
-                self._arrived.set()
+                if self.on_frame is not None:
+                    self.on_frame()
             elif opcode == _OP_PING:
                 self._transport.write(_client_frame(_OP_PONG, payload[:125]))
             elif opcode == _OP_CLOSE:
@@ -93,21 +97,13 @@ class IdleSocket(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._fail(exc or ConnectionError("closed before the handshake"))
-        self._arrived.set()
+        if self.on_frame is not None:
+            self.on_frame()
 
     def _fail(self, exc: Exception) -> None:
         if not self.opened.done():
             self.opened.set_exception(exc)
             self._transport.close()
-
-    async def next_arrival(self, count: int) -> float:
-        """Wait until ``count`` data frames arrived; the time the ``count``-th one did."""
-        while len(self.arrivals) < count:
-            if self.closed:
-                raise ConnectionError("socket closed while waiting for a frame")
-            self._arrived.clear()
-            await self._arrived.wait()
-        return self.arrivals[count - 1]
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
