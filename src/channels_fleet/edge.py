@@ -27,9 +27,11 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 def origin_allowed(scope: dict[str, Any], allowed: Iterable[str]) -> bool:
     """Is the WebSocket's ``Origin`` acceptable? Non-browser clients (no Origin) are.
 
-    ``allowed`` empty: same host as the ``Host`` header. ``*``: any. Otherwise each entry is a
-    full origin (``https://chat.example.com``), a host (``chat.example.com``) or a domain
-    suffix (``.example.com``).
+    ``allowed`` empty: the same host name as the ``Host`` header, any port (what Channels'
+    ``AllowedHostsOriginValidator`` compares: a page served by the web tier on another port
+    of the same host may open sockets). ``*``: any. Otherwise each entry is a full origin
+    (``https://chat.example.com``), a host (``chat.example.com``) or a domain suffix
+    (``.example.com``).
     """
     allowed = tuple(allowed)
     origin = _header(scope, b"origin")
@@ -40,7 +42,7 @@ def origin_allowed(scope: dict[str, Any], allowed: Iterable[str]) -> bool:
         return False
     host = parts.hostname or ""
     if not allowed:
-        return parts.netloc.lower() == (_header(scope, b"host") or "").lower()
+        return host == (urlsplit("//" + (_header(scope, b"host") or "")).hostname or "")
     for entry in allowed:
         entry = entry.lower()
         if entry == origin.lower().rstrip("/") or entry == host:

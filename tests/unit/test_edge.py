@@ -31,6 +31,10 @@ def test_origin_allowed(origin: str | None, allowed: tuple[str, ...], ok: bool) 
     assert origin_allowed(scope(origin), allowed) is ok
 
 
-def test_same_host__port_must_match() -> None:
-    assert origin_allowed(scope("http://localhost:8001", "localhost:8001"), ())
-    assert not origin_allowed(scope("http://localhost:8002", "localhost:8001"), ())
+def test_same_host__any_port_as_channels_allowed_hosts_validator() -> None:
+    # The page comes from the web tier (8000), the socket goes to an interface (8001).
+    assert origin_allowed(scope("http://localhost:8000", "localhost:8001"), ())
+    assert origin_allowed(scope("http://LOCALHOST", "localhost:8001"), ())
+    assert not origin_allowed(scope("http://localhost.evil:8001", "localhost:8001"), ())
+    assert not origin_allowed(scope("http://127.0.0.1:8001", "localhost:8001"), ())
+    assert not origin_allowed(scope("http://localhost:8001", ""), ())  # no Host: refuse
