@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -85,6 +86,20 @@ async def close(send: Any, message: dict[str, Any], *, accepted: bool) -> None:
         proto.sendCloseFrame(code=code, reasonUtf8=reason.encode() or None, isReply=False)
         return
     await send({"type": "websocket.close", "code": code})
+
+
+async def deny(send: Any, status: int) -> None:
+    """Refuse a WebSocket handshake with HTTP ``status``, as Daphne does when the app crashes
+    before accepting (500); another server gets a plain refusal (403)."""
+    proto = _protocol(send)
+    deferred = getattr(proto, "handshake_deferred", None)
+    if deferred is not None:
+        from autobahn.websocket.types import ConnectionDeny
+
+        del proto.handshake_deferred
+        deferred.errback(ConnectionDeny(code=status, reason=HTTPStatus(status).phrase))
+        return
+    await send({"type": "websocket.close"})
 
 
 def write_message(send: Any, message: dict[str, Any]) -> bool:

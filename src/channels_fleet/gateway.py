@@ -431,6 +431,12 @@ class Gateway:
                 conn.accepted = True
                 await edge.accept(conn.send, message)
                 return
+            if kind == "websocket.http.response.start" and not conn.accepted:
+                # The app crashed before accepting (host.py): HTTP 500, as under Daphne.
+                conn.finished = True
+                METRICS.closes.labels(close_code_label(1011)).inc()
+                await edge.deny(conn.send, message.get("status", 500))
+                return
             if kind == "websocket.close":
                 conn.finished = True
                 code = message.get("code") or 1000

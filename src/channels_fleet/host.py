@@ -240,7 +240,12 @@ class Host:
             else:
                 logger.error("application failed on %s %s: %r", conn.id, scope.get("path"),
                              exc, exc_info=exc)
-            if conn.ws and not conn.closed:
+            if conn.ws and not conn.accepted:
+                # Refused with HTTP 500, as Daphne answers a crash before accept (an interface
+                # that predates this ignores it and closes with 1011 on END).
+                self._send(conn, {"type": "websocket.http.response.start", "status": 500,
+                                  "headers": []})
+            elif conn.ws and not conn.closed:
                 self._send(conn, {"type": "websocket.close", "code": 1011})
             elif not conn.ws and not conn.accepted:
                 self._send(conn, {"type": "http.response.start", "status": 500,

@@ -120,6 +120,17 @@ async def test_app_refusing_the_connection__http_403(stack: Stack) -> None:
     assert info.value.response.status_code == 403
 
 
+async def test_app_crashing_before_accept__http_500_as_under_daphne(stack: Stack) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        async with ws(stack.interfaces[1], "/ws/crash-connect/"):
+            pass
+    assert info.value.response.status_code == 500
+    assert b"Traceback" not in (info.value.response.body or b"")
+    async with ws(stack.interfaces[1], "/ws/echo/after/") as s:  # the worker carries on
+        await s.send("ok")
+        assert await s.recv() == "ok"
+
+
 async def test_foreign_origin__refused_at_the_edge_403(stack: Stack) -> None:
     with pytest.raises(InvalidStatus) as info:
         async with ws(stack.interfaces[0], "/ws/echo/x/", origin="http://evil.example"):

@@ -24,6 +24,7 @@ application = ProtocolTypeRouter({
         path("ws/json/", consumers.JsonEchoConsumer.as_asgi()),
         path("ws/close/<int:code>/", consumers.CloseConsumer.as_asgi()),
         path("ws/refuse/", consumers.RefuseConsumer.as_asgi()),
+        path("ws/crash-connect/", consumers.CrashOnConnectConsumer.as_asgi()),
         path("ws/norehome/", consumers.NoRehomeConsumer.as_asgi()),
         path("ws/flood/", consumers.FloodConsumer.as_asgi()),
         path("ws/room/<str:room>/", consumers.RoomConsumer.as_asgi()),

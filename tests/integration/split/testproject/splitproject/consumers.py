@@ -81,6 +81,11 @@ class RefuseConsumer(AsyncWebsocketConsumer):
         await self.close()
 
 
+class CrashOnConnectConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        raise RuntimeError("a bug before accept")
+
+
 class NoRehomeConsumer(EchoConsumer):
     """Echoes, but refuses a re-homed connection (``?code`` or a plain close)."""
 
