@@ -35,12 +35,13 @@ from typing import Any
 from asgiref.sync import AsyncToSync, SyncToAsync, sync_to_async
 from django.db import close_old_connections
 
+from . import patching
+
 logger = logging.getLogger(__name__)
 
 # Modules that did ``from channels.db import aclose_old_connections`` (checked: channels 4.3.2).
 _MODULES = ("channels.db", "channels.consumer", "channels.generic.websocket",
             "channels.generic.http")
-_ORIGINAL = "_channels_fleet_original_aclose"
 
 
 class Cleanup:
@@ -118,30 +119,13 @@ def _executor_probe() -> Callable[[], Any]:
 
 
 def install() -> bool:
-    """Replace Channels' ``aclose_old_connections`` where it is looked up; False if done."""
-    import importlib
-
-    changed = False
-    for name in _MODULES:
-        module = importlib.import_module(name)
-        current = module.aclose_old_connections
-        if current is aclose_old_connections:
-            continue
-        setattr(module, _ORIGINAL, current)
-        module.aclose_old_connections = aclose_old_connections
-        changed = True
-    return changed
+    """Use this ``aclose_old_connections`` where Channels looks it up; False if done already."""
+    return patching.replace(_MODULES, "aclose_old_connections", aclose_old_connections)
 
 
 def uninstall() -> None:
     """Undo :func:`install` (for tests)."""
-    import importlib
-
-    for name in _MODULES:
-        module: Any = importlib.import_module(name)
-        original = module.__dict__.pop(_ORIGINAL, None)
-        if original is not None:
-            module.aclose_old_connections = original
+    patching.restore(_MODULES, "aclose_old_connections")
 
 
 _outer_sync_executor = _executor_probe()

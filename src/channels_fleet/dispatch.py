@@ -25,10 +25,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import patching
 from .layers import RedisClusterChannelLayer
 
 _MODULES = ("channels.consumer", "channels.utils")  # where Channels 4 looks it up
-_ORIGINAL = "_channels_fleet_original_await_many_dispatch"
 _LAYER_RECEIVE = RedisClusterChannelLayer.receive
 
 
@@ -140,26 +140,9 @@ async def await_many_dispatch(
 
 def install() -> bool:
     """Use this ``await_many_dispatch`` where Channels looks it up; False if done already."""
-    import importlib
-
-    changed = False
-    for name in _MODULES:
-        module = importlib.import_module(name)
-        current = module.await_many_dispatch
-        if current is await_many_dispatch:
-            continue
-        setattr(module, _ORIGINAL, current)
-        module.await_many_dispatch = await_many_dispatch
-        changed = True
-    return changed
+    return patching.replace(_MODULES, "await_many_dispatch", await_many_dispatch)
 
 
 def uninstall() -> None:
     """Undo :func:`install` (for tests)."""
-    import importlib
-
-    for name in _MODULES:
-        module: Any = importlib.import_module(name)
-        original = module.__dict__.pop(_ORIGINAL, None)
-        if original is not None:
-            module.await_many_dispatch = original
+    patching.restore(_MODULES, "await_many_dispatch")
