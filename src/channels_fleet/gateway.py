@@ -11,10 +11,9 @@ channel, in order, through :class:`channels_fleet.relay.Relay`.
 
 Edge failures never reach the client as a traceback: no worker in time or a full work queue
 closes a WebSocket with 1013 (HTTP 503), a drain with 1001. When the worker that owns a WebSocket
-drains or dies, the socket is re-homed: a new connect envelope (``rehomed`` = n) goes to the work
-queue and the new owner runs the app from ``websocket.connect``; its ``websocket.accept`` is not
-sent again and client frames are held meanwhile (``CHANNELS_FLEET_REHOME=off``: closed with
-1012). HTTP requests of a dead worker get 503.
+drains or dies, the socket is re-homed (:mod:`channels_fleet.rehome`); its ``websocket.accept``
+is not sent again (``CHANNELS_FLEET_REHOME=off``: closed with 1012). HTTP requests of a dead
+worker get 503.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from . import edge, wire
 from .limits import ClientLimit, client_key, refuse
 from .liveness import Heartbeat, PeerWatch, redis_client
 from .metrics import METRICS, close_code_label
+from .rehome import Rehoming
 from .relay import Relay, relay_layer
 from .settings import InterfaceSettings
 
@@ -41,9 +41,6 @@ Send = Any
 # Per-message counters, looked up once (labels() takes a lock on every call).
 _MESSAGES_IN = METRICS.messages.labels("in")
 _MESSAGES_OUT = METRICS.messages.labels("out")
-
-#: A re-homed socket waits this many times CHANNELS_FLEET_CLAIM_TIMEOUT for a new owner.
-REHOME_CLAIM_FACTOR = 2
 
 
 class Conn:
@@ -89,6 +86,7 @@ class Gateway:
         self.watch: PeerWatch | None = None
         self.draining = False
         self.limits = ClientLimit(settings.max_connections_per_client)
+        self.rehoming = Rehoming(self)
         self._ids = itertools.count(1)
         self._id_prefix = ""
         self._redis: Any = None
@@ -253,12 +251,7 @@ class Gateway:
             self.relay.channel, conn.id, scope, self.settings.claim_timeout
         )
         conn.sent_at = time.monotonic()
-        try:
-            await self.relay.send_now(wire.CONNECT_CHANNEL, envelope)
-        except ChannelFull:
-            logger.warning("work queue %s full: refusing %s", wire.CONNECT_CHANNEL, conn.id)
-            METRICS.channel_full.labels("send").inc()
-            METRICS.messages_dropped.labels("channel_full").inc()
+        if not await self._enqueue(conn, envelope, "refusing"):
             self.conns.pop(conn.id, None)
             await self._end(conn, 1013, tell_owner=False)
             return False
@@ -266,6 +259,18 @@ class Gateway:
         conn.timer = asyncio.get_running_loop().call_later(
             self.settings.claim_timeout, self._claim_expired, conn
         )
+        return True
+
+    async def _enqueue(self, conn: Conn, envelope: dict[str, Any], refusal: str) -> bool:
+        """Send a connect envelope to the work queue; False (counted, logged) if it is full."""
+        assert self.relay is not None
+        try:
+            await self.relay.send_now(wire.CONNECT_CHANNEL, envelope)
+        except ChannelFull:
+            logger.warning("work queue %s full: %s %s", wire.CONNECT_CHANNEL, refusal, conn.id)
+            METRICS.channel_full.labels("send").inc()
+            METRICS.messages_dropped.labels("channel_full").inc()
+            return False
         return True
 
     def _to_owner(self, conn: Conn, event: dict[str, Any]) -> None:
@@ -311,20 +316,14 @@ class Gateway:
         if kind == wire.CLAIM:
             self._on_claim(conn, item[1], item[2])
             return
+        if kind == wire.REHOME:
+            self.rehoming.on_rehome(conn, item[1], sender)
+            return
         if kind == wire.RETURN:
-            self._on_return(conn, sender, item[2])
+            self.rehoming.on_return(conn, sender, item[2])
             return
         if conn is not None and sender and sender != conn.owner:
-            # A worker that no longer owns it (re-homed away while it was cut off): ignored.
-            if kind == wire.REHOME:
-                self._fence(sender, item[1])
-            return
-        if kind == wire.REHOME:
-            if conn is None or conn.finished or not conn.ws:
-                self._fence(sender, item[1])  # nothing to re-home; let the worker forget it
-            else:
-                self._rehome(conn, "drain")
-            return
+            return  # a worker that no longer owns it (re-homed away while it was cut off)
         if conn is None or conn.finished:
             return
         conn.unanswered = 0
@@ -360,64 +359,6 @@ class Gateway:
         held, conn.held = conn.held, None
         for event in held:  # bounded by pending_limit (+ what an old owner returned)
             self.relay.post(conn.owner, [wire.EVENT, conn.id, event], control=True)
-
-    # -- re-homing ---------------------------------------------------------------------------
-
-    def _rehome(self, conn: Conn, cause: str) -> None:
-        """Hand a WebSocket to a new owner: same socket, the app from websocket.connect again.
-
-        From here client events are held; the envelope goes out in a task of its own, so the
-        envelopes of a batch of REHOMEs share round trips.
-        """
-        assert self.relay is not None
-        old = conn.owner
-        conn.owner = None
-        if conn.held is None:
-            conn.held = []
-        if cause == "drain" and old is not None:
-            # Events sent to the old owner after it let go come back with its RETURN.
-            conn.fence = old
-            self._fence(old, conn.id)
-        conn.rehomed += 1
-        conn.rehoming = True
-        conn.handover_at = time.monotonic()
-        METRICS.rehomes.labels(cause).inc()
-        logger.debug("%s: re-homing (%s, time %d)", conn.id, cause, conn.rehomed)
-        # The client is connected and content to wait: twice a new connection's deadline
-        # before giving up (a rolling update's new worker may still be starting).
-        deadline = REHOME_CLAIM_FACTOR * self.settings.claim_timeout
-        envelope = wire.connect_envelope(
-            self.relay.channel, conn.id, conn.scope, deadline, rehomed=conn.rehomed,
-        )
-        conn.sent_at = time.monotonic()
-        if conn.timer is not None:
-            conn.timer.cancel()
-        conn.timer = asyncio.get_running_loop().call_later(deadline, self._claim_expired, conn)
-        task = asyncio.ensure_future(self._send_rehome(conn, envelope))
-        task.add_done_callback(_log_failure)
-
-    async def _send_rehome(self, conn: Conn, envelope: dict[str, Any]) -> None:
-        assert self.relay is not None
-        try:
-            await self.relay.send_now(wire.CONNECT_CHANNEL, envelope)
-        except ChannelFull:
-            logger.warning("work queue %s full: cannot re-home %s", wire.CONNECT_CHANNEL, conn.id)
-            METRICS.channel_full.labels("send").inc()
-            METRICS.messages_dropped.labels("channel_full").inc()
-            conn.told = True
-            await self._end(conn, 1013, tell_owner=False)
-
-    def _fence(self, worker: str, conn_id: str) -> None:
-        assert self.relay is not None
-        self.relay.post(worker, [wire.FENCE, conn_id, None], control=True)
-
-    def _on_return(self, conn: Conn | None, sender: str, events: list[Any]) -> None:
-        """The old owner's events of a re-homed connection: they go first, in order."""
-        if conn is None or conn.finished or conn.fence is None or sender != conn.fence:
-            return
-        conn.fence = None
-        conn.held = [*events, *(conn.held or [])]
-        self._flush_held(conn)
 
     async def _write(self, conn: Conn, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -490,8 +431,7 @@ class Gateway:
         elif conn.fence is not None:
             # The old owner never returned its events (stalled?): go on without them.
             logger.warning("%s: no RETURN from the old owner; its events are lost", conn.id)
-            conn.fence = None
-            self._flush_held(conn)
+            self.rehoming.unfence(conn)
 
     def _owners(self) -> set[str]:
         owners = set()
@@ -505,17 +445,11 @@ class Gateway:
             if conn.finished:
                 continue
             if conn.fence in dead:
-                conn.fence = None  # what it held died with it
-                self._flush_held(conn)
+                self.rehoming.unfence(conn)  # what it held died with it
             if conn.owner not in dead:
                 continue
             if conn.ws and self.settings.rehome and not self.draining:
-                if conn.held is None and conn.unanswered:
-                    # Relayed to the dead worker after its last message for this connection:
-                    # possibly never handled.
-                    METRICS.messages_dropped.labels("rehome_dead").inc(conn.unanswered)
-                conn.unanswered = 0
-                self._rehome(conn, "dead")
+                self.rehoming.rehome(conn, "dead")
                 continue
             METRICS.messages_dropped.labels("dead_owner").inc()
             conn.told = True  # nobody to tell
@@ -528,8 +462,11 @@ class Gateway:
             self._spawn_end(conn, 1012, tell_owner=False)
 
     def _spawn_end(self, conn: Conn, code: int, *, tell_owner: bool) -> None:
-        task = asyncio.ensure_future(self._end(conn, code, tell_owner=tell_owner))
-        task.add_done_callback(_log_failure)
+        self._spawn(self._end(conn, code, tell_owner=tell_owner))
+
+    def _spawn(self, coro: Any) -> None:
+        """Run ``coro`` in a task of its own; its failure is logged."""
+        asyncio.ensure_future(coro).add_done_callback(_log_failure)
 
     async def _end(self, conn: Conn, code: int, *, tell_owner: bool) -> None:
         """End the client side: WebSocket close ``code``, HTTP 503 (or abort mid-response)."""
