@@ -104,11 +104,8 @@ async def echo_ok(iface: Proc) -> bool:
 
 async def test_bad_frames_oversized_slowloris_headers_paths(fleet: Fleet, figures: Figures
                                                              ) -> None:
-    iface = fleet.interface(wait=False)
-    workers = [fleet.worker(wait=False), fleet.worker(wait=False)]
+    iface, workers = fleet.start(workers=2)
     procs = [iface, *workers]
-    for proc in procs:
-        proc.wait_ready()
     assert await echo_ok(iface)
     before = memory(procs)
 

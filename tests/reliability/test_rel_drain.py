@@ -21,7 +21,7 @@ import pytest
 from redis.cluster import RedisCluster
 from relfigures import Figures
 from relload import whoami, ws
-from split_fleet import Fleet, Proc
+from split_fleet import Fleet, Proc, wait_records
 from websockets.exceptions import ConnectionClosed
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -57,15 +57,6 @@ async def close_info(sock: Any, timeout: float) -> tuple[int | None, float]:
         return None, time.monotonic()
 
 
-def records(redis: RedisCluster, room: str, count: int, timeout: float) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = [v.decode() for v in redis.lrange(f"split:disconnects:{room}", 0, -1)]
-        if len(got) >= count or time.monotonic() > deadline:
-            return got
-        time.sleep(0.05)
-
-
 def ready_status(proc: Proc) -> int | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/readyz",
@@ -88,10 +79,7 @@ def port_open(port: int) -> bool:
 async def test_interface_sigterm__unready_refuses_closes_1001_disconnects_run(
     fleet: Fleet, redis: RedisCluster, figures: Figures
 ) -> None:
-    iface = fleet.interface(wait=False)
-    workers = [fleet.worker(wait=False), fleet.worker(wait=False)]
-    for proc in (iface, *workers):
-        proc.wait_ready()
+    iface, workers = fleet.start(workers=2)
     room = f"riterm{time.monotonic_ns()}"
     socks = await open_room(iface, room, COUNT)
     unready_at: float | None = None
@@ -118,7 +106,7 @@ async def test_interface_sigterm__unready_refuses_closes_1001_disconnects_run(
     codes = [code for code, _ in results]
     first_close = min(t for _, t in results)
     last_close = max(t for _, t in results)
-    handlers = records(redis, room, COUNT, 10)
+    handlers = wait_records(redis, room, COUNT, 10)
     exit_code = iface.popen.wait(timeout=DRAIN + 2)
     exited = time.monotonic() - sent
 
@@ -148,10 +136,7 @@ async def test_interface_sigterm__unready_refuses_closes_1001_disconnects_run(
 async def test_worker_sigterm__takes_nothing_new_hands_back_1012_exits_in_time(
     fleet: Fleet, redis: RedisCluster, figures: Figures
 ) -> None:
-    iface = fleet.interface(wait=False, CHANNELS_FLEET_REHOME="off")
-    victim = fleet.worker(wait=False, CHANNELS_FLEET_REHOME="off")
-    for proc in (iface, victim):
-        proc.wait_ready()
+    iface, (victim,) = fleet.start(CHANNELS_FLEET_REHOME="off")
     room = f"rwterm{time.monotonic_ns()}"
     socks = await open_room(iface, room, COUNT)
     other = fleet.worker(CHANNELS_FLEET_REHOME="off")  # only now: the victim owns them all
@@ -169,7 +154,7 @@ async def test_worker_sigterm__takes_nothing_new_hands_back_1012_exits_in_time(
     last_close = max(t for _, t in results) - sent
     exit_code = victim.popen.wait(timeout=DRAIN + 2)
     exited = time.monotonic() - sent
-    handlers = records(redis, room, COUNT, 5)
+    handlers = wait_records(redis, room, COUNT, 5)
     ok = (codes.count(1012) == COUNT and owners.count(other.pid) == 10 and exit_code == 0
           and exited <= DRAIN and sorted(handlers) == sorted(f"c{i}:1012" for i in range(COUNT)))
     figures.record(
@@ -202,10 +187,7 @@ def metric(proc: Proc, name: str) -> float | None:
 async def test_worker_sigstop__closed_1012__on_wake_serves_nothing_it_lost(
     fleet: Fleet, redis: RedisCluster, figures: Figures
 ) -> None:
-    iface = fleet.interface(wait=False, CHANNELS_FLEET_REHOME="off")
-    frozen = fleet.worker(wait=False, CHANNELS_FLEET_REHOME="off")
-    for proc in (iface, frozen):
-        proc.wait_ready()
+    iface, (frozen,) = fleet.start(CHANNELS_FLEET_REHOME="off")
     room = f"rstop{time.monotonic_ns()}"
     socks = await open_room(iface, room, 20)
     other = fleet.worker(CHANNELS_FLEET_REHOME="off")
@@ -231,7 +213,7 @@ async def test_worker_sigstop__closed_1012__on_wake_serves_nothing_it_lost(
         finally:
             frozen.signal(signal.SIGCONT)
         woke = time.monotonic()
-        handlers = [r for r in records(redis, room, 20 + i, 8) if r.startswith("c")]
+        handlers = [r for r in wait_records(redis, room, 20 + i, 8) if r.startswith("c")]
         woke_handlers = time.monotonic() - woke
         # Awake: it relays nothing for the lost sockets; the watcher sees only its own traffic.
         await watcher.send("after-wake")

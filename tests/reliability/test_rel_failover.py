@@ -62,11 +62,8 @@ async def test_master_failover_under_traffic(own_cluster: LocalRedis, tmp_path: 
     (tmp_path / "fleet").mkdir()
     fleet = Fleet(own_cluster.urls[:3], True, tmp_path / "fleet")
     try:
-        iface = fleet.interface(wait=False)
-        workers = [fleet.worker(wait=False), fleet.worker(wait=False)]
+        iface, workers = fleet.start(workers=2)
         procs = [iface, *workers]
-        for proc in procs:
-            proc.wait_ready()
         client = RedisCluster.from_url(own_cluster.urls[0])
         port = client.get_node_from_key(key).port
         client.close()

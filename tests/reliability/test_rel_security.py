@@ -138,10 +138,7 @@ async def test_origin_check_on_by_default_and_configurable(
 
 
 async def relay_roundtrip(fleet: Fleet) -> tuple[int, str]:
-    iface = fleet.interface(wait=False)
-    worker = fleet.worker(wait=False)
-    iface.wait_ready()
-    worker.wait_ready()
+    iface, (worker,) = fleet.start()
     async with ws(iface, "/ws/echo/secure/") as sock:
         await sock.send("over the relay")
         echoed = await asyncio.wait_for(sock.recv(), 10)
@@ -250,9 +247,7 @@ def get(url: str) -> tuple[int, bytes]:
 
 def test_probes_and_metrics_only_on_their_own_port(rel_fleet: Fleet, figures: Figures) -> None:
     try:
-        iface = rel_fleet.interface(wait=False)
-        rel_fleet.worker()
-        iface.wait_ready()
+        iface, _ = rel_fleet.start()
         public = {p: get(f"http://127.0.0.1:{iface.port}{p}")
                   for p in ("/metrics", "/healthz", "/readyz")}
         private = {p: get(f"http://127.0.0.1:{iface.metrics_port}{p}")

@@ -44,11 +44,8 @@ def http_get(port: int, path: str) -> int:
 
 
 async def test_soak_mixed_load_no_leak(fleet: Fleet, figures: Figures) -> None:
-    iface = fleet.interface(wait=False)
-    workers = [fleet.worker(wait=False), fleet.worker(wait=False)]
+    iface, workers = fleet.start(workers=2)
     procs = [iface, *workers]
-    for proc in procs:
-        proc.wait_ready()
     echoes = await open_echoes(iface, 60)
     readers = [asyncio.create_task(e.reader()) for e in echoes]
     stop = asyncio.Event()

@@ -45,10 +45,7 @@ def modes() -> list[str]:
 @pytest.mark.parametrize("rehome", modes())
 async def test_worker_kill9_under_load(fleet: Fleet, figures: Figures, rehome: str) -> None:
     env = {"CHANNELS_FLEET_REHOME": rehome}
-    iface = fleet.interface(wait=False, **env)
-    workers = [fleet.worker(wait=False, **env) for _ in range(3)]
-    for proc in (iface, *workers):
-        proc.wait_ready()
+    iface, workers = fleet.start(workers=3, **env)
     echoes = await open_echoes(iface, SOCKETS)
     victim = workers[0]
     owned = [e for e in echoes if e.owner == victim.pid]

@@ -49,9 +49,7 @@ async def on_worker(iface: Proc, pid: int, count: int, path: str = "/ws/echo/reh
 async def test_worker_sigterm__sockets_stay_open_and_the_app_restarts_on_another_worker(
     fleet: Fleet,
 ) -> None:
-    iface = fleet.interface(wait=False)
-    old = fleet.worker()
-    iface.wait_ready()
+    iface, (old,) = fleet.start()
     room = f"rh{time.monotonic_ns()}"
     members = [await connect(f"{iface.url}/ws/room/{room}/?m{i}", origin=iface.origin)
                for i in range(5)]
@@ -81,9 +79,7 @@ async def test_worker_sigterm__sockets_stay_open_and_the_app_restarts_on_another
 async def test_refused_on_rehome__only_those_sockets_close_with_the_apps_code(
     fleet: Fleet,
 ) -> None:
-    iface = fleet.interface(wait=False)
-    old = fleet.worker()
-    iface.wait_ready()
+    iface, (old,) = fleet.start()
     keep, _ = await open_probes(iface, 5)
     coded, _ = await open_probes(iface, 3, "/ws/norehome/?4003")
     plain, _ = await open_probes(iface, 3, "/ws/norehome/")
@@ -104,10 +100,7 @@ async def test_refused_on_rehome__only_those_sockets_close_with_the_apps_code(
 async def test_worker_kill9__its_sockets_rehomed_within_5s_without_disconnects(
     fleet: Fleet,
 ) -> None:
-    iface = fleet.interface(wait=False)
-    victim, survivor = fleet.worker(wait=False), fleet.worker(wait=False)
-    for proc in (iface, victim, survivor):
-        proc.wait_ready()
+    iface, (victim, survivor) = fleet.start(workers=2)
     others: list[Probe] = []
     victims = await on_worker(iface, victim.pid, 20, others=others)
     victim.popen.kill()
@@ -141,10 +134,7 @@ async def test_worker_kill9__its_sockets_rehomed_within_5s_without_disconnects(
 async def test_worker_back_from_sigstop__does_not_act_on_sockets_rehomed_away(
     fleet: Fleet,
 ) -> None:
-    iface = fleet.interface(wait=False)
-    frozen, other = fleet.worker(wait=False), fleet.worker(wait=False)
-    for proc in (iface, frozen, other):
-        proc.wait_ready()
+    iface, (frozen, other) = fleet.start(workers=2)
     probes = await on_worker(iface, frozen.pid, 5, others=[])
     for probe in probes:
         probe.owners.clear()
@@ -208,10 +198,7 @@ async def test_rehome_off__a_draining_worker_closes_its_sockets_1012(fleet: Flee
 async def test_rolling_restart_of_3_workers__500_sockets__no_disconnect_no_loss_in_order(
     fleet: Fleet,
 ) -> None:
-    iface = fleet.interface(wait=False)
-    workers = [fleet.worker(wait=False) for _ in range(3)]
-    for proc in (iface, *workers):
-        proc.wait_ready()
+    iface, workers = fleet.start(workers=3)
     result = await rolling_restart(fleet, iface, workers, 500)
     print(result.line(), f"frames={result.frames} seconds={result.seconds:.1f}")
     assert result.exit_codes == [0, 0, 0]
@@ -250,9 +237,7 @@ async def test_drain_hands_sockets_back_in_batches_with_a_pause_between(fleet: F
 
 def test_http_in_flight__finishes_on_a_draining_worker__503_from_a_dead_one(fleet: Fleet) -> None:
     """HTTP requests are not re-homed (the default re-home setting changes nothing for them)."""
-    iface = fleet.interface(wait=False)
-    draining = fleet.worker()
-    iface.wait_ready()
+    iface, (draining,) = fleet.start()
     conn = http.client.HTTPConnection("127.0.0.1", iface.port, timeout=15)
     conn.request("GET", "/slow/?2")
     time.sleep(0.5)  # claimed and running

@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from redis.cluster import RedisCluster
+
 from channels_fleet.devcluster import free_ports
 
 HERE = Path(__file__).resolve().parent
@@ -114,6 +116,15 @@ class Fleet:
         proc = self._start("worker", ["worker", APP, *args], env, None, metrics)
         return proc.wait_ready() if wait else proc
 
+    def start(self, workers: int = 1, **env: str) -> tuple[Proc, list[Proc]]:
+        """An interface and ``workers`` workers, started together and all ready; ``env`` is
+        set for each of them."""
+        iface = self.interface(wait=False, **env)
+        started = [self.worker(wait=False, **env) for _ in range(workers)]
+        for proc in (iface, *started):
+            proc.wait_ready()
+        return iface, started
+
     def _start(self, kind: str, args: list[str], env: dict[str, str], port: int | None,
                metrics: int) -> Proc:
         full_env = {**self.env, **env, "CHANNELS_FLEET_METRICS_PORT": str(metrics)}
@@ -126,3 +137,14 @@ class Fleet:
         for proc in self.procs:
             proc.stop()
         self.procs.clear()
+
+
+def wait_records(redis: RedisCluster, room: str, count: int, timeout: float) -> list[str]:
+    """The disconnect handlers the split test project recorded for ``room`` (``tag:code``),
+    once ``count`` are there or ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = [v.decode() for v in redis.lrange(f"split:disconnects:{room}", 0, -1)]
+        if len(got) >= count or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)

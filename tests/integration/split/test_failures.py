@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from redis.cluster import RedisCluster
-from split_fleet import Fleet, Proc
+from split_fleet import Fleet, Proc, wait_records
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -65,22 +65,10 @@ async def open_rooms(proc: Proc, room: str, count: int) -> list[Any]:
     return socks
 
 
-def wait_records(redis: RedisCluster, room: str, count: int, timeout: float) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = [v.decode() for v in redis.lrange(f"split:disconnects:{room}", 0, -1)]
-        if len(got) >= count or time.monotonic() > deadline:
-            return got
-        time.sleep(0.05)
-
-
 async def test_worker_kill9__its_sockets_close_1012_within_5s__others_undisturbed(
     fleet: Fleet,
 ) -> None:
-    iface = fleet.interface(wait=False)
-    victim, survivor = fleet.worker(wait=False), fleet.worker(wait=False)
-    for proc in (iface, victim, survivor):
-        proc.wait_ready()
+    iface, (victim, survivor) = fleet.start(workers=2)
     socks: dict[Any, int] = {}
     while len(set(socks.values())) < 2 or len(socks) < 20:
         sock = await ws(iface, "/ws/echo/k/").__aenter__()
@@ -101,9 +89,7 @@ async def test_worker_kill9__its_sockets_close_1012_within_5s__others_undisturbe
 
 
 def test_worker_kill9__its_http_request_in_flight_gets_503(fleet: Fleet) -> None:
-    iface = fleet.interface(wait=False)
-    worker = fleet.worker()
-    iface.wait_ready()
+    iface, (worker,) = fleet.start()
     conn = http.client.HTTPConnection("127.0.0.1", iface.port, timeout=10)
     conn.request("GET", "/slow/")
     time.sleep(1)  # claimed and running on the worker
@@ -119,9 +105,7 @@ def test_worker_kill9__its_http_request_in_flight_gets_503(fleet: Fleet) -> None
 async def test_interface_kill9__worker_runs_disconnect_handlers_within_5s(
     fleet: Fleet, redis: RedisCluster
 ) -> None:
-    iface = fleet.interface(wait=False)
-    fleet.worker().wait_ready()
-    iface.wait_ready()
+    iface, _ = fleet.start()
     room = f"ikill{time.monotonic_ns()}"
     await open_rooms(iface, room, 10)
     assert redis.lrange(f"split:disconnects:{room}", 0, -1) == []
@@ -135,9 +119,7 @@ async def test_interface_kill9__worker_runs_disconnect_handlers_within_5s(
 async def test_worker_sigterm__sockets_closed_1012_and_disconnect_handlers_ran(
     fleet: Fleet, redis: RedisCluster
 ) -> None:
-    iface = fleet.interface(wait=False)
-    worker = fleet.worker()
-    iface.wait_ready()
+    iface, (worker,) = fleet.start()
     room = f"wterm{time.monotonic_ns()}"
     socks = await open_rooms(iface, room, 5)
     worker.signal(signal.SIGTERM)
@@ -148,9 +130,7 @@ async def test_worker_sigterm__sockets_closed_1012_and_disconnect_handlers_ran(
 
 
 def test_worker_sigterm__http_request_in_flight_finishes(fleet: Fleet) -> None:
-    iface = fleet.interface(wait=False)
-    worker = fleet.worker()
-    iface.wait_ready()
+    iface, (worker,) = fleet.start()
     conn = http.client.HTTPConnection("127.0.0.1", iface.port, timeout=10)
     conn.request("GET", "/slow/?2")
     time.sleep(0.5)
@@ -164,9 +144,7 @@ def test_worker_sigterm__http_request_in_flight_finishes(fleet: Fleet) -> None:
 async def test_interface_sigterm__sockets_closed_1001_and_owners_told(
     fleet: Fleet, redis: RedisCluster
 ) -> None:
-    iface = fleet.interface(wait=False)
-    fleet.worker()
-    iface.wait_ready()
+    iface, _ = fleet.start()
     room = f"iterm{time.monotonic_ns()}"
     socks = await open_rooms(iface, room, 5)
     iface.signal(signal.SIGTERM)
@@ -179,9 +157,7 @@ async def test_interface_sigterm__sockets_closed_1001_and_owners_told(
 async def test_worker_sigstop__declared_dead_then_abandons_its_connections_on_wake(
     fleet: Fleet, redis: RedisCluster
 ) -> None:
-    iface = fleet.interface(wait=False)
-    worker = fleet.worker()
-    iface.wait_ready()
+    iface, (worker,) = fleet.start()
     room = f"stop{time.monotonic_ns()}"
     socks = await open_rooms(iface, room, 3)
     worker.signal(signal.SIGSTOP)
