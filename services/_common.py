@@ -59,3 +59,22 @@ class Observability:
                 await part.stop()
             except Exception as exc:
                 logger.warning("could not stop %s: %r", type(part).__name__, exc)
+
+
+def static_in_debug(app: Any, *, asgi: bool) -> Any:
+    """With DEBUG and django.contrib.staticfiles, serve STATIC_URL as ``runserver`` does.
+
+    A project run as it is in development keeps its styles and scripts, on the web tier and
+    through the interfaces; in production (DEBUG off) static files come from
+    ``collectstatic`` behind WhiteNoise, a CDN or the Ingress, and nothing here changes.
+    """
+    from django.apps import apps
+    from django.conf import settings
+
+    if not settings.DEBUG or not apps.is_installed("django.contrib.staticfiles"):
+        return app
+    from django.contrib.staticfiles import handlers
+
+    logger.info("DEBUG is on: serving %s from the apps' static files, as runserver does",
+                settings.STATIC_URL)
+    return handlers.ASGIStaticFilesHandler(app) if asgi else handlers.StaticFilesHandler(app)

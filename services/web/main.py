@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import ctypes
 import importlib
-import logging
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ from typing import Any
 
 from channels_fleet.settings import SettingsError, WebSettings
 
-from .._common import STARTUP_FAILURE, setup_logging, start_probes
+from .._common import STARTUP_FAILURE, setup_logging, start_probes, static_in_debug
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -65,26 +64,6 @@ async def _always_ready() -> tuple[bool, str]:
     return True, "ok"
 
 
-def static_in_debug(app: Any) -> Any:
-    """With DEBUG and django.contrib.staticfiles, serve STATIC_URL as ``runserver`` does.
-
-    A project run as it is in development keeps its styles and scripts; in production
-    (DEBUG off) static files come from ``collectstatic`` behind WhiteNoise, a CDN or the
-    Ingress, and nothing here changes.
-    """
-    from django.apps import apps
-    from django.conf import settings as django_settings
-
-    if not django_settings.DEBUG or not apps.is_installed("django.contrib.staticfiles"):
-        return app
-    from django.contrib.staticfiles.handlers import StaticFilesHandler
-
-    logging.getLogger("channels_fleet.web").info(
-        "DEBUG is on: serving %s from the apps' static files, as runserver does",
-        django_settings.STATIC_URL)
-    return StaticFilesHandler(app)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
@@ -122,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             # as the workers do.
             with adopting(settings.adopt_layers, settings.redis_url):
                 app = getattr(importlib.import_module(module_name), attr)
-            return web_metrics.instrument_wsgi(static_in_debug(app))
+            return web_metrics.instrument_wsgi(static_in_debug(app, asgi=False))
 
     FleetWeb().run()
     return 0

@@ -23,7 +23,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from channels_fleet.settings import SettingsError, WorkerSettings
 
-from .._common import STARTUP_FAILURE, Observability, setup_logging
+from .._common import STARTUP_FAILURE, Observability, setup_logging, static_in_debug
 
 logger = logging.getLogger("channels_fleet.worker")
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics_port=args.metrics_port, redis_url=args.redis_url,
         )
         setup_logging(settings.log_level)
-        application = load_app(settings.app, settings)
+        application = static_in_debug(load_app(settings.app, settings), asgi=True)
     except (SettingsError, ImportError, ImproperlyConfigured) as exc:
         print(f"channels-fleet worker: {exc}", file=sys.stderr)
         return STARTUP_FAILURE

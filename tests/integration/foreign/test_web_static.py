@@ -1,4 +1,5 @@
-"""The web tier serves the project's static files under DEBUG, as ``runserver`` does."""
+"""Under DEBUG the project's static files are served as ``runserver`` serves them: by the web
+tier and through the interfaces (the worker's app); with DEBUG off, by neither."""
 
 from __future__ import annotations
 
@@ -11,19 +12,11 @@ import pytest
 from featurestack import Stack
 from foreignstack import PROJECT
 
+from channels_fleet.devcluster import LocalRedis
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 CSS = (PROJECT / "chat" / "static" / "chat" / "room.css").read_bytes()
-
-
-def web_only(tmp: Path, debug: str) -> Stack:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT), "DJANGO_SETTINGS_MODULE": "mysite.settings",
-           "SQLITE_PATH": str(tmp / "db.sqlite3"), "DJANGO_DEBUG": debug,
-           "CHANNELS_FLEET_ADOPT_LAYERS": "off"}  # no Redis needed to serve pages
-    stack = Stack(env, tmp)
-    stack.web = stack.start("web", "mysite.wsgi:application")
-    stack.wait_ready()
-    return stack
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -36,13 +29,21 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize(("debug", "served"), [("1", True), ("0", False)])
 def test_static_files_served_only_under_debug(
-        tmp_path: Path, debug: str, served: bool) -> None:
-    stack = web_only(tmp_path, debug)
+        tmp_path: Path, redis_single: LocalRedis, debug: str, served: bool) -> None:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), "DJANGO_SETTINGS_MODULE": "mysite.settings",
+           "SQLITE_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_DEBUG": debug,
+           "REDIS_HOST": "127.0.0.1", "REDIS_PORT": redis_single.urls[0].rsplit(":", 1)[1],
+           "CHANNELS_FLEET_REDIS_URL": redis_single.urls[0]}
+    stack = Stack(env, tmp_path)
     try:
-        status, body = get(stack.web, "/static/chat/room.css")
+        web = stack.start("web", "mysite.wsgi:application")
+        interface = stack.start("interface")
+        stack.start("worker", "mysite.asgi:application")
+        stack.wait_ready()
+        answers = [get(port, "/static/chat/room.css") for port in (web, interface)]
     finally:
         stack.stop()
     if served:
-        assert (status, body) == (200, CSS)
-    else:
-        assert status == 404  # production: collectstatic behind WhiteNoise, a CDN or the Ingress
+        assert answers == [(200, CSS), (200, CSS)]
+    else:  # production: collectstatic behind WhiteNoise, a CDN or the Ingress
+        assert [status for status, _ in answers] == [404, 404]
