@@ -28,10 +28,9 @@ from channels.exceptions import ChannelFull
 
 from . import edge, wire
 from .limits import ClientLimit, client_key, refuse
-from .liveness import Heartbeat, PeerWatch, redis_client
 from .metrics import METRICS, close_code_label
 from .rehome import Rehoming
-from .relay import Relay, relay_layer
+from .relay import Relay, RelayEndpoint, relay_layer
 from .settings import InterfaceSettings
 
 logger = logging.getLogger(__name__)
@@ -81,15 +80,13 @@ class Gateway:
         self.settings = settings
         self.layer = layer
         self.conns: dict[str, Conn] = {}
+        self.endpoint: RelayEndpoint | None = None
         self.relay: Relay | None = None
-        self.heartbeat: Heartbeat | None = None
-        self.watch: PeerWatch | None = None
         self.draining = False
         self.limits = ClientLimit(settings.max_connections_per_client)
         self.rehoming = Rehoming(self)
         self._ids = itertools.count(1)
         self._id_prefix = ""
-        self._redis: Any = None
         self._started = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -98,38 +95,29 @@ class Gateway:
         s = self.settings
         if self.layer is None:
             self.layer = relay_layer(s, connect_capacity=s.connect_capacity)
-        self.relay = Relay(self.layer, "fleet.iface", self._on_item, self._on_undeliverable)
-        channel = await self.relay.start()
-        self._id_prefix = channel.rsplit("!", 1)[-1][:12]
-        self._redis = await redis_client(s.redis_url)
-        self.heartbeat = Heartbeat(
-            s.redis_url, channel, interval=s.heartbeat_interval, ttl=s.heartbeat_ttl,
-            on_lost=self._abandon_all,
+        self.endpoint = RelayEndpoint(
+            self.layer, "fleet.iface", self._on_item, self._on_undeliverable, settings=s,
+            peers=self._owners, on_dead=self._owners_dead, on_lost=self._abandon_all,
+            # Checked twice per beat (one MGET): a dead worker's sockets wait at most TTL +
+            # half an interval before they are re-homed.
+            watch_interval=s.heartbeat_interval / 2,
         )
-        await self.heartbeat.start()
-        # Checked twice per beat (one MGET): a dead worker's sockets wait at most TTL + half
-        # an interval before they are re-homed.
-        self.watch = PeerWatch(self._redis, self._owners, self._owners_dead,
-                               interval=s.heartbeat_interval / 2)
-        self.watch.start()
+        self.relay = self.endpoint.relay
+        channel = await self.endpoint.start()
+        self._id_prefix = channel.rsplit("!", 1)[-1][:12]
         self._started.set()
         logger.info("gateway relaying on %s", channel)
 
     async def stop(self) -> None:
-        if self.watch is not None:
-            await self.watch.stop()
-        if self.heartbeat is not None:
-            await self.heartbeat.stop()
-        if self.relay is not None:
-            await self.relay.stop()
-        if self._redis is not None:
-            await self._redis.aclose()
+        if self.endpoint is not None:
+            await self.endpoint.stop()
 
     async def ready(self) -> tuple[bool, str]:
         """Readiness: not draining, heartbeat fresh (so the layer's Redis answers)."""
         if self.draining:
             return False, "draining"
-        if self.heartbeat is None or not self.heartbeat.fresh:
+        heartbeat = self.endpoint.heartbeat if self.endpoint is not None else None
+        if heartbeat is None or not heartbeat.fresh:
             return False, "heartbeat stale (Redis unreachable?)"
         return True, "ok"
 

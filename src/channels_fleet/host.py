@@ -21,9 +21,8 @@ import time
 from typing import Any
 
 from . import wire
-from .liveness import Heartbeat, PeerWatch, redis_client
 from .metrics import METRICS
-from .relay import Relay, relay_layer
+from .relay import Relay, RelayEndpoint, relay_layer
 from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -68,13 +67,11 @@ class Host:
         # Connections handed back for re-homing, until the interface's FENCE: events that
         # still arrive for them are returned, not lost.
         self.handed: dict[str, WConn] = {}
+        self.endpoint: RelayEndpoint | None = None
         self.relay: Relay | None = None
-        self.heartbeat: Heartbeat | None = None
-        self.watch: PeerWatch | None = None
         self.draining = False
         self._room = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._redis: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -82,17 +79,13 @@ class Host:
         s = self.settings
         if self.layer is None:
             self.layer = relay_layer(s)
-        self.relay = Relay(self.layer, "fleet.worker", self._on_item, self._on_undeliverable)
-        channel = await self.relay.start()
-        self._redis = await redis_client(s.redis_url)
-        self.heartbeat = Heartbeat(
-            s.redis_url, channel, interval=s.heartbeat_interval, ttl=s.heartbeat_ttl,
-            on_lost=self._abandon_all,
+        self.endpoint = RelayEndpoint(
+            self.layer, "fleet.worker", self._on_item, self._on_undeliverable, settings=s,
+            peers=self._ifaces, on_dead=self._ifaces_dead, on_lost=self._abandon_all,
+            watch_interval=s.heartbeat_interval,
         )
-        await self.heartbeat.start()
-        self.watch = PeerWatch(self._redis, self._ifaces, self._ifaces_dead,
-                               interval=s.heartbeat_interval)
-        self.watch.start()
+        self.relay = self.endpoint.relay
+        channel = await self.endpoint.start()
         self._tasks.append(asyncio.create_task(self._take_loop(), name="take fleet.connect"))
         if s.channels:
             self._tasks.append(asyncio.create_task(self._background(), name="background"))
@@ -100,11 +93,12 @@ class Host:
 
     async def ready(self) -> tuple[bool, str]:
         """Readiness: not draining and heartbeat fresh (the relay's Redis answers)."""
-        if self.heartbeat is not None:
-            METRICS.worker_heartbeat_age.set(min(self.heartbeat.age, 1e6))
+        heartbeat = self.endpoint.heartbeat if self.endpoint is not None else None
+        if heartbeat is not None:
+            METRICS.worker_heartbeat_age.set(min(heartbeat.age, 1e6))
         if self.draining:
             return False, "draining"
-        if self.heartbeat is None or not self.heartbeat.fresh:
+        if heartbeat is None or not heartbeat.fresh:
             return False, "heartbeat stale (Redis unreachable?)"
         return True, "ok"
 
@@ -160,14 +154,8 @@ class Host:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.watch is not None:
-            await self.watch.stop()
-        if self.heartbeat is not None:
-            await self.heartbeat.stop()
-        if self.relay is not None:
-            await self.relay.stop()
-        if self._redis is not None:
-            await self._redis.aclose()
+        if self.endpoint is not None:
+            await self.endpoint.stop()
 
     # -- taking connections ----------------------------------------------------------------
 

@@ -8,24 +8,29 @@ order per destination is kept and busy connections share round trips.
     relay = Relay(relay_layer(settings), "fleet.iface", handle_batch)
     await relay.start()
     relay.post(owner_channel, [wire.EVENT, conn_id, event])
+
+:class:`RelayEndpoint` adds what every process runs beside its relay: its heartbeat and the
+watch on the peers it relays with (:mod:`channels_fleet.liveness`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from channels.exceptions import ChannelFull
 
 from . import wire
+from .liveness import Heartbeat, PeerWatch, redis_client
 
 logger = logging.getLogger(__name__)
 
 #: ``on_item(kind, item, sender)``: sender is the channel of the process that sent the batch.
 Handler = Callable[[str, list[Any], str], Awaitable[None]]
 FailHandler = Callable[[str, list[list[Any]]], None]
+DeadHandler = Callable[[set[str]], None]
 
 #: Largest batch payload estimate; bigger batches are split across messages.
 MAX_BATCH_BYTES = 512 * 1024
@@ -191,6 +196,67 @@ class Relay:
         logger.warning("relay dropped %d items for %s: %s", len(items), dest, reason)
         if self._on_undeliverable is not None:
             self._on_undeliverable(dest, items)
+
+
+class RelayEndpoint:
+    """A process's relay plus its liveness: the Relay, its heartbeat and a watch on its peers.
+
+    The interface and the worker differ only in the arguments: channel prefix, item handlers,
+    which peers they depend on, what to do when some die or when this process was declared
+    dead (``on_lost``), and how often peers are checked.
+
+        endpoint = RelayEndpoint(layer, "fleet.worker", on_item, on_undeliverable,
+                                 settings=settings, peers=ifaces, on_dead=ifaces_dead,
+                                 watch_interval=1.0, on_lost=abandon_all)
+        channel = await endpoint.start()
+    """
+
+    def __init__(
+        self,
+        layer: Any,
+        prefix: str,
+        on_item: Handler,
+        on_undeliverable: FailHandler,
+        *,
+        settings: Any,
+        peers: Callable[[], Iterable[str]],
+        on_dead: DeadHandler,
+        watch_interval: float,
+        on_lost: Callable[[], None],
+    ) -> None:
+        self.relay = Relay(layer, prefix, on_item, on_undeliverable)
+        self.settings = settings
+        self.heartbeat: Heartbeat | None = None
+        self.watch: PeerWatch | None = None
+        self._peers = peers
+        self._on_dead = on_dead
+        self._watch_interval = watch_interval
+        self._on_lost = on_lost
+        self._redis: Any = None
+
+    async def start(self) -> str:
+        """Start relaying, beating and watching; returns this process's channel."""
+        s = self.settings
+        channel = await self.relay.start()
+        self._redis = await redis_client(s.redis_url)
+        self.heartbeat = Heartbeat(
+            s.redis_url, channel, interval=s.heartbeat_interval, ttl=s.heartbeat_ttl,
+            on_lost=self._on_lost,
+        )
+        await self.heartbeat.start()
+        self.watch = PeerWatch(self._redis, self._peers, self._on_dead,
+                               interval=self._watch_interval)
+        self.watch.start()
+        return channel
+
+    async def stop(self) -> None:
+        if self.watch is not None:
+            await self.watch.stop()
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
+        await self.relay.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
 
 
 async def run_later(coro: Awaitable[Any]) -> None:
