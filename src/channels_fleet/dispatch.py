@@ -63,16 +63,17 @@ class _TaskSource:
 class _LayerSource(_TaskSource):
     """``functools.partial(layer.receive, channel)`` on our layer: a future, no task."""
 
-    __slots__ = ("layer", "channel", "future")
+    __slots__ = ("layer", "channel", "key", "future")
 
     def __init__(self, call: functools.partial[Any]) -> None:
         super().__init__(call)
         self.layer: RedisClusterChannelLayer = call.func.__self__  # type: ignore[attr-defined]
         self.channel: str = call.args[0]
+        self.key = self.layer.receive_key(self.channel)  # checked once, not per message
         self.future: asyncio.Future[bytes] | None = None
 
     def start(self, on_done: Callable[[Any], None]) -> None:
-        self.future = self.layer.receive_future(self.channel)
+        self.future = self.layer.receive_future(self.channel, self.key)
         if self.future is None:  # first receive on this loop: connect through receive()
             super().start(on_done)
             return
@@ -88,7 +89,7 @@ class _LayerSource(_TaskSource):
         if self.future is None:
             await super().stop()
             return
-        self.layer.cancel_receive(self.channel, self.future)
+        self.layer.cancel_receive(self.channel, self.key, self.future)
 
 
 def _source(call: Callable[[], Awaitable[Any]]) -> _TaskSource:

@@ -98,9 +98,6 @@ class Gateway:
         self.endpoint = RelayEndpoint(
             self.layer, "fleet.iface", self._on_item, self._on_undeliverable, settings=s,
             peers=self._owners, on_dead=self._owners_dead, on_lost=self._abandon_all,
-            # Checked twice per beat (one MGET): a dead worker's sockets wait at most TTL +
-            # half an interval before they are re-homed.
-            watch_interval=s.heartbeat_interval / 2,
         )
         self.relay = self.endpoint.relay
         channel = await self.endpoint.start()

@@ -82,7 +82,6 @@ class Host:
         self.endpoint = RelayEndpoint(
             self.layer, "fleet.worker", self._on_item, self._on_undeliverable, settings=s,
             peers=self._ifaces, on_dead=self._ifaces_dead, on_lost=self._abandon_all,
-            watch_interval=s.heartbeat_interval,
         )
         self.relay = self.endpoint.relay
         channel = await self.endpoint.start()

@@ -203,11 +203,13 @@ class RelayEndpoint:
 
     The interface and the worker differ only in the arguments: channel prefix, item handlers,
     which peers they depend on, what to do when some die or when this process was declared
-    dead (``on_lost``), and how often peers are checked.
+    dead (``on_lost``). Peers are checked twice per beat (one MGET), so a dead peer is noticed
+    at most TTL + half an interval after its last beat (a worker's sockets re-homed, an
+    interface's disconnect handlers run).
 
         endpoint = RelayEndpoint(layer, "fleet.worker", on_item, on_undeliverable,
                                  settings=settings, peers=ifaces, on_dead=ifaces_dead,
-                                 watch_interval=1.0, on_lost=abandon_all)
+                                 on_lost=abandon_all)
         channel = await endpoint.start()
     """
 
@@ -221,7 +223,6 @@ class RelayEndpoint:
         settings: Any,
         peers: Callable[[], Iterable[str]],
         on_dead: DeadHandler,
-        watch_interval: float,
         on_lost: Callable[[], None],
     ) -> None:
         self.relay = Relay(layer, prefix, on_item, on_undeliverable)
@@ -230,7 +231,6 @@ class RelayEndpoint:
         self.watch: PeerWatch | None = None
         self._peers = peers
         self._on_dead = on_dead
-        self._watch_interval = watch_interval
         self._on_lost = on_lost
         self._redis: Any = None
 
@@ -245,7 +245,7 @@ class RelayEndpoint:
         )
         await self.heartbeat.start()
         self.watch = PeerWatch(self._redis, self._peers, self._on_dead,
-                               interval=self._watch_interval)
+                               interval=s.heartbeat_interval / 2)
         self.watch.start()
         return channel
 

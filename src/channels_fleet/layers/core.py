@@ -200,29 +200,33 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         body = await state.receiver.receive(channel_key(self.prefix, channel), channel)
         return self._deserialize(body)
 
-    def receive_future(self, channel: str) -> asyncio.Future[bytes] | None:
+    def receive_key(self, channel: str) -> str:
+        """Check ``channel`` once and return its LIST key, for repeated receive_future()."""
+        self.require_valid_channel_name(channel)
+        return channel_key(self.prefix, channel)
+
+    def receive_future(self, channel: str, key: str) -> asyncio.Future[bytes] | None:
         """``receive`` as a future of the raw body, without a coroutine or task.
 
-        For dispatchers waiting on many sources (``channels_fleet.dispatch``); decode the
-        result with :meth:`decode`, give it up with :meth:`cancel_receive`. None until this
-        loop is connected: call ``receive`` then.
+        For dispatchers waiting on many sources (``channels_fleet.dispatch``); ``key`` from
+        :meth:`receive_key`. Decode the result with :meth:`decode`, give it up with
+        :meth:`cancel_receive`. None until this loop is connected: call ``receive`` then.
         """
         state = self._ready_state()
         if state is None:
             return None
-        self.require_valid_channel_name(channel)
-        return state.receiver.wait(channel_key(self.prefix, channel), channel)
+        return state.receiver.wait(key, channel)
 
     def decode(self, body: bytes) -> dict[str, Any]:
         return self._deserialize(body)
 
-    def cancel_receive(self, channel: str, future: asyncio.Future[bytes]) -> None:
+    def cancel_receive(self, channel: str, key: str, future: asyncio.Future[bytes]) -> None:
         """Give up a :meth:`receive_future`; a message that reached it is kept for the next."""
         state = self._ready_state()
         if state is None:
             future.cancel()
             return
-        state.receiver.unwait(channel_key(self.prefix, channel), channel, future)
+        state.receiver.unwait(key, channel, future)
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new process-local channel name, received by this layer's shared loop."""
