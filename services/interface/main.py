@@ -17,7 +17,7 @@ from typing import Any
 
 from channels_fleet.settings import InterfaceSettings, SettingsError
 
-from .._common import STARTUP_FAILURE, Observability, setup_logging
+from .._common import STARTUP_FAILURE, Observability, setup_logging, tune_gc
 
 logger = logging.getLogger("channels_fleet.interface")
 
@@ -96,6 +96,7 @@ class Interface:
             # 1006); send the close frame instead: 1002 bad frame, 1007 bad UTF-8, 1009 too big.
             self.server.ws_factory.setProtocolOptions(failByDrop=False)
             await self.gateway.start()
+            tune_gc()
             self.probes = await Observability().start(
                 self.settings, self.gateway.ready, "interface"
             )

@@ -23,7 +23,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from channels_fleet.settings import SettingsError, WorkerSettings
 
-from .._common import STARTUP_FAILURE, Observability, setup_logging, static_in_debug
+from .._common import STARTUP_FAILURE, Observability, setup_logging, static_in_debug, tune_gc
 
 logger = logging.getLogger("channels_fleet.worker")
 
@@ -95,6 +95,7 @@ async def serve(application: Any, settings: WorkerSettings) -> int:
     host = Host(application, settings)
     try:
         await host.start()
+        tune_gc()
         probes = await Observability().start(settings, host.ready, "worker")
     except Exception as exc:
         logger.critical("worker could not start: %r", exc)
