@@ -9,7 +9,7 @@ TOOLS  := .tools
 RUN    := .run
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install install-redis test test-unit test-integration run bench bench-layer bench-split bench-rehome \
+.PHONY: help install install-redis test test-unit test-integration run bench bench-layer bench-split bench-fanout bench-rehome \
         cluster-up cluster-down clean podman base-image images e2e-containers
 
 help: ## list the targets
@@ -85,10 +85,13 @@ cluster-down: ## stop the cluster started by cluster-up
 run: install ## the local stack: Redis Cluster, 2 interfaces, 2 workers, web, demo chat (Ctrl-C stops)
 	$(BIN)/python -m channels_fleet.devstack --dir $(RUN)
 
-bench: bench-layer bench-split bench-rehome ## run every benchmark
+bench: bench-layer bench-split bench-fanout bench-rehome ## run every benchmark
 
 bench-split: install ## monolith Daphne + channels_redis against interface + worker, same run
 	$(BIN)/python bench/split.py
+
+bench-fanout: install ## a worker's CPU per consumer for one group message to 2,500: ours against stock Channels
+	$(BIN)/python bench/fanout.py
 
 bench-layer: install ## our layer against channels_redis, same run, same Redis
 	$(BIN)/python bench/layer.py
