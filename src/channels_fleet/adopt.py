@@ -4,8 +4,9 @@ An existing Channels project names channels_redis (or ``InMemoryChannelLayer`` l
 development) in its settings. Under the split those break: channels_redis 4.3 under redis-py 8
 fails an idle ``receive`` after 5 s (channels_redis #422: consumers torn down every 5 s) and
 cannot talk to a Redis Cluster; an in-memory layer cannot reach another process. The worker and
-web services import the project inside :func:`adopting`: every alias backed by one of those is re-pointed at our layer with the same
-meaning (hosts, prefix, expiry, capacities, encryption keys), one log line per alias.
+web services import the project inside :func:`adopting`: every alias backed by one of those is
+re-pointed at our layer with the same meaning (hosts, prefix, expiry, capacities, encryption
+keys), one log line per alias.
 Our own layer and any other backend are left alone. ``CHANNELS_FLEET_ADOPT_LAYERS=off`` turns
 this off.
 

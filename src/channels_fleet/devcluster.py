@@ -218,7 +218,8 @@ class LocalRedis:
             capture_output=True, text=True, timeout=60,
         )
         if result.returncode != 0:
-            raise DevClusterError(f"redis-cli --cluster create failed:\n{result.stdout}{result.stderr}")
+            raise DevClusterError(
+                f"redis-cli --cluster create failed:\n{result.stdout}{result.stderr}")
         self.wait_cluster_ok()
 
     def wait_cluster_ok(self, timeout: float = 30.0) -> None:
@@ -233,7 +234,7 @@ class LocalRedis:
             states = [_command(node.port, "cluster", "info") for node in live]
             if all("cluster_state:ok" in state for state in states):
                 roles = [_command(node.port, "role").split("\n", 1)[0] for node in live]
-                replicas = [node for node, role in zip(live, roles) if role == "slave"]
+                replicas = [node for node, role in zip(live, roles, strict=True) if role == "slave"]
                 synced = all(
                     "master_link_status:up" in _command(node.port, "info", "replication")
                     for node in replicas
@@ -257,7 +258,8 @@ class LocalRedis:
     def save_state(self, path: Path) -> None:
         path.write_text(json.dumps({
             "masters": self.masters, "replicas": self.replicas,
-            "nodes": [{"port": n.port, "pid": n.pid, "workdir": str(n.workdir)} for n in self.nodes],
+            "nodes": [{"port": n.port, "pid": n.pid, "workdir": str(n.workdir)}
+                      for n in self.nodes],
         }))
 
     @classmethod

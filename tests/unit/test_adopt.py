@@ -38,7 +38,8 @@ def adopted(layer: dict[str, Any], alias: str = "default") -> dict[str, Any]:
     (["rediss://redis.example:6380"], ["rediss://redis.example:6380"]),
     ([{"address": "redis://redis:6379", "password": "pw", "db": 1}],
      [{"address": "redis://redis:6379", "password": "pw", "db": 1}]),
-    ([{"host": "redis", "port": 6381, "ssl": True}], [{"address": "redis://redis:6381", "ssl": True}]),
+    ([{"host": "redis", "port": 6381, "ssl": True}],
+     [{"address": "redis://redis:6381", "ssl": True}]),
     ([("::1", 6379)], ["redis://[::1]:6379"]),
     (None, ["redis://localhost:6379"]),  # channels_redis's default stays the default
 ])

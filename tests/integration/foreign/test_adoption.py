@@ -57,7 +57,8 @@ def post(port: int, path: str, body: dict) -> int:
 
 
 async def test_idle_consumers_stay_connected_and_still_echo(redis_stack: Any) -> None:
-    async with ws(redis_stack, "/ws/achat/idle/") as fast, ws(redis_stack, "/ws/chat/idle/") as sync:
+    async with (ws(redis_stack, "/ws/achat/idle/") as fast,
+                ws(redis_stack, "/ws/chat/idle/") as sync):
         await fast.send(json.dumps({"message": "before"}))
         assert json.loads(await recv(fast)) == {"message": "before"}
         assert json.loads(await recv(sync)) == {"message": "before"}

@@ -212,7 +212,8 @@ async def test_a_crashing_consumer_closes_its_socket_with_1011(stack: Any) -> No
 async def test_disconnect_handler_runs_with_the_client_close_code(stack: Any) -> None:
     async with ws(stack, "/ws/presence/") as sock:
         await sock.close(code=4100)
-    count = "from chat.models import Message; print(Message.objects.filter(room='presence', text='left 4100').count())"
+    count = ("from chat.models import Message; "
+             "print(Message.objects.filter(room='presence', text='left 4100').count())")
     for _ in range(50):
         if stack.django(count) == "1":
             break
