@@ -220,24 +220,28 @@ class Host:
         except asyncio.CancelledError:
             pass
         except Exception as exc:
+            status = 500
             if isinstance(exc, ValueError) and str(exc).startswith("No route found"):
                 # Channels' URLRouter refusing an unknown path: a client error, one line.
+                status = 404
                 logger.warning("no route for %s %s on %s", scope["type"], scope.get("path"),
                                conn.id)
             else:
                 logger.error("application failed on %s %s: %r", conn.id, scope.get("path"),
                              exc, exc_info=exc)
             if conn.ws and not conn.accepted:
-                # Refused with HTTP 500, as Daphne answers a crash before accept (an interface
-                # that predates this ignores it and closes with 1011 on END).
-                self._send(conn, {"type": "websocket.http.response.start", "status": 500,
+                # Refused with an HTTP status (Daphne answers any crash before accept with
+                # 500; an unknown path is 404 here). An interface that predates this ignores
+                # the message and closes with 1011 on END.
+                self._send(conn, {"type": "websocket.http.response.start", "status": status,
                                   "headers": []})
             elif conn.ws and not conn.closed:
                 self._send(conn, {"type": "websocket.close", "code": 1011})
             elif not conn.ws and not conn.accepted:
-                self._send(conn, {"type": "http.response.start", "status": 500,
+                body = b"Not Found\n" if status == 404 else b"Server Error\n"
+                self._send(conn, {"type": "http.response.start", "status": status,
                                   "headers": [(b"content-type", b"text/plain")]})
-                self._send(conn, {"type": "http.response.body", "body": b"Server Error\n"})
+                self._send(conn, {"type": "http.response.body", "body": body})
         finally:
             if not conn.abandoned and self.relay is not None:
                 self.relay.post(conn.iface, [wire.END, conn.id, None], control=True)

@@ -6,6 +6,7 @@ Real interface and worker processes on the real Redis Cluster, driven by ``webso
 from __future__ import annotations
 
 import asyncio
+import json
 import http.client
 import re
 import signal
@@ -67,7 +68,11 @@ async def test_worker_sigterm__sockets_stay_open_and_the_app_restarts_on_another
         info = await probe.ask_owner()
         assert (info["worker"], info["fleet"]["rehomed"]) == (new.pid, 1)
         assert (probe.code, probe.lost, probe.out_of_order) == (None, 0, 0)
-    # The room's consumers ran connect again on the new worker: they are back in the group.
+    # The room's consumers ran connect again on the new worker: they are back in the group
+    # (each answers from the new worker only once its connect, and so its group_add, ran).
+    for sock in members:
+        await sock.send("whoami")
+        assert json.loads(await asyncio.wait_for(sock.recv(), 10))["worker"] == new.pid
     await members[0].send("after")
     for sock in members:
         assert await asyncio.wait_for(sock.recv(), 5) == "after"
