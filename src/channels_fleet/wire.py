@@ -205,7 +205,18 @@ def parse_envelope(message: Any) -> dict[str, Any]:
 
 
 def parse_item(item: Any) -> list[Any]:
-    """Check one relay item ``[kind, conn, payload]``; return it or raise WireError."""
+    """Check one relay item ``[kind, conn, payload]``; return it or raise WireError.
+
+    Called for every relayed frame: one test on the common path, the messages only on failure.
+    """
+    if (
+        type(item) is list and len(item) == 3
+        and type(item[1]) is str
+        and type(item[0]) is str and item[0] in _ITEM_PAYLOADS
+        and isinstance(item[2], _ITEM_PAYLOADS[item[0]]) and type(item[2]) is not bool
+        and (type(item[2]) is not dict or type(item[2].get("type")) is str)
+    ):
+        return item
     _need(isinstance(item, list) and len(item) == 3, "relay item is not [kind, conn, payload]")
     kind, conn, payload = item
     _need(isinstance(kind, str) and kind in _ITEM_PAYLOADS, f"unknown item kind {kind!r:.40}")
@@ -214,7 +225,7 @@ def parse_item(item: Any) -> list[Any]:
           f"bad payload for a {kind} item")
     if isinstance(payload, dict):
         _need(isinstance(payload.get("type"), str), f"{kind} item payload has no type")
-    return item
+    return item  # subclasses of list / str / dict: the same checks, the slow way
 
 
 def parse_batch(message: Any) -> list[Any]:
