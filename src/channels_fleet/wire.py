@@ -207,25 +207,20 @@ def parse_envelope(message: Any) -> dict[str, Any]:
 def parse_item(item: Any) -> list[Any]:
     """Check one relay item ``[kind, conn, payload]``; return it or raise WireError.
 
-    Called for every relayed frame: one test on the common path, the messages only on failure.
+    Called for every relayed frame, so the messages are only formatted on failure.
     """
-    if (
-        type(item) is list and len(item) == 3
-        and type(item[1]) is str
-        and type(item[0]) is str and item[0] in _ITEM_PAYLOADS
-        and isinstance(item[2], _ITEM_PAYLOADS[item[0]]) and type(item[2]) is not bool
-        and (type(item[2]) is not dict or type(item[2].get("type")) is str)
-    ):
-        return item
-    _need(isinstance(item, list) and len(item) == 3, "relay item is not [kind, conn, payload]")
+    if not (isinstance(item, list) and len(item) == 3):
+        raise WireError("relay item is not [kind, conn, payload]")
     kind, conn, payload = item
-    _need(isinstance(kind, str) and kind in _ITEM_PAYLOADS, f"unknown item kind {kind!r:.40}")
-    _need(isinstance(conn, str), "item connection id is not a string")
-    _need(isinstance(payload, _ITEM_PAYLOADS[kind]) and not isinstance(payload, bool),
-          f"bad payload for a {kind} item")
-    if isinstance(payload, dict):
-        _need(isinstance(payload.get("type"), str), f"{kind} item payload has no type")
-    return item  # subclasses of list / str / dict: the same checks, the slow way
+    if not (isinstance(kind, str) and kind in _ITEM_PAYLOADS):
+        raise WireError(f"unknown item kind {kind!r:.40}")
+    if not isinstance(conn, str):
+        raise WireError("item connection id is not a string")
+    if not isinstance(payload, _ITEM_PAYLOADS[kind]) or isinstance(payload, bool):
+        raise WireError(f"bad payload for a {kind} item")
+    if isinstance(payload, dict) and not isinstance(payload.get("type"), str):
+        raise WireError(f"{kind} item payload has no type")
+    return item
 
 
 def parse_batch(message: Any) -> list[Any]:
