@@ -40,7 +40,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_app(spec: str, settings: WorkerSettings | None = None) -> Any:
+def load_app(spec: str, settings: WorkerSettings) -> Any:
     """Set Django up and import ``module:attribute`` (from the working directory too), adopting
     the project's channel layers (adopt.py) unless turned off."""
     if os.getcwd() not in sys.path:
@@ -51,8 +51,7 @@ def load_app(spec: str, settings: WorkerSettings | None = None) -> Any:
     from channels_fleet.adopt import adopting
 
     module_name, _, attr = spec.partition(":")
-    enabled = settings is not None and settings.adopt_layers
-    with adopting(enabled, settings.redis_url if settings is not None else None):
+    with adopting(settings.adopt_layers, settings.redis_url):
         if os.environ.get("DJANGO_SETTINGS_MODULE"):
             django.setup(set_prefix=False)
         # Otherwise the ASGI module names its settings (os.environ.setdefault), as for Daphne.

@@ -146,10 +146,8 @@ def write_message(send: Any, message: dict[str, Any]) -> bool:
         return True  # Daphne sends nothing for an empty message: neither do we
     try:
         sent = transport.socket.send(frame)
-    except (BlockingIOError, InterruptedError):
+    except OSError:  # would block, interrupted, or broken: Twisted's write handles each
         sent = 0
-    except OSError:
-        sent = 0  # Twisted's own write finds the error and closes the connection
     if sent < len(frame):
         transport.write(frame[sent:])
     return True

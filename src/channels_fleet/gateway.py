@@ -358,7 +358,8 @@ class Gateway:
                 await edge.accept(conn.send, message)
                 return
             if kind == "websocket.http.response.start" and not conn.accepted:
-                # The app crashed before accepting (host.py): HTTP 500, as under Daphne.
+                # The app failed before accepting (host.py): refused with its status, 500 for
+                # a crash (as Daphne) or 404 for an unknown path.
                 conn.finished = True
                 METRICS.closes.labels(close_code_label(1011)).inc()
                 await edge.deny(conn.send, message.get("status", 500))
