@@ -21,16 +21,12 @@ import time
 from typing import Any
 
 from . import wire
+from .handback import HandBack
 from .metrics import METRICS
 from .relay import Relay, RelayEndpoint, relay_layer
 from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
-
-#: Longest a hand-back waits for the app to finish the events it took (a busy handler on a
-#: loaded machine); past it the socket is handed back anyway and that event's output is lost.
-HAND_BACK_WAIT = 3.0
-
 
 class WConn:
     """One connection owned by this worker."""
@@ -64,9 +60,7 @@ class Host:
         self.settings = settings
         self.layer = layer
         self.conns: dict[str, WConn] = {}
-        # Connections handed back for re-homing, until the interface's FENCE: events that
-        # still arrive for them are returned, not lost.
-        self.handed: dict[str, WConn] = {}
+        self.handback = HandBack(self)
         self.endpoint: RelayEndpoint | None = None
         self.relay: Relay | None = None
         self.draining = False
@@ -124,9 +118,9 @@ class Host:
             for start in range(0, len(sockets), size):
                 if start:
                     await asyncio.sleep(pause)
-                await asyncio.gather(*(self._hand_back(c) for c in sockets[start:start + size]))
+                await asyncio.gather(*(self.handback.give(c) for c in sockets[start:start + size]))
             # The interfaces answer each REHOME with a FENCE; return what arrived meanwhile.
-            while self.handed and loop.time() < deadline - 2:
+            while self.handback.handed and loop.time() < deadline - 2:
                 await asyncio.sleep(0.05)
         else:
             for conn in sockets:
@@ -289,9 +283,9 @@ class Host:
     # -- relay: in -------------------------------------------------------------------------
 
     async def _on_item(self, kind: str, item: list[Any], sender: str = "") -> None:
-        handed = self.handed.get(item[1])
+        handed = self.handback.handed.get(item[1])
         if handed is not None:
-            self._on_handed_item(handed, kind, item)
+            self.handback.on_item(handed, kind, item)
             return
         conn = self.conns.get(item[1])
         if conn is None or conn.abandoned:
@@ -304,7 +298,7 @@ class Host:
             if conn.gone:
                 return
             if conn.handing:
-                self._stash(conn, event)
+                self.handback.stash(conn, event)
                 return
             try:
                 conn.queue.put_nowait(event)
@@ -331,53 +325,6 @@ class Host:
             conn.queue.get_nowait()
         conn.queue.put_nowait(event)
 
-    # -- re-homing -------------------------------------------------------------------------
-
-    async def _hand_back(self, conn: WConn) -> None:
-        """Give a WebSocket back to its interface to be re-homed on another worker.
-
-        Events arriving from now on are stashed; once the app has handled what it already
-        took (it waits in receive(); at most HAND_BACK_WAIT), its later output is dropped,
-        REHOME goes to the interface, and the app gets its disconnect (1012). The interface
-        answers with a FENCE, after which nothing more comes; the stash goes back with RETURN,
-        in order.
-        """
-        assert self.relay is not None
-        conn.handing = True
-        if not (conn.waiting and conn.queue.empty()):
-            conn.idle = asyncio.Event()
-            try:
-                await asyncio.wait_for(conn.idle.wait(), HAND_BACK_WAIT)
-            except TimeoutError:
-                logger.warning("%s: app still busy after %.0f s; handing it back anyway",
-                               conn.id, HAND_BACK_WAIT)
-        if conn.gone or conn.closed or conn.abandoned:
-            return  # the client or the app ended it meanwhile
-        leftover = []  # relayed before the hand-back began, never seen by the app
-        while not conn.queue.empty():
-            leftover.append(conn.queue.get_nowait())
-        conn.stash[:0] = leftover
-        conn.abandoned = True
-        self.handed[conn.id] = conn
-        self.relay.post(conn.iface, [wire.REHOME, conn.id, "drain"], control=True)
-        self._deliver_gone(conn, self._disconnect(conn, 1012))
-
-    def _stash(self, conn: WConn, event: dict[str, Any]) -> None:
-        if len(conn.stash) >= self.settings.inbound_limit:
-            METRICS.messages_dropped.labels("buffer_full").inc()
-            return
-        conn.stash.append(event)
-
-    def _on_handed_item(self, conn: WConn, kind: str, item: list[Any]) -> None:
-        assert self.relay is not None
-        if kind == wire.EVENT:
-            if item[2]["type"] != "websocket.disconnect":
-                self._stash(conn, item[2])
-        elif kind == wire.FENCE:
-            del self.handed[conn.id]
-            self.relay.post(conn.iface, [wire.RETURN, conn.id, conn.stash], control=True)
-            conn.stash = []
-
     def _release(self, conn: WConn, code: int) -> None:
         """Give the connection up: the interface closes the socket with ``code``."""
         assert self.relay is not None
@@ -390,15 +337,13 @@ class Host:
 
     def _ifaces(self) -> set[str]:
         ifaces = {c.iface for c in self.conns.values() if not c.abandoned}
-        return ifaces | {c.iface for c in self.handed.values()}
+        return ifaces | {c.iface for c in self.handback.handed.values()}
 
     def _ifaces_dead(self, dead: set[str]) -> None:
         for conn in list(self.conns.values()):
             if conn.iface in dead and not conn.abandoned:
                 self._abandon(conn)
-        for conn in list(self.handed.values()):
-            if conn.iface in dead:  # no FENCE will come
-                del self.handed[conn.id]
+        self.handback.forget(dead)
 
     def _abandon_all(self) -> None:
         for conn in list(self.conns.values()):

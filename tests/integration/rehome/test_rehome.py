@@ -6,8 +6,8 @@ Real interface and worker processes on the real Redis Cluster, driven by ``webso
 from __future__ import annotations
 
 import asyncio
-import json
 import http.client
+import json
 import re
 import signal
 import time
