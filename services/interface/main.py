@@ -76,6 +76,8 @@ class Interface:
             websocket_handshake_timeout=settings.claim_timeout + 15,
             websocket_connect_timeout=settings.claim_timeout + 15,
             application_close_timeout=settings.drain_timeout,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
             verbosity=0,
         )
 

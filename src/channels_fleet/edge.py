@@ -9,6 +9,7 @@ those three things; with any other server they fall back to plain ASGI.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterable
 from functools import partial
 from http import HTTPStatus
@@ -63,6 +64,7 @@ async def accept(send: Any, message: dict[str, Any]) -> None:
     """Accept a WebSocket, with the app's extra headers when the server can send them."""
     headers = message.get("headers") or []
     proto = _protocol(send)
+    spread_pings(proto)
     deferred = getattr(proto, "handshake_deferred", None)
     if headers and deferred is not None:
         # autobahn takes (subprotocol, {name: value}) from the onConnect deferred.
@@ -71,6 +73,18 @@ async def accept(send: Any, message: dict[str, Any]) -> None:
         deferred.callback((message.get("subprotocol"), extra))
         return
     await send({"type": "websocket.accept", "subprotocol": message.get("subprotocol")})
+
+
+def spread_pings(proto: Any) -> None:
+    """Start the socket's ping clock at a random point of Daphne's ping interval.
+
+    Daphne pings a socket ``ping_interval`` after its last ping or message. Sockets that
+    connected together (clients reconnecting after a deploy) would be pinged together, every
+    interval: thousands of writes, and their pongs, in one tick that stalls the interface.
+    """
+    interval = getattr(getattr(proto, "server", None), "ping_interval", None)
+    if interval and hasattr(proto, "last_ping"):
+        proto.last_ping -= random.uniform(0, interval)
 
 
 async def close(send: Any, message: dict[str, Any], *, accepted: bool) -> None:

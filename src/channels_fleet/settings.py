@@ -116,10 +116,17 @@ class InterfaceSettings(_Common):
     send_buffer: int = 4 * 1024 * 1024
     #: Most open connections from one client address (0: no limit; behind a proxy keep 0).
     max_connections_per_client: int = 0
+    #: Seconds between pings to a quiet WebSocket (Daphne's --ping-interval). Each socket's
+    #: first ping falls at a random point of the interval, so sockets that connected together
+    #: are not all pinged in the same instant, every interval.
+    ping_interval: float = 20.0
+    #: Seconds a ping waits for its pong before the socket is dropped (Daphne's --ping-timeout).
+    ping_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._positive("claim_timeout", "connect_capacity", "pending_limit", "send_buffer")
+        self._positive("claim_timeout", "connect_capacity", "pending_limit", "send_buffer",
+                       "ping_interval", "ping_timeout")
         if self.max_connections_per_client < 0:
             raise SettingsError("CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT must be >= 0")
         if not 0 < self.port < 65536:

@@ -240,6 +240,37 @@ async def test_client_reading_late__frames_queued_behind_a_full_socket_keep_thei
     iface.stop()
 
 
+async def test_sockets_that_connected_together_are_not_pinged_together(
+        stack: Stack, fleet_factory: Fleet) -> None:
+    """Each socket's first ping falls at a random point of the ping interval (edge.spread_pings):
+    40 sockets opened at once are pinged over several of Daphne's 2 s checker ticks, not in
+    one burst (without the spread all 40 first pings arrive within one tick)."""
+    iface = fleet_factory.interface(CHANNELS_FLEET_PING_INTERVAL="6")
+
+    async def first_ping() -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", iface.port)
+        try:
+            writer.write((
+                f"GET /ws/echo/ping/ HTTP/1.1\r\nHost: 127.0.0.1:{iface.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                f"Origin: {iface.origin}\r\n\r\n").encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 101"), head
+            while True:  # server frames are unmasked: opcode, 7-bit length (pings are short)
+                first, length = await asyncio.wait_for(reader.readexactly(2), 15)
+                await reader.readexactly(length & 0x7F)
+                if first & 0x0F == 0x9:
+                    return time.monotonic()
+        finally:
+            writer.close()
+
+    pinged = sorted(await asyncio.gather(*(first_ping() for _ in range(40))))
+    # Spread over the 6 s interval the pings land on at least two checker ticks 2 s apart.
+    assert pinged[-1] - pinged[0] > 1.5, [round(t - pinged[0], 2) for t in pinged]
+    iface.stop()
+
+
 async def test_background_channel_via_channel_name_router(stack: Stack) -> None:
     from channels_fleet.layers import RedisClusterChannelLayer
 
