@@ -29,6 +29,7 @@ from channels.exceptions import ChannelFull
 from . import edge, wire
 from .limits import ClientLimit, client_key, refuse
 from .metrics import METRICS, close_code_label
+from .proxy import TrustedProxies
 from .rehome import Rehoming
 from .relay import Relay, RelayEndpoint, relay_layer
 from .settings import InterfaceSettings
@@ -84,6 +85,7 @@ class Gateway:
         self.relay: Relay | None = None
         self.draining = False
         self.limits = ClientLimit(settings.max_connections_per_client)
+        self.proxies = TrustedProxies(settings.forwarded_allow_ips)
         self.rehoming = Rehoming(self)
         self._ids = itertools.count(1)
         self._id_prefix = ""
@@ -146,6 +148,7 @@ class Gateway:
             await edge.lifespan(receive, send)
             return
         await self._started.wait()
+        scope = self.proxies.resolve(scope)
         client = client_key(scope)
         if not self.limits.acquire(client, scope):
             await refuse(scope, receive, send)

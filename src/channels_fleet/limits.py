@@ -4,7 +4,7 @@ The gateway counts open WebSockets and HTTP requests per client address (``scope
 which Daphne fills from the TCP peer). Past the limit a WebSocket is refused before anything is
 relayed (HTTP 403, as any handshake refusal) and an HTTP request gets 429; each refusal is one
 log line. 0 turns the limit off: the default, because behind an ingress or load balancer every
-client arrives from the proxy's address.
+client arrives from the proxy's address (unless the proxy is trusted: ``proxy.py``).
 
     limit = ClientLimit(100)
     key = client_key(scope)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
+from .proxy import TrustedProxies
+
 ENV_PREFIX = "CHANNELS_FLEET_"
 
 
@@ -114,8 +116,12 @@ class InterfaceSettings(_Common):
     pending_limit: int = 64
     #: Most unsent bytes buffered for one client before it is disconnected as not reading.
     send_buffer: int = 4 * 1024 * 1024
-    #: Most open connections from one client address (0: no limit; behind a proxy keep 0).
+    #: Most open connections from one client address (0: no limit; behind a proxy keep 0
+    #: unless the proxy is trusted below, so addresses are the clients').
     max_connections_per_client: int = 0
+    #: Proxies (addresses, networks, "*") whose X-Forwarded-For / -Proto give the client's
+    #: address and scheme. Empty: none, the TCP peer is the client.
+    forwarded_allow_ips: tuple[str, ...] = ()
     #: Seconds between pings to a quiet WebSocket (Daphne's --ping-interval). Each socket's
     #: first ping falls at a random point of the interval, so sockets that connected together
     #: are not all pinged in the same instant, every interval.
@@ -129,6 +135,12 @@ class InterfaceSettings(_Common):
                        "ping_interval", "ping_timeout")
         if self.max_connections_per_client < 0:
             raise SettingsError("CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT must be >= 0")
+        if isinstance(self.forwarded_allow_ips, str):
+            object.__setattr__(self, "forwarded_allow_ips", _csv(self.forwarded_allow_ips))
+        try:
+            TrustedProxies(self.forwarded_allow_ips)
+        except ValueError as exc:
+            raise SettingsError(f"CHANNELS_FLEET_FORWARDED_ALLOW_IPS: {exc}") from exc
         if not 0 < self.port < 65536:
             raise SettingsError("CHANNELS_FLEET_PORT must be 1..65535")
 

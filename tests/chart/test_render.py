@@ -84,6 +84,17 @@ def test_commands_per_component(defaults):
     assert web_env["DJANGO_SETTINGS_MODULE"] == "chat_project.settings"
 
 
+def test_trusted_proxies_reach_the_interface(defaults):
+    """config.forwardedAllowIps: off by default (no proxy's headers believed), else the env."""
+    def interface_env(docs):
+        (c,) = deployments(docs)["interface"]["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in c["env"]}
+
+    assert "CHANNELS_FLEET_FORWARDED_ALLOW_IPS" not in interface_env(defaults)
+    docs = render(sets=("config.forwardedAllowIps=10.244.0.0/16",))
+    assert interface_env(docs)["CHANNELS_FLEET_FORWARDED_ALLOW_IPS"] == "10.244.0.0/16"
+
+
 @pytest.mark.parametrize("drain", [25, 40])
 def test_grace_period_covers_prestop_and_drain(drain):
     docs = render(sets=(f"config.drainTimeout={drain}",))

@@ -151,6 +151,10 @@ annotations:
 - name: CHANNELS_FLEET_ALLOWED_ORIGINS
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.config.forwardedAllowIps }}
+- name: CHANNELS_FLEET_FORWARDED_ALLOW_IPS
+  value: {{ . | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* Environment of the project containers (worker, web). */}}

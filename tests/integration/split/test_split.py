@@ -271,6 +271,40 @@ async def test_sockets_that_connected_together_are_not_pinged_together(
     iface.stop()
 
 
+async def test_client_address_and_scheme_from_a_trusted_proxy_only(
+        stack: Stack, fleet_factory: Fleet) -> None:
+    """Behind a trusted proxy (CHANNELS_FLEET_FORWARDED_ALLOW_IPS) the app sees the client's
+    address and scheme from X-Forwarded-For / -Proto, in Django's request and in a consumer's
+    scope; an untrusted peer's headers change nothing."""
+    proxied = fleet_factory.interface(CHANNELS_FLEET_FORWARDED_ALLOW_IPS="127.0.0.0/8")
+    forwarded = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9, 127.0.0.1",
+                 "X-Forwarded-Proto": "https"}
+
+    def whereami(proc: Proc, headers: dict[str, str]) -> str:
+        conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=20)
+        try:
+            conn.request("GET", "/whereami/", headers={"Host": "127.0.0.1", **headers})
+            response = conn.getresponse()
+            assert response.status == 200
+            return response.read().decode()
+        finally:
+            conn.close()
+
+    # The nearest hop the trusted proxies did not add is the client (198.51.100.7 could be
+    # anything the client wrote itself).
+    assert whereami(proxied, forwarded) == "203.0.113.9 True"
+    assert whereami(proxied, {}) == "127.0.0.1 False"
+    assert whereami(stack.interfaces[0], forwarded) == "127.0.0.1 False"
+    async with ws(proxied, "/ws/echo/proxied/", additional_headers=forwarded) as s:
+        me = await whoami(s)
+    assert (me["client"], me["scheme"]) == (["203.0.113.9", 0], "wss")
+    async with ws(stack.interfaces[0], "/ws/echo/direct/", additional_headers=forwarded) as s:
+        me = await whoami(s)
+    assert me["client"][0] == "127.0.0.1"
+    assert me["scheme"] in (None, "ws")  # Daphne leaves it out of a WebSocket scope: "ws"
+    proxied.stop()
+
+
 async def test_background_channel_via_channel_name_router(stack: Stack) -> None:
     from channels_fleet.layers import RedisClusterChannelLayer
 

@@ -40,6 +40,8 @@ class EchoConsumer(AsyncWebsocketConsumer):
                 "fleet": self.scope.get("fleet"),
                 "user": str(self.scope["user"]) if "user" in self.scope else None,
                 "kwargs": self.scope["url_route"]["kwargs"],
+                "client": self.scope.get("client"),
+                "scheme": self.scope.get("scheme"),
             }))
         elif text_data and text_data.startswith("burst:"):
             # burst:N:SIZE -> N binary frames of SIZE bytes, each led by its index.

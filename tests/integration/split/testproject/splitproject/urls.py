@@ -15,6 +15,11 @@ def upload(request):
     return HttpResponse(f"{len(body)} {hashlib.sha256(body).hexdigest()}")
 
 
+def whereami(request):
+    """What Django makes of the client: its address and whether it came over TLS."""
+    return HttpResponse(f"{request.META['REMOTE_ADDR']} {request.is_secure()}")
+
+
 def stream(request):
     return StreamingHttpResponse(f"line {i}\n".encode() for i in range(5))
 
@@ -31,6 +36,7 @@ def login_as(request):
 urlpatterns = [
     path("login/", login_as),
     path("hello/", hello),
+    path("whereami/", whereami),
     path("upload/", upload),
     path("djstream/", stream),
 ]
