@@ -9,9 +9,13 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="channels-fleet", description=__doc__)
     sub = parser.add_subparsers(dest="service", required=True)
-    sub.add_parser("interface", help="serve sockets with Daphne and relay them to workers")
-    sub.add_parser("worker", help="run a Channels project's ASGI app for relayed connections")
-    sub.add_parser("web", help="serve the project's Django WSGI app with gunicorn")
+    # Each service parses its own flags (and --help) from what is left.
+    for name, summary in (
+        ("interface", "serve sockets with Daphne and relay them to workers"),
+        ("worker", "run a Channels project's ASGI app for relayed connections"),
+        ("web", "serve the project's Django WSGI app with gunicorn"),
+    ):
+        sub.add_parser(name, help=summary, add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.service == "interface":
         from services.interface.main import main as run
