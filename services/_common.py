@@ -80,6 +80,28 @@ def static_in_debug(app: Any, *, asgi: bool) -> Any:
     return handlers.ASGIStaticFilesHandler(app) if asgi else handlers.StaticFilesHandler(app)
 
 
+def import_asgi_application() -> None:
+    """Import the project's ``ASGI_APPLICATION`` in a process that serves only its views.
+
+    Under ``runserver`` or a single Daphne, views run in the process that imported the ASGI
+    module, so what importing it registers (signal receivers in consumer modules, such as
+    djangochannelsrestframework's ``model_observer``) fires for saves made by views too. The
+    web tier imports it for the same reason; it never serves it. If it cannot be imported
+    here, one warning says so and the web tier serves on.
+    """
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    spec = getattr(settings, "ASGI_APPLICATION", None)
+    if not spec:
+        return
+    try:
+        import_string(spec)
+    except Exception as exc:
+        logger.warning("ASGI_APPLICATION %s could not be imported (%r): receivers registered by "
+                       "importing it will not run for this process's views", spec, exc)
+
+
 #: First-generation collection threshold for processes holding thousands of sockets.
 GC_YOUNG_THRESHOLD = 7000
 

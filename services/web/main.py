@@ -18,7 +18,13 @@ from typing import Any
 
 from channels_fleet.settings import SettingsError, WebSettings
 
-from .._common import STARTUP_FAILURE, setup_logging, start_probes, static_in_debug
+from .._common import (
+    STARTUP_FAILURE,
+    import_asgi_application,
+    setup_logging,
+    start_probes,
+    static_in_debug,
+)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -101,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             # as the workers do.
             with adopting(settings.adopt_layers, settings.redis_url):
                 app = getattr(importlib.import_module(module_name), attr)
+                # As in runserver's single process: receivers the ASGI module's imports
+                # connect fire for this tier's saves too.
+                import_asgi_application()
             return web_metrics.instrument_wsgi(static_in_debug(app, asgi=False))
 
     FleetWeb().run()

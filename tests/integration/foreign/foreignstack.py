@@ -29,6 +29,12 @@ User.objects.create_user("alice", password="{PASSWORD}")
 """
 
 
+def pythonpath() -> str:
+    """The project first, then the caller's path (a checkout under test before an installed
+    channels-fleet)."""
+    return os.pathsep.join(filter(None, [str(PROJECT), os.environ.get("PYTHONPATH")]))
+
+
 @contextmanager
 def foreign_stack(tmp: Path, project_redis: str, fleet_redis: list[str], *, workers: int = 1,
                   settings: str = "mysite.settings", worker_args: tuple[str, ...] = (),
@@ -38,7 +44,7 @@ def foreign_stack(tmp: Path, project_redis: str, fleet_redis: list[str], *, work
     ``settings_in_env=False``: the services get no DJANGO_SETTINGS_MODULE (asgi.py / wsgi.py
     name ``mysite.settings`` themselves)."""
     where = urlsplit(project_redis)
-    env = {**os.environ, "PYTHONPATH": str(PROJECT), "DJANGO_SETTINGS_MODULE": settings,
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "DJANGO_SETTINGS_MODULE": settings,
            "SQLITE_PATH": str(tmp / "db.sqlite3"), "REDIS_HOST": str(where.hostname),
            "REDIS_PORT": str(where.port), "CHANNELS_FLEET_REDIS_URL": ",".join(fleet_redis),
            **env}

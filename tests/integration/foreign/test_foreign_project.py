@@ -254,6 +254,19 @@ async def test_layer_taken_at_import_by_a_signals_module(stack: Any) -> None:
         assert json.loads(await recv(sock)) == {"message": "saved: from a worker"}
 
 
+async def test_receiver_connected_by_importing_consumers_fires_for_web_tier_saves(
+        stack: Any) -> None:
+    """consumers.py (imported only through asgi.py's routing) connects a post_save receiver, as
+    djangochannelsrestframework's model_observer does. Under runserver the views run in that
+    process; the web tier imports ASGI_APPLICATION too, so a save made by one of its views
+    reaches the sockets."""
+    async with ws(stack, "/ws/chat/followed/") as sock:
+        await sock.send(json.dumps({"message": "in"}))
+        await recv(sock)
+        assert await web_post(stack, "/chat/followed/post/", b"from the web tier") == 200
+        assert json.loads(await recv(sock)) == {"message": "followed: from the web tier"}
+
+
 async def test_a_1mb_group_message(stack: Any) -> None:
     async with ws(stack, "/ws/chat/big/", max_size=4 * 1024 * 1024) as sync, \
             ws(stack, "/ws/achat/big/", max_size=4 * 1024 * 1024) as fast:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from featurestack import Stack
-from foreignstack import PROJECT
+from foreignstack import PROJECT, pythonpath
 
 from channels_fleet.devcluster import LocalRedis
 
@@ -30,7 +30,7 @@ def get(port: int, path: str) -> tuple[int, bytes]:
 @pytest.mark.parametrize(("debug", "served"), [("1", True), ("0", False)])
 def test_static_files_served_only_under_debug(
         tmp_path: Path, redis_single: LocalRedis, debug: str, served: bool) -> None:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT), "DJANGO_SETTINGS_MODULE": "mysite.settings",
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "DJANGO_SETTINGS_MODULE": "mysite.settings",
            "SQLITE_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_DEBUG": debug,
            "REDIS_HOST": "127.0.0.1", "REDIS_PORT": redis_single.urls[0].rsplit(":", 1)[1],
            "CHANNELS_FLEET_REDIS_URL": redis_single.urls[0]}

@@ -4,13 +4,27 @@ from urllib.parse import parse_qs
 from asgiref.sync import async_to_sync
 from channels.consumer import SyncConsumer
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.generic.websocket import (
     AsyncWebsocketConsumer,
     JsonWebsocketConsumer,
     WebsocketConsumer,
 )
 
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
 from .models import Inbox, Message
+
+
+@receiver(post_save, sender=Message)
+def follow_message(sender, instance, created, **kwargs):
+    """Connected when asgi.py's routing imports this module (as djangochannelsrestframework's
+    ``model_observer`` connects its receivers), not by AppConfig.ready."""
+    if created and instance.room.startswith("followed"):
+        async_to_sync(get_channel_layer().group_send)(
+            f"chat_{instance.room}", {"type": "chat.message", "message": f"followed: {instance.text}"}
+        )
 
 
 class ChatConsumer(WebsocketConsumer):
