@@ -93,14 +93,6 @@ class RedisClusterChannelLayer(BaseChannelLayer):
 
     extensions = ["groups", "flush"]
 
-    if not hasattr(BaseChannelLayer, "require_valid_channel_name"):
-        # Channels 4.2.0 has the same checks (TypeError on a bad name) under their old names.
-        def require_valid_channel_name(self, name: Any, receive: bool = False) -> bool:
-            return bool(self.valid_channel_name(name, receive=receive))
-
-        def require_valid_group_name(self, name: Any) -> bool:
-            return bool(self.valid_group_name(name))
-
     def __init__(
         self,
         hosts: Any = None,
