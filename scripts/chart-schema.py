@@ -66,6 +66,7 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "config.drainTimeout": POSITIVE,
     "config.preStopSleep": COUNT,
     "config.terminationMargin": COUNT,
+    "config.keyPrefix": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,64}$"},
     "probes.*.periodSeconds": POSITIVE,
     "probes.*.timeoutSeconds": POSITIVE,
     "probes.*.failureThreshold": POSITIVE,

@@ -1,11 +1,11 @@
 """Heartbeats: every interface and worker proves it is alive; peers check each other.
 
-Each process keeps ``fleet:hb:{hb}:<its relay channel>`` alive with ``SET key <ts> PX ttl``:
-``NX`` once at start, ``XX`` on every beat. A beat that finds the key gone means the process
-was cut off long enough for its peers to declare it dead (SIGSTOP, a network partition): its
-connections are no longer its own, so ``on_lost`` runs (on the event loop) and the process
-registers afresh. All heartbeat keys share the hash tag ``{hb}``, so one MGET checks any
-number of peers on a Redis Cluster too.
+Each process keeps ``fleet:hb:{hb}:<its relay channel>`` (``fleet``: the relay's key prefix)
+alive with ``SET key <ts> PX ttl``: ``NX`` once at start, ``XX`` on every beat. A beat that
+finds the key gone means the process was cut off long enough for its peers to declare it dead
+(SIGSTOP, a network partition): its connections are no longer its own, so ``on_lost`` runs (on
+the event loop) and the process registers afresh. All heartbeat keys share the hash tag
+``{hb}``, so one MGET checks any number of peers on a Redis Cluster too.
 
 The beat runs in its own thread with its own (sync) connection: a worker whose event loop is
 busy starting thousands of consumers is slow, not dead, and must not be declared dead for it.
@@ -28,9 +28,8 @@ from redis.cluster import RedisCluster
 
 logger = logging.getLogger(__name__)
 
-KEY_PREFIX = "fleet:hb:{hb}:"
-#: Set (atomically, while the heartbeat is missing) by the peer that declares a process dead.
-TOMBSTONE_PREFIX = "fleet:dead:{hb}:"
+#: Tombstones are set (atomically, while the heartbeat is missing) by the peer that declares a
+#: process dead, and kept this long.
 TOMBSTONE_MS = 24 * 3600 * 1000
 
 # A heartbeat can also expire because Redis itself was away (a master failing over takes
@@ -61,12 +60,12 @@ def _redis_trouble() -> None:
     _trouble["at"] = time.monotonic()
 
 
-def heartbeat_key(channel: str) -> str:
-    return KEY_PREFIX + channel
+def heartbeat_key(channel: str, prefix: str = "fleet") -> str:
+    return f"{prefix}:hb:{{hb}}:{channel}"
 
 
-def tombstone_key(channel: str) -> str:
-    return TOMBSTONE_PREFIX + channel
+def tombstone_key(channel: str, prefix: str = "fleet") -> str:
+    return f"{prefix}:dead:{{hb}}:{channel}"
 
 
 async def _is_cluster(url: str) -> bool:
@@ -97,10 +96,12 @@ class Heartbeat:
         interval: float = 1.0,
         ttl: float = 3.0,
         on_lost: Callable[[], None] | None = None,
+        prefix: str = "fleet",
     ) -> None:
         self.urls = list(urls)
         self.channel = channel
-        self.key = heartbeat_key(channel)
+        self.key = heartbeat_key(channel, prefix)
+        self.tombstone = tombstone_key(channel, prefix)
         self.interval = interval
         self.ttl_ms = int(ttl * 1000)
         _trouble["grace"] = max(_trouble["grace"], ttl + interval)
@@ -152,7 +153,7 @@ class Heartbeat:
         """Refresh the key; if it had expired, we were declared dead: hand over and re-register."""
         refreshed = self._client.set(self.key, time.time(), px=self.ttl_ms, xx=True)
         if not refreshed:
-            declared = self._client.eval(_REVIVE, 2, self.key, tombstone_key(self.channel),
+            declared = self._client.eval(_REVIVE, 2, self.key, self.tombstone,
                                          time.time(), self.ttl_ms)
             if declared:
                 logger.error(
@@ -186,8 +187,10 @@ class PeerWatch:
         on_dead: Callable[[set[str]], None],
         interval: float = 1.0,
         grace: float | None = None,
+        prefix: str = "fleet",
     ) -> None:
         self.client = client
+        self.prefix = prefix
         self.peers = peers
         self.on_dead = on_dead
         self.interval = interval
@@ -214,15 +217,15 @@ class PeerWatch:
         names = list(dict.fromkeys(channels))
         if not names:
             return []
-        values = await self.client.mget([heartbeat_key(n) for n in names])
+        values = await self.client.mget([heartbeat_key(n, self.prefix) for n in names])
         return [name for name, value in zip(names, values, strict=True) if value is None]
 
     async def declare(self, missing: Iterable[str]) -> set[str]:
         """Declare dead those still without a heartbeat (tombstone); returns them."""
         dead = set()
         for name in missing:
-            if await self.client.eval(_DECLARE, 2, heartbeat_key(name), tombstone_key(name),
-                                      TOMBSTONE_MS):
+            if await self.client.eval(_DECLARE, 2, heartbeat_key(name, self.prefix),
+                                      tombstone_key(name, self.prefix), TOMBSTONE_MS):
                 dead.add(name)
         return dead
 

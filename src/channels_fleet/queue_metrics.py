@@ -133,8 +133,9 @@ class QueueCollector:
     @classmethod
     def for_settings(cls, settings: Any, **kwargs: Any) -> QueueCollector:
         """The collector for a service: its ``redis_url`` (``CHANNELS_FLEET_REDIS_URL``),
-        the relay's prefix ``fleet`` and default expiry, the queue ``fleet.connect``."""
-        return cls(list(settings.redis_url), **kwargs)
+        the relay's key prefix (``CHANNELS_FLEET_KEY_PREFIX``) and default expiry, the queue
+        ``fleet.connect``."""
+        return cls(list(settings.redis_url), prefix=settings.key_prefix, **kwargs)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -282,10 +283,10 @@ def _address(url: str) -> str:
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
-async def _serve(hosts: list[str], port: int, interval: float) -> None:
+async def _serve(hosts: list[str], port: int, interval: float, prefix: str) -> None:
     from .probes import ProbeServer
 
-    collector = QueueCollector(hosts, interval=interval)
+    collector = QueueCollector(hosts, interval=interval, prefix=prefix)
     await collector.start()
 
     async def readiness() -> tuple[bool, str]:
@@ -315,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int,
                         default=int(os.environ.get("CHANNELS_FLEET_METRICS_PORT", "9100")),
                         help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT, 9100)")
+    parser.add_argument("--key-prefix",
+                        default=os.environ.get("CHANNELS_FLEET_KEY_PREFIX", "fleet"),
+                        help="the relay's key prefix (CHANNELS_FLEET_KEY_PREFIX, fleet)")
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL)
     args = parser.parse_args(argv)
     hosts = [url for url in args.redis_url.split(",") if url]
@@ -324,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(hosts, args.port, args.interval))
+        asyncio.run(_serve(hosts, args.port, args.interval, args.key_prefix))
     return 0
 
 

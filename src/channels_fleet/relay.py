@@ -41,7 +41,8 @@ FULL_RETRY_SECONDS = 2.0
 
 
 def relay_layer(settings: Any, *, connect_capacity: int | None = None) -> Any:
-    """The relay's channel layer: prefix ``fleet`` on ``settings.redis_url`` (cluster or single).
+    """The relay's channel layer: key prefix ``settings.key_prefix`` (``fleet``) on
+    ``settings.redis_url`` (cluster or single).
 
     Each process channel holds at most ``relay_capacity`` batches; the work queue
     ``fleet.connect`` at most ``connect_capacity`` envelopes (ChannelFull beyond: 1013 / 503).
@@ -51,7 +52,7 @@ def relay_layer(settings: Any, *, connect_capacity: int | None = None) -> Any:
     capacity = settings.relay_capacity
     return RedisClusterChannelLayer(
         hosts=list(settings.redis_url),
-        prefix="fleet",
+        prefix=settings.key_prefix,
         capacity=capacity,
         channel_capacity={wire.CONNECT_CHANNEL: connect_capacity or capacity},
         # A worker takes exactly the envelopes it serves: prefetched ones would die with it
@@ -241,11 +242,11 @@ class RelayEndpoint:
         self._redis = await redis_client(s.redis_url)
         self.heartbeat = Heartbeat(
             s.redis_url, channel, interval=s.heartbeat_interval, ttl=s.heartbeat_ttl,
-            on_lost=self._on_lost,
+            on_lost=self._on_lost, prefix=s.key_prefix,
         )
         await self.heartbeat.start()
         self.watch = PeerWatch(self._redis, self._peers, self._on_dead,
-                               interval=s.heartbeat_interval / 2)
+                               interval=s.heartbeat_interval / 2, prefix=s.key_prefix)
         self.watch.start()
         return channel
 

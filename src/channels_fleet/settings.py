@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
@@ -17,6 +18,7 @@ from typing import Any, Self
 from .proxy import TrustedProxies
 
 ENV_PREFIX = "CHANNELS_FLEET_"
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class SettingsError(ValueError):
@@ -54,6 +56,8 @@ class _Common:
     chunk_size: int = 256 * 1024
     #: Re-home WebSockets of a draining (worker) or dead (interface) worker instead of 1012.
     rehome: bool = True
+    #: First part of every relay key in Redis: fleets sharing a Redis need one each.
+    key_prefix: str = "fleet"
     log_level: str = "INFO"
 
     @classmethod
@@ -86,6 +90,11 @@ class _Common:
             if not url.startswith(("redis://", "rediss://")):
                 raise SettingsError(f"CHANNELS_FLEET_REDIS_URL: {url!r} is not a redis:// URL")
         self._positive("drain_timeout", "heartbeat_interval", "relay_capacity", "chunk_size")
+        if not _KEY_PREFIX.fullmatch(self.key_prefix):
+            raise SettingsError(
+                f"CHANNELS_FLEET_KEY_PREFIX={self.key_prefix!r}: use 1-64 letters, digits, "
+                "'-', '_' or '.' (no braces: they would change the keys' cluster slots)"
+            )
         if not 0 <= self.metrics_port < 65536:
             raise SettingsError("CHANNELS_FLEET_METRICS_PORT must be 0..65535")
         if self.heartbeat_ttl < 2 * self.heartbeat_interval:

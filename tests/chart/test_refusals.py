@@ -34,6 +34,7 @@ SCHEMA_REFUSALS = {
     "bad maxUnavailable": ("worker:\n  pdb:\n    maxUnavailable: half\n",
                            "at '/worker/pdb/maxUnavailable'"),
     "bad ASGI app": ("project:\n  asgiApp: chat_project.asgi\n", "at '/project/asgiApp'"),
+    "key prefix with a hash tag": ("config:\n  keyPrefix: \"a{b}\"\n", "at '/config/keyPrefix'"),
 }
 
 # validateValues: cross-value rules the schema cannot express.

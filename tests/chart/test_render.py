@@ -223,6 +223,18 @@ def test_worker_hpa_on_the_external_queue_metric(everything):
     assert not find(everything, "ScaledObject")
 
 
+def test_key_prefix_reaches_every_component_and_keda():
+    """Two releases on one Redis: config.keyPrefix namespaces the relay, and KEDA reads that
+    release's work queue."""
+    docs = render(KEDA, sets=("config.keyPrefix=staging",), crds=True)
+    for name, dep in deployments(docs).items():
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["CHANNELS_FLEET_KEY_PREFIX"] == "staging", name
+    (trigger,) = one(docs, "ScaledObject", "fleet-channels-fleet-worker")["spec"]["triggers"]
+    assert trigger["metadata"]["listName"] == "staging:q:{fleet.connect}"
+
+
 def test_worker_keda_scaledobject_reads_the_work_queue_list():
     docs = render(KEDA, crds=True)
     so = one(docs, "ScaledObject", "fleet-channels-fleet-worker")

@@ -147,6 +147,8 @@ annotations:
   value: {{ .Values.ports.metrics | quote }}
 - name: CHANNELS_FLEET_DRAIN_TIMEOUT
   value: {{ .Values.config.drainTimeout | quote }}
+- name: CHANNELS_FLEET_KEY_PREFIX
+  value: {{ .Values.config.keyPrefix | quote }}
 {{- with .Values.config.allowedOrigins }}
 - name: CHANNELS_FLEET_ALLOWED_ORIGINS
   value: {{ . | quote }}
@@ -336,4 +338,9 @@ key: {{ $s.key }}
 name: {{ include "channels-fleet.redisCluster.secretName" . }}
 key: {{ include "channels-fleet.redisCluster.secretKey" . }}
 {{- end -}}
+{{- end -}}
+
+{{/* The Redis LIST of the shared work queue (what KEDA reads with LLEN). */}}
+{{- define "channels-fleet.workQueueKey" -}}
+{{ .Values.config.keyPrefix }}:q:{fleet.connect}
 {{- end -}}

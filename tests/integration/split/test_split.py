@@ -305,6 +305,33 @@ async def test_client_address_and_scheme_from_a_trusted_proxy_only(
     proxied.stop()
 
 
+async def test_two_fleets_on_one_redis_keep_to_their_own(
+        stack: Stack, fleet_factory: Fleet) -> None:
+    """CHANNELS_FLEET_KEY_PREFIX: a second fleet on the same Redis Cluster serves only its own
+    connections, and the first fleet's workers never take the second's."""
+    iface, (worker,) = fleet_factory.start(workers=1, CHANNELS_FLEET_KEY_PREFIX="fleet-b",
+                                           CHANNELS_FLEET_CLAIM_TIMEOUT="3")
+    ours = {w.pid for w in stack.workers}
+    for _ in range(10):
+        async with ws(iface, "/ws/echo/b/") as s:
+            assert (await whoami(s))["worker"] == worker.pid
+        async with ws(stack.interfaces[0], "/ws/echo/a/") as s:
+            assert (await whoami(s))["worker"] in ours
+    # Without its own worker, fleet b's connection waits in its own queue, untouched by the
+    # first fleet's two idle workers, and is refused at the claim deadline.
+    worker.stop()
+    refused = asyncio.ensure_future(ws(iface, "/ws/echo/orphan/").__aenter__())
+    deadline = time.monotonic() + 2
+    while stack.redis.llen("fleet-b:q:{fleet.connect}") != 1:
+        assert time.monotonic() < deadline, "the envelope never reached fleet b's queue"
+        await asyncio.sleep(0.05)
+    orphan = await asyncio.wait_for(refused, 10)
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(orphan.recv(), 10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    iface.stop()
+
+
 async def test_background_channel_via_channel_name_router(stack: Stack) -> None:
     from channels_fleet.layers import RedisClusterChannelLayer
 
