@@ -49,7 +49,7 @@ class Conn:
     __slots__ = (
         "id", "ws", "send", "owner", "held", "accepted", "finished", "told", "done",
         "sent_at", "timer", "scope", "rehomed", "rehoming", "handover_at", "fence",
-        "unanswered",
+        "unanswered", "resent",
     )
 
     def __init__(self, conn_id: str, ws: bool, send: Send, scope: dict[str, Any]) -> None:
@@ -72,6 +72,7 @@ class Conn:
         self.handover_at = 0.0  # monotonic time the last hand-over began
         self.fence: str | None = None  # old owner whose RETURN (held events) is awaited
         self.unanswered = 0  # events sent to the owner since its last message for this conn
+        self.resent = False  # its connect envelope went out a second time
 
 
 class Gateway:
@@ -87,6 +88,7 @@ class Gateway:
         self.limits = ClientLimit(settings.max_connections_per_client)
         self.proxies = TrustedProxies(settings.forwarded_allow_ips)
         self.rehoming = Rehoming(self)
+        self._worker_died_at = 0.0  # monotonic time a worker was last found dead
         self._ids = itertools.count(1)
         self._id_prefix = ""
         self._started = asyncio.Event()
@@ -412,7 +414,14 @@ class Gateway:
         conn.timer = None
         if conn.finished:
             return
-        if conn.owner is None:
+        if conn.owner is None and self._worker_died_at > conn.sent_at and not conn.resent:
+            # A worker died since the envelope went out and may have taken it along (popped,
+            # never claimed): send it once more. The first copy, if still queued, is past its
+            # deadline now, so whoever takes it drops it.
+            logger.info("%s: unclaimed after a worker died; connect sent again", conn.id)
+            conn.resent = True
+            self._spawn(self._resend(conn))
+        elif conn.owner is None:
             logger.warning("%s: no worker claimed it in time", conn.id)
             METRICS.messages_dropped.labels("unclaimed").inc()
             # A re-homed socket's client reconnects (1012); a new one tries later (1013).
@@ -422,6 +431,17 @@ class Gateway:
             logger.warning("%s: no RETURN from the old owner; its events are lost", conn.id)
             self.rehoming.unfence(conn)
 
+    async def _resend(self, conn: Conn) -> None:
+        assert self.relay is not None
+        deadline = self.settings.claim_timeout
+        envelope = wire.connect_envelope(self.relay.channel, conn.id, conn.scope, deadline,
+                                         rehomed=conn.rehomed)
+        conn.sent_at = time.monotonic()
+        conn.timer = asyncio.get_running_loop().call_later(deadline, self._claim_expired, conn)
+        if not await self._enqueue(conn, envelope, "refusing"):
+            conn.timer.cancel()
+            await self._end(conn, 1012 if conn.rehomed else 1013, tell_owner=False)
+
     def _owners(self) -> set[str]:
         owners = set()
         for c in self.conns.values():
@@ -430,6 +450,7 @@ class Gateway:
         return owners
 
     def _owners_dead(self, dead: set[str]) -> None:
+        self._worker_died_at = time.monotonic()
         for conn in list(self.conns.values()):
             if conn.finished:
                 continue

@@ -24,16 +24,21 @@ RATE = 20.0  # messages per second per socket
 
 
 async def connect_one(fleet_iface: object) -> tuple[str, int | None, float]:
-    """Open one socket around the kill: ('served', pid) or ('closed', code)."""
+    """Open one socket around the kill: ('served', pid), ('served after a loss', pid) when the
+    first message went to the dying worker and the socket, re-homed, answers the next one, or
+    ('closed', code)."""
     started = time.monotonic()
     try:
         async with ws(fleet_iface, "/ws/echo/late/") as sock:  # type: ignore[arg-type]
-            pid = await whoami(sock, 15)
-            return "served", pid, time.monotonic() - started
+            try:
+                return "served", await whoami(sock, 10), time.monotonic() - started
+            except TimeoutError:
+                pid = await whoami(sock, 10)
+                return "served after a loss", pid, time.monotonic() - started
     except ConnectionClosed as exc:
         return "closed", exc.rcvd.code if exc.rcvd else 1006, time.monotonic() - started
-    except Exception:
-        return "failed", None, time.monotonic() - started
+    except Exception as exc:
+        return f"failed: {exc!r}", None, time.monotonic() - started
 
 
 def modes() -> list[str]:
@@ -57,12 +62,12 @@ async def test_worker_kill9_under_load(fleet: Fleet, figures: Figures, rehome: s
     load_started = time.monotonic()
     await asyncio.sleep(3)  # steady load first
 
-    late = [asyncio.create_task(connect_one(iface)) for _ in range(20)]
+    before = [asyncio.create_task(connect_one(iface)) for _ in range(20)]
     await asyncio.sleep(0.05)
     victim.popen.kill()
     killed = time.monotonic()
     at_kill = {id(e): e.sent for e in owned}
-    late += [asyncio.create_task(connect_one(iface)) for _ in range(20)]
+    after = [asyncio.create_task(connect_one(iface)) for _ in range(20)]
 
     # The victim's sockets: 1012 (re-homing off) or still answering (on), within 5 s.
     deadline = killed + 8
@@ -76,14 +81,23 @@ async def test_worker_kill9_under_load(fleet: Fleet, figures: Figures, rehome: s
     await asyncio.gather(*pacers)
     achieved = sum(e.sent for e in echoes) / (time.monotonic() - load_started)
     await settle(others, 15)
-    late_results = await asyncio.gather(*late)
+    before_results = await asyncio.gather(*before)
+    after_results = await asyncio.gather(*after)
 
     survivors_lost = sum(e.lost for e in others)
     survivors_closed = sum(1 for e in others if e.closed_at is not None)
     disorder = sum(e.out_of_order for e in others)
-    served = [r for r in late_results if r[0] == "served"]
+    # A connect sent after the kill is served by a survivor. One sent just before may have
+    # been taken by the victim: claimed, it dies with it (1012; re-homed with re-homing on,
+    # its message in flight lost); taken but never claimed, its connect goes out again at the
+    # claim deadline and a survivor serves it. Anything else is a failure.
+    served = [r for r in before_results + after_results if r[0].startswith("served")]
     served_by_victim = [r for r in served if r[1] == victim.pid]
-    refused = [r for r in late_results if r[0] != "served"]
+    after_wrong = [r for r in after_results if r[0] != "served" or r[1] == victim.pid]
+    allowed = {("closed", 1012)} if rehome == "off" else set()
+    before_wrong = [r for r in before_results if not r[0].startswith("served")
+                    and (r[0], r[1]) not in allowed]
+    refused = [r for r in before_results if not r[0].startswith("served")]
 
     if rehome == "off":
         codes = [e.code for e in owned]
@@ -122,11 +136,13 @@ async def test_worker_kill9_under_load(fleet: Fleet, figures: Figures, rehome: s
         and disorder == 0, lost=survivors_lost, sent=sum(e.sent for e in others))
     figures.record(
         "1. worker kill -9 under load", "40 new connects, 20 just before and 20 after the kill",
-        "served by a surviving worker / refused",
-        f"{len(served) - len(served_by_victim)}/40 served by survivors, "
-        f"{len(served_by_victim)} by the victim before it died, {len(refused)} refused "
-        f"{sorted({str(r[1]) for r in refused})}",
-        not refused, refused=len(refused))
+        "after: served by a survivor; before: served, or closed 1012 as the victim's",
+        f"{sum(r[0] == 'served' and r[1] != victim.pid for r in after_results)}/20 after the "
+        f"kill served by survivors; of the 20 before it, {len(served_by_victim)} answered by "
+        f"the victim, {sum(r[0] == 'served after a loss' for r in before_results)} re-homed "
+        f"after losing their first message, {len(refused)} closed "
+        f"{sorted(str(r[1]) for r in refused)}",
+        not after_wrong and not before_wrong, refused=len(refused))
 
     for e in echoes:
         await e.sock.close()
@@ -134,4 +150,5 @@ async def test_worker_kill9_under_load(fleet: Fleet, figures: Figures, rehome: s
     assert ok_owned, owned_result
     assert survivors_lost == 0 and survivors_closed == 0 and disorder == 0, (
         survivors_lost, survivors_closed, disorder)
-    assert not refused, refused
+    assert not after_wrong, after_wrong
+    assert not before_wrong, before_wrong

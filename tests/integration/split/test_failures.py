@@ -102,6 +102,29 @@ def test_worker_kill9__its_http_request_in_flight_gets_503(fleet: Fleet) -> None
     conn.close()
 
 
+async def test_worker_kill9__a_connect_it_took_unclaimed_is_sent_again(
+        fleet: Fleet, redis: RedisCluster) -> None:
+    """A worker that dies between taking a connect envelope and claiming it takes the
+    envelope along. Made certain here: the worker is stopped while blocked on the work queue,
+    so Redis hands it the next envelope, which it never claims; then it is killed. Once its
+    death is known the connect goes out again at the claim deadline and a live worker serves
+    it (it used to be refused with 1013)."""
+    iface = fleet.interface(wait=False, CHANNELS_FLEET_CLAIM_TIMEOUT="6")
+    victim = fleet.worker()
+    iface.wait_ready()
+    async with ws(iface, "/ws/echo/owned/") as owned:  # the interface now watches the victim
+        assert await owner_pid(owned) == victim.pid
+        victim.popen.send_signal(signal.SIGSTOP)
+        pending = asyncio.ensure_future(ws(iface, "/ws/echo/orphan/").__aenter__())
+        await asyncio.sleep(0.5)
+        assert redis.llen("fleet:q:{fleet.connect}") == 0  # handed to the stopped worker
+        victim.popen.kill()
+        survivor = fleet.worker()
+        orphan = await asyncio.wait_for(pending, 15)
+        assert await owner_pid(orphan) == survivor.pid
+        await orphan.close()
+
+
 async def test_interface_kill9__worker_runs_disconnect_handlers_within_5s(
     fleet: Fleet, redis: RedisCluster
 ) -> None:
