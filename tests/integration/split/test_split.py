@@ -244,7 +244,7 @@ async def test_sockets_that_connected_together_are_not_pinged_together(
         stack: Stack, fleet_factory: Fleet) -> None:
     """Each socket's first ping falls at a random point of the ping interval (edge.spread_pings):
     40 sockets opened at once are pinged over several of Daphne's 2 s checker ticks, not in
-    one burst (without the spread all 40 first pings arrive within one tick)."""
+    one burst (without the spread all 40 first pings arrive within one or two ticks)."""
     iface = fleet_factory.interface(CHANNELS_FLEET_PING_INTERVAL="6")
 
     async def first_ping() -> float:
@@ -266,8 +266,9 @@ async def test_sockets_that_connected_together_are_not_pinged_together(
             writer.close()
 
     pinged = sorted(await asyncio.gather(*(first_ping() for _ in range(40))))
-    # Spread over the 6 s interval the pings land on at least two checker ticks 2 s apart.
-    assert pinged[-1] - pinged[0] > 1.5, [round(t - pinged[0], 2) for t in pinged]
+    # Spread over the 6 s interval the pings land on three or four checker ticks 2 s apart
+    # (without it: one, or two when the handshakes straddle a tick).
+    assert pinged[-1] - pinged[0] > 3.5, [round(t - pinged[0], 2) for t in pinged]
     iface.stop()
 
 
