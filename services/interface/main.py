@@ -73,8 +73,9 @@ class Interface:
             endpoints=[f"tcp:port={settings.port}:interface={settings.bind}"],
             signal_handlers=False,
             request_buffer_size=settings.chunk_size,
-            websocket_handshake_timeout=settings.claim_timeout + 15,
-            websocket_connect_timeout=settings.claim_timeout + 15,
+            # A connect may wait for two claim deadlines (sent again after a worker died).
+            websocket_handshake_timeout=2 * settings.claim_timeout + 15,
+            websocket_connect_timeout=2 * settings.claim_timeout + 15,
             application_close_timeout=settings.drain_timeout,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,

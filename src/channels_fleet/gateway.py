@@ -30,7 +30,7 @@ from . import edge, wire
 from .limits import ClientLimit, client_key, refuse
 from .metrics import METRICS, close_code_label
 from .proxy import TrustedProxies
-from .rehome import Rehoming
+from .rehome import REHOME_CLAIM_FACTOR, Rehoming
 from .relay import Relay, RelayEndpoint, relay_layer
 from .settings import InterfaceSettings
 
@@ -433,7 +433,9 @@ class Gateway:
 
     async def _resend(self, conn: Conn) -> None:
         assert self.relay is not None
-        deadline = self.settings.claim_timeout
+        if conn.finished:
+            return  # the client left meanwhile: no app should start for it
+        deadline = self.settings.claim_timeout * (REHOME_CLAIM_FACTOR if conn.rehomed else 1)
         envelope = wire.connect_envelope(self.relay.channel, conn.id, conn.scope, deadline,
                                          rehomed=conn.rehomed)
         conn.sent_at = time.monotonic()

@@ -60,11 +60,11 @@ def _redis_trouble() -> None:
     _trouble["at"] = time.monotonic()
 
 
-def heartbeat_key(channel: str, prefix: str = "fleet") -> str:
+def heartbeat_key(channel: str, prefix: str) -> str:
     return f"{prefix}:hb:{{hb}}:{channel}"
 
 
-def tombstone_key(channel: str, prefix: str = "fleet") -> str:
+def tombstone_key(channel: str, prefix: str) -> str:
     return f"{prefix}:dead:{{hb}}:{channel}"
 
 
@@ -96,7 +96,7 @@ class Heartbeat:
         interval: float = 1.0,
         ttl: float = 3.0,
         on_lost: Callable[[], None] | None = None,
-        prefix: str = "fleet",
+        prefix: str,
     ) -> None:
         self.urls = list(urls)
         self.channel = channel
@@ -187,7 +187,8 @@ class PeerWatch:
         on_dead: Callable[[set[str]], None],
         interval: float = 1.0,
         grace: float | None = None,
-        prefix: str = "fleet",
+        *,
+        prefix: str,
     ) -> None:
         self.client = client
         self.prefix = prefix

@@ -17,6 +17,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _FOR, _PROTO = b"x-forwarded-for", b"x-forwarded-proto"
 _SCHEMES = {
     "http": {"http": "http", "https": "https", "ws": "http", "wss": "https"},
@@ -24,30 +25,45 @@ _SCHEMES = {
 }
 
 
+def _address(text: str) -> IPAddress | None:
+    """An address as peers and hops spell it: ``10.0.0.1``, ``10.0.0.1:4711``,
+    ``[2001:db8::1]:80``; an IPv4-mapped IPv6 one (a dual-stack bind) as its IPv4 self."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None  # a unix socket path, a name, "unknown": not an address
+    return getattr(address, "ipv4_mapped", None) or address
+
+
 class TrustedProxies:
-    """Peers whose forwarding headers are believed: addresses, networks, or ``*`` (any)."""
+    """Peers whose forwarding headers are believed: addresses, networks, or ``*`` (any peer).
+
+    ``*`` trusts the TCP peer only, not the hops it forwards: the client is then the hop that
+    peer added itself (the last), never one the client could have written.
+    """
 
     def __init__(self, entries: Iterable[str]) -> None:
         entries = tuple(entries)
-        self.any = "*" in entries
+        self.any_peer = "*" in entries
         self.networks = [ipaddress.ip_network(e, strict=False) for e in entries if e != "*"]
 
     def __bool__(self) -> bool:
-        return self.any or bool(self.networks)
+        return self.any_peer or bool(self.networks)
 
-    def trusts(self, host: str) -> bool:
-        if self.any:
-            return True
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False  # a unix socket path or a name: not an address we were told of
-        return any(address in network for network in self.networks)
+    def _listed(self, address: IPAddress | None) -> bool:
+        return address is not None and any(address in network for network in self.networks)
 
     def resolve(self, scope: dict[str, Any]) -> dict[str, Any]:
         """The scope as the client sent it, when its peer is a trusted proxy; else unchanged."""
         client = scope.get("client")
-        if not self or not client or not self.trusts(str(client[0])):
+        if not self or not client:
+            return scope
+        if not (self.any_peer or self._listed(_address(str(client[0])))):
             return scope
         # Repeated headers are one comma-separated list, in order (RFC 9110 5.3).
         forwarded: dict[bytes, list[str]] = {_FOR: [], _PROTO: []}
@@ -59,12 +75,16 @@ class TrustedProxies:
         scheme = _SCHEMES.get(scope["type"], {}).get(proto)
         if scheme:
             changes["scheme"] = scheme
-        hops = [h.strip() for h in ",".join(forwarded[_FOR]).split(",") if h.strip()]
-        if hops:
-            # The nearest hop our proxies did not add is the client; past it anyone could
-            # have written the header.
-            for host in reversed(hops):
-                if not self.trusts(host):
-                    break
-            changes["client"] = [host, 0]
+        # The client is the nearest hop that no listed proxy added: anything past it could
+        # have been written by anyone, the client included.
+        nearest = None
+        for hop in reversed(",".join(forwarded[_FOR]).split(",")):
+            address = _address(hop)
+            if address is None:
+                break
+            nearest = address
+            if not self._listed(address):
+                break
+        if nearest is not None:
+            changes["client"] = [str(nearest), 0]
         return {**scope, **changes} if changes else scope

@@ -76,6 +76,7 @@ class Rehoming:
             self.fence(old, conn.id)
         conn.rehomed += 1
         conn.rehoming = True
+        conn.resent = False  # a new envelope: it may be sent again once too
         conn.handover_at = time.monotonic()
         METRICS.rehomes.labels(cause).inc()
         logger.debug("%s: re-homing (%s, time %d)", conn.id, cause, conn.rehomed)

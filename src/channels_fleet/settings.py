@@ -18,7 +18,8 @@ from typing import Any, Self
 from .proxy import TrustedProxies
 
 ENV_PREFIX = "CHANNELS_FLEET_"
-_KEY_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: What CHANNELS_FLEET_KEY_PREFIX may be: no braces, which would move keys' cluster slots.
+KEY_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class SettingsError(ValueError):
@@ -90,7 +91,7 @@ class _Common:
             if not url.startswith(("redis://", "rediss://")):
                 raise SettingsError(f"CHANNELS_FLEET_REDIS_URL: {url!r} is not a redis:// URL")
         self._positive("drain_timeout", "heartbeat_interval", "relay_capacity", "chunk_size")
-        if not _KEY_PREFIX.fullmatch(self.key_prefix):
+        if not KEY_PREFIX_PATTERN.fullmatch(self.key_prefix):
             raise SettingsError(
                 f"CHANNELS_FLEET_KEY_PREFIX={self.key_prefix!r}: use 1-64 letters, digits, "
                 "'-', '_' or '.' (no braces: they would change the keys' cluster slots)"

@@ -36,9 +36,38 @@ def test_repeated_headers_are_one_list() -> None:
     assert got["client"] == ["198.51.100.7", 0]
 
 
-def test_every_hop_trusted__the_first_one() -> None:
-    got = TrustedProxies(["*"]).resolve(scope("10.0.0.1", (XFF, b"10.0.0.5, 10.0.0.6")))
+def test_every_hop_listed__the_farthest_one() -> None:
+    got = TrustedProxies(["10.0.0.0/8"]).resolve(
+        scope("10.0.0.1", (XFF, b"10.0.0.5, 10.0.0.6")))
     assert got["client"] == ["10.0.0.5", 0]
+
+
+def test_any_peer__only_the_hop_it_added_is_believed() -> None:
+    """With ``*`` a client's own X-Forwarded-For entry (appended to by the proxy) is no
+    disguise: the client is the hop the trusted peer added."""
+    got = TrustedProxies(["*"]).resolve(scope("10.0.0.1", (XFF, b"6.6.6.6, 203.0.113.9")))
+    assert got["client"] == ["203.0.113.9", 0]
+
+
+def test_hops_with_ports_and_brackets() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    assert proxies.resolve(scope("10.0.0.1", (XFF, b"203.0.113.9:4711")))["client"] == [
+        "203.0.113.9", 0]
+    assert proxies.resolve(scope("10.0.0.1", (XFF, b"[2001:db8::7]:80")))["client"] == [
+        "2001:db8::7", 0]
+
+
+def test_dual_stack_peer__ipv4_mapped_address_matches_ipv4_network() -> None:
+    got = TrustedProxies(["10.0.0.0/8"]).resolve(scope("::ffff:10.1.2.3", (XFF, b"203.0.113.9")))
+    assert got["client"] == ["203.0.113.9", 0]
+
+
+def test_unparsable_hop__the_nearest_address_before_it() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    got = proxies.resolve(scope("10.0.0.1", (XFF, b"unknown, 10.0.0.7")))
+    assert got["client"] == ["10.0.0.7", 0]
+    unparsable = scope("10.0.0.1", (XFF, b"unknown"))
+    assert proxies.resolve(unparsable) is unparsable  # the peer stays the client
 
 
 def test_websocket_scheme__https_becomes_wss() -> None:
