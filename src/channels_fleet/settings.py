@@ -170,12 +170,15 @@ class WorkerSettings(_Common):
     rehome_batch: int = 50
     #: ... and waits this many seconds between two batches (no stampede on the other workers).
     rehome_pause: float = 0.05
+    #: Seconds an app instance may run on after it was handed its disconnect (client gone,
+    #: connection ended); then it is cancelled, as Daphne's ``application_close_timeout``.
+    app_close_timeout: float = 10.0
     #: Serve the project's channels_redis / in-memory CHANNEL_LAYERS with our layer (adopt.py).
     adopt_layers: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._positive("rehome_batch")
+        self._positive("rehome_batch", "app_close_timeout")
         if self.rehome_pause < 0:
             raise SettingsError("CHANNELS_FLEET_REHOME_PAUSE must be >= 0")
         if ":" not in self.app:
