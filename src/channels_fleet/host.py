@@ -33,7 +33,7 @@ class WConn:
 
     __slots__ = (
         "id", "iface", "ws", "queue", "task", "accepted", "closed", "gone", "abandoned",
-        "handing", "stash", "waiting", "idle", "reaper",
+        "handing", "stash", "waiting", "idle", "reaper", "pinned",
     )
 
     def __init__(self, conn_id: str, iface: str, ws: bool, limit: int) -> None:
@@ -51,6 +51,7 @@ class WConn:
         self.waiting = False  # the app is blocked in receive()
         self.idle: asyncio.Event | None = None  # set when the app waits on an empty queue
         self.reaper: asyncio.TimerHandle | None = None  # cancels an app that outlives its end
+        self.pinned = False  # its subprotocol keeps session state in the app: never handed back
 
 
 class Host:
@@ -115,6 +116,10 @@ class Host:
         sockets = [c for c in self.conns.values() if c.ws and not c.closed and not c.gone]
         released = len(sockets)
         if self.settings.rehome:
+            # Sessions that cannot move (GraphQL over WebSocket): the client reconnects.
+            for conn in [c for c in sockets if c.pinned]:
+                self._release(conn, 1012)
+            sockets = [c for c in sockets if not c.pinned]
             size, pause = self.settings.rehome_batch, self.settings.rehome_pause
             for start in range(0, len(sockets), size):
                 if start:
@@ -257,6 +262,7 @@ class Host:
         kind = message.get("type")
         if kind == "websocket.accept":
             conn.accepted = True
+            conn.pinned = message.get("subprotocol") in self.settings.rehome_except_subprotocols
         elif kind == "websocket.close":
             conn.closed = True
             # The app sees its disconnect now rather than after the client's close frame.

@@ -56,6 +56,10 @@ class _Common:
     chunk_size: int = 256 * 1024
     #: Re-home WebSockets of a draining (worker) or dead (interface) worker instead of 1012.
     rehome: bool = True
+    #: ... except sockets that negotiated one of these subprotocols: their session (a handshake
+    #: the client made once, e.g. GraphQL's connection_init, and its subscriptions) lives in
+    #: the app instance and cannot move, so they close with 1012 and the client reconnects.
+    rehome_except_subprotocols: tuple[str, ...] = ("graphql-transport-ws", "graphql-ws")
     #: First part of every relay key in Redis: fleets sharing a Redis need one each.
     key_prefix: str = "fleet"
     log_level: str = "INFO"
