@@ -49,7 +49,7 @@ class Conn:
     __slots__ = (
         "id", "ws", "send", "owner", "held", "accepted", "finished", "told", "done",
         "sent_at", "timer", "scope", "rehomed", "rehoming", "handover_at", "fence",
-        "unanswered", "resent",
+        "unanswered", "resent", "pinned",
     )
 
     def __init__(self, conn_id: str, ws: bool, send: Send, scope: dict[str, Any]) -> None:
@@ -73,6 +73,7 @@ class Conn:
         self.fence: str | None = None  # old owner whose RETURN (held events) is awaited
         self.unanswered = 0  # events sent to the owner since its last message for this conn
         self.resent = False  # its connect envelope went out a second time
+        self.pinned = False  # its subprotocol keeps session state in the app: never re-homed
 
 
 class Gateway:
@@ -360,6 +361,7 @@ class Gateway:
                 if conn.accepted:
                     return  # a re-homed socket: the client has its accept already
                 conn.accepted = True
+                conn.pinned = message.get("subprotocol") in self.settings.rehome_except_subprotocols
                 await edge.accept(conn.send, message)
                 return
             if kind == "websocket.http.response.start" and not conn.accepted:
@@ -460,7 +462,7 @@ class Gateway:
                 self.rehoming.unfence(conn)  # what it held died with it
             if conn.owner not in dead:
                 continue
-            if conn.ws and self.settings.rehome and not self.draining:
+            if conn.ws and self.settings.rehome and not conn.pinned and not self.draining:
                 self.rehoming.rehome(conn, "dead")
                 continue
             METRICS.messages_dropped.labels("dead_owner").inc()

@@ -33,7 +33,7 @@ class WConn:
 
     __slots__ = (
         "id", "iface", "ws", "queue", "task", "accepted", "closed", "gone", "abandoned",
-        "handing", "stash", "waiting", "idle",
+        "handing", "stash", "waiting", "idle", "reaper", "pinned",
     )
 
     def __init__(self, conn_id: str, iface: str, ws: bool, limit: int) -> None:
@@ -50,6 +50,8 @@ class WConn:
         self.stash: list[dict[str, Any]] = []
         self.waiting = False  # the app is blocked in receive()
         self.idle: asyncio.Event | None = None  # set when the app waits on an empty queue
+        self.reaper: asyncio.TimerHandle | None = None  # cancels an app that outlives its end
+        self.pinned = False  # its subprotocol keeps session state in the app: never handed back
 
 
 class Host:
@@ -114,6 +116,10 @@ class Host:
         sockets = [c for c in self.conns.values() if c.ws and not c.closed and not c.gone]
         released = len(sockets)
         if self.settings.rehome:
+            # Sessions that cannot move (GraphQL over WebSocket): the client reconnects.
+            for conn in [c for c in sockets if c.pinned]:
+                self._release(conn, 1012)
+            sockets = [c for c in sockets if not c.pinned]
             size, pause = self.settings.rehome_batch, self.settings.rehome_pause
             for start in range(0, len(sockets), size):
                 if start:
@@ -237,6 +243,8 @@ class Host:
                                   "headers": [(b"content-type", b"text/plain")]})
                 self._send(conn, {"type": "http.response.body", "body": body})
         finally:
+            if conn.reaper is not None:
+                conn.reaper.cancel()
             if not conn.abandoned and self.relay is not None:
                 self.relay.post(conn.iface, [wire.END, conn.id, None], control=True)
             self.conns.pop(conn.id, None)
@@ -254,6 +262,7 @@ class Host:
         kind = message.get("type")
         if kind == "websocket.accept":
             conn.accepted = True
+            conn.pinned = message.get("subprotocol") in self.settings.rehome_except_subprotocols
         elif kind == "websocket.close":
             conn.closed = True
             # The app sees its disconnect now rather than after the client's close frame.
@@ -324,6 +333,17 @@ class Host:
         while conn.queue.full():
             conn.queue.get_nowait()
         conn.queue.put_nowait(event)
+        # An app that never reads it (an AsyncHttpConsumer streaming from handle(), a
+        # subscription waiting on the layer) would run, and hold its groups, for ever: Daphne
+        # cancels it application_close_timeout after the disconnect; so do we.
+        conn.reaper = asyncio.get_running_loop().call_later(
+            self.settings.app_close_timeout, self._reap, conn)
+
+    def _reap(self, conn: WConn) -> None:
+        if conn.task is not None and not conn.task.done():
+            logger.warning("%s: app still running %.3g s after its disconnect; cancelled",
+                           conn.id, self.settings.app_close_timeout)
+            conn.task.cancel()
 
     def _release(self, conn: WConn, code: int) -> None:
         """Give the connection up: the interface closes the socket with ``code``."""

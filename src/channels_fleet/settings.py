@@ -57,6 +57,10 @@ class _Common:
     chunk_size: int = 256 * 1024
     #: Re-home WebSockets of a draining (worker) or dead (interface) worker instead of 1012.
     rehome: bool = True
+    #: ... except sockets that negotiated one of these subprotocols: their session (a handshake
+    #: the client made once, e.g. GraphQL's connection_init, and its subscriptions) lives in
+    #: the app instance and cannot move, so they close with 1012 and the client reconnects.
+    rehome_except_subprotocols: tuple[str, ...] = ("graphql-transport-ws", "graphql-ws")
     #: First part of every relay key in Redis: fleets sharing a Redis need one each.
     key_prefix: str = "fleet"
     log_level: str = "INFO"
@@ -171,12 +175,15 @@ class WorkerSettings(_Common):
     rehome_batch: int = 50
     #: ... and waits this many seconds between two batches (no stampede on the other workers).
     rehome_pause: float = 0.05
+    #: Seconds an app instance may run on after it was handed its disconnect (client gone,
+    #: connection ended); then it is cancelled, as Daphne's ``application_close_timeout``.
+    app_close_timeout: float = 10.0
     #: Serve the project's channels_redis / in-memory CHANNEL_LAYERS with our layer (adopt.py).
     adopt_layers: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._positive("rehome_batch")
+        self._positive("rehome_batch", "app_close_timeout")
         if self.rehome_pause < 0:
             raise SettingsError("CHANNELS_FLEET_REHOME_PAUSE must be >= 0")
         if ":" not in self.app:

@@ -30,3 +30,11 @@ def test_rehome_batch_and_pause_from_env_and_checked() -> None:
         WorkerSettings.from_env({**ENV, "CHANNELS_FLEET_REHOME_BATCH": "0"})
     with pytest.raises(SettingsError, match="REHOME_PAUSE"):
         WorkerSettings.from_env({**ENV, "CHANNELS_FLEET_REHOME_PAUSE": "-1"})
+
+
+def test_graphql_subprotocols_are_not_rehomed_by_default() -> None:
+    default = ("graphql-transport-ws", "graphql-ws")
+    assert WorkerSettings.from_env(ENV).rehome_except_subprotocols == default
+    assert InterfaceSettings.from_env(ENV).rehome_except_subprotocols == default
+    env = {**ENV, "CHANNELS_FLEET_REHOME_EXCEPT_SUBPROTOCOLS": "none"}
+    assert WorkerSettings.from_env(env).rehome_except_subprotocols == ("none",)

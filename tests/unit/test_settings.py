@@ -67,6 +67,14 @@ def test_worker__zero_concurrency_refused() -> None:
         WorkerSettings.from_env(ENV, app="p:a", concurrency=0)
 
 
+def test_worker__app_close_timeout_as_daphne() -> None:
+    assert WorkerSettings.from_env(ENV, app="p:a").app_close_timeout == 10
+    env = {**ENV, "CHANNELS_FLEET_APP_CLOSE_TIMEOUT": "2.5"}
+    assert WorkerSettings.from_env(env, app="p:a").app_close_timeout == 2.5
+    with pytest.raises(SettingsError, match="CHANNELS_FLEET_APP_CLOSE_TIMEOUT"):
+        WorkerSettings.from_env(ENV, app="p:a", app_close_timeout=0)
+
+
 def test_web__needs_no_redis() -> None:
     env = {"CHANNELS_FLEET_WSGI_APP": "proj.wsgi:application", "CHANNELS_FLEET_WEB_WORKERS": "3"}
     settings = WebSettings.from_env(env)

@@ -28,8 +28,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(120)]
 def stack(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     urls = redis_cluster.urls[:3]
     # Both workers also serve the project's background channel (what runworker did).
+    # Apps that outlive their disconnect are cancelled after 2 s (Daphne: 10 s) to keep it short.
     with foreign_stack(tmp_path_factory.mktemp("foreign"), urls[0], urls, workers=2,
-                       worker_args=("--channels", "thumbnails")) as stack:
+                       worker_args=("--channels", "thumbnails"),
+                       CHANNELS_FLEET_APP_CLOSE_TIMEOUT="2") as stack:
         stack.session = Browserish(stack.web).login("alice", PASSWORD)
         yield stack
 
@@ -308,6 +310,29 @@ async def test_http_streaming_response(stack: Any) -> None:
     status, headers, body = await call(stack, "GET", "/chat/stream/?n=2000")
     assert status == 200 and "content-length" not in headers
     assert body.decode().splitlines() == [f"row {i}" for i in range(2000)]
+
+
+async def test_event_stream_that_never_reads_its_disconnect_is_stopped(stack: Any) -> None:
+    """An AsyncHttpConsumer streaming from handle() never reads http.disconnect: Daphne cancels
+    it application_close_timeout after the client left, so its finally blocks (group_discard,
+    a GraphQL subscription's cleanup) run; the worker must too, not stream on for ever."""
+
+    def read_two_ticks_and_leave() -> bytes:
+        conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=20)
+        conn.request("GET", "/events/left/")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("content-type") == "text/event-stream"
+        ticks = resp.read1(64) + resp.read1(64)
+        conn.close()
+        return ticks
+
+    assert (await asyncio.to_thread(read_two_ticks_and_leave)).startswith(b"data: tick 0")
+    ended = "from chat.models import Message; print(Message.objects.filter(room='ticker').count())"
+    for _ in range(80):
+        if stack.django(ended) == "1":
+            break
+        await asyncio.sleep(0.1)
+    assert stack.django(ended) == "1"
 
 
 async def test_admin_login_page_through_the_worker(stack: Any) -> None:

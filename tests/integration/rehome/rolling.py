@@ -83,13 +83,14 @@ class Probe:
 
 
 async def open_probes(iface: Proc, count: int, path: str = "/ws/echo/rehome/",
-                      batch: int = 50) -> tuple[list[Probe], list[asyncio.Task[None]]]:
+                      batch: int = 50, subprotocols: list[str] | None = None,
+                      ) -> tuple[list[Probe], list[asyncio.Task[None]]]:
     probes: list[Probe] = []
     readers = []
     for start in range(0, count, batch):
         socks = await asyncio.gather(*(
             connect(iface.url + path, origin=iface.origin, open_timeout=30, ping_interval=None,
-                    max_queue=None)
+                    max_queue=None, subprotocols=subprotocols)
             for _ in range(min(batch, count - start))
         ))
         OPEN.extend(socks)

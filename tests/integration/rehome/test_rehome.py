@@ -198,6 +198,38 @@ async def test_rehome_off__a_draining_worker_closes_its_sockets_1012(fleet: Flee
     assert [p.code for p in probes] == [1012] * 3
 
 
+async def test_graphql_subprotocols_are_closed_1012_not_rehomed(fleet: Fleet) -> None:
+    """A GraphQL-over-WebSocket session (strawberry's GraphQLWSConsumer: connection_init once,
+    then subscriptions in the app instance) cannot move: a new instance would wait for a
+    connection_init the client never sends again while its subscriptions stay silent. Such
+    sockets close with 1012 (the client reconnects and subscribes again), drain or kill -9;
+    the others are re-homed."""
+    iface, (old, other) = fleet.start(workers=2)
+    probes: list[Probe] = []
+    for proto in ("graphql-transport-ws", "graphql-ws"):
+        opened, _ = await open_probes(iface, 4, subprotocols=[proto])
+        probes += opened
+    pinned = [p for p in probes if (await p.ask_owner())["worker"] == old.pid]
+    plain = await on_worker(iface, old.pid, 2)
+    assert pinned and all(p.sock.subprotocol for p in pinned)
+    old.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(old.popen.wait, 10) == 0
+    assert [p.code for p in pinned] == [1012] * len(pinned)
+    for probe in plain:
+        assert (await probe.ask_owner())["worker"] == other.pid and probe.code is None
+    # The interface decides for a dead worker's sockets: every socket is on ``other`` now.
+    victims, _ = await open_probes(iface, 3, subprotocols=["graphql-transport-ws"])
+    victims += [p for p in probes if p.code is None]
+    last = fleet.worker()
+    other.popen.kill()
+    deadline = time.monotonic() + 10
+    while any(p.code is None for p in victims) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert [p.code for p in victims] == [1012] * len(victims)
+    for probe in plain:
+        assert (await probe.ask_owner())["worker"] == last.pid and probe.code is None
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_rolling_restart_of_3_workers__500_sockets__no_disconnect_no_loss_in_order(

@@ -1,3 +1,4 @@
+import asyncio
 import json
 from urllib.parse import parse_qs
 
@@ -5,6 +6,7 @@ from asgiref.sync import async_to_sync
 from channels.consumer import SyncConsumer
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import (
     AsyncWebsocketConsumer,
     JsonWebsocketConsumer,
@@ -210,3 +212,21 @@ class ThumbnailConsumer(SyncConsumer):
         async_to_sync(self.channel_layer.group_send)(
             "broadcast", {"type": "announce", "text": f"thumbnail {message['name']} ready"}
         )
+
+
+class TickerConsumer(AsyncHttpConsumer):
+    """Server-sent events as the tutorials write them (and as GraphQL-over-SSE subscriptions
+    stream): ``handle()`` sends ticks until it is stopped, never reading ``http.disconnect``."""
+
+    async def handle(self, body):
+        await self.send_headers(headers=[(b"Content-Type", b"text/event-stream"),
+                                         (b"Cache-Control", b"no-cache")])
+        tick = 0
+        try:
+            while True:
+                await self.send_body(f"data: tick {tick}\n\n".encode(), more_body=True)
+                tick += 1
+                await asyncio.sleep(0.1)
+        finally:
+            await database_sync_to_async(Message.objects.create)(
+                room="ticker", text=self.scope["url_route"]["kwargs"]["tag"])

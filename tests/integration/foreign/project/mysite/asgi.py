@@ -4,6 +4,7 @@ import os
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter
+from django.urls import path, re_path
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.core.asgi import get_asgi_application
 
@@ -12,12 +13,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 # is populated before importing code that may import ORM models.
 django_asgi_app = get_asgi_application()
 
-from chat.consumers import ThumbnailConsumer  # noqa: E402
+from chat.consumers import ThumbnailConsumer, TickerConsumer  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": URLRouter([
+            path("events/<str:tag>/", TickerConsumer.as_asgi()),
+            re_path(r"", django_asgi_app),
+        ]),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),
