@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import http.client
 import json
@@ -264,6 +265,8 @@ async def test_sockets_that_connected_together_are_not_pinged_together(
                     return time.monotonic()
         finally:
             writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     pinged = sorted(await asyncio.gather(*(first_ping() for _ in range(40))))
     # Spread over the 6 s interval the pings land on three or four checker ticks 2 s apart
@@ -330,6 +333,7 @@ async def test_two_fleets_on_one_redis_keep_to_their_own(
     with pytest.raises(ConnectionClosed) as closed:
         await asyncio.wait_for(orphan.recv(), 10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    await orphan.close()
     iface.stop()
 
 
