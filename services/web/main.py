@@ -44,7 +44,7 @@ def _serve_probes(port: int) -> None:
     Not a thread of the master: gunicorn forks its workers from the master, and a fork taken
     while another thread holds a lock (logging, asyncio) can leave a worker deadlocked.
     """
-    code = f"from services.web.main import probe_process; probe_process({port})"
+    code = f"from {__name__} import probe_process; probe_process({port})"
     subprocess.Popen([sys.executable, "-c", code], preexec_fn=_die_with_parent)
 
 

@@ -18,11 +18,11 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(name, help=summary, add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.service == "interface":
-        from services.interface.main import main as run
+        from channels_fleet_services.interface.main import main as run
     elif args.service == "worker":
-        from services.worker.main import main as run
+        from channels_fleet_services.worker.main import main as run
     else:
-        from services.web.main import main as run
+        from channels_fleet_services.web.main import main as run
     return run(rest)
 
 

@@ -15,6 +15,7 @@ from channels.generic.websocket import (
 
 from django.db.models.signals import post_save
 from django.dispatch import receiver
+from services import rooms
 
 from .models import Inbox, Message
 
@@ -34,7 +35,7 @@ class ChatConsumer(WebsocketConsumer):
 
     def connect(self):
         self.room_name = self.scope["url_route"]["kwargs"]["room_name"]
-        self.room_group_name = f"chat_{self.room_name}"
+        self.room_group_name = rooms.group_name(self.room_name)
         async_to_sync(self.channel_layer.group_add)(self.room_group_name, self.channel_name)
         self.accept()
 
