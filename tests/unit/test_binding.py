@@ -313,8 +313,13 @@ async def test_saves_from_a_plain_thread__each_pushed(layer, board):
     comm = await subscribed(board)
 
     def view():
-        for title in ("one", "two", "three"):
-            Card.objects.create(board=board, title=title)
+        from django.db import connection
+
+        try:
+            for title in ("one", "two", "three"):
+                Card.objects.create(board=board, title=title)
+        finally:
+            connection.close()  # as a WSGI request's end does (request_finished)
 
     await asyncio.to_thread(view)
     titles = [(await comm.receive_json_from())["data"]["title"] for _ in range(3)]
