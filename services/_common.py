@@ -12,6 +12,18 @@ STARTUP_FAILURE = 3  # exit status of a service that could not start (as uvicorn
 logger = logging.getLogger("channels_fleet.services")
 
 
+def startup_failure(exc: BaseException, settings: Any) -> str:
+    """What one log line says of a failed start: the Redis it could not use, when it is that."""
+    from redis.exceptions import RedisError
+
+    from channels_fleet.adopt import redact
+
+    if isinstance(exc, RedisError | OSError):
+        where = ", ".join(redact(url) for url in settings.redis_url)
+        return f"Redis at {where}: {type(exc).__name__}: {exc}"
+    return repr(exc)
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),

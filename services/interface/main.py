@@ -17,7 +17,7 @@ from typing import Any
 
 from channels_fleet.settings import InterfaceSettings, SettingsError
 
-from .._common import STARTUP_FAILURE, Observability, setup_logging, tune_gc
+from .._common import STARTUP_FAILURE, Observability, setup_logging, startup_failure, tune_gc
 
 logger = logging.getLogger("channels_fleet.interface")
 
@@ -104,7 +104,8 @@ class Interface:
                 self.settings, self.gateway.ready, "interface"
             )
         except Exception as exc:
-            logger.critical("interface could not start: %r", exc)
+            logger.critical("interface could not start: %s",
+                            startup_failure(exc, self.settings))
             self.exit_code = STARTUP_FAILURE
             reactor.stop()
             return

@@ -23,7 +23,14 @@ from django.core.exceptions import ImproperlyConfigured
 
 from channels_fleet.settings import SettingsError, WorkerSettings
 
-from .._common import STARTUP_FAILURE, Observability, setup_logging, static_in_debug, tune_gc
+from .._common import (
+    STARTUP_FAILURE,
+    Observability,
+    setup_logging,
+    startup_failure,
+    static_in_debug,
+    tune_gc,
+)
 
 logger = logging.getLogger("channels_fleet.worker")
 
@@ -97,7 +104,7 @@ async def serve(application: Any, settings: WorkerSettings) -> int:
         tune_gc()
         probes = await Observability().start(settings, host.ready, "worker")
     except Exception as exc:
-        logger.critical("worker could not start: %r", exc)
+        logger.critical("worker could not start: %s", startup_failure(exc, settings))
         return STARTUP_FAILURE
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
