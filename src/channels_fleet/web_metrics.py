@@ -61,6 +61,11 @@ def setup_multiprocess(path: str | None = None) -> str:
         stale.unlink(missing_ok=True)
         removed += 1
     os.environ[ENV] = str(directory)
+    # Imported here, now that the directory is set, not first in child_exit: gunicorn runs
+    # that hook from its SIGCHLD handler, and a second worker's exit interrupting the first
+    # import re-entered the half-imported package (ImportError, the master died with exit 1).
+    from prometheus_client import multiprocess  # noqa: F401
+
     logger.info("prometheus multiprocess dir %s (%d stale files removed)", directory, removed)
     return str(directory)
 

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -84,13 +85,22 @@ def gunicorn(tmp_path):
         log.close()
 
 
+def busy_both_workers(port: int) -> None:
+    """Two slow requests at once: each of the 2 sync workers serves one (sequential requests
+    may all go to the same worker), so both have written their files."""
+    with ThreadPoolExecutor(2) as pool:
+        statuses = list(pool.map(lambda _: fetch(f"http://127.0.0.1:{port}/slow")[0], range(2)))
+    assert statuses == [200, 200]
+
+
 def test_requests_from_every_worker_are_summed_at_the_master(gunicorn) -> None:
     proc, port, metrics_port, prom_dir = gunicorn
     assert not (prom_dir / "counter_999999.db").exists()  # wiped at start
     # The readiness probe of the start loop made one request already; count from here.
     _, before = fetch(f"http://127.0.0.1:{metrics_port}/metrics")
     ok0 = sample(before.decode(), 'channels_fleet_web_requests_total{method="GET",status="2xx"}')
-    for _ in range(30):
+    busy_both_workers(port)
+    for _ in range(28):
         assert fetch(f"http://127.0.0.1:{port}/")[0] == 200
     for _ in range(3):
         assert fetch(f"http://127.0.0.1:{port}/missing")[0] == 404
@@ -116,6 +126,7 @@ def test_a_killed_worker_keeps_its_counts_and_loses_its_live_gauges(gunicorn) ->
     proc, port, metrics_port, prom_dir = gunicorn
     for _ in range(20):
         fetch(f"http://127.0.0.1:{port}/")
+    busy_both_workers(port)
     victim = children(proc.pid)[0]
     assert list(prom_dir.glob(f"gauge_livesum_{victim}.db"))
     _, before = fetch(f"http://127.0.0.1:{metrics_port}/metrics")

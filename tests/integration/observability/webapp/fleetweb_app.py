@@ -1,5 +1,7 @@
 """A tiny WSGI app for the web-tier metrics tests, wrapped as services/web should wrap Django's."""
 
+import time
+
 from channels_fleet.web_metrics import instrument_wsgi
 
 
@@ -7,6 +9,8 @@ def raw(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/boom":
         raise RuntimeError("boom")
+    if path == "/slow":
+        time.sleep(0.5)  # two at once keep both sync workers busy: each serves one
     status = "404 Not Found" if path == "/missing" else "200 OK"
     start_response(status, [("Content-Type", "text/plain")])
     return [b"hello\n"]
