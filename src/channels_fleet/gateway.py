@@ -361,7 +361,7 @@ class Gateway:
                 if conn.accepted:
                     return  # a re-homed socket: the client has its accept already
                 conn.accepted = True
-                conn.pinned = message.get("subprotocol") in self.settings.rehome_except_subprotocols
+                conn.pinned = self.settings.keeps_session(message.get("subprotocol"))
                 await edge.accept(conn.send, message)
                 return
             if kind == "websocket.http.response.start" and not conn.accepted:

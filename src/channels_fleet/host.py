@@ -28,6 +28,7 @@ from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
+
 class WConn:
     """One connection owned by this worker."""
 
@@ -262,7 +263,7 @@ class Host:
         kind = message.get("type")
         if kind == "websocket.accept":
             conn.accepted = True
-            conn.pinned = message.get("subprotocol") in self.settings.rehome_except_subprotocols
+            conn.pinned = self.settings.keeps_session(message.get("subprotocol"))
         elif kind == "websocket.close":
             conn.closed = True
             # The app sees its disconnect now rather than after the client's close frame.

@@ -321,10 +321,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the relay's key prefix (CHANNELS_FLEET_KEY_PREFIX, fleet)")
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL)
     args = parser.parse_args(argv)
-    from .settings import KEY_PREFIX_PATTERN
+    from .settings import SettingsError, check_key_prefix
 
-    if not KEY_PREFIX_PATTERN.fullmatch(args.key_prefix):
-        print(f"--key-prefix {args.key_prefix!r}: use 1-64 letters, digits, '-', '_' or '.'")
+    try:
+        check_key_prefix(args.key_prefix)
+    except SettingsError as exc:
+        print(exc)
         return 3
     hosts = [url for url in args.redis_url.split(",") if url]
     if not hosts:

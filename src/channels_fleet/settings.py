@@ -22,6 +22,15 @@ ENV_PREFIX = "CHANNELS_FLEET_"
 KEY_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
+def check_key_prefix(prefix: str) -> None:
+    """Raise SettingsError unless ``prefix`` may start the relay's Redis keys."""
+    if not KEY_PREFIX_PATTERN.fullmatch(prefix):
+        raise SettingsError(
+            f"CHANNELS_FLEET_KEY_PREFIX={prefix!r}: use 1-64 letters, digits, "
+            "'-', '_' or '.' (no braces: they would change the keys' cluster slots)"
+        )
+
+
 class SettingsError(ValueError):
     """A CHANNELS_FLEET_* setting is missing or has a bad value."""
 
@@ -95,11 +104,7 @@ class _Common:
             if not url.startswith(("redis://", "rediss://")):
                 raise SettingsError(f"CHANNELS_FLEET_REDIS_URL: {url!r} is not a redis:// URL")
         self._positive("drain_timeout", "heartbeat_interval", "relay_capacity", "chunk_size")
-        if not KEY_PREFIX_PATTERN.fullmatch(self.key_prefix):
-            raise SettingsError(
-                f"CHANNELS_FLEET_KEY_PREFIX={self.key_prefix!r}: use 1-64 letters, digits, "
-                "'-', '_' or '.' (no braces: they would change the keys' cluster slots)"
-            )
+        check_key_prefix(self.key_prefix)
         if not 0 <= self.metrics_port < 65536:
             raise SettingsError("CHANNELS_FLEET_METRICS_PORT must be 0..65535")
         if self.heartbeat_ttl < 2 * self.heartbeat_interval:
@@ -107,6 +112,10 @@ class _Common:
                 "CHANNELS_FLEET_HEARTBEAT_TTL must be at least twice "
                 "CHANNELS_FLEET_HEARTBEAT_INTERVAL"
             )
+
+    def keeps_session(self, subprotocol: str | None) -> bool:
+        """A socket on this subprotocol keeps its session in the app: closed, never re-homed."""
+        return subprotocol in self.rehome_except_subprotocols
 
     def _positive(self, *names: str) -> None:
         for name in names:
