@@ -748,3 +748,25 @@ def test_notes_name_the_rendered_redis_and_migrate_objects():
     assert "statefulset/fleet-channels-fleet-redis " in notes
     assert "job/fleet-channels-fleet-migrate-1" in notes
     assert "exec fleet-channels-fleet-redis-0 -c valkey" in notes
+
+
+def test_kind_e2e_values_render_and_match_the_kind_port_mappings():
+    """tests/e2e/kind/values.yaml is what make e2e-kind installs (and the podman backend
+    renders): only images, NodePorts, replicas, a short drain; its NodePorts are the ones
+    kind-config.yaml maps to the host."""
+    kind = SOURCE_CHART.parent.parent / "tests" / "e2e" / "kind"
+    values = yaml.safe_load((kind / "values.yaml").read_text())
+    assert set(values) == {"interfaceImage", "projectImage", "interface", "worker", "web",
+                           "config"}, "nothing that hides a broken default"
+    docs = render(kind / "values.yaml")
+    node_ports = {s["metadata"]["name"]: s["spec"]["ports"][0]["nodePort"]
+                  for s in find(docs, "Service") if s["spec"].get("type") == "NodePort"}
+    config = yaml.safe_load((kind / "kind-config.yaml").read_text())
+    mapped = {m["containerPort"] for m in config["nodes"][0]["extraPortMappings"]}
+    assert node_ports == {"fleet-channels-fleet-interface": 30080,
+                          "fleet-channels-fleet-web": 30081}
+    assert set(node_ports.values()) <= mapped
+    images = {c["image"] for d in find(docs, "Deployment")
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {"localhost/channels-fleet-interface:latest",
+                      "localhost/channels-fleet-chat:latest"}

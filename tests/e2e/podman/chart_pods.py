@@ -200,6 +200,10 @@ class PodRunner:
             d["metadata"]["labels"]["app.kubernetes.io/component"]: d
             for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")
         }
+        for d in docs:  # a bare Pod (`helm test`'s) as a one-pod workload
+            if d["kind"] == "Pod":
+                self.workloads[d["metadata"]["labels"]["app.kubernetes.io/component"]] = {
+                    **d, "spec": {"template": {"spec": d["spec"]}}}
         self.pods: list[Pod] = []
         self.stopped: list[Pod] = []
         self.claims: dict[str, Path] = {}  # pod name/volume -> host directory
@@ -341,7 +345,8 @@ class PodRunner:
         return pod
 
     def run_job(self, component: str = "migrate", timeout: float = 600) -> str:
-        """Run a Job's pod to completion; its logs (raises on a non-zero exit)."""
+        """Run a Job's (or a bare Pod's) pod to completion; its logs (raises on a non-zero
+        exit)."""
         pod = self.start(component)
         done = podman("wait", pod.container_name, check=False, timeout=timeout)
         logs = pod.logs()
@@ -359,6 +364,11 @@ class PodRunner:
                 return pod
             time.sleep(0.5)
         raise AssertionError(f"{pod.name} not ready in {timeout}s:\n{pod.logs()[-3000:]}")
+
+    def publish(self, service: str, component: str) -> None:
+        """A Service's name resolves to the ready pods of its component (all containers that
+        start after this, and those that resolve again)."""
+        self.cluster.publish(service, [p.ip for p in self.alive(component)])
 
     def alive(self, component: str) -> list[Pod]:
         return [p for p in self.pods if p.component == component]
