@@ -1,6 +1,6 @@
 # A local stand-in for docker.io/valkey/valkey, for machines that reach no image registry (this
 # project's CI): Debian's redis-server 7.0 under Valkey's command names, uid 999 like the official
-# image. The chart's Redis Cluster script (charts/channels-fleet/files/redis/node.sh) uses only what
+# image (on a trixie base it is redis-server 8.0). The chart's Redis Cluster script (charts/channels-fleet/files/redis/node.sh) uses only what
 # both accept, so `redis.image.*` pointing here runs the same cluster. Not for production.
 #   scripts/images.sh images  ->  localhost/valkey-standin:latest
 ARG BASE=localhost/channels-fleet-base:bookworm
