@@ -327,7 +327,7 @@ ready() {
       nodes=$(cli 127.0.0.1 CLUSTER NODES)
       nodes_query "$nodes" '$3 ~ /myself/ && slots() > 0 { found = 1 } END { exit !found }' \
         || { echo "master without slots"; exit 1; } ;;
-    slave)
+    slave|replica)
       [ "$(info_field "$repl" master_link_status)" = up ] || { echo "replica link down"; exit 1; } ;;
     *) echo "no role"; exit 1 ;;
   esac
@@ -350,7 +350,9 @@ prestop() {
   cli "$replica" CLUSTER FAILOVER >/dev/null || exit 0
   n=0
   while [ "$n" -lt 40 ]; do
-    [ "$(info_field "$(cli 127.0.0.1 INFO replication)" role)" = slave ] && { log "failover done"; exit 0; }
+    case "$(info_field "$(cli 127.0.0.1 INFO replication)" role)" in
+      slave|replica) log "failover done"; exit 0 ;;
+    esac
     sleep 0.25
     n=$((n + 1))
   done
