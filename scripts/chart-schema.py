@@ -44,8 +44,8 @@ REGISTRY = {"type": "string", "minLength": 1,
             "pattern": r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?$"}
 TAG = {"type": "string", "minLength": 1, "pattern": r"^[\w][\w.-]{0,127}$"}
 QUANTITY = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"}
-ACCESS_MODES = {"type": "array", "minItems": 1, "items": {
-    "type": "string", "enum": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]}}
+ACCESS_MODES = {"type": "array", "minItems": 1, "items": {"type": "string", "enum": [
+    "ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]}}
 COMMAND = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
 STRATEGY = {"type": "object", "properties": {"type": {"enum": ["RollingUpdate", "Recreate"]}}}
 PG_NAME = {"type": "string", "pattern": r"^[a-z_][a-z0-9_]{0,62}$"}

@@ -87,7 +87,8 @@ def test_every_image_names_its_registry_host(values):
 
 
 def test_default_images_are_the_published_and_official_ones(defaults):
-    images = {c["name"]: c["image"] for _, pod in pod_templates(defaults) for c in pod["containers"]}
+    images = {c["name"]: c["image"]
+              for _, pod in pod_templates(defaults) for c in pod["containers"]}
     assert images["interface"] == "ghcr.io/channels-fleet/channels-fleet-interface:0.1.0"
     assert images["worker"] == images["web"] == images["migrate"] == (
         "ghcr.io/channels-fleet/channels-fleet-chat:0.1.0")
@@ -409,7 +410,7 @@ def test_bundled_postgresql(defaults):
 
 
 def test_database_url_reaches_worker_web_and_migrate_from_a_secret(defaults):
-    for name, pod in pod_templates(defaults):
+    for _, pod in pod_templates(defaults):
         for c in containers(pod):
             if c["image"].endswith("channels-fleet-chat:0.1.0"):
                 ref = env_of(c)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
@@ -547,7 +548,8 @@ def test_locked_down_network_policies_for_the_release_and_its_stores():
     clients = redis["spec"]["ingress"][0]["from"]
     assert clients[0] == {"podSelector": {"matchLabels": {
         "app.kubernetes.io/name": "channels-fleet", "app.kubernetes.io/instance": "fleet"}}}
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}} in clients
+    keda = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}
+    assert keda in clients
     pg = one(docs, "NetworkPolicy", "fleet-channels-fleet-postgresql")
     assert pg["spec"]["egress"] == []
     assert pg["spec"]["ingress"][0]["ports"] == [{"port": "postgresql", "protocol": "TCP"}]
@@ -672,7 +674,7 @@ def test_prometheusrule_is_the_rules_file_scoped_to_this_release(everything):
     rendered = [r for g in pr["spec"]["groups"] for r in g["rules"]]
     originals = [r for g in source["groups"] for r in g["rules"]]
     assert len(rendered) == len(originals)
-    for rule, original in zip(rendered, originals):
+    for rule, original in zip(rendered, originals, strict=True):
         assert {k: v for k, v in rule.items() if k != "expr"} == {
             k: v for k, v in original.items() if k != "expr"}
         expr = rule["expr"]

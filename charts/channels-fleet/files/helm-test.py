@@ -118,7 +118,8 @@ def round_trip(args: argparse.Namespace) -> bool:
                 ws.send(0xA, data)
             elif opcode == 0x1 and args.expect in data.decode(errors="replace"):
                 ms = (time.monotonic() - t0) * 1000
-                print(f"ok   websocket {args.websocket}{args.path}: {data.decode()[:120]} ({ms:.0f} ms)")
+                reply = data.decode()[:120]
+                print(f"ok   websocket {args.websocket}{args.path}: {reply} ({ms:.0f} ms)")
                 return True
         print(f"FAIL websocket {args.path}: no reply containing {args.expect!r} in {TIMEOUT:g} s")
         return False

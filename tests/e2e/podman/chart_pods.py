@@ -72,6 +72,19 @@ def http_status(port: int, path: str) -> int | None:
         return None
 
 
+def unusable_reason(images: tuple[str, ...]) -> str | None:
+    """Why the pods cannot run here (podman, runc or an image missing), or None."""
+    if not shutil.which("podman") or not shutil.which("runc"):
+        return "podman/runc not installed (make podman)"
+    try:
+        for image in images:
+            if podman("image", "exists", image, check=False, timeout=60).returncode != 0:
+                return f"image {image} not built (make images)"
+    except subprocess.TimeoutExpired:
+        return "podman does not answer"
+    return None
+
+
 def network_range() -> ipaddress.IPv4Network:
     out = podman("network", "inspect", NETWORK, "--format",
                  "{{range .Subnets}}{{.Subnet}}{{end}}")

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from .. import scenarios
-from .chart_pods import PodRunner, podman
+from .chart_pods import PodRunner, unusable_reason
 
 ROOT = Path(__file__).resolve().parents[3]
 KIND_VALUES = ROOT / "tests" / "e2e" / "kind" / "values.yaml"
@@ -37,18 +35,6 @@ IMAGES = ("localhost/channels-fleet-interface:latest", "localhost/channels-fleet
 RELEASE = "fleet-channels-fleet"
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
-
-
-def unusable_reason() -> str | None:
-    if not shutil.which("podman") or not shutil.which("runc"):
-        return "podman/runc not installed (make podman)"
-    try:
-        for image in IMAGES:
-            if podman("image", "exists", image, check=False, timeout=60).returncode != 0:
-                return f"image {image} not built (make images)"
-    except subprocess.TimeoutExpired:
-        return "podman does not answer"
-    return None
 
 
 class Balancer:
@@ -156,7 +142,7 @@ def _get(url: str) -> str:
 @pytest.fixture(scope="module")
 def backing():
     """The chart's Redis Cluster and PostgreSQL pods, migrated: what every app pod needs."""
-    reason = unusable_reason()
+    reason = unusable_reason(IMAGES)
     if reason:
         pytest.skip(f"chart pods on podman: {reason}")
     from chart.helm import render  # tests/chart/helm.py: helm template of the chart

@@ -18,12 +18,11 @@ Skipped (with the reason) when podman or the stand-in images (make images) are m
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 
 import pytest
 
-from .chart_pods import Pod, PodRunner, podman
+from .chart_pods import Pod, PodRunner, unusable_reason
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
@@ -31,23 +30,9 @@ STANDINS = ("localhost/valkey-standin:latest",)
 SLOTS = 16384
 
 
-def unusable_reason() -> str | None:
-    import shutil
-
-    if not shutil.which("podman") or not shutil.which("runc"):
-        return "podman/runc not installed (make podman)"
-    try:
-        for image in STANDINS:
-            if podman("image", "exists", image, check=False, timeout=60).returncode != 0:
-                return f"image {image} not built (make images)"
-    except subprocess.TimeoutExpired:
-        return "podman does not answer"
-    return None
-
-
 @pytest.fixture(autouse=True)
 def _needs_podman():
-    reason = unusable_reason()
+    reason = unusable_reason(STANDINS)
     if reason:
         pytest.skip(f"Redis Cluster pods on podman: {reason}")
 

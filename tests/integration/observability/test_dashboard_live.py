@@ -2,10 +2,10 @@
 
 The stack: 1 interface and 2 workers (``channels-fleet interface|worker``) on the real Redis
 Cluster, a gunicorn web tier, and the work-queue metrics, each scraped every second by Debian's
-``prometheus`` with the pod/namespace/release labels the chart's ServiceMonitor adds. While WebSocket, HTTP
-and web clients keep it busy, every target of every panel in the dashboard JSON is evaluated
-through ``/api/v1/query`` (Grafana's variables substituted) and must return data. The alert
-rules are loaded too and must all evaluate without error.
+``prometheus`` with the pod/namespace/release labels the chart's ServiceMonitor adds. While
+WebSocket, HTTP and web clients keep it busy, every target of every panel in the dashboard JSON
+is evaluated through ``/api/v1/query`` (Grafana's variables substituted) and must return data.
+The alert rules are loaded too and must all evaluate without error.
 """
 
 from __future__ import annotations
