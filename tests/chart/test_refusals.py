@@ -59,7 +59,11 @@ SCHEMA_REFUSALS = {
 VALIDATE_REFUSALS = {
     "one master with replicas": (
         "redis:\n  cluster:\n    masters: 1\n    replicasPerMaster: 1\n",
-        "with redis.cluster.masters=1 set redis.cluster.replicasPerMaster=0"),
+        "set redis.cluster.masters >= 3, or redis.cluster.replicasPerMaster=0 for a small "
+        "install (got 1 masters)"),
+    "two masters with replicas": (
+        "redis:\n  cluster:\n    masters: 2\n",
+        "which needs 3 masters or more"),
     "HTTPRoute without a Gateway": ("httpRoute:\n  enabled: true\n",
                                     "httpRoute: set httpRoute.parentRefs"),
     "KEDA CA without TLS": (

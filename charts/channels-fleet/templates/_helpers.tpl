@@ -491,8 +491,9 @@ The schema (values.schema.json) already refuses wrong types, negative counts and
 {{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.allowExternal) (not .Values.networkPolicy.ingressFrom) -}}
 {{- $msgs = append $msgs "networkPolicy: set networkPolicy.ingressFrom (who may reach the public port) or networkPolicy.allowExternal=true" -}}
 {{- end -}}
-{{- if and (include "channels-fleet.redis.builtin" .) (gt (int .Values.redis.cluster.replicasPerMaster) 0) (eq (int .Values.redis.cluster.masters) 1) (lt (int .Values.redis.cluster.replicasPerMaster) 2) -}}
-{{- $msgs = append $msgs "redis.cluster: a failover needs a majority of masters to vote; with redis.cluster.masters=1 set redis.cluster.replicasPerMaster=0 (a small install) or masters >= 3" -}}
+{{- $rc := .Values.redis.cluster -}}
+{{- if and (include "channels-fleet.redis.builtin" .) (gt (int $rc.replicasPerMaster) 0) (lt (int $rc.masters) 3) -}}
+{{- $msgs = append $msgs (printf "redis.cluster: replicas take over only when a majority of the masters vote, which needs 3 masters or more; set redis.cluster.masters >= 3, or redis.cluster.replicasPerMaster=0 for a small install (got %v masters)" $rc.masters) -}}
 {{- end -}}
 {{- if $msgs -}}
 {{- fail (printf "\n\nVALUES VALIDATION:\n%s" (join "\n" $msgs)) -}}
