@@ -337,7 +337,7 @@ class PodRunner:
             name = f"fleet-chart-{pod_name}-init-{uuid.uuid4().hex[:6]}"
             opts = self._run_opts(workload, pod_spec, init, pod_name, ip)
             done = podman("run", "--name", name, *opts, init["image"], *self._argv(init),
-                          check=False, timeout=600)
+                          check=False, timeout=300)
             logs = podman("logs", name, check=False)
             podman("rm", "-f", name, check=False)
             assert done.returncode == 0, (

@@ -181,7 +181,7 @@ def test_three_masters_three_replicas_form_heal_and_fail_over():
             time.sleep(0.2)
         failover_s = time.monotonic() - killed_at
         print(f"master {master.name} killed: served again after {failover_s:.1f} s")
-        assert failover_s < 15
+        assert failover_s < 20  # node timeout 5 s + election; more on a loaded machine
         runner.forget_claims(master.name)
         new = runner.start("redis", int(master.name.rsplit("-", 1)[1]))
         pods[pods.index(master)] = new
