@@ -111,7 +111,7 @@ podman: ## install podman, runc and debootstrap (Debian packages) when missing
 base-image: podman ## the Debian bookworm base image (debootstrap, once; minutes)
 	scripts/images.sh base
 
-images: install base-image ## interface, project-base and chat images (incremental)
+images: install base-image ## interface, project-base and chat images, Valkey/PostgreSQL stand-ins (incremental)
 	scripts/images.sh images
 
 e2e-containers: images ## run the images with podman (read-only, non-root) against a Redis Cluster
@@ -136,7 +136,7 @@ chart-schema: install ## regenerate the chart's values.schema.json and README ta
 e2e-kind: install helm ## e2e scenarios on a kind cluster (skipped, exit 0, without docker + kind)
 	@PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" scripts/e2e-kind.sh
 
-e2e-chart: install helm images ## the e2e scenarios on the chart's rendered pods, run with podman (no cluster)
+e2e-chart: install helm images ## the chart's rendered pods with podman: its Redis Cluster, then the e2e scenarios on the default stack
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/pytest -v -s tests/e2e/podman
 
 .PHONY: e2e-local

@@ -214,6 +214,8 @@ class WebSettings:
     port: int = 8000
     web_workers: int = 2
     metrics_port: int = 9100
+    #: Seconds gunicorn's workers may finish their requests after SIGTERM (graceful_timeout).
+    drain_timeout: float = 25.0
     log_level: str = "INFO"
     #: Serve the project's channels_redis / in-memory CHANNEL_LAYERS with our layer (adopt.py).
     adopt_layers: bool = True
@@ -232,3 +234,5 @@ class WebSettings:
             )
         if self.web_workers <= 0:
             raise SettingsError("CHANNELS_FLEET_WEB_WORKERS must be > 0")
+        if self.drain_timeout <= 0:
+            raise SettingsError("CHANNELS_FLEET_DRAIN_TIMEOUT must be > 0")

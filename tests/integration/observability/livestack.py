@@ -99,12 +99,12 @@ class LiveStack:
         return self._start(name, [sys.executable, "-m", "channels_fleet.cli", "worker", APP,
                                   *options])
 
-    def web(self, name: str) -> Service:
+    def web(self, name: str, **env: str) -> Service:
         """``channels-fleet web`` (2 gunicorn workers) serving a tiny WSGI app."""
         (port,) = free_ports(1)
         return self._start(name, [sys.executable, "-m", "channels_fleet.cli", "web",
                                   "fleetweb_app:raw", "--port", str(port), "--workers", "2"],
-                           port=port)
+                           port=port, **env)
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -78,7 +78,8 @@ def test_every_alert_has_a_unit_test_and_a_runbook() -> None:
     operations = (ROOT / "docs" / "operations.md").read_text()
     for alert in alerts:
         assert f"alertname: {alert}" in tests, f"{alert} has no promtool unit test"
-        assert f"runbook_url: docs/operations.md#{alert.lower()}" in rules
+        assert (f"runbook_url: https://github.com/channels-fleet/channels-fleet/blob/main/"
+                f"docs/operations.md#{alert.lower()}") in rules
         assert f"### {alert}" in operations, f"{alert} has no runbook in docs/operations.md"
 
 
