@@ -107,7 +107,7 @@ class Interface:
             logger.critical("interface could not start: %s",
                             startup_failure(exc, self.settings))
             self.exit_code = STARTUP_FAILURE
-            reactor.stop()
+            reactor.stop()  # type: ignore[misc]  # twisted's reactor module is typed oddly
             return
         logger.info("interface listening on %s:%d", self.settings.bind, self.settings.port)
 
@@ -137,4 +137,4 @@ class Interface:
         except Exception as exc:
             logger.error("drain did not finish cleanly: %r", exc)
         finally:
-            reactor.stop()
+            reactor.stop()  # type: ignore[misc]

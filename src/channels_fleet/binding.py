@@ -55,6 +55,9 @@ EVENT_TYPE = "binding.change"
 
 # (groups, layer message) ready to send.
 Event = tuple[list[str], dict[str, Any]]
+# Named here: inside Binding, ``list`` is the inbound action.
+Events = list[Event]
+Rows = list[dict[str, Any]]
 
 
 def _jsonable(value: Any) -> Any:
@@ -166,7 +169,7 @@ class Binding:
     server-side rules, for example setting an owner.
     """
 
-    model: ClassVar[type[models.Model] | None] = None
+    model: ClassVar[type[models.Model]]
     stream: ClassVar[str | None] = None
     fields: ClassVar[Iterable[str] | str | None] = None
     exclude: ClassVar[Iterable[str] | None] = None
@@ -188,7 +191,7 @@ class Binding:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._field_map = None
-        if cls.model is None:
+        if getattr(cls, "model", None) is None:
             return  # An abstract intermediate binding.
         if (cls.fields is None) == (cls.exclude is None):
             raise TypeError(f"{cls.__qualname__} must set exactly one of fields or exclude")
@@ -228,7 +231,7 @@ class Binding:
 
     # -- inbound: what the socket may do (run in a thread) ----------------------------------
 
-    def list(self, data: dict) -> list[dict[str, Any]]:
+    def list(self, data: dict) -> Rows:
         """Current rows whose bound fields equal ``data`` (``{"board": 3}``), at most
         ``max_list``: what a client asks for right after subscribing, to start from."""
         fields = self.bound_fields()
@@ -348,7 +351,7 @@ class Binding:
         """
         before = {obj.pk: cls.event(obj, DELETE) for obj in queryset.all().iterator()}
         yield queryset
-        events: list[Event] = []
+        events: Events = []
         now = cls.model._default_manager.using(queryset.db).filter(pk__in=list(before))
         for obj in now.iterator():
             old_groups, gone_msg = before.pop(obj.pk)
@@ -395,13 +398,13 @@ class Binding:
         cls._send_on_commit([cls.event(instance, DELETE)], using)
 
     @classmethod
-    def _send_on_commit(cls, events: list[Event], using: str | None) -> None:
+    def _send_on_commit(cls, events: Events, using: str | None) -> None:
         # Clients must never see a change that is then rolled back.
         if events:
             transaction.on_commit(lambda: cls.send_events(events), using=using)
 
     @classmethod
-    def send_events(cls, events: list[Event]) -> None:
+    def send_events(cls, events: Events) -> None:
         """Send now, from sync code (a view, a signal, a thread of database_sync_to_async)."""
         layer = get_channel_layer(cls.channel_layer_alias)
         if layer is None:

@@ -128,8 +128,9 @@ async def await_many_dispatch(
             source.start(callback)
         while True:
             while not ready:
-                wake[0] = loop.create_future()
-                await wake[0]
+                waiter: asyncio.Future[None] = loop.create_future()
+                wake[0] = waiter
+                await waiter
             index = ready.popleft()
             await dispatch(sources[index].result())
             sources[index].start(callbacks[index])

@@ -4,6 +4,10 @@ Daphne 4.2's ASGI ``send`` ignores the ``headers`` of ``websocket.accept`` and t
 ``websocket.close``, and hides how much is buffered for a slow client. When ``send`` is
 Daphne's (``partial(server.handle_reply, protocol)``) these helpers reach the protocol for
 those three things; with any other server they fall back to plain ASGI.
+
+This is the one module allowed to read other objects' private members: autobahn's
+``_perMessageCompress`` and Twisted's ``_tempDataLen`` have no public equivalent, and each
+read is guarded so that a server without them takes the plain ASGI path.
 """
 
 from __future__ import annotations
@@ -133,7 +137,7 @@ def write_message(send: Any, message: dict[str, Any]) -> bool:
     if (
         getattr(proto, "STATE_OPEN", None) is None  # not autobahn's protocol
         or proto.state != proto.STATE_OPEN
-        or proto._perMessageCompress is not None
+        or proto._perMessageCompress is not None  # noqa: SLF001 (autobahn, see module doc)
         or proto.send_state != proto.SEND_STATE_GROUND
         or proto.send_queue
         or proto.autoFragmentSize
@@ -143,7 +147,7 @@ def write_message(send: Any, message: dict[str, Any]) -> bool:
     if (
         getattr(transport, "TLS", True)
         or transport.dataBuffer
-        or transport._tempDataLen
+        or transport._tempDataLen  # noqa: SLF001 (Twisted's buffer, see module doc)
         or not transport.connected
         or transport.disconnecting
     ):

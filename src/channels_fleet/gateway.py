@@ -447,7 +447,7 @@ class Gateway:
             await self._end(conn, 1012 if conn.rehomed else 1013, tell_owner=False)
 
     def _owners(self) -> set[str]:
-        owners = set()
+        owners: set[str] = set()
         for c in self.conns.values():
             if not c.finished:
                 owners.update(w for w in (c.owner, c.fence) if w)

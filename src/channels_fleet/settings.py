@@ -50,7 +50,35 @@ _PARSERS: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
-class _Common:
+class EnvSettings:
+    """What every service's settings do: read ``CHANNELS_FLEET_<FIELD>``, check values."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Build from ``CHANNELS_FLEET_<FIELD>`` variables; non-None ``overrides`` win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = ENV_PREFIX + f.name.upper()
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            parser = _PARSERS[str(f.type)]
+            try:
+                values[f.name] = parser(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{name}={raw!r} is not a valid {f.type}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")
+
+
+@dataclass(frozen=True)
+class _Common(EnvSettings):
     #: Redis URLs of the relay layer (cluster startup nodes or one Redis).
     redis_url: tuple[str, ...] = ()
     #: Port of /healthz, /readyz and /metrics; 0 turns the probe server off.
@@ -73,24 +101,6 @@ class _Common:
     #: First part of every relay key in Redis: fleets sharing a Redis need one each.
     key_prefix: str = "fleet"
     log_level: str = "INFO"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
-        """Build from ``CHANNELS_FLEET_<FIELD>`` variables; non-None ``overrides`` win."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            name = ENV_PREFIX + f.name.upper()
-            raw = env.get(name)
-            if raw is None or raw == "":
-                continue
-            parser = _PARSERS[str(f.type)]
-            try:
-                values[f.name] = parser(raw)
-            except ValueError as exc:
-                raise SettingsError(f"{name}={raw!r} is not a valid {f.type}") from exc
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
 
     def __post_init__(self) -> None:
         if isinstance(self.redis_url, str):
@@ -117,10 +127,6 @@ class _Common:
         """A socket on this subprotocol keeps its session in the app: closed, never re-homed."""
         return subprotocol in self.rehome_except_subprotocols
 
-    def _positive(self, *names: str) -> None:
-        for name in names:
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")
 
 
 @dataclass(frozen=True)
@@ -206,7 +212,7 @@ class WorkerSettings(_Common):
 
 
 @dataclass(frozen=True)
-class WebSettings:
+class WebSettings(EnvSettings):
     """Settings of ``channels-fleet web`` (gunicorn); needs no Redis."""
 
     wsgi_app: str = ""
@@ -219,8 +225,6 @@ class WebSettings:
     adopt_layers: bool = True
     #: Optional here: the Redis an adopted in-memory layer moves to.
     redis_url: tuple[str, ...] = ()
-
-    from_env = classmethod(_Common.from_env.__func__)  # type: ignore[attr-defined]
 
     def __post_init__(self) -> None:
         if isinstance(self.redis_url, str):

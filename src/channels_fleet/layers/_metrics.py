@@ -10,7 +10,7 @@ logger = logging.getLogger(__name__)
 try:
     from ..metrics import METRICS, layer_reason
 except ImportError:  # the layer also works on its own
-    METRICS = None
+    METRICS = None  # type: ignore[assignment]
 
     def layer_reason(exc: BaseException) -> str:
         return "other"
