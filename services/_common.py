@@ -38,7 +38,7 @@ async def start_probes(
     """Start /healthz, /readyz and /metrics on ``port`` (0: none); returns the server or None."""
     if not port:
         return None
-    from channels_fleet.probes import ProbeServer
+    from channels_fleet.observability.probes import ProbeServer
 
     probes = ProbeServer("0.0.0.0", port, readiness=readiness, component=component)
     await probes.start()
@@ -58,7 +58,7 @@ class Observability:
         if probes is None:
             return self
         self.parts.append(probes)
-        from channels_fleet.queue_metrics import QueueCollector
+        from channels_fleet.observability.queues import QueueCollector
 
         collector = QueueCollector.for_settings(settings)
         await collector.start()

@@ -15,7 +15,8 @@ import signal
 import sys
 from typing import Any
 
-from channels_fleet.settings import InterfaceSettings, SettingsError
+from channels_fleet.interface.settings import InterfaceSettings
+from channels_fleet.settings import SettingsError
 
 from .._common import STARTUP_FAILURE, Observability, setup_logging, startup_failure, tune_gc
 
@@ -53,7 +54,7 @@ class Interface:
         # Importing daphne.server installs Twisted's asyncio reactor: do it here, not at import.
         from daphne.server import Server
 
-        from channels_fleet.gateway import Gateway
+        from channels_fleet.interface.gateway import Gateway
 
         self.settings = settings
         self.gateway = Gateway(settings)

@@ -14,11 +14,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from channels.testing import WebsocketCommunicator  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from channels_fleet.consumer_metrics import (  # noqa: E402
+from channels_fleet.observability.consumers import (  # noqa: E402
     instrument_consumers,
     uninstrument_consumers,
 )
-from channels_fleet.metrics import FleetMetrics, consumer_label  # noqa: E402
+from channels_fleet.observability.metrics import FleetMetrics, consumer_label  # noqa: E402
 
 pytestmark = pytest.mark.timeout(20)
 

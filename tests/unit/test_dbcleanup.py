@@ -14,7 +14,7 @@ setup()
 from asgiref.sync import async_to_sync, sync_to_async  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from channels_fleet import dbcleanup  # noqa: E402
+from channels_fleet.worker import dbcleanup  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 

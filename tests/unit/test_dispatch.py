@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from channels.layers import InMemoryChannelLayer
 
-from channels_fleet import dispatch
 from channels_fleet.devcluster import LocalRedis
 from channels_fleet.layers import RedisClusterChannelLayer
+from channels_fleet.worker import dispatch
 
 pytestmark = pytest.mark.timeout(30)
 

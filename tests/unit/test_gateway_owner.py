@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels_fleet import wire
-from channels_fleet.gateway import Conn, Gateway
-from channels_fleet.settings import InterfaceSettings
+from channels_fleet.interface.gateway import Conn, Gateway
+from channels_fleet.interface.settings import InterfaceSettings
+from channels_fleet.relay import wire
 
 OLD, NEW = "fleet.worker.a!old", "fleet.worker.b!new"
 

@@ -6,8 +6,9 @@ import logging
 
 import pytest
 
-from channels_fleet.limits import ClientLimit, client_key, refuse
-from channels_fleet.settings import InterfaceSettings, SettingsError
+from channels_fleet.interface.limits import ClientLimit, client_key, refuse
+from channels_fleet.interface.settings import InterfaceSettings
+from channels_fleet.settings import SettingsError
 
 SCOPE = {"type": "websocket", "path": "/ws/x/", "client": ["10.0.0.7", 5000]}
 
@@ -16,7 +17,7 @@ def test_limit__counts_per_address_refuses_past_it_with_one_log_line(caplog) -> 
     limit = ClientLimit(2)
     key = client_key(SCOPE)
     assert key == "10.0.0.7"
-    with caplog.at_level(logging.WARNING, logger="channels_fleet.limits"):
+    with caplog.at_level(logging.WARNING, logger="channels_fleet.interface.limits"):
         assert limit.acquire(key, SCOPE) and limit.acquire(key, SCOPE)
         assert not limit.acquire(key, SCOPE)
         assert limit.acquire("10.0.0.8", SCOPE)  # another address has its own count

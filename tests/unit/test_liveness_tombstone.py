@@ -7,7 +7,7 @@ import asyncio
 import redis.asyncio as aioredis
 
 from channels_fleet.devcluster import LocalRedis
-from channels_fleet.liveness import Heartbeat, PeerWatch, heartbeat_key, tombstone_key
+from channels_fleet.relay.liveness import Heartbeat, PeerWatch, heartbeat_key, tombstone_key
 
 
 async def test_expired_without_tombstone__re_registers__with_tombstone__abandons(

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from redis import exceptions as rx
 
-from channels_fleet import metrics as m
+from channels_fleet.observability import metrics as m
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_layer_reason(exc, reason) -> None:
 def test_declarations_work_in_multiprocess_mode(tmp_path) -> None:
     # Two processes write their own files; MultiProcessCollector adds them up.
     code = (
-        "import os; from channels_fleet.metrics import METRICS;"
+        "import os; from channels_fleet.observability.metrics import METRICS;"
         "METRICS.web_requests.labels('GET', '2xx').inc(3);"
         "METRICS.open_connections.labels('websocket').inc(2);"
         "print(os.getpid())"

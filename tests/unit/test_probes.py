@@ -8,8 +8,8 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from channels_fleet.metrics import FleetMetrics
-from channels_fleet.probes import MAX_REQUEST_BYTES, ProbeServer
+from channels_fleet.observability.metrics import FleetMetrics
+from channels_fleet.observability.probes import MAX_REQUEST_BYTES, ProbeServer
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -88,7 +88,7 @@ async def test_readyz__check_raises_gives_503_without_traceback(probe) -> None:
 
 async def test_readyz__slow_check_times_out_as_not_ready(probe, monkeypatch) -> None:
     server, ready, *_ = probe
-    monkeypatch.setattr("channels_fleet.probes.READINESS_TIMEOUT", 0.2)
+    monkeypatch.setattr("channels_fleet.observability.probes.READINESS_TIMEOUT", 0.2)
     ready.delay = 5
     started = time.monotonic()
     status, _, body = await get(server.port, "/readyz")
@@ -194,7 +194,7 @@ async def test_metrics__multiprocess_dir_uses_the_files(tmp_path, monkeypatch) -
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     subprocess.run(
         [sys.executable, "-c",
-         "from channels_fleet.metrics import METRICS;"
+         "from channels_fleet.observability.metrics import METRICS;"
          "METRICS.web_requests.labels('POST', '5xx').inc(7)"],
         check=True, timeout=30,
     )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from channels_fleet.proxy import TrustedProxies
-from channels_fleet.settings import InterfaceSettings, SettingsError
+from channels_fleet.interface.proxy import TrustedProxies
+from channels_fleet.interface.settings import InterfaceSettings
+from channels_fleet.settings import SettingsError
 
 
 def scope(peer: str, *headers: tuple[bytes, bytes], kind: str = "http") -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from channels_fleet import relay, wire
+from channels_fleet.relay import relay, wire
 
 
 async def _ignore(kind: str, item: list) -> None:

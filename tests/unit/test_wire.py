@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgpack
 
-from channels_fleet import wire
+from channels_fleet.relay import wire
 
 SCOPE = {
     "type": "websocket",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from channels_fleet.metrics import ALL_NAMES, FleetMetrics
+from channels_fleet.observability.metrics import ALL_NAMES, FleetMetrics
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "deploy" / "prometheus" / "channels-fleet.rules.yml"

@@ -10,8 +10,13 @@ import redis
 from prometheus_client import CollectorRegistry
 from redis.cluster import RedisCluster
 
-from channels_fleet.metrics import FleetMetrics
-from channels_fleet.queue_metrics import QueueCollector, oldest_age, parse_cluster_nodes, queue_key
+from channels_fleet.observability.metrics import FleetMetrics
+from channels_fleet.observability.queues import (
+    QueueCollector,
+    oldest_age,
+    parse_cluster_nodes,
+    queue_key,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -199,7 +204,7 @@ def test_standalone_exporter_serves_queue_metrics(redis_cluster, cluster_client)
     (port,) = free_ports(1)
     _fill(cluster_client, 9, age=2.0)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "channels_fleet.queue_metrics",
+        [sys.executable, "-m", "channels_fleet.observability.queues",
          "--redis-url", ",".join(redis_cluster.urls[:3]), "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -227,7 +232,7 @@ def test_standalone_exporter_without_redis_url_says_what_to_set() -> None:
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "CHANNELS_FLEET_REDIS_URL"}
-    result = subprocess.run([sys.executable, "-m", "channels_fleet.queue_metrics"],
+    result = subprocess.run([sys.executable, "-m", "channels_fleet.observability.queues"],
                             capture_output=True, text=True, env=env, timeout=30)
     assert result.returncode == 3
     assert "CHANNELS_FLEET_REDIS_URL is not set" in result.stdout

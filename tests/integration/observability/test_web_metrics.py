@@ -144,7 +144,7 @@ def test_a_killed_worker_keeps_its_counts_and_loses_its_live_gauges(gunicorn) ->
 def test_setup_after_prometheus_client_import_is_refused(tmp_path) -> None:
     code = (
         "import prometheus_client\n"
-        "from channels_fleet import web_metrics\n"
+        "from channels_fleet.observability import web as web_metrics\n"
         "try:\n"
         f"    web_metrics.setup_multiprocess({str(tmp_path)!r})\n"
         "except web_metrics.MultiprocessSetupError as exc:\n"

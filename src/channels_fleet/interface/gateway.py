@@ -3,7 +3,7 @@
 For each WebSocket connection or HTTP request the gateway sends a connect envelope to the shared
 work queue ``fleet.connect``; the worker that takes it claims the connection, and from then on
 client events go to that worker's channel and the app's messages come back on this process's
-channel, in order, through :class:`channels_fleet.relay.Relay`.
+channel, in order, through :class:`channels_fleet.relay.relay.Relay`.
 
     gateway = Gateway(InterfaceSettings.from_env())
     await gateway.start()                # before serving (Daphne has no lifespan)
@@ -11,7 +11,7 @@ channel, in order, through :class:`channels_fleet.relay.Relay`.
 
 Edge failures never reach the client as a traceback: no worker in time or a full work queue
 closes a WebSocket with 1013 (HTTP 503), a drain with 1001. When the worker that owns a WebSocket
-drains or dies, the socket is re-homed (:mod:`channels_fleet.rehome`); its ``websocket.accept``
+drains or dies, the socket is re-homed (``interface/rehome.py``); its ``websocket.accept``
 is not sent again (``CHANNELS_FLEET_REHOME=off``: closed with 1012). HTTP requests of a dead
 worker get 503.
 """
@@ -26,12 +26,13 @@ from typing import Any
 
 from channels.exceptions import ChannelFull
 
-from . import edge, wire
+from ..observability.metrics import METRICS, close_code_label
+from ..relay import wire
+from ..relay.relay import Relay, RelayEndpoint, relay_layer
+from . import edge
 from .limits import ClientLimit, client_key, refuse
-from .metrics import METRICS, close_code_label
 from .proxy import TrustedProxies
 from .rehome import REHOME_CLAIM_FACTOR, Rehoming
-from .relay import Relay, RelayEndpoint, relay_layer
 from .settings import InterfaceSettings
 
 logger = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import wire
-from .metrics import METRICS
+from ..observability.metrics import METRICS
+from ..relay import wire
 
 if TYPE_CHECKING:
     from .gateway import Conn, Gateway

@@ -303,14 +303,14 @@ async def _serve(hosts: list[str], port: int, interval: float, prefix: str) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m channels_fleet.queue_metrics``: a standalone queue exporter.
+    """``python -m channels_fleet.observability.queues``: a standalone queue exporter.
 
     For deployments that prefer one small exporter over every process polling Redis.
     """
     import argparse
     import os
 
-    parser = argparse.ArgumentParser(prog="python -m channels_fleet.queue_metrics")
+    parser = argparse.ArgumentParser(prog="python -m channels_fleet.observability.queues")
     parser.add_argument("--redis-url", default=os.environ.get("CHANNELS_FLEET_REDIS_URL", ""),
                         help="comma-separated redis:// URLs (CHANNELS_FLEET_REDIS_URL)")
     parser.add_argument("--port", type=int,
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the relay's key prefix (CHANNELS_FLEET_KEY_PREFIX, fleet)")
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL)
     args = parser.parse_args(argv)
-    from .settings import SettingsError, check_key_prefix
+    from ..settings import SettingsError, check_key_prefix
 
     try:
         check_key_prefix(args.key_prefix)

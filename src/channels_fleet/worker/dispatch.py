@@ -25,8 +25,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..layers import RedisClusterChannelLayer
 from . import patching
-from .layers import RedisClusterChannelLayer
 
 _MODULES = ("channels.consumer", "channels.utils")  # where Channels 4 looks it up
 _LAYER_RECEIVE = RedisClusterChannelLayer.receive

@@ -2,7 +2,7 @@
 
 Worker processes call this once at start:
 
-    from channels_fleet.consumer_metrics import instrument_consumers
+    from channels_fleet.observability.consumers import instrument_consumers
     instrument_consumers()
 
 Every ``dispatch`` (one event: ``websocket.receive``, a group message, ``http.request`` ...)

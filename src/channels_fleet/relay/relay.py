@@ -10,7 +10,7 @@ order per destination is kept and busy connections share round trips.
     relay.post(owner_channel, [wire.EVENT, conn_id, event])
 
 :class:`RelayEndpoint` adds what every process runs beside its relay: its heartbeat and the
-watch on the peers it relays with (:mod:`channels_fleet.liveness`).
+watch on the peers it relays with (:mod:`channels_fleet.relay.liveness`).
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ import logging
 import time
 from typing import Any
 
-from . import wire
+from ..observability.metrics import METRICS
+from ..relay import wire
+from ..relay.relay import Relay, RelayEndpoint, relay_layer
 from .handback import HandBack
-from .metrics import METRICS
-from .relay import Relay, RelayEndpoint, relay_layer
 from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)

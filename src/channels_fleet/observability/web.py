@@ -4,7 +4,7 @@ gunicorn runs several worker processes; each writes its metric values to files u
 ``PROMETHEUS_MULTIPROC_DIR`` and a ``ProbeServer`` adds them up at every scrape
 (``MultiProcessCollector``). Wiring, in the gunicorn master (``services/web``):
 
-    from channels_fleet import web_metrics
+    from channels_fleet.observability import web as web_metrics
     web_metrics.setup_multiprocess()                 # FIRST: before prometheus_client is imported
     cfg.set("child_exit", web_metrics.child_exit)    # a dead worker's live gauges stop counting
     app = web_metrics.instrument_wsgi(django_wsgi_app)   # in load(): requests by method/status

@@ -3,7 +3,7 @@
 Services use the module-level default instance, registered on prometheus-client's default
 registry; tests build their own on a fresh ``CollectorRegistry``:
 
-    from channels_fleet.metrics import METRICS, close_code_label
+    from channels_fleet.observability.metrics import METRICS, close_code_label
     METRICS.closes.labels(close_code_label(1001)).inc()
     with METRICS.handler_latency.labels(consumer_label(consumer)).time():
         ...

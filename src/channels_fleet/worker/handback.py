@@ -15,8 +15,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from . import wire
-from .metrics import METRICS
+from ..observability.metrics import METRICS
+from ..relay import wire
 
 if TYPE_CHECKING:
     from .host import Host, WConn

@@ -18,7 +18,7 @@ used unchanged.
 
 Worker processes call this once at start:
 
-    from channels_fleet.dbcleanup import install
+    from channels_fleet.worker.dbcleanup import install
     install()
 """
 
