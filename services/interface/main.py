@@ -125,7 +125,7 @@ class Interface:
         logger.info("draining (up to %.0fs)", timeout)
         try:
             # 1. Unready, 2. stop accepting, 3. close sockets (1001) and tell the owners.
-            self.gateway.draining = True
+            self.gateway.side.draining = True
             for port in self.ports:
                 port.stopListening()
             closed = await asyncio.wait_for(self.gateway.drain(timeout - 0.5), timeout)

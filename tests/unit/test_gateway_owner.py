@@ -10,22 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels_fleet.interface.gateway import Conn, Gateway
+from channels_fleet.interface.client import OWNED, REHOMING, ClientConn
+from channels_fleet.interface.gateway import Gateway
 from channels_fleet.interface.settings import InterfaceSettings
-from channels_fleet.relay import wire
 
 OLD, NEW = "fleet.worker.a!old", "fleet.worker.b!new"
 
 
-def gateway_with(conn_owner: str) -> tuple[Gateway, Conn, list[dict[str, Any]]]:
+def gateway_with(conn_owner: str) -> tuple[Gateway, ClientConn, list[dict[str, Any]]]:
     written: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
         written.append(message)
 
     gateway = Gateway(InterfaceSettings.from_env({"CHANNELS_FLEET_REDIS_URL": "redis://x:1"}))
-    conn = Conn("i.1", True, send, {"type": "websocket", "path": "/ws/"})
-    conn.owner, conn.held, conn.accepted = conn_owner, None, True
+    conn = ClientConn("i.1", True, send, {"type": "websocket", "path": "/ws/"})
+    conn.owner, conn.state, conn.accepted = conn_owner, OWNED, True
     gateway.conns[conn.id] = conn
     return gateway, conn, written
 
@@ -33,25 +33,25 @@ def gateway_with(conn_owner: str) -> tuple[Gateway, Conn, list[dict[str, Any]]]:
 async def test_items_from_a_former_owner_are_ignored() -> None:
     gateway, conn, written = gateway_with(NEW)
     text = {"type": "websocket.send", "text": "late, from the old worker"}
-    await gateway._on_item(wire.SEND, [wire.SEND, conn.id, text], OLD)
-    await gateway._on_item(wire.END, [wire.END, conn.id, None], OLD)
-    await gateway._on_item(wire.RELEASE, [wire.RELEASE, conn.id, 1012], OLD)
+    await gateway._on_send(conn.id, text, OLD)
+    await gateway._on_end(conn.id, None, OLD)
+    await gateway._on_release(conn.id, 1012, OLD)
     assert written == [] and not conn.finished
 
 
 async def test_items_from_the_owner_are_written() -> None:
     gateway, conn, written = gateway_with(NEW)
     text = {"type": "websocket.send", "text": "hi"}
-    await gateway._on_item(wire.SEND, [wire.SEND, conn.id, text], NEW)
+    await gateway._on_send(conn.id, text, NEW)
     assert written == [text]
 
 
 async def test_a_rehomed_sockets_second_accept_is_not_sent_and_a_refusal_closes_1008() -> None:
     gateway, conn, written = gateway_with(NEW)
-    conn.rehoming = True  # handed over; the new owner's app is connecting
-    await gateway._on_item(wire.SEND, [wire.SEND, conn.id, {"type": "websocket.accept"}], NEW)
-    assert written == [] and not conn.rehoming
+    conn.rehomed, conn.state = 1, REHOMING  # handed over; the new owner's app is connecting
+    await gateway._on_send(conn.id, {"type": "websocket.accept"}, NEW)
+    assert written == [] and conn.state is OWNED  # re-homing over
     gateway, conn, written = gateway_with(NEW)
-    conn.rehoming = True
-    await gateway._on_item(wire.SEND, [wire.SEND, conn.id, {"type": "websocket.close"}], NEW)
+    conn.rehomed, conn.state = 1, REHOMING
+    await gateway._on_send(conn.id, {"type": "websocket.close"}, NEW)
     assert written == [{"type": "websocket.close", "code": 1008}] and conn.finished

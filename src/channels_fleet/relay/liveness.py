@@ -19,12 +19,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
+
+from .wire import heartbeat_key, tombstone_key
 
 logger = logging.getLogger(__name__)
 
@@ -58,14 +60,6 @@ _trouble = {"at": 0.0, "grace": 0.0}
 
 def _redis_trouble() -> None:
     _trouble["at"] = time.monotonic()
-
-
-def heartbeat_key(channel: str, prefix: str) -> str:
-    return f"{prefix}:hb:{{hb}}:{channel}"
-
-
-def tombstone_key(channel: str, prefix: str) -> str:
-    return f"{prefix}:dead:{{hb}}:{channel}"
 
 
 async def _is_cluster(url: str) -> bool:
@@ -251,3 +245,68 @@ class PeerWatch:
             if dead:
                 logger.warning("peers without heartbeat: %s", ", ".join(sorted(dead)))
                 self.on_dead(dead)
+
+
+Peers = Callable[[], Iterable[str]]
+OnDead = Callable[[set[str]], None]
+
+
+class Liveness(Protocol):
+    """How a process proves it is alive and learns which of its peers died."""
+
+    @property
+    def age(self) -> float:
+        """Seconds since this process last proved it is alive."""
+
+    @property
+    def fresh(self) -> bool:
+        """Whether its peers still count it alive."""
+
+    async def start(self, channel: str, peers: Peers, on_dead: OnDead,
+                    on_lost: Callable[[], None]) -> None:
+        """Start beating as ``channel``; call ``on_dead`` with those of ``peers()`` that died
+        and ``on_lost`` (on the loop) when this process was declared dead itself."""
+
+    async def stop(self) -> None:
+        """Stop beating (the heartbeat key goes) and watching."""
+
+
+class RedisLiveness:
+    """:class:`Liveness` on the relay's Redis: a :class:`Heartbeat` and a :class:`PeerWatch`.
+
+    Peers are checked twice per beat (one MGET), so a dead peer is noticed at most TTL + half
+    an interval after its last beat.
+    """
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.heartbeat: Heartbeat | None = None
+        self.watch: PeerWatch | None = None
+        self._redis: Any = None
+
+    @property
+    def age(self) -> float:
+        return self.heartbeat.age if self.heartbeat is not None else float("inf")
+
+    @property
+    def fresh(self) -> bool:
+        return self.heartbeat is not None and self.heartbeat.fresh
+
+    async def start(self, channel: str, peers: Peers, on_dead: OnDead,
+                    on_lost: Callable[[], None]) -> None:
+        s = self.settings
+        self._redis = await redis_client(s.redis_url)
+        self.heartbeat = Heartbeat(s.redis_url, channel, interval=s.heartbeat_interval,
+                                   ttl=s.heartbeat_ttl, on_lost=on_lost, prefix=s.key_prefix)
+        await self.heartbeat.start()
+        self.watch = PeerWatch(self._redis, peers, on_dead, interval=s.heartbeat_interval / 2,
+                               prefix=s.key_prefix)
+        self.watch.start()
+
+    async def stop(self) -> None:
+        if self.watch is not None:
+            await self.watch.stop()
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
+        if self._redis is not None:
+            await self._redis.aclose()

@@ -1,36 +1,37 @@
 """The relay between interfaces and workers: one layer, channel and receive loop per process.
 
 Every process owns one process-local channel (``layer.new_channel``); all relay traffic to the
-process arrives there, and one task reads it. Outgoing items are queued per destination and a
-single flusher task sends whatever is ready as one batch per destination per round trip, so
-order per destination is kept and busy connections share round trips.
+process arrives there, and one task reads it and hands each item to the handler of its kind.
+Outgoing items are queued per destination and a single flusher task sends whatever is ready as
+one batch per destination per round trip, so order per destination is kept and busy
+connections share round trips.
 
-    relay = Relay(relay_layer(settings), "fleet.iface", handle_batch)
+    relay = Relay(relay_layer(settings), wire.INTERFACE_CHANNELS)
+    relay.handle({wire.CLAIM: on_claim, wire.SEND: on_send, ...})
     await relay.start()
     relay.post(owner_channel, [wire.EVENT, conn_id, event])
 
-:class:`RelayEndpoint` adds what every process runs beside its relay: its heartbeat and the
-watch on the peers it relays with (:mod:`channels_fleet.relay.liveness`).
+:class:`~channels_fleet.relay.side.RelaySide` adds what every process runs beside its relay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from channels.exceptions import ChannelFull
 
 from . import wire
-from .liveness import Heartbeat, PeerWatch, redis_client
 
 logger = logging.getLogger(__name__)
 
-#: ``on_item(kind, item, sender)``: sender is the channel of the process that sent the batch.
-Handler = Callable[[str, list[Any], str], Awaitable[None]]
+#: ``handler(conn_id, payload, sender)``: sender is the channel of the process that sent the
+#: batch ("" if it did not say).
+Handler = Callable[[str, Any, str], Awaitable[None]]
+#: ``on_undeliverable(dest, items)``: items given up after ``FULL_RETRY_SECONDS`` or an error.
 FailHandler = Callable[[str, list[list[Any]]], None]
-DeadHandler = Callable[[set[str]], None]
 
 #: Largest batch payload estimate; bigger batches are split across messages.
 MAX_BATCH_BYTES = 512 * 1024
@@ -54,7 +55,7 @@ def relay_layer(settings: Any, *, connect_capacity: int | None = None) -> Any:
         hosts=list(settings.redis_url),
         prefix=settings.key_prefix,
         capacity=capacity,
-        channel_capacity={wire.CONNECT_CHANNEL: connect_capacity or capacity},
+        channel_capacity={wire.CONNECT_QUEUE: connect_capacity or capacity},
         # A worker takes exactly the envelopes it serves: prefetched ones would die with it
         # (their clients refused at the claim deadline) and skew the spread across workers.
         receive_prefetch=0,
@@ -65,16 +66,12 @@ class Relay:
     """This process's end of the relay: batching sender plus the one receive loop."""
 
     def __init__(
-        self,
-        layer: Any,
-        prefix: str,
-        on_item: Handler,
-        on_undeliverable: FailHandler | None = None,
+        self, layer: Any, prefix: str, on_undeliverable: FailHandler | None = None
     ) -> None:
         self.layer = layer
         self.prefix = prefix
-        self.channel = ""
-        self._on_item = on_item
+        self.channel = ""  # known once started
+        self._handlers: dict[str, Handler] = {}
         self._on_undeliverable = on_undeliverable
         self._outbox: dict[str, list[list[Any]]] = {}
         self._ready = asyncio.Event()
@@ -82,6 +79,11 @@ class Relay:
         self._idle = asyncio.Event()
         self._idle.set()
         self._pending = 0
+
+    def handle(self, handlers: Mapping[str, Handler]) -> None:
+        """Take items of these kinds with these handlers (the dispatch table); others are
+        logged and dropped."""
+        self._handlers.update(handlers)
 
     async def start(self) -> str:
         self.channel = await self.layer.new_channel(self.prefix)
@@ -142,14 +144,19 @@ class Relay:
             sender = message.get("from", "")
             for item in items:
                 try:
-                    wire.parse_item(item)
+                    kind, conn_id, payload = wire.parse_item(item)
                 except wire.WireError as exc:
                     logger.warning("relay %s ignored an item: %s", self.channel, exc)
                     continue
+                handler = self._handlers.get(kind)
+                if handler is None:
+                    logger.warning("relay %s ignored a %s item: not one this side takes",
+                                   self.channel, kind)
+                    continue
                 try:
-                    await self._on_item(item[0], item, sender)
+                    await handler(conn_id, payload, sender)
                 except Exception:
-                    logger.exception("relay %s failed to handle a %s item", self.channel, item[0])
+                    logger.exception("relay %s failed to handle a %s item", self.channel, kind)
 
     async def _flush_loop(self) -> None:
         while True:
@@ -197,74 +204,3 @@ class Relay:
         logger.warning("relay dropped %d items for %s: %s", len(items), dest, reason)
         if self._on_undeliverable is not None:
             self._on_undeliverable(dest, items)
-
-
-class RelayEndpoint:
-    """A process's relay plus its liveness: the Relay, its heartbeat and a watch on its peers.
-
-    The interface and the worker differ only in the arguments: channel prefix, item handlers,
-    which peers they depend on, what to do when some die or when this process was declared
-    dead (``on_lost``). Peers are checked twice per beat (one MGET), so a dead peer is noticed
-    at most TTL + half an interval after its last beat (a worker's sockets re-homed, an
-    interface's disconnect handlers run).
-
-        endpoint = RelayEndpoint(layer, "fleet.worker", on_item, on_undeliverable,
-                                 settings=settings, peers=ifaces, on_dead=ifaces_dead,
-                                 on_lost=abandon_all)
-        channel = await endpoint.start()
-    """
-
-    def __init__(
-        self,
-        layer: Any,
-        prefix: str,
-        on_item: Handler,
-        on_undeliverable: FailHandler,
-        *,
-        settings: Any,
-        peers: Callable[[], Iterable[str]],
-        on_dead: DeadHandler,
-        on_lost: Callable[[], None],
-    ) -> None:
-        self.relay = Relay(layer, prefix, on_item, on_undeliverable)
-        self.settings = settings
-        self.heartbeat: Heartbeat | None = None
-        self.watch: PeerWatch | None = None
-        self._peers = peers
-        self._on_dead = on_dead
-        self._on_lost = on_lost
-        self._redis: Any = None
-
-    async def start(self) -> str:
-        """Start relaying, beating and watching; returns this process's channel."""
-        s = self.settings
-        channel = await self.relay.start()
-        self._redis = await redis_client(s.redis_url)
-        self.heartbeat = Heartbeat(
-            s.redis_url, channel, interval=s.heartbeat_interval, ttl=s.heartbeat_ttl,
-            on_lost=self._on_lost, prefix=s.key_prefix,
-        )
-        await self.heartbeat.start()
-        self.watch = PeerWatch(self._redis, self._peers, self._on_dead,
-                               interval=s.heartbeat_interval / 2, prefix=s.key_prefix)
-        self.watch.start()
-        return channel
-
-    async def stop(self) -> None:
-        if self.watch is not None:
-            await self.watch.stop()
-        if self.heartbeat is not None:
-            await self.heartbeat.stop()
-        await self.relay.stop()
-        if self._redis is not None:
-            await self._redis.aclose()
-
-
-async def run_later(coro: Awaitable[Any]) -> None:
-    """Await ``coro`` and log (never raise) its failure; for fire-and-forget tasks."""
-    try:
-        await coro
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        logger.exception("background task failed")

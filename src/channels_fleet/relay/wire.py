@@ -1,9 +1,13 @@
-"""The relay's message formats: connect envelopes, relay items and batches.
+"""The relay's names and message formats: the work queue, key names, envelopes, items, batches.
+
+Every name both sides (and the metrics) use is defined here once: the work queue
+``fleet.connect``, the prefixes of the process channels, the Redis key names built from
+``CHANNELS_FLEET_KEY_PREFIX``.
 
 Everything here is plain data that msgpack carries (bytes, str, int, float, list, dict), so
 any channel layer serialiser works. Two kinds of relay message exist:
 
-- the **connect envelope**, sent by an interface to the shared work queue ``fleet.connect``::
+- the **connect envelope**, sent by an interface to the shared work queue ``CONNECT_QUEUE``::
 
       {"type": "fleet.connect", "iface": "<interface channel>", "conn": "<id>",
        "scope": {...serialisable scope...}, "sent_at": 1700000000.0, "deadline": 1700000005.0}
@@ -25,9 +29,32 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-CONNECT_CHANNEL = "fleet.connect"
-CONNECT = "fleet.connect"
+from ..layers.keys import channel_key
+
+#: The shared work queue: interfaces send connect envelopes there, workers take them. It is
+#: also the envelopes' ``type``.
+CONNECT_QUEUE = "fleet.connect"
 BATCH = "fleet.batch"
+#: Name prefixes of the process-local relay channels (``layer.new_channel(prefix)``).
+INTERFACE_CHANNELS = "fleet.iface"
+WORKER_CHANNELS = "fleet.worker"
+#: First part of every relay key in Redis unless CHANNELS_FLEET_KEY_PREFIX says otherwise.
+DEFAULT_KEY_PREFIX = "fleet"
+
+
+def queue_key(prefix: str, queue: str = CONNECT_QUEUE) -> str:
+    """The Redis LIST of a work queue, as the layer names it: ``fleet:q:{fleet.connect}``."""
+    return channel_key(prefix, queue)
+
+
+def heartbeat_key(channel: str, prefix: str) -> str:
+    """A process's heartbeat; every one shares the hash tag ``{hb}`` (one MGET checks all)."""
+    return f"{prefix}:hb:{{hb}}:{channel}"
+
+
+def tombstone_key(channel: str, prefix: str) -> str:
+    """Left by the peer that declared ``channel``'s process dead (liveness.py)."""
+    return f"{prefix}:dead:{{hb}}:{channel}"
 
 # Item kinds. interface -> worker:
 EVENT = "ev"  # payload: an ASGI event for the app (websocket.receive, http.request, ...)
@@ -98,7 +125,7 @@ def connect_envelope(
     """The message an interface sends to the work queue for one new (or re-homed) connection."""
     now = time.time()
     envelope = {
-        "type": CONNECT,
+        "type": CONNECT_QUEUE,
         "iface": iface,
         "conn": conn,
         "scope": scope_to_wire(scope),
@@ -174,7 +201,8 @@ def _is_number(value: Any) -> bool:
 def parse_envelope(message: Any) -> dict[str, Any]:
     """Check a connect envelope (as the layer decoded it); return it or raise WireError."""
     _need(isinstance(message, dict), f"connect envelope is a {type(message).__name__}, not a dict")
-    _need(message.get("type") == CONNECT, f"not a {CONNECT} message: {message.get('type')!r:.40}")
+    _need(message.get("type") == CONNECT_QUEUE,
+          f"not a {CONNECT_QUEUE} message: {message.get('type')!r:.40}")
     for key in ("iface", "conn"):
         _need(isinstance(message.get(key), str) and bool(message[key]), f"bad {key!r}")
     for key in ("sent_at", "deadline"):

@@ -1,11 +1,12 @@
 """Re-homing on the worker side: a draining worker gives its WebSockets back, losing no event.
 
-The twin of ``rehome.py``. Events that arrive once a hand-back has begun are stashed rather than
-given to the app; once the app has handled what it already took, the worker sends REHOME and the
-app gets its disconnect (1012). The interface answers with a FENCE (nothing more will come),
-and the stash goes back with RETURN, in order, to be replayed to the socket's new owner.
+The twin of ``interface/rehome.py``. Events that arrive once a hand-back has begun are stashed
+rather than given to the app; once the app has handled what it already took, the worker sends
+REHOME and the app gets its disconnect (1012). The interface answers with a FENCE (nothing more
+will come), and the stash goes back with RETURN, in order, to be replayed to the socket's new
+owner.
 
-    handback = HandBack(host)
+    handback = HandBack(side, settings)
     await handback.give(conn)
 """
 
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..observability.metrics import METRICS
 from ..relay import wire
-
-if TYPE_CHECKING:
-    from .host import Host, WConn
+from ..relay.side import RelaySide
+from .owned import HANDED, HANDING_BACK, RUNNING, OwnedConn
+from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -29,19 +30,20 @@ HAND_BACK_WAIT = 3.0
 
 
 class HandBack:
-    """Gives the host's WebSockets back to their interfaces; one per host."""
+    """Gives a host's WebSockets back to their interfaces; one per host."""
 
-    def __init__(self, host: Host) -> None:
-        self.host = host
+    def __init__(self, side: RelaySide, settings: WorkerSettings) -> None:
+        self.side = side
+        self.settings = settings
         # Connections given back, until the interface's FENCE: events that still arrive for
         # them are returned, not lost.
-        self.handed: dict[str, WConn] = {}
+        self.handed: dict[str, OwnedConn] = {}
 
-    async def give(self, conn: WConn) -> None:
+    async def give(self, conn: OwnedConn) -> None:
         """Give one WebSocket back once its app is idle (at most HAND_BACK_WAIT)."""
-        relay = self.host.relay
-        assert relay is not None
-        conn.handing = True
+        if conn.state is not RUNNING:
+            return  # ended (or abandoned) while earlier batches were handed back
+        conn.move(HANDING_BACK)
         if not (conn.waiting and conn.queue.empty()):
             conn.idle = asyncio.Event()
             try:
@@ -49,35 +51,29 @@ class HandBack:
             except TimeoutError:
                 logger.warning("%s: app still busy after %.0f s; handing it back anyway",
                                conn.id, HAND_BACK_WAIT)
-        if conn.gone or conn.closed or conn.abandoned:
-            return  # the client or the app ended it meanwhile
-        leftover = []  # relayed before the hand-back began, never seen by the app
-        while not conn.queue.empty():
-            leftover.append(conn.queue.get_nowait())
-        conn.stash[:0] = leftover
-        conn.abandoned = True
+        if conn.gone or conn.state is not HANDING_BACK:
+            return  # the client, the app or the interface's death ended it meanwhile
+        # Relayed before the hand-back began, never seen by the app: first in the stash.
+        conn.stash[:0] = conn.take_queued()
+        conn.move(HANDED)
         self.handed[conn.id] = conn
-        relay.post(conn.iface, [wire.REHOME, conn.id, "drain"], control=True)
-        self.host._deliver_gone(conn, self.host._disconnect(conn, 1012))
+        self.side.relay.post(conn.iface, [wire.REHOME, conn.id, "drain"], control=True)
+        conn.hand_disconnect(conn.disconnect_event(1012), self.settings.app_close_timeout)
 
-    def stash(self, conn: WConn, event: dict[str, Any]) -> None:
+    def stash(self, conn: OwnedConn, event: dict[str, Any]) -> None:
         """Keep an event for the new owner (bounded like the app's inbound queue)."""
-        if len(conn.stash) >= self.host.settings.inbound_limit:
+        if len(conn.stash) >= self.settings.inbound_limit:
             METRICS.messages_dropped.labels("buffer_full").inc()
             return
         conn.stash.append(event)
 
-    def on_item(self, conn: WConn, kind: str, item: list[Any]) -> None:
-        """A relay item for a connection given back: stash it, or RETURN the stash on FENCE."""
-        relay = self.host.relay
-        assert relay is not None
-        if kind == wire.EVENT:
-            if item[2]["type"] != "websocket.disconnect":
-                self.stash(conn, item[2])
-        elif kind == wire.FENCE:
-            del self.handed[conn.id]
-            relay.post(conn.iface, [wire.RETURN, conn.id, conn.stash], control=True)
-            conn.stash = []
+    async def on_fence(self, conn_id: str, _: None, sender: str) -> None:
+        """The interface's FENCE: nothing more comes for the connection; RETURN the stash."""
+        conn = self.handed.pop(conn_id, None)
+        if conn is None:
+            return
+        self.side.relay.post(conn.iface, [wire.RETURN, conn.id, conn.stash], control=True)
+        conn.stash = []
 
     def forget(self, dead: set[str]) -> None:
         """The interfaces in ``dead`` will send no FENCE: stop waiting for them."""
