@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 ENV_PREFIX = "CHANNELS_FLEET_"
+#: First part of every relay key in Redis unless CHANNELS_FLEET_KEY_PREFIX says otherwise
+#: (the key names themselves: relay/wire.py). Light on purpose: the web tier imports this
+#: module before prometheus_client may be imported.
+DEFAULT_KEY_PREFIX = "fleet"
 #: What CHANNELS_FLEET_KEY_PREFIX may be: no braces, which would move keys' cluster slots.
 KEY_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -101,7 +105,7 @@ class ServiceSettings(EnvSettings):
     #: the app instance and cannot move, so they close with 1012 and the client reconnects.
     rehome_except_subprotocols: tuple[str, ...] = ("graphql-transport-ws", "graphql-ws")
     #: First part of every relay key in Redis: fleets sharing a Redis need one each.
-    key_prefix: str = "fleet"
+    key_prefix: str = DEFAULT_KEY_PREFIX
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

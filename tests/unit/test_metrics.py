@@ -11,12 +11,22 @@ from prometheus_client import CollectorRegistry, generate_latest
 from redis import exceptions as rx
 
 from channels_fleet.observability import metrics as m
+from channels_fleet.observability.queues import QueueReading, queue_families
+
+
+class QueueFamilies:
+    """The work-queue families as a QueueCollector exports them, without Redis."""
+
+    def collect(self):
+        return queue_families([QueueReading("fleet.connect", 3, 0.4)])
 
 
 @pytest.fixture
 def fresh() -> tuple[CollectorRegistry, m.FleetMetrics]:
     registry = CollectorRegistry()
-    return registry, m.FleetMetrics(registry)
+    metrics = m.FleetMetrics(registry)
+    registry.register(QueueFamilies())
+    return registry, metrics
 
 
 def _families(registry: CollectorRegistry) -> set[str]:

@@ -41,7 +41,6 @@ REHOME_CAUSES = ("drain", "dead")
 COMPONENTS = ("interface", "worker", "web")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other")
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
-WORK_QUEUE = "fleet.connect"
 
 # Sub-millisecond (a local Redis round trip) to seconds (a stalled worker, a slow view).
 LATENCY_BUCKETS = (
@@ -58,6 +57,7 @@ class FleetMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
+        self.registry = registry
         ns: dict[str, Any] = {"namespace": NAMESPACE, "registry": registry}
 
         # Channel layer.
@@ -76,6 +76,8 @@ class FleetMetrics:
         self.messages_dropped = Counter(
             "messages_dropped", "Messages or connections dropped by the relay, by reason.",
             ["reason"], **ns)
+        # Set by the layer (a connect or command failing, a connection opening) and by the
+        # queue collector's PINGs at each scrape (observability/queues.py).
         self.redis_node_up = Gauge(
             "redis_node_up", "1 when the Redis node answered PING at the last check, else 0.",
             ["node"], multiprocess_mode="livemin", **ns)
@@ -118,13 +120,9 @@ class FleetMetrics:
             "worker_heartbeat_age", "Seconds since this worker last refreshed its heartbeat.",
             unit="seconds", multiprocess_mode="livemax", **ns)
 
-        # Shared work queues (read from Redis by queue_metrics.QueueCollector).
-        self.work_queue_depth = Gauge(
-            "work_queue_depth", "Messages waiting in a shared work queue (LLEN).",
-            ["queue"], multiprocess_mode="livemostrecent", **ns)
-        self.work_queue_oldest_age = Gauge(
-            "work_queue_oldest_age", "Age of the oldest message waiting in a shared work "
-            "queue.", ["queue"], unit="seconds", multiprocess_mode="livemostrecent", **ns)
+        # Shared work queues: read from Redis at each scrape by QueueCollector
+        # (observability/queues.py), which declares channels_fleet_work_queue_depth and
+        # channels_fleet_work_queue_oldest_age_seconds itself.
 
         # Every process: readiness as last evaluated (by /readyz or a scrape).
         self.ready = Gauge(
@@ -166,7 +164,8 @@ ALL_NAMES = frozenset({
         "ready", "web_requests_total", "web_request_duration_seconds",
     )
 })
-"""Full exposition names of every metric family declared above."""
+"""Full exposition names of every metric family channels-fleet exports (the two work_queue
+families come from ``QueueCollector``)."""
 
 
 def _touch(metric: Counter | Gauge, values: Iterable[str]) -> None:

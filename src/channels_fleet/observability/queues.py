@@ -1,51 +1,56 @@
-"""Read the shared work queues' depth and oldest age, and every Redis node's reachability.
+"""Work queues' depth and oldest age, and every Redis node's reachability, read at scrape time.
 
-Worker and interface processes run one ``QueueCollector`` next to their ``ProbeServer``:
+Interface and worker processes register one ``QueueCollector`` (a prometheus_client custom
+collector) next to their ``ProbeServer``; each scrape of ``/metrics`` reads Redis then:
 
-    collector = QueueCollector(settings.redis_url, queues=["fleet.connect"], expiry=60)
-    await collector.start()       # refreshes every 5 s until stop()
+    collector = QueueCollector.for_settings(settings).register()
     ...
-    await collector.stop()
+    collector.close()
 
-Each round it finds the topology (``INFO cluster``, then ``CLUSTER NODES`` on a cluster), PINGs
-every node (``channels_fleet_redis_node_up{node}``), and for each work queue reads ``LLEN`` and
-the head element of its LIST ``<prefix>:q:{<queue>}`` on the primary that serves its slot
-(``channels_fleet_work_queue_depth{queue}``, ``..._oldest_age_seconds{queue}``). The head is
-the oldest message (the layer RPUSHes and pops LEFT); its element starts with
-``<expires_at_ms>|``, so its age is ``now - (expires_at - expiry)``.
+A read finds the topology (``INFO cluster``, then ``CLUSTER NODES`` on a cluster), PINGs every
+node (``channels_fleet_redis_node_up{node}``), and for each work queue reads ``LLEN`` and the
+head element of its LIST (``wire.queue_key``: ``fleet:q:{fleet.connect}``) on the primary that
+serves its slot (``channels_fleet_work_queue_depth{queue}``,
+``..._oldest_age_seconds{queue}``). The head is the oldest message (the layer RPUSHes and pops
+LEFT); its element starts with ``<expires_at_ms>|``, so its age is
+``now - (expires_at - expiry)``. A queue that cannot be read is left out of that scrape
+rather than shown stale.
 
 It uses its own small connections (1 s timeouts, no retries), never the layer's: a metric read
-must not queue behind, or slow down, the relay's traffic.
+must not queue behind, or slow down, the relay's traffic. Scrapes run in a thread of the probe
+server, so these are plain blocking clients; PINGs go out in parallel.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
-from redis.asyncio import Redis
-from redis.asyncio.connection import parse_url
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis import Redis
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from .metrics import METRICS, WORK_QUEUE, FleetMetrics
+from ..relay import wire
+from ..settings import DEFAULT_KEY_PREFIX
+from .metrics import METRICS, NAMESPACE, FleetMetrics
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL = 5.0  # seconds between reads; Prometheus scrapes every 15-30 s
 DEFAULT_TIMEOUT = 1.0  # seconds for one PING or one read
-
-
-def queue_key(prefix: str, queue: str) -> str:
-    """The LIST of a normal channel, as the layer names it (pinned: ``fleet:q:{fleet.connect}``)."""
-    return f"{prefix}:q:{{{queue}}}"
+DEPTH = f"{NAMESPACE}_work_queue_depth"
+OLDEST_AGE = f"{NAMESPACE}_work_queue_oldest_age_seconds"
 
 
 @dataclass
@@ -95,21 +100,34 @@ def oldest_age(head: bytes | None, expiry: float, now: float) -> float:
     return max(0.0, now - (expires_ms / 1000.0 - expiry))
 
 
-class QueueCollector:
-    """Periodically export work-queue depth/age and Redis node reachability.
+def queue_families(readings: Iterable[QueueReading]) -> list[GaugeMetricFamily]:
+    """The work-queue metric families for ``readings`` (one sample per queue read)."""
+    depth = GaugeMetricFamily(DEPTH, "Messages waiting in a shared work queue (LLEN).",
+                              labels=["queue"])
+    age = GaugeMetricFamily(OLDEST_AGE, "Age of the oldest message waiting in a shared work "
+                            "queue.", labels=["queue"], unit="seconds")
+    for reading in readings:
+        depth.add_metric([reading.queue], reading.depth)
+        age.add_metric([reading.queue], reading.oldest_age)
+    return [depth, age]
+
+
+class QueueCollector(Collector):
+    """Export work-queue depth/age and Redis node reachability, read from Redis at each scrape.
 
     ``hosts``: the same redis:// URLs as the layer (a single server, or cluster startup nodes).
     ``expiry``: the layer's message expiry in seconds (needed to turn expires_at into an age).
+    Registered, it also exports ``metrics.redis_node_up`` (which the layer sets too), fresh
+    from its PINGs, in place of the gauge's own registration.
     """
 
     def __init__(
         self,
         hosts: Sequence[str],
-        queues: Iterable[str] = (WORK_QUEUE,),
+        queues: Iterable[str] = (wire.CONNECT_QUEUE,),
         *,
-        prefix: str = "fleet",
+        prefix: str = DEFAULT_KEY_PREFIX,
         expiry: float = 60,
-        interval: float = DEFAULT_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
         metrics: FleetMetrics | None = None,
     ) -> None:
@@ -121,14 +139,15 @@ class QueueCollector:
         self.queues = list(queues)
         self.prefix = prefix
         self.expiry = expiry
-        self.interval = interval
         self.timeout = timeout
         self.metrics = metrics if metrics is not None else METRICS
         self.last_error: str | None = None
         self._base = parse_url(self.hosts[0])
         self._clients: dict[str, Redis] = {}
         self._nodes_seen: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._registry: CollectorRegistry | None = None
+        self._lock = threading.Lock()  # one read at a time (scrapes may overlap)
+        self._pings = ThreadPoolExecutor(8, thread_name_prefix="queue-metrics")
 
     @classmethod
     def for_settings(cls, settings: Any, **kwargs: Any) -> QueueCollector:
@@ -137,77 +156,72 @@ class QueueCollector:
         ``fleet.connect``."""
         return cls(list(settings.redis_url), prefix=settings.key_prefix, **kwargs)
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- registration ------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Collect once now (so the first scrape has values), then every ``interval``."""
-        await self.collect_once()
-        self._task = asyncio.create_task(self._loop(), name="queue-metrics")
+    def register(self, registry: CollectorRegistry | None = None) -> Self:
+        """Collect on ``registry`` (prometheus-client's default if None) from now on."""
+        registry = registry if registry is not None else self.metrics.registry or REGISTRY
+        with contextlib.suppress(KeyError):
+            registry.unregister(self.metrics.redis_node_up)  # exported by collect() instead
+        registry.register(self)
+        self._registry = registry
+        return self
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    def close(self) -> None:
+        """Stop collecting (the node gauge goes back to its own registration); close clients."""
+        if self._registry is not None:
+            self._registry.unregister(self)
+            self._registry.register(self.metrics.redis_node_up)
+            self._registry = None
+        self._pings.shutdown(wait=False)
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             with contextlib.suppress(RedisError, OSError):
-                await client.aclose()
+                client.close()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.collect_once()
+    def describe(self) -> list[Metric]:
+        """The families this collector exports (so registering reads nothing from Redis)."""
+        return [*queue_families([]), *self.metrics.redis_node_up.describe()]
 
-    # -- one round ---------------------------------------------------------------------------
+    def collect(self) -> Iterator[Metric]:
+        """One read of Redis, as prometheus-client asks at each scrape."""
+        readings = self.read()
+        yield from queue_families(readings)
+        yield from self.metrics.redis_node_up.collect()
 
-    async def collect_once(self) -> list[QueueReading]:
-        """Read everything once and update the gauges; never raises (errors are logged)."""
-        try:
-            nodes = await self._topology()
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._fail(f"no Redis host answered: {exc!r}")
-            for address in self._nodes_seen:
-                self.metrics.redis_node_up.labels(address).set(0)
-            self._drop_queue_series()
-            return []
-        await self._ping_all(nodes)
-        readings = []
-        for queue in self.queues:
+    # -- one read ----------------------------------------------------------------------------
+
+    def read(self) -> list[QueueReading]:
+        """Read everything once and update the node gauge; never raises (errors are logged)."""
+        with self._lock:
             try:
-                reading = await self._read_queue(nodes, queue)
-            except (RedisError, OSError, TimeoutError, ValueError) as exc:
-                self._fail(f"reading work queue {queue}: {exc!r}")
-                self._drop_queue_series([queue])
-                continue
-            self.metrics.work_queue_depth.labels(queue).set(reading.depth)
-            self.metrics.work_queue_oldest_age.labels(queue).set(reading.oldest_age)
-            readings.append(reading)
-        if len(readings) == len(self.queues):
-            self.last_error = None
-        return readings
+                nodes = self._topology()
+            except (RedisError, OSError) as exc:
+                self._fail(f"no Redis host answered: {exc!r}")
+                for address in self._nodes_seen | {_address(url) for url in self.hosts}:
+                    self.metrics.redis_node_up.labels(address).set(0)
+                return []
+            self._ping_all(nodes)
+            readings = []
+            for queue in self.queues:
+                try:
+                    readings.append(self._read_queue(nodes, queue))
+                except (RedisError, OSError, ValueError) as exc:
+                    self._fail(f"reading work queue {queue}: {exc!r}")
+            if len(readings) == len(self.queues):
+                self.last_error = None
+            return readings
 
     def _fail(self, message: str) -> None:
         if message != self.last_error:
             logger.warning("queue metrics: %s", message)
         self.last_error = message
 
-    def _drop_queue_series(self, queues: Iterable[str] | None = None) -> None:
-        # A value we could not read is absent, not stale: dashboards show a gap, not a lie.
-        for queue in queues if queues is not None else self.queues:
-            for gauge in (self.metrics.work_queue_depth, self.metrics.work_queue_oldest_age):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(queue)
-
     def _client(self, address: str) -> Redis:
         client = self._clients.get(address)
         if client is None:
             host, _, port = address.rpartition(":")
             kwargs: dict[str, Any] = dict(self._base, host=host, port=int(port))
-            # parse_url names redis-py's sync SSLConnection for rediss://; asyncio takes ssl=True.
-            if "SSL" in getattr(kwargs.pop("connection_class", None), "__name__", ""):
-                kwargs["ssl"] = True
             kwargs.update(
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
@@ -217,7 +231,7 @@ class QueueCollector:
             client = self._clients[address] = Redis(**kwargs)
         return client
 
-    async def _topology(self) -> list[Node]:
+    def _topology(self) -> list[Node]:
         """Nodes of the cluster (or the single server), asked of the first host that answers."""
         seeds = list(dict.fromkeys(
             [_address(url) for url in self.hosts] + sorted(self._nodes_seen)
@@ -226,12 +240,11 @@ class QueueCollector:
         for address in seeds:
             client = self._client(address)
             try:
-                info = await asyncio.wait_for(client.info("cluster"), self.timeout)
+                info = client.info("cluster")
                 if not info.get("cluster_enabled"):
                     return [Node(address, slots=[(0, 16383)])]
-                raw = await asyncio.wait_for(client.execute_command("CLUSTER", "NODES"),
-                                             self.timeout)
-            except (RedisError, OSError, TimeoutError) as exc:
+                raw = client.execute_command("CLUSTER", "NODES")
+            except (RedisError, OSError) as exc:
                 last = exc
                 continue
             text = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -240,8 +253,8 @@ class QueueCollector:
                 return nodes
         raise last or RedisError("empty topology")
 
-    async def _ping_all(self, nodes: list[Node]) -> None:
-        results = await asyncio.gather(*(self._ping(node.address) for node in nodes))
+    def _ping_all(self, nodes: list[Node]) -> None:
+        results = list(self._pings.map(self._ping, [node.address for node in nodes]))
         present = set()
         for node, up in zip(nodes, results, strict=True):
             self.metrics.redis_node_up.labels(node.address).set(1 if up else 0)
@@ -253,17 +266,17 @@ class QueueCollector:
             client = self._clients.pop(gone, None)
             if client is not None:
                 with contextlib.suppress(RedisError, OSError):
-                    await client.aclose()
+                    client.close()
         self._nodes_seen = present
 
-    async def _ping(self, address: str) -> bool:
+    def _ping(self, address: str) -> bool:
         try:
-            return bool(await asyncio.wait_for(self._client(address).ping(), self.timeout))
-        except (RedisError, OSError, TimeoutError):
+            return bool(self._client(address).ping())
+        except (RedisError, OSError):
             return False
 
-    async def _read_queue(self, nodes: list[Node], queue: str) -> QueueReading:
-        key = queue_key(self.prefix, queue)
+    def _read_queue(self, nodes: list[Node], queue: str) -> QueueReading:
+        key = wire.queue_key(self.prefix, queue)
         slot = key_slot(key.encode())
         owners = [
             n for n in nodes
@@ -274,7 +287,7 @@ class QueueCollector:
         pipe = self._client(owners[0].address).pipeline(transaction=False)
         pipe.llen(key)
         pipe.lindex(key, 0)
-        depth, head = await asyncio.wait_for(pipe.execute(), self.timeout)
+        depth, head = pipe.execute()
         return QueueReading(queue, int(depth), oldest_age(head, self.expiry, time.time()))
 
 
@@ -283,13 +296,15 @@ def _address(url: str) -> str:
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
-async def _serve(hosts: list[str], port: int, interval: float, prefix: str) -> None:
+async def _serve(hosts: list[str], port: int, prefix: str) -> None:
+    import asyncio
+
     from .probes import ProbeServer
 
-    collector = QueueCollector(hosts, interval=interval, prefix=prefix)
-    await collector.start()
+    collector = QueueCollector(hosts, prefix=prefix).register()
 
     async def readiness() -> tuple[bool, str]:
+        await asyncio.to_thread(collector.read)
         error = collector.last_error
         return (error is None, error or "ok")
 
@@ -299,16 +314,19 @@ async def _serve(hosts: list[str], port: int, interval: float, prefix: str) -> N
         await asyncio.Event().wait()
     finally:
         await probes.stop()
-        await collector.stop()
+        collector.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m channels_fleet.observability.queues``: a standalone queue exporter.
 
-    For deployments that prefer one small exporter over every process polling Redis.
+    For deployments that prefer one small exporter over every process reading Redis.
     """
     import argparse
+    import asyncio
     import os
+
+    from ..settings import SettingsError, check_key_prefix
 
     parser = argparse.ArgumentParser(prog="python -m channels_fleet.observability.queues")
     parser.add_argument("--redis-url", default=os.environ.get("CHANNELS_FLEET_REDIS_URL", ""),
@@ -317,12 +335,9 @@ def main(argv: list[str] | None = None) -> int:
                         default=int(os.environ.get("CHANNELS_FLEET_METRICS_PORT", "9100")),
                         help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT, 9100)")
     parser.add_argument("--key-prefix",
-                        default=os.environ.get("CHANNELS_FLEET_KEY_PREFIX", "fleet"),
+                        default=os.environ.get("CHANNELS_FLEET_KEY_PREFIX", DEFAULT_KEY_PREFIX),
                         help="the relay's key prefix (CHANNELS_FLEET_KEY_PREFIX, fleet)")
-    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL)
     args = parser.parse_args(argv)
-    from ..settings import SettingsError, check_key_prefix
-
     try:
         check_key_prefix(args.key_prefix)
     except SettingsError as exc:
@@ -335,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(hosts, args.port, args.interval, args.key_prefix))
+        asyncio.run(_serve(hosts, args.port, args.key_prefix))
     return 0
 
 

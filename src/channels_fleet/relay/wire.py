@@ -38,8 +38,6 @@ BATCH = "fleet.batch"
 #: Name prefixes of the process-local relay channels (``layer.new_channel(prefix)``).
 INTERFACE_CHANNELS = "fleet.iface"
 WORKER_CHANNELS = "fleet.worker"
-#: First part of every relay key in Redis unless CHANNELS_FLEET_KEY_PREFIX says otherwise.
-DEFAULT_KEY_PREFIX = "fleet"
 
 
 def queue_key(prefix: str, queue: str = CONNECT_QUEUE) -> str:
