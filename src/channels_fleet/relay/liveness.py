@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis
@@ -171,29 +172,20 @@ class Heartbeat:
                 logger.warning("heartbeat %s failed: %s", self.key, exc)
 
 
+@dataclass
 class PeerWatch:
     """Every ``interval`` seconds, report which peers of this process's connections are dead."""
 
-    def __init__(
-        self,
-        client: Any,
-        peers: Callable[[], Iterable[str]],
-        on_dead: Callable[[set[str]], None],
-        interval: float = 1.0,
-        grace: float | None = None,
-        *,
-        prefix: str,
-    ) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.peers = peers
-        self.on_dead = on_dead
-        self.interval = interval
-        #: After this process could not reach Redis, how long before a missing heartbeat
-        #: counts (peers need that long to beat again): the heartbeat's TTL + interval.
-        self.grace = grace
-        self._healthy_since: float | None = None
-        self._task: asyncio.Task[None] | None = None
+    client: Any
+    peers: Callable[[], Iterable[str]]
+    on_dead: Callable[[set[str]], None]
+    interval: float = 1.0
+    #: After this process could not reach Redis, how long before a missing heartbeat counts
+    #: (peers need that long to beat again): the heartbeat's TTL + interval.
+    grace: float | None = None
+    prefix: str = field(kw_only=True)
+    _healthy_since: float | None = field(default=None, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="peer-watch")

@@ -13,8 +13,6 @@ class WorkerSettings(ServiceSettings):
 
     #: The project's ASGI application, ``module:attribute``.
     app: str = ""
-    #: Named background channels served through the app's ChannelNameRouter.
-    channels: tuple[str, ...] = ()
     #: Most connections owned at once; a full worker takes no new ones.
     concurrency: int = 1000
     #: Most relayed events waiting for one connection's app (then the connection is closed).
@@ -26,6 +24,8 @@ class WorkerSettings(ServiceSettings):
     #: Seconds an app instance may run on after it was handed its disconnect (client gone,
     #: connection ended); then it is cancelled, as Daphne's ``application_close_timeout``.
     app_close_timeout: float = 10.0
+    #: Named background channels served through the app's ChannelNameRouter.
+    channels: tuple[str, ...] = ()
     #: Serve the project's channels_redis / in-memory CHANNEL_LAYERS with our layer (adopt.py).
     adopt_layers: bool = True
 

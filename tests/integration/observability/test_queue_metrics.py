@@ -204,34 +204,29 @@ def test_registering_reads_nothing_and_closing_gives_the_node_gauge_back() -> No
     assert _sample(registry, "channels_fleet_redis_node_up", node="10.0.0.9:6379") == 1
 
 
-def test_standalone_exporter_serves_queue_metrics(redis_cluster, cluster_client) -> None:
-    import subprocess
+def test_standalone_exporter_serves_queue_metrics(redis_cluster, cluster_client,
+                                                 tmp_path) -> None:
+    import os
     import sys
     import urllib.request
 
     from channels_fleet.devcluster import free_ports
+    from channels_fleet.devstack import ServiceProcess
 
     (port,) = free_ports(1)
     _fill(cluster_client, 9, age=2.0)
-    proc = subprocess.Popen(
+    exporter = ServiceProcess(
+        "exporter",
         [sys.executable, "-m", "channels_fleet.observability.queues",
          "--redis-url", ",".join(redis_cluster.urls[:3]), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=os.environ, cwd=tmp_path, log=tmp_path / "exporter.log", metrics_port=port,
     )
     try:
-        body = b""
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
-                    body = r.read()
-                break
-            except OSError:
-                time.sleep(0.1)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-            assert r.status == 200
+        exporter.wait_ready(20)  # /readyz: 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            body = r.read()
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        exporter.terminate_and_wait(10)
     assert b'channels_fleet_work_queue_depth{queue="fleet.connect"} 9.0' in body
     assert b'channels_fleet_redis_node_up{node="127.0.0.1:' in body
 

@@ -7,36 +7,34 @@ from __future__ import annotations
 import http.cookiejar
 import os
 import re
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
-from featurestack import Stack
+from .sites import Site
 
-PROJECT = Path(__file__).resolve().parents[3] / "examples" / "chat"
+PROJECT = Path(__file__).resolve().parents[2] / "examples" / "chat"
 PASSWORD = "demo-password"
 
 
-def demo_stack(urls: list[str], tmp: Path, poll_timeout: float = 2.0) -> Iterator[Stack]:
+def demo_stack(urls: list[str], tmp: Path, poll_timeout: float = 2.0) -> Iterator[Site]:
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "CHAT_RUN_DIR": str(tmp),
            "DJANGO_SETTINGS_MODULE": "chat_project.settings", "CHAT_MODERATION": "1",
            "CHAT_POLL_TIMEOUT": str(poll_timeout),
            "CHANNELS_FLEET_REDIS_URL": ",".join(urls[:3])}
+    site = Site(env, tmp)
     for command in (["migrate", "-v", "0"], ["demo_users"]):
-        subprocess.run([sys.executable, str(PROJECT / "manage.py"), *command],
-                       env=env, cwd=tmp, check=True, timeout=60, capture_output=True)
-    stack = Stack(env, tmp)
+        site.stack.run(sys.executable, str(PROJECT / "manage.py"), *command, timeout=60)
     try:
-        stack.port = stack.start("interface")
-        stack.web = stack.start("web", "chat_project.wsgi:application")
-        stack.start("worker", "chat_project.asgi:application", "--channels", "moderation")
-        stack.wait_ready()
-        yield stack
+        site.port = site.start("interface")
+        site.web = site.start("web", "chat_project.wsgi:application")
+        site.start("worker", "chat_project.asgi:application", "--channels", "moderation")
+        site.wait_ready()
+        yield site
     finally:
-        stack.stop()
+        site.stop()
 
 
 class Browserish:

@@ -9,18 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from bindingapp.djangosetup import create_tables, setup
+from support.bindingapp.djangosetup import create_tables, setup
 
 setup()
 
-from bindingapp.bindings import CardBinding, NoteBinding  # noqa: E402
-from bindingapp.fixtures import layer_backend, layer_fixture  # noqa: E402, F401  ("layer")
-from bindingapp.models import Board, Card, Note  # noqa: E402
 from channels.db import database_sync_to_async  # noqa: E402
 from channels.testing import WebsocketCommunicator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth.models import AnonymousUser, User  # noqa: E402
 from django.db import transaction  # noqa: E402
+from support.bindingapp.bindings import CardBinding, NoteBinding  # noqa: E402
+from support.bindingapp.fixtures import layer_backend, layer_fixture  # noqa: E402, F401  ("layer")
+from support.bindingapp.models import Board, Card, Note  # noqa: E402
 
 from channels_fleet.binding import Binding  # noqa: E402
 from channels_fleet.multiplex import Demultiplexer  # noqa: E402
@@ -109,8 +109,8 @@ async def test_change_made_by_another_process__pushed(layer, board, project_root
     comm = await subscribed(board)
     env = dict(
         os.environ,
-        DJANGO_SETTINGS_MODULE="bindingapp.settings",
-        PYTHONPATH=os.pathsep.join([str(project_root / "tests" / "unit"),
+        DJANGO_SETTINGS_MODULE="support.bindingapp.settings",
+        PYTHONPATH=os.pathsep.join([str(project_root / "tests"),
                                     str(project_root / "src")]),
         BINDINGAPP_DB=str(settings.DATABASES["default"]["NAME"]),
         BINDINGAPP_LAYER=layer_backend(),
@@ -119,7 +119,7 @@ async def test_change_made_by_another_process__pushed(layer, board, project_root
     )
     script = (
         "import django; django.setup()\n"
-        "from bindingapp.models import Card\n"
+        "from support.bindingapp.models import Card\n"
         f"print(Card.objects.create(board_id={board.pk}, title='from the web tier').pk)\n"
     )
     proc = await database_sync_to_async(subprocess.run)(

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from bindingapp.djangosetup import setup
+from support.bindingapp.djangosetup import setup
 
 setup()
 
-from bindingapp.fixtures import layer_fixture  # noqa: E402, F401  (the "layer" fixture)
 from channels.generic.websocket import (  # noqa: E402
     AsyncJsonWebsocketConsumer,
     JsonWebsocketConsumer,
 )
 from channels.testing import WebsocketCommunicator  # noqa: E402
+from support.bindingapp.fixtures import layer_fixture  # noqa: E402, F401  (the "layer" fixture)
 
 from channels_fleet.multiplex import Demultiplexer  # noqa: E402
 

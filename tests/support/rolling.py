@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from split_fleet import Fleet, Proc
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+from channels_fleet.devstack import FleetStack, ServiceProcess
 
 #: Every socket opened here, so a test's teardown can close what it left open.
 OPEN: list[ClientConnection] = []
@@ -82,7 +83,7 @@ class Probe:
         return len(self.sent_at)
 
 
-async def open_probes(iface: Proc, count: int, path: str = "/ws/echo/rehome/",
+async def open_probes(iface: ServiceProcess, count: int, path: str = "/ws/echo/rehome/",
                       batch: int = 50, subprotocols: list[str] | None = None,
                       ) -> tuple[list[Probe], list[asyncio.Task[None]]]:
     probes: list[Probe] = []
@@ -126,7 +127,7 @@ async def settle(probes: list[Probe], timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-def exited(proc: Proc, timeout: float) -> int:
+def exited(proc: ServiceProcess, timeout: float) -> int:
     return proc.popen.wait(timeout=timeout)
 
 
@@ -153,8 +154,8 @@ class RollResult:
                 f"p95_gap_ms={self.p95_gap_ms} lost_frames={self.lost_frames}")
 
 
-async def rolling_restart(fleet: Fleet, iface: Proc, workers: list[Proc], sockets: int,
-                          rate: float = 1.0) -> RollResult:
+async def rolling_restart(fleet: FleetStack, iface: ServiceProcess, workers: list[ServiceProcess],
+                          sockets: int, rate: float = 1.0) -> RollResult:
     """Open ``sockets`` echo sockets, keep traffic going, restart every worker in turn (a new
     one ready first, then SIGTERM to the old one, as a Deployment's rolling update), then
     check every socket: still open, answering, nothing lost or reordered."""

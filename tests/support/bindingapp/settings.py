@@ -10,7 +10,7 @@ import tempfile
 
 SECRET_KEY = "bindingapp-tests-only"
 USE_TZ = True
-INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "bindingapp"]
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "support.bindingapp"]
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from bindingapp.djangosetup import setup
+from support.bindingapp.djangosetup import setup
 
 setup()  # the unit tests' shared Django configuration (consumers read CHANNEL_LAYERS)
 

@@ -7,7 +7,7 @@ import asyncio
 import threading
 
 import pytest
-from bindingapp.djangosetup import setup
+from support.bindingapp.djangosetup import setup
 
 setup()
 

@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class BindingAppConfig(AppConfig):
-    name = "bindingapp"
+    name = "support.bindingapp"
 
     def ready(self) -> None:
         # Every process of the project (worker, web tier) connects the bindings' signals.

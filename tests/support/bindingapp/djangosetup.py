@@ -1,4 +1,4 @@
-"""Configure Django once for the test process, from bindingapp.settings."""
+"""Configure Django once for the test process, from support.bindingapp.settings."""
 
 import atexit
 import os
