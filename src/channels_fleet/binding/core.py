@@ -1,29 +1,6 @@
-"""Two-way model data binding, Channels 1.x's ``WebsocketBinding`` on Channels 4.
+"""Declaring a Binding: the model, its fields, who may do what, and pushing its changes.
 
-Outbound: a model saved or deleted through Django (any process whose settings point
-``CHANNEL_LAYERS`` at the shared layer: a worker, a background channel, gunicorn) is pushed to the
-groups ``group_names(instance)`` as ``{"action", "pk", "data", "model"}``. Inbound:
-``Binding.consumer`` is a JSON WebSocket consumer (standalone, or a ``Demultiplexer`` stream) taking
-``{"action": "create"|"update"|"delete"|"subscribe"|"unsubscribe"|"list", "pk": .., "data": {..}}``,
-each checked by ``has_permission(user, action, pk)``.
-
-Example::
-
-    class CardBinding(Binding):
-        model = Card
-        stream = "cards"
-        fields = ["title", "column", "board"]
-
-        @classmethod
-        def group_names(cls, instance):
-            return [f"board-{instance.board_id}"]
-
-        def has_permission(self, user, action, pk):
-            return user is not None and user.is_authenticated
-
-Limits (as in Channels 1.x): only changes that send Django's ``post_save`` / ``post_delete``
-signals are pushed. ``QuerySet.update()``, ``bulk_create()``, ``bulk_update()``, raw SQL and writes
-from outside Django are not; wrap them in ``Binding.bulk(queryset)`` or call ``Binding.push()``.
+See the package's docstring (``channels_fleet.binding``) for the whole picture.
 """
 
 from __future__ import annotations
@@ -35,23 +12,16 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from channels import DEFAULT_CHANNEL_LAYER
-from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 
-from .bridge import run_sync
+from ..bridge import run_sync
+from .consumer import CREATE, DELETE, EVENT_TYPE, UPDATE, BindingConsumer
 
-logger = logging.getLogger(__name__)
-
-CREATE, UPDATE, DELETE = "create", "update", "delete"
-SUBSCRIBE, UNSUBSCRIBE, LIST = "subscribe", "unsubscribe", "list"
-
-# The layer message type; BindingConsumer.binding_change handles it.
-EVENT_TYPE = "binding.change"
+logger = logging.getLogger("channels_fleet.binding")
 
 # (groups, layer message) ready to send.
 Event = tuple[list[str], dict[str, Any]]
@@ -63,101 +33,6 @@ Rows = list[dict[str, Any]]
 def _jsonable(value: Any) -> Any:
     """Plain JSON types only, so that any layer serializer (msgpack, json) can carry it."""
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
-
-
-class BindingConsumer(AsyncJsonWebsocketConsumer):
-    """The inbound side of a Binding: one instance per socket (or per Demultiplexer stream)."""
-
-    binding_class: ClassVar[type[Binding]]
-    actions = (CREATE, UPDATE, DELETE, SUBSCRIBE, UNSUBSCRIBE, LIST)
-    # Groups one socket may be in: each is a Redis entry until the socket goes.
-    max_subscriptions = 100
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.binding = self.binding_class()
-        self.subscribed: set[str] = set()
-
-    async def websocket_connect(self, message: dict) -> None:
-        # Before connect(), so an overridden connect() sees them too.
-        self.binding.scope = self.scope
-        self.binding.user = self.scope.get("user")
-        await super().websocket_connect(message)
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None,
-                      **kwargs: Any) -> None:
-        # Bad input becomes an error frame, never an exception that closes the socket.
-        try:
-            content = json.loads(text_data) if text_data is not None else None
-        except (ValueError, RecursionError):  # RecursionError: absurd nesting
-            content = None
-        if not isinstance(content, dict):
-            await self.send_json({"error": "malformed frame", "detail": "expected a JSON object"})
-            return
-        await self.receive_json(content)
-
-    async def receive_json(self, content: dict, **kwargs: Any) -> None:
-        action, pk, data = content.get("action"), content.get("pk"), content.get("data", {})
-        reply: dict[str, Any] = {"action": action, "pk": pk}
-        if "request_id" in content:
-            reply["request_id"] = content["request_id"]
-        if action not in self.actions:
-            await self.send_json({**reply, "error": "unknown action"})
-            return
-        if not isinstance(data, dict):
-            await self.send_json({**reply, "error": "invalid data", "detail": "not an object"})
-            return
-        try:
-            allowed = await database_sync_to_async(self.binding.has_permission)(
-                self.binding.user, action, pk)
-            if not allowed:
-                await self.send_json({**reply, "error": "permission denied"})
-                return
-            if action in (SUBSCRIBE, UNSUBSCRIBE):
-                find_groups = database_sync_to_async(self.binding.subscription_group_names)
-                groups = await find_groups(pk, data)
-                too_many = len(self.subscribed | set(groups)) > self.max_subscriptions
-                if action == SUBSCRIBE and too_many:
-                    await self.send_json({**reply, "error": "too many subscriptions"})
-                    return
-                await (self._subscribe if action == SUBSCRIBE else self._unsubscribe)(groups)
-            elif action == LIST:
-                reply["items"] = await database_sync_to_async(self.binding.list)(data)
-            elif action == CREATE:
-                reply["pk"] = await database_sync_to_async(self.binding.create)(data)
-            elif action == UPDATE:
-                await database_sync_to_async(self.binding.update)(pk, data)
-            else:
-                await database_sync_to_async(self.binding.delete)(pk)
-        except ObjectDoesNotExist:
-            await self.send_json({**reply, "error": "not found"})
-        except ValidationError as exc:
-            errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
-            await self.send_json({**reply, "error": "invalid data", "errors": errors})
-        except Exception:
-            logger.exception("binding %s: %s pk=%r failed", self.binding_class.__name__, action, pk)
-            await self.send_json({**reply, "error": "server error"})
-        else:
-            await self.send_json({**reply, "response": "ok"})
-
-    async def _subscribe(self, groups: Iterable[str]) -> None:
-        for group in groups:
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.subscribed.add(group)
-
-    async def _unsubscribe(self, groups: Iterable[str]) -> None:
-        for group in groups:
-            await self.channel_layer.group_discard(group, self.channel_name)
-            self.subscribed.discard(group)
-
-    async def disconnect(self, code: int) -> None:
-        await self._unsubscribe(list(self.subscribed))
-
-    async def binding_change(self, event: dict) -> None:
-        """A change pushed by Binding through a group this socket subscribed to."""
-        if event.get("model") != self.binding_class.model_label():
-            return  # Another binding sharing the group name.
-        await self.send_json({k: event[k] for k in ("action", "pk", "data", "model")})
 
 
 class Binding:
