@@ -175,8 +175,12 @@ async def test_redis_tls_from_env(tls_redis: str, tmp_path: Path, figures: Figur
     fleet = single_fleet(tls_redis, tmp_path)
     try:
         pid, echoed = await relay_roundtrip(fleet)
+        # The queue collector reads the same TLS Redis at each scrape.
+        status, metrics = get(f"http://127.0.0.1:{fleet.procs[0].metrics_port}/metrics")
     finally:
         fleet.stop()
+    assert status == 200
+    assert b'channels_fleet_work_queue_depth{queue="fleet.connect"}' in metrics
     figures.record("6. security: Redis TLS", "interface + worker with CHANNELS_FLEET_REDIS_URL="
                    "rediss://:<password>@127.0.0.1:<tls-port>?ssl_ca_certs=<ca> on redis-server "
                    "--port 0 --tls-port (our own CA)", "echo over the relay",

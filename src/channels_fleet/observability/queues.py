@@ -185,7 +185,11 @@ class QueueCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """One read of Redis, as prometheus-client asks at each scrape."""
-        readings = self.read()
+        try:
+            readings = self.read()
+        except Exception:  # the rest of /metrics must survive a bug here
+            logger.exception("queue metrics: reading Redis failed")
+            readings = []
         yield from queue_families(readings)
         yield from self.metrics.redis_node_up.collect()
 
@@ -222,6 +226,9 @@ class QueueCollector(Collector):
         if client is None:
             host, _, port = address.rpartition(":")
             kwargs: dict[str, Any] = dict(self._base, host=host, port=int(port))
+            # parse_url names the connection class for rediss://; the client takes ssl=True.
+            if "SSL" in getattr(kwargs.pop("connection_class", None), "__name__", ""):
+                kwargs["ssl"] = True
             kwargs.update(
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
