@@ -221,8 +221,9 @@ class Host:
 
     def _send(self, conn: OwnedConn, message: dict[str, Any]) -> None:
         """Relay one message of the app to the interface, in order."""
-        if conn.state in NOT_OURS:
-            if conn.state is HANDED and message.get("type") == "websocket.send":
+        state = conn.state  # identity tests: an enum's hash is a Python call, this is per frame
+        if state is HANDED or state is ABANDONED:
+            if state is HANDED and message.get("type") == "websocket.send":
                 # The old consumer of a re-homed socket (e.g. a group message in the gap).
                 METRICS.messages_dropped.labels("rehome_gap").inc()
             return
@@ -269,7 +270,7 @@ class Host:
                 self.handback.stash(handed, event)
             return
         conn = self.conns.get(conn_id)
-        if conn is None or conn.state in NOT_OURS:
+        if conn is None or conn.state is HANDED or conn.state is ABANDONED:
             return  # finished here already; the interface learns from END
         if event["type"] in ("websocket.disconnect", "http.disconnect"):
             conn.hand_disconnect(event, self.settings.app_close_timeout)
