@@ -14,14 +14,7 @@ from channels_fleet.relay import wire
 
 pytestmark = pytest.mark.timeout(20)
 
-CLAIM_TIMEOUT = 0.3
-
-
-@pytest.fixture
-async def fleet():
-    fleet = await LoopbackFleet(EchoApp(), claim_timeout=CLAIM_TIMEOUT).start()
-    yield fleet
-    await fleet.stop()
+CLAIM_TIMEOUT = 0.3  # the fleet fixture's (tests/unit/conftest.py)
 
 
 async def test_events_sent_before_the_claim__delivered_in_order_after_it(fleet) -> None:

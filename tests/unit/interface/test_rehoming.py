@@ -6,20 +6,12 @@ import asyncio
 import time
 
 import pytest
-from support.loopback import EchoApp, LoopbackFleet
 
 from channels_fleet.interface.client import OWNED
 
 pytestmark = pytest.mark.timeout(20)
 
-CLAIM_TIMEOUT = 0.3
-
-
-@pytest.fixture
-async def fleet():
-    fleet = await LoopbackFleet(EchoApp(), claim_timeout=CLAIM_TIMEOUT).start()
-    yield fleet
-    await fleet.stop()
+CLAIM_TIMEOUT = 0.3  # the fleet fixture's (tests/unit/conftest.py)
 
 
 async def connected(fleet, path: str = "/ws/", **kwargs):

@@ -14,12 +14,6 @@ from channels_fleet.worker.owned import HANDED, RUNNING, OwnedConn
 pytestmark = pytest.mark.timeout(20)
 
 
-@pytest.fixture
-async def fleet():
-    fleet = await LoopbackFleet(EchoApp(), claim_timeout=0.5).start()
-    yield fleet
-    await fleet.stop()
-
 
 async def test_stash_returned_on_fence_goes_to_the_new_owner_first(fleet) -> None:
     old = await fleet.add_host()
