@@ -61,12 +61,15 @@ class MemoryWorld:
         self.watchers: dict[str, tuple[Callable[[], Iterable[str]], Callable[[set[str]], None]]]
         self.watchers = {}
 
-    def declare_dead(self, channel: str) -> None:
-        """What the peers' heartbeat checks conclude once ``channel``'s heartbeat expired."""
-        self.watchers.pop(channel, None)
+    def declare_dead(self, *channels: str) -> None:
+        """What the peers' heartbeat checks conclude once these heartbeats expired (found
+        in one check)."""
+        for channel in channels:
+            self.watchers.pop(channel, None)
         for peers, on_dead in list(self.watchers.values()):
-            if channel in set(peers()):
-                on_dead({channel})
+            dead = set(channels) & set(peers())
+            if dead:
+                on_dead(dead)
 
 
 class MemoryLiveness:
@@ -197,12 +200,14 @@ class LoopbackFleet:
         self.hosts.append(host)
         return host
 
-    async def kill(self, host: Host) -> None:
-        """What kill -9 does to a worker: it goes silent, then its peers find it dead."""
-        await host.side.relay.stop()  # nothing more leaves it, nothing more is read
-        await host.stop()
-        self.hosts.remove(host)
-        self.world.declare_dead(host.side.channel)
+    async def kill(self, *hosts: Host) -> None:
+        """What kill -9 does to workers: they go silent, then their peers find them dead (in
+        one heartbeat check)."""
+        for host in hosts:
+            await host.side.relay.stop()  # nothing more leaves it, nothing more is read
+            await host.stop()
+            self.hosts.remove(host)
+        self.world.declare_dead(*(host.side.channel for host in hosts))
 
     def client(self, path: str = "/ws/", *, subprotocols: Iterable[str] = (),
                http: bool = False) -> Client:

@@ -351,16 +351,17 @@ class Gateway:
         for conn in list(self.conns.values()):
             if conn.state is FINISHED:
                 continue
+            if conn.owner in dead:
+                if conn.ws and rehome and not self.settings.keeps_session(conn.subprotocol):
+                    self.rehoming.rehome(conn, "dead")
+                else:
+                    METRICS.messages_dropped.labels("dead_owner").inc()
+                    conn.told = True  # nobody to tell
+                    self._spawn_end(conn, 1012, tell_owner=False)
             if conn.fence in dead:
-                self.claims.unfence(conn)  # what it held died with it
-            if conn.owner not in dead:
-                continue
-            if conn.ws and rehome and not self.settings.keeps_session(conn.subprotocol):
-                self.rehoming.rehome(conn, "dead")
-                continue
-            METRICS.messages_dropped.labels("dead_owner").inc()
-            conn.told = True  # nobody to tell
-            self._spawn_end(conn, 1012, tell_owner=False)
+                # What it held died with it. (After the owner's re-home: held events wait for
+                # the next owner rather than go to one that died alongside.)
+                self.claims.unfence(conn)
 
     def _abandon_all(self) -> None:
         """Our heartbeat expired: the owners have dropped these connections; so do we."""

@@ -48,6 +48,31 @@ async def test_a_fence_never_answered__the_wait_ends_at_the_claim_deadline(fleet
     await client.close()
 
 
+async def test_old_and_new_owner_dying_together__held_events_wait_for_the_next(fleet) -> None:
+    old = await fleet.add_host()
+    client = fleet.client()
+    assert (await client.connect())["type"] == "websocket.accept"
+
+    async def ignore(conn_id: str, payload: None, sender: str) -> None:
+        return None  # the RETURN never comes: the socket stays fenced by the old owner
+
+    old.side.handle({wire.FENCE: ignore})
+    new = await fleet.add_host()
+    drain = asyncio.ensure_future(old.drain(5))
+    for _ in range(50):
+        conn = next(iter(fleet.gateway.conns.values()))
+        if conn.owner == new.side.channel:
+            break  # claimed by the new owner, still fenced
+        await asyncio.sleep(0.01)
+    client.send_text("held")
+    await asyncio.sleep(0.05)
+    await fleet.kill(old, new)  # both found dead in one check
+    drain.cancel()
+    last = await fleet.add_host()
+    assert await client.texts(1) == [f"{last.side.channel}:held"]
+    await client.close()
+
+
 async def test_stash_is_bounded_by_the_inbound_limit() -> None:
     fleet = await LoopbackFleet(EchoApp(), worker={"inbound_limit": 2}).start()
     try:
