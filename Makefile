@@ -9,7 +9,7 @@ TOOLS  := .tools
 RUN    := .run
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install install-redis test test-unit test-integration run bench bench-layer bench-split bench-fanout bench-rehome \
+.PHONY: help install install-redis lint test test-unit test-integration run bench bench-layer bench-split bench-fanout bench-rehome \
         cluster-up cluster-down clean podman base-image images e2e-containers
 
 help: ## list the targets
@@ -63,11 +63,16 @@ browser: ## install Debian's chromium for the browser test (tests/browser) when 
 	    install -y -qq --no-install-recommends chromium; \
 	fi
 
-test: install helm promtool-check chart-lint images browser ## run every test; starts (and stops) the Redis servers it needs
+test: install lint helm promtool-check chart-lint images browser ## run every test; starts (and stops) the Redis servers it needs
 	$(BIN)/pytest -q --ignore=tests/chart
 
-test-unit: install
+test-unit: $(STAMP) ## the unit tests: no Redis, no root, seconds
 	$(BIN)/pytest -q tests/unit
+
+lint: $(STAMP) ## ruff, mypy (src/, services/) and the import contracts (.importlinter)
+	$(BIN)/ruff check src services scripts/import_contracts.py
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test-integration: install
 	$(BIN)/pytest -q tests/integration

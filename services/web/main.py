@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"channels-fleet web: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
     setup_logging(settings.log_level)
-    from channels_fleet import web_metrics
+    from channels_fleet.observability import web as web_metrics
 
     # Before anything imports prometheus_client: every gunicorn worker writes metric files.
     web_metrics.setup_multiprocess()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from demostack import PASSWORD, demo_stack
+from support.demo import PASSWORD, demo_stack
 
 from channels_fleet.devcluster import LocalRedis
 

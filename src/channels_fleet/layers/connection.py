@@ -65,7 +65,7 @@ def decode_hosts(hosts: Any) -> list[tuple[str, dict[str, Any]]]:
 
 def connection_kwargs(url: str, extra: dict[str, Any]) -> dict[str, Any]:
     """Connection options for ``url`` (redis-py's URL syntax) plus the user's extra options."""
-    options = parse_url(url)
+    options: dict[str, Any] = dict(parse_url(url))
     options.update(extra)
     # redis-py 8's default; a blocking read never waits this long (see receiver.py).
     options.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT)

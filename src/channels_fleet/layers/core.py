@@ -208,7 +208,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
     def receive_future(self, channel: str, key: str) -> asyncio.Future[bytes] | None:
         """``receive`` as a future of the raw body, without a coroutine or task.
 
-        For dispatchers waiting on many sources (``channels_fleet.dispatch``); ``key`` from
+        For dispatchers waiting on many sources (``channels_fleet.worker.dispatch``); ``key`` from
         :meth:`receive_key`. Decode the result with :meth:`decode`, give it up with
         :meth:`cancel_receive`. None until this loop is connected: call ``receive`` then.
         """

@@ -125,12 +125,7 @@ class Executor:
                 return
             if transient is not None:
                 logger.info("redis not available (%s); retrying in %.2fs", transient, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                try:
-                    await self.router.refresh()
-                except LayerUnavailable as exc:
-                    logger.info("slot table not refreshed: %s", exc)
+                backoff = await self._back_off(backoff)
             for op in retry:
                 op.error = None
             todo = retry
@@ -161,13 +156,17 @@ class Executor:
                     _metrics.error(exc)
                     raise self._unavailable(node, exc) from exc
                 logger.info("redis %s not available (%s); retrying", node.address, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                try:
-                    await self.router.refresh()
-                except LayerUnavailable as refresh_exc:
-                    logger.info("slot table not refreshed: %s", refresh_exc)
+                backoff = await self._back_off(backoff)
             ask = None
+
+    async def _back_off(self, backoff: float) -> float:
+        """Wait ``backoff`` seconds and re-read the slot table; the next wait (doubled, capped)."""
+        await asyncio.sleep(backoff)
+        try:
+            await self.router.refresh()
+        except LayerUnavailable as exc:
+            logger.info("slot table not refreshed: %s", exc)
+        return min(backoff * 2, BACKOFF_MAX)
 
     async def _run_on(self, node: NodeClient, ops: list[Op]) -> list[Any]:
         commands: list[tuple[Any, ...]] = []

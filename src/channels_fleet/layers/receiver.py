@@ -81,7 +81,7 @@ class Receiver:
     def wait(self, key: str, channel: str) -> asyncio.Future[bytes]:
         """``receive`` without a coroutine: a future of the next body for ``channel``.
 
-        For a dispatcher that waits on many sources at once (``channels_fleet.dispatch``):
+        For a dispatcher that waits on many sources at once (``channels_fleet.worker.dispatch``):
         no task per message. Give it up with :meth:`unwait`, never by cancelling it alone.
         """
         loop = asyncio.get_running_loop()

@@ -225,7 +225,10 @@ class Sender:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         for queue in self.queues.values():
-            for item in [*queue.pending, *queue.pops]:
+            for item in queue.pending:
                 if not item.future.done():
                     item.future.cancel()
+            for pop in queue.pops:
+                if not pop.future.done():
+                    pop.future.cancel()
             queue.pending, queue.pops = [], []

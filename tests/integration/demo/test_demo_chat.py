@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from demostack import Browserish, demo_stack
+from support.demo import Browserish, demo_stack
 from websockets.asyncio.client import connect
 
 from channels_fleet.devcluster import LocalRedis

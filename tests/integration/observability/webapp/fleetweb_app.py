@@ -2,7 +2,7 @@
 
 import time
 
-from channels_fleet.web_metrics import instrument_wsgi
+from channels_fleet.observability.web import instrument_wsgi
 
 
 def raw(environ, start_response):
