@@ -95,8 +95,8 @@ def test_sigterm_gives_requests_the_drain_timeout(tmp_path, drain):
         request.start()
         time.sleep(1)  # the request is running in a worker
         t0 = time.monotonic()
-        web.process.send_signal(signal.SIGTERM)
-        web.process.wait(timeout=30)
+        web.signal(signal.SIGTERM)
+        web.popen.wait(timeout=30)
         took = time.monotonic() - t0
         request.join(10)
         print(f"drain {drain} s: gunicorn exited {took:.1f} s after SIGTERM; "
