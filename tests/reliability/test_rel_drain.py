@@ -248,3 +248,20 @@ async def test_worker_sigstop__closed_1012__on_wake_serves_nothing_it_lost(
     assert seen == ["after-wake"]
     assert owned_after == 0
     assert pids <= {frozen.pid, other.pid}
+
+
+async def test_interface_sigterm__closes_paced_at_drain_close_rate(fleet: FleetStack) -> None:
+    """60 sockets at 40 closes/s: the 1001s spread over about 1.5 s, none before SIGTERM's
+    unready step, every one a 1001 (the clients reconnect as a stream, not one burst)."""
+    iface = fleet.interface(CHANNELS_FLEET_DRAIN_CLOSE_RATE="40")
+    fleet.worker()
+    fleet.wait_ready()
+    socks = await open_room(iface, f"pace{time.monotonic_ns()}", 60)
+    closes = [asyncio.create_task(close_info(s, DRAIN + 2)) for s in socks]
+    iface.signal(signal.SIGTERM)
+    results = await asyncio.gather(*closes)
+    times = sorted(t for _, t in results)
+    spread = times[-1] - times[0]
+    print(f"60 sockets, CHANNELS_FLEET_DRAIN_CLOSE_RATE=40: 1001s spread over {spread:.2f} s")
+    assert [code for code, _ in results] == [1001] * 60
+    assert 1.1 <= spread <= DRAIN

@@ -92,11 +92,14 @@ class Gateway:
         METRICS.draining.set(1)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        closed = 0
-        for conn in list(self.conns.values()):
-            if conn.ws:
+        sockets = [conn for conn in self.conns.values() if conn.ws]
+        batch, pause = close_pacing(len(sockets), self.settings.drain_close_rate, timeout)
+        for start in range(0, len(sockets), batch):
+            if start:
+                await asyncio.sleep(pause)
+            for conn in sockets[start:start + batch]:
                 await self._end(conn, 1001, tell_owner=True)
-                closed += 1
+        closed = len(sockets)
         pending = [c.done for c in self.conns.values() if not c.ws and c.done is not None]
         if pending:
             await asyncio.wait(pending, timeout=max(0.1, deadline - loop.time() - 1))
@@ -381,3 +384,13 @@ class Gateway:
         if tell_owner:
             self._tell_gone(conn, code)
         await conn.end(code)
+
+
+def close_pacing(sockets: int, rate: float, timeout: float) -> tuple[int, float]:
+    """(sockets per batch, seconds between batches) to close ``sockets`` at ``rate`` per second,
+    sped up to end within 60% of ``timeout``; ``rate`` 0: one batch."""
+    if rate <= 0 or sockets == 0:
+        return max(sockets, 1), 0.0
+    rate = max(rate, sockets / (0.6 * timeout))
+    batch = max(1, round(rate / 20))  # about 20 batches a second
+    return batch, batch / rate

@@ -36,11 +36,17 @@ class InterfaceSettings(ServiceSettings):
     ping_interval: float = 20.0
     #: Seconds a ping waits for its pong before the socket is dropped (Daphne's --ping-timeout).
     ping_timeout: float = 30.0
+    #: WebSockets a draining interface closes (1001) per second; it goes faster if that would
+    #: not end within 60% of the drain timeout. Paced, the clients' reconnects reach the new
+    #: pods' work queue as a stream instead of one burst past CONNECT_CAPACITY. 0: all at once.
+    drain_close_rate: float = 500.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._positive("claim_timeout", "connect_capacity", "pending_limit", "send_buffer",
                        "ping_interval", "ping_timeout")
+        if self.drain_close_rate < 0:
+            raise SettingsError("CHANNELS_FLEET_DRAIN_CLOSE_RATE must be >= 0")
         if self.max_connections_per_client < 0:
             raise SettingsError("CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT must be >= 0")
         if isinstance(self.forwarded_allow_ips, str):
