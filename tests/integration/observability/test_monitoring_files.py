@@ -110,6 +110,8 @@ def test_our_exposition_passes_promtool_check_metrics() -> None:
     metrics.queue_wait.observe(0.0003)
     metrics.ready.labels("worker").set(1)
     metrics.worker_heartbeat_age.set(1.5)
+    metrics.owned_connections_limit.set(1000)
+    metrics.event_loop_lag.labels("worker").observe(0.0004)
     metrics.web_requests.labels("GET", "2xx").inc()
     metrics.web_request_duration.labels("GET").observe(0.012)
     exposition = generate_latest(registry)
