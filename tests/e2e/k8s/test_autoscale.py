@@ -4,10 +4,10 @@ The HPA the chart renders (worker.autoscaling.mode=hpa) reads the workers' satur
 work queue's oldest age as External metrics from prometheus-adapter (built from its Go module,
 run as a Deployment from a scratch image, with deploy/prometheus-adapter/config.yaml), which
 queries Debian's Prometheus (run by this test in the cluster's network namespace, scraping the
-release's metrics Services as the chart's ServiceMonitor would, with the recording rules of
-deploy/prometheus/channels-fleet.rules.yml). Own namespace and release, installed with
-tests/e2e/k8s/values.yaml plus the test-only tests/e2e/k8s/autoscale-values.yaml (workers of
-concurrency 4, HPA stabilisation in seconds).
+release's metrics Services as the chart's ServiceMonitor would, found from their EndpointSlices,
+with the recording rules of deploy/prometheus/channels-fleet.rules.yml). Own namespace and
+release, installed with tests/e2e/k8s/values.yaml plus the test-only
+tests/e2e/k8s/autoscale-values.yaml (workers of concurrency 4, HPA stabilisation in seconds).
 
 1. Load: SOCKETS chat sockets at once on 2 workers of concurrency 4 (8 places): saturation 1,
    connects wait in the queue (1013 after the claim deadline: the client opens again, as a
@@ -28,6 +28,7 @@ import json
 import os
 import re
 import string
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,48 +78,84 @@ def release() -> Iterator[Release]:
         rel.kubectl("delete", "namespace", NAMESPACE, "--wait=true", timeout=300)
 
 
+class Discovery:
+    """What the chart's ServiceMonitor selects, as Prometheus file_sd targets: the endpoints of
+    the release's metrics Services (label channels-fleet/metrics), port `metrics`, labelled with
+    namespace, pod, service and release (the Service's instance label). Debian's Prometheus is
+    built without Kubernetes service discovery, so this thread stands in for it, from the
+    EndpointSlices, every 2 s."""
+
+    def __init__(self, kubectl: str, path: Path) -> None:
+        self.kubectl, self.path = kubectl, path
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="discovery", daemon=True)
+
+    def targets(self) -> list[dict]:
+        slices = json.loads(run(self.kubectl, "-n", NAMESPACE, "get", "endpointslices", "-l",
+                                "channels-fleet/metrics=true", "-o", "json"))["items"]
+        found = []
+        for item in slices:
+            ports = [p["port"] for p in item.get("ports") or [] if p.get("name") == "metrics"]
+            labels = item["metadata"]["labels"]
+            for endpoint in item.get("endpoints") or []:
+                pod = (endpoint.get("targetRef") or {}).get("name", "")
+                found += [{"targets": [f"{address}:{port}"], "labels": {
+                    "namespace": NAMESPACE, "pod": pod,
+                    "service": labels.get("kubernetes.io/service-name", ""),
+                    "release": labels.get("app.kubernetes.io/instance", "")}}
+                    for address in endpoint["addresses"] for port in ports]
+        return found
+
+    def refresh(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.targets()))
+        tmp.replace(self.path)  # Prometheus reads the file when it changes
+
+    def _loop(self) -> None:
+        while not self.stop.wait(2):
+            try:
+                self.refresh()
+            except Exception as exc:  # a failed kubectl call: keep the last targets
+                print(f"discovery: {exc!r}")
+
+    def __enter__(self) -> Discovery:
+        self.refresh()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Debian's Prometheus in the cluster's network namespace; returns its URL for pods."""
+def prometheus(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's Prometheus in the cluster's network namespace, with the chart's recording rules;
+    returns its URL (pods reach it on the node's address, the same port)."""
     workdir = tmp_path_factory.mktemp("prometheus")
     (port,) = free_ports(1)
-    kubeconfig = os.environ["KUBECONFIG"]
-    # What the chart's ServiceMonitor selects and adds: the release's metrics Services, port
-    # `metrics`, every series with namespace, pod and release (the Service's instance label).
+    targets = workdir / "targets.json"
     config = {
         "global": {"scrape_interval": "2s", "scrape_timeout": "1900ms",
                    "evaluation_interval": "2s"},
         "rule_files": [str(RULES)],
-        "scrape_configs": [{
-            "job_name": "channels-fleet",
-            "kubernetes_sd_configs": [{"role": "endpointslice", "kubeconfig_file": kubeconfig,
-                                       "namespaces": {"names": [NAMESPACE]}}],
-            "relabel_configs": [
-                {"source_labels": ["__meta_kubernetes_service_label_channels_fleet_metrics"],
-                 "regex": "true", "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_endpointslice_port_name"],
-                 "regex": "metrics", "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
-                {"source_labels": ["__meta_kubernetes_service_label_app_kubernetes_io_instance"],
-                 "target_label": "release"},
-            ],
-        }],
+        "scrape_configs": [{"job_name": "channels-fleet",
+                            "file_sd_configs": [{"files": [str(targets)]}]}],
     }
     (workdir / "prometheus.yml").write_text(json.dumps(config, indent=1))  # JSON is YAML
-    proc = ServiceProcess(
-        "prometheus",
-        ["prometheus", f"--config.file={workdir / 'prometheus.yml'}",
-         f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=0.0.0.0:{port}",
-         "--log.level=warn"],
-        env=os.environ, cwd=workdir, log=workdir / "prometheus.log",
-        ready_url=f"http://127.0.0.1:{port}/-/ready")
-    try:
-        proc.wait_ready(60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate_and_wait(10)
+    with Discovery(release.kubectl_bin, targets):
+        proc = ServiceProcess(
+            "prometheus",
+            ["prometheus", f"--config.file={workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=0.0.0.0:{port}",
+             "--log.level=warn"],
+            env=os.environ, cwd=workdir, log=workdir / "prometheus.log",
+            ready_url=f"http://127.0.0.1:{port}/-/ready")
+        try:
+            proc.wait_ready(60)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate_and_wait(10)
 
 
 def service_port(release: Release, component: str) -> int:
