@@ -27,7 +27,7 @@ from ..exceptions import LayerConfigError, LayerUnavailable
 from . import _metrics
 from .connection import Router, decode_hosts
 from .executor import Executor
-from .keys import channel_key, group_key, pack_element
+from .keys import channel_key, group_key, is_process_local, non_local_name, pack_element
 from .receiver import Receiver
 from .scripts import GROUP_ADD, GROUP_MEMBERS
 from .sender import Sender
@@ -139,6 +139,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             self._serializer.from_bytes if plain else self._serializer.deserialize
         )
         self.client_prefix = uuid.uuid4().hex
+        self._local_suffix = self.client_prefix + "!"
         self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
 
     def __str__(self) -> str:
@@ -194,15 +195,28 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             raise ChannelFull(channel)
 
     async def receive(self, channel: str) -> dict[str, Any]:
-        """Return the next message on ``channel``, waiting as long as it takes."""
-        self.require_valid_channel_name(channel)
+        """Return the next message on ``channel``, waiting as long as it takes.
+
+        Any event loop may receive (``async_to_sync`` runs each call on a new one). A
+        process-local name must be one of this layer's (``new_channel()``); another raises
+        AssertionError at once, as channels_redis does.
+        """
+        key = self.receive_key(channel)
         state = self._ready_state() or await self._state()
-        body = await state.receiver.receive(channel_key(self.prefix, channel), channel)
+        body = await state.receiver.receive(key, channel)
         return self._deserialize(body)
 
     def receive_key(self, channel: str) -> str:
         """Check ``channel`` once and return its LIST key, for repeated receive_future()."""
         self.require_valid_channel_name(channel)
+        if is_process_local(channel) and not non_local_name(channel).endswith(self._local_suffix):
+            # Its messages go to another process's layer: a receive here would wait forever.
+            # AssertionError (raised, so that python -O keeps it) is what channels_redis raises.
+            raise AssertionError(
+                f"Wrong client prefix: {channel!r} is not a process-local channel of this "
+                f"layer (client prefix {self.client_prefix}); receive only on names its "
+                "new_channel() returned"
+            )
         return channel_key(self.prefix, channel)
 
     def receive_future(self, channel: str, key: str) -> asyncio.Future[bytes] | None:
