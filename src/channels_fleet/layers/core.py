@@ -28,6 +28,7 @@ from . import _metrics
 from .connection import Router, decode_hosts
 from .executor import Executor
 from .keys import channel_key, group_key, is_process_local, non_local_name, pack_element
+from .mailbox import Mailbox
 from .receiver import Receiver
 from .scripts import GROUP_ADD, GROUP_MEMBERS
 from .sender import Sender
@@ -47,7 +48,7 @@ class _LoopState:
         self.executor = Executor(self.router, layer.retry_timeout)
         self.sender = Sender(self.executor, int(layer.expiry * 1000))
         self.receiver = Receiver(
-            self.executor, self.sender, layer.get_capacity, layer.receive_batch,
+            self.executor, self.sender, layer.mailbox, layer.receive_batch,
             layer.receive_prefetch, self.block_timeout, layer.expiry,
         )
         self.retry_timeout = layer.retry_timeout
@@ -140,6 +141,8 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         )
         self.client_prefix = uuid.uuid4().hex
         self._local_suffix = self.client_prefix + "!"
+        # Process-local messages, shared by the event loops (each has its own _LoopState).
+        self.mailbox = Mailbox(self.get_capacity, expiry)
         self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
 
     def __str__(self) -> str:
@@ -237,10 +240,17 @@ class RedisClusterChannelLayer(BaseChannelLayer):
     def cancel_receive(self, channel: str, key: str, future: asyncio.Future[bytes]) -> None:
         """Give up a :meth:`receive_future`; a message that reached it is kept for the next."""
         state = self._ready_state()
-        if state is None:
-            future.cancel()
+        if state is not None:
+            state.receiver.unwait(key, channel, future)
             return
-        state.receiver.unwait(key, channel, future)
+        if future.done() and not future.cancelled() and future.exception() is None:
+            # This loop's receiver is closed already; the message is not lost with it.
+            if is_process_local(channel):
+                self.mailbox.give_back(key, channel, future.result(), source=None)
+            else:
+                logger.warning("receive of %s given up after its loop's layer closed: "
+                               "one message dropped", channel)
+        future.cancel()
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new process-local channel name, received by this layer's shared loop."""
@@ -315,6 +325,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
                 if int(cursor) == 0:
                     break
         state.receiver.buffers.clear()
+        self.mailbox.clear()
 
     async def close_pools(self) -> None:
         """Stop this loop's receive loops and close its connections."""
@@ -328,19 +339,24 @@ class RedisClusterChannelLayer(BaseChannelLayer):
     # Introspection (tests, metrics)
 
     def local_stats(self) -> dict[str, int]:
-        """Counters of this loop's receiver: messages expired unread, dropped from full buffers."""
+        """Messages held in this process: expired unread, dropped from full buffers, buffered.
+
+        Process-local channels count for the whole layer; prefetched shared ones for this loop.
+        """
+        mailbox = self.mailbox
+        stats = {
+            "expired": mailbox.expired,
+            "dropped_full": mailbox.dropped_full,
+            "buffered": mailbox.buffered(),
+        }
         try:
             state = self._states.get(asyncio.get_running_loop())
         except RuntimeError:
             state = None
-        if state is None:
-            return {"expired": 0, "dropped_full": 0, "buffered": 0}
-        receiver = state.receiver
-        return {
-            "expired": receiver.expired,
-            "dropped_full": receiver.dropped_full,
-            "buffered": sum(len(b) for b in receiver.buffers.values()),
-        }
+        if state is not None:
+            stats["expired"] += state.receiver.expired
+            stats["buffered"] += sum(len(b) for b in state.receiver.buffers.values())
+        return stats
 
 
 def _glob_escape(text: str) -> str:
