@@ -7,13 +7,13 @@ machinery (receiver.py); what one loop pops may be for a receiver on another loo
 a receive that has not started yet. So:
 
 - a message for a receiver of the popping loop goes to it directly (receiver.py);
-- any other is kept here, per channel, and the loops listening on that channel are woken
-  (``call_soon_threadsafe``) to take it. It stays here when the loop that popped it
-  closes, for the next receive on any loop;
-- pops of one LIST take turns: one in flight per process at a time, by whichever loop has
-  receivers waiting. What one pop takes is put away, and the listeners' wake-ups queued,
-  before the next pop may start (its ``resume`` is queued behind them), so each channel's
-  messages reach it in the order they were sent.
+- any other is kept here, per channel, and the other loops pulling that LIST are woken
+  (``call_soon_threadsafe``) to take it if they wait for it. It stays here when the loop
+  that popped it closes, for the next receive on any loop;
+- pops of one LIST take turns: one in flight per process at a time. A loop keeps the turn
+  while no other waits for it; otherwise it hands it over after each pop. What one pop took
+  is put away, and the wake-ups queued, before the next pop may start (its ``resume`` is
+  queued behind them), so each channel's messages reach it in the order they were sent.
 
 Buffers are bounded by the channel's capacity (the oldest is dropped, counted) and entries
 expire with the layer's ``expiry``. One lock guards everything; it is never held across an
@@ -43,7 +43,7 @@ class Listener(Protocol):
     loop: asyncio.AbstractEventLoop
 
     def collect(self, key: str, channel: str) -> None:
-        """Take what the mailbox holds for ``channel`` for this loop's receivers."""
+        """Take what the mailbox holds for ``channel`` if this loop's receivers wait for it."""
 
     def resume(self, key: str) -> None:
         """The LIST ``key`` may be popped again: pop it if receivers still wait."""
@@ -69,29 +69,30 @@ class Mailbox:
         self.dropped_full = 0
         self._lock = threading.Lock()
         self._buffers: dict[str, deque[Entry]] = {}
-        self._listeners: dict[str, list[Listener]] = {}
+        self._listeners: dict[str, list[Listener]] = {}  # by LIST key
         self._turns: dict[str, _Turns] = {}
 
     # Messages
 
-    def take(self, channel: str, listener: Listener | None = None) -> bytes | None:
-        """The oldest live message for ``channel``; if none, ``listener`` is woken for the next."""
+    def take(self, channel: str) -> bytes | None:
+        """The oldest live message for ``channel``, if any."""
         with self._lock:
-            body = self._pop_live(channel)
-            if body is None and listener is not None:
-                listeners = self._listeners.setdefault(channel, [])
-                if listener not in listeners:
-                    listeners.append(listener)
-            return body
+            return self._pop_live(channel)
 
-    def unlisten(self, channel: str, listener: Listener) -> None:
-        """``listener`` has no receiver left on ``channel``."""
+    def listen(self, key: str, listener: Listener) -> None:
+        """Wake ``listener`` for what other loops put here from LIST ``key`` (it pulls it too)."""
         with self._lock:
-            listeners = self._listeners.get(channel)
+            listeners = self._listeners.setdefault(key, [])
+            if listener not in listeners:
+                listeners.append(listener)
+
+    def unlisten(self, key: str, listener: Listener) -> None:
+        with self._lock:
+            listeners = self._listeners.get(key)
             if listeners is not None and listener in listeners:
                 listeners.remove(listener)
                 if not listeners:
-                    del self._listeners[channel]
+                    del self._listeners[key]
 
     def holds_any(self) -> bool:
         return bool(self._buffers)
@@ -134,14 +135,14 @@ class Mailbox:
         return body
 
     def _wake_listeners(self, key: str, channel: str, source: Listener | None) -> None:
-        listeners = self._listeners.get(channel)
+        listeners = self._listeners.get(key)
         if not listeners:
             return
         for listener in list(listeners):
             if listener is not source and not _schedule(listener, listener.collect, key, channel):
                 listeners.remove(listener)
         if not listeners:
-            del self._listeners[channel]
+            del self._listeners[key]
 
     # Turns: one pop of a process-local LIST in flight at a time
 
@@ -162,28 +163,33 @@ class Mailbox:
             return False
 
     def end_pop(self, key: str, puller: Listener) -> None:
-        """``puller``'s pop is put away: wake the loops waiting for their turn."""
+        """``puller``'s pop is put away: hand the turn over if other loops wait for it."""
         with self._lock:
             turns = self._turns.get(key)
-            if turns is None or turns.holder is not puller:
-                return
-            turns.holder = None
-            queued, turns.queued = turns.queued, []
-            if not queued:
-                del self._turns[key]
-            for waiting in queued:
-                if not _schedule(waiting, waiting.resume, key):
-                    continue  # its loop is closed: it pops nothing any more
-                turns.queued.append(waiting)
+            if turns is not None and turns.holder is puller and turns.queued:
+                self._hand_over(key, turns)
 
     def leave(self, key: str, puller: Listener) -> None:
         """``puller`` stops pulling ``key`` (no receivers left, or its loop closes)."""
         with self._lock:
             turns = self._turns.get(key)
-            if turns is not None and puller in turns.queued:
+            if turns is None:
+                return
+            if puller in turns.queued:
                 turns.queued.remove(puller)
-                if turns.holder is None and not turns.queued:
-                    del self._turns[key]
+            if turns.holder is puller:
+                self._hand_over(key, turns)
+            elif turns.holder is None and not turns.queued:
+                del self._turns[key]
+
+    def _hand_over(self, key: str, turns: _Turns) -> None:
+        turns.holder = None
+        queued, turns.queued = turns.queued, []
+        for waiting in queued:
+            if _schedule(waiting, waiting.resume, key):  # else its loop is closed
+                turns.queued.append(waiting)
+        if not turns.queued:
+            del self._turns[key]
 
     # Expiry, flush, counters
 

@@ -95,16 +95,24 @@ class Receiver:
         no task per message. Give it up with :meth:`unwait`, never by cancelling it alone.
         """
         future: asyncio.Future[bytes] = self.loop.create_future()
-        if is_process_local(channel):
-            body = self.mailbox.take(channel, self)  # else the mailbox wakes us for it
-        else:
+        local = is_process_local(channel)
+        pulled = key in self.pullers
+        if not local:
             body = self._from_buffer(channel)
+        elif pulled:
+            body = self.mailbox.take(channel)
+        else:
+            # Listen first: what another loop puts after this take wakes us (collect).
+            self.mailbox.listen(key, self)
+            body = self.mailbox.take(channel)
+            if body is not None:
+                self.mailbox.unlisten(key, self)
         if body is not None:
             future.set_result(body)
             return future
         self.waiting.setdefault(key, {}).setdefault(channel, deque()).append(future)
-        if key not in self.pullers:
-            self.pullers[key] = self.loop.create_task(self._pull(key, is_process_local(channel)))
+        if not pulled:
+            self.pullers[key] = self.loop.create_task(self._pull(key, local))
         return future
 
     def unwait(self, key: str, channel: str, future: asyncio.Future[bytes]) -> None:
@@ -176,8 +184,6 @@ class Receiver:
         del channels[channel]
         if not channels:
             del self.waiting[key]
-        if is_process_local(channel):
-            self.mailbox.unlisten(channel, self)
 
     def _give_back(self, key: str, channel: str, body: bytes) -> None:
         if is_process_local(channel):
@@ -225,16 +231,14 @@ class Receiver:
         except Exception as exc:
             # Every waiter of this LIST learns why; the next receive() starts a new loop.
             logger.warning("receive loop for %s failed: %s", key, exc)
-            channels = self.waiting.pop(key, {})
-            for channel, waiters in channels.items():
-                if local:
-                    self.mailbox.unlisten(channel, self)
+            for waiters in self.waiting.pop(key, {}).values():
                 for future in waiters:
                     if not future.done():
                         future.set_exception(exc)
         finally:
             if local:
                 self.mailbox.leave(key, self)
+                self.mailbox.unlisten(key, self)
             if self.pullers.get(key) is asyncio.current_task():
                 del self.pullers[key]
             if (self.buffers or self.mailbox.holds_any()) and self._sweep_handle is None:
@@ -386,11 +390,13 @@ class Receiver:
 
     async def close(self) -> None:
         """Stop pull loops (salvaging their pops), return prefetched messages, drop waiters."""
-        tasks = list(self.pullers.values())
-        self.pullers.clear()
-        for task in tasks:
+        pullers, self.pullers = self.pullers, {}
+        for task in pullers.values():
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*pullers.values(), return_exceptions=True)
+        for key in pullers:  # a pull loop cancelled before it ran has no finally
+            self.mailbox.leave(key, self)
+            self.mailbox.unlisten(key, self)
         await self.sender.settle()
         for channel, (key, handle) in list(self._returns.items()):
             handle.cancel()
@@ -402,9 +408,7 @@ class Receiver:
             self._sweep_handle.cancel()
             self._sweep_handle = None
         for channels in self.waiting.values():
-            for channel, waiters in channels.items():
-                if is_process_local(channel):
-                    self.mailbox.unlisten(channel, self)
+            for waiters in channels.values():
                 for future in waiters:
                     if not future.done():
                         future.cancel()

@@ -100,7 +100,8 @@ def test_sweep__drops_expired_and_empty_buffers(loops):
 def test_put__wakes_the_listener_on_its_own_loop_not_the_source(loops):
     mailbox = Mailbox(lambda channel: 10, expiry_s=60)
     popper, listener = loops
-    assert mailbox.take("a!1", listener) is None  # nothing yet: listening
+    mailbox.listen(KEY, popper)
+    mailbox.listen(KEY, listener)
     mailbox.put(KEY, "a!1", future_ms(), b"x", popper)
     assert listener.wait_call() == ("collect", (KEY, "a!1"), listener.thread.ident)
     assert popper.calls == []
@@ -110,8 +111,8 @@ def test_put__wakes_the_listener_on_its_own_loop_not_the_source(loops):
 def test_unlisten__no_more_wake_ups(loops):
     mailbox = Mailbox(lambda channel: 10, expiry_s=60)
     popper, listener = loops
-    mailbox.take("a!1", listener)
-    mailbox.unlisten("a!1", listener)
+    mailbox.listen(KEY, listener)
+    mailbox.unlisten(KEY, listener)
     mailbox.put(KEY, "a!1", future_ms(), b"x", popper)
     time.sleep(0.1)
     assert listener.calls == []
@@ -121,7 +122,7 @@ def test_unlisten__no_more_wake_ups(loops):
 def test_put__a_listener_whose_loop_closed_is_dropped_and_the_message_kept(loops):
     mailbox = Mailbox(lambda channel: 10, expiry_s=60)
     popper, gone = loops
-    mailbox.take("a!1", gone)
+    mailbox.listen(KEY, gone)
     gone.close()
     mailbox.put(KEY, "a!1", future_ms(), b"x", popper)  # no RuntimeError
     mailbox.put(KEY, "a!1", future_ms(), b"y", popper)
@@ -132,17 +133,28 @@ def test_turns__one_pop_at_a_time_the_next_loop_resumed_after(loops):
     mailbox = Mailbox(lambda channel: 10, expiry_s=60)
     first, second = loops
     assert mailbox.start_pop(KEY, first)
+    mailbox.end_pop(KEY, first)  # nobody else waits: it keeps the turn
     assert not mailbox.start_pop(KEY, second)  # queued
-    assert mailbox.start_pop(KEY, first)  # the holder keeps its turn
-    mailbox.end_pop(KEY, first)
+    assert mailbox.start_pop(KEY, first)
+    mailbox.end_pop(KEY, first)  # handed over: free for whoever asks first
     assert second.wait_call() == ("resume", (KEY,), second.thread.ident)
     assert mailbox.start_pop(KEY, second)
     assert not mailbox.start_pop(KEY, first)
-    mailbox.leave(KEY, first)
+    mailbox.leave(KEY, first)  # stops pulling: not resumed
     mailbox.end_pop(KEY, second)
     time.sleep(0.1)
-    assert [call[0] for call in first.calls] == []  # it left: not resumed
+    assert first.calls == []
+    assert mailbox.start_pop(KEY, second)
+
+
+def test_turns__a_holder_that_stops_pulling_hands_the_turn_over(loops):
+    mailbox = Mailbox(lambda channel: 10, expiry_s=60)
+    first, second = loops
     assert mailbox.start_pop(KEY, first)
+    assert not mailbox.start_pop(KEY, second)
+    mailbox.leave(KEY, first)
+    assert second.wait_call() == ("resume", (KEY,), second.thread.ident)
+    assert mailbox.start_pop(KEY, second)
 
 
 def test_turns__a_queued_loop_that_closed_does_not_block_the_others(loops):
@@ -152,6 +164,5 @@ def test_turns__a_queued_loop_that_closed_does_not_block_the_others(loops):
     assert not mailbox.start_pop(KEY, gone)
     gone.close()
     mailbox.end_pop(KEY, first)  # no RuntimeError; the closed loop is forgotten
-    assert mailbox.start_pop(KEY, first)
-    mailbox.end_pop(KEY, first)
+    mailbox.leave(KEY, first)
     assert mailbox.start_pop(KEY, gone) is True  # nothing held: anyone may pop
