@@ -119,19 +119,8 @@ class Mailbox:
             self._wake_listeners(key, channel, source)
 
     def _pop_live(self, channel: str) -> bytes | None:
-        buffer = self._buffers.get(channel)
-        if buffer is None:
-            return None
-        now_ms = time.time() * 1000
-        body = None
-        while buffer:
-            expires, candidate = buffer.popleft()
-            if expires >= now_ms:
-                body = candidate
-                break
-            self._count_expired(1)
-        if not buffer:
-            del self._buffers[channel]
+        body, expired = pop_live(self._buffers, channel)
+        self._count_expired(expired)
         return body
 
     def _wake_listeners(self, key: str, channel: str, source: Listener | None) -> None:
@@ -194,20 +183,14 @@ class Mailbox:
     # Expiry, flush, counters
 
     def _count_expired(self, amount: int) -> None:
-        self.expired += amount
-        _metrics.expired(amount)
+        if amount:
+            self.expired += amount
+            _metrics.expired(amount)
 
     def sweep(self) -> None:
         """Drop expired messages, and buffers left empty."""
-        now_ms = time.time() * 1000
         with self._lock:
-            for channel in list(self._buffers):
-                buffer = self._buffers[channel]
-                while buffer and buffer[0][0] < now_ms:
-                    buffer.popleft()
-                    self._count_expired(1)
-                if not buffer:
-                    del self._buffers[channel]
+            self._count_expired(drop_expired(self._buffers))
 
     def clear(self) -> None:
         with self._lock:
@@ -216,6 +199,39 @@ class Mailbox:
     def buffered(self) -> int:
         with self._lock:
             return sum(len(buffer) for buffer in self._buffers.values())
+
+
+def pop_live(buffers: dict[str, deque[Entry]], channel: str) -> tuple[bytes | None, int]:
+    """The oldest unexpired body of ``channel`` in ``buffers`` (or None), and how many expired."""
+    buffer = buffers.get(channel)
+    if buffer is None:
+        return None, 0
+    now_ms = time.time() * 1000
+    expired = 0
+    body = None
+    while buffer:
+        expires, candidate = buffer.popleft()
+        if expires >= now_ms:
+            body = candidate
+            break
+        expired += 1
+    if not buffer:
+        del buffers[channel]
+    return body, expired
+
+
+def drop_expired(buffers: dict[str, deque[Entry]]) -> int:
+    """Drop expired entries, and buffers left empty; return how many were dropped."""
+    now_ms = time.time() * 1000
+    expired = 0
+    for channel in list(buffers):
+        buffer = buffers[channel]
+        while buffer and buffer[0][0] < now_ms:
+            buffer.popleft()
+            expired += 1
+        if not buffer:
+            del buffers[channel]
+    return expired
 
 
 def _schedule(listener: Listener, callback: Callable[..., None], *args: str) -> bool:

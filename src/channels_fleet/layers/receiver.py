@@ -36,12 +36,11 @@ from typing import Any
 from . import _metrics
 from .executor import Executor
 from .keys import is_process_local, pack_element, unpack_element
-from .mailbox import Mailbox
+from .mailbox import Entry, Mailbox, drop_expired, pop_live
 from .sender import Sender
 
 logger = logging.getLogger(__name__)
 
-Entry = tuple[int, bytes]  # (expires_at_ms, body)
 SWEEP_INTERVAL_S = 1.0
 PREFETCH_LINGER_S = 0.25
 
@@ -147,19 +146,11 @@ class Receiver:
             turn.set_result(None)
 
     def _from_buffer(self, channel: str) -> bytes | None:
-        buffer = self.buffers.get(channel)
-        if not buffer:
+        if channel not in self.buffers:
             return None
-        now_ms = time.time() * 1000
-        while buffer:
-            expires, body = buffer.popleft()
-            if expires >= now_ms:
-                if not buffer:
-                    del self.buffers[channel]
-                return body
-            self._count_expired(1)
-        del self.buffers[channel]
-        return None
+        body, expired = pop_live(self.buffers, channel)
+        self._count_expired(expired)
+        return body
 
     def _forget(self, key: str, channel: str, future: asyncio.Future[bytes]) -> None:
         channels = self.waiting.get(key)
@@ -379,14 +370,7 @@ class Receiver:
         """Drop expired messages from the buffers and the mailbox, and empty buffers."""
         self._last_sweep = time.monotonic()
         self.mailbox.sweep()
-        now_ms = time.time() * 1000
-        for channel in list(self.buffers):
-            buffer = self.buffers[channel]
-            while buffer and buffer[0][0] < now_ms:
-                buffer.popleft()
-                self._count_expired(1)
-            if not buffer:
-                del self.buffers[channel]
+        self._count_expired(drop_expired(self.buffers))
 
     async def close(self) -> None:
         """Stop pull loops (salvaging their pops), return prefetched messages, drop waiters."""

@@ -53,12 +53,16 @@ def loops() -> Iterator[list[LoopInThread]]:
         loop.close()
 
 
+@pytest.fixture
+def mailbox() -> Mailbox:
+    return Mailbox(lambda channel: 10, expiry_s=60)
+
+
 def future_ms(seconds: float = 60) -> int:
     return int((time.time() + seconds) * 1000)
 
 
-def test_take__oldest_first_then_nothing(loops):
-    mailbox = Mailbox(lambda channel: 10, expiry_s=60)
+def test_take__oldest_first_then_nothing(mailbox, loops):
     source = loops[0]
     for n in range(3):
         mailbox.put(KEY, "a!1", future_ms(), b"%d" % n, source)
@@ -66,8 +70,7 @@ def test_take__oldest_first_then_nothing(loops):
     assert mailbox.buffered() == 0 and not mailbox.holds_any()
 
 
-def test_take__expired_messages_are_skipped_and_counted(loops):
-    mailbox = Mailbox(lambda channel: 10, expiry_s=60)
+def test_take__expired_messages_are_skipped_and_counted(mailbox, loops):
     mailbox.put(KEY, "a!1", future_ms(-1), b"old", loops[0])
     mailbox.put(KEY, "a!1", future_ms(), b"new", loops[0])
     assert mailbox.take("a!1") == b"new"
@@ -82,23 +85,20 @@ def test_put__over_capacity_drops_the_oldest_and_counts_it(loops):
     assert [mailbox.take("a!1"), mailbox.take("a!1")] == [b"1", b"2"]
 
 
-def test_give_back__goes_before_what_is_waiting(loops):
-    mailbox = Mailbox(lambda channel: 10, expiry_s=60)
+def test_give_back__goes_before_what_is_waiting(mailbox, loops):
     mailbox.put(KEY, "a!1", future_ms(), b"later", loops[0])
     mailbox.give_back(KEY, "a!1", b"first", loops[0])
     assert [mailbox.take("a!1"), mailbox.take("a!1")] == [b"first", b"later"]
 
 
-def test_sweep__drops_expired_and_empty_buffers(loops):
-    mailbox = Mailbox(lambda channel: 10, expiry_s=60)
+def test_sweep__drops_expired_and_empty_buffers(mailbox, loops):
     mailbox.put(KEY, "a!1", future_ms(-1), b"old", loops[0])
     mailbox.put(KEY, "a!2", future_ms(), b"kept", loops[0])
     mailbox.sweep()
     assert mailbox.buffered() == 1 and mailbox.expired == 1
 
 
-def test_put__wakes_the_listener_on_its_own_loop_not_the_source(loops):
-    mailbox = Mailbox(lambda channel: 10, expiry_s=60)
+def test_put__wakes_the_listener_on_its_own_loop_not_the_source(mailbox, loops):
     popper, listener = loops
     mailbox.listen(KEY, popper)
     mailbox.listen(KEY, listener)
@@ -108,8 +108,7 @@ def test_put__wakes_the_listener_on_its_own_loop_not_the_source(loops):
     assert mailbox.take("a!1") == b"x"
 
 
-def test_unlisten__no_more_wake_ups(loops):
-    mailbox = Mailbox(lambda channel: 10, expiry_s=60)
+def test_unlisten__no_more_wake_ups(mailbox, loops):
     popper, listener = loops
     mailbox.listen(KEY, listener)
     mailbox.unlisten(KEY, listener)
@@ -119,8 +118,7 @@ def test_unlisten__no_more_wake_ups(loops):
     assert mailbox.take("a!1") == b"x"  # kept for the next receive
 
 
-def test_put__a_listener_whose_loop_closed_is_dropped_and_the_message_kept(loops):
-    mailbox = Mailbox(lambda channel: 10, expiry_s=60)
+def test_put__a_listener_whose_loop_closed_is_dropped_and_the_message_kept(mailbox, loops):
     popper, gone = loops
     mailbox.listen(KEY, gone)
     gone.close()
@@ -129,13 +127,17 @@ def test_put__a_listener_whose_loop_closed_is_dropped_and_the_message_kept(loops
     assert [mailbox.take("a!1"), mailbox.take("a!1")] == [b"x", b"y"]
 
 
-def test_turns__one_pop_at_a_time_the_next_loop_resumed_after(loops):
-    mailbox = Mailbox(lambda channel: 10, expiry_s=60)
+def first_holds_second_queued(mailbox: Mailbox, loops: list[LoopInThread]) -> None:
     first, second = loops
     assert mailbox.start_pop(KEY, first)
     mailbox.end_pop(KEY, first)  # nobody else waits: it keeps the turn
     assert not mailbox.start_pop(KEY, second)  # queued
     assert mailbox.start_pop(KEY, first)
+
+
+def test_turns__one_pop_at_a_time_the_next_loop_resumed_after(mailbox, loops):
+    first_holds_second_queued(mailbox, loops)
+    first, second = loops
     mailbox.end_pop(KEY, first)  # handed over: free for whoever asks first
     assert second.wait_call() == ("resume", (KEY,), second.thread.ident)
     assert mailbox.start_pop(KEY, second)
@@ -147,21 +149,17 @@ def test_turns__one_pop_at_a_time_the_next_loop_resumed_after(loops):
     assert mailbox.start_pop(KEY, second)
 
 
-def test_turns__a_holder_that_stops_pulling_hands_the_turn_over(loops):
-    mailbox = Mailbox(lambda channel: 10, expiry_s=60)
+def test_turns__a_holder_that_stops_pulling_hands_the_turn_over(mailbox, loops):
+    first_holds_second_queued(mailbox, loops)
     first, second = loops
-    assert mailbox.start_pop(KEY, first)
-    assert not mailbox.start_pop(KEY, second)
     mailbox.leave(KEY, first)
     assert second.wait_call() == ("resume", (KEY,), second.thread.ident)
     assert mailbox.start_pop(KEY, second)
 
 
-def test_turns__a_queued_loop_that_closed_does_not_block_the_others(loops):
-    mailbox = Mailbox(lambda channel: 10, expiry_s=60)
+def test_turns__a_queued_loop_that_closed_does_not_block_the_others(mailbox, loops):
+    first_holds_second_queued(mailbox, loops)
     first, gone = loops
-    assert mailbox.start_pop(KEY, first)
-    assert not mailbox.start_pop(KEY, gone)
     gone.close()
     mailbox.end_pop(KEY, first)  # no RuntimeError; the closed loop is forgotten
     mailbox.leave(KEY, first)
