@@ -60,7 +60,8 @@ class WorkerRoll:
     def _roll(self, say: Say) -> None:
         old = [p for p in list(self.stack.procs) if p.kind == "worker" and p.alive()]
         before = self._fleet()
-        say(f"rolling {len(old)} workers: start a new one, then SIGTERM an old one "
+        say(f"rolling {len(old)} worker{'s' if len(old) != 1 else ''}: start a new one, "
+            "then SIGTERM an old one "
             "(it drains: its sockets re-home onto the others)")
         for proc in old:
             new = self.start_worker()

@@ -43,12 +43,13 @@ MEMBERS = ("[...document.querySelectorAll('#members .name')].map((e) => e.textCo
 
 @pytest.fixture(scope="module")
 def demo(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The demo with 2 workers (w1, w2), and the control socket ``make run`` listens on, so
-    the fleet view's roll button works: each roll starts w3, w4 ... and stops the old ones."""
+    """The demo as ``make run`` has it: 2 interfaces (i1, i2), 2 workers (w1, w2), and the
+    control socket ``make run`` listens on, so the fleet view's roll button works: each roll
+    starts w3, w4 ... and stops the old ones."""
     tmp = tmp_path_factory.mktemp("browser-demo")
     control_path = tmp / SOCKET_NAME
     # The long poll answers 204 after 5 s here, so a poll cycles during the test.
-    for site in demo_stack(redis_cluster.urls, tmp, poll_timeout=5.0, workers=2,
+    for site in demo_stack(redis_cluster.urls, tmp, poll_timeout=5.0, workers=2, interfaces=2,
                            CHAT_ROLL_SOCKET=str(control_path)):
         names = itertools.count(3)
 
@@ -94,8 +95,8 @@ def sign_in(browser: Any, demo: Any, user: str, websockets: bool = True,
     return page
 
 
-def enter(page: Any, demo: Any, room: str) -> None:
-    page.goto(f"http://127.0.0.1:{demo.port}/chat/{room}/")
+def enter(page: Any, demo: Any, room: str, port: int = 0) -> None:
+    page.goto(f"http://127.0.0.1:{port or demo.port}/chat/{room}/")
     page.wait_for_function("document.getElementById('transport').textContent === 'websocket'")
     page.wait_for_function(WORKER_SHOWN)
 
@@ -106,10 +107,11 @@ def say(page: Any, text: str) -> None:
 
 
 def sees(page: Any, user: str, text: str, timeout: float = WAIT_MS) -> None:
-    """A message from ``user`` with ``text`` is in the room's list, author and time shown."""
+    """A message from ``user`` with ``text`` is in the room's list, with its author and time
+    (shown above the first of an author's consecutive messages)."""
     message = page.locator("#log li.msg", has=page.locator(".author", has_text=user))
     message.filter(has_text=text).first.wait_for(timeout=timeout)
-    assert message.filter(has_text=text).first.locator("time").inner_text()
+    assert message.filter(has_text=text).first.locator("time").get_attribute("datetime")
 
 
 def text_of(page: Any, selector: str) -> str:
@@ -191,16 +193,16 @@ def test_fleet_view_watches_a_worker_roll__the_room_keeps_its_sockets(
     before = workers_shown(fleet)
     assert before == ["w1", "w2"]
     assert fleet.eval_on_selector_all("#ifaces .proc", "els => els.map(e => e.dataset.name)") \
-        == ["i1"]
+        == ["i1", "i2"]
     # The viewer's own socket: which interface and worker serve it.
     assert text_of(fleet, "#you").startswith("interface i1 \u2192 worker w")
 
-    # Two members chat in a room; Bob also on a phone-width screen.
+    # Two members chat in a room, through both interfaces; Bob on a phone-width screen.
     room = alice.context.new_page()
     room.set_default_timeout(WAIT_MS)
     enter(room, demo, "roll")
     bob = sign_in(chromium, demo, "bob", viewport=PHONE)
-    enter(bob, demo, "roll")
+    enter(bob, demo, "roll", port=demo.ports[1])
     bob.wait_for_function(f"{MEMBERS} === 'alice, bob'")
     say(bob, "before the roll")
     sees(room, "bob", "before the roll")
@@ -224,6 +226,7 @@ def test_fleet_view_watches_a_worker_roll__the_room_keeps_its_sockets(
     # Nobody was disconnected: the room's sockets stayed open, on a new worker, and talk.
     for page in (room, bob):
         page.wait_for_function("/^w[34]$/.test(document.getElementById('worker').textContent)")
+        assert text_of(page, "#interface") in ("i1", "i2")
         assert text_of(page, "#disconnects") == "0"
         assert text_of(page, "#transport") == "websocket"
         assert text_of(page, "#rehomed").startswith(("1", "2"))

@@ -24,9 +24,10 @@ WORKER = ("chat_project.asgi:application", "--channels", "moderation")
 
 
 def demo_stack(urls: list[str], tmp: Path, poll_timeout: float = 2.0, workers: int = 1,
-               **env: str) -> Iterator[Site]:
-    """The demo on ``urls``: an interface (named ``i1`` in the fleet's status), the web tier
-    and ``workers`` workers (``w1``, ``w2`` ...); ``env`` is added to every process's."""
+               interfaces: int = 1, **env: str) -> Iterator[Site]:
+    """The demo on ``urls``: ``interfaces`` interfaces (named ``i1``, ``i2`` ... in the fleet's
+    status; ports in ``site.ports``, the first also ``site.port``), the web tier and
+    ``workers`` workers (``w1`` ...); ``env`` is added to every process's."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "CHAT_RUN_DIR": str(tmp),
            "DJANGO_SETTINGS_MODULE": "chat_project.settings", "CHAT_MODERATION": "1",
            "CHAT_POLL_TIMEOUT": str(poll_timeout),
@@ -35,7 +36,9 @@ def demo_stack(urls: list[str], tmp: Path, poll_timeout: float = 2.0, workers: i
     for command in (["migrate", "-v", "0"], ["demo_users"]):
         site.stack.run(sys.executable, str(PROJECT / "manage.py"), *command, timeout=60)
     try:
-        site.port = site.start("interface", CHANNELS_FLEET_NAME="i1")
+        site.ports = [site.start("interface", CHANNELS_FLEET_NAME=f"i{n}")
+                      for n in range(1, interfaces + 1)]
+        site.port = site.ports[0]
         site.web = site.start("web", "chat_project.wsgi:application")
         for n in range(1, workers + 1):
             site.start("worker", *WORKER, CHANNELS_FLEET_NAME=f"w{n}")

@@ -27,6 +27,7 @@ class Site:
         urls = env["CHANNELS_FLEET_REDIS_URL"].split(",")
         self.stack = FleetStack(urls, tmp, project=tmp, env=env)
         self.port = 0  # the interface's, once started
+        self.ports: list[int] = []  # every interface's, if a test starts several
         self.web = 0  # the web tier's, once started
 
     @property
