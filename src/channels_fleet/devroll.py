@@ -31,6 +31,7 @@ from .fleet import FleetStatus
 SOCKET_NAME = "devstack.sock"
 ROLL = b"roll-workers\n"
 DRAIN_WAIT = 40.0  # a worker's drain takes up to CHANNELS_FLEET_DRAIN_TIMEOUT (25 s)
+STATUS_SETTLE = 1.5  # a heartbeat's status is up to one interval (1 s) old
 
 Say = Callable[[str], None]
 
@@ -72,6 +73,7 @@ class WorkerRoll:
             code = self.stack.retire(proc, DRAIN_WAIT)
             say(f"{proc.fleet_name} drained and exited ({code}) in "
                 f"{time.monotonic() - started:.1f} s")
+        time.sleep(STATUS_SETTLE)  # the last re-homes reach the interfaces' next heartbeat
         say("done: " + _summary(before, self._fleet()))
 
     def _fleet(self) -> dict[str, Any] | None:

@@ -49,19 +49,21 @@ def demo(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory) ->
     tmp = tmp_path_factory.mktemp("browser-demo")
     control_path = tmp / SOCKET_NAME
     # The long poll answers 204 after 5 s here, so a poll cycles during the test.
-    for site in demo_stack(redis_cluster.urls, tmp, poll_timeout=5.0, workers=2, interfaces=2,
-                           CHAT_ROLL_SOCKET=str(control_path)):
-        names = itertools.count(3)
+    sites = demo_stack(redis_cluster.urls, tmp, poll_timeout=5.0, workers=2, interfaces=2,
+                       CHAT_ROLL_SOCKET=str(control_path))
+    site = next(sites)
+    names = itertools.count(3)
 
-        def start_worker() -> Any:
-            return site.stack.worker(*WORKER[1:], app=WORKER[0],
-                                     CHANNELS_FLEET_NAME=f"w{next(names)}")
+    def start_worker() -> Any:
+        return site.stack.worker(*WORKER[1:], app=WORKER[0],
+                                 CHANNELS_FLEET_NAME=f"w{next(names)}")
 
-        control = RollControl(control_path, WorkerRoll(site.stack, start_worker)).start()
-        try:
-            yield site
-        finally:
-            control.stop()
+    control = RollControl(control_path, WorkerRoll(site.stack, start_worker)).start()
+    try:
+        yield site
+    finally:
+        control.stop()
+        sites.close()  # the stack stops
 
 
 @pytest.fixture(scope="module")
