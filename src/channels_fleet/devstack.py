@@ -307,14 +307,15 @@ def start_demo(cluster: LocalRedis, run_dir: Path, project: Path, interfaces: in
         start_worker()
     start("web", "chat_project.wsgi:application", "--port", str(web_port))
     urls = ", ".join(f"http://localhost:{8001 + i}/" for i in range(interfaces))
+    names = ", ".join(p.fleet_name for p in stack.procs if p.kind != "web")
     print(
         f"\nchannels-fleet is up (logs in {run_dir}/logs/):\n"
-        f"  chat through the interfaces (pages relayed to workers): {urls}\n"
-        f"  the fleet, live (interfaces, workers, sockets, queue): http://localhost:8001/fleet/\n"
-        f"  web tier (gunicorn, WSGI):          http://localhost:{web_port}/\n"
-        f"  probes and metrics:                 http://localhost:9101/metrics ... "
+        f"  the chat, through the interfaces:  {urls} (pages relayed to workers)\n"
+        f"  the fleet, live:                   http://localhost:8001/fleet/ ({names})\n"
+        f"  web tier (gunicorn, WSGI):         http://localhost:{web_port}/\n"
+        f"  probes and metrics:                http://localhost:9101/metrics ... "
         f"http://localhost:{stack.procs[-1].metrics_port}/metrics\n"
-        f"  Redis Cluster:                      {stack.env['CHANNELS_FLEET_REDIS_URL']}\n"
+        f"  Redis Cluster:                     {stack.env['CHANNELS_FLEET_REDIS_URL']}\n"
         "Roll the workers (a deploy, no socket closes): `make roll-workers` in another shell,\n"
         "or the button on /fleet/ signed in as alice (staff; alice and bob: demo-password).\n"
         "Ctrl-C stops everything.",
