@@ -91,6 +91,10 @@ cluster-down: ## stop the cluster started by cluster-up
 run: install ## the local stack: Redis Cluster, 2 interfaces, 2 workers, web, demo chat (Ctrl-C stops)
 	$(BIN)/python -m channels_fleet.devstack --dir $(RUN)
 
+.PHONY: roll-workers
+roll-workers: $(STAMP) ## roll the workers of a running `make run` one by one (watch http://localhost:8001/fleet/)
+	$(BIN)/python -m channels_fleet.devroll --dir $(RUN)
+
 bench: bench-layer bench-split bench-fanout bench-rehome ## run every benchmark
 
 bench-split: install ## monolith Daphne + channels_redis against interface + worker, same run

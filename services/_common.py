@@ -45,6 +45,17 @@ async def start_probes(
     return probes
 
 
+def reporting_liveness(settings: Any, kind: str, concurrency: int | None = None) -> Any:
+    """Heartbeats that carry this process's status (name, sockets, closes, re-homes: read
+    from its metrics) for ``channels_fleet.fleet_status()``."""
+    from channels_fleet.observability.status import StatusReport
+    from channels_fleet.relay.liveness import RedisLiveness
+
+    report = StatusReport("interface" if kind == "interface" else "worker",
+                          concurrency=concurrency)
+    return RedisLiveness(settings, status=report)
+
+
 class Observability:
     """Probes, the work-queue collector and the event-loop lag probe of an interface or worker
     (metrics port 0: none of them)."""

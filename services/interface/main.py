@@ -18,7 +18,14 @@ from typing import Any
 from channels_fleet.interface.settings import InterfaceSettings
 from channels_fleet.settings import SettingsError
 
-from .._common import STARTUP_FAILURE, Observability, setup_logging, startup_failure, tune_gc
+from .._common import (
+    STARTUP_FAILURE,
+    Observability,
+    reporting_liveness,
+    setup_logging,
+    startup_failure,
+    tune_gc,
+)
 
 logger = logging.getLogger("channels_fleet.interface")
 
@@ -57,7 +64,7 @@ class Interface:
         from channels_fleet.interface.gateway import Gateway
 
         self.settings = settings
-        self.gateway = Gateway(settings)
+        self.gateway = Gateway(settings, liveness=reporting_liveness(settings, "interface"))
         self.ports: list[Any] = []
         self.exit_code = 0
         self.probes: Any = None

@@ -27,6 +27,7 @@ from channels_fleet.worker.settings import WorkerSettings
 from .._common import (
     STARTUP_FAILURE,
     Observability,
+    reporting_liveness,
     setup_logging,
     startup_failure,
     static_in_debug,
@@ -100,7 +101,8 @@ async def serve(application: Any, settings: WorkerSettings) -> int:
     instrument_consumers()
     dbcleanup.install()  # one cleanup hop per burst
     dispatch.install()  # no task per layer receive
-    host = Host(application, settings)
+    host = Host(application, settings, liveness=reporting_liveness(
+        settings, "worker", concurrency=settings.concurrency))
     try:
         await host.start()
         tune_gc()

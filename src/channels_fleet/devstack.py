@@ -14,8 +14,9 @@ web tiers of one project against one Redis as ServiceProcesses, and stops them a
 
 ``make run`` (``python -m channels_fleet.devstack``) is the whole local stack in the
 foreground, stopped cleanly by Ctrl-C: a 3-master + 3-replica Redis Cluster, the demo chat's
-database migrated, 2 interfaces (ports 8001, 8002), 2 workers and the web tier (gunicorn, port
-8000), all serving ``examples/chat``.
+database migrated, 2 interfaces (ports 8001, 8002; named ``i1``, ``i2`` in the fleet's
+status), 2 workers (``w1``, ``w2``) and the web tier (gunicorn, port 8000), all serving
+``examples/chat``. It also listens for ``make roll-workers`` (``devroll``).
 
     python -m channels_fleet.devstack [--dir .run] [--project examples/chat]
 """
@@ -23,6 +24,7 @@ database migrated, 2 interfaces (ports 8001, 8002), 2 workers and the web tier (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -30,11 +32,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .devcluster import LocalRedis, die_with_parent, free_ports
+from .devroll import SOCKET_NAME as ROLL_SOCKET
+from .devroll import RollControl, WorkerRoll
 
 CLI = [sys.executable, "-m", "channels_fleet.cli"]
 READY_TIMEOUT = 60.0
@@ -49,6 +53,8 @@ class ServiceProcess:
                  ready_url: str | None = None, death_signal: int = signal.SIGKILL) -> None:
         self.name = name
         self.args = args
+        #: Its name in the fleet's status (CHANNELS_FLEET_NAME: ``w1``), else ``name``.
+        self.fleet_name = env.get("CHANNELS_FLEET_NAME") or name
         self.port = port  # public port (interface, web), if any
         self.metrics_port = metrics_port  # /healthz, /readyz, /metrics, if any
         if ready_url is None and metrics_port is not None:
@@ -224,7 +230,7 @@ class FleetStack:
 
     def failed(self) -> str | None:
         """The first process that exited, as a sentence, or None."""
-        for proc in self.procs:
+        for proc in list(self.procs):  # a roll may retire one meanwhile
             if not proc.alive():
                 return f"{proc.name} exited with {proc.popen.returncode} (see {proc.log})"
         return None
@@ -232,6 +238,14 @@ class FleetStack:
     def logs(self, kind: str) -> str:
         """Everything the ``kind`` processes logged so far."""
         return "".join(p.log.read_text(errors="replace") for p in self.procs if p.kind == kind)
+
+    def retire(self, proc: ServiceProcess, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM ``proc`` (it drains), wait for it, and forget it: a rolled worker's exit is
+        no failure. Returns its exit status."""
+        code = proc.terminate_and_wait(timeout)
+        with contextlib.suppress(ValueError):
+            self.procs.remove(proc)
+        return code
 
     def terminate(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM every process (they drain), then SIGKILL what outlives ``timeout``."""
@@ -255,14 +269,16 @@ class FleetStack:
 
 
 def start_demo(cluster: LocalRedis, run_dir: Path, project: Path, interfaces: int,
-               workers: int, web_port: int) -> FleetStack:
-    """The ``make run`` stack on fixed ports, on ``cluster``; prints where things are."""
+               workers: int, web_port: int) -> tuple[FleetStack, Callable[[], ServiceProcess]]:
+    """The ``make run`` stack on fixed ports, on ``cluster``; prints where things are. Returns
+    the stack and how to start one more worker (ready), for rolling them (``devroll``)."""
     stack = FleetStack(cluster.urls[:3], run_dir / "logs", project=project,
                        death_signal=signal.SIGTERM, env={
         "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE",
                                                  "chat_project.settings"),
         "CHAT_RUN_DIR": str(run_dir),
         "CHAT_MODERATION": os.environ.get("CHAT_MODERATION", "1"),
+        "CHAT_ROLL_SOCKET": str(run_dir / ROLL_SOCKET),  # the /fleet/ page's roll button
         "CHANNELS_FLEET_ALLOWED_ORIGINS": os.environ.get("CHANNELS_FLEET_ALLOWED_ORIGINS",
                                                          "localhost,127.0.0.1"),
     })
@@ -271,30 +287,41 @@ def start_demo(cluster: LocalRedis, run_dir: Path, project: Path, interfaces: in
     stack.run(*manage, "migrate", "--noinput", "-v", "0")
     stack.run(*manage, "demo_users")  # the demo's accounts (alice, bob: demo-password)
     metrics = iter(range(9101, 9200))
+    started: dict[str, int] = {}
 
-    def start(kind: str, *args: str) -> None:
-        port = next(metrics)
-        stack.spawn(kind, [*CLI, kind, *args], metrics_port=port,
-                    CHANNELS_FLEET_METRICS_PORT=str(port))
+    def start(kind: str, *args: str) -> ServiceProcess:
+        # interface-1 (named i1 in the fleet's status), ..., worker-3 (w3) after a roll.
+        port, n = next(metrics), started.get(kind, 0) + 1
+        started[kind] = n
+        return stack.spawn(kind, [*CLI, kind, *args], metrics_port=port, name=f"{kind}-{n}",
+                           CHANNELS_FLEET_METRICS_PORT=str(port),
+                           CHANNELS_FLEET_NAME=f"{kind[0]}{n}")
+
+    def start_worker() -> ServiceProcess:
+        # Every worker also serves the demo's background channel "moderation".
+        return start("worker", "chat_project.asgi:application", "--channels", "moderation")
 
     for i in range(interfaces):
         start("interface", "--port", str(8001 + i))
     for _ in range(workers):
-        # Every worker also serves the demo's background channel "moderation".
-        start("worker", "chat_project.asgi:application", "--channels", "moderation")
+        start_worker()
     start("web", "chat_project.wsgi:application", "--port", str(web_port))
     urls = ", ".join(f"http://localhost:{8001 + i}/" for i in range(interfaces))
+    names = ", ".join(p.fleet_name for p in stack.procs if p.kind != "web")
     print(
         f"\nchannels-fleet is up (logs in {run_dir}/logs/):\n"
-        f"  chat through the interfaces (pages relayed to workers): {urls}\n"
-        f"  web tier (gunicorn, WSGI):          http://localhost:{web_port}/\n"
-        f"  probes and metrics:                 http://localhost:9101/metrics ... "
+        f"  the chat, through the interfaces:  {urls} (pages relayed to workers)\n"
+        f"  the fleet, live:                   http://localhost:8001/fleet/ ({names})\n"
+        f"  web tier (gunicorn, WSGI):         http://localhost:{web_port}/\n"
+        f"  probes and metrics:                http://localhost:9101/metrics ... "
         f"http://localhost:{stack.procs[-1].metrics_port}/metrics\n"
-        f"  Redis Cluster:                      {stack.env['CHANNELS_FLEET_REDIS_URL']}\n"
+        f"  Redis Cluster:                     {stack.env['CHANNELS_FLEET_REDIS_URL']}\n"
+        "Roll the workers (a deploy, no socket closes): `make roll-workers` in another shell,\n"
+        "or the button on /fleet/ signed in as alice (staff; alice and bob: demo-password).\n"
         "Ctrl-C stops everything.",
         flush=True,
     )
-    return stack
+    return stack, lambda: start_worker().wait_ready()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,14 +344,16 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     cluster: LocalRedis | None = None
     stack: FleetStack | None = None
+    control: RollControl | None = None
     try:
         cluster_dir = run_dir / "stack-cluster"
         shutil.rmtree(cluster_dir, ignore_errors=True)
         cluster_dir.mkdir(parents=True)
         print("starting a Redis Cluster (3 masters + 3 replicas)...", flush=True)
         cluster = LocalRedis(cluster_dir, masters=3, replicas=1).start()
-        stack = start_demo(cluster, run_dir, args.project.resolve(), args.interfaces,
-                           args.workers, args.web_port)
+        stack, start_worker = start_demo(cluster, run_dir, args.project.resolve(),
+                                         args.interfaces, args.workers, args.web_port)
+        control = RollControl(run_dir / ROLL_SOCKET, WorkerRoll(stack, start_worker)).start()
         while not stopping:
             problem = stack.failed()
             if problem:
@@ -334,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)
         print("\nstopping...", flush=True)
     finally:
+        if control is not None:
+            control.stop()
         if stack is not None:
             stack.terminate()
             stack.close()

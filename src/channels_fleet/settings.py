@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
@@ -106,11 +107,16 @@ class ServiceSettings(EnvSettings):
     rehome_except_subprotocols: tuple[str, ...] = ("graphql-transport-ws", "graphql-ws")
     #: First part of every relay key in Redis: fleets sharing a Redis need one each.
     key_prefix: str = DEFAULT_KEY_PREFIX
+    #: This process's name in the fleet's status (``channels_fleet.fleet_status()``); empty:
+    #: the HOSTNAME variable (the pod's name in Kubernetes), else ``<host name>-<pid>``.
+    name: str = ""
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
         if isinstance(self.redis_url, str):
             object.__setattr__(self, "redis_url", split_csv(self.redis_url))
+        if len(self.name) > 64 or not self.name.isprintable():
+            raise SettingsError("CHANNELS_FLEET_NAME: use at most 64 printable characters")
         if not self.redis_url:
             raise SettingsError(
                 "CHANNELS_FLEET_REDIS_URL is not set; expected redis://host:port "
@@ -128,6 +134,10 @@ class ServiceSettings(EnvSettings):
                 "CHANNELS_FLEET_HEARTBEAT_TTL must be at least twice "
                 "CHANNELS_FLEET_HEARTBEAT_INTERVAL"
             )
+
+    def process_name(self) -> str:
+        """How the fleet's status names this process: CHANNELS_FLEET_NAME, else HOSTNAME."""
+        return self.name or os.environ.get("HOSTNAME") or f"{socket.gethostname()}-{os.getpid()}"
 
     def keeps_session(self, subprotocol: str | None) -> bool:
         """A socket on this subprotocol keeps its session in the app: closed, never re-homed."""

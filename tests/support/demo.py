@@ -19,18 +19,29 @@ PROJECT = Path(__file__).resolve().parents[2] / "examples" / "chat"
 PASSWORD = "demo-password"
 
 
-def demo_stack(urls: list[str], tmp: Path, poll_timeout: float = 2.0) -> Iterator[Site]:
+#: How the demo's workers run: the project's ASGI app, plus the "moderation" channel.
+WORKER = ("chat_project.asgi:application", "--channels", "moderation")
+
+
+def demo_stack(urls: list[str], tmp: Path, poll_timeout: float = 2.0, workers: int = 1,
+               interfaces: int = 1, **env: str) -> Iterator[Site]:
+    """The demo on ``urls``: ``interfaces`` interfaces (named ``i1``, ``i2`` ... in the fleet's
+    status; ports in ``site.ports``, the first also ``site.port``), the web tier and
+    ``workers`` workers (``w1`` ...); ``env`` is added to every process's."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT), "CHAT_RUN_DIR": str(tmp),
            "DJANGO_SETTINGS_MODULE": "chat_project.settings", "CHAT_MODERATION": "1",
            "CHAT_POLL_TIMEOUT": str(poll_timeout),
-           "CHANNELS_FLEET_REDIS_URL": ",".join(urls[:3])}
+           "CHANNELS_FLEET_REDIS_URL": ",".join(urls[:3]), **env}
     site = Site(env, tmp)
     for command in (["migrate", "-v", "0"], ["demo_users"]):
         site.stack.run(sys.executable, str(PROJECT / "manage.py"), *command, timeout=60)
     try:
-        site.port = site.start("interface")
+        site.ports = [site.start("interface", CHANNELS_FLEET_NAME=f"i{n}")
+                      for n in range(1, interfaces + 1)]
+        site.port = site.ports[0]
         site.web = site.start("web", "chat_project.wsgi:application")
-        site.start("worker", "chat_project.asgi:application", "--channels", "moderation")
+        for n in range(1, workers + 1):
+            site.start("worker", *WORKER, CHANNELS_FLEET_NAME=f"w{n}")
         site.wait_ready()
         yield site
     finally:

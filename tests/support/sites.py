@@ -27,21 +27,22 @@ class Site:
         urls = env["CHANNELS_FLEET_REDIS_URL"].split(",")
         self.stack = FleetStack(urls, tmp, project=tmp, env=env)
         self.port = 0  # the interface's, once started
+        self.ports: list[int] = []  # every interface's, if a test starts several
         self.web = 0  # the web tier's, once started
 
     @property
     def env(self) -> dict[str, str]:
         return self.stack.env
 
-    def start(self, service: str, *args: str) -> int:
-        """Start ``channels-fleet SERVICE ARGS``; an interface or web tier gets a free --port,
-        which is returned (0 for a worker)."""
+    def start(self, service: str, *args: str, **env: str) -> int:
+        """Start ``channels-fleet SERVICE ARGS`` (``env`` added to its environment); an
+        interface or web tier gets a free --port, which is returned (0 for a worker)."""
         if service == "interface":
-            return self.stack.interface(wait=False).port or 0
+            return self.stack.interface(wait=False, **env).port or 0
         if service == "web":
-            return self.stack.web(*args, wait=False).port or 0
+            return self.stack.web(*args, wait=False, **env).port or 0
         app, *rest = args
-        self.stack.worker(*rest, app=app, wait=False)
+        self.stack.worker(*rest, app=app, wait=False, **env)
         return 0
 
     def wait_ready(self, timeout: float = 40) -> None:

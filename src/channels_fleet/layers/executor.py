@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,15 +131,20 @@ class Executor:
                 op.error = None
             todo = retry
 
-    async def blocking(self, key: str, block: float, *args: Any) -> Any:
-        """Run a blocking command (BLMPOP) on its own connection, with the same retries."""
+    async def blocking(
+        self, key: str, block: float, salvage: Callable[[Any], None], *args: Any
+    ) -> Any:
+        """Run a blocking command (BLMPOP) on its own connection, with the same retries.
+
+        If the caller is cancelled, a reply that took something goes to ``salvage``.
+        """
         deadline = time.monotonic() + self.retry_timeout
         backoff = BACKOFF_FIRST
         ask: NodeClient | None = None
         while True:
             node = ask or self.router.node_for(key)
             try:
-                return await node.blocking(block, *args, asking=ask is not None)
+                return await node.blocking(block, salvage, *args, asking=ask is not None)
             except rx.MovedError as exc:
                 _metrics.retry(exc)
                 self.router.set_slot(exc.slot_id, exc.host, exc.port)

@@ -10,15 +10,22 @@ the event loop) and the process registers afresh. All heartbeat keys share the h
 The beat runs in its own thread with its own (sync) connection: a worker whose event loop is
 busy starting thousands of consumers is slow, not dead, and must not be declared dead for it.
 A killed or stopped process stops beating either way.
+
+The key's value is a small JSON status (``{"ts": ..., "name": "w1", "kind": "worker",
+"sockets": 12, ...}``: what ``status()`` returns, read from the process's own metrics by the
+services) that :func:`channels_fleet.fleet.fleet_status` reads for every live process. Liveness
+only asks whether the key exists; building the value takes about 0.1 ms a beat.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,7 +34,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-from .wire import heartbeat_key, tombstone_key
+from .wire import INTERFACE_CHANNELS, heartbeat_key, tombstone_key
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +79,12 @@ async def _is_cluster(url: str) -> bool:
     return bool(info.get("cluster_enabled"))
 
 
+def sync_client(url: str, cluster: bool, timeout: float = 2.0) -> Any:
+    """A blocking redis-py client for ``url`` (RedisCluster on a cluster), short timeouts."""
+    cls = RedisCluster if cluster else redis.Redis
+    return cls.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
 async def redis_client(urls: Iterable[str]) -> Any:
     """A redis-py asyncio client for ``urls``: RedisCluster when the first node is a cluster."""
     url = list(urls)[0]
@@ -80,8 +93,16 @@ async def redis_client(urls: Iterable[str]) -> Any:
     return aioredis.Redis.from_url(url, socket_timeout=5)
 
 
+#: What a process reports in its heartbeat, called once per beat on the heartbeat's thread.
+Status = Callable[[], Mapping[str, Any]]
+
+
 class Heartbeat:
-    """Keeps this process's heartbeat key alive from a thread of its own."""
+    """Keeps this process's heartbeat key alive from a thread of its own.
+
+    The value is ``{"ts": <unix time>, **status()}`` as JSON (``status`` must be cheap and
+    thread-safe: prometheus_client's values are).
+    """
 
     def __init__(
         self,
@@ -92,6 +113,7 @@ class Heartbeat:
         ttl: float = 3.0,
         on_lost: Callable[[], None] | None = None,
         prefix: str,
+        status: Status | None = None,
     ) -> None:
         self.urls = list(urls)
         self.channel = channel
@@ -101,6 +123,8 @@ class Heartbeat:
         self.ttl_ms = int(ttl * 1000)
         _trouble["grace"] = max(_trouble["grace"], ttl + interval)
         self.on_lost = on_lost
+        self.status = status
+        self._status_failed = False
         self.last_beat = 0.0
         self._client: Any = None
         self._stop = threading.Event()
@@ -118,9 +142,7 @@ class Heartbeat:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        cluster = await _is_cluster(self.urls[0])
-        cls = RedisCluster if cluster else redis.Redis
-        self._client = cls.from_url(self.urls[0], socket_timeout=2, socket_connect_timeout=2)
+        self._client = sync_client(self.urls[0], await _is_cluster(self.urls[0]))
         await asyncio.to_thread(self._register)
         self._thread = threading.Thread(target=self._run, name=f"heartbeat {self.channel}",
                                         daemon=True)
@@ -140,16 +162,29 @@ class Heartbeat:
         finally:
             self._client.close()
 
+    def value(self) -> str:
+        """What the key holds: the time and this process's status, as JSON."""
+        report: dict[str, Any] = {}
+        if self.status is not None:
+            try:
+                report = dict(self.status())
+            except Exception as exc:  # a broken report must never stop the beat
+                if not self._status_failed:
+                    logger.warning("heartbeat %s: status report failed: %r", self.key, exc)
+                self._status_failed = True
+        return json.dumps({**report, "ts": round(time.time(), 3)}, separators=(",", ":"))
+
     def _register(self) -> None:
-        self._client.set(self.key, time.time(), px=self.ttl_ms, nx=True)
+        self._client.set(self.key, self.value(), px=self.ttl_ms, nx=True)
         self.last_beat = time.monotonic()
 
     def beat(self) -> None:
         """Refresh the key; if it had expired, we were declared dead: hand over and re-register."""
-        refreshed = self._client.set(self.key, time.time(), px=self.ttl_ms, xx=True)
+        value = self.value()
+        refreshed = self._client.set(self.key, value, px=self.ttl_ms, xx=True)
         if not refreshed:
             declared = self._client.eval(_REVIVE, 2, self.key, self.tombstone,
-                                         time.time(), self.ttl_ms)
+                                         value, self.ttl_ms)
             if declared:
                 logger.error(
                     "heartbeat %s had expired and peers declared this process dead (stalled or "
@@ -267,11 +302,13 @@ class RedisLiveness:
     """:class:`Liveness` on the relay's Redis: a :class:`Heartbeat` and a :class:`PeerWatch`.
 
     Peers are checked twice per beat (one MGET), so a dead peer is noticed at most TTL + half
-    an interval after its last beat.
+    an interval after its last beat. The heartbeat reports the process's name
+    (``settings.process_name()``), kind and pid, plus what ``status()`` adds.
     """
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, status: Status | None = None) -> None:
         self.settings = settings
+        self.status = status
         self.heartbeat: Heartbeat | None = None
         self.watch: PeerWatch | None = None
         self._redis: Any = None
@@ -289,11 +326,18 @@ class RedisLiveness:
         s = self.settings
         self._redis = await redis_client(s.redis_url)
         self.heartbeat = Heartbeat(s.redis_url, channel, interval=s.heartbeat_interval,
-                                   ttl=s.heartbeat_ttl, on_lost=on_lost, prefix=s.key_prefix)
+                                   ttl=s.heartbeat_ttl, on_lost=on_lost, prefix=s.key_prefix,
+                                   status=self._report(channel))
         await self.heartbeat.start()
         self.watch = PeerWatch(self._redis, peers, on_dead, interval=s.heartbeat_interval / 2,
                                prefix=s.key_prefix)
         self.watch.start()
+
+    def _report(self, channel: str) -> Status:
+        kind = "interface" if channel.startswith(INTERFACE_CHANNELS) else "worker"
+        base = {"name": self.settings.process_name(), "kind": kind, "pid": os.getpid()}
+        extra = self.status
+        return (lambda: base) if extra is None else (lambda: {**base, **extra()})
 
     async def stop(self) -> None:
         if self.watch is not None:
