@@ -68,7 +68,9 @@ if [ -d "$K8S_RUN" ]; then
     case $dir in
       /run/netns) if [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
                     umount /run/netns 2>/dev/null || true; rmdir /run/netns 2>/dev/null || true; fi ;;
-      *) [ -d "$dir" ] && find "$dir" -depth -type d -empty -delete 2>/dev/null || true ;;
+      # Only the device-plugin socket, whose path the kubelet does not take from --root-dir.
+      /var/lib/kubelet) pgrep -x kubelet >/dev/null || rm -rf /var/lib/kubelet ;;
+      *) rmdir "$dir" 2>/dev/null || true ;;
     esac
   done <"$K8S_RUN/host/created-dirs"
 

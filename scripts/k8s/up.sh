@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make k8s-up: a one-node Kubernetes of the real components, in a network namespace of its own.
 #
-#   netns channels-fleet-k8s-<checkout hash>: lo, a dummy `node0` with the node's IP, the pods'
+#   netns channels-fleet-k8s-<checkout hash>: lo, `node0` (a veth pair kept inside) with the node's IP, the pods'
 #   bridge cni0 (CNI bridge + host-local + portmap). No default route: nothing leaves it.
 #   containerd + runc (Debian) -> etcd -> kube-apiserver -> kube-controller-manager,
 #   kube-scheduler -> kubelet -> kube-proxy (iptables) -> CoreDNS and local-path-provisioner
@@ -23,11 +23,19 @@ done
 [ -x /usr/lib/cni/bridge ] || { log "CNI plugins missing (/usr/lib/cni): run make k8s-deps"; exit 1; }
 [ -x "$K8S_BIN/kube-apiserver" ] || { log "not built: run make k8s-build"; exit 1; }
 
-if [ -f "$PIDS/kube-apiserver.pid" ] && kill -0 "$(cat "$PIDS/kube-apiserver.pid")" 2>/dev/null; then
+DAEMONS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+running() {
+  local name
+  for name in "${DAEMONS[@]}"; do
+    kill -0 "$(cat "$PIDS/$name.pid" 2>/dev/null)" 2>/dev/null || return 1
+  done
+  [ -f "$K8S_RUN/up" ]
+}
+if running; then
   log "already up (make k8s-down stops it)"
   exit 0
 fi
-# Leftovers of a cluster that did not stop cleanly go first.
+# Leftovers of a cluster that did not come up or stop cleanly go first.
 if [ -d "$K8S_RUN" ]; then scripts/k8s/down.sh; fi
 
 t_start=$SECONDS
@@ -46,9 +54,14 @@ for dir in /run/netns /var/lib/kubelet /var/log/containers; do
 done >"$K8S_RUN/host/created-dirs"
 
 # --- helpers ---------------------------------------------------------------------------------
+TEMPLATE_VARS=(K8S_RUN PAUSE_IMAGE POD_CIDR CGROUP_ROOT DNS_SERVICE_IP NODE_NAME NODE_IP
+               COREDNS_IMAGE LOCAL_PATH_IMAGE HELPER_IMAGE)
 render() {  # render TEMPLATE OUT: only these variables are substituted (scripts keep their $VARs)
-  envsubst '${K8S_RUN} ${PAUSE_IMAGE} ${POD_CIDR} ${CGROUP_ROOT} ${DNS_SERVICE_IP} ${NODE_NAME}
-    ${NODE_IP} ${COREDNS_IMAGE} ${LOCAL_PATH_IMAGE} ${HELPER_IMAGE}' \
+  local name
+  for name in "${TEMPLATE_VARS[@]}"; do
+    [ -n "${!name}" ] || { log "render $1: $name is empty"; exit 1; }
+  done
+  (export "${TEMPLATE_VARS[@]}"; envsubst "$(printf '${%s} ' "${TEMPLATE_VARS[@]}")") \
     <"scripts/k8s/templates/$1" >"$2"
 }
 
@@ -78,18 +91,23 @@ https_ok() {  # https_ok URL: 200 from a component's secure port, as the cluster
     --key "$K8S_RUN/pki/admin.key" "$1"
 }
 http_ok() { in_netns curl -fsS --max-time 3 "$1"; }
+# kube-controller-manager and kube-scheduler serve /healthz with a self-signed certificate of their
+# own (no --tls-cert-file, as kubeadm runs them); their probes do not verify it either.
+self_signed_ok() { in_netns curl -fsSk --max-time 3 "$1"; }
 
 # --- network namespace -----------------------------------------------------------------------
 ip netns add "$NETNS" 2>"$LOGS/netns.log" || fail netns "ip netns add $NETNS"
-{
-  in_netns ip link set lo up
-  in_netns ip link add node0 type dummy
-  in_netns ip addr add "$NODE_IP/32" dev node0
-  in_netns ip link set node0 up
-  # Service IPs are DNAT'ed by kube-proxy in OUTPUT, after a route was found: give them one.
-  in_netns ip route add "$SERVICE_CIDR" dev node0 src "$NODE_IP"
-  in_netns sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
-} >>"$LOGS/netns.log" 2>&1 || fail netns "setting up $NETNS"
+net() { in_netns "$@" >>"$LOGS/netns.log" 2>&1 || fail netns "$*"; }
+net ip link set lo up
+# The node's address, on one end of a veth pair that stays inside the namespace (this kernel
+# has no dummy device).
+net ip link add node0 type veth peer name node0-peer
+net ip addr add "$NODE_IP/24" dev node0
+net ip link set node0-peer up
+net ip link set node0 up
+# Service IPs are DNAT'ed by kube-proxy in OUTPUT, after a route was found: give them one.
+net ip route add "$SERVICE_CIDR" dev node0 src "$NODE_IP"
+net sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1
 log "netns $NETNS: node $NODE_NAME at $NODE_IP, pods $POD_CIDR, services $SERVICE_CIDR"
 
 # --- containerd ------------------------------------------------------------------------------
@@ -153,10 +171,18 @@ start kube-scheduler "$K8S_BIN/kube-scheduler" \
   --authentication-kubeconfig="$KCFG/scheduler.conf" \
   --authorization-kubeconfig="$KCFG/scheduler.conf" \
   --bind-address=127.0.0.1 --leader-elect=false --profiling=false
-wait_until kube-controller-manager 60 "/healthz" https_ok https://127.0.0.1:10257/healthz
-wait_until kube-scheduler 60 "/healthz" https_ok https://127.0.0.1:10259/healthz
+wait_until kube-controller-manager 60 "/healthz" self_signed_ok https://127.0.0.1:10257/healthz
+wait_until kube-scheduler 60 "/healthz" self_signed_ok https://127.0.0.1:10259/healthz
 
 # --- node --------------------------------------------------------------------------------------
+# The kubelet's cgroupRoot must exist in every v1 hierarchy; a new cpuset starts empty.
+for hierarchy in /sys/fs/cgroup/*/; do
+  [ -f "${hierarchy}cgroup.procs" ] && [ "$hierarchy" != /sys/fs/cgroup/unified/ ] || continue
+  mkdir -p "$hierarchy${CGROUP_ROOT#/}" || fail kubelet "mkdir $hierarchy${CGROUP_ROOT#/}"
+done
+for file in cpuset.cpus cpuset.mems; do
+  cat "/sys/fs/cgroup/cpuset/$file" >"/sys/fs/cgroup/cpuset${CGROUP_ROOT}/$file"
+done
 render kubelet.yaml "$K8S_RUN/etc/kubelet.yaml"
 render kube-proxy.yaml "$K8S_RUN/etc/kube-proxy.yaml"
 start kubelet "$K8S_BIN/kubelet" --config="$K8S_RUN/etc/kubelet.yaml" \
@@ -193,5 +219,6 @@ dns_answers() {
 }
 wait_until coredns 60 "an answer for kubernetes.default.svc.cluster.local" dns_answers
 
+touch "$K8S_RUN/up"
 log "up in $((SECONDS - t_start)) s: kubernetes $K8S_VERSION (etcd $ETCD_VERSION, coredns $COREDNS_VERSION, containerd $(containerd --version | awk '{print $3}'))"
 log "kubectl: scripts/k8s/exec kubectl get pods -A    (kubeconfig: $KCFG/admin.conf, API $API_URL inside netns $NETNS)"

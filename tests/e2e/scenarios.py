@@ -36,6 +36,8 @@ import asyncio
 import json
 import re
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -138,8 +140,11 @@ class ChatClient:
             self._arrived.notify_all()
 
     async def say(self, text: str) -> None:
+        await self.send_frame(self.stack.chat.encode(text))
+
+    async def send_frame(self, frame: str) -> None:
         assert self._ws is not None
-        await self._ws.send(self.stack.chat.encode(text))
+        await self._ws.send(frame)
 
     async def wait_for(self, text: str, timeout: float = ECHO_TIMEOUT) -> bool:
         """True once a frame containing `text` arrived; False on timeout or close."""
@@ -346,12 +351,16 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
     A message is lost when its echo does not come while the socket stays open; a message whose
     socket is drained (1001) before the echo is resent on a new connection, as any reconnecting
     client does. Listeners in the same room reconnect after 1001 and must see the room again.
+    ``disconnects_per_client`` counts each client's closes: 1 each when a client that reconnects
+    always lands on a new interface (surge first, then drain), more when it lands on an old
+    one that drains later.
     """
     room = unique("roll")
     listeners_ = await open_clients(stack, room, listeners)
     sender = await ChatClient(stack, room).open()
     stats = {"sent": 0, "echoed": 0, "resent_after_drain": 0, "lost": 0, "reconnects": 0}
     codes: list[int] = []
+    per_client = [0] * (listeners + 1)  # the sender is the last one
     done = asyncio.Event()
 
     async def send_loop() -> None:
@@ -371,6 +380,7 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
                 continue
             if sender.closed.is_set():
                 codes.append(sender.close_code or 1006)
+                per_client[listeners] += 1
                 stats["resent_after_drain"] += 1
                 stats["reconnects"] += 1
                 sender = await ChatClient(stack, room).reopen()
@@ -378,7 +388,7 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
                 stats["lost"] += 1
                 seq += 1
 
-    async def listener_loop(client: ChatClient) -> None:
+    async def listener_loop(index: int, client: ChatClient) -> None:
         while not done.is_set():
             closed = asyncio.ensure_future(client.closed.wait())
             stop = asyncio.ensure_future(done.wait())
@@ -387,11 +397,12 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
             stop.cancel()
             if client.closed.is_set() and not done.is_set():
                 codes.append(client.close_code or 1006)
+                per_client[index] += 1
                 stats["reconnects"] += 1
                 await client.reopen()
 
     tasks = [asyncio.create_task(send_loop())]
-    tasks += [asyncio.create_task(listener_loop(c)) for c in listeners_]
+    tasks += [asyncio.create_task(listener_loop(i, c)) for i, c in enumerate(listeners_)]
     t0 = time.perf_counter()
     try:
         await stack.restart_interfaces()
@@ -402,18 +413,141 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
     rollout_s = time.perf_counter() - t0
     try:
         # A socket drained just as the loops stopped: count its code, reconnect it.
-        for client in [*listeners_, sender]:
+        for index, client in enumerate([*listeners_, sender]):
             if client.closed.is_set():
                 codes.append(client.close_code or 1006)
+                per_client[index] += 1
                 await client.reopen()
         bad = sorted({c for c in codes if c != GOING_AWAY})
         assert not bad, f"sockets ended with {bad} during the rollout, expected only 1001"
         assert stats["lost"] == 0, f"messages lost during the rollout: {stats}"
         assert stats["echoed"] > 0
         await broadcast_reaches_all([*listeners_, sender], timeout=15)
-        return {**stats, "close_codes": sorted(set(codes)), "rollout_s": round(rollout_s, 1)}
+        return {**stats, "close_codes": sorted(set(codes)), "rollout_s": round(rollout_s, 1),
+                "disconnects_per_client": {"min": min(per_client), "max": max(per_client)}}
     finally:
         await close_all([*listeners_, sender])
+
+
+async def worker_of(client: ChatClient) -> str:
+    """The worker serving a socket, from the demo's status frame (``{"type": "status"}``)."""
+    before = len(client.frames)
+    await client.send_frame(json.dumps({"type": "status"}))
+    for _ in range(50):
+        for frame in client.frames[before:]:
+            data = json.loads(frame)
+            if data.get("type") == "status":
+                return str(data["worker"])
+        await asyncio.sleep(0.1)
+    raise AssertionError("no status frame: cannot tell which worker serves the socket")
+
+
+async def scenario_worker_kill_under_load(stack: Stack, count: int = 20, rate: float = 20
+                                          ) -> dict[str, Any]:
+    """Stop the busier of 2 workers while a sender posts `rate` messages a second: within 5 s
+    each of its sockets is re-homed (still open, its status names another worker) or closed
+    with 1012; the clients of the other worker miss no message."""
+    await stack.scale_workers(2)
+    room = unique("kill")
+    clients = await open_clients(stack, room, count)
+    done = asyncio.Event()
+    sent: list[str] = []
+    try:
+        homes = await asyncio.gather(*(worker_of(c) for c in clients))
+        victim = max(set(homes), key=homes.count)
+        on_victim = [c for c, w in zip(clients, homes, strict=True) if w == victim]
+        others = [c for c, w in zip(clients, homes, strict=True) if w != victim]
+        assert others, f"every socket is on {victim}: nothing to compare with"
+
+        async def chatter() -> None:
+            while not done.is_set():
+                text = f"{room}-m{len(sent)}"
+                sent.append(text)
+                await others[0].say(text)
+                await asyncio.sleep(1 / rate)
+
+        task = asyncio.create_task(chatter())
+        await asyncio.sleep(1)
+        t0 = time.perf_counter()
+        await stack.stop_worker(victim)
+
+        async def handled(client: ChatClient) -> bool:
+            if client.closed.is_set():
+                return True
+            return await worker_of(client) != victim
+
+        async def all_handled() -> bool:
+            return all(await asyncio.gather(*(handled(c) for c in on_victim)))
+
+        rehomed = await eventually(all_handled, 5, 0.25)
+        handled_s = time.perf_counter() - t0
+        await asyncio.sleep(2)
+        done.set()
+        await task
+        assert rehomed, "the stopped worker's sockets were not re-homed or closed within 5 s"
+        codes = sorted({c.close_code or 1006 for c in on_victim if c.closed.is_set()})
+        assert set(codes) <= {SERVICE_RESTART}, f"sockets of the stopped worker closed with {codes}"
+        await asyncio.sleep(1)  # the last messages' echoes
+        lost = sum(1 for c in others for text in sent if not any(text in f for f in c.frames))
+        assert lost == 0, f"clients of the other worker lost {lost} of {len(sent)} messages"
+        return {"victim_sockets": len(on_victim), "others": len(others), "messages": len(sent),
+                "closed_1012": sum(c.closed.is_set() for c in on_victim),
+                "handled_s": round(handled_s, 2), "collateral_lost": lost}
+    finally:
+        done.set()
+        await close_all(clients)
+        await stack.scale_workers(1)
+
+
+async def scenario_long_poll_round_trip(stack: Stack) -> dict[str, Any]:
+    """HTTP long polling (the page's fallback without WebSockets): a message posted with
+    ``POST /poll/<room>/`` reaches a waiting ``GET /poll/<room>/`` and a WebSocket in the room,
+    and one posted on the WebSocket reaches the next poll."""
+    room = unique("poll")
+    socket = (await open_clients(stack, room, 1))[0]
+    headers = {"Origin": stack.base_url.rstrip("/"), **dict(stack.chat.headers)}
+    url = f"{stack.base_url.rstrip('/')}/poll/{room}/"
+
+    async def poll_while(post: Callable[[], Awaitable[None]]) -> tuple[int, str]:
+        waiting = asyncio.create_task(asyncio.to_thread(http_request, "GET", url, headers))
+        await asyncio.sleep(0.5)  # the GET has joined the room's group
+        await post()
+        return await waiting
+
+    try:
+        rounds = []
+        for i in range(5):
+            text = unique(f"poll{i}")
+
+            async def post_json(text: str = text) -> None:
+                status, body = await asyncio.to_thread(
+                    http_request, "POST", url, {**headers, "Content-Type": "application/json"},
+                    json.dumps({"message": text}).encode())
+                assert status == 202, f"POST {url}: {status} {body}"
+
+            t0 = time.perf_counter()
+            status, body = await poll_while(post_json)
+            rounds.append(time.perf_counter() - t0)
+            assert status == 200 and text in body, f"GET {url}: {status} {body[:200]}"
+            assert await socket.wait_for(text), "a long-poll post did not reach the WebSocket"
+        text = unique("ws")
+        status, body = await poll_while(lambda: socket.say(text))
+        assert status == 200 and text in body, f"GET {url} after a WebSocket post: {status}"
+        rounds.sort()
+        return {"polls": len(rounds) + 1, "p50_ms": round(rounds[len(rounds) // 2] * 1000, 1)}
+    finally:
+        await close_all([socket])
+
+
+def http_request(method: str, url: str, headers: dict[str, str], body: bytes | None = None
+                 ) -> tuple[int, str]:
+    """One blocking HTTP request (run in a thread): status and body, errors included."""
+    request = urllib.request.Request(url, data=body, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=40) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 async def scenario_queue_depth_metric(stack: Stack) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The `Stack` adapter of tests/e2e/scenarios.py for a Helm release on a Kubernetes cluster.
 
-Traffic goes to `base_url` (a NodePort mapped to the host by kind, or an Ingress); metrics are
+Traffic goes to `base_url` (a NodePort mapped to the host by kind, the interface Service's DNS
+name from inside the local cluster's network, or an Ingress); metrics are
 read from each pod through the API server's pod proxy (no port-forward to keep alive); scaling,
 stopping and restarting are plain kubectl calls, exactly what an operator would type.
 """
@@ -11,7 +12,7 @@ import asyncio
 import json
 import os
 
-from ..scenarios import ChatProtocol
+from .scenarios import ChatProtocol
 
 
 class KubeStack:
