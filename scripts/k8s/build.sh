@@ -88,7 +88,7 @@ fi
 image() {  # image NAME TAG ENTRYPOINT_JSON FILE...
   local name=$1 tag=$2 entrypoint=$3 digest ctx
   shift 3
-  digest=$({ printf '%s %s\n' "$tag" "$entrypoint"; sha256sum "$@"; } | sha256sum | cut -c1-64)
+  digest=$({ printf '%s %s\n' "$tag" "$entrypoint"; sha256sum "$0" "$@"; } | sha256sum | cut -c1-64)
   if [ "$(cat "$IMAGES/$name.digest" 2>/dev/null)" = "$digest" ] && [ -f "$IMAGES/$name.tar" ]; then
     return
   fi
@@ -96,7 +96,9 @@ image() {  # image NAME TAG ENTRYPOINT_JSON FILE...
   mkdir -p "$ctx/bin"
   cp "$@" "$ctx/bin/"
   if [ "$name" = busybox ]; then  # applet links, so `sh`, `mkdir`, `rm` resolve on PATH
-    for applet in $("$K8S_BIN/busybox" --list); do ln -sf busybox "$ctx/bin/$applet"; done
+    for applet in $("$K8S_BIN/busybox" --list | grep -vx busybox); do
+      ln -s busybox "$ctx/bin/$applet"
+    done
   fi
   printf 'FROM scratch\nCOPY bin/ /bin/\nENV PATH=/bin\nENTRYPOINT %s\n' "$entrypoint" >"$ctx/Containerfile"
   podman --runtime runc build --quiet -t "$tag" -f "$ctx/Containerfile" "$ctx" >/dev/null \

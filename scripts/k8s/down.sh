@@ -14,14 +14,26 @@ source scripts/k8s/lib.sh
 
 [ "$(id -u)" = 0 ] || { log "k8s-down needs root"; exit 1; }
 
-stop() {  # stop NAME [GRACE]: SIGTERM, then SIGKILL after GRACE seconds
-  local name=$1 grace=${2:-15} pid
-  pid=$(cat "$PIDS/$name.pid" 2>/dev/null) || return 0
-  if kill -TERM "$pid" 2>/dev/null; then
-    for _ in $(seq $((grace * 5))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    if kill -KILL "$pid" 2>/dev/null; then log "$name: killed after ${grace} s"; fi
-  fi
-  rm -f "$PIDS/$name.pid"
+alive() {  # alive PID...: is any of them still running?
+  local pid
+  for pid in "$@"; do kill -0 "$pid" 2>/dev/null && return 0; done
+  return 1
+}
+
+stop() {  # stop NAME...: SIGTERM to all of them, SIGKILL to any still there after 15 s
+  local name pid pids=() t0=$SECONDS
+  for name in "$@"; do
+    if pid=$(cat "$PIDS/$name.pid" 2>/dev/null); then
+      pids+=("$pid")
+      kill -TERM "$pid" 2>/dev/null || true
+      rm -f "$PIDS/$name.pid"
+    fi
+  done
+  for _ in $(seq 75); do alive "${pids[@]}" || break; sleep 0.2; done
+  for pid in "${pids[@]}"; do
+    if kill -KILL "$pid" 2>/dev/null; then log "killed $pid ($*) after 15 s"; fi
+  done
+  if [ $((SECONDS - t0)) -gt 2 ]; then log "$* stopped in $((SECONDS - t0)) s"; fi
 }
 
 if [ -d "$K8S_RUN" ]; then
@@ -31,9 +43,8 @@ if [ -d "$K8S_RUN" ]; then
     timeout 150 "$K8S_BIN/podsweep" "unix://$K8S_RUN/containerd.sock" >&2 \
       || log "podsweep failed: the sweep below removes what is left"
   fi
-  for name in kube-proxy kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
-    stop "$name"
-  done
+  stop kube-proxy kube-scheduler kube-controller-manager kube-apiserver
+  stop etcd containerd
 
   # Processes of the cluster that outlived their parents: shims of this containerd, anything
   # still in the pods' cgroups.

@@ -442,22 +442,35 @@ async def worker_of(client: ChatClient) -> str:
     raise AssertionError("no status frame: cannot tell which worker serves the socket")
 
 
-async def scenario_worker_kill_under_load(stack: Stack, count: int = 20, rate: float = 20
+async def scenario_worker_kill_under_load(stack: Stack, count: int = 21, rate: float = 20
                                           ) -> dict[str, Any]:
-    """Stop the busier of 2 workers while a sender posts `rate` messages a second: within 5 s
-    each of its sockets is re-homed (still open, its status names another worker) or closed
-    with 1012; the clients of the other worker miss no message."""
+    """Stop the busier of 2 workers while a client of the other posts `rate` messages a second:
+    within 5 s each of its sockets is re-homed (still open, served by another worker) or closed
+    with 1012, and the clients of the other worker miss no message.
+
+    Sockets are grouped by the worker their status frame names; an odd `count` makes the two
+    groups differ in size, so the busier pod (by its metrics) is the bigger group."""
     await stack.scale_workers(2)
     room = unique("kill")
     clients = await open_clients(stack, room, count)
     done = asyncio.Event()
     sent: list[str] = []
     try:
+        owned: dict[str, float] = {}
+
+        async def settled() -> bool:
+            nonlocal owned
+            owned = await owned_per_worker(stack)
+            return len(owned) == 2 and sum(owned.values()) == count
+
+        assert await eventually(settled, 15), f"workers do not own the {count} sockets: {owned}"
+        victim = max(owned, key=lambda w: owned[w])
         homes = await asyncio.gather(*(worker_of(c) for c in clients))
-        victim = max(set(homes), key=homes.count)
-        on_victim = [c for c, w in zip(clients, homes, strict=True) if w == victim]
-        others = [c for c, w in zip(clients, homes, strict=True) if w != victim]
-        assert others, f"every socket is on {victim}: nothing to compare with"
+        sizes = {home: homes.count(home) for home in homes}
+        victim_home = next((h for h, n in sizes.items() if n == owned[victim]), None)
+        assert victim_home and len(sizes) == 2, f"sockets per worker {sizes}, metrics {owned}"
+        on_victim = [c for c, h in zip(clients, homes, strict=True) if h == victim_home]
+        others = [c for c, h in zip(clients, homes, strict=True) if h != victim_home]
 
         async def chatter() -> None:
             while not done.is_set():
@@ -472,19 +485,17 @@ async def scenario_worker_kill_under_load(stack: Stack, count: int = 20, rate: f
         await stack.stop_worker(victim)
 
         async def handled(client: ChatClient) -> bool:
-            if client.closed.is_set():
-                return True
-            return await worker_of(client) != victim
+            return client.closed.is_set() or await worker_of(client) != victim_home
 
         async def all_handled() -> bool:
             return all(await asyncio.gather(*(handled(c) for c in on_victim)))
 
-        rehomed = await eventually(all_handled, 5, 0.25)
+        in_time = await eventually(all_handled, 5, 0.25)
         handled_s = time.perf_counter() - t0
         await asyncio.sleep(2)
         done.set()
         await task
-        assert rehomed, "the stopped worker's sockets were not re-homed or closed within 5 s"
+        assert in_time, "the stopped worker's sockets were not re-homed or closed within 5 s"
         codes = sorted({c.close_code or 1006 for c in on_victim if c.closed.is_set()})
         assert set(codes) <= {SERVICE_RESTART}, f"sockets of the stopped worker closed with {codes}"
         await asyncio.sleep(1)  # the last messages' echoes

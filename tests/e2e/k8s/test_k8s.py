@@ -38,7 +38,9 @@ def release() -> Release:
 
 
 def test_install__every_pod_ready(release: Release) -> None:
-    release.kubectl("create", "namespace", release.namespace)
+    if not release.kubectl("get", "namespace", release.namespace, "--ignore-not-found",
+                           "-o", "name"):
+        release.kubectl("create", "namespace", release.namespace)
     # The strictest built-in policy: the API server refuses any pod of the release that runs as
     # root, keeps a capability, allows privilege escalation or runs without seccomp.
     release.kubectl("label", "namespace", release.namespace,
