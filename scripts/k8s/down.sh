@@ -87,6 +87,9 @@ if [ -d "$K8S_RUN" ]; then
 
   rm -rf "$ROOT/.run/k8s-logs"
   if [ -d "$LOGS" ]; then mv "$LOGS" "$ROOT/.run/k8s-logs"; fi
+  if [ -f "$K8S_RUN/host/sysctl.saved" ]; then  # leftovers.sh compares them with the host's
+    mkdir -p "$ROOT/.run/k8s-logs" && cp "$K8S_RUN/host/sysctl.saved" "$ROOT/.run/k8s-logs/"
+  fi
   # Never rm -rf through a mount that is still there (leftovers.sh names it below).
   if ! awk -v root="$K8S_RUN/" 'index($5, root) == 1 {found = 1} END {exit !found}' /proc/self/mountinfo; then
     rm -rf "$K8S_RUN"

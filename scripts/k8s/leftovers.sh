@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What the local cluster left on the host (run by scripts/k8s/down.sh, and by the e2e after it):
 # processes of its binaries or in its cgroups, mounts under .run/k8s, its network namespace,
-# its cgroups, and iptables rules or links of its network in the host's namespace (they must
-# only ever exist inside its own). Prints one line; exit 1 and a list if anything is left.
+# its cgroups, iptables rules or links of its network in the host's namespace (they must only
+# ever exist inside its own), and kernel tunables that differ from before k8s-up. Prints one
+# line; exit 1 and a list if anything is left.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/k8s/lib.sh
@@ -19,6 +20,13 @@ for hierarchy in /sys/fs/cgroup/*/; do
 done
 while read -r rule; do left+=("host iptables: $rule"); done \
   < <({ iptables-save 2>/dev/null; } | grep -E -- "KUBE-|$NODE_IP|${POD_CIDR%.*}\.|cni0" || true)
+# The kernel tunables the kubelet set, as they were before k8s-up (saved by up.sh).
+if [ -f "$ROOT/.run/k8s-logs/sysctl.saved" ] && [ ! -d "$K8S_RUN" ]; then
+  while IFS='=' read -r key value; do
+    now=$(sysctl -n "$key")
+    [ "$now" = "$value" ] || left+=("sysctl $key=$now (was $value before k8s-up)")
+  done <"$ROOT/.run/k8s-logs/sysctl.saved"
+fi
 while read -r link; do left+=("host link: $link"); done \
   < <(ip -o link show | awk -F': ' '$2 ~ /^(cni0|node0)(@|$)/ {print $2}')
 

@@ -213,21 +213,21 @@ def chat_works(stack: KubeStack) -> None:
 
 def test_helm_upgrade__pods_roll(release: Release, stack: KubeStack) -> None:
     """A changed value rolls every app pod; the release works on the new ones."""
-    before = pod_uids(release)
+    before, installed = pod_uids(release), revision(release)
     with phase("upgrade"):
         release.helm("upgrade", release.name, release.chart, "--values", release.values,
                      "--set", "config.drainTimeout=20", "--wait", "--timeout", "10m")
-    assert revision(release) == 2
+    assert revision(release) == installed + 1
     assert not before & pod_uids(release), "some app pods were not replaced by the upgrade"
     chat_works(stack)
     RESULTS["upgrade"] = "ok"
 
 
 def test_helm_rollback__pods_roll_back(release: Release, stack: KubeStack) -> None:
-    before = pod_uids(release)
+    before, upgraded = pod_uids(release), revision(release)
     with phase("rollback"):
-        release.helm("rollback", release.name, "1", "--wait", "--timeout", "10m")
-    assert revision(release) == 3
+        release.helm("rollback", release.name, str(upgraded - 1), "--wait", "--timeout", "10m")
+    assert revision(release) == upgraded + 1
     assert not before & pod_uids(release), "some app pods were not replaced by the rollback"
     env = json.loads(release.kubectl("get", "deployment", f"{release.fullname}-worker", "-o",
                                      "jsonpath={.spec.template.spec.containers[0].env}"))
