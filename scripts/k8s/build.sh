@@ -5,9 +5,9 @@
 #   etcd        the version the Kubernetes release requires
 #   CoreDNS     cluster DNS (the plugins of Kubernetes' Corefile)
 #   local-path-provisioner   the default StorageClass, as on kind
-#   pause, podsweep          pod sandbox process, CRI teardown helper (scripts/k8s/build/kubernetes)
+#   pause, podsweep          pod sandbox process, CRI teardown helper (scripts/k8s/go/kubernetes)
 #
-# Versions are pinned by the go.mod/go.sum files under scripts/k8s/build/ (one module per upstream
+# Versions are pinned by the go.mod/go.sum files under scripts/k8s/go/ (one module per upstream
 # project, so each builds with exactly its own dependency pins); sources come from the Go module
 # proxy through the `go` command. Binaries go to .tools/k8s/<kubernetes version>/bin, image
 # archives (scratch images: one static binary each, plus Debian's busybox-static for the
@@ -40,7 +40,7 @@ inputs_digest() {  # inputs_digest DIR EXTRA...
 build_module() {
   local name=$1 ldflags=$2 digest t0=$SECONDS
   shift 2
-  local dir=scripts/k8s/build/$name stamp=$K8S_BIN/.stamp-$name
+  local dir=scripts/k8s/go/$name stamp=$K8S_BIN/.stamp-$name
   digest=$(inputs_digest "$dir" "$ldflags" "$@")
   if [ "$(cat "$stamp" 2>/dev/null)" = "$digest" ]; then
     return

@@ -4,7 +4,7 @@
 # Versions: the build modules' go.mod files are the one place they are pinned.
 gomod_version() {  # gomod_version MODULE_DIR MODULE_PATH: its version in a require line or block
   awk -v m="$2" '$1 == "require" {$1 = ""; $0 = $0} $1 == m && $2 ~ /^v/ {print $2; exit}' \
-    "scripts/k8s/build/$1/go.mod"
+    "scripts/k8s/go/$1/go.mod"
 }
 K8S_VERSION=$(gomod_version kubernetes k8s.io/kubernetes)
 ETCD_VERSION=$(gomod_version kubernetes go.etcd.io/etcd/server/v3)
