@@ -188,6 +188,21 @@ async def broadcast_reaches_all(clients: list[ChatClient], timeout: float = 10) 
     return time.perf_counter() - t0
 
 
+async def room_works_for_all(clients: list[ChatClient], within: float = 15) -> float:
+    """Seconds until one broadcast reaches every client. A re-homed socket's new consumer joins
+    the room's group in its connect, a moment after its worker claimed the socket: a message
+    sent before that is missed (the documented re-home window), so broadcast again until one
+    reaches all."""
+    t0 = time.perf_counter()
+    while True:
+        try:
+            await broadcast_reaches_all(clients, timeout=2)
+            return time.perf_counter() - t0
+        except AssertionError:
+            if time.perf_counter() - t0 > within:
+                raise
+
+
 async def close_all(clients: list[ChatClient]) -> None:
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
@@ -295,8 +310,9 @@ async def scenario_worker_loss(stack: Stack, count: int = 20) -> dict[str, Any]:
         elapsed = time.perf_counter() - t0
         closed = sorted(c.close_code or 1006 for c in clients if c.closed.is_set())
         assert not closed, f"{len(closed)} sockets closed ({closed}); expected re-homing"
-        await broadcast_reaches_all(clients, timeout=15)
-        return {"victim_owned": expected, "closed": 0, "rehomed_after_s": round(elapsed, 2)}
+        rejoined = await room_works_for_all(clients)
+        return {"victim_owned": expected, "closed": 0, "rehomed_after_s": round(elapsed, 2),
+                "room_works_after_s": round(elapsed + rejoined, 2)}
     finally:
         await close_all(clients)
         await stack.scale_workers(1)
@@ -335,7 +351,7 @@ async def scenario_worker_rollout(stack: Stack, count: int = 20) -> dict[str, An
     try:
         closed = sorted(c.close_code or 1006 for c in clients if c.closed.is_set())
         assert not closed, f"{len(closed)} sockets closed during the worker rollout: {closed}"
-        await broadcast_reaches_all(clients, timeout=15)
+        await room_works_for_all(clients)
         missed = sum(1 for c in clients for text in sent if not any(text in f for f in c.frames))
         return {"sockets": count, "closed": 0, "messages": len(sent),
                 "missed_in_rehome_window": missed, "rollout_s": round(rollout_s, 1)}
@@ -429,17 +445,20 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
         await close_all([*listeners_, sender])
 
 
-async def worker_of(client: ChatClient) -> str:
-    """The worker serving a socket, from the demo's status frame (``{"type": "status"}``)."""
+async def worker_of(client: ChatClient, timeout: float = 5) -> str | None:
+    """The worker serving a socket, from the demo's status frame (``{"type": "status"}``);
+    None when no answer comes in time (a frame sent while the socket is handed to another
+    worker may be missed: the re-home window)."""
     before = len(client.frames)
     await client.send_frame(json.dumps({"type": "status"}))
-    for _ in range(50):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         for frame in client.frames[before:]:
             data = json.loads(frame)
             if data.get("type") == "status":
                 return str(data["worker"])
         await asyncio.sleep(0.1)
-    raise AssertionError("no status frame: cannot tell which worker serves the socket")
+    return None
 
 
 async def scenario_worker_kill_under_load(stack: Stack, count: int = 21, rate: float = 20
@@ -466,6 +485,7 @@ async def scenario_worker_kill_under_load(stack: Stack, count: int = 21, rate: f
         assert await eventually(settled, 15), f"workers do not own the {count} sockets: {owned}"
         victim = max(owned, key=lambda w: owned[w])
         homes = await asyncio.gather(*(worker_of(c) for c in clients))
+        assert None not in homes, "a socket did not say which worker serves it"
         sizes = {home: homes.count(home) for home in homes}
         victim_home = next((h for h, n in sizes.items() if n == owned[victim]), None)
         assert victim_home and len(sizes) == 2, f"sockets per worker {sizes}, metrics {owned}"
@@ -485,7 +505,10 @@ async def scenario_worker_kill_under_load(stack: Stack, count: int = 21, rate: f
         await stack.stop_worker(victim)
 
         async def handled(client: ChatClient) -> bool:
-            return client.closed.is_set() or await worker_of(client) != victim_home
+            if client.closed.is_set():
+                return True
+            home = await worker_of(client, timeout=0.5)
+            return home is not None and home != victim_home
 
         async def all_handled() -> bool:
             return all(await asyncio.gather(*(handled(c) for c in on_victim)))
