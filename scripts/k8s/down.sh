@@ -49,10 +49,8 @@ if [ -d "$K8S_RUN" ]; then
   # Processes of the cluster that outlived their parents: shims of this containerd, anything
   # still in the pods' cgroups.
   pids=$(pgrep -f -- "-address $K8S_RUN/containerd.sock" || true)
-  for hierarchy in /sys/fs/cgroup/*/; do
-    if [ -d "$hierarchy${CGROUP_ROOT#/}" ]; then
-      pids+=" $(find "$hierarchy${CGROUP_ROOT#/}" -name cgroup.procs -exec cat {} + 2>/dev/null || true)"
-    fi
+  for dir in $(cgroup_root_dirs); do
+    if [ -d "$dir" ]; then pids+=" $(find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null || true)"; fi
   done
   for pid in $pids; do kill -KILL "$pid" 2>/dev/null && log "killed leftover process $pid"; done
   sleep 0.5
@@ -64,10 +62,8 @@ if [ -d "$K8S_RUN" ]; then
   if [ -e "$NETNS_PATH" ]; then ip netns delete "$NETNS"; fi
 
   # Cgroups the kubelet and runc made under cgroupRoot, in every hierarchy, leaves first.
-  for hierarchy in /sys/fs/cgroup/*/; do
-    if [ -d "$hierarchy${CGROUP_ROOT#/}" ]; then
-      find "$hierarchy${CGROUP_ROOT#/}" -depth -type d -exec rmdir {} + 2>/dev/null || true
-    fi
+  for dir in $(cgroup_root_dirs); do
+    if [ -d "$dir" ]; then find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
   done
 
   # Host state k8s-up recorded: kernel tunables, directories that did not exist before.

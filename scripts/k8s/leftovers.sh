@@ -15,8 +15,8 @@ done
 while read -r mnt; do left+=("mount $mnt"); done \
   < <(awk -v root="$K8S_RUN/" -v ns="$NETNS_PATH" 'index($5, root) == 1 || $5 == ns {print $5}' /proc/self/mountinfo)
 [ ! -e "$NETNS_PATH" ] || left+=("network namespace $NETNS_PATH")
-for hierarchy in /sys/fs/cgroup/*/; do
-  [ ! -d "$hierarchy${CGROUP_ROOT#/}" ] || left+=("cgroup $hierarchy${CGROUP_ROOT#/}")
+for dir in $(cgroup_root_dirs); do
+  [ ! -d "$dir" ] || left+=("cgroup $dir")
 done
 while read -r rule; do left+=("host iptables: $rule"); done \
   < <({ iptables-save 2>/dev/null; } | grep -E -- "KUBE-|$NODE_IP|${POD_CIDR%.*}\.|cni0" || true)

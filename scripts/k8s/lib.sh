@@ -40,6 +40,19 @@ COREDNS_IMAGE=localhost/k8s/coredns:$COREDNS_VERSION
 LOCAL_PATH_IMAGE=localhost/k8s/local-path-provisioner:$LOCAL_PATH_VERSION
 HELPER_IMAGE=localhost/k8s/busybox:local
 
+# The kubelet's cgroupRoot: a directory in each v1 hierarchy (this VM), or one in the unified
+# hierarchy (cgroups v2).
+cgroup_root_dirs() {
+  if [ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then
+    echo "/sys/fs/cgroup$CGROUP_ROOT"
+    return
+  fi
+  local hierarchy
+  for hierarchy in /sys/fs/cgroup/*/; do
+    if [ -f "${hierarchy}cgroup.procs" ]; then echo "${hierarchy%/}$CGROUP_ROOT"; fi
+  done
+}
+
 log() { printf '[k8s] %s\n' "$*" >&2; }
 
 # fail COMPONENT REASON: say which component failed, show the end of its log, exit 1. A script

@@ -176,14 +176,13 @@ wait_until kube-controller-manager 60 "/healthz" self_signed_ok https://127.0.0.
 wait_until kube-scheduler 60 "/healthz" self_signed_ok https://127.0.0.1:10259/healthz
 
 # --- node --------------------------------------------------------------------------------------
-# The kubelet's cgroupRoot must exist in every v1 hierarchy; a new cpuset starts empty.
-for hierarchy in /sys/fs/cgroup/*/; do
-  [ -f "${hierarchy}cgroup.procs" ] && [ "$hierarchy" != /sys/fs/cgroup/unified/ ] || continue
-  mkdir -p "$hierarchy${CGROUP_ROOT#/}" || fail kubelet "mkdir $hierarchy${CGROUP_ROOT#/}"
-done
-for file in cpuset.cpus cpuset.mems; do
-  cat "/sys/fs/cgroup/cpuset/$file" >"/sys/fs/cgroup/cpuset${CGROUP_ROOT}/$file"
-done
+# The kubelet's cgroupRoot must exist; a new v1 cpuset starts with no CPUs and no memory nodes.
+for dir in $(cgroup_root_dirs); do mkdir -p "$dir" || fail kubelet "mkdir $dir"; done
+if [ -d "/sys/fs/cgroup/cpuset$CGROUP_ROOT" ]; then
+  for file in cpuset.cpus cpuset.mems; do
+    cat "/sys/fs/cgroup/cpuset/$file" >"/sys/fs/cgroup/cpuset$CGROUP_ROOT/$file"
+  done
+fi
 render kubelet.yaml "$K8S_RUN/etc/kubelet.yaml"
 render kube-proxy.yaml "$K8S_RUN/etc/kube-proxy.yaml"
 start kubelet "$K8S_BIN/kubelet" --config="$K8S_RUN/etc/kubelet.yaml" \
