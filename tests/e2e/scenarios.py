@@ -629,9 +629,11 @@ async def scenario_queue_depth_metric(stack: Stack) -> dict[str, Any]:
 
 ALL = [
     scenario_chat_round_trip,
+    scenario_long_poll_round_trip,
     scenario_queue_depth_metric,
     scenario_workers_scale_out,
     scenario_worker_loss,
+    scenario_worker_kill_under_load,
     scenario_worker_rollout,
     scenario_interface_rollout,
 ]

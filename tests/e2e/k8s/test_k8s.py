@@ -85,17 +85,6 @@ def stack(release: Release) -> KubeStack:
         chat=scenarios.ChatProtocol(headers=(("Cookie", f"sessionid={session}"),)))
 
 
-def scenario_order() -> list:
-    """The shared scenarios (ALL), with long polling after the chat round trip and a worker
-    killed under load after the worker loss."""
-    order = list(scenarios.ALL)
-    order.insert(order.index(scenarios.scenario_chat_round_trip) + 1,
-                 scenarios.scenario_long_poll_round_trip)
-    order.insert(order.index(scenarios.scenario_worker_loss) + 1,
-                 scenarios.scenario_worker_kill_under_load)
-    return order
-
-
 def record(name: str, result: dict) -> None:
     """The scenario's field of the k8s-e2e line."""
     if name == "scenario_chat_round_trip":
@@ -113,7 +102,7 @@ def record(name: str, result: dict) -> None:
         RESULTS["pod_kill_collateral_lost"] = result["collateral_lost"]
 
 
-@pytest.mark.parametrize("scenario", scenario_order(), ids=lambda s: s.__name__)
+@pytest.mark.parametrize("scenario", scenarios.ALL, ids=lambda s: s.__name__)
 async def test_scenario(stack: KubeStack, scenario) -> None:
     name = scenario.__name__
     with phase(name.removeprefix("scenario_")):
