@@ -9,7 +9,7 @@ TOOLS  := .tools
 RUN    := .run
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install install-redis test test-unit test-integration run bench bench-layer bench-split bench-fanout bench-rehome \
+.PHONY: help install install-redis lint test test-unit test-integration run bench bench-layer bench-split bench-fanout bench-rehome \
         cluster-up cluster-down clean podman base-image images e2e-containers
 
 help: ## list the targets
@@ -63,11 +63,16 @@ browser: ## install Debian's chromium for the browser test (tests/browser) when 
 	    install -y -qq --no-install-recommends chromium; \
 	fi
 
-test: install helm promtool-check chart-lint images browser e2e-k8s ## run every test; starts (and stops) the Redis servers it needs
+test: install lint helm promtool-check chart-lint images browser e2e-k8s ## run every test; starts (and stops) the Redis servers it needs
 	$(BIN)/pytest -q --ignore=tests/chart
 
-test-unit: install
+test-unit: $(STAMP) ## the unit tests: no Redis, no root, seconds
 	$(BIN)/pytest -q tests/unit
+
+lint: $(STAMP) ## ruff, mypy (src/, services/) and the import contracts (.importlinter)
+	$(BIN)/ruff check src services scripts/import_contracts.py
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test-integration: install
 	$(BIN)/pytest -q tests/integration
@@ -84,6 +89,10 @@ cluster-down: ## stop the cluster started by cluster-up
 
 run: install ## the local stack: Redis Cluster, 2 interfaces, 2 workers, web, demo chat (Ctrl-C stops)
 	$(BIN)/python -m channels_fleet.devstack --dir $(RUN)
+
+.PHONY: roll-workers
+roll-workers: $(STAMP) ## roll the workers of a running `make run` one by one (watch http://localhost:8001/fleet/)
+	$(BIN)/python -m channels_fleet.devroll --dir $(RUN)
 
 bench: bench-layer bench-split bench-fanout bench-rehome ## run every benchmark
 
@@ -111,7 +120,7 @@ podman: ## install podman, runc and debootstrap (Debian packages) when missing
 base-image: podman ## the Debian bookworm base image (debootstrap, once; minutes)
 	scripts/images.sh base
 
-images: install base-image ## interface, project-base and chat images (incremental)
+images: install base-image ## interface, project-base and chat images, Valkey/PostgreSQL stand-ins (incremental)
 	scripts/images.sh images
 
 e2e-containers: images ## run the images with podman (read-only, non-root) against a Redis Cluster
@@ -136,7 +145,7 @@ chart-schema: install ## regenerate the chart's values.schema.json and README ta
 e2e-kind: install helm ## e2e scenarios on a kind cluster (skipped, exit 0, without docker + kind)
 	@PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" scripts/e2e-kind.sh
 
-e2e-chart: install helm images ## the e2e scenarios on the chart's rendered pods, run with podman (no cluster)
+e2e-chart: install helm images ## the chart's rendered pods with podman: its Redis Cluster, then the e2e scenarios on the default stack
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/pytest -v -s tests/e2e/podman
 
 # A one-node Kubernetes of the official components (scripts/k8s/): built with the go command from

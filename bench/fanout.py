@@ -7,8 +7,8 @@ work: layer receive -> Channels dispatch -> handler -> ``send``. Two setups, sam
 
 - stock: Channels 4 as it ships (``await_many_dispatch`` with a task and ``asyncio.wait`` per
   message, ``aclose_old_connections`` awaited before every handler);
-- ours: what ``channels-fleet worker`` installs (``channels_fleet.dispatch``,
-  ``channels_fleet.dbcleanup``, the handler-latency histogram).
+- ours: what ``channels-fleet worker`` installs (``channels_fleet.worker.dispatch``,
+  ``channels_fleet.worker.dbcleanup``, the handler-latency histogram).
 
 CPU is the process's (``time.process_time``), so other load on the machine moves it little.
 Prints one line, then the figures:
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                       DJANGO_SETTINGS_MODULE="benchproject.settings")
     try:
         stock = asyncio.run(fan_out(args.consumers, args.repeats))
-        from channels_fleet import consumer_metrics, dbcleanup, dispatch
+        from channels_fleet.observability import consumers as consumer_metrics
+        from channels_fleet.worker import dbcleanup, dispatch
 
         dispatch.install()
         dbcleanup.install()

@@ -23,20 +23,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests" / "unit"), str(ROOT / "src")]
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' support package: bindingapp
 
-from bindingapp.djangosetup import create_tables, setup  # noqa: E402
+from support.bindingapp.djangosetup import create_tables, setup  # noqa: E402
 
 setup()
 
-from bindingapp.bindings import CardBinding  # noqa: E402
-from bindingapp.models import Board, Card  # noqa: E402
 from channels import DEFAULT_CHANNEL_LAYER  # noqa: E402
 from channels.db import database_sync_to_async  # noqa: E402
 from channels.generic.websocket import AsyncJsonWebsocketConsumer  # noqa: E402
 from channels.layers import channel_layers  # noqa: E402
 from channels.testing import WebsocketCommunicator  # noqa: E402
 from django.contrib.auth.models import User  # noqa: E402
+from support.bindingapp.bindings import CardBinding  # noqa: E402
+from support.bindingapp.models import Board, Card  # noqa: E402
 
 from channels_fleet.devcluster import LocalRedis  # noqa: E402
 from channels_fleet.layers import RedisClusterChannelLayer  # noqa: E402

@@ -26,11 +26,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-for sub in ("tests/integration/split", "tests/integration/rehome"):
-    sys.path.insert(0, str(ROOT / sub))
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' support package: the project, the load
 
-from rolling import rolling_restart  # noqa: E402
-from split_fleet import Fleet  # noqa: E402
+from support.rolling import rolling_restart  # noqa: E402
+from support.split import split_stack  # noqa: E402
 
 from channels_fleet.devcluster import LocalRedis  # noqa: E402
 
@@ -49,7 +48,7 @@ def gap_buckets(text: str) -> str:
 
 async def run(sockets: int, rate: float, tmp: Path, restart: bool = True) -> int:
     redis = LocalRedis(tmp / "redis", masters=3, replicas=1).start()
-    fleet = Fleet(redis.urls[:3], True, tmp)
+    fleet = split_stack(redis.urls[:3], tmp)
     try:
         fleet.env["CHANNELS_FLEET_LOG_LEVEL"] = "WARNING"
         iface = fleet.interface(wait=False)

@@ -26,14 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import math
 import os
 import resource
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +41,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from channels_fleet.devcluster import LocalRedis, free_ports
+from channels_fleet.devstack import FleetStack
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE / "splitbench"
@@ -53,10 +51,6 @@ from idlews import open_idle  # noqa: E402
 APP = "benchproject.asgi:application"
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
-
-
 def raise_fd_limit() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else 1_000_000
@@ -64,34 +58,16 @@ def raise_fd_limit() -> int:
     return target
 
 
-class Procs:
-    def __init__(self, redis_url: str, logdir: Path) -> None:
-        self.logdir = logdir
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": str(PROJECT),
-            "DJANGO_SETTINGS_MODULE": "benchproject.settings",
-            "BENCH_REDIS_URL": redis_url,
-            "CHANNELS_FLEET_REDIS_URL": redis_url,
-            "CHANNELS_FLEET_CONCURRENCY": "10000",
-            "CHANNELS_FLEET_CONNECT_CAPACITY": "10000",
-            "CHANNELS_FLEET_LOG_LEVEL": "WARNING",
-        }
-
-    def start(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
-        log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
-        proc = subprocess.Popen(args, env={**self.env, **env}, cwd=PROJECT, stdout=log,
-                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        self.procs.clear()
+def fleet_stack(redis_url: str, logdir: Path) -> FleetStack:
+    """The bench project's processes (monolith, interfaces, workers) on one Redis."""
+    return FleetStack([redis_url], logdir, project=PROJECT, app=APP, env={
+        "PYTHONPATH": str(PROJECT),
+        "DJANGO_SETTINGS_MODULE": "benchproject.settings",
+        "BENCH_REDIS_URL": redis_url,
+        "CHANNELS_FLEET_CONCURRENCY": "10000",
+        "CHANNELS_FLEET_CONNECT_CAPACITY": "10000",
+        "CHANNELS_FLEET_LOG_LEVEL": "WARNING",
+    })
 
 
 def wait_http(url: str, timeout: float = 30) -> None:
@@ -258,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-split-"))
     redis = LocalRedis(tmp / "redis", masters=1, replicas=0).start()
     url = redis.urls[0]
-    procs = Procs(url, tmp)
+    stack = fleet_stack(url, tmp)
     results: dict[str, Any] = {"fd_limit": fd_limit}
     try:
         # (a) the monolith: one Daphne process running the consumers, channels_redis.
@@ -266,23 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         # Both stay up and the echo rounds alternate, so drift in a shared machine's load
         # hits both alike; each figure is the median over the rounds.
         (port,) = free_ports(1)
-        monolith = procs.start("monolith", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
-                                 str(port), APP], BENCH_LAYER="channels_redis")
-        ports = free_ports(6)
-        cli = [sys.executable, "-m", "channels_fleet.cli"]
-        ifaces = [
-            procs.start(f"interface-{i}", [*cli, "interface", "--port", str(ports[i]),
-                                           "--metrics-port", str(ports[2 + i])],
-                        BENCH_LAYER="fleet")
-            for i in range(2)
-        ]
-        procs.start("worker-0", [*cli, "worker", APP, "--metrics-port", str(ports[4])],
-                    BENCH_LAYER="fleet")
+        monolith = stack.spawn("monolith", [sys.executable, "-m", "daphne", "-b", "127.0.0.1",
+                                            "-p", str(port), APP], BENCH_LAYER="channels_redis")
+        ifaces = [stack.interface(wait=False, BENCH_LAYER="fleet") for _ in range(2)]
+        first = stack.worker(wait=False, BENCH_LAYER="fleet")
         wait_http(f"http://127.0.0.1:{port}/")
-        for i in range(2):
-            wait_http(f"http://127.0.0.1:{ports[2 + i]}/readyz")
-        wait_http(f"http://127.0.0.1:{ports[4]}/readyz")
-        iface_urls = [f"ws://127.0.0.1:{ports[i]}" for i in range(2)]
+        stack.wait_ready(*ifaces, first)
+        iface_urls = [iface.url for iface in ifaces]
         rounds: dict[str, list[dict[str, float]]] = {"monolith": [], "ours": []}
         for _ in range(0 if args.broadcast_only else args.rounds):
             rounds["monolith"].append(asyncio.run(
@@ -294,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             results[name] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             results[name + "_rounds"] = runs
-        procs.start("worker-1", [*cli, "worker", APP, "--metrics-port", str(ports[5])],
-                    BENCH_LAYER="fleet")
-        wait_http(f"http://127.0.0.1:{ports[5]}/readyz")
+        stack.worker(BENCH_LAYER="fleet")
 
         results["broadcast"] = asyncio.run(broadcast_run(
             fleet_layer(url), iface_urls, [p.pid for p in ifaces], args.sockets, args.repeats))
@@ -305,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             redis_layer(url), [f"ws://127.0.0.1:{port}"], [monolith.pid], args.sockets,
             args.repeats))
     finally:
-        procs.stop()
+        stack.close()
         redis.stop()
 
     bcast = {k: results[k] for k in ("broadcast", "monolith_broadcast")}

@@ -5,9 +5,9 @@
 #   every manifest against the Kubernetes OpenAPI schemas of 1.29-1.35, and the custom resources
 #   against their CRD schemas (test_kubernetes_schemas.py),
 #   bad values refused with the right message (test_refusals.py),
-#   schema/README generated from values.yaml, monitoring copies identical (test_sync.py).
-# Until `helm dependency build` has fetched the optional redis-cluster chart, lint and template run
-# on a copy without that dependency entry (see tests/chart/helm.py and the chart README).
+#   schema/README generated from values.yaml, monitoring copies identical and every alert
+#   expression scoped (test_sync.py).
+# The chart has no dependencies: nothing is fetched first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -7,7 +7,7 @@ bitnami's readme-generator expects). This script turns them into:
 - `values.schema.json`: each value typed from its default, with its description and default, plus
   the constraints in CONSTRAINTS below (integers >= 0, enums, patterns). Objects without an
   `@param` of their own refuse unknown keys (`additionalProperties: false`), the top level too;
-  an object that has its own `@param` (labels, resources, the subchart's values) is free-form.
+  an object that has its own `@param` (labels, resources, a strategy) is free-form.
 - the README's "Parameters" section, between the `<!-- values-table -->` markers.
 
     python3 scripts/chart-schema.py           # rewrite both files
@@ -40,11 +40,32 @@ DURATION = {"type": "string", "pattern": r"^[0-9]+(ms|s|m|h)$"}
 UNAVAILABLE = {
     "oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]{1,3}%$"}]
 }
+REGISTRY = {"type": "string", "minLength": 1,
+            "pattern": r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?$"}
+TAG = {"type": "string", "minLength": 1, "pattern": r"^[\w][\w.-]{0,127}$"}
+QUANTITY = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"}
+ACCESS_MODES = {"type": "array", "minItems": 1, "items": {"type": "string", "enum": [
+    "ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]}}
+COMMAND = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
+STRATEGY = {"type": "object", "properties": {"type": {"enum": ["RollingUpdate", "Recreate"]}}}
+PG_NAME = {"type": "string", "pattern": r"^[a-z_][a-z0-9_]{0,62}$"}
 # Extra constraints by key; "*" matches one path segment.
 CONSTRAINTS: dict[str, dict[str, Any]] = {
+    "*Image.registry": REGISTRY,
+    "*.image.registry": REGISTRY,
+    "*.*.image.registry": REGISTRY,
     "*Image.pullPolicy": PULL,
+    "*.image.pullPolicy": PULL,
+    "*.*.image.pullPolicy": PULL,
     "*Image.digest": DIGEST,
+    "*.image.digest": DIGEST,
+    "*.*.image.digest": DIGEST,
+    "*.image.tag": TAG,
+    "*.*.image.tag": TAG,
     "*.replicaCount": COUNT,
+    "*.minReadySeconds": COUNT,
+    "*.strategy": STRATEGY,
+    "worker.autoscaling.minReplicas": POSITIVE,
     "*.autoscaling.minReplicas": COUNT,
     "*.autoscaling.maxReplicas": POSITIVE,
     "*.autoscaling.targetCPUUtilizationPercentage": COUNT,
@@ -53,6 +74,8 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "worker.autoscaling.mode": {"type": "string", "enum": ["keda", "hpa"]},
     "worker.autoscaling.keda.pollingInterval": POSITIVE,
     "worker.autoscaling.keda.cooldownPeriod": COUNT,
+    "worker.autoscaling.keda.fallback.failureThreshold": POSITIVE,
+    "worker.autoscaling.keda.fallback.replicas": COUNT,
     "worker.autoscaling.keda.addresses": {
         "type": "array", "items": {"type": "string", "pattern": r"^[^:/\s]+:[0-9]+$"}},
     "worker.concurrency": COUNT,
@@ -70,14 +93,33 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "probes.*.periodSeconds": POSITIVE,
     "probes.*.timeoutSeconds": POSITIVE,
     "probes.*.failureThreshold": POSITIVE,
-    "redis.url": {"type": "string", "pattern": r"^$|^rediss?://"},
+    "redis.external.url": {"type": "string", "pattern": r"^$|^rediss?://"},
+    "redis.cluster.masters": {"type": "integer", "minimum": 1, "maximum": 100},
+    "redis.cluster.replicasPerMaster": {"type": "integer", "minimum": 0, "maximum": 5},
+    "redis.cluster.nodeTimeout": {"type": "integer", "minimum": 1000},
+    "redis.maxmemory": {"type": "string", "pattern": r"^[0-9]+([kKmMgG][bB])?$"},
+    "*.persistence.size": QUANTITY,
+    "*.*.persistence.size": QUANTITY,
+    "*.persistence.accessModes": ACCESS_MODES,
+    "*.*.persistence.accessModes": ACCESS_MODES,
+    "database.external.url": {"type": "string", "pattern": r"^$|^[a-z][a-z0-9+.-]*://"},
+    "database.postgresql.username": PG_NAME,
+    "database.postgresql.database": PG_NAME,
+    "database.migrate.command": COMMAND,
+    "database.migrate.checkCommand": COMMAND,
+    "database.migrate.backoffLimit": COUNT,
+    "database.migrate.activeDeadlineSeconds": POSITIVE,
     "project.asgiApp": {"type": "string", "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"},
     "project.wsgiApp": {"type": "string", "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"},
-    "ingress.interfacePaths": {"type": "array", "items": {"type": "string", "pattern": "^/"}},
+    "routes.interfacePaths": {"type": "array", "minItems": 1,
+                              "items": {"type": "string", "pattern": "^/"}},
     "ingress.hosts": {"type": "array", "items": {"type": "string"}},
+    "httpRoute.hostnames": {"type": "array", "items": {"type": "string"}},
+    "httpRoute.parentRefs": {"type": "array", "items": {"type": "object", "required": ["name"]}},
     "networkPolicy.redisEgress.ports": {"type": "array", "items": PORT},
     "metrics.serviceMonitor.interval": DURATION,
     "metrics.serviceMonitor.scrapeTimeout": DURATION,
+    "tests.websocket.path": {"type": "string", "pattern": "^/"},
 }
 
 

@@ -5,8 +5,6 @@
 #
 #   KEEP_CLUSTER=1    leave the cluster up afterwards (kind delete cluster --name channels-fleet-e2e)
 #   BASE=image        base image for the Dockerfiles (default: python:3.11-slim, pulled by podman)
-#   E2E_REDIS=bundled the chart's optional Redis Cluster (helm dependency build) instead of
-#                     tests/e2e/kind/redis.yaml
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,20 +50,13 @@ for image in channels-fleet-interface channels-fleet-chat; do
   kind load image-archive --name "$CLUSTER" "$archive/$image.tar"
 done
 
-# 3. Install: the chart's defaults plus tests/e2e/kind/values.yaml.
+# 3. Install: the chart's defaults (its own Redis Cluster and PostgreSQL, pulled by the kind
+#    node from docker.io) plus tests/e2e/kind/values.yaml.
 "$KUBECTL" create namespace "$NS" --dry-run=client -o yaml | "$KUBECTL" apply -f -
-extra=()
-if [ "${E2E_REDIS:-single}" = bundled ]; then
-  "$HELM" dependency build charts/channels-fleet
-  extra=(--set redisCluster.enabled=true)
-else
-  "$KUBECTL" -n "$NS" apply -f tests/e2e/kind/redis.yaml
-  "$KUBECTL" -n "$NS" rollout status deployment/redis --timeout=180s
-fi
 "$HELM" upgrade --install "$RELEASE" charts/channels-fleet -n "$NS" \
-  -f tests/e2e/kind/values.yaml "${extra[@]}" --wait --timeout 10m
+  -f tests/e2e/kind/values.yaml --wait --timeout 10m
 "$KUBECTL" -n "$NS" get pods -o wide
-"$HELM" test "$RELEASE" -n "$NS" --logs   # every component answers /readyz
+"$HELM" test "$RELEASE" -n "$NS" --logs   # /readyz everywhere + a WebSocket round trip
 
 # 4. Scenarios.
 export E2E_KIND=1 E2E_NAMESPACE="$NS" E2E_RELEASE="$RELEASE" KUBECTL

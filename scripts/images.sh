@@ -3,7 +3,9 @@
 #
 #   scripts/images.sh base      the Debian bookworm base image (debootstrap + podman import), once
 #   scripts/images.sh wheels    the wheelhouse (.run/wheels/deps: dependencies, .run/wheels/app: us)
-#   scripts/images.sh images    base + wheels + interface, project and chat images (incremental)
+#   scripts/images.sh images    base + wheels + interface, project and chat images, and the
+#                               Valkey/PostgreSQL stand-ins (incremental)
+#   scripts/images.sh standins  only the stand-ins: localhost/valkey-standin, localhost/postgres-standin
 #
 # No image registry is reachable here, so the base is made locally; elsewhere pass
 # BASE=python:3.11-slim and the same Dockerfiles build on the official image.
@@ -65,34 +67,53 @@ cmd_base() {
   log "base $BASE built in $((SECONDS - t0)) s"
 }
 
-# Dependencies change rarely: fetched again only when pyproject's list changes, so the image layer
-# that installs them stays cached. They are fetched by the base image's own pip (host network,
-# wheels only), because pip evaluates environment markers against the interpreter it runs on and
-# the image's Python is not the host's (redis needs async-timeout below 3.11.3; Debian has 3.11.2).
-cmd_wheels() {
-  local deps=$WHEELS/deps app=$WHEELS/app reqs stamp
-  reqs=$("$PY" -c 'import tomllib
-print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
-  # Fetched for one base image's Python and one dependency list: a change of either refetches.
-  stamp=$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$BASE")
-  if [ "$(cat "$deps/.stamp" 2>/dev/null)" != "$stamp" ] \
-      || [ "$(cat "$deps/requirements.txt")" != "$reqs" ]; then
-    log "fetching the dependency wheelhouse into $deps with the image's Python"
-    rm -rf "$deps" && mkdir -p "$deps"
-    echo "$reqs" >"$deps/requirements.txt"
+# Wheels for one requirements list into DIR, fetched again only when the list or the base image
+# changes (so the image layer that installs them stays cached). By default the base image's own
+# pip fetches them (host network, wheels only), because pip evaluates environment markers against
+# the interpreter it runs on and the image's Python is not the host's (redis needs async-timeout
+# below 3.11.3; Debian has 3.11.2). WHEEL_ARCHES="x86_64 aarch64" (the release workflow's
+# multi-arch build) fetches each architecture's manylinux wheels for CPython 3.11 instead.
+fetch_wheels() {  # fetch_wheels DIR REQUIREMENTS
+  local dir=$1 reqs=$2 stamp
+  stamp="$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$BASE" 2>/dev/null || echo "$BASE") ${WHEEL_ARCHES:-}"
+  if [ "$(cat "$dir/.stamp" 2>/dev/null)" = "$stamp" ] \
+      && [ "$(cat "$dir/requirements.txt" 2>/dev/null)" = "$reqs" ]; then
+    return
+  fi
+  log "fetching wheels into $dir"
+  rm -rf "$dir" && mkdir -p "$dir"
+  echo "$reqs" >"$dir/requirements.txt"
+  if [ -n "${WHEEL_ARCHES:-}" ]; then
+    local arch
+    for arch in $WHEEL_ARCHES; do
+      "$PY" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+        --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
+        --platform "manylinux_2_17_$arch" --platform "manylinux2014_$arch" \
+        --platform "manylinux_2_28_$arch" --platform any \
+        --dest "$dir" -r "$dir/requirements.txt"
+    done
+  else
     # The host's CA bundle goes in too: an intercepting proxy's CA may be in it.
     local ca=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt} tls=()
     [ -f "$ca" ] && tls=(-v "$ca:/etc/host-ca.crt:ro" --env PIP_CERT=/etc/host-ca.crt)
     "${PODMAN[@]}" run --rm "${LIMITS[@]}" --network host "${tls[@]}" \
-      -v "$PWD/$deps:/wheels" "$BASE" sh -ec '
+      -v "$PWD/$dir:/wheels" "$BASE" sh -ec '
       python3 -m venv /tmp/venv
       /tmp/venv/bin/pip download --quiet --disable-pip-version-check --only-binary=:all: \
         --dest /wheels -r /wheels/requirements.txt'
-    echo "$stamp" >"$deps/.stamp"
   fi
+  echo "$stamp" >"$dir/.stamp"
+}
+
+cmd_wheels() {
+  local app=$WHEELS/app reqs hash
+  reqs=$("$PY" -c 'import tomllib
+print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
+  fetch_wheels "$WHEELS/deps" "$reqs"
+  # The demo chat's own requirements (the PostgreSQL driver), installed by docker/chat.Dockerfile.
+  fetch_wheels "$WHEELS/chat" "$(grep -v '^#' examples/chat/requirements.txt)"
   # Our wheel is rebuilt only when its sources change: an identical file keeps the image's
   # COPY layer, and everything after it, cached.
-  local hash
   hash=$(find pyproject.toml README.md src services -type f \
            ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 \
          | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
@@ -133,8 +154,8 @@ build() {  # build FILE IMAGE FROM_IMAGE "PATHS" [extra podman build args]
       -f "docker/$file" -t "$image" "$@" . >/dev/null
     log "$image built in $((SECONDS - t0)) s"
   fi
-  # Also tagged with the package version: the chart's default tag is its appVersion.
-  "${PODMAN[@]}" tag "$image" "${image%:*}:$VERSION"
+  # Ours are also tagged with the package version: the chart's default tag is its appVersion.
+  [[ $image == *-standin:* ]] || "${PODMAN[@]}" tag "$image" "${image%:*}:$VERSION"
 }
 
 cmd_images() {
@@ -144,12 +165,25 @@ cmd_images() {
   build project.Dockerfile "localhost/channels-fleet-project:$TAG" "$BASE" "$WHEELS"
   if [ -f examples/chat/manage.py ]; then
     build chat.Dockerfile "localhost/channels-fleet-chat:$TAG" \
-      "localhost/channels-fleet-project:$TAG" examples/chat \
+      "localhost/channels-fleet-project:$TAG" "examples/chat $WHEELS/chat" \
       --build-arg "PROJECT_BASE=localhost/channels-fleet-project:$TAG"
   else
     log "examples/chat/manage.py missing: chat image not built"
   fi
   "${PODMAN[@]}" images --filter reference='localhost/channels-fleet-*' \
+    --format '{{.Repository}}:{{.Tag}}\t{{.Size}}'
+}
+
+# Stand-ins for the official Valkey and PostgreSQL images the chart runs, built from Debian
+# packages on the local base: no registry is reachable here. Point the chart at them with
+# redis.image.* / database.postgresql.image.* (docs/deployment.md). Not for production.
+cmd_standins() {
+  cmd_base
+  build valkey-standin.Dockerfile localhost/valkey-standin:latest "$BASE" docker/standin \
+    --network host
+  build postgres-standin.Dockerfile localhost/postgres-standin:latest "$BASE" docker/standin \
+    --network host
+  "${PODMAN[@]}" images --filter reference='localhost/*-standin' \
     --format '{{.Repository}}:{{.Tag}}\t{{.Size}}'
 }
 
@@ -161,7 +195,8 @@ flock 9
 case "${1:-images}" in
   base) cmd_base ;;
   wheels) cmd_wheels ;;
-  images) cmd_images ;;
+  images) cmd_images; cmd_standins ;;
+  standins) cmd_standins ;;
   mirror) debian_mirror ;;
-  *) echo "usage: $0 [base|wheels|images|mirror]" >&2; exit 2 ;;
+  *) echo "usage: $0 [base|wheels|images|standins|mirror]" >&2; exit 2 ;;
 esac

@@ -38,39 +38,50 @@ async def start_probes(
     """Start /healthz, /readyz and /metrics on ``port`` (0: none); returns the server or None."""
     if not port:
         return None
-    from channels_fleet.probes import ProbeServer
+    from channels_fleet.observability.probes import ProbeServer
 
     probes = ProbeServer("0.0.0.0", port, readiness=readiness, component=component)
     await probes.start()
     return probes
 
 
+def reporting_liveness(settings: Any, kind: str, concurrency: int | None = None) -> Any:
+    """Heartbeats that carry this process's status (name, sockets, closes, re-homes: read
+    from its metrics) for ``channels_fleet.fleet_status()``."""
+    from channels_fleet.observability.status import StatusReport
+    from channels_fleet.relay.liveness import RedisLiveness
+
+    report = StatusReport("interface" if kind == "interface" else "worker",
+                          concurrency=concurrency)
+    return RedisLiveness(settings, status=report)
+
+
 class Observability:
     """Probes plus the work-queue collector of an interface or worker (metrics port 0: none)."""
 
     def __init__(self) -> None:
-        self.parts: list[Any] = []
+        self.probes: Any = None
+        self.collector: Any = None
 
     async def start(
         self, settings: Any, readiness: Callable[[], Awaitable[tuple[bool, str]]], component: str
     ) -> Observability:
-        probes = await start_probes(settings.metrics_port, readiness, component)
-        if probes is None:
-            return self
-        self.parts.append(probes)
-        from channels_fleet.queue_metrics import QueueCollector
+        self.probes = await start_probes(settings.metrics_port, readiness, component)
+        if self.probes is not None:
+            from channels_fleet.observability.queues import QueueCollector
 
-        collector = QueueCollector.for_settings(settings)
-        await collector.start()
-        self.parts.append(collector)
+            # Read from Redis at each scrape of the probes' /metrics.
+            self.collector = QueueCollector.for_settings(settings).register()
         return self
 
     async def stop(self) -> None:
-        for part in reversed(self.parts):
+        if self.collector is not None:
+            self.collector.close()
+        if self.probes is not None:
             try:
-                await part.stop()
+                await self.probes.stop()
             except Exception as exc:
-                logger.warning("could not stop %s: %r", type(part).__name__, exc)
+                logger.warning("could not stop the probe server: %r", exc)
 
 
 def static_in_debug(app: Any, *, asgi: bool) -> Any:

@@ -15,9 +15,17 @@ import signal
 import sys
 from typing import Any
 
-from channels_fleet.settings import InterfaceSettings, SettingsError
+from channels_fleet.interface.settings import InterfaceSettings
+from channels_fleet.settings import SettingsError
 
-from .._common import STARTUP_FAILURE, Observability, setup_logging, startup_failure, tune_gc
+from .._common import (
+    STARTUP_FAILURE,
+    Observability,
+    reporting_liveness,
+    setup_logging,
+    startup_failure,
+    tune_gc,
+)
 
 logger = logging.getLogger("channels_fleet.interface")
 
@@ -53,10 +61,10 @@ class Interface:
         # Importing daphne.server installs Twisted's asyncio reactor: do it here, not at import.
         from daphne.server import Server
 
-        from channels_fleet.gateway import Gateway
+        from channels_fleet.interface.gateway import Gateway
 
         self.settings = settings
-        self.gateway = Gateway(settings)
+        self.gateway = Gateway(settings, liveness=reporting_liveness(settings, "interface"))
         self.ports: list[Any] = []
         self.exit_code = 0
         self.probes: Any = None
@@ -107,7 +115,7 @@ class Interface:
             logger.critical("interface could not start: %s",
                             startup_failure(exc, self.settings))
             self.exit_code = STARTUP_FAILURE
-            reactor.stop()
+            reactor.stop()  # type: ignore[misc]  # twisted's reactor module is typed oddly
             return
         logger.info("interface listening on %s:%d", self.settings.bind, self.settings.port)
 
@@ -124,7 +132,7 @@ class Interface:
         logger.info("draining (up to %.0fs)", timeout)
         try:
             # 1. Unready, 2. stop accepting, 3. close sockets (1001) and tell the owners.
-            self.gateway.draining = True
+            self.gateway.side.draining = True
             for port in self.ports:
                 port.stopListening()
             closed = await asyncio.wait_for(self.gateway.drain(timeout - 0.5), timeout)
@@ -137,4 +145,4 @@ class Interface:
         except Exception as exc:
             logger.error("drain did not finish cleanly: %r", exc)
         finally:
-            reactor.stop()
+            reactor.stop()  # type: ignore[misc]

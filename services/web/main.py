@@ -1,15 +1,19 @@
 """``channels-fleet web WSGI_APP``: gunicorn (as a library) serving the project's Django WSGI app.
 
 Pages, admin and APIs go here; sockets go to the interfaces. Probes and metrics are served by
-the gunicorn master on ``CHANNELS_FLEET_METRICS_PORT`` (0: off).
+a process the gunicorn master starts, on ``CHANNELS_FLEET_METRICS_PORT`` (0: off); /readyz
+answers 200 while the project's default database does. On SIGTERM the workers finish their
+requests for up to ``CHANNELS_FLEET_DRAIN_TIMEOUT`` seconds (gunicorn's graceful timeout).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import ctypes
 import importlib
+import math
 import os
 import signal
 import subprocess
@@ -53,10 +57,11 @@ def _die_with_parent() -> None:
 
 
 def probe_process(port: int) -> None:
-    """Serve /healthz, /readyz and /metrics (every gunicorn worker's metric files)."""
+    """Serve /healthz, /readyz (the database answers) and /metrics (every gunicorn worker's
+    metric files)."""
 
     async def run() -> None:
-        probes = await start_probes(port, _always_ready, "web")
+        probes = await start_probes(port, _database_ready, "web")
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
@@ -66,7 +71,31 @@ def probe_process(port: int) -> None:
     asyncio.run(run())
 
 
-async def _always_ready() -> tuple[bool, str]:
+# One thread, one connection kept between checks: a hung database blocks this thread only, and
+# the probe's own deadline answers "not ready" meanwhile.
+_DB_CHECKS = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="readyz-db")
+
+
+async def _database_ready() -> tuple[bool, str]:
+    """Ready while the project's default database answers (always, without Django settings)."""
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return True, "ok"
+    return await asyncio.get_running_loop().run_in_executor(_DB_CHECKS, _check_database)
+
+
+def _check_database() -> tuple[bool, str]:
+    from django.conf import settings
+    from django.db import connections
+
+    if not settings.DATABASES:
+        return True, "ok"
+    connection = connections["default"]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:  # any backend's error: not ready, and say which
+        connection.close()
+        return False, f"database unreachable: {type(exc).__name__}"
     return True, "ok"
 
 
@@ -81,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"channels-fleet web: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
     setup_logging(settings.log_level)
-    from channels_fleet import web_metrics
+    from channels_fleet.observability import web as web_metrics
 
     # Before anything imports prometheus_client: every gunicorn worker writes metric files.
     web_metrics.setup_multiprocess()
@@ -91,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         def load_config(self) -> None:
             self.cfg.set("bind", [f"{settings.bind}:{settings.port}"])
             self.cfg.set("workers", settings.web_workers)
-            self.cfg.set("graceful_timeout", 25)
+            # gunicorn counts whole seconds.
+            self.cfg.set("graceful_timeout", math.ceil(settings.drain_timeout))
             self.cfg.set("accesslog", "-")
             self.cfg.set("child_exit", web_metrics.child_exit)
             if settings.metrics_port:

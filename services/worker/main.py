@@ -21,11 +21,13 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from channels_fleet.settings import SettingsError, WorkerSettings
+from channels_fleet.settings import SettingsError
+from channels_fleet.worker.settings import WorkerSettings
 
 from .._common import (
     STARTUP_FAILURE,
     Observability,
+    reporting_liveness,
     setup_logging,
     startup_failure,
     static_in_debug,
@@ -91,14 +93,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def serve(application: Any, settings: WorkerSettings) -> int:
-    from channels_fleet.consumer_metrics import instrument_consumers
-    from channels_fleet.host import Host
+    from channels_fleet.observability.consumers import instrument_consumers
+    from channels_fleet.worker import dbcleanup, dispatch
+    from channels_fleet.worker.host import Host
 
     # channels_fleet_handler_latency_seconds{consumer}: every consumer's dispatch, timed.
     instrument_consumers()
-    __import__("channels_fleet.dbcleanup").dbcleanup.install()  # one cleanup hop per burst
-    __import__("channels_fleet.dispatch").dispatch.install()  # no task per layer receive
-    host = Host(application, settings)
+    dbcleanup.install()  # one cleanup hop per burst
+    dispatch.install()  # no task per layer receive
+    host = Host(application, settings, liveness=reporting_liveness(
+        settings, "worker", concurrency=settings.concurrency))
     try:
         await host.start()
         tune_gc()

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from asgiref.sync import SyncToAsync, async_to_sync
@@ -50,7 +50,7 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def run_sync(make: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T | None:
+def run_sync(make: Callable[[], Coroutine[Any, Any, T]], timeout: float = 10.0) -> T | None:
     """Run ``make()`` to completion from sync code and return its result.
 
     In a thread running an event loop (nothing may block there) the coroutine is scheduled on
@@ -61,12 +61,12 @@ def run_sync(make: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T | Non
     except RuntimeError:
         running = None
     if running is not None:
-        task = running.create_task(make())  # type: ignore[arg-type]
+        task = running.create_task(make())
         task.add_done_callback(_log_failure)
         return None
     if _in_sync_to_async_thread():
         return async_to_sync(make)()
-    future = asyncio.run_coroutine_threadsafe(make(), _background_loop())  # type: ignore[arg-type]
+    future = asyncio.run_coroutine_threadsafe(make(), _background_loop())
     return future.result(timeout)
 
 

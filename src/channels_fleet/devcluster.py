@@ -69,9 +69,11 @@ def free_ports(count: int, *, with_bus: bool = False) -> list[int]:
     return chosen
 
 
-def _die_with_parent() -> None:
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """In a child, before exec: get ``sig`` when the thread that forked it ends (the process
+    dying included, even by kill -9). For ``subprocess.Popen(preexec_fn=...)``."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    libc.prctl(PR_SET_PDEATHSIG, sig)
 
 
 @dataclass
@@ -116,7 +118,7 @@ class RedisNode:
             args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=None if detach else _die_with_parent,
+            preexec_fn=None if detach else die_with_parent,
             start_new_session=detach,
         )
         self.pid = self.process.pid

@@ -19,3 +19,7 @@ class RedisVersionError(LayerConfigError):
 
 class LayerUnavailable(LayerError, ConnectionError):
     """Redis could not be reached (or kept failing) for longer than ``retry_timeout``."""
+
+
+class IllegalTransition(RuntimeError):
+    """A connection was asked to move to a state its current one does not lead to."""

@@ -1,9 +1,11 @@
-"""One frozen settings object per service, read from ``CHANNELS_FLEET_*`` variables.
+"""Settings read from ``CHANNELS_FLEET_*`` variables: the machinery and what services share.
 
+One frozen settings object per service: ``InterfaceSettings`` (``interface/settings.py``),
+``WorkerSettings`` (``worker/settings.py``), both ``ServiceSettings``, and ``WebSettings`` here.
 Flags override the environment: ``InterfaceSettings.from_env(port=9000)``. Every value is
 checked in ``__post_init__`` and a bad one raises :class:`SettingsError` naming the variable.
 
-    settings = WorkerSettings.from_env(app="chat_project.asgi:application")
+    settings = WebSettings.from_env(wsgi_app="chat_project.wsgi:application")
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
-from .proxy import TrustedProxies
-
 ENV_PREFIX = "CHANNELS_FLEET_"
+#: First part of every relay key in Redis unless CHANNELS_FLEET_KEY_PREFIX says otherwise
+#: (the key names themselves: relay/wire.py). Light on purpose: the web tier imports this
+#: module before prometheus_client may be imported.
+DEFAULT_KEY_PREFIX = "fleet"
 #: What CHANNELS_FLEET_KEY_PREFIX may be: no braces, which would move keys' cluster slots.
 KEY_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -35,7 +40,7 @@ class SettingsError(ValueError):
     """A CHANNELS_FLEET_* setting is missing or has a bad value."""
 
 
-def _csv(value: str) -> tuple[str, ...]:
+def split_csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
@@ -45,12 +50,42 @@ _PARSERS: dict[str, Any] = {
     "float": float,
     "str": str,
     "bool": lambda v: v.strip().lower() in ("1", "true", "yes", "on"),
-    "tuple[str, ...]": _csv,
+    "tuple[str, ...]": split_csv,
 }
 
 
 @dataclass(frozen=True)
-class _Common:
+class EnvSettings:
+    """What every service's settings do: read ``CHANNELS_FLEET_<FIELD>``, check values."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Build from ``CHANNELS_FLEET_<FIELD>`` variables; non-None ``overrides`` win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = ENV_PREFIX + f.name.upper()
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            parser = _PARSERS[str(f.type)]
+            try:
+                values[f.name] = parser(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{name}={raw!r} is not a valid {f.type}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def _positive(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")
+
+
+@dataclass(frozen=True)
+class ServiceSettings(EnvSettings):
+    """What the interface and the worker share: the relay's Redis, heartbeats, drain, probes."""
+
     #: Redis URLs of the relay layer (cluster startup nodes or one Redis).
     redis_url: tuple[str, ...] = ()
     #: Port of /healthz, /readyz and /metrics; 0 turns the probe server off.
@@ -71,30 +106,17 @@ class _Common:
     #: the app instance and cannot move, so they close with 1012 and the client reconnects.
     rehome_except_subprotocols: tuple[str, ...] = ("graphql-transport-ws", "graphql-ws")
     #: First part of every relay key in Redis: fleets sharing a Redis need one each.
-    key_prefix: str = "fleet"
+    key_prefix: str = DEFAULT_KEY_PREFIX
+    #: This process's name in the fleet's status (``channels_fleet.fleet_status()``); empty:
+    #: the HOSTNAME variable (the pod's name in Kubernetes), else ``<host name>-<pid>``.
+    name: str = ""
     log_level: str = "INFO"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Self:
-        """Build from ``CHANNELS_FLEET_<FIELD>`` variables; non-None ``overrides`` win."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            name = ENV_PREFIX + f.name.upper()
-            raw = env.get(name)
-            if raw is None or raw == "":
-                continue
-            parser = _PARSERS[str(f.type)]
-            try:
-                values[f.name] = parser(raw)
-            except ValueError as exc:
-                raise SettingsError(f"{name}={raw!r} is not a valid {f.type}") from exc
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
 
     def __post_init__(self) -> None:
         if isinstance(self.redis_url, str):
-            object.__setattr__(self, "redis_url", _csv(self.redis_url))
+            object.__setattr__(self, "redis_url", split_csv(self.redis_url))
+        if len(self.name) > 64 or not self.name.isprintable():
+            raise SettingsError("CHANNELS_FLEET_NAME: use at most 64 printable characters")
         if not self.redis_url:
             raise SettingsError(
                 "CHANNELS_FLEET_REDIS_URL is not set; expected redis://host:port "
@@ -113,100 +135,18 @@ class _Common:
                 "CHANNELS_FLEET_HEARTBEAT_INTERVAL"
             )
 
+    def process_name(self) -> str:
+        """How the fleet's status names this process: CHANNELS_FLEET_NAME, else HOSTNAME."""
+        return self.name or os.environ.get("HOSTNAME") or f"{socket.gethostname()}-{os.getpid()}"
+
     def keeps_session(self, subprotocol: str | None) -> bool:
         """A socket on this subprotocol keeps its session in the app: closed, never re-homed."""
         return subprotocol in self.rehome_except_subprotocols
 
-    def _positive(self, *names: str) -> None:
-        for name in names:
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be > 0")
 
 
 @dataclass(frozen=True)
-class InterfaceSettings(_Common):
-    """Settings of ``channels-fleet interface``."""
-
-    bind: str = "0.0.0.0"
-    port: int = 8000
-    #: Origins allowed to open WebSockets: empty = same host only, "*" = any.
-    allowed_origins: tuple[str, ...] = ()
-    #: Seconds a connect may wait for a worker to claim it (then 1013 / 503).
-    claim_timeout: float = 5.0
-    #: Most connect envelopes waiting in the work queue fleet.connect (then 1013 / 503).
-    connect_capacity: int = 1000
-    #: Most client events held per connection before a worker claims it.
-    pending_limit: int = 64
-    #: Most unsent bytes buffered for one client before it is disconnected as not reading.
-    send_buffer: int = 4 * 1024 * 1024
-    #: Most open connections from one client address (0: no limit; behind a proxy keep 0
-    #: unless the proxy is trusted below, so addresses are the clients').
-    max_connections_per_client: int = 0
-    #: Proxies (addresses, networks, "*") whose X-Forwarded-For / -Proto give the client's
-    #: address and scheme. Empty: none, the TCP peer is the client.
-    forwarded_allow_ips: tuple[str, ...] = ()
-    #: Seconds between pings to a quiet WebSocket (Daphne's --ping-interval). Each socket's
-    #: first ping falls at a random point of the interval, so sockets that connected together
-    #: are not all pinged in the same instant, every interval.
-    ping_interval: float = 20.0
-    #: Seconds a ping waits for its pong before the socket is dropped (Daphne's --ping-timeout).
-    ping_timeout: float = 30.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._positive("claim_timeout", "connect_capacity", "pending_limit", "send_buffer",
-                       "ping_interval", "ping_timeout")
-        if self.max_connections_per_client < 0:
-            raise SettingsError("CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT must be >= 0")
-        if isinstance(self.forwarded_allow_ips, str):
-            object.__setattr__(self, "forwarded_allow_ips", _csv(self.forwarded_allow_ips))
-        try:
-            TrustedProxies(self.forwarded_allow_ips)
-        except ValueError as exc:
-            raise SettingsError(f"CHANNELS_FLEET_FORWARDED_ALLOW_IPS: {exc}") from exc
-        if not 0 < self.port < 65536:
-            raise SettingsError("CHANNELS_FLEET_PORT must be 1..65535")
-
-
-@dataclass(frozen=True)
-class WorkerSettings(_Common):
-    """Settings of ``channels-fleet worker``."""
-
-    #: The project's ASGI application, ``module:attribute``.
-    app: str = ""
-    #: Named background channels served through the app's ChannelNameRouter.
-    channels: tuple[str, ...] = ()
-    #: Most connections owned at once; a full worker takes no new ones.
-    concurrency: int = 1000
-    #: Most relayed events waiting for one connection's app (then the connection is closed).
-    inbound_limit: int = 1000
-    #: A draining worker hands back at most this many WebSockets at once ...
-    rehome_batch: int = 50
-    #: ... and waits this many seconds between two batches (no stampede on the other workers).
-    rehome_pause: float = 0.05
-    #: Seconds an app instance may run on after it was handed its disconnect (client gone,
-    #: connection ended); then it is cancelled, as Daphne's ``application_close_timeout``.
-    app_close_timeout: float = 10.0
-    #: Serve the project's channels_redis / in-memory CHANNEL_LAYERS with our layer (adopt.py).
-    adopt_layers: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._positive("rehome_batch", "app_close_timeout")
-        if self.rehome_pause < 0:
-            raise SettingsError("CHANNELS_FLEET_REHOME_PAUSE must be >= 0")
-        if ":" not in self.app:
-            raise SettingsError(
-                "CHANNELS_FLEET_APP (or the APP argument) must be module:attribute, "
-                f"for example chat_project.asgi:application; got {self.app!r}"
-            )
-        if isinstance(self.channels, str):
-            object.__setattr__(self, "channels", _csv(self.channels))
-        self._positive("concurrency", "inbound_limit")
-
-
-@dataclass(frozen=True)
-class WebSettings:
+class WebSettings(EnvSettings):
     """Settings of ``channels-fleet web`` (gunicorn); needs no Redis."""
 
     wsgi_app: str = ""
@@ -214,17 +154,17 @@ class WebSettings:
     port: int = 8000
     web_workers: int = 2
     metrics_port: int = 9100
+    #: Seconds gunicorn's workers may finish their requests after SIGTERM (graceful_timeout).
+    drain_timeout: float = 25.0
     log_level: str = "INFO"
     #: Serve the project's channels_redis / in-memory CHANNEL_LAYERS with our layer (adopt.py).
     adopt_layers: bool = True
     #: Optional here: the Redis an adopted in-memory layer moves to.
     redis_url: tuple[str, ...] = ()
 
-    from_env = classmethod(_Common.from_env.__func__)  # type: ignore[attr-defined]
-
     def __post_init__(self) -> None:
         if isinstance(self.redis_url, str):
-            object.__setattr__(self, "redis_url", _csv(self.redis_url))
+            object.__setattr__(self, "redis_url", split_csv(self.redis_url))
         if ":" not in self.wsgi_app:
             raise SettingsError(
                 "CHANNELS_FLEET_WSGI_APP (or the WSGI_APP argument) must be module:attribute, "
@@ -232,3 +172,5 @@ class WebSettings:
             )
         if self.web_workers <= 0:
             raise SettingsError("CHANNELS_FLEET_WEB_WORKERS must be > 0")
+        if self.drain_timeout <= 0:
+            raise SettingsError("CHANNELS_FLEET_DRAIN_TIMEOUT must be > 0")

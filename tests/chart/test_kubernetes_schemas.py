@@ -1,7 +1,8 @@
 """Every rendered manifest is valid against the Kubernetes OpenAPI schemas of each version.
 
 Schemas come from the kubernetes-validate package (strict: unknown fields are errors). Objects of
-CRDs it does not know (ServiceMonitor, PrometheusRule, ScaledObject, TriggerAuthentication) are
+CRDs it does not know (ServiceMonitor, PrometheusRule, ScaledObject, TriggerAuthentication,
+HTTPRoute) are
 validated against their CRD schemas by the kubernetes-models npm packages (types, required fields,
 enums; unknown fields are pruned by the API server, so not refused there either), installed by
 scripts/install-crd-models.sh; test_render.py checks their content.
@@ -87,13 +88,21 @@ def validate_crds(objects: list[dict]) -> list[dict]:
 def test_custom_resources_match_their_crd_schemas(values):
     docs = template(values, crds=True).docs()
     custom = [d for d in docs if d["apiVersion"].split("/")[0].endswith(
-        ("monitoring.coreos.com", "keda.sh"))]
+        ("monitoring.coreos.com", "keda.sh", "gateway.networking.k8s.io"))]
     if not custom:
         print(f"{values.name}: no custom resources")
         return
     results = validate_crds(custom)
     print(f"{values.name}: " + ", ".join(f"{r['name']} {r['status']}" for r in results))
     assert all(r["status"] == "valid" for r in results), results
+
+
+def test_crd_validation_catches_a_broken_httproute():
+    docs = template(CI_VALUES[3], crds=True).docs()
+    (route,) = [d for d in docs if d["kind"] == "HTTPRoute"]
+    route["spec"]["rules"][0]["matches"][0]["path"]["type"] = "Prefix"  # the Ingress spelling
+    (result,) = validate_crds([route])
+    assert result["status"] == "invalid", result
 
 
 def test_crd_validation_catches_a_broken_scaledobject():

@@ -26,10 +26,28 @@ SCHEMA_REFUSALS = {
                           "at '/ports/metrics': maximum: got 70,000, want 65,535"),
     "zero drain timeout": ("config:\n  drainTimeout: 0\n",
                            "at '/config/drainTimeout': minimum: got 0, want 1"),
-    "redis URL scheme": ("redis:\n  url: http://redis:6379\n",
-                         "at '/redis/url'"),
-    "ingress path without slash": ("ingress:\n  interfacePaths: [ws]\n",
-                                   "at '/ingress/interfacePaths/0'"),
+    "redis URL scheme": ("redis:\n  external:\n    url: http://redis:6379\n",
+                         "at '/redis/external/url'"),
+    "route path without slash": ("routes:\n  interfacePaths: [ws]\n",
+                                 "at '/routes/interfacePaths/0'"),
+    "image without a registry host": ("projectImage:\n  registry: \"\"\n",
+                                      "at '/projectImage/registry'"),
+    "registry with a path": ("redis:\n  image:\n    registry: docker.io/valkey\n",
+                             "at '/redis/image/registry'"),
+    "no Redis masters": ("redis:\n  cluster:\n    masters: 0\n",
+                         "at '/redis/cluster/masters': minimum: got 0, want 1"),
+    "bad maxmemory": ("redis:\n  maxmemory: lots\n", "at '/redis/maxmemory'"),
+    "bad claim size": ("database:\n  postgresql:\n    persistence:\n      size: big\n",
+                       "at '/database/postgresql/persistence/size'"),
+    "database user with a quote": ("database:\n  postgresql:\n    username: \"a'b\"\n",
+                                   "at '/database/postgresql/username'"),
+    "empty migrate command": ("database:\n  migrate:\n    command: []\n",
+                              "at '/database/migrate/command'"),
+    "one worker minimum for autoscaling": (
+        "worker:\n  autoscaling:\n    minReplicas: 0\n",
+        "at '/worker/autoscaling/minReplicas': minimum: got 0, want 1"),
+    "bad strategy type": ("interface:\n  strategy:\n    type: BlueGreen\n",
+                          "at '/interface/strategy/type'"),
     "bad digest": ("projectImage:\n  digest: latest\n", "at '/projectImage/digest'"),
     "bad maxUnavailable": ("worker:\n  pdb:\n    maxUnavailable: half\n",
                            "at '/worker/pdb/maxUnavailable'"),
@@ -39,8 +57,19 @@ SCHEMA_REFUSALS = {
 
 # validateValues: cross-value rules the schema cannot express.
 VALIDATE_REFUSALS = {
-    "no redis source": ("redis:\n  url: \"\"\n",
-                        "redis: set redis.url, redis.existingSecret or redisCluster.enabled=true"),
+    "one master with replicas": (
+        "redis:\n  cluster:\n    masters: 1\n    replicasPerMaster: 1\n",
+        "set redis.cluster.masters >= 3, or redis.cluster.replicasPerMaster=0 for a small "
+        "install (got 1 masters)"),
+    "two masters with replicas": (
+        "redis:\n  cluster:\n    masters: 2\n",
+        "which needs 3 masters or more"),
+    "HTTPRoute without a Gateway": ("httpRoute:\n  enabled: true\n",
+                                    "httpRoute: set httpRoute.parentRefs"),
+    "KEDA CA without TLS": (
+        "worker:\n  autoscaling:\n    enabled: true\n    keda:\n      tls:\n"
+        "        caSecret:\n          name: ca\n",
+        "set worker.autoscaling.keda.tls.enabled=true to use tls.caSecret"),
     "min above max": ("interface:\n  autoscaling:\n    enabled: true\n    minReplicas: 5\n"
                       "    maxReplicas: 3\n",
                       "set interface.autoscaling.minReplicas (5) <= "
@@ -49,8 +78,9 @@ VALIDATE_REFUSALS = {
         "interface:\n  autoscaling:\n    enabled: true\n    targetCPUUtilizationPercentage: 0\n",
         "set interface.autoscaling.targetCPUUtilizationPercentage or "
         "interface.autoscaling.targetConnectionsPerPod above 0"),
-    "keda without addresses": (
-        "worker:\n  autoscaling:\n    enabled: true\n    mode: keda\n",
+    "keda on an external Redis without addresses": (
+        "redis:\n  external:\n    url: redis://r:6379\nworker:\n  autoscaling:\n"
+        "    enabled: true\n    mode: keda\n",
         "set worker.autoscaling.keda.addresses"),
     "nothing enabled": ("interface:\n  enabled: false\nworker:\n  enabled: false\n"
                         "web:\n  enabled: false\n", "enable at least one of interface.enabled"),
@@ -103,6 +133,8 @@ def test_good_values_accepted(tmp_path):
     """The refusals are not a schema that refuses everything: close variants are accepted."""
     values = tmp_path / "ok.yaml"
     values.write_text("interface:\n  replicaCount: 0\nworker:\n  replicaCount: 3\n"
-                      "  pdb:\n    maxUnavailable: 50%\nredis:\n  url: rediss://r:6380\n")
+                      "  pdb:\n    maxUnavailable: 50%\nredis:\n  external:\n"
+                      "    url: rediss://r:6380\n  maxmemory: 1gb\n"
+                      "projectImage:\n  registry: registry.local:5000\n")
     result = template(values)
     assert result.returncode == 0, result.stderr

@@ -1,21 +1,47 @@
-"""What the chart renders: security, probes, drain timing, routing, autoscaling switches."""
+"""What the chart renders: a working stack by default (its own Redis Cluster and PostgreSQL,
+migrations, pullable images), security, probes, drain timing, routing, autoscaling switches."""
 
+import base64
 import json
+import re
 
 import pytest
 import yaml
 
-from .helm import CHART, SOURCE_CHART, find, helm, one, ours, render, subchart_built
+from .helm import SOURCE_CHART, component, find, helm, one, render
 
 CI = SOURCE_CHART / "ci"
 ALL = CI / "30-all-features-values.yaml"
 KEDA = CI / "40-keda-values.yaml"
+SMALL = CI / "50-small-values.yaml"
 COMPONENTS = ("interface", "worker", "web")
+CI_FILES = sorted(CI.glob("*-values.yaml"))
 
 
 def deployments(docs):
     return {d["metadata"]["labels"]["app.kubernetes.io/component"]: d
             for d in find(docs, "Deployment")}
+
+
+def pod_templates(docs):
+    """(name, pod spec) of every workload: Deployments, StatefulSets, Jobs, the test Pod."""
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet", "Job"):
+            yield d["metadata"]["name"], d["spec"]["template"]["spec"]
+        elif d["kind"] == "Pod":
+            yield d["metadata"]["name"], d["spec"]
+
+
+def containers(pod):
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def env_of(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def secret_value(docs, name, key):
+    return base64.b64decode(one(docs, "Secret", name)["data"][key]).decode()
 
 
 @pytest.fixture(scope="module")
@@ -28,43 +54,115 @@ def everything():
     return render(ALL, crds=True)
 
 
-def test_defaults_render_the_three_components(defaults):
+# --- a working stack by default ---------------------------------------------------------------
+
+def test_defaults_render_a_whole_stack(defaults):
     assert set(deployments(defaults)) == set(COMPONENTS)
-    kinds = sorted(d["kind"] for d in ours(defaults))
-    assert kinds.count("PodDisruptionBudget") == 3
-    assert kinds.count("Service") == 3
+    assert {s["metadata"]["name"] for s in find(defaults, "StatefulSet")} == {
+        "fleet-channels-fleet-redis", "fleet-channels-fleet-postgresql"}
+    (job,) = find(defaults, "Job")
+    assert job["metadata"]["name"] == "fleet-channels-fleet-migrate-1"
+    assert {s["metadata"]["name"] for s in find(defaults, "Service")} == {
+        "fleet-channels-fleet-interface", "fleet-channels-fleet-web",
+        "fleet-channels-fleet-interface-metrics", "fleet-channels-fleet-worker-metrics",
+        "fleet-channels-fleet-web-metrics", "fleet-channels-fleet-redis",
+        "fleet-channels-fleet-redis-headless", "fleet-channels-fleet-postgresql"}
+    assert len(find(defaults, "PodDisruptionBudget")) == 4
     # Optional objects stay off by default.
-    for kind in ("Ingress", "NetworkPolicy", "HorizontalPodAutoscaler", "ServiceMonitor"):
-        assert not find(ours(defaults), kind), kind
+    for kind in ("Ingress", "HTTPRoute", "NetworkPolicy", "HorizontalPodAutoscaler",
+                 "ServiceMonitor", "PrometheusRule"):
+        assert not find(defaults, kind), kind
 
 
-@pytest.mark.parametrize("component", COMPONENTS)
-def test_pods_run_locked_down(defaults, component):
-    pod = deployments(defaults)[component]["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert pod["automountServiceAccountToken"] is False
-    (container,) = pod["containers"]
-    sc = container["securityContext"]
-    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert mounts["/tmp"] == "tmp"
-    assert {v["name"]: v for v in pod["volumes"]}["tmp"]["emptyDir"]
+IMAGE = re.compile(r"^(localhost|[a-z0-9-]+(\.[a-z0-9-]+)+)(:[0-9]+)?/[a-z0-9._/-]+([:@].+)$")
 
 
-@pytest.mark.parametrize("component", COMPONENTS)
-def test_probes_on_the_metrics_port(defaults, component):
-    (c,) = deployments(defaults)[component]["spec"]["template"]["spec"]["containers"]
+@pytest.mark.parametrize("values", [None, *CI_FILES], ids=lambda v: v.name if v else "defaults")
+def test_every_image_names_its_registry_host(values):
+    docs = render(*([values] if values else []), crds=True)
+    images = {c["image"] for _, pod in pod_templates(docs) for c in containers(pod)}
+    assert images
+    bare = sorted(i for i in images if not IMAGE.match(i))
+    assert not bare, f"images without a registry host: {bare}"
+
+
+def test_default_images_are_the_published_and_official_ones(defaults):
+    images = {c["name"]: c["image"]
+              for _, pod in pod_templates(defaults) for c in pod["containers"]}
+    assert images["interface"] == "ghcr.io/channels-fleet/channels-fleet-interface:0.1.0"
+    assert images["worker"] == images["web"] == images["migrate"] == (
+        "ghcr.io/channels-fleet/channels-fleet-chat:0.1.0")
+    assert re.fullmatch(r"docker\.io/valkey/valkey:8\.\d+\.\d+", images["valkey"])
+    assert re.fullmatch(r"docker\.io/library/postgres:17\.\d+", images["postgresql"])
+
+
+def test_image_values_alone_point_the_chart_at_local_images():
+    """What a cluster without registry access sets (tests/e2e/k8s): registry/repository/tag."""
+    docs = render(sets=(
+        "interfaceImage.registry=localhost", "interfaceImage.repository=channels-fleet-interface",
+        "interfaceImage.tag=latest", "projectImage.registry=localhost",
+        "projectImage.repository=channels-fleet-chat", "projectImage.tag=latest",
+        "redis.image.registry=localhost", "redis.image.repository=valkey-standin",
+        "redis.image.tag=latest", "database.postgresql.image.registry=localhost",
+        "database.postgresql.image.repository=postgres-standin",
+        "database.postgresql.image.tag=latest"))
+    images = {c["image"] for _, pod in pod_templates(docs) for c in containers(pod)}
+    assert images == {"localhost/channels-fleet-interface:latest",
+                      "localhost/channels-fleet-chat:latest", "localhost/valkey-standin:latest",
+                      "localhost/postgres-standin:latest"}
+
+
+def test_default_cpu_requests_fit_a_small_node(defaults):
+    """2 CPUs shared with the control plane: the release asks for at most 1.2 CPU."""
+    def millicores(value):
+        return int(value[:-1]) if value.endswith("m") else int(float(value) * 1000)
+
+    total = 0
+    for d in find(defaults, "Deployment") + find(defaults, "StatefulSet"):
+        pod = d["spec"]["template"]["spec"]
+        per_pod = sum(millicores(c["resources"]["requests"]["cpu"]) for c in pod["containers"])
+        total += per_pod * d["spec"]["replicas"]
+    print(f"CPU requests at defaults: {total}m")
+    assert total <= 1200, total
+
+
+# --- security ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("values", [None, ALL], ids=["defaults", "all-features"])
+def test_every_pod_runs_locked_down(values):
+    docs = render(*([values] if values else []), crds=True)
+    for name, pod in pod_templates(docs):
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["automountServiceAccountToken"] is False, name
+        for c in containers(pod):
+            sc = c["securityContext"]
+            where = f"{name}/{c['name']}"
+            assert sc["runAsNonRoot"] is True and sc["runAsUser"] in (10001, 999), where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"] == {"drop": ["ALL"]}, where
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+
+
+def test_redis_and_postgresql_run_as_the_official_images_uid(defaults):
+    for sts in find(defaults, "StatefulSet"):
+        pod = sts["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsUser"] == 999
+        assert pod["securityContext"]["fsGroup"] == 999
+        mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        assert "/tmp" in mounts
+
+
+@pytest.mark.parametrize("name", COMPONENTS)
+def test_probes_on_the_metrics_port(defaults, name):
+    (c,) = deployments(defaults)[name]["spec"]["template"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["metrics"] == 9100
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    env = {e["name"]: e for e in c["env"]}
+    env = env_of(c)
     assert env["CHANNELS_FLEET_METRICS_PORT"]["value"] == "9100"
     assert "CHANNELS_FLEET_REDIS_URL" in env
 
@@ -75,11 +173,8 @@ def test_commands_per_component(defaults):
     assert args["interface"] == ["interface", "--port", "8000"]
     assert args["worker"] == ["worker", "chat_project.asgi:application"]
     assert args["web"] == ["web", "chat_project.wsgi:application", "--port", "8000"]
-    images = {k: v["spec"]["template"]["spec"]["containers"][0]["image"] for k, v in d.items()}
-    assert images["interface"] == "channels-fleet-interface:0.1.0"
-    assert images["worker"] == images["web"] == "channels-fleet-chat:0.1.0"
-    web_env = {e["name"]: e.get("value") for e in
-               d["web"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    web_env = {k: v.get("value") for k, v in
+               env_of(d["web"]["spec"]["template"]["spec"]["containers"][0]).items()}
     assert web_env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
     assert web_env["DJANGO_SETTINGS_MODULE"] == "chat_project.settings"
 
@@ -88,76 +183,293 @@ def test_trusted_proxies_reach_the_interface(defaults):
     """config.forwardedAllowIps: off by default (no proxy's headers believed), else the env."""
     def interface_env(docs):
         (c,) = deployments(docs)["interface"]["spec"]["template"]["spec"]["containers"]
-        return {e["name"]: e.get("value") for e in c["env"]}
+        return {k: v.get("value") for k, v in env_of(c).items()}
 
     assert "CHANNELS_FLEET_FORWARDED_ALLOW_IPS" not in interface_env(defaults)
     docs = render(sets=("config.forwardedAllowIps=10.244.0.0/16",))
     assert interface_env(docs)["CHANNELS_FLEET_FORWARDED_ALLOW_IPS"] == "10.244.0.0/16"
 
 
+# --- ports: public Services carry the public port alone ---------------------------------------
+
+@pytest.mark.parametrize("values", [None, *CI_FILES], ids=lambda v: v.name if v else "defaults")
+def test_public_services_expose_only_the_public_port(values):
+    docs = render(*([values] if values else []), crds=True)
+    for name in ("fleet-channels-fleet-interface", "fleet-channels-fleet-web"):
+        for svc in find(docs, "Service", name):
+            assert [p["name"] for p in svc["spec"]["ports"]] == ["http"], name
+            assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http"], name
+    for svc in find(docs, "Service"):
+        if svc["metadata"]["name"].endswith("-metrics"):
+            assert svc["spec"]["clusterIP"] == "None"
+            assert svc["spec"].get("type", "ClusterIP") == "ClusterIP"
+            assert svc["metadata"]["labels"]["channels-fleet/metrics"] == "true"
+
+
+def test_load_balancer_exposes_no_metrics():
+    docs = render(sets=("interface.service.type=LoadBalancer", "web.service.type=LoadBalancer"))
+    for svc in find(docs, "Service"):
+        if svc["spec"].get("type") == "LoadBalancer":
+            ports = {p["targetPort"] for p in svc["spec"]["ports"]}
+            assert ports == {"http"}, svc["metadata"]["name"]
+
+
+# --- rollouts ----------------------------------------------------------------------------------
+
 @pytest.mark.parametrize("drain", [25, 40])
-def test_grace_period_covers_prestop_and_drain(drain):
+def test_grace_period_covers_prestop_drain_and_margin_for_every_pod_kind(drain):
     docs = render(sets=(f"config.drainTimeout={drain}",))
     for name, dep in deployments(docs).items():
         pod = dep["spec"]["template"]["spec"]
         (c,) = pod["containers"]
-        env = {e["name"]: e.get("value") for e in c["env"]}
-        assert env["CHANNELS_FLEET_DRAIN_TIMEOUT"] == str(drain)
+        assert env_of(c)["CHANNELS_FLEET_DRAIN_TIMEOUT"]["value"] == str(drain)
+        pre_stop = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+        pause = int(pre_stop[1]) if pre_stop else 0
         # preStop sleep (5) + drain + margin (10): SIGKILL never cuts a drain short.
-        assert pod["terminationGracePeriodSeconds"] == 5 + drain + 10, name
+        assert pod["terminationGracePeriodSeconds"] >= pause + drain + 10, name
         if name != "worker":  # pods behind a Service leave the Endpoints before the drain
-            assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+            assert pre_stop == ["sleep", "5"]
+    for sts in find(docs, "StatefulSet"):
+        pod = sts["spec"]["template"]["spec"]
+        # Redis preStop: a failover of at most 10 s; PostgreSQL: pg_ctl stop -t 20.
+        assert pod["terminationGracePeriodSeconds"] >= 30, sts["metadata"]["name"]
+        assert pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
 
+
+def test_interfaces_surge_every_new_pod_before_any_old_one_drains(defaults):
+    spec = deployments(defaults)["interface"]["spec"]
+    assert spec["strategy"] == {"type": "RollingUpdate",
+                                "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": 0}}
+    assert spec["minReadySeconds"] >= 5
+    for name in ("worker", "web"):
+        assert deployments(defaults)[name]["spec"]["strategy"]["rollingUpdate"][
+            "maxUnavailable"] == 0
+
+
+def test_strategy_is_configurable():
+    docs = render(sets=("interface.strategy.rollingUpdate.maxSurge=1",
+                        "interface.minReadySeconds=0"))
+    spec = deployments(docs)["interface"]["spec"]
+    assert spec["strategy"]["rollingUpdate"]["maxSurge"] == 1
+    assert spec["minReadySeconds"] == 0
+
+
+def test_two_workers_minimum(defaults):
+    assert deployments(defaults)["worker"]["spec"]["replicas"] == 2
+    values = yaml.safe_load((SOURCE_CHART / "values.yaml").read_text())
+    assert values["worker"]["autoscaling"]["minReplicas"] == 2
+
+
+def test_pdbs_allow_one_disruption_and_always_evict_unhealthy_pods(defaults):
+    pdbs = find(defaults, "PodDisruptionBudget")
+    assert {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pdbs} == {
+        "interface", "worker", "web", "redis"}
+    for pdb in pdbs:
+        assert pdb["spec"]["maxUnavailable"] == 1
+        assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def _checksums(docs, kind, name):
+    return {k: v for k, v in one(docs, kind, name)["spec"]["template"]["metadata"].get(
+        "annotations", {}).items() if k.startswith("checksum/")}
+
+
+def test_checksums_roll_the_pods_that_read_a_changed_secret_or_config(defaults):
+    for kind, name in [("Deployment", "fleet-channels-fleet-interface"),
+                       ("Deployment", "fleet-channels-fleet-worker"),
+                       ("Deployment", "fleet-channels-fleet-web"),
+                       ("StatefulSet", "fleet-channels-fleet-redis"),
+                       ("StatefulSet", "fleet-channels-fleet-postgresql")]:
+        assert _checksums(defaults, kind, name), name
+    a = render(sets=("database.external.url=postgres://u:p@db:5432/a",
+                     "redis.external.url=redis://r:6379"))
+    b = render(sets=("database.external.url=postgres://u:p@db:5432/b",
+                     "redis.external.url=redis://r:6379"))
+    for name in ("worker", "web"):
+        full = f"fleet-channels-fleet-{name}"
+        assert (_checksums(a, "Deployment", full)["checksum/database-secret"]
+                != _checksums(b, "Deployment", full)["checksum/database-secret"])
+        assert (_checksums(a, "Deployment", full)["checksum/redis-secret"]
+                == _checksums(b, "Deployment", full)["checksum/redis-secret"])
+    assert "checksum/database-secret" not in _checksums(a, "Deployment",
+                                                        "fleet-channels-fleet-interface")
+    c = render(sets=("redis.extraConfig=appendonly yes",))
+    assert (_checksums(c, "StatefulSet", "fleet-channels-fleet-redis")["checksum/redis-configmap"]
+            != _checksums(defaults, "StatefulSet",
+                          "fleet-channels-fleet-redis")["checksum/redis-configmap"])
+
+
+# --- Redis --------------------------------------------------------------------------------------
 
 def _worker_env(docs):
     (c,) = deployments(docs)["worker"]["spec"]["template"]["spec"]["containers"]
-    return c, {e["name"]: e for e in c["env"]}
+    return c, env_of(c)
 
 
-def test_redis_url_from_values_goes_through_a_secret(defaults):
-    (secret,) = find(defaults, "Secret")
-    assert secret["metadata"]["name"] == "fleet-channels-fleet-redis"
-    assert set(secret["data"]) == {"redis-url"}
+def test_built_in_redis_cluster(defaults):
+    sts = one(defaults, "StatefulSet", "fleet-channels-fleet-redis")
+    assert sts["spec"]["replicas"] == 6
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert sts["spec"]["serviceName"] == "fleet-channels-fleet-redis-headless"
+    pod = sts["spec"]["template"]["spec"]
+    (valkey,) = pod["containers"]
+    assert valkey["command"] == ["sh", "/scripts/node.sh", "start"]
+    env = env_of(valkey)
+    assert (env["MASTERS"]["value"], env["REPLICAS_PER_MASTER"]["value"]) == ("3", "1")
+    assert env["PEER_DOMAIN"]["value"] == "fleet-channels-fleet-redis-headless.chat.svc"
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fleet-channels-fleet-redis", "key": "redis-password"}
+    assert valkey["readinessProbe"]["exec"]["command"][-1] == "ready"
+    assert valkey["lifecycle"]["preStop"]["exec"]["command"][-1] == "prestop"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["data"], "no persistence by default: nodes rejoin empty"
+    assert "volumeClaimTemplates" not in sts["spec"]
+    headless = one(defaults, "Service", "fleet-channels-fleet-redis-headless")
+    assert headless["spec"]["publishNotReadyAddresses"] is True
+    script = one(defaults, "ConfigMap", "fleet-channels-fleet-redis")["data"]["node.sh"]
+    assert script == (SOURCE_CHART / "files/redis/node.sh").read_text().rstrip("\n")
+
+
+def test_small_install_runs_one_master():
+    docs = render(SMALL)
+    sts = one(docs, "StatefulSet", "fleet-channels-fleet-redis")
+    assert sts["spec"]["replicas"] == 1
+    env = env_of(sts["spec"]["template"]["spec"]["containers"][0])
+    assert (env["MASTERS"]["value"], env["REPLICAS_PER_MASTER"]["value"]) == ("1", "0")
+
+
+def test_redis_url_and_password_from_the_generated_secret(defaults):
+    password = secret_value(defaults, "fleet-channels-fleet-redis", "redis-password")
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
+    url = secret_value(defaults, "fleet-channels-fleet-redis", "redis-url")
+    assert url == f"redis://:{password}@fleet-channels-fleet-redis:6379"
     _, env = _worker_env(defaults)
     assert env["CHANNELS_FLEET_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "fleet-channels-fleet-redis", "key": "redis-url"}
 
 
-def test_redis_url_from_an_existing_secret():
+def test_redis_password_from_an_existing_secret(everything):
+    _, env = _worker_env(everything)
+    assert env["CHANNELS_FLEET_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "chat-redis", "key": "redis-password"}
+    assert env["CHANNELS_FLEET_REDIS_URL"]["value"] == (
+        "redis://:$(CHANNELS_FLEET_REDIS_PASSWORD)@fleet-channels-fleet-redis:6379")
+    names = list(env)
+    assert names.index("CHANNELS_FLEET_REDIS_PASSWORD") < names.index("CHANNELS_FLEET_REDIS_URL")
+    assert not find(everything, "Secret", "fleet-channels-fleet-redis")
+
+
+def test_redis_persistence_and_exporter(everything):
+    sts = one(everything, "StatefulSet", "fleet-channels-fleet-redis")
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["storageClassName"] == ""  # "-": none, for pre-bound volumes
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+    names = [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]]
+    assert names == ["valkey", "exporter"]
+    svc = one(everything, "Service", "fleet-channels-fleet-redis-metrics")
+    assert [p["name"] for p in svc["spec"]["ports"]] == ["redis-metrics"]
+
+
+def test_external_redis_and_database_from_existing_secrets():
     docs = render(CI / "10-existing-secret-values.yaml")
     c, env = _worker_env(docs)
     assert env["CHANNELS_FLEET_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "fleet-redis", "key": "url"}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "chat-database",
+                                                                "key": "url"}
     assert c["envFrom"] == [{"secretRef": {"name": "chat-project-env"}}]
-    assert not find(docs, "Secret"), "an existing Secret wins over the default redis.url"
+    assert not find(docs, "Secret") and not find(docs, "StatefulSet")
+    assert not component(docs, "Service", "redis")
 
 
-def test_redis_url_of_the_bundled_cluster():
-    docs = render(CI / "50-bundled-redis-cluster-values.yaml", crds=True)
-    _, env = _worker_env(docs)
-    assert env["CHANNELS_FLEET_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "fleet-redis-cluster", "key": "redis-password"}
-    assert env["CHANNELS_FLEET_REDIS_URL"]["value"] == (
-        "redis://:$(CHANNELS_FLEET_REDIS_PASSWORD)@fleet-redis-cluster:6379")
-    assert not find(ours(docs), "Secret"), "the bundled cluster wins over redis.url"
-    (so,) = find(docs, "ScaledObject")
-    assert so["spec"]["triggers"][0]["metadata"]["addresses"] == "fleet-redis-cluster:6379"
-    ta = one(docs, "TriggerAuthentication", "fleet-channels-fleet-worker")
-    assert ta["spec"]["secretTargetRef"] == [
-        {"parameter": "password", "name": "fleet-redis-cluster", "key": "redis-password"}]
+def test_external_redis_url_goes_through_a_secret():
+    docs = render(sets=("redis.external.url=rediss://:p@cache.example:6379",))
+    assert secret_value(docs, "fleet-channels-fleet-redis", "redis-url") == (
+        "rediss://:p@cache.example:6379")
+    assert "redis-password" not in one(docs, "Secret", "fleet-channels-fleet-redis")["data"]
+    assert not find(docs, "StatefulSet", "fleet-channels-fleet-redis")
 
 
-NOT_BUILT = ("bundled redis-cluster chart not built: run helm dependency build "
-             "charts/channels-fleet where its registry is reachable")
+# --- database and migrations -------------------------------------------------------------------
+
+def test_bundled_postgresql(defaults):
+    sts = one(defaults, "StatefulSet", "fleet-channels-fleet-postgresql")
+    (pg,) = sts["spec"]["template"]["spec"]["containers"]
+    env = env_of(pg)
+    assert env["PGDATA"]["value"] == "/var/lib/postgresql/data/pgdata"
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fleet-channels-fleet-database", "key": "postgres-password"}
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert "storageClassName" not in claim["spec"], "the cluster's default StorageClass"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+    password = secret_value(defaults, "fleet-channels-fleet-database", "postgres-password")
+    assert secret_value(defaults, "fleet-channels-fleet-database", "database-url") == (
+        f"postgres://app:{password}@fleet-channels-fleet-postgresql:5432/app")
 
 
-@pytest.mark.skipif(not subchart_built(), reason=NOT_BUILT)
-def test_bundled_cluster_objects_render():
-    docs = render(CI / "50-bundled-redis-cluster-values.yaml")
-    (sts,) = find(docs, "StatefulSet")
-    assert sts["metadata"]["name"] == "fleet-redis-cluster"
-    assert sts["spec"]["replicas"] == 6
+def test_database_url_reaches_worker_web_and_migrate_from_a_secret(defaults):
+    for _, pod in pod_templates(defaults):
+        for c in containers(pod):
+            if c["image"].endswith("channels-fleet-chat:0.1.0"):
+                ref = env_of(c)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+                assert ref == {"name": "fleet-channels-fleet-database", "key": "database-url"}
 
+
+def test_migrate_job_waits_for_the_database_then_migrates(defaults):
+    (job,) = find(defaults, "Job")
+    assert "helm.sh/hook" not in job["metadata"].get("annotations", {})
+    pod = job["spec"]["template"]["spec"]
+    (wait,) = pod["initContainers"]
+    assert wait["name"] == "wait-for-database" and "ensure_connection" in wait["command"][-1]
+    (migrate,) = pod["containers"]
+    assert migrate["command"] == ["python3", "manage.py", "migrate", "--noinput"]
+    assert pod["restartPolicy"] == "Never"
+
+
+def test_migrate_job_is_named_per_revision():
+    upgrade = helm("template", "fleet", str(SOURCE_CHART), "-n", "chat", "--is-upgrade")
+    assert upgrade.returncode == 0, upgrade.stderr
+    # helm template's revision is 1; a real upgrade renders migrate-<revision>.
+    assert "name: fleet-channels-fleet-migrate-1" in upgrade.stdout
+
+
+@pytest.mark.parametrize("name", ["worker", "web"])
+def test_worker_and_web_start_once_migrations_are_applied(defaults, name):
+    pod = deployments(defaults)[name]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["name"] == "wait-for-migrations"
+    assert init["command"][-4:] == ["python3", "manage.py", "migrate", "--check"]
+    assert "initContainers" not in deployments(defaults)["interface"]["spec"]["template"]["spec"]
+
+
+def test_migrations_off_means_no_job_and_no_wait():
+    docs = render(sets=("database.migrate.enabled=false",))
+    assert not find(docs, "Job")
+    for d in find(docs, "Deployment"):
+        assert "initContainers" not in d["spec"]["template"]["spec"]
+
+
+def test_postgresql_password_from_an_existing_secret(everything):
+    _, env = _worker_env(everything)
+    assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "chat-postgres", "key": "password"}
+    assert env["DATABASE_URL"]["value"] == (
+        "postgres://app:$(DATABASE_PASSWORD)@fleet-channels-fleet-postgresql:5432/app")
+    sts = one(everything, "StatefulSet", "fleet-channels-fleet-postgresql")
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "fast-ssd"
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+
+
+def test_small_install_database_on_an_emptydir():
+    sts = one(render(SMALL), "StatefulSet", "fleet-channels-fleet-postgresql")
+    assert "volumeClaimTemplates" not in sts["spec"]
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["data"]
+
+
+# --- routing -----------------------------------------------------------------------------------
 
 def test_ingress_routes_ws_and_poll_to_interface_rest_to_web(everything):
     (ing,) = find(everything, "Ingress")
@@ -169,22 +481,48 @@ def test_ingress_routes_ws_and_poll_to_interface_rest_to_web(everything):
     assert ing["spec"]["tls"][0]["secretName"] == "chat-tls"
 
 
-@pytest.mark.parametrize("values", sorted(CI.glob("*-values.yaml")), ids=lambda p: p.name)
-def test_no_ingress_backend_reaches_the_metrics_port(values):
+def test_ingress_carries_no_controller_annotations_by_default():
+    (ing,) = find(render(sets=("ingress.enabled=true",)), "Ingress")
+    assert not ing["metadata"].get("annotations")
+
+
+def test_httproute_beside_the_ingress(everything):
+    route = one(everything, "HTTPRoute", "fleet-channels-fleet")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["parentRefs"] == [
+        {"name": "public", "namespace": "gateway-system", "sectionName": "https"}]
+    assert route["spec"]["hostnames"] == ["chat.example.com"]
+    iface, web = route["spec"]["rules"]
+    assert [m["path"] for m in iface["matches"]] == [
+        {"type": "PathPrefix", "value": "/ws/"}, {"type": "PathPrefix", "value": "/poll/"}]
+    assert iface["backendRefs"] == [{"name": "fleet-channels-fleet-interface", "port": 8000}]
+    assert web["backendRefs"] == [{"name": "fleet-channels-fleet-web", "port": 8000}]
+    assert iface["timeouts"] == {"request": "0s"}
+
+
+@pytest.mark.parametrize("values", CI_FILES, ids=lambda p: p.name)
+def test_no_route_reaches_the_metrics_port(values):
     docs = render(values, crds=True)
     services = {s["metadata"]["name"]: s for s in find(docs, "Service")}
+    backends = []
     for ing in find(docs, "Ingress"):
         for rule in ing["spec"]["rules"]:
             for path in rule["http"]["paths"]:
-                port = path["backend"]["service"]["port"]
-                assert port.get("name") not in ("metrics",) and port.get("number") != 9100
-                svc = services[path["backend"]["service"]["name"]]
-                (target,) = [p for p in svc["spec"]["ports"] if p["name"] == port.get("name")]
-                assert target["targetPort"] == "http"
+                svc = path["backend"]["service"]
+                backends.append((svc["name"], svc["port"].get("name"), svc["port"].get("number")))
+    for route in find(docs, "HTTPRoute"):
+        for rule in route["spec"]["rules"]:
+            backends += [(b["name"], None, b["port"]) for b in rule["backendRefs"]]
+    for name, port_name, number in backends:
+        (target,) = [p for p in services[name]["spec"]["ports"]
+                     if p["name"] == port_name or p["port"] == number]
+        assert target["targetPort"] == "http", (name, port_name, number)
 
+
+# --- network policy ----------------------------------------------------------------------------
 
 def test_network_policy_limits_the_metrics_port(everything):
-    (np,) = find(ours(everything), "NetworkPolicy")
+    np = one(everything, "NetworkPolicy", "fleet-channels-fleet")
     by_port = {r["ports"][0]["port"]: r for r in np["spec"]["ingress"]}
     assert "from" not in by_port["http"], "allowExternal: public port from anywhere"
     assert by_port["metrics"]["from"] == [
@@ -194,14 +532,30 @@ def test_network_policy_limits_the_metrics_port(everything):
             "app.kubernetes.io/component": "test"}}}]
     egress_ports = [p["port"] for r in np["spec"]["egress"] for p in r["ports"]]
     assert 53 in egress_ports and 6379 in egress_ports and 5432 in egress_ports
+    assert 443 in egress_ports
 
 
-def test_locked_down_network_policy_admits_only_the_given_peers():
-    (np,) = find(ours(render(CI / "20-locked-down-values.yaml")), "NetworkPolicy")
+def test_locked_down_network_policies_for_the_release_and_its_stores():
+    docs = render(CI / "20-locked-down-values.yaml")
+    np = one(docs, "NetworkPolicy", "fleet-channels-fleet")
     http = [r for r in np["spec"]["ingress"] if r["ports"][0]["port"] == "http"][0]
     assert http["from"][0]["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "ingress-nginx"}
+        "kubernetes.io/metadata.name": "ingress-controllers"}
+    redis_egress = [r for r in np["spec"]["egress"] if r["ports"][0]["port"] == 6379][0]
+    assert redis_egress["to"][0]["podSelector"]["matchLabels"][
+        "app.kubernetes.io/component"] == "redis"
+    redis = one(docs, "NetworkPolicy", "fleet-channels-fleet-redis")
+    clients = redis["spec"]["ingress"][0]["from"]
+    assert clients[0] == {"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "channels-fleet", "app.kubernetes.io/instance": "fleet"}}}
+    keda = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}
+    assert keda in clients
+    pg = one(docs, "NetworkPolicy", "fleet-channels-fleet-postgresql")
+    assert pg["spec"]["egress"] == []
+    assert pg["spec"]["ingress"][0]["ports"] == [{"port": "postgresql", "protocol": "TCP"}]
 
+
+# --- autoscaling -------------------------------------------------------------------------------
 
 def test_interface_hpa_on_cpu_and_connections(everything):
     hpa = one(everything, "HorizontalPodAutoscaler", "fleet-channels-fleet-interface")
@@ -220,6 +574,7 @@ def test_worker_hpa_on_the_external_queue_metric(everything):
     assert metric["external"]["metric"]["selector"] == {
         "matchLabels": {"queue": "fleet.connect"}}
     assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "20"}
+    assert hpa["spec"]["minReplicas"] == 2
     assert not find(everything, "ScaledObject")
 
 
@@ -229,13 +584,12 @@ def test_key_prefix_reaches_every_component_and_keda():
     docs = render(KEDA, sets=("config.keyPrefix=staging",), crds=True)
     for name, dep in deployments(docs).items():
         (c,) = dep["spec"]["template"]["spec"]["containers"]
-        env = {e["name"]: e.get("value") for e in c["env"]}
-        assert env["CHANNELS_FLEET_KEY_PREFIX"] == "staging", name
+        assert env_of(c)["CHANNELS_FLEET_KEY_PREFIX"]["value"] == "staging", name
     (trigger,) = one(docs, "ScaledObject", "fleet-channels-fleet-worker")["spec"]["triggers"]
     assert trigger["metadata"]["listName"] == "staging:q:{fleet.connect}"
 
 
-def test_worker_keda_scaledobject_reads_the_work_queue_list():
+def test_keda_with_user_tls_ca_and_fallback():
     docs = render(KEDA, crds=True)
     so = one(docs, "ScaledObject", "fleet-channels-fleet-worker")
     (trigger,) = so["spec"]["triggers"]
@@ -244,146 +598,35 @@ def test_worker_keda_scaledobject_reads_the_work_queue_list():
     assert trigger["metadata"]["listLength"] == "10"
     assert trigger["metadata"]["addresses"] == (
         "redis-cluster-0.redis-cluster-headless:6379,redis-cluster-1.redis-cluster-headless:6379")
+    assert (trigger["metadata"]["enableTLS"], trigger["metadata"]["unsafeSsl"]) == ("true",
+                                                                                    "false")
     assert trigger["authenticationRef"] == {"name": "fleet-channels-fleet-worker"}
     ta = one(docs, "TriggerAuthentication", "fleet-channels-fleet-worker")
     assert ta["spec"]["secretTargetRef"] == [
-        {"parameter": "password", "name": "fleet-redis", "key": "password"}]
-    assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (1, 20)
+        {"parameter": "username", "name": "fleet-redis", "key": "username"},
+        {"parameter": "password", "name": "fleet-redis", "key": "password"},
+        {"parameter": "ca", "name": "fleet-redis-ca", "key": "ca.crt"}]
+    assert so["spec"]["fallback"] == {"failureThreshold": 3, "replicas": 3}
+    assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (2, 20)
     assert "replicas" not in deployments(docs)["worker"]["spec"]
     assert not find(docs, "HorizontalPodAutoscaler")
+
+
+def test_keda_reads_the_built_in_cluster_with_its_password():
+    docs = render(SMALL, crds=True)
+    (trigger,) = one(docs, "ScaledObject", "fleet-channels-fleet-worker")["spec"]["triggers"]
+    assert trigger["metadata"]["addresses"] == "fleet-channels-fleet-redis.chat.svc:6379"
+    assert trigger["metadata"]["enableTLS"] == "false" and "unsafeSsl" not in trigger["metadata"]
+    ta = one(docs, "TriggerAuthentication", "fleet-channels-fleet-worker")
+    assert ta["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": "fleet-channels-fleet-redis",
+         "key": "redis-password"}]
 
 
 def test_keda_mode_without_the_keda_api_keeps_fixed_replicas():
     docs = render(KEDA)
     assert not find(docs, "ScaledObject")
     assert deployments(docs)["worker"]["spec"]["replicas"] == 2
-
-
-def test_monitoring_objects_gated_on_their_api():
-    without = render(ALL)
-    assert not find(without, "ServiceMonitor") and not find(without, "PrometheusRule")
-    assert find(without, "ConfigMap"), "the dashboard ConfigMap needs no CRD"
-
-
-def test_servicemonitor_scrapes_the_metrics_port(everything):
-    (sm,) = find(everything, "ServiceMonitor")
-    assert sm["spec"]["endpoints"][0]["port"] == "metrics"
-    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    for svc in find(ours(everything), "Service"):
-        assert "metrics" in [p["name"] for p in svc["spec"]["ports"]]
-
-
-def test_prometheusrule_carries_the_rules_file(everything):
-    (pr,) = find(everything, "PrometheusRule")
-    source = yaml.safe_load((SOURCE_CHART / "files/prometheus-rules.yaml").read_text())
-    assert pr["spec"]["groups"] == source["groups"]
-    assert any("alert" in r for g in pr["spec"]["groups"] for r in g["rules"])
-
-
-def test_dashboard_configmap_for_the_grafana_sidecar(everything):
-    (cm,) = [c for c in find(everything, "ConfigMap")
-             if c["metadata"]["name"].endswith("dashboard")]
-    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
-    (body,) = cm["data"].values()
-    source = SOURCE_CHART / "files/grafana-dashboard.json"
-    assert json.loads(body) == json.loads(source.read_text())
-
-
-def test_labels_and_selectors(defaults):
-    for dep in find(defaults, "Deployment"):
-        sel = dep["spec"]["selector"]["matchLabels"]
-        assert set(sel) == {"app.kubernetes.io/name", "app.kubernetes.io/instance",
-                            "app.kubernetes.io/component"}
-        assert sel.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
-    for obj in ours(defaults):
-        labels = obj["metadata"]["labels"]
-        assert labels["helm.sh/chart"] == "channels-fleet-0.1.0"
-        assert labels["app.kubernetes.io/managed-by"] == "Helm"
-        assert len(obj["metadata"]["name"]) <= 63
-
-
-def test_long_release_names_are_cut_to_63(tmp_path):
-    docs = render(sets=("fullnameOverride=" + "x" * 70,))
-    for obj in ours(docs):
-        assert len(obj["metadata"]["name"]) <= 63
-    names = {d["metadata"]["name"] for d in find(docs, "Deployment")}
-    assert len(names) == 3, "component suffixes survive the cut"
-
-
-def test_pdbs_allow_one_disruption(defaults):
-    for pdb in find(ours(defaults), "PodDisruptionBudget"):
-        assert pdb["spec"]["maxUnavailable"] == 1
-
-
-def test_kind_e2e_values_render_and_match_the_kind_port_mappings():
-    """tests/e2e/kind/values.yaml is what make e2e-kind installs: it must render, and its
-    NodePorts must be the ones kind-config.yaml maps to the host."""
-    kind = SOURCE_CHART.parent.parent / "tests" / "e2e" / "kind"
-    docs = render(kind / "values.yaml")
-    node_ports = {s["metadata"]["name"]: s["spec"]["ports"][0]["nodePort"]
-                  for s in find(docs, "Service") if s["spec"].get("type") == "NodePort"}
-    config = yaml.safe_load((kind / "kind-config.yaml").read_text())
-    mapped = {m["containerPort"] for m in config["nodes"][0]["extraPortMappings"]}
-    assert node_ports == {"fleet-channels-fleet-interface": 30080,
-                          "fleet-channels-fleet-web": 30081}
-    assert set(node_ports.values()) <= mapped
-    redis = {d["metadata"]["name"] for d in yaml.safe_load_all((kind / "redis.yaml").read_text())}
-    assert redis == {"redis"}, "the chart's default redis.url points at the Service redis"
-    images = {c["image"] for d in find(docs, "Deployment")
-              for c in d["spec"]["template"]["spec"]["containers"]}
-    assert images == {"localhost/channels-fleet-interface:latest",
-                      "localhost/channels-fleet-chat:latest"}
-
-
-@pytest.mark.parametrize("values", sorted(CI.glob("*-values.yaml")), ids=lambda p: p.name)
-def test_notes_render_with_ready_to_paste_commands(values):
-    result = helm("install", "fleet", str(CHART), "-n", "chat", "--dry-run=client", "-f",
-                  str(values))
-    assert result.returncode == 0, result.stderr
-    notes = result.stdout.split("NOTES:", 1)[1]
-    assert "kubectl -n chat rollout status deployment/fleet-channels-fleet-interface" in notes
-    assert "curl -s 127.0.0.1:9100/readyz" in notes
-    assert "{{" not in notes and "<no value>" not in notes
-
-
-def test_helm_test_pod_checks_every_component_readyz(defaults):
-    (pod,) = find(defaults, "Pod")
-    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    (c,) = pod["spec"]["containers"]
-    assert c["args"][1:] == ["fleet-channels-fleet-interface", "fleet-channels-fleet-worker",
-                             "fleet-channels-fleet-web"]
-    assert c["securityContext"]["readOnlyRootFilesystem"] is True
-
-
-@pytest.mark.parametrize("status", [200, 503])
-def test_helm_test_script_fails_when_a_component_is_not_ready(status):
-    """Run the test pod's own script against a real HTTP server answering /readyz."""
-    import http.server
-    import subprocess
-    import sys
-    import threading
-
-    class Readyz(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            self.send_response(status if self.path == "/readyz" else 404)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Readyz)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        port = server.server_address[1]
-        (pod,) = find(render(sets=(f"ports.metrics={port}",)), "Pod")
-        script = pod["spec"]["containers"][0]["args"][0]
-        proc = subprocess.run([sys.executable, "-c", script, "127.0.0.1"], capture_output=True,
-                              text=True, timeout=30)
-    finally:
-        server.shutdown()
-        server.server_close()
-    print(proc.stdout.strip())
-    assert proc.returncode == (0 if status == 200 else 1), proc.stdout + proc.stderr
 
 
 def test_keda_on_a_single_redis_uses_the_plain_redis_scaler():
@@ -395,4 +638,137 @@ def test_keda_on_a_single_redis_uses_the_plain_redis_scaler():
     (trigger,) = so["spec"]["triggers"]
     assert trigger["type"] == "redis"
     assert trigger["metadata"]["address"] == "redis-cluster-0.redis-cluster-headless:6379"
-    assert trigger["metadata"]["listName"] == "fleet:q:{fleet.connect}"
+
+
+# --- monitoring --------------------------------------------------------------------------------
+
+def test_monitoring_objects_gated_on_their_api():
+    without = render(ALL)
+    assert not find(without, "ServiceMonitor") and not find(without, "PrometheusRule")
+    assert find(without, "ConfigMap", "fleet-channels-fleet-dashboard"), (
+        "the dashboard ConfigMap needs no CRD")
+
+
+def test_servicemonitor_scrapes_the_metrics_services_with_the_release_label(everything):
+    (sm,) = find(everything, "ServiceMonitor")
+    assert sm["spec"]["selector"]["matchLabels"]["channels-fleet/metrics"] == "true"
+    assert [e["port"] for e in sm["spec"]["endpoints"]] == ["metrics", "redis-metrics"]
+    for endpoint in sm["spec"]["endpoints"]:
+        assert endpoint["relabelings"] == [{
+            "sourceLabels": ["__meta_kubernetes_service_label_app_kubernetes_io_instance"],
+            "targetLabel": "release"}]
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    scraped = [s for s in find(everything, "Service")
+               if s["metadata"]["labels"].get("channels-fleet/metrics") == "true"]
+    assert {s["metadata"]["labels"]["app.kubernetes.io/component"] for s in scraped} == {
+        "interface", "worker", "web", "redis"}
+
+
+SELECTOR = re.compile(r"\b[a-z_:]+\{([^{}]*)\}")
+
+
+def test_prometheusrule_is_the_rules_file_scoped_to_this_release(everything):
+    (pr,) = find(everything, "PrometheusRule")
+    source = yaml.safe_load((SOURCE_CHART / "files/prometheus-rules.yaml").read_text())
+    assert [g["name"] for g in pr["spec"]["groups"]] == [g["name"] for g in source["groups"]]
+    rendered = [r for g in pr["spec"]["groups"] for r in g["rules"]]
+    originals = [r for g in source["groups"] for r in g["rules"]]
+    assert len(rendered) == len(originals)
+    for rule, original in zip(rendered, originals, strict=True):
+        assert {k: v for k, v in rule.items() if k != "expr"} == {
+            k: v for k, v in original.items() if k != "expr"}
+        expr = rule["expr"]
+        assert 'release!=""' not in expr and 'namespace!=""' not in expr, expr
+        for matchers in SELECTOR.findall(expr):
+            assert 'namespace="chat"' in matchers, expr
+        assert "channels-fleet-worker" not in expr.replace("fleet-channels-fleet-worker", "")
+    assert any("alert" in r for r in rendered)
+
+
+def test_two_releases_get_disjoint_rules():
+    a = find(helm("template", "blue", str(SOURCE_CHART), "-n", "prod", "-f", str(ALL),
+                  "--api-versions", "monitoring.coreos.com/v1/PrometheusRule").docs(),
+             "PrometheusRule")[0]
+    b = find(helm("template", "green", str(SOURCE_CHART), "-n", "prod", "-f", str(ALL),
+                  "--api-versions", "monitoring.coreos.com/v1/PrometheusRule").docs(),
+             "PrometheusRule")[0]
+    exprs_a = " ".join(r["expr"] for g in a["spec"]["groups"] for r in g["rules"])
+    exprs_b = " ".join(r["expr"] for g in b["spec"]["groups"] for r in g["rules"])
+    assert 'release="blue"' in exprs_a and 'release="green"' not in exprs_a
+    assert 'release="green"' in exprs_b and "blue-channels-fleet" not in exprs_b
+
+
+def test_dashboard_configmap_for_the_grafana_sidecar(everything):
+    cm = one(everything, "ConfigMap", "fleet-channels-fleet-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (body,) = cm["data"].values()
+    source = SOURCE_CHART / "files/grafana-dashboard.json"
+    assert json.loads(body) == json.loads(source.read_text())
+
+
+# --- names, labels, notes ------------------------------------------------------------------------
+
+def test_labels_and_selectors(defaults):
+    for dep in find(defaults, "Deployment") + find(defaults, "StatefulSet"):
+        sel = dep["spec"]["selector"]["matchLabels"]
+        assert set(sel) == {"app.kubernetes.io/name", "app.kubernetes.io/instance",
+                            "app.kubernetes.io/component"}
+        assert sel.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    for obj in defaults:
+        labels = obj["metadata"]["labels"]
+        assert labels["helm.sh/chart"] == "channels-fleet-0.1.0"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert len(obj["metadata"]["name"]) <= 63
+
+
+def test_long_release_names_are_cut_to_63(tmp_path):
+    docs = render(sets=("fullnameOverride=" + "x" * 70,))
+    for obj in docs:
+        assert len(obj["metadata"]["name"]) <= 63
+    names = {d["metadata"]["name"] for d in find(docs, "Deployment")}
+    assert len(names) == 3, "component suffixes survive the cut"
+    for sts in find(docs, "StatefulSet"):
+        # Its pods' controller-revision-hash label is <name>-<10 characters>: 63 at most.
+        assert len(sts["metadata"]["name"]) <= 52
+
+
+@pytest.mark.parametrize("values", CI_FILES, ids=lambda p: p.name)
+def test_notes_render_with_ready_to_paste_commands(values):
+    result = helm("install", "fleet", str(SOURCE_CHART), "-n", "chat", "--dry-run=client", "-f",
+                  str(values))
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "kubectl -n chat rollout status deployment/fleet-channels-fleet-interface" in notes
+    assert "curl -s 127.0.0.1:9100/readyz" in notes
+    assert "re-homing" in notes and "1012 only with" in notes
+    assert "{{" not in notes and "<no value>" not in notes
+
+
+def test_notes_name_the_rendered_redis_and_migrate_objects():
+    result = helm("install", "fleet", str(SOURCE_CHART), "-n", "chat", "--dry-run=client")
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "statefulset/fleet-channels-fleet-redis " in notes
+    assert "job/fleet-channels-fleet-migrate-1" in notes
+    assert "exec fleet-channels-fleet-redis-0 -c valkey" in notes
+
+
+def test_kind_e2e_values_render_and_match_the_kind_port_mappings():
+    """tests/e2e/kind/values.yaml is what make e2e-kind installs (and the podman backend
+    renders): only images, NodePorts, replicas, a short drain; its NodePorts are the ones
+    kind-config.yaml maps to the host."""
+    kind = SOURCE_CHART.parent.parent / "tests" / "e2e" / "kind"
+    values = yaml.safe_load((kind / "values.yaml").read_text())
+    assert set(values) == {"interfaceImage", "projectImage", "interface", "worker", "web",
+                           "config"}, "nothing that hides a broken default"
+    docs = render(kind / "values.yaml")
+    node_ports = {s["metadata"]["name"]: s["spec"]["ports"][0]["nodePort"]
+                  for s in find(docs, "Service") if s["spec"].get("type") == "NodePort"}
+    config = yaml.safe_load((kind / "kind-config.yaml").read_text())
+    mapped = {m["containerPort"] for m in config["nodes"][0]["extraPortMappings"]}
+    assert node_ports == {"fleet-channels-fleet-interface": 30080,
+                          "fleet-channels-fleet-web": 30081}
+    assert set(node_ports.values()) <= mapped
+    images = {c["image"] for d in find(docs, "Deployment")
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {"localhost/channels-fleet-interface:latest",
+                      "localhost/channels-fleet-chat:latest"}

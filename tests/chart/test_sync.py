@@ -1,9 +1,11 @@
 """Generated and copied chart files stay in step with their sources."""
 
+import re
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from .helm import ROOT, SOURCE_CHART
 
@@ -28,3 +30,23 @@ def test_schema_and_readme_table_are_generated_from_values():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts/chart-schema.py"), "--check"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+SELECTOR = re.compile(r"\b([a-z_:]+)\{([^{}]*)\}")
+
+
+def test_every_rule_selector_carries_the_release_scope():
+    """The chart narrows `release!=""` / `namespace!=""` to its own release (prometheusrule.yaml):
+    a selector without either would see every release, and two releases would alert twice."""
+    rules = yaml.safe_load((ROOT / COPIES["files/prometheus-rules.yaml"]).read_text())
+    unscoped = []
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            for metric, matchers in SELECTOR.findall(rule["expr"]):
+                own = metric.startswith("channels_fleet_")
+                if ('release!=""' if own else 'namespace!=""') not in matchers:
+                    unscoped.append(f"{rule.get('alert') or rule.get('record')}: {metric}")
+            bare = re.findall(r"\b(channels_fleet_[a-z_]+|kube_[a-z_]+)\b(?![{_])", rule["expr"])
+            unscoped += [f"{rule.get('alert') or rule.get('record')}: {m} (no selector)"
+                         for m in bare]
+    assert not unscoped, unscoped

@@ -10,6 +10,7 @@ const load = (path) => import(pathToFileURL(join(root, "@kubernetes-models", pat
 const models = {
   "monitoring.coreos.com/v1": await load("prometheus-operator/monitoring.coreos.com/v1/index.js"),
   "keda.sh/v1alpha1": await load("keda/keda.sh/v1alpha1/index.js"),
+  "gateway.networking.k8s.io/v1": await load("gateway-api/gateway.networking.k8s.io/v1/index.js"),
 };
 
 const results = JSON.parse(readFileSync(0, "utf8")).map((obj) => {

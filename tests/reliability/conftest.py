@@ -8,20 +8,14 @@ docs/reliability.md. Without it the figures are only asserted.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from relfigures import Figures
+from support.split import split_stack
 
-SPLIT = Path(__file__).resolve().parent.parent / "integration" / "split"
-if str(SPLIT) not in sys.path:
-    sys.path.insert(0, str(SPLIT))
-
-from relfigures import Figures  # noqa: E402
-from split_fleet import Fleet  # noqa: E402
-
-from channels_fleet.devcluster import LocalRedis  # noqa: E402
+from channels_fleet.devcluster import LocalRedis
+from channels_fleet.devstack import FleetStack
 
 
 @pytest.fixture
@@ -35,8 +29,8 @@ def figures(request: pytest.FixtureRequest) -> Iterator[Figures]:
 
 @pytest.fixture(scope="module")
 def rel_fleet(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[Fleet]:
-    fleet = Fleet(redis_cluster.urls[:3], True, tmp_path_factory.mktemp("relfleet"))
+              ) -> Iterator[FleetStack]:
+    fleet = split_stack(redis_cluster.urls[:3], tmp_path_factory.mktemp("relfleet"))
     try:
         yield fleet
     finally:
@@ -44,7 +38,7 @@ def rel_fleet(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture
-def fleet(rel_fleet: Fleet) -> Iterator[Fleet]:
+def fleet(rel_fleet: FleetStack) -> Iterator[FleetStack]:
     """Each test starts its own processes; none outlives it (they share fleet.connect)."""
     try:
         yield rel_fleet

@@ -36,7 +36,7 @@ class Figures:
 
 def rehome_modes() -> list[str]:
     """The worker-loss modes this build has: 'off' always; 'on' once issue 9's setting exists."""
-    from channels_fleet.settings import InterfaceSettings
+    from channels_fleet.interface.settings import InterfaceSettings
 
     fields = getattr(InterfaceSettings, "__dataclass_fields__", {})
     return ["off", "on"] if "rehome" in fields else ["off"]

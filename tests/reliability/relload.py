@@ -9,12 +9,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from split_fleet import Proc
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from channels_fleet.devstack import ServiceProcess
 
-def ws(proc: Proc, path: str, **kwargs: Any) -> Any:
+
+def ws(proc: ServiceProcess, path: str, **kwargs: Any) -> Any:
     kwargs.setdefault("origin", proc.origin)
     kwargs.setdefault("open_timeout", 20)
     return connect(proc.url + path, **kwargs)
@@ -81,7 +82,7 @@ class Echo:
         return self.sent - len(set(self.got))
 
 
-async def open_echoes(proc: Proc, count: int, path: str = "/ws/echo/load/",
+async def open_echoes(proc: ServiceProcess, count: int, path: str = "/ws/echo/load/",
                       batch: int = 50) -> list[Echo]:
     """Open ``count`` echo sockets (in batches) and learn each one's owner pid."""
     echoes: list[Echo] = []
@@ -114,5 +115,5 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def log_count(proc: Proc, needle: str) -> int:
+def log_count(proc: ServiceProcess, needle: str) -> int:
     return proc.log.read_text(errors="replace").count(needle)

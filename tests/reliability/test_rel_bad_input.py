@@ -19,8 +19,9 @@ import pytest
 from rawws import HUNG, RESET, frame, handshake, read_close, shut
 from relfigures import Figures
 from relload import log_count, open_fds, rss_kb, whoami, ws
-from split_fleet import Fleet, Proc
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from channels_fleet.devstack import FleetStack, ServiceProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -87,22 +88,22 @@ async def bad_connection(port: int, kind: str) -> tuple[str, Any, bytes, int]:
     return kind, code, head + data, sent
 
 
-def procs_alive(procs: list[Proc]) -> list[str]:
+def procs_alive(procs: list[ServiceProcess]) -> list[str]:
     return [f"{p.kind} {p.pid} exited {p.popen.returncode}" for p in procs
             if p.popen.poll() is not None]
 
 
-def memory(procs: list[Proc]) -> list[tuple[int, int]]:
+def memory(procs: list[ServiceProcess]) -> list[tuple[int, int]]:
     return [(rss_kb(p.pid), open_fds(p.pid)) for p in procs]
 
 
-async def echo_ok(iface: Proc) -> bool:
+async def echo_ok(iface: ServiceProcess) -> bool:
     async with ws(iface, "/ws/echo/good/") as sock:
         await sock.send("still fine")
         return await asyncio.wait_for(sock.recv(), 10) == "still fine"
 
 
-async def test_bad_frames_oversized_slowloris_headers_paths(fleet: Fleet, figures: Figures
+async def test_bad_frames_oversized_slowloris_headers_paths(fleet: FleetStack, figures: Figures
                                                              ) -> None:
     iface, workers = fleet.start(workers=2)
     procs = [iface, *workers]
@@ -246,7 +247,7 @@ async def test_bad_frames_oversized_slowloris_headers_paths(fleet: Fleet, figure
     assert max(waits) < 2.0, waits
 
 
-async def test_connections_per_client_limit(fleet: Fleet, figures: Figures) -> None:
+async def test_connections_per_client_limit(fleet: FleetStack, figures: Figures) -> None:
     iface = fleet.interface(wait=False, CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT="20")
     fleet.worker()
     iface.wait_ready()

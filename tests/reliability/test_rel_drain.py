@@ -21,8 +21,10 @@ import pytest
 from redis.cluster import RedisCluster
 from relfigures import Figures
 from relload import whoami, ws
-from split_fleet import Fleet, Proc, wait_records
+from support.split import wait_records
 from websockets.exceptions import ConnectionClosed
+
+from channels_fleet.devstack import FleetStack, ServiceProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -31,13 +33,13 @@ DRAIN = 8.0  # CHANNELS_FLEET_DRAIN_TIMEOUT of the split fleet
 
 
 @pytest.fixture(scope="module")
-def redis(rel_fleet: Fleet) -> Iterator[RedisCluster]:
+def redis(rel_fleet: FleetStack) -> Iterator[RedisCluster]:
     client = RedisCluster.from_url(rel_fleet.env["CHANNELS_FLEET_REDIS_URL"].split(",")[0])
     yield client
     client.close()
 
 
-async def open_room(proc: Proc, room: str, count: int) -> list[Any]:
+async def open_room(proc: ServiceProcess, room: str, count: int) -> list[Any]:
     socks: list[Any] = []
     for start in range(0, count, 50):
         socks += await asyncio.gather(*(ws(proc, f"/ws/room/{room}/?c{i}").__aenter__()
@@ -57,7 +59,7 @@ async def close_info(sock: Any, timeout: float) -> tuple[int | None, float]:
         return None, time.monotonic()
 
 
-def ready_status(proc: Proc) -> int | None:
+def ready_status(proc: ServiceProcess) -> int | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/readyz",
                                     timeout=0.5) as resp:
@@ -77,7 +79,7 @@ def port_open(port: int) -> bool:
 
 
 async def test_interface_sigterm__unready_refuses_closes_1001_disconnects_run(
-    fleet: Fleet, redis: RedisCluster, figures: Figures
+    fleet: FleetStack, redis: RedisCluster, figures: Figures
 ) -> None:
     iface, workers = fleet.start(workers=2)
     room = f"riterm{time.monotonic_ns()}"
@@ -134,7 +136,7 @@ async def test_interface_sigterm__unready_refuses_closes_1001_disconnects_run(
 
 
 async def test_worker_sigterm__takes_nothing_new_hands_back_1012_exits_in_time(
-    fleet: Fleet, redis: RedisCluster, figures: Figures
+    fleet: FleetStack, redis: RedisCluster, figures: Figures
 ) -> None:
     iface, (victim,) = fleet.start(CHANNELS_FLEET_REHOME="off")
     room = f"rwterm{time.monotonic_ns()}"
@@ -171,7 +173,7 @@ async def test_worker_sigterm__takes_nothing_new_hands_back_1012_exits_in_time(
     assert sorted(handlers) == sorted(f"c{i}:1012" for i in range(COUNT))
 
 
-def metric(proc: Proc, name: str) -> float | None:
+def metric(proc: ServiceProcess, name: str) -> float | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics",
                                     timeout=2) as resp:
@@ -185,7 +187,7 @@ def metric(proc: Proc, name: str) -> float | None:
 
 
 async def test_worker_sigstop__closed_1012__on_wake_serves_nothing_it_lost(
-    fleet: Fleet, redis: RedisCluster, figures: Figures
+    fleet: FleetStack, redis: RedisCluster, figures: Figures
 ) -> None:
     iface, (frozen,) = fleet.start(CHANNELS_FLEET_REHOME="off")
     room = f"rstop{time.monotonic_ns()}"
@@ -246,3 +248,20 @@ async def test_worker_sigstop__closed_1012__on_wake_serves_nothing_it_lost(
     assert seen == ["after-wake"]
     assert owned_after == 0
     assert pids <= {frozen.pid, other.pid}
+
+
+async def test_interface_sigterm__closes_paced_at_drain_close_rate(fleet: FleetStack) -> None:
+    """60 sockets at 40 closes/s: the 1001s spread over about 1.5 s, none before SIGTERM's
+    unready step, every one a 1001 (the clients reconnect as a stream, not one burst)."""
+    iface = fleet.interface(CHANNELS_FLEET_DRAIN_CLOSE_RATE="40")
+    fleet.worker()
+    fleet.wait_ready()
+    socks = await open_room(iface, f"pace{time.monotonic_ns()}", 60)
+    closes = [asyncio.create_task(close_info(s, DRAIN + 2)) for s in socks]
+    iface.signal(signal.SIGTERM)
+    results = await asyncio.gather(*closes)
+    times = sorted(t for _, t in results)
+    spread = times[-1] - times[0]
+    print(f"60 sockets, CHANNELS_FLEET_DRAIN_CLOSE_RATE=40: 1001s spread over {spread:.2f} s")
+    assert [code for code, _ in results] == [1001] * 60
+    assert 1.1 <= spread <= DRAIN

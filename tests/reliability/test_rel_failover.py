@@ -19,7 +19,7 @@ import pytest
 from redis.cluster import RedisCluster
 from relfigures import Figures, full_run
 from relload import open_echoes, settle, whoami, ws
-from split_fleet import Fleet
+from support.split import split_stack
 
 from channels_fleet.devcluster import LocalRedis
 
@@ -60,7 +60,7 @@ async def test_master_failover_under_traffic(own_cluster: LocalRedis, tmp_path: 
                                              figures: Figures, target: str) -> None:
     key = TARGETS[target]
     (tmp_path / "fleet").mkdir()
-    fleet = Fleet(own_cluster.urls[:3], True, tmp_path / "fleet")
+    fleet = split_stack(own_cluster.urls[:3], tmp_path / "fleet")
     try:
         iface, workers = fleet.start(workers=2)
         procs = [iface, *workers]

@@ -21,10 +21,11 @@ import pytest
 import redis as redis_py
 from relfigures import Figures
 from relload import whoami, ws
-from split_fleet import Fleet, _die_with_parent
+from support.split import split_stack
 from websockets.exceptions import InvalidStatus
 
-from channels_fleet.devcluster import free_ports, redis_server_binary
+from channels_fleet.devcluster import die_with_parent, free_ports, redis_server_binary
+from channels_fleet.devstack import FleetStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -35,7 +36,7 @@ def start_redis(tmp: Path, *extra: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [redis_server_binary(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(tmp), "--logfile", str(tmp / "redis.log"), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
     return proc
 
 
@@ -94,12 +95,12 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc.wait()
 
 
-def single_fleet(url: str, tmp: Path) -> Fleet:
-    return Fleet([url], False, tmp)
+def single_fleet(url: str, tmp: Path) -> FleetStack:
+    return split_stack([url], tmp, cluster=False)
 
 
 async def test_origin_check_on_by_default_and_configurable(
-    rel_fleet: Fleet, figures: Figures
+    rel_fleet: FleetStack, figures: Figures
 ) -> None:
     try:
         default = rel_fleet.interface(wait=False)
@@ -137,7 +138,7 @@ async def test_origin_check_on_by_default_and_configurable(
     assert refusals == 3
 
 
-async def relay_roundtrip(fleet: Fleet) -> tuple[int, str]:
+async def relay_roundtrip(fleet: FleetStack) -> tuple[int, str]:
     iface, (worker,) = fleet.start()
     async with ws(iface, "/ws/echo/secure/") as sock:
         await sock.send("over the relay")
@@ -174,8 +175,12 @@ async def test_redis_tls_from_env(tls_redis: str, tmp_path: Path, figures: Figur
     fleet = single_fleet(tls_redis, tmp_path)
     try:
         pid, echoed = await relay_roundtrip(fleet)
+        # The queue collector reads the same TLS Redis at each scrape.
+        status, metrics = get(f"http://127.0.0.1:{fleet.procs[0].metrics_port}/metrics")
     finally:
         fleet.stop()
+    assert status == 200
+    assert b'channels_fleet_work_queue_depth{queue="fleet.connect"}' in metrics
     figures.record("6. security: Redis TLS", "interface + worker with CHANNELS_FLEET_REDIS_URL="
                    "rediss://:<password>@127.0.0.1:<tls-port>?ssl_ca_certs=<ca> on redis-server "
                    "--port 0 --tls-port (our own CA)", "echo over the relay",
@@ -245,7 +250,7 @@ def get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def test_probes_and_metrics_only_on_their_own_port(rel_fleet: Fleet, figures: Figures) -> None:
+def test_probes_and_metrics_only_on_their_own_port(rel_fleet: FleetStack, figures: Figures) -> None:
     try:
         iface, _ = rel_fleet.start()
         public = {p: get(f"http://127.0.0.1:{iface.port}{p}")

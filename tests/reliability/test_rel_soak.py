@@ -17,7 +17,8 @@ import time
 import pytest
 from relfigures import Figures
 from relload import open_echoes, open_fds, rss_kb, settle, whoami, ws
-from split_fleet import Fleet, Proc
+
+from channels_fleet.devstack import FleetStack, ServiceProcess
 
 SECONDS = float(os.environ.get("RELIABILITY_SOAK_SECONDS", "60"))
 
@@ -28,7 +29,7 @@ if SECONDS > 120:
 WARMUP = max(15.0, SECONDS * 0.2)
 
 
-def sample(procs: list[Proc]) -> list[tuple[int, int]]:
+def sample(procs: list[ServiceProcess]) -> list[tuple[int, int]]:
     return [(rss_kb(p.pid), open_fds(p.pid)) for p in procs]
 
 
@@ -43,7 +44,7 @@ def http_get(port: int, path: str) -> int:
         conn.close()
 
 
-async def test_soak_mixed_load_no_leak(fleet: Fleet, figures: Figures) -> None:
+async def test_soak_mixed_load_no_leak(fleet: FleetStack, figures: Figures) -> None:
     iface, workers = fleet.start(workers=2)
     procs = [iface, *workers]
     echoes = await open_echoes(iface, 60)

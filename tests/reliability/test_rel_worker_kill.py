@@ -14,8 +14,9 @@ import time
 import pytest
 from relfigures import Figures, full_run, rehome_modes
 from relload import open_echoes, settle, whoami, ws
-from split_fleet import Fleet
 from websockets.exceptions import ConnectionClosed
+
+from channels_fleet.devstack import FleetStack
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -48,7 +49,7 @@ def modes() -> list[str]:
 
 
 @pytest.mark.parametrize("rehome", modes())
-async def test_worker_kill9_under_load(fleet: Fleet, figures: Figures, rehome: str) -> None:
+async def test_worker_kill9_under_load(fleet: FleetStack, figures: Figures, rehome: str) -> None:
     env = {"CHANNELS_FLEET_REHOME": rehome}
     iface, workers = fleet.start(workers=3, **env)
     echoes = await open_echoes(iface, SOCKETS)

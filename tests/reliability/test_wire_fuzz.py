@@ -3,7 +3,7 @@
 A message on ``fleet.connect`` or a process channel comes from anything holding the relay's Redis
 credentials. Arbitrary msgpack-shaped values, raw bytes and mutated valid envelopes must either
 parse into something the host and gateway can use without a KeyError/TypeError, or raise
-:class:`channels_fleet.wire.WireError`, nothing else.
+:class:`channels_fleet.relay.wire.WireError`, nothing else.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from channels_fleet import wire
+from channels_fleet.relay import wire
 
 SCOPE = {
     "type": "websocket", "path": "/ws/echo/a/", "raw_path": b"/ws/echo/a/",

@@ -16,7 +16,8 @@ import pytest
 
 from channels_fleet.adopt import OURS, plan_alias, redact
 from channels_fleet.layers import RedisClusterChannelLayer
-from channels_fleet.settings import WebSettings, WorkerSettings
+from channels_fleet.settings import WebSettings
+from channels_fleet.worker.settings import WorkerSettings
 
 CORE = "channels_redis.core.RedisChannelLayer"
 PUBSUB = "channels_redis.pubsub.RedisPubSubChannelLayer"

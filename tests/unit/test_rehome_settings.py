@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from channels_fleet.settings import InterfaceSettings, SettingsError, WorkerSettings
+from channels_fleet.interface.settings import InterfaceSettings
+from channels_fleet.settings import SettingsError
+from channels_fleet.worker.settings import WorkerSettings
 
 ENV = {"CHANNELS_FLEET_REDIS_URL": "redis://127.0.0.1:7000", "CHANNELS_FLEET_APP": "a.b:app"}
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from channels_fleet.settings import InterfaceSettings, SettingsError, WebSettings, WorkerSettings
+from channels_fleet.interface.settings import InterfaceSettings
+from channels_fleet.settings import SettingsError, WebSettings
+from channels_fleet.worker.settings import WorkerSettings
 
 ENV = {"CHANNELS_FLEET_REDIS_URL": "redis://a:7000, redis://b:7001"}
 

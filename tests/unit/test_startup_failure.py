@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from channels_fleet_services._common import startup_failure
 from redis.exceptions import RedisError
 
-from channels_fleet.settings import WorkerSettings
+from channels_fleet.worker.settings import WorkerSettings
 
 
 async def test_unreachable_redis__named_without_its_password() -> None:

@@ -18,10 +18,15 @@ Names: chart name, full name (release-chart), cut to 63 characters (the DNS labe
 {{- end -}}
 {{- end -}}
 
-{{/* Name of one component's resources: fullname-component, the component suffix always kept. */}}
+{{/*
+Name of one component's resources: fullname-component, the component suffix always kept, at most
+.max characters (63, a DNS label). A StatefulSet's name goes into its pods' controller-revision-hash
+label (name-hash, 63 at most), so the Redis and PostgreSQL names stop at 52.
+*/}}
 {{- define "channels-fleet.componentName" -}}
 {{- $full := include "channels-fleet.fullname" .context -}}
-{{- printf "%s-%s" ($full | trunc (int (sub 62 (len .component))) | trimSuffix "-") .component -}}
+{{- $max := .max | default 63 -}}
+{{- printf "%s-%s" ($full | trunc (int (sub (sub $max 1) (len .component))) | trimSuffix "-") .component -}}
 {{- end -}}
 
 {{- define "channels-fleet.chart" -}}
@@ -71,10 +76,12 @@ annotations:
 {{- end -}}
 {{- end -}}
 
-{{/* An image reference from {registry, repository, tag, digest}; call with (dict "image" .Values.x "context" $). */}}
+{{/*
+An image reference registry/repository[:tag|@digest] from {registry, repository, tag, digest}; the
+registry host is always there (the schema requires it). Call with (dict "image" .Values.x "context" $).
+*/}}
 {{- define "channels-fleet.image" -}}
-{{- $repo := .image.repository -}}
-{{- if .image.registry -}}{{- $repo = printf "%s/%s" .image.registry .image.repository -}}{{- end -}}
+{{- $repo := printf "%s/%s" .image.registry .image.repository -}}
 {{- if .image.digest -}}
 {{- printf "%s@%s" $repo .image.digest -}}
 {{- else -}}
@@ -82,67 +89,151 @@ annotations:
 {{- end -}}
 {{- end -}}
 
-{{/* The bundled Redis Cluster's names, as the bitnami chart computes them. */}}
-{{- define "channels-fleet.redisCluster.fullname" -}}
-{{- $rc := index .Values "redis-cluster" | default dict -}}
-{{- if $rc.fullnameOverride -}}
-{{- $rc.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{/* An image's `image:` and `imagePullPolicy:` lines; same arguments as channels-fleet.image. */}}
+{{- define "channels-fleet.imageLines" -}}
+image: {{ include "channels-fleet.image" . | quote }}
+imagePullPolicy: {{ .image.pullPolicy }}
+{{- end -}}
+
+{{/*
+A Secret's value kept across upgrades: the existing Secret's key when the cluster has it (lookup),
+else a new random string. `helm template` has no cluster, so it always makes a new one.
+Call with (dict "context" $ "secret" NAME "key" KEY).
+*/}}
+{{- define "channels-fleet.keptRandom" -}}
+{{- $existing := lookup "v1" "Secret" .context.Release.Namespace .secret -}}
+{{- if and $existing (hasKey ($existing.data | default dict) .key) -}}
+{{- index $existing.data .key | b64dec -}}
 {{- else -}}
-{{- $name := default "redis-cluster" $rc.nameOverride -}}
-{{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* ---------------------------------------------------------------------------------------
+Redis: the built-in cluster unless redis.external.* is set.
+--------------------------------------------------------------------------------------- */}}
+{{- define "channels-fleet.redis.builtin" -}}
+{{- if not (or .Values.redis.external.url .Values.redis.external.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "channels-fleet.redis.fullname" -}}
+{{- include "channels-fleet.componentName" (dict "context" . "component" "redis" "max" 52) -}}
+{{- end -}}
+
+{{- define "channels-fleet.redis.headless" -}}
+{{- include "channels-fleet.componentName" (dict "context" . "component" "redis-headless") -}}
+{{- end -}}
+
+{{- define "channels-fleet.redis.nodes" -}}
+{{- mul .Values.redis.cluster.masters (add 1 .Values.redis.cluster.replicasPerMaster) -}}
+{{- end -}}
+
+{{/* The Secret the chart renders for Redis: the generated password (built-in), or the URL(s) from values. */}}
+{{- define "channels-fleet.redis.secretName" -}}
+{{- include "channels-fleet.redis.fullname" . -}}
+{{- end -}}
+
+{{/* Secret and key of the built-in cluster's password. */}}
+{{- define "channels-fleet.redis.passwordSecret" -}}
+{{- if .Values.redis.auth.existingSecret -}}
+name: {{ .Values.redis.auth.existingSecret }}
+key: {{ .Values.redis.auth.existingSecretKey }}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
-{{- end -}}
-{{- end -}}
-{{- end -}}
-
-{{- define "channels-fleet.redisCluster.usePassword" -}}
-{{- $rc := index .Values "redis-cluster" | default dict -}}
-{{- if eq (toString (dig "usePassword" true $rc)) "false" -}}{{- else -}}true{{- end -}}
-{{- end -}}
-
-{{- define "channels-fleet.redisCluster.secretName" -}}
-{{- $rc := index .Values "redis-cluster" | default dict -}}
-{{- default (include "channels-fleet.redisCluster.fullname" .) $rc.existingSecret -}}
-{{- end -}}
-
-{{- define "channels-fleet.redisCluster.secretKey" -}}
-{{- $rc := index .Values "redis-cluster" | default dict -}}
-{{- if and $rc.existingSecret $rc.existingSecretPasswordKey -}}{{- $rc.existingSecretPasswordKey -}}{{- else -}}redis-password{{- end -}}
-{{- end -}}
-
-{{/* The Secret holding CHANNELS_FLEET_REDIS_URL (existing, or the one this chart renders). */}}
-{{- define "channels-fleet.redisSecretName" -}}
-{{- if .Values.redis.existingSecret -}}
-{{- .Values.redis.existingSecret -}}
-{{- else -}}
-{{- include "channels-fleet.componentName" (dict "context" . "component" "redis") -}}
+name: {{ include "channels-fleet.redis.secretName" . }}
+key: redis-password
 {{- end -}}
 {{- end -}}
 
-{{/* Environment every container gets: the Redis URL and the shared runtime settings. */}}
-{{- define "channels-fleet.commonEnv" -}}
-{{- if .Values.redisCluster.enabled }}
-{{- if eq (include "channels-fleet.redisCluster.usePassword" .) "true" }}
+{{/*
+CHANNELS_FLEET_REDIS_URL. From a Secret: the URL(s) of an external Redis, or the built-in cluster's
+URL with its generated password URL-escaped. With redis.auth.existingSecret the URL is put together
+by Kubernetes from the password variable ($(VAR) cannot escape: the password must be URL-safe).
+*/}}
+{{- define "channels-fleet.redisEnv" -}}
+{{- $r := .Values.redis -}}
+{{- if $r.external.existingSecret }}
+- name: CHANNELS_FLEET_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $r.external.existingSecret }}
+      key: {{ $r.external.existingSecretKey }}
+{{- else if or $r.external.url (not $r.auth.existingSecret) }}
+- name: CHANNELS_FLEET_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "channels-fleet.redis.secretName" . }}
+      key: redis-url
+{{- else }}
 - name: CHANNELS_FLEET_REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "channels-fleet.redisCluster.secretName" . }}
-      key: {{ include "channels-fleet.redisCluster.secretKey" . }}
+      {{- include "channels-fleet.redis.passwordSecret" . | nindent 6 }}
 - name: CHANNELS_FLEET_REDIS_URL
-  value: "redis://:$(CHANNELS_FLEET_REDIS_PASSWORD)@{{ include "channels-fleet.redisCluster.fullname" . }}:6379"
-{{- else }}
-- name: CHANNELS_FLEET_REDIS_URL
-  value: "redis://{{ include "channels-fleet.redisCluster.fullname" . }}:6379"
+  value: "redis://:$(CHANNELS_FLEET_REDIS_PASSWORD)@{{ include "channels-fleet.redis.fullname" . }}:6379"
 {{- end }}
-{{- else }}
-- name: CHANNELS_FLEET_REDIS_URL
+{{- end -}}
+
+{{/* ---------------------------------------------------------------------------------------
+Database: where DATABASE_URL comes from (first match wins): existing Secret, URL, bundled, none.
+--------------------------------------------------------------------------------------- */}}
+{{- define "channels-fleet.database.source" -}}
+{{- $d := .Values.database -}}
+{{- if $d.external.existingSecret -}}existingSecret
+{{- else if $d.external.url -}}url
+{{- else if $d.postgresql.enabled -}}postgresql
+{{- end -}}
+{{- end -}}
+
+{{- define "channels-fleet.postgresql.fullname" -}}
+{{- include "channels-fleet.componentName" (dict "context" . "component" "postgresql" "max" 52) -}}
+{{- end -}}
+
+{{/* The Secret the chart renders for the database: the bundled one's password and URL, or the external URL. */}}
+{{- define "channels-fleet.database.secretName" -}}
+{{- include "channels-fleet.componentName" (dict "context" . "component" "database") -}}
+{{- end -}}
+
+{{- define "channels-fleet.postgresql.passwordSecret" -}}
+{{- $a := .Values.database.postgresql.auth -}}
+{{- if $a.existingSecret -}}
+name: {{ $a.existingSecret }}
+key: {{ $a.existingSecretKey }}
+{{- else -}}
+name: {{ include "channels-fleet.database.secretName" . }}
+key: postgres-password
+{{- end -}}
+{{- end -}}
+
+{{- define "channels-fleet.databaseEnv" -}}
+{{- $d := .Values.database -}}
+{{- $source := include "channels-fleet.database.source" . -}}
+{{- if eq $source "existingSecret" }}
+- name: DATABASE_URL
   valueFrom:
     secretKeyRef:
-      name: {{ include "channels-fleet.redisSecretName" . }}
-      key: {{ ternary .Values.redis.existingSecretKey "redis-url" (not (empty .Values.redis.existingSecret)) }}
+      name: {{ $d.external.existingSecret }}
+      key: {{ $d.external.existingSecretKey }}
+{{- else if or (eq $source "url") (and (eq $source "postgresql") (not $d.postgresql.auth.existingSecret)) }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "channels-fleet.database.secretName" . }}
+      key: database-url
+{{- else if eq $source "postgresql" }}
+- name: DATABASE_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      {{- include "channels-fleet.postgresql.passwordSecret" . | nindent 6 }}
+- name: DATABASE_URL
+  value: "postgres://{{ $d.postgresql.username }}:$(DATABASE_PASSWORD)@{{ include "channels-fleet.postgresql.fullname" . }}:5432/{{ $d.postgresql.database }}"
 {{- end }}
+{{- end -}}
+
+{{/* ------------------------------------------------------------------------------------- */}}
+
+{{/* Environment every fleet container gets: the Redis URL and the shared runtime settings. */}}
+{{- define "channels-fleet.commonEnv" -}}
+{{ include "channels-fleet.redisEnv" . }}
 - name: CHANNELS_FLEET_METRICS_PORT
   value: {{ .Values.ports.metrics | quote }}
 - name: CHANNELS_FLEET_DRAIN_TIMEOUT
@@ -159,17 +250,11 @@ annotations:
 {{- end }}
 {{- end -}}
 
-{{/* Environment of the project containers (worker, web). */}}
+{{/* Environment of the project containers (worker, web, migrate). */}}
 {{- define "channels-fleet.projectEnv" -}}
 - name: DJANGO_SETTINGS_MODULE
   value: {{ .Values.project.settingsModule | quote }}
-{{- if .Values.project.databaseUrl }}
-- name: DATABASE_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "channels-fleet.componentName" (dict "context" . "component" "project") }}
-      key: database-url
-{{- end }}
+{{- include "channels-fleet.databaseEnv" . }}
 {{- end -}}
 
 {{- define "channels-fleet.envFrom" -}}
@@ -181,6 +266,37 @@ annotations:
 {{- with $from }}
 envFrom:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+checksum/* annotations: a changed Secret or ConfigMap the pods read rolls them. Each names a
+template of this chart; one that renders nothing (an existing Secret is used) adds nothing.
+Call with (dict "context" $ "files" (list "redis-secret.yaml" ...)).
+*/}}
+{{- define "channels-fleet.checksums" -}}
+{{- range .files }}
+{{- $body := include (print $.context.Template.BasePath "/" .) $.context }}
+{{- if trim $body }}
+checksum/{{ trimSuffix ".yaml" . }}: {{ $body | sha256sum }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A pod template's `annotations:` block: checksum/* of the given templates plus the user's, or nothing.
+Call with (dict "context" $ "files" (list ...) "extra" .Values.x.podAnnotations).
+*/}}
+{{- define "channels-fleet.podAnnotations" -}}
+{{- $checksums := trim (include "channels-fleet.checksums" .) -}}
+{{- if or $checksums .extra }}
+annotations:
+  {{- with $checksums }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  {{- with .extra }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 {{- end -}}
 
@@ -227,8 +343,13 @@ lifecycle:
       command: ["sleep", "{{ .Values.config.preStopSleep }}"]
 {{- end -}}
 
+{{/*
+terminationGracePeriodSeconds = preStop pause + drain + margin: SIGKILL never cuts a drain short.
+Call with (dict "context" $ "preStop" true|false).
+*/}}
 {{- define "channels-fleet.terminationGracePeriodSeconds" -}}
-{{- add .Values.config.preStopSleep .Values.config.drainTimeout .Values.config.terminationMargin -}}
+{{- $c := .context.Values.config -}}
+{{- add (ternary $c.preStopSleep 0 .preStop) $c.drainTimeout $c.terminationMargin -}}
 {{- end -}}
 
 {{/* Spread replicas over nodes unless the user gave constraints; call with (dict "context" $ "component" "x" "spec" .Values.x). */}}
@@ -247,34 +368,78 @@ topologySpreadConstraints:
 {{- end }}
 {{- end -}}
 
-{{/* Pod-level settings shared by the three Deployments. */}}
+{{/* Scheduling settings of a pod: priority class, node selector, tolerations, affinity. */}}
+{{- define "channels-fleet.scheduling" -}}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod-level settings shared by the fleet's pods; call with (dict "context" $ "component" "x" "spec" .Values.x "preStop" bool). */}}
 {{- define "channels-fleet.podCommon" -}}
 {{- $v := .context.Values -}}
 serviceAccountName: {{ include "channels-fleet.serviceAccountName" .context }}
 automountServiceAccountToken: {{ $v.serviceAccount.automountServiceAccountToken }}
-terminationGracePeriodSeconds: {{ include "channels-fleet.terminationGracePeriodSeconds" .context }}
+terminationGracePeriodSeconds: {{ include "channels-fleet.terminationGracePeriodSeconds" . }}
 securityContext:
   {{- toYaml $v.podSecurityContext | nindent 2 }}
 {{- with $v.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .spec.priorityClassName }}
-priorityClassName: {{ . }}
-{{- end }}
-{{- with .spec.nodeSelector }}
-nodeSelector:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .spec.tolerations }}
-tolerations:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with .spec.affinity }}
-affinity:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
+{{- include "channels-fleet.scheduling" .spec }}
 {{ include "channels-fleet.topologySpread" . }}
+{{- end -}}
+
+{{/*
+Worker and web start once the migrate Job has applied the project's migrations: this init container
+repeats database.migrate.checkCommand (`manage.py migrate --check`) until it succeeds.
+*/}}
+{{- define "channels-fleet.waitForMigrations" -}}
+{{- $m := .Values.database.migrate -}}
+{{- if $m.enabled }}
+initContainers:
+  - name: wait-for-migrations
+    {{- include "channels-fleet.imageLines" (dict "image" .Values.projectImage "context" $) | nindent 4 }}
+    command:
+      - sh
+      - -c
+      - |
+        n=0
+        until "$@" >/tmp/check.log 2>&1; do
+          n=$((n + 1))
+          [ $((n % 10)) = 1 ] && echo "waiting for the migrate Job: $* failed: $(tail -n 1 /tmp/check.log)"
+          sleep 5
+        done
+        echo "migrations applied"
+      - wait-for-migrations
+      {{- toYaml $m.checkCommand | nindent 6 }}
+    env:
+      {{- include "channels-fleet.projectEnv" . | nindent 6 }}
+      {{- with .Values.config.extraEnv }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- include "channels-fleet.envFrom" (dict "context" $ "project" true) | nindent 4 }}
+    securityContext:
+      {{- toYaml .Values.containerSecurityContext | nindent 6 }}
+    resources:
+      {{- toYaml $m.resources | nindent 6 }}
+    volumeMounts:
+      - name: tmp
+        mountPath: /tmp
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -297,9 +462,6 @@ The schema (values.schema.json) already refuses wrong types, negative counts and
 */}}
 {{- define "channels-fleet.validateValues" -}}
 {{- $msgs := list -}}
-{{- if not (or .Values.redisCluster.enabled .Values.redis.existingSecret .Values.redis.url) -}}
-{{- $msgs = append $msgs "redis: set redis.url, redis.existingSecret or redisCluster.enabled=true (the channel layer's Redis)" -}}
-{{- end -}}
 {{- if not (or .Values.interface.enabled .Values.worker.enabled .Values.web.enabled) -}}
 {{- $msgs = append $msgs "components: enable at least one of interface.enabled, worker.enabled, web.enabled" -}}
 {{- end -}}
@@ -314,14 +476,24 @@ The schema (values.schema.json) already refuses wrong types, negative counts and
 {{- $msgs = append $msgs "interface.autoscaling: set interface.autoscaling.targetCPUUtilizationPercentage or interface.autoscaling.targetConnectionsPerPod above 0" -}}
 {{- end -}}
 {{- $wa := .Values.worker.autoscaling -}}
-{{- if and $wa.enabled (eq $wa.mode "keda") (not .Values.redisCluster.enabled) (not $wa.keda.addresses) -}}
-{{- $msgs = append $msgs "worker.autoscaling.keda: set worker.autoscaling.keda.addresses (Redis Cluster host:port list KEDA reads the queue from)" -}}
+{{- if and $wa.enabled (eq $wa.mode "keda") (not (include "channels-fleet.redis.builtin" .)) (not $wa.keda.addresses) -}}
+{{- $msgs = append $msgs "worker.autoscaling.keda: set worker.autoscaling.keda.addresses (the host:port list of your Redis that KEDA reads the queue from)" -}}
 {{- end -}}
-{{- if and .Values.ingress.enabled (not .Values.interface.enabled) (not .Values.web.enabled) -}}
-{{- $msgs = append $msgs "ingress: set interface.enabled or web.enabled, or ingress.enabled=false (nothing to route to)" -}}
+{{- if and $wa.enabled (eq $wa.mode "keda") $wa.keda.tls.caSecret.name (not $wa.keda.tls.enabled) -}}
+{{- $msgs = append $msgs "worker.autoscaling.keda.tls: set worker.autoscaling.keda.tls.enabled=true to use tls.caSecret (or drop the CA)" -}}
+{{- end -}}
+{{- if and (or .Values.ingress.enabled .Values.httpRoute.enabled) (not .Values.interface.enabled) (not .Values.web.enabled) -}}
+{{- $msgs = append $msgs "routes: set interface.enabled or web.enabled, or ingress.enabled=false and httpRoute.enabled=false (nothing to route to)" -}}
+{{- end -}}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) -}}
+{{- $msgs = append $msgs "httpRoute: set httpRoute.parentRefs (the Gateway the route attaches to, e.g. [{name: my-gateway, namespace: gateway-system}])" -}}
 {{- end -}}
 {{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.allowExternal) (not .Values.networkPolicy.ingressFrom) -}}
 {{- $msgs = append $msgs "networkPolicy: set networkPolicy.ingressFrom (who may reach the public port) or networkPolicy.allowExternal=true" -}}
+{{- end -}}
+{{- $rc := .Values.redis.cluster -}}
+{{- if and (include "channels-fleet.redis.builtin" .) (gt (int $rc.replicasPerMaster) 0) (lt (int $rc.masters) 3) -}}
+{{- $msgs = append $msgs (printf "redis.cluster: replicas take over only when a majority of the masters vote, which needs 3 masters or more; set redis.cluster.masters >= 3, or redis.cluster.replicasPerMaster=0 for a small install (got %v masters)" $rc.masters) -}}
 {{- end -}}
 {{- if $msgs -}}
 {{- fail (printf "\n\nVALUES VALIDATION:\n%s" (join "\n" $msgs)) -}}
@@ -334,10 +506,28 @@ The schema (values.schema.json) already refuses wrong types, negative counts and
 {{- if $s.name -}}
 name: {{ $s.name }}
 key: {{ $s.key }}
-{{- else if and .Values.redisCluster.enabled (eq (include "channels-fleet.redisCluster.usePassword" .) "true") -}}
-name: {{ include "channels-fleet.redisCluster.secretName" . }}
-key: {{ include "channels-fleet.redisCluster.secretKey" . }}
+{{- else if include "channels-fleet.redis.builtin" . -}}
+{{ include "channels-fleet.redis.passwordSecret" . }}
 {{- end -}}
+{{- end -}}
+
+{{/* KEDA's TriggerAuthentication parameters: `- parameter:` entries, or nothing. */}}
+{{- define "channels-fleet.kedaAuthParams" -}}
+{{- $k := .Values.worker.autoscaling.keda -}}
+{{- with $k.usernameSecret.name }}
+- parameter: username
+  name: {{ . }}
+  key: {{ $k.usernameSecret.key }}
+{{- end }}
+{{- with include "channels-fleet.kedaPasswordSecret" . }}
+- parameter: password
+  {{- . | nindent 2 }}
+{{- end }}
+{{- if and $k.tls.enabled $k.tls.caSecret.name }}
+- parameter: ca
+  name: {{ $k.tls.caSecret.name }}
+  key: {{ $k.tls.caSecret.key }}
+{{- end }}
 {{- end -}}
 
 {{/* The Redis LIST of the shared work queue (what KEDA reads with LLEN). */}}

@@ -18,7 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from . import rooms
-from .status import served_by
+from .status import served_by_async
 
 #: After the first message a long poll waits this long for more, so bursts come in one reply.
 POLL_LINGER = 0.05
@@ -71,7 +71,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.presence = True
         await self.send(text_data=json.dumps({
             "type": "status", "user": rooms.user_name(self.scope.get("user")),
-            **served_by(self.scope), "fresh": fresh, "me": self.me}))
+            **(await served_by_async(self.scope)), "fresh": fresh, "me": self.me}))
         if fresh:
             await self.channel_layer.group_send(
                 self.group, {"type": "presence.hello", "reply_to": self.channel_name})
@@ -199,7 +199,8 @@ class LongPoll(_StayingHttpConsumer):
 
     async def poll_flush(self, event):
         if self.inbox:
-            await self.finish(200, {"messages": self.inbox, "served_by": served_by(self.scope)})
+            await self.finish(200, {"messages": self.inbox,
+                                     "served_by": await served_by_async(self.scope)})
         await self.finish(204)
 
     async def disconnect(self):
@@ -226,7 +227,8 @@ class RoomEvents(_StayingHttpConsumer):
         await self.send_headers(headers=[
             (b"Content-Type", b"text/event-stream"), (b"Cache-Control", b"no-store"),
             (b"X-Accel-Buffering", b"no")])
-        status = {"user": rooms.user_name(self.scope.get("user")), **served_by(self.scope)}
+        status = {"user": rooms.user_name(self.scope.get("user")),
+                  **(await served_by_async(self.scope))}
         await self.send_body(f"event: status\ndata: {json.dumps(status)}\n\n".encode(),
                              more_body=True)
         self.keepalive = asyncio.ensure_future(self._keepalive())

@@ -19,6 +19,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from chat.moderation import Moderator  # noqa: E402
 from chat.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 from django.urls import re_path  # noqa: E402
+from fleetview.routing import websocket_urlpatterns as fleet_websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter({
     # Long polling and SSE: consumers that see the session's user; the rest is Django.
@@ -27,6 +28,6 @@ application = ProtocolTypeRouter({
         re_path(r"", django_asgi_app),
     ]),
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(
-        websocket_urlpatterns + board_websocket_urlpatterns))),
+        websocket_urlpatterns + board_websocket_urlpatterns + fleet_websocket_urlpatterns))),
     "channel": ChannelNameRouter({"moderation": Moderator.as_asgi()}),
 })

@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "channels",
     "chat",
     "board",
+    "fleetview",
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -115,3 +116,6 @@ CHAT_BANNED_WORDS = os.environ.get("CHAT_BANNED_WORDS", "darn,heck,blast").split
 # web and workers (the container and chart e2e runs), where a session cannot follow the user.
 CHAT_GUEST_POSTS = os.environ.get("CHAT_GUEST_POSTS", "0") == "1"
 CHAT_POLL_TIMEOUT = float(os.environ.get("CHAT_POLL_TIMEOUT", "25"))
+# The /fleet/ page's "Roll the workers" button (staff only) asks `make run` to roll them through
+# its control socket (channels_fleet.devroll); `make run` sets this. Empty: no button.
+CHAT_ROLL_SOCKET = os.environ.get("CHAT_ROLL_SOCKET", "")

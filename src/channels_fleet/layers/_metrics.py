@@ -1,4 +1,4 @@
-"""Counts layer events on ``channels_fleet.metrics.METRICS``; a metric never breaks the layer."""
+"""Counts layer events on ``observability.metrics.METRICS``; a metric never breaks the layer."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 try:
-    from ..metrics import METRICS, layer_reason
+    from ..observability.metrics import METRICS, layer_reason
 except ImportError:  # the layer also works on its own
-    METRICS = None
+    METRICS = None  # type: ignore[assignment]
 
     def layer_reason(exc: BaseException) -> str:
         return "other"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from redis import exceptions as rx
@@ -27,6 +27,7 @@ SLOTS = 16384
 MIN_REDIS_VERSION = (7, 0)
 DEFAULT_URL = "redis://localhost:6379"
 DEFAULT_SOCKET_TIMEOUT = 5.0
+UNBLOCKED_REPLY_WAIT_S = 1.0  # for a BLMPOP's reply after CLIENT UNBLOCK
 
 
 def decode_hosts(hosts: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -65,7 +66,7 @@ def decode_hosts(hosts: Any) -> list[tuple[str, dict[str, Any]]]:
 
 def connection_kwargs(url: str, extra: dict[str, Any]) -> dict[str, Any]:
     """Connection options for ``url`` (redis-py's URL syntax) plus the user's extra options."""
-    options = parse_url(url)
+    options: dict[str, Any] = dict(parse_url(url))
     options.update(extra)
     # redis-py 8's default; a blocking read never waits this long (see receiver.py).
     options.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
@@ -122,22 +123,36 @@ class NodeClient:
                 results.append(exc)
         return results
 
-    async def blocking(self, block: float, *args: Any, asking: bool = False) -> Any:
+    async def blocking(
+        self, block: float, salvage: Callable[[Any], None], *args: Any, asking: bool = False
+    ) -> Any:
         """Run a blocking command on a connection of its own (reused once it answered).
 
         ``asking`` sends ``ASKING`` first on that same connection (a slot being migrated).
+        If the caller is cancelled, the command is woken (``CLIENT UNBLOCK``) and a reply
+        that took something goes to ``salvage``: a popped message is never dropped.
         """
         conn = None
         while self._idle_blocking and conn is None:
             candidate = self._idle_blocking.pop()
             conn = None if candidate.closed else candidate
+        fresh = conn is None
         if conn is None:
             conn = await self._open()
-        self._busy_blocking.add(conn)
+        self._busy_blocking.add(conn)  # from here on, close() closes it too
         try:
+            if fresh:
+                conn.client_id = await self._client_id(conn)
             if asking:  # its +OK is read before the reply below; an error shows there too
                 conn.command("ASKING").add_done_callback(_retrieve)
-            reply = await conn.command(*args, timeout=block + (self.socket_timeout or 5.0))
+            command = conn.command(*args, timeout=block + (self.socket_timeout or 5.0))
+            try:
+                reply = await asyncio.shield(command)
+            except asyncio.CancelledError:
+                await self._unblock(conn, command, block)
+                if command.done() and not command.cancelled() and command.exception() is None:
+                    salvage(command.result())
+                raise
         except BaseException:
             conn.close()  # a reply may still be in flight: never reuse this connection
             raise
@@ -145,6 +160,28 @@ class NodeClient:
             self._busy_blocking.discard(conn)
         self._idle_blocking.append(conn)
         return reply
+
+    async def _client_id(self, conn: RespConnection) -> int | None:
+        try:
+            return int(await conn.command("CLIENT", "ID"))
+        except rx.ResponseError as exc:  # an ACL may refuse it: then wait out the block
+            logger.debug("%s: CLIENT ID refused (%s)", self.address, exc)
+            return None
+
+    async def _unblock(self, conn: RespConnection, command: asyncio.Future[Any],
+                       block: float) -> None:
+        """Wake a blocked command whose caller gave up, and wait for its reply."""
+        if command.done():
+            return
+        wait = block + 0.5
+        if conn.client_id is not None:
+            try:
+                if await self.execute("CLIENT", "UNBLOCK", conn.client_id):
+                    wait = UNBLOCKED_REPLY_WAIT_S
+            except (RedisError, OSError) as exc:
+                logger.debug("%s: CLIENT UNBLOCK failed (%s); waiting out the block",
+                             self.address, exc)
+        await asyncio.wait([command], timeout=wait)
 
     async def close(self) -> None:
         conns = [self._conn, *self._idle_blocking, *self._busy_blocking]

@@ -27,7 +27,8 @@ from ..exceptions import LayerConfigError, LayerUnavailable
 from . import _metrics
 from .connection import Router, decode_hosts
 from .executor import Executor
-from .keys import channel_key, group_key, pack_element
+from .keys import channel_key, group_key, is_process_local, non_local_name, pack_element
+from .mailbox import Mailbox
 from .receiver import Receiver
 from .scripts import GROUP_ADD, GROUP_MEMBERS
 from .sender import Sender
@@ -47,7 +48,7 @@ class _LoopState:
         self.executor = Executor(self.router, layer.retry_timeout)
         self.sender = Sender(self.executor, int(layer.expiry * 1000))
         self.receiver = Receiver(
-            self.executor, self.sender, layer.get_capacity, layer.receive_batch,
+            self.executor, self.sender, layer.mailbox, layer.receive_batch,
             layer.receive_prefetch, self.block_timeout, layer.expiry,
         )
         self.retry_timeout = layer.retry_timeout
@@ -139,6 +140,9 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             self._serializer.from_bytes if plain else self._serializer.deserialize
         )
         self.client_prefix = uuid.uuid4().hex
+        self._local_suffix = self.client_prefix + "!"
+        # Process-local messages, shared by the event loops (each has its own _LoopState).
+        self.mailbox = Mailbox(self.get_capacity, expiry)
         self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
 
     def __str__(self) -> str:
@@ -194,21 +198,34 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             raise ChannelFull(channel)
 
     async def receive(self, channel: str) -> dict[str, Any]:
-        """Return the next message on ``channel``, waiting as long as it takes."""
-        self.require_valid_channel_name(channel)
+        """Return the next message on ``channel``, waiting as long as it takes.
+
+        Any event loop may receive (``async_to_sync`` runs each call on a new one). A
+        process-local name must be one of this layer's (``new_channel()``); another raises
+        AssertionError at once, as channels_redis does.
+        """
+        key = self.receive_key(channel)
         state = self._ready_state() or await self._state()
-        body = await state.receiver.receive(channel_key(self.prefix, channel), channel)
+        body = await state.receiver.receive(key, channel)
         return self._deserialize(body)
 
     def receive_key(self, channel: str) -> str:
         """Check ``channel`` once and return its LIST key, for repeated receive_future()."""
         self.require_valid_channel_name(channel)
+        if is_process_local(channel) and not non_local_name(channel).endswith(self._local_suffix):
+            # Its messages go to another process's layer: a receive here would wait forever.
+            # AssertionError (raised, so that python -O keeps it) is what channels_redis raises.
+            raise AssertionError(
+                f"Wrong client prefix: {channel!r} is not a process-local channel of this "
+                f"layer (client prefix {self.client_prefix}); receive only on names its "
+                "new_channel() returned"
+            )
         return channel_key(self.prefix, channel)
 
     def receive_future(self, channel: str, key: str) -> asyncio.Future[bytes] | None:
         """``receive`` as a future of the raw body, without a coroutine or task.
 
-        For dispatchers waiting on many sources (``channels_fleet.dispatch``); ``key`` from
+        For dispatchers waiting on many sources (``channels_fleet.worker.dispatch``); ``key`` from
         :meth:`receive_key`. Decode the result with :meth:`decode`, give it up with
         :meth:`cancel_receive`. None until this loop is connected: call ``receive`` then.
         """
@@ -223,10 +240,17 @@ class RedisClusterChannelLayer(BaseChannelLayer):
     def cancel_receive(self, channel: str, key: str, future: asyncio.Future[bytes]) -> None:
         """Give up a :meth:`receive_future`; a message that reached it is kept for the next."""
         state = self._ready_state()
-        if state is None:
-            future.cancel()
+        if state is not None:
+            state.receiver.unwait(key, channel, future)
             return
-        state.receiver.unwait(key, channel, future)
+        if future.done() and not future.cancelled() and future.exception() is None:
+            # This loop's receiver is closed already; the message is not lost with it.
+            if is_process_local(channel):
+                self.mailbox.give_back(key, channel, future.result(), source=None)
+            else:
+                logger.warning("receive of %s given up after its loop's layer closed: "
+                               "one message dropped", channel)
+        future.cancel()
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new process-local channel name, received by this layer's shared loop."""
@@ -301,6 +325,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
                 if int(cursor) == 0:
                     break
         state.receiver.buffers.clear()
+        self.mailbox.clear()
 
     async def close_pools(self) -> None:
         """Stop this loop's receive loops and close its connections."""
@@ -314,19 +339,24 @@ class RedisClusterChannelLayer(BaseChannelLayer):
     # Introspection (tests, metrics)
 
     def local_stats(self) -> dict[str, int]:
-        """Counters of this loop's receiver: messages expired unread, dropped from full buffers."""
+        """Messages held in this process: expired unread, dropped from full buffers, buffered.
+
+        Process-local channels count for the whole layer; prefetched shared ones for this loop.
+        """
+        mailbox = self.mailbox
+        stats = {
+            "expired": mailbox.expired,
+            "dropped_full": mailbox.dropped_full,
+            "buffered": mailbox.buffered(),
+        }
         try:
             state = self._states.get(asyncio.get_running_loop())
         except RuntimeError:
             state = None
-        if state is None:
-            return {"expired": 0, "dropped_full": 0, "buffered": 0}
-        receiver = state.receiver
-        return {
-            "expired": receiver.expired,
-            "dropped_full": receiver.dropped_full,
-            "buffered": sum(len(b) for b in receiver.buffers.values()),
-        }
+        if state is not None:
+            stats["expired"] += state.receiver.expired
+            stats["buffered"] += sum(len(b) for b in state.receiver.buffers.values())
+        return stats
 
 
 def _glob_escape(text: str) -> str:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,25 +126,25 @@ class Executor:
                 return
             if transient is not None:
                 logger.info("redis not available (%s); retrying in %.2fs", transient, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                try:
-                    await self.router.refresh()
-                except LayerUnavailable as exc:
-                    logger.info("slot table not refreshed: %s", exc)
+                backoff = await self._back_off(backoff)
             for op in retry:
                 op.error = None
             todo = retry
 
-    async def blocking(self, key: str, block: float, *args: Any) -> Any:
-        """Run a blocking command (BLMPOP) on its own connection, with the same retries."""
+    async def blocking(
+        self, key: str, block: float, salvage: Callable[[Any], None], *args: Any
+    ) -> Any:
+        """Run a blocking command (BLMPOP) on its own connection, with the same retries.
+
+        If the caller is cancelled, a reply that took something goes to ``salvage``.
+        """
         deadline = time.monotonic() + self.retry_timeout
         backoff = BACKOFF_FIRST
         ask: NodeClient | None = None
         while True:
             node = ask or self.router.node_for(key)
             try:
-                return await node.blocking(block, *args, asking=ask is not None)
+                return await node.blocking(block, salvage, *args, asking=ask is not None)
             except rx.MovedError as exc:
                 _metrics.retry(exc)
                 self.router.set_slot(exc.slot_id, exc.host, exc.port)
@@ -161,13 +162,17 @@ class Executor:
                     _metrics.error(exc)
                     raise self._unavailable(node, exc) from exc
                 logger.info("redis %s not available (%s); retrying", node.address, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                try:
-                    await self.router.refresh()
-                except LayerUnavailable as refresh_exc:
-                    logger.info("slot table not refreshed: %s", refresh_exc)
+                backoff = await self._back_off(backoff)
             ask = None
+
+    async def _back_off(self, backoff: float) -> float:
+        """Wait ``backoff`` seconds and re-read the slot table; the next wait (doubled, capped)."""
+        await asyncio.sleep(backoff)
+        try:
+            await self.router.refresh()
+        except LayerUnavailable as exc:
+            logger.info("slot table not refreshed: %s", exc)
+        return min(backoff * 2, BACKOFF_MAX)
 
     async def _run_on(self, node: NodeClient, ops: list[Op]) -> list[Any]:
         commands: list[tuple[Any, ...]] = []

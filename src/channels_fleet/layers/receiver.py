@@ -6,16 +6,22 @@ the pops of every busy LIST leave in one write; once the LIST is empty it blocks
 ``BLMPOP <block> 1 key LEFT COUNT n`` on a dedicated connection.
 
 - A process-local LIST (``a.b!``) is pulled in batches of up to ``batch`` elements; each
-  message goes to the receiver waiting on its full channel name, or into that channel's
-  bounded local buffer (oldest dropped beyond ``capacity``, counted).
+  message goes to the receiver of this loop waiting on its full channel name, or into the
+  layer's mailbox (mailbox.py), where the receivers of any loop find it. Loops pulling the
+  same process-local LIST take turns (one pop in flight per process).
 - A normal (shared) channel is pulled for its waiting receivers plus at most ``prefetch``
-  more. What was prefetched stays in this process only while its receivers keep coming
+  more. What was prefetched stays in this loop only while its receivers keep coming
   back: after ``PREFETCH_LINGER_S`` without a receiver it is pushed back to the head of the
   LIST for other processes. ``prefetch=0`` pulls exactly as many as there are waiters.
 
 Receivers only wait on a local future, so cancelling ``receive()`` never interrupts a BLMPOP
 that may already have taken a message off Redis. ``block`` stays below the connection's
 ``socket_timeout`` (redis-py 8 defaults it to 5 s), so an idle receive waits forever.
+
+When the loop closes, its pull loops are cancelled, but a pop already sent is not dropped:
+a BLMPOP is unblocked and its reply read (connection.py), an LPOP's reply is awaited, and
+what they took is salvaged: process-local messages into the mailbox, shared ones back to
+the head of their LIST.
 """
 
 from __future__ import annotations
@@ -25,47 +31,50 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from . import _metrics
 from .executor import Executor
 from .keys import is_process_local, pack_element, unpack_element
+from .mailbox import Entry, Mailbox, drop_expired, pop_live
 from .sender import Sender
 
 logger = logging.getLogger(__name__)
 
-Entry = tuple[int, bytes]  # (expires_at_ms, body)
 SWEEP_INTERVAL_S = 1.0
 PREFETCH_LINGER_S = 0.25
 
 
 class Receiver:
-    """Waiters, local buffers and pull loops of one event loop."""
+    """Waiters, prefetch buffers and pull loops of one event loop."""
 
     def __init__(
         self,
         executor: Executor,
         sender: Sender,
-        capacity_of: Callable[[str], int],
+        mailbox: Mailbox,
         batch: int,
         prefetch: int,
         block_timeout: Callable[[str], float],
         expiry_s: float,
     ) -> None:
+        self.loop = asyncio.get_running_loop()
         self.executor = executor
         self.sender = sender
-        self.capacity_of = capacity_of
+        self.mailbox = mailbox
         self.batch = batch
         self.prefetch = prefetch
         self.block_timeout = block_timeout
         self.expiry_s = expiry_s
         # key -> channel -> futures of receivers waiting on that channel (oldest first)
         self.waiting: dict[str, dict[str, deque[asyncio.Future[bytes]]]] = {}
+        # Prefetched messages of shared channels (process-local ones are in the mailbox).
         self.buffers: dict[str, deque[Entry]] = {}
         self.pullers: dict[str, asyncio.Task[None]] = {}
-        self.dropped_full = 0
         self.expired = 0
         self._returns: dict[str, tuple[str, asyncio.TimerHandle]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._turns: dict[str, asyncio.Future[None]] = {}
         self._last_sweep = time.monotonic()
         self._sweep_handle: asyncio.TimerHandle | None = None
 
@@ -81,18 +90,28 @@ class Receiver:
     def wait(self, key: str, channel: str) -> asyncio.Future[bytes]:
         """``receive`` without a coroutine: a future of the next body for ``channel``.
 
-        For a dispatcher that waits on many sources at once (``channels_fleet.dispatch``):
+        For a dispatcher that waits on many sources at once (``channels_fleet.worker.dispatch``):
         no task per message. Give it up with :meth:`unwait`, never by cancelling it alone.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes] = loop.create_future()
-        body = self._from_buffer(channel)
+        future: asyncio.Future[bytes] = self.loop.create_future()
+        local = is_process_local(channel)
+        pulled = key in self.pullers
+        if not local:
+            body = self._from_buffer(channel)
+        elif pulled:
+            body = self.mailbox.take(channel)
+        else:
+            # Listen first: what another loop puts after this take wakes us (collect).
+            self.mailbox.listen(key, self)
+            body = self.mailbox.take(channel)
+            if body is not None:
+                self.mailbox.unlisten(key, self)
         if body is not None:
             future.set_result(body)
             return future
         self.waiting.setdefault(key, {}).setdefault(channel, deque()).append(future)
-        if key not in self.pullers:
-            self.pullers[key] = loop.create_task(self._pull(key, is_process_local(channel)))
+        if not pulled:
+            self.pullers[key] = self.loop.create_task(self._pull(key, local))
         return future
 
     def unwait(self, key: str, channel: str, future: asyncio.Future[bytes]) -> None:
@@ -104,20 +123,34 @@ class Receiver:
         future.cancel()
         self._forget(key, channel, future)
 
+    def collect(self, key: str, channel: str) -> None:
+        """Serve this loop's receivers of ``channel`` from the mailbox (woken by it)."""
+        channels = self.waiting.get(key)
+        waiters = channels.get(channel) if channels else None
+        if channels is None or waiters is None:
+            return
+        while waiters:
+            if waiters[0].done():  # cancelled; its unwait() finds it gone
+                waiters.popleft()
+                continue
+            body = self.mailbox.take(channel)
+            if body is None:
+                return  # still listening: the mailbox wakes us again
+            waiters.popleft().set_result(body)
+        self._no_waiters_left(key, channels, channel)
+
+    def resume(self, key: str) -> None:
+        """Another loop's pop of ``key`` is put away: our pull loop may pop now."""
+        turn = self._turns.get(key)
+        if turn is not None and not turn.done():
+            turn.set_result(None)
+
     def _from_buffer(self, channel: str) -> bytes | None:
-        buffer = self.buffers.get(channel)
-        if not buffer:
+        if channel not in self.buffers:
             return None
-        now_ms = time.time() * 1000
-        while buffer:
-            expires, body = buffer.popleft()
-            if expires >= now_ms:
-                if not buffer:
-                    del self.buffers[channel]
-                return body
-            self._count_expired(1)
-        del self.buffers[channel]
-        return None
+        body, expired = pop_live(self.buffers, channel)
+        self._count_expired(expired)
+        return body
 
     def _forget(self, key: str, channel: str, future: asyncio.Future[bytes]) -> None:
         channels = self.waiting.get(key)
@@ -132,15 +165,25 @@ class Receiver:
             if future in waiters:
                 waiters.remove(future)
             if not waiters:
-                del channels[channel]
+                self._no_waiters_left(key, channels, channel)
+        if not channels and key in self.waiting:
+            del self.waiting[key]
+
+    def _no_waiters_left(
+        self, key: str, channels: dict[str, deque[asyncio.Future[bytes]]], channel: str
+    ) -> None:
+        del channels[channel]
         if not channels:
             del self.waiting[key]
 
     def _give_back(self, key: str, channel: str, body: bytes) -> None:
+        if is_process_local(channel):
+            self.mailbox.give_back(key, channel, body, self)
+            self.collect(key, channel)  # another receiver here may wait on it
+            return
         expires = int((time.time() + self.expiry_s) * 1000)
         self.buffers.setdefault(channel, deque()).appendleft((expires, body))
-        if not is_process_local(channel):
-            self._schedule_return(key, channel)
+        self._schedule_return(key, channel)
 
     def _live_waiters(self, key: str) -> int:
         channels = self.waiting.get(key)
@@ -162,19 +205,19 @@ class Receiver:
                 wanted = self._live_waiters(key)
                 if wanted == 0 and not eager:
                     break
-                count = self.batch if local else max(wanted, 1) + self.prefetch
-                if busy:
-                    # Rides with the next flush of sends, behind them: one write carries
-                    # this turn's sends and pops, and the pop sees what they pushed.
-                    elements = await self.sender.pop(key, count)
-                else:
-                    block = self.block_timeout(key)
-                    reply = await self.executor.blocking(
-                        key, block, "BLMPOP", block, 1, key, "LEFT", "COUNT", count
-                    )
-                    elements = reply[1] if reply else None
-                busy = bool(elements)
-                served = self._dispatch(key, local, elements) if elements else 0
+                if local and not self.mailbox.start_pop(key, self):
+                    # Another loop pops this LIST now; what it takes for our receivers
+                    # reaches them through the mailbox. Pop ourselves once it is done.
+                    await self._turn(key)
+                    busy, served = False, 0
+                    continue
+                try:
+                    elements = await self._pop(key, local, wanted, busy)
+                    busy = bool(elements)
+                    served = self._dispatch(key, local, elements) if elements else 0
+                finally:
+                    if local:
+                        self.mailbox.end_pop(key, self)
                 self._maybe_sweep()
         except Exception as exc:
             # Every waiter of this LIST learns why; the next receive() starts a new loop.
@@ -184,14 +227,46 @@ class Receiver:
                     if not future.done():
                         future.set_exception(exc)
         finally:
+            if local:
+                self.mailbox.leave(key, self)
+                self.mailbox.unlisten(key, self)
             if self.pullers.get(key) is asyncio.current_task():
                 del self.pullers[key]
-            if self.buffers and self._sweep_handle is None:
-                loop = asyncio.get_running_loop()
-                self._sweep_handle = loop.call_later(self.expiry_s + 1, self._timed_sweep)
+            if (self.buffers or self.mailbox.holds_any()) and self._sweep_handle is None:
+                self._sweep_handle = self.loop.call_later(self.expiry_s + 1, self._timed_sweep)
+
+    async def _pop(self, key: str, local: bool, wanted: int, busy: bool) -> list[bytes] | None:
+        count = self.batch if local else max(wanted, 1) + self.prefetch
+        if not busy:
+            block = self.block_timeout(key)
+            reply = await self.executor.blocking(
+                key, block, self._salvage_reply, "BLMPOP", block, 1, key, "LEFT", "COUNT", count
+            )
+            return reply[1] if reply else None
+        # Rides with the next flush of sends, behind them: one write carries this turn's
+        # sends and pops, and the pop sees what they pushed.
+        pop = self.sender.pop(key, count, self._salvage)
+        try:
+            return await pop
+        except asyncio.CancelledError:
+            # This loop is closing. A reply already in is salvaged here; one still on
+            # its way is salvaged by the sender when it comes (settle() waits for it).
+            if pop.done() and not pop.cancelled() and pop.exception() is None:
+                self._salvage(key, pop.result() or [])
+            else:
+                await self.sender.settle()
+            raise
+
+    async def _turn(self, key: str) -> None:
+        turn = self.loop.create_future()
+        self._turns[key] = turn
+        try:
+            await turn
+        finally:
+            del self._turns[key]
 
     def _dispatch(self, key: str, local: bool, elements: list[bytes]) -> int:
-        """Hand messages to waiting receivers, buffer the rest; return how many were served."""
+        """Hand messages to waiting receivers, keep the rest; return how many were served."""
         now_ms = time.time() * 1000
         channels = self.waiting.get(key, {})
         expired = served = 0
@@ -205,28 +280,45 @@ class Receiver:
                 while waiters:
                     future = waiters.popleft()
                     if not waiters:
-                        del channels[channel]  # so the served receiver has nothing to forget
+                        # So the served receiver has nothing to forget.
+                        self._no_waiters_left(key, channels, channel)
                     if not future.done():
                         future.set_result(body)
                         served += 1
                         break
                 else:
                     if local:
-                        self._buffer(channel, expires, body)
+                        self.mailbox.put(key, channel, expires, body, self)
                     else:
                         self.buffers.setdefault(channel, deque()).append((expires, body))
                         self._schedule_return(key, channel)
         self._count_expired(expired)
         return served
 
-    def _buffer(self, channel: str, expires: int, body: bytes) -> None:
-        buffer = self.buffers.setdefault(channel, deque())
-        if len(buffer) >= self.capacity_of(channel):
-            buffer.popleft()
-            self.dropped_full += 1
-            _metrics.dropped("buffer_full")
-            logger.info("local buffer of %s full: dropped its oldest message", channel)
-        buffer.append((expires, body))
+    # What a cancelled pop fetched is salvaged, never dropped.
+
+    def _salvage_reply(self, reply: Any) -> None:
+        if reply:
+            self._salvage(reply[0], reply[1])
+
+    def _salvage(self, key: Any, elements: list[bytes]) -> None:
+        """Keep what a pop took after its pull loop was cancelled (this loop is closing)."""
+        key = key.decode() if isinstance(key, bytes) else key
+        now_ms = time.time() * 1000
+        shared: list[bytes] = []
+        for element in elements:
+            expires, names, body = unpack_element(element)
+            if expires < now_ms:
+                self._count_expired(len(names))
+            elif is_process_local(names[0]):
+                for channel in names:
+                    self.mailbox.put(key, channel, expires, body, self)
+            else:
+                shared.append(element)
+        if shared:
+            logger.info("returning %d message(s) of %s taken as its loop closed",
+                        len(shared), key)
+            self._spawn(self._push_back(key, shared))
 
     # Prefetched messages of shared channels go back to Redis when nobody here reads them.
 
@@ -234,9 +326,8 @@ class Receiver:
         previous = self._returns.pop(channel, None)
         if previous is not None:
             previous[1].cancel()
-        loop = asyncio.get_running_loop()
         self._returns[channel] = (
-            key, loop.call_later(PREFETCH_LINGER_S, self._return_unread, key, channel)
+            key, self.loop.call_later(PREFETCH_LINGER_S, self._return_unread, key, channel)
         )
 
     def _return_unread(self, key: str, channel: str) -> None:
@@ -245,7 +336,10 @@ class Receiver:
         if not buffer:
             return
         elements = [pack_element(expires, channel, body) for expires, body in buffer]
-        task = asyncio.get_running_loop().create_task(self._push_back(key, elements))
+        self._spawn(self._push_back(key, elements))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = self.loop.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -255,7 +349,7 @@ class Receiver:
         except Exception as exc:
             logger.warning("lost %d message(s) of %s returning them: %s", len(elements), key, exc)
 
-    # Expiry of local buffers
+    # Expiry of prefetch buffers and the mailbox
 
     def _count_expired(self, amount: int) -> None:
         if amount:
@@ -269,29 +363,25 @@ class Receiver:
     def _timed_sweep(self) -> None:
         self._sweep_handle = None
         self.sweep()
-        if self.buffers:
-            loop = asyncio.get_running_loop()
-            self._sweep_handle = loop.call_later(self.expiry_s + 1, self._timed_sweep)
+        if self.buffers or self.mailbox.holds_any():
+            self._sweep_handle = self.loop.call_later(self.expiry_s + 1, self._timed_sweep)
 
     def sweep(self) -> None:
-        """Drop expired messages from local buffers, and buffers left empty."""
+        """Drop expired messages from the buffers and the mailbox, and empty buffers."""
         self._last_sweep = time.monotonic()
-        now_ms = time.time() * 1000
-        for channel in list(self.buffers):
-            buffer = self.buffers[channel]
-            while buffer and buffer[0][0] < now_ms:
-                buffer.popleft()
-                self._count_expired(1)
-            if not buffer:
-                del self.buffers[channel]
+        self.mailbox.sweep()
+        self._count_expired(drop_expired(self.buffers))
 
     async def close(self) -> None:
-        """Stop pull loops, return prefetched shared messages, drop local buffers."""
-        tasks = list(self.pullers.values())
-        self.pullers.clear()
-        for task in tasks:
+        """Stop pull loops (salvaging their pops), return prefetched messages, drop waiters."""
+        pullers, self.pullers = self.pullers, {}
+        for task in pullers.values():
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*pullers.values(), return_exceptions=True)
+        for key in pullers:  # a pull loop cancelled before it ran has no finally
+            self.mailbox.leave(key, self)
+            self.mailbox.unlisten(key, self)
+        await self.sender.settle()
         for channel, (key, handle) in list(self._returns.items()):
             handle.cancel()
             self._return_unread(key, channel)

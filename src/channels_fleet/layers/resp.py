@@ -127,6 +127,7 @@ class RespConnection(asyncio.Protocol):
         self.flush_pipelines_now = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._error: BaseException | None = None
+        self.client_id: int | None = None  # CLIENT ID, for CLIENT UNBLOCK (set by its owner)
 
     @classmethod
     async def open(
@@ -159,7 +160,12 @@ class RespConnection(asyncio.Protocol):
             setup.append(("SELECT", int(options["db"])))
         if options.get("client_name"):
             setup.append(("CLIENT", "SETNAME", options["client_name"]))
-        for reply in await asyncio.gather(*conn.pipeline(setup)):
+        try:
+            replies = await asyncio.gather(*conn.pipeline(setup))
+        except BaseException:  # cancelled: nobody else would close it
+            conn.close()
+            raise
+        for reply in replies:
             if isinstance(reply, BaseException):
                 conn.close()
                 raise reply

@@ -11,6 +11,10 @@ LIST was full). Only one flush is in flight at a time, and failed commands are r
 (executor.py) before the next flush starts, so the order of sends to one LIST is kept even
 through MOVED or a failover.
 
+A pop whose receiver gave up (its event loop is closing) still gets its reply: what it took
+goes to the pop's ``salvage`` callback instead of being dropped. ``settle()`` waits for the
+flushes in flight, so that a closing loop sees those replies before its connections close.
+
 The common path runs in plain callbacks on the already open connections: no task per flush.
 """
 
@@ -19,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis import exceptions as rx
 
@@ -28,6 +34,8 @@ from .executor import Executor, Op
 from .scripts import MAX_ELEMENTS_PER_CALL, SEND
 
 logger = logging.getLogger(__name__)
+
+SETTLE_TIMEOUT_S = 1.0  # how long a closing loop waits for the replies in flight
 
 
 @dataclass(eq=False, slots=True)
@@ -43,6 +51,7 @@ class Pop:
     key: str
     count: int
     future: asyncio.Future[list[bytes] | None]
+    salvage: Callable[[str, list[bytes]], None]
 
 
 Call = tuple[Op, list[Item] | Pop]
@@ -51,13 +60,14 @@ Call = tuple[Op, list[Item] | Pop]
 class _Queue:
     """What waits for one node's next flush, and whether one is in flight to it."""
 
-    __slots__ = ("node", "pending", "pops", "in_flight")
+    __slots__ = ("node", "pending", "pops", "in_flight", "last_reply")
 
     def __init__(self, node: NodeClient) -> None:
         self.node = node
         self.pending: list[Item] = []
         self.pops: list[Pop] = []
         self.in_flight = False
+        self.last_reply: asyncio.Future[Any] | None = None  # of the flush in flight
 
 
 class Sender:
@@ -91,11 +101,16 @@ class Sender:
         self._schedule(queue)
         return future
 
-    def pop(self, key: str, count: int) -> asyncio.Future[list[bytes] | None]:
-        """Queue ``LPOP key count`` behind this flush's sends (so it sees what they pushed)."""
+    def pop(
+        self, key: str, count: int, salvage: Callable[[str, list[bytes]], None]
+    ) -> asyncio.Future[list[bytes] | None]:
+        """Queue ``LPOP key count`` behind this flush's sends (so it sees what they pushed).
+
+        If the future is cancelled once the LPOP has left, its elements go to ``salvage``.
+        """
         future: asyncio.Future[list[bytes] | None] = asyncio.get_running_loop().create_future()
         queue = self._queue(key)
-        queue.pops.append(Pop(key, count, future))
+        queue.pops.append(Pop(key, count, future, salvage))
         self._schedule(queue)
         return future
 
@@ -111,7 +126,8 @@ class Sender:
             queue.in_flight = False
             return
         batch, queue.pending = queue.pending, []
-        pops, queue.pops = queue.pops, []
+        pops = [pop for pop in queue.pops if not pop.future.cancelled()]
+        queue.pops = []
         if not batch and not pops:
             queue.in_flight = False
             return
@@ -127,6 +143,7 @@ class Sender:
             op.result = future
         # Replies arrive in order: when the last is in, the whole flush is.
         futures[-1].add_done_callback(lambda _: self._finish(queue, calls))
+        queue.last_reply = futures[-1]
 
     def _calls(self, batch: list[Item]) -> list[Call]:
         by_key: dict[str, list[Item]] = {}
@@ -207,6 +224,8 @@ class Sender:
                     chunk.future.set_exception(op.error)
                 else:
                     chunk.future.set_result(op.result)
+            elif op.error is None and op.result:  # its receiver gave up: keep what it took
+                chunk.salvage(chunk.key, op.result)
             return
         if op.error is not None:
             for item in chunk:
@@ -218,6 +237,18 @@ class Sender:
             if not item.future.done():
                 item.future.set_result(index < pushed)
 
+    async def settle(self) -> None:
+        """Wait (bounded) for the flushes in flight, so their replies are not dropped."""
+        in_flight: list[asyncio.Future[Any]] = [
+            queue.last_reply for queue in self.queues.values()
+            if queue.in_flight and queue.last_reply is not None and not queue.last_reply.done()
+        ]
+        if self._task is not None:  # connecting, or retrying (MOVED, failover)
+            in_flight.append(self._task)
+        if in_flight:
+            # Done callbacks run in order: each flush's _finish (and salvage) before this wakes.
+            await asyncio.wait(in_flight, timeout=SETTLE_TIMEOUT_S)
+
     async def close(self) -> None:
         self._closed = True
         task, self._task = self._task, None
@@ -225,7 +256,10 @@ class Sender:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         for queue in self.queues.values():
-            for item in [*queue.pending, *queue.pops]:
+            for item in queue.pending:
                 if not item.future.done():
                     item.future.cancel()
+            for pop in queue.pops:
+                if not pop.future.done():
+                    pop.future.cancel()
             queue.pending, queue.pops = [], []

@@ -1,18 +1,19 @@
 """The shared e2e scenarios against the chart's own rendered pods, run with podman.
 
-Where kind cannot run (no Docker engine), this is the closest thing to `helm install`: the pod
-specs come from `helm template` with tests/e2e/kind/values.yaml, so the images, args, env,
-Secrets, security context, emptyDirs, probes, preStop hook and grace period under test are the
-chart's. See chart_pods.py for what is translated and how. Skipped (with the reason) when podman
-or the images (make images) are missing.
+Where no Kubernetes runs, this is the closest thing to `helm install`: the pod specs come from
+`helm template` with the chart's defaults plus tests/e2e/kind/values.yaml (images, NodePorts,
+a short drain) and, for the two images no registry here serves, the local stand-ins. So the
+chart's own Redis Cluster (6 Valkey pods running files/redis/node.sh), its PostgreSQL, the
+migrate Job, the init containers waiting for it, the Secrets, security context, emptyDirs,
+probes, preStop hooks and grace periods under test are the chart's. See chart_pods.py for what
+is translated and how. Skipped (with the reason) when podman or the images (make images) are
+missing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -20,33 +21,20 @@ from pathlib import Path
 import pytest
 
 from .. import scenarios
-from .chart_pods import PodRunner, podman
+from .chart_pods import PodRunner, unusable_reason
 
 ROOT = Path(__file__).resolve().parents[3]
 KIND_VALUES = ROOT / "tests" / "e2e" / "kind" / "values.yaml"
-IMAGES = ("localhost/channels-fleet-interface:latest", "localhost/channels-fleet-chat:latest")
+# The two images no registry serves here: Debian-built stand-ins (scripts/images.sh standins).
+STANDINS = ("redis.image.registry=localhost", "redis.image.repository=valkey-standin",
+            "redis.image.tag=latest", "database.postgresql.image.registry=localhost",
+            "database.postgresql.image.repository=postgres-standin",
+            "database.postgresql.image.tag=latest")
+IMAGES = ("localhost/channels-fleet-interface:latest", "localhost/channels-fleet-chat:latest",
+          "localhost/valkey-standin:latest", "localhost/postgres-standin:latest")
+RELEASE = "fleet-channels-fleet"
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
-
-
-def unusable_reason() -> str | None:
-    if not shutil.which("podman") or not shutil.which("runc"):
-        return "podman/runc not installed (make podman)"
-    if not shutil.which("redis-server"):
-        return "redis-server not installed"
-    try:
-        for image in IMAGES:
-            if podman("image", "exists", image, check=False, timeout=60).returncode != 0:
-                return f"image {image} not built (make images)"
-    except subprocess.TimeoutExpired:
-        return "podman does not answer"
-    return None
-
-
-def gateway_ip() -> str:
-    out = podman("network", "inspect", "podman", "--format",
-                 "{{range .Subnets}}{{.Gateway}}{{end}}")
-    return out.stdout.strip()
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 
 class Balancer:
@@ -133,12 +121,12 @@ class ChartStack:
         task.add_done_callback(self._stopping.discard)
 
     async def restart_interfaces(self) -> None:
-        for old in list(self.balancer.pods):
-            new = await self.start("interface")
-            self.balancer.pods.append(new)
-            # A terminating pod leaves the Endpoints at once; preStop and the drain follow.
-            self.balancer.pods.remove(old)
-            await asyncio.to_thread(self.runner.stop, old)
+        """As the chart's strategy does it (maxSurge 100%): every new pod first, then the old
+        ones leave the Endpoints at once and drain."""
+        old = list(self.balancer.pods)
+        new = await asyncio.gather(*(self.start("interface") for _ in old))
+        self.balancer.pods = list(new)
+        await asyncio.gather(*(asyncio.to_thread(self.runner.stop, pod) for pod in old))
 
     async def restart_workers(self) -> None:
         for old in self.runner.alive("worker"):
@@ -152,39 +140,37 @@ def _get(url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def redis_for_pods(tmp_path_factory):
-    reason = unusable_reason()
+def backing():
+    """The chart's Redis Cluster and PostgreSQL pods, migrated: what every app pod needs."""
+    reason = unusable_reason(IMAGES)
     if reason:
         pytest.skip(f"chart pods on podman: {reason}")
-    gateway = gateway_ip()
-    from .chart_pods import free_port
+    from chart.helm import render  # tests/chart/helm.py: helm template of the chart
 
-    port = free_port()
-    # All addresses: podman creates its bridge (the gateway address) only while a container
-    # runs, so binding that address before the first pod starts would fail.
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "0.0.0.0", "--save", "",
-         "--appendonly", "no", "--protected-mode", "no"],
-        stdout=subprocess.DEVNULL, cwd=tmp_path_factory.mktemp("redis"))
+    docs = render(KIND_VALUES, sets=STANDINS)
+    runner = PodRunner(docs)
     try:
-        deadline = time.monotonic() + 10
-        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
-                             text=True).stdout.strip() != "PONG":
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.1)
-        yield gateway, port
+        t0 = time.monotonic()
+        postgres = runner.start("postgresql", 0)
+        redis = [runner.start("redis", i) for i in range(6)]
+        for pod in [postgres, *redis]:
+            runner.wait_ready(pod, timeout=180)
+        runner.publish(f"{RELEASE}-postgresql", "postgresql")
+        runner.publish(f"{RELEASE}-redis", "redis")
+        print(f"Redis Cluster (6 pods) and PostgreSQL ready in {time.monotonic() - t0:.1f} s")
+        t0 = time.monotonic()
+        logs = runner.run_job("migrate")
+        assert "Applying" in logs or "No migrations to apply" in logs, logs[-2000:]
+        print(f"migrate Job done in {time.monotonic() - t0:.1f} s")
+        yield runner
     finally:
-        proc.kill()
-        proc.wait()
+        runner.remove_all()
+        runner.cluster.remove()
 
 
 @pytest.fixture
-async def stack(redis_for_pods):
-    from chart.helm import render  # tests/chart/helm.py: helm template of the chart
-
-    gateway, port = redis_for_pods
-    docs = render(KIND_VALUES, sets=(f"redis.url=redis://redis:{port}/0",))
-    runner = PodRunner(docs, hosts={"redis": gateway})
+async def stack(backing):
+    runner = backing
     balancer = Balancer()
     stack = ChartStack(runner, balancer, await balancer.start())
     try:
@@ -194,7 +180,9 @@ async def stack(redis_for_pods):
         yield stack
     finally:
         await balancer.close()
-        await asyncio.to_thread(runner.remove_all)
+        for component in ("interface", "worker", "web"):
+            for pod in runner.alive(component):
+                await asyncio.to_thread(runner.stop, pod)
 
 
 async def test_chart_pods__every_scenario(stack):
@@ -211,23 +199,31 @@ async def test_chart_pods__every_scenario(stack):
     print("stopped pods and exit codes:", sorted({p.exit_code for p in stopped}), len(stopped))
 
 
-async def test_chart_web_pod__serves_django_pages_and_metrics(redis_for_pods):
-    """The web Deployment's pod: gunicorn on the read-only root, multiprocess metrics in its
-    in-memory emptyDir, a Django page on the http port."""
-    from chart.helm import render
+async def test_chart_helm_test_pod__readyz_and_a_websocket_round_trip(stack):
+    """`helm test`'s own Pod, run as it is rendered, against the chart's Services."""
+    runner = stack.runner
+    web = await stack.start("web")
+    for component in ("interface", "worker", "web"):
+        runner.publish(f"{RELEASE}-{component}-metrics", component)
+    runner.publish(f"{RELEASE}-interface", "interface")
+    logs = await asyncio.to_thread(runner.run_job, "test", 120)
+    print(logs.strip())
+    assert "ok   websocket" in logs and "helm test: passed" in logs
+    assert logs.count("ok   ") >= 5  # 2 interfaces, 1 worker, 1 web, the WebSocket
+    await asyncio.to_thread(runner.stop, web)
 
-    gateway, port = redis_for_pods
-    docs = render(KIND_VALUES, sets=(f"redis.url=redis://redis:{port}/0",))
-    runner = PodRunner(docs, hosts={"redis": gateway})
+
+async def test_chart_web_pod__serves_django_pages_from_the_database(stack):
+    """The web Deployment's pod: gunicorn on the read-only root, the migrated PostgreSQL
+    behind its readiness probe, multiprocess metrics in its in-memory emptyDir."""
+    runner = stack.runner
+    pod = await stack.start("web")
     try:
-        pod = await asyncio.to_thread(runner.wait_ready, await asyncio.to_thread(runner.start,
-                                                                                 "web"))
-        page = await asyncio.to_thread(_get, f"{pod.url('http')}/")
-        assert "<html" in page.lower()
+        page = await asyncio.to_thread(_get, f"{pod.url('http')}/accounts/login/")
+        assert "<form" in page.lower()
         metrics = await asyncio.to_thread(_get, f"{pod.url('metrics')}/metrics")
         assert "channels_fleet_" in metrics
-        await asyncio.to_thread(runner.stop, pod)  # preStop, SIGTERM: gunicorn exits in grace
-        assert pod.exit_code == 0, (
-            f"web pod exited {pod.exit_code} after SIGTERM:\n{pod.last_logs}")
+        assert await asyncio.to_thread(_get, f"{pod.url('metrics')}/readyz") == "ok\n"
     finally:
-        await asyncio.to_thread(runner.remove_all)
+        await asyncio.to_thread(runner.stop, pod)  # preStop, SIGTERM: gunicorn exits in grace
+    assert pod.exit_code == 0, f"web pod exited {pod.exit_code} after SIGTERM:\n{pod.last_logs}"

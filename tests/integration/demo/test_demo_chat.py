@@ -8,11 +8,14 @@ import asyncio
 import http.client
 import json
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from demostack import Browserish, demo_stack
+from support.demo import Browserish, demo_stack
 from websockets.asyncio.client import connect
 
 from channels_fleet.devcluster import LocalRedis
@@ -78,8 +81,8 @@ async def test_login_on_the_web_tier__the_socket_sees_the_user_and_who_serves_it
         await sock.send(json.dumps({"type": "status"}))
         status = await recv(sock)
         assert status["user"] == "alice"
-        assert status["interface"].startswith("fleet.iface.")
-        assert status["worker"].startswith("fleet.worker.")
+        # By the names the fleet's status gives them (CHANNELS_FLEET_NAME), not their channels.
+        assert (status["interface"], status["worker"], status["rehomed"]) == ("i1", "w1", 0)
         await sock.send(json.dumps({"message": "hello"}))
         assert await recv(sock) == {"message": "hello", "user": "alice"}
 
@@ -117,7 +120,7 @@ async def test_long_poll_delivers_a_message_and_posts_into_the_room(demo: Any) -
         reply = json.loads(body)
         assert reply["messages"][0]["user"] == "alice"
         assert reply["messages"][0]["message"].startswith("to the poller")
-        assert reply["served_by"]["interface"].startswith("fleet.iface.")
+        assert reply["served_by"]["interface"] == "i1"
 
         # Posting over HTTP reaches the WebSocket members.
         status, body = await asyncio.to_thread(
@@ -154,7 +157,7 @@ async def test_server_sent_events_stream_the_room(demo: Any) -> None:
         first = await event()
         assert b"event: status" in first
         status = json.loads(first.split(b"data: ", 1)[1].split(b"\n", 1)[0])
-        assert status["user"] == "alice" and status["worker"].startswith("fleet.worker.")
+        assert status["user"] == "alice" and status["worker"] == "w1"
 
         async with room(demo, "sse", demo.alice) as sock:
             await sock.send(json.dumps({"message": "streamed"}))
@@ -184,7 +187,7 @@ def test_room_page_through_the_interface_names_its_worker(demo: Any) -> None:
     page = body.decode()
     assert status == 200
     assert "Signed in as <strong>alice</strong>" in page
-    assert "via fleet.iface." in page and "worker fleet.worker." in page
+    assert "w1 via i1" in page
 
 
 async def test_live_member_list_for_clients_that_ask(demo: Any) -> None:
@@ -209,6 +212,52 @@ async def test_live_member_list_for_clients_that_ask(demo: Any) -> None:
         assert left["leave"] == {"id": anon_id, "user": "anonymous"}
 
 
+
+async def test_fleet_socket_pushes_the_fleet_every_second_and_who_serves_it(demo: Any) -> None:
+    async with connect(f"ws://127.0.0.1:{demo.port}/ws/fleet/", open_timeout=10,
+                       origin=f"http://127.0.0.1:{demo.port}") as sock:
+        first = await recv(sock)
+        started = time.monotonic()
+        second = await recv(sock)
+        assert 0.5 < time.monotonic() - started < 5
+    assert first["type"] == "fleet" and first["error"] is None
+    procs = {p["name"]: p for p in second["fleet"]["processes"]}
+    assert set(procs) == {"i1", "w1"}
+    assert procs["i1"]["kind"] == "interface" and procs["w1"]["kind"] == "worker"
+    assert procs["w1"]["concurrency"] == 1000 and procs["w1"]["sockets"] >= 1  # this socket
+    assert procs["i1"]["sockets"] >= 1 and not procs["i1"]["draining"]
+    assert second["fleet"]["queue"]["name"] == "fleet.connect"
+    assert second["you"] == {"interface": procs["i1"]["channel"],
+                             "worker": procs["w1"]["channel"], "rehomed": 0}
+
+
+def test_fleet_page_through_the_interface_and_who_may_roll(demo: Any) -> None:
+    status, body = request(demo, "GET", "/fleet/", session=demo.alice)
+    assert status == 200 and "The fleet" in body.decode()
+    assert "Roll the workers" in body.decode()
+    # No `make run` control socket in this stack: no button, and the view says why.
+    assert 'id="roll-button"' not in body.decode()
+
+    def roll(browser: Browserish, csrf: bool = True) -> tuple[int, str]:
+        fields = {"csrfmiddlewaretoken": browser.cookie("csrftoken")} if csrf else {}
+        req = urllib.request.Request(f"{browser.base}/fleet/roll/",
+                                     data=urllib.parse.urlencode(fields).encode())
+        try:
+            with browser.opener.open(req, timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    bob = Browserish(demo.web)
+    bob.login("bob")
+    assert roll(bob) == (403, json.dumps({"error": "only staff may roll the workers "
+                                                   "(sign in as alice)"}))
+    status, said = roll(demo.alice_browser)
+    assert status == 503 and "CHAT_ROLL_SOCKET is unset" in json.loads(said)["error"]
+    status, said = roll(demo.alice_browser, csrf=False)
+    assert status == 403 and "CSRF" in said  # Django's own refusal, before the view
+
+
 async def test_a_full_newcomer_channel_does_not_close_the_members_who_answer(
         demo: Any, redis_cluster: LocalRedis) -> None:
     """A member answers a newcomer's "who is here?" with a direct send; when that channel is
@@ -225,4 +274,3 @@ async def test_a_full_newcomer_channel_does_not_close_the_members_who_answer(
         await layer.group_send("chat_full", {"type": "presence.hello", "reply_to": full})
         await alice.send(json.dumps({"message": "still here"}))
         assert await chat(alice) == {"message": "still here", "user": "alice"}
-

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from featurestack import Stack
+from support.sites import Site
 from websockets.asyncio.client import connect
 
 from channels_fleet.devcluster import LocalRedis
@@ -40,7 +40,7 @@ def demo(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory) ->
            "CHANNELS_FLEET_REDIS_URL": ",".join(redis_cluster.urls[:3])}
     subprocess.run([sys.executable, str(PROJECT / "manage.py"), "migrate", "-v", "0"],
                    env=env, cwd=tmp, check=True, timeout=60)
-    stack = Stack(env, tmp)
+    stack = Site(env, tmp)
     stack.cookie = stack.django(LOGIN)
     try:
         stack.port = stack.start("interface")

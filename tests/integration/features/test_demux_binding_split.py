@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from featurestack import Stack
+from support.sites import Site
 from websockets.asyncio.client import connect
 
 from channels_fleet.devcluster import LocalRedis
@@ -21,14 +21,14 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(90)]
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 PYTHONPATH = os.pathsep.join(
-    [str(HERE / "featureproject"), str(ROOT / "tests" / "unit"), str(ROOT / "src")])
+    [str(HERE / "featureproject"), str(ROOT / "tests"), str(ROOT / "src")])
 
 
 SETUP = """
 from django.core.management import call_command
 from django.contrib.auth.models import User
 from django.test import Client
-from bindingapp.models import Board
+from support.bindingapp.models import Board
 call_command("migrate", run_syncdb=True, verbosity=0)
 client = Client()
 client.force_login(User.objects.create_user("member"))
@@ -42,7 +42,7 @@ def stack(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory) -
     env = {**os.environ, "PYTHONPATH": PYTHONPATH, "FEATURE_DB": str(tmp / "db.sqlite3"),
            "DJANGO_SETTINGS_MODULE": "featureproject.settings",
            "CHANNELS_FLEET_REDIS_URL": ",".join(redis_cluster.urls[:3])}
-    stack = Stack(env, tmp)
+    stack = Site(env, tmp)
     board, cookie = stack.django(SETUP).split()
     stack.board, stack.cookie = int(board), cookie
     try:
@@ -78,7 +78,7 @@ async def test_streams_and_bound_model_through_the_split(stack: Any) -> None:
         assert (await recv(watcher))["payload"]["response"] == "ok"
 
         # A change made by another Django process (the web tier) reaches the socket.
-        pk = stack.django("from bindingapp.models import Card\n"
+        pk = stack.django("from support.bindingapp.models import Card\n"
                           f"print(Card.objects.create(board_id={stack.board}, title='web').pk)")
         push = await recv(watcher)
         assert push["stream"] == "cards"

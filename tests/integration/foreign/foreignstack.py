@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from featurestack import Stack
+from support.sites import Site
 from websockets.asyncio.client import connect
 
 PROJECT = Path(__file__).resolve().parent / "project"
@@ -38,7 +38,7 @@ def pythonpath() -> str:
 @contextmanager
 def foreign_stack(tmp: Path, project_redis: str, fleet_redis: list[str], *, workers: int = 1,
                   settings: str = "mysite.settings", worker_args: tuple[str, ...] = (),
-                  settings_in_env: bool = True, **env: str) -> Iterator[Stack]:
+                  settings_in_env: bool = True, **env: str) -> Iterator[Site]:
     """Interface, web tier and ``workers`` workers for the project; its channels_redis layer on
     ``project_redis`` (one URL), the relay on ``fleet_redis``; SQLite migrated, user alice.
     ``settings_in_env=False``: the services get no DJANGO_SETTINGS_MODULE (asgi.py / wsgi.py
@@ -50,7 +50,7 @@ def foreign_stack(tmp: Path, project_redis: str, fleet_redis: list[str], *, work
            **env}
     subprocess.run([sys.executable, str(PROJECT / "manage.py"), "migrate", "-v", "0"],
                    env=env, cwd=tmp, check=True, timeout=60, capture_output=True)
-    stack = Stack(env, tmp)
+    stack = Site(env, tmp)
     stack.django(CREATE_USER)
     if not settings_in_env:
         del stack.env["DJANGO_SETTINGS_MODULE"]
@@ -65,7 +65,7 @@ def foreign_stack(tmp: Path, project_redis: str, fleet_redis: list[str], *, work
         stack.stop()
 
 
-def ws(stack: Stack, path: str, cookie: str | None = None, **kwargs: Any) -> Any:
+def ws(stack: Site, path: str, cookie: str | None = None, **kwargs: Any) -> Any:
     """A WebSocket to the interface, from a page of the same site (AllowedHostsOriginValidator)."""
     headers = {"Cookie": f"sessionid={cookie}"} if cookie else {}
     return connect(f"ws://127.0.0.1:{stack.port}{path}", origin=f"http://127.0.0.1:{stack.port}",
@@ -76,7 +76,6 @@ async def recv(sock: Any, timeout: float = 10) -> Any:
     return await asyncio.wait_for(sock.recv(), timeout)
 
 
-def logs(stack: Stack, kind: str) -> str:
+def logs(stack: Site, kind: str) -> str:
     """Everything the ``kind`` processes (interface, web, worker) logged so far."""
-    return "".join(log.read_text(errors="replace") for proc, _, log in stack.procs
-                   if proc.args[3] == kind)
+    return stack.logs(kind)

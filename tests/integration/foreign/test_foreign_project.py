@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from demostack import Browserish
 from foreignstack import PASSWORD, foreign_stack, recv, ws
+from support.demo import Browserish
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from channels_fleet.devcluster import LocalRedis

@@ -9,8 +9,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from featurestack import Stack
 from foreignstack import PROJECT, pythonpath
+from support.sites import Site
 
 from channels_fleet.devcluster import LocalRedis
 
@@ -34,7 +34,7 @@ def test_static_files_served_only_under_debug(
            "SQLITE_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_DEBUG": debug,
            "REDIS_HOST": "127.0.0.1", "REDIS_PORT": redis_single.urls[0].rsplit(":", 1)[1],
            "CHANNELS_FLEET_REDIS_URL": redis_single.urls[0]}
-    stack = Stack(env, tmp_path)
+    stack = Site(env, tmp_path)
     try:
         web = stack.start("web", "mysite.wsgi:application")
         interface = stack.start("interface")

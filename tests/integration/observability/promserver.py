@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
+import os
 import shutil
-import signal
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -15,10 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from channels_fleet.devcluster import free_ports
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+from channels_fleet.devstack import ServiceProcess
 
 
 def prometheus_binary() -> str:
@@ -55,12 +50,13 @@ class Prometheus:
         }
         # JSON is YAML: no PyYAML needed.
         (workdir / "prometheus.yml").write_text(json.dumps(config, indent=2))
-        self.log = (workdir / "prometheus.log").open("wb")
-        self.process = subprocess.Popen(
+        self.process = ServiceProcess(
+            "prometheus",
             [prometheus_binary(), f"--config.file={workdir / 'prometheus.yml'}",
              f"--storage.tsdb.path={workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            env=os.environ, cwd=workdir, log=workdir / "prometheus.log",
+            ready_url=f"{self.url}/-/ready",
         )
 
     def api(self, path: str, **params: str) -> Any:
@@ -75,18 +71,7 @@ class Prometheus:
         return self.api("query", query=expr)["result"]
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited {self.process.returncode}:\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"prometheus not ready in {timeout}s:\n{self.tail()}")
+        self.process.wait_ready(timeout)
 
     def wait_targets_up(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -100,14 +85,7 @@ class Prometheus:
                            f"{[(t['scrapeUrl'], t['health'], t['lastError']) for t in active]}")
 
     def tail(self, chars: int = 3000) -> str:
-        return (self.workdir / "prometheus.log").read_text(errors="replace")[-chars:]
+        return self.process.log.read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        self.process.terminate_and_wait(10)

@@ -2,10 +2,10 @@
 
 The stack: 1 interface and 2 workers (``channels-fleet interface|worker``) on the real Redis
 Cluster, a gunicorn web tier, and the work-queue metrics, each scraped every second by Debian's
-``prometheus`` with the pod/namespace labels a ServiceMonitor would add. While WebSocket, HTTP
-and web clients keep it busy, every target of every panel in the dashboard JSON is evaluated
-through ``/api/v1/query`` (Grafana's variables substituted) and must return data. The alert
-rules are loaded too and must all evaluate without error.
+``prometheus`` with the pod/namespace/release labels the chart's ServiceMonitor adds. While
+WebSocket, HTTP and web clients keep it busy, every target of every panel in the dashboard JSON
+is evaluated through ``/api/v1/query`` (Grafana's variables substituted) and must return data.
+The alert rules are loaded too and must all evaluate without error.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = ROOT / "deploy" / "grafana" / "channels-fleet.dashboard.json"
 RULES = ROOT / "deploy" / "prometheus" / "channels-fleet.rules.yml"
 NAMESPACE = "fleet-live"
+RELEASE = "live"  # what the chart's ServiceMonitor adds to every series
 RATE_INTERVAL = "5s"  # Grafana's $__rate_interval for a 1 s scrape interval (4 x scrape, +)
 
 # Panels that only show something when the load did it: their value must be > 0, not just
@@ -41,7 +42,8 @@ MUST_BE_POSITIVE = {
     "Queue wait quantiles", "Queue wait heatmap", "Handler latency p99 by consumer",
     "Handler latency heatmap", "Web request latency quantiles", "Messages by pod and direction",
     "Connects claimed by pod", "Consumer events by consumer", "Web requests by status",
-    "Closes by code", "Redis nodes up",
+    "Closes by code", "Redis nodes up", "CPU by pod", "Resident memory by pod",
+    "RSS per open connection", "Ready replicas by component",
 }
 
 # "By pod" panels of one component must show exactly that component's pods.
@@ -52,6 +54,7 @@ EXPECTED_PODS = {
     "Connects claimed by pod": {"interface-0"},
     "Owned connections by worker pod": {"worker-0", "worker-1"},
     "Worker heartbeat age": {"worker-0", "worker-1"},
+    "RSS per open connection": {"interface-0"},
 }
 
 
@@ -70,7 +73,8 @@ def panel_targets() -> list[tuple[str, str, str]]:
 
 
 def substitute(expr: str) -> str:
-    return expr.replace("$__rate_interval", RATE_INTERVAL).replace("$namespace", NAMESPACE)
+    return (expr.replace("$__rate_interval", RATE_INTERVAL).replace("$namespace", NAMESPACE)
+            .replace("$release", RELEASE))
 
 
 def finite_values(result: list[dict[str, Any]]) -> list[float]:
@@ -159,7 +163,8 @@ def live(redis_cluster: LocalRedis, tmp_path: Path):
         stack.worker("worker-1")
         web = stack.web("web-0")
         stack.wait_ready()
-        targets = [Target(f"127.0.0.1:{s.metrics_port}", {"pod": s.name, "namespace": NAMESPACE})
+        labels = {"namespace": NAMESPACE, "release": RELEASE}
+        targets = [Target(f"127.0.0.1:{s.metrics_port}", {"pod": s.name, **labels})
                    for s in stack.services]
         prometheus = Prometheus(tmp_path, targets, [RULES])
         prometheus.wait_ready()
@@ -218,7 +223,8 @@ def backlog_stack(redis_cluster: LocalRedis, tmp_path: Path):
         iface = stack.interface("interface-0", CHANNELS_FLEET_CLAIM_TIMEOUT="30")
         stack.worker("worker-0", "--concurrency", "2")
         stack.wait_ready()
-        targets = [Target(f"127.0.0.1:{s.metrics_port}", {"pod": s.name, "namespace": NAMESPACE})
+        labels = {"namespace": NAMESPACE, "release": RELEASE}
+        targets = [Target(f"127.0.0.1:{s.metrics_port}", {"pod": s.name, **labels})
                    for s in stack.services]
         prometheus = Prometheus(tmp_path, targets, [RULES])
         prometheus.wait_ready()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from channels_fleet.metrics import ALL_NAMES, FleetMetrics
+from channels_fleet.observability.metrics import ALL_NAMES, FleetMetrics
+from channels_fleet.observability.queues import QueueReading, queue_families
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "deploy" / "prometheus" / "channels-fleet.rules.yml"
@@ -78,7 +79,8 @@ def test_every_alert_has_a_unit_test_and_a_runbook() -> None:
     operations = (ROOT / "docs" / "operations.md").read_text()
     for alert in alerts:
         assert f"alertname: {alert}" in tests, f"{alert} has no promtool unit test"
-        assert f"runbook_url: docs/operations.md#{alert.lower()}" in rules
+        assert (f"runbook_url: https://github.com/channels-fleet/channels-fleet/blob/main/"
+                f"docs/operations.md#{alert.lower()}") in rules
         assert f"### {alert}" in operations, f"{alert} has no runbook in docs/operations.md"
 
 
@@ -87,13 +89,22 @@ def test_rules_use_only_declared_metrics() -> None:
     assert names and names <= ALL_NAMES, names - ALL_NAMES
 
 
+class QueueFamilies:
+    """What a QueueCollector exports for ``readings``, without Redis."""
+
+    def __init__(self, readings: list[QueueReading]) -> None:
+        self.readings = readings
+
+    def collect(self):
+        return queue_families(self.readings)
+
+
 def test_our_exposition_passes_promtool_check_metrics() -> None:
     registry = CollectorRegistry()
     metrics = FleetMetrics(registry)
     # Touch every family, including the ones whose labels are only known at run time.
     metrics.redis_node_up.labels("10.0.0.1:6379").set(1)
-    metrics.work_queue_depth.labels("fleet.connect").set(3)
-    metrics.work_queue_oldest_age.labels("fleet.connect").set(0.4)
+    registry.register(QueueFamilies([QueueReading("fleet.connect", 3, 0.4)]))
     metrics.handler_latency.labels("chat.consumers.ChatConsumer").observe(0.002)
     metrics.relay_roundtrip.observe(0.001)
     metrics.queue_wait.observe(0.0003)

@@ -1,4 +1,5 @@
-"""QueueCollector against real Redis: depth and oldest age of the work queue, node reachability."""
+"""QueueCollector against real Redis: depth and oldest age of the work queue, node reachability,
+read at each scrape."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import redis
 from prometheus_client import CollectorRegistry
 from redis.cluster import RedisCluster
 
-from channels_fleet.metrics import FleetMetrics
-from channels_fleet.queue_metrics import QueueCollector, oldest_age, parse_cluster_nodes, queue_key
+from channels_fleet.observability.metrics import FleetMetrics
+from channels_fleet.observability.queues import QueueCollector, oldest_age, parse_cluster_nodes
+from channels_fleet.relay.wire import queue_key
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -70,13 +72,15 @@ async def test_depth_and_oldest_age_on_the_cluster(redis_cluster, cluster_client
     collector = QueueCollector(redis_cluster.urls[:1], metrics=FleetMetrics(registry))
     _fill(cluster_client, 25, age=3.0)
     try:
-        readings = await collector.collect_once()
+        readings = collector.register(registry).read()
+        depth = _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect")
+        age = _sample(registry, "channels_fleet_work_queue_oldest_age_seconds",
+                      queue="fleet.connect")
     finally:
-        await collector.stop()
+        collector.close()
     assert collector.last_error is None
     assert [(r.queue, r.depth) for r in readings] == [("fleet.connect", 25)]
-    assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 25
-    age = _sample(registry, "channels_fleet_work_queue_oldest_age_seconds", queue="fleet.connect")
+    assert depth == 25
     assert 2.9 <= age <= 4.0
 
 
@@ -85,23 +89,24 @@ async def test_empty_queue_reads_zero(redis_cluster, cluster_client) -> None:
     collector = QueueCollector(redis_cluster.urls[1:2], metrics=FleetMetrics(registry))
     cluster_client.delete(KEY)
     try:
-        await collector.collect_once()
+        collector.register(registry)
+        assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 0
+        assert _sample(
+            registry, "channels_fleet_work_queue_oldest_age_seconds", queue="fleet.connect") == 0
     finally:
-        await collector.stop()
-    assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 0
-    assert _sample(
-        registry, "channels_fleet_work_queue_oldest_age_seconds", queue="fleet.connect") == 0
+        collector.close()
 
 
 async def test_every_cluster_node_is_up(redis_cluster) -> None:
     registry = CollectorRegistry()
     collector = QueueCollector(redis_cluster.urls[:1], metrics=FleetMetrics(registry))
     try:
-        await collector.collect_once()
+        collector.register(registry)
+        for node in redis_cluster.nodes:
+            label = f"127.0.0.1:{node.port}"
+            assert _sample(registry, "channels_fleet_redis_node_up", node=label) == 1
     finally:
-        await collector.stop()
-    for node in redis_cluster.nodes:
-        assert _sample(registry, "channels_fleet_redis_node_up", node=f"127.0.0.1:{node.port}") == 1
+        collector.close()
 
 
 async def test_a_frozen_replica_reads_as_down_then_up_again(redis_cluster) -> None:
@@ -114,17 +119,15 @@ async def test_a_frozen_replica_reads_as_down_then_up_again(redis_cluster) -> No
     collector = QueueCollector(
         redis_cluster.urls[:1], metrics=FleetMetrics(registry), timeout=0.3)
     try:
-        await collector.collect_once()  # topology known before the freeze
+        collector.register(registry).read()  # topology known before the freeze
         replica.kill(signal.SIGSTOP)
         try:
-            await collector.collect_once()
             down = _sample(registry, "channels_fleet_redis_node_up", node=label)
         finally:
             replica.kill(signal.SIGCONT)
-        await collector.collect_once()
         up = _sample(registry, "channels_fleet_redis_node_up", node=label)
     finally:
-        await collector.stop()
+        collector.close()
     assert (down, up) == (0, 1)
     redis_cluster.wait_cluster_ok()
 
@@ -135,13 +138,15 @@ async def test_single_redis(redis_single) -> None:
     registry = CollectorRegistry()
     collector = QueueCollector(redis_single.urls, metrics=FleetMetrics(registry))
     try:
-        await collector.collect_once()
+        collector.register(registry)
+        depth = _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect")
+        age = _sample(registry, "channels_fleet_work_queue_oldest_age_seconds",
+                      queue="fleet.connect")
     finally:
-        await collector.stop()
+        collector.close()
         client.delete(KEY)
         client.close()
-    assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 4
-    age = _sample(registry, "channels_fleet_work_queue_oldest_age_seconds", queue="fleet.connect")
+    assert depth == 4
     assert 9.9 <= age <= 11.0
     node = redis_single.urls[0].removeprefix("redis://")
     assert _sample(registry, "channels_fleet_redis_node_up", node=node) == 1
@@ -153,70 +158,75 @@ async def test_unreachable_redis_is_down_and_queue_series_absent(redis_single) -
     (port,) = free_ports(1)
     registry = CollectorRegistry()
     metrics = FleetMetrics(registry)
-    collector = QueueCollector([redis_single.urls[0]], metrics=metrics)
+    reachable = QueueCollector([redis_single.urls[0]], metrics=metrics).register(registry)
     try:
-        await collector.collect_once()
         assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 0
-        collector.hosts = [f"redis://127.0.0.1:{port}"]
-        collector._nodes_seen = {f"127.0.0.1:{port}"}
-        await collector.collect_once()
     finally:
-        await collector.stop()
+        reachable.close()
+    # The same registry, now read from a Redis that does not answer: no stale depth.
+    collector = QueueCollector([f"redis://127.0.0.1:{port}"], metrics=metrics).register(registry)
+    try:
+        up = _sample(registry, "channels_fleet_redis_node_up", node=f"127.0.0.1:{port}")
+        depth = _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect")
+    finally:
+        collector.close()
     assert "no Redis host answered" in (collector.last_error or "")
-    assert _sample(registry, "channels_fleet_redis_node_up", node=f"127.0.0.1:{port}") == 0
-    assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") is None
+    assert up == 0
+    assert depth is None
 
 
-async def test_start_collects_periodically(redis_single) -> None:
-    import asyncio
-
+async def test_each_scrape_reads_the_queue_as_it_is_then(redis_single) -> None:
     client = redis.Redis.from_url(redis_single.urls[0])
     client.delete(KEY)
     registry = CollectorRegistry()
-    collector = QueueCollector(redis_single.urls, metrics=FleetMetrics(registry), interval=0.1)
-    await collector.start()
+    collector = QueueCollector(redis_single.urls, metrics=FleetMetrics(registry))
+    collector.register(registry)
     try:
         assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 0
         _fill(client, 7, age=1.0)
-        for _ in range(50):
-            await asyncio.sleep(0.05)
-            if _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 7:
-                break
         assert _sample(registry, "channels_fleet_work_queue_depth", queue="fleet.connect") == 7
     finally:
-        await collector.stop()
+        collector.close()
         client.delete(KEY)
         client.close()
 
 
-def test_standalone_exporter_serves_queue_metrics(redis_cluster, cluster_client) -> None:
-    import subprocess
+def test_registering_reads_nothing_and_closing_gives_the_node_gauge_back() -> None:
+    from channels_fleet.devcluster import free_ports
+
+    (port,) = free_ports(1)  # nothing listens: a read at registration would log an error
+    registry = CollectorRegistry()
+    metrics = FleetMetrics(registry)
+    metrics.redis_node_up.labels("10.0.0.9:6379").set(1)  # as the layer sets it
+    collector = QueueCollector([f"redis://127.0.0.1:{port}"], metrics=metrics).register(registry)
+    assert collector.last_error is None
+    collector.close()
+    assert _sample(registry, "channels_fleet_redis_node_up", node="10.0.0.9:6379") == 1
+
+
+def test_standalone_exporter_serves_queue_metrics(redis_cluster, cluster_client,
+                                                 tmp_path) -> None:
+    import os
     import sys
     import urllib.request
 
     from channels_fleet.devcluster import free_ports
+    from channels_fleet.devstack import ServiceProcess
 
     (port,) = free_ports(1)
     _fill(cluster_client, 9, age=2.0)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "channels_fleet.queue_metrics",
+    exporter = ServiceProcess(
+        "exporter",
+        [sys.executable, "-m", "channels_fleet.observability.queues",
          "--redis-url", ",".join(redis_cluster.urls[:3]), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=os.environ, cwd=tmp_path, log=tmp_path / "exporter.log", metrics_port=port,
     )
     try:
-        body = b""
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
-                    body = r.read()
-                break
-            except OSError:
-                time.sleep(0.1)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-            assert r.status == 200
+        exporter.wait_ready(20)  # /readyz: 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            body = r.read()
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        exporter.terminate_and_wait(10)
     assert b'channels_fleet_work_queue_depth{queue="fleet.connect"} 9.0' in body
     assert b'channels_fleet_redis_node_up{node="127.0.0.1:' in body
 
@@ -227,7 +237,7 @@ def test_standalone_exporter_without_redis_url_says_what_to_set() -> None:
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "CHANNELS_FLEET_REDIS_URL"}
-    result = subprocess.run([sys.executable, "-m", "channels_fleet.queue_metrics"],
+    result = subprocess.run([sys.executable, "-m", "channels_fleet.observability.queues"],
                             capture_output=True, text=True, env=env, timeout=30)
     assert result.returncode == 3
     assert "CHANNELS_FLEET_REDIS_URL is not set" in result.stdout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -16,14 +15,11 @@ from pathlib import Path
 import pytest
 
 from channels_fleet.devcluster import free_ports
+from channels_fleet.devstack import ServiceProcess
 
 pytestmark = pytest.mark.timeout(60)
 
 WEBAPP = Path(__file__).resolve().parent / "webapp"
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def fetch(url: str) -> tuple[int, bytes]:
@@ -57,12 +53,13 @@ def gunicorn(tmp_path):
     env = {**os.environ, "FLEETWEB_PORT": str(port), "FLEETWEB_METRICS_PORT": str(metrics_port),
            "FLEETWEB_PROM_DIR": str(prom_dir), "PYTHONPATH": str(WEBAPP)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = (tmp_path / "gunicorn.log").open("wb")
-    proc = subprocess.Popen(
+    service = ServiceProcess(
+        "gunicorn",
         [sys.executable, "-m", "gunicorn", "-c", str(WEBAPP / "fleetweb_gunicorn.py"),
          "fleetweb_app:application"],
-        env=env, cwd=WEBAPP, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+        env=env, cwd=WEBAPP, log=tmp_path / "gunicorn.log",
     )
+    proc = service.popen
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -76,13 +73,7 @@ def gunicorn(tmp_path):
             pytest.fail("gunicorn did not start:\n" + (tmp_path / "gunicorn.log").read_text())
         yield proc, port, metrics_port, prom_dir
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        service.terminate_and_wait(15)
 
 
 def busy_both_workers(port: int) -> None:
@@ -144,7 +135,7 @@ def test_a_killed_worker_keeps_its_counts_and_loses_its_live_gauges(gunicorn) ->
 def test_setup_after_prometheus_client_import_is_refused(tmp_path) -> None:
     code = (
         "import prometheus_client\n"
-        "from channels_fleet import web_metrics\n"
+        "from channels_fleet.observability import web as web_metrics\n"
         "try:\n"
         f"    web_metrics.setup_multiprocess({str(tmp_path)!r})\n"
         "except web_metrics.MultiprocessSetupError as exc:\n"

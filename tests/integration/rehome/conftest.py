@@ -1,30 +1,24 @@
 """Fixtures of the re-homing tests: real interface and worker processes on the real Redis
-Cluster (the split tests' helpers), every process killed when its test ends."""
+Cluster (the split test project), every process killed when its test ends."""
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
+from support import rolling
+from support.split import split_stack
 
-SPLIT = Path(__file__).resolve().parent.parent / "split"
-if str(SPLIT) not in sys.path:
-    sys.path.insert(0, str(SPLIT))
-
-import rolling  # noqa: E402
-from split_fleet import Fleet  # noqa: E402
-
-from channels_fleet.devcluster import LocalRedis  # noqa: E402
+from channels_fleet.devcluster import LocalRedis
+from channels_fleet.devstack import FleetStack
 
 
 @pytest.fixture(scope="module")
 def fleet_factory(
     redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Fleet]:
-    fleet = Fleet(redis_cluster.urls[:3], True, tmp_path_factory.mktemp("rehome"))
+) -> Iterator[FleetStack]:
+    fleet = split_stack(redis_cluster.urls[:3], tmp_path_factory.mktemp("rehome"))
     try:
         yield fleet
     finally:
@@ -32,7 +26,7 @@ def fleet_factory(
 
 
 @pytest.fixture
-def fleet(fleet_factory: Fleet) -> Iterator[Fleet]:
+def fleet(fleet_factory: FleetStack) -> Iterator[FleetStack]:
     """Workers share the cluster's fleet.connect with every other test: none outlives its test."""
     try:
         yield fleet_factory

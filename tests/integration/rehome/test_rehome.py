@@ -14,14 +14,15 @@ import time
 import urllib.request
 
 import pytest
-from rolling import OPEN, Probe, open_probes, rolling_restart, settle
-from split_fleet import Fleet, Proc
+from support.rolling import OPEN, Probe, open_probes, rolling_restart, settle
 from websockets.asyncio.client import connect
+
+from channels_fleet.devstack import FleetStack, ServiceProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 
-def metric(proc: Proc, name: str, **labels: str) -> float:
+def metric(proc: ServiceProcess, name: str, **labels: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics",
                                 timeout=5) as resp:
         text = resp.read().decode()
@@ -34,7 +35,7 @@ def metric(proc: Proc, name: str, **labels: str) -> float:
     return total
 
 
-async def on_worker(iface: Proc, pid: int, count: int, path: str = "/ws/echo/rehome/",
+async def on_worker(iface: ServiceProcess, pid: int, count: int, path: str = "/ws/echo/rehome/",
                     others: list[Probe] | None = None) -> list[Probe]:
     """``count`` probes owned by worker ``pid`` (others opened on the way are kept aside)."""
     mine: list[Probe] = []
@@ -48,7 +49,7 @@ async def on_worker(iface: Proc, pid: int, count: int, path: str = "/ws/echo/reh
 
 
 async def test_worker_sigterm__sockets_stay_open_and_the_app_restarts_on_another_worker(
-    fleet: Fleet,
+    fleet: FleetStack,
 ) -> None:
     iface, (old,) = fleet.start()
     room = f"rh{time.monotonic_ns()}"
@@ -82,7 +83,7 @@ async def test_worker_sigterm__sockets_stay_open_and_the_app_restarts_on_another
 
 
 async def test_refused_on_rehome__only_those_sockets_close_with_the_apps_code(
-    fleet: Fleet,
+    fleet: FleetStack,
 ) -> None:
     iface, (old,) = fleet.start()
     keep, _ = await open_probes(iface, 5)
@@ -103,7 +104,7 @@ async def test_refused_on_rehome__only_those_sockets_close_with_the_apps_code(
 
 
 async def test_worker_kill9__its_sockets_rehomed_within_5s_without_disconnects(
-    fleet: Fleet,
+    fleet: FleetStack,
 ) -> None:
     iface, (victim, survivor) = fleet.start(workers=2)
     others: list[Probe] = []
@@ -137,7 +138,7 @@ async def test_worker_kill9__its_sockets_rehomed_within_5s_without_disconnects(
 
 
 async def test_worker_back_from_sigstop__does_not_act_on_sockets_rehomed_away(
-    fleet: Fleet,
+    fleet: FleetStack,
 ) -> None:
     iface, (frozen, other) = fleet.start(workers=2)
     probes = await on_worker(iface, frozen.pid, 5, others=[])
@@ -172,7 +173,7 @@ async def test_worker_back_from_sigstop__does_not_act_on_sockets_rehomed_away(
 
 
 async def test_no_live_worker__a_drained_socket_closes_1012_after_the_claim_deadline(
-    fleet: Fleet,
+    fleet: FleetStack,
 ) -> None:
     iface = fleet.interface(wait=False, CHANNELS_FLEET_CLAIM_TIMEOUT="2")
     worker = fleet.worker()
@@ -187,7 +188,7 @@ async def test_no_live_worker__a_drained_socket_closes_1012_after_the_claim_dead
     assert 3.9 <= time.monotonic() - started < 8
 
 
-async def test_rehome_off__a_draining_worker_closes_its_sockets_1012(fleet: Fleet) -> None:
+async def test_rehome_off__a_draining_worker_closes_its_sockets_1012(fleet: FleetStack) -> None:
     iface = fleet.interface(wait=False)
     old = fleet.worker(CHANNELS_FLEET_REHOME="off")
     iface.wait_ready()
@@ -198,7 +199,7 @@ async def test_rehome_off__a_draining_worker_closes_its_sockets_1012(fleet: Flee
     assert [p.code for p in probes] == [1012] * 3
 
 
-async def test_graphql_subprotocols_are_closed_1012_not_rehomed(fleet: Fleet) -> None:
+async def test_graphql_subprotocols_are_closed_1012_not_rehomed(fleet: FleetStack) -> None:
     """A GraphQL-over-WebSocket session (strawberry's GraphQLWSConsumer: connection_init once,
     then subscriptions in the app instance) cannot move: a new instance would wait for a
     connection_init the client never sends again while its subscriptions stay silent. Such
@@ -233,7 +234,7 @@ async def test_graphql_subprotocols_are_closed_1012_not_rehomed(fleet: Fleet) ->
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_rolling_restart_of_3_workers__500_sockets__no_disconnect_no_loss_in_order(
-    fleet: Fleet,
+    fleet: FleetStack,
 ) -> None:
     iface, workers = fleet.start(workers=3)
     result = await rolling_restart(fleet, iface, workers, 500)
@@ -248,7 +249,7 @@ async def test_rolling_restart_of_3_workers__500_sockets__no_disconnect_no_loss_
     assert metric(iface, "channels_fleet_rehomes_total", cause="drain") >= 500
 
 
-async def test_drain_hands_sockets_back_in_batches_with_a_pause_between(fleet: Fleet) -> None:
+async def test_drain_hands_sockets_back_in_batches_with_a_pause_between(fleet: FleetStack) -> None:
     iface = fleet.interface(wait=False)
     old = fleet.worker(CHANNELS_FLEET_REHOME_BATCH="5", CHANNELS_FLEET_REHOME_PAUSE="0.5")
     iface.wait_ready()
@@ -272,7 +273,8 @@ async def test_drain_hands_sockets_back_in_batches_with_a_pause_between(fleet: F
     assert all(p.code is None for p in probes)
 
 
-def test_http_in_flight__finishes_on_a_draining_worker__503_from_a_dead_one(fleet: Fleet) -> None:
+def test_http_in_flight__finishes_on_a_draining_worker__503_from_a_dead_one(
+        fleet: FleetStack) -> None:
     """HTTP requests are not re-homed (the default re-home setting changes nothing for them)."""
     iface, (draining,) = fleet.start()
     conn = http.client.HTTPConnection("127.0.0.1", iface.port, timeout=15)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from split_fleet import Fleet
+from support.split import split_stack
 
 from channels_fleet.devcluster import LocalRedis
+from channels_fleet.devstack import FleetStack
 
 
 def cluster_urls(cluster: LocalRedis) -> list[str]:
@@ -17,8 +18,8 @@ def cluster_urls(cluster: LocalRedis) -> list[str]:
 @pytest.fixture(scope="module")
 def fleet_factory(
     redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Fleet]:
-    fleet = Fleet(cluster_urls(redis_cluster), True, tmp_path_factory.mktemp("fleet"))
+) -> Iterator[FleetStack]:
+    fleet = split_stack(cluster_urls(redis_cluster), tmp_path_factory.mktemp("fleet"))
     try:
         yield fleet
     finally:

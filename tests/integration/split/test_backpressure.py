@@ -13,15 +13,16 @@ from collections.abc import Iterator
 
 import pytest
 from redis.cluster import RedisCluster
-from split_fleet import Fleet, Proc
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+from channels_fleet.devstack import FleetStack, ServiceProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(60)]
 
 
 @pytest.fixture(scope="module")
-def lonely_interface(fleet_factory: Fleet) -> Iterator[Proc]:
+def lonely_interface(fleet_factory: FleetStack) -> Iterator[ServiceProcess]:
     redis = RedisCluster.from_url(fleet_factory.env["CHANNELS_FLEET_REDIS_URL"].split(",")[0])
     redis.delete("fleet:q:{fleet.connect}")
     redis.close()
@@ -30,7 +31,7 @@ def lonely_interface(fleet_factory: Fleet) -> Iterator[Proc]:
     )
 
 
-async def close_code_and_time(proc: Proc) -> tuple[int | None, float]:
+async def close_code_and_time(proc: ServiceProcess) -> tuple[int | None, float]:
     started = time.monotonic()
     async with connect(proc.url + "/ws/echo/x/", origin=proc.origin, open_timeout=10) as sock:
         try:
@@ -40,20 +41,22 @@ async def close_code_and_time(proc: Proc) -> tuple[int | None, float]:
     return None, time.monotonic() - started
 
 
-async def test_unclaimed_connect__closed_1013_after_claim_timeout(lonely_interface: Proc) -> None:
+async def test_unclaimed_connect__closed_1013_after_claim_timeout(
+        lonely_interface: ServiceProcess) -> None:
     code, elapsed = await close_code_and_time(lonely_interface)
     assert code == 1013
     assert 1.4 < elapsed < 4
 
 
-async def test_full_work_queue__channel_full_closes_1013_at_once(lonely_interface: Proc) -> None:
+async def test_full_work_queue__channel_full_closes_1013_at_once(
+        lonely_interface: ServiceProcess) -> None:
     # The first test's envelope still fills the one-slot queue: ChannelFull on send.
     code, elapsed = await close_code_and_time(lonely_interface)
     assert code == 1013
     assert elapsed < 1.0
 
 
-def test_full_work_queue__http_503(lonely_interface: Proc) -> None:
+def test_full_work_queue__http_503(lonely_interface: ServiceProcess) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", lonely_interface.port, timeout=10)
     conn.request("GET", "/hello/")
     resp = conn.getresponse()

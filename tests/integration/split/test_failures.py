@@ -12,22 +12,24 @@ from typing import Any
 
 import pytest
 from redis.cluster import RedisCluster
-from split_fleet import Fleet, Proc, wait_records
+from support.split import wait_records
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+from channels_fleet.devstack import FleetStack, ServiceProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(90)]
 
 
 @pytest.fixture(scope="module")
-def redis(fleet_factory: Fleet) -> Iterator[RedisCluster]:
+def redis(fleet_factory: FleetStack) -> Iterator[RedisCluster]:
     client = RedisCluster.from_url(fleet_factory.env["CHANNELS_FLEET_REDIS_URL"].split(",")[0])
     yield client
     client.close()
 
 
 @pytest.fixture
-def fleet(fleet_factory: Fleet) -> Iterator[Fleet]:
+def fleet(fleet_factory: FleetStack) -> Iterator[FleetStack]:
     """Each test starts its own processes; none outlives it (kill -9 at teardown).
 
     With CHANNELS_FLEET_REHOME=off: a worker that drains or dies closes its sockets with 1012
@@ -41,7 +43,7 @@ def fleet(fleet_factory: Fleet) -> Iterator[Fleet]:
         fleet_factory.env.pop("CHANNELS_FLEET_REHOME", None)
 
 
-def ws(proc: Proc, path: str) -> Any:
+def ws(proc: ServiceProcess, path: str) -> Any:
     return connect(proc.url + path, origin=proc.origin, open_timeout=10)
 
 
@@ -58,7 +60,7 @@ async def closed_code(sock: Any, timeout: float) -> int | None:
     return None
 
 
-async def open_rooms(proc: Proc, room: str, count: int) -> list[Any]:
+async def open_rooms(proc: ServiceProcess, room: str, count: int) -> list[Any]:
     socks = [await ws(proc, f"/ws/room/{room}/?c{i}").__aenter__() for i in range(count)]
     await socks[0].send("joined?")  # one broadcast round trip: every consumer has joined
     await asyncio.gather(*(asyncio.wait_for(s.recv(), 5) for s in socks))
@@ -66,7 +68,7 @@ async def open_rooms(proc: Proc, room: str, count: int) -> list[Any]:
 
 
 async def test_worker_kill9__its_sockets_close_1012_within_5s__others_undisturbed(
-    fleet: Fleet,
+    fleet: FleetStack,
 ) -> None:
     iface, (victim, survivor) = fleet.start(workers=2)
     socks: dict[Any, int] = {}
@@ -88,7 +90,7 @@ async def test_worker_kill9__its_sockets_close_1012_within_5s__others_undisturbe
             await sock.close()
 
 
-def test_worker_kill9__its_http_request_in_flight_gets_503(fleet: Fleet) -> None:
+def test_worker_kill9__its_http_request_in_flight_gets_503(fleet: FleetStack) -> None:
     iface, (worker,) = fleet.start()
     conn = http.client.HTTPConnection("127.0.0.1", iface.port, timeout=10)
     conn.request("GET", "/slow/")
@@ -103,7 +105,7 @@ def test_worker_kill9__its_http_request_in_flight_gets_503(fleet: Fleet) -> None
 
 
 async def test_worker_kill9__a_connect_it_took_unclaimed_is_sent_again(
-        fleet: Fleet, redis: RedisCluster) -> None:
+        fleet: FleetStack, redis: RedisCluster) -> None:
     """A worker that dies between taking a connect envelope and claiming it takes the
     envelope along. Made certain here: the worker is stopped while blocked on the work queue,
     so Redis hands it the next envelope, which it never claims; then it is killed. Once its
@@ -126,7 +128,7 @@ async def test_worker_kill9__a_connect_it_took_unclaimed_is_sent_again(
 
 
 async def test_interface_kill9__worker_runs_disconnect_handlers_within_5s(
-    fleet: Fleet, redis: RedisCluster
+    fleet: FleetStack, redis: RedisCluster
 ) -> None:
     iface, _ = fleet.start()
     room = f"ikill{time.monotonic_ns()}"
@@ -140,7 +142,7 @@ async def test_interface_kill9__worker_runs_disconnect_handlers_within_5s(
 
 
 async def test_worker_sigterm__sockets_closed_1012_and_disconnect_handlers_ran(
-    fleet: Fleet, redis: RedisCluster
+    fleet: FleetStack, redis: RedisCluster
 ) -> None:
     iface, (worker,) = fleet.start()
     room = f"wterm{time.monotonic_ns()}"
@@ -152,7 +154,7 @@ async def test_worker_sigterm__sockets_closed_1012_and_disconnect_handlers_ran(
     assert worker.popen.wait(timeout=8) == 0
 
 
-def test_worker_sigterm__http_request_in_flight_finishes(fleet: Fleet) -> None:
+def test_worker_sigterm__http_request_in_flight_finishes(fleet: FleetStack) -> None:
     iface, (worker,) = fleet.start()
     conn = http.client.HTTPConnection("127.0.0.1", iface.port, timeout=10)
     conn.request("GET", "/slow/?2")
@@ -165,7 +167,7 @@ def test_worker_sigterm__http_request_in_flight_finishes(fleet: Fleet) -> None:
 
 
 async def test_interface_sigterm__sockets_closed_1001_and_owners_told(
-    fleet: Fleet, redis: RedisCluster
+    fleet: FleetStack, redis: RedisCluster
 ) -> None:
     iface, _ = fleet.start()
     room = f"iterm{time.monotonic_ns()}"
@@ -178,7 +180,7 @@ async def test_interface_sigterm__sockets_closed_1001_and_owners_told(
 
 
 async def test_worker_sigstop__declared_dead_then_abandons_its_connections_on_wake(
-    fleet: Fleet, redis: RedisCluster
+    fleet: FleetStack, redis: RedisCluster
 ) -> None:
     iface, (worker,) = fleet.start()
     room = f"stop{time.monotonic_ns()}"
@@ -197,7 +199,7 @@ async def test_worker_sigstop__declared_dead_then_abandons_its_connections_on_wa
         assert await owner_pid(sock) == worker.pid
 
 
-async def test_worker_concurrency__a_full_worker_takes_no_new_connection(fleet: Fleet) -> None:
+async def test_worker_concurrency__a_full_worker_takes_no_new_connection(fleet: FleetStack) -> None:
     iface = fleet.interface(wait=False, CHANNELS_FLEET_CLAIM_TIMEOUT="2")
     worker = fleet.worker("--concurrency", "1")
     iface.wait_ready()
@@ -210,7 +212,7 @@ async def test_worker_concurrency__a_full_worker_takes_no_new_connection(fleet: 
 
 
 async def test_client_not_reading__disconnected_not_buffered(
-    fleet: Fleet, redis: RedisCluster
+    fleet: FleetStack, redis: RedisCluster
 ) -> None:
     iface = fleet.interface(wait=False, CHANNELS_FLEET_SEND_BUFFER="262144")
     fleet.worker()

@@ -17,22 +17,24 @@ from typing import Any
 
 import pytest
 from redis.cluster import RedisCluster
-from split_fleet import Fleet, Proc
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from channels_fleet.devstack import FleetStack, ServiceProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 class Stack:
-    def __init__(self, interfaces: list[Proc], workers: list[Proc], redis: RedisCluster) -> None:
+    def __init__(self, interfaces: list[ServiceProcess], workers: list[ServiceProcess],
+                 redis: RedisCluster) -> None:
         self.interfaces = interfaces
         self.workers = workers
         self.redis = redis
 
 
 @pytest.fixture(scope="module")
-def stack(fleet_factory: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(fleet_factory: FleetStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # A real database for the login test: SQLite file, migrated before the workers start.
     fleet_factory.env["SPLIT_DB"] = str(tmp_path_factory.mktemp("db") / "split.sqlite3")
     subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
@@ -46,7 +48,7 @@ def stack(fleet_factory: Fleet, tmp_path_factory: pytest.TempPathFactory) -> Ite
     redis.close()
 
 
-def ws(proc: Proc, path: str, **kwargs: Any) -> Any:
+def ws(proc: ServiceProcess, path: str, **kwargs: Any) -> Any:
     kwargs.setdefault("origin", proc.origin)
     return connect(proc.url + path, open_timeout=10, **kwargs)
 
@@ -56,7 +58,7 @@ async def whoami(sock: Any) -> dict[str, Any]:
     return json.loads(await sock.recv())
 
 
-def http_request(proc: Proc, method: str, path: str, body: bytes | None = None) -> Any:
+def http_request(proc: ServiceProcess, method: str, path: str, body: bytes | None = None) -> Any:
     conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=20)
     conn.request(method, path, body=body, headers={"Host": "127.0.0.1"})
     return conn, conn.getresponse()
@@ -219,7 +221,7 @@ async def test_frames_of_every_length_encoding_arrive_whole(stack: Stack) -> Non
 
 
 async def test_client_reading_late__frames_queued_behind_a_full_socket_keep_their_order(
-        stack: Stack, fleet_factory: Fleet) -> None:
+        stack: Stack, fleet_factory: FleetStack) -> None:
     """Frames the kernel does not take wait in Twisted's buffer; later frames queue behind
     them (not written past them), and direct writes resume once it has drained.
 
@@ -242,7 +244,7 @@ async def test_client_reading_late__frames_queued_behind_a_full_socket_keep_thei
 
 
 async def test_sockets_that_connected_together_are_not_pinged_together(
-        stack: Stack, fleet_factory: Fleet) -> None:
+        stack: Stack, fleet_factory: FleetStack) -> None:
     """Each socket's first ping falls at a random point of the ping interval (edge.spread_pings):
     40 sockets opened at once are pinged over several of Daphne's 2 s checker ticks, not in
     one burst (without the spread all 40 first pings arrive within one or two ticks)."""
@@ -276,7 +278,7 @@ async def test_sockets_that_connected_together_are_not_pinged_together(
 
 
 async def test_client_address_and_scheme_from_a_trusted_proxy_only(
-        stack: Stack, fleet_factory: Fleet) -> None:
+        stack: Stack, fleet_factory: FleetStack) -> None:
     """Behind a trusted proxy (CHANNELS_FLEET_FORWARDED_ALLOW_IPS) the app sees the client's
     address and scheme from X-Forwarded-For / -Proto, in Django's request and in a consumer's
     scope; an untrusted peer's headers change nothing."""
@@ -284,7 +286,7 @@ async def test_client_address_and_scheme_from_a_trusted_proxy_only(
     forwarded = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9, 127.0.0.1",
                  "X-Forwarded-Proto": "https"}
 
-    def whereami(proc: Proc, headers: dict[str, str]) -> str:
+    def whereami(proc: ServiceProcess, headers: dict[str, str]) -> str:
         conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=20)
         try:
             conn.request("GET", "/whereami/", headers={"Host": "127.0.0.1", **headers})
@@ -310,7 +312,7 @@ async def test_client_address_and_scheme_from_a_trusted_proxy_only(
 
 
 async def test_two_fleets_on_one_redis_keep_to_their_own(
-        stack: Stack, fleet_factory: Fleet) -> None:
+        stack: Stack, fleet_factory: FleetStack) -> None:
     """CHANNELS_FLEET_KEY_PREFIX: a second fleet on the same Redis Cluster serves only its own
     connections, and the first fleet's workers never take the second's."""
     iface, (worker,) = fleet_factory.start(workers=1, CHANNELS_FLEET_KEY_PREFIX="fleet-b",

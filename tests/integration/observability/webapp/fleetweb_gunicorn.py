@@ -4,7 +4,7 @@ import asyncio
 import os
 import threading
 
-from channels_fleet import web_metrics
+from channels_fleet.observability import web as web_metrics
 
 web_metrics.setup_multiprocess(os.environ["FLEETWEB_PROM_DIR"])  # before prometheus_client
 
@@ -15,7 +15,7 @@ accesslog = None
 
 
 def when_ready(server):
-    from channels_fleet.probes import ProbeServer
+    from channels_fleet.observability.probes import ProbeServer
 
     async def serve():
         probes = ProbeServer("127.0.0.1", int(os.environ["FLEETWEB_METRICS_PORT"]), component="web")

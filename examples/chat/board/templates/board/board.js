@@ -16,7 +16,7 @@
 
   function setState(text, bad) {
     stateEl.textContent = text;
-    stateEl.className = bad ? "board-state bad" : "board-state";
+    stateEl.className = bad ? "badge board-state bad" : "badge ok board-state";
   }
 
   function send(stream, payload) {
@@ -45,7 +45,10 @@
     root.replaceChildren();
     COLUMNS.forEach(([key, label], index) => {
       const col = el("section", { class: "board-column", "data-column": key });
-      col.append(el("h2", {}, label));
+      const inColumn = [...cards.values()].filter((c) => c.column === key).length;
+      const heading = el("h2", {}, label);
+      heading.append(el("span", {}, String(inColumn)));
+      col.append(heading);
       const list = el("ul", {});
       [...cards.entries()]
         .filter(([, c]) => c.column === key)
@@ -114,7 +117,8 @@
   }
 
   function onChat(p) {
-    const li = el("li", {}, `${p.user}: ${p.message}`);
+    const li = el("li", {});
+    li.append(el("span", { class: "author" }, p.user), document.createTextNode(p.message));
     chatLog.append(li);
     li.scrollIntoView({ block: "nearest" });
   }

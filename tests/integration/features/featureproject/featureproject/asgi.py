@@ -6,11 +6,11 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi = get_asgi_application()
 
-from bindingapp.bindings import CardBinding  # noqa: E402
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.generic.websocket import AsyncJsonWebsocketConsumer  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
+from support.bindingapp.bindings import CardBinding  # noqa: E402
 
 from channels_fleet.multiplex import Demultiplexer  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Django project of the feature tests: the Demultiplexer and Binding served through the split.
 
-Its models and bindings are tests/unit/bindingapp (on PYTHONPATH). Environment: FEATURE_DB (sqlite
-file shared by every process), CHANNELS_FLEET_REDIS_URL.
+Its models and bindings are tests/support/bindingapp (tests/ on PYTHONPATH). Environment:
+FEATURE_DB (sqlite file shared by every process), CHANNELS_FLEET_REDIS_URL.
 """
 
 import os
@@ -13,7 +13,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
-    "bindingapp",
+    "support.bindingapp",
 ]
 MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware"]
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["FEATURE_DB"]}}

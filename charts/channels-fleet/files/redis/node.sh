@@ -1,0 +1,368 @@
+#!/bin/sh
+# One node of the chart's Redis Cluster: `node.sh start | ready | alive | prestop`.
+#
+# Runs with the official Valkey image (valkey-server/valkey-cli 8.x) and with the local stand-in
+# (Debian's redis-server 7.0 under the same names), so it uses only commands and options both
+# have. POSIX sh, getent, awk, timeout.
+#
+# start    writes the configuration (the password never on a command line), starts valkey-server
+#          and runs the keeper beside it until the server exits. The keeper makes the node a
+#          member and keeps it one:
+#            - pod 0 creates the cluster once every pod answers and none is in a cluster yet:
+#              distinct config epochs, slot ranges on the masters, MEET; the replicas then
+#              attach themselves (ordinal M+i to master i when it still needs one);
+#            - a node that starts empty (a new pod, or one rescheduled without its data dir)
+#              while a cluster runs MEETs it and takes the place of its old self, found by the
+#              hostname every node announces (cluster-announce-hostname = the pod's stable DNS
+#              name): a replica of the master with the fewest, or, when its old self was a master
+#              whose slots no replica took over, those slots (empty: the data went with the pod);
+#            - a node whose peers moved (new pod IPs) MEETs them at the address their hostname
+#              resolves to now, which Redis matches to the known node ID;
+#            - every node forgets failed, slot-less nodes whose hostname a live node now has;
+#            - a replica whose master stays failed with no election (no majority left to vote)
+#              takes over after 3 x cluster-node-timeout.
+# ready    readiness: the cluster is ok here and this node serves (a master with slots, or a
+#          replica whose link to its master is up).
+# alive    liveness: the server answers.
+# prestop  a master with slots asks one of its replicas to take over (CLUSTER FAILOVER) and waits
+#          until it did, so a rolling restart or a drain loses no writes and stalls nothing.
+#
+# Environment (set by the StatefulSet): POD_NAME, POD_IP, STS_NAME, PEER_DOMAIN (the headless
+# Service's domain), MASTERS, REPLICAS_PER_MASTER, NODE_TIMEOUT (ms), REDIS_PASSWORD,
+# MAXMEMORY; optional REDIS_PORT (6379), DATA_DIR (/data), EXTRA_CONFIG (a file to include).
+set -eu
+
+PORT=${REDIS_PORT:-6379}
+DATA_DIR=${DATA_DIR:-/data}
+CONF=/tmp/valkey.conf
+SLOTS=16384
+INTERVAL=${KEEPER_INTERVAL:-2}
+
+log() { echo "node.sh: $*" >&2; }
+
+cli() {  # cli HOST ARGS...: one command, at most 5 s, raw output without carriage returns
+  _host=$1
+  shift
+  timeout 5 valkey-cli --no-auth-warning -a "$REDIS_PASSWORD" -h "$_host" -p "$PORT" "$@" \
+    2>/dev/null | tr -d '\r'
+}
+
+resolve() {  # resolve HOST: its first address, or nothing
+  getent hosts "$1" 2>/dev/null | awk '{ print $1; exit }'
+}
+
+info_field() {  # info_field TEXT NAME: the value of NAME:value in INFO / CLUSTER INFO output
+  printf '%s\n' "$1" | awk -F: -v k="$2" '$1 == k { print $2; exit }'
+}
+
+host_of() {  # host_of ORDINAL: the pod's stable DNS name
+  echo "$STS_NAME-$1.$PEER_DOMAIN"
+}
+
+node_count() { echo $((MASTERS * (1 + REPLICAS_PER_MASTER))); }
+
+# ---- CLUSTER NODES, parsed with awk --------------------------------------------------------
+# Fields: id addr(ip:port@bus[,hostname[,aux]]) flags master ping pong epoch link slot...
+NODES_AWK='
+function host(a,   p) { p = index(a, ","); if (!p) return ""; a = substr(a, p + 1);
+                        p = index(a, ","); return p ? substr(a, 1, p - 1) : a }
+function ip(a) { return substr(a, 1, index(a, ":") - 1) }
+function slots(   n, i) { n = 0; for (i = 9; i <= NF; i++) if ($i !~ /^\[/) n++; return n }
+function failed() { return $3 ~ /(^|,)fail(,|$)/ }
+function master() { return $3 ~ /master/ }
+'
+
+nodes_query() {  # nodes_query NODES AWK-BODY: run a query over the parsed table
+  printf '%s\n' "$1" | awk "$NODES_AWK $2"
+}
+
+# ---- start ---------------------------------------------------------------------------------
+write_config() {
+  case "$REDIS_PASSWORD" in
+    *[!A-Za-z0-9._~-]*)
+      log "the Redis password has characters a redis:// URL must escape; use letters, digits and -._~"
+      exit 1 ;;
+  esac
+  umask 077
+  cat >"$CONF" <<EOF
+port $PORT
+dir $DATA_DIR
+cluster-enabled yes
+cluster-config-file $DATA_DIR/nodes.conf
+cluster-node-timeout $NODE_TIMEOUT
+cluster-announce-hostname $(host_of "${POD_NAME##*-}")
+cluster-preferred-endpoint-type ip
+cluster-replica-validity-factor 0
+cluster-require-full-coverage yes
+requirepass $REDIS_PASSWORD
+masterauth $REDIS_PASSWORD
+maxmemory ${MAXMEMORY:-0}
+maxmemory-policy noeviction
+save ""
+appendonly no
+EOF
+  if [ -n "${EXTRA_CONFIG:-}" ] && [ -s "$EXTRA_CONFIG" ]; then
+    echo "include $EXTRA_CONFIG" >>"$CONF"
+  fi
+}
+
+start() {
+  write_config
+  valkey-server "$CONF" &
+  server=$!
+  trap 'kill -TERM "$server" 2>/dev/null' TERM INT
+  keeper "$server" &
+  keeper_pid=$!
+  status=0
+  while kill -0 "$server" 2>/dev/null; do
+    wait "$server" && status=0 || status=$?
+  done
+  kill "$keeper_pid" 2>/dev/null || true
+  exit "$status"
+}
+
+keeper() {
+  until [ "$(cli 127.0.0.1 PING)" = PONG ]; do
+    kill -0 "$1" 2>/dev/null || exit 0
+    sleep 0.5
+  done
+  log "server up as $(host_of "${POD_NAME##*-}") ($POD_IP); keeping it a cluster member"
+  while kill -0 "$1" 2>/dev/null; do
+    step || log "keeper step failed; retrying"
+    sleep "$INTERVAL"
+  done
+}
+
+step() {
+  nodes=$(cli 127.0.0.1 CLUSTER NODES)
+  [ -n "$nodes" ] || return 0
+  me=$(nodes_query "$nodes" '$3 ~ /myself/ { print $1 }')
+  known=$(printf '%s\n' "$nodes" | grep -c .)
+  if [ "$known" -le 1 ]; then
+    bootstrap "$nodes"
+    return
+  fi
+  # A live peer's view too: a node learns another's hostname only from that node's own pings,
+  # so the old self of a pod that came back is known by its hostname to the nodes that saw it
+  # alive, not to its replacement.
+  peer_ip=$(nodes_query "$nodes" '$3 !~ /myself|fail|handshake|noaddr/ { print ip($2); exit }')
+  peer=""
+  [ -n "$peer_ip" ] && peer=$(cli "$peer_ip" CLUSTER NODES)
+  # In a cluster. A master without slots has no role yet.
+  if nodes_query "$nodes" '$3 ~ /myself/ && master() && slots() == 0 { found = 1 } END { exit !found }'; then
+    take_role "$nodes" "$me" "$peer"
+  fi
+  repair "$nodes" "$me" "$peer"
+}
+
+# Alone: create the cluster (pod 0), or find it and MEET it.
+bootstrap() {
+  ord=${POD_NAME##*-}
+  total=$(node_count)
+  if [ "$total" -eq 1 ]; then
+    if nodes_query "$1" 'slots() == 0 { found = 1 } END { exit !found }'; then
+      log "one-node cluster: taking every slot"
+      cli 127.0.0.1 CLUSTER ADDSLOTSRANGE 0 $((SLOTS - 1)) >/dev/null
+    fi
+    return
+  fi
+  i=0
+  while [ "$i" -lt "$total" ]; do
+    if [ "$i" != "$ord" ]; then
+      ip=$(resolve "$(host_of "$i")")
+      if [ -n "$ip" ]; then
+        peer=$(cli "$ip" CLUSTER INFO)
+        if [ "$(info_field "$peer" cluster_known_nodes)" -gt 1 ] 2>/dev/null \
+            && [ "$(info_field "$peer" cluster_slots_assigned)" -gt 0 ] 2>/dev/null; then
+          log "joining the cluster through $(host_of "$i") ($ip)"
+          cli 127.0.0.1 CLUSTER MEET "$ip" "$PORT" >/dev/null
+          return
+        fi
+      fi
+    fi
+    i=$((i + 1))
+  done
+  [ "$ord" = 0 ] && create_cluster "$total"
+  return 0
+}
+
+# Pod 0: every pod answers and none is in a cluster yet. Safe to repeat after a crash midway.
+create_cluster() {
+  total=$1
+  ips=""
+  i=0
+  while [ "$i" -lt "$total" ]; do
+    ip=$(resolve "$(host_of "$i")")
+    [ -n "$ip" ] || return 0
+    peer=$(cli "$ip" CLUSTER INFO)
+    [ "$(info_field "$peer" cluster_known_nodes)" = 1 ] || return 0
+    ips="$ips $ip"
+    i=$((i + 1))
+  done
+  log "creating the cluster: $MASTERS masters, $REPLICAS_PER_MASTER replica(s) each, nodes$ips"
+  i=0
+  for ip in $ips; do
+    if [ "$i" -lt "$MASTERS" ]; then
+      first=$((i * SLOTS / MASTERS))
+      last=$(((i + 1) * SLOTS / MASTERS - 1))
+      cli "$ip" CLUSTER SET-CONFIG-EPOCH $((i + 1)) >/dev/null || true
+      if [ "$(info_field "$(cli "$ip" CLUSTER INFO)" cluster_slots_assigned)" = 0 ]; then
+        cli "$ip" CLUSTER ADDSLOTSRANGE "$first" "$last" >/dev/null
+      fi
+    fi
+    i=$((i + 1))
+  done
+  for ip in $ips; do
+    [ "$ip" = "$POD_IP" ] || cli 127.0.0.1 CLUSTER MEET "$ip" "$PORT" >/dev/null
+  done
+}
+
+# A member without slots: replace an old self that was a master nobody took over, else become
+# a replica of the master that needs one most.
+take_role() {
+  nodes=$1
+  me=$2
+  view=${3:-$1}  # the peer's view knows my old self's hostname
+  self=$(host_of "${POD_NAME##*-}")
+  old=$(nodes_query "$view" "host(\$2) == \"$self\" && \$1 != \"$me\" && master() && slots() > 0 { print \$1; exit }")
+  if [ -n "$old" ]; then
+    if ! nodes_query "$view" "\$1 == \"$old\" && failed() { found = 1 } END { exit !found }"; then
+      return 0  # not failed yet: wait for the cluster to agree it is gone
+    fi
+    if nodes_query "$view" "\$4 == \"$old\" && !failed() { found = 1 } END { exit !found }"; then
+      return 0  # a replica of it is alive: its failover is coming
+    fi
+    ranges=$(nodes_query "$view" "\$1 == \"$old\" { for (i = 9; i <= NF; i++) if (\$i !~ /^\\[/) {
+               n = split(\$i, r, \"-\"); printf \"%s %s \", r[1], (n > 1 ? r[2] : r[1]) } }")
+    log "my old self $old owned slots [$ranges] and no replica took over: taking them (empty)"
+    cli 127.0.0.1 CLUSTER FORGET "$old" >/dev/null || true
+    # shellcheck disable=SC2086  # one argument per range bound
+    cli 127.0.0.1 CLUSTER ADDSLOTSRANGE $ranges >/dev/null
+    cli 127.0.0.1 CLUSTER BUMPEPOCH >/dev/null
+    return 0
+  fi
+  [ "$REPLICAS_PER_MASTER" -gt 0 ] || return 0
+  info=$(cli 127.0.0.1 CLUSTER INFO)
+  [ "$(info_field "$info" cluster_slots_assigned)" = "$SLOTS" ] || return 0
+  # Masters with slots that are not failing, with their live replica counts; the planned master
+  # (ordinal - MASTERS) first while it needs one, then the one with the fewest.
+  ord=${POD_NAME##*-}
+  planned=""
+  [ "$ord" -ge "$MASTERS" ] && planned=$(host_of $(((ord - MASTERS) % MASTERS)))
+  target=$(nodes_query "$nodes" "
+    master() && \$3 !~ /fail/ && slots() > 0 { m[\$1] = host(\$2); r[\$1] += 0 }
+    !master() && !failed() { r[\$4]++ }
+    END {
+      for (id in m) if (m[id] == \"$planned\" && r[id] < $REPLICAS_PER_MASTER) { print id; exit }
+      best = \"\"; for (id in m) if (best == \"\" || r[id] < r[best]) best = id
+      print best
+    }")
+  [ -n "$target" ] || return 0
+  log "becoming a replica of $target"
+  cli 127.0.0.1 CLUSTER REPLICATE "$target" >/dev/null
+}
+
+repair() {
+  nodes=$1
+  me=$2
+  # Peers that moved: a failing node whose hostname now resolves elsewhere, where no live node is.
+  nodes_query "$nodes" '$3 !~ /myself|handshake/ && $3 ~ /fail|noaddr/ && host($2) != "" {
+                          print $1, ip($2), host($2) }' |
+  while read -r id addr host; do
+    now=$(resolve "$host")
+    [ -n "$now" ] && [ "$now" != "$addr" ] || continue
+    if nodes_query "$nodes" "ip(\$2) == \"$now\" && !failed() { found = 1 } END { exit !found }"; then
+      continue  # a live node has that address already (the pod's replacement)
+    fi
+    log "peer $host ($id) moved from $addr to $now: meeting it there"
+    cli 127.0.0.1 CLUSTER MEET "$now" "$PORT" >/dev/null || true
+  done
+  # Forget old selves of replaced pods: failed, no slots, and their hostname (from my view or
+  # the peer's) now on another, live node; or no hostname known at all (a ghost that gossip
+  # brought back after some nodes forgot it). Every live node is told within the same step:
+  # a node that still knows it would gossip it back once the others' 60 s ban ends.
+  printf '%s\n==peer==\n%s\n' "$nodes" "${3:-}" | awk "$NODES_AWK"'
+    $0 == "==peer==" { peer = 1; next }
+    NF < 8 { next }
+    { h = host($2); if (h != "") hostof[$1] = h }
+    !peer && failed() && slots() == 0 { stale[$1] = 1 }
+    !failed() && $3 !~ /handshake|noaddr/ { live[$1] = 1 }
+    END {
+      for (id in live) if (id in hostof) taken[hostof[id]] = 1
+      for (id in stale) if (!(id in live) && (!(id in hostof) || (hostof[id] in taken))) print id
+    }' |
+  while read -r id; do
+    log "forgetting $id (replaced) on every node"
+    for ip in 127.0.0.1 $(nodes_query "$nodes" '$3 !~ /myself|fail|handshake|noaddr/ { print ip($2) }'); do
+      cli "$ip" CLUSTER FORGET "$id" >/dev/null || true
+    done
+  done
+  takeover_if_stuck "$nodes" "$me"
+}
+
+# A replica whose master has failed and stayed failed (no majority left to elect anyone).
+takeover_if_stuck() {
+  mark=/tmp/master-failed-since
+  master=$(nodes_query "$1" '$3 ~ /myself/ && !master() { print $4 }')
+  if [ -z "$master" ] || ! nodes_query "$1" "\$1 == \"$master\" && failed() { found = 1 } END { exit !found }"; then
+    rm -f "$mark"
+    return 0
+  fi
+  now=$(date +%s)
+  [ -f "$mark" ] || echo "$now" >"$mark"
+  if [ $((now - $(cat "$mark"))) -ge $((3 * NODE_TIMEOUT / 1000 + 1)) ]; then
+    log "master $master failed and no election happened: CLUSTER FAILOVER TAKEOVER"
+    cli 127.0.0.1 CLUSTER FAILOVER TAKEOVER >/dev/null || true
+    rm -f "$mark"
+  fi
+}
+
+# ---- probes and preStop ----------------------------------------------------------------------
+ready() {
+  info=$(cli 127.0.0.1 CLUSTER INFO)
+  [ "$(info_field "$info" cluster_state)" = ok ] || { echo "cluster_state not ok"; exit 1; }
+  repl=$(cli 127.0.0.1 INFO replication)
+  case "$(info_field "$repl" role)" in
+    master)
+      nodes=$(cli 127.0.0.1 CLUSTER NODES)
+      nodes_query "$nodes" '$3 ~ /myself/ && slots() > 0 { found = 1 } END { exit !found }' \
+        || { echo "master without slots"; exit 1; } ;;
+    slave|replica)
+      [ "$(info_field "$repl" master_link_status)" = up ] || { echo "replica link down"; exit 1; } ;;
+    *) echo "no role"; exit 1 ;;
+  esac
+}
+
+alive() {
+  case "$(cli 127.0.0.1 PING)" in
+    PONG|LOADING*|MASTERDOWN*) exit 0 ;;
+    *) exit 1 ;;
+  esac
+}
+
+prestop() {
+  nodes=$(cli 127.0.0.1 CLUSTER NODES)
+  me=$(nodes_query "$nodes" '$3 ~ /myself/ && master() && slots() > 0 { print $1 }')
+  [ -n "$me" ] || exit 0
+  replica=$(nodes_query "$nodes" "\$4 == \"$me\" && !failed() && \$8 == \"connected\" { print ip(\$2); exit }")
+  [ -n "$replica" ] || { log "master without a live replica: stopping without failover"; exit 0; }
+  log "handing my slots to the replica at $replica (CLUSTER FAILOVER)"
+  cli "$replica" CLUSTER FAILOVER >/dev/null || exit 0
+  n=0
+  while [ "$n" -lt 40 ]; do
+    case "$(info_field "$(cli 127.0.0.1 INFO replication)" role)" in
+      slave|replica) log "failover done"; exit 0 ;;
+    esac
+    sleep 0.25
+    n=$((n + 1))
+  done
+  log "failover did not finish in 10 s; stopping anyway"
+}
+
+case "${1:-}" in
+  start) start ;;
+  ready) ready ;;
+  alive) alive ;;
+  prestop) prestop ;;
+  *) echo "usage: node.sh start|ready|alive|prestop" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""The interface side: the gateway Daphne serves; holds client sockets, imports no project code."""

@@ -1,0 +1,147 @@
+"""From a connect envelope to its claim: send it, bound the wait, refuse, send once more.
+
+Every connect envelope, for a new connection, a re-homed socket or a second try, goes out
+through :meth:`Claims.send`, which arms the claim deadline and answers a full work queue.
+The rules, in one place:
+
+- **Deadline**: ``CHANNELS_FLEET_CLAIM_TIMEOUT`` for a new connection; twice that for a
+  re-homed socket (its client is connected and content to wait; a rolling update's new worker
+  may still be starting).
+- **Refusal** (a full work queue ``fleet.connect``, or nobody claimed in time): a new
+  connection gets **1013** (try again later; HTTP 503); a re-homed socket, whose app had
+  already accepted it elsewhere, gets **1012** (service restart: reconnect).
+- **Once more**: a connection still unclaimed at its deadline is sent again, once, if a worker
+  it watches died after the envelope went out: that worker may have taken the envelope and
+  died before claiming it. The first copy, if still queued, is past its deadline then, so
+  whoever takes it drops it.
+- **Claimed**: held client events go to the owner, in order, once no old owner's RETURN is
+  awaited (``fence``, see rehome.py); that wait is bounded by the same deadline.
+
+    claims = Claims(side, settings, conns)
+    if await claims.send(conn):           # False: refused, the client has its answer
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from channels.exceptions import ChannelFull
+
+from ..observability.metrics import METRICS
+from ..relay import wire
+from ..relay.side import RelaySide
+from .client import AWAITING_CLAIM, CLAIMED, FENCED, NEW, ClientConn
+from .settings import InterfaceSettings
+
+logger = logging.getLogger(__name__)
+
+#: A re-homed socket waits this many times CHANNELS_FLEET_CLAIM_TIMEOUT for a new owner.
+REHOME_CLAIM_FACTOR = 2
+
+
+def refusal_code(conn: ClientConn) -> int:
+    """The close code of a connection no worker can take: 1012 once re-homed, else 1013."""
+    return 1012 if conn.rehomed else 1013
+
+
+class Claims:
+    """Connect envelopes and their claims, for every connection of one gateway."""
+
+    def __init__(self, side: RelaySide, settings: InterfaceSettings,
+                 conns: dict[str, ClientConn]) -> None:
+        self.side = side
+        self.settings = settings
+        self.conns = conns  # the gateway's connections, by id
+        self._worker_died_at = 0.0  # monotonic time a watched worker was last found dead
+
+    def deadline(self, conn: ClientConn) -> float:
+        """Seconds ``conn`` may wait for a claim."""
+        factor = REHOME_CLAIM_FACTOR if conn.rehomed else 1
+        return self.settings.claim_timeout * factor
+
+    async def send(self, conn: ClientConn) -> bool:
+        """Send ``conn``'s connect envelope and arm its deadline; False if it was refused.
+
+        A refused connection has been answered (``refusal_code``) and finished.
+        """
+        if conn.finished:
+            return False  # the client left before its (re-)send: no app should start for it
+        if conn.state is NEW:
+            conn.move(AWAITING_CLAIM)
+        deadline = self.deadline(conn)
+        envelope = wire.connect_envelope(self.side.channel, conn.id, conn.scope, deadline,
+                                         rehomed=conn.rehomed)
+        conn.sent_at = time.monotonic()
+        self._arm(conn, deadline)
+        try:
+            await self.side.send_now(wire.CONNECT_QUEUE, envelope)
+        except ChannelFull:
+            logger.warning("work queue %s full: refusing %s", wire.CONNECT_QUEUE, conn.id)
+            METRICS.channel_full.labels("send").inc()
+            METRICS.messages_dropped.labels("channel_full").inc()
+            await self._refuse(conn)
+            return False
+        return True
+
+    def on_claim(self, conn_id: str, owner: str) -> None:
+        """A worker's CLAIM: it owns ``conn_id`` from now on, unless nobody awaits a claim."""
+        conn = self.conns.get(conn_id)
+        if conn is None or conn.state is not AWAITING_CLAIM:
+            # Gone (or ended by us, or claimed already) before this claim: the claimer cleans up.
+            self.side.relay.post(owner, [wire.GONE, conn_id, 1006], control=True)
+            return
+        conn.owner = owner
+        conn.unanswered = 0
+        METRICS.relay_roundtrip.observe(time.monotonic() - conn.sent_at)
+        if conn.fence is None:
+            conn.stop_timer()  # while fenced, the deadline bounds the wait for the RETURN
+        conn.move(conn.claimed_state())
+        self._deliver_held(conn)
+
+    def unfence(self, conn: ClientConn) -> None:
+        """Stop waiting for the old owner's RETURN; held events go to a new owner, if any."""
+        conn.fence = None
+        if conn.state is FENCED:
+            conn.stop_timer()
+            conn.move(conn.claimed_state())
+            self._deliver_held(conn)
+
+    def worker_died(self) -> None:
+        """A worker this gateway watches died: unclaimed envelopes may have died with it."""
+        self._worker_died_at = time.monotonic()
+
+    def _deliver_held(self, conn: ClientConn) -> None:
+        if conn.state not in CLAIMED or conn.state is FENCED:
+            return
+        assert conn.owner is not None  # claimed
+        post = self.side.relay.post
+        for event in conn.take_held():  # bounded by pending_limit (+ what an old owner returned)
+            post(conn.owner, [wire.EVENT, conn.id, event], control=True)
+
+    def _arm(self, conn: ClientConn, deadline: float) -> None:
+        conn.stop_timer()
+        conn.timer = asyncio.get_running_loop().call_later(deadline, self._expired, conn)
+
+    def _expired(self, conn: ClientConn) -> None:
+        conn.timer = None
+        if conn.state is FENCED:
+            logger.warning("%s: no RETURN from the old owner; its events are lost", conn.id)
+            self.unfence(conn)
+        elif conn.state is not AWAITING_CLAIM:
+            return
+        elif self._worker_died_at > conn.sent_at and not conn.resent:
+            logger.info("%s: unclaimed after a worker died; connect sent again", conn.id)
+            conn.resent = True
+            self.side.tasks.spawn(self.send(conn), f"resend {conn.id}")
+        else:
+            logger.warning("%s: no worker claimed it in time", conn.id)
+            METRICS.messages_dropped.labels("unclaimed").inc()
+            self.side.tasks.spawn(self._refuse(conn), f"refuse {conn.id}")
+
+    async def _refuse(self, conn: ClientConn) -> None:
+        conn.stop_timer()
+        conn.told = True  # no owner to tell
+        await conn.end(refusal_code(conn))

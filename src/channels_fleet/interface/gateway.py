@@ -1,0 +1,396 @@
+"""The interface side of the relay: an ASGI app (served by Daphne) that owns no project code.
+
+For each WebSocket connection or HTTP request the gateway sends a connect envelope to the shared
+work queue ``fleet.connect`` (:mod:`.claims`); the worker that takes it claims the connection,
+and from then on client events go to that worker's channel and the app's messages come back on
+this process's channel, in order, through the relay (:mod:`..relay.side`).
+
+    gateway = Gateway(InterfaceSettings.from_env())
+    await gateway.start()                # before serving (Daphne has no lifespan)
+    server = daphne.server.Server(gateway, ...)
+
+Edge failures never reach the client as a traceback: no worker in time or a full work queue
+closes a WebSocket with 1013 (HTTP 503), a drain with 1001. When the worker that owns a WebSocket
+drains or dies, the socket is re-homed (:mod:`.rehome`); its ``websocket.accept`` is not sent
+again (``CHANNELS_FLEET_REHOME=off``: closed with 1012). HTTP requests of a dead worker get 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import Any
+
+from ..observability.metrics import METRICS, close_code_label
+from ..relay import wire
+from ..relay.liveness import Liveness
+from ..relay.relay import relay_layer
+from ..relay.side import RelaySide
+from . import edge
+from .claims import Claims
+from .client import FINISHED, OWNED, REHOMING, ClientConn
+from .limits import ClientLimit, client_key, refuse
+from .proxy import TrustedProxies
+from .rehome import Rehoming
+from .settings import InterfaceSettings
+
+logger = logging.getLogger(__name__)
+
+# Per-message counters, looked up once (labels() takes a lock on every call).
+_MESSAGES_IN = METRICS.messages.labels("in")
+_MESSAGES_OUT = METRICS.messages.labels("out")
+
+
+class Gateway:
+    """The interface's ASGI application. One instance per process."""
+
+    def __init__(self, settings: InterfaceSettings, layer: Any = None,
+                 liveness: Liveness | None = None) -> None:
+        self.settings = settings
+        self.conns: dict[str, ClientConn] = {}
+        if layer is None:
+            layer = relay_layer(settings, connect_capacity=settings.connect_capacity)
+        self.side = RelaySide(
+            layer, wire.INTERFACE_CHANNELS, settings, on_undeliverable=self._on_undeliverable,
+            peers=self._owners, on_dead=self._owners_dead, on_lost=self._abandon_all,
+            liveness=liveness,
+        )
+        self.relay = self.side.relay  # the hot path posts straight to it
+        self.claims = Claims(self.side, settings, self.conns)
+        self.rehoming = Rehoming(self.side, self.claims, self.conns)
+        self.side.handle({
+            wire.CLAIM: self._on_claim, wire.SEND: self._on_send, wire.END: self._on_end,
+            wire.RELEASE: self._on_release, wire.REHOME: self.rehoming.on_rehome,
+            wire.RETURN: self.rehoming.on_return,
+        })
+        self.limits = ClientLimit(settings.max_connections_per_client)
+        self.proxies = TrustedProxies(settings.forwarded_allow_ips)
+        self._ids = itertools.count(1)
+        self._id_prefix = ""
+        self._started = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        channel = await self.side.start()
+        self._id_prefix = channel.rsplit("!", 1)[-1][:12]
+        self._started.set()
+        logger.info("gateway relaying on %s", channel)
+
+    async def stop(self) -> None:
+        await self.side.stop()
+
+    async def ready(self) -> tuple[bool, str]:
+        """Readiness: not draining, heartbeat fresh (so the layer's Redis answers)."""
+        return self.side.ready()
+
+    async def drain(self, timeout: float) -> int:
+        """Close every socket with 1001 and tell the owners; wait for HTTP in flight."""
+        self.side.draining = True
+        METRICS.draining.set(1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        sockets = [conn for conn in self.conns.values() if conn.ws]
+        batch, pause = close_pacing(len(sockets), self.settings.drain_close_rate, timeout)
+        for start in range(0, len(sockets), batch):
+            if start:
+                await asyncio.sleep(pause)
+            for conn in sockets[start:start + batch]:
+                await self._end(conn, 1001, tell_owner=True)
+        closed = len(sockets)
+        pending = [c.done for c in self.conns.values() if not c.ws and c.done is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=max(0.1, deadline - loop.time() - 1))
+        for conn in list(self.conns.values()):
+            await self._end(conn, 1001, tell_owner=True)
+        await self.side.tasks.wait(max(0.1, deadline - loop.time() - 0.5))
+        await self.side.flushed(max(0.1, deadline - loop.time()))
+        return closed
+
+    # -- ASGI ------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await edge.lifespan(receive, send)
+            return
+        await self._started.wait()
+        scope = self.proxies.resolve(scope)
+        client = client_key(scope)
+        if not self.limits.acquire(client, scope):
+            await refuse(scope, receive, send)
+            return
+        conn = ClientConn(f"{self._id_prefix}.{next(self._ids):x}", kind == "websocket", send,
+                          scope)
+        try:
+            if conn.ws:
+                await self._websocket(conn, scope, receive)
+            elif kind == "http":
+                await self._http(conn, scope, receive)
+        except asyncio.CancelledError:
+            # Daphne cancels app instances at shutdown: the owner must still hear of it.
+            self._tell_gone(conn, 1001)
+            raise
+        except Exception as exc:
+            logger.error("gateway error on %s %s: %r", conn.id, scope.get("path"), exc)
+            self._tell_gone(conn, 1011)
+            await self._end(conn, 1011, tell_owner=False)
+        finally:
+            self._forget(conn)
+            self.limits.release(client)
+
+    async def _websocket(self, conn: ClientConn, scope: dict[str, Any], receive: Any) -> None:
+        event = await receive()
+        if event["type"] != "websocket.connect":
+            return
+        if not edge.origin_allowed(scope, self.settings.allowed_origins):
+            logger.info("refused WebSocket %s: origin not allowed", scope.get("path"))
+            await conn.send({"type": "websocket.close"})  # before accept: HTTP 403
+            return
+        if not await self._connect(conn):
+            return
+        while True:
+            event = await receive()
+            if event["type"] == "websocket.disconnect":
+                self._tell_gone(conn, event.get("code", 1006), event)
+                if conn.finish():
+                    METRICS.closes.labels(close_code_label(event.get("code"))).inc()
+                return
+            if conn.state is not FINISHED:
+                _MESSAGES_IN.inc()
+                self._to_owner(conn, event)
+
+    async def _http(self, conn: ClientConn, scope: dict[str, Any], receive: Any) -> None:
+        conn.done = asyncio.get_running_loop().create_future()
+        if not await self._connect(conn):
+            return
+        limit = self.settings.chunk_size
+        more = True
+        while more and not conn.finished:
+            # Coalesce Daphne's small reads into relay-sized chunks.
+            parts: list[bytes] = []
+            size = 0
+            while True:
+                event = await receive()
+                if event["type"] == "http.disconnect":
+                    self._tell_gone(conn, 1006, event)
+                    return
+                body = event.get("body", b"")
+                parts.append(body)
+                size += len(body)
+                more = event.get("more_body", False)
+                if not more or size >= limit:
+                    break
+            chunk = {"type": "http.request", "body": b"".join(parts), "more_body": more}
+            for part in wire.split_body(chunk, limit):
+                self._to_owner(conn, part)
+        receiving = asyncio.ensure_future(receive())
+        try:
+            await asyncio.wait([conn.done, receiving], return_when=asyncio.FIRST_COMPLETED)
+            if receiving.done() and not conn.done.done():
+                self._tell_gone(conn, 1006, receiving.result())
+                conn.finish()
+        finally:
+            receiving.cancel()
+
+    async def _connect(self, conn: ClientConn) -> bool:
+        """Send the connect envelope; False (and the client answered) if it cannot go."""
+        if self.side.draining:
+            await self._end(conn, 1013, tell_owner=False)
+            return False
+        self.conns[conn.id] = conn
+        if not await self.claims.send(conn):
+            self.conns.pop(conn.id, None)
+            return False
+        METRICS.open_connections.labels("websocket" if conn.ws else "http").inc()
+        return True
+
+    # -- relay: out ------------------------------------------------------------------------
+
+    def _to_owner(self, conn: ClientConn, event: dict[str, Any]) -> None:
+        """One client event for the owner: straight to it once claimed, else held."""
+        state, owner = conn.state, conn.owner
+        if owner is not None and (state is OWNED or state is REHOMING):
+            conn.unanswered += 1
+            if not self.relay.post(owner, [wire.EVENT, conn.id, event]):
+                logger.warning("%s: relay backlog full; closing", conn.id)
+                METRICS.messages_dropped.labels("buffer_full").inc()
+                self._spawn_end(conn, 1013, tell_owner=True)
+            return
+        conn.held.append(event)
+        if len(conn.held) > self.settings.pending_limit:
+            logger.warning("%s: %d events held for an owner; closing", conn.id, len(conn.held))
+            METRICS.messages_dropped.labels("buffer_full").inc()
+            self._spawn_end(conn, 1013, tell_owner=False)
+
+    def _tell_gone(self, conn: ClientConn, code: int, event: dict[str, Any] | None = None) -> None:
+        """Tell the owner (once) that the client side of ``conn`` is over."""
+        if conn.told:
+            return
+        conn.told = True
+        if conn.owner is None:
+            return  # a claim arriving later is answered with GONE (Claims.on_claim)
+        if event is not None:
+            self.relay.post(conn.owner, [wire.EVENT, conn.id, event], control=True)
+        else:
+            self.relay.post(conn.owner, [wire.GONE, conn.id, code], control=True)
+
+    def _forget(self, conn: ClientConn) -> None:
+        if self.conns.pop(conn.id, None) is not None:
+            METRICS.open_connections.labels("websocket" if conn.ws else "http").dec()
+        conn.stop_timer()
+        conn.complete()
+
+    # -- relay: in -------------------------------------------------------------------------
+
+    async def _on_claim(self, conn_id: str, owner: str, sender: str) -> None:
+        self.claims.on_claim(conn_id, owner)
+
+    def _from_owner(self, conn_id: str, sender: str) -> ClientConn | None:
+        """The connection an item from ``sender`` is about, if it is still the owner's."""
+        conn = self.conns.get(conn_id)
+        if conn is None or conn.state is FINISHED or (sender and sender != conn.owner):
+            return None  # finished, or a worker that no longer owns it (re-homed away)
+        conn.unanswered = 0
+        return conn
+
+    async def _on_send(self, conn_id: str, message: dict[str, Any], sender: str) -> None:
+        conn = self._from_owner(conn_id, sender)
+        if conn is not None:
+            await self._write(conn, message)
+
+    async def _on_release(self, conn_id: str, code: int, sender: str) -> None:
+        conn = self._from_owner(conn_id, sender)
+        if conn is not None:
+            conn.told = True
+            await self._end(conn, code, tell_owner=False)
+
+    async def _on_end(self, conn_id: str, _: None, sender: str) -> None:
+        conn = self._from_owner(conn_id, sender)
+        if conn is not None:
+            # The app finished without ending the connection: what Daphne does on a crash.
+            await self._end(conn, 1011, tell_owner=False)
+
+    async def _write(self, conn: ClientConn, message: dict[str, Any]) -> None:
+        """Write one of the app's messages to the client."""
+        kind = message["type"]
+        if not conn.ws:
+            if kind == "http.response.start":
+                conn.accepted = True
+            await conn.send(message)
+            if kind == "http.response.body" and not message.get("more_body", False):
+                conn.finish()
+                conn.complete()
+            return
+        if kind == "websocket.send":
+            _MESSAGES_OUT.inc()
+            if not edge.write_message(conn.send, message):
+                await conn.send(message)
+            if edge.unsent_bytes(conn.send) > self.settings.send_buffer:
+                logger.warning("%s: client is not reading; disconnecting", conn.id)
+                METRICS.messages_dropped.labels("buffer_full").inc()
+                conn.finish()
+                self._tell_gone(conn, 1006)
+                edge.abort(conn.send)
+        elif kind == "websocket.accept":
+            await self._accepted(conn, message)
+        elif kind == "websocket.http.response.start" and not conn.accepted:
+            # The app failed before accepting (host.py): refused with its status, 500 for a
+            # crash (as Daphne) or 404 for an unknown path.
+            conn.finish()
+            METRICS.closes.labels(close_code_label(1011)).inc()
+            await edge.deny(conn.send, message.get("status", 500))
+        elif kind == "websocket.close":
+            await self._closed_by_app(conn, message)
+        else:
+            await conn.send(message)  # an ASGI extension this gateway leaves to the server
+
+    async def _accepted(self, conn: ClientConn, message: dict[str, Any]) -> None:
+        if conn.rehomed and not conn.app_accepted:
+            METRICS.rehome_gap.observe(time.monotonic() - conn.handover_at)
+        conn.app_accepted = True
+        if conn.state is REHOMING:
+            conn.move(OWNED)
+        if conn.accepted:
+            return  # a re-homed socket: the client has its accept already
+        conn.accepted = True
+        conn.subprotocol = message.get("subprotocol")
+        await edge.accept(conn.send, message)
+
+    async def _closed_by_app(self, conn: ClientConn, message: dict[str, Any]) -> None:
+        refused_rehome = conn.rehomed and not conn.app_accepted and conn.accepted
+        conn.finish()
+        code = message.get("code") or 1000
+        if refused_rehome:
+            # Refused on re-home (what is HTTP 403 at a first connect): the socket is open
+            # already, so it gets a close frame, 1008 unless the app gave a code.
+            code = message.get("code") or 1008
+            message = {**message, "code": code}
+            logger.info("%s: the app refused the re-homed connection (%d)", conn.id, code)
+        METRICS.closes.labels(close_code_label(code)).inc()
+        await edge.close(conn.send, message, accepted=conn.accepted)
+
+    def _on_undeliverable(self, dest: str, items: list[list[Any]]) -> None:
+        for conn_id in {item[1] for item in items}:
+            conn = self.conns.get(conn_id)
+            if conn is not None:
+                METRICS.messages_dropped.labels("channel_full").inc()
+                self._spawn_end(conn, 1013, tell_owner=False)
+
+    # -- liveness --------------------------------------------------------------------------
+
+    def _owners(self) -> set[str]:
+        owners: set[str] = set()
+        for c in self.conns.values():
+            if c.state is not FINISHED:
+                owners.update(w for w in (c.owner, c.fence) if w)
+        return owners
+
+    def _owners_dead(self, dead: set[str]) -> None:
+        self.claims.worker_died()
+        rehome = self.settings.rehome and not self.side.draining
+        for conn in list(self.conns.values()):
+            if conn.state is FINISHED:
+                continue
+            if conn.owner in dead:
+                if conn.ws and rehome and not self.settings.keeps_session(conn.subprotocol):
+                    self.rehoming.rehome(conn, "dead")
+                else:
+                    METRICS.messages_dropped.labels("dead_owner").inc()
+                    conn.told = True  # nobody to tell
+                    self._spawn_end(conn, 1012, tell_owner=False)
+            if conn.fence in dead:
+                # What it held died with it. (After the owner's re-home: held events wait for
+                # the next owner rather than go to one that died alongside.)
+                self.claims.unfence(conn)
+
+    def _abandon_all(self) -> None:
+        """Our heartbeat expired: the owners have dropped these connections; so do we."""
+        for conn in list(self.conns.values()):
+            conn.told = True
+            self._spawn_end(conn, 1012, tell_owner=False)
+
+    # -- ending connections ----------------------------------------------------------------
+
+    def _spawn_end(self, conn: ClientConn, code: int, *, tell_owner: bool) -> None:
+        self.side.tasks.spawn(self._end(conn, code, tell_owner=tell_owner), f"end {conn.id}")
+
+    async def _end(self, conn: ClientConn, code: int, *, tell_owner: bool) -> None:
+        """End the client side (close ``code``, HTTP 503 or abort), telling the owner or not."""
+        if conn.state is FINISHED:
+            return
+        if tell_owner:
+            self._tell_gone(conn, code)
+        await conn.end(code)
+
+
+def close_pacing(sockets: int, rate: float, timeout: float) -> tuple[int, float]:
+    """(sockets per batch, seconds between batches) to close ``sockets`` at ``rate`` per second,
+    sped up to end within 60% of ``timeout``; ``rate`` 0: one batch."""
+    if rate <= 0 or sockets == 0:
+        return max(sockets, 1), 0.0
+    rate = max(rate, sockets / (0.6 * timeout))
+    batch = max(1, round(rate / 20))  # about 20 batches a second
+    return batch, batch / rate

@@ -1,0 +1,87 @@
+"""Re-homing on the interface side: a WebSocket whose worker drains or dies moves to a live one.
+
+The socket stays open. A new connect envelope (``rehomed`` = n) goes to the work queue
+(:class:`~.claims.Claims`, deadline and refusal included) and the new owner runs the app from
+``websocket.connect``; client events are held meanwhile. A draining worker gives a socket up
+with REHOME; the gateway answers with a FENCE (nothing more will come to it), and the worker
+sends back the events it had not handled with RETURN, which go to the new owner first. A dead
+worker returns nothing: what it was sent after its last message for the connection is counted
+as dropped.
+
+    rehoming = Rehoming(side, claims, conns)
+    rehoming.rehome(conn, "dead")
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..observability.metrics import METRICS
+from ..relay import wire
+from ..relay.side import RelaySide
+from .claims import Claims
+from .client import AWAITING_CLAIM, CLAIMED, HOLDING, ClientConn
+
+logger = logging.getLogger(__name__)
+
+
+class Rehoming:
+    """Hands a gateway's WebSockets to new owners; one per gateway."""
+
+    def __init__(self, side: RelaySide, claims: Claims, conns: dict[str, ClientConn]) -> None:
+        self.side = side
+        self.claims = claims
+        self.conns = conns  # the gateway's connections, by id
+
+    async def on_rehome(self, conn_id: str, cause: str, sender: str) -> None:
+        """A worker's REHOME: re-home the socket if it is still that worker's to give up."""
+        conn = self.conns.get(conn_id)
+        if conn is None or not conn.ws or conn.state not in CLAIMED or sender != conn.owner:
+            # Nothing to re-home, or not the sender's (re-homed away while it was cut off):
+            # let the worker forget it.
+            if sender:
+                self.fence(sender, conn_id)
+            return
+        self.rehome(conn, "drain")
+
+    async def on_return(self, conn_id: str, events: list[Any], sender: str) -> None:
+        """The old owner's events of a re-homed connection: they go first, in order."""
+        conn = self.conns.get(conn_id)
+        if conn is None or conn.finished or conn.fence is None or sender != conn.fence:
+            return
+        conn.held = [*events, *conn.held]
+        self.claims.unfence(conn)
+
+    def rehome(self, conn: ClientConn, cause: str) -> None:
+        """Hand a WebSocket to a new owner: same socket, the app from websocket.connect again.
+
+        ``cause``: "drain" (the owner gave it back) or "dead" (the owner's heartbeat expired).
+        From here client events are held; the envelope goes out in a task of its own, so the
+        envelopes of a batch of REHOMEs share round trips.
+        """
+        if cause == "dead":
+            if conn.state not in HOLDING and conn.unanswered:
+                # Relayed to the dead worker after its last message for this connection:
+                # possibly never handled.
+                METRICS.messages_dropped.labels("rehome_dead").inc(conn.unanswered)
+            conn.unanswered = 0
+        old, conn.owner = conn.owner, None
+        if cause == "drain" and old is not None:
+            # Events sent to the old owner after it let go come back with its RETURN.
+            conn.fence = old
+            self.fence(old, conn.id)
+        conn.stop_timer()
+        conn.move(AWAITING_CLAIM)
+        conn.rehomed += 1
+        conn.app_accepted = False
+        conn.resent = False  # a new envelope: it may be sent again once too
+        conn.handover_at = time.monotonic()
+        METRICS.rehomes.labels(cause).inc()
+        logger.debug("%s: re-homing (%s, time %d)", conn.id, cause, conn.rehomed)
+        self.side.tasks.spawn(self.claims.send(conn), f"re-home {conn.id}")
+
+    def fence(self, worker: str, conn_id: str) -> None:
+        """Tell ``worker`` that nothing more of ``conn_id`` comes to it: RETURN what it holds."""
+        self.side.relay.post(worker, [wire.FENCE, conn_id, None], control=True)

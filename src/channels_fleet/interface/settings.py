@@ -1,0 +1,59 @@
+"""Settings of ``channels-fleet interface``, from ``CHANNELS_FLEET_*`` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..settings import ServiceSettings, SettingsError, split_csv
+from .proxy import TrustedProxies
+
+
+@dataclass(frozen=True)
+class InterfaceSettings(ServiceSettings):
+    """Settings of ``channels-fleet interface``."""
+
+    bind: str = "0.0.0.0"
+    port: int = 8000
+    #: Origins allowed to open WebSockets: empty = same host only, "*" = any.
+    allowed_origins: tuple[str, ...] = ()
+    #: Seconds a connect may wait for a worker to claim it (then 1013 / 503).
+    claim_timeout: float = 5.0
+    #: Most connect envelopes waiting in the work queue fleet.connect (then 1013 / 503).
+    connect_capacity: int = 1000
+    #: Most client events held per connection before a worker claims it.
+    pending_limit: int = 64
+    #: Most unsent bytes buffered for one client before it is disconnected as not reading.
+    send_buffer: int = 4 * 1024 * 1024
+    #: Most open connections from one client address (0: no limit; behind a proxy keep 0
+    #: unless the proxy is trusted below, so addresses are the clients').
+    max_connections_per_client: int = 0
+    #: Proxies (addresses, networks, "*") whose X-Forwarded-For / -Proto give the client's
+    #: address and scheme. Empty: none, the TCP peer is the client.
+    forwarded_allow_ips: tuple[str, ...] = ()
+    #: Seconds between pings to a quiet WebSocket (Daphne's --ping-interval). Each socket's
+    #: first ping falls at a random point of the interval, so sockets that connected together
+    #: are not all pinged in the same instant, every interval.
+    ping_interval: float = 20.0
+    #: Seconds a ping waits for its pong before the socket is dropped (Daphne's --ping-timeout).
+    ping_timeout: float = 30.0
+    #: WebSockets a draining interface closes (1001) per second; it goes faster if that would
+    #: not end within 60% of the drain timeout. Paced, the clients' reconnects reach the new
+    #: pods' work queue as a stream instead of one burst past CONNECT_CAPACITY. 0: all at once.
+    drain_close_rate: float = 500.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._positive("claim_timeout", "connect_capacity", "pending_limit", "send_buffer",
+                       "ping_interval", "ping_timeout")
+        if self.drain_close_rate < 0:
+            raise SettingsError("CHANNELS_FLEET_DRAIN_CLOSE_RATE must be >= 0")
+        if self.max_connections_per_client < 0:
+            raise SettingsError("CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT must be >= 0")
+        if isinstance(self.forwarded_allow_ips, str):
+            object.__setattr__(self, "forwarded_allow_ips", split_csv(self.forwarded_allow_ips))
+        try:
+            TrustedProxies(self.forwarded_allow_ips)
+        except ValueError as exc:
+            raise SettingsError(f"CHANNELS_FLEET_FORWARDED_ALLOW_IPS: {exc}") from exc
+        if not 0 < self.port < 65536:
+            raise SettingsError("CHANNELS_FLEET_PORT must be 1..65535")

@@ -1,0 +1,1 @@
+"""Metrics, probes and the collectors that read Redis at scrape time."""

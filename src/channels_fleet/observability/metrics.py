@@ -1,0 +1,227 @@
+"""Every Prometheus metric of channels-fleet, declared once under the ``channels_fleet`` namespace.
+
+Services use the module-level default instance, registered on prometheus-client's default
+registry; tests build their own on a fresh ``CollectorRegistry``:
+
+    from channels_fleet.observability.metrics import METRICS, close_code_label
+    METRICS.closes.labels(close_code_label(1001)).inc()
+    with METRICS.handler_latency.labels(consumer_label(consumer)).time():
+        ...
+
+    registry = CollectorRegistry()
+    metrics = FleetMetrics(registry)          # isolated, for a test
+
+Names follow Prometheus's rules: the unit in the name (``_seconds``), counters end in
+``_total``, and every label has a bounded set of values, listed below and set up front where
+known so that ``rate()`` has a zero to start from. Gauges carry a multiprocess mode so that
+the same declarations work under gunicorn's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+NAMESPACE = "channels_fleet"
+
+# Bounded label values. Anything else is folded into "other" by the helpers below.
+LAYER_REASONS = ("moved", "ask", "failover", "timeout", "connection")
+LAYER_ERROR_REASONS = (*LAYER_REASONS, "other")
+CHANNEL_FULL_OPERATIONS = ("send", "group_send")
+PROTOCOLS = ("websocket", "http")
+CLOSE_CODES = ("1000", "1001", "1006", "1011", "1012", "1013", "other")
+DIRECTIONS = ("in", "out")
+DROP_REASONS = (
+    "expired", "channel_full", "dead_owner", "unclaimed", "buffer_full", "rehome_dead",
+    "rehome_gap", "other",
+)
+REHOME_CAUSES = ("drain", "dead")
+COMPONENTS = ("interface", "worker", "web")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other")
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
+
+# Sub-millisecond (a local Redis round trip) to seconds (a stalled worker, a slow view).
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+
+class FleetMetrics:
+    """All channels-fleet metrics, registered on one registry.
+
+    Attribute names are the metric names without namespace and suffix; ``ALL_NAMES`` lists
+    the full exposition names (used by the dashboard and alert tests).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
+        self.registry = registry
+        ns: dict[str, Any] = {"namespace": NAMESPACE, "registry": registry}
+
+        # Channel layer.
+        self.layer_retries = Counter(
+            "layer_retries", "Layer commands retried, by cause (MOVED, ASK, failover, "
+            "timeout, connection).", ["reason"], **ns)
+        self.layer_errors = Counter(
+            "layer_errors", "Layer operations that failed after retries, by cause.",
+            ["reason"], **ns)
+        self.channel_full = Counter(
+            "channel_full", "Messages refused because the target channel was at capacity "
+            "(ChannelFull).", ["operation"], **ns)
+        self.messages_expired = Counter(
+            "messages_expired", "Messages dropped unread because they outlived the layer "
+            "expiry.", **ns)
+        self.messages_dropped = Counter(
+            "messages_dropped", "Messages or connections dropped by the relay, by reason.",
+            ["reason"], **ns)
+        # Set by the layer (a connect or command failing, a connection opening) and by the
+        # queue collector's PINGs at each scrape (observability/queues.py).
+        self.redis_node_up = Gauge(
+            "redis_node_up", "1 when the Redis node answered PING at the last check, else 0.",
+            ["node"], multiprocess_mode="livemin", **ns)
+
+        # Interface (gateway).
+        self.open_connections = Gauge(
+            "open_connections", "Client connections held open by this interface, by protocol.",
+            ["protocol"], multiprocess_mode="livesum", **ns)
+        self.closes = Counter(
+            "closes", "Client WebSocket connections closed, by close code.", ["code"], **ns)
+        self.relay_roundtrip = Histogram(
+            "relay_roundtrip", "Time from sending a connect envelope to the work queue until "
+            "a worker's claim arrives.", unit="seconds", buckets=LATENCY_BUCKETS, **ns)
+        self.messages = Counter(
+            "messages", "Messages relayed, by direction (in = from clients, out = to "
+            "clients).", ["direction"], **ns)
+        self.rehomes = Counter(
+            "rehomes", "WebSockets handed to a new worker without closing the client's socket, "
+            "by cause (drain = the owner was stopped, dead = its heartbeat expired).",
+            ["cause"], **ns)
+        self.rehome_gap = Histogram(
+            "rehome_gap", "Time a re-homed WebSocket waited from the start of its hand-over "
+            "until the new owner's app accepted it.", unit="seconds",
+            buckets=LATENCY_BUCKETS, **ns)
+        self.draining = Gauge(
+            "draining", "1 while this process drains (after SIGTERM), else 0.",
+            multiprocess_mode="livemax", **ns)
+
+        # Worker (host).
+        self.owned_connections = Gauge(
+            "owned_connections", "Connections this worker owns (runs a consumer for).",
+            multiprocess_mode="livesum", **ns)
+        self.queue_wait = Histogram(
+            "queue_wait", "Time a connect envelope waited in the work queue before a worker "
+            "took it.", unit="seconds", buckets=LATENCY_BUCKETS, **ns)
+        self.handler_latency = Histogram(
+            "handler_latency", "Time a consumer took to handle one event, by consumer class.",
+            ["consumer"], unit="seconds", buckets=LATENCY_BUCKETS, **ns)
+        self.worker_heartbeat_age = Gauge(
+            "worker_heartbeat_age", "Seconds since this worker last refreshed its heartbeat.",
+            unit="seconds", multiprocess_mode="livemax", **ns)
+
+        # Shared work queues: read from Redis at each scrape by QueueCollector
+        # (observability/queues.py), which declares channels_fleet_work_queue_depth and
+        # channels_fleet_work_queue_oldest_age_seconds itself.
+
+        # Every process: readiness as last evaluated (by /readyz or a scrape).
+        self.ready = Gauge(
+            "ready", "1 when this process was ready at its last readiness check, else 0.",
+            ["component"], multiprocess_mode="livemax", **ns)
+
+        # Web tier (gunicorn, multiprocess mode).
+        self.web_requests = Counter(
+            "web_requests", "HTTP requests served by the web tier, by method and status "
+            "class.", ["method", "status"], **ns)
+        self.web_request_duration = Histogram(
+            "web_request_duration", "Time the web tier took to answer a request, by method.",
+            ["method"], unit="seconds", buckets=LATENCY_BUCKETS, **ns)
+
+        self._preset()
+
+    def _preset(self) -> None:
+        """Create the known label combinations at zero so rates and dashboards start at 0."""
+        _touch(self.layer_retries, LAYER_REASONS)
+        _touch(self.layer_errors, LAYER_ERROR_REASONS)
+        _touch(self.channel_full, CHANNEL_FULL_OPERATIONS)
+        _touch(self.messages_dropped, DROP_REASONS)
+        _touch(self.open_connections, PROTOCOLS)
+        _touch(self.closes, CLOSE_CODES)
+        _touch(self.rehomes, REHOME_CAUSES)
+        _touch(self.messages, DIRECTIONS)
+        # The web tier's method x status series are created on first use: presetting them
+        # would add ~200 idle series to every interface and worker.
+
+
+ALL_NAMES = frozenset({
+    f"{NAMESPACE}_{name}" for name in (
+        "layer_retries_total", "layer_errors_total", "channel_full_total",
+        "messages_expired_total", "messages_dropped_total", "redis_node_up",
+        "open_connections", "closes_total", "relay_roundtrip_seconds", "messages_total",
+        "draining", "rehomes_total", "rehome_gap_seconds", "owned_connections",
+        "queue_wait_seconds", "handler_latency_seconds",
+        "worker_heartbeat_age_seconds", "work_queue_depth", "work_queue_oldest_age_seconds",
+        "ready", "web_requests_total", "web_request_duration_seconds",
+    )
+})
+"""Full exposition names of every metric family channels-fleet exports (the two work_queue
+families come from ``QueueCollector``)."""
+
+
+def _touch(metric: Counter | Gauge, values: Iterable[str]) -> None:
+    for value in values:
+        metric.labels(value)
+
+
+def close_code_label(code: int | None) -> str:
+    """Map a WebSocket close code to the bounded ``code`` label (unknown codes -> "other")."""
+    label = str(code) if code is not None else "1006"
+    return label if label in CLOSE_CODES else "other"
+
+
+def status_class(status: int) -> str:
+    """Map an HTTP status to its class label: 404 -> "4xx"."""
+    return f"{status // 100}xx" if 100 <= status < 600 else "other"
+
+
+def method_label(method: str) -> str:
+    """Map an HTTP method to the bounded ``method`` label."""
+    method = method.upper()
+    return method if method in HTTP_METHODS else "other"
+
+
+def consumer_label(consumer: object) -> str:
+    """Label for a consumer class or instance: ``module.QualName`` (bounded by the code base)."""
+    cls = consumer if isinstance(consumer, type) else type(consumer)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def layer_reason(exc: BaseException) -> str:
+    """Map a redis-py exception to the bounded layer ``reason`` label.
+
+    MOVED and ASK are redirections; a cluster that is down, a replica that refuses writes or
+    a master that is gone are a failover in progress; then timeouts and connection errors.
+    """
+    from redis import exceptions as rx
+
+    if isinstance(exc, rx.MovedError):  # subclass of AskError: test it first
+        return "moved"
+    if isinstance(exc, rx.AskError):
+        return "ask"
+    failover = (rx.ClusterDownError, rx.TryAgainError, rx.ReadOnlyError, rx.MasterDownError)
+    if isinstance(exc, failover):
+        return "failover"
+    if isinstance(exc, rx.TimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(exc, rx.ConnectionError | ConnectionError | OSError):
+        return "connection"
+    return "other"
+
+
+def node_label(host: str, port: int) -> str:
+    """Label for a Redis node: ``host:port`` (bounded by the cluster's size)."""
+    return f"{host}:{port}"
+
+
+METRICS = FleetMetrics()
+"""The process-wide instance on prometheus-client's default registry."""

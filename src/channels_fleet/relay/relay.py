@@ -1,0 +1,206 @@
+"""The relay between interfaces and workers: one layer, channel and receive loop per process.
+
+Every process owns one process-local channel (``layer.new_channel``); all relay traffic to the
+process arrives there, and one task reads it and hands each item to the handler of its kind.
+Outgoing items are queued per destination and a single flusher task sends whatever is ready as
+one batch per destination per round trip, so order per destination is kept and busy
+connections share round trips.
+
+    relay = Relay(relay_layer(settings), wire.INTERFACE_CHANNELS)
+    relay.handle({wire.CLAIM: on_claim, wire.SEND: on_send, ...})
+    await relay.start()
+    relay.post(owner_channel, [wire.EVENT, conn_id, event])
+
+:class:`~channels_fleet.relay.side.RelaySide` adds what every process runs beside its relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from channels.exceptions import ChannelFull
+
+from . import wire
+
+logger = logging.getLogger(__name__)
+
+#: ``handler(conn_id, payload, sender)``: sender is the channel of the process that sent the
+#: batch ("" if it did not say).
+Handler = Callable[[str, Any, str], Awaitable[None]]
+#: ``on_undeliverable(dest, items)``: items given up after ``FULL_RETRY_SECONDS`` or an error.
+FailHandler = Callable[[str, list[list[Any]]], None]
+
+#: Largest batch payload estimate; bigger batches are split across messages.
+MAX_BATCH_BYTES = 512 * 1024
+#: Most items waiting to be sent by one process (see ``Relay.post``).
+MAX_PENDING = 100_000
+#: How long a send to a full peer channel is retried before its items are given up.
+FULL_RETRY_SECONDS = 2.0
+
+
+def relay_layer(settings: Any, *, connect_capacity: int | None = None) -> Any:
+    """The relay's channel layer: key prefix ``settings.key_prefix`` (``fleet``) on
+    ``settings.redis_url`` (cluster or single).
+
+    Each process channel holds at most ``relay_capacity`` batches; the work queue
+    ``fleet.connect`` at most ``connect_capacity`` envelopes (ChannelFull beyond: 1013 / 503).
+    """
+    from channels_fleet.layers import RedisClusterChannelLayer
+
+    capacity = settings.relay_capacity
+    return RedisClusterChannelLayer(
+        hosts=list(settings.redis_url),
+        prefix=settings.key_prefix,
+        capacity=capacity,
+        channel_capacity={wire.CONNECT_QUEUE: connect_capacity or capacity},
+        # A worker takes exactly the envelopes it serves: prefetched ones would die with it
+        # (their clients refused at the claim deadline) and skew the spread across workers.
+        receive_prefetch=0,
+    )
+
+
+class Relay:
+    """This process's end of the relay: batching sender plus the one receive loop."""
+
+    def __init__(
+        self, layer: Any, prefix: str, on_undeliverable: FailHandler | None = None
+    ) -> None:
+        self.layer = layer
+        self.prefix = prefix
+        self.channel = ""  # known once started
+        self._handlers: dict[str, Handler] = {}
+        self._on_undeliverable = on_undeliverable
+        self._outbox: dict[str, list[list[Any]]] = {}
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._pending = 0
+
+    def handle(self, handlers: Mapping[str, Handler]) -> None:
+        """Take items of these kinds with these handlers (the dispatch table); others are
+        logged and dropped."""
+        self._handlers.update(handlers)
+
+    async def start(self) -> str:
+        self.channel = await self.layer.new_channel(self.prefix)
+        self._tasks = [
+            asyncio.create_task(self._receive_loop(), name=f"relay-receive {self.channel}"),
+            asyncio.create_task(self._flush_loop(), name=f"relay-flush {self.channel}"),
+        ]
+        return self.channel
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def post(self, dest: str, item: list[Any], *, control: bool = False) -> bool:
+        """Queue one item for ``dest``; it goes out with the next batch, in order.
+
+        Returns False (and queues nothing) when ``MAX_PENDING`` items already wait because
+        Redis is slower than the traffic: the caller ends that connection rather than buffer
+        without bound. ``control`` items (claims, releases, disconnects) are always queued.
+        """
+        if self._pending >= MAX_PENDING and not control:
+            return False
+        self._outbox.setdefault(dest, []).append(item)
+        self._pending += 1
+        self._idle.clear()
+        self._ready.set()
+        return True
+
+    async def flushed(self, timeout: float) -> bool:
+        """Wait until everything posted so far has been handed to the layer."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def send_now(self, channel: str, message: dict[str, Any]) -> None:
+        """Send one message outside the batches (the connect envelope); raises ChannelFull."""
+        await self.layer.send(channel, message)
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("relay receive on %s failed; retrying", self.channel)
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                items = wire.parse_batch(message)
+            except wire.WireError as exc:
+                logger.warning("relay %s ignored a message: %s", self.channel, exc)
+                continue
+            sender = message.get("from", "")
+            for item in items:
+                try:
+                    kind, conn_id, payload = wire.parse_item(item)
+                except wire.WireError as exc:
+                    logger.warning("relay %s ignored an item: %s", self.channel, exc)
+                    continue
+                handler = self._handlers.get(kind)
+                if handler is None:
+                    logger.warning("relay %s ignored a %s item: not one this side takes",
+                                   self.channel, kind)
+                    continue
+                try:
+                    await handler(conn_id, payload, sender)
+                except Exception:
+                    logger.exception("relay %s failed to handle a %s item", self.channel, kind)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            outbox, self._outbox = self._outbox, {}
+            self._pending = 0
+            await asyncio.gather(*(self._send_all(dest, items) for dest, items in outbox.items()))
+            if not self._outbox:
+                self._idle.set()
+
+    async def _send_all(self, dest: str, items: list[list[Any]]) -> None:
+        chunk: list[list[Any]] = []
+        size = 0
+        for item in items:
+            n = wire.item_size(item)
+            if chunk and size + n > MAX_BATCH_BYTES:
+                await self._send_batch(dest, chunk)
+                chunk, size = [], 0
+            chunk.append(item)
+            size += n
+        if chunk:
+            await self._send_batch(dest, chunk)
+
+    async def _send_batch(self, dest: str, items: list[list[Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + FULL_RETRY_SECONDS
+        delay = 0.01
+        while True:
+            try:
+                await self.layer.send(dest, wire.batch(items, self.channel))
+                return
+            except ChannelFull:
+                if loop.time() > give_up:
+                    reason = "channel full"
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.25)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.exception("relay send to %s failed", dest)
+                reason = type(exc).__name__
+                break
+        logger.warning("relay dropped %d items for %s: %s", len(items), dest, reason)
+        if self._on_undeliverable is not None:
+            self._on_undeliverable(dest, items)

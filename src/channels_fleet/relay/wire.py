@@ -1,0 +1,258 @@
+"""The relay's names and message formats: the work queue, key names, envelopes, items, batches.
+
+Every name both sides (and the metrics) use is defined here once: the work queue
+``fleet.connect``, the prefixes of the process channels, the Redis key names built from
+``CHANNELS_FLEET_KEY_PREFIX``.
+
+Everything here is plain data that msgpack carries (bytes, str, int, float, list, dict), so
+any channel layer serialiser works. Two kinds of relay message exist:
+
+- the **connect envelope**, sent by an interface to the shared work queue ``CONNECT_QUEUE``::
+
+      {"type": "fleet.connect", "iface": "<interface channel>", "conn": "<id>",
+       "scope": {...serialisable scope...}, "sent_at": 1700000000.0, "deadline": 1700000005.0}
+
+- a **batch**, sent between the two process-local channels of an interface and a worker::
+
+      {"type": "fleet.batch", "from": "<sender channel>", "items": [[KIND, conn, payload], ...]}
+
+  Items of one batch are applied in order; batches between two processes are sent in order.
+  ``from`` lets an interface ignore items from a worker that no longer owns the connection.
+
+A re-home envelope is a connect envelope with ``"rehomed": n`` (n >= 1): the connection's
+socket is already open and the new owner runs the app from ``websocket.connect`` again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ..layers.keys import channel_key
+
+#: The shared work queue: interfaces send connect envelopes there, workers take them. It is
+#: also the envelopes' ``type``.
+CONNECT_QUEUE = "fleet.connect"
+BATCH = "fleet.batch"
+#: Name prefixes of the process-local relay channels (``layer.new_channel(prefix)``).
+INTERFACE_CHANNELS = "fleet.iface"
+WORKER_CHANNELS = "fleet.worker"
+
+
+def queue_key(prefix: str, queue: str = CONNECT_QUEUE) -> str:
+    """The Redis LIST of a work queue, as the layer names it: ``fleet:q:{fleet.connect}``."""
+    return channel_key(prefix, queue)
+
+
+def heartbeat_key(channel: str, prefix: str) -> str:
+    """A process's heartbeat; every one shares the hash tag ``{hb}`` (one MGET checks all)."""
+    return f"{prefix}:hb:{{hb}}:{channel}"
+
+
+def tombstone_key(channel: str, prefix: str) -> str:
+    """Left by the peer that declared ``channel``'s process dead (liveness.py)."""
+    return f"{prefix}:dead:{{hb}}:{channel}"
+
+# Item kinds. interface -> worker:
+EVENT = "ev"  # payload: an ASGI event for the app (websocket.receive, http.request, ...)
+GONE = "gone"  # payload: a close code; the client is gone, deliver the matching disconnect
+# worker -> interface:
+CLAIM = "claim"  # payload: the worker's channel; the worker owns the connection from now on
+SEND = "send"  # payload: an ASGI message from the app (websocket.accept, http.response.body, ...)
+END = "end"  # payload: None; the app instance for this connection has finished
+RELEASE = "release"  # payload: a close code; the worker gives the connection up (drain)
+REHOME = "rehome"  # payload: cause ("drain"); the worker hands the connection back to be re-homed
+RETURN = "return"  # payload: list of events the worker took for it and did not deliver (fence)
+# interface -> worker, answering REHOME:
+FENCE = "fence"  # payload: None; nothing more comes for this connection: RETURN what you hold
+
+SCOPE_KEYS = (
+    "type",
+    "path",
+    "raw_path",
+    "query_string",
+    "headers",
+    "client",
+    "server",
+    "scheme",
+    "subprotocols",
+    "http_version",
+    "root_path",
+    "method",
+)
+
+DEFAULT_CHUNK = 256 * 1024
+
+
+def scope_to_wire(scope: dict[str, Any]) -> dict[str, Any]:
+    """Keep the serialisable part of an ASGI connection scope."""
+    out: dict[str, Any] = {}
+    for key in SCOPE_KEYS:
+        if key not in scope:
+            continue
+        value = scope[key]
+        if key == "headers":
+            value = [[bytes(k), bytes(v)] for k, v in value]
+        elif key in ("client", "server", "subprotocols") and value is not None:
+            value = list(value)
+        out[key] = value
+    return out
+
+
+def scope_from_wire(envelope: dict[str, Any]) -> dict[str, Any]:
+    """Rebuild an ASGI scope from a connect envelope (headers as tuples, client/server tuples)."""
+    wire = envelope["scope"]
+    scope: dict[str, Any] = dict(wire)
+    scope["headers"] = [(bytes(k), bytes(v)) for k, v in wire.get("headers", [])]
+    for key in ("client", "server"):
+        if scope.get(key) is not None:
+            scope[key] = tuple(scope[key])
+    if "subprotocols" in scope:
+        scope["subprotocols"] = list(scope["subprotocols"] or [])
+    scope.setdefault("root_path", "")
+    scope.setdefault("query_string", b"")
+    scope.setdefault("raw_path", None)
+    scope["asgi"] = {"version": "3.0", "spec_version": "2.3"}
+    return scope
+
+
+def connect_envelope(
+    iface: str, conn: str, scope: dict[str, Any], claim_timeout: float, rehomed: int = 0
+) -> dict[str, Any]:
+    """The message an interface sends to the work queue for one new (or re-homed) connection."""
+    now = time.time()
+    envelope = {
+        "type": CONNECT_QUEUE,
+        "iface": iface,
+        "conn": conn,
+        "scope": scope_to_wire(scope),
+        "sent_at": now,
+        "deadline": now + claim_timeout,
+    }
+    if rehomed:
+        envelope["rehomed"] = rehomed
+    return envelope
+
+
+def batch(items: list[list[Any]], sender: str = "") -> dict[str, Any]:
+    message: dict[str, Any] = {"type": BATCH, "items": items}
+    if sender:
+        message["from"] = sender
+    return message
+
+
+def item_size(item: list[Any]) -> int:
+    """A cheap size estimate of one relay item, to keep batches well under the layer's limits."""
+    payload = item[2]
+    if isinstance(payload, dict):
+        body = payload.get("body") or payload.get("bytes") or payload.get("text") or b""
+        return 64 + len(body)
+    return 64
+
+
+def split_body(message: dict[str, Any], limit: int = DEFAULT_CHUNK) -> Iterator[dict[str, Any]]:
+    """Split an ``http.request`` / ``http.response.body`` message so no chunk exceeds ``limit``."""
+    body = message.get("body", b"")
+    if len(body) <= limit:
+        yield message
+        return
+    more = message.get("more_body", False)
+    for start in range(0, len(body), limit):
+        part = dict(message)
+        part["body"] = body[start : start + limit]
+        part["more_body"] = more or start + limit < len(body)
+        yield part
+
+
+# -- checking what comes off Redis ---------------------------------------------------------
+# Anything with access to the relay's Redis can put a message on fleet.connect or a process
+# channel. A malformed one must cost one log line, never a receive loop.
+
+
+class WireError(ValueError):
+    """A relay message that does not have the shape of this module's formats."""
+
+
+_ITEM_PAYLOADS: dict[str, tuple[type, ...]] = {
+    EVENT: (dict,), GONE: (int,), CLAIM: (str,), SEND: (dict,), END: (type(None),),
+    RELEASE: (int,), REHOME: (str,), RETURN: (list,), FENCE: (type(None),),
+}
+
+
+def _need(ok: bool, what: str) -> None:
+    if not ok:
+        raise WireError(what)
+
+
+def _is_pair(value: Any) -> bool:
+    return (
+        isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], str)
+        and isinstance(value[1], int) and not isinstance(value[1], bool)
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_envelope(message: Any) -> dict[str, Any]:
+    """Check a connect envelope (as the layer decoded it); return it or raise WireError."""
+    _need(isinstance(message, dict), f"connect envelope is a {type(message).__name__}, not a dict")
+    _need(message.get("type") == CONNECT_QUEUE,
+          f"not a {CONNECT_QUEUE} message: {message.get('type')!r:.40}")
+    for key in ("iface", "conn"):
+        _need(isinstance(message.get(key), str) and bool(message[key]), f"bad {key!r}")
+    for key in ("sent_at", "deadline"):
+        _need(key not in message or _is_number(message[key]), f"bad {key!r}")
+    rehomed = message.get("rehomed", 0)
+    _need(isinstance(rehomed, int) and not isinstance(rehomed, bool) and rehomed >= 0,
+          "bad 'rehomed'")
+    scope = message.get("scope")
+    _need(isinstance(scope, dict), "scope is not a dict")
+    _need(scope.get("type") in ("websocket", "http"), "scope type is not websocket or http")
+    _need(isinstance(scope.get("path"), str), "scope path is not a string")
+    headers = scope.get("headers", [])
+    _need(isinstance(headers, list), "scope headers are not a list")
+    for header in headers:
+        _need(isinstance(header, (list, tuple)) and len(header) == 2
+              and all(isinstance(part, bytes) for part in header), "bad header")
+    for key in ("client", "server"):
+        _need(scope.get(key) is None or _is_pair(scope[key]), f"bad scope {key!r}")
+    for key in ("query_string", "raw_path"):
+        _need(scope.get(key) is None or isinstance(scope[key], bytes), f"bad scope {key!r}")
+    for key in ("scheme", "http_version", "root_path", "method"):
+        _need(scope.get(key) is None or isinstance(scope[key], str), f"bad scope {key!r}")
+    subprotocols = scope.get("subprotocols")
+    _need(subprotocols is None or (isinstance(subprotocols, list)
+                                   and all(isinstance(p, str) for p in subprotocols)),
+          "bad scope 'subprotocols'")
+    return message
+
+
+def parse_item(item: Any) -> list[Any]:
+    """Check one relay item ``[kind, conn, payload]``; return it or raise WireError.
+
+    Called for every relayed frame, so the messages are only formatted on failure.
+    """
+    if not (isinstance(item, list) and len(item) == 3):
+        raise WireError("relay item is not [kind, conn, payload]")
+    kind, conn, payload = item
+    if not (isinstance(kind, str) and kind in _ITEM_PAYLOADS):
+        raise WireError(f"unknown item kind {kind!r:.40}")
+    if not isinstance(conn, str):
+        raise WireError("item connection id is not a string")
+    if not isinstance(payload, _ITEM_PAYLOADS[kind]) or isinstance(payload, bool):
+        raise WireError(f"bad payload for a {kind} item")
+    if isinstance(payload, dict) and not isinstance(payload.get("type"), str):
+        raise WireError(f"{kind} item payload has no type")
+    return item
+
+
+def parse_batch(message: Any) -> list[Any]:
+    """The items of a relay batch (each still to be checked with parse_item), or WireError."""
+    _need(isinstance(message, dict) and message.get("type") == BATCH, "not a relay batch")
+    items = message.get("items")
+    _need(isinstance(items, list), "batch items are not a list")
+    _need(isinstance(message.get("from", ""), str), "batch sender is not a string")
+    return items

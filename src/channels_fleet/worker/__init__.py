@@ -1,0 +1,1 @@
+"""The worker side: runs the project's ASGI application for connections relayed from interfaces."""

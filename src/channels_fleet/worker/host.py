@@ -1,0 +1,365 @@
+"""The worker side of the relay: runs the project's ASGI application for relayed connections.
+
+The host takes connect envelopes from the shared work queue ``fleet.connect`` while it owns
+fewer than ``concurrency`` connections, claims each one, and runs
+``application(scope, receive, send)`` for it as a task: ``receive`` reads the connection's
+bounded inbound queue (events relayed from the interface) and ``send`` relays the app's
+messages back. The application is the project's ordinary one (``ProtocolTypeRouter``,
+``AuthMiddlewareStack``, ``URLRouter`` ...), so consumers run unchanged.
+
+    host = Host(application, WorkerSettings.from_env(app="chat_project.asgi:application"))
+    await host.start()
+    ...
+    await host.drain(timeout=25)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..observability.metrics import METRICS
+from ..relay import wire
+from ..relay.liveness import Liveness
+from ..relay.relay import relay_layer
+from ..relay.side import RelaySide
+from .handback import HandBack
+from .owned import ABANDONED, CLOSED, HANDED, HANDING_BACK, NOT_OURS, RUNNING, OwnedConn
+from .settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+
+class Host:
+    """Owns connections taken from the work queue and runs the application for each."""
+
+    def __init__(self, application: Any, settings: WorkerSettings, layer: Any = None,
+                 liveness: Liveness | None = None) -> None:
+        self.application = application
+        self.settings = settings
+        self.conns: dict[str, OwnedConn] = {}
+        self.layer = layer if layer is not None else relay_layer(settings)
+        self.side = RelaySide(
+            self.layer, wire.WORKER_CHANNELS, settings, on_undeliverable=self._on_undeliverable,
+            peers=self._ifaces, on_dead=self._ifaces_dead, on_lost=self._abandon_all,
+            liveness=liveness,
+        )
+        self.relay = self.side.relay  # the hot path posts straight to it
+        self.handback = HandBack(self.side, settings)
+        self.side.handle({wire.EVENT: self._on_event, wire.GONE: self._on_gone,
+                          wire.FENCE: self.handback.on_fence})
+        self._room = asyncio.Event()
+        self._taking: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        channel = await self.side.start()
+        self._taking = self.side.tasks.spawn(self._take_loop(), f"take {wire.CONNECT_QUEUE}")
+        if s.channels:
+            self.side.tasks.spawn(self._background(), "background channels")
+        logger.info("worker %s taking connections (concurrency %d)", channel, s.concurrency)
+
+    async def ready(self) -> tuple[bool, str]:
+        """Readiness: not draining and heartbeat fresh (the relay's Redis answers)."""
+        METRICS.worker_heartbeat_age.set(min(self.side.liveness.age, 1e6))
+        return self.side.ready()
+
+    async def drain(self, timeout: float) -> tuple[int, int]:
+        """Stop taking connections, hand owned sockets back, let HTTP finish, stop.
+
+        Sockets are re-homed (``CHANNELS_FLEET_REHOME``, default) in batches of
+        ``rehome_batch`` with ``rehome_pause`` between them, or closed with 1012.
+        Returns (sockets handed back, app instances cancelled at the deadline).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self.side.draining = True
+        METRICS.draining.set(1)
+        # 0. Take no more connections (background channels keep going until the end).
+        if self._taking is not None:
+            self._taking.cancel()
+            await asyncio.gather(self._taking, return_exceptions=True)
+        # 1. Hand every WebSocket back: re-homed on another worker, or closed with 1012.
+        sockets = [c for c in self.conns.values() if c.ws and c.state is RUNNING and not c.gone]
+        released = len(sockets)
+        if self.settings.rehome:
+            # Sessions that cannot move (GraphQL over WebSocket): the client reconnects.
+            for conn in [c for c in sockets if self.settings.keeps_session(c.subprotocol)]:
+                self._release(conn, 1012)
+            sockets = [c for c in sockets if c.state is RUNNING]
+            size, pause = self.settings.rehome_batch, self.settings.rehome_pause
+            for start in range(0, len(sockets), size):
+                if start:
+                    await asyncio.sleep(pause)
+                await asyncio.gather(*(self.handback.give(c) for c in sockets[start:start + size]))
+            # The interfaces answer each REHOME with a FENCE; return what arrived meanwhile.
+            while self.handback.handed and loop.time() < deadline - 2:
+                await asyncio.sleep(0.05)
+        else:
+            for conn in sockets:
+                self._release(conn, 1012)
+        # 2. Let the apps run their disconnect handlers and HTTP responses finish.
+        running = [c.task for c in self.conns.values() if c.task is not None]
+        if running:
+            await asyncio.wait(running, timeout=max(0.1, deadline - loop.time() - 1))
+        cancelled = 0
+        for conn in list(self.conns.values()):
+            if conn.task is not None and not conn.task.done():
+                conn.task.cancel()
+                cancelled += 1
+        await self.side.flushed(max(0.1, deadline - loop.time()))
+        await self.stop()
+        return released, cancelled
+
+    async def stop(self) -> None:
+        await self.side.tasks.cancel()
+        tasks = [c.task for c in self.conns.values() if c.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.side.stop()
+
+    # -- taking connections ----------------------------------------------------------------
+
+    async def _take_loop(self) -> None:
+        while not self.side.draining:
+            while len(self.conns) >= self.settings.concurrency:
+                self._room.clear()
+                await self._room.wait()
+            try:
+                envelope = await self.layer.receive(wire.CONNECT_QUEUE)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("receive on %s failed: %r; retrying", wire.CONNECT_QUEUE, exc)
+                await asyncio.sleep(0.5)
+                continue
+            now = time.time()
+            try:
+                wire.parse_envelope(envelope)
+            except wire.WireError as exc:
+                logger.warning("ignored a malformed message on %s: %s", wire.CONNECT_QUEUE, exc)
+                continue
+            if envelope.get("deadline", now) < now:
+                # The interface has already answered 1013/503 for it.
+                METRICS.messages_dropped.labels("expired").inc()
+                continue
+            METRICS.queue_wait.observe(max(0.0, now - envelope.get("sent_at", now)))
+            self._open(envelope)
+
+    def _open(self, envelope: dict[str, Any]) -> None:
+        scope = wire.scope_from_wire(envelope)
+        iface = envelope["iface"]
+        scope["fleet"] = {"interface": iface, "rehomed": envelope.get("rehomed", 0),
+                          "worker": self.side.channel}  # who serves it (status pages)
+        ws = scope["type"] == "websocket"
+        conn = OwnedConn(envelope["conn"], iface, ws, self.settings.inbound_limit)
+        self.conns[conn.id] = conn
+        METRICS.owned_connections.set(len(self.conns))
+        self.relay.post(iface, [wire.CLAIM, conn.id, self.side.channel], control=True)
+        if ws:
+            conn.queue.put_nowait({"type": "websocket.connect"})
+        conn.task = asyncio.create_task(self._run(conn, scope), name=f"conn {conn.id}")
+
+    async def _run(self, conn: OwnedConn, scope: dict[str, Any]) -> None:
+        async def send(message: dict[str, Any]) -> None:
+            self._send(conn, message)
+
+        async def receive() -> dict[str, Any]:
+            # Waiting on an empty queue = every event taken so far has been handled (Channels
+            # dispatches one at a time): the point where a hand-back loses nothing.
+            if conn.idle is not None and conn.queue.empty():
+                conn.idle.set()
+            conn.waiting = True
+            try:
+                return await conn.queue.get()
+            finally:
+                conn.waiting = False
+
+        try:
+            await self.application(scope, receive, send)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            self._failed(conn, scope, exc)
+        finally:
+            if conn.reaper is not None:
+                conn.reaper.cancel()
+            if conn.state not in NOT_OURS:
+                self.relay.post(conn.iface, [wire.END, conn.id, None], control=True)
+            self.conns.pop(conn.id, None)
+            METRICS.owned_connections.set(len(self.conns))
+            self._room.set()
+
+    def _failed(self, conn: OwnedConn, scope: dict[str, Any], exc: Exception) -> None:
+        """The app raised: answer the client as Daphne would, in one log line."""
+        status = 500
+        if unrouted(exc):
+            # Channels' URLRouter refusing an unknown path: a client error, one line.
+            status = 404
+            logger.warning("no route for %s %s on %s", scope["type"], scope.get("path"), conn.id)
+        else:
+            logger.error("application failed on %s %s: %r", conn.id, scope.get("path"), exc,
+                         exc_info=exc)
+        if conn.ws and not conn.accepted:
+            # Refused with an HTTP status (Daphne answers any crash before accept with 500;
+            # an unknown path is 404 here). An interface that predates this ignores the
+            # message and closes with 1011 on END.
+            self._send(conn, {"type": "websocket.http.response.start", "status": status,
+                              "headers": []})
+        elif conn.ws and conn.state is not CLOSED:
+            self._send(conn, {"type": "websocket.close", "code": 1011})
+        elif not conn.ws and not conn.accepted:
+            body = b"Not Found\n" if status == 404 else b"Server Error\n"
+            self._send(conn, {"type": "http.response.start", "status": status,
+                              "headers": [(b"content-type", b"text/plain")]})
+            self._send(conn, {"type": "http.response.body", "body": body})
+
+    def _send(self, conn: OwnedConn, message: dict[str, Any]) -> None:
+        """Relay one message of the app to the interface, in order."""
+        state = conn.state  # identity tests: an enum's hash is a Python call, this is per frame
+        if state is HANDED or state is ABANDONED:
+            if state is HANDED and message.get("type") == "websocket.send":
+                # The old consumer of a re-homed socket (e.g. a group message in the gap).
+                METRICS.messages_dropped.labels("rehome_gap").inc()
+            return
+        kind = message.get("type")
+        if kind == "websocket.accept":
+            conn.accepted = True
+            conn.subprotocol = message.get("subprotocol")
+        elif kind == "websocket.close":
+            self._close(conn)
+            # The app sees its disconnect now rather than after the client's close frame.
+            conn.hand_disconnect(conn.disconnect_event(message.get("code") or 1000),
+                                 self.settings.app_close_timeout)
+        elif kind == "http.response.start":
+            conn.accepted = True
+        elif kind == "http.response.body":
+            done = not message.get("more_body", False)
+            if done:
+                self._close(conn)
+            for part in wire.split_body(message, self.settings.chunk_size):
+                self._post(conn, part)
+            if done:
+                conn.hand_disconnect(conn.disconnect_event(1000), self.settings.app_close_timeout)
+            return
+        self._post(conn, message)
+
+    def _post(self, conn: OwnedConn, message: dict[str, Any]) -> None:
+        if not self.relay.post(conn.iface, [wire.SEND, conn.id, message]):
+            # Redis is slower than what the apps send: end this connection, buffer nothing.
+            logger.warning("%s: relay backlog full; closing", conn.id)
+            METRICS.messages_dropped.labels("buffer_full").inc()
+            self._release(conn, 1013, always=True)
+
+    @staticmethod
+    def _close(conn: OwnedConn) -> None:
+        if conn.state is RUNNING or conn.state is HANDING_BACK:
+            conn.move(CLOSED)
+
+    # -- relay: in -------------------------------------------------------------------------
+
+    async def _on_event(self, conn_id: str, event: dict[str, Any], sender: str) -> None:
+        handed = self.handback.handed.get(conn_id)
+        if handed is not None:
+            if event["type"] != "websocket.disconnect":
+                self.handback.stash(handed, event)
+            return
+        conn = self.conns.get(conn_id)
+        if conn is None or conn.state is HANDED or conn.state is ABANDONED:
+            return  # finished here already; the interface learns from END
+        if event["type"] in ("websocket.disconnect", "http.disconnect"):
+            conn.hand_disconnect(event, self.settings.app_close_timeout)
+            return
+        if conn.gone:
+            return
+        if conn.state is HANDING_BACK:
+            self.handback.stash(conn, event)
+            return
+        try:
+            conn.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            logger.warning("%s: app is %d events behind; closing", conn.id, conn.queue.qsize())
+            METRICS.messages_dropped.labels("buffer_full").inc()
+            self._release(conn, 1013)
+
+    async def _on_gone(self, conn_id: str, code: int, sender: str) -> None:
+        conn = self.conns.get(conn_id)
+        if conn is not None and conn.state not in NOT_OURS:
+            conn.hand_disconnect(conn.disconnect_event(code), self.settings.app_close_timeout)
+
+    def _release(self, conn: OwnedConn, code: int, *, always: bool = False) -> None:
+        """Give the connection up: the interface closes the socket with ``code``.
+
+        ``always``: tell the interface even if the app had closed it (its close may be what
+        could not be relayed).
+        """
+        if conn.state is not CLOSED or always:
+            self._close(conn)
+            self.relay.post(conn.iface, [wire.RELEASE, conn.id, code], control=True)
+        conn.hand_disconnect(conn.disconnect_event(code), self.settings.app_close_timeout)
+
+    # -- liveness --------------------------------------------------------------------------
+
+    def _ifaces(self) -> set[str]:
+        ifaces = {c.iface for c in self.conns.values() if c.state not in NOT_OURS}
+        return ifaces | {c.iface for c in self.handback.handed.values()}
+
+    def _ifaces_dead(self, dead: set[str]) -> None:
+        for conn in list(self.conns.values()):
+            if conn.iface in dead and conn.state not in NOT_OURS:
+                self._abandon(conn)
+        self.handback.forget(dead)
+
+    def _abandon_all(self) -> None:
+        for conn in list(self.conns.values()):
+            self._abandon(conn)
+
+    def _abandon(self, conn: OwnedConn) -> None:
+        """The connection is gone or no longer ours: run its disconnect, relay nothing more."""
+        if conn.state is ABANDONED:
+            return
+        conn.move(ABANDONED)
+        METRICS.messages_dropped.labels("dead_owner").inc()
+        conn.hand_disconnect(conn.disconnect_event(1006), self.settings.app_close_timeout)
+
+    def _on_undeliverable(self, dest: str, items: list[list[Any]]) -> None:
+        for conn_id in {item[1] for item in items}:
+            conn = self.conns.get(conn_id)
+            if conn is not None:
+                self._abandon(conn)
+
+    # -- background channels (what runworker did) ------------------------------------------
+
+    async def _background(self) -> None:
+        from channels.layers import get_channel_layer
+        from channels.worker import Worker
+
+        names = ", ".join(self.settings.channels)
+        worker = Worker(self.application, list(self.settings.channels), get_channel_layer())
+        logger.info("serving background channels %s", names)
+        try:
+            await worker.arun()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # E.g. no "channel" entry in the ProtocolTypeRouter: say so, keep serving sockets.
+            logger.error("background channels %s stopped: %r", names, exc)
+
+
+def unrouted(exc: BaseException) -> bool:
+    """Did Channels' ``URLRouter`` find no route? Told by where the error was raised, not by
+    its text: a ValueError raised in ``URLRouter.__call__`` itself (the outermost router's
+    refusal; nested routers raise Resolver404 to it), not in an app it routed to."""
+    from channels.routing import URLRouter
+
+    if not isinstance(exc, ValueError) or exc.__traceback__ is None:
+        return False
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code is URLRouter.__call__.__code__

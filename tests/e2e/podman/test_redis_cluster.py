@@ -1,0 +1,225 @@
+"""The chart's built-in Redis Cluster, run from its rendered StatefulSet with podman.
+
+The pods run files/redis/node.sh exactly as the chart mounts it, on the local Valkey stand-in
+(Debian's redis-server 7.0 as valkey-server; the official image runs the same script). Each pod
+has its own address and the shared hosts file stands in for the headless Service's DNS, so a pod
+that comes back gets a new address and an empty data directory, as a rescheduled pod without
+persistence does. What must hold:
+
+- 3 masters + 3 replicas form one cluster by themselves (pod 0 creates it), every pod ready;
+- a replica deleted and recreated empty takes its old place: 6 nodes known, none stale;
+- a master deleted gracefully hands its slots to its replica first (preStop): no write lost;
+- a master killed (SIGKILL) is replaced by its replica within seconds; its pod rejoins;
+- without replicas, a master's replacement takes its old slots; one master alone restarts alone.
+
+Skipped (with the reason) when podman or the stand-in images (make images) are missing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from .chart_pods import Pod, PodRunner, unusable_reason
+
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
+
+STANDINS = ("localhost/valkey-standin:latest",)
+SLOTS = 16384
+
+
+@pytest.fixture(autouse=True)
+def _needs_podman():
+    reason = unusable_reason(STANDINS)
+    if reason:
+        pytest.skip(f"Redis Cluster pods on podman: {reason}")
+
+
+def render_redis(*sets: str) -> list:
+    from chart.helm import render  # tests/chart/helm.py: helm template of the chart
+
+    return list(render(sets=("redis.image.registry=localhost",
+                             "redis.image.repository=valkey-standin", "redis.image.tag=latest",
+                             *sets)))
+
+
+def cli(pod: Pod, *args: str) -> str:
+    # timeout: a MOVED to a node just killed would wait for TCP's own timeout.
+    done = pod.exec("sh", "-c", 'timeout 3 valkey-cli --no-auth-warning -a "$REDIS_PASSWORD" "$@"',
+                    "cli", *args)
+    return done.stdout.replace("\r", "")
+
+
+def nodes(pod: Pod) -> list[dict]:
+    """CLUSTER NODES as seen by `pod`."""
+    out = []
+    for line in cli(pod, "cluster", "nodes").splitlines():
+        parts = line.split()
+        if len(parts) < 8:
+            continue
+        addr = parts[1]
+        out.append({"id": parts[0], "ip": addr.split(":")[0],
+                    "host": addr.split(",")[1] if "," in addr else "",
+                    "flags": parts[2].split(","), "master": parts[3],
+                    "slots": [s for s in parts[8:] if not s.startswith("[")]})
+    return out
+
+
+def slot_count(node: dict) -> int:
+    total = 0
+    for s in node["slots"]:
+        lo, _, hi = s.partition("-")
+        total += int(hi or lo) - int(lo) + 1
+    return total
+
+
+def healthy(pods: list[Pod], masters: int, replicas: int) -> str | None:
+    """None when every pod sees the same, complete cluster; else what is wrong."""
+    want = masters * (1 + replicas)
+    for pod in pods:
+        info = cli(pod, "cluster", "info")
+        if "cluster_state:ok" not in info:
+            return f"{pod.name}: cluster_state not ok"
+        view = nodes(pod)
+        if len(view) != want:
+            return f"{pod.name}: knows {len(view)} nodes, want {want}: {view}"
+        if any(f in ("fail", "fail?", "handshake", "noaddr") for n in view for f in n["flags"]):
+            return f"{pod.name}: failing nodes in {view}"
+        owners = [n for n in view if "master" in n["flags"] and n["slots"]]
+        if len(owners) != masters or sum(slot_count(n) for n in owners) != SLOTS:
+            return f"{pod.name}: {len(owners)} masters own slots"
+        for m in owners:
+            count = sum(1 for n in view if n["master"] == m["id"])
+            if count != replicas:
+                return f"{pod.name}: master {m['host']} has {count} replicas"
+        hosts = sorted(n["host"] for n in view)
+        if len(set(hosts)) != len(hosts):
+            return f"{pod.name}: a hostname twice (stale node kept): {hosts}"
+    return None
+
+
+def wait_healthy(pods: list[Pod], masters: int, replicas: int, timeout: float = 90) -> float:
+    t0 = time.monotonic()
+    problem = "not checked"
+    while time.monotonic() - t0 < timeout:
+        problem = healthy(pods, masters, replicas)
+        if problem is None:
+            return time.monotonic() - t0
+        time.sleep(1)
+    logs = "\n".join(f"--- {p.name}\n{p.logs()[-1500:]}" for p in pods)
+    raise AssertionError(f"cluster not healthy in {timeout}s: {problem}\n{logs}")
+
+
+def start_all(runner: PodRunner, count: int) -> list[Pod]:
+    pods = [runner.start("redis", i) for i in range(count)]
+    for pod in pods:
+        runner.wait_ready(pod, timeout=120)
+    return pods
+
+
+def replace(runner: PodRunner, pods: list[Pod], old: Pod, *, kill: bool = False) -> Pod:
+    """Delete a pod (gracefully, or SIGKILL) and start its replacement: new address, empty data."""
+    ordinal = int(old.name.rsplit("-", 1)[1])
+    (runner.kill if kill else runner.stop)(old)
+    runner.forget_claims(old.name)
+    new = runner.start("redis", ordinal)
+    pods[pods.index(old)] = new
+    return new
+
+
+def role_of(pods: list[Pod], role: str) -> Pod:
+    for pod in pods:
+        if f"role:{role}" in cli(pod, "info", "replication"):
+            return pod
+    raise AssertionError(f"no {role}")
+
+
+def test_three_masters_three_replicas_form_heal_and_fail_over():
+    runner = PodRunner(render_redis())
+    try:
+        t0 = time.monotonic()
+        pods = start_all(runner, 6)
+        formed = time.monotonic() - t0
+        wait_healthy(pods, 3, 1)
+        print(f"6 pods ready, cluster formed in {formed:.1f} s")
+        # Keys on every master, read back later through whichever node serves them.
+        keys = [f"k{i}" for i in range(60)]
+        for key in keys:
+            assert cli(pods[0], "-c", "set", key, key).strip() == "OK"
+
+        # A replica deleted, back empty with a new address: it takes its old self's place.
+        replica = role_of(pods, "slave")
+        new = replace(runner, pods, replica)
+        assert new.ip != replica.ip
+        runner.wait_ready(new)
+        print(f"replica {replica.name} replaced: healthy in {wait_healthy(pods, 3, 1):.1f} s")
+
+        # A master deleted gracefully: preStop hands its slots over first, nothing is lost.
+        master = role_of(pods, "master")
+        new = replace(runner, pods, master)
+        runner.wait_ready(new)
+        print(f"master {master.name} replaced gracefully: healthy in "
+              f"{wait_healthy(pods, 3, 1):.1f} s")
+        assert "role:slave" in cli(new, "info", "replication"), "the new pod replicates"
+        missing = [k for k in keys if cli(pods[0], "-c", "get", k).strip() != k]
+        assert not missing, f"writes lost across a graceful master restart: {missing}"
+
+        # A master killed: its replica takes over after cluster-node-timeout (5 s).
+        master = role_of(pods, "master")
+        others = [p for p in pods if p is not master]
+        killed_at = time.monotonic()
+        runner.kill(master)
+        while "cluster_state:ok" not in cli(others[0], "cluster", "info") or any(
+                slot_count(n) and "fail" in n["flags"] for n in nodes(others[0])):
+            assert time.monotonic() - killed_at < 30, nodes(others[0])
+            time.sleep(0.2)
+        # Served again: every key readable (a write after the last sync may be lost; none here).
+        while any(cli(others[0], "-c", "get", k).strip() != k for k in keys[:5]):
+            assert time.monotonic() - killed_at < 30
+            time.sleep(0.2)
+        failover_s = time.monotonic() - killed_at
+        print(f"master {master.name} killed: served again after {failover_s:.1f} s")
+        assert failover_s < 20  # node timeout 5 s + election; more on a loaded machine
+        runner.forget_claims(master.name)
+        new = runner.start("redis", int(master.name.rsplit("-", 1)[1]))
+        pods[pods.index(master)] = new
+        runner.wait_ready(new)
+        print(f"its pod back: healthy in {wait_healthy(pods, 3, 1):.1f} s")
+        stopped = [p for p in runner.stopped if p.exit_code is not None]
+        assert all(p.exit_code in (0, 137) for p in stopped), [
+            (p.name, p.exit_code, p.last_logs) for p in stopped]
+    finally:
+        runner.remove_all()
+        runner.cluster.remove()
+
+
+def test_without_replicas_a_replaced_master_takes_its_slots_back():
+    runner = PodRunner(render_redis("redis.cluster.replicasPerMaster=0"))
+    try:
+        pods = start_all(runner, 3)
+        wait_healthy(pods, 3, 0)
+        new = replace(runner, pods, pods[1], kill=True)
+        runner.wait_ready(new, timeout=120)
+        took = wait_healthy(pods, 3, 0)
+        print(f"master {new.name} replaced without a replica: healthy in {took:.1f} s")
+        mine = [n for n in nodes(new) if "myself" in n["flags"]][0]
+        assert slot_count(mine) == pytest.approx(SLOTS / 3, abs=1)
+    finally:
+        runner.remove_all()
+        runner.cluster.remove()
+
+
+def test_one_master_alone_restarts_alone():
+    runner = PodRunner(render_redis("redis.cluster.masters=1", "redis.cluster.replicasPerMaster=0"))
+    try:
+        pods = start_all(runner, 1)
+        wait_healthy(pods, 1, 0)
+        new = replace(runner, pods, pods[0])
+        runner.wait_ready(new)
+        wait_healthy(pods, 1, 0)
+        assert re.search(r"cluster_slots_ok:16384", cli(new, "cluster", "info"))
+    finally:
+        runner.remove_all()
+        runner.cluster.remove()

@@ -1,0 +1,58 @@
+"""Heartbeat tombstones on a real Redis: an expired key alone is a Redis outage, not a death."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+from channels_fleet.devcluster import LocalRedis
+from channels_fleet.relay.liveness import Heartbeat, PeerWatch, heartbeat_key, tombstone_key
+
+
+async def test_expired_without_tombstone__re_registers__with_tombstone__abandons(
+    redis_single: LocalRedis,
+) -> None:
+    url = redis_single.urls[0]
+    client = aioredis.Redis.from_url(url)
+    lost: list[str] = []
+    beat = Heartbeat([url], "fleet.worker.t!1", interval=0.2, ttl=0.6,
+                     on_lost=lambda: lost.append("lost"), prefix="t1")
+    await beat.start()
+    try:
+        watch = PeerWatch(client, lambda: [], lambda dead: None, prefix="t1")
+        # A Redis outage: the key expired, nobody declared the process dead.
+        await client.delete(beat.key)
+        await asyncio.to_thread(beat.beat)
+        await asyncio.sleep(0.05)
+        assert lost == [] and await client.exists(beat.key)
+        # A peer declares it dead only while its key is missing: not now.
+        assert await watch.declare(["fleet.worker.t!1"]) == set()
+        # Cut off: the key expired and a peer declared it dead (tombstone).
+        await client.delete(beat.key)
+        assert await watch.dead(["fleet.worker.t!1"]) == {"fleet.worker.t!1"}
+        assert await client.exists(tombstone_key("fleet.worker.t!1", "t1"))
+        await asyncio.to_thread(beat.beat)
+        await asyncio.sleep(0.05)
+        assert lost == ["lost"]
+        assert await client.exists(heartbeat_key("fleet.worker.t!1", "t1"))
+        assert not await client.exists(tombstone_key("fleet.worker.t!1", "t1"))  # consumed
+    finally:
+        await beat.stop()
+        await client.aclose()
+
+
+async def test_peer_watch__waits_after_its_own_redis_failures(redis_single: LocalRedis) -> None:
+    client = aioredis.Redis.from_url(redis_single.urls[0])
+    reported: list[set[str]] = []
+    watch = PeerWatch(client, lambda: ["fleet.iface.gone!1"], reported.append, interval=0.05,
+                      grace=0.5, prefix="fleet")
+    watch.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert reported == []  # within the grace after start: peers get time to beat
+        await asyncio.sleep(0.6)
+        assert reported and reported[0] == {"fleet.iface.gone!1"}
+    finally:
+        await watch.stop()
+        await client.aclose()

@@ -1,0 +1,138 @@
+"""The worker's ``await_many_dispatch``: Channels' contract, on a real Redis and in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+import pytest
+from channels.layers import InMemoryChannelLayer
+
+from channels_fleet.devcluster import LocalRedis
+from channels_fleet.layers import RedisClusterChannelLayer
+from channels_fleet.worker import dispatch
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(params=["fleet", "memory"])
+async def layer(request: pytest.FixtureRequest, redis_single: LocalRedis) -> Any:
+    if request.param == "memory":
+        yield InMemoryChannelLayer()
+        return
+    layer = RedisClusterChannelLayer(hosts=redis_single.urls, prefix=f"dispatch{id(request)}")
+    yield layer
+    await layer.flush()
+    await layer.close_pools()
+
+
+class Stop(Exception):
+    pass
+
+
+async def run(layer: Any, client: asyncio.Queue, handle: Any) -> tuple[str, asyncio.Task[None]]:
+    """A consumer's loop: the client's events and its channel, as AsyncConsumer wires them."""
+    channel = await layer.new_channel()
+    sources = [client.get, functools.partial(layer.receive, channel)]
+    task = asyncio.ensure_future(dispatch.await_many_dispatch(sources, handle))
+    return channel, task
+
+
+async def test_both_sources_dispatched_each_in_order(layer: Any) -> None:
+    client: asyncio.Queue = asyncio.Queue()
+    seen: list[tuple[str, int]] = []
+    done = asyncio.Event()
+
+    async def handle(message: dict[str, Any]) -> None:
+        seen.append((message["type"], message["n"]))
+        if len(seen) == 100:
+            done.set()
+
+    channel, task = await run(layer, client, handle)
+    for n in range(50):
+        client.put_nowait({"type": "client", "n": n})
+        await layer.send(channel, {"type": "layer", "n": n})
+    await asyncio.wait_for(done.wait(), 10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    for kind in ("client", "layer"):
+        assert [n for k, n in seen if k == kind] == list(range(50))
+
+
+async def test_next_receive_waits_for_dispatch_to_return(layer: Any) -> None:
+    """One message at a time per source: the second stays queued while the first is handled."""
+    client: asyncio.Queue = asyncio.Queue()
+    handling = asyncio.Event()
+    release = asyncio.Event()
+    seen: list[int] = []
+
+    async def handle(message: dict[str, Any]) -> None:
+        seen.append(message["n"])
+        handling.set()
+        await release.wait()
+
+    channel, task = await run(layer, client, handle)
+    await layer.send(channel, {"type": "layer", "n": 1})
+    await asyncio.wait_for(handling.wait(), 10)
+    await layer.send(channel, {"type": "layer", "n": 2})
+    await asyncio.sleep(0.2)
+    assert seen == [1]  # the second is not taken while the first is being handled
+    handling.clear()
+    release.set()
+    await asyncio.wait_for(handling.wait(), 10)
+    assert seen == [1, 2]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_exception_in_dispatch_ends_the_loop_and_loses_no_message(
+        redis_single: LocalRedis) -> None:
+    """The consumer stops on a client event; a message on our layer that arrived meanwhile
+    stays in its channel (as with a cancelled receive) instead of vanishing with the loop.
+    (Channels' own loop, and any other layer, drop it.)"""
+    layer = RedisClusterChannelLayer(hosts=redis_single.urls, prefix="dispatchstop")
+    client: asyncio.Queue = asyncio.Queue()
+    first = asyncio.Event()
+
+    async def handle(message: dict[str, Any]) -> None:
+        if message["type"] == "client":
+            await asyncio.sleep(0.2)  # the layer message arrives while this runs
+            raise Stop
+        first.set()
+
+    channel, task = await run(layer, client, handle)
+    await layer.send(channel, {"type": "layer", "n": 1})  # connected: futures from here on
+    await asyncio.wait_for(first.wait(), 5)
+    client.put_nowait({"type": "client", "n": 0})
+    await asyncio.sleep(0.05)
+    await layer.send(channel, {"type": "layer", "n": 7})
+    with pytest.raises(Stop):
+        await task
+    assert (await asyncio.wait_for(layer.receive(channel), 5))["n"] == 7
+    await layer.flush()
+    await layer.close_pools()
+
+
+async def test_an_exception_in_a_receive_ends_the_loop(layer: Any) -> None:
+    async def broken() -> dict[str, Any]:
+        raise RuntimeError("receive failed")
+
+    channel = await layer.new_channel()
+    sources = [broken, functools.partial(layer.receive, channel)]
+    with pytest.raises(RuntimeError, match="receive failed"):
+        await asyncio.wait_for(dispatch.await_many_dispatch(sources, lambda m: None), 5)
+
+
+def test_install_replaces_the_names_channels_looks_up() -> None:
+    import channels.consumer
+    import channels.utils
+
+    try:
+        assert dispatch.install()
+        assert not dispatch.install()
+        for module in (channels.consumer, channels.utils):
+            assert module.await_many_dispatch is dispatch.await_many_dispatch
+    finally:
+        dispatch.uninstall()
+    assert channels.consumer.await_many_dispatch is not dispatch.await_many_dispatch

@@ -1,0 +1,41 @@
+"""The split test project (``tests/integration/split/testproject``) as real processes.
+
+    stack = split_stack(redis_cluster.urls[:3], tmp_path)
+    iface, workers = stack.start(workers=2)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from channels_fleet.devstack import FleetStack
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = ROOT / "tests" / "integration" / "split" / "testproject"
+APP = "splitproject.asgi:application"
+
+
+def split_stack(urls: list[str], tmp: Path, *, cluster: bool = True, **env: str) -> FleetStack:
+    """Interfaces and workers of the split test project on ``urls`` (a Redis Cluster unless
+    ``cluster`` is False), logging to ``tmp``; short drains."""
+    base = {
+        "DJANGO_SETTINGS_MODULE": "splitproject.settings",
+        "CHANNELS_FLEET_LOG_LEVEL": "INFO",
+        "CHANNELS_FLEET_DRAIN_TIMEOUT": "8",
+    }
+    if cluster:
+        base["SPLIT_CLUSTER"] = "1"
+    return FleetStack(urls, tmp, project=PROJECT, app=APP, env={**base, **env})
+
+
+def wait_records(redis: Any, room: str, count: int, timeout: float) -> list[str]:
+    """The disconnect handlers the split test project recorded for ``room`` (``tag:code``),
+    once ``count`` are there or ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = [v.decode() for v in redis.lrange(f"split:disconnects:{room}", 0, -1)]
+        if len(got) >= count or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)

@@ -1,0 +1,85 @@
+"""Re-homing on a loopback fleet: a WebSocket whose worker dies or drains moves to a live one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from channels_fleet.interface.client import OWNED
+
+pytestmark = pytest.mark.timeout(20)
+
+CLAIM_TIMEOUT = 0.3  # the fleet fixture's (tests/unit/conftest.py)
+
+
+async def connected(fleet, path: str = "/ws/", **kwargs):
+    client = fleet.client(path, **kwargs)
+    assert (await client.connect())["type"] == "websocket.accept"
+    return client
+
+
+async def test_dead_worker__socket_rehomed_with_the_events_held_meanwhile(fleet) -> None:
+    first = await fleet.add_host()
+    client = await connected(fleet)
+    client.send_text("before")
+    assert await client.texts(1) == [f"{first.side.channel}:before"]
+    await fleet.kill(first)
+    client.send_text("during")  # held: the socket has no owner now
+    second = await fleet.add_host()
+    assert await client.texts(1) == [f"{second.side.channel}:during"]  # no second accept
+    scope, seen = fleet.app.instances[-1]
+    assert scope["fleet"]["rehomed"] == 1
+    assert [e["type"] for e in seen] == ["websocket.connect", "websocket.receive"]
+    conn = next(iter(fleet.gateway.conns.values()))
+    assert (conn.state, conn.rehomed) == (OWNED, 1)
+    await client.close()
+
+
+async def test_rehomed_app_refusing__socket_closed_1008(fleet) -> None:
+    first = await fleet.add_host()
+    client = await connected(fleet, "/refuse-rehomed/")
+    await fleet.kill(first)
+    await fleet.add_host()
+    assert await client.next() == {"type": "websocket.close", "code": 1008}
+
+
+async def test_no_live_worker__rehomed_socket_closed_1012_after_twice_the_deadline(fleet) -> None:
+    only = await fleet.add_host()
+    client = await connected(fleet)
+    await fleet.kill(only)
+    started = time.monotonic()
+    assert await client.next() == {"type": "websocket.close", "code": 1012}
+    assert time.monotonic() - started >= 2 * CLAIM_TIMEOUT * 0.9
+
+
+async def test_graphql_session__closed_1012_not_rehomed(fleet) -> None:
+    first = await fleet.add_host()
+    client = await connected(fleet, subprotocols=["graphql-transport-ws"])
+    await fleet.add_host()
+    await fleet.kill(first)
+    assert await client.next() == {"type": "websocket.close", "code": 1012}
+
+
+async def test_drain__every_frame_echoed_once_in_order_across_the_hand_back(fleet) -> None:
+    first = await fleet.add_host()
+    second = await fleet.add_host()
+    clients = [await connected(fleet, "/slow/") for _ in range(3)]
+    owners = {c.owner for c in fleet.gateway.conns.values()}
+    draining = first if first.side.channel in owners else second
+    for client in clients:
+        client.send_text("0")
+    drain = asyncio.ensure_future(draining.drain(5))
+    for n in range(1, 6):  # while the hand-back happens: stashed, returned, replayed
+        await asyncio.sleep(0.05)
+        for client in clients:
+            client.send_text(str(n))
+    for client in clients:
+        texts = await client.texts(6)
+        assert [t.rsplit(":", 1)[1] for t in texts] == [str(n) for n in range(6)]
+    await drain
+    assert all(c.state is OWNED and c.owner != draining.side.channel
+               for c in fleet.gateway.conns.values() if c.rehomed)
+    for client in clients:
+        await client.close()

@@ -1,0 +1,78 @@
+"""Relay message formats: scopes survive msgpack, bodies split under the chunk limit."""
+
+from __future__ import annotations
+
+import msgpack
+
+from channels_fleet.relay import wire
+
+SCOPE = {
+    "type": "websocket",
+    "path": "/ws/chat/lobby/",
+    "raw_path": b"/ws/chat/lobby/",
+    "query_string": b"a=1",
+    "headers": [(b"host", b"example.com"), (b"cookie", b"sessionid=abc")],
+    "client": ("10.0.0.1", 51000),
+    "server": ("10.0.0.2", 8000),
+    "scheme": "ws",
+    "subprotocols": ["chat.v2"],
+    "root_path": "",
+    "asgi": {"version": "3.0"},
+    "state": object(),  # not serialisable: must not travel
+}
+
+
+def roundtrip(message: dict) -> dict:
+    return msgpack.unpackb(msgpack.packb(message, use_bin_type=True), raw=False)
+
+
+def test_scope_round_trip__headers_back_to_tuples_of_bytes() -> None:
+    envelope = roundtrip(wire.connect_envelope("fleet.iface.x!y", "c1", SCOPE, 5.0))
+    scope = wire.scope_from_wire(envelope)
+    assert scope["headers"] == [(b"host", b"example.com"), (b"cookie", b"sessionid=abc")]
+    assert scope["client"] == ("10.0.0.1", 51000)
+    assert scope["server"] == ("10.0.0.2", 8000)
+    assert scope["subprotocols"] == ["chat.v2"]
+    assert scope["path"] == "/ws/chat/lobby/"
+    assert scope["query_string"] == b"a=1"
+    assert scope["asgi"]["version"] == "3.0"
+    assert "state" not in scope
+
+
+def test_connect_envelope__carries_deadline_and_reply_address() -> None:
+    envelope = wire.connect_envelope("fleet.iface.x!y", "c1", SCOPE, 5.0)
+    assert envelope["type"] == "fleet.connect"
+    assert (envelope["iface"], envelope["conn"]) == ("fleet.iface.x!y", "c1")
+    assert abs(envelope["deadline"] - envelope["sent_at"] - 5.0) < 1e-6
+
+
+def test_scope_from_wire__missing_client_stays_none() -> None:
+    scope = wire.scope_from_wire({"scope": {"type": "http", "path": "/", "client": None}})
+    assert scope["client"] is None
+    assert scope["headers"] == []
+    assert scope["root_path"] == ""
+
+
+def test_split_body__small_message_untouched() -> None:
+    message = {"type": "http.request", "body": b"abc", "more_body": False}
+    assert list(wire.split_body(message, 10)) == [message]
+
+
+def test_split_body__big_body_in_order_with_more_body_flags() -> None:
+    body = bytes(range(256)) * 40  # 10,240 bytes
+    parts = list(wire.split_body({"type": "http.request", "body": body, "more_body": False},
+                                 4096))
+    assert [len(p["body"]) for p in parts] == [4096, 4096, 2048]
+    assert [p["more_body"] for p in parts] == [True, True, False]
+    assert b"".join(p["body"] for p in parts) == body
+
+
+def test_split_body__keeps_more_body_of_a_streamed_message() -> None:
+    parts = list(wire.split_body({"type": "http.response.body", "body": b"x" * 10,
+                                  "more_body": True}, 4))
+    assert all(p["more_body"] for p in parts)
+
+
+def test_item_size__counts_body_bytes() -> None:
+    assert wire.item_size([wire.SEND, "c", {"type": "websocket.send", "text": "x" * 1000}]) > 1000
+    assert wire.item_size([wire.CLAIM, "c", "fleet.worker.a!b"]) < 100

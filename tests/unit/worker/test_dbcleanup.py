@@ -1,0 +1,133 @@
+"""Queued ``aclose_old_connections``: obsolete connections still closed before the next
+database use, without the handler waiting for the cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from support.bindingapp.djangosetup import setup
+
+setup()
+
+from asgiref.sync import async_to_sync, sync_to_async  # noqa: E402
+from django.db import connection  # noqa: E402
+
+from channels_fleet.worker import dbcleanup  # noqa: E402
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@sync_to_async
+def open_connection() -> str:
+    """Open the thread-sensitive thread's connection (CONN_MAX_AGE=0: obsolete at once)."""
+    connection.ensure_connection()
+    return threading.current_thread().name
+
+
+@sync_to_async
+def is_open() -> bool:
+    return connection.connection is not None
+
+
+async def test_obsolete_connection_is_closed_before_the_next_database_use():
+    await open_connection()
+    await dbcleanup.aclose_old_connections()
+    assert not await is_open()  # the next job on the same thread runs after the cleanup
+
+
+async def test_the_handler_does_not_wait_for_the_cleanup():
+    """The thread is busy with another consumer's database work: the caller goes on at once,
+    and the cleanup runs after that work, before the caller's own next job."""
+    release = threading.Event()
+    busy = asyncio.ensure_future(sync_to_async(release.wait)())
+    await asyncio.sleep(0.05)  # the blocker occupies the thread
+    await open_connection_later()
+    await dbcleanup.aclose_old_connections()
+    assert not busy.done()  # returned while the thread was still busy
+    release.set()
+    await busy
+    assert not await is_open()
+
+
+async def open_connection_later() -> None:
+    """Queue a connection-opening job behind the busy thread's current one (FIFO)."""
+    asyncio.ensure_future(open_connection())
+    await asyncio.sleep(0)
+
+
+async def test_concurrent_callers_share_runs():
+    await sync_to_async(lambda: None)()  # nothing queued
+    before = dbcleanup.CLEANUP.runs
+    release = threading.Event()
+    busy = asyncio.ensure_future(sync_to_async(release.wait)())
+    await asyncio.sleep(0.05)
+    for _ in range(500):
+        await dbcleanup.aclose_old_connections()
+    release.set()
+    await busy
+    await sync_to_async(lambda: None)()  # after the queued cleanup
+    assert dbcleanup.CLEANUP.runs - before == 1
+
+
+async def test_every_caller_gets_a_run_started_after_it_called():
+    """A connection opened after a run was queued is closed for the caller that came next."""
+    await dbcleanup.aclose_old_connections()  # queued (maybe running)
+    await open_connection()  # runs after that cleanup (same single thread)
+    await dbcleanup.aclose_old_connections()
+    assert not await is_open()
+
+
+async def test_a_failing_cleanup_is_logged_not_raised(caplog, monkeypatch):
+    def broken() -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(dbcleanup, "close_old_connections", broken)
+    await dbcleanup.aclose_old_connections()
+    await sync_to_async(lambda: None)()  # after the cleanup ran
+    await asyncio.sleep(0.01)
+    assert "database went away" in caplog.text
+
+
+def test_install_replaces_the_names_channels_looks_up():
+    import channels.consumer
+    import channels.db
+    import channels.generic.websocket
+
+    try:
+        assert dbcleanup.install()
+        assert not dbcleanup.install()
+        for module in (channels.db, channels.consumer, channels.generic.websocket):
+            assert module.aclose_old_connections is dbcleanup.aclose_old_connections
+    finally:
+        dbcleanup.uninstall()
+    assert channels.consumer.aclose_old_connections is not dbcleanup.aclose_old_connections
+
+
+def test_under_async_to_sync_it_falls_back_to_the_callers_thread():
+    """Inside async_to_sync the cleanup runs in the outer sync thread, as Channels' does."""
+    connection.ensure_connection()  # this (outer, sync) thread's connection
+
+    async def clean() -> None:
+        await dbcleanup.aclose_old_connections()
+
+    async_to_sync(clean)()
+    assert connection.connection is None
+
+
+def test_executor_probe_agrees_with_asgiref():
+    from asgiref.sync import AsyncToSync
+
+    async def both() -> tuple[object, object]:
+        return dbcleanup._outer_sync_executor(), getattr(AsyncToSync.executors, "current", None)
+
+    fast, public = async_to_sync(both)()
+    assert fast is public and fast is not None
+
+
+async def test_executor_probe_outside_async_to_sync():
+    from asgiref.sync import AsyncToSync
+
+    assert dbcleanup._outer_sync_executor() is None
+    assert getattr(AsyncToSync.executors, "current", None) is None
