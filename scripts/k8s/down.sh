@@ -66,10 +66,7 @@ if [ -d "$K8S_RUN" ]; then
     if [ -d "$dir" ]; then find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
   done
 
-  # Host state k8s-up recorded: kernel tunables, directories that did not exist before.
-  if [ -f "$K8S_RUN/host/sysctl.saved" ]; then
-    sysctl -q -p "$K8S_RUN/host/sysctl.saved"
-  fi
+  # Host state k8s-up recorded: directories that did not exist before, kernel tunables (below).
   find /var/log/containers -maxdepth 1 -type l -lname "$K8S_RUN/*" -delete 2>/dev/null || true
   while read -r dir; do
     case $dir in
@@ -83,8 +80,13 @@ if [ -d "$K8S_RUN" ]; then
 
   rm -rf "$ROOT/.run/k8s-logs"
   if [ -d "$LOGS" ]; then mv "$LOGS" "$ROOT/.run/k8s-logs"; fi
-  if [ -f "$K8S_RUN/host/sysctl.saved" ]; then  # leftovers.sh compares them with the host's
-    mkdir -p "$ROOT/.run/k8s-logs" && cp "$K8S_RUN/host/sysctl.saved" "$ROOT/.run/k8s-logs/"
+  if kubelets=$(pgrep -x kubelet); then
+    log "kernel tunables stay as a kubelet set them: another local cluster's runs" \
+      "(pid $(echo $kubelets)); its k8s-down puts them back"
+  elif [ -f "$HOST_SYSCTLS" ]; then  # the last cluster down: as before the first came up
+    sysctl -q -p "$HOST_SYSCTLS"
+    mkdir -p "$ROOT/.run/k8s-logs" && mv "$HOST_SYSCTLS" "$ROOT/.run/k8s-logs/"
+    rmdir "${HOST_SYSCTLS%/*}" 2>/dev/null || true
   fi
   # Never rm -rf through a mount that is still there (leftovers.sh names it below).
   if ! awk -v root="$K8S_RUN/" 'index($5, root) == 1 {found = 1} END {exit !found}' /proc/self/mountinfo; then

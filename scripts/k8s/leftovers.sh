@@ -20,12 +20,15 @@ for dir in $(cgroup_root_dirs); do
 done
 while read -r rule; do left+=("host iptables: $rule"); done \
   < <({ iptables-save 2>/dev/null; } | grep -E -- "KUBE-|$NODE_IP|${POD_CIDR%.*}\.|cni0" || true)
-# The kernel tunables the kubelet set, as they were before k8s-up (saved by up.sh).
-if [ -f "$ROOT/.run/k8s-logs/sysctl.saved" ] && [ ! -d "$K8S_RUN" ]; then
-  while IFS='=' read -r key value; do
-    now=$(sysctl -n "$key")
-    [ "$now" = "$value" ] || left+=("sysctl $key=$now (was $value before k8s-up)")
-  done <"$ROOT/.run/k8s-logs/sysctl.saved"
+# The kernel tunables the kubelet sets, as before k8s-up, once no local cluster's kubelet runs.
+if ! pgrep -x kubelet >/dev/null; then
+  [ ! -f "$HOST_SYSCTLS" ] || left+=("kernel tunables recorded in $HOST_SYSCTLS, never put back")
+  if [ -f "$ROOT/.run/k8s-logs/sysctl.saved" ] && [ ! -d "$K8S_RUN" ]; then
+    while IFS='=' read -r key value; do
+      now=$(sysctl -n "$key")
+      [ "$now" = "$value" ] || left+=("sysctl $key=$now (was $value before k8s-up)")
+    done <"$ROOT/.run/k8s-logs/sysctl.saved"
+  fi
 fi
 while read -r link; do left+=("host link: $link"); done \
   < <(ip -o link show | awk -F': ' '$2 ~ /^(cni0|node0)(@|$)/ {print $2}')

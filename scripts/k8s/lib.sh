@@ -24,6 +24,11 @@ CHECKOUT_ID=$(printf '%s' "$ROOT" | sha256sum | cut -c1-8)
 NETNS=channels-fleet-k8s-$CHECKOUT_ID
 NETNS_PATH=/run/netns/$NETNS
 CGROUP_ROOT=/channels-fleet-k8s-$CHECKOUT_ID  # kubelet's cgroupRoot, in every v1 hierarchy
+# The kernel tunables the kubelet changes are host-wide, so one record serves every local cluster
+# on the machine: made by the first to come up, put back by the last to go down.
+HOST_SYSCTLS=/run/channels-fleet-k8s/sysctl.saved
+KUBELET_SYSCTLS=(kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom
+                 kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 
 # Addresses inside the namespace (nothing outside it routes to them).
 NODE_NAME=channels-fleet-k8s

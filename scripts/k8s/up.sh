@@ -43,11 +43,11 @@ mkdir -p "$LOGS" "$PIDS" "$K8S_RUN/host" "$K8S_RUN/etc" "$K8S_RUN/cni/net.d" "$K
 
 # --- host state this cluster changes, recorded for k8s-down ---------------------------------
 # The kubelet sets these kernel tunables at start (container_manager_linux.go: setupKernelTunables);
-# kernel.* and vm.* are host-wide, so k8s-down puts back what was there.
-for key in kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom \
-    kernel.keys.root_maxkeys kernel.keys.root_maxbytes; do
-  echo "$key=$(sysctl -n "$key")"
-done >"$K8S_RUN/host/sysctl.saved"
+# they are host-wide: the last k8s-down of the machine puts back what was there before the first.
+if [ ! -f "$HOST_SYSCTLS" ]; then
+  mkdir -p "${HOST_SYSCTLS%/*}"
+  for key in "${KUBELET_SYSCTLS[@]}"; do echo "$key=$(sysctl -n "$key")"; done >"$HOST_SYSCTLS"
+fi
 # Created by `ip netns add` / the kubelet when missing: removed again by k8s-down if so.
 for dir in /run/netns /var/lib/kubelet /var/log/containers; do
   [ -e "$dir" ] || echo "$dir"
