@@ -13,9 +13,10 @@ tests/e2e/k8s/autoscale-values.yaml (workers of concurrency 4, HPA stabilisation
    connects wait in the queue (1013 after the claim deadline: the client opens again, as a
    client told "try again later" does); the HPA adds workers until every socket is served and
    saturation is back under 0.7.
-2. Stop the load: all sockets close but a few SURVIVORS, chosen on the newest workers (the
-   ReplicaSet removes the newest pods first), chatting on. The HPA scales in to the minimum; the
-   removed workers drain and re-home the survivors' sockets: none may close.
+2. Stop the load: all sockets close but one survivor on each worker (at most 5 of the 8 places
+   left on the minimum of 2 workers: under the target), chatting on. The HPA scales in to the
+   minimum; the removed workers (steered to ones holding survivors by the pod-deletion-cost
+   annotation) drain and re-home the survivors' sockets: none may close.
 
 Prints `k8s-autoscale: scaler=hpa scale_out_s=X max_workers=N scale_in_s=X scale_in_disconnects=0`
 (and scripts/k8s/e2e.sh prints it again at the end, from RESULTS).
@@ -61,7 +62,6 @@ RULES = ROOT / "deploy" / "prometheus" / "channels-fleet.rules.yml"
 # Built by scripts/k8s/build.sh, imported into the node's containerd by k8s-up.
 ADAPTER_IMAGE = os.environ.get("E2E_ADAPTER_IMAGE", "localhost/k8s/prometheus-adapter:v0.12.0")
 SOCKETS = 10  # 2.5 workers' worth at concurrency 4: 4 workers hold them under 70%
-SURVIVORS = 3  # 3 of 8 places on the 2 workers left: 0.375, no reason to keep a third
 MIN_WORKERS = 2
 TARGET = 0.7
 
@@ -364,16 +364,24 @@ async def test_workers_scale_out_under_load_and_in_without_a_disconnect(
         assert peak is not None and peak > TARGET
         await scenarios.broadcast_reaches_all(clients, timeout=15)
 
-        # 2. Stop the load, but for survivors on the newest workers, which go first.
+        # 2. Stop the load, but for one survivor on each worker that serves sockets. The workers
+        #    holding survivors beyond the minimum are marked the cheapest to delete, so the
+        #    ReplicaSet removes them first (it otherwise picks among pods of a similar age by UID
+        #    and may remove only empty ones): the scale-in always drains sockets.
         channels = await asyncio.to_thread(worker_channels, release)
-        created = {p["metadata"]["name"]: p["metadata"]["creationTimestamp"]
-                   for p in worker_pods(release)}
         serving = {c: channels.get(await scenarios.worker_of(c) or "") for c in clients}
-        by_age = sorted(clients, key=lambda c: created.get(serving[c] or "", ""), reverse=True)
-        survivors, others = by_age[:SURVIVORS], by_age[SURVIVORS:]
-        original = sorted(created, key=created.get)[:MIN_WORKERS]
-        on_removed = [c for c in survivors if serving[c] not in original]
-        assert on_removed, f"no survivor on a scaled-out worker: {serving}"
+        by_pod: dict[str, scenarios.ChatClient] = {}
+        for client in clients:
+            if serving[client]:
+                by_pod.setdefault(serving[client], client)
+        survivors = list(by_pod.values())
+        others = [c for c in clients if c not in survivors]
+        doomed = list(by_pod)[:max(0, len(by_pod) - MIN_WORKERS)]
+        for pod in doomed:
+            release.kubectl("annotate", "pod", pod,
+                            "controller.kubernetes.io/pod-deletion-cost=-100")
+        assert doomed, f"sockets on fewer than {MIN_WORKERS + 1} workers: {serving}"
+        workers_before = {p["metadata"]["name"] for p in worker_pods(release)}
         rehomed_before = await rehomes(stack)
         await scenarios.close_all(others)
         chatter_stop = asyncio.Event()
@@ -382,7 +390,7 @@ async def test_workers_scale_out_under_load_and_in_without_a_disconnect(
         async def chatter() -> None:
             while not chatter_stop.is_set():
                 sent.append(scenarios.unique("still-here"))
-                await survivors[len(sent) % SURVIVORS].say(sent[-1])
+                await survivors[len(sent) % len(survivors)].say(sent[-1])
                 await asyncio.sleep(0.5)
 
         talk = asyncio.create_task(chatter())
@@ -399,15 +407,19 @@ async def test_workers_scale_out_under_load_and_in_without_a_disconnect(
         await talk
         assert ok, f"no scale-in to {MIN_WORKERS} workers:\n{timeline.report()}"
         closed = [c.close_code for c in survivors if c.closed.is_set()]
+        removed = workers_before - {p["metadata"]["name"] for p in worker_pods(release)}
+        on_removed = [c for c in survivors if serving[c] in removed]
         rehomed = await rehomes(stack) - rehomed_before
         RESULTS["k8s_autoscale"] = (
             f"scaler=hpa scale_out_s={scale_out_s} max_workers={max_workers} "
             f"scale_in_s={scale_in_s} scale_in_disconnects={len(closed)}")
         print(f"\nHPA timeline:\n{timeline.report()}")
-        print(f"survivors: {SURVIVORS} ({len(on_removed)} on removed workers), re-homed "
+        print(f"survivors: {len(survivors)} ({len(on_removed)} on removed workers "
+              f"{sorted(removed)}), re-homed "
               f"{rehomed:.0f}, messages {len(sent)}")
         print(f"k8s-autoscale: {RESULTS['k8s_autoscale']}")
         assert not closed, f"{len(closed)} sockets closed during the scale-in: {closed}"
+        assert on_removed, f"no survivor was on a removed worker ({sorted(removed)}): {serving}"
         assert rehomed >= len(on_removed), "the removed workers' sockets were not re-homed"
         # Served by the workers that are left, and in the room: the re-homed consumers rejoined.
         await scenarios.room_works_for_all(survivors)
