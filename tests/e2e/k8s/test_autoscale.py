@@ -159,12 +159,6 @@ def prometheus(release: Release, tmp_path_factory: pytest.TempPathFactory) -> It
             proc.terminate_and_wait(10)
 
 
-def service_port(release: Release, component: str) -> int:
-    ports = json.loads(release.kubectl("get", "service", f"{release.fullname}-{component}",
-                                       "-o", "jsonpath={.spec.ports}"))
-    return next(p["port"] for p in ports if p.get("name") == "http")
-
-
 def node_ip(release: Release) -> str:
     nodes = json.loads(release.kubectl("get", "nodes", "-o", "json"))["items"]
     return next(a["address"] for a in nodes[0]["status"]["addresses"]
@@ -315,9 +309,9 @@ async def test_workers_scale_out_under_load_and_in_without_a_disconnect(
     web = next(p["metadata"]["name"] for p in release.app_pods()
                if p["metadata"]["labels"]["app.kubernetes.io/component"] == "web")
     release.exec(web, "python3", "manage.py", "demo_users")
-    session = sign_in(f"http://{release.service_host('web')}:{service_port(release, 'web')}",
+    session = sign_in(f"http://{release.service_host('web')}:{release.service_port('web')}",
                       "alice")
-    port = service_port(release, "interface")
+    port = release.service_port("interface")
     stack = KubeStack(base_url=f"http://{release.service_host('interface')}:{port}",
                       namespace=release.namespace, release=release.name,
                       kubectl=release.kubectl_bin,
