@@ -84,6 +84,7 @@ class NodeClient:
         self._lock = asyncio.Lock()
         self._idle_blocking: list[RespConnection] = []
         self._busy_blocking: set[RespConnection] = set()
+        self.unreachable = False  # the last connect failed
 
     def live_connection(self) -> RespConnection | None:
         """The shared connection if it is open now (lets callers write without awaiting)."""
@@ -103,8 +104,10 @@ class NodeClient:
         try:
             conn = await RespConnection.open(self.address, self.options, self.socket_timeout)
         except (RedisError, OSError):
+            self.unreachable = True
             _metrics.node_up(self.address, False)
             raise
+        self.unreachable = False
         _metrics.node_up(self.address, True)
         return conn
 
@@ -220,6 +223,7 @@ class Router:
         self._single: NodeClient | None = None
         self._seeds: list[str] = []
         self._refresh_lock = asyncio.Lock()
+        self._background_refresh: asyncio.Task[None] | None = None
 
     @property
     def host_names(self) -> str:
@@ -285,6 +289,8 @@ class Router:
         async with self._refresh_lock:
             known = [a for a, n in self._nodes.items() if n in self._slots]
             candidates = list(dict.fromkeys(known + self._seeds))
+            # A dead node costs a whole connect timeout: ask the ones that answered last first.
+            candidates.sort(key=lambda address: self._node(address).unreachable)
             failures = []
             for address in candidates:
                 try:
@@ -328,9 +334,25 @@ class Router:
         return self._node(f"{host}:{port}")
 
     def set_slot(self, slot: int, host: str, port: int) -> None:
-        """Follow a MOVED reply without re-reading the whole table."""
         if self._slots:
             self._slots[slot] = self._node(f"{host}:{port}")
+
+    def moved(self, slot: int, host: str, port: int) -> None:
+        """Follow a MOVED reply: this slot at once, the whole table in the background.
+
+        After a failover every slot of the old master moved, not just this one; re-reading the
+        table once saves a redirection per slot, or a connect timeout per slot once the old
+        master is gone.
+        """
+        self.set_slot(slot, host, port)
+        if self._background_refresh is None or self._background_refresh.done():
+            self._background_refresh = asyncio.ensure_future(self._refresh_logged())
+
+    async def _refresh_logged(self) -> None:
+        try:
+            await self.refresh()
+        except LayerUnavailable as exc:
+            logger.info("slot table not re-read after MOVED: %s", exc)
 
     def primaries(self) -> list[NodeClient]:
         if self._single is not None:
@@ -338,6 +360,8 @@ class Router:
         return list(dict.fromkeys(self._slots))
 
     async def close(self) -> None:
+        if self._background_refresh is not None:
+            self._background_refresh.cancel()
         nodes, self._nodes = list(self._nodes.values()), {}
         self._slots, self._single = [], None
         for node in nodes:
