@@ -34,6 +34,7 @@ from .client import FINISHED, OWNED, REHOMING, ClientConn
 from .limits import ClientLimit, client_key, refuse
 from .proxy import TrustedProxies
 from .rehome import Rehoming
+from .replay import AckHandler
 from .settings import InterfaceSettings
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Gateway:
         self.side.handle({
             wire.CLAIM: self._on_claim, wire.SEND: self._on_send, wire.END: self._on_end,
             wire.RELEASE: self._on_release, wire.REHOME: self.rehoming.on_rehome,
-            wire.RETURN: self.rehoming.on_return, wire.ACK: self.rehoming.on_ack,
+            wire.RETURN: self.rehoming.on_return, wire.ACK: AckHandler(self.conns),
         })
         self.limits = ClientLimit(settings.max_connections_per_client)
         self.proxies = TrustedProxies(settings.forwarded_allow_ips)

@@ -5,8 +5,8 @@ The socket stays open. A new connect envelope (``rehomed`` = n) goes to the work
 ``websocket.connect``; client events are held meanwhile. A draining worker gives a socket up
 with REHOME; the gateway answers with a FENCE (nothing more will come to it), and the worker
 sends back the events it had not handled with RETURN, which go to the new owner first. A dead
-worker returns nothing: the frames it had not acknowledged (ACK, :mod:`.replay`) go to the new
-owner first instead, marked as replayed; they also stand in for a RETURN that never comes.
+worker returns nothing: the frames it had not acknowledged (:mod:`.replay`) go to the new owner
+first instead, marked as replayed; they also stand in for a RETURN that never comes.
 
     rehoming = Rehoming(side, claims, conns)
     rehoming.rehome(conn, "dead")
@@ -61,19 +61,6 @@ class Rehoming:
         conn.replay = None  # the RETURN is exact: nothing to replay in its place
         conn.held = [*events, *conn.held]
         self.claims.unfence(conn)
-
-    async def on_ack(self, _: str, entries: list[Any], sender: str) -> None:
-        """An owner's ACK: its apps have handled these frames; they need no replay."""
-        try:
-            wire.parse_acks(entries)
-        except wire.WireError as exc:
-            logger.warning("ignored an ack from %s: %s", sender, exc)
-            return
-        conns = self.conns
-        for conn_id, handled, taken in entries:
-            conn = conns.get(conn_id)
-            if conn is not None and conn.owner == sender and conn.unacked is not None:
-                conn.unacked.ack(handled, taken)
 
     def rehome(self, conn: ClientConn, cause: str) -> None:
         """Hand a WebSocket to a new owner: same socket, the app from websocket.connect again.

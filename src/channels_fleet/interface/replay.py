@@ -17,12 +17,20 @@ replayed: were its owner to die then, the socket is closed with 1012 instead of 
     unacked.record(event)                 # relayed to the owner
     unacked.ack(handled=1, taken=1)       # the owner's ACK
     replay = unacked.detach("dead")       # the owner died: what the next one gets first
+
+    side.handle({wire.ACK: AckHandler(conns)})   # the owners' ACK items, applied
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from ..relay import wire
+
+logger = logging.getLogger(__name__)
 
 #: The key marking a replayed event for the app (``message.get("fleet_replayed")``).
 REPLAYED = "fleet_replayed"
@@ -101,3 +109,31 @@ class Unacked:
         self.frames = []
         self.first = self.acked = self.taken = self.size = 0
         return replay
+
+
+class Acked(Protocol):
+    """What an ACK needs of a connection (``client.ClientConn``)."""
+
+    owner: str | None
+    unacked: Unacked | None
+
+
+class AckHandler:
+    """Applies the owners' ACK items to a gateway's connections (the ``wire.ACK`` handler)."""
+
+    def __init__(self, conns: Mapping[str, Acked]) -> None:
+        self.conns = conns
+
+    async def __call__(self, _: str, entries: list[Any], sender: str) -> None:
+        """``sender``'s apps have handled these frames: they need no replay."""
+        try:
+            wire.parse_acks(entries)
+        except wire.WireError as exc:
+            logger.warning("ignored an ack from %s: %s", sender, exc)
+            return
+        conns = self.conns
+        for conn_id, handled, taken in entries:
+            conn = conns.get(conn_id)
+            # Only the current owner's counts: frames are numbered from its claim.
+            if conn is not None and conn.owner == sender and conn.unacked is not None:
+                conn.unacked.ack(handled, taken)
