@@ -262,9 +262,10 @@ def parse_item(item: Any) -> list[Any]:
 
 def parse_acks(payload: list[Any]) -> list[Any]:
     """Check an ACK item's payload ``[[conn, handled, taken], ...]``; return it or WireError."""
-    for entry in payload:
-        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
-                and all(type(n) is int and n >= 0 for n in entry[1:])):
+    for entry in payload:  # one entry per socket per batch: kept cheap
+        if not (type(entry) is list and len(entry) == 3 and type(entry[0]) is str
+                and type(entry[1]) is int and type(entry[2]) is int
+                and entry[1] >= 0 and entry[2] >= 0):
             raise WireError("bad entry in an ack item")
     return payload
 
