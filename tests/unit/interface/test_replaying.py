@@ -218,3 +218,28 @@ async def test_rehome_off__no_buffer_and_no_acks() -> None:
         await client.close()
     finally:
         await fleet.stop()
+
+
+async def test_drained_owner_dying_before_its_return__what_its_app_handled_is_not_replayed(
+    fleet,
+) -> None:
+    old = await fleet.add_host()
+    client = await connected(fleet, "/mute/")
+
+    async def ignore(conn_id: str, payload: None, sender: str) -> None:
+        return None  # dies before it answers the FENCE: nothing is returned
+
+    old.side.handle({wire.FENCE: ignore})
+    client.send_text("a")
+    owned = old.conns[the_conn(fleet).id]
+    await until(lambda: owned.handled == 1)  # handled; its ACK not sent yet (nothing to ride on)
+    drain = asyncio.ensure_future(old.drain(5))  # the app is idle: REHOME at once, ACK first
+    await until(lambda: the_conn(fleet).owner is None)
+    await fleet.kill(old)
+    drain.cancel()
+    await fleet.add_host()
+    client.send_text("b")
+    await until(lambda: len(fleet.app.instances) == 2 and len(fleet.app.seen()) == 2)
+    assert fleet.app.seen() == [{"type": "websocket.connect"},
+                                {"type": "websocket.receive", "text": "b"}]
+    await client.close()
