@@ -34,6 +34,7 @@ from .client import FINISHED, OWNED, REHOMING, ClientConn
 from .limits import ClientLimit, client_key, refuse
 from .proxy import TrustedProxies
 from .rehome import Rehoming
+from .replay import AckHandler
 from .settings import InterfaceSettings
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Gateway:
         self.side.handle({
             wire.CLAIM: self._on_claim, wire.SEND: self._on_send, wire.END: self._on_end,
             wire.RELEASE: self._on_release, wire.REHOME: self.rehoming.on_rehome,
-            wire.RETURN: self.rehoming.on_return,
+            wire.RETURN: self.rehoming.on_return, wire.ACK: AckHandler(self.conns),
         })
         self.limits = ClientLimit(settings.max_connections_per_client)
         self.proxies = TrustedProxies(settings.forwarded_allow_ips)
@@ -122,8 +123,9 @@ class Gateway:
         if not self.limits.acquire(client, scope):
             await refuse(scope, receive, send)
             return
-        conn = ClientConn(f"{self._id_prefix}.{next(self._ids):x}", kind == "websocket", send,
-                          scope)
+        ws = kind == "websocket"
+        conn = ClientConn(f"{self._id_prefix}.{next(self._ids):x}", ws, send, scope,
+                          self.rehoming.unacked() if ws else None)
         try:
             if conn.ws:
                 await self._websocket(conn, scope, receive)
@@ -213,11 +215,12 @@ class Gateway:
         """One client event for the owner: straight to it once claimed, else held."""
         state, owner = conn.state, conn.owner
         if owner is not None and (state is OWNED or state is REHOMING):
-            conn.unanswered += 1
             if not self.relay.post(owner, [wire.EVENT, conn.id, event]):
                 logger.warning("%s: relay backlog full; closing", conn.id)
                 METRICS.messages_dropped.labels("buffer_full").inc()
                 self._spawn_end(conn, 1013, tell_owner=True)
+            elif conn.unacked is not None:
+                conn.unacked.record(event)  # until the owner acknowledges it
             return
         conn.held.append(event)
         if len(conn.held) > self.settings.pending_limit:
@@ -253,7 +256,6 @@ class Gateway:
         conn = self.conns.get(conn_id)
         if conn is None or conn.state is FINISHED or (sender and sender != conn.owner):
             return None  # finished, or a worker that no longer owns it (re-homed away)
-        conn.unanswered = 0
         return conn
 
     async def _on_send(self, conn_id: str, message: dict[str, Any], sender: str) -> None:
@@ -362,8 +364,8 @@ class Gateway:
                     conn.told = True  # nobody to tell
                     self._spawn_end(conn, 1012, tell_owner=False)
             if conn.fence in dead:
-                # What it held died with it. (After the owner's re-home: held events wait for
-                # the next owner rather than go to one that died alongside.)
+                # What it held died with it: what it had not acknowledged is replayed instead.
+                # (After the owner's re-home: held events wait for the next owner.)
                 self.claims.unfence(conn)
 
     def _abandon_all(self) -> None:

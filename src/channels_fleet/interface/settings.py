@@ -22,6 +22,11 @@ class InterfaceSettings(ServiceSettings):
     connect_capacity: int = 1000
     #: Most client events held per connection before a worker claims it.
     pending_limit: int = 64
+    #: Most client frames, and payload bytes, kept per WebSocket until its owner acknowledges
+    #: them, to replay if it dies. Beyond, the oldest go; should the owner die before it
+    #: acknowledges past them, the socket is closed with 1012 instead of re-homed.
+    replay_limit: int = 500
+    replay_bytes: int = 512 * 1024
     #: Most unsent bytes buffered for one client before it is disconnected as not reading.
     send_buffer: int = 4 * 1024 * 1024
     #: Most open connections from one client address (0: no limit; behind a proxy keep 0
@@ -44,7 +49,7 @@ class InterfaceSettings(ServiceSettings):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._positive("claim_timeout", "connect_capacity", "pending_limit", "send_buffer",
-                       "ping_interval", "ping_timeout")
+                       "ping_interval", "ping_timeout", "replay_limit", "replay_bytes")
         if self.drain_close_rate < 0:
             raise SettingsError("CHANNELS_FLEET_DRAIN_CLOSE_RATE must be >= 0")
         if self.max_connections_per_client < 0:

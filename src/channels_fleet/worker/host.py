@@ -25,6 +25,7 @@ from ..relay import wire
 from ..relay.liveness import Liveness
 from ..relay.relay import relay_layer
 from ..relay.side import RelaySide
+from .acks import Acks
 from .handback import HandBack
 from .owned import ABANDONED, CLOSED, HANDED, HANDING_BACK, NOT_OURS, RUNNING, OwnedConn
 from .settings import WorkerSettings
@@ -47,7 +48,9 @@ class Host:
             liveness=liveness,
         )
         self.relay = self.side.relay  # the hot path posts straight to it
-        self.handback = HandBack(self.side, settings)
+        # At most four ACK-only batches per heartbeat interval per interface (quiet sockets).
+        self.acks = Acks(self.relay, settings.heartbeat_interval / 4)
+        self.handback = HandBack(self.side, settings, self.acks)
         self.side.handle({wire.EVENT: self._on_event, wire.GONE: self._on_gone,
                           wire.FENCE: self.handback.on_fence})
         self._room = asyncio.Event()
@@ -116,6 +119,7 @@ class Host:
         return released, cancelled
 
     async def stop(self) -> None:
+        self.acks.stop()
         await self.side.tasks.cancel()
         tasks = [c.task for c in self.conns.values() if c.task is not None]
         for task in tasks:
@@ -163,22 +167,30 @@ class Host:
         self.relay.post(iface, [wire.CLAIM, conn.id, self.side.channel], control=True)
         if ws:
             conn.queue.put_nowait({"type": "websocket.connect"})
-        conn.task = asyncio.create_task(self._run(conn, scope), name=f"conn {conn.id}")
+        acks = self.acks if ws and envelope.get("ack") else None
+        conn.task = asyncio.create_task(self._run(conn, scope, acks), name=f"conn {conn.id}")
 
-    async def _run(self, conn: OwnedConn, scope: dict[str, Any]) -> None:
+    async def _run(self, conn: OwnedConn, scope: dict[str, Any], acks: Acks | None) -> None:
         async def send(message: dict[str, Any]) -> None:
             self._send(conn, message)
 
         async def receive() -> dict[str, Any]:
-            # Waiting on an empty queue = every event taken so far has been handled (Channels
-            # dispatches one at a time): the point where a hand-back loses nothing.
+            # Asking again = every event taken so far has been handled (Channels dispatches
+            # one at a time): the point where a hand-back loses nothing, and an ACK's count.
+            if acks is not None and conn.handled != conn.taken:
+                conn.handled = conn.taken
+                acks.mark(conn)
             if conn.idle is not None and conn.queue.empty():
                 conn.idle.set()
             conn.waiting = True
             try:
-                return await conn.queue.get()
+                event = await conn.queue.get()
             finally:
                 conn.waiting = False
+            if acks is not None and event["type"] == "websocket.receive":
+                conn.taken += 1
+                acks.mark(conn)
+            return event
 
         try:
             await self.application(scope, receive, send)
