@@ -78,6 +78,7 @@ class Interface:
             websocket_handshake_timeout=2 * settings.claim_timeout + 15,
             websocket_connect_timeout=2 * settings.claim_timeout + 15,
             application_close_timeout=settings.drain_timeout,
+            http_timeout=settings.http_timeout or None,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             verbosity=0,

@@ -17,6 +17,8 @@ application = ProtocolTypeRouter({
         path("stream/", consumers.StreamConsumer.as_asgi()),
         path("slow/", consumers.SlowConsumer.as_asgi()),
         path("bad/<str:case>/", consumers.BadHttpConsumer.as_asgi()),
+        path("scope/", consumers.ScopeConsumer.as_asgi()),
+        path("hold/", consumers.hold),
         re_path(r"", django_asgi),
     ]),
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter([

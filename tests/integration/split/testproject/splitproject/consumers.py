@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import time
 
 import redis
 from channels.consumer import AsyncConsumer, SyncConsumer
@@ -42,6 +43,7 @@ class EchoConsumer(AsyncWebsocketConsumer):
                 "kwargs": self.scope["url_route"]["kwargs"],
                 "client": self.scope.get("client"),
                 "scheme": self.scope.get("scheme"),
+                "types": [type(self.scope.get(k)).__name__ for k in ("client", "server")],
             }))
         elif text_data and text_data.startswith("burst:"):
             # burst:N:SIZE -> N binary frames of SIZE bytes, each led by its index.
@@ -226,3 +228,29 @@ class BadSyncWebsocketConsumer(SyncConsumer):
     def websocket_connect(self, event):
         self.send({"type": "websocket.accept"})
         self.send({"type": "websocket.send", "text": 42})
+
+
+class ScopeConsumer(AsyncHttpConsumer):
+    """The scope's client, server and scheme, with their types (Daphne gives lists)."""
+
+    async def handle(self, body):
+        scope = self.scope
+        await self.send_response(200, json.dumps({
+            "client": scope.get("client"), "server": scope.get("server"),
+            "scheme": scope.get("scheme"),
+            "types": [type(scope.get(k)).__name__ for k in ("client", "server")],
+        }).encode(), headers=[(b"content-type", b"application/json")])
+
+
+async def hold(scope, receive, send):
+    """Waits for its disconnect and records it (``split:hold:<query>``); with a query starting
+    ``start``, begins a streamed response first. (An HTTP timeout's subject.)"""
+    tag = scope["query_string"].decode()
+    await receive()  # the request
+    if tag.startswith("start"):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"begun\n", "more_body": True})
+    started = time.monotonic()
+    event = await receive()
+    await asyncio.to_thread(record, f"split:hold:{tag}",
+                            f"{event['type']} after {time.monotonic() - started:.0f}s")
