@@ -5,8 +5,9 @@ the proxy's address in ``scope["client"]`` (Django's ``REMOTE_ADDR``) and ``http
 ``scope["scheme"]``. When the TCP peer is a trusted proxy, ``X-Forwarded-For`` and
 ``X-Forwarded-Proto`` replace them, and ``X-Forwarded-Port`` the client's port, as Daphne's
 ``--proxy-headers`` reads them (``["10.1.2.3", 80]``; 0 without the header) but from trusted
-proxies only, as uvicorn's ``--forwarded-allow-ips`` (Daphne trusts any peer). The proxies are ``CHANNELS_FLEET_FORWARDED_ALLOW_IPS``;
-headers from any other peer are ignored: a client cannot claim another address.
+proxies only, as uvicorn's ``--forwarded-allow-ips`` (Daphne trusts any peer). The proxies
+are ``CHANNELS_FLEET_FORWARDED_ALLOW_IPS``; headers from any other peer are ignored: a client
+cannot claim another address.
 
     proxies = TrustedProxies(["10.0.0.0/8"])
     scope = proxies.resolve(scope)
