@@ -147,7 +147,7 @@ def test_invalid_http_message__send_raises_client_gets_500_one_log_line(
     time.sleep(0.3)  # the log line is written before the client's answer is relayed
     lines = log_lines(servers.worker, f"/bad/{case}/")
     assert len(lines) == 1, lines
-    assert f"splitproject.consumers.BadHttpConsumer sent an invalid message on" in lines[0]
+    assert "splitproject.consumers.BadHttpConsumer sent an invalid message on" in lines[0]
     assert f": {raised}: " in lines[0]
     assert "Traceback" not in servers.worker.log.read_text()
 
