@@ -56,10 +56,9 @@ def load_app(spec: str, settings: WorkerSettings) -> Any:
         sys.path.insert(0, os.getcwd())
     import django
     from django.apps import apps
+    from django.conf import settings as django_settings
 
     from channels_fleet.adopt import adopting
-
-    from django.conf import settings as django_settings
 
     module_name, _, attr = spec.partition(":")
     with adopting(settings.adopt_layers, settings.redis_url):
