@@ -44,7 +44,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int,
                         help="most owned connections (CHANNELS_FLEET_CONCURRENCY, 1000)")
     parser.add_argument("--metrics-port", type=int,
-                        help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT, 9100; 0: off)")
+                        help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT; unset: "
+                             "the first free from 9100; 0: off)")
     parser.add_argument("--redis-url", help="comma-separated URLs (CHANNELS_FLEET_REDIS_URL)")
     return parser.parse_args(argv)
 

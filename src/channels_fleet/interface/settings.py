@@ -45,6 +45,10 @@ class InterfaceSettings(ServiceSettings):
     #: and the app gets http.disconnect. Checked every 2 s, as Daphne does. 0: no limit.
     http_timeout: float = 0.0
 
+    @property
+    def public_port(self) -> int | None:
+        return self.port
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self._positive("claim_timeout", "connect_capacity", "pending_limit", "send_buffer",
