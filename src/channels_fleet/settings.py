@@ -221,3 +221,36 @@ def check_metrics_port(metrics_port: int | None, public_port: int | None) -> Non
         raise SettingsError(
             f"CHANNELS_FLEET_METRICS_PORT is not set and the public port {public_port} + 1000 "
             "is past 65535: set CHANNELS_FLEET_METRICS_PORT (0: no probes)")
+
+
+@dataclass(frozen=True)
+class DevSettings(EnvSettings):
+    """Settings of ``channels-fleet dev`` (the split on a developer's machine)."""
+
+    #: The project's ASGI app, module:attribute.
+    app: str = ""
+    #: Local only by default, as ``runserver``.
+    bind: str = "127.0.0.1"
+    port: int = 8000
+    #: Worker processes (``--workers``).
+    dev_workers: int = 2
+    #: Empty: a private redis-server is started (and removed on exit).
+    redis_url: tuple[str, ...] = ()
+    #: Seconds between two looks at the project's .py files.
+    reload_interval: float = 0.3
+    #: The services' log level; warnings and errors by default (a calm terminal).
+    log_level: str = "WARNING"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.redis_url, str):
+            object.__setattr__(self, "redis_url", split_csv(self.redis_url))
+        if ":" not in self.app:
+            raise SettingsError(
+                "the APP argument (or CHANNELS_FLEET_APP) must be module:attribute, for example "
+                f"myproject.asgi:application; got {self.app!r}")
+        if self.dev_workers <= 0:
+            raise SettingsError("--workers (CHANNELS_FLEET_DEV_WORKERS) must be > 0")
+        if not 0 < self.port < 65536:
+            raise SettingsError("--port (CHANNELS_FLEET_PORT) must be 1..65535")
+        if self.reload_interval <= 0:
+            raise SettingsError("CHANNELS_FLEET_RELOAD_INTERVAL must be > 0")
