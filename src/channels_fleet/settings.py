@@ -82,6 +82,12 @@ class EnvSettings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    def _split(self, *names: str) -> None:
+        """Comma-separated strings given for tuple fields (by a flag) become tuples."""
+        for name in names:
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, split_csv(getattr(self, name)))
+
     def _positive(self, *names: str) -> None:
         for name in names:
             if getattr(self, name) <= 0:
@@ -117,8 +123,7 @@ class ServiceSettings(EnvSettings):
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        if isinstance(self.redis_url, str):
-            object.__setattr__(self, "redis_url", split_csv(self.redis_url))
+        self._split("redis_url")
         if not self.redis_url:
             raise SettingsError(
                 "CHANNELS_FLEET_REDIS_URL is not set; expected redis://host:port "
@@ -171,8 +176,7 @@ class WebSettings(EnvSettings):
     redis_url: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.redis_url, str):
-            object.__setattr__(self, "redis_url", split_csv(self.redis_url))
+        self._split("redis_url")
         if ":" not in self.wsgi_app:
             raise SettingsError(
                 "CHANNELS_FLEET_WSGI_APP (or the WSGI_APP argument) must be module:attribute, "
@@ -225,32 +229,29 @@ def check_metrics_port(metrics_port: int | None, public_port: int | None) -> Non
 
 @dataclass(frozen=True)
 class DevSettings(EnvSettings):
-    """Settings of ``channels-fleet dev`` (the split on a developer's machine)."""
+    """Settings of ``channels-fleet dev`` (the split on a developer's machine).
 
-    #: The project's ASGI app, module:attribute.
+    ``app`` is the project's ASGI app (module:attribute), served on ``bind:port`` (local only
+    by default, as ``runserver``) by one interface and ``dev_workers`` workers; ``redis_url``
+    empty: a private redis-server (removed on exit). The project's .py files are looked at
+    every ``reload_interval`` seconds; the services log at ``log_level`` (warnings and errors:
+    a calm terminal).
+    """
+
     app: str = ""
-    #: Local only by default, as ``runserver``.
+    redis_url: tuple[str, ...] = ()
     bind: str = "127.0.0.1"
     port: int = 8000
-    #: Worker processes (``--workers``).
     dev_workers: int = 2
-    #: Empty: a private redis-server is started (and removed on exit).
-    redis_url: tuple[str, ...] = ()
-    #: Seconds between two looks at the project's .py files.
     reload_interval: float = 0.3
-    #: The services' log level; warnings and errors by default (a calm terminal).
     log_level: str = "WARNING"
 
     def __post_init__(self) -> None:
-        if isinstance(self.redis_url, str):
-            object.__setattr__(self, "redis_url", split_csv(self.redis_url))
+        self._split("redis_url")
         if ":" not in self.app:
             raise SettingsError(
                 "the APP argument (or CHANNELS_FLEET_APP) must be module:attribute, for example "
                 f"myproject.asgi:application; got {self.app!r}")
-        if self.dev_workers <= 0:
-            raise SettingsError("--workers (CHANNELS_FLEET_DEV_WORKERS) must be > 0")
+        self._positive("dev_workers", "reload_interval")
         if not 0 < self.port < 65536:
-            raise SettingsError("--port (CHANNELS_FLEET_PORT) must be 1..65535")
-        if self.reload_interval <= 0:
-            raise SettingsError("CHANNELS_FLEET_RELOAD_INTERVAL must be > 0")
+            raise SettingsError("CHANNELS_FLEET_PORT (--port) must be 1..65535")
