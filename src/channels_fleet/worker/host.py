@@ -266,10 +266,13 @@ class Host:
             return
         if conn.ws and conn.accepted and message.__class__ is dict and (
                 message.get("type") == "websocket.send"):
-            conformance.check_frame(message)  # the per-frame path: nothing more to decide
-            self._post(conn, message)
-            return
-        conformance.check(message, ws=conn.ws, accepted=conn.accepted)
+            # The per-frame path, checked here (no call): text a str or bytes bytes, not both.
+            text, data = message.get("text"), message.get("bytes")
+            if ((text is None or text.__class__ is str)
+                    and (data is None or data.__class__ is bytes) and not (text and data)):
+                self._post(conn, message)
+                return
+        conformance.check(message, ws=conn.ws, accepted=conn.accepted)  # raises what is wrong
         self._send(conn, message)
 
     def _send(self, conn: OwnedConn, message: dict[str, Any]) -> None:
