@@ -31,7 +31,7 @@ from ..relay.side import RelaySide
 from . import edge
 from .claims import Claims
 from .client import FINISHED, OWNED, REHOMING, ClientConn
-from .limits import ClientLimit, client_key, refuse
+from .limits import ClientLimit, client_key, close_pacing, refuse
 from .proxy import TrustedProxies
 from .rehome import Rehoming
 from .replay import AckHandler
@@ -261,7 +261,17 @@ class Gateway:
     async def _on_send(self, conn_id: str, message: dict[str, Any], sender: str) -> None:
         conn = self._from_owner(conn_id, sender)
         if conn is not None:
-            await self._write(conn, message)
+            try:
+                await self._write(conn, message)
+            except Exception as exc:
+                # Daphne refused it (a worker that does not check what apps send): end the
+                # connection (500, a cut response or 1011) rather than write what follows.
+                logger.error("%s %s: the server refused the app's %s (%r); ending it", conn.id,
+                             conn.scope.get("path"), message.get("type"), exc)
+                if conn.finish():
+                    self._tell_gone(conn, 1011)
+                    edge.fail(conn.send)
+                    conn.complete()
 
     async def _on_release(self, conn_id: str, code: int, sender: str) -> None:
         conn = self._from_owner(conn_id, sender)
@@ -386,13 +396,3 @@ class Gateway:
         if tell_owner:
             self._tell_gone(conn, code)
         await conn.end(code)
-
-
-def close_pacing(sockets: int, rate: float, timeout: float) -> tuple[int, float]:
-    """(sockets per batch, seconds between batches) to close ``sockets`` at ``rate`` per second,
-    sped up to end within 60% of ``timeout``; ``rate`` 0: one batch."""
-    if rate <= 0 or sockets == 0:
-        return max(sockets, 1), 0.0
-    rate = max(rate, sockets / (0.6 * timeout))
-    batch = max(1, round(rate / 20))  # about 20 batches a second
-    return batch, batch / rate

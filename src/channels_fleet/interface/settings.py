@@ -45,6 +45,14 @@ class InterfaceSettings(ServiceSettings):
     #: not end within 60% of the drain timeout. Paced, the clients' reconnects reach the new
     #: pods' work queue as a stream instead of one burst past CONNECT_CAPACITY. 0: all at once.
     drain_close_rate: float = 500.0
+    #: Seconds an HTTP request may take, from its arrival to the end of its response
+    #: (Daphne's --http-timeout): then 503 if no response began, else the response is ended,
+    #: and the app gets http.disconnect. Checked every 2 s, as Daphne does. 0: no limit.
+    http_timeout: float = 0.0
+
+    @property
+    def public_port(self) -> int | None:
+        return self.port
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,6 +60,8 @@ class InterfaceSettings(ServiceSettings):
                        "ping_interval", "ping_timeout", "replay_limit", "replay_bytes")
         if self.drain_close_rate < 0:
             raise SettingsError("CHANNELS_FLEET_DRAIN_CLOSE_RATE must be >= 0")
+        if self.http_timeout < 0:
+            raise SettingsError("CHANNELS_FLEET_HTTP_TIMEOUT must be >= 0 (0: no limit)")
         if self.max_connections_per_client < 0:
             raise SettingsError("CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT must be >= 0")
         if isinstance(self.forwarded_allow_ips, str):

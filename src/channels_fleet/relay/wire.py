@@ -107,13 +107,14 @@ def scope_to_wire(scope: dict[str, Any]) -> dict[str, Any]:
 
 
 def scope_from_wire(envelope: dict[str, Any]) -> dict[str, Any]:
-    """Rebuild an ASGI scope from a connect envelope (headers as tuples, client/server tuples)."""
+    """Rebuild an ASGI scope from a connect envelope (headers as tuples; client and server as
+    ``[host, port]`` lists, as Daphne gives them)."""
     wire = envelope["scope"]
     scope: dict[str, Any] = dict(wire)
     scope["headers"] = [(bytes(k), bytes(v)) for k, v in wire.get("headers", [])]
     for key in ("client", "server"):
         if scope.get(key) is not None:
-            scope[key] = tuple(scope[key])
+            scope[key] = list(scope[key])
     if "subprotocols" in scope:
         scope["subprotocols"] = list(scope["subprotocols"] or [])
     scope.setdefault("root_path", "")

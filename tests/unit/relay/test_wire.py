@@ -31,8 +31,8 @@ def test_scope_round_trip__headers_back_to_tuples_of_bytes() -> None:
     envelope = roundtrip(wire.connect_envelope("fleet.iface.x!y", "c1", SCOPE, 5.0))
     scope = wire.scope_from_wire(envelope)
     assert scope["headers"] == [(b"host", b"example.com"), (b"cookie", b"sessionid=abc")]
-    assert scope["client"] == ("10.0.0.1", 51000)
-    assert scope["server"] == ("10.0.0.2", 8000)
+    assert scope["client"] == ["10.0.0.1", 51000]  # lists, as Daphne gives them
+    assert scope["server"] == ["10.0.0.2", 8000]
     assert scope["subprotocols"] == ["chat.v2"]
     assert scope["path"] == "/ws/chat/lobby/"
     assert scope["query_string"] == b"a=1"
