@@ -32,8 +32,8 @@ class InterfaceSettings(ServiceSettings):
     #: Most open connections from one client address (0: no limit; behind a proxy keep 0
     #: unless the proxy is trusted below, so addresses are the clients').
     max_connections_per_client: int = 0
-    #: Proxies (addresses, networks, "*") whose X-Forwarded-For / -Proto give the client's
-    #: address and scheme. Empty: none, the TCP peer is the client.
+    #: Proxies (addresses, networks, "*") whose X-Forwarded-For / -Port / -Proto give the client's
+    #: address, port and scheme. Empty: none, the TCP peer is the client.
     forwarded_allow_ips: tuple[str, ...] = ()
     #: Seconds between pings to a quiet WebSocket (Daphne's --ping-interval). Each socket's
     #: first ping falls at a random point of the interval, so sockets that connected together
