@@ -158,7 +158,8 @@ async def test_redis_failover__served_again_within_10s(release: Release, stack: 
                         await client.reopen()
                 try:
                     await scenarios.broadcast_reaches_all(clients, timeout=2)
-                except AssertionError:
+                except AssertionError as exc:
+                    print(f"not served yet at {time.perf_counter() - t0:.1f} s: {exc}")
                     return False
                 return True
 
