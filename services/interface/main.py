@@ -78,7 +78,8 @@ class Interface:
 
         self.server = FleetServer(
             self.gateway,
-            endpoints=[f"tcp:port={settings.port}:interface={settings.bind}"],
+            endpoints=[f"tcp:port={settings.port}:interface={settings.bind}"
+                       f":backlog={settings.backlog}"],
             signal_handlers=False,
             request_buffer_size=settings.chunk_size,
             # A connect may wait for two claim deadlines (sent again after a worker died).

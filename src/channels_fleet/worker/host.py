@@ -51,6 +51,7 @@ class Host:
         self.side.handle({wire.EVENT: self._on_event, wire.GONE: self._on_gone,
                           wire.FENCE: self.handback.on_fence})
         self._room = asyncio.Event()
+        self._full_since: float | None = None  # monotonic time it last ran out of room
         self._taking: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -62,6 +63,12 @@ class Host:
         if s.channels:
             self.side.tasks.spawn(self._background(), "background channels")
         logger.info("worker %s taking connections (concurrency %d)", channel, s.concurrency)
+
+    def full_for(self) -> float:
+        """Seconds it has taken no connection for want of room (owning ``concurrency``); 0
+        while it has room. Its heartbeat reports it (interfaces refuse when all are full)."""
+        since = self._full_since
+        return 0.0 if since is None else time.monotonic() - since
 
     async def ready(self) -> tuple[bool, str]:
         """Readiness: not draining and heartbeat fresh (the relay's Redis answers)."""
@@ -128,8 +135,10 @@ class Host:
     async def _take_loop(self) -> None:
         while not self.side.draining:
             while len(self.conns) >= self.settings.concurrency:
+                self._full_since = self._full_since or time.monotonic()
                 self._room.clear()
                 await self._room.wait()
+            self._full_since = None
             try:
                 envelope = await self.layer.receive(wire.CONNECT_QUEUE)
             except asyncio.CancelledError:
