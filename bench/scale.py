@@ -46,11 +46,13 @@ from split import APP, fleet_layer, fleet_stack, raise_fd_limit, redis_layer, rs
 
 from channels_fleet.devcluster import LocalRedis, die_with_parent, free_ports
 from channels_fleet.devstack import FleetStack, ServiceProcess
+from channels_fleet.interface.settings import InterfaceSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "splitbench"))
 from swarm import Swarm, split  # noqa: E402
 
 P99_LIMIT_MS = 100.0
+BACKLOG = InterfaceSettings.backlog  # the dataclass default
 #: Descriptors kept free in a server at the last growth step (Redis connections, logs, ...).
 FD_MARGIN = 30
 
@@ -207,10 +209,17 @@ def broadcast_side(swarm: Swarm, layer: Any, urls: list[str], pids: list[int], c
 # -- the run -------------------------------------------------------------------------------
 
 
-def daphne(stack: FleetStack) -> tuple[ServiceProcess, str]:
+def daphne(stack: FleetStack, defaults: bool) -> tuple[ServiceProcess, str]:
+    """The monolith: Daphne running the consumers on channels_redis. Unless ``defaults``, with
+    the interface's listen backlog and no access log, as our interface runs (Daphne's own
+    defaults, a backlog of 50 and a line per connection, lose a storm to the kernel)."""
     (port,) = free_ports(1)
-    proc = stack.spawn("monolith", [sys.executable, "-m", "daphne", "-b", "127.0.0.1",
-                                    "-p", str(port), APP], BENCH_LAYER="channels_redis")
+    if defaults:
+        where = ["-b", "127.0.0.1", "-p", str(port)]
+    else:
+        where = ["-e", f"tcp:port={port}:interface=127.0.0.1:backlog={BACKLOG}", "-v", "0"]
+    proc = stack.spawn("monolith", [sys.executable, "-m", "daphne", *where, APP],
+                       BENCH_LAYER="channels_redis")
     return proc, f"ws://127.0.0.1:{port}"
 
 
@@ -230,6 +239,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--broadcast", type=int, default=20000, help="broadcast sockets")
     parser.add_argument("--repeats", type=int, default=3, help="broadcasts per side")
     parser.add_argument("--clients", type=int, default=4, help="load client processes")
+    parser.add_argument("--daphne-defaults", action="store_true",
+                        help="the monolith with Daphne's defaults (backlog 50, access log)")
     args = parser.parse_args(argv)
     if args.quick:
         args.storm, args.rounds, args.step, args.max_sockets = 500, 1, 250, 1000
@@ -250,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     phases = [args.only] if args.only else ["storm", "growth", "broadcast"]
     try:
-        mono, mono_url = daphne(stack)
+        mono, mono_url = daphne(stack, args.daphne_defaults)
         iface = stack.interface(wait=False, BENCH_LAYER="fleet")
         worker = stack.worker(wait=False, BENCH_LAYER="fleet")
         wait_http(mono_url.replace("ws:", "http:") + "/")
@@ -266,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         if "growth" in phases:
             results["growth"] = growth_phase(swarm, sides, args, fd_limit)
         if "broadcast" in phases:
-            mono2, mono2_url = daphne(stack)
+            mono2, mono2_url = daphne(stack, args.daphne_defaults)
             iface2 = stack.interface(wait=False, BENCH_LAYER="fleet")
             worker2 = stack.worker(wait=False, BENCH_LAYER="fleet")
             wait_http(mono2_url.replace("ws:", "http:") + "/")
@@ -293,13 +304,13 @@ def report(results: dict[str, Any], args: argparse.Namespace, fd_limit: int,
     fields = []
     if "storm" in results:
         s = results["storm"]
-        fields.append(f"storm{args.storm // 1000}k_ratio="
+        fields.append(f"storm{args.storm / 1000:g}k_ratio="
                       f"{s['ours']['seconds'] / s['monolith']['seconds']:.2f}")
     if "growth" in results:
         fields.append(f"sockets_per_interface={results['growth']['ours']['best']}")
     if "broadcast" in results:
         b = results["broadcast"]["ours"]
-        n = args.broadcast // 1000
+        n = f"{args.broadcast / 1000:g}"
         fields.append(f"broadcast{n}k_p95_ms={b['p95_ms']:.0f}")
         fields.append(f"kb_per_socket_{n}k={b['kb_per_socket']:.1f}")
     print("scale: " + " ".join(fields))

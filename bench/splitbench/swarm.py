@@ -39,7 +39,11 @@ class Held:
     """The idle sockets this process keeps open between commands."""
 
     def __init__(self) -> None:
-        self.socks: list[IdleSocket] = []
+        self.by_url: dict[str, list[IdleSocket]] = {}
+
+    @property
+    def socks(self) -> list[IdleSocket]:
+        return [sock for socks in self.by_url.values() for sock in socks]
 
     async def open(self, urls: list[str], count: int, parallel: int = 200) -> dict[str, Any]:
         """Open ``count`` more idle sockets, to ``urls`` in turn, ``parallel`` handshakes at a
@@ -51,29 +55,31 @@ class Held:
         async def one(url: str) -> None:
             async with sem:
                 try:
-                    self.socks.append(await open_idle(url))
+                    self.by_url.setdefault(url, []).append(await open_idle(url))
                 except Exception as exc:  # counted, not fatal: the bench reports it
                     failed[failure(exc)] += 1
 
         await asyncio.gather(*(one(urls[i % len(urls)]) for i in range(count)))
         return {"opened": count - sum(failed.values()), "failed": dict(failed),
-                "held": self.alive(), "seconds": time.perf_counter() - started}
+                "held": self.alive(urls), "seconds": time.perf_counter() - started}
 
-    def alive(self) -> int:
-        return sum(not s.closed for s in self.socks)
+    def alive(self, urls: list[str]) -> int:
+        """Sockets still open to ``urls`` (another side's, held too, are not counted)."""
+        return sum(not s.closed for url in urls for s in self.by_url.get(url, []))
 
     async def arrivals(self, nth: int, timeout: float) -> dict[str, Any]:
         """Each held socket's ``nth`` data frame arrival time (None: never came), once every
         one has it, or is closed, or ``timeout`` passed."""
-        done = watch_arrivals(self.socks, nth)
+        socks = self.socks
+        done = watch_arrivals(socks, nth)
         try:
             await asyncio.wait_for(done, timeout)
         except TimeoutError:
             pass
-        for sock in self.socks:
+        for sock in socks:
             sock.on_frame = None
         return {"times": [s.arrivals[nth - 1] if len(s.arrivals) >= nth else None
-                          for s in self.socks]}
+                          for s in socks]}
 
     async def close(self) -> dict[str, Any]:
         closed = 0
@@ -81,7 +87,7 @@ class Held:
             if not sock.closed:
                 sock.close()
                 closed += 1
-        self.socks = []
+        self.by_url = {}
         await asyncio.sleep(0.2)
         return {"closed": closed}
 
@@ -91,6 +97,8 @@ def failure(exc: BaseException) -> str:
     text = str(exc)
     if text.startswith("HTTP/"):
         return "HTTP " + text.split(" ", 2)[1]
+    if text.startswith("close ") or text == "closed":
+        return text
     if isinstance(exc, TimeoutError):
         return "timeout"
     return type(exc).__name__
@@ -106,6 +114,8 @@ async def echo_once(sock: IdleSocket, timeout: float) -> None:
         if (len(sock.arrivals) > seen or sock.closed) and not got.done():
             got.set_result(None)
 
+    if sock.closed:  # a refusal: its close frame came with the handshake's answer
+        raise ConnectionError(f"close {sock.close_code}" if sock.close_code else "closed")
     sock.on_frame = on_frame
     sock.send_text(PAYLOAD)
     try:
