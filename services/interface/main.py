@@ -61,6 +61,7 @@ class Interface:
         # Importing daphne.server installs Twisted's asyncio reactor: do it here, not at import.
         from daphne.server import Server
 
+        from channels_fleet.interface.edge import SlicedTimeouts, defer_config_log
         from channels_fleet.interface.gateway import Gateway
 
         self.settings = settings
@@ -71,7 +72,9 @@ class Interface:
         self._draining = False
         interface = self
 
-        class FleetServer(Server):  # type: ignore[misc]
+        defer_config_log()
+
+        class FleetServer(SlicedTimeouts, Server):  # type: ignore[misc]
             def listen_success(self, port: Any) -> None:
                 interface.ports.append(port)
                 super().listen_success(port)
