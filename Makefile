@@ -63,7 +63,7 @@ browser: ## install Debian's chromium for the browser test (tests/browser) when 
 	    install -y -qq --no-install-recommends chromium; \
 	fi
 
-test: install lint helm promtool-check chart-lint images browser ## run every test; starts (and stops) the Redis servers it needs
+test: install lint helm promtool-check chart-lint images browser e2e-k8s ## run every test; starts (and stops) the Redis servers it needs
 	$(BIN)/pytest -q --ignore=tests/chart
 
 test-unit: $(STAMP) ## the unit tests: no Redis, no root, seconds
@@ -150,6 +150,35 @@ e2e-kind: install helm ## e2e scenarios on a kind cluster (skipped, exit 0, with
 
 e2e-chart: install helm images ## the chart's rendered pods with podman: its Redis Cluster, then the e2e scenarios on the default stack
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/pytest -v -s tests/e2e/podman
+
+# A one-node Kubernetes of the official components (scripts/k8s/): built with the go command from
+# the Go module proxy into .tools/k8s/<version>, node packages from Debian, every daemon in a
+# network namespace of its own. docs/deployment.md#a-local-kubernetes says more.
+K8S_DEBS := containerd runc containernetworking-plugins iptables conntrack socat gettext-base \
+            openssl curl
+
+.PHONY: k8s-deps k8s-build k8s-up k8s-down e2e-k8s
+k8s-deps: podman ## the node's Debian packages (containerd, runc, CNI plugins, iptables, ...) when missing
+	@missing=$$(for p in $(K8S_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ] || ! apt-cache show busybox-static >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root for apt-get: install $$missing" >&2; exit 1; fi; \
+	  echo "k8s: installing Debian's $${missing:-package lists}"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 \
+	    install -y -qq --no-install-recommends $$missing; \
+	fi
+
+k8s-build: k8s-deps ## build Kubernetes, etcd, CoreDNS, local-path-provisioner (go, module proxy) into .tools/k8s
+	scripts/k8s/build.sh
+
+k8s-up: k8s-build ## a one-node Kubernetes in its own network namespace (scripts/k8s/exec kubectl ...)
+	scripts/k8s/up.sh
+
+k8s-down: ## stop the cluster of k8s-up: no process, mount, netns, cgroup or iptables rule left
+	scripts/k8s/down.sh
+
+e2e-k8s: install helm images k8s-build ## helm install the chart on a fresh k8s-up cluster, run the e2e scenarios there
+	scripts/k8s/e2e.sh
 
 .PHONY: e2e-local
 e2e-local: install ## the e2e scenarios on local processes: demo chat, 2 interfaces, 1-3 workers (in make test)

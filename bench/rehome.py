@@ -67,6 +67,10 @@ async def run(sockets: int, rate: float, tmp: Path, restart: bool = True) -> int
         rehomes = re.findall(r'^channels_fleet_rehomes_total\{cause="(\w+)"\} (\S+)$', metrics,
                              re.M)
         print("  interface rehomes_total:", ", ".join(f"{c}={float(n):.0f}" for c, n in rehomes))
+        replayed = re.findall(r'^channels_fleet_replayed_frames_total\{cause="(\w+)"\} (\S+)$',
+                              metrics, re.M)
+        print("  interface replayed_frames_total (a drain replays nothing):",
+              ", ".join(f"{c}={float(n):.0f}" for c, n in replayed))
         print("  interface rehome_gap_seconds buckets (le:count):", gap_buckets(metrics))
         print(f"  sockets per new worker afterwards: {sorted(result.owners_after.values())}")
         return 0 if result.disconnects == 0 else 1

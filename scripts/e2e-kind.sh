@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make e2e-kind: kind cluster, demo images, helm install, then the shared e2e scenarios
-# (tests/e2e/scenarios.py) through the KubeStack adapter (tests/e2e/kind/).
+# (tests/e2e/scenarios.py) through the KubeStack adapter (tests/e2e/kube_stack.py).
 # Without a working Docker engine or kind it says so in one line and exits 0 (skipped).
 #
 #   KEEP_CLUSTER=1    leave the cluster up afterwards (kind delete cluster --name channels-fleet-e2e)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+from channels_fleet.exceptions import PortUnavailable
 
 STARTUP_FAILURE = 3  # exit status of a service that could not start (as uvicorn)
 
@@ -13,11 +17,14 @@ logger = logging.getLogger("channels_fleet.services")
 
 
 def startup_failure(exc: BaseException, settings: Any) -> str:
-    """What one log line says of a failed start: the Redis it could not use, when it is that."""
+    """What one log line says of a failed start: the port it could not bind, or the Redis it
+    could not use, when it is that."""
     from redis.exceptions import RedisError
 
     from channels_fleet.adopt import redact
 
+    if isinstance(exc, PortUnavailable):
+        return str(exc)
     if isinstance(exc, RedisError | OSError):
         where = ", ".join(redact(url) for url in settings.redis_url)
         return f"Redis at {where}: {type(exc).__name__}: {exc}"
@@ -32,17 +39,59 @@ def setup_logging(level: str) -> None:
     )
 
 
+def bind_failure(port: int, setting: str, exc: OSError) -> PortUnavailable:
+    """The one-line reason ``port`` (changed by ``setting``) could not be bound."""
+    if exc.errno == errno.EADDRINUSE:
+        why = "is in use by another process"
+    elif exc.errno == errno.EACCES:
+        why = "needs root or CAP_NET_BIND_SERVICE (a port below 1024)"
+    else:
+        why = f"cannot be bound: {exc.strerror or exc}"
+    return PortUnavailable(f"port {port} ({setting}) {why}")
+
+
 async def start_probes(
-    port: int, readiness: Callable[[], Awaitable[tuple[bool, str]]], component: str
+    settings: Any, readiness: Callable[[], Awaitable[tuple[bool, str]]], component: str
 ) -> Any:
-    """Start /healthz, /readyz and /metrics on ``port`` (0: none); returns the server or None."""
-    if not port:
-        return None
+    """Start /healthz, /readyz and /metrics on the first free of ``settings.metrics_ports()``
+    (none: no probes); returns the server or None. PortUnavailable says which and why."""
+    from channels_fleet.settings import metrics_port_setting
+
+    setting = metrics_port_setting(settings.metrics_port, settings.public_port)
+    return await start_probes_on(settings.metrics_ports(), setting, readiness, component)
+
+
+async def start_probes_on(
+    ports: Sequence[int], setting: str, readiness: Callable[[], Awaitable[tuple[bool, str]]],
+    component: str,
+) -> Any:
+    """:func:`start_probes` on the first free of ``ports`` (``setting`` changes them)."""
     from channels_fleet.observability.probes import ProbeServer
 
-    probes = ProbeServer("0.0.0.0", port, readiness=readiness, component=component)
-    await probes.start()
-    return probes
+    hint = "; set CHANNELS_FLEET_METRICS_PORT (--metrics-port) to a free port, or 0 for none"
+    for port in ports:
+        probes = ProbeServer("0.0.0.0", port, readiness=readiness, component=component)
+        try:
+            await probes.start()
+            return probes
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or len(ports) == 1:
+                raise PortUnavailable(f"{bind_failure(port, setting, exc)}{hint}") from exc
+    if ports:
+        raise PortUnavailable(f"no free port for the probes ({setting}){hint}")
+    return None
+
+
+def check_port_free(host: str, port: int, setting: str) -> None:
+    """Raise PortUnavailable now if ``host:port`` cannot be bound (before a server that would
+    retry or report it less plainly tries)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers set it
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise bind_failure(port, setting, exc) from exc
 
 
 def reporting_liveness(settings: Any, kind: str, concurrency: int | None = None,
@@ -68,7 +117,7 @@ class Observability:
     async def start(
         self, settings: Any, readiness: Callable[[], Awaitable[tuple[bool, str]]], component: str
     ) -> Observability:
-        self.probes = await start_probes(settings.metrics_port, readiness, component)
+        self.probes = await start_probes(settings, readiness, component)
         if self.probes is not None:
             from channels_fleet.observability.queues import QueueCollector
 

@@ -21,6 +21,7 @@ from channels_fleet.settings import SettingsError
 from .._common import (
     STARTUP_FAILURE,
     Observability,
+    bind_failure,
     reporting_liveness,
     setup_logging,
     startup_failure,
@@ -35,7 +36,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bind", help="address to listen on (CHANNELS_FLEET_BIND, 0.0.0.0)")
     parser.add_argument("--port", type=int, help="public port (CHANNELS_FLEET_PORT, 8000)")
     parser.add_argument("--metrics-port", type=int,
-                        help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT, 9100; 0: off)")
+                        help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT; unset: "
+                             "the public port + 1000; 0: off)")
     parser.add_argument("--redis-url", help="comma-separated URLs (CHANNELS_FLEET_REDIS_URL)")
     return parser.parse_args(argv)
 
@@ -79,6 +81,16 @@ class Interface:
                 interface.ports.append(port)
                 super().listen_success(port)
 
+            def listen_error(self, failure: Any) -> None:
+                # Daphne logs "Listen failure" and stops with status 0: say which port, fail.
+                error = getattr(failure.value, "socketError", None)
+                reason: Any = failure.getErrorMessage()
+                if isinstance(error, OSError):
+                    reason = bind_failure(settings.port, "CHANNELS_FLEET_PORT, --port", error)
+                logger.critical("interface could not start: %s", reason)
+                interface.exit_code = STARTUP_FAILURE
+                self.stop()
+
         self.server = FleetServer(
             self.gateway,
             endpoints=[f"tcp:port={settings.port}:interface={settings.bind}"
@@ -89,6 +101,7 @@ class Interface:
             websocket_handshake_timeout=2 * settings.claim_timeout + 15,
             websocket_connect_timeout=2 * settings.claim_timeout + 15,
             application_close_timeout=settings.drain_timeout,
+            http_timeout=settings.http_timeout or None,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             verbosity=0,

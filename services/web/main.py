@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import ctypes
 import importlib
+import logging
 import math
 import os
 import signal
@@ -20,15 +21,19 @@ import subprocess
 import sys
 from typing import Any
 
-from channels_fleet.settings import SettingsError, WebSettings
+from channels_fleet.exceptions import PortUnavailable
+from channels_fleet.settings import SettingsError, WebSettings, metrics_port_setting
 
 from .._common import (
     STARTUP_FAILURE,
+    check_port_free,
     import_asgi_application,
     setup_logging,
-    start_probes,
+    start_probes_on,
     static_in_debug,
 )
+
+logger = logging.getLogger("channels_fleet.web")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -38,17 +43,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="port (CHANNELS_FLEET_PORT, 8000)")
     parser.add_argument("--workers", type=int, help="processes (CHANNELS_FLEET_WEB_WORKERS, 2)")
     parser.add_argument("--metrics-port", type=int,
-                        help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT, 9100; 0: off)")
+                        help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT; unset: "
+                             "the public port + 1000; 0: off)")
     return parser.parse_args(argv)
 
 
-def _serve_probes(port: int) -> None:
+def _serve_probes(port: int, setting: str, log_level: str) -> None:
     """Run the probe server in its own small process, started by the gunicorn master.
 
     Not a thread of the master: gunicorn forks its workers from the master, and a fork taken
     while another thread holds a lock (logging, asyncio) can leave a worker deadlocked.
     """
-    code = f"from {__name__} import probe_process; probe_process({port})"
+    code = (f"from {__name__} import probe_process; "
+            f"probe_process({port}, {setting!r}, {log_level!r})")
     subprocess.Popen([sys.executable, "-c", code], preexec_fn=_die_with_parent)
 
 
@@ -56,12 +63,17 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def probe_process(port: int) -> None:
+def probe_process(port: int, setting: str, log_level: str = "INFO") -> None:
     """Serve /healthz, /readyz (the database answers) and /metrics (every gunicorn worker's
     metric files)."""
+    setup_logging(log_level)
 
     async def run() -> None:
-        probes = await start_probes(port, _database_ready, "web")
+        try:
+            probes = await start_probes_on((port,), setting, _database_ready, "web")
+        except PortUnavailable as exc:  # taken since main() checked it
+            print(f"channels-fleet web serves no probes: {exc}", file=sys.stderr)
+            return
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
@@ -110,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"channels-fleet web: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
     setup_logging(settings.log_level)
+    probe_setting = metrics_port_setting(settings.metrics_port, settings.port)
+    probe_port = next(iter(settings.metrics_ports()), 0)
+    try:
+        # Before gunicorn, which would retry a taken port for 5 s and say it its own way.
+        check_port_free(settings.bind, settings.port, "CHANNELS_FLEET_PORT, --port")
+        if probe_port:
+            check_port_free("0.0.0.0", probe_port, probe_setting)
+    except PortUnavailable as exc:
+        logger.critical("web could not start: %s", exc)
+        return STARTUP_FAILURE
     from channels_fleet.observability import web as web_metrics
 
     # Before anything imports prometheus_client: every gunicorn worker writes metric files.
@@ -124,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             self.cfg.set("graceful_timeout", math.ceil(settings.drain_timeout))
             self.cfg.set("accesslog", "-")
             self.cfg.set("child_exit", web_metrics.child_exit)
-            if settings.metrics_port:
-                self.cfg.set("when_ready", lambda _server: _serve_probes(settings.metrics_port))
+            if probe_port:
+                self.cfg.set("when_ready",
+                             lambda _server: _serve_probes(probe_port, probe_setting,
+                                                           settings.log_level))
 
         def load(self) -> Any:
             if os.getcwd() not in sys.path:

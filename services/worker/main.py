@@ -1,11 +1,12 @@
 """``channels-fleet worker APP``: runs a Django Channels project's ASGI app for relayed connections.
 
 APP is ``module:attribute`` (``chat_project.asgi:application``); ``DJANGO_SETTINGS_MODULE``
-comes from the environment. SIGTERM (or SIGINT): readiness turns false, no new connections are
-taken, owned WebSockets are handed back to their interfaces in batches and re-homed on live
-workers without closing the client's socket (``CHANNELS_FLEET_REHOME=off``: closed with 1012 so
-clients reconnect), HTTP requests finish, and the process exits within
-``CHANNELS_FLEET_DRAIN_TIMEOUT``.
+comes from the environment, or the module configures Django itself (as Daphne allows).
+
+SIGTERM (or SIGINT): readiness turns false, no new connections are taken, owned WebSockets are
+handed back to their interfaces in batches and re-homed on live workers without closing the
+client's socket (``CHANNELS_FLEET_REHOME=off``: closed with 1012 so clients reconnect), HTTP
+requests finish, and the process exits within ``CHANNELS_FLEET_DRAIN_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int,
                         help="most owned connections (CHANNELS_FLEET_CONCURRENCY, 1000)")
     parser.add_argument("--metrics-port", type=int,
-                        help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT, 9100; 0: off)")
+                        help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT; unset: "
+                             "the first free from 9100; 0: off)")
     parser.add_argument("--redis-url", help="comma-separated URLs (CHANNELS_FLEET_REDIS_URL)")
     return parser.parse_args(argv)
 
@@ -56,6 +58,7 @@ def load_app(spec: str, settings: WorkerSettings) -> Any:
         sys.path.insert(0, os.getcwd())
     import django
     from django.apps import apps
+    from django.conf import settings as django_settings
 
     from channels_fleet.adopt import adopting
 
@@ -63,11 +66,13 @@ def load_app(spec: str, settings: WorkerSettings) -> Any:
     with adopting(settings.adopt_layers, settings.redis_url):
         if os.environ.get("DJANGO_SETTINGS_MODULE"):
             django.setup(set_prefix=False)
-        # Otherwise the ASGI module names its settings (os.environ.setdefault), as for Daphne.
+        # Otherwise the ASGI module configures Django, as for Daphne: it names its settings
+        # (os.environ.setdefault) or calls settings.configure() (and django.setup()).
         module = importlib.import_module(module_name)
-        if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        if not (os.environ.get("DJANGO_SETTINGS_MODULE") or django_settings.configured):
             raise SettingsError(
-                f"DJANGO_SETTINGS_MODULE is not set, nor by {module_name}; "
+                f"Django is not configured: DJANGO_SETTINGS_MODULE is not set, and "
+                f"{module_name} neither sets it nor calls settings.configure(); "
                 "the worker runs a Django project")
         if not apps.ready:
             django.setup(set_prefix=False)

@@ -198,18 +198,38 @@ def adopt_channel_layers(redis_url: Sequence[str] | None = None) -> list[str]:
 
 @contextmanager
 def adopting(enabled: bool, redis_url: Sequence[str] | None = None) -> Iterator[None]:
-    """Adopt around importing (and setting up) the project.
+    """Adopt around importing (and setting up) the project, once Django is configured,
+    whichever way it is.
 
-    Before, when ``DJANGO_SETTINGS_MODULE`` is known: code run by ``django.setup()`` (an
-    ``AppConfig.ready()`` importing a module that keeps ``get_channel_layer()``) already gets
-    our layer. Otherwise just after: the project's module named its settings itself
-    (``os.environ.setdefault``), as Daphne and gunicorn allow.
+    ``DJANGO_SETTINGS_MODULE`` known: before anything, so code run by ``django.setup()`` (an
+    ``AppConfig.ready()`` keeping ``get_channel_layer()``) already gets our layer. Otherwise
+    the project's module configures Django itself, as Daphne and gunicorn allow: it names its
+    settings (``os.environ.setdefault``) or calls ``settings.configure(...)``, then
+    ``django.setup()`` (directly or through ``get_asgi_application()``): the layers are adopted
+    as that ``django.setup()`` begins, or just after the import if it never calls it.
     """
+    import django
     from django.conf import settings
 
-    early = enabled and bool(os.environ.get("DJANGO_SETTINGS_MODULE"))
-    if early:
-        adopt_channel_layers(redis_url)
-    yield
-    if enabled and not early and (settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE")):
-        adopt_channel_layers(redis_url)
+    adopted = False
+
+    def adopt_once() -> None:
+        nonlocal adopted
+        if enabled and not adopted and (
+                settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE")):
+            adopted = True
+            adopt_channel_layers(redis_url)
+
+    original = django.setup
+
+    def setup(*args: Any, **kwargs: Any) -> None:
+        adopt_once()  # configured by now, whichever way; the apps are not populated yet
+        original(*args, **kwargs)
+
+    adopt_once()
+    django.setup = setup
+    try:
+        yield
+    finally:
+        django.setup = original
+    adopt_once()

@@ -14,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
         ("interface", "serve sockets with Daphne and relay them to workers"),
         ("worker", "run a Channels project's ASGI app for relayed connections"),
         ("web", "serve the project's Django WSGI app with gunicorn"),
+        ("dev", "the split on this machine in one command, reloading workers on code changes"),
     ):
         sub.add_parser(name, help=summary, add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
         from channels_fleet_services.interface.main import main as run
     elif args.service == "worker":
         from channels_fleet_services.worker.main import main as run
+    elif args.service == "dev":
+        from channels_fleet_services.dev.main import main as run
     else:
         from channels_fleet_services.web.main import main as run
     return run(rest)

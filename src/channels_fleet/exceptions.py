@@ -23,3 +23,8 @@ class LayerUnavailable(LayerError, ConnectionError):
 
 class IllegalTransition(RuntimeError):
     """A connection was asked to move to a state its current one does not lead to."""
+
+
+class PortUnavailable(Exception):
+    """A service could not bind one of its ports; the message names the port, its setting and
+    why (in use, below 1024 without the right)."""

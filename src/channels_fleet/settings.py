@@ -14,7 +14,7 @@ import dataclasses
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -23,6 +23,12 @@ ENV_PREFIX = "CHANNELS_FLEET_"
 #: (the key names themselves: relay/wire.py). Light on purpose: the web tier imports this
 #: module before prometheus_client may be imported.
 DEFAULT_KEY_PREFIX = "fleet"
+#: Without CHANNELS_FLEET_METRICS_PORT, several services run on one host with no setting:
+#: an interface or web tier serves its probes on its public port + METRICS_PORT_OFFSET (8001 ->
+#: 9001), a worker (no public port) on the first free port of WORKER_METRICS_PORTS. The chart
+#: and the images set the port explicitly (9100).
+METRICS_PORT_OFFSET = 1000
+WORKER_METRICS_PORTS = range(9100, 9200)
 #: What CHANNELS_FLEET_KEY_PREFIX may be: no braces, which would move keys' cluster slots.
 KEY_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -47,6 +53,7 @@ def split_csv(value: str) -> tuple[str, ...]:
 # Field annotations are strings (postponed evaluation): parse by their spelling.
 _PARSERS: dict[str, Any] = {
     "int": int,
+    "int | None": int,
     "float": float,
     "str": str,
     "bool": lambda v: v.strip().lower() in ("1", "true", "yes", "on"),
@@ -76,6 +83,12 @@ class EnvSettings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    def _split(self, *names: str) -> None:
+        """Comma-separated strings given for tuple fields (by a flag) become tuples."""
+        for name in names:
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, split_csv(getattr(self, name)))
+
     def _positive(self, *names: str) -> None:
         for name in names:
             if getattr(self, name) <= 0:
@@ -88,8 +101,9 @@ class ServiceSettings(EnvSettings):
 
     #: Redis URLs of the relay layer (cluster startup nodes or one Redis).
     redis_url: tuple[str, ...] = ()
-    #: Port of /healthz, /readyz and /metrics; 0 turns the probe server off.
-    metrics_port: int = 9100
+    #: Port of /healthz, /readyz and /metrics; 0 turns the probe server off; None (unset):
+    #: see metrics_ports().
+    metrics_port: int | None = None
     #: Seconds a SIGTERM drain may take before the process exits anyway.
     drain_timeout: float = 25.0
     #: Seconds between heartbeats; a peer is dead when its heartbeat is older than the TTL.
@@ -113,8 +127,7 @@ class ServiceSettings(EnvSettings):
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        if isinstance(self.redis_url, str):
-            object.__setattr__(self, "redis_url", split_csv(self.redis_url))
+        self._split("redis_url")
         if len(self.name) > 64 or not self.name.isprintable():
             raise SettingsError("CHANNELS_FLEET_NAME: use at most 64 printable characters")
         if not self.redis_url:
@@ -127,8 +140,7 @@ class ServiceSettings(EnvSettings):
                 raise SettingsError(f"CHANNELS_FLEET_REDIS_URL: {url!r} is not a redis:// URL")
         self._positive("drain_timeout", "heartbeat_interval", "relay_capacity", "chunk_size")
         check_key_prefix(self.key_prefix)
-        if not 0 <= self.metrics_port < 65536:
-            raise SettingsError("CHANNELS_FLEET_METRICS_PORT must be 0..65535")
+        check_metrics_port(self.metrics_port, self.public_port)
         if self.heartbeat_ttl < 2 * self.heartbeat_interval:
             raise SettingsError(
                 "CHANNELS_FLEET_HEARTBEAT_TTL must be at least twice "
@@ -138,6 +150,16 @@ class ServiceSettings(EnvSettings):
     def process_name(self) -> str:
         """How the fleet's status names this process: CHANNELS_FLEET_NAME, else HOSTNAME."""
         return self.name or os.environ.get("HOSTNAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+    def metrics_ports(self) -> Sequence[int]:
+        """Where the probes may go, the first free one taken (empty: off). Unset: the public
+        port + 1000 where there is one (interface), else the first free from 9100 (worker)."""
+        return metrics_ports(self.metrics_port, self.public_port)
+
+    @property
+    def public_port(self) -> int | None:
+        """The port clients connect to; a worker has none."""
+        return None
 
     def keeps_session(self, subprotocol: str | None) -> bool:
         """A socket on this subprotocol keeps its session in the app: closed, never re-homed."""
@@ -153,7 +175,8 @@ class WebSettings(EnvSettings):
     bind: str = "0.0.0.0"
     port: int = 8000
     web_workers: int = 2
-    metrics_port: int = 9100
+    #: As ServiceSettings.metrics_port (unset: the public port + 1000).
+    metrics_port: int | None = None
     #: Seconds gunicorn's workers may finish their requests after SIGTERM (graceful_timeout).
     drain_timeout: float = 25.0
     log_level: str = "INFO"
@@ -163,8 +186,7 @@ class WebSettings(EnvSettings):
     redis_url: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.redis_url, str):
-            object.__setattr__(self, "redis_url", split_csv(self.redis_url))
+        self._split("redis_url")
         if ":" not in self.wsgi_app:
             raise SettingsError(
                 "CHANNELS_FLEET_WSGI_APP (or the WSGI_APP argument) must be module:attribute, "
@@ -174,3 +196,72 @@ class WebSettings(EnvSettings):
             raise SettingsError("CHANNELS_FLEET_WEB_WORKERS must be > 0")
         if self.drain_timeout <= 0:
             raise SettingsError("CHANNELS_FLEET_DRAIN_TIMEOUT must be > 0")
+        check_metrics_port(self.metrics_port, self.port)
+
+    def metrics_ports(self) -> Sequence[int]:
+        """As ServiceSettings.metrics_ports: the one set, or the public port + 1000."""
+        return metrics_ports(self.metrics_port, self.port)
+
+    @property
+    def public_port(self) -> int | None:
+        return self.port
+
+
+def metrics_ports(metrics_port: int | None, public_port: int | None) -> Sequence[int]:
+    """The probe port(s) of a service, the first free one taken; empty: no probes."""
+    if metrics_port is not None:
+        return (metrics_port,) if metrics_port else ()
+    if public_port is not None:
+        return (public_port + METRICS_PORT_OFFSET,)
+    return WORKER_METRICS_PORTS
+
+
+def metrics_port_setting(metrics_port: int | None, public_port: int | None) -> str:
+    """How an operator changes the probe port, for messages: the variable and, unset, how
+    the port was chosen."""
+    if metrics_port is not None:
+        return "CHANNELS_FLEET_METRICS_PORT"
+    if public_port is not None:
+        return f"CHANNELS_FLEET_METRICS_PORT unset: the public port {public_port} + 1000"
+    first, last = WORKER_METRICS_PORTS[0], WORKER_METRICS_PORTS[-1]
+    return f"CHANNELS_FLEET_METRICS_PORT unset: the first free of {first}-{last}"
+
+
+def check_metrics_port(metrics_port: int | None, public_port: int | None) -> None:
+    if metrics_port is not None and not 0 <= metrics_port < 65536:
+        raise SettingsError("CHANNELS_FLEET_METRICS_PORT must be 0..65535")
+    if metrics_port is None and public_port is not None and (
+            public_port + METRICS_PORT_OFFSET > 65535):
+        raise SettingsError(
+            f"CHANNELS_FLEET_METRICS_PORT is not set and the public port {public_port} + 1000 "
+            "is past 65535: set CHANNELS_FLEET_METRICS_PORT (0: no probes)")
+
+
+@dataclass(frozen=True)
+class DevSettings(EnvSettings):
+    """Settings of ``channels-fleet dev`` (the split on a developer's machine).
+
+    ``app`` is the project's ASGI app (module:attribute), served on ``bind:port`` (local only
+    by default, as ``runserver``) by one interface and ``dev_workers`` workers; ``redis_url``
+    empty: a private redis-server (removed on exit). The project's .py files are looked at
+    every ``reload_interval`` seconds; the services log at ``log_level`` (warnings and errors:
+    a calm terminal).
+    """
+
+    app: str = ""
+    redis_url: tuple[str, ...] = ()
+    bind: str = "127.0.0.1"
+    port: int = 8000
+    dev_workers: int = 2
+    reload_interval: float = 0.3
+    log_level: str = "WARNING"
+
+    def __post_init__(self) -> None:
+        self._split("redis_url")
+        if ":" not in self.app:
+            raise SettingsError(
+                "the APP argument (or CHANNELS_FLEET_APP) must be module:attribute, for example "
+                f"myproject.asgi:application; got {self.app!r}")
+        self._positive("dev_workers", "reload_interval")
+        if not 0 < self.port < 65536:
+            raise SettingsError("CHANNELS_FLEET_PORT (--port) must be 1..65535")

@@ -36,6 +36,8 @@ import asyncio
 import json
 import re
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -138,8 +140,11 @@ class ChatClient:
             self._arrived.notify_all()
 
     async def say(self, text: str) -> None:
+        await self.send_frame(self.stack.chat.encode(text))
+
+    async def send_frame(self, frame: str) -> None:
         assert self._ws is not None
-        await self._ws.send(self.stack.chat.encode(text))
+        await self._ws.send(frame)
 
     async def wait_for(self, text: str, timeout: float = ECHO_TIMEOUT) -> bool:
         """True once a frame containing `text` arrived; False on timeout or close."""
@@ -181,6 +186,21 @@ async def broadcast_reaches_all(clients: list[ChatClient], timeout: float = 10) 
     missing = got.count(False)
     assert not missing, f"{missing} of {len(clients)} clients never got the broadcast"
     return time.perf_counter() - t0
+
+
+async def room_works_for_all(clients: list[ChatClient], within: float = 15) -> float:
+    """Seconds until one broadcast reaches every client. A re-homed socket's new consumer joins
+    the room's group in its connect, a moment after its worker claimed the socket: a message
+    sent before that is missed (the documented re-home window), so broadcast again until one
+    reaches all."""
+    t0 = time.perf_counter()
+    while True:
+        try:
+            await broadcast_reaches_all(clients, timeout=2)
+            return time.perf_counter() - t0
+        except AssertionError:
+            if time.perf_counter() - t0 > within:
+                raise
 
 
 async def close_all(clients: list[ChatClient]) -> None:
@@ -290,8 +310,9 @@ async def scenario_worker_loss(stack: Stack, count: int = 20) -> dict[str, Any]:
         elapsed = time.perf_counter() - t0
         closed = sorted(c.close_code or 1006 for c in clients if c.closed.is_set())
         assert not closed, f"{len(closed)} sockets closed ({closed}); expected re-homing"
-        await broadcast_reaches_all(clients, timeout=15)
-        return {"victim_owned": expected, "closed": 0, "rehomed_after_s": round(elapsed, 2)}
+        rejoined = await room_works_for_all(clients)
+        return {"victim_owned": expected, "closed": 0, "rehomed_after_s": round(elapsed, 2),
+                "room_works_after_s": round(elapsed + rejoined, 2)}
     finally:
         await close_all(clients)
         await stack.scale_workers(1)
@@ -330,7 +351,7 @@ async def scenario_worker_rollout(stack: Stack, count: int = 20) -> dict[str, An
     try:
         closed = sorted(c.close_code or 1006 for c in clients if c.closed.is_set())
         assert not closed, f"{len(closed)} sockets closed during the worker rollout: {closed}"
-        await broadcast_reaches_all(clients, timeout=15)
+        await room_works_for_all(clients)
         missed = sum(1 for c in clients for text in sent if not any(text in f for f in c.frames))
         return {"sockets": count, "closed": 0, "messages": len(sent),
                 "missed_in_rehome_window": missed, "rollout_s": round(rollout_s, 1)}
@@ -346,12 +367,16 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
     A message is lost when its echo does not come while the socket stays open; a message whose
     socket is drained (1001) before the echo is resent on a new connection, as any reconnecting
     client does. Listeners in the same room reconnect after 1001 and must see the room again.
+    ``disconnects_per_client`` counts each client's closes: 1 each when a client that reconnects
+    always lands on a new interface (surge first, then drain), more when it lands on an old
+    one that drains later.
     """
     room = unique("roll")
     listeners_ = await open_clients(stack, room, listeners)
     sender = await ChatClient(stack, room).open()
     stats = {"sent": 0, "echoed": 0, "resent_after_drain": 0, "lost": 0, "reconnects": 0}
     codes: list[int] = []
+    per_client = [0] * (listeners + 1)  # the sender is the last one
     done = asyncio.Event()
 
     async def send_loop() -> None:
@@ -371,6 +396,7 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
                 continue
             if sender.closed.is_set():
                 codes.append(sender.close_code or 1006)
+                per_client[listeners] += 1
                 stats["resent_after_drain"] += 1
                 stats["reconnects"] += 1
                 sender = await ChatClient(stack, room).reopen()
@@ -378,7 +404,7 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
                 stats["lost"] += 1
                 seq += 1
 
-    async def listener_loop(client: ChatClient) -> None:
+    async def listener_loop(index: int, client: ChatClient) -> None:
         while not done.is_set():
             closed = asyncio.ensure_future(client.closed.wait())
             stop = asyncio.ensure_future(done.wait())
@@ -387,11 +413,12 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
             stop.cancel()
             if client.closed.is_set() and not done.is_set():
                 codes.append(client.close_code or 1006)
+                per_client[index] += 1
                 stats["reconnects"] += 1
                 await client.reopen()
 
     tasks = [asyncio.create_task(send_loop())]
-    tasks += [asyncio.create_task(listener_loop(c)) for c in listeners_]
+    tasks += [asyncio.create_task(listener_loop(i, c)) for i, c in enumerate(listeners_)]
     t0 = time.perf_counter()
     try:
         await stack.restart_interfaces()
@@ -402,18 +429,166 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
     rollout_s = time.perf_counter() - t0
     try:
         # A socket drained just as the loops stopped: count its code, reconnect it.
-        for client in [*listeners_, sender]:
+        for index, client in enumerate([*listeners_, sender]):
             if client.closed.is_set():
                 codes.append(client.close_code or 1006)
+                per_client[index] += 1
                 await client.reopen()
         bad = sorted({c for c in codes if c != GOING_AWAY})
         assert not bad, f"sockets ended with {bad} during the rollout, expected only 1001"
         assert stats["lost"] == 0, f"messages lost during the rollout: {stats}"
         assert stats["echoed"] > 0
         await broadcast_reaches_all([*listeners_, sender], timeout=15)
-        return {**stats, "close_codes": sorted(set(codes)), "rollout_s": round(rollout_s, 1)}
+        return {**stats, "close_codes": sorted(set(codes)), "rollout_s": round(rollout_s, 1),
+                "disconnects_per_client": {"min": min(per_client), "max": max(per_client)}}
     finally:
         await close_all([*listeners_, sender])
+
+
+async def worker_of(client: ChatClient, timeout: float = 5) -> str | None:
+    """The worker serving a socket, from the demo's status frame (``{"type": "status"}``);
+    None when no answer comes in time (a frame sent while the socket is handed to another
+    worker may be missed: the re-home window)."""
+    before = len(client.frames)
+    await client.send_frame(json.dumps({"type": "status"}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for frame in client.frames[before:]:
+            data = json.loads(frame)
+            if data.get("type") == "status":
+                return str(data["worker"])
+        await asyncio.sleep(0.1)
+    return None
+
+
+async def scenario_worker_kill_under_load(stack: Stack, count: int = 21, rate: float = 20
+                                          ) -> dict[str, Any]:
+    """Stop the busier of 2 workers while a client of the other posts `rate` messages a second:
+    within 5 s each of its sockets is re-homed (still open, served by another worker) or closed
+    with 1012, and the clients of the other worker miss no message.
+
+    Sockets are grouped by the worker their status frame names; an odd `count` makes the two
+    groups differ in size, so the busier pod (by its metrics) is the bigger group."""
+    await stack.scale_workers(2)
+    room = unique("kill")
+    clients = await open_clients(stack, room, count)
+    done = asyncio.Event()
+    sent: list[str] = []
+    try:
+        owned: dict[str, float] = {}
+
+        async def settled() -> bool:
+            nonlocal owned
+            owned = await owned_per_worker(stack)
+            return len(owned) == 2 and sum(owned.values()) == count
+
+        assert await eventually(settled, 15), f"workers do not own the {count} sockets: {owned}"
+        victim = max(owned, key=lambda w: owned[w])
+        homes = await asyncio.gather(*(worker_of(c) for c in clients))
+        assert None not in homes, "a socket did not say which worker serves it"
+        sizes = {home: homes.count(home) for home in homes}
+        victim_home = next((h for h, n in sizes.items() if n == owned[victim]), None)
+        assert victim_home and len(sizes) == 2, f"sockets per worker {sizes}, metrics {owned}"
+        on_victim = [c for c, h in zip(clients, homes, strict=True) if h == victim_home]
+        others = [c for c, h in zip(clients, homes, strict=True) if h != victim_home]
+
+        async def chatter() -> None:
+            while not done.is_set():
+                text = f"{room}-m{len(sent)}"
+                sent.append(text)
+                await others[0].say(text)
+                await asyncio.sleep(1 / rate)
+
+        task = asyncio.create_task(chatter())
+        await asyncio.sleep(1)
+        t0 = time.perf_counter()
+        await stack.stop_worker(victim)
+
+        async def handled(client: ChatClient) -> bool:
+            if client.closed.is_set():
+                return True
+            home = await worker_of(client, timeout=0.5)
+            return home is not None and home != victim_home
+
+        async def all_handled() -> bool:
+            return all(await asyncio.gather(*(handled(c) for c in on_victim)))
+
+        in_time = await eventually(all_handled, 5, 0.25)
+        handled_s = time.perf_counter() - t0
+        await asyncio.sleep(2)
+        done.set()
+        await task
+        assert in_time, "the stopped worker's sockets were not re-homed or closed within 5 s"
+        codes = sorted({c.close_code or 1006 for c in on_victim if c.closed.is_set()})
+        assert set(codes) <= {SERVICE_RESTART}, f"sockets of the stopped worker closed with {codes}"
+        def missing() -> int:
+            return sum(1 for c in others for text in sent if not any(text in f for f in c.frames))
+
+        async def delivered() -> bool:
+            return missing() == 0
+
+        # Late is not lost: a worker busy taking over sockets may deliver some seconds late.
+        await eventually(delivered, 10, 0.25)
+        lost = missing()
+        assert lost == 0, f"clients of the other worker lost {lost} of {len(sent)} messages"
+        return {"victim_sockets": len(on_victim), "others": len(others), "messages": len(sent),
+                "closed_1012": sum(c.closed.is_set() for c in on_victim),
+                "handled_s": round(handled_s, 2), "collateral_lost": lost}
+    finally:
+        done.set()
+        await close_all(clients)
+        await stack.scale_workers(1)
+
+
+async def scenario_long_poll_round_trip(stack: Stack) -> dict[str, Any]:
+    """HTTP long polling (the page's fallback without WebSockets): a message posted with
+    ``POST /poll/<room>/`` reaches a waiting ``GET /poll/<room>/`` and a WebSocket in the room,
+    and one posted on the WebSocket reaches the next poll."""
+    room = unique("poll")
+    socket = (await open_clients(stack, room, 1))[0]
+    headers = {"Origin": stack.base_url.rstrip("/"), **dict(stack.chat.headers)}
+    url = f"{stack.base_url.rstrip('/')}/poll/{room}/"
+
+    async def poll_while(post: Callable[[], Awaitable[None]]) -> tuple[int, str]:
+        waiting = asyncio.create_task(asyncio.to_thread(http_request, "GET", url, headers))
+        await asyncio.sleep(0.5)  # the GET has joined the room's group
+        await post()
+        return await waiting
+
+    try:
+        rounds = []
+        for i in range(5):
+            text = unique(f"poll{i}")
+
+            async def post_json(text: str = text) -> None:
+                status, body = await asyncio.to_thread(
+                    http_request, "POST", url, {**headers, "Content-Type": "application/json"},
+                    json.dumps({"message": text}).encode())
+                assert status == 202, f"POST {url}: {status} {body}"
+
+            t0 = time.perf_counter()
+            status, body = await poll_while(post_json)
+            rounds.append(time.perf_counter() - t0)
+            assert status == 200 and text in body, f"GET {url}: {status} {body[:200]}"
+            assert await socket.wait_for(text), "a long-poll post did not reach the WebSocket"
+        text = unique("ws")
+        status, body = await poll_while(lambda: socket.say(text))
+        assert status == 200 and text in body, f"GET {url} after a WebSocket post: {status}"
+        rounds.sort()
+        return {"polls": len(rounds) + 1, "p50_ms": round(rounds[len(rounds) // 2] * 1000, 1)}
+    finally:
+        await close_all([socket])
+
+
+def http_request(method: str, url: str, headers: dict[str, str], body: bytes | None = None
+                 ) -> tuple[int, str]:
+    """One blocking HTTP request (run in a thread): status and body, errors included."""
+    request = urllib.request.Request(url, data=body, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=40) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 async def scenario_queue_depth_metric(stack: Stack) -> dict[str, Any]:
@@ -454,9 +629,11 @@ async def scenario_queue_depth_metric(stack: Stack) -> dict[str, Any]:
 
 ALL = [
     scenario_chat_round_trip,
+    scenario_long_poll_round_trip,
     scenario_queue_depth_metric,
     scenario_workers_scale_out,
     scenario_worker_loss,
+    scenario_worker_kill_under_load,
     scenario_worker_rollout,
     scenario_interface_rollout,
 ]

@@ -50,7 +50,9 @@ def decode(message: Any) -> None:
     try:
         for item in wire.parse_batch(message):
             try:
-                wire.parse_item(item)
+                kind, _, payload = wire.parse_item(item)
+                if kind == wire.ACK:
+                    wire.parse_acks(payload)
             except wire.WireError:
                 pass
     except wire.WireError:
@@ -75,7 +77,7 @@ def test_arbitrary_bytes__only_wire_error(data: bytes) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(["type", "iface", "conn", "scope", "sent_at", "deadline"]),
+@given(st.sampled_from(["type", "iface", "conn", "scope", "sent_at", "deadline", "ack"]),
        st.sampled_from(["type", "path", "headers", "client", "server", "query_string",
                         "raw_path", "subprotocols", "scheme", None]),
        values)
@@ -108,10 +110,30 @@ def test_arbitrary_items__parse_or_wire_error(items: list[Any]) -> None:
             assert isinstance(payload["type"], str)
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(values | st.tuples(st.text(max_size=5), st.integers(), st.integers()).map(list),
+                max_size=4))
+def test_arbitrary_acks__parse_or_wire_error(entries: list[Any]) -> None:
+    try:
+        parsed = wire.parse_acks(entries)
+    except wire.WireError:
+        return
+    # What parse_acks lets through is what the gateway unpacks: (conn, handled, taken).
+    for conn, handled, taken in parsed:
+        assert isinstance(conn, str) and handled >= 0 and taken >= 0
+
+
 def test_valid_messages_parse() -> None:
     assert wire.parse_envelope(valid_envelope())["conn"] == "c.1"
     assert wire.parse_item([wire.SEND, "c.1", {"type": "websocket.send", "text": "x"}])
     assert wire.parse_item([wire.END, "c.1", None])
+    assert wire.parse_acks(wire.parse_item([wire.ACK, "", [["c.1", 2, 3]]])[2])
+    for bad_acks in ([["c.1", -1, 0]], [["c.1", True, 0]], [["c.1", 1]], [[1, 1, 1]]):
+        try:
+            wire.parse_acks(bad_acks)
+        except wire.WireError:
+            continue
+        raise AssertionError(f"{bad_acks!r} accepted")
     for bad in ([wire.GONE, "c.1", True], ["nope", "c", 1], [wire.SEND, 3, {"type": "x"}]):
         try:
             wire.parse_item(bad)

@@ -101,7 +101,8 @@ class EchoApp:
     """A raw ASGI app for WebSockets: accepts (with the client's first subprotocol), echoes
     each text frame as ``<worker channel>:<text>``, and records what every instance saw.
 
-    Paths: ``/refuse-rehomed/`` refuses a re-homed connect; ``/slow/`` takes 0.2 s a frame.
+    Paths: ``/refuse-rehomed/`` refuses a re-homed connect; ``/slow/`` takes 0.2 s a frame;
+    ``/mute/`` answers nothing.
     """
 
     def __init__(self) -> None:
@@ -124,6 +125,8 @@ class EchoApp:
                 subprotocols = scope.get("subprotocols") or [None]
                 await send({"type": "websocket.accept", "subprotocol": subprotocols[0]})
             elif event["type"] == "websocket.receive":
+                if scope["path"] == "/mute/":
+                    continue
                 if scope["path"] == "/slow/":
                     await asyncio.sleep(0.2)
                 await send({"type": "websocket.send", "text": f"{worker}:{event['text']}"})

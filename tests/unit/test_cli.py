@@ -9,6 +9,7 @@ from channels_fleet.cli import main
 
 @pytest.mark.parametrize(("service", "flag"), [
     ("interface", "--port"), ("worker", "--concurrency"), ("web", "--workers"),
+    ("dev", "--workers"),
 ])
 def test_service_help_lists_its_flags(service: str, flag: str,
                                       capsys: pytest.CaptureFixture[str]) -> None:

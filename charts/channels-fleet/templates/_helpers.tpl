@@ -98,6 +98,9 @@ imagePullPolicy: {{ .image.pullPolicy }}
 {{/*
 A Secret's value kept across upgrades: the existing Secret's key when the cluster has it (lookup),
 else a new random string. `helm template` has no cluster, so it always makes a new one.
+The new string is made once per render (kept in .Values._keptRandom): the Secret and the pods'
+checksum/* annotation, which renders the Secret again, must see the same one, or the first
+upgrade (which finds the Secret) changes every checksum and rolls Redis, PostgreSQL and the app.
 Call with (dict "context" $ "secret" NAME "key" KEY).
 */}}
 {{- define "channels-fleet.keptRandom" -}}
@@ -105,7 +108,13 @@ Call with (dict "context" $ "secret" NAME "key" KEY).
 {{- if and $existing (hasKey ($existing.data | default dict) .key) -}}
 {{- index $existing.data .key | b64dec -}}
 {{- else -}}
-{{- randAlphaNum 32 -}}
+{{- $made := .context.Values._keptRandom | default dict -}}
+{{- $name := printf "%s/%s" .secret .key -}}
+{{- if not (hasKey $made $name) -}}
+{{- $_ := set $made $name (randAlphaNum 32) -}}
+{{- $_ := set .context.Values "_keptRandom" $made -}}
+{{- end -}}
+{{- index $made $name -}}
 {{- end -}}
 {{- end -}}
 

@@ -12,7 +12,7 @@ import asyncio
 import json
 from urllib.parse import urlsplit
 
-from channels.exceptions import StopConsumer
+from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -81,7 +81,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def presence_hello(self, event):
         if event["reply_to"] != self.channel_name:
-            await self.channel_layer.send(event["reply_to"], {"type": "presence.here", **self.me})
+            try:
+                await self.channel_layer.send(event["reply_to"],
+                                              {"type": "presence.here", **self.me})
+            except ChannelFull:
+                # The newcomer's channel is full (it is still starting, e.g. re-homed with many
+                # others while the room is busy): its member list misses this one until the
+                # next join. Not a reason to close this member's socket with 1011.
+                pass
 
     async def presence_join(self, event):
         await self._presence("join", event)

@@ -19,7 +19,9 @@ The rules, in one place:
   died before claiming it. The first copy, if still queued, is past its deadline then, so
   whoever takes it drops it.
 - **Claimed**: held client events go to the owner, in order, once no old owner's RETURN is
-  awaited (``fence``, see rehome.py); that wait is bounded by the same deadline.
+  awaited (``fence``, see rehome.py); that wait is bounded by the same deadline. A lost
+  owner's unacknowledged frames (``replay``, see replay.py) go before them, or, if the full
+  buffer had dropped some, the socket is closed with 1012: never re-homed with a hole.
 
     claims = Claims(side, settings, conns)
     if await claims.send(conn):           # False: refused, the client has its answer
@@ -38,6 +40,7 @@ from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.side import RelaySide
 from .client import AWAITING_CLAIM, CLAIMED, FENCED, NEW, ClientConn
+from .replay import Replay
 from .settings import InterfaceSettings
 
 logger = logging.getLogger(__name__)
@@ -75,13 +78,13 @@ class Claims:
             return False  # the client left before its (re-)send: no app should start for it
         if not conn.rehomed and self.side.liveness.workers_full:
             METRICS.messages_dropped.labels("workers_full").inc()
-            await self._refuse(conn)
+            await self.refuse(conn, refusal_code(conn))
             return False
         if conn.state is NEW:
             conn.move(AWAITING_CLAIM)
         deadline = self.deadline(conn)
         envelope = wire.connect_envelope(self.side.channel, conn.id, conn.scope, deadline,
-                                         rehomed=conn.rehomed)
+                                         rehomed=conn.rehomed, ack=conn.unacked is not None)
         conn.sent_at = time.monotonic()
         self._arm(conn, deadline)
         try:
@@ -90,7 +93,7 @@ class Claims:
             logger.warning("work queue %s full: refusing %s", wire.CONNECT_QUEUE, conn.id)
             METRICS.channel_full.labels("send").inc()
             METRICS.messages_dropped.labels("channel_full").inc()
-            await self._refuse(conn)
+            await self.refuse(conn, refusal_code(conn))
             return False
         return True
 
@@ -102,7 +105,6 @@ class Claims:
             self.side.relay.post(owner, [wire.GONE, conn_id, 1006], control=True)
             return
         conn.owner = owner
-        conn.unanswered = 0
         METRICS.relay_roundtrip.observe(time.monotonic() - conn.sent_at)
         if conn.fence is None:
             conn.stop_timer()  # while fenced, the deadline bounds the wait for the RETURN
@@ -121,13 +123,32 @@ class Claims:
         """A worker this gateway watches died: unclaimed envelopes may have died with it."""
         self._worker_died_at = time.monotonic()
 
+    def refuse_replay(self, conn: ClientConn, replay: Replay) -> None:
+        """Close with 1012 a socket whose lost owner's frames cannot all be replayed."""
+        logger.warning("%s: %d unacknowledged frames were dropped from the full buffer: "
+                       "closed 1012, not re-homed", conn.id, replay.lost)
+        METRICS.replay_overflows.labels(replay.cause).inc()
+        METRICS.messages_dropped.labels("rehome_dead").inc(replay.lost + len(replay.frames))
+        self.side.tasks.spawn(self.refuse(conn, 1012), f"refuse {conn.id}")
+
     def _deliver_held(self, conn: ClientConn) -> None:
         if conn.state not in CLAIMED or conn.state is FENCED:
             return
         assert conn.owner is not None  # claimed
-        post = self.side.relay.post
-        for event in conn.take_held():  # bounded by pending_limit (+ what an old owner returned)
+        events = conn.take_held()  # bounded by pending_limit (+ what an old owner returned)
+        replay, conn.replay = conn.replay, None
+        if replay is not None:
+            if replay.lost:
+                self.refuse_replay(conn, replay)
+                return
+            METRICS.replayed_frames.labels(replay.cause).inc(len(replay.frames))
+            METRICS.replay_duplicates.labels(replay.cause).inc(replay.duplicates)
+            events[:0] = replay.frames  # after the new app's connect, before any new frame
+        post, unacked = self.side.relay.post, conn.unacked
+        for event in events:
             post(conn.owner, [wire.EVENT, conn.id, event], control=True)
+            if unacked is not None:
+                unacked.record(event)
 
     def _arm(self, conn: ClientConn, deadline: float) -> None:
         conn.stop_timer()
@@ -136,7 +157,8 @@ class Claims:
     def _expired(self, conn: ClientConn) -> None:
         conn.timer = None
         if conn.state is FENCED:
-            logger.warning("%s: no RETURN from the old owner; its events are lost", conn.id)
+            logger.warning("%s: no RETURN from the old owner; replaying what it had not "
+                           "acknowledged", conn.id)
             self.unfence(conn)
         elif conn.state is not AWAITING_CLAIM:
             return
@@ -147,9 +169,13 @@ class Claims:
         else:
             logger.warning("%s: no worker claimed it in time", conn.id)
             METRICS.messages_dropped.labels("unclaimed").inc()
-            self.side.tasks.spawn(self._refuse(conn), f"refuse {conn.id}")
+            self.side.tasks.spawn(self.refuse(conn, refusal_code(conn)), f"refuse {conn.id}")
 
-    async def _refuse(self, conn: ClientConn) -> None:
+    async def refuse(self, conn: ClientConn, code: int) -> None:
+        """End a connection no owner can take (or keep) with ``code``; its owner, if any, is
+        told."""
         conn.stop_timer()
-        conn.told = True  # no owner to tell
-        await conn.end(refusal_code(conn))
+        if conn.owner is not None and not conn.told:
+            self.side.relay.post(conn.owner, [wire.GONE, conn.id, code], control=True)
+        conn.told = True
+        await conn.end(code)

@@ -8,8 +8,10 @@
     any state ──► FINISHED (the interface ended the client side: closed, refused, done)
 
 Where client events go follows from the state: held (``held``, in order) while AWAITING_CLAIM
-or FENCED, straight to ``owner`` while REHOMING or OWNED. Every change of state goes through
-:meth:`ClientConn.move`, which refuses a move the table below does not allow.
+or FENCED, straight to ``owner`` while REHOMING or OWNED, and kept (``unacked``) until the
+owner acknowledges them; a lost owner's unacknowledged ones (``replay``) go to the next owner
+before the held ones. Every change of state goes through :meth:`ClientConn.move`, which refuses a
+move the table below does not allow.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from ..exceptions import IllegalTransition
 from ..observability.metrics import METRICS, close_code_label
 from . import edge
+from .replay import Replay, Unacked
 
 Send = Any
 
@@ -57,11 +60,12 @@ class ClientConn:
 
     __slots__ = (
         "id", "ws", "send", "scope", "state", "owner", "held", "accepted", "app_accepted",
-        "told", "done", "sent_at", "timer", "rehomed", "handover_at", "fence", "unanswered",
-        "resent", "subprotocol",
+        "told", "done", "sent_at", "timer", "rehomed", "handover_at", "fence", "unacked",
+        "replay", "resent", "subprotocol",
     )
 
-    def __init__(self, conn_id: str, ws: bool, send: Send, scope: dict[str, Any]) -> None:
+    def __init__(self, conn_id: str, ws: bool, send: Send, scope: dict[str, Any],
+                 unacked: Unacked | None = None) -> None:
         self.id = conn_id
         self.ws = ws
         self.send = send  # the server's ASGI send for this connection
@@ -78,7 +82,8 @@ class ClientConn:
         self.rehomed = 0  # times handed to a new owner
         self.handover_at = 0.0  # monotonic time the last hand-over began
         self.fence: str | None = None  # an old owner whose RETURN is awaited
-        self.unanswered = 0  # events sent to the owner since its last message for this conn
+        self.unacked = unacked  # ws, re-homing on: frames the owner has not acknowledged
+        self.replay: Replay | None = None  # a lost owner's unacknowledged frames, for the next
         self.resent = False  # its current envelope went out a second time
         self.subprotocol: str | None = None  # as accepted by the app
 

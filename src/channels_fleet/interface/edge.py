@@ -201,6 +201,33 @@ def abort(send: Any) -> None:
         transport.abortConnection()
 
 
+def fail(send: Any) -> None:
+    """End a connection whose app's message the server refused, as Daphne ends one whose app
+    crashed: a WebSocket handshake refused with 500 or the socket closed with 1011; an HTTP
+    response not begun answered 500 (unless Daphne answered already), one begun cut short."""
+    proto = _protocol(send)
+    if proto is None:
+        return
+    deferred = getattr(proto, "handshake_deferred", None)
+    if deferred is not None:
+        from autobahn.websocket.types import ConnectionDeny
+
+        del proto.handshake_deferred
+        deferred.errback(ConnectionDeny(code=500, reason=HTTPStatus(500).phrase))
+    elif hasattr(proto, "sendCloseFrame"):
+        proto.sendCloseFrame(code=1011, isReply=False)
+    elif getattr(proto, "finished", True):
+        return  # answered already (Daphne's own 500 for headers that are not bytes)
+    elif not getattr(proto, "startedWriting", True):
+        # Twisted's public Request API: Daphne's state may be half-set by the refused start.
+        proto.setResponseCode(500)
+        proto.responseHeaders.setRawHeaders(b"content-type", [b"text/plain; charset=utf-8"])
+        proto.write(b"Server Error\n")
+        proto.finish()
+    else:
+        abort(send)
+
+
 async def http_error(send: Any, status: int) -> None:
     body = {503: b"Service Unavailable: try again shortly\n"}.get(status, b"Error\n")
     await send({

@@ -31,9 +31,10 @@ from ..relay.side import RelaySide
 from . import edge
 from .claims import Claims
 from .client import FINISHED, OWNED, REHOMING, ClientConn
-from .limits import ClientLimit, client_key, refuse
+from .limits import ClientLimit, client_key, close_pacing, refuse
 from .proxy import TrustedProxies
 from .rehome import Rehoming
+from .replay import AckHandler
 from .settings import InterfaceSettings
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Gateway:
         self.side.handle({
             wire.CLAIM: self._on_claim, wire.SEND: self._on_send, wire.END: self._on_end,
             wire.RELEASE: self._on_release, wire.REHOME: self.rehoming.on_rehome,
-            wire.RETURN: self.rehoming.on_return,
+            wire.RETURN: self.rehoming.on_return, wire.ACK: AckHandler(self.conns),
         })
         self.limits = ClientLimit(settings.max_connections_per_client)
         self.proxies = TrustedProxies(settings.forwarded_allow_ips)
@@ -122,8 +123,9 @@ class Gateway:
         if not self.limits.acquire(client, scope):
             await refuse(scope, receive, send)
             return
-        conn = ClientConn(f"{self._id_prefix}.{next(self._ids):x}", kind == "websocket", send,
-                          scope)
+        ws = kind == "websocket"
+        conn = ClientConn(f"{self._id_prefix}.{next(self._ids):x}", ws, send, scope,
+                          self.rehoming.unacked() if ws else None)
         try:
             if conn.ws:
                 await self._websocket(conn, scope, receive)
@@ -213,11 +215,12 @@ class Gateway:
         """One client event for the owner: straight to it once claimed, else held."""
         state, owner = conn.state, conn.owner
         if owner is not None and (state is OWNED or state is REHOMING):
-            conn.unanswered += 1
             if not self.relay.post(owner, [wire.EVENT, conn.id, event]):
                 logger.warning("%s: relay backlog full; closing", conn.id)
                 METRICS.messages_dropped.labels("buffer_full").inc()
                 self._spawn_end(conn, 1013, tell_owner=True)
+            elif conn.unacked is not None:
+                conn.unacked.record(event)  # until the owner acknowledges it
             return
         conn.held.append(event)
         if len(conn.held) > self.settings.pending_limit:
@@ -253,13 +256,22 @@ class Gateway:
         conn = self.conns.get(conn_id)
         if conn is None or conn.state is FINISHED or (sender and sender != conn.owner):
             return None  # finished, or a worker that no longer owns it (re-homed away)
-        conn.unanswered = 0
         return conn
 
     async def _on_send(self, conn_id: str, message: dict[str, Any], sender: str) -> None:
         conn = self._from_owner(conn_id, sender)
         if conn is not None:
-            await self._write(conn, message)
+            try:
+                await self._write(conn, message)
+            except Exception as exc:
+                # Daphne refused it (a worker that does not check what apps send): end the
+                # connection (500, a cut response or 1011) rather than write what follows.
+                logger.error("%s %s: the server refused the app's %s (%r); ending it", conn.id,
+                             conn.scope.get("path"), message.get("type"), exc)
+                if conn.finish():
+                    self._tell_gone(conn, 1011)
+                    edge.fail(conn.send)
+                    conn.complete()
 
     async def _on_release(self, conn_id: str, code: int, sender: str) -> None:
         conn = self._from_owner(conn_id, sender)
@@ -362,8 +374,8 @@ class Gateway:
                     conn.told = True  # nobody to tell
                     self._spawn_end(conn, 1012, tell_owner=False)
             if conn.fence in dead:
-                # What it held died with it. (After the owner's re-home: held events wait for
-                # the next owner rather than go to one that died alongside.)
+                # What it held died with it: what it had not acknowledged is replayed instead.
+                # (After the owner's re-home: held events wait for the next owner.)
                 self.claims.unfence(conn)
 
     def _abandon_all(self) -> None:
@@ -384,13 +396,3 @@ class Gateway:
         if tell_owner:
             self._tell_gone(conn, code)
         await conn.end(code)
-
-
-def close_pacing(sockets: int, rate: float, timeout: float) -> tuple[int, float]:
-    """(sockets per batch, seconds between batches) to close ``sockets`` at ``rate`` per second,
-    sped up to end within 60% of ``timeout``; ``rate`` 0: one batch."""
-    if rate <= 0 or sockets == 0:
-        return max(sockets, 1), 0.0
-    rate = max(rate, sockets / (0.6 * timeout))
-    batch = max(1, round(rate / 20))  # about 20 batches a second
-    return batch, batch / rate

@@ -1,4 +1,5 @@
-"""Per-client connection limit at the edge (``CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT``).
+"""Limits at the edge: connections per client (``CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT``)
+and the pace of a drain's closes (``CHANNELS_FLEET_DRAIN_CLOSE_RATE``, :func:`close_pacing`).
 
 The gateway counts open WebSockets and HTTP requests per client address (``scope["client"]``,
 which Daphne fills from the TCP peer). Past the limit a WebSocket is refused before anything is
@@ -70,3 +71,13 @@ async def refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
         "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")],
     })
     await send({"type": "http.response.body", "body": b"Too many connections from your address\n"})
+
+
+def close_pacing(sockets: int, rate: float, timeout: float) -> tuple[int, float]:
+    """(sockets per batch, seconds between batches) to close ``sockets`` at ``rate`` per second,
+    sped up to end within 60% of ``timeout``; ``rate`` 0: one batch."""
+    if rate <= 0 or sockets == 0:
+        return max(sockets, 1), 0.0
+    rate = max(rate, sockets / (0.6 * timeout))
+    batch = max(1, round(rate / 20))  # about 20 batches a second
+    return batch, batch / rate

@@ -3,9 +3,11 @@
 Behind an ingress every connection arrives from the proxy, over plain HTTP: the app would see
 the proxy's address in ``scope["client"]`` (Django's ``REMOTE_ADDR``) and ``http`` / ``ws`` in
 ``scope["scheme"]``. When the TCP peer is a trusted proxy, ``X-Forwarded-For`` and
-``X-Forwarded-Proto`` replace them, as uvicorn's ``--forwarded-allow-ips`` does (and Daphne's
-``--proxy-headers``, which trusts any peer). The proxies are ``CHANNELS_FLEET_FORWARDED_ALLOW_IPS``;
-headers from any other peer are ignored: a client cannot claim another address.
+``X-Forwarded-Proto`` replace them, and ``X-Forwarded-Port`` the client's port, as Daphne's
+``--proxy-headers`` reads them (``["10.1.2.3", 80]``; 0 without the header) but from trusted
+proxies only, as uvicorn's ``--forwarded-allow-ips`` (Daphne trusts any peer). The proxies
+are ``CHANNELS_FLEET_FORWARDED_ALLOW_IPS``; headers from any other peer are ignored: a client
+cannot claim another address.
 
     proxies = TrustedProxies(["10.0.0.0/8"])
     scope = proxies.resolve(scope)
@@ -18,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_FOR, _PROTO = b"x-forwarded-for", b"x-forwarded-proto"
+_FOR, _PROTO, _PORT = b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-port"
 _SCHEMES = {
     "http": {"http": "http", "https": "https", "ws": "http", "wss": "https"},
     "websocket": {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"},
@@ -66,7 +68,7 @@ class TrustedProxies:
         if not (self.any_peer or self._listed(_address(str(client[0])))):
             return scope
         # Repeated headers are one comma-separated list, in order (RFC 9110 5.3).
-        forwarded: dict[bytes, list[str]] = {_FOR: [], _PROTO: []}
+        forwarded: dict[bytes, list[str]] = {_FOR: [], _PROTO: [], _PORT: []}
         for name, value in scope.get("headers", ()):
             if name in forwarded:
                 forwarded[name].append(value.decode("latin-1"))
@@ -86,5 +88,11 @@ class TrustedProxies:
             if not self._listed(address):
                 break
         if nearest is not None:
-            changes["client"] = [str(nearest), 0]
+            changes["client"] = [str(nearest), _port(forwarded[_PORT])]
         return {**scope, **changes} if changes else scope
+
+
+def _port(values: list[str]) -> int:
+    """The client's port from ``X-Forwarded-Port`` (the nearest proxy's entry), else 0."""
+    last = ",".join(values).split(",")[-1].strip()
+    return int(last) if last.isascii() and last.isdigit() and int(last) < 65536 else 0

@@ -5,8 +5,8 @@ The socket stays open. A new connect envelope (``rehomed`` = n) goes to the work
 ``websocket.connect``; client events are held meanwhile. A draining worker gives a socket up
 with REHOME; the gateway answers with a FENCE (nothing more will come to it), and the worker
 sends back the events it had not handled with RETURN, which go to the new owner first. A dead
-worker returns nothing: what it was sent after its last message for the connection is counted
-as dropped.
+worker returns nothing: the frames it had not acknowledged (:mod:`.replay`) go to the new owner
+first instead, marked as replayed; they also stand in for a RETURN that never comes.
 
     rehoming = Rehoming(side, claims, conns)
     rehoming.rehome(conn, "dead")
@@ -22,7 +22,8 @@ from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.side import RelaySide
 from .claims import Claims
-from .client import AWAITING_CLAIM, CLAIMED, HOLDING, ClientConn
+from .client import AWAITING_CLAIM, CLAIMED, ClientConn
+from .replay import Unacked
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,13 @@ class Rehoming:
     def __init__(self, side: RelaySide, claims: Claims, conns: dict[str, ClientConn]) -> None:
         self.side = side
         self.claims = claims
+        self.settings = claims.settings
         self.conns = conns  # the gateway's connections, by id
+
+    def unacked(self) -> Unacked | None:
+        """A new WebSocket's buffer of unacknowledged frames (None: re-homing is off)."""
+        s = self.settings
+        return Unacked(s.replay_limit, s.replay_bytes) if s.rehome else None
 
     async def on_rehome(self, conn_id: str, cause: str, sender: str) -> None:
         """A worker's REHOME: re-home the socket if it is still that worker's to give up."""
@@ -51,6 +58,7 @@ class Rehoming:
         conn = self.conns.get(conn_id)
         if conn is None or conn.finished or conn.fence is None or sender != conn.fence:
             return
+        conn.replay = None  # the RETURN is exact: nothing to replay in its place
         conn.held = [*events, *conn.held]
         self.claims.unfence(conn)
 
@@ -61,12 +69,14 @@ class Rehoming:
         From here client events are held; the envelope goes out in a task of its own, so the
         envelopes of a batch of REHOMEs share round trips.
         """
-        if cause == "dead":
-            if conn.state not in HOLDING and conn.unanswered:
-                # Relayed to the dead worker after its last message for this connection:
-                # possibly never handled.
-                METRICS.messages_dropped.labels("rehome_dead").inc(conn.unanswered)
-            conn.unanswered = 0
+        replay = conn.unacked.detach(cause) if conn.unacked is not None else None
+        if replay is not None and replay.lost and cause == "dead":
+            conn.owner = None  # dead: nobody to tell
+            self.claims.refuse_replay(conn, replay)
+            return
+        if replay is not None and (replay.frames or replay.lost):
+            # dead: the next owner's first events; drain: only if no RETURN comes instead.
+            conn.replay = replay
         old, conn.owner = conn.owner, None
         if cause == "drain" and old is not None:
             # Events sent to the old owner after it let go come back with its RETURN.

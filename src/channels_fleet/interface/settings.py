@@ -26,13 +26,18 @@ class InterfaceSettings(ServiceSettings):
     backlog: int = 2048
     #: Most client events held per connection before a worker claims it.
     pending_limit: int = 64
+    #: Most client frames, and payload bytes, kept per WebSocket until its owner acknowledges
+    #: them, to replay if it dies. Beyond, the oldest go; should the owner die before it
+    #: acknowledges past them, the socket is closed with 1012 instead of re-homed.
+    replay_limit: int = 500
+    replay_bytes: int = 512 * 1024
     #: Most unsent bytes buffered for one client before it is disconnected as not reading.
     send_buffer: int = 4 * 1024 * 1024
     #: Most open connections from one client address (0: no limit; behind a proxy keep 0
     #: unless the proxy is trusted below, so addresses are the clients').
     max_connections_per_client: int = 0
-    #: Proxies (addresses, networks, "*") whose X-Forwarded-For / -Proto give the client's
-    #: address and scheme. Empty: none, the TCP peer is the client.
+    #: Proxies (addresses, networks, "*") whose X-Forwarded-For / -Port / -Proto give the client's
+    #: address, port and scheme. Empty: none, the TCP peer is the client.
     forwarded_allow_ips: tuple[str, ...] = ()
     #: Seconds between pings to a quiet WebSocket (Daphne's --ping-interval). Each socket's
     #: first ping falls at a random point of the interval, so sockets that connected together
@@ -44,13 +49,24 @@ class InterfaceSettings(ServiceSettings):
     #: not end within 60% of the drain timeout. Paced, the clients' reconnects reach the new
     #: pods' work queue as a stream instead of one burst past CONNECT_CAPACITY. 0: all at once.
     drain_close_rate: float = 500.0
+    #: Seconds an HTTP request may take, from its arrival to the end of its response
+    #: (Daphne's --http-timeout): then 503 if no response began, else the response is ended,
+    #: and the app gets http.disconnect. Checked every 2 s, as Daphne does. 0: no limit.
+    http_timeout: float = 0.0
+
+    @property
+    def public_port(self) -> int | None:
+        return self.port
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._positive("claim_timeout", "connect_capacity", "backlog", "pending_limit",
-                       "send_buffer", "ping_interval", "ping_timeout")
+                       "send_buffer", "ping_interval", "ping_timeout", "replay_limit",
+                       "replay_bytes")
         if self.drain_close_rate < 0:
             raise SettingsError("CHANNELS_FLEET_DRAIN_CLOSE_RATE must be >= 0")
+        if self.http_timeout < 0:
+            raise SettingsError("CHANNELS_FLEET_HTTP_TIMEOUT must be >= 0 (0: no limit)")
         if self.max_connections_per_client < 0:
             raise SettingsError("CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT must be >= 0")
         if isinstance(self.forwarded_allow_ips, str):

@@ -27,6 +27,9 @@ SLOTS = 16384
 MIN_REDIS_VERSION = (7, 0)
 DEFAULT_URL = "redis://localhost:6379"
 DEFAULT_SOCKET_TIMEOUT = 5.0
+# A connect inside a data centre takes well under a millisecond; a node that died takes its IP
+# with it, and every command queued for it waits out this timeout.
+DEFAULT_CONNECT_TIMEOUT = 2.0
 UNBLOCKED_REPLY_WAIT_S = 1.0  # for a BLMPOP's reply after CLIENT UNBLOCK
 
 
@@ -70,6 +73,7 @@ def connection_kwargs(url: str, extra: dict[str, Any]) -> dict[str, Any]:
     options.update(extra)
     # redis-py 8's default; a blocking read never waits this long (see receiver.py).
     options.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
+    options.setdefault("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
     return options
 
 
@@ -218,8 +222,10 @@ class Router:
         self._nodes: dict[str, NodeClient] = {}
         self._slots: list[NodeClient] = []
         self._single: NodeClient | None = None
-        self._seeds: list[str] = []
+        self._seeds: list[str] = []  # every node of the last table, and the configured entry
+        self._entry = ""
         self._refresh_lock = asyncio.Lock()
+        self._background_refresh: asyncio.Task[None] | None = None
 
     @property
     def host_names(self) -> str:
@@ -252,6 +258,7 @@ class Router:
             self._check_version(info, url)
             if info.get("cluster_enabled") == "1":
                 self.is_cluster = True
+                self._entry = address
                 self._seeds = [address]
                 await self.refresh()
             else:
@@ -285,16 +292,29 @@ class Router:
         async with self._refresh_lock:
             known = [a for a, n in self._nodes.items() if n in self._slots]
             candidates = list(dict.fromkeys(known + self._seeds))
+            # Every node at once, the first full table wins: a node that just died costs a
+            # connect timeout, and asking one by one would make every caller wait it out.
             failures = []
-            for address in candidates:
-                try:
-                    reply = await self._node(address).execute("CLUSTER", "SLOTS")
-                except (RedisError, OSError) as exc:
-                    failures.append(f"{address}: {exc}")
-                    continue
-                if self._apply_slots(reply, address):
-                    return
-                failures.append(f"{address}: slot table incomplete")
+            asks = {asyncio.ensure_future(self._node(a).execute("CLUSTER", "SLOTS")): a
+                    for a in candidates}
+            pending = set(asks)
+            try:
+                while pending:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for ask in done:
+                        address = asks[ask]
+                        exc = ask.exception()
+                        if exc is not None:
+                            if not isinstance(exc, (RedisError, OSError)):
+                                raise exc
+                            failures.append(f"{address}: {exc}")
+                        elif self._apply_slots(ask.result(), address):
+                            return
+                        else:
+                            failures.append(f"{address}: slot table incomplete")
+            finally:
+                for ask in pending:  # left to finish on their own (a connect may be under way)
+                    ask.add_done_callback(_retrieve)
             raise LayerUnavailable("no cluster node answered CLUSTER SLOTS: " + "; ".join(failures))
 
     def _apply_slots(self, reply: Iterable[Any], asked: str) -> bool:
@@ -309,7 +329,8 @@ class Router:
         if any(node is None for node in table):
             return False
         self._slots = table  # type: ignore[assignment]
-        self._seeds = list(dict.fromkeys(seeds + self._seeds))
+        # Not the nodes of older tables: on Kubernetes a replaced pod's IP is gone for good.
+        self._seeds = list(dict.fromkeys([*seeds, self._entry]))
         return True
 
     @staticmethod
@@ -328,9 +349,25 @@ class Router:
         return self._node(f"{host}:{port}")
 
     def set_slot(self, slot: int, host: str, port: int) -> None:
-        """Follow a MOVED reply without re-reading the whole table."""
         if self._slots:
             self._slots[slot] = self._node(f"{host}:{port}")
+
+    def moved(self, slot: int, host: str, port: int) -> None:
+        """Follow a MOVED reply: this slot at once, the whole table in the background.
+
+        After a failover every slot of the old master moved, not just this one; re-reading the
+        table once saves a redirection per slot, or a connect timeout per slot once the old
+        master is gone.
+        """
+        self.set_slot(slot, host, port)
+        if self._background_refresh is None or self._background_refresh.done():
+            self._background_refresh = asyncio.ensure_future(self._refresh_logged())
+
+    async def _refresh_logged(self) -> None:
+        try:
+            await self.refresh()
+        except LayerUnavailable as exc:
+            logger.info("slot table not re-read after MOVED: %s", exc)
 
     def primaries(self) -> list[NodeClient]:
         if self._single is not None:
@@ -338,6 +375,8 @@ class Router:
         return list(dict.fromkeys(self._slots))
 
     async def close(self) -> None:
+        if self._background_refresh is not None:
+            self._background_refresh.cancel()
         nodes, self._nodes = list(self._nodes.values()), {}
         self._slots, self._single = [], None
         for node in nodes:

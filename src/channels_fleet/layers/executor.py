@@ -22,6 +22,7 @@ from redis import exceptions as rx
 from ..exceptions import LayerUnavailable
 from . import _metrics
 from .connection import NodeClient, Router
+from .resp import UnblockedError
 from .scripts import BY_SHA
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ TRANSIENT = (
     rx.TryAgainError,
     rx.ReadOnlyError,
     rx.MasterDownError,
+    UnblockedError,
     OSError,
 )
 BACKOFF_FIRST = 0.05
@@ -104,7 +106,7 @@ class Executor:
                         retry.append(op)
                     elif isinstance(result, rx.MovedError):
                         _metrics.retry(result)
-                        self.router.set_slot(result.slot_id, result.host, result.port)
+                        self.router.moved(result.slot_id, result.host, result.port)
                         retry.append(op)
                     elif isinstance(result, rx.AskError):
                         _metrics.retry(result)
@@ -147,7 +149,7 @@ class Executor:
                 return await node.blocking(block, salvage, *args, asking=ask is not None)
             except rx.MovedError as exc:
                 _metrics.retry(exc)
-                self.router.set_slot(exc.slot_id, exc.host, exc.port)
+                self.router.moved(exc.slot_id, exc.host, exc.port)
                 if time.monotonic() > deadline:
                     _metrics.error(exc)
                     raise self._unavailable(node, exc) from exc

@@ -107,8 +107,16 @@ class Parser:
         if kind == b"+":
             return rest
         if kind == b"-":
-            return BaseParser.parse_error(rest.decode("utf-8", "replace"))
+            message = rest.decode("utf-8", "replace")
+            if message.startswith("UNBLOCKED"):
+                return UnblockedError(message)
+            return BaseParser.parse_error(message)
         raise rx.InvalidResponse(f"protocol error: {line[:40]!r}")
+
+
+class UnblockedError(rx.ResponseError):
+    """The server woke a blocked command because it changed role (its master became a replica
+    in a failover): the key lives elsewhere now."""
 
 
 class RespConnection(asyncio.Protocol):

@@ -102,6 +102,17 @@ class FleetMetrics:
             "rehome_gap", "Time a re-homed WebSocket waited from the start of its hand-over "
             "until the new owner's app accepted it.", unit="seconds",
             buckets=LATENCY_BUCKETS, **ns)
+        self.replayed_frames = Counter(
+            "replayed_frames", "Client frames a lost owner had not acknowledged, replayed to a "
+            "re-homed WebSocket's new owner (marked fleet_replayed), by cause (dead, or drain "
+            "when the drained owner never returned its events).", ["cause"], **ns)
+        self.replay_duplicates = Counter(
+            "replay_duplicates_possible", "Replayed frames the lost owner's app had already "
+            "taken: the new one may act on them a second time, by cause.", ["cause"], **ns)
+        self.replay_overflows = Counter(
+            "replay_overflows", "WebSockets closed 1012 instead of re-homed because their "
+            "buffer of unacknowledged frames had overflowed (a replay would have a hole), by "
+            "cause.", ["cause"], **ns)
         self.draining = Gauge(
             "draining", "1 while this process drains (after SIGTERM), else 0.",
             multiprocess_mode="livemax", **ns)
@@ -147,7 +158,9 @@ class FleetMetrics:
         _touch(self.messages_dropped, DROP_REASONS)
         _touch(self.open_connections, PROTOCOLS)
         _touch(self.closes, CLOSE_CODES)
-        _touch(self.rehomes, REHOME_CAUSES)
+        for replay_metric in (self.rehomes, self.replayed_frames, self.replay_duplicates,
+                              self.replay_overflows):
+            _touch(replay_metric, REHOME_CAUSES)
         _touch(self.messages, DIRECTIONS)
         # The web tier's method x status series are created on first use: presetting them
         # would add ~200 idle series to every interface and worker.
@@ -158,7 +171,8 @@ ALL_NAMES = frozenset({
         "layer_retries_total", "layer_errors_total", "channel_full_total",
         "messages_expired_total", "messages_dropped_total", "redis_node_up",
         "open_connections", "closes_total", "relay_roundtrip_seconds", "messages_total",
-        "draining", "rehomes_total", "rehome_gap_seconds", "owned_connections",
+        "draining", "rehomes_total", "rehome_gap_seconds", "replayed_frames_total",
+        "replay_duplicates_possible_total", "replay_overflows_total", "owned_connections",
         "queue_wait_seconds", "handler_latency_seconds",
         "worker_heartbeat_age_seconds", "work_queue_depth", "work_queue_oldest_age_seconds",
         "ready", "web_requests_total", "web_request_duration_seconds",

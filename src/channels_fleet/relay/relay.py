@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[str, Any, str], Awaitable[None]]
 #: ``on_undeliverable(dest, items)``: items given up after ``FULL_RETRY_SECONDS`` or an error.
 FailHandler = Callable[[str, list[list[Any]]], None]
+#: ``trailer(dest)``: one item to append to the batch about to go to ``dest``, or None.
+Trailer = Callable[[str], list[Any] | None]
 
 #: Largest batch payload estimate; bigger batches are split across messages.
 MAX_BATCH_BYTES = 512 * 1024
@@ -79,6 +81,12 @@ class Relay:
         self._idle = asyncio.Event()
         self._idle.set()
         self._pending = 0
+        self._trailer: Trailer | None = None
+
+    def set_trailer(self, trailer: Trailer) -> None:
+        """Append ``trailer(dest)``'s item (if any) to every batch to ``dest``, after whatever
+        was posted before it went out (acknowledgements ride on traffic that goes anyway)."""
+        self._trailer = trailer
 
     def handle(self, handlers: Mapping[str, Handler]) -> None:
         """Take items of these kinds with these handlers (the dispatch table); others are
@@ -164,6 +172,11 @@ class Relay:
             self._ready.clear()
             outbox, self._outbox = self._outbox, {}
             self._pending = 0
+            if self._trailer is not None:
+                for dest, items in outbox.items():
+                    trailer = self._trailer(dest)
+                    if trailer is not None:
+                        items.append(trailer)
             await asyncio.gather(*(self._send_all(dest, items) for dest, items in outbox.items()))
             if not self._outbox:
                 self._idle.set()

@@ -20,7 +20,9 @@ any channel layer serialiser works. Two kinds of relay message exist:
   ``from`` lets an interface ignore items from a worker that no longer owns the connection.
 
 A re-home envelope is a connect envelope with ``"rehomed": n`` (n >= 1): the connection's
-socket is already open and the new owner runs the app from ``websocket.connect`` again.
+socket is already open and the new owner runs the app from ``websocket.connect`` again. An
+envelope with ``"ack": true`` asks the owner to acknowledge the client frames its app has
+handled (ACK items, below): the interface keeps the others to replay them if the owner dies.
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ END = "end"  # payload: None; the app instance for this connection has finished
 RELEASE = "release"  # payload: a close code; the worker gives the connection up (drain)
 REHOME = "rehome"  # payload: cause ("drain"); the worker hands the connection back to be re-homed
 RETURN = "return"  # payload: list of events the worker took for it and did not deliver (fence)
+# Appended to a batch, not about one connection (its conn is ""): payload [[conn, handled,
+# taken], ...], counts of the client frames (websocket.receive) relayed to this owner that the
+# app has handled (and whose output is ahead of this item) and that it has taken.
+ACK = "ack"
 # interface -> worker, answering REHOME:
 FENCE = "fence"  # payload: None; nothing more comes for this connection: RETURN what you hold
 
@@ -107,13 +113,14 @@ def scope_to_wire(scope: dict[str, Any]) -> dict[str, Any]:
 
 
 def scope_from_wire(envelope: dict[str, Any]) -> dict[str, Any]:
-    """Rebuild an ASGI scope from a connect envelope (headers as tuples, client/server tuples)."""
+    """Rebuild an ASGI scope from a connect envelope (headers as tuples; client and server as
+    ``[host, port]`` lists, as Daphne gives them)."""
     wire = envelope["scope"]
     scope: dict[str, Any] = dict(wire)
     scope["headers"] = [(bytes(k), bytes(v)) for k, v in wire.get("headers", [])]
     for key in ("client", "server"):
         if scope.get(key) is not None:
-            scope[key] = tuple(scope[key])
+            scope[key] = list(scope[key])
     if "subprotocols" in scope:
         scope["subprotocols"] = list(scope["subprotocols"] or [])
     scope.setdefault("root_path", "")
@@ -124,9 +131,11 @@ def scope_from_wire(envelope: dict[str, Any]) -> dict[str, Any]:
 
 
 def connect_envelope(
-    iface: str, conn: str, scope: dict[str, Any], claim_timeout: float, rehomed: int = 0
+    iface: str, conn: str, scope: dict[str, Any], claim_timeout: float, rehomed: int = 0,
+    ack: bool = False,
 ) -> dict[str, Any]:
-    """The message an interface sends to the work queue for one new (or re-homed) connection."""
+    """The message an interface sends to the work queue for one new (or re-homed) connection;
+    ``ack``: the owner is to acknowledge the client frames its app handled."""
     now = time.time()
     envelope = {
         "type": CONNECT_QUEUE,
@@ -138,6 +147,8 @@ def connect_envelope(
     }
     if rehomed:
         envelope["rehomed"] = rehomed
+    if ack:
+        envelope["ack"] = True
     return envelope
 
 
@@ -182,7 +193,7 @@ class WireError(ValueError):
 
 _ITEM_PAYLOADS: dict[str, tuple[type, ...]] = {
     EVENT: (dict,), GONE: (int,), CLAIM: (str,), SEND: (dict,), END: (type(None),),
-    RELEASE: (int,), REHOME: (str,), RETURN: (list,), FENCE: (type(None),),
+    RELEASE: (int,), REHOME: (str,), RETURN: (list,), FENCE: (type(None),), ACK: (list,),
 }
 
 
@@ -214,6 +225,7 @@ def parse_envelope(message: Any) -> dict[str, Any]:
     rehomed = message.get("rehomed", 0)
     _need(isinstance(rehomed, int) and not isinstance(rehomed, bool) and rehomed >= 0,
           "bad 'rehomed'")
+    _need(isinstance(message.get("ack", False), bool), "bad 'ack'")
     scope = message.get("scope")
     _need(isinstance(scope, dict), "scope is not a dict")
     _need(scope.get("type") in ("websocket", "http"), "scope type is not websocket or http")
@@ -253,6 +265,16 @@ def parse_item(item: Any) -> list[Any]:
     if isinstance(payload, dict) and not isinstance(payload.get("type"), str):
         raise WireError(f"{kind} item payload has no type")
     return item
+
+
+def parse_acks(payload: list[Any]) -> list[Any]:
+    """Check an ACK item's payload ``[[conn, handled, taken], ...]``; return it or WireError."""
+    for entry in payload:  # one entry per socket per batch: kept cheap
+        if not (type(entry) is list and len(entry) == 3 and type(entry[0]) is str
+                and type(entry[1]) is int and type(entry[2]) is int
+                and entry[1] >= 0 and entry[2] >= 0):
+            raise WireError("bad entry in an ack item")
+    return payload
 
 
 def parse_batch(message: Any) -> list[Any]:

@@ -6,7 +6,7 @@ REHOME and the app gets its disconnect (1012). The interface answers with a FENC
 will come), and the stash goes back with RETURN, in order, to be replayed to the socket's new
 owner.
 
-    handback = HandBack(side, settings)
+    handback = HandBack(side, settings, acks)
     await handback.give(conn)
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.side import RelaySide
+from .acks import Acks
 from .owned import HANDED, HANDING_BACK, RUNNING, OwnedConn
 from .settings import WorkerSettings
 
@@ -32,9 +33,10 @@ HAND_BACK_WAIT = 3.0
 class HandBack:
     """Gives a host's WebSockets back to their interfaces; one per host."""
 
-    def __init__(self, side: RelaySide, settings: WorkerSettings) -> None:
+    def __init__(self, side: RelaySide, settings: WorkerSettings, acks: Acks) -> None:
         self.side = side
         self.settings = settings
+        self.acks = acks
         # Connections given back, until the interface's FENCE: events that still arrive for
         # them are returned, not lost.
         self.handed: dict[str, OwnedConn] = {}
@@ -57,6 +59,11 @@ class HandBack:
         conn.stash[:0] = conn.take_queued()
         conn.move(HANDED)
         self.handed[conn.id] = conn
+        # What the app handled is acknowledged first: only the stash stands unacknowledged
+        # should the interface replay in place of a RETURN that never comes.
+        ack = self.acks.trailer(conn.iface)
+        if ack is not None:
+            self.side.relay.post(conn.iface, ack, control=True)
         self.side.relay.post(conn.iface, [wire.REHOME, conn.id, "drain"], control=True)
         conn.hand_disconnect(conn.disconnect_event(1012), self.settings.app_close_timeout)
 

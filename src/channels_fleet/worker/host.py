@@ -25,6 +25,9 @@ from ..relay import wire
 from ..relay.liveness import Liveness
 from ..relay.relay import relay_layer
 from ..relay.side import RelaySide
+from . import conformance
+from .acks import Acks
+from .background import serve_background
 from .handback import HandBack
 from .owned import ABANDONED, CLOSED, HANDED, HANDING_BACK, NOT_OURS, RUNNING, OwnedConn
 from .settings import WorkerSettings
@@ -50,7 +53,9 @@ class Host:
             liveness=liveness,
         )
         self.relay = self.side.relay  # the hot path posts straight to it
-        self.handback = HandBack(self.side, settings)
+        # At most four ACK-only batches per heartbeat interval per interface (quiet sockets).
+        self.acks = Acks(self.relay, settings.heartbeat_interval / 4)
+        self.handback = HandBack(self.side, settings, self.acks)
         self.side.handle({wire.EVENT: self._on_event, wire.GONE: self._on_gone,
                           wire.FENCE: self.handback.on_fence})
         self._room = asyncio.Event()
@@ -65,7 +70,8 @@ class Host:
         channel = await self.side.start()
         self._taking = self.side.tasks.spawn(self._take_loop(), f"take {wire.CONNECT_QUEUE}")
         if s.channels:
-            self.side.tasks.spawn(self._background(), "background channels")
+            self.side.tasks.spawn(serve_background(self.application, s.channels),
+                                  "background channels")
         logger.info("worker %s taking connections (concurrency %d)", channel, s.concurrency)
 
     def full_for(self) -> float:
@@ -127,6 +133,7 @@ class Host:
         return released, cancelled
 
     async def stop(self) -> None:
+        self.acks.stop()
         await self.side.tasks.cancel()
         tasks = [c.task for c in self.conns.values() if c.task is not None]
         for task in tasks:
@@ -186,29 +193,42 @@ class Host:
         self.relay.post(iface, [wire.CLAIM, conn.id, self.side.channel], control=True)
         if ws:
             conn.queue.put_nowait({"type": "websocket.connect"})
-        conn.task = asyncio.create_task(self._run(conn, scope), name=f"conn {conn.id}")
+        acks = self.acks if ws and envelope.get("ack") else None
+        conn.task = asyncio.create_task(self._run(conn, scope, acks), name=f"conn {conn.id}")
 
-    async def _run(self, conn: OwnedConn, scope: dict[str, Any]) -> None:
+    async def _run(self, conn: OwnedConn, scope: dict[str, Any], acks: Acks | None) -> None:
         async def send(message: dict[str, Any]) -> None:
-            self._send(conn, message)
+            try:
+                self._app_send(conn, message)
+            except conformance.INVALID as exc:
+                self._refuse(conn, scope, exc)
+                raise
 
         async def receive() -> dict[str, Any]:
-            # Waiting on an empty queue = every event taken so far has been handled (Channels
-            # dispatches one at a time): the point where a hand-back loses nothing.
+            # Asking again = every event taken so far has been handled (Channels dispatches
+            # one at a time): the point where a hand-back loses nothing, and an ACK's count.
+            if acks is not None and conn.handled != conn.taken:
+                conn.handled = conn.taken
+                acks.mark(conn)
             if conn.idle is not None and conn.queue.empty():
                 conn.idle.set()
             conn.waiting = True
             try:
-                return await conn.queue.get()
+                event = await conn.queue.get()
             finally:
                 conn.waiting = False
+            if acks is not None and event["type"] == "websocket.receive":
+                conn.taken += 1
+                acks.mark(conn)
+            return event
 
         try:
             await self.application(scope, receive, send)
         except asyncio.CancelledError:
             pass
         except Exception as exc:
-            self._failed(conn, scope, exc)
+            if not conformance.caused_by(exc, conn.refused):  # else logged and answered already
+                self._failed(conn, scope, exc)
         finally:
             if conn.reaper is not None:
                 conn.reaper.cancel()
@@ -223,13 +243,37 @@ class Host:
     def _failed(self, conn: OwnedConn, scope: dict[str, Any], exc: Exception) -> None:
         """The app raised: answer the client as Daphne would, in one log line."""
         status = 500
-        if unrouted(exc):
+        if conformance.unrouted(exc):
             # Channels' URLRouter refusing an unknown path: a client error, one line.
             status = 404
             logger.warning("no route for %s %s on %s", scope["type"], scope.get("path"), conn.id)
         else:
             logger.error("application failed on %s %s: %r", conn.id, scope.get("path"), exc,
                          exc_info=exc)
+        self._answer_failure(conn, status)
+
+    def _refuse(self, conn: OwnedConn, scope: dict[str, Any], exc: Exception) -> None:
+        """The app sent what Daphne would refuse: its ``send()`` raises ``exc``, nothing of it
+        is relayed, the client gets 500 / 1011 (no detail), the app its disconnect, and one
+        line names the consumer and the problem."""
+        if conn.state is not RUNNING and conn.state is not HANDING_BACK:
+            return  # ended already: dropped, as everything after the end
+        conn.refused = exc
+        answer = ("1011" if conn.ws and conn.accepted
+                  else "a cut response" if conn.accepted else "500")
+        logger.error("%s sent an invalid message on %s %s: %s: %s (the client gets %s)",
+                     conformance.sender(conn.task, self.application), conn.id,
+                     scope.get("path"), type(exc).__name__, exc, answer)
+        if not conn.ws and conn.accepted:
+            self._release(conn, 1011, always=True)  # the status is out: the response is cut
+            return
+        self._answer_failure(conn, 500)
+        self._close(conn)
+        conn.hand_disconnect(conn.disconnect_event(1011), self.settings.app_close_timeout)
+
+    def _answer_failure(self, conn: OwnedConn, status: int) -> None:
+        """Answer the client of a failed app as Daphne does: refuse the handshake with
+        ``status``, close with 1011, or answer ``status``."""
         if conn.ws and not conn.accepted:
             # Refused with an HTTP status (Daphne answers any crash before accept with 500;
             # an unknown path is 404 here). An interface that predates this ignores the
@@ -244,8 +288,32 @@ class Host:
                               "headers": [(b"content-type", b"text/plain")]})
             self._send(conn, {"type": "http.response.body", "body": body})
 
+    def _app_send(self, conn: OwnedConn, message: dict[str, Any]) -> None:
+        """The app's ``send()``: check the message for the connection's phase, then relay it.
+
+        Raises what Daphne's would for an invalid message (:mod:`.conformance`). After the
+        end (response complete, socket closed, handed back) messages are dropped, as Daphne
+        drops them.
+        """
+        state = conn.state
+        if state is not RUNNING and state is not HANDING_BACK:
+            if state is HANDED and message.get("type") == "websocket.send":
+                # The old consumer of a re-homed socket (e.g. a group message in the gap).
+                METRICS.messages_dropped.labels("rehome_gap").inc()
+            return
+        if conn.ws and conn.accepted and message.__class__ is dict and (
+                message.get("type") == "websocket.send"):
+            # The per-frame path, checked here (no call): text a str or bytes bytes, not both.
+            text, data = message.get("text"), message.get("bytes")
+            if ((text is None or text.__class__ is str)
+                    and (data is None or data.__class__ is bytes) and not (text and data)):
+                self._post(conn, message)
+                return
+        conformance.check(message, ws=conn.ws, accepted=conn.accepted)  # raises what is wrong
+        self._send(conn, message)
+
     def _send(self, conn: OwnedConn, message: dict[str, Any]) -> None:
-        """Relay one message of the app to the interface, in order."""
+        """Relay one message (of the app, checked, or the host's own) to the interface."""
         state = conn.state  # identity tests: an enum's hash is a Python call, this is per frame
         if state is HANDED or state is ABANDONED:
             if state is HANDED and message.get("type") == "websocket.send":
@@ -357,34 +425,3 @@ class Host:
             conn = self.conns.get(conn_id)
             if conn is not None:
                 self._abandon(conn)
-
-    # -- background channels (what runworker did) ------------------------------------------
-
-    async def _background(self) -> None:
-        from channels.layers import get_channel_layer
-        from channels.worker import Worker
-
-        names = ", ".join(self.settings.channels)
-        worker = Worker(self.application, list(self.settings.channels), get_channel_layer())
-        logger.info("serving background channels %s", names)
-        try:
-            await worker.arun()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # E.g. no "channel" entry in the ProtocolTypeRouter: say so, keep serving sockets.
-            logger.error("background channels %s stopped: %r", names, exc)
-
-
-def unrouted(exc: BaseException) -> bool:
-    """Did Channels' ``URLRouter`` find no route? Told by where the error was raised, not by
-    its text: a ValueError raised in ``URLRouter.__call__`` itself (the outermost router's
-    refusal; nested routers raise Resolver404 to it), not in an app it routed to."""
-    from channels.routing import URLRouter
-
-    if not isinstance(exc, ValueError) or exc.__traceback__ is None:
-        return False
-    tb = exc.__traceback__
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb.tb_frame.f_code is URLRouter.__call__.__code__

@@ -55,7 +55,7 @@ class OwnedConn:
 
     __slots__ = (
         "id", "iface", "ws", "state", "queue", "task", "accepted", "gone", "stash", "waiting",
-        "idle", "reaper", "subprotocol",
+        "idle", "reaper", "subprotocol", "taken", "handled", "refused",
     )
 
     def __init__(self, conn_id: str, iface: str, ws: bool, limit: int) -> None:
@@ -72,6 +72,9 @@ class OwnedConn:
         self.idle: asyncio.Event | None = None  # set when the app waits on an empty queue
         self.reaper: asyncio.TimerHandle | None = None  # cancels an app that outlives its end
         self.subprotocol: str | None = None  # as accepted by the app
+        self.taken = 0  # client frames relayed here that the app has taken (acks.py)
+        self.handled = 0  # ... and handled (it asked for the next event since)
+        self.refused: BaseException | None = None  # why an app's message was refused
 
     def __repr__(self) -> str:
         return f"<OwnedConn {self.id} {self.state.value}>"

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from .. import scenarios
-from .kube_stack import KubeStack
+from ..kube_stack import KubeStack
 
 pytestmark = [
     pytest.mark.skipif(not os.environ.get("E2E_KIND"),

@@ -256,3 +256,21 @@ def test_fleet_page_through_the_interface_and_who_may_roll(demo: Any) -> None:
     assert status == 503 and "CHAT_ROLL_SOCKET is unset" in json.loads(said)["error"]
     status, said = roll(demo.alice_browser, csrf=False)
     assert status == 403 and "CSRF" in said  # Django's own refusal, before the view
+
+
+async def test_a_full_newcomer_channel_does_not_close_the_members_who_answer(
+        demo: Any, redis_cluster: LocalRedis) -> None:
+    """A member answers a newcomer's "who is here?" with a direct send; when that channel is
+    full (a newcomer still starting, under load) the answer is dropped, the member stays."""
+    from channels_fleet.layers import RedisClusterChannelLayer
+
+    layer = RedisClusterChannelLayer(hosts=redis_cluster.urls[:3], prefix="chat", capacity=100)
+    full = await layer.new_channel("newcomer")
+    for _ in range(100):
+        await layer.send(full, {"type": "filler"})
+    async with room(demo, "full", demo.alice) as alice:
+        await alice.send(json.dumps({"type": "status"}))
+        await frames_until(alice, lambda f: f.get("type") == "status")
+        await layer.group_send("chat_full", {"type": "presence.hello", "reply_to": full})
+        await alice.send(json.dumps({"message": "still here"}))
+        assert await chat(alice) == {"message": "still here", "user": "alice"}

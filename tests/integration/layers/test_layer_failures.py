@@ -197,3 +197,47 @@ async def test_cluster__slot_being_migrated_follows_ask(redis_cluster: LocalRedi
             _cli(port, "cluster", "setslot", str(slot), "stable")
         await layer.flush()
         await layer.close_pools()
+
+
+@pytest.mark.timeout(60)
+async def test_failover__handed_over_master_wakes_receivers_and_moves_its_slots(tmp_path: Path):
+    """A master hands its slots to its replica (CLUSTER FAILOVER, as the chart's preStop does).
+
+    A receive blocked on the old master is woken with UNBLOCKED: it retries on the new master
+    instead of failing, and the first MOVED re-reads the whole table, so every other slot of
+    the old master points at the new one too (no redirection, or connect timeout, per slot).
+    """
+    cluster = LocalRedis(tmp_path, masters=3, replicas=1).start()
+    layer = RedisClusterChannelLayer(hosts=cluster.urls[:3], prefix="handover")
+    try:
+        await layer.send("handover.warmup", {})
+        await layer.receive("handover.warmup")
+        state = next(iter(layer._states.values()))
+        router = state.router
+        owner = router.node_for(channel_key("handover", "handover.target"))
+        # another channel served by the same master, whose slot no command will touch
+        other = next(
+            key for key in (channel_key("handover", f"handover.other{i}") for i in range(1000))
+            if router.node_for(key) is owner
+            and slot_of(key) != slot_of(channel_key("handover", "handover.target"))
+        )
+        owner_port = int(owner.address.rpartition(":")[2])
+        role = _cli(owner_port, "role").split()
+        replica_port = int(role[3])  # master, offset, then each replica's ip, port, offset
+        receiving = asyncio.ensure_future(layer.receive("handover.target"))
+        await asyncio.sleep(0.3)  # blocked in BLMPOP on the old master
+        assert _cli(replica_port, "cluster", "failover").strip() == "OK"
+        deadline = time.monotonic() + 20
+        while not _cli(owner_port, "role").startswith("slave"):
+            assert time.monotonic() < deadline, "the manual failover did not happen"
+            await asyncio.sleep(0.05)
+        await layer.send("handover.target", {"n": 1})
+        assert await asyncio.wait_for(receiving, 10) == {"n": 1}
+        deadline = time.monotonic() + 5
+        while router.node_for(other).address.endswith(f":{owner_port}"):
+            assert time.monotonic() < deadline, "the slot table was not re-read after MOVED"
+            await asyncio.sleep(0.05)
+        assert router.node_for(other).address.endswith(f":{replica_port}")
+    finally:
+        await layer.close_pools()
+        cluster.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from channels_fleet.interface.gateway import close_pacing
+from channels_fleet.interface.limits import close_pacing
 from channels_fleet.interface.settings import InterfaceSettings
 from channels_fleet.settings import SettingsError
 

@@ -92,3 +92,27 @@ def test_bad_entry__settings_error_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="CHANNELS_FLEET_FORWARDED_ALLOW_IPS"):
         InterfaceSettings.from_env({"CHANNELS_FLEET_REDIS_URL": "redis://r:6379",
                                     "CHANNELS_FLEET_FORWARDED_ALLOW_IPS": "10.0.0.0/8,proxy"})
+
+
+XFPORT = b"x-forwarded-port"
+
+
+def test_forwarded_port__the_clients_port_as_daphne_reads_it() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    got = proxies.resolve(scope("10.0.0.1", (XFF, b"10.1.2.3"), (XFPORT, b"80")))
+    assert got["client"] == ["10.1.2.3", 80]  # Daphne --proxy-headers: ["10.1.2.3", 80]
+    got = proxies.resolve(scope("10.0.0.1", (XFF, b"10.1.2.3"), (XFPORT, b"443, 8443")))
+    assert got["client"] == ["10.1.2.3", 8443]  # the nearest proxy's entry
+
+
+def test_forwarded_port__unparsable_is_0_and_alone_changes_nothing() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    got = proxies.resolve(scope("10.0.0.1", (XFF, b"10.1.2.3"), (XFPORT, b"http")))
+    assert got["client"] == ["10.1.2.3", 0]
+    only_port = scope("10.0.0.1", (XFPORT, b"80"))
+    assert proxies.resolve(only_port)["client"] == ["10.0.0.1", 51234]  # as Daphne: XFF first
+
+
+def test_forwarded_port__from_an_untrusted_peer_ignored() -> None:
+    untrusted = scope("192.0.2.1", (XFF, b"10.1.2.3"), (XFPORT, b"80"))
+    assert TrustedProxies(["10.0.0.0/8"]).resolve(untrusted) is untrusted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgpack
+import pytest
 
 from channels_fleet.relay import wire
 
@@ -30,8 +31,8 @@ def test_scope_round_trip__headers_back_to_tuples_of_bytes() -> None:
     envelope = roundtrip(wire.connect_envelope("fleet.iface.x!y", "c1", SCOPE, 5.0))
     scope = wire.scope_from_wire(envelope)
     assert scope["headers"] == [(b"host", b"example.com"), (b"cookie", b"sessionid=abc")]
-    assert scope["client"] == ("10.0.0.1", 51000)
-    assert scope["server"] == ("10.0.0.2", 8000)
+    assert scope["client"] == ["10.0.0.1", 51000]  # lists, as Daphne gives them
+    assert scope["server"] == ["10.0.0.2", 8000]
     assert scope["subprotocols"] == ["chat.v2"]
     assert scope["path"] == "/ws/chat/lobby/"
     assert scope["query_string"] == b"a=1"
@@ -44,6 +45,15 @@ def test_connect_envelope__carries_deadline_and_reply_address() -> None:
     assert envelope["type"] == "fleet.connect"
     assert (envelope["iface"], envelope["conn"]) == ("fleet.iface.x!y", "c1")
     assert abs(envelope["deadline"] - envelope["sent_at"] - 5.0) < 1e-6
+
+
+def test_connect_envelope__asks_for_acks_only_when_told() -> None:
+    assert "ack" not in wire.connect_envelope("fleet.iface.x!y", "c1", SCOPE, 5.0)
+    envelope = roundtrip(wire.connect_envelope("fleet.iface.x!y", "c1", SCOPE, 5.0, ack=True))
+    assert wire.parse_envelope(envelope)["ack"] is True
+    envelope["ack"] = 1
+    with pytest.raises(wire.WireError, match="ack"):
+        wire.parse_envelope(envelope)
 
 
 def test_scope_from_wire__missing_client_stays_none() -> None:

@@ -16,6 +16,9 @@ application = ProtocolTypeRouter({
     "http": URLRouter([
         path("stream/", consumers.StreamConsumer.as_asgi()),
         path("slow/", consumers.SlowConsumer.as_asgi()),
+        path("bad/<str:case>/", consumers.BadHttpConsumer.as_asgi()),
+        path("scope/", consumers.ScopeConsumer.as_asgi()),
+        path("hold/", consumers.hold),
         re_path(r"", django_asgi),
     ]),
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter([
@@ -28,6 +31,8 @@ application = ProtocolTypeRouter({
         path("ws/norehome/", consumers.NoRehomeConsumer.as_asgi()),
         path("ws/flood/", consumers.FloodConsumer.as_asgi()),
         path("ws/room/<str:room>/", consumers.RoomConsumer.as_asgi()),
+        path("ws/bad/sync/", consumers.BadSyncWebsocketConsumer.as_asgi()),
+        path("ws/bad/<str:case>/", consumers.BadWebsocketConsumer.as_asgi()),
     ]))),
     "channel": ChannelNameRouter({"split-tasks": consumers.TaskConsumer.as_asgi()}),
 })

@@ -3,9 +3,10 @@
 import asyncio
 import json
 import os
+import time
 
 import redis
-from channels.consumer import SyncConsumer
+from channels.consumer import AsyncConsumer, SyncConsumer
 from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import (
     AsyncWebsocketConsumer,
@@ -42,6 +43,7 @@ class EchoConsumer(AsyncWebsocketConsumer):
                 "kwargs": self.scope["url_route"]["kwargs"],
                 "client": self.scope.get("client"),
                 "scheme": self.scope.get("scheme"),
+                "types": [type(self.scope.get(k)).__name__ for k in ("client", "server")],
             }))
         elif text_data and text_data.startswith("burst:"):
             # burst:N:SIZE -> N binary frames of SIZE bytes, each led by its index.
@@ -161,3 +163,94 @@ class TaskConsumer(SyncConsumer):
 
     def task_record(self, message):
         record("split:tasks", message["value"])
+
+
+# Messages Daphne refuses (tests/integration/split/test_conformance.py): each case is what the
+# app sends, in order; the first refused send's exception type is recorded under the query
+# string, then re-raised.
+BAD_HTTP = {
+    "nostatus": [{"type": "http.response.start"}],
+    "strstatus": [{"type": "http.response.start", "status": "200"}],
+    "strheader": [{"type": "http.response.start", "status": 200, "headers": [("foo", b"x")]}],
+    "boolheader": [{"type": "http.response.start", "status": 200, "headers": [(b"foo", True)]}],
+    "headerpair": [{"type": "http.response.start", "status": 200, "headers": [(b"a", b"b", b"c")]}],
+    "bodyfirst": [],
+    "twostart": [{"type": "http.response.start", "status": 200}] * 2,
+    "strbody": [{"type": "http.response.start", "status": 200},
+                {"type": "http.response.body", "body": "hello world"}],
+    "trailers": [{"type": "http.response.trailers"}],
+    "notype": [{"status": 200}],
+    # valid: what follows the end is dropped, as Daphne drops it
+    "afterend": [{"type": "http.response.start", "status": 200},
+                 {"type": "http.response.body", "body": b"the end"}],
+}
+BAD_WS = {
+    "send-before": [{"type": "websocket.send", "text": "hello world"}],
+    "http-start": [{"type": "http.response.start", "status": 200}],
+    "accept-twice": [{"type": "websocket.accept"}, {"type": "websocket.accept"}],
+    "both": [{"type": "websocket.accept"},
+             {"type": "websocket.send", "text": "hello world", "bytes": b"hello world"}],
+    "text-bytes": [{"type": "websocket.accept"}, {"type": "websocket.send", "text": b"hello"}],
+    "close-str": [{"type": "websocket.accept"}, {"type": "websocket.close", "code": "4000"}],
+    "unknown": [{"type": "websocket.accept"}, {"type": "websocket.push"}],
+}
+
+
+async def send_recorded(consumer, messages):
+    """Send ``messages``, then a body/text a valid phase would relay; record what raised."""
+    tag = consumer.scope["query_string"].decode()
+    try:
+        for message in messages:
+            await consumer.send(message)
+    except Exception as exc:
+        await asyncio.to_thread(record, f"split:bad:{tag}", type(exc).__name__)
+        raise
+    await asyncio.to_thread(record, f"split:bad:{tag}", "ok")
+
+
+class BadHttpConsumer(AsyncHttpConsumer):
+    async def handle(self, body):
+        case = self.scope["url_route"]["kwargs"]["case"]
+        await send_recorded(self, BAD_HTTP[case] + [
+            {"type": "http.response.body", "body": b"hello world"}])
+
+
+class BadWebsocketConsumer(AsyncConsumer):
+    async def websocket_connect(self, event):
+        case = self.scope["url_route"]["kwargs"]["case"]
+        await send_recorded(self, BAD_WS[case] + [
+            {"type": "websocket.send", "text": "hello world"}])
+
+
+class BadSyncWebsocketConsumer(SyncConsumer):
+    """A refused send from a consumer's thread (async_to_sync): named in the log too."""
+
+    def websocket_connect(self, event):
+        self.send({"type": "websocket.accept"})
+        self.send({"type": "websocket.send", "text": 42})
+
+
+class ScopeConsumer(AsyncHttpConsumer):
+    """The scope's client, server and scheme, with their types (Daphne gives lists)."""
+
+    async def handle(self, body):
+        scope = self.scope
+        await self.send_response(200, json.dumps({
+            "client": scope.get("client"), "server": scope.get("server"),
+            "scheme": scope.get("scheme"),
+            "types": [type(scope.get(k)).__name__ for k in ("client", "server")],
+        }).encode(), headers=[(b"content-type", b"application/json")])
+
+
+async def hold(scope, receive, send):
+    """Waits for its disconnect and records it (``split:hold:<query>``); with a query starting
+    ``start``, begins a streamed response first. (An HTTP timeout's subject.)"""
+    tag = scope["query_string"].decode()
+    await receive()  # the request
+    if tag.startswith("start"):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"begun\n", "more_body": True})
+    started = time.monotonic()
+    event = await receive()
+    await asyncio.to_thread(record, f"split:hold:{tag}",
+                            f"{event['type']} after {time.monotonic() - started:.0f}s")

@@ -1,6 +1,7 @@
 """The `Stack` adapter of tests/e2e/scenarios.py for a Helm release on a Kubernetes cluster.
 
-Traffic goes to `base_url` (a NodePort mapped to the host by kind, or an Ingress); metrics are
+Traffic goes to `base_url` (a NodePort mapped to the host by kind, the interface Service's DNS
+name from inside the local cluster's network, or an Ingress); metrics are
 read from each pod through the API server's pod proxy (no port-forward to keep alive); scaling,
 stopping and restarting are plain kubectl calls, exactly what an operator would type.
 """
@@ -11,7 +12,7 @@ import asyncio
 import json
 import os
 
-from ..scenarios import ChatProtocol
+from .scenarios import ChatProtocol
 
 
 class KubeStack:
@@ -82,15 +83,19 @@ class KubeStack:
         await self._run("delete", "pod", instance, "--wait=false")
 
     async def restart_interfaces(self) -> None:
-        await self._run("rollout", "restart", self.deployment("interface"))
-        await self._run("rollout", "status", self.deployment("interface"), "--timeout=600s")
+        await self._restart("interface")
 
-    async def restart_workers(self) -> None:
-        count = len(await self.pods("worker"))
-        await self._run("rollout", "restart", self.deployment("worker"))
-        await self._run("rollout", "status", self.deployment("worker"), "--timeout=600s")
-        for _ in range(240):  # the old pods finish draining (re-homing their sockets)
-            if await self._settled("worker", count):
+    async def _restart(self, component: str) -> None:
+        """`kubectl rollout restart` + status, then until the old pods have finished draining:
+        rollout status returns once the new pods are ready, while old ones still terminate."""
+        count = len(await self.pods(component))
+        await self._run("rollout", "restart", self.deployment(component))
+        await self._run("rollout", "status", self.deployment(component), "--timeout=600s")
+        for _ in range(240):
+            if await self._settled(component, count):
                 return
             await asyncio.sleep(0.5)
-        raise TimeoutError("old worker pods did not finish terminating")
+        raise TimeoutError(f"old {component} pods did not finish terminating")
+
+    async def restart_workers(self) -> None:
+        await self._restart("worker")  # the old pods re-home their sockets while they drain

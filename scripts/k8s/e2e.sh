@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# make e2e-k8s: the chart on a fresh local cluster (scripts/k8s/up.sh), then tests/e2e/k8s
+# (helm install with the chart's defaults and tests/e2e/k8s/values.yaml, helm test, the shared
+# scenarios, failover, pod security, upgrade/rollback/uninstall), then k8s-down and a check that
+# nothing of the cluster is left. Prints the `k8s-e2e:` line and the time of each phase.
+#
+# The tests run inside the cluster's network namespace with the cluster's DNS as their resolver,
+# as a client pod would: they reach the interface Service by its name through kube-proxy.
+#
+#   K8S_KEEP=1       leave the cluster (and the release) up afterwards: make k8s-down
+#   CHART=path       another checkout of the chart (default charts/channels-fleet)
+#   PYTEST_ADDOPTS='-k "install or chat"'   run a part (pytest reads it itself)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/k8s/lib.sh
+
+E2E_RUN=$ROOT/.run/k8s-e2e
+RESULTS=$E2E_RUN/results.json
+NAMESPACE=fleet-e2e
+RELEASE=fleet
+export CHART=${CHART:-charts/channels-fleet}
+VALUES=tests/e2e/k8s/values.yaml
+HELM=$(command -v helm || echo "$ROOT/.tools/bin/helm")
+rm -rf "$E2E_RUN"
+mkdir -p "$E2E_RUN"
+
+phases=()
+phase() { phases+=("$1=$2s"); }
+
+# 1. A fresh cluster.
+t0=$SECONDS
+scripts/k8s/down.sh >/dev/null
+scripts/k8s/up.sh
+phase cluster_up $((SECONDS - t0))
+down_and_check() {
+  local status=$? t=$SECONDS
+  if [ -n "${K8S_KEEP:-}" ]; then
+    log "K8S_KEEP: cluster left up (scripts/k8s/exec kubectl -n $NAMESPACE get pods; make k8s-down)"
+    return
+  fi
+  scripts/k8s/down.sh || status=1
+  phase k8s_down $((SECONDS - t))
+  print_summary
+  exit "$status"
+}
+print_summary() {
+  if [ -f "$RESULTS" ]; then
+    python3 - "$RESULTS" "$K8S_VERSION" <<'EOF'
+import json, sys
+results = json.load(open(sys.argv[1]))
+fields = ["install", "pods_ready", "helm_test", "chat", "worker_rollout_disconnects",
+          "interface_rollout_disconnects_per_client", "pod_kill_collateral_lost", "failover_s",
+          "upgrade", "rollback", "uninstall_left", "pod_security"]
+line = " ".join(f"{k}={results.get(k, 'FAIL')}" for k in fields)
+print(f"k8s-e2e: kubernetes={sys.argv[2]} nodes={results.get('nodes', '?')} {line}")
+print("k8s-e2e phases: " + " ".join(f"{k}={v}s" for k, v in results.get("phases", {}).items()))
+EOF
+  else
+    echo "k8s-e2e: kubernetes=$K8S_VERSION no results (the tests did not run)"
+  fi
+  echo "k8s-e2e times: ${phases[*]}"
+}
+trap down_and_check EXIT
+
+# 2. Every image the chart's pods use, from podman (make images) into the node's containerd.
+t0=$SECONDS
+mapfile -t images < <("$HELM" template "$RELEASE" "$CHART" -n "$NAMESPACE" -f "$VALUES" \
+  | awk '$1 == "image:" || $1 == "-" && $2 == "image:" {print $NF}' | tr -d '"' | sort -u)
+[ ${#images[@]} -gt 0 ] || { log "helm template of $CHART names no image"; exit 1; }
+for image in "${images[@]}"; do
+  podman image exists "$image" || { log "image $image (used by the chart) is not built: make images"; exit 1; }
+done
+podman save --quiet --multi-image-archive --format docker-archive -o "$E2E_RUN/images.tar" "${images[@]}"
+ctr --address "$K8S_RUN/containerd.sock" --namespace k8s.io images import "$E2E_RUN/images.tar" >/dev/null
+rm -f "$E2E_RUN/images.tar"
+phase images_import $((SECONDS - t0))
+log "imported into containerd: ${images[*]}"
+
+# 3. The tests, inside the cluster's network with its DNS (a private mount namespace gives them
+#    their own /etc/resolv.conf; the host's is not touched).
+printf 'nameserver %s\nsearch %s.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n' \
+  "$DNS_SERVICE_IP" "$NAMESPACE" >"$E2E_RUN/resolv.conf"
+t0=$SECONDS
+status=0
+E2E_K8S=1 E2E_K8S_RESULTS=$RESULTS E2E_NAMESPACE=$NAMESPACE E2E_RELEASE=$RELEASE \
+  E2E_K8S_VALUES=$VALUES K8S_VERSION=$K8S_VERSION HELM=$HELM \
+  KUBECONFIG=$K8S_RUN/kubeconfig/admin.conf KUBECTL=$K8S_BIN/kubectl \
+  nsenter --net="$NETNS_PATH" -- unshare --mount --propagation slave -- sh -c \
+    'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$E2E_RUN/resolv.conf" \
+    .venv/bin/pytest -v -s -p no:cacheprovider tests/e2e/k8s || status=$?
+phase tests $((SECONDS - t0))
+exit "$status"

@@ -1,0 +1,121 @@
+"""The Helm release under test on the local cluster, and the commands an operator would type.
+
+Everything goes through the real `helm` and `kubectl` binaries (KUBECONFIG from the
+environment: scripts/k8s/e2e.sh points it at the local cluster's admin kubeconfig).
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import re
+import subprocess
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parents[3]
+DEMO_PASSWORD = "demo-password"  # examples/chat: manage.py demo_users (alice, bob)
+APP_COMPONENTS = ("interface", "worker", "web")
+
+
+class CommandFailed(AssertionError):
+    """A helm or kubectl command exited non-zero; the message holds its stderr."""
+
+
+def run(*args: str, timeout: float = 900, check: bool = True) -> str:
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise CommandFailed(f"{' '.join(args)}: exit {done.returncode}\n"
+                            f"{(done.stderr or done.stdout).strip()[-3000:]}")
+    return done.stdout
+
+
+@dataclass
+class Release:
+    namespace: str
+    name: str
+    chart: str
+    values: str
+    helm_bin: str = "helm"
+    kubectl_bin: str = "kubectl"
+    #: Values the tests add to the ones in `values` (upgrade), as helm --set arguments.
+    sets: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_env(cls) -> Release:
+        return cls(namespace=os.environ.get("E2E_NAMESPACE", "fleet-e2e"),
+                   name=os.environ.get("E2E_RELEASE", "fleet"),
+                   chart=os.environ.get("CHART", str(ROOT / "charts" / "channels-fleet")),
+                   values=os.environ.get("E2E_K8S_VALUES",
+                                         str(ROOT / "tests" / "e2e" / "k8s" / "values.yaml")),
+                   helm_bin=os.environ.get("HELM", "helm"),
+                   kubectl_bin=os.environ.get("KUBECTL", "kubectl"))
+
+    @property
+    def fullname(self) -> str:
+        return self.name if "channels-fleet" in self.name else f"{self.name}-channels-fleet"
+
+    def service_host(self, component: str) -> str:
+        """A Service's cluster DNS name, as a client pod resolves it."""
+        return f"{self.fullname}-{component}.{self.namespace}.svc.cluster.local"
+
+    def helm(self, *args: str, timeout: float = 900) -> str:
+        return run(self.helm_bin, *args, "--namespace", self.namespace, timeout=timeout)
+
+    def kubectl(self, *args: str, timeout: float = 300, check: bool = True) -> str:
+        return run(self.kubectl_bin, "--namespace", self.namespace, *args, timeout=timeout,
+                   check=check)
+
+    def install(self, *extra: str) -> str:
+        return self.helm("install", self.name, self.chart, "--values", self.values,
+                         "--wait", "--timeout", "10m", *extra)
+
+    def pods(self, selector: str = "") -> list[dict]:
+        selector = f"app.kubernetes.io/instance={self.name}" + (f",{selector}" if selector else "")
+        return json.loads(self.kubectl("get", "pods", "-l", selector, "-o", "json"))["items"]
+
+    def app_pods(self) -> list[dict]:
+        """Running pods of the interface, worker and web Deployments."""
+        return [p for p in self.pods() if component(p) in APP_COMPONENTS
+                and p["status"].get("phase") == "Running"
+                and not p["metadata"].get("deletionTimestamp")]
+
+    def restarts(self) -> dict[str, int]:
+        """Container restarts per running app pod."""
+        return {p["metadata"]["name"]: sum(c.get("restartCount", 0)
+                                           for c in p["status"].get("containerStatuses", []))
+                for p in self.app_pods()}
+
+    def exec(self, pod: str, *command: str, check: bool = True) -> str:
+        return self.kubectl("exec", pod, "--", *command, timeout=60, check=check)
+
+
+def component(pod: dict) -> str:
+    return pod["metadata"].get("labels", {}).get("app.kubernetes.io/component", "")
+
+
+def is_ready(pod: dict) -> bool:
+    if pod["status"].get("phase") == "Succeeded":
+        return False
+    conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
+    return conditions.get("Ready") == "True"
+
+
+def sign_in(web_url: str, username: str, password: str = DEMO_PASSWORD) -> str:
+    """Sign in on the web tier's login form, as a browser does; returns the session id."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(f"{web_url}/accounts/login/", timeout=20) as resp:
+        page = resp.read().decode()
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert match, f"no login form at {web_url}/accounts/login/"
+    form = urlencode({"username": username, "password": password,
+                      "csrfmiddlewaretoken": match.group(1), "next": "/"}).encode()
+    with opener.open(f"{web_url}/accounts/login/", data=form, timeout=20) as resp:
+        assert resp.url.rstrip("/") == web_url, f"login as {username} failed: ended at {resp.url}"
+    session = [c.value for c in jar if c.name == "sessionid"]
+    assert session, f"login as {username} set no session cookie"
+    return session[0]
