@@ -105,6 +105,7 @@ class IdleSocket(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         if not self.opened.done():
             self.opened.set_exception(exc)
+            self.opened.exception()  # retrieved: nobody awaits it once open_idle timed out
             self._transport.close()
 
     def send_text(self, text: str) -> None:
