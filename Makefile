@@ -9,7 +9,7 @@ TOOLS  := .tools
 RUN    := .run
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install install-redis lint test test-unit test-integration run bench bench-layer bench-split bench-fanout bench-rehome \
+.PHONY: help install install-redis lint test test-unit test-integration run bench bench-layer bench-split bench-fanout bench-rehome bench-scale \
         cluster-up cluster-down clean podman base-image images e2e-containers
 
 help: ## list the targets
@@ -95,7 +95,7 @@ run: install ## the local stack: Redis Cluster, 2 interfaces, 2 workers, web, de
 roll-workers: $(STAMP) ## roll the workers of a running `make run` one by one (watch http://localhost:8001/fleet/)
 	$(BIN)/python -m channels_fleet.devroll --dir $(RUN)
 
-bench: bench-layer bench-split bench-fanout bench-rehome ## run every benchmark
+bench: bench-layer bench-split bench-fanout bench-rehome bench-scale ## run every benchmark
 
 bench-split: install ## monolith Daphne + channels_redis against interface + worker, same run
 	$(BIN)/python bench/split.py
@@ -108,6 +108,9 @@ bench-layer: install ## our layer against channels_redis, same run, same Redis
 
 bench-rehome: install ## rolling restart of 3 workers under 500 busy sockets: disconnects, hand-over gap
 	$(BIN)/python bench/rehome.py
+
+bench-scale: install ## reconnect storm, sockets per interface, a 20k broadcast: the monolith against ours, same run (~20 min)
+	$(BIN)/python bench/scale.py
 
 # Container images, built and run with podman (no Docker engine or registry needed).
 podman: ## install podman, runc and debootstrap (Debian packages) when missing

@@ -46,7 +46,7 @@ from channels_fleet.devstack import FleetStack
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE / "splitbench"
 sys.path.insert(0, str(PROJECT))
-from idlews import open_idle  # noqa: E402
+from idlews import open_idle, watch_arrivals  # noqa: E402
 
 APP = "benchproject.asgi:application"
 
@@ -157,25 +157,11 @@ async def broadcast(layer: Any, socks: list[Any], nth: int) -> float:
     (a task per socket would make the client compete with the servers for the cores).
     """
     await asyncio.sleep(0.5)
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    pending = {id(s) for s in socks if len(s.arrivals) < nth and not s.closed}
-
-    def watcher(sock: Any) -> Any:
-        def on_frame() -> None:
-            if len(sock.arrivals) >= nth or sock.closed:
-                pending.discard(id(sock))
-                if not pending and not done.done():
-                    done.set_result(None)
-        return on_frame
-
-    for sock in socks:
-        sock.on_frame = watcher(sock)
+    done = watch_arrivals(socks, nth)
     sent = time.perf_counter()
     await layer.group_send("bcast", {"type": "bench.message", "text": "tick"})
-    if pending:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done, 60)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done, 60)
     for sock in socks:
         sock.on_frame = None
     # A frame that never came (a socket closed, a worker declared dead on an overloaded

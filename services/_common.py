@@ -94,14 +94,16 @@ def check_port_free(host: str, port: int, setting: str) -> None:
             raise bind_failure(port, setting, exc) from exc
 
 
-def reporting_liveness(settings: Any, kind: str, concurrency: int | None = None) -> Any:
+def reporting_liveness(settings: Any, kind: str, concurrency: int | None = None,
+                       full_for: Callable[[], float] | None = None) -> Any:
     """Heartbeats that carry this process's status (name, sockets, closes, re-homes: read
-    from its metrics) for ``channels_fleet.fleet_status()``."""
+    from its metrics; a worker's cap and how long it has been full) for
+    ``channels_fleet.fleet_status()`` and the interfaces (``relay/room.py``)."""
     from channels_fleet.observability.status import StatusReport
     from channels_fleet.relay.liveness import RedisLiveness
 
     report = StatusReport("interface" if kind == "interface" else "worker",
-                          concurrency=concurrency)
+                          concurrency=concurrency, full_for=full_for)
     return RedisLiveness(settings, status=report)
 
 

@@ -40,6 +40,7 @@ class IdleSocket(asyncio.Protocol):
         self.arrivals: list[float] = []
         self.texts: list[bytes] = []
         self.closed = False
+        self.close_code: int | None = None  # the server's close frame's code, once received
         # Called on each data frame: one counter for thousands of sockets instead of a task
         # waiting on each (the client's own work would otherwise delay the arrivals).
         self.on_frame: Callable[[], None] | None = None
@@ -90,6 +91,7 @@ class IdleSocket(asyncio.Protocol):
             elif opcode == _OP_PING:
                 self._transport.write(_client_frame(_OP_PONG, payload[:125]))
             elif opcode == _OP_CLOSE:
+                self.close_code = struct.unpack("!H", payload[:2])[0] if length >= 2 else 1005
                 self.closed = True
                 self._transport.close()
         self._buf = buf
@@ -103,12 +105,41 @@ class IdleSocket(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         if not self.opened.done():
             self.opened.set_exception(exc)
+            self.opened.exception()  # retrieved: nobody awaits it once open_idle timed out
             self._transport.close()
+
+    def send_text(self, text: str) -> None:
+        """One masked text frame (under 126 bytes): an echo request."""
+        self._transport.write(_client_frame(_OP_TEXT, text.encode()))
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(_client_frame(_OP_CLOSE, struct.pack("!H", 1000)))
             self._transport.close()
+
+
+def watch_arrivals(socks: list[IdleSocket], nth: int) -> asyncio.Future[None]:
+    """A future done once each of ``socks`` has its ``nth`` data frame or is closed.
+
+    One callback per socket instead of a task waiting on each (the client's own work would
+    otherwise delay the arrivals); clear the sockets' ``on_frame`` when done.
+    """
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    pending = {id(s) for s in socks if len(s.arrivals) < nth and not s.closed}
+
+    def watcher(sock: IdleSocket) -> Callable[[], None]:
+        def on_frame() -> None:
+            if len(sock.arrivals) >= nth or sock.closed:
+                pending.discard(id(sock))
+                if not pending and not done.done():
+                    done.set_result(None)
+        return on_frame
+
+    for sock in socks:
+        sock.on_frame = watcher(sock)
+    if not pending:
+        done.set_result(None)
+    return done
 
 
 async def open_idle(url: str, timeout: float = 60) -> IdleSocket:

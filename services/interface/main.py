@@ -63,6 +63,7 @@ class Interface:
         # Importing daphne.server installs Twisted's asyncio reactor: do it here, not at import.
         from daphne.server import Server
 
+        from channels_fleet.interface.edge import SlicedTimeouts, defer_config_log
         from channels_fleet.interface.gateway import Gateway
 
         self.settings = settings
@@ -73,7 +74,9 @@ class Interface:
         self._draining = False
         interface = self
 
-        class FleetServer(Server):  # type: ignore[misc]
+        defer_config_log()
+
+        class FleetServer(SlicedTimeouts, Server):  # type: ignore[misc]
             def listen_success(self, port: Any) -> None:
                 interface.ports.append(port)
                 super().listen_success(port)
@@ -90,7 +93,8 @@ class Interface:
 
         self.server = FleetServer(
             self.gateway,
-            endpoints=[f"tcp:port={settings.port}:interface={settings.bind}"],
+            endpoints=[f"tcp:port={settings.port}:interface={settings.bind}"
+                       f":backlog={settings.backlog}"],
             signal_handlers=False,
             request_buffer_size=settings.chunk_size,
             # A connect may wait for two claim deadlines (sent again after a worker died).

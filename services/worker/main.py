@@ -106,8 +106,10 @@ async def serve(application: Any, settings: WorkerSettings) -> int:
     instrument_consumers()
     dbcleanup.install()  # one cleanup hop per burst
     dispatch.install()  # no task per layer receive
+    # The heartbeat reads full_for() once started, when `host` is bound.
     host = Host(application, settings, liveness=reporting_liveness(
-        settings, "worker", concurrency=settings.concurrency))
+        settings, "worker", concurrency=settings.concurrency,
+        full_for=lambda: host.full_for()))
     try:
         await host.start()
         tune_gc()

@@ -176,7 +176,7 @@ def test_web_container_serves_the_project_and_stops_cleanly(redis_cluster: Local
     try:
         stack.start("web")
         status, page = http_get(stack.web_port, "/")
-        assert status == 200 and "<title>channels-fleet chat</title>" in page
+        assert status == 200 and "<title>Chat - channels-fleet demo</title>" in page
         assert http_get(stack.web_port, "/chat/lobby/")[0] == 200
         assert http_get(stack.web_port, "/no-such-page/")[0] == 404
         status, metrics = http_get(stack.metrics["web"], "/metrics")

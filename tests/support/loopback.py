@@ -78,6 +78,7 @@ class MemoryLiveness:
     def __init__(self, world: MemoryWorld) -> None:
         self.world = world
         self.channel = ""
+        self.workers_full = False  # set by a test: every worker at its cap
 
     @property
     def age(self) -> float:

@@ -10,6 +10,10 @@ The rules, in one place:
 - **Refusal** (a full work queue ``fleet.connect``, or nobody claimed in time): a new
   connection gets **1013** (try again later; HTTP 503); a re-homed socket, whose app had
   already accepted it elsewhere, gets **1012** (service restart: reconnect).
+- **No room**: when every live worker said in its last heartbeat that it is at its
+  ``--concurrency`` cap (or draining), a new connection is refused at once (1013 / 503)
+  rather than sent to wait out the deadline (``relay/room.py``). A re-homed socket's envelope
+  still goes out and waits: a rolling update's next worker may be starting.
 - **Once more**: a connection still unclaimed at its deadline is sent again, once, if a worker
   it watches died after the envelope went out: that worker may have taken the envelope and
   died before claiming it. The first copy, if still queued, is past its deadline then, so
@@ -72,6 +76,10 @@ class Claims:
         """
         if conn.finished:
             return False  # the client left before its (re-)send: no app should start for it
+        if not conn.rehomed and self.side.liveness.workers_full:
+            METRICS.messages_dropped.labels("workers_full").inc()
+            await self.refuse(conn, refusal_code(conn))
+            return False
         if conn.state is NEW:
             conn.move(AWAITING_CLAIM)
         deadline = self.deadline(conn)

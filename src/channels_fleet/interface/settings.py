@@ -20,6 +20,10 @@ class InterfaceSettings(ServiceSettings):
     claim_timeout: float = 5.0
     #: Most connect envelopes waiting in the work queue fleet.connect (then 1013 / 503).
     connect_capacity: int = 1000
+    #: Listen backlog: connections the kernel completes before the interface accepts them.
+    #: Twisted's default, 50, drops a reconnect storm's SYNs and its clients wait 1, 3, 7 s...
+    #: to retry; the kernel caps it at net.core.somaxconn.
+    backlog: int = 2048
     #: Most client events held per connection before a worker claims it.
     pending_limit: int = 64
     #: Most client frames, and payload bytes, kept per WebSocket until its owner acknowledges
@@ -56,8 +60,9 @@ class InterfaceSettings(ServiceSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._positive("claim_timeout", "connect_capacity", "pending_limit", "send_buffer",
-                       "ping_interval", "ping_timeout", "replay_limit", "replay_bytes")
+        self._positive("claim_timeout", "connect_capacity", "backlog", "pending_limit",
+                       "send_buffer", "ping_interval", "ping_timeout", "replay_limit",
+                       "replay_bytes")
         if self.drain_close_rate < 0:
             raise SettingsError("CHANNELS_FLEET_DRAIN_CLOSE_RATE must be >= 0")
         if self.http_timeout < 0:

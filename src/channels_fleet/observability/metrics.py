@@ -34,8 +34,8 @@ PROTOCOLS = ("websocket", "http")
 CLOSE_CODES = ("1000", "1001", "1006", "1011", "1012", "1013", "other")
 DIRECTIONS = ("in", "out")
 DROP_REASONS = (
-    "expired", "channel_full", "dead_owner", "unclaimed", "buffer_full", "rehome_dead",
-    "rehome_gap", "other",
+    "expired", "channel_full", "dead_owner", "unclaimed", "workers_full", "buffer_full",
+    "rehome_dead", "rehome_gap", "other",
 )
 REHOME_CAUSES = ("drain", "dead")
 COMPONENTS = ("interface", "worker", "web")

@@ -5,23 +5,28 @@ calls it once a beat (every second, on the heartbeat's thread) and stores the re
 in the heartbeat key; :func:`channels_fleet.fleet.fleet_status` reads it back for every live
 process. Nothing is counted twice: the numbers are the process's Prometheus metrics.
 
-    liveness = RedisLiveness(settings, status=StatusReport("worker", concurrency=1000))
+    liveness = RedisLiveness(settings, status=StatusReport("worker", concurrency=1000,
+                                                           full_for=host.full_for))
 
 A report (the heartbeat adds ``ts``, ``name``, ``kind`` and ``pid``)::
 
-    {"sockets": 12, "http": 0, "concurrency": 1000, "draining": false,
+    {"sockets": 12, "http": 0, "concurrency": 1000, "full_for": 0.0, "draining": false,
      "closes": {"1000": 3, "1001": 40}, "rehomes": {"drain": 12},
      "recent": {"closes": {"1001": 40}, "rehomes": {"drain": 12}}}
 
 ``closes`` (interfaces: client WebSockets closed, by code) and ``rehomes`` (interfaces:
 sockets handed to a new worker, by cause) count since the process started, zeros left out;
-``recent`` is the same over the last ``window`` seconds.
+``recent`` is the same over the last ``window`` seconds. ``full_for`` (workers): seconds the
+worker has taken no connection for want of room (it owns ``concurrency``), 0 while it has room;
+interfaces refuse new connections when every worker has been full for a beat
+(``relay/room.py``).
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Literal
 
 from prometheus_client.metrics import MetricWrapperBase
@@ -46,9 +51,11 @@ class StatusReport:
     """Builds one process's heartbeat status from ``metrics`` (the process's own)."""
 
     def __init__(self, kind: Literal["interface", "worker"], *, concurrency: int | None = None,
-                 window: float = 60.0, metrics: FleetMetrics | None = None) -> None:
+                 full_for: Callable[[], float] | None = None, window: float = 60.0,
+                 metrics: FleetMetrics | None = None) -> None:
         self.kind = kind
         self.concurrency = concurrency
+        self.full_for = full_for
         self.window = window
         self.metrics = metrics if metrics is not None else METRICS
         self._history: deque[tuple[float, Counts]] = deque()
@@ -62,6 +69,8 @@ class StatusReport:
         else:
             report = {"sockets": int(_values(m.owned_connections).get("", 0)),
                       "concurrency": self.concurrency}
+            if self.full_for is not None:
+                report["full_for"] = round(self.full_for(), 3)
         report["draining"] = bool(_values(m.draining).get(""))
         counts = {"closes": _nonzero(_values(m.closes, "code")),
                   "rehomes": _nonzero(_values(m.rehomes, "cause"))}

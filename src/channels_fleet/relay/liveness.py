@@ -34,7 +34,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-from .wire import INTERFACE_CHANNELS, heartbeat_key, tombstone_key
+from .room import WorkerRoom
+from .wire import INTERFACE_CHANNELS, heartbeat_key, tombstone_key, workers_key
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ class Heartbeat:
     """Keeps this process's heartbeat key alive from a thread of its own.
 
     The value is ``{"ts": <unix time>, **status()}`` as JSON (``status`` must be cheap and
-    thread-safe: prometheus_client's values are).
+    thread-safe: prometheus_client's values are). With a ``registry`` (workers:
+    ``wire.workers_key``) each beat also scores this channel there with its key's expiry.
     """
 
     def __init__(
@@ -114,8 +116,10 @@ class Heartbeat:
         on_lost: Callable[[], None] | None = None,
         prefix: str,
         status: Status | None = None,
+        registry: str | None = None,
     ) -> None:
         self.urls = list(urls)
+        self.registry = registry
         self.channel = channel
         self.key = heartbeat_key(channel, prefix)
         self.tombstone = tombstone_key(channel, prefix)
@@ -157,6 +161,8 @@ class Heartbeat:
         try:
             if remove:
                 await asyncio.to_thread(self._client.delete, self.key)
+                if self.registry is not None:
+                    await asyncio.to_thread(self._client.zrem, self.registry, self.channel)
         except Exception:
             logger.warning("could not remove heartbeat %s", self.key)
         finally:
@@ -176,7 +182,16 @@ class Heartbeat:
 
     def _register(self) -> None:
         self._client.set(self.key, self.value(), px=self.ttl_ms, nx=True)
+        if self.registry is not None:
+            # Entries of processes killed without a word expire here.
+            self._client.zremrangebyscore(self.registry, "-inf", int(time.time() * 1000))
+        self._enlist()
         self.last_beat = time.monotonic()
+
+    def _enlist(self) -> None:
+        if self.registry is not None:
+            expires = int(time.time() * 1000) + self.ttl_ms
+            self._client.zadd(self.registry, {self.channel: expires})
 
     def beat(self) -> None:
         """Refresh the key; if it had expired, we were declared dead: hand over and re-register."""
@@ -196,6 +211,7 @@ class Heartbeat:
                 logger.warning("heartbeat %s had expired (Redis unreachable for longer than "
                                "the TTL?); nobody declared this process dead: re-registered",
                                self.key)
+        self._enlist()
         self.last_beat = time.monotonic()
 
     def _run(self) -> None:
@@ -289,6 +305,11 @@ class Liveness(Protocol):
     def fresh(self) -> bool:
         """Whether its peers still count it alive."""
 
+    @property
+    def workers_full(self) -> bool:
+        """Whether every live worker takes no new connection (at its concurrency cap, or
+        draining), as their heartbeats said; False when unknown (``room.py``)."""
+
     async def start(self, channel: str, peers: Peers, on_dead: OnDead,
                     on_lost: Callable[[], None]) -> None:
         """Start beating as ``channel``; call ``on_dead`` with those of ``peers()`` that died
@@ -303,7 +324,8 @@ class RedisLiveness:
 
     Peers are checked twice per beat (one MGET), so a dead peer is noticed at most TTL + half
     an interval after its last beat. The heartbeat reports the process's name
-    (``settings.process_name()``), kind and pid, plus what ``status()`` adds.
+    (``settings.process_name()``), kind and pid, plus what ``status()`` adds; a worker's is
+    also listed in ``wire.workers_key``, which an interface reads for ``workers_full``.
     """
 
     def __init__(self, settings: Any, status: Status | None = None) -> None:
@@ -311,6 +333,8 @@ class RedisLiveness:
         self.status = status
         self.heartbeat: Heartbeat | None = None
         self.watch: PeerWatch | None = None
+        self.room: WorkerRoom | None = None  # interfaces only
+        self._reading: asyncio.Task[None] | None = None
         self._redis: Any = None
 
     @property
@@ -321,17 +345,28 @@ class RedisLiveness:
     def fresh(self) -> bool:
         return self.heartbeat is not None and self.heartbeat.fresh
 
+    @property
+    def workers_full(self) -> bool:
+        return self.room is not None and self.room.full
+
     async def start(self, channel: str, peers: Peers, on_dead: OnDead,
                     on_lost: Callable[[], None]) -> None:
         s = self.settings
         self._redis = await redis_client(s.redis_url)
+        worker = not channel.startswith(INTERFACE_CHANNELS)
         self.heartbeat = Heartbeat(s.redis_url, channel, interval=s.heartbeat_interval,
                                    ttl=s.heartbeat_ttl, on_lost=on_lost, prefix=s.key_prefix,
-                                   status=self._report(channel))
+                                   status=self._report(channel),
+                                   registry=workers_key(s.key_prefix) if worker else None)
         await self.heartbeat.start()
         self.watch = PeerWatch(self._redis, peers, on_dead, interval=s.heartbeat_interval / 2,
                                prefix=s.key_prefix)
         self.watch.start()
+        if not worker:
+            self.room = WorkerRoom(self._redis, prefix=s.key_prefix,
+                                   interval=s.heartbeat_interval / 2,
+                                   full_after=s.heartbeat_interval)
+            self._reading = asyncio.create_task(self.room.keep_reading(), name="worker-room")
 
     def _report(self, channel: str) -> Status:
         kind = "interface" if channel.startswith(INTERFACE_CHANNELS) else "worker"
@@ -340,6 +375,9 @@ class RedisLiveness:
         return (lambda: base) if extra is None else (lambda: {**base, **extra()})
 
     async def stop(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+            await asyncio.gather(self._reading, return_exceptions=True)
         if self.watch is not None:
             await self.watch.stop()
         if self.heartbeat is not None:

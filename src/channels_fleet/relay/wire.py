@@ -52,6 +52,12 @@ def heartbeat_key(channel: str, prefix: str) -> str:
     return f"{prefix}:hb:{{hb}}:{channel}"
 
 
+def workers_key(prefix: str) -> str:
+    """A sorted set of the live workers' channels, each scored with the unix time (ms) its
+    heartbeat expires: how an interface reads every worker's status without listing keys."""
+    return f"{prefix}:workers:{{hb}}"
+
+
 def tombstone_key(channel: str, prefix: str) -> str:
     """Left by the peer that declared ``channel``'s process dead (liveness.py)."""
     return f"{prefix}:dead:{{hb}}:{channel}"

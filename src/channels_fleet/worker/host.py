@@ -34,6 +34,9 @@ from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
+#: Receives a worker keeps waiting on the work queue (one pop serves all of them).
+TAKERS = 16
+
 
 class Host:
     """Owns connections taken from the work queue and runs the application for each."""
@@ -56,6 +59,8 @@ class Host:
         self.side.handle({wire.EVENT: self._on_event, wire.GONE: self._on_gone,
                           wire.FENCE: self.handback.on_fence})
         self._room = asyncio.Event()
+        self._full_since: float | None = None  # monotonic time it last ran out of room
+        self._receiving = 0  # receives waiting on the work queue (each may bring a connection)
         self._taking: asyncio.Task[None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -69,6 +74,12 @@ class Host:
             self.side.tasks.spawn(serve_background(self.application, s.channels),
                                   "background channels")
         logger.info("worker %s taking connections (concurrency %d)", channel, s.concurrency)
+
+    def full_for(self) -> float:
+        """Seconds it has taken no connection for want of room (owning ``concurrency``); 0
+        while it has room. Its heartbeat reports it (interfaces refuse when all are full)."""
+        since = self._full_since
+        return 0.0 if since is None else time.monotonic() - since
 
     async def ready(self) -> tuple[bool, str]:
         """Readiness: not draining and heartbeat fresh (the relay's Redis answers)."""
@@ -134,10 +145,18 @@ class Host:
     # -- taking connections ----------------------------------------------------------------
 
     async def _take_loop(self) -> None:
+        """``TAKERS`` receives wait on the work queue at once: in a reconnect storm one pop
+        takes that many envelopes, where one receive at a time paid a Redis round trip for
+        each (envelopes waited up to the claim timeout in the queue). They never hold more
+        than the room left: owned connections plus waiting receives stay <= concurrency."""
+        await asyncio.gather(*(self._take() for _ in range(TAKERS)))
+
+    async def _take(self) -> None:
         while not self.side.draining:
-            while len(self.conns) >= self.settings.concurrency:
+            while len(self.conns) + self._receiving >= self.settings.concurrency:
                 self._room.clear()
                 await self._room.wait()
+            self._receiving += 1
             try:
                 envelope = await self.layer.receive(wire.CONNECT_QUEUE)
             except asyncio.CancelledError:
@@ -146,6 +165,8 @@ class Host:
                 logger.warning("receive on %s failed: %r; retrying", wire.CONNECT_QUEUE, exc)
                 await asyncio.sleep(0.5)
                 continue
+            finally:
+                self._receiving -= 1
             now = time.time()
             try:
                 wire.parse_envelope(envelope)
@@ -168,6 +189,8 @@ class Host:
         conn = OwnedConn(envelope["conn"], iface, ws, self.settings.inbound_limit)
         self.conns[conn.id] = conn
         METRICS.owned_connections.set(len(self.conns))
+        if len(self.conns) >= self.settings.concurrency and self._full_since is None:
+            self._full_since = time.monotonic()
         self.relay.post(iface, [wire.CLAIM, conn.id, self.side.channel], control=True)
         if ws:
             conn.queue.put_nowait({"type": "websocket.connect"})
@@ -214,6 +237,8 @@ class Host:
                 self.relay.post(conn.iface, [wire.END, conn.id, None], control=True)
             self.conns.pop(conn.id, None)
             METRICS.owned_connections.set(len(self.conns))
+            if len(self.conns) < self.settings.concurrency:
+                self._full_since = None
             self._room.set()
 
     def _failed(self, conn: OwnedConn, scope: dict[str, Any], exc: Exception) -> None:

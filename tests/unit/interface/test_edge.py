@@ -38,3 +38,41 @@ def test_same_host__any_port_as_channels_allowed_hosts_validator() -> None:
     assert not origin_allowed(scope("http://localhost.evil:8001", "localhost:8001"), ())
     assert not origin_allowed(scope("http://127.0.0.1:8001", "localhost:8001"), ())
     assert not origin_allowed(scope("http://localhost:8001", ""), ())  # no Host: refuse
+
+
+def test_autobahn_config_log__formatted_only_when_logged() -> None:
+    import pprint
+
+    from autobahn.websocket import protocol
+
+    from channels_fleet.interface.edge import defer_config_log
+
+    options = [("openHandshakeTimeout", 5, "WebSocketServerFactory")] * 3
+    defer_config_log()
+    deferred = protocol.pformat(options)
+    assert not isinstance(deferred, str)  # nothing formatted yet
+    assert f"\n{deferred}" == "\n" + pprint.pformat(options)  # what a debug line shows
+
+
+def test_sliced_timeouts__each_live_connection_checked_once() -> None:
+    from channels_fleet.interface.edge import SlicedTimeouts
+
+    checked: list[int] = []
+
+    class Proto:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def check_timeouts(self) -> None:
+            checked.append(self.n)
+
+    class Server(SlicedTimeouts):
+        def __init__(self) -> None:
+            self.connections = {Proto(n): {} for n in range(5)}
+
+    server = Server()
+    protocols = list(server.connections)
+    del server.connections[protocols[3]]  # gone before its slice came
+    server._check_slice(protocols[:3])
+    server._check_slice(protocols[3:])
+    assert checked == [0, 1, 2, 4]

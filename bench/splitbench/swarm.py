@@ -1,0 +1,281 @@
+"""The scale benchmark's load client: thousands of raw WebSockets per process, several processes.
+
+A ``websockets`` client spends tens of microseconds of Python per frame; at 20,000 sockets one
+such process would be the bottleneck the benchmark measures. Each swarm process holds bare
+``asyncio.Protocol`` sockets (``idlews.IdleSocket``: handshake, pong, close; arrivals stamped in
+``data_received``) and is driven by the benchmark over its stdin/stdout, one JSON command a
+line, one JSON answer a line:
+
+    {"op": "open", "urls": ["ws://127.0.0.1:8001/ws/bcast/"], "count": 5000} -> {"opened": ..}
+    {"op": "storm", "url": ..., "count": 1250, "at": <perf_counter>}      -> {"done": [...]}
+    {"op": "echo", "url": ..., "clients": 50, "seconds": 5, "rate": 10}    -> {"ms": [...]}
+    {"op": "arrivals", "nth": 1, "timeout": 60}                            -> {"times": [...]}
+    {"op": "close"}                                                        -> {"closed": N}
+
+Times are ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux: one clock for every process of
+the machine), so the benchmark compares them with its own. :class:`Swarm` starts the processes
+(each dies with its parent, PR_SET_PDEATHSIG) and talks to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from idlews import IdleSocket, open_idle, watch_arrivals
+
+PAYLOAD = "x" * 32
+
+
+class Held:
+    """The idle sockets this process keeps open between commands."""
+
+    def __init__(self) -> None:
+        self.by_url: dict[str, list[IdleSocket]] = {}
+
+    @property
+    def socks(self) -> list[IdleSocket]:
+        return [sock for socks in self.by_url.values() for sock in socks]
+
+    async def open(self, urls: list[str], count: int, parallel: int = 200) -> dict[str, Any]:
+        """Open ``count`` more idle sockets, to ``urls`` in turn, ``parallel`` handshakes at a
+        time."""
+        sem = asyncio.Semaphore(parallel)
+        failed: Counter[str] = Counter()
+        started = time.perf_counter()
+
+        async def one(url: str) -> None:
+            async with sem:
+                try:
+                    self.by_url.setdefault(url, []).append(await open_idle(url))
+                except Exception as exc:  # counted, not fatal: the bench reports it
+                    failed[failure(exc)] += 1
+
+        await asyncio.gather(*(one(urls[i % len(urls)]) for i in range(count)))
+        return {"opened": count - sum(failed.values()), "failed": dict(failed),
+                "held": self.alive(urls), "seconds": time.perf_counter() - started}
+
+    def alive(self, urls: list[str]) -> int:
+        """Sockets still open to ``urls`` (another side's, held too, are not counted)."""
+        return sum(not s.closed for url in urls for s in self.by_url.get(url, []))
+
+    async def arrivals(self, nth: int, timeout: float) -> dict[str, Any]:
+        """Each held socket's ``nth`` data frame arrival time (None: never came), once every
+        one has it, or is closed, or ``timeout`` passed."""
+        socks = self.socks
+        done = watch_arrivals(socks, nth)
+        try:
+            await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            pass
+        for sock in socks:
+            sock.on_frame = None
+        return {"times": [s.arrivals[nth - 1] if len(s.arrivals) >= nth else None
+                          for s in socks]}
+
+    async def close(self) -> dict[str, Any]:
+        closed = 0
+        for sock in self.socks:
+            if not sock.closed:
+                sock.close()
+                closed += 1
+        self.by_url = {}
+        await asyncio.sleep(0.2)
+        return {"closed": closed}
+
+
+def failure(exc: BaseException) -> str:
+    """A short, bounded name for why a socket failed: ``HTTP 503``, ``close 1013``, ``reset``."""
+    text = str(exc)
+    if text.startswith("HTTP/"):
+        return "HTTP " + text.split(" ", 2)[1]
+    if text.startswith("close ") or text == "closed":
+        return text
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return type(exc).__name__
+
+
+async def echo_once(sock: IdleSocket, timeout: float) -> None:
+    """Send one text frame and wait for its echo; raises ConnectionError on a close."""
+    loop = asyncio.get_running_loop()
+    got = loop.create_future()
+    seen = len(sock.arrivals)
+
+    def on_frame() -> None:
+        if (len(sock.arrivals) > seen or sock.closed) and not got.done():
+            got.set_result(None)
+
+    if sock.closed:  # a refusal: its close frame came with the handshake's answer
+        raise ConnectionError(f"close {sock.close_code}" if sock.close_code else "closed")
+    sock.on_frame = on_frame
+    sock.send_text(PAYLOAD)
+    try:
+        await asyncio.wait_for(got, timeout)
+    finally:
+        sock.on_frame = None
+    if len(sock.arrivals) <= seen:
+        raise ConnectionError(f"close {sock.close_code}" if sock.close_code else "closed")
+
+
+async def storm(url: str, count: int, at: float, timeout: float = 120) -> dict[str, Any]:
+    """``count`` clients connect at ``at`` (all at once) and echo once; one refused or cut
+    tries again after 0.5-1.5 s, as a reconnecting client does, until ``timeout``.
+
+    Returns when each one had its echo (``done``: perf_counter times), and the failures seen
+    on the way (``failures``: by reason), then closes them.
+    """
+    await asyncio.sleep(max(0.0, at - time.perf_counter()))
+    deadline = at + timeout
+    failures: Counter[str] = Counter()
+    socks: list[IdleSocket] = []
+
+    async def client() -> float | None:
+        while time.perf_counter() < deadline:
+            try:
+                sock = await open_idle(url, timeout=max(0.1, deadline - time.perf_counter()))
+                socks.append(sock)
+                await echo_once(sock, max(0.1, deadline - time.perf_counter()))
+                return time.perf_counter()
+            except Exception as exc:
+                failures[failure(exc)] += 1
+            await asyncio.sleep(random.uniform(0.5, 1.5))
+        return None
+
+    done = await asyncio.gather(*(client() for _ in range(count)))
+    for sock in socks:
+        sock.close()
+    await asyncio.sleep(0.2)
+    return {"started": at, "done": [t for t in done if t is not None],
+            "unfinished": sum(t is None for t in done), "failures": dict(failures)}
+
+
+async def echo(url: str, clients: int, seconds: float, rate: float) -> dict[str, Any]:
+    """``clients`` sockets, each sending one frame every 1/``rate`` s (spread evenly) and
+    timing its echo; round trips in ms."""
+    socks = [await open_idle(url) for _ in range(clients)]
+    samples: list[float] = []
+    errors: Counter[str] = Counter()
+    until = time.perf_counter() + seconds
+
+    async def paced(sock: IdleSocket, offset: float) -> None:
+        await asyncio.sleep(offset)
+        while time.perf_counter() < until and not sock.closed:
+            start = time.perf_counter()
+            try:
+                await echo_once(sock, 10)
+            except Exception as exc:
+                errors[failure(exc)] += 1
+                return
+            samples.append((time.perf_counter() - start) * 1000)
+            await asyncio.sleep(max(0.0, 1 / rate - (time.perf_counter() - start)))
+
+    await asyncio.gather(*(paced(s, i / clients / rate) for i, s in enumerate(socks)))
+    for sock in socks:
+        sock.close()
+    await asyncio.sleep(0.1)
+    return {"ms": samples, "errors": dict(errors)}
+
+
+async def serve() -> None:
+    """Answer the benchmark's commands, one line each, until stdin closes."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    held = Held()
+    while line := await reader.readline():
+        cmd = json.loads(line)
+        op = cmd.pop("op")
+        if op == "open":
+            answer = await held.open(**cmd)
+        elif op == "arrivals":
+            answer = await held.arrivals(**cmd)
+        elif op == "close":
+            answer = await held.close()
+        elif op == "storm":
+            answer = await storm(**cmd)
+        elif op == "echo":
+            answer = await echo(**cmd)
+        else:
+            answer = {"error": f"unknown op {op!r}"}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+class Swarm:
+    """``size`` swarm processes; :meth:`each` sends one command to each and gathers answers."""
+
+    def __init__(self, size: int, preexec_fn: Callable[[], None] | None = None) -> None:
+        here = Path(__file__).resolve().parent
+        self.procs = [subprocess.Popen(
+            [sys.executable, str(here / "swarm.py")], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, cwd=here, preexec_fn=preexec_fn,
+        ) for _ in range(size)]
+
+    def __len__(self) -> int:
+        return len(self.procs)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def send(self, commands: Sequence[dict[str, Any]]) -> None:
+        """Send command i to process i (all start at once)."""
+        for proc, cmd in zip(self.procs, commands, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(cmd) + "\n")
+            proc.stdin.flush()
+
+    def answers(self) -> list[dict[str, Any]]:
+        """Each process's answer to the last command sent to all."""
+        return [self._answer(proc) for proc in self.procs]
+
+    @staticmethod
+    def _answer(proc: subprocess.Popen[str]) -> dict[str, Any]:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"swarm process {proc.pid} exited {proc.wait()}")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"swarm process {proc.pid}: {answer['error']}")
+        return answer
+
+    def call(self, index: int, command: dict[str, Any]) -> dict[str, Any]:
+        """One command to process ``index`` alone."""
+        proc = self.procs[index]
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(command) + "\n")
+        proc.stdin.flush()
+        return self._answer(proc)
+
+    def each(self, commands: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.send(commands)
+        return self.answers()
+
+    def all(self, **command: Any) -> list[dict[str, Any]]:
+        """The same command to every process."""
+        return self.each([command] * len(self.procs))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def split(total: int, parts: int) -> list[int]:
+    """``total`` as ``parts`` near-equal counts."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+if __name__ == "__main__":
+    asyncio.run(serve())
