@@ -46,6 +46,7 @@ install-prometheus: ## install prometheus + promtool (Debian package) when promt
 promtool-check: install-prometheus ## promtool check + unit-test the alert rules (deploy/prometheus)
 	$(PROMTOOL) check rules deploy/prometheus/channels-fleet.rules.yml
 	$(PROMTOOL) test rules deploy/prometheus/tests/channels-fleet.rules.test.yml
+	$(PROMTOOL) test rules deploy/prometheus/tests/channels-fleet.scaling.test.yml
 	$(PROMTOOL) check config deploy/prometheus/prometheus.local.yml
 
 prometheus-local: install-prometheus ## Prometheus on 127.0.0.1:9090 scraping the stack of `make run`

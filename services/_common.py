@@ -108,11 +108,13 @@ def reporting_liveness(settings: Any, kind: str, concurrency: int | None = None,
 
 
 class Observability:
-    """Probes plus the work-queue collector of an interface or worker (metrics port 0: none)."""
+    """Probes, the work-queue collector and the event-loop lag probe of an interface or worker
+    (metrics port 0: none of them)."""
 
     def __init__(self) -> None:
         self.probes: Any = None
         self.collector: Any = None
+        self.loop_lag: Any = None
 
     async def start(
         self, settings: Any, readiness: Callable[[], Awaitable[tuple[bool, str]]], component: str
@@ -123,9 +125,15 @@ class Observability:
 
             # Read from Redis at each scrape of the probes' /metrics.
             self.collector = QueueCollector.for_settings(settings).register()
+            from channels_fleet.observability.looplag import LoopLagProbe
+            from channels_fleet.observability.metrics import METRICS
+
+            self.loop_lag = LoopLagProbe(METRICS.event_loop_lag.labels(component)).start()
         return self
 
     async def stop(self) -> None:
+        if self.loop_lag is not None:
+            self.loop_lag.stop()
         if self.collector is not None:
             self.collector.close()
         if self.probes is not None:

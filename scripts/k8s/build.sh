@@ -5,6 +5,7 @@
 #   etcd        the version the Kubernetes release requires
 #   CoreDNS     cluster DNS (the plugins of Kubernetes' Corefile)
 #   local-path-provisioner   the default StorageClass, as on kind
+#   prometheus-adapter       the custom/external metrics API of make e2e-k8s's autoscale phase
 #   pause, podsweep          pod sandbox process, CRI teardown helper (scripts/k8s/go/kubernetes)
 #
 # Versions are pinned by the go.mod/go.sum files under scripts/k8s/go/ (one module per upstream
@@ -72,6 +73,9 @@ build_module kubernetes "-s -w$version_flags" \
 if [ -f "$K8S_BIN/server" ]; then mv -f "$K8S_BIN/server" "$K8S_BIN/etcd"; fi
 build_module coredns "-s -w" .
 build_module local-path-provisioner "-s -w" github.com/rancher/local-path-provisioner
+build_module prometheus-adapter "-s -w" sigs.k8s.io/prometheus-adapter/cmd/adapter
+# Named after its command's directory: give it its project's name.
+if [ -f "$K8S_BIN/adapter" ]; then mv -f "$K8S_BIN/adapter" "$K8S_BIN/prometheus-adapter"; fi
 
 # Debian's static busybox: the shell the provisioner's helper pods run (mkdir / rm of a volume's
 # directory) and nslookup for k8s-up's DNS check. Fetched with apt, unpacked, never installed.
@@ -114,4 +118,5 @@ image coredns "$COREDNS_IMAGE" '["/bin/coredns"]' "$K8S_BIN/coredns"
 image local-path-provisioner "$LOCAL_PATH_IMAGE" '["/bin/local-path-provisioner"]' \
   "$K8S_BIN/local-path-provisioner"
 image busybox "$HELPER_IMAGE" '["/bin/sh"]' "$K8S_BIN/busybox"
-log "kubernetes $K8S_VERSION, etcd $ETCD_VERSION, coredns $COREDNS_VERSION, local-path-provisioner $LOCAL_PATH_VERSION: $K8S_BIN"
+image prometheus-adapter "$ADAPTER_IMAGE" '["/bin/prometheus-adapter"]' "$K8S_BIN/prometheus-adapter"
+log "kubernetes $K8S_VERSION, etcd $ETCD_VERSION, coredns $COREDNS_VERSION, local-path-provisioner $LOCAL_PATH_VERSION, prometheus-adapter $ADAPTER_VERSION: $K8S_BIN"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # make e2e-k8s: the chart on a fresh local cluster (scripts/k8s/up.sh), then tests/e2e/k8s
 # (helm install with the chart's defaults and tests/e2e/k8s/values.yaml, helm test, the shared
-# scenarios, failover, pod security, upgrade/rollback/uninstall), then k8s-down and a check that
-# nothing of the cluster is left. Prints the `k8s-e2e:` line and the time of each phase.
+# scenarios, failover, pod security, upgrade/rollback/uninstall; then the autoscale phase: the
+# workers' HPA on prometheus-adapter and Prometheus, scale-out under load, scale-in without a
+# disconnect), then k8s-down and a check that nothing of the cluster is left. Prints the
+# `k8s-e2e:` and `k8s-autoscale:` lines and the time of each phase.
 #
 # The tests run inside the cluster's network namespace with the cluster's DNS as their resolver,
 # as a client pod would: they reach the interface Service by its name through kube-proxy.
@@ -53,6 +55,7 @@ fields = ["install", "pods_ready", "helm_test", "chat", "worker_rollout_disconne
           "upgrade", "rollback", "uninstall_left", "pod_security"]
 line = " ".join(f"{k}={results.get(k, 'FAIL')}" for k in fields)
 print(f"k8s-e2e: kubernetes={sys.argv[2]} nodes={results.get('nodes', '?')} {line}")
+print(f"k8s-autoscale: {results.get('k8s_autoscale', 'FAIL')}")
 print("k8s-e2e phases: " + " ".join(f"{k}={v}s" for k, v in results.get("phases", {}).items()))
 EOF
   else
@@ -83,10 +86,11 @@ printf 'nameserver %s\nsearch %s.svc.cluster.local svc.cluster.local cluster.loc
 t0=$SECONDS
 status=0
 E2E_K8S=1 E2E_K8S_RESULTS=$RESULTS E2E_NAMESPACE=$NAMESPACE E2E_RELEASE=$RELEASE \
-  E2E_K8S_VALUES=$VALUES K8S_VERSION=$K8S_VERSION HELM=$HELM \
+  E2E_K8S_VALUES=$VALUES K8S_VERSION=$K8S_VERSION HELM=$HELM E2E_ADAPTER_IMAGE=$ADAPTER_IMAGE \
   KUBECONFIG=$K8S_RUN/kubeconfig/admin.conf KUBECTL=$K8S_BIN/kubectl \
   nsenter --net="$NETNS_PATH" -- unshare --mount --propagation slave -- sh -c \
     'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$E2E_RUN/resolv.conf" \
-    .venv/bin/pytest -v -s -p no:cacheprovider tests/e2e/k8s || status=$?
+    .venv/bin/pytest -v -s -p no:cacheprovider tests/e2e/k8s/test_k8s.py \
+      tests/e2e/k8s/test_autoscale.py || status=$?
 phase tests $((SECONDS - t0))
 exit "$status"

@@ -10,6 +10,7 @@ K8S_VERSION=$(gomod_version kubernetes k8s.io/kubernetes)
 ETCD_VERSION=$(gomod_version kubernetes go.etcd.io/etcd/server/v3)
 COREDNS_VERSION=$(gomod_version coredns github.com/coredns/coredns)
 LOCAL_PATH_VERSION=$(gomod_version local-path-provisioner github.com/rancher/local-path-provisioner)
+ADAPTER_VERSION=$(gomod_version prometheus-adapter sigs.k8s.io/prometheus-adapter)
 
 ROOT=$PWD
 K8S_TOOLS=$ROOT/.tools/k8s/$K8S_VERSION   # built binaries and image archives (kept across runs)
@@ -44,6 +45,8 @@ PAUSE_IMAGE=localhost/k8s/pause:local
 COREDNS_IMAGE=localhost/k8s/coredns:$COREDNS_VERSION
 LOCAL_PATH_IMAGE=localhost/k8s/local-path-provisioner:$LOCAL_PATH_VERSION
 HELPER_IMAGE=localhost/k8s/busybox:local
+# The External metrics API the autoscale phase's HPA reads (tests/e2e/k8s/test_autoscale.py).
+ADAPTER_IMAGE=localhost/k8s/prometheus-adapter:$ADAPTER_VERSION
 
 # The kubelet's cgroupRoot: a directory in each v1 hierarchy (this VM), or one in the unified
 # hierarchy (cgroups v2).

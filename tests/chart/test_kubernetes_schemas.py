@@ -1,7 +1,7 @@
 """Every rendered manifest is valid against the Kubernetes OpenAPI schemas of each version.
 
 Schemas come from the kubernetes-validate package (strict: unknown fields are errors). Objects of
-CRDs it does not know (ServiceMonitor, PrometheusRule, ScaledObject, TriggerAuthentication,
+CRDs it does not know (ServiceMonitor, PrometheusRule, ScaledObject,
 HTTPRoute) are
 validated against their CRD schemas by the kubernetes-models npm packages (types, required fields,
 enums; unknown fields are pruned by the API server, so not refused there either), installed by
@@ -108,7 +108,7 @@ def test_crd_validation_catches_a_broken_httproute():
 def test_crd_validation_catches_a_broken_scaledobject():
     docs = template(CI_VALUES[-1], crds=True).docs()
     (so,) = [d for d in docs if d["kind"] == "ScaledObject"]
-    so["spec"]["triggers"][0]["metadata"]["listLength"] = 10  # KEDA wants strings
+    so["spec"]["triggers"][0]["metadata"]["threshold"] = 0.7  # KEDA wants strings
     (result,) = validate_crds([so])
     assert result["status"] == "invalid"
-    assert "listLength must be string" in result["error"]
+    assert "threshold must be string" in result["error"]

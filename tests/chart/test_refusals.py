@@ -18,8 +18,13 @@ SCHEMA_REFUSALS = {
     "bad pull policy": ("interfaceImage:\n  pullPolicy: Sometimes\n",
                         "at '/interfaceImage/pullPolicy': value must be one of 'Always', "
                         "'IfNotPresent', 'Never'"),
+    "saturation target above full": (
+        "worker:\n  autoscaling:\n    targetSaturation: 70\n",
+        "at '/worker/autoscaling/targetSaturation': maximum: got 70, want 1"),
+    "no burst age": ("worker:\n  autoscaling:\n    burstQueueAge: 0\n",
+                     "at '/worker/autoscaling/burstQueueAge': exclusiveMinimum"),
     "bad autoscaling mode": ("worker:\n  autoscaling:\n    mode: cron\n",
-                             "at '/worker/autoscaling/mode': value must be one of 'keda', 'hpa'"),
+                             "at '/worker/autoscaling/mode': value must be one of 'hpa', 'keda'"),
     "bool as string": ("ingress:\n  enabled: \"yes\"\n",
                        "at '/ingress/enabled': got string, want boolean"),
     "port out of range": ("ports:\n  metrics: 70000\n",
@@ -66,22 +71,19 @@ VALIDATE_REFUSALS = {
         "which needs 3 masters or more"),
     "HTTPRoute without a Gateway": ("httpRoute:\n  enabled: true\n",
                                     "httpRoute: set httpRoute.parentRefs"),
-    "KEDA CA without TLS": (
-        "worker:\n  autoscaling:\n    enabled: true\n    keda:\n      tls:\n"
-        "        caSecret:\n          name: ca\n",
-        "set worker.autoscaling.keda.tls.enabled=true to use tls.caSecret"),
+    "KEDA without a Prometheus": (
+        "worker:\n  autoscaling:\n    enabled: true\n    mode: keda\n    keda:\n"
+        "      serverAddress: \"\"\n",
+        "set worker.autoscaling.keda.serverAddress"),
     "min above max": ("interface:\n  autoscaling:\n    enabled: true\n    minReplicas: 5\n"
                       "    maxReplicas: 3\n",
                       "set interface.autoscaling.minReplicas (5) <= "
                       "interface.autoscaling.maxReplicas (3)"),
     "interface HPA without a metric": (
-        "interface:\n  autoscaling:\n    enabled: true\n    targetCPUUtilizationPercentage: 0\n",
+        "interface:\n  autoscaling:\n    enabled: true\n    targetCPUUtilizationPercentage: 0\n"
+        "    targetConnectionsPerPod: 0\n",
         "set interface.autoscaling.targetCPUUtilizationPercentage or "
         "interface.autoscaling.targetConnectionsPerPod above 0"),
-    "keda on an external Redis without addresses": (
-        "redis:\n  external:\n    url: redis://r:6379\nworker:\n  autoscaling:\n"
-        "    enabled: true\n    mode: keda\n",
-        "set worker.autoscaling.keda.addresses"),
     "nothing enabled": ("interface:\n  enabled: false\nworker:\n  enabled: false\n"
                         "web:\n  enabled: false\n", "enable at least one of interface.enabled"),
     "closed network policy without peers": (

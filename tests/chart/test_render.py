@@ -548,8 +548,7 @@ def test_locked_down_network_policies_for_the_release_and_its_stores():
     clients = redis["spec"]["ingress"][0]["from"]
     assert clients[0] == {"podSelector": {"matchLabels": {
         "app.kubernetes.io/name": "channels-fleet", "app.kubernetes.io/instance": "fleet"}}}
-    keda = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}
-    assert keda in clients
+    assert len(clients) == 1  # KEDA reads Prometheus, not Redis: nobody else by default
     pg = one(docs, "NetworkPolicy", "fleet-channels-fleet-postgresql")
     assert pg["spec"]["egress"] == []
     assert pg["spec"]["ingress"][0]["ports"] == [{"port": "postgresql", "protocol": "TCP"}]
@@ -567,77 +566,80 @@ def test_interface_hpa_on_cpu_and_connections(everything):
     assert "replicas" not in deployments(everything)["interface"]["spec"]
 
 
-def test_worker_hpa_on_the_external_queue_metric(everything):
+def test_worker_hpa_on_saturation_with_the_queue_age_as_burst_trigger(everything):
     hpa = one(everything, "HorizontalPodAutoscaler", "fleet-channels-fleet-worker")
-    (metric,) = hpa["spec"]["metrics"]
-    assert metric["external"]["metric"]["name"] == "channels_fleet_work_queue_depth"
-    assert metric["external"]["metric"]["selector"] == {
-        "matchLabels": {"queue": "fleet.connect"}}
-    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "20"}
+    saturation, age = hpa["spec"]["metrics"]
+    assert saturation["external"]["metric"] == {
+        "name": "channels_fleet_worker_saturation_ratio",
+        "selector": {"matchLabels": {"release": "fleet"}}}
+    assert saturation["external"]["target"] == {"type": "Value", "value": "0.7"}
+    assert age["external"]["metric"] == {
+        "name": "channels_fleet_work_queue_oldest_age_seconds",
+        "selector": {"matchLabels": {"release": "fleet", "queue": "fleet.connect"}}}
+    assert age["external"]["target"] == {"type": "Value", "value": "1"}
     assert hpa["spec"]["minReplicas"] == 2
     assert not find(everything, "ScaledObject")
 
 
-def test_key_prefix_reaches_every_component_and_keda():
-    """Two releases on one Redis: config.keyPrefix namespaces the relay, and KEDA reads that
-    release's work queue."""
-    docs = render(KEDA, sets=("config.keyPrefix=staging",), crds=True)
-    for name, dep in deployments(docs).items():
-        (c,) = dep["spec"]["template"]["spec"]["containers"]
-        assert env_of(c)["CHANNELS_FLEET_KEY_PREFIX"]["value"] == "staging", name
-    (trigger,) = one(docs, "ScaledObject", "fleet-channels-fleet-worker")["spec"]["triggers"]
-    assert trigger["metadata"]["listName"] == "staging:q:{fleet.connect}"
+def test_worker_scale_down_is_slow_and_stabilised_by_default():
+    """The defaults, not a CI file's: workers leave one at a time, after 10 minutes of lower
+    saturation, while a burst may double them every 30 s."""
+    docs = render(sets=("worker.autoscaling.enabled=true",))
+    behavior = one(docs, "HorizontalPodAutoscaler", "fleet-channels-fleet-worker")["spec"][
+        "behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
+    assert behavior["scaleDown"]["policies"] == [{"type": "Pods", "value": 1,
+                                                  "periodSeconds": 120}]
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert {"type": "Percent", "value": 100, "periodSeconds": 30} in behavior["scaleUp"][
+        "policies"]
 
 
-def test_keda_with_user_tls_ca_and_fallback():
+def test_a_worker_removed_by_the_autoscaler_drains_like_a_rollout():
+    """Scale-in deletes a worker pod: SIGTERM, then the drain re-homes its sockets. The grace
+    period covers the whole drain and no preStop delays it (no Service routes to workers)."""
+    docs = render(sets=("worker.autoscaling.enabled=true",))
+    spec = deployments(docs)["worker"]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = env_of(container)
+    drain = int(env["CHANNELS_FLEET_DRAIN_TIMEOUT"]["value"])
+    assert spec["terminationGracePeriodSeconds"] >= drain + 5
+    assert "lifecycle" not in container
+    assert env.get("CHANNELS_FLEET_REHOME", {"value": "on"})["value"] == "on"
+
+
+def test_keda_scaledobject_queries_prometheus_for_this_release():
+    from .test_kubernetes_schemas import validate_crds
+
     docs = render(KEDA, crds=True)
     so = one(docs, "ScaledObject", "fleet-channels-fleet-worker")
-    (trigger,) = so["spec"]["triggers"]
-    assert trigger["type"] == "redis-cluster"
-    assert trigger["metadata"]["listName"] == "fleet:q:{fleet.connect}"
-    assert trigger["metadata"]["listLength"] == "10"
-    assert trigger["metadata"]["addresses"] == (
-        "redis-cluster-0.redis-cluster-headless:6379,redis-cluster-1.redis-cluster-headless:6379")
-    assert (trigger["metadata"]["enableTLS"], trigger["metadata"]["unsafeSsl"]) == ("true",
-                                                                                    "false")
-    assert trigger["authenticationRef"] == {"name": "fleet-channels-fleet-worker"}
-    ta = one(docs, "TriggerAuthentication", "fleet-channels-fleet-worker")
-    assert ta["spec"]["secretTargetRef"] == [
-        {"parameter": "username", "name": "fleet-redis", "key": "username"},
-        {"parameter": "password", "name": "fleet-redis", "key": "password"},
-        {"parameter": "ca", "name": "fleet-redis-ca", "key": "ca.crt"}]
-    assert so["spec"]["fallback"] == {"failureThreshold": 3, "replicas": 3}
+    assert validate_crds([so])[0]["status"] == "valid"
+    saturation, age = so["spec"]["triggers"]
+    assert (saturation["type"], saturation["name"], saturation["metricType"]) == (
+        "prometheus", "saturation", "Value")
+    assert saturation["metadata"] == {
+        "serverAddress": "https://prometheus.monitoring.svc:9091",
+        "query": 'max(channels_fleet:worker_saturation:ratio{namespace="chat",release="fleet"})',
+        "threshold": "0.6", "ignoreNullValues": "false"}
+    assert age["metadata"]["query"] == (
+        'max(channels_fleet:work_queue_oldest_age_seconds:max'
+        '{namespace="chat",release="fleet",queue="fleet.connect"})')
+    assert (age["metricType"], age["metadata"]["threshold"]) == ("Value", "2")
+    assert saturation["authenticationRef"] == age["authenticationRef"] == {
+        "name": "prometheus-bearer"}
+    assert "fallback" not in so["spec"]  # a failed query holds the workers (KEDA: Value + fallback is refused)
     assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (2, 20)
+    assert so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"][
+        "scaleDown"]["stabilizationWindowSeconds"] == 600
     assert "replicas" not in deployments(docs)["worker"]["spec"]
     assert not find(docs, "HorizontalPodAutoscaler")
-
-
-def test_keda_reads_the_built_in_cluster_with_its_password():
-    docs = render(SMALL, crds=True)
-    (trigger,) = one(docs, "ScaledObject", "fleet-channels-fleet-worker")["spec"]["triggers"]
-    assert trigger["metadata"]["addresses"] == "fleet-channels-fleet-redis.chat.svc:6379"
-    assert trigger["metadata"]["enableTLS"] == "false" and "unsafeSsl" not in trigger["metadata"]
-    ta = one(docs, "TriggerAuthentication", "fleet-channels-fleet-worker")
-    assert ta["spec"]["secretTargetRef"] == [
-        {"parameter": "password", "name": "fleet-channels-fleet-redis",
-         "key": "redis-password"}]
+    assert not find(docs, "TriggerAuthentication")
 
 
 def test_keda_mode_without_the_keda_api_keeps_fixed_replicas():
     docs = render(KEDA)
     assert not find(docs, "ScaledObject")
     assert deployments(docs)["worker"]["spec"]["replicas"] == 2
-
-
-def test_keda_on_a_single_redis_uses_the_plain_redis_scaler():
-    from .test_kubernetes_schemas import validate_crds
-
-    docs = render(KEDA, sets=("worker.autoscaling.keda.cluster=false",), crds=True)
-    so = one(docs, "ScaledObject", "fleet-channels-fleet-worker")
-    assert validate_crds([so])[0]["status"] == "valid"
-    (trigger,) = so["spec"]["triggers"]
-    assert trigger["type"] == "redis"
-    assert trigger["metadata"]["address"] == "redis-cluster-0.redis-cluster-headless:6379"
 
 
 # --- monitoring --------------------------------------------------------------------------------

@@ -43,10 +43,11 @@ def test_every_rule_selector_carries_the_release_scope():
     for group in rules["groups"]:
         for rule in group["rules"]:
             for metric, matchers in SELECTOR.findall(rule["expr"]):
-                own = metric.startswith("channels_fleet_")
+                own = metric.startswith(("channels_fleet_", "channels_fleet:"))  # recorded too
                 if ('release!=""' if own else 'namespace!=""') not in matchers:
                     unscoped.append(f"{rule.get('alert') or rule.get('record')}: {metric}")
-            bare = re.findall(r"\b(channels_fleet_[a-z_]+|kube_[a-z_]+)\b(?![{_])", rule["expr"])
+            bare = re.findall(r"(?<![\w:])(channels_fleet[_:][\w:]*\w|kube_\w+)(?![\w:{])",
+                              rule["expr"])
             unscoped += [f"{rule.get('alert') or rule.get('record')}: {m} (no selector)"
                          for m in bare]
     assert not unscoped, unscoped

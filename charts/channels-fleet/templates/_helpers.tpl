@@ -485,11 +485,8 @@ The schema (values.schema.json) already refuses wrong types, negative counts and
 {{- $msgs = append $msgs "interface.autoscaling: set interface.autoscaling.targetCPUUtilizationPercentage or interface.autoscaling.targetConnectionsPerPod above 0" -}}
 {{- end -}}
 {{- $wa := .Values.worker.autoscaling -}}
-{{- if and $wa.enabled (eq $wa.mode "keda") (not (include "channels-fleet.redis.builtin" .)) (not $wa.keda.addresses) -}}
-{{- $msgs = append $msgs "worker.autoscaling.keda: set worker.autoscaling.keda.addresses (the host:port list of your Redis that KEDA reads the queue from)" -}}
-{{- end -}}
-{{- if and $wa.enabled (eq $wa.mode "keda") $wa.keda.tls.caSecret.name (not $wa.keda.tls.enabled) -}}
-{{- $msgs = append $msgs "worker.autoscaling.keda.tls: set worker.autoscaling.keda.tls.enabled=true to use tls.caSecret (or drop the CA)" -}}
+{{- if and $wa.enabled (eq $wa.mode "keda") (not $wa.keda.serverAddress) -}}
+{{- $msgs = append $msgs "worker.autoscaling.keda: set worker.autoscaling.keda.serverAddress (the URL of the Prometheus that records channels_fleet:worker_saturation:ratio)" -}}
 {{- end -}}
 {{- if and (or .Values.ingress.enabled .Values.httpRoute.enabled) (not .Values.interface.enabled) (not .Values.web.enabled) -}}
 {{- $msgs = append $msgs "routes: set interface.enabled or web.enabled, or ingress.enabled=false and httpRoute.enabled=false (nothing to route to)" -}}
@@ -507,39 +504,4 @@ The schema (values.schema.json) already refuses wrong types, negative counts and
 {{- if $msgs -}}
 {{- fail (printf "\n\nVALUES VALIDATION:\n%s" (join "\n" $msgs)) -}}
 {{- end -}}
-{{- end -}}
-
-{{/* KEDA's Redis password as `name:`/`key:` lines, or nothing when Redis has no password. */}}
-{{- define "channels-fleet.kedaPasswordSecret" -}}
-{{- $s := .Values.worker.autoscaling.keda.passwordSecret -}}
-{{- if $s.name -}}
-name: {{ $s.name }}
-key: {{ $s.key }}
-{{- else if include "channels-fleet.redis.builtin" . -}}
-{{ include "channels-fleet.redis.passwordSecret" . }}
-{{- end -}}
-{{- end -}}
-
-{{/* KEDA's TriggerAuthentication parameters: `- parameter:` entries, or nothing. */}}
-{{- define "channels-fleet.kedaAuthParams" -}}
-{{- $k := .Values.worker.autoscaling.keda -}}
-{{- with $k.usernameSecret.name }}
-- parameter: username
-  name: {{ . }}
-  key: {{ $k.usernameSecret.key }}
-{{- end }}
-{{- with include "channels-fleet.kedaPasswordSecret" . }}
-- parameter: password
-  {{- . | nindent 2 }}
-{{- end }}
-{{- if and $k.tls.enabled $k.tls.caSecret.name }}
-- parameter: ca
-  name: {{ $k.tls.caSecret.name }}
-  key: {{ $k.tls.caSecret.key }}
-{{- end }}
-{{- end -}}
-
-{{/* The Redis LIST of the shared work queue (what KEDA reads with LLEN). */}}
-{{- define "channels-fleet.workQueueKey" -}}
-{{ .Values.config.keyPrefix }}:q:{fleet.connect}
 {{- end -}}

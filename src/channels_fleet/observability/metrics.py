@@ -127,6 +127,10 @@ class FleetMetrics:
         self.handler_latency = Histogram(
             "handler_latency", "Time a consumer took to handle one event, by consumer class.",
             ["consumer"], unit="seconds", buckets=LATENCY_BUCKETS, **ns)
+        self.owned_connections_limit = Gauge(
+            "owned_connections_limit", "Most connections this worker owns at once "
+            "(CHANNELS_FLEET_CONCURRENCY); owned_connections / owned_connections_limit is its "
+            "saturation.", multiprocess_mode="livesum", **ns)
         self.worker_heartbeat_age = Gauge(
             "worker_heartbeat_age", "Seconds since this worker last refreshed its heartbeat.",
             unit="seconds", multiprocess_mode="livemax", **ns)
@@ -134,6 +138,13 @@ class FleetMetrics:
         # Shared work queues: read from Redis at each scrape by QueueCollector
         # (observability/queues.py), which declares channels_fleet_work_queue_depth and
         # channels_fleet_work_queue_oldest_age_seconds itself.
+
+        # Interfaces and workers: how late their event loop runs a scheduled callback
+        # (observability/looplag.py); a busy one-threaded process shows it first.
+        self.event_loop_lag = Histogram(
+            "event_loop_lag", "How late the process's event loop ran a callback scheduled "
+            "for a given time (measured every 0.25 s), by component.", ["component"],
+            unit="seconds", buckets=LATENCY_BUCKETS, **ns)
 
         # Every process: readiness as last evaluated (by /readyz or a scrape).
         self.ready = Gauge(
@@ -173,9 +184,10 @@ ALL_NAMES = frozenset({
         "open_connections", "closes_total", "relay_roundtrip_seconds", "messages_total",
         "draining", "rehomes_total", "rehome_gap_seconds", "replayed_frames_total",
         "replay_duplicates_possible_total", "replay_overflows_total", "owned_connections",
-        "queue_wait_seconds", "handler_latency_seconds",
-        "worker_heartbeat_age_seconds", "work_queue_depth", "work_queue_oldest_age_seconds",
-        "ready", "web_requests_total", "web_request_duration_seconds",
+        "owned_connections_limit", "event_loop_lag_seconds", "queue_wait_seconds",
+        "handler_latency_seconds", "worker_heartbeat_age_seconds", "work_queue_depth",
+        "work_queue_oldest_age_seconds", "ready", "web_requests_total",
+        "web_request_duration_seconds",
     )
 })
 """Full exposition names of every metric family channels-fleet exports (the two work_queue

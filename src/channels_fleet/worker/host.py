@@ -68,6 +68,7 @@ class Host:
     async def start(self) -> None:
         s = self.settings
         channel = await self.side.start()
+        METRICS.owned_connections_limit.set(s.concurrency)  # the autoscaler's denominator
         self._taking = self.side.tasks.spawn(self._take_loop(), f"take {wire.CONNECT_QUEUE}")
         if s.channels:
             self.side.tasks.spawn(serve_background(self.application, s.channels),

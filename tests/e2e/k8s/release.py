@@ -62,6 +62,12 @@ class Release:
         """A Service's cluster DNS name, as a client pod resolves it."""
         return f"{self.fullname}-{component}.{self.namespace}.svc.cluster.local"
 
+    def service_port(self, component: str) -> int:
+        """The port named `http` of a component's Service."""
+        ports = json.loads(self.kubectl("get", "service", f"{self.fullname}-{component}",
+                                        "-o", "jsonpath={.spec.ports}"))
+        return next(p["port"] for p in ports if p.get("name") == "http")
+
     def helm(self, *args: str, timeout: float = 900) -> str:
         return run(self.helm_bin, *args, "--namespace", self.namespace, timeout=timeout)
 

@@ -65,22 +65,16 @@ def test_helm_test(release: Release) -> None:
     RESULTS["helm_test"] = "ok"
 
 
-def service_port(release: Release, component_name: str) -> int:
-    ports = json.loads(release.kubectl("get", "service", f"{release.fullname}-{component_name}",
-                                       "-o", "jsonpath={.spec.ports}"))
-    return next(p["port"] for p in ports if p.get("name") == "http")
-
-
 @pytest.fixture(scope="module")
 def stack(release: Release) -> KubeStack:
     """The scenarios' client: the interface Service by its DNS name, signed in as alice on the
     web tier (users made as an operator would, `manage.py demo_users` in a web pod)."""
     web = next(p["metadata"]["name"] for p in release.app_pods() if component(p) == "web")
     release.exec(web, "python3", "manage.py", "demo_users")
-    web_url = f"http://{release.service_host('web')}:{service_port(release, 'web')}"
+    web_url = f"http://{release.service_host('web')}:{release.service_port('web')}"
     session = sign_in(web_url, "alice")
     return KubeStack(
-        base_url=f"http://{release.service_host('interface')}:{service_port(release, 'interface')}",
+        base_url=f"http://{release.service_host('interface')}:{release.service_port('interface')}",
         namespace=release.namespace, release=release.name, kubectl=release.kubectl_bin,
         chat=scenarios.ChatProtocol(headers=(("Cookie", f"sessionid={session}"),)))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -22,6 +23,17 @@ def prometheus_binary() -> str:
         raise RuntimeError("prometheus not on PATH: run `make install-prometheus` "
                            "(Debian package prometheus)")
     return path
+
+
+def run_promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """``promtool ARGS`` (Debian's, from the prometheus package), from the repository root."""
+    path = shutil.which("promtool")
+    if path is None:
+        raise RuntimeError("promtool not on PATH: run `make install-prometheus` "
+                           "(Debian package prometheus)")
+    return subprocess.run([path, *args], input=stdin.decode() if stdin else None,
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[3])
 
 
 @dataclass

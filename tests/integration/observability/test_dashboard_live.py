@@ -15,12 +15,13 @@ import contextlib
 import http.client
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from livestack import LiveStack
-from promserver import Prometheus, Target
+from promserver import Prometheus, Target, run_promtool
 from websockets.asyncio.client import connect
 
 from channels_fleet.devcluster import LocalRedis
@@ -43,7 +44,8 @@ MUST_BE_POSITIVE = {
     "Handler latency heatmap", "Web request latency quantiles", "Messages by pod and direction",
     "Connects claimed by pod", "Consumer events by consumer", "Web requests by status",
     "Closes by code", "Redis nodes up", "CPU by pod", "Resident memory by pod",
-    "RSS per open connection", "Ready replicas by component",
+    "RSS per open connection", "Ready replicas by component", "Worker saturation (fleet)",
+    "Saturation by worker pod", "Event loop lag by pod",
 }
 
 # "By pod" panels of one component must show exactly that component's pods.
@@ -55,6 +57,9 @@ EXPECTED_PODS = {
     "Owned connections by worker pod": {"worker-0", "worker-1"},
     "Worker heartbeat age": {"worker-0", "worker-1"},
     "RSS per open connection": {"interface-0"},
+    "Saturation by worker pod": {"worker-0", "worker-1"},
+    # Mean lag by pod (interfaces and workers; web has no event loop) and p99 by component ("").
+    "Event loop lag by pod": {"interface-0", "worker-0", "worker-1", ""},
 }
 
 
@@ -190,7 +195,8 @@ async def test_dashboard_queries_return_data__local_stack(live, capsys) -> None:
             result = await asyncio.to_thread(prometheus.query, substitute(expr))
             values = finite_values(result)
             rows.append((title, ref, len(result), max(values) if values else None, expr))
-            pods[title] = {series["metric"].get("pod", "") for series in result}
+            pods.setdefault(title, set()).update(
+                series["metric"].get("pod", "") for series in result)
         rules = await asyncio.to_thread(prometheus.api, "rules")
     finally:
         load.stop.set()
@@ -287,3 +293,56 @@ async def test_queue_depth_tracks_a_real_backlog__prometheus_and_llen(
             # The cluster is shared by the session: leave no envelopes for other tests' workers.
             await redis.delete("fleet:q:{fleet.connect}")
             await redis.aclose()
+
+
+def scrape(port: int) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+async def test_live_metrics_pass_promtool_check_metrics(backlog_stack) -> None:
+    """What a running interface and worker serve on /metrics, saturation metrics included, is
+    clean for `promtool check metrics` (names, units, help, types)."""
+    stack, _, _ = backlog_stack
+    for service in stack.services:
+        exposition = await asyncio.to_thread(scrape, service.metrics_port)
+        text = exposition.decode()
+        assert f'channels_fleet_event_loop_lag_seconds_count{{component="{service.kind}"}}' in text
+        if service.kind == "worker":
+            assert "\nchannels_fleet_owned_connections_limit 2.0\n" in text
+        result = run_promtool("check", "metrics", stdin=exposition)
+        assert result.returncode == 0, f"{service.name}: {result.stdout}{result.stderr}"
+        assert result.stdout.strip() == "" and result.stderr.strip() == "", (
+            f"{service.name}: {result.stdout}{result.stderr}")
+
+
+async def test_saturation_rule_on_a_real_worker(backlog_stack) -> None:
+    """The autoscaler's input, recorded by the real rules from the real worker: one worker of
+    concurrency 2 owning 2 sockets is full (1.0); once they close it is nearly idle."""
+    _, prometheus, iface = backlog_stack
+    load = Load(iface.port, 0)
+    query = f'channels_fleet:worker_saturation:ratio{{namespace="{NAMESPACE}",release="{RELEASE}"}}'
+
+    async def saturation(want: Callable[[float], bool], timeout: float = 20) -> float | None:
+        value = None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            result = await asyncio.to_thread(prometheus.query, query)
+            value = float(result[0]["value"][1]) if result else None
+            if value is not None and want(value):
+                return value
+            await asyncio.sleep(0.5)
+        return value
+
+    async with contextlib.AsyncExitStack() as stack:
+        for n in range(2):
+            await stack.enter_async_context(load.ws(f"/ws/echo/full{n}/"))
+        full = await saturation(lambda v: v == 1.0)
+    idle = await saturation(lambda v: v < 0.3)
+    print(f"\nsaturation with 2 of 2 owned: {full}; after they closed: {idle}")
+    assert full == 1.0
+    assert idle is not None and idle < 0.3

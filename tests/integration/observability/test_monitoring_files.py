@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
+import yaml
 from prometheus_client import CollectorRegistry, generate_latest
+from promserver import run_promtool
 
 from channels_fleet.observability.metrics import ALL_NAMES, FleetMetrics
 from channels_fleet.observability.queues import QueueReading, queue_families
@@ -17,24 +16,11 @@ from channels_fleet.observability.queues import QueueReading, queue_families
 ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "deploy" / "prometheus" / "channels-fleet.rules.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "tests" / "channels-fleet.rules.test.yml"
+SCALING_TESTS = ROOT / "deploy" / "prometheus" / "tests" / "channels-fleet.scaling.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "channels-fleet.dashboard.json"
 
 NAME = re.compile(r"\bchannels_fleet_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
-
-
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool not on PATH: run `make install-prometheus` (Debian: prometheus)")
-    return path
-
-
-def run_promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [promtool(), *args], input=stdin.decode() if stdin else None,
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-    )
 
 
 def family(name: str) -> str:
@@ -69,6 +55,46 @@ def test_rules_pass_promtool_check() -> None:
 def test_rule_unit_tests_pass() -> None:
     result = run_promtool("test", "rules", str(RULE_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_scaling_rule_unit_tests_pass() -> None:
+    result = run_promtool("test", "rules", str(SCALING_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# What the worker autoscaler read before saturation (KEDA's listLength / the HPA's AverageValue
+# of 20 waiting connects per worker: desired = ceil(depth / 20)), in the units of the saturation
+# rule (desired = ceil(current x saturation / 0.7)), so the scaling tests' decisions apply as is.
+QUEUE_ONLY_SATURATION = (
+    '0.7 * max by (namespace, release) '
+    '(channels_fleet_work_queue_depth{release!="",queue="fleet.connect"}) / 20 '
+    '/ count by (namespace, release) (channels_fleet_owned_connections_limit{release!=""} > 0)'
+)
+
+
+def test_queue_only_scaling_fails_the_steady_load_cases(tmp_path: Path) -> None:
+    """The scaling tests catch the flapping autoscaler: with the queue as its only input, the
+    steady-load and CPU-bound cases fail (the queue is empty, it wants the minimum), while the
+    burst and idle ones still pass."""
+    rules = yaml.safe_load(RULES.read_text())
+    swapped = [rule for group in rules["groups"] for rule in group["rules"]
+               if rule.get("record") == "channels_fleet:worker_saturation:ratio"]
+    assert len(swapped) == 1
+    swapped[0]["expr"] = QUEUE_ONLY_SATURATION
+    (tmp_path / "channels-fleet.rules.yml").write_text(yaml.safe_dump(rules))
+    (tmp_path / "tests").mkdir()
+    suite = yaml.safe_load(SCALING_TESTS.read_text())
+    outcome = {}
+    for n, case in enumerate(suite["tests"]):
+        one = tmp_path / "tests" / f"case{n}.test.yml"
+        one.write_text(yaml.safe_dump({**suite, "tests": [case]}))
+        outcome[case["name"]] = run_promtool("test", "rules", str(one)).returncode == 0
+    print("queue-only autoscaler on the scaling tests:",
+          {name: "pass" if ok else "FAIL" for name, ok in outcome.items()})
+    failed = {name for name, ok in outcome.items() if not ok}
+    assert failed == {name for name in outcome
+                      if name.startswith(("steady load", "CPU-bound"))}, outcome
+    assert len(failed) == 3
 
 
 def test_every_alert_has_a_unit_test_and_a_runbook() -> None:
@@ -110,6 +136,8 @@ def test_our_exposition_passes_promtool_check_metrics() -> None:
     metrics.queue_wait.observe(0.0003)
     metrics.ready.labels("worker").set(1)
     metrics.worker_heartbeat_age.set(1.5)
+    metrics.owned_connections_limit.set(1000)
+    metrics.event_loop_lag.labels("worker").observe(0.0004)
     metrics.web_requests.labels("GET", "2xx").inc()
     metrics.web_request_duration.labels("GET").observe(0.012)
     exposition = generate_latest(registry)
