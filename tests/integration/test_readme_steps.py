@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from channels_fleet.devcluster import LocalRedis, die_with_parent
+from channels_fleet.devcluster import LocalRedis, die_with_parent, free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -45,10 +45,8 @@ def readme_steps() -> list[str]:
 def free_pair() -> int:
     """A free port whose + 1000 (where its probes go) is free too."""
     for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port + 1000 < 65536 and all(_free(p) for p in (port, port + 1000)):
+        port = free_ports(1)[0]
+        if all(_free(p) for p in (port, port + 1000)):
             return port
     raise RuntimeError("no free port pair")
 

@@ -32,7 +32,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -42,6 +41,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from channels_fleet.devcluster import free_ports
 
 GLOBAL = ["--runtime", "runc"]
 # This sandbox refuses podman's default rlimits; these are accepted (see docker/ notes).
@@ -57,9 +58,7 @@ def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def http_status(port: int, path: str) -> int | None:

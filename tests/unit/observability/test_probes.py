@@ -8,6 +8,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
+from channels_fleet.devcluster import free_ports
 from channels_fleet.observability.metrics import FleetMetrics
 from channels_fleet.observability.probes import MAX_REQUEST_BYTES, ProbeServer
 
@@ -53,7 +54,7 @@ async def probe():
     registry = CollectorRegistry()
     metrics = FleetMetrics(registry)
     ready = Ready()
-    server = ProbeServer("127.0.0.1", 0, readiness=ready, registry=registry,
+    server = ProbeServer("127.0.0.1", free_ports(1)[0], readiness=ready, registry=registry,
                          component="worker", metrics=metrics)
     await server.start()
     try:
@@ -198,7 +199,7 @@ async def test_metrics__multiprocess_dir_uses_the_files(tmp_path, monkeypatch) -
          "METRICS.web_requests.labels('POST', '5xx').inc(7)"],
         check=True, timeout=30,
     )
-    server = ProbeServer("127.0.0.1", 0)
+    server = ProbeServer("127.0.0.1", free_ports(1)[0])
     await server.start()
     try:
         status, _, body = await get(server.port, "/metrics")
@@ -215,7 +216,7 @@ def test_healthz_does_not_answer_while_the_loop_is_blocked() -> None:
     import urllib.request
 
     loop = asyncio.new_event_loop()
-    server = ProbeServer("127.0.0.1", 0, registry=CollectorRegistry())
+    server = ProbeServer("127.0.0.1", free_ports(1)[0], registry=CollectorRegistry())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(5)
