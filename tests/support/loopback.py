@@ -44,6 +44,23 @@ class LoopbackLayer(InMemoryChannelLayer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.channel_capacity = self.compile_capacities(kwargs.get("channel_capacity") or {})
+        self._held: dict[str, list[Any]] = {}
+
+    def hold(self, channel: str) -> None:
+        """Keep what is sent to ``channel`` from now on until :meth:`release` (a slow path)."""
+        self._held.setdefault(channel, [])
+
+    async def release(self, channel: str) -> None:
+        """Deliver what was held for ``channel``, in order, and hold no more."""
+        for message in self._held.pop(channel, []):
+            await super().send(channel, message)
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        held = self._held.get(channel)
+        if held is not None:
+            held.append(message)
+            return
+        await super().send(channel, message)
 
     async def receive(self, channel: str) -> Any:
         self.require_valid_channel_name(channel)
@@ -79,6 +96,8 @@ class MemoryLiveness:
         self.world = world
         self.channel = ""
         self.workers_full = False  # set by a test: every worker at its cap
+        self._watch: Any = None  # (peers, on_dead), as started
+        self._on_lost: Callable[[], None] = lambda: None
 
     @property
     def age(self) -> float:
@@ -92,6 +111,15 @@ class MemoryLiveness:
                     on_dead: Callable[[set[str]], None], on_lost: Callable[[], None]) -> None:
         self.channel = channel
         self.world.watchers[channel] = (peers, on_dead)
+        self._watch = (peers, on_dead)
+        self._on_lost = on_lost
+
+    def come_back(self) -> None:
+        """What this process finds at its next beat after a stall for which a peer declared
+        it dead (``world.declare_dead``, or not yet: then no peer of its own knows): it
+        registers afresh and its ``on_lost`` runs."""
+        self.world.watchers[self.channel] = self._watch
+        self._on_lost()
 
     async def stop(self) -> None:
         self.world.watchers.pop(self.channel, None)

@@ -18,6 +18,10 @@ The rules, in one place:
   it watches died after the envelope went out: that worker may have taken the envelope and
   died before claiming it. The first copy, if still queued, is past its deadline then, so
   whoever takes it drops it.
+- **Current claim**: every envelope, a second try included, is a new claim with an id of its
+  own (``wire.claim_id``); the owner echoes it in all it relays. Items of any other claim (an
+  earlier owner's, the same worker's earlier app instance, a late claim of an envelope sent
+  before) are ignored, and a claim that comes when none is awaited is answered GONE.
 - **Claimed**: held client events go to the owner, in order, once no old owner's RETURN is
   awaited (``fence``, see rehome.py); that wait is bounded by the same deadline. A lost
   owner's unacknowledged frames (``replay``, see replay.py) go before them, or, if the full
@@ -39,7 +43,7 @@ from channels.exceptions import ChannelFull
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.side import RelaySide
-from .client import AWAITING_CLAIM, CLAIMED, FENCED, NEW, ClientConn
+from .client import AWAITING_CLAIM, CLAIMED, FENCED, FINISHED, NEW, ClientConn
 from .replay import Replay
 from .settings import InterfaceSettings
 
@@ -83,8 +87,9 @@ class Claims:
         if conn.state is NEW:
             conn.move(AWAITING_CLAIM)
         deadline = self.deadline(conn)
-        envelope = wire.connect_envelope(self.side.channel, conn.id, conn.scope, deadline,
-                                         rehomed=conn.rehomed, ack=conn.unacked is not None)
+        envelope = wire.connect_envelope(
+            self.side.channel, conn.next_claim(), conn.scope, deadline, rehomed=conn.rehomed,
+            ack=conn.unacked is not None)
         conn.sent_at = time.monotonic()
         self._arm(conn, deadline)
         try:
@@ -97,12 +102,28 @@ class Claims:
             return False
         return True
 
-    def on_claim(self, conn_id: str, owner: str) -> None:
-        """A worker's CLAIM: it owns ``conn_id`` from now on, unless nobody awaits a claim."""
-        conn = self.conns.get(conn_id)
+    def current(self, claim: str) -> ClientConn | None:
+        """The unfinished connection whose current claim is ``claim`` (an item's conn), or None:
+        the one rule for whether a worker's item counts."""
+        conn = self.conns.get(wire.claimed_conn(claim))
+        if conn is None or conn.claim_id != claim or conn.state is FINISHED:
+            return None
+        return conn
+
+    def fenced(self, claim: str) -> ClientConn | None:
+        """The unfinished connection whose old owner's RETURN for ``claim`` is awaited, or None."""
+        conn = self.conns.get(wire.claimed_conn(claim))
+        if conn is None or conn.fence_id != claim or conn.state is FINISHED:
+            return None
+        return conn
+
+    def on_claim(self, claim: str, owner: str) -> None:
+        """A worker's CLAIM: it owns the connection from now on, if this claim is awaited."""
+        conn = self.current(claim)
         if conn is None or conn.state is not AWAITING_CLAIM:
-            # Gone (or ended by us, or claimed already) before this claim: the claimer cleans up.
-            self.side.relay.post(owner, [wire.GONE, conn_id, 1006], control=True)
+            # Gone, ended by us or sent again (a claim of an earlier envelope) before this
+            # claim: the claimer cleans up.
+            self.side.relay.post(owner, [wire.GONE, claim, 1006], control=True)
             return
         conn.owner = owner
         METRICS.relay_roundtrip.observe(time.monotonic() - conn.sent_at)
@@ -113,7 +134,7 @@ class Claims:
 
     def unfence(self, conn: ClientConn) -> None:
         """Stop waiting for the old owner's RETURN; held events go to a new owner, if any."""
-        conn.fence = None
+        conn.fence = conn.fence_id = None
         if conn.state is FENCED:
             conn.stop_timer()
             conn.move(conn.claimed_state())
@@ -144,9 +165,9 @@ class Claims:
             METRICS.replayed_frames.labels(replay.cause).inc(len(replay.frames))
             METRICS.replay_duplicates.labels(replay.cause).inc(replay.duplicates)
             events[:0] = replay.frames  # after the new app's connect, before any new frame
-        post, unacked = self.side.relay.post, conn.unacked
+        post, unacked, claim = self.side.relay.post, conn.unacked, conn.claim_id
         for event in events:
-            post(conn.owner, [wire.EVENT, conn.id, event], control=True)
+            post(conn.owner, [wire.EVENT, claim, event], control=True)
             if unacked is not None:
                 unacked.record(event)
 
@@ -176,6 +197,6 @@ class Claims:
         told."""
         conn.stop_timer()
         if conn.owner is not None and not conn.told:
-            self.side.relay.post(conn.owner, [wire.GONE, conn.id, code], control=True)
+            self.side.relay.post(conn.owner, [wire.GONE, conn.claim_id, code], control=True)
         conn.told = True
         await conn.end(code)

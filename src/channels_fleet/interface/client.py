@@ -10,8 +10,9 @@
 Where client events go follows from the state: held (``held``, in order) while AWAITING_CLAIM
 or FENCED, straight to ``owner`` while REHOMING or OWNED, and kept (``unacked``) until the
 owner acknowledges them; a lost owner's unacknowledged ones (``replay``) go to the next owner
-before the held ones. Every change of state goes through :meth:`ClientConn.move`, which refuses a
-move the table below does not allow.
+before the held ones. Each envelope sent starts a new claim (``claim_id``, see
+``relay/wire.py``): only what the current claim's owner relays counts. Every change of state
+goes through :meth:`ClientConn.move`, which refuses a move the table below does not allow.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from ..exceptions import IllegalTransition
 from ..observability.metrics import METRICS, close_code_label
+from ..relay import wire
 from . import edge
 from .replay import Replay, Unacked
 
@@ -61,7 +63,7 @@ class ClientConn:
     __slots__ = (
         "id", "ws", "send", "scope", "state", "owner", "held", "accepted", "app_accepted",
         "told", "done", "sent_at", "timer", "rehomed", "handover_at", "fence", "unacked",
-        "replay", "resent", "subprotocol",
+        "replay", "resent", "subprotocol", "claims", "claim_id", "fence_id",
     )
 
     def __init__(self, conn_id: str, ws: bool, send: Send, scope: dict[str, Any],
@@ -82,13 +84,16 @@ class ClientConn:
         self.rehomed = 0  # times handed to a new owner
         self.handover_at = 0.0  # monotonic time the last hand-over began
         self.fence: str | None = None  # an old owner whose RETURN is awaited
+        self.fence_id: str | None = None  # ... and the claim it returns for
+        self.claims = 0  # envelopes sent for it
+        self.claim_id = ""  # what the last one (the current claim) goes by on the wire
         self.unacked = unacked  # ws, re-homing on: frames the owner has not acknowledged
         self.replay: Replay | None = None  # a lost owner's unacknowledged frames, for the next
         self.resent = False  # its current envelope went out a second time
         self.subprotocol: str | None = None  # as accepted by the app
 
     def __repr__(self) -> str:
-        return f"<ClientConn {self.id} {self.state.value} owner={self.owner}>"
+        return f"<ClientConn {self.claim_id or self.id} {self.state.value} owner={self.owner}>"
 
     @property
     def finished(self) -> bool:
@@ -142,6 +147,12 @@ class ClientConn:
         if self.fence is not None:
             return FENCED
         return REHOMING if self.rehomed and not self.app_accepted else OWNED
+
+    def next_claim(self) -> str:
+        """Start a new claim (a new envelope goes out): items of earlier ones count no more."""
+        self.claims += 1
+        self.claim_id = wire.claim_id(self.id, self.claims)
+        return self.claim_id
 
     def take_held(self) -> list[dict[str, Any]]:
         """The held events, in order, leaving none."""

@@ -13,6 +13,8 @@ Edge failures never reach the client as a traceback: no worker in time or a full
 closes a WebSocket with 1013 (HTTP 503), a drain with 1001. When the worker that owns a WebSocket
 drains or dies, the socket is re-homed (:mod:`.rehome`); its ``websocket.accept`` is not sent
 again (``CHANNELS_FLEET_REHOME=off``: closed with 1012). HTTP requests of a dead worker get 503.
+So do the connections of a gateway that finds it was itself declared dead (it stalled): to it,
+every owner is dead.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ..relay.relay import relay_layer
 from ..relay.side import RelaySide
 from . import edge
 from .claims import Claims
-from .client import FINISHED, OWNED, REHOMING, ClientConn
+from .client import AWAITING_CLAIM, FINISHED, OWNED, REHOMING, ClientConn
 from .limits import ClientLimit, client_key, close_pacing, refuse
 from .proxy import TrustedProxies
 from .rehome import Rehoming
@@ -55,16 +57,16 @@ class Gateway:
             layer = relay_layer(settings, connect_capacity=settings.connect_capacity)
         self.side = RelaySide(
             layer, wire.INTERFACE_CHANNELS, settings, on_undeliverable=self._on_undeliverable,
-            peers=self._owners, on_dead=self._owners_dead, on_lost=self._abandon_all,
+            peers=self._owners, on_dead=self._owners_dead, on_lost=self._declared_dead,
             liveness=liveness,
         )
         self.relay = self.side.relay  # the hot path posts straight to it
         self.claims = Claims(self.side, settings, self.conns)
-        self.rehoming = Rehoming(self.side, self.claims, self.conns)
+        self.rehoming = Rehoming(self.side, self.claims)
         self.side.handle({
             wire.CLAIM: self._on_claim, wire.SEND: self._on_send, wire.END: self._on_end,
             wire.RELEASE: self._on_release, wire.REHOME: self.rehoming.on_rehome,
-            wire.RETURN: self.rehoming.on_return, wire.ACK: AckHandler(self.conns),
+            wire.RETURN: self.rehoming.on_return, wire.ACK: AckHandler(self.claims.current),
         })
         self.limits = ClientLimit(settings.max_connections_per_client)
         self.proxies = TrustedProxies(settings.forwarded_allow_ips)
@@ -215,7 +217,7 @@ class Gateway:
         """One client event for the owner: straight to it once claimed, else held."""
         state, owner = conn.state, conn.owner
         if owner is not None and (state is OWNED or state is REHOMING):
-            if not self.relay.post(owner, [wire.EVENT, conn.id, event]):
+            if not self.relay.post(owner, [wire.EVENT, conn.claim_id, event]):
                 logger.warning("%s: relay backlog full; closing", conn.id)
                 METRICS.messages_dropped.labels("buffer_full").inc()
                 self._spawn_end(conn, 1013, tell_owner=True)
@@ -236,9 +238,9 @@ class Gateway:
         if conn.owner is None:
             return  # a claim arriving later is answered with GONE (Claims.on_claim)
         if event is not None:
-            self.relay.post(conn.owner, [wire.EVENT, conn.id, event], control=True)
+            self.relay.post(conn.owner, [wire.EVENT, conn.claim_id, event], control=True)
         else:
-            self.relay.post(conn.owner, [wire.GONE, conn.id, code], control=True)
+            self.relay.post(conn.owner, [wire.GONE, conn.claim_id, code], control=True)
 
     def _forget(self, conn: ClientConn) -> None:
         if self.conns.pop(conn.id, None) is not None:
@@ -248,18 +250,14 @@ class Gateway:
 
     # -- relay: in -------------------------------------------------------------------------
 
-    async def _on_claim(self, conn_id: str, owner: str, sender: str) -> None:
-        self.claims.on_claim(conn_id, owner)
+    # Every item names a claim (wire.claim_id): one of an earlier claim (a worker the socket
+    # was re-homed away from, or the same worker's earlier app instance) is ignored.
 
-    def _from_owner(self, conn_id: str, sender: str) -> ClientConn | None:
-        """The connection an item from ``sender`` is about, if it is still the owner's."""
-        conn = self.conns.get(conn_id)
-        if conn is None or conn.state is FINISHED or (sender and sender != conn.owner):
-            return None  # finished, or a worker that no longer owns it (re-homed away)
-        return conn
+    async def _on_claim(self, claim: str, owner: str, sender: str) -> None:
+        self.claims.on_claim(claim, owner)
 
-    async def _on_send(self, conn_id: str, message: dict[str, Any], sender: str) -> None:
-        conn = self._from_owner(conn_id, sender)
+    async def _on_send(self, claim: str, message: dict[str, Any], sender: str) -> None:
+        conn = self.claims.current(claim)
         if conn is not None:
             try:
                 await self._write(conn, message)
@@ -273,14 +271,14 @@ class Gateway:
                     edge.fail(conn.send)
                     conn.complete()
 
-    async def _on_release(self, conn_id: str, code: int, sender: str) -> None:
-        conn = self._from_owner(conn_id, sender)
+    async def _on_release(self, claim: str, code: int, sender: str) -> None:
+        conn = self.claims.current(claim)
         if conn is not None:
             conn.told = True
             await self._end(conn, code, tell_owner=False)
 
-    async def _on_end(self, conn_id: str, _: None, sender: str) -> None:
-        conn = self._from_owner(conn_id, sender)
+    async def _on_end(self, claim: str, _: None, sender: str) -> None:
+        conn = self.claims.current(claim)
         if conn is not None:
             # The app finished without ending the connection: what Daphne does on a crash.
             await self._end(conn, 1011, tell_owner=False)
@@ -345,8 +343,8 @@ class Gateway:
         await edge.close(conn.send, message, accepted=conn.accepted)
 
     def _on_undeliverable(self, dest: str, items: list[list[Any]]) -> None:
-        for conn_id in {item[1] for item in items}:
-            conn = self.conns.get(conn_id)
+        for claim in {item[1] for item in items}:
+            conn = self.claims.current(claim)
             if conn is not None:
                 METRICS.messages_dropped.labels("channel_full").inc()
                 self._spawn_end(conn, 1013, tell_owner=False)
@@ -378,11 +376,23 @@ class Gateway:
                 # (After the owner's re-home: held events wait for the next owner.)
                 self.claims.unfence(conn)
 
-    def _abandon_all(self) -> None:
-        """Our heartbeat expired: the owners have dropped these connections; so do we."""
+    def _declared_dead(self) -> None:
+        """Our heartbeat lapsed (a stall: CPU starvation, a pause, a partition) and the owners
+        dropped our connections: to us they are dead owners. The sockets are still open here,
+        so they are re-homed as for an owner that died; what cannot be is closed 1012."""
+        owners = self._owners()
         for conn in list(self.conns.values()):
-            conn.told = True
-            self._spawn_end(conn, 1012, tell_owner=False)
+            if conn.state is FINISHED:
+                continue
+            if conn.owner is not None:
+                # An owner that had not declared us dead yet still runs the app: end it there
+                # (the others dropped it already). Its END names a claim past by then.
+                self.relay.post(conn.owner, [wire.GONE, conn.claim_id, 1006], control=True)
+            elif conn.state is AWAITING_CLAIM:
+                # Its claim may come from a worker that took the envelope and then dropped it
+                # with our other connections: ask again, as a new claim.
+                self.side.tasks.spawn(self.claims.send(conn), f"connect again {conn.id}")
+        self._owners_dead(owners)
 
     # -- ending connections ----------------------------------------------------------------
 

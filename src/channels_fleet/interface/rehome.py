@@ -1,6 +1,6 @@
 """Re-homing on the interface side: a WebSocket whose worker drains or dies moves to a live one.
 
-The socket stays open. A new connect envelope (``rehomed`` = n) goes to the work queue
+The socket stays open. A new connect envelope (a new claim, ``rehomed`` = n) goes to the work queue
 (:class:`~.claims.Claims`, deadline and refusal included) and the new owner runs the app from
 ``websocket.connect``; client events are held meanwhile. A draining worker gives a socket up
 with REHOME; the gateway answers with a FENCE (nothing more will come to it), and the worker
@@ -8,7 +8,7 @@ sends back the events it had not handled with RETURN, which go to the new owner 
 worker returns nothing: the frames it had not acknowledged (:mod:`.replay`) go to the new owner
 first instead, marked as replayed; they also stand in for a RETURN that never comes.
 
-    rehoming = Rehoming(side, claims, conns)
+    rehoming = Rehoming(side, claims)
     rehoming.rehome(conn, "dead")
 """
 
@@ -31,32 +31,31 @@ logger = logging.getLogger(__name__)
 class Rehoming:
     """Hands a gateway's WebSockets to new owners; one per gateway."""
 
-    def __init__(self, side: RelaySide, claims: Claims, conns: dict[str, ClientConn]) -> None:
+    def __init__(self, side: RelaySide, claims: Claims) -> None:
         self.side = side
         self.claims = claims
         self.settings = claims.settings
-        self.conns = conns  # the gateway's connections, by id
 
     def unacked(self) -> Unacked | None:
         """A new WebSocket's buffer of unacknowledged frames (None: re-homing is off)."""
         s = self.settings
         return Unacked(s.replay_limit, s.replay_bytes) if s.rehome else None
 
-    async def on_rehome(self, conn_id: str, cause: str, sender: str) -> None:
-        """A worker's REHOME: re-home the socket if it is still that worker's to give up."""
-        conn = self.conns.get(conn_id)
-        if conn is None or not conn.ws or conn.state not in CLAIMED or sender != conn.owner:
-            # Nothing to re-home, or not the sender's (re-homed away while it was cut off):
-            # let the worker forget it.
+    async def on_rehome(self, claim: str, cause: str, sender: str) -> None:
+        """A worker's REHOME: re-home the socket if this is its current claim."""
+        conn = self.claims.current(claim)
+        if conn is None or not conn.ws or conn.state not in CLAIMED:
+            # Nothing to re-home, or an earlier claim's (re-homed away while the worker was
+            # cut off): let the worker forget it.
             if sender:
-                self.fence(sender, conn_id)
+                self.fence(sender, claim)
             return
         self.rehome(conn, "drain")
 
-    async def on_return(self, conn_id: str, events: list[Any], sender: str) -> None:
+    async def on_return(self, claim: str, events: list[Any], sender: str) -> None:
         """The old owner's events of a re-homed connection: they go first, in order."""
-        conn = self.conns.get(conn_id)
-        if conn is None or conn.finished or conn.fence is None or sender != conn.fence:
+        conn = self.claims.fenced(claim)
+        if conn is None:
             return
         conn.replay = None  # the RETURN is exact: nothing to replay in its place
         conn.held = [*events, *conn.held]
@@ -80,8 +79,8 @@ class Rehoming:
         old, conn.owner = conn.owner, None
         if cause == "drain" and old is not None:
             # Events sent to the old owner after it let go come back with its RETURN.
-            conn.fence = old
-            self.fence(old, conn.id)
+            conn.fence, conn.fence_id = old, conn.claim_id
+            self.fence(old, conn.claim_id)
         conn.stop_timer()
         conn.move(AWAITING_CLAIM)
         conn.rehomed += 1
@@ -92,6 +91,6 @@ class Rehoming:
         logger.debug("%s: re-homing (%s, time %d)", conn.id, cause, conn.rehomed)
         self.side.tasks.spawn(self.claims.send(conn), f"re-home {conn.id}")
 
-    def fence(self, worker: str, conn_id: str) -> None:
-        """Tell ``worker`` that nothing more of ``conn_id`` comes to it: RETURN what it holds."""
-        self.side.relay.post(worker, [wire.FENCE, conn_id, None], control=True)
+    def fence(self, worker: str, claim: str) -> None:
+        """Tell ``worker`` that nothing more of ``claim`` comes to it: RETURN what it holds."""
+        self.side.relay.post(worker, [wire.FENCE, claim, None], control=True)

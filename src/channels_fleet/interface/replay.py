@@ -18,13 +18,13 @@ replayed: were its owner to die then, the socket is closed with 1012 instead of 
     unacked.ack(handled=1, taken=1)       # the owner's ACK
     replay = unacked.detach("dead")       # the owner died: what the next one gets first
 
-    side.handle({wire.ACK: AckHandler(conns)})   # the owners' ACK items, applied
+    side.handle({wire.ACK: AckHandler(claims.current)})   # the owners' ACK items, applied
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -117,15 +117,15 @@ class Unacked:
 class Acked(Protocol):
     """What an ACK needs of a connection (``client.ClientConn``)."""
 
-    owner: str | None
     unacked: Unacked | None
 
 
 class AckHandler:
-    """Applies the owners' ACK items to a gateway's connections (the ``wire.ACK`` handler)."""
+    """Applies the owners' ACK items to a gateway's connections (the ``wire.ACK`` handler);
+    ``current(claim)`` is the connection of which ``claim`` is the current claim, if any."""
 
-    def __init__(self, conns: Mapping[str, Acked]) -> None:
-        self.conns = conns
+    def __init__(self, current: Callable[[str], Acked | None]) -> None:
+        self.current = current
 
     async def __call__(self, _: str, entries: list[Any], sender: str) -> None:
         """``sender``'s apps have handled these frames: they need no replay."""
@@ -134,9 +134,9 @@ class AckHandler:
         except wire.WireError as exc:
             logger.warning("ignored an ack from %s: %s", sender, exc)
             return
-        conns = self.conns
-        for conn_id, handled, taken in entries:
-            conn = conns.get(conn_id)
-            # Only the current owner's counts: frames are numbered from its claim.
-            if conn is not None and conn.owner == sender and conn.unacked is not None:
+        current = self.current
+        for claim, handled, taken in entries:
+            conn = current(claim)
+            # Only the current claim's counts: frames are numbered from it.
+            if conn is not None and conn.unacked is not None:
                 conn.unacked.ack(handled, taken)

@@ -9,7 +9,7 @@ any channel layer serialiser works. Two kinds of relay message exist:
 
 - the **connect envelope**, sent by an interface to the shared work queue ``CONNECT_QUEUE``::
 
-      {"type": "fleet.connect", "iface": "<interface channel>", "conn": "<id>",
+      {"type": "fleet.connect", "iface": "<interface channel>", "conn": "<claim id>",
        "scope": {...serialisable scope...}, "sent_at": 1700000000.0, "deadline": 1700000005.0}
 
 - a **batch**, sent between the two process-local channels of an interface and a worker::
@@ -17,7 +17,14 @@ any channel layer serialiser works. Two kinds of relay message exist:
       {"type": "fleet.batch", "from": "<sender channel>", "items": [[KIND, conn, payload], ...]}
 
   Items of one batch are applied in order; batches between two processes are sent in order.
-  ``from`` lets an interface ignore items from a worker that no longer owns the connection.
+
+An envelope's ``conn`` and every item's ``conn`` name one **claim** of a connection:
+``<connection id>~<claim number>`` (:func:`claim_id`), numbered by the interface from 1 for
+each envelope it sends (a new connection, a re-home, a second try). A worker takes it as an
+opaque id and echoes it in everything it relays about that app instance, so an interface acts
+only on items of a connection's current claim: what an earlier claim's app still sends (even
+from the same worker, claiming the socket again) is ignored. Workers never look inside it, so
+interfaces and workers of either side of this change work together.
 
 A re-home envelope is a connect envelope with ``"rehomed": n`` (n >= 1): the connection's
 socket is already open and the new owner runs the app from ``websocket.connect`` again. An
@@ -40,6 +47,8 @@ BATCH = "fleet.batch"
 #: Name prefixes of the process-local relay channels (``layer.new_channel(prefix)``).
 INTERFACE_CHANNELS = "fleet.iface"
 WORKER_CHANNELS = "fleet.worker"
+#: Between a connection id and its claim number (connection ids are ``<hex>.<hex>``).
+CLAIM_SEPARATOR = "~"
 
 
 def queue_key(prefix: str, queue: str = CONNECT_QUEUE) -> str:
@@ -150,6 +159,16 @@ def connect_envelope(
     if ack:
         envelope["ack"] = True
     return envelope
+
+
+def claim_id(conn: str, number: int) -> str:
+    """The id claim ``number`` of connection ``conn`` goes by on the wire: ``i1.7~2``."""
+    return f"{conn}{CLAIM_SEPARATOR}{number}"
+
+
+def claimed_conn(claim: str) -> str:
+    """The connection id in a claim id (what :func:`claim_id` was given)."""
+    return claim.rpartition(CLAIM_SEPARATOR)[0]
 
 
 def batch(items: list[list[Any]], sender: str = "") -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Re-homing: a WebSocket outlives the worker that served it (drain, kill -9, SIGSTOP).
+"""Re-homing: a WebSocket outlives the worker that served it (drain, kill -9, SIGSTOP), and an
+interface's stall (SIGSTOP past its heartbeat's TTL).
 
 Real interface and worker processes on the real Redis Cluster, driven by ``websockets``.
 """
@@ -157,6 +158,32 @@ async def test_worker_back_from_sigstop__does_not_act_on_sockets_rehomed_away(
     async with connect(f"{iface.url}/ws/echo/again/", origin=iface.origin) as sock:
         await sock.send("still serving")
         assert await asyncio.wait_for(sock.recv(), 5) == "still serving"
+
+
+async def test_interface_back_from_sigstop__its_sockets_are_rehomed_not_closed(
+    fleet: FleetStack,
+) -> None:
+    # A stalled interface (CPU starvation, a pause) is declared dead by its workers, which drop
+    # its connections; awake, it still holds the sockets: it re-homes them, losing no frame.
+    iface, (worker,) = fleet.start()
+    probes, _ = await open_probes(iface, 5)
+    for probe in probes:
+        await probe.send_next()
+    await settle(probes, 10)
+    iface.signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(5)  # past the TTL + half a beat (3.5 s): declared dead
+        for probe in probes:  # held by the kernel until it wakes
+            await probe.send_next()
+    finally:
+        iface.signal(signal.SIGCONT)
+    await settle(probes, 15)
+    for probe in probes:
+        info = await probe.ask_owner()
+        assert (info["worker"], info["fleet"]["rehomed"]) == (worker.pid, 1)
+        assert (probe.code, probe.lost, probe.out_of_order) == (None, 0, 0)
+    assert metric(iface, "channels_fleet_rehomes_total", cause="dead") == len(probes)
+    assert metric(iface, "channels_fleet_closes_total") == 0
 
 
 async def test_no_live_worker__a_drained_socket_closes_1012_after_the_claim_deadline(

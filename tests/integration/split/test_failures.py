@@ -219,6 +219,9 @@ async def test_worker_concurrency__a_full_worker_takes_no_new_connection(fleet: 
                 assert exc.rcvd is not None and exc.rcvd.code == 1013
                 assert time.monotonic() < deadline
         await asyncio.sleep(0.2)
+    # A graceful stop takes its heartbeat away: killed at teardown, it would stay listed as a
+    # full worker for the TTL, and the next test's new interface would refuse its first connect.
+    assert worker.terminate_and_wait() == 0
 
 
 async def test_client_not_reading__disconnected_not_buffered(

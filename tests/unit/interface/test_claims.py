@@ -89,13 +89,16 @@ async def test_unclaimed_after_a_worker_died__sent_once_more_and_claimed(fleet) 
     connecting = asyncio.ensure_future(taken.connect())
     # A worker takes the envelope and dies before claiming it: here, the test takes it.
     envelope = await asyncio.wait_for(fleet.layer.receive(wire.CONNECT_QUEUE), 2)
-    assert envelope["conn"] in fleet.gateway.conns
+    conn = fleet.gateway.claims.current(envelope["conn"])
+    assert conn is not None
     await fleet.kill(first)  # a worker the gateway watches died after the envelope went out
     second = await fleet.add_host()
     assert (await connecting)["type"] == "websocket.accept"  # the second copy was claimed
     taken.send_text("hi")
     assert await taken.texts(1) == [f"{second.side.channel}:hi"]
-    assert fleet.gateway.conns[envelope["conn"]].resent
+    # The second copy is a claim of its own: the first one's, were it claimed late, is not it.
+    assert conn.resent and conn.claims == 2
+    assert fleet.gateway.claims.current(envelope["conn"]) is None
     await taken.close()
     await owned.close()
 

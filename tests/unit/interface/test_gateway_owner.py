@@ -1,9 +1,11 @@
-"""The interface acts only on what a connection's current owner sends.
+"""The interface acts only on what a connection's current claim sends.
 
-A worker that was cut off (SIGSTOP, partition) may, before it notices it was declared dead,
-still send app output for sockets that were re-homed away meanwhile: the gateway ignores
-every item whose batch sender is not the connection's owner. (The end-to-end re-home tests
-cover the rest; here the rule itself, on the gateway's item handler.)
+Every connect envelope is a new claim (``wire.claim_id``), which the owner echoes in all it
+relays. A worker that was cut off (SIGSTOP, partition) may, before it notices it was declared
+dead, still send app output for sockets that were re-homed away meanwhile; and a worker that
+claims a socket again may still send what its earlier app instance said: the gateway ignores
+every item of a claim that is not the current one, whoever sends it. (The end-to-end re-home
+tests cover the rest; here the rule itself, on the gateway's item handlers.)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ OLD, NEW = "fleet.worker.a!old", "fleet.worker.b!new"
 
 
 def gateway_with(conn_owner: str) -> tuple[Gateway, ClientConn, list[dict[str, Any]]]:
+    """A gateway with one socket owned by ``conn_owner`` under its second claim."""
     written: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -25,33 +28,38 @@ def gateway_with(conn_owner: str) -> tuple[Gateway, ClientConn, list[dict[str, A
 
     gateway = Gateway(InterfaceSettings.from_env({"CHANNELS_FLEET_REDIS_URL": "redis://x:1"}))
     conn = ClientConn("i.1", True, send, {"type": "websocket", "path": "/ws/"})
+    conn.next_claim()
+    conn.next_claim()
     conn.owner, conn.state, conn.accepted = conn_owner, OWNED, True
     gateway.conns[conn.id] = conn
     return gateway, conn, written
 
 
-async def test_items_from_a_former_owner_are_ignored() -> None:
-    gateway, conn, written = gateway_with(NEW)
-    text = {"type": "websocket.send", "text": "late, from the old worker"}
-    await gateway._on_send(conn.id, text, OLD)
-    await gateway._on_end(conn.id, None, OLD)
-    await gateway._on_release(conn.id, 1012, OLD)
-    assert written == [] and not conn.finished
+async def test_items_of_an_earlier_claim_are_ignored__from_another_worker_or_the_owner() -> None:
+    for sender in (OLD, NEW):
+        gateway, conn, written = gateway_with(NEW)
+        earlier = "i.1~1"
+        text = {"type": "websocket.send", "text": "late, from the earlier app instance"}
+        await gateway._on_send(earlier, text, sender)
+        await gateway._on_end(earlier, None, sender)
+        await gateway._on_release(earlier, 1012, sender)
+        await gateway.rehoming.on_rehome(earlier, "drain", sender)
+        assert written == [] and not conn.finished and conn.state is OWNED
 
 
-async def test_items_from_the_owner_are_written() -> None:
+async def test_items_of_the_current_claim_are_written() -> None:
     gateway, conn, written = gateway_with(NEW)
     text = {"type": "websocket.send", "text": "hi"}
-    await gateway._on_send(conn.id, text, NEW)
-    assert written == [text]
+    await gateway._on_send(conn.claim_id, text, NEW)
+    assert conn.claim_id == "i.1~2" and written == [text]
 
 
 async def test_a_rehomed_sockets_second_accept_is_not_sent_and_a_refusal_closes_1008() -> None:
     gateway, conn, written = gateway_with(NEW)
     conn.rehomed, conn.state = 1, REHOMING  # handed over; the new owner's app is connecting
-    await gateway._on_send(conn.id, {"type": "websocket.accept"}, NEW)
+    await gateway._on_send(conn.claim_id, {"type": "websocket.accept"}, NEW)
     assert written == [] and conn.state is OWNED  # re-homing over
     gateway, conn, written = gateway_with(NEW)
     conn.rehomed, conn.state = 1, REHOMING
-    await gateway._on_send(conn.id, {"type": "websocket.close"}, NEW)
+    await gateway._on_send(conn.claim_id, {"type": "websocket.close"}, NEW)
     assert written == [{"type": "websocket.close", "code": 1008}] and conn.finished

@@ -83,3 +83,57 @@ async def test_drain__every_frame_echoed_once_in_order_across_the_hand_back(flee
                for c in fleet.gateway.conns.values() if c.rehomed)
     for client in clients:
         await client.close()
+
+
+async def wait_for(condition, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def one_worker_one_socket(fleet):
+    """One worker and one socket on it, whose frame so far its owner has acknowledged."""
+    host = await fleet.add_host()
+    client = await connected(fleet)
+    client.send_text("before")
+    assert await client.texts(1) == [f"{host.side.channel}:before"]
+    conn = next(iter(fleet.gateway.conns.values()))
+    await wait_for(lambda: len(conn.unacked) == 0)  # "before" is not to be replayed
+    return host, client, conn
+
+
+async def test_interface_declared_dead__rehomed_to_its_only_worker_with_frames_sent_meanwhile(
+    fleet,
+) -> None:
+    # A stall past the heartbeat's TTL: the worker declared the gateway dead and dropped its
+    # connection; awake, the gateway still holds the socket and re-homes it, to the same worker.
+    host, client, conn = await one_worker_one_socket(fleet)
+    fleet.world.declare_dead(fleet.gateway.side.channel)
+    client.send_text("meanwhile")  # went to the worker that dropped it: replayed
+    fleet.gateway.side.liveness.come_back()
+    assert await client.texts(1) == [f"{host.side.channel}:meanwhile"]
+    assert (conn.state, conn.rehomed, conn.owner) == (OWNED, 1, host.side.channel)
+    assert fleet.app.instances[-1][0]["fleet"]["rehomed"] == 1
+    await client.close()
+
+
+async def test_interface_declared_dead__the_old_app_instances_late_end_does_not_close_the_socket(
+    fleet,
+) -> None:
+    # The race that took the first version of this re-home back: the worker had not declared
+    # the gateway dead (another peer had), so its old app instance still ran. The GONE the
+    # gateway sent it arrives after the same worker claimed the socket again; the old
+    # instance's END then comes from the socket's owner, about the same connection. Only the
+    # claim number tells it from the new instance's.
+    host, client, conn = await one_worker_one_socket(fleet)
+    fleet.layer.hold(host.side.channel)  # the GONE for the old instance is slow
+    fleet.gateway.side.liveness.come_back()
+    await wait_for(lambda: conn.state is OWNED and conn.claims == 2)  # claimed, accepted anew
+    await fleet.layer.release(host.side.channel)
+    await wait_for(lambda: fleet.app.seen(0)[-1]["type"] == "websocket.disconnect")
+    client.send_text("after")
+    assert await client.texts(1) == [f"{host.side.channel}:after"]  # open, not closed 1011
+    assert [e["type"] for e in fleet.app.seen(1)] == ["websocket.connect", "websocket.receive"]
+    assert client.sent.empty() and conn.state is OWNED
+    await client.close()

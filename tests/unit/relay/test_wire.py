@@ -56,6 +56,13 @@ def test_connect_envelope__asks_for_acks_only_when_told() -> None:
         wire.parse_envelope(envelope)
 
 
+def test_claim_id__names_the_connection_and_the_claim() -> None:
+    claim = wire.claim_id("3f9a0c.1b", 2)
+    assert claim == "3f9a0c.1b~2" and claim != wire.claim_id("3f9a0c.1b", 1)
+    assert wire.claimed_conn(claim) == "3f9a0c.1b"
+    assert wire.claimed_conn("no claim number") == ""  # matches no connection
+
+
 def test_scope_from_wire__missing_client_stays_none() -> None:
     scope = wire.scope_from_wire({"scope": {"type": "http", "path": "/", "client": None}})
     assert scope["client"] is None
