@@ -10,6 +10,8 @@ persistence does. What must hold:
 - a replica deleted and recreated empty takes its old place: 6 nodes known, none stale;
 - a master deleted gracefully hands its slots to its replica first (preStop): no write lost;
 - a master killed (SIGKILL) is replaced by its replica within seconds; its pod rejoins;
+- a master killed and back at once with its nodes.conf but not its data (a container restart,
+  or a claim without RDB/AOF) has its replica take its slots over first: no key lost;
 - without replicas, a master's replacement takes its old slots; one master alone restarts alone.
 
 Skipped (with the reason) when podman or the stand-in images (make images) are missing.
@@ -190,6 +192,33 @@ def test_three_masters_three_replicas_form_heal_and_fail_over():
         stopped = [p for p in runner.stopped if p.exit_code is not None]
         assert all(p.exit_code in (0, 137) for p in stopped), [
             (p.name, p.exit_code, p.last_logs) for p in stopped]
+    finally:
+        runner.remove_all()
+        runner.cluster.remove()
+
+
+def test_a_master_back_at_once_without_its_data_hands_its_slots_over_first():
+    # A claim keeps nodes.conf; no RDB/AOF by default, so the node comes back with nothing to
+    # load, well inside the 5 s node timeout: as a master, its replica would copy it empty.
+    runner = PodRunner(render_redis("redis.persistence.enabled=true"))
+    try:
+        pods = start_all(runner, 6)
+        wait_healthy(pods, 3, 1)
+        keys = [f"k{i}" for i in range(60)]
+        for key in keys:
+            assert cli(pods[0], "-c", "set", key, key).strip() == "OK"
+        master = role_of(pods, "master")
+        ordinal = int(master.name.rsplit("-", 1)[1])
+        runner.kill(master)
+        back = runner.start("redis", ordinal)  # the same claim: nodes.conf kept, no data
+        pods[pods.index(master)] = back
+        runner.wait_ready(back)
+        print(f"master {master.name} killed and back at once: healthy in "
+              f"{wait_healthy(pods, 3, 1):.1f} s")
+        missing = [k for k in keys if cli(pods[0], "-c", "get", k).strip() != k]
+        assert not missing, f"keys lost when a master came back empty: {missing}"
+        assert "role:slave" in cli(back, "info", "replication"), "back as a replica"
+        assert "took my slots over; starting as its replica" in back.logs(), back.logs()[-1500:]
     finally:
         runner.remove_all()
         runner.cluster.remove()

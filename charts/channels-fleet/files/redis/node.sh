@@ -21,6 +21,11 @@
 #            - every node forgets failed, slot-less nodes whose hostname a live node now has;
 #            - a replica whose master stays failed with no election (no majority left to vote)
 #              takes over after 3 x cluster-node-timeout.
+#          Before the server starts, a node back with its nodes.conf but without its data (a
+#          container restart keeps the emptyDir; a claim keeps nodes.conf, and data only when
+#          extraConfig turns on RDB/AOF) that was a master with slots has a replica take them
+#          over first (CLUSTER FAILOVER FORCE): back as their master, empty, it would have its
+#          replicas copy the emptiness.
 # ready    readiness: the cluster is ok here and this node serves (a master with slots, or a
 #          replica whose link to its master is up).
 # alive    liveness: the server answers.
@@ -108,6 +113,7 @@ EOF
 
 start() {
   write_config
+  hand_over_if_back_empty
   valkey-server "$CONF" &
   server=$!
   trap 'kill -TERM "$server" 2>/dev/null' TERM INT
@@ -119,6 +125,58 @@ start() {
   done
   kill "$keeper_pid" 2>/dev/null || true
   exit "$status"
+}
+
+# Back without data (nothing to load) as a master with slots in nodes.conf: the old self's
+# replicas still hold those slots' data; have one take them over before this server starts,
+# since a master that returns empty within the node timeout is copied by its replicas. Who its
+# replicas are now is asked of a live peer (nodes.conf may predate a replica, or lack its
+# hostname). Bounded: with no peer or no live replica the data is gone anyway.
+hand_over_if_back_empty() {
+  conf=$DATA_DIR/nodes.conf
+  [ -s "$conf" ] || return 0
+  for data in dump.rdb appendonlydir appendonly.aof; do
+    [ -e "$DATA_DIR/$data" ] && return 0
+  done
+  saved=$(cat "$conf")
+  me=$(nodes_query "$saved" '$3 ~ /myself/ && master() && slots() > 0 { print $1 }')
+  [ -n "$me" ] || return 0
+  peers=$(nodes_query "$saved" '$3 !~ /myself/ && NF >= 8 { h = host($2); print (h != "" ? h : ip($2)) }')
+  log "back without data as master $me of slots: a replica takes them over first"
+  deadline=$(($(date +%s) + 2 * NODE_TIMEOUT / 1000 + 10))
+  asked=0
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    view=""
+    for peer in $peers; do
+      case "$peer" in
+        *[!0-9.]*) ip=$(resolve "$peer") ;;
+        *) ip=$peer ;;
+      esac
+      [ -n "$ip" ] && view=$(cli "$ip" CLUSTER NODES)
+      [ -n "$view" ] && break
+    done
+    if [ -z "$view" ]; then
+      log "no peer answers: my slots restart empty"
+      return 0
+    fi
+    if ! nodes_query "$view" "\$1 == \"$me\" && slots() > 0 { found = 1 } END { exit !found }"; then
+      log "a replica took my slots over; starting as its replica"
+      return 0
+    fi
+    replica=$(nodes_query "$view" "\$4 == \"$me\" && !failed() { print ip(\$2); exit }")
+    if [ -z "$replica" ]; then
+      log "no live replica of mine: my slots restart empty"
+      return 0
+    fi
+    # A manual failover gives up after 5 s: ask again after 6.
+    if [ $(($(date +%s) - asked)) -ge 6 ]; then
+      log "asking my replica at $replica to take my slots over (CLUSTER FAILOVER FORCE)"
+      cli "$replica" CLUSTER FAILOVER FORCE >/dev/null || true
+      asked=$(date +%s)
+    fi
+    sleep 0.5
+  done
+  log "no replica took my slots over in time: they restart empty"
 }
 
 keeper() {
