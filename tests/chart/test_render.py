@@ -412,7 +412,7 @@ def test_bundled_postgresql(defaults):
 def test_database_url_reaches_worker_web_and_migrate_from_a_secret(defaults):
     for _, pod in pod_templates(defaults):
         for c in containers(pod):
-            if c["image"].endswith("channels-fleet-chat:0.1.0"):
+            if c["image"].endswith("channels-fleet-chat:0.1.0") and c["name"] != "wait-for-redis":
                 ref = env_of(c)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
                 assert ref == {"name": "fleet-channels-fleet-database", "key": "database-url"}
 
@@ -438,17 +438,35 @@ def test_migrate_job_is_named_per_revision():
 @pytest.mark.parametrize("name", ["worker", "web"])
 def test_worker_and_web_start_once_migrations_are_applied(defaults, name):
     pod = deployments(defaults)[name]["spec"]["template"]["spec"]
-    (init,) = pod["initContainers"]
+    init = pod["initContainers"][-1]
     assert init["name"] == "wait-for-migrations"
     assert init["command"][-4:] == ["python3", "manage.py", "migrate", "--check"]
-    assert "initContainers" not in deployments(defaults)["interface"]["spec"]["template"]["spec"]
+
+
+def init_names(docs):
+    return {name: [c["name"] for c in d["spec"]["template"]["spec"].get("initContainers", [])]
+            for name, d in deployments(docs).items()}
+
+
+def test_interface_and_worker_start_once_the_redis_cluster_has_formed(defaults):
+    # Else they exit 3 and restart while the bundled cluster forms on a fresh install.
+    assert init_names(defaults) == {"interface": ["wait-for-redis"],
+                                    "worker": ["wait-for-redis", "wait-for-migrations"],
+                                    "web": ["wait-for-migrations"]}
+    for name in ("interface", "worker"):
+        pod = deployments(defaults)[name]["spec"]["template"]["spec"]
+        wait, app = pod["initContainers"][0], pod["containers"][0]
+        assert wait["image"] == app["image"]
+        assert 'client.cluster("info")["cluster_state"]' in wait["command"][-1]
+        assert env_of(wait)["CHANNELS_FLEET_REDIS_URL"] == env_of(app)["CHANNELS_FLEET_REDIS_URL"]
+        assert wait["securityContext"] == app["securityContext"]
 
 
 def test_migrations_off_means_no_job_and_no_wait():
     docs = render(sets=("database.migrate.enabled=false",))
     assert not find(docs, "Job")
-    for d in find(docs, "Deployment"):
-        assert "initContainers" not in d["spec"]["template"]["spec"]
+    assert init_names(docs) == {"interface": ["wait-for-redis"], "worker": ["wait-for-redis"],
+                                "web": []}
 
 
 def test_postgresql_password_from_an_existing_secret(everything):

@@ -413,41 +413,88 @@ imagePullSecrets:
 {{- end -}}
 
 {{/*
+Init containers: list items (each Deployment writes `initContainers:` and includes them).
+
+Interface and worker start once the channel layer's Redis answers and, for a Redis Cluster, the
+cluster has formed (cluster_state:ok). Without it they exit 3 ("Redis at ...: Connection refused")
+and restart until the bundled cluster forms on a fresh install. Call with
+(dict "context" $ "image" <image values> "spec" <component values> "project" <bool>).
+*/}}
+{{- define "channels-fleet.waitForRedis" -}}
+{{- $ := .context -}}
+- name: wait-for-redis
+  {{- include "channels-fleet.imageLines" (dict "image" .image "context" $) | nindent 2 }}
+  command:
+    - python3
+    - -c
+    - |
+      import itertools, os, time
+      import redis
+      from channels_fleet.adopt import redact
+      url = os.environ["CHANNELS_FLEET_REDIS_URL"].split(",")[0].strip()
+      for attempt in itertools.count():
+          try:
+              client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+              if client.info("cluster").get("cluster_enabled"):
+                  state = client.cluster("info")["cluster_state"]
+              else:
+                  state = "ok"
+              why = f"cluster_state is {state}"
+          except Exception as exc:
+              state, why = None, f"{type(exc).__name__}: {exc}"
+          if state == "ok":
+              break
+          if attempt % 10 == 0:
+              print(f"waiting for Redis at {redact(url)}: {why}", flush=True)
+          time.sleep(2)
+      print(f"Redis at {redact(url)} is up", flush=True)
+  env:
+    {{- include "channels-fleet.redisEnv" $ | trim | nindent 4 }}
+    {{- with $.Values.config.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- include "channels-fleet.envFrom" (dict "context" $ "project" .project) | nindent 2 }}
+  securityContext:
+    {{- toYaml $.Values.containerSecurityContext | nindent 4 }}
+  resources:
+    {{- toYaml .spec.resources | nindent 4 }}
+{{- end -}}
+
+{{/*
 Worker and web start once the migrate Job has applied the project's migrations: this init container
 repeats database.migrate.checkCommand (`manage.py migrate --check`) until it succeeds.
 */}}
 {{- define "channels-fleet.waitForMigrations" -}}
 {{- $m := .Values.database.migrate -}}
 {{- if $m.enabled }}
-initContainers:
-  - name: wait-for-migrations
-    {{- include "channels-fleet.imageLines" (dict "image" .Values.projectImage "context" $) | nindent 4 }}
-    command:
-      - sh
-      - -c
-      - |
-        n=0
-        until "$@" >/tmp/check.log 2>&1; do
-          n=$((n + 1))
-          [ $((n % 10)) = 1 ] && echo "waiting for the migrate Job: $* failed: $(tail -n 1 /tmp/check.log)"
-          sleep 5
-        done
-        echo "migrations applied"
-      - wait-for-migrations
-      {{- toYaml $m.checkCommand | nindent 6 }}
-    env:
-      {{- include "channels-fleet.projectEnv" . | nindent 6 }}
-      {{- with .Values.config.extraEnv }}
-      {{- toYaml . | nindent 6 }}
-      {{- end }}
-    {{- include "channels-fleet.envFrom" (dict "context" $ "project" true) | nindent 4 }}
-    securityContext:
-      {{- toYaml .Values.containerSecurityContext | nindent 6 }}
-    resources:
-      {{- toYaml $m.resources | nindent 6 }}
-    volumeMounts:
-      - name: tmp
-        mountPath: /tmp
+- name: wait-for-migrations
+  {{- include "channels-fleet.imageLines" (dict "image" .Values.projectImage "context" $) | nindent 2 }}
+  command:
+    - sh
+    - -c
+    - |
+      n=0
+      until "$@" >/tmp/check.log 2>&1; do
+        n=$((n + 1))
+        [ $((n % 10)) = 1 ] && echo "waiting for the migrate Job: $* failed: $(tail -n 1 /tmp/check.log)"
+        sleep 5
+      done
+      echo "migrations applied"
+    - wait-for-migrations
+    {{- toYaml $m.checkCommand | nindent 4 }}
+  env:
+    {{- include "channels-fleet.projectEnv" . | nindent 4 }}
+    {{- with .Values.config.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- include "channels-fleet.envFrom" (dict "context" $ "project" true) | nindent 2 }}
+  securityContext:
+    {{- toYaml .Values.containerSecurityContext | nindent 4 }}
+  resources:
+    {{- toYaml $m.resources | nindent 4 }}
+  volumeMounts:
+    - name: tmp
+      mountPath: /tmp
 {{- end }}
 {{- end -}}
 

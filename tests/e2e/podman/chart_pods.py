@@ -11,7 +11,10 @@ Cluster and PostgreSQL, the migrate Job), translating what the kubelet does:
   allowPrivilegeEscalation=false; fsGroup ownership of claimed volumes;
 - `emptyDir` volumes as tmpfs mounts, `configMap` volumes as read-only files, a StatefulSet's
   `volumeClaimTemplates` as a host directory per pod (kept across a pod's restarts, as a claim);
-- init containers run to completion, in order, before the pod's containers;
+- init containers run to completion, in order, before the pod's containers, each on an address
+  of its own (in Kubernetes they share the pod's; here each container has its own MAC, so an
+  init container on the pod's IP left the Redis pods it asked an ARP entry for a MAC gone
+  before the app container took that IP: seconds of its first Redis replies lost);
 - each pod gets its own address on podman's network and a hosts file shared by all pods (a
   stand-in for cluster DNS): a StatefulSet pod is `<pod>.<serviceName>.<namespace>.svc`, a
   Service's name resolves to its ready pods (see `Cluster.publish`);
@@ -335,6 +338,8 @@ class PodRunner:
         for init in pod_spec.get("initContainers", []):
             name = f"fleet-chart-{pod_name}-init-{uuid.uuid4().hex[:6]}"
             opts = self._run_opts(workload, pod_spec, init, pod_name, ip)
+            at = opts.index("--ip")
+            del opts[at:at + 2]  # an address of its own (see the module docstring)
             done = podman("run", "--name", name, *opts, init["image"], *self._argv(init),
                           check=False, timeout=300)
             logs = podman("logs", name, check=False)
