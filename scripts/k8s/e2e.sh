@@ -50,9 +50,9 @@ print_summary() {
     python3 - "$RESULTS" "$K8S_VERSION" <<'EOF'
 import json, sys
 results = json.load(open(sys.argv[1]))
-fields = ["install", "pods_ready", "helm_test", "chat", "worker_rollout_disconnects",
+fields = ["install", "pods_ready", "install_restarts", "helm_test", "chat", "worker_rollout_disconnects",
           "interface_rollout_disconnects_per_client", "pod_kill_collateral_lost", "failover_s",
-          "upgrade", "rollback", "uninstall_left", "pod_security"]
+          "redis_restart_s", "upgrade", "rollback", "uninstall_left", "pod_security"]
 line = " ".join(f"{k}={results.get(k, 'FAIL')}" for k in fields)
 print(f"k8s-e2e: kubernetes={sys.argv[2]} nodes={results.get('nodes', '?')} {line}")
 print(f"k8s-autoscale: {results.get('k8s_autoscale', 'FAIL')}")

@@ -6,8 +6,9 @@ run it is skipped. One release for the whole module; the tests run in file order
 
 install (namespace enforcing the `restricted` Pod Security Standard) -> helm test -> the shared
 scenarios (tests/e2e/scenarios.py) through the interface Service by its DNS name, as a signed-in
-user -> Redis failover -> pod security of the running pods -> helm upgrade -> rollback ->
-uninstall. Each test stores its field of the `k8s-e2e:` line (conftest.RESULTS).
+user -> Redis failover -> a Redis container restart -> pod security of the running pods ->
+helm upgrade -> rollback -> uninstall. Each test stores its field of the `k8s-e2e:` line
+(conftest.RESULTS).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def test_install__every_pod_ready(release: Release) -> None:
     RESULTS["pods_ready"] = f"{len(ready)}/{len(pods)}"
     print(release.kubectl("get", "pods", "-o", "wide"))
     assert pods and len(ready) == len(pods), RESULTS["pods_ready"]
+    # The app pods wait for the Redis Cluster to form (wait-for-redis) and for the migrations
+    # instead of failing and restarting until they are there.
+    restarts = release.restarts()
+    RESULTS["install_restarts"] = sum(restarts.values())
+    assert not any(restarts.values()), f"app pods restarted during the install: {restarts}"
 
 
 def test_helm_test(release: Release) -> None:
@@ -173,6 +179,63 @@ async def test_redis_failover__served_again_within_10s(release: Release, stack: 
         restarted = {pod: n for pod, n in after.items() if n > restarts.get(pod, 0)}
         assert not restarted, f"app pods restarted during the failover: {restarted}"
         print(f"killed {victim}, master of {key}: served again after {failover_s} s")
+    finally:
+        await scenarios.close_all(clients)
+
+
+# SIGKILL the server inside the Valkey container (as the kernel's OOM killer would): node.sh
+# exits with it and the kubelet restarts the container on the same emptyDir.
+KILL_SERVER = ('for p in /proc/[0-9]*; do case "$(cat "$p/comm" 2>/dev/null)" in '
+               'valkey-server|redis-server) kill -9 "${p#/proc/}";; esac; done')
+
+
+def get_pod(release: Release, name: str) -> dict:
+    return json.loads(release.kubectl("get", "pod", name, "-o", "json"))
+
+
+def valkey_restarts(pod: dict) -> int:
+    return sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses", [])
+               if c["name"] == "valkey")
+
+
+async def test_redis_container_restart__memberships_kept(release: Release, stack: KubeStack
+                                                         ) -> None:
+    """The Redis master of a room's group key crashes and its container restarts at once with
+    its nodes.conf but no data: its replica takes the slots over before it serves again, so the
+    room's group memberships survive and the clients, never reconnected, still get broadcasts.
+    (Back as the master, empty, it would have its replica copy the emptiness.)"""
+    ok = await scenarios.eventually(lambda: asyncio.to_thread(
+        lambda: all(is_ready(p) for p in release.pods("app.kubernetes.io/component=redis"))), 120)
+    assert ok, "the Redis pods were not ready again after the failover test"
+    room = scenarios.unique("restart")
+    key = group_key(DEMO_LAYER_PREFIX, DEMO_GROUP.format(room=room))
+    victim = master_of(release, key)
+    before = valkey_restarts(get_pod(release, victim))
+    clients = await scenarios.open_clients(stack, room, 4)
+    try:
+        with phase("redis_container_restart"):
+            t0 = time.perf_counter()
+            # The exec may die with the container it runs in (137): the restart count tells.
+            release.exec(victim, "sh", "-c", KILL_SERVER, check=False)
+
+            async def back() -> bool:
+                pod = await asyncio.to_thread(get_pod, release, victim)
+                return valkey_restarts(pod) > before and is_ready(pod)
+
+            ok = await scenarios.eventually(back, 120, 1)
+            back_s = round(time.perf_counter() - t0, 1)
+        assert ok, f"{victim}'s Valkey container did not restart and turn ready in 120 s"
+        logs = release.kubectl("logs", victim, "-c", "valkey")
+        closed = [c for c in clients if c.closed.is_set()]
+        assert not closed, f"{len(closed)} clients were disconnected"
+        try:
+            took = await scenarios.room_works_for_all(clients, within=20)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {victim}'s log:\n{logs[-3000:]}") from None
+        assert "took my slots over; starting as its replica" in logs, logs[-3000:]
+        RESULTS["redis_restart_s"] = back_s
+        print(f"{victim} (master of {key}) restarted in place: ready after {back_s} s, the room "
+              f"reached everyone {took:.1f} s later")
     finally:
         await scenarios.close_all(clients)
 
