@@ -191,8 +191,8 @@ async def broadcasts(swarm: Swarm, layer: Any, repeats: int, timeout: float) -> 
     return p95s
 
 
-def broadcast_side(swarm: Swarm, layer: Any, urls: list[str], pids: list[int], count: int,
-                   repeats: int) -> dict[str, Any]:
+def broadcast_side(name: str, swarm: Swarm, layer: Any, urls: list[str], pids: list[int],
+                   count: int, repeats: int) -> dict[str, Any]:
     before = sum(rss_kb(pid) for pid in pids)
     opened = swarm.each([{"op": "open", "urls": [u + "/ws/bcast/" for u in urls], "count": n}
                          for n in split(count, len(swarm))])
@@ -200,6 +200,8 @@ def broadcast_side(swarm: Swarm, layer: Any, urls: list[str], pids: list[int], c
     settle(pids)
     after = sum(rss_kb(pid) for pid in pids)
     p95s = asyncio.run(broadcasts(swarm, layer, repeats, timeout=120))
+    print(f"  broadcast {name}: p95 {', '.join(f'{p:.0f}' for p in p95s)} ms on {held} sockets",
+          flush=True)
     swarm.all(op="close")
     settle(pids)
     return {"sockets": held, "open_failed": merged(opened, "failed"),
@@ -290,11 +292,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pids: monolith-2 {mono2.pid}, interface-2 {iface2.pid}, "
                   f"worker-2 {worker2.pid}", flush=True)
             results["broadcast"] = {
-                "ours": broadcast_side(swarm, fleet_layer(url), [iface.url, iface2.url],
-                                       [iface.pid, iface2.pid], args.broadcast, args.repeats),
-                "monolith": broadcast_side(swarm, redis_layer(url), [mono_url, mono2_url],
-                                           [mono.pid, mono2.pid], args.broadcast,
-                                           args.repeats),
+                "ours": broadcast_side("ours", swarm, fleet_layer(url),
+                                       [iface.url, iface2.url], [iface.pid, iface2.pid],
+                                       args.broadcast, args.repeats),
+                "monolith": broadcast_side("monolith", swarm, redis_layer(url),
+                                           [mono_url, mono2_url], [mono.pid, mono2.pid],
+                                           args.broadcast, args.repeats),
             }
     finally:
         swarm.stop()

@@ -74,12 +74,13 @@ class Dev:
         self.stack: FleetStack | None = None
         self.interface: ServiceProcess | None = None
         self.workers: list[ServiceProcess] = []
+        self.tail = LogTail(self._logs)
         self.stopping = False
 
     def run(self) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._stop)
-        tail = LogTail(self._logs)
+        tail = self.tail
         try:
             urls = self._redis_urls()
             stack = self.stack = FleetStack(
@@ -121,6 +122,7 @@ class Dev:
         try:
             stack.wait_ready(*fresh, timeout=READY_TIMEOUT)
         except RuntimeError:
+            self.tail.flush()  # their last lines (the traceback) before they are forgotten
             for proc in fresh:
                 proc.stop()
             say("the new code does not start (see above): the workers keep the old code; "

@@ -68,12 +68,18 @@ class LogTail(threading.Thread):
         self.interval = interval
         self.offsets: dict[Path, int] = {}
         self.stopped = threading.Event()
+        self._lock = threading.Lock()  # flush() runs on this thread and on the caller's
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
             self.flush()
 
     def flush(self) -> None:
+        """Copy what was written since the last flush (whole lines)."""
+        with self._lock:
+            self._copy()
+
+    def _copy(self) -> None:
         for name, log in list(self.sources()):
             try:
                 with open(log, "rb") as source:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import logging
 import subprocess
 import sys
 import threading
@@ -41,8 +42,15 @@ def websocket_server(reply: str | None, ready: threading.Event, box: dict) -> No
                 return
             await ws.send(reply)
 
+    class Remember(logging.Handler):  # the server's own account of a failed handshake
+        def emit(self, record):
+            box.setdefault("log", []).append(self.format(record))
+
+    logger = logging.getLogger(f"helm-test-server-{id(box)}")
+    logger.addHandler(Remember())
+
     async def main():
-        async with serve(handler, "127.0.0.1", 0) as server:
+        async with serve(handler, "127.0.0.1", 0, logger=logger) as server:
             box["port"] = server.sockets[0].getsockname()[1]
             box["stop"] = asyncio.get_running_loop().create_future()
             box["loop"] = asyncio.get_running_loop()
@@ -78,6 +86,7 @@ def test_helm_test_script(readyz, reply, passes):
         box["loop"].call_soon_threadsafe(box["stop"].set_result, None)
         ws_thread.join(10)
     print(proc.stdout.strip())
-    assert proc.returncode == (0 if passes else 1), proc.stdout + proc.stderr
-    assert box.get("received") == '{"type": "status"}'
+    seen = f"script: {proc.stdout}{proc.stderr}\nserver: {box.get('log')}"
+    assert proc.returncode == (0 if passes else 1), seen
+    assert box.get("received") == '{"type": "status"}', seen
     assert (box["host"], box["origin"]) == ("localhost", "http://localhost")

@@ -502,6 +502,7 @@ async def scenario_worker_kill_under_load(stack: Stack, count: int = 21, rate: f
         task = asyncio.create_task(chatter())
         await asyncio.sleep(1)
         t0 = time.perf_counter()
+        stopped_after = len(sent)
         await stack.stop_worker(victim)
 
         async def handled(client: ChatClient) -> bool:
@@ -530,7 +531,11 @@ async def scenario_worker_kill_under_load(stack: Stack, count: int = 21, rate: f
         # Late is not lost: a worker busy taking over sockets may deliver some seconds late.
         await eventually(delivered, 10, 0.25)
         lost = missing()
-        assert lost == 0, f"clients of the other worker lost {lost} of {len(sent)} messages"
+        gaps = {i: [n for n, text in enumerate(sent) if not any(text in f for f in c.frames)]
+                for i, c in enumerate(others)}
+        assert lost == 0, (f"clients of the other worker lost {lost} of {len(sent)} messages "
+                           f"(the victim stopped after message {stopped_after}; missing, by "
+                           f"client: {gaps})")
         return {"victim_sockets": len(on_victim), "others": len(others), "messages": len(sent),
                 "closed_1012": sum(c.closed.is_set() for c in on_victim),
                 "handled_s": round(handled_s, 2), "collateral_lost": lost}
