@@ -63,7 +63,9 @@ return dead
 
 
 # When this process last failed to reach Redis (monotonic; its heartbeat thread or a peer
-# check), and how long after that peers may still be re-registering (TTL + beat interval).
+# check): a command that failed, took longer than its interval, or found our own key lapsed.
+# A process that could not reach Redis cannot judge its peers: for this long after it (TTL +
+# beat interval) they may still be re-registering.
 _trouble = {"at": 0.0, "grace": 0.0}
 
 
@@ -198,12 +200,15 @@ class Heartbeat:
         value = self.value()
         refreshed = self._client.set(self.key, value, px=self.ttl_ms, xx=True)
         if not refreshed:
+            # Our key lapsed: Redis was away from us (or we stalled) for longer than the TTL,
+            # so our peers' keys may have lapsed with it; they get their grace to beat again.
+            _redis_trouble()
             declared = self._client.eval(_REVIVE, 2, self.key, self.tombstone,
                                          value, self.ttl_ms)
             if declared:
                 logger.error(
                     "heartbeat %s had expired and peers declared this process dead (stalled or "
-                    "cut off); abandoning its connections", self.key,
+                    "cut off); its connections are no longer theirs", self.key,
                 )
                 if self.on_lost is not None and self._loop is not None:
                     self._loop.call_soon_threadsafe(self.on_lost)
@@ -216,11 +221,15 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            started = time.monotonic()
             try:
                 self.beat()
             except Exception as exc:
                 _redis_trouble()
                 logger.warning("heartbeat %s failed: %s", self.key, exc)
+                continue
+            if time.monotonic() - started > self.interval:
+                _redis_trouble()  # the client retried through a failover before it got through
 
 
 @dataclass
@@ -272,7 +281,12 @@ class PeerWatch:
         while True:
             await asyncio.sleep(self.interval)
             try:
+                asked = time.monotonic()
                 missing = await self.missing(self.peers())
+                if time.monotonic() - asked > self.interval:
+                    # The client retried until Redis answered (a failover): the peers could
+                    # not beat meanwhile either.
+                    _redis_trouble()
                 grace = self.grace if self.grace is not None else (
                     _trouble["grace"] or 4 * self.interval)
                 since = max(self._healthy_since, _trouble["at"])

@@ -56,3 +56,41 @@ async def test_peer_watch__waits_after_its_own_redis_failures(redis_single: Loca
     finally:
         await watch.stop()
         await client.aclose()
+
+
+async def test_peer_watch__its_own_key_lapsed__the_peers_get_their_grace(
+    redis_single: LocalRedis,
+) -> None:
+    # A failover longer than the TTL lapses every heartbeat key at once. A process that finds
+    # its own key lapsed could not see Redis either: it must not declare a peer dead before
+    # that peer had time to beat again (the fresh-clone failure of issue 32: every socket of
+    # the fleet closed, or re-homed with its messages lost, after a heartbeat master's SIGKILL).
+    url = redis_single.urls[0]
+    client = aioredis.Redis.from_url(url)
+    peer = "fleet.worker.t!peer"
+    peer_key = heartbeat_key(peer, "t3")
+    await client.set(peer_key, "{}", px=60_000)
+    reported: list[set[str]] = []
+    me = Heartbeat([url], "fleet.iface.t!me", interval=0.2, ttl=0.6, prefix="t3")
+    await me.start()
+    watch = PeerWatch(client, lambda: [peer], reported.append, interval=0.05, grace=1.0,
+                      prefix="t3")
+    watch.start()
+    try:
+        await asyncio.sleep(1.2)  # past the grace after start; the peer is alive
+        await client.delete(me.key)
+        await asyncio.to_thread(me.beat)  # finds its own key lapsed: re-registers
+        await client.delete(peer_key)  # the peer's lapsed too; it beats again 0.5 s later
+        await asyncio.sleep(0.5)
+        assert reported == [], "a peer declared dead right after our own key lapsed"
+        await client.set(peer_key, "{}", px=60_000)
+        await asyncio.sleep(1.0)
+        assert reported == []
+        # Without a lapse of its own, a missing peer is declared after the interval.
+        await client.delete(peer_key)
+        await asyncio.sleep(0.5)
+        assert reported and reported[0] == {peer}
+    finally:
+        await watch.stop()
+        await me.stop()
+        await client.aclose()
