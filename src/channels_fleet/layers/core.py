@@ -289,13 +289,17 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             return
         body = self._serialize(message)
         expires = int((time.time() + self.expiry) * 1000)
-        # One element per LIST: process-local members of one prefix share theirs.
+        # One element per LIST: process-local members of one prefix share theirs. Such a
+        # LIST is the inbox of every channel of a process (a worker's thousands of consumers),
+        # so the room it needs for this element is the capacity of each member it carries it
+        # for: capacity 100 per process made a burst of presence messages while a worker took
+        # over re-homed sockets drop a room's chat message for all of them.
         by_key: dict[str, list[str]] = {}
         for channel in members.decode("ascii").split(","):
             by_key.setdefault(channel_key(self.prefix, channel), []).append(channel)
         futures = [
             state.sender.submit(key, pack_element(expires, names, body),
-                                self.get_capacity(names[0]))
+                                self.get_capacity(names[0]) * len(names))
             for key, names in by_key.items()
         ]
         results = await asyncio.gather(*futures, return_exceptions=True)

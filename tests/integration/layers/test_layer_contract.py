@@ -243,6 +243,26 @@ async def test_group_send__full_members_are_skipped_not_raised(make_layer):
     await no_message(layer, "busy.one")
 
 
+async def test_group_send__a_process_inbox_has_room_for_each_member_it_carries(make_layer):
+    # Every process-local channel of a process shares one LIST: a worker's consumers. Direct
+    # sends fill it to the capacity while the process is busy; a group message for 3 of its
+    # channels still goes in (room: capacity per member), for each of them.
+    layer = make_layer(capacity=2)
+    a, b, c = [await layer.new_channel() for _ in range(3)]
+    for channel in (a, b, c):
+        await layer.group_add("inbox", channel)
+    await layer.send(a, {"n": "direct a"})
+    await layer.send(b, {"n": "direct b"})
+    with pytest.raises(ChannelFull):
+        await layer.send(c, {"n": "direct c"})  # the inbox holds 2: a direct send is refused
+    before = channel_full_count("group_send")
+    await layer.group_send("inbox", {"n": "group"})
+    assert channel_full_count("group_send") == before
+    assert [await layer.receive(a), await layer.receive(a)] == [{"n": "direct a"}, {"n": "group"}]
+    assert [await layer.receive(b), await layer.receive(b)] == [{"n": "direct b"}, {"n": "group"}]
+    assert await layer.receive(c) == {"n": "group"}
+
+
 async def test_flush__removes_messages_and_groups(layer):
     await layer.send("flushed", {"n": 1})
     await layer.group_add("flushed-group", "flushed.member")
