@@ -151,5 +151,9 @@ async def open_idle(url: str, timeout: float = 60) -> IdleSocket:
     _, sock = await asyncio.wait_for(
         loop.create_connection(lambda: IdleSocket(hostport, "/" + path), host, int(port)),
         timeout)
-    await asyncio.wait_for(sock.opened, timeout)
+    try:
+        await asyncio.wait_for(sock.opened, timeout)
+    except TimeoutError:
+        sock._transport.close()  # a client that gives up hangs up: the server frees the socket
+        raise
     return sock
