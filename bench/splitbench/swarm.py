@@ -7,7 +7,8 @@ such process would be the bottleneck the benchmark measures. Each swarm process 
 line, one JSON answer a line:
 
     {"op": "open", "urls": ["ws://127.0.0.1:8001/ws/bcast/"], "count": 5000} -> {"opened": ..}
-    {"op": "storm", "url": ..., "count": 1250, "at": <perf_counter>}      -> {"done": [...]}
+    {"op": "connect", "url": ..., "count": 1250, "at": <perf_counter>,
+     "backoff": {"first": 0.5, "factor": 2, "most": 8}, "back_to_back": true}  -> {"done": [...]}
     {"op": "echo", "url": ..., "clients": 50, "seconds": 5, "rate": 10}    -> {"ms": [...]}
     {"op": "arrivals", "nth": 1, "timeout": 60}                            -> {"times": [...]}
     {"op": "close"}                                                        -> {"closed": N}
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,33 @@ class Held:
         await asyncio.gather(*(one(urls[i % len(urls)]) for i in range(count)))
         return {"opened": count - sum(failed.values()), "failed": dict(failed),
                 "held": self.alive(urls), "seconds": time.perf_counter() - started}
+
+    async def connect(self, url: str, count: int, at: float, backoff: dict[str, float],
+                      timeout: float = 120, back_to_back: bool = False, hold: bool = False
+                      ) -> dict[str, Any]:
+        """``count`` clients connect to ``url`` from ``at`` and echo once, each retrying after a
+        refusal (``served``) until ``timeout``; all at once (a storm) or ``back_to_back`` (a
+        burst). Their sockets are then kept (``hold``: idle sockets that a worker did accept)
+        or closed.
+
+        Returns when each one had its echo (``done``: perf_counter times), how many had none
+        by the deadline, the failures on the way by cause, and the sockets held to ``url``.
+        """
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        failures: Counter[str] = Counter()
+        wait = Backoff(**backoff)
+        results = await started(count, lambda: served(url, at + timeout, wait, failures),
+                                back_to_back)
+        socks = [sock for _, sock in filter(None, results)]
+        if hold:
+            self.by_url.setdefault(url, []).extend(socks)
+        else:
+            for sock in socks:
+                sock.close()
+            await asyncio.sleep(0.2)
+        return {"started": at, "done": [t for t, _ in filter(None, results)],
+                "unfinished": results.count(None), "failures": dict(failures),
+                "held": self.alive([url])}
 
     def alive(self, urls: list[str]) -> int:
         """Sockets still open to ``urls`` (another side's, held too, are not counted)."""
@@ -126,36 +154,55 @@ async def echo_once(sock: IdleSocket, timeout: float) -> None:
         raise ConnectionError(f"close {sock.close_code}" if sock.close_code else "closed")
 
 
-async def storm(url: str, count: int, at: float, timeout: float = 120) -> dict[str, Any]:
-    """``count`` clients connect at ``at`` (all at once) and echo once; one refused or cut
-    tries again after 0.5-1.5 s, as a reconnecting client does, until ``timeout``.
+class Backoff:
+    """A refused client's waits: ``first`` s, times ``factor`` after each try, at most ``most``
+    s; each drawn from 0.5-1.5x that, so the clients refused together do not return together."""
 
-    Returns when each one had its echo (``done``: perf_counter times), and the failures seen
-    on the way (``failures``: by reason), then closes them.
+    def __init__(self, first: float, factor: float, most: float) -> None:
+        self.first, self.factor, self.most = first, factor, most
+
+    def wait(self, tries: int) -> float:
+        return min(self.most, self.first * self.factor ** tries) * random.uniform(0.5, 1.5)
+
+
+def left(deadline: float) -> float:
+    return max(0.1, deadline - time.perf_counter())
+
+
+async def served(url: str, deadline: float, backoff: Backoff, failures: Counter[str]
+                 ) -> tuple[float, IdleSocket] | None:
+    """One client, as a reconnecting client does: connect and echo once; a refused or cut try
+    is counted in ``failures`` by cause and tried again after ``backoff``'s wait.
+
+    Returns when its echo came (perf_counter) and its open socket, or None at ``deadline``.
     """
-    await asyncio.sleep(max(0.0, at - time.perf_counter()))
-    deadline = at + timeout
-    failures: Counter[str] = Counter()
-    socks: list[IdleSocket] = []
+    tries = 0
+    while time.perf_counter() < deadline:
+        sock = None
+        try:
+            sock = await open_idle(url, timeout=left(deadline))
+            await echo_once(sock, left(deadline))
+            return time.perf_counter(), sock
+        except Exception as exc:
+            failures[failure(exc)] += 1
+            if sock is not None:
+                sock.close()  # a cut or silent socket: a real client drops it before retrying
+        await asyncio.sleep(min(backoff.wait(tries), max(0.0, deadline - time.perf_counter())))
+        tries += 1
+    return None
 
-    async def client() -> float | None:
-        while time.perf_counter() < deadline:
-            try:
-                sock = await open_idle(url, timeout=max(0.1, deadline - time.perf_counter()))
-                socks.append(sock)
-                await echo_once(sock, max(0.1, deadline - time.perf_counter()))
-                return time.perf_counter()
-            except Exception as exc:
-                failures[failure(exc)] += 1
-            await asyncio.sleep(random.uniform(0.5, 1.5))
-        return None
 
-    done = await asyncio.gather(*(client() for _ in range(count)))
-    for sock in socks:
-        sock.close()
-    await asyncio.sleep(0.2)
-    return {"started": at, "done": [t for t in done if t is not None],
-            "unfinished": sum(t is None for t in done), "failures": dict(failures)}
+async def started(clients: int, client: Callable[[], Awaitable[Any]], back_to_back: bool
+                  ) -> list[Any]:
+    """Run ``clients`` of ``client`` at once, or ``back_to_back``: each one started as soon as
+    this process has started the one before (its connect is under way), not all in one tick."""
+    if not back_to_back:
+        return await asyncio.gather(*(client() for _ in range(clients)))
+    tasks = []
+    for _ in range(clients):
+        tasks.append(asyncio.ensure_future(client()))
+        await asyncio.sleep(0)  # the new client dials; answers already in are read meanwhile
+    return await asyncio.gather(*tasks)
 
 
 async def echo(url: str, clients: int, seconds: float, rate: float) -> dict[str, Any]:
@@ -200,8 +247,8 @@ async def serve() -> None:
             answer = await held.arrivals(**cmd)
         elif op == "close":
             answer = await held.close()
-        elif op == "storm":
-            answer = await storm(**cmd)
+        elif op == "connect":
+            answer = await held.connect(**cmd)
         elif op == "echo":
             answer = await echo(**cmd)
         else:
