@@ -109,7 +109,7 @@ bench-layer: install ## our layer against channels_redis, same run, same Redis
 bench-rehome: install ## rolling restart of 3 workers under 500 busy sockets: disconnects, hand-over gap
 	$(BIN)/python bench/rehome.py
 
-bench-scale: install ## reconnect storm, sockets per interface, a 20k broadcast: the monolith against ours, same run (~20 min)
+bench-scale: install ## reconnect storm, 10k connect burst, sockets per interface, a 20k broadcast: the monolith against ours, same run (~25 min)
 	$(BIN)/python bench/scale.py
 
 # Container images, built and run with podman (no Docker engine or registry needed).

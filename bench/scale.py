@@ -3,7 +3,7 @@
 Prints one line, then the absolute figures of both sides:
 
     scale: storm5k_ratio=X sockets_per_interface=N broadcast20k_p95_ms=N kb_per_socket_20k=X
-           fd_cap=N growth_refusals=N
+           burst10k_ratio=X fd_cap=N growth_refusals=N
 
 (one line; the first four fields are the targets', the ones after were added since.)
 
@@ -11,11 +11,14 @@ Prints one line, then the absolute figures of both sides:
   connect to the last client accepted and echoed once, ours over the monolith's (one
   interface + one worker against one Daphne; median of the rounds, which alternate). A client
   refused or cut tries again after 0.5-1.5 s, as a reconnecting client does.
+- burst10k_ratio: the same for 10,000 clients that each load client process opens back to
+  back, as fast as it can (a ramp, not one instant); a client refused or cut backs off as a
+  client library does (0.5 s doubling to 8 s, jittered) and tries again. Refusals are counted
+  by cause (``close 1013``, ``HTTP 503``, ``timeout``, ...) for both sides.
 - sockets_per_interface: idle sockets grown on one interface (steps of 2,500) while 50 active
   clients echo at 10 messages/s each; the largest count at which their echo p99 stays
-  <= 100 ms. Each step's sockets connect as clients do, back to back (a refused one backs
-  off, 0.5 s doubling to 8 s, jittered, for at most 60 s; refusals counted by cause) and echo
-  once, so a socket counts only once a worker took it. The steps
+  <= 100 ms. Each step's sockets connect as the burst's do (refused ones back off and retry,
+  for at most 60 s) and echo once, so a socket counts only once a worker took it. The steps
   stop at the process's file-descriptor limit (``fd_cap``: the hard limit, less the process's
   own descriptors and the active clients'): no process can hold more. ``growth_refusals``:
   the refused tries over all of ours' steps.
@@ -32,6 +35,7 @@ Every process started here dies with it.
     make bench-scale                       # the full run (minutes; 2 x 20,000 sockets)
     .venv/bin/python bench/scale.py --quick
     .venv/bin/python bench/scale.py --only storm --storm 5000 --rounds 1   # profiling one part
+    .venv/bin/python bench/scale.py --only burst --burst 10000 --rounds 1
 """
 
 from __future__ import annotations
@@ -59,7 +63,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "splitbench"))
 from swarm import Swarm, split  # noqa: E402
 
 P99_LIMIT_MS = 100.0
-#: A storm's clients give up after this long: a side with clients left is reported as ">120 s".
+#: A storm's or a burst's clients give up after this long: a side with clients left is
+#: reported as ">120 s".
 STORM_TIMEOUT = 120.0
 #: A growth step's clients give up after this long: the step then holds fewer than it aims at.
 STEP_TIMEOUT = 60.0
@@ -270,16 +275,19 @@ def daphne(stack: FleetStack, defaults: bool) -> tuple[ServiceProcess, str]:
     return proc, f"ws://127.0.0.1:{port}"
 
 
-PHASES = ("storm", "growth", "broadcast")
+PHASES = ("storm", "burst", "growth", "broadcast")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/scale.py")
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes: storm 500, growth to 1,000, broadcast 1,000")
+                        help="small sizes: storm 500, burst 500, growth to 1,000, "
+                             "broadcast 1,000")
     parser.add_argument("--only", choices=PHASES, help="run one phase (profiling)")
     parser.add_argument("--storm", type=int, default=5000, help="clients in the storm")
-    parser.add_argument("--rounds", type=int, default=3, help="storm rounds (alternating)")
+    parser.add_argument("--burst", type=int, default=10000, help="clients in the burst")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="storm and burst rounds (alternating)")
     parser.add_argument("--step", type=int, default=2500, help="idle sockets added per step")
     parser.add_argument("--max-sockets", type=int, default=20000, help="last growth step")
     parser.add_argument("--active", type=int, default=50, help="echoing clients")
@@ -292,7 +300,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="the monolith with Daphne's defaults (backlog 50, access log)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.storm, args.rounds, args.step, args.max_sockets = 500, 1, 250, 1000
+        args.storm, args.burst, args.rounds, args.step, args.max_sockets = 500, 500, 1, 250, 1000
         args.broadcast, args.echo_seconds = 1000, 2.0
     return args
 
@@ -326,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
               f"swarm {swarm.pids}", flush=True)
         if "storm" in phases:
             results["storm"] = rush_phase(swarm, sides, args.storm, "storm", args.rounds)
+        if "burst" in phases:
+            results["burst"] = rush_phase(swarm, sides, args.burst, "burst", args.rounds)
         if "growth" in phases:
             results["growth"] = growth_phase(swarm, sides, args, fd_limit)
         if "broadcast" in phases:
@@ -421,6 +431,10 @@ def report(results: dict[str, Any], args: argparse.Namespace, fd_limit: int,
     if "storm" in results:
         field, detail = rush_report("storm", args.storm, results["storm"])
         fields.append(field)
+        lines += detail
+    if "burst" in results:
+        field, detail = rush_report("burst", args.burst, results["burst"])
+        extra.append(field)
         lines += detail
     if "growth" in results:
         first, after, detail = growth_report(results["growth"])
