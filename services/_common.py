@@ -234,17 +234,32 @@ class FreezeSurvivors:
         self.clock = clock or time.monotonic
         self.thawed_at = self.clock()
         self.thawed = False  # until the full collection that walks what was frozen
+        self.walk_started: float | None = None
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         import gc
+        import time
 
-        if phase != "stop" or info["generation"] == 0:
+        if info["generation"] == 0:
             return  # young collections: what they leave is young
+        if phase == "start":
+            if self.thawed and info["generation"] == 2:
+                self.walk_started = time.perf_counter()
+            return
         if self.thawed:
             if info["generation"] < 2:
                 return
             self.thawed = False  # walked: what survived is frozen again
+            if self.walk_started is not None:
+                # The one stall this policy still costs: named, so a latency spike can be
+                # matched to it (the log line's time).
+                logger.info("gc: the full collection after a thaw took %.0f ms, collected %d",
+                            (time.perf_counter() - self.walk_started) * 1000,
+                            info.get("collected", 0))
+                self.walk_started = None
         elif self.clock() - self.thawed_at >= self.thaw_interval:
+            logger.info("gc: thawed %d frozen objects; the next full collection walks them",
+                        gc.get_freeze_count())
             gc.unfreeze()
             self.thawed, self.thawed_at = True, self.clock()
             return
