@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,16 +61,31 @@ def _port_free(port: int) -> bool:
     return True
 
 
+#: Ports this process handed out lately, by when: a port is free until the process it was
+#: picked for binds it, so a second pick in that window could hand it out again (a worker then
+#: exits 3, "port ... is in use"; seen once in a fresh-clone make test).
+_handed_out: dict[int, float] = {}
+_HANDED_OUT_FOR = 600.0
+_handed_out_lock = threading.Lock()
+
+
 def free_ports(count: int, *, with_bus: bool = False) -> list[int]:
-    """Pick ``count`` free loopback ports (and port+10000 for the cluster bus)."""
+    """Pick ``count`` free loopback ports (and port+10000 for the cluster bus), none of them
+    handed out by this process in the last ten minutes."""
     chosen: list[int] = []
     rng = random.Random()
-    while len(chosen) < count:
-        port = rng.randint(20000, 29999)
-        if port in chosen or port in RESERVED_PORTS:
-            continue
-        if _port_free(port) and (not with_bus or _port_free(port + 10000)):
-            chosen.append(port)
+    with _handed_out_lock:
+        now = time.monotonic()
+        for port, at in list(_handed_out.items()):
+            if now - at > _HANDED_OUT_FOR:
+                del _handed_out[port]
+        while len(chosen) < count:
+            port = rng.randint(20000, 29999)
+            if port in chosen or port in RESERVED_PORTS or port in _handed_out:
+                continue
+            if _port_free(port) and (not with_bus or _port_free(port + 10000)):
+                chosen.append(port)
+        _handed_out.update(dict.fromkeys(chosen, now))
     return chosen
 
 

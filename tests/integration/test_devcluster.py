@@ -12,6 +12,13 @@ def test_free_ports__never_the_default_redis_port_and_bus_free():
             sock.bind(("127.0.0.1", port + 10000))
 
 
+def test_free_ports__a_port_is_not_handed_out_twice_before_it_is_bound():
+    # Picked for processes that bind them later: 500 picks of 1 from 10,000 ports would all
+    # but surely (1 - 4e-6) repeat one if the picks did not remember each other.
+    picks = [free_ports(1)[0] for _ in range(500)]
+    assert len(set(picks)) == len(picks)
+
+
 def test_cluster_fixture__three_masters_each_with_a_replica(redis_cluster: LocalRedis):
     assert len(redis_cluster.nodes) == 6
     assert len(redis_cluster.masters_now()) == 3
