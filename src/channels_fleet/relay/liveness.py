@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
+from .polling import stop_requested
 from .room import WorkerRoom
 from .wire import INTERFACE_CHANNELS, heartbeat_key, tombstone_key, workers_key
 
@@ -278,7 +279,7 @@ class PeerWatch:
 
     async def _loop(self) -> None:
         self._healthy_since = time.monotonic()
-        while True:
+        while not stop_requested():
             await asyncio.sleep(self.interval)
             try:
                 asked = time.monotonic()

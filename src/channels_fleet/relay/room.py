@@ -28,6 +28,7 @@ import logging
 import time
 from typing import Any
 
+from .polling import stop_requested
 from .wire import heartbeat_key, workers_key
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class WorkerRoom:
 
     async def keep_reading(self) -> None:
         """Read every ``interval`` until cancelled."""
-        while True:
+        while not stop_requested():
             try:
                 await self.read()
             except asyncio.CancelledError:
