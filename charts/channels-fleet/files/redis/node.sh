@@ -113,6 +113,7 @@ EOF
 
 start() {
   write_config
+  drop_resync_snapshot
   hand_over_if_back_empty
   valkey-server "$CONF" &
   server=$!
@@ -125,6 +126,25 @@ start() {
   done
   kill "$keeper_pid" 2>/dev/null || true
   exit "$status"
+}
+
+# Whether extraConfig turns RDB or AOF persistence on (the chart's own config has it off).
+persistent() {
+  [ -n "${EXTRA_CONFIG:-}" ] && [ -s "$EXTRA_CONFIG" ] &&
+    grep -Eqi '^[[:space:]]*(appendonly[[:space:]]+yes|save[[:space:]]+[^"[:space:]])' "$EXTRA_CONFIG"
+}
+
+# Without persistence a snapshot here is not this node's data: a replica's full resync writes
+# its master's snapshot to disk, and the server would load that stale copy at start; back as a
+# master, it would hand it to its replicas (seen on the local Kubernetes: a master restarted
+# in place loaded a 128 s old dump.rdb of 0 keys and wiped its shard). Gone, the node is back
+# without data, which hand_over_if_back_empty deals with.
+drop_resync_snapshot() {
+  persistent && return 0
+  if [ -e "$DATA_DIR/dump.rdb" ]; then
+    log "persistence is off: removing dump.rdb (a replica resync's copy, not this node's data)"
+    rm -f "$DATA_DIR/dump.rdb"
+  fi
 }
 
 # Back without data (nothing to load) as a master with slots in nodes.conf: the old self's
