@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
 from redis import exceptions as rx
@@ -152,12 +153,15 @@ class Sender:
         now_ms = int(time.time() * 1000)
         calls: list[Call] = []
         for key, items in by_key.items():
-            capacity = items[0].capacity
-            for start in range(0, len(items), MAX_ELEMENTS_PER_CALL):
-                chunk = items[start : start + MAX_ELEMENTS_PER_CALL]
-                args = ("EVALSHA", SEND.sha, 1, key, capacity, self.expiry_ms, now_ms,
-                        *(item.element for item in chunk))
-                calls.append((Op(key, args), chunk))
+            # One call per run of items with the same room: a process's inbox takes direct
+            # sends and group elements, whose capacities differ (core.group_send).
+            for capacity, same in groupby(items, key=lambda item: item.capacity):
+                run = list(same)
+                for start in range(0, len(run), MAX_ELEMENTS_PER_CALL):
+                    chunk = run[start : start + MAX_ELEMENTS_PER_CALL]
+                    args = ("EVALSHA", SEND.sha, 1, key, capacity, self.expiry_ms, now_ms,
+                            *(item.element for item in chunk))
+                    calls.append((Op(key, args), chunk))
         return calls
 
     def _finish(self, queue: _Queue, calls: list[Call]) -> None:

@@ -263,6 +263,23 @@ async def test_group_send__a_process_inbox_has_room_for_each_member_it_carries(m
     assert await layer.receive(c) == {"n": "group"}
 
 
+async def test_group_send__coalesced_elements_keep_their_own_room(make_layer):
+    # Two group messages for one inbox leave in one flush: a room of 1 member (room 2, the
+    # inbox holds 2: refused) and a room of 3 (room 6: taken). One capacity for the whole
+    # flush (the first element's) refused both.
+    layer = make_layer(capacity=2)
+    a, b, c = [await layer.new_channel() for _ in range(3)]
+    await layer.group_add("one", a)
+    for channel in (a, b, c):
+        await layer.group_add("three", channel)
+    await layer.send(a, {"n": "direct a"})
+    await layer.send(b, {"n": "direct b"})
+    await asyncio.gather(layer.group_send("one", {"n": "one"}),
+                         layer.group_send("three", {"n": "three"}))
+    assert await layer.receive(c) == {"n": "three"}
+    assert [await layer.receive(b), await layer.receive(b)] == [{"n": "direct b"}, {"n": "three"}]
+
+
 async def test_flush__removes_messages_and_groups(layer):
     await layer.send("flushed", {"n": 1})
     await layer.group_add("flushed-group", "flushed.member")
