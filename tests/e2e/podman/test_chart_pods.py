@@ -189,7 +189,16 @@ async def test_chart_pods__every_scenario(stack):
     """One stack for every scenario (starting pods is the slow part)."""
     for scenario in scenarios.ALL:
         t0 = time.perf_counter()
-        result = await scenario(stack)
+        try:
+            result = await scenario(stack)
+        except BaseException:
+            # What the live app pods said (stopped ones are removed, as the kubelet does): a loss
+            # is then told apart from a drop, a re-home or a declared-dead interface afterwards.
+            runner = stack.runner
+            for pod in [*runner.alive("interface"), *runner.alive("worker")]:
+                tail = "\n".join(pod.logs().splitlines()[-40:])
+                print(f"--- {pod.name}:\n{tail}")
+            raise
         print(f"{scenario.__name__}: {result} ({time.perf_counter() - t0:.1f} s)")
     # Every pod stopped on the way (scale-in, worker loss, rollout) drained within its grace
     # period: none needed SIGKILL.
