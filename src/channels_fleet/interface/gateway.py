@@ -67,12 +67,15 @@ class Gateway:
             wire.CLAIM: self._on_claim, wire.SEND: self._on_send, wire.END: self._on_end,
             wire.RELEASE: self._on_release, wire.REHOME: self.rehoming.on_rehome,
             wire.RETURN: self.rehoming.on_return, wire.ACK: AckHandler(self.claims.current),
+            wire.CAUGHT_UP: self._on_caught_up,
         })
         self.limits = ClientLimit(settings.max_connections_per_client)
         self.proxies = TrustedProxies(settings.forwarded_allow_ips)
         self._ids = itertools.count(1)
         self._id_prefix = ""
         self._started = asyncio.Event()
+        self._lost_marks = itertools.count(1)
+        self._lost_mark: int | None = None  # declared dead: the mark to act on, once
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -378,8 +381,24 @@ class Gateway:
 
     def _declared_dead(self) -> None:
         """Our heartbeat lapsed (a stall: CPU starvation, a pause, a partition) and the owners
-        dropped our connections: to us they are dead owners. The sockets are still open here,
-        so they are re-homed as for an owner that died; what cannot be is closed 1012."""
+        dropped our connections: to us they are dead owners. Their last ACKs may be waiting in
+        our channel (sent while we stalled): a mark sent through it comes back after them, so
+        what the apps handled is not replayed. Should it not come back, the TTL acts for it."""
+        mark = self._lost_mark = next(self._lost_marks)
+        self.relay.post(self.relay.channel, [wire.CAUGHT_UP, "", mark], control=True)
+        asyncio.get_running_loop().call_later(
+            self.settings.heartbeat_ttl, self._rehome_all_lost, mark)
+
+    async def _on_caught_up(self, _: str, mark: int, sender: str) -> None:
+        if sender == self.relay.channel:
+            self._rehome_all_lost(mark)
+
+    def _rehome_all_lost(self, mark: int) -> None:
+        """The sockets are still open here, so they are re-homed as for an owner that died;
+        what cannot be is closed 1012."""
+        if mark != self._lost_mark:
+            return  # acted on already
+        self._lost_mark = None
         owners = self._owners()
         for conn in list(self.conns.values()):
             if conn.state is FINISHED:

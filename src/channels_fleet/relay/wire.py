@@ -87,6 +87,9 @@ RETURN = "return"  # payload: list of events the worker took for it and did not 
 ACK = "ack"
 # interface -> worker, answering REHOME:
 FENCE = "fence"  # payload: None; nothing more comes for this connection: RETURN what you hold
+# A process to itself, through its own channel: payload a number; every item that was waiting
+# for it when it sent this one has been handled.
+CAUGHT_UP = "caught-up"
 
 SCOPE_KEYS = (
     "type",
@@ -213,6 +216,7 @@ class WireError(ValueError):
 _ITEM_PAYLOADS: dict[str, tuple[type, ...]] = {
     EVENT: (dict,), GONE: (int,), CLAIM: (str,), SEND: (dict,), END: (type(None),),
     RELEASE: (int,), REHOME: (str,), RETURN: (list,), FENCE: (type(None),), ACK: (list,),
+    CAUGHT_UP: (int,),
 }
 
 

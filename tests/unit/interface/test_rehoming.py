@@ -118,6 +118,29 @@ async def test_interface_declared_dead__rehomed_to_its_only_worker_with_frames_s
     await client.close()
 
 
+async def test_interface_declared_dead__a_frame_acknowledged_while_it_stalled_is_not_replayed(
+    fleet,
+) -> None:
+    # The owner's ACK of a frame waits in the gateway's channel while the gateway stalls.
+    # Awake, the gateway takes what waits there before it re-homes: the frame is not handled
+    # (and echoed) twice. (Seen on a fresh clone: a SIGSTOP right after an echo.)
+    host = await fleet.add_host()
+    client = await connected(fleet)
+    conn = next(iter(fleet.gateway.conns.values()))
+    fleet.layer.hold(fleet.gateway.side.channel)  # the stall: its channel is not read
+    client.send_text("once")
+    await asyncio.sleep(host.acks.delay * 2)  # echoed and acknowledged, both waiting
+    fleet.world.declare_dead(fleet.gateway.side.channel)
+    fleet.gateway.side.liveness.come_back()
+    await fleet.layer.release(fleet.gateway.side.channel)
+    assert await client.texts(1) == [f"{host.side.channel}:once"]
+    await wait_for(lambda: conn.state is OWNED and conn.claims == 2)
+    client.send_text("after")
+    assert await client.texts(1) == [f"{host.side.channel}:after"]
+    assert [e.get("text") for e in fleet.app.seen()] == [None, "after"]  # connect, no replay
+    await client.close()
+
+
 async def test_interface_declared_dead__the_old_app_instances_late_end_does_not_close_the_socket(
     fleet,
 ) -> None:
