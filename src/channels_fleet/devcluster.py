@@ -61,32 +61,50 @@ def _port_free(port: int) -> bool:
     return True
 
 
-#: Ports this process handed out lately, by when: a port is free until the process it was
-#: picked for binds it, so a second pick in that window could hand it out again (a worker then
-#: exits 3, "port ... is in use"; seen once in a fresh-clone make test).
-_handed_out: dict[int, float] = {}
-_HANDED_OUT_FOR = 600.0
-_handed_out_lock = threading.Lock()
+#: Ports handed out lately, one file each, for every process on this machine: a port is free
+#: until the process it was picked for binds it, so a second pick in that window (by this
+#: process, or by ``channels-fleet dev`` picking its private ports while the test that picked
+#: its ``--port`` starts it) could hand it out again; the loser exits 3, "port ... is in use".
+#: A fixed directory, not TMPDIR: the processes that must see each other's picks may differ in it.
+PICKED_PORTS_DIR = Path("/tmp/channels-fleet-ports")
+_PICKED_FOR = 600.0
+_pick_lock = threading.Lock()
+
+
+def _claim(port: int) -> bool:
+    """Claim ``port`` machine-wide for ten minutes; False if another pick holds it."""
+    mark = PICKED_PORTS_DIR / str(port)
+    try:
+        os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        return True
+    except FileExistsError:
+        try:
+            if time.time() - mark.stat().st_mtime < _PICKED_FOR:
+                return False
+            os.utime(mark)  # a stale claim: taken over
+            return True
+        except FileNotFoundError:
+            return _claim(port)
 
 
 def free_ports(count: int, *, with_bus: bool = False) -> list[int]:
     """Pick ``count`` free loopback ports (and port+10000 for the cluster bus), none of them
-    handed out by this process in the last ten minutes."""
+    picked by any process on this machine in the last ten minutes."""
+    PICKED_PORTS_DIR.mkdir(mode=0o1777, exist_ok=True)
     chosen: list[int] = []
     rng = random.Random()
-    with _handed_out_lock:
-        now = time.monotonic()
-        for port, at in list(_handed_out.items()):
-            if now - at > _HANDED_OUT_FOR:
-                del _handed_out[port]
-        while len(chosen) < count:
+    with _pick_lock:
+        for _ in range(100_000):
+            if len(chosen) == count:
+                return chosen
             port = rng.randint(20000, 29999)
-            if port in chosen or port in RESERVED_PORTS or port in _handed_out:
+            if port in chosen or port in RESERVED_PORTS:
                 continue
-            if _port_free(port) and (not with_bus or _port_free(port + 10000)):
+            if (_port_free(port) and (not with_bus or _port_free(port + 10000))
+                    and _claim(port)):
                 chosen.append(port)
-        _handed_out.update(dict.fromkeys(chosen, now))
-    return chosen
+    raise DevClusterError(f"found {len(chosen)} of {count} free loopback ports in 20000-29999 "
+                          f"(picks of the last ten minutes are in {PICKED_PORTS_DIR})")
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

@@ -1,4 +1,6 @@
 import socket
+import subprocess
+import sys
 
 from channels_fleet.devcluster import LocalRedis, free_ports
 
@@ -17,6 +19,18 @@ def test_free_ports__a_port_is_not_handed_out_twice_before_it_is_bound():
     # but surely (1 - 4e-6) repeat one if the picks did not remember each other.
     picks = [free_ports(1)[0] for _ in range(500)]
     assert len(set(picks)) == len(picks)
+
+
+def test_free_ports__another_process_never_gets_a_port_picked_here():
+    # `channels-fleet dev` picks its private ports while the test that picked its --port starts
+    # it: 200 picks there and 300 here from 10,000 ports would all but surely share one.
+    here = set(free_ports(300))
+    there = subprocess.run(
+        [sys.executable, "-c",
+         "from channels_fleet.devcluster import free_ports; print(*free_ports(200))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert len(there) == 200
+    assert here.isdisjoint(int(port) for port in there)
 
 
 def test_cluster_fixture__three_masters_each_with_a_replica(redis_cluster: LocalRedis):
