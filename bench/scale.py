@@ -21,7 +21,10 @@ Prints one line, then the absolute figures of both sides:
   for at most 60 s) and echo once, so a socket counts only once a worker took it. The steps
   stop at the process's file-descriptor limit (``fd_cap``: the hard limit, less the process's
   own descriptors and the active clients'): no process can hold more. ``growth_refusals``:
-  the refused tries over all of ours' steps.
+  the refused tries over all of ours' steps. Each step's line also says where an echo's
+  time could have gone in its window: the machine's idle CPU, our interface's and worker's
+  event-loop stalls over 100 ms, how late the load client's own loop ran, and the machine's
+  TCP retransmits.
 - broadcast20k_p95_ms: one group_send to 20,000 sockets over 2 interfaces and 2 workers, p95 of
   (arrival - send), arrival stamped when the frame's bytes reach the client process; median of
   the repeats. The monolith's figure beside it: 2 Daphne processes (one cannot hold 20,000
@@ -45,10 +48,12 @@ import asyncio
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -96,6 +101,38 @@ def settle(pids: list[int], timeout: float = 60) -> None:
         time.sleep(0.5)
         if cpu_seconds(pids) - before < 0.03 * len(pids):
             return
+
+
+#: An event-loop tick this late is a stall that alone would put an echo over the p99 limit.
+STALL_SECONDS = 0.1
+
+
+def loop_stalls(metrics_ports: list[int]) -> list[int]:
+    """Per process, how many of its event-loop lag probes (every 0.25 s) so far ran more
+    than ``STALL_SECONDS`` late (``channels_fleet_event_loop_lag_seconds``)."""
+    counts = []
+    for port in metrics_ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        buckets = dict(re.findall(
+            r'^channels_fleet_event_loop_lag_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$',
+            text, re.M))
+        counts.append(round(float(buckets["+Inf"]) - float(buckets[str(STALL_SECONDS)])))
+    return counts
+
+
+def cpu_idle() -> tuple[float, float]:
+    """This machine's idle and total CPU time so far (``/proc/stat``, in ticks)."""
+    ticks = [float(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)  # idle + iowait
+
+
+def tcp_retransmits() -> int:
+    """TCP segments this machine retransmitted so far (``/proc/net/snmp``): on loopback, a
+    retransmit waits out the RTO (200 ms at least), whoever's socket it was."""
+    names, values = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+                     if line.startswith("Tcp:")]
+    return int(values[names.index("RetransSegs")])
 
 
 def open_fds(pid: int) -> int:
@@ -164,7 +201,9 @@ def echo_p99(swarm: Swarm, url: str, clients: int, seconds: float, rate: float
     ms = sorted(answer["ms"])
     return {"p50_ms": statistics.median(ms) if ms else math.inf,
             "p99_ms": ms[int(len(ms) * 0.99)] if ms else math.inf,
-            "samples": len(ms), "errors": answer["errors"]}
+            "samples": len(ms), "errors": answer["errors"],
+            "client_stalls": answer["client_stalls"],
+            "client_max_late_ms": answer["client_max_late_ms"]}
 
 
 def growth_steps(step: int, most: int, fd_cap: int) -> list[int]:
@@ -182,9 +221,14 @@ def grow(swarm: Swarm, url: str, count: int) -> dict[str, Any]:
 
 
 def growth_phase(swarm: Swarm, sides: dict[str, tuple[str, list[int]]], args: argparse.Namespace,
-                 fd_limit: int) -> dict[str, Any]:
+                 fd_limit: int, metrics_ports: dict[str, list[int]]) -> dict[str, Any]:
     """Idle sockets grown side by side (the sides alternate at each step) with the active
-    clients' echo p99 measured at each; a side stops at its first step over the limit."""
+    clients' echo p99 measured at each; a side stops at its first step over the limit.
+
+    Beside each echo window: the machine's idle CPU and TCP retransmits in it, the load
+    client's own lateness and, for a side with ``metrics_ports``, how many event-loop stalls
+    (> ``STALL_SECONDS``) each process had in it: a p99 over the limit is told from a stalled
+    server, a late client, a busy machine or a lost segment."""
     out: dict[str, Any] = {}
     for name, (_, pids) in sides.items():
         fd_cap = fd_limit - open_fds(pids[0]) - args.active - FD_MARGIN
@@ -200,14 +244,26 @@ def growth_phase(swarm: Swarm, sides: dict[str, tuple[str, list[int]]], args: ar
             opened = grow(swarm, url, target - side["held"])
             side["held"] = opened["held"]
             settle(pids)
+            ports = metrics_ports.get(name, [])
+            stalls_before, (idle_before, total_before) = loop_stalls(ports), cpu_idle()
+            retransmits_before = tcp_retransmits()
             echo = echo_p99(swarm, url, args.active, args.echo_seconds, args.rate)
+            retransmits = tcp_retransmits() - retransmits_before
+            idle_after, total_after = cpu_idle()
+            idle = (idle_after - idle_before) / max(total_after - total_before, 1)
+            stalls = [b - a for a, b in zip(stalls_before, loop_stalls(ports), strict=True)]
             rss = rss_kb(pids[0])
             side["steps"].append({"sockets": side["held"], **echo, "rss_kb": rss,
                                   "refusals": opened["refusals"],
-                                  "unfinished": opened["unfinished"]})
+                                  "unfinished": opened["unfinished"],
+                                  "cpu_idle": round(idle, 2), "loop_stalls": stalls,
+                                  "tcp_retransmits": retransmits})
             ok = echo["p99_ms"] <= P99_LIMIT_MS and side["held"] >= target
-            print(f"  {name} {side['held']} idle: echo p99 {echo['p99_ms']:.1f} ms; refusals "
-                  f"{refusals(opened['refusals'])}, unfinished {opened['unfinished']}", flush=True)
+            stalled = f", loop stalls {stalls}" if ports else ""
+            print(f"  {name} {side['held']} idle: echo p99 {echo['p99_ms']:.1f} ms (machine "
+                  f"{idle:.0%} idle{stalled}, client late up to {echo['client_max_late_ms']:.0f} "
+                  f"ms, {retransmits} TCP retransmits); refusals {refusals(opened['refusals'])}, "
+                  f"unfinished {opened['unfinished']}", flush=True)
             if ok:
                 side["best"] = side["held"]
                 side["kb_per_socket"] = (rss - side["rss_kb_0"]) / max(side["held"], 1)
@@ -337,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         if "burst" in phases:
             results["burst"] = rush_phase(swarm, sides, args.burst, "burst", args.rounds)
         if "growth" in phases:
-            results["growth"] = growth_phase(swarm, sides, args, fd_limit)
+            results["growth"] = growth_phase(
+                swarm, sides, args, fd_limit,
+                {"ours": [iface.metrics_port, worker.metrics_port]})
         if "broadcast" in phases:
             mono2, mono2_url = daphne(stack, args.daphne_defaults)
             iface2 = stack.interface(wait=False, BENCH_LAYER="fleet")

@@ -9,7 +9,8 @@ line, one JSON answer a line:
     {"op": "open", "urls": ["ws://127.0.0.1:8001/ws/bcast/"], "count": 5000} -> {"opened": ..}
     {"op": "connect", "url": ..., "count": 1250, "at": <perf_counter>,
      "backoff": {"first": 0.5, "factor": 2, "most": 8}, "back_to_back": true}  -> {"done": [...]}
-    {"op": "echo", "url": ..., "clients": 50, "seconds": 5, "rate": 10}    -> {"ms": [...]}
+    {"op": "echo", "url": ..., "clients": 50, "seconds": 5, "rate": 10}    -> {"ms": [...],
+                                                    "client_stalls": N, "client_max_late_ms": X}
     {"op": "arrivals", "nth": 1, "timeout": 60}                            -> {"times": [...]}
     {"op": "close"}                                                        -> {"closed": N}
 
@@ -225,11 +226,23 @@ async def echo(url: str, clients: int, seconds: float, rate: float) -> dict[str,
             samples.append((time.perf_counter() - start) * 1000)
             await asyncio.sleep(max(0.0, 1 / rate - (time.perf_counter() - start)))
 
-    await asyncio.gather(*(paced(s, i / clients / rate) for i, s in enumerate(socks)))
+    # This process's own stalls in the window: an echo late because the client was late is
+    # no server's doing (a tick every 10 ms; how late the longest ran, how many > 100 ms).
+    lateness: list[float] = []
+
+    async def ticks() -> None:
+        while time.perf_counter() < until:
+            due = time.perf_counter() + 0.01
+            await asyncio.sleep(0.01)
+            lateness.append(time.perf_counter() - due)
+
+    await asyncio.gather(ticks(), *(paced(s, i / clients / rate) for i, s in enumerate(socks)))
     for sock in socks:
         sock.close()
     await asyncio.sleep(0.1)
-    return {"ms": samples, "errors": dict(errors)}
+    return {"ms": samples, "errors": dict(errors),
+            "client_stalls": sum(late > 0.1 for late in lateness),
+            "client_max_late_ms": round(max(lateness, default=0.0) * 1000, 1)}
 
 
 async def serve() -> None:
