@@ -48,12 +48,10 @@ import asyncio
 import json
 import math
 import os
-import re
 import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -66,6 +64,9 @@ from channels_fleet.interface.settings import InterfaceSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "splitbench"))
 from swarm import Swarm, split  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from support.scrape import metric  # noqa: E402  (the tests' /metrics reader)
 
 P99_LIMIT_MS = 100.0
 #: A storm's or a burst's clients give up after this long: a side with clients left is
@@ -107,18 +108,13 @@ def settle(pids: list[int], timeout: float = 60) -> None:
 STALL_SECONDS = 0.1
 
 
-def loop_stalls(metrics_ports: list[int]) -> list[int]:
-    """Per process, how many of its event-loop lag probes (every 0.25 s) so far ran more
-    than ``STALL_SECONDS`` late (``channels_fleet_event_loop_lag_seconds``)."""
-    counts = []
-    for port in metrics_ports:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-            text = resp.read().decode()
-        buckets = dict(re.findall(
-            r'^channels_fleet_event_loop_lag_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$',
-            text, re.M))
-        counts.append(round(float(buckets["+Inf"]) - float(buckets[str(STALL_SECONDS)])))
-    return counts
+def loop_stalls(procs: dict[str, ServiceProcess]) -> list[int]:
+    """Per process (by its ``component`` label), how many of its event-loop lag probes (every
+    0.25 s) so far ran more than ``STALL_SECONDS`` late."""
+    lag = "channels_fleet_event_loop_lag_seconds"
+    return [round(metric(proc, f"{lag}_count")
+                  - metric(proc, f"{lag}_bucket", component=component, le=str(STALL_SECONDS)))
+            for component, proc in procs.items()]
 
 
 def cpu_idle() -> tuple[float, float]:
@@ -221,12 +217,12 @@ def grow(swarm: Swarm, url: str, count: int) -> dict[str, Any]:
 
 
 def growth_phase(swarm: Swarm, sides: dict[str, tuple[str, list[int]]], args: argparse.Namespace,
-                 fd_limit: int, metrics_ports: dict[str, list[int]]) -> dict[str, Any]:
+                 fd_limit: int, watched: dict[str, dict[str, ServiceProcess]]) -> dict[str, Any]:
     """Idle sockets grown side by side (the sides alternate at each step) with the active
     clients' echo p99 measured at each; a side stops at its first step over the limit.
 
     Beside each echo window: the machine's idle CPU and TCP retransmits in it, the load
-    client's own lateness and, for a side with ``metrics_ports``, how many event-loop stalls
+    client's own lateness and, for a side with ``watched`` processes, how many event-loop stalls
     (> ``STALL_SECONDS``) each process had in it: a p99 over the limit is told from a stalled
     server, a late client, a busy machine or a lost segment."""
     out: dict[str, Any] = {}
@@ -244,14 +240,14 @@ def growth_phase(swarm: Swarm, sides: dict[str, tuple[str, list[int]]], args: ar
             opened = grow(swarm, url, target - side["held"])
             side["held"] = opened["held"]
             settle(pids)
-            ports = metrics_ports.get(name, [])
-            stalls_before, (idle_before, total_before) = loop_stalls(ports), cpu_idle()
+            procs = watched.get(name, {})
+            stalls_before, (idle_before, total_before) = loop_stalls(procs), cpu_idle()
             retransmits_before = tcp_retransmits()
             echo = echo_p99(swarm, url, args.active, args.echo_seconds, args.rate)
             retransmits = tcp_retransmits() - retransmits_before
             idle_after, total_after = cpu_idle()
             idle = (idle_after - idle_before) / max(total_after - total_before, 1)
-            stalls = [b - a for a, b in zip(stalls_before, loop_stalls(ports), strict=True)]
+            stalls = [b - a for a, b in zip(stalls_before, loop_stalls(procs), strict=True)]
             rss = rss_kb(pids[0])
             side["steps"].append({"sockets": side["held"], **echo, "rss_kb": rss,
                                   "refusals": opened["refusals"],
@@ -259,7 +255,7 @@ def growth_phase(swarm: Swarm, sides: dict[str, tuple[str, list[int]]], args: ar
                                   "cpu_idle": round(idle, 2), "loop_stalls": stalls,
                                   "tcp_retransmits": retransmits})
             ok = echo["p99_ms"] <= P99_LIMIT_MS and side["held"] >= target
-            stalled = f", loop stalls {stalls}" if ports else ""
+            stalled = f", loop stalls {stalls}" if procs else ""
             print(f"  {name} {side['held']} idle: echo p99 {echo['p99_ms']:.1f} ms (machine "
                   f"{idle:.0%} idle{stalled}, client late up to {echo['client_max_late_ms']:.0f} "
                   f"ms, {retransmits} TCP retransmits); refusals {refusals(opened['refusals'])}, "
@@ -395,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         if "growth" in phases:
             results["growth"] = growth_phase(
                 swarm, sides, args, fd_limit,
-                {"ours": [iface.metrics_port, worker.metrics_port]})
+                {"ours": {"interface": iface, "worker": worker}})
         if "broadcast" in phases:
             mono2, mono2_url = daphne(stack, args.daphne_defaults)
             iface2 = stack.interface(wait=False, BENCH_LAYER="fleet")
