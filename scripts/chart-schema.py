@@ -71,6 +71,7 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "*.autoscaling.targetCPUUtilizationPercentage": COUNT,
     "interface.autoscaling.targetConnectionsPerPod": COUNT,
     "worker.autoscaling.mode": {"type": "string", "enum": ["hpa", "keda"]},
+    "redis.cluster.antiAffinity": {"type": "string", "enum": ["hard", "soft"]},
     # A share of the workers' room (1 = full), and seconds: both above 0.
     "worker.autoscaling.targetSaturation": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
     "worker.autoscaling.burstQueueAge": {"type": "number", "exclusiveMinimum": 0},

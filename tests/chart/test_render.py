@@ -59,7 +59,8 @@ def everything():
 def test_defaults_render_a_whole_stack(defaults):
     assert set(deployments(defaults)) == set(COMPONENTS)
     assert {s["metadata"]["name"] for s in find(defaults, "StatefulSet")} == {
-        "fleet-channels-fleet-redis", "fleet-channels-fleet-postgresql"}
+        *(f"fleet-channels-fleet-redis-shard-{n}" for n in range(3)),
+        "fleet-channels-fleet-postgresql"}
     (job,) = find(defaults, "Job")
     assert job["metadata"]["name"] == "fleet-channels-fleet-migrate-1"
     assert {s["metadata"]["name"] for s in find(defaults, "Service")} == {
@@ -67,7 +68,7 @@ def test_defaults_render_a_whole_stack(defaults):
         "fleet-channels-fleet-interface-metrics", "fleet-channels-fleet-worker-metrics",
         "fleet-channels-fleet-web-metrics", "fleet-channels-fleet-redis",
         "fleet-channels-fleet-redis-headless", "fleet-channels-fleet-postgresql"}
-    assert len(find(defaults, "PodDisruptionBudget")) == 4
+    assert len(find(defaults, "PodDisruptionBudget")) == 3 + 3  # a Redis budget per shard
     # Optional objects stay off by default.
     for kind in ("Ingress", "HTTPRoute", "NetworkPolicy", "HorizontalPodAutoscaler",
                  "ServiceMonitor", "PrometheusRule"):
@@ -278,7 +279,7 @@ def test_checksums_roll_the_pods_that_read_a_changed_secret_or_config(defaults):
     for kind, name in [("Deployment", "fleet-channels-fleet-interface"),
                        ("Deployment", "fleet-channels-fleet-worker"),
                        ("Deployment", "fleet-channels-fleet-web"),
-                       ("StatefulSet", "fleet-channels-fleet-redis"),
+                       ("StatefulSet", "fleet-channels-fleet-redis-shard-0"),
                        ("StatefulSet", "fleet-channels-fleet-postgresql")]:
         assert _checksums(defaults, kind, name), name
     a = render(sets=("database.external.url=postgres://u:p@db:5432/a",
@@ -294,9 +295,10 @@ def test_checksums_roll_the_pods_that_read_a_changed_secret_or_config(defaults):
     assert "checksum/database-secret" not in _checksums(a, "Deployment",
                                                         "fleet-channels-fleet-interface")
     c = render(sets=("redis.extraConfig=appendonly yes",))
-    assert (_checksums(c, "StatefulSet", "fleet-channels-fleet-redis")["checksum/redis-configmap"]
-            != _checksums(defaults, "StatefulSet",
-                          "fleet-channels-fleet-redis")["checksum/redis-configmap"])
+    assert (_checksums(c, "StatefulSet", "fleet-channels-fleet-redis-shard-0")[
+        "checksum/redis-configmap"] != _checksums(defaults, "StatefulSet",
+                                                  "fleet-channels-fleet-redis-shard-0")[
+        "checksum/redis-configmap"])
 
 
 # --- Redis --------------------------------------------------------------------------------------
@@ -307,8 +309,8 @@ def _worker_env(docs):
 
 
 def test_built_in_redis_cluster(defaults):
-    sts = one(defaults, "StatefulSet", "fleet-channels-fleet-redis")
-    assert sts["spec"]["replicas"] == 6
+    sts = one(defaults, "StatefulSet", "fleet-channels-fleet-redis-shard-1")
+    assert sts["spec"]["replicas"] == 2
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
     assert sts["spec"]["serviceName"] == "fleet-channels-fleet-redis-headless"
     pod = sts["spec"]["template"]["spec"]
@@ -316,6 +318,8 @@ def test_built_in_redis_cluster(defaults):
     assert valkey["command"] == ["sh", "/scripts/node.sh", "start"]
     env = env_of(valkey)
     assert (env["MASTERS"]["value"], env["REPLICAS_PER_MASTER"]["value"]) == ("3", "1")
+    assert (env["SHARD"]["value"], env["SHARD_PREFIX"]["value"]) == (
+        "1", "fleet-channels-fleet-redis-shard-")
     assert env["PEER_DOMAIN"]["value"] == "fleet-channels-fleet-redis-headless.chat.svc"
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
@@ -331,9 +335,43 @@ def test_built_in_redis_cluster(defaults):
     assert script == (SOURCE_CHART / "files/redis/node.sh").read_text().rstrip("\n")
 
 
+def test_redis_shards_pods_never_share_a_node_and_spread_over_zones(defaults):
+    for shard in range(3):
+        sts = one(defaults, "StatefulSet", f"fleet-channels-fleet-redis-shard-{shard}")
+        own = {**sts["spec"]["selector"]["matchLabels"]}
+        assert own["channels-fleet.io/shard"] == str(shard)
+        assert sts["spec"]["template"]["metadata"]["labels"].items() >= own.items()
+        pod = sts["spec"]["template"]["spec"]
+        anti = pod["affinity"]["podAntiAffinity"]
+        (term,) = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term == {"topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": own}}
+        zone, hosts = pod["topologySpreadConstraints"]
+        assert (zone["topologyKey"], zone["labelSelector"]["matchLabels"]) == (
+            "topology.kubernetes.io/zone", own)
+        assert hosts["topologyKey"] == "kubernetes.io/hostname"
+        pdb = one(defaults, "PodDisruptionBudget", f"fleet-channels-fleet-redis-shard-{shard}")
+        assert pdb["spec"]["selector"]["matchLabels"] == own
+
+
+def test_redis_soft_anti_affinity_keeps_the_users_terms():
+    docs = render(sets=("redis.cluster.antiAffinity=soft",
+                        "redis.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                        ".nodeSelectorTerms[0].matchExpressions[0].key=pool",
+                        "redis.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                        ".nodeSelectorTerms[0].matchExpressions[0].operator=Exists"))
+    pod = one(docs, "StatefulSet", "fleet-channels-fleet-redis-shard-0")["spec"]["template"]["spec"]
+    anti = pod["affinity"]["podAntiAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti
+    (preferred,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred["podAffinityTerm"]["labelSelector"]["matchLabels"][
+        "channels-fleet.io/shard"] == "0"
+    assert pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+
+
 def test_small_install_runs_one_master():
     docs = render(SMALL)
-    sts = one(docs, "StatefulSet", "fleet-channels-fleet-redis")
+    sts = one(docs, "StatefulSet", "fleet-channels-fleet-redis-shard-0")
     assert sts["spec"]["replicas"] == 1
     env = env_of(sts["spec"]["template"]["spec"]["containers"][0])
     assert (env["MASTERS"]["value"], env["REPLICAS_PER_MASTER"]["value"]) == ("1", "0")
@@ -361,7 +399,7 @@ def test_redis_password_from_an_existing_secret(everything):
 
 
 def test_redis_persistence_and_exporter(everything):
-    sts = one(everything, "StatefulSet", "fleet-channels-fleet-redis")
+    sts = one(everything, "StatefulSet", "fleet-channels-fleet-redis-shard-0")
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     assert claim["spec"]["storageClassName"] == ""  # "-": none, for pre-bound volumes
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
@@ -388,7 +426,7 @@ def test_external_redis_url_goes_through_a_secret():
     assert secret_value(docs, "fleet-channels-fleet-redis", "redis-url") == (
         "rediss://:p@cache.example:6379")
     assert "redis-password" not in one(docs, "Secret", "fleet-channels-fleet-redis")["data"]
-    assert not find(docs, "StatefulSet", "fleet-channels-fleet-redis")
+    assert not [s for s in find(docs, "StatefulSet") if "redis" in s["metadata"]["name"]]
 
 
 # --- database and migrations -------------------------------------------------------------------
@@ -731,8 +769,9 @@ def test_dashboard_configmap_for_the_grafana_sidecar(everything):
 def test_labels_and_selectors(defaults):
     for dep in find(defaults, "Deployment") + find(defaults, "StatefulSet"):
         sel = dep["spec"]["selector"]["matchLabels"]
+        shard = {"channels-fleet.io/shard"} if "redis" in dep["metadata"]["name"] else set()
         assert set(sel) == {"app.kubernetes.io/name", "app.kubernetes.io/instance",
-                            "app.kubernetes.io/component"}
+                            "app.kubernetes.io/component", *shard}
         assert sel.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     for obj in defaults:
         labels = obj["metadata"]["labels"]
@@ -767,9 +806,10 @@ def test_notes_render_with_ready_to_paste_commands(values):
 def test_notes_name_the_rendered_redis_and_migrate_objects():
     result = helm("install", "fleet", str(SOURCE_CHART), "-n", "chat", "--dry-run=client")
     notes = result.stdout.split("NOTES:", 1)[1]
-    assert "statefulset/fleet-channels-fleet-redis " in notes
+    assert "get statefulsets -l app.kubernetes.io/component=redis" in notes
+    assert "each shard needs 2 nodes" in notes
     assert "job/fleet-channels-fleet-migrate-1" in notes
-    assert "exec fleet-channels-fleet-redis-0 -c valkey" in notes
+    assert "exec fleet-channels-fleet-redis-shard-0-0 -c valkey" in notes
 
 
 def test_kind_e2e_values_render_and_match_the_kind_port_mappings():

@@ -21,7 +21,8 @@ Names: chart name, full name (release-chart), cut to 63 characters (the DNS labe
 {{/*
 Name of one component's resources: fullname-component, the component suffix always kept, at most
 .max characters (63, a DNS label). A StatefulSet's name goes into its pods' controller-revision-hash
-label (name-hash, 63 at most), so the Redis and PostgreSQL names stop at 52.
+label (name-hash, 63 at most), so the PostgreSQL name stops at 52 and the Redis name at 43 (its
+StatefulSets add -shard-<n>).
 */}}
 {{- define "channels-fleet.componentName" -}}
 {{- $full := include "channels-fleet.fullname" .context -}}
@@ -126,16 +127,73 @@ Redis: the built-in cluster unless redis.external.* is set.
 {{- end -}}
 
 {{- define "channels-fleet.redis.fullname" -}}
-{{- include "channels-fleet.componentName" (dict "context" . "component" "redis" "max" 52) -}}
+{{- include "channels-fleet.componentName" (dict "context" . "component" "redis" "max" 43) -}}
 {{- end -}}
 
 {{- define "channels-fleet.redis.headless" -}}
 {{- include "channels-fleet.componentName" (dict "context" . "component" "redis-headless") -}}
 {{- end -}}
 
-{{- define "channels-fleet.redis.nodes" -}}
-{{- mul .Values.redis.cluster.masters (add 1 .Values.redis.cluster.replicasPerMaster) -}}
+{{/* One StatefulSet per shard: <redis>-shard-<n>, its pods <redis>-shard-<n>-<ordinal>. */}}
+{{- define "channels-fleet.redis.shardName" -}}
+{{- printf "%s-shard-%d" (include "channels-fleet.redis.fullname" .context) (int .shard) -}}
 {{- end -}}
+
+{{- define "channels-fleet.redis.shardLabel" -}}
+channels-fleet.io/shard: {{ . | quote }}
+{{- end -}}
+
+{{- define "channels-fleet.redis.shardSelectorLabels" -}}
+{{ include "channels-fleet.componentSelectorLabels" (dict "context" .context "component" "redis") }}
+{{ include "channels-fleet.redis.shardLabel" .shard }}
+{{- end -}}
+
+{{/*
+A shard's pods never share a node (hard: required; soft: preferred, for clusters with fewer
+nodes than pods per shard): a lost node then takes at most one copy of any shard. The terms of
+redis.affinity are kept beside it.
+*/}}
+{{- define "channels-fleet.redis.affinity" -}}
+{{- $r := .context.Values.redis -}}
+{{- $affinity := deepCopy ($r.affinity | default dict) -}}
+{{- $anti := get $affinity "podAntiAffinity" | default dict -}}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "channels-fleet.redis.shardSelectorLabels" . | fromYaml)) -}}
+{{- if eq $r.cluster.antiAffinity "hard" -}}
+{{- $_ := set $anti "requiredDuringSchedulingIgnoredDuringExecution" (prepend (get $anti "requiredDuringSchedulingIgnoredDuringExecution" | default list) $term) -}}
+{{- else -}}
+{{- $_ := set $anti "preferredDuringSchedulingIgnoredDuringExecution" (prepend (get $anti "preferredDuringSchedulingIgnoredDuringExecution" | default list) (dict "weight" 100 "podAffinityTerm" $term)) -}}
+{{- end -}}
+{{- $_ := set $affinity "podAntiAffinity" $anti -}}
+affinity:
+  {{- toYaml $affinity | nindent 2 }}
+{{- end -}}
+
+{{/*
+Redis spread (unless redis.topologySpreadConstraints is set): a shard's pods over zones, and all
+Redis pods over nodes, so masters do not gather on one node. Best effort: a cluster without zone
+labels schedules as before.
+*/}}
+{{- define "channels-fleet.redis.topologySpread" -}}
+{{- $r := .context.Values.redis -}}
+topologySpreadConstraints:
+{{- if $r.topologySpreadConstraints }}
+  {{- toYaml $r.topologySpreadConstraints | nindent 2 }}
+{{- else }}
+  - maxSkew: 1
+    topologyKey: topology.kubernetes.io/zone
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "channels-fleet.redis.shardSelectorLabels" . | nindent 8 }}
+  - maxSkew: 1
+    topologyKey: kubernetes.io/hostname
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "channels-fleet.componentSelectorLabels" (dict "context" .context "component" "redis") | nindent 8 }}
+{{- end }}
+{{- end -}}
+
 
 {{/* The Secret the chart renders for Redis: the generated password (built-in), or the URL(s) from values. */}}
 {{- define "channels-fleet.redis.secretName" -}}

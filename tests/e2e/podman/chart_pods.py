@@ -202,6 +202,13 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def workload_key(doc: dict[str, Any]) -> str:
+    labels = doc["metadata"]["labels"]
+    shard = labels.get("channels-fleet.io/shard")
+    component = labels["app.kubernetes.io/component"]
+    return component if shard is None else f"{component}/{shard}"
+
+
 class PodRunner:
     """Starts pods of the rendered workloads by component label (interface, worker, web,
     redis, postgresql, migrate) on a `Cluster`."""
@@ -211,10 +218,9 @@ class PodRunner:
         self.cluster = cluster or Cluster()
         self.secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
         self.config_maps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
-        self.workloads = {
-            d["metadata"]["labels"]["app.kubernetes.io/component"]: d
-            for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")
-        }
+        # By component, and a Redis shard's StatefulSet by shard too: "redis/0".
+        self.workloads = {workload_key(d): d for d in docs
+                          if d["kind"] in ("Deployment", "StatefulSet", "Job")}
         for d in docs:  # a bare Pod (`helm test`'s) as a one-pod workload
             if d["kind"] == "Pod":
                 self.workloads[d["metadata"]["labels"]["app.kubernetes.io/component"]] = {
@@ -319,9 +325,11 @@ class PodRunner:
     def _argv(self, container: dict[str, Any]) -> list[str]:
         return [*container.get("command", [])[1:], *container.get("args", [])]
 
-    def start(self, component: str, ordinal: int | None = None) -> Pod:
-        """Start one pod of `component`; a StatefulSet's pod takes its ordinal's name."""
-        workload = self.workloads[component]
+    def start(self, workload_name: str, ordinal: int | None = None) -> Pod:
+        """Start one pod of a workload (its component, or "redis/<shard>"); a StatefulSet's pod
+        takes its ordinal's name."""
+        workload = self.workloads[workload_name]
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
         pod_spec = workload["spec"]["template"]["spec"]
         base = workload["metadata"]["name"]
         if workload["kind"] == "StatefulSet":

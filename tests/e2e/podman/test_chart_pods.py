@@ -152,7 +152,8 @@ def backing():
     try:
         t0 = time.monotonic()
         postgres = runner.start("postgresql", 0)
-        redis = [runner.start("redis", i) for i in range(6)]
+        redis = [runner.start(f"redis/{shard}", ordinal)
+                 for shard in range(3) for ordinal in (0, 1)]
         for pod in [postgres, *redis]:
             runner.wait_ready(pod, timeout=180)
         runner.publish(f"{RELEASE}-postgresql", "postgresql")

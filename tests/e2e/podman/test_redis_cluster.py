@@ -6,7 +6,11 @@ has its own address and the shared hosts file stands in for the headless Service
 that comes back gets a new address and an empty data directory, as a rescheduled pod without
 persistence does. What must hold:
 
-- 3 masters + 3 replicas form one cluster by themselves (pod 0 creates it), every pod ready;
+- 3 shards of a master and a replica each form one cluster by themselves (pod 0 of shard 0
+  creates it from the shards' pod 0s), every pod ready, each replica in its own shard;
+- the masters form it without their replicas (Pending: a shard's pods need nodes of their own),
+  which join their own shards when they come;
+- a shard out (its master lost, no replica) leaves the other shards serving and their pods ready;
 - a replica deleted and recreated empty takes its old place: 6 nodes known, none stale;
 - a master deleted gracefully hands its slots to its replica first (preStop): no write lost;
 - a master killed (SIGKILL) is replaced by its replica within seconds; its pod rejoins;
@@ -69,6 +73,14 @@ def nodes(pod: Pod) -> list[dict]:
     return out
 
 
+def slot_range(node: dict) -> set[int]:
+    slots = set()
+    for s in node["slots"]:
+        lo, _, hi = s.partition("-")
+        slots.update(range(int(lo), int(hi or lo) + 1))
+    return slots
+
+
 def slot_count(node: dict) -> int:
     total = 0
     for s in node["slots"]:
@@ -93,9 +105,12 @@ def healthy(pods: list[Pod], masters: int, replicas: int) -> str | None:
         if len(owners) != masters or sum(slot_count(n) for n in owners) != SLOTS:
             return f"{pod.name}: {len(owners)} masters own slots"
         for m in owners:
-            count = sum(1 for n in view if n["master"] == m["id"])
-            if count != replicas:
-                return f"{pod.name}: master {m['host']} has {count} replicas"
+            copies = [n for n in view if n["master"] == m["id"]]
+            if len(copies) != replicas:
+                return f"{pod.name}: master {m['host']} has {len(copies)} replicas"
+            strangers = [n["host"] for n in copies if shard_of(n["host"]) != shard_of(m["host"])]
+            if strangers:
+                return f"{pod.name}: master {m['host']} replicated by another shard's {strangers}"
         hosts = sorted(n["host"] for n in view)
         if len(set(hosts)) != len(hosts):
             return f"{pod.name}: a hostname twice (stale node kept): {hosts}"
@@ -114,8 +129,21 @@ def wait_healthy(pods: list[Pod], masters: int, replicas: int, timeout: float = 
     raise AssertionError(f"cluster not healthy in {timeout}s: {problem}\n{logs}")
 
 
-def start_all(runner: PodRunner, count: int) -> list[Pod]:
-    pods = [runner.start("redis", i) for i in range(count)]
+def shard_of(pod_name_or_host: str) -> str:
+    """The shard of a pod (<release>-redis-shard-<shard>-<ordinal>, maybe with a domain)."""
+    return pod_name_or_host.split(".")[0].rsplit("-", 1)[0]
+
+
+def start_pod(runner: PodRunner, name: str) -> Pod:
+    """Start the pod of that name (its shard's StatefulSet, its ordinal)."""
+    shard, ordinal = name.rsplit("-", 2)[1:]
+    return runner.start(f"redis/{shard}", int(ordinal))
+
+
+def start_all(runner: PodRunner, masters: int, replicas: int, *,
+              ordinals: range | None = None) -> list[Pod]:
+    pods = [runner.start(f"redis/{shard}", ordinal) for shard in range(masters)
+            for ordinal in (ordinals or range(1 + replicas))]
     for pod in pods:
         runner.wait_ready(pod, timeout=120)
     return pods
@@ -123,12 +151,16 @@ def start_all(runner: PodRunner, count: int) -> list[Pod]:
 
 def replace(runner: PodRunner, pods: list[Pod], old: Pod, *, kill: bool = False) -> Pod:
     """Delete a pod (gracefully, or SIGKILL) and start its replacement: new address, empty data."""
-    ordinal = int(old.name.rsplit("-", 1)[1])
     (runner.kill if kill else runner.stop)(old)
     runner.forget_claims(old.name)
-    new = runner.start("redis", ordinal)
+    new = start_pod(runner, old.name)
     pods[pods.index(old)] = new
     return new
+
+
+def ready(pod: Pod) -> bool:
+    """The pod's readiness probe, as the kubelet runs it."""
+    return pod.exec("sh", "/scripts/node.sh", "ready").returncode == 0
 
 
 def role_of(pods: list[Pod], role: str) -> Pod:
@@ -142,7 +174,7 @@ def test_three_masters_three_replicas_form_heal_and_fail_over():
     runner = PodRunner(render_redis())
     try:
         t0 = time.monotonic()
-        pods = start_all(runner, 6)
+        pods = start_all(runner, 3, 1)
         formed = time.monotonic() - t0
         wait_healthy(pods, 3, 1)
         print(f"6 pods ready, cluster formed in {formed:.1f} s")
@@ -185,7 +217,7 @@ def test_three_masters_three_replicas_form_heal_and_fail_over():
         print(f"master {master.name} killed: served again after {failover_s:.1f} s")
         assert failover_s < 20  # node timeout 5 s + election; more on a loaded machine
         runner.forget_claims(master.name)
-        new = runner.start("redis", int(master.name.rsplit("-", 1)[1]))
+        new = start_pod(runner, master.name)
         pods[pods.index(master)] = new
         runner.wait_ready(new)
         print(f"its pod back: healthy in {wait_healthy(pods, 3, 1):.1f} s")
@@ -202,7 +234,7 @@ def test_a_master_back_at_once_without_its_data_hands_its_slots_over_first():
     # load, well inside the 5 s node timeout: as a master, its replica would copy it empty.
     runner = PodRunner(render_redis("redis.persistence.enabled=true"))
     try:
-        pods = start_all(runner, 6)
+        pods = start_all(runner, 3, 1)
         wait_healthy(pods, 3, 1)
         # A snapshot older than the data, as a replica's full resync leaves one on its claim:
         # persistence is off, so it is not the node's data and must not come back as it.
@@ -212,9 +244,8 @@ def test_a_master_back_at_once_without_its_data_hands_its_slots_over_first():
         for key in keys:
             assert cli(pods[0], "-c", "set", key, key).strip() == "OK"
         master = role_of(pods, "master")
-        ordinal = int(master.name.rsplit("-", 1)[1])
         runner.kill(master)
-        back = runner.start("redis", ordinal)  # the same claim: nodes.conf kept, no data
+        back = start_pod(runner, master.name)  # the same claim: nodes.conf kept, no data
         pods[pods.index(master)] = back
         runner.wait_ready(back)
         print(f"master {master.name} killed and back at once: healthy in "
@@ -229,12 +260,43 @@ def test_a_master_back_at_once_without_its_data_hands_its_slots_over_first():
         runner.cluster.remove()
 
 
-def test_without_replicas_a_replaced_master_takes_its_slots_back():
+def test_masters_form_the_cluster_before_their_replicas_come():
+    runner = PodRunner(render_redis())
+    try:
+        pods = start_all(runner, 3, 1, ordinals=range(1))
+        wait_healthy(pods, 3, 0)
+        pods += start_all(runner, 3, 1, ordinals=range(1, 2))
+        took = wait_healthy(pods, 3, 1)
+        print(f"replicas started after the masters: in their shards in {took:.1f} s")
+    finally:
+        runner.remove_all()
+        runner.cluster.remove()
+
+
+def test_without_replicas_a_shard_out_leaves_the_others_serving_and_its_master_comes_back():
     runner = PodRunner(render_redis("redis.cluster.replicasPerMaster=0"))
     try:
-        pods = start_all(runner, 3)
+        pods = start_all(runner, 3, 0)
         wait_healthy(pods, 3, 0)
-        new = replace(runner, pods, pods[1], kill=True)
+        # Shard 1 out: keys of shards 0 and 2 still served, their pods still ready.
+        keys = [f"k{i}" for i in range(60)]
+        for key in keys:
+            assert cli(pods[0], "-c", "set", key, key).strip() == "OK"
+        lost = pods[1]
+        lost_slots = nodes(lost)
+        runner.kill(lost)
+        others = [pods[0], pods[2]]
+        time.sleep(7)  # past cluster-node-timeout (5 s): the shard is marked failed
+        failed = [n for n in nodes(others[0]) if "fail" in n["flags"]]
+        assert [n["ip"] for n in failed] == [lost.ip], nodes(others[0])
+        assert all(ready(p) for p in others), [cli(p, "cluster", "info") for p in others]
+        mine = {n["ip"]: n for n in lost_slots}[lost.ip]
+        served = [k for k in keys if int(cli(others[0], "cluster", "keyslot", k)) not in
+                  slot_range(mine)]
+        assert served and all(cli(others[0], "-c", "get", k).strip() == k for k in served)
+        runner.forget_claims(lost.name)
+        new = start_pod(runner, lost.name)
+        pods[1] = new
         runner.wait_ready(new, timeout=120)
         took = wait_healthy(pods, 3, 0)
         print(f"master {new.name} replaced without a replica: healthy in {took:.1f} s")
@@ -248,7 +310,7 @@ def test_without_replicas_a_replaced_master_takes_its_slots_back():
 def test_one_master_alone_restarts_alone():
     runner = PodRunner(render_redis("redis.cluster.masters=1", "redis.cluster.replicasPerMaster=0"))
     try:
-        pods = start_all(runner, 1)
+        pods = start_all(runner, 1, 0)
         wait_healthy(pods, 1, 0)
         new = replace(runner, pods, pods[0])
         runner.wait_ready(new)

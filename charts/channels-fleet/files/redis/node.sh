@@ -8,13 +8,16 @@
 # start    writes the configuration (the password never on a command line), starts valkey-server
 #          and runs the keeper beside it until the server exits. The keeper makes the node a
 #          member and keeps it one:
-#            - pod 0 creates the cluster once every pod answers and none is in a cluster yet:
-#              distinct config epochs, slot ranges on the masters, MEET; the replicas then
-#              attach themselves (ordinal M+i to master i when it still needs one);
+#            - each shard is a StatefulSet (<prefix><shard>-<ordinal>); pod 0 of shard 0 creates
+#              the cluster once every shard's pod 0 answers and none is in a cluster yet:
+#              distinct config epochs, a slot range per shard, MEET; the other pods join as they
+#              come (a shard's replicas need nodes of their own: one that stays Pending delays
+#              nothing) and replicate their own shard's master, never another's
+#              (cluster-allow-replica-migration no), so a shard's copies stay on its nodes;
 #            - a node that starts empty (a new pod, or one rescheduled without its data dir)
 #              while a cluster runs MEETs it and takes the place of its old self, found by the
 #              hostname every node announces (cluster-announce-hostname = the pod's stable DNS
-#              name): a replica of the master with the fewest, or, when its old self was a master
+#              name): a replica of its shard's master, or, when its old self was a master
 #              whose slots no replica took over, those slots (empty: the data went with the pod);
 #            - a node whose peers moved (new pod IPs) MEETs them at the address their hostname
 #              resolves to now, which Redis matches to the known node ID;
@@ -26,14 +29,17 @@
 #          extraConfig turns on RDB/AOF) that was a master with slots has a replica take them
 #          over first (CLUSTER FAILOVER FORCE): back as their master, empty, it would have its
 #          replicas copy the emptiness.
-# ready    readiness: the cluster is ok here and this node serves (a master with slots, or a
-#          replica whose link to its master is up).
+# ready    readiness: this node serves its own slots (a master with slots, or a replica whose
+#          link to its master is up) on the majority's side. With cluster-require-full-coverage
+#          no, cluster_state is fail only on a minority's side: a shard that is out (its master
+#          lost, no replica) leaves the other shards serving and their pods ready.
 # alive    liveness: the server answers.
 # prestop  a master with slots asks one of its replicas to take over (CLUSTER FAILOVER) and waits
 #          until it did, so a rolling restart or a drain loses no writes and stalls nothing.
 #
-# Environment (set by the StatefulSet): POD_NAME, POD_IP, STS_NAME, PEER_DOMAIN (the headless
-# Service's domain), MASTERS, REPLICAS_PER_MASTER, NODE_TIMEOUT (ms), REDIS_PASSWORD,
+# Environment (set by the StatefulSet): POD_NAME, POD_IP, SHARD, SHARD_PREFIX (pods are
+# <SHARD_PREFIX><shard>-<ordinal>), PEER_DOMAIN (the headless Service's domain), MASTERS,
+# REPLICAS_PER_MASTER, NODE_TIMEOUT (ms), REDIS_PASSWORD,
 # MAXMEMORY; optional REDIS_PORT (6379), DATA_DIR (/data), EXTRA_CONFIG (a file to include).
 set -eu
 
@@ -60,11 +66,11 @@ info_field() {  # info_field TEXT NAME: the value of NAME:value in INFO / CLUSTE
   printf '%s\n' "$1" | awk -F: -v k="$2" '$1 == k { print $2; exit }'
 }
 
-host_of() {  # host_of ORDINAL: the pod's stable DNS name
-  echo "$STS_NAME-$1.$PEER_DOMAIN"
+host_of() {  # host_of SHARD ORDINAL: the pod's stable DNS name
+  echo "$SHARD_PREFIX$1-$2.$PEER_DOMAIN"
 }
 
-node_count() { echo $((MASTERS * (1 + REPLICAS_PER_MASTER))); }
+my_host() { echo "$POD_NAME.$PEER_DOMAIN"; }
 
 # ---- CLUSTER NODES, parsed with awk --------------------------------------------------------
 # Fields: id addr(ip:port@bus[,hostname[,aux]]) flags master ping pong epoch link slot...
@@ -95,10 +101,11 @@ dir $DATA_DIR
 cluster-enabled yes
 cluster-config-file $DATA_DIR/nodes.conf
 cluster-node-timeout $NODE_TIMEOUT
-cluster-announce-hostname $(host_of "${POD_NAME##*-}")
+cluster-announce-hostname $(my_host)
 cluster-preferred-endpoint-type ip
 cluster-replica-validity-factor 0
-cluster-require-full-coverage yes
+cluster-require-full-coverage no
+cluster-allow-replica-migration no
 requirepass $REDIS_PASSWORD
 masterauth $REDIS_PASSWORD
 maxmemory ${MAXMEMORY:-0}
@@ -204,7 +211,7 @@ keeper() {
     kill -0 "$1" 2>/dev/null || exit 0
     sleep 0.5
   done
-  log "server up as $(host_of "${POD_NAME##*-}") ($POD_IP); keeping it a cluster member"
+  log "server up as $(my_host) ($POD_IP), shard $SHARD; keeping it a cluster member"
   while kill -0 "$1" 2>/dev/null; do
     step || log "keeper step failed; retrying"
     sleep "$INTERVAL"
@@ -233,62 +240,60 @@ step() {
   repair "$nodes" "$me" "$peer"
 }
 
-# Alone: create the cluster (pod 0), or find it and MEET it.
+# Alone: find the cluster and MEET it, or create it (pod 0 of shard 0).
 bootstrap() {
-  ord=${POD_NAME##*-}
-  total=$(node_count)
-  if [ "$total" -eq 1 ]; then
+  if [ "$MASTERS" -eq 1 ] && [ "$REPLICAS_PER_MASTER" -eq 0 ]; then
     if nodes_query "$1" 'slots() == 0 { found = 1 } END { exit !found }'; then
       log "one-node cluster: taking every slot"
       cli 127.0.0.1 CLUSTER ADDSLOTSRANGE 0 $((SLOTS - 1)) >/dev/null
     fi
     return
   fi
-  i=0
-  while [ "$i" -lt "$total" ]; do
-    if [ "$i" != "$ord" ]; then
-      ip=$(resolve "$(host_of "$i")")
-      if [ -n "$ip" ]; then
-        peer=$(cli "$ip" CLUSTER INFO)
-        if [ "$(info_field "$peer" cluster_known_nodes)" -gt 1 ] 2>/dev/null \
-            && [ "$(info_field "$peer" cluster_slots_assigned)" -gt 0 ] 2>/dev/null; then
-          log "joining the cluster through $(host_of "$i") ($ip)"
-          cli 127.0.0.1 CLUSTER MEET "$ip" "$PORT" >/dev/null
-          return
-        fi
+  # Any pod that serves slots is in the cluster (or is a shard's pod 0 that create_cluster gave
+  # its range before it stopped midway: meeting it finishes the job).
+  shard=0
+  while [ "$shard" -lt "$MASTERS" ]; do
+    ord=0
+    while [ "$ord" -le "$REPLICAS_PER_MASTER" ]; do
+      host=$(host_of "$shard" "$ord")
+      ip=""
+      [ "$host" = "$(my_host)" ] || ip=$(resolve "$host")
+      if [ -n "$ip" ] && [ "$(info_field "$(cli "$ip" CLUSTER INFO)" cluster_slots_assigned)" -gt 0 ] 2>/dev/null; then
+        log "joining the cluster through $host ($ip)"
+        cli 127.0.0.1 CLUSTER MEET "$ip" "$PORT" >/dev/null
+        return
       fi
-    fi
-    i=$((i + 1))
+      ord=$((ord + 1))
+    done
+    shard=$((shard + 1))
   done
-  [ "$ord" = 0 ] && create_cluster "$total"
+  [ "$POD_NAME" = "${SHARD_PREFIX}0-0" ] && create_cluster
   return 0
 }
 
-# Pod 0: every pod answers and none is in a cluster yet. Safe to repeat after a crash midway.
+# Pod 0 of shard 0: every shard's pod 0 answers and none is in a cluster yet; each takes its
+# shard's slot range. Replicas are not waited for. Safe to repeat after a crash midway.
 create_cluster() {
-  total=$1
   ips=""
-  i=0
-  while [ "$i" -lt "$total" ]; do
-    ip=$(resolve "$(host_of "$i")")
+  shard=0
+  while [ "$shard" -lt "$MASTERS" ]; do
+    ip=$(resolve "$(host_of "$shard" 0)")
     [ -n "$ip" ] || return 0
     peer=$(cli "$ip" CLUSTER INFO)
     [ "$(info_field "$peer" cluster_known_nodes)" = 1 ] || return 0
     ips="$ips $ip"
-    i=$((i + 1))
+    shard=$((shard + 1))
   done
-  log "creating the cluster: $MASTERS masters, $REPLICAS_PER_MASTER replica(s) each, nodes$ips"
-  i=0
+  log "creating the cluster: $MASTERS shard(s), masters$ips; replicas join as they come"
+  shard=0
   for ip in $ips; do
-    if [ "$i" -lt "$MASTERS" ]; then
-      first=$((i * SLOTS / MASTERS))
-      last=$(((i + 1) * SLOTS / MASTERS - 1))
-      cli "$ip" CLUSTER SET-CONFIG-EPOCH $((i + 1)) >/dev/null || true
-      if [ "$(info_field "$(cli "$ip" CLUSTER INFO)" cluster_slots_assigned)" = 0 ]; then
-        cli "$ip" CLUSTER ADDSLOTSRANGE "$first" "$last" >/dev/null
-      fi
+    first=$((shard * SLOTS / MASTERS))
+    last=$(((shard + 1) * SLOTS / MASTERS - 1))
+    cli "$ip" CLUSTER SET-CONFIG-EPOCH $((shard + 1)) >/dev/null || true
+    if [ "$(info_field "$(cli "$ip" CLUSTER INFO)" cluster_slots_assigned)" = 0 ]; then
+      cli "$ip" CLUSTER ADDSLOTSRANGE "$first" "$last" >/dev/null
     fi
-    i=$((i + 1))
+    shard=$((shard + 1))
   done
   for ip in $ips; do
     [ "$ip" = "$POD_IP" ] || cli 127.0.0.1 CLUSTER MEET "$ip" "$PORT" >/dev/null
@@ -296,12 +301,12 @@ create_cluster() {
 }
 
 # A member without slots: replace an old self that was a master nobody took over, else become
-# a replica of the master that needs one most.
+# a replica of its own shard's master.
 take_role() {
   nodes=$1
   me=$2
   view=${3:-$1}  # the peer's view knows my old self's hostname
-  self=$(host_of "${POD_NAME##*-}")
+  self=$(my_host)
   old=$(nodes_query "$view" "host(\$2) == \"$self\" && \$1 != \"$me\" && master() && slots() > 0 { print \$1; exit }")
   if [ -n "$old" ]; then
     if ! nodes_query "$view" "\$1 == \"$old\" && failed() { found = 1 } END { exit !found }"; then
@@ -322,21 +327,12 @@ take_role() {
   [ "$REPLICAS_PER_MASTER" -gt 0 ] || return 0
   info=$(cli 127.0.0.1 CLUSTER INFO)
   [ "$(info_field "$info" cluster_slots_assigned)" = "$SLOTS" ] || return 0
-  # Masters with slots that are not failing, with their live replica counts; the planned master
-  # (ordinal - MASTERS) first while it needs one, then the one with the fewest.
-  ord=${POD_NAME##*-}
-  planned=""
-  [ "$ord" -ge "$MASTERS" ] && planned=$(host_of $(((ord - MASTERS) % MASTERS)))
+  # The live master with slots among my shard's pods (a failover may have moved it off pod 0).
   target=$(nodes_query "$nodes" "
-    master() && \$3 !~ /fail/ && slots() > 0 { m[\$1] = host(\$2); r[\$1] += 0 }
-    !master() && !failed() { r[\$4]++ }
-    END {
-      for (id in m) if (m[id] == \"$planned\" && r[id] < $REPLICAS_PER_MASTER) { print id; exit }
-      best = \"\"; for (id in m) if (best == \"\" || r[id] < r[best]) best = id
-      print best
-    }")
+    master() && !failed() && slots() > 0 && index(host(\$2), \"$SHARD_PREFIX$SHARD-\") == 1 {
+      print \$1; exit }")
   [ -n "$target" ] || return 0
-  log "becoming a replica of $target"
+  log "becoming a replica of $target, the master of shard $SHARD"
   cli 127.0.0.1 CLUSTER REPLICATE "$target" >/dev/null
 }
 
