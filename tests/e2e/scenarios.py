@@ -89,8 +89,10 @@ class Stack(Protocol):
 class ChatClient:
     """One WebSocket in a room; remembers every text frame and how the socket ended."""
 
-    def __init__(self, stack: Stack, room: str) -> None:
-        self.stack, self.room = stack, room
+    def __init__(self, stack: Stack, room: str, keepalive: float | None = None) -> None:
+        # keepalive: WebSocket pings every that many seconds, the socket closed (1011) when one
+        # goes unanswered as long: how a client library notices a peer that vanished.
+        self.stack, self.room, self.keepalive = stack, room, keepalive
         self.frames: list[str] = []
         self.close_code: int | None = None
         self.closed = asyncio.Event()
@@ -108,7 +110,8 @@ class ChatClient:
         # Origin = the host we talk to: the interface accepts same-host origins by default.
         origin = self.stack.base_url.rstrip("/")
         self._ws = await connect(self.url, origin=origin, open_timeout=10,  # type: ignore[arg-type]
-                                 close_timeout=2, ping_interval=None,
+                                 close_timeout=2, ping_interval=self.keepalive,
+                                 ping_timeout=self.keepalive,
                                  additional_headers=list(self.stack.chat.headers) or None)
         self.frames, self.close_code = [], None
         self.closed.clear()

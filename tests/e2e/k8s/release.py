@@ -75,6 +75,10 @@ class Release:
         return run(self.kubectl_bin, "--namespace", self.namespace, *args, timeout=timeout,
                    check=check)
 
+    def computed_values(self) -> dict:
+        """The release's values as installed: the chart's defaults with ours on top."""
+        return json.loads(self.helm("get", "values", self.name, "--all", "-o", "json"))
+
     def install(self, *extra: str) -> str:
         return self.helm("install", self.name, self.chart, "--values", self.values,
                          "--wait", "--timeout", "10m", *extra)
@@ -125,3 +129,27 @@ def sign_in(web_url: str, username: str, password: str = DEMO_PASSWORD) -> str:
     session = [c.value for c in jar if c.name == "sessionid"]
     assert session, f"login as {username} set no session cookie"
     return session[0]
+
+
+def redis_cli(release: Release, pod: str, *args: str) -> str:
+    command = 'valkey-cli -a "$REDIS_PASSWORD" --no-auth-warning "$@"'
+    return release.exec(pod, "sh", "-c", command, "valkey-cli", *args)
+
+
+def shard_placement(release: Release) -> dict[str, list[str]]:
+    """Each shard (a master with slots, by its pod) -> the nodes of its master and replicas,
+    from the running cluster's CLUSTER NODES and the pods' placement."""
+    pods = [p for p in release.pods("app.kubernetes.io/component=redis") if is_ready(p)]
+    node_of = {p["status"]["podIP"]: p["spec"]["nodeName"] for p in pods}
+    pod_of = {p["status"]["podIP"]: p["metadata"]["name"] for p in pods}
+    rows = [line.split() for line in
+            redis_cli(release, pods[0]["metadata"]["name"], "cluster", "nodes").splitlines()]
+    ip = {row[0]: row[1].split(":")[0] for row in rows}
+    shards = {row[0]: [ip[row[0]]] for row in rows
+              if "master" in row[2] and "fail" not in row[2] and len(row) > 8}
+    for row in rows:
+        if row[3] in shards and "fail" not in row[2]:
+            shards[row[3]].append(ip[row[0]])
+    unknown = [a for ips in shards.values() for a in ips if a not in node_of]
+    assert not unknown, f"cluster members that are no ready pod of the release: {unknown}"
+    return {pod_of[ips[0]]: [node_of[a] for a in ips] for ips in shards.values()}

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,8 +25,17 @@ from channels_fleet.layers.keys import group_key, slot_of
 
 from .. import scenarios
 from ..kube_stack import KubeStack
+from . import nodes
 from .conftest import RESULTS, phase
-from .release import APP_COMPONENTS, Release, component, is_ready, sign_in
+from .release import (
+    APP_COMPONENTS,
+    Release,
+    component,
+    is_ready,
+    redis_cli,
+    shard_placement,
+    sign_in,
+)
 
 pytestmark = [
     pytest.mark.skipif(not os.environ.get("E2E_K8S"),
@@ -121,11 +131,6 @@ async def test_scenario(stack: KubeStack, scenario) -> None:
 DEMO_LAYER_PREFIX, DEMO_GROUP = "chat", "chat_{room}"
 
 
-def redis_cli(release: Release, pod: str, *args: str) -> str:
-    command = 'valkey-cli -a "$REDIS_PASSWORD" --no-auth-warning "$@"'
-    return release.exec(pod, "sh", "-c", command, "valkey-cli", *args)
-
-
 def master_of(release: Release, key: str) -> str:
     """The Redis pod that is master of the key's slot, from CLUSTER NODES (by pod IP)."""
     pods = [p for p in release.pods("app.kubernetes.io/component=redis") if is_ready(p)]
@@ -142,6 +147,20 @@ def master_of(release: Release, key: str) -> str:
             if first.isdigit() and int(first) <= slot <= int(last or first):
                 return by_ip[fields[1].split(":")[0]]
     raise AssertionError(f"no master serves slot {slot}")
+
+
+def test_redis_shards_apart__no_shard_has_two_pods_on_one_node(release: Release) -> None:
+    """The built-in cluster's shards, as it runs: a master and its replicas on distinct nodes
+    (the chart's per-shard anti-affinity), so one lost node takes at most one copy of each."""
+    if not release.pods("app.kubernetes.io/component=redis"):
+        pytest.skip("the release runs no Redis of its own (redis.external)")
+    placement = shard_placement(release)
+    print(f"shards (master pod -> nodes of its copies): {placement}")
+    apart = [m for m, nodes in placement.items() if len(set(nodes)) == len(nodes)]
+    RESULTS["shards_apart"] = f"{len(apart)}/{len(placement)}"
+    assert len(apart) == len(placement), placement
+    copies = 1 + int(release.computed_values()["redis"]["cluster"]["replicasPerMaster"])
+    assert all(len(nodes) == copies for nodes in placement.values()), placement
 
 
 async def test_redis_failover__served_again_within_10s(release: Release, stack: KubeStack
@@ -261,6 +280,41 @@ def test_pod_security__running_pods(release: Release) -> None:
     assert {component(p) for p in release.app_pods()} == set(APP_COMPONENTS)
     RESULTS["pod_security"] = "ok"
     print(f"checked {len(checked)} pods: {checked}")
+
+
+# --- nodes (tests/e2e/k8s/nodes.py): on a cluster of one node there is nothing to drain or lose
+
+
+@pytest.fixture(scope="module")
+def three_of_each(release: Release, stack: KubeStack) -> Iterator[None]:
+    """An interface and a worker on every node for the node scenarios, as many as before
+    afterwards."""
+    if len(nodes.nodes(release)) < 3:
+        pytest.skip("the node scenarios need three nodes (make k8s-up K8S_NODES=3)")
+    before = {name: int(release.kubectl("get", f"deployment/{release.fullname}-{name}", "-o",
+                                        "jsonpath={.spec.replicas}"))
+              for name in ("interface", "worker")}
+    for name in before:
+        nodes.scale(release, name, 3)
+    yield
+    for name, count in before.items():
+        nodes.scale(release, name, count)
+
+
+async def test_node_drain__budgets_honoured_nothing_lost(release: Release, stack: KubeStack,
+                                                         three_of_each: None) -> None:
+    with phase("node_drain"):
+        result = await nodes.drain_under_load(release, stack)
+    RESULTS["drain_s"] = result["drain_s"]
+    RESULTS["drain_lost"] = result["lost"]
+
+
+async def test_node_loss__served_again_then_full_strength(release: Release, stack: KubeStack,
+                                                          three_of_each: None) -> None:
+    with phase("node_loss"):
+        result = await nodes.node_loss_under_load(release, stack)
+    RESULTS["node_loss_serve_s"] = result["serve_s"]
+    RESULTS["node_loss_lost"] = result["lost"]
 
 
 def pod_uids(release: Release) -> set[str]:
