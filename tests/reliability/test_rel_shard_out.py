@@ -390,3 +390,151 @@ async def test_one_shard_out__the_others_keep_serving(cluster: ShardedRedis, mod
     assert len(alive) == 3, alive
     assert not any(declared.values()), declared
     assert served_again is not None and served_again <= SERVE_AGAIN_WITHIN, served_again
+
+
+# -- the layer and one process's readiness, in this process, with one shard stopped ---------
+
+FULL_COVERAGE_NO = {"cluster-require-full-coverage": "no"}
+
+
+@pytest.fixture
+def plain_cluster(tmp_path: Path) -> Iterator[LocalRedis]:
+    local = LocalRedis(tmp_path / "plain", masters=3, replicas=0, config=FULL_COVERAGE_NO)
+    local.start()
+    try:
+        yield local
+    finally:
+        for node in local.nodes:
+            node.kill(signal.SIGCONT)
+        local.stop()
+
+
+def node_of(local: LocalRedis, key: str) -> RedisNode:
+    client = RedisCluster.from_url(local.urls[0])
+    try:
+        port = client.get_node_from_key(key).port
+    finally:
+        client.close()
+    return next(n for n in local.nodes if n.port == port)
+
+
+def quick_layer(local: LocalRedis, prefix: str, retry_timeout: float) -> Any:
+    from channels_fleet.layers import RedisClusterChannelLayer
+
+    # A 2 s socket timeout: a stopped node's commands fail after 2 s instead of 5.
+    return RedisClusterChannelLayer(
+        hosts=[{"address": url, "socket_timeout": 2} for url in local.urls], prefix=prefix,
+        retry_timeout=retry_timeout)
+
+
+async def test_one_shard_out__sends_to_the_other_shards_do_not_wait(plain_cluster: LocalRedis,
+                                                                     figures: Figures) -> None:
+    """While a send to a stopped shard is retried (up to retry_timeout), sends to the other
+    shards go out at once: an interface relaying to one worker whose inbox is on a lost shard
+    must not stall the sockets of every other worker."""
+    retry = 4.0
+    layer = quick_layer(plain_cluster, "shardout", retry)
+    lost, healthy = "lost.one", next(
+        f"healthy.{i}" for i in range(100)
+        if node_of(plain_cluster, channel_key("shardout", f"healthy.{i}")).port
+        != node_of(plain_cluster, channel_key("shardout", "lost.one")).port)
+    victim = node_of(plain_cluster, channel_key("shardout", lost))
+    try:
+        for channel in (lost, healthy):  # connections open, scripts loaded
+            await layer.send(channel, {"type": "warm"})
+            await layer.receive(channel)
+        victim.kill(signal.SIGSTOP)
+        doomed = asyncio.create_task(layer.send(lost, {"type": "doomed"}))
+        await asyncio.sleep(0.05)
+        waits, started = [], time.monotonic()
+        while time.monotonic() - started < 2 + retry + 2:  # past the doomed send's failure
+            asked = time.monotonic()
+            await asyncio.wait_for(layer.send(healthy, {"type": "n", "n": len(waits)}), 30)
+            waits.append(time.monotonic() - asked)
+            await asyncio.sleep(0.1)
+        outcome = (await asyncio.gather(doomed, return_exceptions=True))[0]
+        victim.kill(signal.SIGCONT)
+        got = [(await asyncio.wait_for(layer.receive(healthy), 10))["n"] for _ in waits]
+    finally:
+        victim.kill(signal.SIGCONT)
+        await layer.close_pools()
+    longest = max(waits)
+    figures.record(
+        "2b. one shard out: the layer's sends",
+        f"3 masters, no replicas; SIGSTOP of the shard of one channel, a send to it retried "
+        f"(retry_timeout {retry:g} s, socket_timeout 2 s) while another shard's channel gets "
+        f"a send every 0.1 s",
+        "longest wait of a send to the healthy shard; what became of the stopped shard's send",
+        f"{len(waits)} sends, longest {longest:.3f} s; stopped shard's send: {outcome!r:.90}",
+        longest < 1.0, longest_s=round(longest, 3))
+    assert got == list(range(len(waits)))
+    assert longest < 1.0, f"a send to a healthy shard waited {longest:.2f} s"
+    assert isinstance(outcome, Exception), outcome  # LayerUnavailable after retry_timeout
+
+
+class _Alive:
+    """A liveness that is always fresh: only the inbox decides this process's readiness."""
+
+    age = 0.0
+    fresh = True
+    workers_full = False
+
+    async def start(self, *args: Any) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_one_shard_out__a_process_whose_own_inbox_is_there_turns_unready(
+        plain_cluster: LocalRedis, figures: Figures) -> None:
+    """A process that cannot reach its own inbox cannot serve: unready once its receive has
+    waited longer than retry_timeout (a failover shorter than that is waited out), ready again
+    once the shard is back. Its heartbeat (elsewhere) says nothing about that."""
+    from channels_fleet.relay.side import RelaySide
+
+    retry = 4.0
+    layer = quick_layer(plain_cluster, "fleet", retry)
+    side = RelaySide(layer, "fleet.worker", None, on_undeliverable=lambda *a: None,
+                     peers=lambda: [], on_dead=lambda dead: None, on_lost=lambda: None,
+                     liveness=_Alive())  # type: ignore[arg-type]
+    channel = await side.start()
+    victim = node_of(plain_cluster, channel_key("fleet", channel))
+    try:
+        await asyncio.sleep(2.5)  # an idle inbox: its BLMPOP answers every second or two
+        assert side.ready() == (True, "ok")
+        victim.kill(signal.SIGSTOP)
+        stopped = time.monotonic()
+        unready_after = None
+        while time.monotonic() - stopped < retry + 6:
+            ok, reason = side.ready()
+            if not ok:
+                unready_after = time.monotonic() - stopped
+                break
+            await asyncio.sleep(0.1)
+        victim.kill(signal.SIGCONT)
+        resumed = time.monotonic()
+        ready_after = None
+        while time.monotonic() - resumed < 10:
+            if side.ready()[0]:
+                ready_after = time.monotonic() - resumed
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        victim.kill(signal.SIGCONT)
+        await side.stop()
+        await layer.close_pools()
+    figures.record(
+        "2b. one shard out: a process's own inbox",
+        f"a relay side on 3 masters, no replicas, heartbeat fresh; SIGSTOP of its inbox's shard "
+        f"(retry_timeout {retry:g} s), SIGCONT once it is unready",
+        "seconds until readiness false; seconds until ready again after SIGCONT",
+        f"unready {unready_after if unready_after is None else round(unready_after, 2)} s after "
+        f"SIGSTOP ({reason!r}); ready {ready_after if ready_after is None else round(ready_after, 2)}"
+        f" s after SIGCONT",
+        unready_after is not None and ready_after is not None,
+        unready_s=unready_after, ready_again_s=ready_after)
+    assert unready_after is not None, "stayed ready with its own inbox unreachable"
+    assert unready_after >= retry - 1.0, unready_after  # (its last answer may be ~1 s old)
+    assert "own inbox unreachable" in reason
+    assert ready_after is not None and ready_after < 5, ready_after
