@@ -535,6 +535,6 @@ async def test_one_shard_out__a_process_whose_own_inbox_is_there_turns_unready(
         unready_after is not None and ready_after is not None,
         unready_s=unready_after, ready_again_s=ready_after)
     assert unready_after is not None, "stayed ready with its own inbox unreachable"
-    assert unready_after >= retry - 1.0, unready_after  # (its last answer may be ~1 s old)
+    assert unready_after >= retry - 1.5, unready_after  # (its last answer may be ~1 s old)
     assert "own inbox unreachable" in reason
     assert ready_after is not None and ready_after < 5, ready_after
