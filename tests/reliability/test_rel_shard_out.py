@@ -538,3 +538,64 @@ async def test_one_shard_out__a_process_whose_own_inbox_is_there_turns_unready(
     assert unready_after >= retry - 1.5, unready_after  # (its last answer may be ~1 s old)
     assert "own inbox unreachable" in reason
     assert ready_after is not None and ready_after < 5, ready_after
+
+
+async def test_one_shard_out__a_relay_goes_on_with_its_peers_on_other_shards(
+        plain_cluster: LocalRedis, figures: Figures) -> None:
+    """An interface relays to two workers; the inbox of one is on a stopped shard. What goes to
+    the other worker must not wait for the send to the lost one (retried for retry_timeout,
+    then given up): before, one round of the relay's flush awaited every destination's send."""
+    from channels_fleet.relay import wire
+    from channels_fleet.relay.relay import Relay
+
+    retry = 4.0
+    layer = quick_layer(plain_cluster, "fleet", retry)
+    dropped: list[str] = []
+    relay = Relay(layer, "fleet.iface", lambda dest, items: dropped.append(dest))
+    await relay.start()
+    lost = "peer.lost"
+    healthy = next(f"peer.{i}" for i in range(100)
+                   if node_of(plain_cluster, channel_key("fleet", f"peer.{i}")).port
+                   != node_of(plain_cluster, channel_key("fleet", lost)).port)
+    victim = node_of(plain_cluster, channel_key("fleet", lost))
+    got: list[tuple[int, float]] = []
+
+    async def read() -> None:
+        while True:
+            message = await layer.receive(healthy)
+            got.extend((item[2]["n"], time.monotonic()) for item in message["items"])
+
+    reader = asyncio.create_task(read())
+    try:
+        for dest in (lost, healthy):  # warm: connections open, scripts loaded
+            relay.post(dest, [wire.EVENT, "c", {"type": "warm", "n": -1}])
+        assert await relay.flushed(10)
+        victim.kill(signal.SIGSTOP)
+        sent: list[float] = []
+        started = time.monotonic()
+        while time.monotonic() - started < 2 + retry + 2:
+            relay.post(lost, [wire.EVENT, "c", {"type": "x", "n": len(sent)}])
+            relay.post(healthy, [wire.EVENT, "c", {"type": "x", "n": len(sent)}])
+            sent.append(time.monotonic())
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1)
+    finally:
+        victim.kill(signal.SIGCONT)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await relay.stop()
+        await layer.close_pools()
+    numbers = [n for n, _ in got if n >= 0]
+    delays = [at - sent[n] for n, at in got if n >= 0]
+    longest = max(delays, default=float("inf"))
+    figures.record(
+        "2b. one shard out: the relay",
+        f"a relay posting to two peers every 0.1 s, one peer's inbox on a SIGSTOPped shard "
+        f"(retry_timeout {retry:g} s, socket_timeout 2 s)",
+        "delay of the items to the healthy peer; items to the lost peer given up",
+        f"{len(numbers)} of {len(sent)} delivered in order: {numbers == list(range(len(sent)))}, "
+        f"longest delay {longest:.3f} s; batches to the lost peer given up: {len(dropped)}",
+        longest < 1.0, longest_s=round(longest, 3))
+    assert numbers == list(range(len(sent)))
+    assert longest < 1.0, f"items to a healthy peer waited {longest:.2f} s"
+    assert dropped and set(dropped) == {lost}, dropped  # given up after retry_timeout, reported
