@@ -314,11 +314,11 @@ async def test_one_shard_out__the_others_keep_serving(cluster: ShardedRedis, mod
                 served_again = time.monotonic() - back
                 break
             await asyncio.sleep(0.2)
-        await asyncio.sleep(4)  # traffic after the shard is back
+        await asyncio.sleep(3)  # traffic after the shard is back
         stop_talk.set()
         await asyncio.gather(*talkers)
         end = time.monotonic()
-        await asyncio.sleep(3)  # the last broadcasts arrive
+        await asyncio.sleep(2)  # the last broadcasts arrive
         stop_sampling.set()
         await sampler
 
@@ -501,7 +501,7 @@ async def test_one_shard_out__a_process_whose_own_inbox_is_there_turns_unready(
     channel = await side.start()
     victim = node_of(plain_cluster, channel_key("fleet", channel))
     try:
-        await asyncio.sleep(2.5)  # an idle inbox: its BLMPOP answers every second or two
+        await asyncio.sleep(2)  # an idle inbox: its BLMPOP answers every second
         assert side.ready() == (True, "ok")
         victim.kill(signal.SIGSTOP)
         stopped = time.monotonic()
