@@ -121,6 +121,8 @@ class RedisNode:
     cluster: bool = False
     process: subprocess.Popen[bytes] | None = None
     pid: int | None = None
+    #: More ``redis-server`` options, after the defaults (so they win): ``{"maxmemory": "1gb"}``.
+    config: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -152,6 +154,8 @@ class RedisNode:
                 # master seconds after the cluster formed still gets a failover.
                 "--cluster-replica-validity-factor", "0",
             ]
+        for name, value in self.config.items():
+            args += [f"--{name}", value]
         self.process = subprocess.Popen(
             args,
             stdout=subprocess.DEVNULL,
@@ -223,6 +227,9 @@ class LocalRedis:
     masters: int = 1
     replicas: int = 0
     nodes: list[RedisNode] = field(default_factory=list)
+    #: ``redis-server`` options for every node, on top of the defaults:
+    #: ``{"cluster-require-full-coverage": "no"}`` keeps the other shards serving with one out.
+    config: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_cluster(self) -> bool:
@@ -236,7 +243,9 @@ class LocalRedis:
         count = self.masters * (1 + self.replicas)
         ports = free_ports(count, with_bus=self.is_cluster)
         self.nodes = [
-            RedisNode(port, self.workdir / str(port), cluster=self.is_cluster) for port in ports
+            RedisNode(port, self.workdir / str(port), cluster=self.is_cluster,
+                      config=self.config)
+            for port in ports
         ]
         try:
             for node in self.nodes:

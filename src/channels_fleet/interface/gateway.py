@@ -89,7 +89,7 @@ class Gateway:
         await self.side.stop()
 
     async def ready(self) -> tuple[bool, str]:
-        """Readiness: not draining, heartbeat fresh (so the layer's Redis answers)."""
+        """Readiness: not draining, its own inbox answers (RelaySide.ready)."""
         return self.side.ready()
 
     async def drain(self, timeout: float) -> int:

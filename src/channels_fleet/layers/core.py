@@ -234,6 +234,15 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             return None
         return state.receiver.wait(key, channel)
 
+    def receive_stalled(self, channel: str) -> float:
+        """Seconds this loop's receive of ``channel`` has waited for Redis to answer a pop
+        (0 when not waiting, or answered lately). An empty LIST's BLMPOP answers within
+        ``MAX_BLOCK_SECONDS``; much longer means the node serving it is away (down, stopped,
+        failing over)."""
+        state = self._ready_state()
+        since = state.receiver.unanswered.get(channel_key(self.prefix, channel)) if state else None
+        return 0.0 if since is None else time.monotonic() - since
+
     def decode(self, body: bytes) -> dict[str, Any]:
         return self._deserialize(body)
 

@@ -72,6 +72,9 @@ class Receiver:
         self.buffers: dict[str, deque[Entry]] = {}
         self.pullers: dict[str, asyncio.Task[None]] = {}
         self.expired = 0
+        #: key -> since when this loop's pops of that LIST have waited for an answer (set by
+        #: the first pop of an outage, kept across failed pull loops, cleared by a reply).
+        self.unanswered: dict[str, float] = {}
         self._returns: dict[str, tuple[str, asyncio.TimerHandle]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._turns: dict[str, asyncio.Future[None]] = {}
@@ -212,13 +215,16 @@ class Receiver:
                     busy, served = False, 0
                     continue
                 try:
+                    self.unanswered.setdefault(key, time.monotonic())
                     elements = await self._pop(key, local, wanted, busy)
+                    self.unanswered.pop(key, None)
                     busy = bool(elements)
                     served = self._dispatch(key, local, elements) if elements else 0
                 finally:
                     if local:
                         self.mailbox.end_pop(key, self)
                 self._maybe_sweep()
+            self.unanswered.pop(key, None)  # nobody waits: nobody asks
         except Exception as exc:
             # Every waiter of this LIST learns why; the next receive() starts a new loop.
             logger.warning("receive loop for %s failed: %s", key, exc)

@@ -7,9 +7,10 @@ sends wait and all leave together in the next flush. The receivers' non-blocking
 
 A flush sends one ``EVALSHA send`` per distinct LIST (carrying all its elements, in
 order) as one pipeline per node, and resolves each future with True (pushed) or False (the
-LIST was full). Only one flush is in flight at a time, and failed commands are retried
-(executor.py) before the next flush starts, so the order of sends to one LIST is kept even
-through MOVED or a failover.
+LIST was full). One flush is in flight per node at a time. Failed commands are retried
+(executor.py) while what comes for their LISTs meanwhile is held back, and queued behind
+them once they are done, so the order of sends to one LIST is kept even through MOVED or a
+failover; other LISTs go on (one shard down must not stop the sends to the others).
 
 A pop whose receiver gave up (its event loop is closing) still gets its reply: what it took
 goes to the pop's ``salvage`` callback instead of being dropped. ``settle()`` waits for the
@@ -75,8 +76,10 @@ class Sender:
     """Per event loop: one queue per node, at most one flush in flight to each node.
 
     Nodes flush independently (a slow node does not hold the others back). While a failed
-    flush is retried (MOVED, failover), every node waits, so that no later send can
-    overtake the retried one on its (possibly new) node.
+    call is retried (MOVED, failover, a node down), later sends and pops of its LIST are
+    held back (``_held``), so that none can overtake the retried one on its (possibly new)
+    node; the other LISTs are not held: before, every node waited, and one dead shard
+    stalled every send of the process for ``retry_timeout`` at a time.
     """
 
     def __init__(self, executor: Executor, expiry_ms: int) -> None:
@@ -85,6 +88,8 @@ class Sender:
         self.queues: dict[NodeClient, _Queue] = {}
         self._task: asyncio.Task[None] | None = None
         self._slow_calls: list[Call] = []
+        #: LISTs whose failed calls are being retried: what came for each since, in order.
+        self._held: dict[str, list[Item | Pop]] = {}
         self._closed = False
 
     def _queue(self, key: str) -> _Queue:
@@ -97,8 +102,13 @@ class Sender:
     def submit(self, key: str, element: bytes, capacity: int) -> asyncio.Future[bool]:
         """Queue one element; the future says whether it was pushed (False = channel full)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        item = Item(key, element, capacity, future)
+        held = self._held.get(key)
+        if held is not None:
+            held.append(item)
+            return future
         queue = self._queue(key)
-        queue.pending.append(Item(key, element, capacity, future))
+        queue.pending.append(item)
         self._schedule(queue)
         return future
 
@@ -110,20 +120,25 @@ class Sender:
         If the future is cancelled once the LPOP has left, its elements go to ``salvage``.
         """
         future: asyncio.Future[list[bytes] | None] = asyncio.get_running_loop().create_future()
+        pop = Pop(key, count, future, salvage)
+        held = self._held.get(key)
+        if held is not None:
+            held.append(pop)
+            return future
         queue = self._queue(key)
-        queue.pops.append(Pop(key, count, future, salvage))
+        queue.pops.append(pop)
         self._schedule(queue)
         return future
 
     def _schedule(self, queue: _Queue) -> None:
         # Start a flush at the end of this event-loop turn, so that everything queued in
         # the turn (sends of many tasks, the pops that follow them) leaves in one write.
-        if not queue.in_flight and self._task is None and not self._closed:
+        if not queue.in_flight and not self._closed:
             queue.in_flight = True
             asyncio.get_running_loop().call_soon(self._start, queue)
 
     def _start(self, queue: _Queue) -> None:
-        if self._closed or self._task is not None:
+        if self._closed:
             queue.in_flight = False
             return
         batch, queue.pending = queue.pending, []
@@ -180,7 +195,7 @@ class Sender:
         queue.in_flight = False
         if failed:
             self._run_slow(failed)
-        elif queue.pending or queue.pops:
+        if queue.pending or queue.pops:
             # Queued during the flush. Start the next one at the end of this turn, so the
             # tasks this flush just woke (a producer's next send) join it.
             self._schedule(queue)
@@ -192,6 +207,9 @@ class Sender:
                     item.future.cancel()
             return
         self._slow_calls.extend(calls)
+        for op, _ in calls:
+            if op.key not in self._held:
+                self._hold(op.key)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._slow())
 
@@ -214,11 +232,42 @@ class Sender:
                 else:
                     for op, chunk in calls:
                         self._resolve(op, chunk)
+                finally:
+                    retried = {op.key for op, _ in self._slow_calls}
+                    for key in {op.key for op, _ in calls} - retried:
+                        self._release(key)
         finally:
             self._task = None
+            for key in list(self._held):
+                self._release(key)
             for queue in self.queues.values():
                 if not queue.in_flight and (queue.pending or queue.pops):
                     self._schedule(queue)
+
+    def _hold(self, key: str) -> None:
+        """Hold back what comes for ``key`` from now on, and what waits for it already (it
+        was sent after the call being retried)."""
+        held: list[Item | Pop] = []
+        for queue in self.queues.values():
+            if any(item.key == key for item in queue.pending):
+                held += [item for item in queue.pending if item.key == key]
+                queue.pending = [item for item in queue.pending if item.key != key]
+            if any(pop.key == key for pop in queue.pops):
+                held += [pop for pop in queue.pops if pop.key == key]
+                queue.pops = [pop for pop in queue.pops if pop.key != key]
+        self._held[key] = held
+
+    def _release(self, key: str) -> None:
+        """``key``'s retried calls are done: queue what was held for it, on its node now."""
+        held = self._held.pop(key, [])
+        if not held or self._closed:
+            for entry in held:
+                entry.future.cancel()
+            return
+        queue = self._queue(key)
+        queue.pending += [entry for entry in held if isinstance(entry, Item)]
+        queue.pops += [entry for entry in held if isinstance(entry, Pop)]
+        self._schedule(queue)
 
     @staticmethod
     def _resolve(op: Op, chunk: list[Item] | Pop) -> None:
@@ -267,3 +316,8 @@ class Sender:
                 if not pop.future.done():
                     pop.future.cancel()
             queue.pending, queue.pops = [], []
+        for held in self._held.values():
+            for entry in held:
+                if not entry.future.done():
+                    entry.future.cancel()
+        self._held.clear()

@@ -4,7 +4,9 @@ Every process owns one process-local channel (``layer.new_channel``); all relay 
 process arrives there, and one task reads it and hands each item to the handler of its kind.
 Outgoing items are queued per destination and a single flusher task sends whatever is ready as
 one batch per destination per round trip, so order per destination is kept and busy
-connections share round trips.
+connections share round trips. Each destination has at most one send in flight, and the others
+do not wait for it: a peer whose inbox is on a Redis shard that is down holds up only the items
+for that peer.
 
     relay = Relay(relay_layer(settings), wire.INTERFACE_CHANNELS)
     relay.handle({wire.CLAIM: on_claim, wire.SEND: on_send, ...})
@@ -82,6 +84,7 @@ class Relay:
         self._idle.set()
         self._pending = 0
         self._trailer: Trailer | None = None
+        self._sending: dict[str, asyncio.Task[None]] = {}  # destination -> its send in flight
 
     def set_trailer(self, trailer: Trailer) -> None:
         """Append ``trailer(dest)``'s item (if any) to every batch to ``dest``, after whatever
@@ -102,9 +105,10 @@ class Relay:
         return self.channel
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._sending.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
 
     def post(self, dest: str, item: list[Any], *, control: bool = False) -> bool:
@@ -167,18 +171,35 @@ class Relay:
                     logger.exception("relay %s failed to handle a %s item", self.channel, kind)
 
     async def _flush_loop(self) -> None:
+        # One round used to await every destination's send before the next: a send to one
+        # peer whose shard was down (retried for the layer's retry_timeout, then dropped)
+        # held up every other peer's items that long. Now a destination waits only for its
+        # own send in flight (which keeps its order); the others go out at once.
         while True:
             await self._ready.wait()
             self._ready.clear()
-            outbox, self._outbox = self._outbox, {}
-            self._pending = 0
+            outbox = {dest: items for dest, items in self._outbox.items()
+                      if dest not in self._sending}
+            for dest, items in outbox.items():
+                del self._outbox[dest]
+                self._pending -= len(items)
             if self._trailer is not None:
                 for dest, items in outbox.items():
                     trailer = self._trailer(dest)
                     if trailer is not None:
                         items.append(trailer)
-            await asyncio.gather(*(self._send_all(dest, items) for dest, items in outbox.items()))
-            if not self._outbox:
+            for dest, items in outbox.items():
+                self._sending[dest] = asyncio.create_task(self._send_one(dest, items),
+                                                          name=f"relay-send {dest}")
+
+    async def _send_one(self, dest: str, items: list[list[Any]]) -> None:
+        try:
+            await self._send_all(dest, items)
+        finally:
+            del self._sending[dest]
+            if dest in self._outbox:
+                self._ready.set()  # what came for it meanwhile
+            elif not self._outbox and not self._sending:
                 self._idle.set()
 
     async def _send_all(self, dest: str, items: list[list[Any]]) -> None:

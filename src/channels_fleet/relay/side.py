@@ -131,11 +131,26 @@ class RelaySide:
         await self.relay.stop()
 
     def ready(self) -> tuple[bool, str]:
-        """Readiness: not draining, and a heartbeat fresh enough (so the relay's Redis answers)."""
+        """Readiness: not draining, and this process's own inbox answers.
+
+        Not the heartbeat: every process's heartbeat shares one slot (``{hb}``), so while its
+        shard fails over or is out, every process would turn unready at once, the fleet out of
+        its Service for want of a key that serving does not need. A process that cannot reach
+        its inbox cannot serve: unready once its receive has waited for Redis longer than the
+        layer's ``retry_timeout`` (a failover within that is waited out, messages kept).
+        """
         if self.draining:
             return False, "draining"
+        if not self.channel:
+            return False, "starting"
+        # In-memory layers (tests) have no Redis to wait for.
+        stalled = getattr(self.layer, "receive_stalled", None)
+        waited = stalled(self.channel) if stalled is not None else 0.0
+        if waited > getattr(self.layer, "retry_timeout", 10.0):
+            return False, f"own inbox unreachable for {waited:.0f}s (its Redis shard down?)"
         if not self.liveness.fresh:
-            return False, "heartbeat stale (Redis unreachable?)"
+            # Peers cannot judge us meanwhile, nor we them (liveness.py waits that out).
+            return True, "ok; heartbeat stale (the shard of {hb} unreachable?)"
         return True, "ok"
 
     def post(self, dest: str, item: list[Any], *, control: bool = False) -> bool:

@@ -82,7 +82,7 @@ class Host:
         return 0.0 if since is None else time.monotonic() - since
 
     async def ready(self) -> tuple[bool, str]:
-        """Readiness: not draining and heartbeat fresh (the relay's Redis answers)."""
+        """Readiness: not draining, its own inbox answers (RelaySide.ready)."""
         METRICS.worker_heartbeat_age.set(min(self.side.liveness.age, 1e6))
         return self.side.ready()
 
