@@ -177,6 +177,14 @@ class Load:
         with contextlib.suppress(Exception):
             await self._sender.close()
 
+    async def reconnect_listeners(self) -> None:
+        """The stream's listeners whose socket ended as the load stopped, connected again."""
+        for lst in self.listeners:
+            if lst.client.closed.is_set():
+                lst.closes.append(lst.client.close_code or 1006)
+                lst.history += lst.client.frames
+                await lst.client.reopen(timeout=60)
+
     def lost(self) -> int:
         return sum(p.lost for p in self.probers)
 
@@ -268,14 +276,15 @@ def nodes(release: Release) -> list[str]:
                   json.loads(release.kubectl("get", "nodes", "-o", "json"))["items"])
 
 
-def pick_node(release: Release, exclude: set[str]) -> tuple[str, dict[str, int]]:
-    """The node with the most Redis masters among those running an interface and a worker and
-    not in `exclude`; and the masters per node."""
+def pick_node(release: Release, exclude: set[str], *, with_app_pods: bool
+              ) -> tuple[str, dict[str, int]]:
+    """The node with the most Redis masters outside `exclude` (with an interface and a worker
+    too, if `with_app_pods`); and the masters per node."""
     masters = masters_per_node(shard_placement(release))
-    candidates = [n for n in nodes(release) if n not in exclude
-                  and {"interface", "worker"} <= set(app_pods_on(release, n))]
-    assert candidates, (f"no node with an interface and a worker outside {exclude}: "
-                        f"{placement(release)}")
+    candidates = [n for n in nodes(release) if n not in exclude and (
+        not with_app_pods or {"interface", "worker"} <= set(app_pods_on(release, n)))]
+    assert candidates, (f"no node to pick outside {exclude} (with interface and worker: "
+                        f"{with_app_pods}): {placement(release)}")
     return max(candidates, key=lambda n: masters.get(n, 0)), masters
 
 
@@ -304,8 +313,7 @@ async def drain_under_load(release: Release, stack: KubeStack) -> dict[str, Any]
     clients of the drained workers are not disconnected (their sockets are re-homed), those
     of the drained interfaces at most once (1001, then reconnected), the others never; no
     request is lost silently."""
-    exclude = {postgresql_node(release) or ""}
-    node, masters = pick_node(release, exclude)
+    node, masters = pick_node(release, {postgresql_node(release) or ""}, with_app_pods=True)
     on_node = app_pods_on(release, node)
     load = Load(stack)
     await load.start()
@@ -321,16 +329,18 @@ async def drain_under_load(release: Release, stack: KubeStack) -> dict[str, Any]
         await load.stop()
         shards = shard_placement(release)
         figures = load.figures()
-        await scenarios.room_works_for_all([lst.client for lst in load.listeners])
+        result = {"node": node, "masters_on_node": masters.get(node, 0),
+                  "pods_on_node": {k: len(v) for k, v in on_node.items()},
+                  "drain_s": round(drain_s, 1),
+                  "full_strength_after_s": round(drain_s + back_s, 1),
+                  "probers_by_home": {k: len(v) for k, v in groups.items()}, **figures}
+        print(f"drain: {result}")
+        await load.reconnect_listeners()
+        await scenarios.room_works_for_all([lst.client for lst in load.listeners], within=30)
     finally:
         await load.close()
         await asyncio.to_thread(release.kubectl, "uncordon", node)
     apart = all(len(set(n)) == len(n) for n in shards.values())
-    result = {"node": node, "masters_on_node": masters.get(node, 0),
-              "pods_on_node": {k: len(v) for k, v in on_node.items()},
-              "drain_s": round(drain_s, 1), "full_strength_after_s": round(drain_s + back_s, 1),
-              "probers_by_home": {k: len(v) for k, v in groups.items()}, **figures}
-    print(f"drain: {result}")
     assert groups["interface"] and groups["worker"], f"no prober on the node's pods: {result}"
     assert apart, f"a shard's copies share a node after the drain: {shards}"
     assert all(not p.closes for p in groups["worker"]), (
@@ -357,7 +367,8 @@ async def node_loss_under_load(release: Release, stack: KubeStack) -> dict[str, 
     The lost node is neither node 1 (the control plane and the tests run there) nor
     PostgreSQL's (its local volume cannot move: see drain_under_load)."""
     control_plane = nodes(release)[0]
-    node, masters = pick_node(release, {control_plane, postgresql_node(release) or ""})
+    node, masters = pick_node(release, {control_plane, postgresql_node(release) or ""},
+                              with_app_pods=False)
     on_node = app_pods_on(release, node)
     load = Load(stack, keepalive=5)
     await load.start()
@@ -389,6 +400,14 @@ async def node_loss_under_load(release: Release, stack: KubeStack) -> dict[str, 
         await load.stop()
         figures = load.figures()
         shards = shard_placement(release)
+        result = {"node": node, "masters_on_node": masters.get(node, 0),
+                  "pods_on_node": {k: len(v) for k, v in on_node.items()},
+                  "serve_s": round(serve_s, 1), "not_ready_s": round(not_ready_s, 1),
+                  "full_strength_s": round(recovered_s, 1),
+                  "taint_to_full_strength_s": round(back_s, 1),
+                  "probers_by_home": {k: len(v) for k, v in groups.items()}, **figures}
+        print(f"node loss: {result}")
+        await load.reconnect_listeners()
         await scenarios.room_works_for_all([lst.client for lst in load.listeners], within=30)
     finally:
         await load.close()
@@ -400,13 +419,6 @@ async def node_loss_under_load(release: Release, stack: KubeStack) -> dict[str, 
     while not await asyncio.to_thread(node_ready, release, node):
         assert time.monotonic() - t0 < 120, f"{node} not Ready 120 s after its restore"
         await asyncio.sleep(1)
-    result = {"node": node, "masters_on_node": masters.get(node, 0),
-              "pods_on_node": {k: len(v) for k, v in on_node.items()},
-              "serve_s": round(serve_s, 1), "not_ready_s": round(not_ready_s, 1),
-              "full_strength_s": round(recovered_s, 1),
-              "taint_to_full_strength_s": round(back_s, 1),
-              "probers_by_home": {k: len(v) for k, v in groups.items()}, **figures}
-    print(f"node loss: {result}")
     assert not math.isinf(serve_s), f"probers not served again 180 s after the cut: {result}"
     assert all(len(set(n)) == len(n) for n in shards.values()), (
         f"a shard's copies share a node after the recovery: {shards}")
