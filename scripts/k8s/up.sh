@@ -16,7 +16,7 @@
 # the cgroup mounts), logs to .run/k8s/logs/<name>.log (a node's as node<N>-<name>.log) and is
 # stopped by scripts/k8s/down.sh. A step that fails names its component and shows the end of its
 # log. The cluster's kubeconfig is .run/k8s/kubeconfig/admin.conf; reach it with scripts/k8s/exec
-# (kubectl, helm, ... inside node 1's namespace).
+# (kubectl, helm, ... inside node 1's namespace). scripts/k8s/node-fault.sh cuts a node off.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/k8s/lib.sh
@@ -135,7 +135,8 @@ for n in $NODES; do
   ip=$(node_ip "$n")
   net ip netns add "$(node_netns "$n")"
   net in_node "$n" ip link set lo up
-  # The node's address on a veth whose other end is the node's port on the fabric.
+  # The node's address on a veth whose other end is the node's port on the fabric (node-fault.sh
+  # cuts a node off there).
   net in_node "$n" ip link add node0 type veth peer name "$(node_id "$n")" netns "$FABRIC_NETNS"
   net in_fabric ip link set "$(node_id "$n")" master fabric0 up
   net in_node "$n" ip addr add "$ip/${NODE_SUBNET#*/}" dev node0
@@ -199,7 +200,12 @@ start 1 kube-apiserver "$K8S_BIN/kube-apiserver" \
   --enable-aggregator-routing=true
 wait_until kube-apiserver 120 "/readyz" https_ok "$API_URL/readyz"
 
+# A node that stops renewing its lease is NotReady after 20 s, not the default 50 s: a later
+# scenario cuts a node off (node-fault.sh) and needs its loss seen fast. (Its pods are evicted
+# 300 s later still: the API server's default unreachable toleration.) The kubelets renew every
+# 5 s (templates/kubelet.yaml), so a slow renewal on this shared machine is not a lost node.
 start 1 kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+  --node-monitor-grace-period=20s \
   --kubeconfig="$KCFG/controller-manager.conf" \
   --authentication-kubeconfig="$KCFG/controller-manager.conf" \
   --authorization-kubeconfig="$KCFG/controller-manager.conf" \
