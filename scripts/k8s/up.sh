@@ -71,8 +71,8 @@ for dir in /run/netns /var/lib/kubelet /var/log/containers; do
 done >"$K8S_RUN/host/created-dirs"
 
 # --- helpers ---------------------------------------------------------------------------------
-TEMPLATE_VARS=(K8S_RUN PAUSE_IMAGE DNS_SERVICE_IP CLUSTER_CIDR COREDNS_IMAGE LOCAL_PATH_IMAGE
-               LOCAL_PATH_NODE_PATHS HELPER_IMAGE
+TEMPLATE_VARS=(K8S_RUN PAUSE_IMAGE DNS_SERVICE_IP CLUSTER_CIDR COREDNS_IMAGE COREDNS_REPLICAS
+               LOCAL_PATH_IMAGE LOCAL_PATH_NODE_PATHS HELPER_IMAGE
                NODE_ID NODE_RUN NODE_NAME NODE_IP POD_CIDR CGROUP_ROOT)
 render() {  # render TEMPLATE OUT: only the variables it uses, each set (scripts keep their $VARs)
   local name used=()
@@ -255,6 +255,8 @@ done
 for n in $NODES; do wait_until "$(node_id "$n")-kubelet" 120 "node Ready" node_ready "$n"; done
 
 # --- add-ons -----------------------------------------------------------------------------------
+# Two CoreDNS on two nodes when there are two: the cluster's names survive the loss of one node.
+COREDNS_REPLICAS=$((K8S_NODES > 1 ? 2 : 1))
 # Each node's volumes in its own directory, as a real node's disk (lost with the node).
 LOCAL_PATH_NODE_PATHS=$(for n in $NODES; do
   printf '{"node": "%s", "paths": ["%s/storage"]}\n' "$(node_name "$n")" "$(node_run "$n")"
