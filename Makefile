@@ -161,7 +161,7 @@ K8S_DEBS := containerd runc containernetworking-plugins iptables conntrack socat
             openssl curl
 
 .PHONY: k8s-deps k8s-build k8s-up k8s-down e2e-k8s
-k8s-deps: podman ## the node's Debian packages (containerd, runc, CNI plugins, iptables, ...) when missing
+k8s-deps: podman ## the nodes' Debian packages (containerd, runc, CNI plugins, iptables, ...) when missing
 	@missing=$$(for p in $(K8S_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	    | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ] || ! apt-cache show busybox-static >/dev/null 2>&1; then \

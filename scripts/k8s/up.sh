@@ -28,7 +28,10 @@ done
 [ -x /usr/lib/cni/bridge ] || { log "CNI plugins missing (/usr/lib/cni): run make k8s-deps"; exit 1; }
 [ -x "$K8S_BIN/kube-apiserver" ] || { log "not built: run make k8s-build"; exit 1; }
 
-[[ $K8S_NODES =~ ^[1-9]$ ]] || { log "K8S_NODES=$K8S_NODES: 1 to 9 nodes (each imports ~1 GB of images)"; exit 1; }
+if ! [[ $K8S_NODES =~ ^[1-9]$ ]]; then
+  log "K8S_NODES=$K8S_NODES: 1 to 9 nodes (each holds its own copy of the images, ~2.5 GB on disk)"
+  exit 1
+fi
 
 CONTROL_PLANE=(etcd kube-apiserver kube-controller-manager kube-scheduler)
 NODE_DAEMONS=(containerd kubelet kube-proxy)
