@@ -152,14 +152,16 @@ e2e-kind: install helm ## e2e scenarios on a kind cluster (skipped, exit 0, with
 e2e-chart: install helm images ## the chart's rendered pods with podman: its Redis Cluster, then the e2e scenarios on the default stack
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/pytest -v -s tests/e2e/podman
 
-# A one-node Kubernetes of the official components (scripts/k8s/): built with the go command from
-# the Go module proxy into .tools/k8s/<version>, node packages from Debian, every daemon in a
-# network namespace of its own. docs/deployment.md#a-local-kubernetes says more.
+# A Kubernetes of the official components (scripts/k8s/) with K8S_NODES worker nodes in three zones
+# (node 1 also runs the control plane): built with the go command from the Go module proxy into
+# .tools/k8s/<version>, node packages from Debian, each node in a network namespace of its own.
+# docs/deployment.md#a-local-kubernetes says more.
+K8S_NODES ?= 3
 K8S_DEBS := containerd runc containernetworking-plugins iptables conntrack socat gettext-base \
             openssl curl
 
 .PHONY: k8s-deps k8s-build k8s-up k8s-down e2e-k8s
-k8s-deps: podman ## the node's Debian packages (containerd, runc, CNI plugins, iptables, ...) when missing
+k8s-deps: podman ## the nodes' Debian packages (containerd, runc, CNI plugins, iptables, ...) when missing
 	@missing=$$(for p in $(K8S_DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 	    | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ] || ! apt-cache show busybox-static >/dev/null 2>&1; then \
@@ -172,14 +174,14 @@ k8s-deps: podman ## the node's Debian packages (containerd, runc, CNI plugins, i
 k8s-build: k8s-deps ## build Kubernetes, etcd, CoreDNS, local-path-provisioner (go, module proxy) into .tools/k8s
 	scripts/k8s/build.sh
 
-k8s-up: k8s-build ## a one-node Kubernetes in its own network namespace (scripts/k8s/exec kubectl ...)
-	scripts/k8s/up.sh
+k8s-up: k8s-build ## a Kubernetes of K8S_NODES nodes (default 3), each in its own network namespace (scripts/k8s/exec kubectl ...)
+	K8S_NODES=$(K8S_NODES) scripts/k8s/up.sh
 
 k8s-down: ## stop the cluster of k8s-up: no process, mount, netns, cgroup or iptables rule left
 	scripts/k8s/down.sh
 
-e2e-k8s: install helm images k8s-build ## helm install the chart on a fresh k8s-up cluster, run the e2e scenarios there
-	scripts/k8s/e2e.sh
+e2e-k8s: install helm images k8s-build ## helm install the chart on a fresh k8s-up cluster (K8S_NODES), run the e2e scenarios there
+	K8S_NODES=$(K8S_NODES) scripts/k8s/e2e.sh
 
 .PHONY: e2e-local
 e2e-local: install ## the e2e scenarios on local processes: demo chat, 2 interfaces, 1-3 workers (in make test)

@@ -4,10 +4,11 @@
 # the kernel tunables the kubelet set are put back. Ends with scripts/k8s/leftovers.sh, which
 # fails (exit 1) and lists what is left if anything is.
 #
-# Order: the kubelet first (it would restart pods); then every pod sandbox through the CRI
-# (podsweep: CNI DEL, pod namespaces and mounts), kube-proxy, the control plane, etcd,
-# containerd; then what a killed process may have left (shims, mounts, cgroups, the namespace).
-# The logs stay in .run/k8s-logs for a look afterwards.
+# Order: every node's kubelet first (it would restart pods); then every pod sandbox through each
+# node's CRI (podsweep: CNI DEL, pod namespaces and mounts), the kube-proxies, the control plane,
+# etcd, the containerds; then what a killed process may have left (shims, mounts, cgroups, the
+# nodes' and the fabric's namespaces), whatever the node count was. The logs stay in
+# .run/k8s-logs for a look afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/k8s/lib.sh
@@ -38,19 +39,31 @@ stop() {  # stop NAME...: SIGTERM to all of them, SIGKILL to any still there aft
 
 if [ -d "$K8S_RUN" ]; then
   t0=$SECONDS
-  stop kubelet
-  if [ -S "$K8S_RUN/containerd.sock" ] && [ -f "$PIDS/containerd.pid" ]; then
-    timeout 150 "$K8S_BIN/podsweep" "unix://$K8S_RUN/containerd.sock" >&2 \
-      || log "podsweep failed: the sweep below removes what is left"
-  fi
-  stop kube-proxy kube-scheduler kube-controller-manager kube-apiserver
-  stop etcd containerd
+  nodes=$(node_numbers)
+  node_daemons() {  # node_daemons NAME: that daemon's name on every node
+    local n
+    for n in $nodes; do echo "$(node_id "$n")-$1"; done
+  }
+  stop $(node_daemons kubelet)
+  # Each node's pods at once: podsweep takes seconds a node.
+  sweeps=()
+  for n in $nodes; do
+    socket=$(node_run "$n")/containerd.sock
+    if [ -S "$socket" ] && [ -f "$PIDS/$(node_id "$n")-containerd.pid" ]; then
+      timeout 150 "$K8S_BIN/podsweep" "unix://$socket" >&2 \
+        || log "podsweep of node $n failed: the sweep below removes what is left" &
+      sweeps+=($!)
+    fi
+  done
+  wait "${sweeps[@]}"
+  stop $(node_daemons kube-proxy) kube-scheduler kube-controller-manager kube-apiserver
+  stop etcd $(node_daemons containerd)
 
-  # Processes of the cluster that outlived their parents: shims of this containerd, anything
+  # Processes of the cluster that outlived their parents: shims of its containerds, anything
   # still in the pods' cgroups.
-  pids=$(pgrep -f -- "-address $K8S_RUN/containerd.sock" || true)
-  for dir in $(cgroup_root_dirs); do
-    if [ -d "$dir" ]; then pids+=" $(find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null || true)"; fi
+  pids=$(pgrep -f -- "-address $K8S_RUN/node[0-9]+/containerd.sock" || true)
+  for dir in $(cluster_cgroup_dirs); do
+    pids+=" $(find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null || true)"
   done
   for pid in $pids; do kill -KILL "$pid" 2>/dev/null && log "killed leftover process $pid"; done
   sleep 0.5
@@ -59,11 +72,12 @@ if [ -d "$K8S_RUN" ]; then
   awk -v root="$K8S_RUN/" 'index($5, root) == 1 {print $5}' /proc/self/mountinfo | sort -r -u \
     | while read -r mnt; do umount "$mnt" 2>/dev/null || umount -l "$mnt"; done
 
-  if [ -e "$NETNS_PATH" ]; then ip netns delete "$NETNS"; fi
+  # The nodes' namespaces and the fabric's: their links and iptables rules go with them.
+  for netns in $(cluster_netns); do ip netns delete "$netns"; done
 
-  # Cgroups the kubelet and runc made under cgroupRoot, in every hierarchy, leaves first.
-  for dir in $(cgroup_root_dirs); do
-    if [ -d "$dir" ]; then find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+  # Cgroups the kubelets and runc made under each cgroupRoot, in every hierarchy, leaves first.
+  for dir in $(cluster_cgroup_dirs); do
+    find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
 
   # Host state k8s-up recorded: directories that did not exist before, kernel tunables (below).

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# make e2e-k8s: the chart on a fresh local cluster (scripts/k8s/up.sh), then tests/e2e/k8s
+# make e2e-k8s [K8S_NODES=3]: the chart on a fresh local cluster of K8S_NODES nodes
+# (scripts/k8s/up.sh), then tests/e2e/k8s
 # (helm install with the chart's defaults and tests/e2e/k8s/values.yaml, helm test, the shared
 # scenarios, failover, pod security, upgrade/rollback/uninstall; then the autoscale phase: the
 # workers' HPA on prometheus-adapter and Prometheus, scale-out under load, scale-in without a
 # disconnect), then k8s-down and a check that nothing of the cluster is left. Prints the
 # `k8s-e2e:` and `k8s-autoscale:` lines and the time of each phase.
 #
-# The tests run inside the cluster's network namespace with the cluster's DNS as their resolver,
-# as a client pod would: they reach the interface Service by its name through kube-proxy.
+# The tests run inside node 1's network namespace (the control plane's) with the cluster's DNS as
+# their resolver, as a client pod would: they reach the interface Service by its name through
+# kube-proxy, and the pods on every node through the nodes' routes.
 #
 #   K8S_KEEP=1       leave the cluster (and the release) up afterwards: make k8s-down
 #   CHART=path       another checkout of the chart (default charts/channels-fleet)
@@ -65,7 +67,8 @@ EOF
 }
 trap down_and_check EXIT
 
-# 2. Every image the chart's pods use, from podman (make images) into the node's containerd.
+# 2. Every image the chart's pods use, from podman (make images) into every node's containerd
+#    (the scheduler may put any pod on any node).
 t0=$SECONDS
 mapfile -t images < <("$HELM" template "$RELEASE" "$CHART" -n "$NAMESPACE" -f "$VALUES" \
   | awk '$1 == "image:" || $1 == "-" && $2 == "image:" {print $NF}' | tr -d '"' | sort -u)
@@ -74,12 +77,12 @@ for image in "${images[@]}"; do
   podman image exists "$image" || { log "image $image (used by the chart) is not built: make images"; exit 1; }
 done
 podman save --quiet --multi-image-archive --format docker-archive -o "$E2E_RUN/images.tar" "${images[@]}"
-ctr --address "$K8S_RUN/containerd.sock" --namespace k8s.io images import "$E2E_RUN/images.tar" >/dev/null
+import_images "$E2E_RUN/images.tar"
 rm -f "$E2E_RUN/images.tar"
 phase images_import $((SECONDS - t0))
-log "imported into containerd: ${images[*]}"
+log "imported into every node's containerd (nodes=$(node_numbers | wc -l)): ${images[*]}"
 
-# 3. The tests, inside the cluster's network with its DNS (a private mount namespace gives them
+# 3. The tests, inside node 1's network with the cluster's DNS (a private mount namespace gives them
 #    their own /etc/resolv.conf; the host's is not touched).
 printf 'nameserver %s\nsearch %s.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n' \
   "$DNS_SERVICE_IP" "$NAMESPACE" >"$E2E_RUN/resolv.conf"
