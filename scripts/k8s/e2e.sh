@@ -2,7 +2,8 @@
 # make e2e-k8s [K8S_NODES=3]: the chart on a fresh local cluster of K8S_NODES nodes
 # (scripts/k8s/up.sh), then tests/e2e/k8s
 # (helm install with the chart's defaults and tests/e2e/k8s/values.yaml, helm test, the shared
-# scenarios, failover, pod security, upgrade/rollback/uninstall; then the autoscale phase: the
+# scenarios, failover, pod security, a node drained and a node lost under load (three nodes),
+# upgrade/rollback/uninstall; then the autoscale phase: the
 # workers' HPA on prometheus-adapter and Prometheus, scale-out under load, scale-in without a
 # disconnect), then k8s-down and a check that nothing of the cluster is left. Prints the
 # `k8s-e2e:` and `k8s-autoscale:` lines and the time of each phase.
@@ -52,9 +53,11 @@ print_summary() {
     python3 - "$RESULTS" "$K8S_VERSION" <<'EOF'
 import json, sys
 results = json.load(open(sys.argv[1]))
-fields = ["install", "pods_ready", "install_restarts", "helm_test", "chat", "worker_rollout_disconnects",
-          "interface_rollout_disconnects_per_client", "pod_kill_collateral_lost", "failover_s",
-          "redis_restart_s", "upgrade", "rollback", "uninstall_left", "pod_security"]
+fields = ["install", "pods_ready", "install_restarts", "shards_apart", "helm_test", "chat",
+          "worker_rollout_disconnects", "interface_rollout_disconnects_per_client",
+          "pod_kill_collateral_lost", "failover_s", "redis_restart_s", "drain_lost", "drain_s",
+          "node_loss_serve_s", "node_loss_lost", "upgrade", "rollback", "uninstall_left",
+          "pod_security"]
 line = " ".join(f"{k}={results.get(k, 'FAIL')}" for k in fields)
 print(f"k8s-e2e: kubernetes={sys.argv[2]} nodes={results.get('nodes', '?')} {line}")
 print(f"k8s-autoscale: {results.get('k8s_autoscale', 'FAIL')}")

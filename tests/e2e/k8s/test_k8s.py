@@ -6,8 +6,9 @@ run it is skipped. One release for the whole module; the tests run in file order
 
 install (namespace enforcing the `restricted` Pod Security Standard) -> helm test -> the shared
 scenarios (tests/e2e/scenarios.py) through the interface Service by its DNS name, as a signed-in
-user -> Redis failover -> a Redis container restart -> pod security of the running pods ->
-helm upgrade -> rollback -> uninstall. Each test stores its field of the `k8s-e2e:` line
+user -> Redis shards apart -> Redis failover -> a Redis container restart -> pod security of
+the running pods -> a node drained and a node lost under load (nodes.py; three nodes) -> helm
+upgrade -> rollback -> uninstall. Each test stores its field of the `k8s-e2e:` line
 (conftest.RESULTS).
 """
 
