@@ -239,9 +239,13 @@ class LocalRedis:
     def urls(self) -> list[str]:
         return [node.url for node in self.nodes]
 
+    def node_count(self) -> int:
+        """How many redis-server processes ``start`` runs (a subclass with another layout
+        says its own, and creates the cluster its way in ``_create_cluster``)."""
+        return self.masters * (1 + self.replicas)
+
     def start(self, *, detach: bool = False) -> LocalRedis:
-        count = self.masters * (1 + self.replicas)
-        ports = free_ports(count, with_bus=self.is_cluster)
+        ports = free_ports(self.node_count(), with_bus=self.is_cluster)
         self.nodes = [
             RedisNode(port, self.workdir / str(port), cluster=self.is_cluster,
                       config=self.config)

@@ -37,7 +37,7 @@ from relload import log_count, ws
 from support.split import split_stack
 from websockets.exceptions import ConnectionClosed
 
-from channels_fleet.devcluster import DevClusterError, LocalRedis, RedisNode, free_ports
+from channels_fleet.devcluster import DevClusterError, LocalRedis, RedisNode
 from channels_fleet.devstack import ServiceProcess
 from channels_fleet.layers.keys import channel_key, group_key, slot_of
 from channels_fleet.relay.wire import CONNECT_QUEUE, heartbeat_key, queue_key
@@ -93,20 +93,8 @@ class ShardedRedis(LocalRedis):
     layout: list[list[tuple[int, int]]] = field(default_factory=list)
     first_replicas: int = 0
 
-    def start(self, *, detach: bool = False) -> LocalRedis:
-        count = self.masters + self.first_replicas + self.replicas * (self.masters - 1)
-        self.nodes = [RedisNode(port, self.workdir / str(port), cluster=True, config=self.config)
-                      for port in free_ports(count, with_bus=True)]
-        try:
-            for node in self.nodes:
-                node.start(detach=detach)
-            for node in self.nodes:
-                node.wait_ready()
-            self._create_cluster()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def node_count(self) -> int:
+        return self.masters + self.first_replicas + self.replicas * (self.masters - 1)
 
     def _create_cluster(self) -> None:
         masters, rest = self.nodes[:self.masters], self.nodes[self.masters:]
@@ -530,8 +518,8 @@ async def test_one_shard_out__a_process_whose_own_inbox_is_there_turns_unready(
         f"(retry_timeout {retry:g} s), SIGCONT once it is unready",
         "seconds until readiness false; seconds until ready again after SIGCONT",
         f"unready {unready_after if unready_after is None else round(unready_after, 2)} s after "
-        f"SIGSTOP ({reason!r}); ready {ready_after if ready_after is None else round(ready_after, 2)}"
-        f" s after SIGCONT",
+        f"SIGSTOP ({reason!r}); "
+        f"ready {ready_after if ready_after is None else round(ready_after, 2)} s after SIGCONT",
         unready_after is not None and ready_after is not None,
         unready_s=unready_after, ready_again_s=ready_after)
     assert unready_after is not None, "stayed ready with its own inbox unreachable"
