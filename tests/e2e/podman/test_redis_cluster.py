@@ -14,6 +14,7 @@ persistence does. What must hold:
 - a replica deleted and recreated empty takes its old place: 6 nodes known, none stale;
 - a master deleted gracefully hands its slots to its replica first (preStop): no write lost;
 - a master killed (SIGKILL) is replaced by its replica within seconds; its pod rejoins;
+- two of three masters killed at once (no majority left to vote): their replicas take over;
 - a master killed and back at once with its nodes.conf but not its data (a container restart,
   or a claim without RDB/AOF) has its replica take its slots over first: no key lost;
 - without replicas, a master's replacement takes its old slots; one master alone restarts alone.
@@ -224,6 +225,38 @@ def test_three_masters_three_replicas_form_heal_and_fail_over():
         stopped = [p for p in runner.stopped if p.exit_code is not None]
         assert all(p.exit_code in (0, 137) for p in stopped), [
             (p.name, p.exit_code, p.last_logs) for p in stopped]
+    finally:
+        runner.remove_all()
+        runner.cluster.remove()
+
+
+def test_most_masters_lost_at_once_their_replicas_take_over():
+    # Two of three masters gone together (their node lost, after drains gathered them there):
+    # no majority is left to agree they failed or to elect, so the replicas take over alone.
+    runner = PodRunner(render_redis())
+    try:
+        pods = start_all(runner, 3, 1)
+        wait_healthy(pods, 3, 1)
+        keys = [f"k{i}" for i in range(60)]
+        for key in keys:
+            assert cli(pods[0], "-c", "set", key, key).strip() == "OK"
+        masters = [p for p in pods if "role:master" in cli(p, "info", "replication")][:2]
+        survivors = [p for p in pods if p not in masters]
+        lost_at = time.monotonic()
+        for master in masters:
+            runner.kill(master)
+        while any(cli(survivors[0], "-c", "get", k).strip() != k for k in keys):
+            assert time.monotonic() - lost_at < 60, [cli(p, "cluster", "nodes") for p in survivors]
+            time.sleep(1)
+        took = time.monotonic() - lost_at
+        print(f"2 of 3 masters killed: every key served again after {took:.1f} s")
+        assert any("CLUSTER FAILOVER TAKEOVER" in p.logs() for p in survivors)
+        for master in masters:
+            runner.forget_claims(master.name)
+            pods[pods.index(master)] = start_pod(runner, master.name)
+        for pod in pods:
+            runner.wait_ready(pod, timeout=120)
+        print(f"their pods back: healthy in {wait_healthy(pods, 3, 1):.1f} s")
     finally:
         runner.remove_all()
         runner.cluster.remove()

@@ -22,8 +22,8 @@
 #            - a node whose peers moved (new pod IPs) MEETs them at the address their hostname
 #              resolves to now, which Redis matches to the known node ID;
 #            - every node forgets failed, slot-less nodes whose hostname a live node now has;
-#            - a replica whose master stays failed with no election (no majority left to vote)
-#              takes over after 3 x cluster-node-timeout.
+#            - a replica whose master stays failed, or unreachable, with no election (no
+#              majority left to vote) takes over after 3 x cluster-node-timeout.
 #          Before the server starts, a node back with its nodes.conf but without its data (a
 #          container restart keeps the emptyDir; a claim keeps nodes.conf, and data only when
 #          extraConfig turns on RDB/AOF) that was a master with slots has a replica take them
@@ -374,11 +374,14 @@ repair() {
   takeover_if_stuck "$nodes" "$me"
 }
 
-# A replica whose master has failed and stayed failed (no majority left to elect anyone).
+# A replica whose master has failed and stayed failed, or stayed unreachable (fail?) without
+# ever being agreed failed: with most masters gone at once (their node lost, after drains had
+# gathered them there) nobody is left to agree or to elect, and the shard would stay down until
+# they came back.
 takeover_if_stuck() {
   mark=/tmp/master-failed-since
   master=$(nodes_query "$1" '$3 ~ /myself/ && !master() { print $4 }')
-  if [ -z "$master" ] || ! nodes_query "$1" "\$1 == \"$master\" && failed() { found = 1 } END { exit !found }"; then
+  if [ -z "$master" ] || ! nodes_query "$1" "\$1 == \"$master\" && \$3 ~ /fail/ { found = 1 } END { exit !found }"; then
     rm -f "$mark"
     return 0
   fi
