@@ -51,6 +51,10 @@ class Prober:
         try:
             await self.client.send_frame(json.dumps({"type": "status"}))
         except ConnectionClosed:
+            # Closing: its reader notes how it ended (run() reconnects then). Waiting yields
+            # to it; returning at once would spin without ever letting it run.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.client.closed.wait(), 10)
             return None
         deadline = time.monotonic() + LOST_AFTER
         while time.monotonic() < deadline and not self.client.closed.is_set():
@@ -75,6 +79,7 @@ class Prober:
                 await asyncio.sleep(PACE)
             elif not self.client.closed.is_set():
                 self.lost += 1
+                await asyncio.sleep(PACE)
 
     def served_again_after(self, t0: float) -> float:
         """Seconds from t0 until a request sent after it was answered within SERVED_WITHIN."""
