@@ -298,11 +298,15 @@ def nodes(release: Release) -> list[str]:
                   json.loads(release.kubectl("get", "nodes", "-o", "json"))["items"])
 
 
-def pick_node(release: Release, exclude: set[str], *, with_app_pods: bool
-              ) -> tuple[str, dict[str, int]]:
+def pick_node(release: Release, exclude: set[str], *, with_app_pods: bool,
+              below_majority: bool = False) -> tuple[str, dict[str, int]]:
     """The node with the most Redis masters outside `exclude` (with one interface and a worker
-    too, if `with_app_pods`); and the masters per node."""
-    masters = masters_per_node(shard_placement(release))
+    too, if `with_app_pods`; fewer than a majority of the masters, if `below_majority`: a node
+    holding most of them takes the cluster's vote with it, which node.sh recovers from only
+    after 3 x the node timeout); and the masters per node."""
+    shards = shard_placement(release)
+    masters = masters_per_node(shards)
+    majority = len(shards) // 2 + 1
 
     def fits(node: str) -> bool:
         # One interface: the clients of a second one there would be drained twice (it stays
@@ -311,7 +315,8 @@ def pick_node(release: Release, exclude: set[str], *, with_app_pods: bool
         return len(pods.get("interface", [])) == 1 and bool(pods.get("worker"))
 
     candidates = [n for n in nodes(release) if n not in exclude
-                  and (not with_app_pods or fits(n))]
+                  and (not with_app_pods or fits(n))
+                  and (not below_majority or masters.get(n, 0) < majority)]
     assert candidates, (f"no node to pick outside {exclude} (with interface and worker: "
                         f"{with_app_pods}): {placement(release)}")
     return max(candidates, key=lambda n: masters.get(n, 0)), masters
@@ -334,6 +339,22 @@ def closes_by_home(groups: dict[str, list[Prober]]) -> dict[str, list[int]]:
             for home, probers in groups.items()}
 
 
+def spread_interfaces(release: Release) -> None:
+    """An interface pod deleted from a node holding two while another node holds none, as an
+    operator evens them out after a node came back (nothing moves back by itself): its
+    replacement goes to the emptier node (the chart's spread constraint)."""
+    for _ in range(3):
+        counts = {n: len(app_pods_on(release, n).get("interface", [])) for n in nodes(release)}
+        crowded = [n for n, c in counts.items() if c > 1]
+        if not crowded or min(counts.values()) > 0:
+            return
+        victim = app_pods_on(release, crowded[0])["interface"][0]
+        release.kubectl("delete", "pod", victim)
+        release.kubectl("rollout", "status", f"deployment/{release.fullname}-interface",
+                        "--timeout=300s", timeout=320)
+        wait_full_strength(release, 300)
+
+
 async def drain_under_load(release: Release, stack: KubeStack) -> dict[str, Any]:
     """`kubectl drain` of the node with the most Redis masters among those running an interface
     and a worker, as a cluster upgrade drains each node in turn, while the load runs.
@@ -347,6 +368,7 @@ async def drain_under_load(release: Release, stack: KubeStack) -> dict[str, Any]
     clients of the drained workers are not disconnected (their sockets are re-homed), those
     of the drained interfaces at most once (1001, then reconnected), the others never; no
     request is lost silently."""
+    await asyncio.to_thread(spread_interfaces, release)
     node, masters = pick_node(release, {postgresql_node(release) or ""}, with_app_pods=True)
     on_node = app_pods_on(release, node)
     load = Load(stack)
@@ -410,7 +432,7 @@ async def node_loss_under_load(release: Release, stack: KubeStack) -> dict[str, 
     PostgreSQL's (its local volume cannot move: see drain_under_load)."""
     control_plane = nodes(release)[0]
     node, masters = pick_node(release, {control_plane, postgresql_node(release) or ""},
-                              with_app_pods=False)
+                              with_app_pods=False, below_majority=True)
     on_node = app_pods_on(release, node)
     load = Load(stack, keepalive=5)
     await load.start()
