@@ -7,7 +7,7 @@ run it is skipped. One release for the whole module; the tests run in file order
 install (namespace enforcing the `restricted` Pod Security Standard) -> helm test -> the shared
 scenarios (tests/e2e/scenarios.py) through the interface Service by its DNS name, as a signed-in
 user -> Redis shards apart -> Redis failover -> a Redis container restart -> pod security of
-the running pods -> a node lost and a node drained under load (nodes.py; three nodes) -> helm
+the running pods -> a node drained and a node lost under load (nodes.py; three nodes) -> helm
 upgrade -> rollback -> uninstall. Each test stores its field of the `k8s-e2e:` line
 (conftest.RESULTS).
 """
@@ -289,8 +289,8 @@ def test_pod_security__running_pods(release: Release) -> None:
 REPLICAS_BEFORE_NODES: dict[str, int] = {}
 
 
-async def test_node_loss__served_again_then_full_strength(release: Release, stack: KubeStack
-                                                          ) -> None:
+async def test_node_drain__budgets_honoured_nothing_lost(release: Release, stack: KubeStack
+                                                         ) -> None:
     if len(nodes.nodes(release)) < 3:
         pytest.skip("the node scenarios need three nodes (make k8s-up K8S_NODES=3)")
     # An interface and a worker on every node (spread by the chart's topology constraints).
@@ -298,24 +298,24 @@ async def test_node_loss__served_again_then_full_strength(release: Release, stac
         REPLICAS_BEFORE_NODES[name] = int(release.kubectl(
             "get", f"deployment/{release.fullname}-{name}", "-o", "jsonpath={.spec.replicas}"))
         nodes.scale(release, name, 3)
-    with phase("node_loss"):
-        result = await nodes.node_loss_under_load(release, stack)
-    RESULTS["node_loss_serve_s"] = result["serve_s"]
-    RESULTS["node_loss_lost"] = result["lost"]
+    with phase("node_drain"):
+        result = await nodes.drain_under_load(release, stack)
+    RESULTS["drain_s"] = result["drain_s"]
+    RESULTS["drain_lost"] = result["lost"]
 
 
-async def test_node_drain__budgets_honoured_nothing_lost(release: Release, stack: KubeStack
-                                                         ) -> None:
+async def test_node_loss__served_again_then_full_strength(release: Release, stack: KubeStack
+                                                          ) -> None:
     if len(nodes.nodes(release)) < 3:
         pytest.skip("the node scenarios need three nodes (make k8s-up K8S_NODES=3)")
     try:
-        with phase("node_drain"):
-            result = await nodes.drain_under_load(release, stack)
+        with phase("node_loss"):
+            result = await nodes.node_loss_under_load(release, stack)
     finally:
         for name, count in REPLICAS_BEFORE_NODES.items():
             nodes.scale(release, name, count)
-    RESULTS["drain_s"] = result["drain_s"]
-    RESULTS["drain_lost"] = result["lost"]
+    RESULTS["node_loss_serve_s"] = result["serve_s"]
+    RESULTS["node_loss_lost"] = result["lost"]
 
 
 def pod_uids(release: Release) -> set[str]:
