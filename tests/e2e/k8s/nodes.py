@@ -355,7 +355,8 @@ def spread_interfaces(release: Release) -> None:
         wait_full_strength(release, 300)
 
 
-async def drain_under_load(release: Release, stack: KubeStack) -> dict[str, Any]:
+async def drain_under_load(release: Release, stack: KubeStack, figures_out: dict[str, Any]
+                           ) -> dict[str, Any]:
     """`kubectl drain` of the node with the most Redis masters among those running an interface
     and a worker, as a cluster upgrade drains each node in turn, while the load runs.
 
@@ -367,7 +368,7 @@ async def drain_under_load(release: Release, stack: KubeStack) -> dict[str, Any]
     is back at full strength on the other nodes with each shard's copies still apart; the
     clients of the drained workers are not disconnected (their sockets are re-homed), those
     of the drained interfaces at most once (1001, then reconnected), the others never; no
-    request is lost silently."""
+    request is lost silently. `figures_out` gets the figures before the checks run."""
     await asyncio.to_thread(spread_interfaces, release)
     node, masters = pick_node(release, {postgresql_node(release) or ""}, with_app_pods=True)
     on_node = app_pods_on(release, node)
@@ -400,6 +401,7 @@ async def drain_under_load(release: Release, stack: KubeStack) -> dict[str, Any]
                   "probers_by_home": {k: len(v) for k, v in groups.items()},
                   "closes_by_home": closes_by_home(groups), **figures}
         print(f"drain: {result}")
+        figures_out.update(result)  # the figures, whatever the checks below say
         await load.stream_works()
     finally:
         await load.close()
