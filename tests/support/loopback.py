@@ -129,8 +129,8 @@ class EchoApp:
     """A raw ASGI app for WebSockets: accepts (with the client's first subprotocol), echoes
     each text frame as ``<worker channel>:<text>``, and records what every instance saw.
 
-    Paths: ``/refuse-rehomed/`` refuses a re-homed connect; ``/slow/`` takes 0.2 s a frame;
-    ``/mute/`` answers nothing.
+    Paths: ``/refuse-rehomed/`` refuses a re-homed connect; ``/slow/`` takes 0.2 s a frame,
+    ``/busy/`` 1 s; ``/mute/`` answers nothing.
     """
 
     def __init__(self) -> None:
@@ -155,8 +155,8 @@ class EchoApp:
             elif event["type"] == "websocket.receive":
                 if scope["path"] == "/mute/":
                     continue
-                if scope["path"] == "/slow/":
-                    await asyncio.sleep(0.2)
+                if scope["path"] in ("/slow/", "/busy/"):
+                    await asyncio.sleep(0.2 if scope["path"] == "/slow/" else 1.0)
                 await send({"type": "websocket.send", "text": f"{worker}:{event['text']}"})
             elif event["type"] == "websocket.disconnect":
                 return

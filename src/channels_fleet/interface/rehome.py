@@ -4,7 +4,8 @@ The socket stays open. A new connect envelope (a new claim, ``rehomed`` = n) goe
 (:class:`~.claims.Claims`, deadline and refusal included) and the new owner runs the app from
 ``websocket.connect``; client events are held meanwhile. A draining worker gives a socket up
 with REHOME; the gateway answers with a FENCE (nothing more will come to it), and the worker
-sends back the events it had not handled with RETURN, which go to the new owner first. A dead
+sends back the events its app never took with RETURN, which go to the new owner first (after a
+frame the app took and had not finished, if its wait ran out: replayed, marked). A dead
 worker returns nothing: the frames it had not acknowledged (:mod:`.replay`) go to the new owner
 first instead, marked as replayed; they also stand in for a RETURN that never comes.
 
@@ -57,7 +58,9 @@ class Rehoming:
         conn = self.claims.fenced(claim)
         if conn is None:
             return
-        conn.replay = None  # the RETURN is exact: nothing to replay in its place
+        # The RETURN holds every event the old app never took; only a frame it took and did
+        # not finish is replayed before them, marked, as after a crash.
+        conn.replay = conn.replay.unfinished() if conn.replay is not None else None
         conn.held = [*events, *conn.held]
         self.claims.unfence(conn)
 

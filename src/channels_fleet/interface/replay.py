@@ -54,6 +54,18 @@ class Replay:
     #: Why the owner changed: "dead", or "drain" when the drained owner never returned its
     #: events.
     cause: str
+    #: Frames the old owner's app had taken and not handled (kept here or dropped): what a
+    #: drained owner's RETURN leaves out.
+    unhandled: int = 0
+
+    def unfinished(self) -> Replay | None:
+        """The part a drained owner's exact RETURN does not hold: the frames its app took and
+        had not finished when it let go (busy past the worker's hand-back wait), whose output
+        went with the old app instance; None if there are none. Seen twice, possibly."""
+        if not self.unhandled:
+            return None
+        kept = self.frames[:self.duplicates]
+        return Replay(kept, self.unhandled - len(kept), len(kept), self.cause, self.unhandled)
 
 
 class Unacked:
@@ -108,7 +120,7 @@ class Unacked:
         """What the next owner is to get first (the owner is gone); start afresh for it."""
         frames = [{**event, REPLAYED: True} for event in self.frames]
         duplicates = max(0, min(self.taken, self.first + len(frames)) - self.first)
-        replay = Replay(frames, self.lost, duplicates, cause)
+        replay = Replay(frames, self.lost, duplicates, cause, max(0, self.taken - self.acked))
         self.frames = []
         self.first = self.acked = self.taken = self.size = 0
         return replay

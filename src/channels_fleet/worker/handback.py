@@ -26,7 +26,8 @@ from .settings import WorkerSettings
 logger = logging.getLogger(__name__)
 
 #: Longest a hand-back waits for the app to finish the events it took (a busy handler on a
-#: loaded machine); past it the socket is handed back anyway and that event's output is lost.
+#: loaded machine); past it the socket is handed back anyway, that event's output is dropped,
+#: and the interface replays the event to the new owner (its ACK said taken, not handled).
 HAND_BACK_WAIT = 3.0
 
 

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from channels_fleet.interface.client import OWNED
+from channels_fleet.worker import handback
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -83,6 +84,29 @@ async def test_drain__every_frame_echoed_once_in_order_across_the_hand_back(flee
                for c in fleet.gateway.conns.values() if c.rehomed)
     for client in clients:
         await client.close()
+
+
+async def test_drain__a_frame_the_app_had_not_finished_is_replayed_to_the_new_owner(
+    fleet, monkeypatch
+) -> None:
+    # The app is still handling a frame when the hand-back's wait runs out (a handler slowed
+    # by a Redis failover on the same node): the old instance's output is dropped, so the
+    # frame goes to the new owner again, marked, rather than being lost silently.
+    monkeypatch.setattr(handback, "HAND_BACK_WAIT", 0.2)
+    first = await fleet.add_host()
+    client = await connected(fleet, "/busy/")
+    conn = next(iter(fleet.gateway.conns.values()))
+    client.send_text("unfinished")
+    await wait_for(lambda: conn.unacked.taken == 1)  # taken, 1 s to go
+    second = await fleet.add_host()
+    await first.drain(5)
+    assert await client.texts(1) == [f"{second.side.channel}:unfinished"]
+    replayed = [e for e in fleet.app.seen() if e["type"] == "websocket.receive"]
+    assert replayed == [{"type": "websocket.receive", "text": "unfinished",
+                         "fleet_replayed": True}]
+    client.send_text("next")
+    assert await client.texts(1) == [f"{second.side.channel}:next"]  # no second echo before
+    await client.close()
 
 
 async def wait_for(condition, timeout: float = 5) -> None:

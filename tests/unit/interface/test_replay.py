@@ -65,3 +65,27 @@ def test_overflow_heals__once_the_owner_acknowledges_past_the_dropped_frames() -
     assert unacked.lost == 0
     replay = unacked.detach("dead")
     assert texts(replay.frames) == ["1", "2"] and replay.lost == 0
+
+
+def test_unfinished__after_a_drain_only_the_frames_taken_and_not_handled() -> None:
+    unacked = Unacked(limit=10, max_bytes=1000)
+    for n in range(4):
+        unacked.record(frame(str(n)))
+    unacked.ack(handled=1, taken=2)  # frame 1 still being handled when the owner let go
+    unfinished = unacked.detach("drain").unfinished()
+    assert unfinished is not None
+    assert texts(unfinished.frames) == ["1"]  # 2 and 3 come back with the RETURN
+    assert (unfinished.lost, unfinished.duplicates) == (0, 1)
+
+
+def test_unfinished__none_when_the_app_was_idle_a_hole_when_the_frame_was_dropped() -> None:
+    idle = Unacked(limit=10, max_bytes=1000)
+    idle.record(frame("0"))
+    idle.ack(handled=1, taken=1)
+    assert idle.detach("drain").unfinished() is None
+    full = Unacked(limit=2, max_bytes=1000)
+    full.ack(handled=0, taken=1)  # frame 0 taken, then dropped from the full buffer
+    for n in range(3):
+        full.record(frame(str(n)))
+    unfinished = full.detach("drain").unfinished()
+    assert unfinished is not None and unfinished.lost == 1  # refused 1012, not replayed
