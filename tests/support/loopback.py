@@ -23,6 +23,7 @@ from typing import Any
 
 from channels.layers import InMemoryChannelLayer
 
+from channels_fleet.exceptions import LayerUnavailable
 from channels_fleet.interface.gateway import Gateway
 from channels_fleet.interface.settings import InterfaceSettings
 from channels_fleet.relay import wire
@@ -45,6 +46,15 @@ class LoopbackLayer(InMemoryChannelLayer):
         super().__init__(**kwargs)
         self.channel_capacity = self.compile_capacities(kwargs.get("channel_capacity") or {})
         self._held: dict[str, list[Any]] = {}
+        self._refused: set[str] = set()
+
+    def refuse(self, channel: str) -> None:
+        """Sends to ``channel`` fail from now on, as the layer's do once its retries ran out
+        (the shard of the channel down), until :meth:`accept`."""
+        self._refused.add(channel)
+
+    def accept(self, channel: str) -> None:
+        self._refused.discard(channel)
 
     def hold(self, channel: str) -> None:
         """Keep what is sent to ``channel`` from now on until :meth:`release` (a slow path)."""
@@ -56,6 +66,8 @@ class LoopbackLayer(InMemoryChannelLayer):
             await super().send(channel, message)
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
+        if channel in self._refused:
+            raise LayerUnavailable(f"{channel}: refused (LoopbackLayer.refuse)")
         held = self._held.get(channel)
         if held is not None:
             held.append(message)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import Any
 
 from ..observability.metrics import METRICS
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 #: Receives a worker keeps waiting on the work queue (one pop serves all of them).
 TAKERS = 16
+#: Between RELEASEs of a socket whose output Redis refused (not a tight loop when Redis
+#: refuses at once: out of memory).
+RELEASE_RETRY = 1.0
 
 
 class Host:
@@ -422,7 +426,20 @@ class Host:
         conn.hand_disconnect(conn.disconnect_event(1006), self.settings.app_close_timeout)
 
     def _on_undeliverable(self, dest: str, items: list[list[Any]]) -> None:
-        for conn_id in {item[1] for item in items}:
-            conn = self.conns.get(conn_id)
-            if conn is not None:
-                self._abandon(conn)
+        """Redis took nothing for interface ``dest`` within the layer's retry_timeout (the
+        shard of its inbox down that long, or refusing writes): the app's output in ``items``
+        is gone. The socket must not stay open as if still served: its app gets its disconnect
+        and the interface is told to close it (1013, try again), RELEASE_RETRY later and again
+        while that RELEASE is dropped too. Not for a socket given up already (re-homed away,
+        or its interface dead)."""
+        loop = asyncio.get_running_loop()
+        for conn_id in {item[1] for item in items if item[1]}:  # an ACK item names none
+            conn = self.conns.get(conn_id)  # None: its app finished, its END was lost
+            if conn is not None and conn.state in NOT_OURS:
+                continue
+            if conn is not None and conn.state is not CLOSED:
+                METRICS.messages_dropped.labels("undeliverable").inc()
+                self._close(conn)
+                conn.hand_disconnect(conn.disconnect_event(1013), self.settings.app_close_timeout)
+            release = [wire.RELEASE, conn_id, 1013]
+            loop.call_later(RELEASE_RETRY, partial(self.relay.post, dest, release, control=True))
