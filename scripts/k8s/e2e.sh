@@ -91,7 +91,7 @@ printf 'nameserver %s\nsearch %s.svc.cluster.local svc.cluster.local cluster.loc
   "$DNS_SERVICE_IP" "$NAMESPACE" >"$E2E_RUN/resolv.conf"
 t0=$SECONDS
 status=0
-E2E_K8S=1 E2E_K8S_RESULTS=$RESULTS E2E_NAMESPACE=$NAMESPACE E2E_RELEASE=$RELEASE \
+E2E_K8S=1 E2E_K8S_RESULTS=$RESULTS E2E_K8S_LOGS=$E2E_RUN/logs E2E_NAMESPACE=$NAMESPACE E2E_RELEASE=$RELEASE \
   E2E_K8S_VALUES=$VALUES K8S_VERSION=$K8S_VERSION HELM=$HELM E2E_ADAPTER_IMAGE=$ADAPTER_IMAGE \
   KUBECONFIG=$K8S_RUN/kubeconfig/admin.conf KUBECTL=$K8S_BIN/kubectl \
   nsenter --net="$NETNS_PATH" -- unshare --mount --propagation slave -- sh -c \

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ class Prober:
     client: scenarios.ChatClient
     answers: list[tuple[float, float]] = field(default_factory=list)  # (sent, answered)
     closes: list[int] = field(default_factory=list)
-    lost: int = 0
+    lost_at: list[float] = field(default_factory=list)  # when each lost request was sent
     last_status: dict[str, Any] = field(default_factory=dict)
 
     async def ask(self) -> dict[str, Any] | None:
@@ -78,8 +79,12 @@ class Prober:
                 self.last_status = status
                 await asyncio.sleep(PACE)
             elif not self.client.closed.is_set():
-                self.lost += 1
+                self.lost_at.append(sent)
                 await asyncio.sleep(PACE)
+
+    @property
+    def lost(self) -> int:
+        return len(self.lost_at)
 
     def served_again_after(self, t0: float) -> float:
         """Seconds from t0 until a request sent after it was answered within SERVED_WITHIN."""
@@ -272,6 +277,28 @@ def wait_full_strength(release: Release, timeout: float) -> float:
     return time.monotonic() - t0
 
 
+@contextlib.contextmanager
+def pod_logs(release: Release, pods: list[str]):
+    """`kubectl logs -f` of `pods` while the block runs (their containers may be gone after it),
+    each into $E2E_K8S_LOGS/<pod>.log when that is set (scripts/k8s/e2e.sh sets it)."""
+    folder = os.environ.get("E2E_K8S_LOGS")
+    procs = []
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        for pod in pods:
+            out = open(os.path.join(folder, f"{pod}.log"), "w")  # noqa: SIM115 (kept open)
+            procs.append((out, subprocess.Popen(
+                [release.kubectl_bin, "--namespace", release.namespace, "logs", "-f",
+                 "--timestamps", pod], stdout=out, stderr=subprocess.STDOUT)))
+    try:
+        yield
+    finally:
+        for out, proc in procs:
+            proc.terminate()
+            proc.wait(10)
+            out.close()
+
+
 def node_ready(release: Release, node: str) -> bool:
     conditions = json.loads(release.kubectl("get", "node", node, "-o", "json"))["status"][
         "conditions"]
@@ -339,6 +366,12 @@ def closes_by_home(groups: dict[str, list[Prober]]) -> dict[str, list[int]]:
             for home, probers in groups.items()}
 
 
+def lost_by_home(groups: dict[str, list[Prober]], t0: float) -> dict[str, list[float]]:
+    """Per home, when each lost request was sent: seconds from t0."""
+    return {home: sorted(round(t - t0, 1) for p in probers for t in p.lost_at)
+            for home, probers in groups.items()}
+
+
 def spread_interfaces(release: Release) -> None:
     """An interface pod deleted from a node holding two while another node holds none, as an
     operator evens them out after a node came back (nothing moves back by itself): its
@@ -386,8 +419,11 @@ async def drain_under_load(release: Release, stack: KubeStack, figures_out: dict
             homes = await load.homes(set(placement(release)))
             groups = split_by_home(load, homes, on_node)
         t0 = time.monotonic()
-        await asyncio.to_thread(release.kubectl, "drain", node, "--ignore-daemonsets",
-                                "--delete-emptydir-data", "--timeout=600s", timeout=660)
+        app = [p["metadata"]["name"] for p in release.app_pods()
+               if component(p) in ("interface", "worker")]
+        with pod_logs(release, app):
+            await asyncio.to_thread(release.kubectl, "drain", node, "--ignore-daemonsets",
+                                    "--delete-emptydir-data", "--timeout=600s", timeout=660)
         drain_s = time.monotonic() - t0
         back_s = await asyncio.to_thread(wait_full_strength, release, 300)
         await asyncio.sleep(3)  # traffic on the new pods too
@@ -399,7 +435,8 @@ async def drain_under_load(release: Release, stack: KubeStack, figures_out: dict
                   "drain_s": round(drain_s, 1),
                   "full_strength_after_s": round(drain_s + back_s, 1),
                   "probers_by_home": {k: len(v) for k, v in groups.items()},
-                  "closes_by_home": closes_by_home(groups), **figures}
+                  "closes_by_home": closes_by_home(groups),
+                  "lost_by_home": lost_by_home(groups, t0), **figures}
         print(f"drain: {result}")
         figures_out.update(result)  # the figures, whatever the checks below say
         await load.stream_works()
@@ -472,7 +509,8 @@ async def node_loss_under_load(release: Release, stack: KubeStack) -> dict[str, 
                   "full_strength_s": round(recovered_s, 1),
                   "taint_to_full_strength_s": round(back_s, 1),
                   "probers_by_home": {k: len(v) for k, v in groups.items()},
-                  "closes_by_home": closes_by_home(groups), **figures}
+                  "closes_by_home": closes_by_home(groups),
+                  "lost_by_home": lost_by_home(groups, t_cut), **figures}
         print(f"node loss: {result}")
         await load.stream_works()
     finally:

@@ -289,12 +289,6 @@ def test_pod_security__running_pods(release: Release) -> None:
 REPLICAS_BEFORE_NODES: dict[str, int] = {}
 
 
-# A known defect, measured and open (issue 30): under this load a drain can lose requests
-# silently (fresh clones at 36eb8c7: lost 7, 262c549: lost 18; 0 in three other runs). Every
-# check still runs and the k8s-e2e line reports drain_lost; the outcome is XFAIL/XPASS until
-# the cause is found and fixed.
-@pytest.mark.xfail(reason="a drain can lose requests silently under load (issue 30, stop 35)",
-                   strict=False)
 async def test_node_drain__budgets_honoured_nothing_lost(release: Release, stack: KubeStack
                                                          ) -> None:
     if len(nodes.nodes(release)) < 3:
