@@ -428,18 +428,18 @@ class Host:
     def _on_undeliverable(self, dest: str, items: list[list[Any]]) -> None:
         """Redis took nothing for interface ``dest`` within the layer's retry_timeout (the
         shard of its inbox down that long, or refusing writes): the app's output in ``items``
-        is gone. The socket must not stay open as if still served: its app gets its disconnect
-        and the interface is told to close it (1013, try again), RELEASE_RETRY later and again
-        while that RELEASE is dropped too. Not for a socket given up already (re-homed away,
-        or its interface dead)."""
-        loop = asyncio.get_running_loop()
+        is gone. The socket must not stay open as if still served: it is released (1013, try
+        again). A RELEASE dropped in turn (or the app's own close, or its END) is posted again
+        RELEASE_RETRY later, until Redis takes it. Not for a socket given up already
+        (re-homed away, or its interface dead)."""
         for conn_id in {item[1] for item in items if item[1]}:  # an ACK item names none
-            conn = self.conns.get(conn_id)  # None: its app finished, its END was lost
+            conn = self.conns.get(conn_id)  # None: its app finished
             if conn is not None and conn.state in NOT_OURS:
                 continue
             if conn is not None and conn.state is not CLOSED:
                 METRICS.messages_dropped.labels("undeliverable").inc()
-                self._close(conn)
-                conn.hand_disconnect(conn.disconnect_event(1013), self.settings.app_close_timeout)
-            release = [wire.RELEASE, conn_id, 1013]
-            loop.call_later(RELEASE_RETRY, partial(self.relay.post, dest, release, control=True))
+                self._release(conn, 1013)
+            else:
+                release = [wire.RELEASE, conn_id, 1013]
+                asyncio.get_running_loop().call_later(
+                    RELEASE_RETRY, partial(self.relay.post, dest, release, control=True))
