@@ -59,6 +59,14 @@ def cli(pod: Pod, *args: str) -> str:
     return done.stdout.replace("\r", "")
 
 
+def write_keys(pod: Pod, count: int = 60) -> list[str]:
+    """Keys k0.. (each its own value) written through ``pod``, spread over the slots."""
+    keys = [f"k{i}" for i in range(count)]
+    for key in keys:
+        assert cli(pod, "-c", "set", key, key).strip() == "OK"
+    return keys
+
+
 def nodes(pod: Pod) -> list[dict]:
     """CLUSTER NODES as seen by `pod`."""
     out = []
@@ -180,9 +188,7 @@ def test_three_masters_three_replicas_form_heal_and_fail_over():
         wait_healthy(pods, 3, 1)
         print(f"6 pods ready, cluster formed in {formed:.1f} s")
         # Keys on every master, read back later through whichever node serves them.
-        keys = [f"k{i}" for i in range(60)]
-        for key in keys:
-            assert cli(pods[0], "-c", "set", key, key).strip() == "OK"
+        keys = write_keys(pods[0])
 
         # A replica deleted, back empty with a new address: it takes its old self's place.
         replica = role_of(pods, "slave")
@@ -237,9 +243,7 @@ def test_most_masters_lost_at_once_their_replicas_take_over():
     try:
         pods = start_all(runner, 3, 1)
         wait_healthy(pods, 3, 1)
-        keys = [f"k{i}" for i in range(60)]
-        for key in keys:
-            assert cli(pods[0], "-c", "set", key, key).strip() == "OK"
+        keys = write_keys(pods[0])
         masters = [p for p in pods if "role:master" in cli(p, "info", "replication")][:2]
         survivors = [p for p in pods if p not in masters]
         lost_at = time.monotonic()
@@ -273,9 +277,7 @@ def test_a_master_back_at_once_without_its_data_hands_its_slots_over_first():
         # persistence is off, so it is not the node's data and must not come back as it.
         for pod in pods:
             assert cli(pod, "save").strip() == "OK"
-        keys = [f"k{i}" for i in range(60)]
-        for key in keys:
-            assert cli(pods[0], "-c", "set", key, key).strip() == "OK"
+        keys = write_keys(pods[0])
         master = role_of(pods, "master")
         runner.kill(master)
         back = start_pod(runner, master.name)  # the same claim: nodes.conf kept, no data
@@ -312,9 +314,7 @@ def test_without_replicas_a_shard_out_leaves_the_others_serving_and_its_master_c
         pods = start_all(runner, 3, 0)
         wait_healthy(pods, 3, 0)
         # Shard 1 out: keys of shards 0 and 2 still served, their pods still ready.
-        keys = [f"k{i}" for i in range(60)]
-        for key in keys:
-            assert cli(pods[0], "-c", "set", key, key).strip() == "OK"
+        keys = write_keys(pods[0])
         lost = pods[1]
         lost_slots = nodes(lost)
         runner.kill(lost)
