@@ -32,7 +32,9 @@ from typing import Any, Protocol
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from .polling import stop_requested
 from .room import WorkerRoom
@@ -87,6 +89,25 @@ def sync_client(url: str, cluster: bool, timeout: float = 2.0) -> Any:
     """A blocking redis-py client for ``url`` (RedisCluster on a cluster), short timeouts."""
     cls = RedisCluster if cluster else redis.Redis
     return cls.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+#: How long a beat waits for Redis before it gives up and tries again. A master that handed
+#: its slots over and then went (a drained node: its address vanishes, so requests to it hang
+#: rather than fail) must be found again well inside the TTL: one short wait, a slot-map
+#: refresh (redis-py asks the failed node last), one retry, and the beat loop tries again.
+BEAT_TIMEOUT = 0.5
+#: After a failed beat, the next one starts this soon instead of an interval later (doubling
+#: up to the interval while Redis stays away).
+BEAT_RETRY = 0.1
+
+
+def beat_client(url: str, cluster: bool) -> Any:
+    """The heartbeat thread's own client: short timeouts, one retry, no back-off."""
+    if not cluster:
+        return sync_client(url, False, BEAT_TIMEOUT)
+    return RedisCluster.from_url(url, socket_timeout=BEAT_TIMEOUT,
+                                 socket_connect_timeout=BEAT_TIMEOUT,
+                                 retry=Retry(NoBackoff(), 1))
 
 
 async def redis_client(urls: Iterable[str]) -> Any:
@@ -147,9 +168,14 @@ class Heartbeat:
     def fresh(self) -> bool:
         return self.age * 1000 < self.ttl_ms
 
+    @property
+    def overdue(self) -> bool:
+        """Whether a beat is late (one failed or hangs): Redis is away from this process."""
+        return self.age > 2 * self.interval
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._client = sync_client(self.urls[0], await _is_cluster(self.urls[0]))
+        self._client = beat_client(self.urls[0], await _is_cluster(self.urls[0]))
         await asyncio.to_thread(self._register)
         self._thread = threading.Thread(target=self._run, name=f"heartbeat {self.channel}",
                                         daemon=True)
@@ -221,14 +247,25 @@ class Heartbeat:
         self.last_beat = time.monotonic()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        wait = self.interval
+        failing_since: float | None = None
+        while not self._stop.wait(wait):
             started = time.monotonic()
             try:
                 self.beat()
             except Exception as exc:
                 _redis_trouble()
-                logger.warning("heartbeat %s failed: %s", self.key, exc)
+                if failing_since is None:
+                    failing_since = started
+                    logger.warning("heartbeat %s failed: %s; retrying", self.key, exc)
+                # The key expires at the TTL whatever happens: try again soon, backing off.
+                wait = BEAT_RETRY if wait == self.interval else min(2 * wait, self.interval)
                 continue
+            wait = self.interval
+            if failing_since is not None:
+                logger.warning("heartbeat %s beating again after %.1f s", self.key,
+                               time.monotonic() - failing_since)
+                failing_since = None
             if time.monotonic() - started > self.interval:
                 _redis_trouble()  # the client retried through a failover before it got through
 
@@ -244,6 +281,9 @@ class PeerWatch:
     #: After this process could not reach Redis, how long before a missing heartbeat counts
     #: (peers need that long to beat again): the heartbeat's TTL + interval.
     grace: float | None = None
+    #: Whether this process is cut off from Redis now (its own beat is late): its peers may be
+    #: too, so it judges nobody until it has been back for ``grace``.
+    cut_off: Callable[[], bool] = lambda: False
     prefix: str = field(kw_only=True)
     _healthy_since: float | None = field(default=None, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
@@ -281,6 +321,9 @@ class PeerWatch:
         self._healthy_since = time.monotonic()
         while not stop_requested():
             await asyncio.sleep(self.interval)
+            if self.cut_off():
+                _redis_trouble()
+                continue
             try:
                 asked = time.monotonic()
                 missing = await self.missing(self.peers())
@@ -374,8 +417,9 @@ class RedisLiveness:
                                    status=self._report(channel),
                                    registry=workers_key(s.key_prefix) if worker else None)
         await self.heartbeat.start()
+        heartbeat = self.heartbeat
         self.watch = PeerWatch(self._redis, peers, on_dead, interval=s.heartbeat_interval / 2,
-                               prefix=s.key_prefix)
+                               cut_off=lambda: heartbeat.overdue, prefix=s.key_prefix)
         self.watch.start()
         if not worker:
             self.room = WorkerRoom(self._redis, prefix=s.key_prefix,

@@ -94,3 +94,29 @@ async def test_peer_watch__its_own_key_lapsed__the_peers_get_their_grace(
         await watch.stop()
         await me.stop()
         await client.aclose()
+
+
+async def test_peer_watch__while_its_own_beat_is_late__judges_nobody(
+    redis_single: LocalRedis,
+) -> None:
+    # A process whose heartbeat thread hangs on a master that went away (a drained node) can
+    # still read the new master from the loop: the peers it finds missing may hang the same
+    # way. It judges nobody until it beats again and the grace has passed.
+    client = aioredis.Redis.from_url(redis_single.urls[0])
+    peer = "fleet.worker.t!late"
+    reported: list[set[str]] = []
+    late = {"now": True}
+    watch = PeerWatch(client, lambda: [peer], reported.append, interval=0.05, grace=0.5,
+                      cut_off=lambda: late["now"], prefix="t4")
+    watch.start()
+    try:
+        await asyncio.sleep(1.0)  # past the grace after start, the peer missing all along
+        assert reported == [], "a peer declared dead while our own beat was late"
+        late["now"] = False
+        await asyncio.sleep(0.3)
+        assert reported == [], "a peer declared dead before the grace after our beat was back"
+        await asyncio.sleep(0.5)
+        assert reported and reported[0] == {peer}
+    finally:
+        await watch.stop()
+        await client.aclose()
