@@ -313,7 +313,9 @@ class Router:
                         else:
                             failures.append(f"{address}: slot table incomplete")
             finally:
-                for ask in pending:  # left to finish on their own (a connect may be under way)
+                # The rest are left to finish on their own (a connect may be under way); those
+                # that failed beside the winner are read too, or asyncio logs them as lost.
+                for ask in asks:
                     ask.add_done_callback(_retrieve)
             raise LayerUnavailable("no cluster node answered CLUSTER SLOTS: " + "; ".join(failures))
 
