@@ -31,7 +31,8 @@ from websockets.exceptions import ConnectionClosed
 
 from .. import scenarios
 from ..kube_stack import KubeStack
-from .release import ROOT, Release, component, is_ready, shard_placement
+from .release import (ROOT, Release, component, is_ready, node_serving_key, serve_key_from,
+                      shard_placement)
 
 LOST_AFTER = 30.0  # an answer later than this, on a socket still open, is a lost request
 PACE = 0.5  # seconds between a prober's answer and its next request
@@ -372,20 +373,20 @@ def lost_by_home(groups: dict[str, list[Prober]], t0: float) -> dict[str, list[f
             for home, probers in groups.items()}
 
 
-def spread_interfaces(release: Release) -> None:
-    """An interface pod deleted from a node holding two while another node holds none, as an
-    operator evens them out after a node came back (nothing moves back by itself): its
-    replacement goes to the emptier node (the chart's spread constraint)."""
-    for _ in range(3):
-        counts = {n: len(app_pods_on(release, n).get("interface", [])) for n in nodes(release)}
-        crowded = [n for n, c in counts.items() if c > 1]
-        if not crowded or min(counts.values()) > 0:
-            return
-        victim = app_pods_on(release, crowded[0])["interface"][0]
-        release.kubectl("delete", "pod", victim)
-        release.kubectl("rollout", "status", f"deployment/{release.fullname}-interface",
-                        "--timeout=300s", timeout=320)
-        wait_full_strength(release, 300)
+def spread_app_pods(release: Release) -> None:
+    """For interfaces and workers: a pod deleted from a node holding two while another node
+    holds none, as an operator evens them out after a node came back (nothing moves back by
+    itself): its replacement goes to the emptier node (the chart's spread constraint)."""
+    for name in ("interface", "worker"):
+        for _ in range(3):
+            counts = {n: len(app_pods_on(release, n).get(name, [])) for n in nodes(release)}
+            crowded = [n for n, c in counts.items() if c > 1]
+            if not crowded or min(counts.values()) > 0:
+                break
+            release.kubectl("delete", "pod", app_pods_on(release, crowded[0])[name][0])
+            release.kubectl("rollout", "status", f"deployment/{release.fullname}-{name}",
+                            "--timeout=300s", timeout=320)
+            wait_full_strength(release, 300)
 
 
 async def drain_under_load(release: Release, stack: KubeStack, figures_out: dict[str, Any]
@@ -402,9 +403,15 @@ async def drain_under_load(release: Release, stack: KubeStack, figures_out: dict
     clients of the drained workers are not disconnected (their sockets are re-homed), those
     of the drained interfaces at most once (1001, then reconnected), the others never; no
     request is lost silently. `figures_out` gets the figures before the checks run."""
-    await asyncio.to_thread(spread_interfaces, release)
-    node, masters = pick_node(release, {postgresql_node(release) or ""}, with_app_pods=True)
+    await asyncio.to_thread(spread_app_pods, release)
+    node, _ = pick_node(release, {postgresql_node(release) or ""}, with_app_pods=True)
+    # The hardest case, every time: the node serves the heartbeats' slot too (every process
+    # writes it every second, and its master moves with the drain), as a master does after
+    # a few drains have gathered masters on the nodes that stayed.
+    await asyncio.to_thread(serve_key_from, release, "{hb}", node)
+    masters = masters_per_node(shard_placement(release))
     on_node = app_pods_on(release, node)
+    heartbeats_here = node_serving_key(release, "{hb}") == node
     load = Load(stack)
     await load.start()
     try:
@@ -431,6 +438,7 @@ async def drain_under_load(release: Release, stack: KubeStack, figures_out: dict
         shards = shard_placement(release)
         figures = load.figures()
         result = {"node": node, "masters_on_node": masters.get(node, 0),
+                  "heartbeats_master_on_node": heartbeats_here,
                   "pods_on_node": {k: len(v) for k, v in on_node.items()},
                   "drain_s": round(drain_s, 1),
                   "full_strength_after_s": round(drain_s + back_s, 1),
@@ -468,11 +476,14 @@ async def node_loss_under_load(release: Release, stack: KubeStack) -> dict[str, 
     comes back and the taint goes.
 
     The lost node is neither node 1 (the control plane and the tests run there) nor
-    PostgreSQL's (its local volume cannot move: see drain_under_load)."""
+    PostgreSQL's (its local volume cannot move: see drain_under_load), and runs an interface
+    and a worker (spread there first: a node back from a drain is empty)."""
     control_plane = nodes(release)[0]
+    await asyncio.to_thread(spread_app_pods, release)  # the drained node is back, empty
     node, masters = pick_node(release, {control_plane, postgresql_node(release) or ""},
-                              with_app_pods=False, below_majority=True)
+                              with_app_pods=True, below_majority=True)
     on_node = app_pods_on(release, node)
+    heartbeats_here = node_serving_key(release, "{hb}") == node
     load = Load(stack, keepalive=5)
     await load.start()
     tainted = False
@@ -504,6 +515,7 @@ async def node_loss_under_load(release: Release, stack: KubeStack) -> dict[str, 
         figures = load.figures()
         shards = shard_placement(release)
         result = {"node": node, "masters_on_node": masters.get(node, 0),
+                  "heartbeats_master_on_node": heartbeats_here,
                   "pods_on_node": {k: len(v) for k, v in on_node.items()},
                   "serve_s": round(serve_s, 1), "not_ready_s": round(not_ready_s, 1),
                   "full_strength_s": round(recovered_s, 1),

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,14 +137,62 @@ def redis_cli(release: Release, pod: str, *args: str) -> str:
     return release.exec(pod, "sh", "-c", command, "valkey-cli", *args)
 
 
+def _master_row(rows: list[list[str]], slot: int) -> list[str]:
+    """The CLUSTER NODES row of the live master serving `slot`."""
+    for row in rows:
+        if "master" not in row[2] or "fail" in row[2]:
+            continue
+        for span in row[8:]:
+            low, _, high = span.partition("-")
+            if low.isdigit() and int(low) <= slot <= int(high or low):
+                return row
+    raise AssertionError(f"no master serves the slot {slot}")
+
+
+def _cluster(release: Release) -> tuple[list[dict], list[list[str]]]:
+    """The ready Redis pods and the CLUSTER NODES rows one of them sees."""
+    pods = [p for p in release.pods("app.kubernetes.io/component=redis") if is_ready(p)]
+    rows = [line.split() for line in
+            redis_cli(release, pods[0]["metadata"]["name"], "cluster", "nodes").splitlines()]
+    return pods, rows
+
+
+def _slot(release: Release, pods: list[dict], key: str) -> int:
+    return int(redis_cli(release, pods[0]["metadata"]["name"], "cluster", "keyslot", key))
+
+
+def node_serving_key(release: Release, key: str) -> str:
+    """The node of the Redis pod that is master of `key`'s slot now."""
+    pods, rows = _cluster(release)
+    node_of = {p["status"]["podIP"]: p["spec"]["nodeName"] for p in pods}
+    return node_of[_master_row(rows, _slot(release, pods, key))[1].split(":")[0]]
+
+
+def serve_key_from(release: Release, key: str, node: str) -> None:
+    """Make the copy of `key`'s shard on `node` that shard's master (CLUSTER FAILOVER there),
+    as masters come to share a node after a few drains; returns once it serves the slot."""
+    pods, rows = _cluster(release)
+    node_of = {p["status"]["podIP"]: p["spec"]["nodeName"] for p in pods}
+    pod_of = {p["status"]["podIP"]: p["metadata"]["name"] for p in pods}
+    master = _master_row(rows, _slot(release, pods, key))
+    if node_of[master[1].split(":")[0]] == node:
+        return
+    copy = next((pod_of[ip] for ip in (row[1].split(":")[0] for row in rows
+                                       if row[3] == master[0]) if node_of.get(ip) == node), None)
+    assert copy, f"no copy of {key!r}'s shard on {node}: {rows}"
+    redis_cli(release, copy, "cluster", "failover")
+    deadline = time.monotonic() + 60
+    while node_serving_key(release, key) != node:
+        assert time.monotonic() < deadline, f"{copy} did not take {key!r}'s slot over"
+        time.sleep(0.5)
+
+
 def shard_placement(release: Release) -> dict[str, list[str]]:
     """Each shard (a master with slots, by its pod) -> the nodes of its master and replicas,
     from the running cluster's CLUSTER NODES and the pods' placement."""
-    pods = [p for p in release.pods("app.kubernetes.io/component=redis") if is_ready(p)]
+    pods, rows = _cluster(release)
     node_of = {p["status"]["podIP"]: p["spec"]["nodeName"] for p in pods}
     pod_of = {p["status"]["podIP"]: p["metadata"]["name"] for p in pods}
-    rows = [line.split() for line in
-            redis_cli(release, pods[0]["metadata"]["name"], "cluster", "nodes").splitlines()]
     ip = {row[0]: row[1].split(":")[0] for row in rows}
     shards = {row[0]: [ip[row[0]]] for row in rows
               if "master" in row[2] and "fail" not in row[2] and len(row) > 8}

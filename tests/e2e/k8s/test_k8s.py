@@ -289,14 +289,6 @@ def test_pod_security__running_pods(release: Release) -> None:
 REPLICAS_BEFORE_NODES: dict[str, int] = {}
 
 
-# A known defect, open (issue 30): a drain that moves the master of the heartbeats' shard can
-# leave some processes' heartbeat writes stuck past the TTL (their Redis client still on the
-# old master's vanished address) while the others see the keys lapse and declare them dead:
-# their connections are abandoned and requests lost silently (fresh clone at 9a50dc7: lost 22,
-# all within 6-9 s of the drain, node with 2 masters). 0 lost in 12 other drains. Every check
-# still runs and the k8s-e2e line reports drain_lost.
-@pytest.mark.xfail(reason="peers declared dead while their heartbeat client is stuck on a "
-                          "moved master (issue 30)", strict=False)
 async def test_node_drain__budgets_honoured_nothing_lost(release: Release, stack: KubeStack
                                                          ) -> None:
     if len(nodes.nodes(release)) < 3:
