@@ -85,29 +85,22 @@ async def _is_cluster(url: str) -> bool:
     return bool(info.get("cluster_enabled"))
 
 
-def sync_client(url: str, cluster: bool, timeout: float = 2.0) -> Any:
-    """A blocking redis-py client for ``url`` (RedisCluster on a cluster), short timeouts."""
+def sync_client(url: str, cluster: bool, timeout: float = 2.0, **options: Any) -> Any:
+    """A blocking redis-py client for ``url`` (RedisCluster on a cluster), short timeouts;
+    ``options`` go to the client as they are."""
     cls = RedisCluster if cluster else redis.Redis
-    return cls.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return cls.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, **options)
 
 
 #: How long a beat waits for Redis before it gives up and tries again. A master that handed
 #: its slots over and then went (a drained node: its address vanishes, so requests to it hang
 #: rather than fail) must be found again well inside the TTL: one short wait, a slot-map
-#: refresh (redis-py asks the failed node last), one retry, and the beat loop tries again.
+#: refresh (redis-py asks the failed node last), one retry without back-off, and the beat loop
+#: tries again.
 BEAT_TIMEOUT = 0.5
 #: After a failed beat, the next one starts this soon instead of an interval later (doubling
 #: up to the interval while Redis stays away).
 BEAT_RETRY = 0.1
-
-
-def beat_client(url: str, cluster: bool) -> Any:
-    """The heartbeat thread's own client: short timeouts, one retry, no back-off."""
-    if not cluster:
-        return sync_client(url, False, BEAT_TIMEOUT)
-    return RedisCluster.from_url(url, socket_timeout=BEAT_TIMEOUT,
-                                 socket_connect_timeout=BEAT_TIMEOUT,
-                                 retry=Retry(NoBackoff(), 1))
 
 
 async def redis_client(urls: Iterable[str]) -> Any:
@@ -175,7 +168,8 @@ class Heartbeat:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._client = beat_client(self.urls[0], await _is_cluster(self.urls[0]))
+        self._client = sync_client(self.urls[0], await _is_cluster(self.urls[0]), BEAT_TIMEOUT,
+                                   retry=Retry(NoBackoff(), 1))
         await asyncio.to_thread(self._register)
         self._thread = threading.Thread(target=self._run, name=f"heartbeat {self.channel}",
                                         daemon=True)
@@ -255,11 +249,13 @@ class Heartbeat:
                 self.beat()
             except Exception as exc:
                 _redis_trouble()
+                # The key expires at the TTL whatever happens: try again soon, backing off.
                 if failing_since is None:
                     failing_since = started
+                    wait = BEAT_RETRY
                     logger.warning("heartbeat %s failed: %s; retrying", self.key, exc)
-                # The key expires at the TTL whatever happens: try again soon, backing off.
-                wait = BEAT_RETRY if wait == self.interval else min(2 * wait, self.interval)
+                else:
+                    wait = min(2 * wait, self.interval)
                 continue
             wait = self.interval
             if failing_since is not None:
