@@ -31,8 +31,16 @@ from websockets.exceptions import ConnectionClosed
 
 from .. import scenarios
 from ..kube_stack import KubeStack
-from .release import (ROOT, Release, component, is_ready, node_serving_key, serve_key_from,
-                      shard_placement)
+from .release import (
+    ROOT,
+    Release,
+    component,
+    is_ready,
+    node_serving_key,
+    nodes_holding_key,
+    serve_key_from,
+    shard_placement,
+)
 
 LOST_AFTER = 30.0  # an answer later than this, on a socket still open, is a lost request
 PACE = 0.5  # seconds between a prober's answer and its next request
@@ -327,11 +335,12 @@ def nodes(release: Release) -> list[str]:
 
 
 def pick_node(release: Release, exclude: set[str], *, with_app_pods: bool,
-              below_majority: bool = False) -> tuple[str, dict[str, int]]:
+              below_majority: bool = False, prefer: frozenset[str] = frozenset()
+              ) -> tuple[str, dict[str, int]]:
     """The node with the most Redis masters outside `exclude` (with one interface and a worker
     too, if `with_app_pods`; fewer than a majority of the masters, if `below_majority`: a node
     holding most of them takes the cluster's vote with it, which node.sh recovers from only
-    after 3 x the node timeout); and the masters per node."""
+    after 3 x the node timeout), one of `prefer` if any fits; and the masters per node."""
     shards = shard_placement(release)
     masters = masters_per_node(shards)
     majority = len(shards) // 2 + 1
@@ -347,7 +356,7 @@ def pick_node(release: Release, exclude: set[str], *, with_app_pods: bool,
                   and (not below_majority or masters.get(n, 0) < majority)]
     assert candidates, (f"no node to pick outside {exclude} (with interface and worker: "
                         f"{with_app_pods}): {placement(release)}")
-    return max(candidates, key=lambda n: masters.get(n, 0)), masters
+    return max(candidates, key=lambda n: (n in prefer, masters.get(n, 0))), masters
 
 
 def split_by_home(load: Load, homes: list[tuple[str, str]], on_node: dict[str, list[str]]
@@ -392,7 +401,8 @@ def spread_app_pods(release: Release) -> None:
 async def drain_under_load(release: Release, stack: KubeStack, figures_out: dict[str, Any]
                            ) -> dict[str, Any]:
     """`kubectl drain` of the node with the most Redis masters among those running an interface
-    and a worker, as a cluster upgrade drains each node in turn, while the load runs.
+    and a worker (first among those with a copy of the heartbeats' shard, made its master), as
+    a cluster upgrade drains each node in turn, while the load runs.
 
     Not PostgreSQL's node: the bundled PostgreSQL's volume is local to its node (local-path),
     so it cannot move, and the web tier and sign-ins stop until that node is back; a cluster
@@ -404,11 +414,14 @@ async def drain_under_load(release: Release, stack: KubeStack, figures_out: dict
     of the drained interfaces at most once (1001, then reconnected), the others never; no
     request is lost silently. `figures_out` gets the figures before the checks run."""
     await asyncio.to_thread(spread_app_pods, release)
-    node, _ = pick_node(release, {postgresql_node(release) or ""}, with_app_pods=True)
-    # The hardest case, every time: the node serves the heartbeats' slot too (every process
-    # writes it every second, and its master moves with the drain), as a master does after
-    # a few drains have gathered masters on the nodes that stayed.
-    await asyncio.to_thread(serve_key_from, release, "{hb}", node)
+    # The hardest case where placement allows: the node serves the heartbeats' slot too (every
+    # process writes it every second, and its master moves with the drain), as a master does
+    # after a few drains have gathered masters on the nodes that stayed.
+    holding = nodes_holding_key(release, "{hb}")
+    node, _ = pick_node(release, {postgresql_node(release) or ""}, with_app_pods=True,
+                        prefer=frozenset(holding))
+    if node in holding:
+        await asyncio.to_thread(serve_key_from, release, "{hb}", node)
     masters = masters_per_node(shard_placement(release))
     on_node = app_pods_on(release, node)
     heartbeats_here = node_serving_key(release, "{hb}") == node

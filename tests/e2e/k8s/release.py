@@ -137,49 +137,71 @@ def redis_cli(release: Release, pod: str, *args: str) -> str:
     return release.exec(pod, "sh", "-c", command, "valkey-cli", *args)
 
 
-def _master_row(rows: list[list[str]], slot: int) -> list[str]:
-    """The CLUSTER NODES row of the live master serving `slot`."""
-    for row in rows:
-        if "master" not in row[2] or "fail" in row[2]:
-            continue
-        for span in row[8:]:
-            low, _, high = span.partition("-")
-            if low.isdigit() and int(low) <= slot <= int(high or low):
-                return row
-    raise AssertionError(f"no master serves the slot {slot}")
+@dataclass
+class RedisView:
+    """The running Redis Cluster as one of the release's ready Redis pods sees it."""
+
+    rows: list[list[str]]  # CLUSTER NODES, split
+    node_of: dict[str, str]  # pod IP -> node name
+    pod_of: dict[str, str]  # pod IP -> pod name
+
+    @classmethod
+    def read(cls, release: Release) -> RedisView:
+        pods = [p for p in release.pods("app.kubernetes.io/component=redis") if is_ready(p)]
+        rows = [line.split() for line in
+                redis_cli(release, pods[0]["metadata"]["name"], "cluster", "nodes").splitlines()]
+        return cls(rows, {p["status"]["podIP"]: p["spec"]["nodeName"] for p in pods},
+                   {p["status"]["podIP"]: p["metadata"]["name"] for p in pods})
+
+    def master_row(self, release: Release, key: str) -> list[str]:
+        """The CLUSTER NODES row of the live master serving `key`'s slot."""
+        slot = int(redis_cli(release, next(iter(self.pod_of.values())), "cluster", "keyslot",
+                             key))
+        for row in self.rows:
+            if "master" not in row[2] or "fail" in row[2]:
+                continue
+            for span in row[8:]:
+                low, _, high = span.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    return row
+        raise AssertionError(f"no master serves the slot {slot} of {key!r}")
+
+    def shards(self) -> dict[str, list[str]]:
+        """Each shard's master (node id) -> the pod IPs of its live copies, the master's first."""
+        shards = {row[0]: [ip_of(row)] for row in self.rows
+                  if "master" in row[2] and "fail" not in row[2] and len(row) > 8}
+        for row in self.rows:
+            if row[3] in shards and "fail" not in row[2]:
+                shards[row[3]].append(ip_of(row))
+        return shards
 
 
-def _cluster(release: Release) -> tuple[list[dict], list[list[str]]]:
-    """The ready Redis pods and the CLUSTER NODES rows one of them sees."""
-    pods = [p for p in release.pods("app.kubernetes.io/component=redis") if is_ready(p)]
-    rows = [line.split() for line in
-            redis_cli(release, pods[0]["metadata"]["name"], "cluster", "nodes").splitlines()]
-    return pods, rows
-
-
-def _slot(release: Release, pods: list[dict], key: str) -> int:
-    return int(redis_cli(release, pods[0]["metadata"]["name"], "cluster", "keyslot", key))
+def ip_of(row: list[str]) -> str:
+    return row[1].split(":")[0]
 
 
 def node_serving_key(release: Release, key: str) -> str:
     """The node of the Redis pod that is master of `key`'s slot now."""
-    pods, rows = _cluster(release)
-    node_of = {p["status"]["podIP"]: p["spec"]["nodeName"] for p in pods}
-    return node_of[_master_row(rows, _slot(release, pods, key))[1].split(":")[0]]
+    view = RedisView.read(release)
+    return view.node_of[ip_of(view.master_row(release, key))]
+
+
+def nodes_holding_key(release: Release, key: str) -> set[str]:
+    """The nodes with a copy (master or replica) of `key`'s shard."""
+    view = RedisView.read(release)
+    copies = view.shards()[view.master_row(release, key)[0]]
+    return {view.node_of[ip] for ip in copies if ip in view.node_of}
 
 
 def serve_key_from(release: Release, key: str, node: str) -> None:
     """Make the copy of `key`'s shard on `node` that shard's master (CLUSTER FAILOVER there),
     as masters come to share a node after a few drains; returns once it serves the slot."""
-    pods, rows = _cluster(release)
-    node_of = {p["status"]["podIP"]: p["spec"]["nodeName"] for p in pods}
-    pod_of = {p["status"]["podIP"]: p["metadata"]["name"] for p in pods}
-    master = _master_row(rows, _slot(release, pods, key))
-    if node_of[master[1].split(":")[0]] == node:
+    view = RedisView.read(release)
+    copies = view.shards()[view.master_row(release, key)[0]]
+    if view.node_of.get(copies[0]) == node:
         return
-    copy = next((pod_of[ip] for ip in (row[1].split(":")[0] for row in rows
-                                       if row[3] == master[0]) if node_of.get(ip) == node), None)
-    assert copy, f"no copy of {key!r}'s shard on {node}: {rows}"
+    copy = next((view.pod_of[ip] for ip in copies if view.node_of.get(ip) == node), None)
+    assert copy, f"no copy of {key!r}'s shard on {node}: {view.rows}"
     redis_cli(release, copy, "cluster", "failover")
     deadline = time.monotonic() + 60
     while node_serving_key(release, key) != node:
@@ -190,15 +212,9 @@ def serve_key_from(release: Release, key: str, node: str) -> None:
 def shard_placement(release: Release) -> dict[str, list[str]]:
     """Each shard (a master with slots, by its pod) -> the nodes of its master and replicas,
     from the running cluster's CLUSTER NODES and the pods' placement."""
-    pods, rows = _cluster(release)
-    node_of = {p["status"]["podIP"]: p["spec"]["nodeName"] for p in pods}
-    pod_of = {p["status"]["podIP"]: p["metadata"]["name"] for p in pods}
-    ip = {row[0]: row[1].split(":")[0] for row in rows}
-    shards = {row[0]: [ip[row[0]]] for row in rows
-              if "master" in row[2] and "fail" not in row[2] and len(row) > 8}
-    for row in rows:
-        if row[3] in shards and "fail" not in row[2]:
-            shards[row[3]].append(ip[row[0]])
+    view = RedisView.read(release)
+    node_of, pod_of = view.node_of, view.pod_of
+    shards = view.shards()
     unknown = [a for ips in shards.values() for a in ips if a not in node_of]
     assert not unknown, f"cluster members that are no ready pod of the release: {unknown}"
     return {pod_of[ips[0]]: [node_of[a] for a in ips] for ips in shards.values()}
