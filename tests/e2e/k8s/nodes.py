@@ -441,13 +441,14 @@ async def drain_under_load(release: Release, stack: KubeStack, figures_out: dict
         t0 = time.monotonic()
         app = [p["metadata"]["name"] for p in release.app_pods()
                if component(p) in ("interface", "worker")]
+        # Until the load stops: what the clients meet after the drain counts too.
         with pod_logs(release, app):
             await asyncio.to_thread(release.kubectl, "drain", node, "--ignore-daemonsets",
                                     "--delete-emptydir-data", "--timeout=600s", timeout=660)
-        drain_s = time.monotonic() - t0
-        back_s = await asyncio.to_thread(wait_full_strength, release, 300)
-        await asyncio.sleep(3)  # traffic on the new pods too
-        await load.stop()
+            drain_s = time.monotonic() - t0
+            back_s = await asyncio.to_thread(wait_full_strength, release, 300)
+            await asyncio.sleep(3)  # traffic on the new pods too
+            await load.stop()
         shards = shard_placement(release)
         figures = load.figures()
         result = {"node": node, "masters_on_node": masters.get(node, 0),
