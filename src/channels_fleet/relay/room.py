@@ -10,6 +10,12 @@ a connect envelope until a slot frees, and an envelope sent then would wait out 
 timeout: the interface refuses new connections at once instead (``interface/claims.py``).
 A worker full for a moment (short HTTP requests at the cap come and go) does not count.
 
+A worker whose heartbeat lapsed less than ``lapsed_unknown_for`` ago is unknown, not gone: its
+beats may be failing while the heartbeats' shard fails over or is handed over (a node drain),
+and its peers' beats with it, at different moments. Counting only the workers still listed
+then reads "every worker drains" from the one draining worker whose key happened to outlive
+the others', and refuses connects the others have room for.
+
     room = WorkerRoom(redis, prefix="fleet", interval=0.5, full_after=1.0)
     task = asyncio.create_task(room.keep_reading())
     room.full       # True: every live worker is full
@@ -17,7 +23,7 @@ A worker full for a moment (short HTTP requests at the cap come and go) does not
 A status is at most one beat old and read every half beat, so a connect may still be refused
 up to 1.5 beats after a worker freed a slot, or sent to wait while the last slots fill.
 Unknown is never full: no worker listed (none started yet, or all of an older release), a
-status without ``full_for``, or Redis not answering.
+worker whose heartbeat lapsed lately, a status without ``full_for``, or Redis not answering.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ from .polling import stop_requested
 from .wire import heartbeat_key, workers_key
 
 logger = logging.getLogger(__name__)
+
+#: Longer than the heartbeats' shard takes to fail over (node timeout and election) and a
+#: beat to find its new master: a worker cut off longer is taken for gone (a crash, whose
+#: listing stays until the next worker registers).
+LAPSED_UNKNOWN_FOR = 30.0
 
 
 def takes_none(status: Any, full_after: float) -> bool:
@@ -58,24 +69,28 @@ class WorkerRoom:
     """Keeps ``full`` up to date from the live workers' heartbeats (``redis``: an asyncio
     redis-py client, single or cluster)."""
 
-    def __init__(self, redis: Any, *, prefix: str, interval: float, full_after: float) -> None:
+    def __init__(self, redis: Any, *, prefix: str, interval: float, full_after: float,
+                 lapsed_unknown_for: float = LAPSED_UNKNOWN_FOR) -> None:
         self.redis = redis
         self.prefix = prefix
         self.interval = interval
         self.full_after = full_after
+        self.lapsed_unknown_for = lapsed_unknown_for
         #: Every known worker takes no new connection (see the module's docstring).
         self.full = False
         self.workers = 0  # live workers found at the last read
 
     async def read(self) -> bool:
         """Read the workers' statuses now; returns (and sets) ``full``."""
-        now_ms = int(time.time() * 1000)
-        channels = await self.redis.zrangebyscore(workers_key(self.prefix), now_ms, "+inf")
+        since_ms = int((time.time() - self.lapsed_unknown_for) * 1000)
+        channels = await self.redis.zrangebyscore(workers_key(self.prefix), since_ms, "+inf")
         values = await self.redis.mget(
             [heartbeat_key(c.decode() if isinstance(c, bytes) else c, self.prefix)
              for c in channels]) if channels else []
         statuses = [_status(v) for v in values if v is not None]
-        full = bool(statuses) and all(takes_none(s, self.full_after) for s in statuses)
+        lapsed = len(values) - len(statuses)  # unknown: they may have room
+        full = (bool(statuses) and not lapsed
+                and all(takes_none(s, self.full_after) for s in statuses))
         if full != self.full:
             if full:
                 logger.warning("all %d workers are full (at their concurrency cap) or draining: "

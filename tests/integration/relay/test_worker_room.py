@@ -1,5 +1,6 @@
 """WorkerRoom on a real Redis (single and cluster): full only when every live worker's heartbeat
-says it is at its cap or draining; interfaces, the dead and statuses without a cap never count."""
+says it is at its cap or draining; interfaces, the dead and statuses without a cap never count,
+and a worker whose heartbeat lapsed lately is unknown (it may have room), never full."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def worker(hosts: list[str], name: str, prefix: str, status: dict[str, object]) 
 async def test_full_only_when_every_live_worker_is_at_its_cap(redis_hosts: list[str]) -> None:
     prefix = f"room{time.time_ns()}"
     client = await redis_client(redis_hosts)
-    room = WorkerRoom(client, prefix=prefix, interval=0.1, full_after=0.5)
+    room = WorkerRoom(client, prefix=prefix, interval=0.1, full_after=0.5, lapsed_unknown_for=1.5)
     one = {"sockets": 2, "concurrency": 2, "full_for": 3.0}
     two = {"sockets": 1, "concurrency": 2, "full_for": 0.0}
     w1, w2 = worker(redis_hosts, "w1", prefix, one), worker(redis_hosts, "w2", prefix, two)
@@ -42,9 +43,27 @@ async def test_full_only_when_every_live_worker_is_at_its_cap(redis_hosts: list[
         await asyncio.sleep(0.4)
         assert await room.read() is True
 
-        # w2 dies (its key expires, no word): w1 alone, full.
+        # w2 drains and w1's beats lapse (cut off from the heartbeats' shard while it fails
+        # over): w2 alone is listed live, but w1 may have room: not full.
+        one.update(sockets=0, full_for=0.0)
+        await asyncio.sleep(0.4)
+        await w1.stop(remove=False)
+        await asyncio.sleep(0.8)
+        assert await room.read() is False and room.workers == 1
+        # w1 beats again (it registers afresh): known again.
+        w1 = worker(redis_hosts, "w1", prefix, one)
+        await w1.start()
+        assert await room.read() is False and room.workers == 2
+        one.update(sockets=2, full_for=3.0)
+        await asyncio.sleep(0.4)
+        assert await room.read() is True
+
+        # w2 dies (its key expires, no word): unknown for lapsed_unknown_for, then gone, and
+        # w1 alone is full.
         await w2.stop(remove=False)
         await asyncio.sleep(0.8)
+        assert await room.read() is False and room.workers == 1
+        await asyncio.sleep(1.5)
         assert await room.read() is True and room.workers == 1
         # w1 stops cleanly: it leaves the registry at once; nobody is known, so not full.
         await w1.stop()
