@@ -286,19 +286,29 @@ def wait_full_strength(release: Release, timeout: float) -> float:
     return time.monotonic() - t0
 
 
+def _interface_and_worker_pods(release: Release) -> list[str]:
+    return [p["metadata"]["name"] for p in release.app_pods()
+            if component(p) in ("interface", "worker")]
+
+
 @contextlib.contextmanager
-def pod_logs(release: Release, pods: list[str]):
-    """`kubectl logs -f` of `pods` while the block runs (their containers may be gone after it),
-    each into $E2E_K8S_LOGS/<pod>.log when that is set (scripts/k8s/e2e.sh sets it)."""
-    folder = os.environ.get("E2E_K8S_LOGS")
+def pod_logs(release: Release, scenario: str):
+    """The interfaces' and workers' logs over the block, each into
+    $E2E_K8S_LOGS/<scenario>/<pod>.log when that is set (scripts/k8s/e2e.sh sets it):
+    `kubectl logs -f` of the pods running at its start (their containers may be gone after
+    it), then the logs of those started meanwhile (replacements on other nodes)."""
+    if not os.environ.get("E2E_K8S_LOGS"):
+        yield
+        return
+    folder = os.path.join(os.environ["E2E_K8S_LOGS"], scenario)
+    os.makedirs(folder, exist_ok=True)
+    first = _interface_and_worker_pods(release)
     procs = []
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-        for pod in pods:
-            out = open(os.path.join(folder, f"{pod}.log"), "w")  # noqa: SIM115 (kept open)
-            procs.append((out, subprocess.Popen(
-                [release.kubectl_bin, "--namespace", release.namespace, "logs", "-f",
-                 "--timestamps", pod], stdout=out, stderr=subprocess.STDOUT)))
+    for pod in first:
+        out = open(os.path.join(folder, f"{pod}.log"), "w")  # noqa: SIM115 (kept open)
+        procs.append((out, subprocess.Popen(
+            [release.kubectl_bin, "--namespace", release.namespace, "logs", "-f",
+             "--timestamps", pod], stdout=out, stderr=subprocess.STDOUT)))
     try:
         yield
     finally:
@@ -306,6 +316,11 @@ def pod_logs(release: Release, pods: list[str]):
             proc.terminate()
             proc.wait(10)
             out.close()
+        for pod in set(_interface_and_worker_pods(release)) - set(first):
+            with open(os.path.join(folder, f"{pod}.log"), "w") as out:
+                subprocess.run([release.kubectl_bin, "--namespace", release.namespace, "logs",
+                                "--timestamps", pod], stdout=out, stderr=subprocess.STDOUT,
+                               timeout=60, check=False)
 
 
 def node_ready(release: Release, node: str) -> bool:
@@ -439,10 +454,8 @@ async def drain_under_load(release: Release, stack: KubeStack, figures_out: dict
             homes = await load.homes(set(placement(release)))
             groups = split_by_home(load, homes, on_node)
         t0 = time.monotonic()
-        app = [p["metadata"]["name"] for p in release.app_pods()
-               if component(p) in ("interface", "worker")]
         # Until the load stops: what the clients meet after the drain counts too.
-        with pod_logs(release, app):
+        with pod_logs(release, "drain"):
             await asyncio.to_thread(release.kubectl, "drain", node, "--ignore-daemonsets",
                                     "--delete-emptydir-data", "--timeout=600s", timeout=660)
             drain_s = time.monotonic() - t0
@@ -505,27 +518,28 @@ async def node_loss_under_load(release: Release, stack: KubeStack) -> dict[str, 
         homes = await load.homes(set(placement(release)))
         groups = split_by_home(load, homes, on_node)
         await asyncio.sleep(2)
-        t_cut = time.monotonic()
-        await asyncio.to_thread(node_fault, "cut", node)
+        with pod_logs(release, "node-loss"):
+            t_cut = time.monotonic()
+            await asyncio.to_thread(node_fault, "cut", node)
 
-        def served_s() -> float:
-            return max(p.served_again_after(t_cut) for p in load.probers)
+            def served_s() -> float:
+                return max(p.served_again_after(t_cut) for p in load.probers)
 
-        while math.isinf(served_s()) and time.monotonic() - t_cut < 180:
-            await asyncio.sleep(0.5)
-        serve_s = served_s()
-        while await asyncio.to_thread(node_ready, release, node):
-            assert time.monotonic() - t_cut < 120, f"{node} still Ready 120 s after its cut"
-            await asyncio.sleep(1)
-        not_ready_s = time.monotonic() - t_cut
-        # The runbook: the node is gone for good (or for long): its pods may run elsewhere.
-        await asyncio.to_thread(release.kubectl, "taint", "node", node,
-                                "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute")
-        tainted = True
-        back_s = await asyncio.to_thread(wait_full_strength, release, 300)
-        recovered_s = time.monotonic() - t_cut
-        await asyncio.sleep(3)
-        await load.stop()
+            while math.isinf(served_s()) and time.monotonic() - t_cut < 180:
+                await asyncio.sleep(0.5)
+            serve_s = served_s()
+            while await asyncio.to_thread(node_ready, release, node):
+                assert time.monotonic() - t_cut < 120, f"{node} still Ready 120 s after its cut"
+                await asyncio.sleep(1)
+            not_ready_s = time.monotonic() - t_cut
+            # The runbook: the node is gone for good (or for long): its pods may run elsewhere.
+            await asyncio.to_thread(release.kubectl, "taint", "node", node,
+                                    "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute")
+            tainted = True
+            back_s = await asyncio.to_thread(wait_full_strength, release, 300)
+            recovered_s = time.monotonic() - t_cut
+            await asyncio.sleep(3)
+            await load.stop()
         figures = load.figures()
         shards = shard_placement(release)
         result = {"node": node, "masters_on_node": masters.get(node, 0),
