@@ -175,6 +175,10 @@ class RedisView:
                 shards[row[3]].append(ip_of(row))
         return shards
 
+    def copies(self, release: Release, key: str) -> list[str]:
+        """The pod IPs of the live copies of `key`'s shard, the master's first."""
+        return self.shards()[self.master_row(release, key)[0]]
+
 
 def ip_of(row: list[str]) -> str:
     return row[1].split(":")[0]
@@ -189,15 +193,14 @@ def node_serving_key(release: Release, key: str) -> str:
 def nodes_holding_key(release: Release, key: str) -> set[str]:
     """The nodes with a copy (master or replica) of `key`'s shard."""
     view = RedisView.read(release)
-    copies = view.shards()[view.master_row(release, key)[0]]
-    return {view.node_of[ip] for ip in copies if ip in view.node_of}
+    return {view.node_of[ip] for ip in view.copies(release, key) if ip in view.node_of}
 
 
 def serve_key_from(release: Release, key: str, node: str) -> None:
     """Make the copy of `key`'s shard on `node` that shard's master (CLUSTER FAILOVER there),
     as masters come to share a node after a few drains; returns once it serves the slot."""
     view = RedisView.read(release)
-    copies = view.shards()[view.master_row(release, key)[0]]
+    copies = view.copies(release, key)
     if view.node_of.get(copies[0]) == node:
         return
     copy = next((view.pod_of[ip] for ip in copies if view.node_of.get(ip) == node), None)
