@@ -117,6 +117,10 @@ wait_until() {
   log "$name: $what ($((SECONDS - t0)) s)"
 }
 
+device_plugins_bound() {  # device_plugins_bound N: node N's kubelet listens on that socket
+  in_node "$1" ss -xlpn | grep -F /var/lib/kubelet/device-plugins/kubelet.sock \
+    | grep -q "pid=$(cat "$PIDS/$(node_id "$1")-kubelet.pid"),"
+}
 https_ok() {  # https_ok URL: 200 from a component's secure port, as the cluster admin
   in_netns curl -fsS --max-time 3 --cacert "$K8S_RUN/pki/ca.crt" --cert "$K8S_RUN/pki/admin.crt" \
     --key "$K8S_RUN/pki/admin.key" "$1"
@@ -247,6 +251,10 @@ for n in $NODES; do
     --node-labels="topology.kubernetes.io/zone=$(node_zone "$n")"
   start "$n" "$(node_id "$n")-kube-proxy" "$K8S_BIN/kube-proxy" \
     --config="$(node_run "$n")/etc/kube-proxy.yaml"
+  # One kubelet at a time: each binds /var/lib/kubelet/device-plugins/kubelet.sock (a path no
+  # flag moves) after removing the one there; two starting together can both remove it, and the
+  # second bind then fails (EADDRINUSE) and that kubelet exits.
+  wait_until "$(node_id "$n")-kubelet" 60 "its device plugins' socket" device_plugins_bound "$n"
 done
 node_ready() {  # node_ready N
   [ "$(kc get node "$(node_name "$1")" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]
