@@ -32,11 +32,6 @@ mkdir -p "$E2E_RUN"
 phases=()
 phase() { phases+=("$1=$2s"); }
 
-# 1. A fresh cluster.
-t0=$SECONDS
-scripts/k8s/down.sh >/dev/null
-scripts/k8s/up.sh
-phase cluster_up $((SECONDS - t0))
 down_and_check() {
   local status=$? t=$SECONDS
   if [ -n "${K8S_KEEP:-}" ]; then
@@ -69,6 +64,12 @@ EOF
   echo "k8s-e2e times: ${phases[*]}"
 }
 trap down_and_check EXIT
+
+# 1. A fresh cluster (taken down by the trap also when it fails to come up).
+t0=$SECONDS
+scripts/k8s/down.sh >/dev/null
+scripts/k8s/up.sh
+phase cluster_up $((SECONDS - t0))
 
 # 2. Every image the chart's pods use, from podman (make images) into every node's containerd
 #    (the scheduler may put any pod on any node).
