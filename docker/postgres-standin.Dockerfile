@@ -1,10 +1,10 @@
 # A local stand-in for docker.io/library/postgres, for machines that reach no image registry (this
-# project's CI): Debian's PostgreSQL (15 on bookworm) with an entrypoint that honours the official image's
+# project's CI): Debian trixie's PostgreSQL 17 (the chart's default version) with an entrypoint that honours the official image's
 # contract (POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB, PGDATA; initdb on an empty PGDATA; runs
 # as uid 999 `postgres`), so `database.postgresql.image.*` pointing here runs the chart unchanged.
 # Not for production.
 #   scripts/images.sh images  ->  localhost/postgres-standin:latest
-ARG BASE=localhost/channels-fleet-base:bookworm
+ARG BASE=localhost/channels-fleet-base:trixie
 FROM ${BASE}
 # The postgres user first, with the official image's ids; no cluster made by the package.
 RUN groupadd --system --gid 999 postgres \
@@ -13,7 +13,7 @@ RUN groupadd --system --gid 999 postgres \
  && mkdir -p /etc/postgresql-common/createcluster.d \
  && echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/no-main.conf \
  && apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql-17 \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* \
  && ln -s /usr/lib/postgresql/*/bin/* /usr/local/bin/ \
  && mkdir -p /var/lib/postgresql/data /var/run/postgresql \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the channels-fleet container images with podman, from nothing but Debian's mirror and PyPI.
 #
-#   scripts/images.sh base      the Debian bookworm base image (debootstrap + podman import), once
+#   scripts/images.sh base      the Debian bookworm base image (debootstrap + podman import), once;
+#                               and the trixie one the stand-ins are built on
 #   scripts/images.sh wheels    the wheelhouse (.run/wheels/deps: dependencies, .run/wheels/app: us)
 #   scripts/images.sh images    base + wheels + interface, project and chat images, and the
 #                               Valkey/PostgreSQL stand-ins (incremental)
@@ -13,6 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BASE=${BASE:-localhost/channels-fleet-base:bookworm}
+# The stand-ins run the versions the chart defaults to (Valkey 8.1, PostgreSQL 17): Debian
+# trixie's packages, so their base is trixie's.
+STANDIN_BASE=${STANDIN_BASE:-localhost/channels-fleet-base:trixie}
 TAG=${TAG:-latest}
 PY=${PY:-.venv/bin/python}
 WHEELS=.run/wheels
@@ -40,31 +44,38 @@ debian_mirror() {
   done | grep -v -- '-security' | head -n1
 }
 
-cmd_base() {
-  if "${PODMAN[@]}" image exists "$BASE"; then
-    log "base $BASE exists; skipping debootstrap (podman rmi $BASE to rebuild)"
+# A minimal Debian image of one release, made by debootstrap from the mirror apt already uses
+# (the same host serves every release).
+debootstrap_image() {  # debootstrap_image IMAGE SUITE [PACKAGES]
+  local image=$1 suite=$2 packages=${3:-}
+  if "${PODMAN[@]}" image exists "$image"; then
+    log "base $image exists; skipping debootstrap (podman rmi $image to rebuild)"
     return
   fi
-  [ "$BASE" = localhost/channels-fleet-base:bookworm ] || {
-    log "base $BASE is not present and is not ours to build; pull it first"; exit 1; }
+  [[ $image == localhost/channels-fleet-base:* ]] || {
+    log "base $image is not present and is not ours to build; pull it first"; exit 1; }
   command -v debootstrap >/dev/null || { log "debootstrap missing: run make podman"; exit 1; }
-  local mirror
+  local mirror root
   mirror=$(debian_mirror)
   [ -n "$mirror" ] || { log "no bookworm mirror found in /etc/apt/sources.list*"; exit 1; }
   root=$(mktemp -d "${TMPDIR:-/tmp}/channels-fleet-rootfs.XXXXXX")
-  trap 'rm -rf "$root" "$root.log"' EXIT
-  log "debootstrap bookworm from $mirror into $root (takes minutes)"
+  log "debootstrap $suite from $mirror into $root (takes minutes)"
   local t0=$SECONDS
-  debootstrap --variant=minbase --include=python3,python3-venv,tini bookworm "$root" "$mirror" \
-    >"$root.log" 2>&1 || { tail -20 "$root.log" >&2; exit 1; }
+  debootstrap --variant=minbase ${packages:+--include="$packages"} "$suite" "$root" "$mirror" \
+    >"$root.log" 2>&1 || { tail -20 "$root.log" >&2; rm -rf "$root" "$root.log"; exit 1; }
   rm -f "$root.log"
   # Slim: nothing in an image reads docs, man pages, locales or apt's caches.
   rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
     "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log
   find "$root"/usr/share/locale -mindepth 1 -maxdepth 1 ! -name 'locale.alias' -exec rm -rf {} +
   tar --numeric-owner -C "$root" -c . | "${PODMAN[@]}" import --quiet \
-    --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' - "$BASE" >/dev/null
-  log "base $BASE built in $((SECONDS - t0)) s"
+    --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' - "$image" >/dev/null
+  rm -rf "$root"
+  log "base $image built in $((SECONDS - t0)) s"
+}
+
+cmd_base() {
+  debootstrap_image "$BASE" bookworm python3,python3-venv,tini
 }
 
 # Wheels for one requirements list into DIR, fetched again only when the list or the base image
@@ -149,7 +160,7 @@ build() {  # build FILE IMAGE FROM_IMAGE "PATHS" [extra podman build args]
           "$image" 2>/dev/null)" = "$digest" ]; then
     log "$image is up to date"
   else
-    "${PODMAN[@]}" build --quiet --layers "${LIMITS[@]}" --build-arg "BASE=$BASE" \
+    "${PODMAN[@]}" build --quiet --layers "${LIMITS[@]}" --build-arg "BASE=$from" \
       --build-arg "VERSION=$VERSION" --label "channels-fleet.inputs=$digest" \
       -f "docker/$file" -t "$image" "$@" . >/dev/null
     log "$image built in $((SECONDS - t0)) s"
@@ -175,14 +186,14 @@ cmd_images() {
 }
 
 # Stand-ins for the official Valkey and PostgreSQL images the chart runs, built from Debian
-# packages on the local base: no registry is reachable here. Point the chart at them with
-# redis.image.* / database.postgresql.image.* (docs/deployment.md). Not for production.
+# trixie's packages of the same versions: no registry is reachable here. Point the chart at them
+# with redis.image.* / database.postgresql.image.* (docs/deployment.md). Not for production.
 cmd_standins() {
-  cmd_base
-  build valkey-standin.Dockerfile localhost/valkey-standin:latest "$BASE" docker/standin \
+  debootstrap_image "$STANDIN_BASE" trixie
+  build valkey-standin.Dockerfile localhost/valkey-standin:latest "$STANDIN_BASE" docker/standin \
     --network host
-  build postgres-standin.Dockerfile localhost/postgres-standin:latest "$BASE" docker/standin \
-    --network host
+  build postgres-standin.Dockerfile localhost/postgres-standin:latest "$STANDIN_BASE" \
+    docker/standin --network host
   "${PODMAN[@]}" images --filter reference='localhost/*-standin' \
     --format '{{.Repository}}:{{.Tag}}\t{{.Size}}'
 }

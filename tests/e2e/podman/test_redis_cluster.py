@@ -1,7 +1,7 @@
 """The chart's built-in Redis Cluster, run from its rendered StatefulSet with podman.
 
 The pods run files/redis/node.sh exactly as the chart mounts it, on the local Valkey stand-in
-(Debian's redis-server 7.0 as valkey-server; the official image runs the same script). Each pod
+(Debian trixie's valkey-server 8.1; the official image runs the same script). Each pod
 has its own address and the shared hosts file stands in for the headless Service's DNS, so a pod
 that comes back gets a new address and an empty data directory, as a rescheduled pod without
 persistence does. What must hold:

@@ -2,8 +2,8 @@
 # One node of the chart's Redis Cluster: `node.sh start | ready | alive | prestop`.
 #
 # Runs with the official Valkey image (valkey-server/valkey-cli 8.x) and with the local stand-in
-# (Debian's redis-server 7.0 under the same names), so it uses only commands and options both
-# have. POSIX sh, getent, awk, timeout.
+# (Debian's valkey-server 8.1); it keeps to commands Redis 7.0 has too, for redis.image.* set to
+# a Redis image. POSIX sh, getent, awk, timeout.
 #
 # start    writes the configuration (the password never on a command line), starts valkey-server
 #          and runs the keeper beside it until the server exits. The keeper makes the node a
