@@ -2,8 +2,9 @@
 # make e2e-k8s [K8S_NODES=3]: the chart on a fresh local cluster of K8S_NODES nodes
 # (scripts/k8s/up.sh), then tests/e2e/k8s
 # (helm install with the chart's defaults and tests/e2e/k8s/values.yaml, helm test, the shared
-# scenarios, failover, pod security, a node drained and a node lost under load (three nodes),
-# upgrade/rollback/uninstall; then the autoscale phase: the
+# scenarios, a Redis hand-over, crashes (SIGKILL) of a Valkey master, a worker and an interface
+# under load, pod security, a node drained and a node lost under load (three nodes), an upgrade
+# rolling every pod under load, rollback, uninstall; then the autoscale phase: the
 # workers' HPA on prometheus-adapter and Prometheus, scale-out under load, scale-in without a
 # disconnect), then k8s-down and a check that nothing of the cluster is left. Prints the
 # `k8s-e2e:` and `k8s-autoscale:` lines and the time of each phase.
@@ -48,11 +49,13 @@ print_summary() {
     python3 - "$RESULTS" "$K8S_VERSION" <<'EOF'
 import json, sys
 results = json.load(open(sys.argv[1]))
-fields = ["install", "pods_ready", "install_restarts", "shards_apart", "helm_test", "chat",
-          "worker_rollout_disconnects", "interface_rollout_disconnects_per_client",
-          "pod_kill_collateral_lost", "failover_s", "redis_restart_s", "drain_lost", "drain_s",
-          "node_loss_serve_s", "node_loss_lost", "upgrade", "rollback", "uninstall_left",
-          "pod_security"]
+fields = ["install", "pods_ready", "install_restarts", "valkey", "postgres", "shards_apart",
+          "helm_test", "chat", "worker_rollout_disconnects",
+          "interface_rollout_disconnects_per_client", "pod_kill_collateral_lost", "handover_s",
+          "crash_failover_s", "crash_lost", "redis_restart_s", "worker_crash_lost_silently",
+          "worker_crash_collateral_lost", "interface_crash_recovered_s", "drain_lost", "drain_s",
+          "node_loss_serve_s", "node_loss_lost", "upgrade", "upgrade_lost", "rollback",
+          "uninstall_left", "pod_security"]
 line = " ".join(f"{k}={results.get(k, 'FAIL')}" for k in fields)
 print(f"k8s-e2e: kubernetes={sys.argv[2]} nodes={results.get('nodes', '?')} {line}")
 print(f"k8s-autoscale: {results.get('k8s_autoscale', 'FAIL')}")

@@ -190,6 +190,12 @@ def node_serving_key(release: Release, key: str) -> str:
     return view.node_of[ip_of(view.master_row(release, key))]
 
 
+def master_pod_of(release: Release, key: str) -> str:
+    """The Redis pod that is master of `key`'s slot now."""
+    view = RedisView.read(release)
+    return view.pod_of[ip_of(view.master_row(release, key))]
+
+
 def nodes_holding_key(release: Release, key: str) -> set[str]:
     """The nodes with a copy (master or replica) of `key`'s shard."""
     view = RedisView.read(release)
