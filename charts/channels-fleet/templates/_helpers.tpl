@@ -474,7 +474,7 @@ imagePullSecrets:
 Init containers: list items (each Deployment writes `initContainers:` and includes them).
 
 Interface and worker start once the channel layer's Redis answers and, for a Redis Cluster, the
-cluster has formed (cluster_state:ok). Without it they exit 3 ("Redis at ...: Connection refused")
+cluster has formed (cluster_state:ok and every slot assigned). Without it they exit 3 ("Redis at ...: Connection refused")
 and restart until the bundled cluster forms on a fresh install. Call with
 (dict "context" $ "image" <image values> "spec" <component values> "project" <bool>).
 */}}
@@ -493,11 +493,16 @@ and restart until the bundled cluster forms on a fresh install. Call with
       for attempt in itertools.count():
           try:
               client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+              why = "up"
               if client.info("cluster").get("cluster_enabled"):
-                  state = client.cluster("info")["cluster_state"]
+                  info = client.cluster("info")
+                  assigned = int(info["cluster_slots_assigned"])
+                  # cluster_state is ok on a cluster still forming, with some shards' slots
+                  # not given yet (cluster-require-full-coverage no): wait for all of them.
+                  state = info["cluster_state"] if assigned == 16384 else "forming"
+                  why = f"cluster_state is {info['cluster_state']}, {assigned} of 16384 slots assigned"
               else:
                   state = "ok"
-              why = f"cluster_state is {state}"
           except Exception as exc:
               state, why = None, f"{type(exc).__name__}: {exc}"
           if state == "ok":
