@@ -187,7 +187,10 @@ async def broadcast_reaches_all(clients: list[ChatClient], timeout: float = 10) 
     await clients[0].say(text)
     got = await asyncio.gather(*(c.wait_for(text, timeout) for c in clients))
     missing = got.count(False)
-    assert not missing, f"{missing} of {len(clients)} clients never got the broadcast"
+    closed = [c.close_code for c, ok in zip(clients, got, strict=True)
+              if not ok and c.closed.is_set()]
+    assert not missing, (f"{missing} of {len(clients)} clients never got the broadcast (of "
+                         f"those, closed meanwhile with: {closed})")
     return time.perf_counter() - t0
 
 

@@ -400,6 +400,17 @@ def pod_uids(release: Release) -> set[str]:
             and not p["metadata"].get("deletionTimestamp")}
 
 
+def old_pods_gone(release: Release, timeout: float = 300) -> None:
+    """Until no pod of the release is terminating: `helm --wait` returns once the new pods are
+    ready, while old interfaces may still drain (closing their sockets with 1001) and stay in
+    the Service's endpoints for a moment, so a new client could land on one."""
+    deadline = time.monotonic() + timeout
+    while terminating := [p["metadata"]["name"] for p in release.pods()
+                          if p["metadata"].get("deletionTimestamp")]:
+        assert time.monotonic() < deadline, f"pods still terminating: {terminating}"
+        time.sleep(1)
+
+
 def revision(release: Release) -> int:
     return int(json.loads(release.helm("status", release.name, "-o", "json"))["version"])
 
@@ -440,6 +451,7 @@ async def test_helm_upgrade__every_pod_rolls_nothing_lost(release: Release, stac
     kept = before & pod_uids(release)
     assert not kept, f"{len(kept)} pods of the release were not replaced by the upgrade"
     assert figures["lost"] == 0, f"requests lost silently during the upgrade: {figures}"
+    await asyncio.to_thread(old_pods_gone, release)
     await scenarios.scenario_chat_round_trip(stack)
     RESULTS["upgrade"] = "ok"
 
@@ -455,6 +467,7 @@ async def test_helm_rollback__pods_roll_back(release: Release, stack: KubeStack)
                                      "jsonpath={.spec.template.spec.containers[0].env}"))
     drain = {e["name"]: e.get("value") for e in env}.get("CHANNELS_FLEET_DRAIN_TIMEOUT")
     assert drain != "20", "the rollback kept the upgraded value"
+    await asyncio.to_thread(old_pods_gone, release)
     await scenarios.scenario_chat_round_trip(stack)
     RESULTS["rollback"] = "ok"
 
