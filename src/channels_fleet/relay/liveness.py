@@ -20,6 +20,7 @@ only asks whether the key exists; building the value takes about 0.1 ms a beat.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -85,11 +87,28 @@ async def _is_cluster(url: str) -> bool:
     return bool(info.get("cluster_enabled"))
 
 
+def seed_options(url: str) -> dict[str, Any]:
+    """A redis-py cluster client's seeding for ``url``. redis-py replaces its startup nodes with
+    the nodes it found, by address. Seeded by a name that always resolves to live nodes (a
+    Kubernetes Service, a managed cluster's configuration endpoint), it keeps the name instead:
+    once every node has a new address (a rolled StatefulSet) the found ones are all gone, and
+    the client never found the cluster again (heartbeats failed for over 30 s in an upgrade
+    that rolled Redis). Seeded by an address, it keeps following the nodes it found."""
+    try:
+        ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return {"dynamic_startup_nodes": False}
+    return {}
+
+
 def sync_client(url: str, cluster: bool, timeout: float = 2.0, **options: Any) -> Any:
     """A blocking redis-py client for ``url`` (RedisCluster on a cluster), short timeouts;
     ``options`` go to the client as they are."""
-    cls = RedisCluster if cluster else redis.Redis
-    return cls.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, **options)
+    if cluster:
+        return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                     **seed_options(url), **options)
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                **options)
 
 
 #: How long a beat waits for Redis before it gives up and tries again. A master that handed
@@ -107,7 +126,7 @@ async def redis_client(urls: Iterable[str]) -> Any:
     """A redis-py asyncio client for ``urls``: RedisCluster when the first node is a cluster."""
     url = list(urls)[0]
     if await _is_cluster(url):
-        return AsyncRedisCluster.from_url(url, socket_timeout=5)
+        return AsyncRedisCluster.from_url(url, socket_timeout=5, **seed_options(url))
     return aioredis.Redis.from_url(url, socket_timeout=5)
 
 
