@@ -63,8 +63,12 @@ class Interface:
         # Importing daphne.server installs Twisted's asyncio reactor: do it here, not at import.
         from daphne.server import Server
 
-        from channels_fleet.interface.edge import SlicedTimeouts, defer_config_log
         from channels_fleet.interface.gateway import Gateway
+        from channels_fleet.interface.server_costs import (
+            ReapedOnChange,
+            SlicedTimeouts,
+            defer_config_log,
+        )
 
         self.settings = settings
         self.gateway = Gateway(settings, liveness=reporting_liveness(settings, "interface"))
@@ -76,7 +80,7 @@ class Interface:
 
         defer_config_log()
 
-        class FleetServer(SlicedTimeouts, Server):  # type: ignore[misc]
+        class FleetServer(ReapedOnChange, SlicedTimeouts, Server):  # type: ignore[misc]
             def listen_success(self, port: Any) -> None:
                 interface.ports.append(port)
                 super().listen_success(port)
@@ -110,19 +114,31 @@ class Interface:
     def run(self) -> int:
         from twisted.internet import reactor
 
+        reactor.callWhenRunning(self._websocket_options)  # before the first connection
         reactor.callWhenRunning(lambda: asyncio.ensure_future(self._startup()))
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: reactor.callFromThread(self._begin_drain))
         self.server.run()
         return self.exit_code
 
+    def _websocket_options(self) -> None:
+        from daphne.ws_protocol import WebSocketProtocol
+
+        from channels_fleet.interface.server_costs import PingPhase
+
+        class FleetWebSocketProtocol(PingPhase, WebSocketProtocol):  # type: ignore[misc]
+            pass
+
+        factory = self.server.ws_factory
+        factory.protocol = FleetWebSocketProtocol
+        # autobahn drops the TCP connection on a protocol error by default (clients see
+        # 1006); send the close frame instead: 1002 bad frame, 1007 bad UTF-8, 1009 too big.
+        factory.setProtocolOptions(failByDrop=False)
+
     async def _startup(self) -> None:
         from twisted.internet import reactor
 
         try:
-            # autobahn drops the TCP connection on a protocol error by default (clients see
-            # 1006); send the close frame instead: 1002 bad frame, 1007 bad UTF-8, 1009 too big.
-            self.server.ws_factory.setProtocolOptions(failByDrop=False)
             await self.gateway.start()
             tune_gc()
             self.probes = await Observability().start(

@@ -1,6 +1,4 @@
-"""What the gateway does at the edge itself: origin checks and Daphne-specific socket writes;
-and two per-connection costs of Daphne and autobahn taken off the interface's loop
-(``defer_config_log``, ``SlicedTimeouts``).
+"""What the gateway does at the edge itself: origin checks and Daphne-specific socket writes.
 
 Daphne 4.2's ASGI ``send`` ignores the ``headers`` of ``websocket.accept`` and the ``reason`` of
 ``websocket.close``, and hides how much is buffered for a slow client. When ``send`` is
@@ -15,8 +13,6 @@ read is guarded so that a server without them takes the plain ASGI path.
 from __future__ import annotations
 
 import logging
-import pprint
-import random
 from collections.abc import Iterable
 from functools import partial
 from http import HTTPStatus
@@ -71,7 +67,6 @@ async def accept(send: Any, message: dict[str, Any]) -> None:
     """Accept a WebSocket, with the app's extra headers when the server can send them."""
     headers = message.get("headers") or []
     proto = _protocol(send)
-    spread_pings(proto)
     deferred = getattr(proto, "handshake_deferred", None)
     if headers and deferred is not None:
         # autobahn takes (subprotocol, {name: value}) from the onConnect deferred.
@@ -80,18 +75,6 @@ async def accept(send: Any, message: dict[str, Any]) -> None:
         deferred.callback((message.get("subprotocol"), extra))
         return
     await send({"type": "websocket.accept", "subprotocol": message.get("subprotocol")})
-
-
-def spread_pings(proto: Any) -> None:
-    """Start the socket's ping clock at a random point of Daphne's ping interval.
-
-    Daphne pings a socket ``ping_interval`` after its last ping or message. Sockets that
-    connected together (clients reconnecting after a deploy) would be pinged together, every
-    interval: thousands of writes, and their pongs, in one tick that stalls the interface.
-    """
-    interval = getattr(getattr(proto, "server", None), "ping_interval", None)
-    if interval and hasattr(proto, "last_ping"):
-        proto.last_ping -= random.uniform(0, interval)
 
 
 async def close(send: Any, message: dict[str, Any], *, accepted: bool) -> None:
@@ -247,62 +230,3 @@ async def lifespan(receive: Any, send: Any) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
-
-
-class _Pretty:
-    """``pprint.pformat(value)``, computed only if a log line is really formatted."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __str__(self) -> str:
-        return pprint.pformat(self.value)
-
-    __repr__ = __str__
-
-
-def defer_config_log() -> None:
-    """Stop autobahn from pretty-printing its options for every new WebSocket.
-
-    ``WebSocketProtocol._connectionMade`` passes ``pformat(<its 40 options>)`` to a debug
-    log line that is dropped unless debug logging is on: 16% of the interface's CPU in a
-    reconnect storm (py-spy, ``bench/scale.py``). The line is kept; it is formatted when
-    logged, as any other.
-    """
-    from autobahn.websocket import protocol
-
-    protocol.pformat = _Pretty  # type: ignore[assignment]
-
-
-class SlicedTimeouts:
-    """Daphne's ``timeout_checker``, one slice at a time: a mixin for its ``Server``.
-
-    Daphne walks every connection every 2 s (``check_timeouts``: timeouts, and the pings that
-    fell due) in one go: at 5,000 idle sockets 9% of the interface's time (py-spy,
-    ``bench/scale.py``), all of it in one callback every 2 s, during which no frame moves;
-    the walk grows with the sockets. Here it is cut into ``TIMEOUT_SLICES`` parts over the
-    same 2 s: each connection is still checked every 2 s, and one gone meanwhile is skipped.
-    """
-
-    TIMEOUT_SLICES = 20
-    TIMEOUT_PERIOD = 2.0
-
-    connections: dict[Any, Any]
-
-    def timeout_checker(self) -> None:
-        from twisted.internet import reactor
-
-        clock: Any = reactor  # typed as an interface by Twisted's stubs
-        protocols = list(self.connections)
-        size = -(-len(protocols) // self.TIMEOUT_SLICES)  # ceil
-        for nth in range(self.TIMEOUT_SLICES if size else 0):
-            clock.callLater(nth * self.TIMEOUT_PERIOD / self.TIMEOUT_SLICES,
-                            self._check_slice, protocols[nth * size:(nth + 1) * size])
-        clock.callLater(self.TIMEOUT_PERIOD, self.timeout_checker)
-
-    def _check_slice(self, protocols: list[Any]) -> None:
-        for protocol in protocols:
-            if protocol in self.connections:
-                protocol.check_timeouts()

@@ -245,9 +245,11 @@ async def test_client_reading_late__frames_queued_behind_a_full_socket_keep_thei
 
 async def test_sockets_that_connected_together_are_not_pinged_together(
         stack: Stack, fleet_factory: FleetStack) -> None:
-    """Each socket's first ping falls at a random point of the ping interval (edge.spread_pings):
-    40 sockets opened at once are pinged over several of Daphne's 2 s checker ticks, not in
-    one burst (without the spread all 40 first pings arrive within one or two ticks)."""
+    """Each socket is pinged at its own point of the ping interval (server_costs.PingPhase):
+    40 sockets opened at once, each sending its first message at once (as reconnecting
+    clients do), are pinged over several of Daphne's 2 s checker ticks, not in one burst
+    (Daphne pings a socket an interval after its last message: all 40 within one or two
+    ticks)."""
     iface = fleet_factory.interface(CHANNELS_FLEET_PING_INTERVAL="6")
 
     async def first_ping() -> float:
@@ -260,6 +262,9 @@ async def test_sockets_that_connected_together_are_not_pinged_together(
                 f"Origin: {iface.origin}\r\n\r\n").encode())
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             assert head.startswith(b"HTTP/1.1 101"), head
+            mask = os.urandom(4)
+            writer.write(bytes([0x81, 0x80 | 5]) + mask
+                         + bytes(b ^ mask[i % 4] for i, b in enumerate(b"hello")))
             while True:  # server frames are unmasked: opcode, 7-bit length (pings are short)
                 first, length = await asyncio.wait_for(reader.readexactly(2), 15)
                 await reader.readexactly(length & 0x7F)
