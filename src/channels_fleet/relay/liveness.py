@@ -9,7 +9,10 @@ the event loop) and the process registers afresh. All heartbeat keys share the h
 
 The beat runs in its own thread with its own (sync) connection: a worker whose event loop is
 busy starting thousands of consumers is slow, not dead, and must not be declared dead for it.
-A killed or stopped process stops beating either way.
+A killed or stopped process stops beating either way. Work that holds the whole process for
+longer than the TTL (a full garbage collection over millions of objects holds the GIL, so
+this thread cannot beat either) runs as the heartbeat's :class:`Pause`: announced by a beat
+whose TTL covers it, then run on this thread.
 
 The key's value is a small JSON status (``{"ts": ..., "name": "w1", "kind": "worker",
 "sockets": 12, ...}``: what ``status()`` returns, read from the process's own metrics by the
@@ -134,6 +137,18 @@ async def redis_client(urls: Iterable[str]) -> Any:
 Status = Callable[[], Mapping[str, Any]]
 
 
+class Pause(Protocol):
+    """Work that stalls the whole process, run by the heartbeat thread when ``due()``, after a
+    beat that keeps the key alive ``budget`` seconds longer than usual (so no peer declares
+    the process dead meanwhile)."""
+
+    budget: float
+
+    def due(self) -> bool: ...
+
+    def run(self) -> None: ...
+
+
 class Heartbeat:
     """Keeps this process's heartbeat key alive from a thread of its own.
 
@@ -153,8 +168,10 @@ class Heartbeat:
         prefix: str,
         status: Status | None = None,
         registry: str | None = None,
+        pause: Pause | None = None,
     ) -> None:
         self.urls = list(urls)
+        self.pause = pause
         self.registry = registry
         self.channel = channel
         self.key = heartbeat_key(channel, prefix)
@@ -230,9 +247,9 @@ class Heartbeat:
         self._enlist()
         self.last_beat = time.monotonic()
 
-    def _enlist(self) -> None:
+    def _enlist(self, ttl_ms: int | None = None) -> None:
         if self.registry is not None:
-            expires = int(time.time() * 1000) + self.ttl_ms
+            expires = int(time.time() * 1000) + (ttl_ms or self.ttl_ms)
             self._client.zadd(self.registry, {self.channel: expires})
 
     def beat(self) -> None:
@@ -259,12 +276,33 @@ class Heartbeat:
         self._enlist()
         self.last_beat = time.monotonic()
 
+    def paused(self, pause: Pause) -> bool:
+        """Run ``pause`` after a beat whose TTL covers its budget; False (not run) if that
+        beat failed or found the key gone (the next ordinary beat deals with that first)."""
+        ttl_ms = self.ttl_ms + int(pause.budget * 1000)
+        try:
+            if not self._client.set(self.key, self.value(), px=ttl_ms, xx=True):
+                return False
+            self._enlist(ttl_ms)
+        except Exception as exc:
+            logger.warning("heartbeat %s: could not announce a pause: %s", self.key, exc)
+            return False
+        started = time.monotonic()
+        pause.run()
+        took = time.monotonic() - started
+        if took > pause.budget / 2:
+            logger.warning("heartbeat %s: a pause took %.1f s of its %.0f s budget", self.key,
+                           took, pause.budget)
+        return True
+
     def _run(self) -> None:
         wait = self.interval
         failing_since: float | None = None
         while not self._stop.wait(wait):
             started = time.monotonic()
             try:
+                if self.pause is not None and self.pause.due() and self.paused(self.pause):
+                    started = time.monotonic()  # beat at once: the key's TTL back to normal
                 self.beat()
             except Exception as exc:
                 _redis_trouble()
@@ -401,9 +439,11 @@ class RedisLiveness:
     also listed in ``wire.workers_key``, which an interface reads for ``workers_full``.
     """
 
-    def __init__(self, settings: Any, status: Status | None = None) -> None:
+    def __init__(self, settings: Any, status: Status | None = None,
+                 pause: Pause | None = None) -> None:
         self.settings = settings
         self.status = status
+        self.pause = pause
         self.heartbeat: Heartbeat | None = None
         self.watch: PeerWatch | None = None
         self.room: WorkerRoom | None = None  # interfaces only
@@ -430,7 +470,8 @@ class RedisLiveness:
         self.heartbeat = Heartbeat(s.redis_url, channel, interval=s.heartbeat_interval,
                                    ttl=s.heartbeat_ttl, on_lost=on_lost, prefix=s.key_prefix,
                                    status=self._report(channel),
-                                   registry=workers_key(s.key_prefix) if worker else None)
+                                   registry=workers_key(s.key_prefix) if worker else None,
+                                   pause=self.pause)
         await self.heartbeat.start()
         heartbeat = self.heartbeat
         self.watch = PeerWatch(self._redis, peers, on_dead, interval=s.heartbeat_interval / 2,
