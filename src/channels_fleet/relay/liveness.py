@@ -276,7 +276,7 @@ class Heartbeat:
         self._enlist()
         self.last_beat = time.monotonic()
 
-    def paused(self, pause: Pause) -> bool:
+    def run_pause(self, pause: Pause) -> bool:
         """Run ``pause`` after a beat whose TTL covers its budget; False (not run) if that
         beat failed or found the key gone (the next ordinary beat deals with that first)."""
         ttl_ms = self.ttl_ms + int(pause.budget * 1000)
@@ -301,7 +301,7 @@ class Heartbeat:
         while not self._stop.wait(wait):
             started = time.monotonic()
             try:
-                if self.pause is not None and self.pause.due() and self.paused(self.pause):
+                if self.pause is not None and self.pause.due() and self.run_pause(self.pause):
                     started = time.monotonic()  # beat at once: the key's TTL back to normal
                 self.beat()
             except Exception as exc:
