@@ -99,6 +99,8 @@ class ChatClient:
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._arrived = asyncio.Condition()
+        #: Why each failed try of ``reopen`` failed, in order.
+        self.open_failures: list[str] = []
 
     @property
     def url(self) -> str:
@@ -124,7 +126,8 @@ class ChatClient:
         while True:
             try:
                 return await self.open()
-            except (OSError, InvalidHandshake, TimeoutError):
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                self.open_failures.append(repr(exc))
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)

@@ -138,6 +138,7 @@ class Load:
         self.listeners: list[Listener] = []
         self.sent: list[str] = []
         self.send_failures = 0
+        self.start_failures: list[str] = []
         self._done = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -145,13 +146,18 @@ class Load:
         return scenarios.ChatClient(self.stack, room, keepalive=self.keepalive)
 
     async def start(self) -> None:
+        """Connect every client as clients do, retrying a refused or unreachable try (a node
+        scenario before may have left a Service endpoint that is still going away); the
+        failed tries are in ``figures()``."""
         clients = [self._client(room) for room in self.rooms for _ in range(self.per_room)]
         stream = [self._client(self.stream) for _ in range(self.listener_count)]
-        await asyncio.gather(*(c.open() for c in [*clients, *stream]))
+        await asyncio.gather(*(c.reopen(timeout=60) for c in [*clients, *stream]))
         await scenarios.broadcast_reaches_all(stream)  # every listener is in the group
         self.probers = [Prober(c) for c in clients]
         self.listeners = [Listener(c) for c in stream]
-        self._sender = await self._client(self.stream).open()
+        self._sender = await self._client(self.stream).reopen(timeout=60)
+        self.start_failures = [f for c in [*clients, *stream, self._sender]
+                               for f in c.open_failures]
         self._tasks = [asyncio.create_task(p.run(self._done)) for p in self.probers]
         self._tasks += [asyncio.create_task(lst.run(self._done)) for lst in self.listeners]
         self._tasks.append(asyncio.create_task(self._broadcast()))
@@ -232,7 +238,8 @@ class Load:
         return {"probers": len(self.probers), "answers": sum(len(p.answers) for p in self.probers),
                 "lost": self.lost(),
                 "broadcasts": len(self.sent), "broadcast_missed": self.broadcast_missed(),
-                "listener_closes": sorted(int(c) for lst in self.listeners for c in lst.closes)}
+                "listener_closes": sorted(int(c) for lst in self.listeners for c in lst.closes),
+                "start_failures": self.start_failures}
 
 
 # --- the cluster ---------------------------------------------------------------------------
