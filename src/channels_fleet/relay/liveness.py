@@ -107,11 +107,9 @@ def seed_options(url: str) -> dict[str, Any]:
 def sync_client(url: str, cluster: bool, timeout: float = 2.0, **options: Any) -> Any:
     """A blocking redis-py client for ``url`` (RedisCluster on a cluster), short timeouts;
     ``options`` go to the client as they are."""
-    if cluster:
-        return RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                     **seed_options(url), **options)
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                **options)
+    cls, seeding = (RedisCluster, seed_options(url)) if cluster else (redis.Redis, {})
+    return cls.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                        **seeding, **options)
 
 
 #: How long a beat waits for Redis before it gives up and tries again. A master that handed
