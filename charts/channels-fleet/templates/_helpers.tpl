@@ -474,7 +474,8 @@ imagePullSecrets:
 Init containers: list items (each Deployment writes `initContainers:` and includes them).
 
 Interface and worker start once the channel layer's Redis answers and, for a Redis Cluster, the
-cluster has formed (cluster_state:ok and every slot assigned). Without it they exit 3 ("Redis at ...: Connection refused")
+cluster has formed: every node it knows says cluster_state:ok with every slot assigned
+(channels_fleet/redis_wait.py). Without it they exit 3 ("Redis at ...: Connection refused")
 and restart until the bundled cluster forms on a fresh install. Call with
 (dict "context" $ "image" <image values> "spec" <component values> "project" <bool>).
 */}}
@@ -482,35 +483,7 @@ and restart until the bundled cluster forms on a fresh install. Call with
 {{- $ := .context -}}
 - name: wait-for-redis
   {{- include "channels-fleet.imageLines" (dict "image" .image "context" $) | nindent 2 }}
-  command:
-    - python3
-    - -c
-    - |
-      import itertools, os, time
-      import redis
-      from channels_fleet.adopt import redact
-      url = os.environ["CHANNELS_FLEET_REDIS_URL"].split(",")[0].strip()
-      for attempt in itertools.count():
-          try:
-              client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
-              why = "up"
-              if client.info("cluster").get("cluster_enabled"):
-                  info = client.cluster("info")
-                  assigned = int(info["cluster_slots_assigned"])
-                  # cluster_state is ok on a cluster still forming, with some shards' slots
-                  # not given yet (cluster-require-full-coverage no): wait for all of them.
-                  state = info["cluster_state"] if assigned == 16384 else "forming"
-                  why = f"cluster_state is {info['cluster_state']}, {assigned} of 16384 slots assigned"
-              else:
-                  state = "ok"
-          except Exception as exc:
-              state, why = None, f"{type(exc).__name__}: {exc}"
-          if state == "ok":
-              break
-          if attempt % 10 == 0:
-              print(f"waiting for Redis at {redact(url)}: {why}", flush=True)
-          time.sleep(2)
-      print(f"Redis at {redact(url)} is up", flush=True)
+  command: ["python3", "-m", "channels_fleet.redis_wait"]
   env:
     {{- include "channels-fleet.redisEnv" $ | trim | nindent 4 }}
     {{- with $.Values.config.extraEnv }}

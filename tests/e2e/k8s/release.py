@@ -100,6 +100,27 @@ class Release:
                                            for c in p["status"].get("containerStatuses", []))
                 for p in self.app_pods()}
 
+    def why_restarted(self) -> str:
+        """For each restarted app container: how its last run ended (the kubelet's reason and
+        exit code, the probe events) and the tail of that run's log, for a failure message."""
+        lines = []
+        for pod in self.app_pods():
+            name = pod["metadata"]["name"]
+            for status in pod["status"].get("containerStatuses", []):
+                if not status.get("restartCount"):
+                    continue
+                ended = status.get("lastState", {}).get("terminated", {})
+                lines.append(f"{name}/{status['name']}: restarted {status['restartCount']}x, "
+                             f"last ended {ended.get('reason')} exit={ended.get('exitCode')}")
+                events = json.loads(self.kubectl("get", "events", "--field-selector",
+                                                 f"involvedObject.name={name}", "-o", "json"))
+                lines += [f"  event {e.get('reason')}: {e.get('message')}"
+                          for e in events["items"] if e.get("type") == "Warning"]
+                log = self.kubectl("logs", name, "-c", status["name"], "--previous",
+                                   "--tail", "25", check=False)
+                lines += [f"  | {line}" for line in log.splitlines()]
+        return "\n".join(lines)
+
     def exec(self, pod: str, *command: str, check: bool = True) -> str:
         return self.kubectl("exec", pod, "--", *command, timeout=60, check=check)
 

@@ -77,7 +77,8 @@ def test_install__every_pod_ready(release: Release) -> None:
     # instead of failing and restarting until they are there.
     restarts = release.restarts()
     RESULTS["install_restarts"] = sum(restarts.values())
-    assert not any(restarts.values()), f"app pods restarted during the install: {restarts}"
+    assert not any(restarts.values()), (
+        f"app pods restarted during the install: {restarts}\n{release.why_restarted()}")
     RESULTS.update(server_versions(release))
 
 

@@ -1,0 +1,88 @@
+"""Wait until the channel layer's Redis can be started on: ``python -m channels_fleet.redis_wait``.
+
+The chart's ``wait-for-redis`` init container runs this before an interface or worker starts,
+so a fresh install does not crash-loop its pods while the bundled cluster forms. A single Redis
+is ready when it answers. A Redis Cluster is ready when every node the first URL's node knows
+(not failing, not still in handshake) says ``cluster_state:ok`` with all 16384 slots assigned.
+One node's view is not enough: slot ownership spreads by gossip, and an app seeded through a
+Service may ask a node that has not heard yet, read an incomplete slot table and exit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+
+import redis
+
+from .adopt import redact
+
+SLOTS = 16384
+#: Flags of a node that cannot answer for the cluster yet (or any more).
+UNSETTLED = {"fail", "fail?", "handshake", "noaddr"}
+
+
+def node_verdict(info: dict) -> str | None:
+    """Why a node's ``CLUSTER INFO`` says the cluster is not formed from where it stands, or
+    None when it is."""
+    assigned = int(info["cluster_slots_assigned"])
+    if assigned < SLOTS or info["cluster_state"] != "ok":
+        # cluster_state is ok on a cluster still forming, with some shards' slots not given
+        # yet (cluster-require-full-coverage no): every slot must be assigned too.
+        return f"cluster_state is {info['cluster_state']}, {assigned} of {SLOTS} slots assigned"
+    return None
+
+
+def check(url: str, timeout: float = 3.0) -> str | None:
+    """Why the Redis at ``url`` is not ready for the layer yet, or None when it is."""
+    seed = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        if not seed.info("cluster").get("cluster_enabled"):
+            return None
+        why = node_verdict(seed.cluster("info"))
+        if why is not None:
+            return why
+        pool = seed.connection_pool
+        for address, node in seed.cluster("nodes").items():
+            flags = set(node["flags"].split(","))
+            if "myself" in flags:
+                continue
+            if flags & UNSETTLED or not node["connected"]:
+                link = "up" if node["connected"] else "down"
+                return f"node {address} is {node['flags']} (link {link})"
+            host, _, port = address.rpartition(":")
+            peer = redis.Redis(connection_pool=redis.ConnectionPool(
+                connection_class=pool.connection_class,
+                **{**pool.connection_kwargs, "host": host, "port": int(port)}))
+            try:
+                why = node_verdict(peer.cluster("info"))
+            finally:
+                peer.close()
+            if why is not None:
+                return f"node {address}: {why}"
+        return None
+    finally:
+        seed.close()
+
+
+def main(interval: float = 2.0) -> int:
+    """Poll the first of ``CHANNELS_FLEET_REDIS_URL``'s URLs until ready; say why every 20 s."""
+    url = os.environ["CHANNELS_FLEET_REDIS_URL"].split(",")[0].strip()
+    for attempt in itertools.count():
+        try:
+            why = check(url)
+        except Exception as exc:  # not up yet: refused, unresolvable, loading, ...
+            why = f"{type(exc).__name__}: {exc}"
+        if why is None:
+            break
+        if attempt % 10 == 0:
+            print(f"waiting for Redis at {redact(url)}: {why}", flush=True)
+        time.sleep(interval)
+    print(f"Redis at {redact(url)} is up", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
