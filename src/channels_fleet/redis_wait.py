@@ -18,8 +18,8 @@ import time
 import redis
 
 from .adopt import redact
+from .layers.connection import SLOTS
 
-SLOTS = 16384
 #: Flags of a node that cannot answer for the cluster yet (or any more).
 UNSETTLED = {"fail", "fail?", "handshake", "noaddr"}
 
