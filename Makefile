@@ -70,8 +70,8 @@ test: install lint helm promtool-check chart-lint images browser e2e-k8s ## run 
 test-unit: $(STAMP) ## the unit tests: no Redis, no root, seconds
 	$(BIN)/pytest -q tests/unit
 
-lint: $(STAMP) ## ruff, mypy (src/, services/) and the import contracts (.importlinter)
-	$(BIN)/ruff check src services scripts/import_contracts.py
+lint: $(STAMP) ## ruff, mypy (src/) and the import contracts (.importlinter)
+	$(BIN)/ruff check src scripts/import_contracts.py examples/chat/run.py examples/chat/fleetview/roll.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -83,17 +83,17 @@ test-reliability: install ## fault, bad-input, security and soak scenarios (10 m
 	RELIABILITY_SOAK_SECONDS=$${RELIABILITY_SOAK_SECONDS:-600} $(BIN)/python scripts/reliability-report.py
 
 cluster-up: install ## start a local 3-master + 3-replica Redis Cluster, print its URLs
-	@$(BIN)/python -m channels_fleet.devcluster up --dir $(RUN)/cluster
+	@$(BIN)/python -m channels_fleet.dev.cluster up --dir $(RUN)/cluster
 
 cluster-down: ## stop the cluster started by cluster-up
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m channels_fleet.devcluster down --dir $(RUN)/cluster; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m channels_fleet.dev.cluster down --dir $(RUN)/cluster; fi
 
 run: install ## the local stack: Redis Cluster, 2 interfaces, 2 workers, web, demo chat (Ctrl-C stops)
-	$(BIN)/python -m channels_fleet.devstack --dir $(RUN)
+	$(BIN)/python examples/chat/run.py --dir $(RUN)
 
 .PHONY: roll-workers
 roll-workers: $(STAMP) ## roll the workers of a running `make run` one by one (watch http://localhost:8001/fleet/)
-	$(BIN)/python -m channels_fleet.devroll --dir $(RUN)
+	$(BIN)/python examples/chat/fleetview/roll.py --dir $(RUN)
 
 bench: bench-layer bench-split bench-fanout bench-rehome bench-scale ## run every benchmark
 

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
 
-    from channels_fleet.devcluster import LocalRedis
+    from channels_fleet.dev.cluster import LocalRedis
 
     redis = LocalRedis(Path(tempfile.mkdtemp(prefix="bench-fanout-")) / "redis", masters=1,
                        replicas=0).start()

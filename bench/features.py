@@ -38,7 +38,7 @@ from django.contrib.auth.models import User  # noqa: E402
 from support.bindingapp.bindings import CardBinding  # noqa: E402
 from support.bindingapp.models import Board, Card  # noqa: E402
 
-from channels_fleet.devcluster import LocalRedis  # noqa: E402
+from channels_fleet.dev.cluster import LocalRedis  # noqa: E402
 from channels_fleet.layers import RedisClusterChannelLayer  # noqa: E402
 from channels_fleet.multiplex import Demultiplexer  # noqa: E402
 

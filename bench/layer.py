@@ -23,7 +23,7 @@ from typing import Any
 
 from channels_redis.core import RedisChannelLayer
 
-from channels_fleet.devcluster import LocalRedis
+from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.layers import RedisClusterChannelLayer
 
 BIG = 10_000_000  # capacity high enough that producers never see ChannelFull

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tests' support package: the proje
 from support.rolling import rolling_restart  # noqa: E402
 from support.split import split_stack  # noqa: E402
 
-from channels_fleet.devcluster import LocalRedis  # noqa: E402
+from channels_fleet.dev.cluster import LocalRedis  # noqa: E402
 
 
 def scrape(port: int) -> str:

@@ -58,8 +58,9 @@ from typing import Any
 
 from split import APP, fleet_layer, fleet_stack, raise_fd_limit, redis_layer, rss_kb, wait_http
 
-from channels_fleet.devcluster import LocalRedis, die_with_parent, free_ports
-from channels_fleet.devstack import FleetStack, ServiceProcess
+from channels_fleet.dev.cluster import LocalRedis, free_ports
+from channels_fleet.process import die_with_parent
+from channels_fleet.dev.stack import FleetStack, ServiceProcess
 from channels_fleet.interface.settings import InterfaceSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "splitbench"))

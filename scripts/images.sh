@@ -125,7 +125,7 @@ print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependenc
   fetch_wheels "$WHEELS/chat" "$(grep -v '^#' examples/chat/requirements.txt)"
   # Our wheel is rebuilt only when its sources change: an identical file keeps the image's
   # COPY layer, and everything after it, cached.
-  hash=$(find pyproject.toml README.md src services -type f \
+  hash=$(find pyproject.toml README.md src -type f \
            ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 \
          | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$app/.hash" 2>/dev/null)" != "$hash" ]; then

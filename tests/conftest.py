@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from channels_fleet.devcluster import LocalRedis
+from channels_fleet.dev.cluster import LocalRedis
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,13 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(name, help=summary, add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.service == "interface":
-        from channels_fleet_services.interface.main import main as run
+        from channels_fleet.services.interface import main as run
     elif args.service == "worker":
-        from channels_fleet_services.worker.main import main as run
+        from channels_fleet.services.worker import main as run
     elif args.service == "dev":
-        from channels_fleet_services.dev.main import main as run
+        from channels_fleet.dev.command import main as run
     else:
-        from channels_fleet_services.web.main import main as run
+        from channels_fleet.services.web import main as run
     return run(rest)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.core.exceptions import ImproperlyConfigured
 
+STARTUP_FAILURE = 3  # exit status of a service that could not start (as uvicorn)
+
 
 class LayerError(Exception):
     """Base class of every channel layer failure raised by channels-fleet."""

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.demo import PASSWORD, WORKER, demo_stack
+from support.demo import PASSWORD, PROJECT, WORKER, demo_stack
 
-from channels_fleet.devcluster import LocalRedis
-from channels_fleet.devroll import SOCKET_NAME, RollControl, WorkerRoll
+from channels_fleet.dev.cluster import LocalRedis
+
+sys.path.insert(0, str(PROJECT))  # the demo's own roll (fleetview/roll.py), as `make run` has it
+from fleetview.roll import SOCKET_NAME, RollControl, WorkerRoll  # noqa: E402
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -36,7 +36,7 @@ def test_cli_runs_read_only_as_non_root(name: str) -> None:
     for service in ("interface", "worker", "web"):
         assert service in out.stdout
     facts = json.loads(python(IMAGES[name], """
-import json, os, channels_fleet, channels_fleet_services.interface.main
+import json, os, channels_fleet, channels_fleet.services.interface
 def writable(path):
     try:
         open(path, "w").close()

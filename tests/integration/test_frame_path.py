@@ -21,7 +21,7 @@ setup()
 
 from channels.generic.websocket import AsyncWebsocketConsumer  # noqa: E402
 
-from channels_fleet.devcluster import LocalRedis  # noqa: E402
+from channels_fleet.dev.cluster import LocalRedis  # noqa: E402
 from channels_fleet.interface.gateway import Gateway  # noqa: E402
 from channels_fleet.interface.settings import InterfaceSettings  # noqa: E402
 from channels_fleet.observability import consumers  # noqa: E402

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from channels_fleet.devcluster import LocalRedis, free_ports
+from channels_fleet.dev.cluster import LocalRedis, free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

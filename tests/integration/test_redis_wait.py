@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from channels_fleet.devcluster import LocalRedis, RedisNode, free_ports
+from channels_fleet.dev.cluster import LocalRedis, RedisNode, free_ports
 from channels_fleet.redis_wait import SLOTS, check
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,7 +12,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from channels_fleet.devstack import ServiceProcess
+from channels_fleet.dev.stack import ServiceProcess
 
 
 def ws(proc: ServiceProcess, path: str, **kwargs: Any) -> Any:

@@ -21,7 +21,7 @@ from relfigures import Figures
 from relload import log_count, open_fds, rss_kb, whoami, ws
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from channels_fleet.devstack import FleetStack, ServiceProcess
+from channels_fleet.dev.stack import FleetStack, ServiceProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
 

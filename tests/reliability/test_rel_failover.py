@@ -28,7 +28,7 @@ from relfigures import Figures, full_run
 from relload import open_echoes, settle, whoami, ws
 from support.split import split_stack
 
-from channels_fleet.devcluster import LocalRedis, RedisNode
+from channels_fleet.dev.cluster import LocalRedis, RedisNode
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(240)]
 

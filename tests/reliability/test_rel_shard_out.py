@@ -37,8 +37,8 @@ from relload import log_count, ws
 from support.split import split_stack
 from websockets.exceptions import ConnectionClosed
 
-from channels_fleet.devcluster import DevClusterError, LocalRedis, RedisNode
-from channels_fleet.devstack import ServiceProcess
+from channels_fleet.dev.cluster import DevClusterError, LocalRedis, RedisNode
+from channels_fleet.dev.stack import ServiceProcess
 from channels_fleet.layers.keys import channel_key, group_key, slot_of
 from channels_fleet.relay.wire import CONNECT_QUEUE, heartbeat_key, queue_key
 

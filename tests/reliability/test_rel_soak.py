@@ -18,7 +18,7 @@ import pytest
 from relfigures import Figures
 from relload import open_echoes, open_fds, rss_kb, settle, whoami, ws
 
-from channels_fleet.devstack import FleetStack, ServiceProcess
+from channels_fleet.dev.stack import FleetStack, ServiceProcess
 
 SECONDS = float(os.environ.get("RELIABILITY_SOAK_SECONDS", "60"))
 

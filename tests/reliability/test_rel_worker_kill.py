@@ -19,7 +19,7 @@ from relload import open_echoes, settle, whoami, ws
 from support.scrape import metric
 from websockets.exceptions import ConnectionClosed
 
-from channels_fleet.devstack import FleetStack
+from channels_fleet.dev.stack import FleetStack
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import urllib.request
 
-from channels_fleet.devstack import ServiceProcess
+from channels_fleet.dev.stack import ServiceProcess
 
 
 def metric(proc: ServiceProcess, name: str, **labels: str) -> float:

@@ -1,5 +1,5 @@
 """A Django project run as real ``channels-fleet`` processes, for the feature, demo and
-foreign-project tests: a :class:`~channels_fleet.devstack.FleetStack` plus the ports the tests
+foreign-project tests: a :class:`~channels_fleet.dev.stack.FleetStack` plus the ports the tests
 talk to and one-off Django processes (the web tier's view of the world).
 
     site = Site(env, tmp)                 # env: the processes' whole environment
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from channels_fleet.devstack import FleetStack
+from channels_fleet.dev.stack import FleetStack
 
 
 class Site:

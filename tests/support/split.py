@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from channels_fleet.devstack import FleetStack
+from channels_fleet.dev.stack import FleetStack
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ROOT / "tests" / "integration" / "split" / "testproject"

@@ -13,7 +13,7 @@ import textwrap
 
 SCRIPT = textwrap.dedent("""
     import gc, weakref
-    from channels_fleet_services._common import FreezeSurvivors, FrozenCollection
+    from channels_fleet.services._common import FreezeSurvivors, FrozenCollection
 
     now = [0.0]
     gc.callbacks.append(FreezeSurvivors())

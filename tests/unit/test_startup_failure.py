@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
-from channels_fleet_services._common import startup_failure
+from channels_fleet.services._common import startup_failure
 from redis.exceptions import RedisError
 
 from channels_fleet.worker.settings import WorkerSettings

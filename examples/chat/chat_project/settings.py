@@ -117,5 +117,5 @@ CHAT_BANNED_WORDS = os.environ.get("CHAT_BANNED_WORDS", "darn,heck,blast").split
 CHAT_GUEST_POSTS = os.environ.get("CHAT_GUEST_POSTS", "0") == "1"
 CHAT_POLL_TIMEOUT = float(os.environ.get("CHAT_POLL_TIMEOUT", "25"))
 # The /fleet/ page's "Roll the workers" button (staff only) asks `make run` to roll them through
-# its control socket (channels_fleet.devroll); `make run` sets this. Empty: no button.
+# its control socket (fleetview/roll.py); `make run` sets this. Empty: no button.
 CHAT_ROLL_SOCKET = os.environ.get("CHAT_ROLL_SOCKET", "")

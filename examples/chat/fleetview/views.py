@@ -5,7 +5,7 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
-from channels_fleet.devroll import request_roll
+from .roll import request_roll
 
 
 def fleet(request):

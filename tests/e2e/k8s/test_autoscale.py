@@ -36,8 +36,8 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from channels_fleet.devcluster import free_ports
-from channels_fleet.devstack import ServiceProcess
+from channels_fleet.dev.cluster import free_ports
+from channels_fleet.dev.stack import ServiceProcess
 
 from .. import scenarios
 from ..kube_stack import KubeStack

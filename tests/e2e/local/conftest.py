@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from channels_fleet.devcluster import LocalRedis
+from channels_fleet.dev.cluster import LocalRedis
 
 from .local_stack import LocalStack
 

@@ -16,7 +16,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from channels_fleet.devstack import FleetStack, ServiceProcess
+from channels_fleet.dev.stack import FleetStack, ServiceProcess
 
 from .. import scenarios
 from .balancer import Backend, Balancer

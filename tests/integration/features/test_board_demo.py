@@ -17,7 +17,7 @@ import pytest
 from support.sites import Site
 from websockets.asyncio.client import connect
 
-from channels_fleet.devcluster import LocalRedis
+from channels_fleet.dev.cluster import LocalRedis
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(120)]
 

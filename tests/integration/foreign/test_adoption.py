@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from foreignstack import foreign_stack, logs, recv, ws
 
-from channels_fleet.devcluster import LocalRedis
+from channels_fleet.dev.cluster import LocalRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -19,7 +19,7 @@ from foreignstack import PASSWORD, foreign_stack, recv, ws
 from support.demo import Browserish
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from channels_fleet.devcluster import LocalRedis
+from channels_fleet.dev.cluster import LocalRedis
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -12,7 +12,7 @@ import pytest
 from foreignstack import PROJECT, pythonpath
 from support.sites import Site
 
-from channels_fleet.devcluster import LocalRedis
+from channels_fleet.dev.cluster import LocalRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

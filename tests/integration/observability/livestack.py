@@ -13,7 +13,7 @@ from pathlib import Path
 
 from support.split import APP, PROJECT
 
-from channels_fleet.devstack import FleetStack, ServiceProcess
+from channels_fleet.dev.stack import FleetStack, ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[3]
 WEBAPP = Path(__file__).resolve().parent / "webapp"

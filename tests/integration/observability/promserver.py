@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from channels_fleet.devcluster import free_ports
-from channels_fleet.devstack import ServiceProcess
+from channels_fleet.dev.cluster import free_ports
+from channels_fleet.dev.stack import ServiceProcess
 
 
 def prometheus_binary() -> str:

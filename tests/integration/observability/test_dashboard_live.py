@@ -24,7 +24,7 @@ from livestack import LiveStack
 from promserver import Prometheus, Target, run_promtool
 from websockets.asyncio.client import connect
 
-from channels_fleet.devcluster import LocalRedis
+from channels_fleet.dev.cluster import LocalRedis
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from channels_fleet.devcluster import free_ports
-from channels_fleet.devstack import ServiceProcess
+from channels_fleet.dev.cluster import free_ports
+from channels_fleet.dev.stack import ServiceProcess
 
 pytestmark = pytest.mark.timeout(60)
 

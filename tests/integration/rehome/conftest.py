@@ -10,8 +10,8 @@ import pytest
 from support import rolling
 from support.split import split_stack
 
-from channels_fleet.devcluster import LocalRedis
-from channels_fleet.devstack import FleetStack
+from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.stack import FleetStack
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from support.rolling import OPEN, Probe, open_probes, rolling_restart, settle
 from support.scrape import metric
 from websockets.asyncio.client import connect
 
-from channels_fleet.devstack import FleetStack, ServiceProcess
+from channels_fleet.dev.stack import FleetStack, ServiceProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 

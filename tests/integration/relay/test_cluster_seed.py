@@ -5,7 +5,7 @@ that may all be gone after a rolled StatefulSet; by an address, they follow the 
 
 from __future__ import annotations
 
-from channels_fleet.devcluster import LocalRedis
+from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.relay.liveness import redis_client, sync_client
 
 # The loopback node by a name. redis-py writes `localhost` itself as 127.0.0.1, so the seed it

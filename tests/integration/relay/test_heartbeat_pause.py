@@ -8,7 +8,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from channels_fleet.devcluster import LocalRedis
+from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.relay import wire
 from channels_fleet.relay.liveness import Heartbeat
 

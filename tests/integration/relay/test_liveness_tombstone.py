@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from channels_fleet.devcluster import LocalRedis
+from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.relay.liveness import Heartbeat, PeerWatch, heartbeat_key, tombstone_key
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from support.split import split_stack
 
-from channels_fleet.devcluster import LocalRedis
-from channels_fleet.devstack import FleetStack
+from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.stack import FleetStack
 
 
 def cluster_urls(cluster: LocalRedis) -> list[str]:

@@ -14,8 +14,8 @@ import pytest
 from support.split import PROJECT
 from websockets.asyncio.client import connect
 
-from channels_fleet.devcluster import LocalRedis
-from channels_fleet.devstack import FleetStack
+from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.stack import FleetStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 

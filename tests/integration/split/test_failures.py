@@ -16,7 +16,7 @@ from support.split import wait_records
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from channels_fleet.devstack import FleetStack, ServiceProcess
+from channels_fleet.dev.stack import FleetStack, ServiceProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(90)]
 

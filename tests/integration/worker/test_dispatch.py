@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from channels.layers import InMemoryChannelLayer
 
-from channels_fleet.devcluster import LocalRedis
+from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.layers import RedisClusterChannelLayer
 from channels_fleet.worker import dispatch
 

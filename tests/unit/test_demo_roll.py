@@ -4,11 +4,14 @@ when no stack listens. (The roll of real workers: tests/browser.)"""
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from channels_fleet.devroll import RollControl, WorkerRoll, request_roll
+# The roll is the demo's own (examples/chat/fleetview/roll.py), as `make roll-workers` runs it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "chat"))
+from fleetview.roll import RollControl, WorkerRoll, request_roll  # noqa: E402
 
 
 class Proc:

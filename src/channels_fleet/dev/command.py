@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from channels_fleet.devcluster import DevClusterError, LocalRedis, free_ports, redis_server_binary
-from channels_fleet.devstack import CLI, FleetStack, ServiceProcess
+from channels_fleet.exceptions import STARTUP_FAILURE
 from channels_fleet.settings import DevSettings, SettingsError
 
-from .._common import STARTUP_FAILURE
+from .cluster import DevClusterError, LocalRedis, free_ports, redis_server_binary
+from .stack import CLI, FleetStack, ServiceProcess
 from .watch import LogTail, SourceWatcher
 
 READY_TIMEOUT = 60.0

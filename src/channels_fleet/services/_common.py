@@ -11,8 +11,6 @@ from typing import Any
 
 from channels_fleet.exceptions import PortUnavailable
 
-STARTUP_FAILURE = 3  # exit status of a service that could not start (as uvicorn)
-
 logger = logging.getLogger("channels_fleet.services")
 
 

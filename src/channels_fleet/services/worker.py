@@ -22,11 +22,11 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from channels_fleet.exceptions import STARTUP_FAILURE
 from channels_fleet.settings import SettingsError
 from channels_fleet.worker.settings import WorkerSettings
 
-from .._common import (
-    STARTUP_FAILURE,
+from ._common import (
     Observability,
     reporting_liveness,
     setup_logging,

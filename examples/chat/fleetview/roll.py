@@ -5,7 +5,7 @@ drain hands every WebSocket back and the interfaces re-home them onto the others
 socket closes. ``make run`` listens for roll requests on a Unix socket (``.run/devstack.sock``,
 owner only); two clients use it:
 
-    make roll-workers                  # python -m channels_fleet.devroll --dir .run
+    make roll-workers                  # python examples/chat/fleetview/roll.py --dir .run
     # or the "Roll the workers" button on the demo's /fleet/ page (staff only)
 
 Each step is reported as one line; the last says how many sockets were re-homed and how many
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .fleet import FleetStatus
+from channels_fleet.fleet import FleetStatus
 
 SOCKET_NAME = "devstack.sock"
 ROLL = b"roll-workers\n"
@@ -37,8 +37,8 @@ Say = Callable[[str], None]
 
 
 class WorkerRoll:
-    """Rolls the running workers of ``stack`` (a ``devstack.FleetStack``); ``start_worker()``
-    starts one more and returns its ``ServiceProcess`` once ready."""
+    """Rolls the running workers of ``stack`` (a ``channels_fleet.dev.stack.FleetStack``);
+    ``start_worker()`` starts one more and returns its ``ServiceProcess`` once ready."""
 
     def __init__(self, stack: Any, start_worker: Callable[[], Any]) -> None:
         self.stack = stack
@@ -179,7 +179,7 @@ def request_roll(path: Path, say: Say, *, first_line_only: bool = False,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m channels_fleet.devroll",
+    parser = argparse.ArgumentParser(prog="python examples/chat/fleetview/roll.py",
                                      description="Roll the workers of `make run`.")
     parser.add_argument("--dir", default=".run", type=Path, help="make run's --dir (.run)")
     args = parser.parse_args(argv)

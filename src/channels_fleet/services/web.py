@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import ctypes
 import importlib
 import logging
 import math
@@ -21,11 +20,11 @@ import subprocess
 import sys
 from typing import Any
 
-from channels_fleet.exceptions import PortUnavailable
+from channels_fleet.exceptions import STARTUP_FAILURE, PortUnavailable
+from channels_fleet.process import die_with_parent
 from channels_fleet.settings import SettingsError, WebSettings, metrics_port_setting
 
-from .._common import (
-    STARTUP_FAILURE,
+from ._common import (
     check_port_free,
     import_asgi_application,
     setup_logging,
@@ -56,11 +55,8 @@ def _serve_probes(port: int, setting: str, log_level: str) -> None:
     """
     code = (f"from {__name__} import probe_process; "
             f"probe_process({port}, {setting!r}, {log_level!r})")
-    subprocess.Popen([sys.executable, "-c", code], preexec_fn=_die_with_parent)
-
-
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    subprocess.Popen([sys.executable, "-c", code],
+                     preexec_fn=lambda: die_with_parent(signal.SIGTERM))
 
 
 def probe_process(port: int, setting: str, log_level: str = "INFO") -> None:

@@ -15,11 +15,11 @@ import signal
 import sys
 from typing import Any
 
+from channels_fleet.exceptions import STARTUP_FAILURE
 from channels_fleet.interface.settings import InterfaceSettings
 from channels_fleet.settings import SettingsError
 
-from .._common import (
-    STARTUP_FAILURE,
+from ._common import (
     Observability,
     bind_failure,
     reporting_liveness,

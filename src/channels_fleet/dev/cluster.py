@@ -7,14 +7,13 @@ Every server is a plain ``redis-server`` child process on a free loopback port (
 process is killed; ``up`` (the CLI) detaches them instead and records their pids so that
 ``down`` can stop them later.
 
-    python -m channels_fleet.devcluster up --dir .run/cluster     # prints the URLs
-    python -m channels_fleet.devcluster down --dir .run/cluster
+    python -m channels_fleet.dev.cluster up --dir .run/cluster     # prints the URLs
+    python -m channels_fleet.dev.cluster down --dir .run/cluster
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import random
@@ -28,7 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PR_SET_PDEATHSIG = 1
+from channels_fleet.process import die_with_parent
+
 RESERVED_PORTS = {6379, 16379}
 
 
@@ -105,13 +105,6 @@ def free_ports(count: int, *, with_bus: bool = False) -> list[int]:
                 chosen.append(port)
     raise DevClusterError(f"found {len(chosen)} of {count} free loopback ports in 20000-29999 "
                           f"(picks of the last ten minutes are in {PICKED_PORTS_DIR})")
-
-
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """In a child, before exec: get ``sig`` when the thread that forked it ends (the process
-    dying included, even by kill -9). For ``subprocess.Popen(preexec_fn=...)``."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, sig)
 
 
 @dataclass
@@ -327,7 +320,7 @@ class LocalRedis:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m channels_fleet.devcluster")
+    parser = argparse.ArgumentParser(prog="python -m channels_fleet.dev.cluster")
     parser.add_argument("action", choices=["up", "down", "urls"])
     parser.add_argument("--dir", default=".run/cluster", type=Path)
     parser.add_argument("--masters", type=int, default=3)

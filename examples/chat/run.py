@@ -1,0 +1,137 @@
+"""``make run``: the demo chat on the whole local stack, in the foreground; Ctrl-C stops it.
+
+A 3-master + 3-replica Redis Cluster, the demo's database migrated, 2 interfaces (ports 8001,
+8002; ``i1``, ``i2`` in the fleet's status), 2 workers (``w1``, ``w2``) and the web tier
+(gunicorn, port 8000), all serving this project. It listens for ``make roll-workers``
+(``fleetview/roll.py``) on ``.run/devstack.sock``.
+
+    python examples/chat/run.py [--dir .run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fleetview.roll import SOCKET_NAME as ROLL_SOCKET
+from fleetview.roll import RollControl, WorkerRoll
+
+from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.stack import CLI, FleetStack, ServiceProcess
+
+PROJECT = Path(__file__).resolve().parent
+
+
+def start_demo(cluster: LocalRedis, run_dir: Path, project: Path, interfaces: int,
+               workers: int, web_port: int) -> tuple[FleetStack, Callable[[], ServiceProcess]]:
+    """The ``make run`` stack on fixed ports, on ``cluster``; prints where things are. Returns
+    the stack and how to start one more worker (ready), for rolling them (``fleetview/roll.py``)."""
+    stack = FleetStack(cluster.urls[:3], run_dir / "logs", project=project,
+                       death_signal=signal.SIGTERM, env={
+        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE",
+                                                 "chat_project.settings"),
+        "CHAT_RUN_DIR": str(run_dir),
+        "CHAT_MODERATION": os.environ.get("CHAT_MODERATION", "1"),
+        "CHAT_ROLL_SOCKET": str(run_dir / ROLL_SOCKET),  # the /fleet/ page's roll button
+        "CHANNELS_FLEET_ALLOWED_ORIGINS": os.environ.get("CHANNELS_FLEET_ALLOWED_ORIGINS",
+                                                         "localhost,127.0.0.1"),
+    })
+    print("migrating the demo database...", flush=True)
+    manage = [sys.executable, str(project / "manage.py")]
+    stack.run(*manage, "migrate", "--noinput", "-v", "0")
+    stack.run(*manage, "demo_users")  # the demo's accounts (alice, bob: demo-password)
+    metrics = iter(range(9101, 9200))
+    started: dict[str, int] = {}
+
+    def start(kind: str, *args: str) -> ServiceProcess:
+        # interface-1 (named i1 in the fleet's status), ..., worker-3 (w3) after a roll.
+        port, n = next(metrics), started.get(kind, 0) + 1
+        started[kind] = n
+        return stack.spawn(kind, [*CLI, kind, *args], metrics_port=port, name=f"{kind}-{n}",
+                           CHANNELS_FLEET_METRICS_PORT=str(port),
+                           CHANNELS_FLEET_NAME=f"{kind[0]}{n}")
+
+    def start_worker() -> ServiceProcess:
+        # Every worker also serves the demo's background channel "moderation".
+        return start("worker", "chat_project.asgi:application", "--channels", "moderation")
+
+    for i in range(interfaces):
+        start("interface", "--port", str(8001 + i))
+    for _ in range(workers):
+        start_worker()
+    start("web", "chat_project.wsgi:application", "--port", str(web_port))
+    urls = ", ".join(f"http://localhost:{8001 + i}/" for i in range(interfaces))
+    names = ", ".join(p.fleet_name for p in stack.procs if p.kind != "web")
+    print(
+        f"\nchannels-fleet is up (logs in {run_dir}/logs/):\n"
+        f"  the chat, through the interfaces:  {urls} (pages relayed to workers)\n"
+        f"  the fleet, live:                   http://localhost:8001/fleet/ ({names})\n"
+        f"  web tier (gunicorn, WSGI):         http://localhost:{web_port}/\n"
+        f"  probes and metrics:                http://localhost:9101/metrics ... "
+        f"http://localhost:{stack.procs[-1].metrics_port}/metrics\n"
+        f"  Redis Cluster:                     {stack.env['CHANNELS_FLEET_REDIS_URL']}\n"
+        "Roll the workers (a deploy, no socket closes): `make roll-workers` in another shell,\n"
+        "or the button on /fleet/ signed in as alice (staff; alice and bob: demo-password).\n"
+        "Ctrl-C stops everything.",
+        flush=True,
+    )
+    return stack, lambda: start_worker().wait_ready()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python examples/chat/run.py")
+    parser.add_argument("--dir", default=".run", type=Path)
+    parser.add_argument("--interfaces", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--web-port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    run_dir = args.dir.resolve()
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    status = 0
+    cluster: LocalRedis | None = None
+    stack: FleetStack | None = None
+    control: RollControl | None = None
+    try:
+        cluster_dir = run_dir / "stack-cluster"
+        shutil.rmtree(cluster_dir, ignore_errors=True)
+        cluster_dir.mkdir(parents=True)
+        print("starting a Redis Cluster (3 masters + 3 replicas)...", flush=True)
+        cluster = LocalRedis(cluster_dir, masters=3, replicas=1).start()
+        stack, start_worker = start_demo(cluster, run_dir, PROJECT,
+                                         args.interfaces, args.workers, args.web_port)
+        control = RollControl(run_dir / ROLL_SOCKET, WorkerRoll(stack, start_worker)).start()
+        while not stopping:
+            problem = stack.failed()
+            if problem:
+                print(problem, file=sys.stderr, flush=True)
+                status = 1
+                break
+            time.sleep(0.5)
+        print("\nstopping...", flush=True)
+    finally:
+        if control is not None:
+            control.stop()
+        if stack is not None:
+            stack.terminate()
+            stack.close()
+        if cluster is not None:
+            cluster.stop()
+        print("stopped.", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
