@@ -102,14 +102,7 @@ class Sender:
     def submit(self, key: str, element: bytes, capacity: int) -> asyncio.Future[bool]:
         """Queue one element; the future says whether it was pushed (False = channel full)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        item = Item(key, element, capacity, future)
-        held = self._held.get(key)
-        if held is not None:
-            held.append(item)
-            return future
-        queue = self._queue(key)
-        queue.pending.append(item)
-        self._schedule(queue)
+        self._enqueue(Item(key, element, capacity, future))
         return future
 
     def pop(
@@ -120,15 +113,20 @@ class Sender:
         If the future is cancelled once the LPOP has left, its elements go to ``salvage``.
         """
         future: asyncio.Future[list[bytes] | None] = asyncio.get_running_loop().create_future()
-        pop = Pop(key, count, future, salvage)
-        held = self._held.get(key)
-        if held is not None:
-            held.append(pop)
-            return future
-        queue = self._queue(key)
-        queue.pops.append(pop)
-        self._schedule(queue)
+        self._enqueue(Pop(key, count, future, salvage))
         return future
+
+    def _enqueue(self, op: Item | Pop) -> None:
+        held = self._held.get(op.key)
+        if held is not None:  # behind a retried send of the same key: keep their order
+            held.append(op)
+            return
+        queue = self._queue(op.key)
+        if isinstance(op, Pop):
+            queue.pops.append(op)
+        else:
+            queue.pending.append(op)
+        self._schedule(queue)
 
     def _schedule(self, queue: _Queue) -> None:
         # Start a flush at the end of this event-loop turn, so that everything queued in
