@@ -96,7 +96,7 @@ class Heartbeat:
         self.interval = interval
         self.ttl_ms = int(ttl * 1000)
         TROUBLE.allow(ttl + interval)
-        #: After a failed beat the next starts this soon, not an interval later.
+        #: Waits after failed beats: ``BEAT_RETRY``, doubling up to the interval.
         self.retry = Backoff(base=min(BEAT_RETRY, interval), cap=interval)
         self.on_lost = on_lost
         self.status = status

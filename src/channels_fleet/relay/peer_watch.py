@@ -1,9 +1,10 @@
 """The peer watch: which of the processes this one shares connections with have died.
 
-Twice per heartbeat interval one MGET reads the heartbeat keys of this process's peers (they
-share the hash tag ``{hb}``, so one MGET does on a Redis Cluster too); a peer whose key is
-missing is declared dead with a tombstone (``tombstones.py``), unless this process itself could
-not reach Redis lately (``trouble.py``): then its peers may merely not have beaten again yet.
+Every ``interval`` (half a heartbeat interval in ``RedisLiveness``) one MGET reads the heartbeat
+keys of this process's peers (they share the hash tag ``{hb}``, so one MGET does on a Redis
+Cluster too); a peer whose key is missing is declared dead with a tombstone
+(``tombstones.py``), unless this process itself could not reach Redis lately (``trouble.py``):
+then its peers may merely not have beaten again yet.
 """
 
 from __future__ import annotations
