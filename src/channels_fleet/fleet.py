@@ -1,6 +1,6 @@
 """The fleet's status: every live interface and worker, read from their heartbeats.
 
-Each process's heartbeat key (``relay/liveness.py``) holds a small JSON status, refreshed
+Each process's heartbeat key (``relay/heartbeat.py``) holds a small JSON status, refreshed
 every second from the process's own metrics (``observability/status.py``). This reads them
 all, plus the work queue's depth and oldest age, in four Redis commands:
 
@@ -36,9 +36,9 @@ from typing import Any
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from .layers.clients import read_server, sync_client
 from .observability.queues import oldest_age
 from .relay import wire
-from .relay.liveness import sync_client
 from .settings import DEFAULT_KEY_PREFIX, SettingsError, check_key_prefix, split_csv
 
 #: The layer's message expiry (``RedisClusterChannelLayer(expiry=60)``): a queued envelope's
@@ -86,11 +86,7 @@ class FleetStatus:
 
     def _connect(self) -> Any:
         if self._client is None:
-            probe = sync_client(self.url, cluster=False, timeout=self.timeout)
-            try:
-                cluster = bool(probe.info("cluster").get("cluster_enabled"))
-            finally:
-                probe.close()
+            cluster = read_server(self.url, timeout=self.timeout).cluster
             self._client = sync_client(self.url, cluster, timeout=self.timeout)
         return self._client
 

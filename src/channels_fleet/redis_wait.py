@@ -15,13 +15,9 @@ import os
 import sys
 import time
 
-import redis
-
 from .adopt import redact
-from .layers.connection import SLOTS
-
-#: Flags of a node that cannot answer for the cluster yet (or any more).
-UNSETTLED = {"fail", "fail?", "handshake", "noaddr"}
+from .layers.clients import ask_server, node_client, sync_client
+from .layers.topology import SLOTS, parse_cluster_nodes
 
 
 def node_verdict(info: dict) -> str | None:
@@ -37,31 +33,26 @@ def node_verdict(info: dict) -> str | None:
 
 def check(url: str, timeout: float = 3.0) -> str | None:
     """Why the Redis at ``url`` is not ready for the layer yet, or None when it is."""
-    seed = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    seed = sync_client(url, cluster=False, timeout=timeout)
     try:
-        if not seed.info("cluster").get("cluster_enabled"):
+        if not ask_server(seed).cluster:
             return None
         why = node_verdict(seed.cluster("info"))
         if why is not None:
             return why
-        pool = seed.connection_pool
-        for address, node in seed.cluster("nodes").items():
-            flags = set(node["flags"].split(","))
-            if "myself" in flags:
+        for node in parse_cluster_nodes(seed.execute_command("CLUSTER", "NODES")):
+            if node.myself:
                 continue
-            if flags & UNSETTLED or not node["connected"]:
-                link = "up" if node["connected"] else "down"
-                return f"node {address} is {node['flags']} (link {link})"
-            host, _, port = address.rpartition(":")
-            peer = redis.Redis(connection_pool=redis.ConnectionPool(
-                connection_class=pool.connection_class,
-                **{**pool.connection_kwargs, "host": host, "port": int(port)}))
+            if not node.settled or not node.connected:
+                link = "up" if node.connected else "down"
+                return f"node {node.address} is {','.join(node.flags)} (link {link})"
+            peer = node_client(url, node.address, timeout)
             try:
                 why = node_verdict(peer.cluster("info"))
             finally:
                 peer.close()
             if why is not None:
-                return f"node {address}: {why}"
+                return f"node {node.address}: {why}"
         return None
     finally:
         seed.close()

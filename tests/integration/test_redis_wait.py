@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from channels_fleet.dev.cluster import LocalRedis, RedisNode, free_ports
-from channels_fleet.redis_wait import SLOTS, check
+from channels_fleet.layers.topology import SLOTS
+from channels_fleet.redis_wait import check
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,6 +1,6 @@
 """Connections to Redis: a single server or a Redis Cluster, detected, behind one interface.
 
-``Router`` connects to the first reachable host, asks ``INFO``, and either keeps that one
+``Router`` connects to the first reachable host, asks ``HELLO``, and either keeps that one
 server or, for a cluster node, reads the slot table (``CLUSTER SLOTS``) and keeps one
 ``NodeClient`` per primary. The layer core only ever asks "which node serves this key".
 """
@@ -13,68 +13,21 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from redis import exceptions as rx
-from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisError
 
 from ..exceptions import LayerConfigError, LayerUnavailable, RedisVersionError
 from . import _metrics
+from .hosts import connection_kwargs
 from .keys import slot_of
 from .resp import RespConnection
+from .topology import HELLO, SLOTS, Server, parse_hello
 
 logger = logging.getLogger(__name__)
 
-SLOTS = 16384
 MIN_REDIS_VERSION = (7, 0)
-DEFAULT_URL = "redis://localhost:6379"
-DEFAULT_SOCKET_TIMEOUT = 5.0
-# A connect inside a data centre takes well under a millisecond; a node that died takes its IP
-# with it, and every command queued for it waits out this timeout.
-DEFAULT_CONNECT_TIMEOUT = 2.0
 UNBLOCKED_REPLY_WAIT_S = 1.0  # for a BLMPOP's reply after CLIENT UNBLOCK
-
-
-def decode_hosts(hosts: Any) -> list[tuple[str, dict[str, Any]]]:
-    """Normalise ``hosts`` to ``[(url, extra connection kwargs)]``.
-
-    Accepts URLs and channels_redis's ``{"address": url, **kwargs}`` dicts.
-    """
-    if not hosts:
-        return [(DEFAULT_URL, {})]
-    if isinstance(hosts, (str, bytes)):
-        raise LayerConfigError(
-            "CHANNEL_LAYERS CONFIG 'hosts' must be a list of redis:// URLs, even for one server; "
-            f"got the string {hosts!r}"
-        )
-    result: list[tuple[str, dict[str, Any]]] = []
-    for entry in hosts:
-        if isinstance(entry, str):
-            result.append((entry, {}))
-        elif isinstance(entry, dict) and isinstance(entry.get("address"), str):
-            extra = dict(entry)
-            result.append((extra.pop("address"), extra))
-        elif isinstance(entry, (tuple, list)) and len(entry) == 2:
-            result.append((f"redis://{entry[0]}:{entry[1]}", {}))
-        else:
-            raise LayerConfigError(
-                "each entry of CHANNEL_LAYERS CONFIG 'hosts' must be a redis:// or rediss:// URL "
-                f"or a dict with an 'address' URL; got {entry!r}"
-            )
-    for url, _ in result:
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise LayerConfigError(
-                f"CHANNEL_LAYERS CONFIG 'hosts' entry {url!r} is not a redis:// or rediss:// URL"
-            )
-    return result
-
-
-def connection_kwargs(url: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """Connection options for ``url`` (redis-py's URL syntax) plus the user's extra options."""
-    options: dict[str, Any] = dict(parse_url(url))
-    options.update(extra)
-    # redis-py 8's default; a blocking read never waits this long (see receiver.py).
-    options.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
-    options.setdefault("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-    return options
+#: Longest server-side block of a BLMPOP: an empty LIST's pop answers within this.
+MAX_BLOCK_SECONDS = 2.0
 
 
 class NodeClient:
@@ -203,15 +156,6 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()  # mark it retrieved: the command after it reports the failure
 
 
-def parse_info(raw: bytes) -> dict[str, str]:
-    info = {}
-    for line in raw.decode("utf-8", "replace").splitlines():
-        if ":" in line and not line.startswith("#"):
-            name, _, value = line.partition(":")
-            info[name] = value.strip()
-    return info
-
-
 class Router:
     """Finds the server of each key, for a single Redis or a Redis Cluster."""
 
@@ -251,12 +195,12 @@ class Router:
             self._kwargs = kwargs
             node = self._node(address)
             try:
-                info = parse_info(await node.execute("INFO"))
+                server = parse_hello(await node.execute(*HELLO))
             except (RedisError, OSError) as exc:
                 failures.append(f"{url}: {exc}")
                 continue
-            self._check_version(info, url)
-            if info.get("cluster_enabled") == "1":
+            self._check_version(server, url)
+            if server.cluster:
                 self.is_cluster = True
                 self._entry = address
                 self._seeds = [address]
@@ -273,12 +217,11 @@ class Router:
         raise LayerUnavailable("no Redis host reachable: " + "; ".join(failures))
 
     @staticmethod
-    def _check_version(info: dict[str, Any], url: str) -> None:
-        version = str(info.get("redis_version", "0"))
-        parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-        if parts < MIN_REDIS_VERSION:
+    def _check_version(server: Server, url: str) -> None:
+        if server.version_tuple < MIN_REDIS_VERSION:
             raise RedisVersionError(
-                f"{url} runs Redis {version}; RedisClusterChannelLayer needs Redis >= 7.0 (BLMPOP)"
+                f"{url} runs Redis {server.version}; RedisClusterChannelLayer needs Redis >= 7.0 "
+                "(BLMPOP)"
             )
 
     async def refresh(self) -> None:
@@ -346,6 +289,13 @@ class Router:
         if self._single is not None:
             return self._single
         return self._slots[slot_of(key)]
+
+    def block_timeout(self, key: str) -> float:
+        """How long a BLMPOP of ``key`` may block server-side: under its node's socket timeout."""
+        socket_timeout = self.node_for(key).socket_timeout
+        if not socket_timeout:
+            return MAX_BLOCK_SECONDS
+        return round(min(MAX_BLOCK_SECONDS, socket_timeout / 2), 3)
 
     def node_at(self, host: str, port: int) -> NodeClient:
         return self._node(f"{host}:{port}")

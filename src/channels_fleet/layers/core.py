@@ -23,70 +23,18 @@ from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 from channels_redis.serializers import registry
 
-from ..exceptions import LayerConfigError, LayerUnavailable
+from ..exceptions import LayerConfigError
 from . import _metrics
-from .connection import Router, decode_hosts
-from .executor import Executor
+from .hosts import decode_hosts
 from .keys import channel_key, group_key, is_process_local, non_local_name, pack_element
+from .loop_state import LoopState
 from .mailbox import Mailbox
-from .receiver import Receiver
 from .scripts import GROUP_ADD, GROUP_MEMBERS
-from .sender import Sender
 
 logger = logging.getLogger(__name__)
 
 # channels_redis options that make no sense here but must not break a drop-in config.
 IGNORED_OPTIONS = {"random_prefix_length"}
-MAX_BLOCK_SECONDS = 2.0
-
-
-class _LoopState:
-    """Connections, sender and receiver bound to one event loop."""
-
-    def __init__(self, layer: RedisClusterChannelLayer) -> None:
-        self.router = Router(layer.hosts)
-        self.executor = Executor(self.router, layer.retry_timeout)
-        self.sender = Sender(self.executor, int(layer.expiry * 1000))
-        self.receiver = Receiver(
-            self.executor, self.sender, layer.mailbox, layer.receive_batch,
-            layer.receive_prefetch, self.block_timeout, layer.expiry,
-        )
-        self.retry_timeout = layer.retry_timeout
-        self.ready = False
-        self._lock = asyncio.Lock()
-
-    def block_timeout(self, key: str) -> float:
-        # Block server-side for less than the socket timeout (redis-py 8 defaults to 5 s).
-        socket_timeout = self.router.node_for(key).socket_timeout
-        if not socket_timeout:
-            return MAX_BLOCK_SECONDS
-        return round(min(MAX_BLOCK_SECONDS, socket_timeout / 2), 3)
-
-    async def start(self) -> None:
-        async with self._lock:
-            if self.ready:
-                return
-            deadline = time.monotonic() + self.retry_timeout
-            delay = 0.05
-            while True:
-                try:
-                    await self.router.connect()
-                    break
-                except LayerUnavailable as exc:
-                    if time.monotonic() + delay > deadline:
-                        raise LayerUnavailable(
-                            f"{exc} (gave up after retry_timeout={self.retry_timeout:g}s; "
-                            "check CHANNEL_LAYERS CONFIG 'hosts')"
-                        ) from None
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.5)
-            self.ready = True
-
-    async def close(self) -> None:
-        await self.receiver.close()
-        await self.sender.close()
-        await self.router.close()
-        self.ready = False
 
 
 class RedisClusterChannelLayer(BaseChannelLayer):
@@ -141,25 +89,28 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         )
         self.client_prefix = uuid.uuid4().hex
         self._local_suffix = self.client_prefix + "!"
-        # Process-local messages, shared by the event loops (each has its own _LoopState).
+        # Process-local messages, shared by the event loops (each has its own LoopState).
         self.mailbox = Mailbox(self.get_capacity, expiry)
-        self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
+        self._states: dict[asyncio.AbstractEventLoop, LoopState] = {}
 
     def __str__(self) -> str:
         return f"{type(self).__name__}(hosts={[url for url, _ in self.hosts]})"
 
     # Per-loop state
 
-    def _ready_state(self) -> _LoopState | None:
+    def _ready_state(self) -> LoopState | None:
         """This loop's state when it is connected already (the hot path: no coroutine)."""
         state = self._states.get(asyncio.get_running_loop())
         return state if state is not None and state.ready else None
 
-    async def _state(self) -> _LoopState:
+    async def _state(self) -> LoopState:
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
-            state = self._states[loop] = _LoopState(self)
+            state = self._states[loop] = LoopState(
+                self.hosts, self.mailbox, retry_timeout=self.retry_timeout, expiry=self.expiry,
+                receive_batch=self.receive_batch, receive_prefetch=self.receive_prefetch,
+            )
             self._close_with(loop)
         if not state.ready:
             await state.start()
@@ -237,8 +188,8 @@ class RedisClusterChannelLayer(BaseChannelLayer):
     def receive_stalled(self, channel: str) -> float:
         """Seconds this loop's receive of ``channel`` has waited for Redis to answer a pop
         (0 when not waiting, or answered lately). An empty LIST's BLMPOP answers within
-        ``MAX_BLOCK_SECONDS``; much longer means the node serving it is away (down, stopped,
-        failing over)."""
+        ``connection.MAX_BLOCK_SECONDS``; much longer means the node serving it is away (down,
+        stopped, failing over)."""
         state = self._ready_state()
         since = state.receiver.unanswered.get(channel_key(self.prefix, channel)) if state else None
         return 0.0 if since is None else time.monotonic() - since

@@ -21,6 +21,7 @@ from redis import exceptions as rx
 
 from ..exceptions import LayerUnavailable
 from . import _metrics
+from .backoff import Backoff
 from .connection import NodeClient, Router
 from .resp import UnblockedError
 from .scripts import BY_SHA
@@ -38,8 +39,8 @@ TRANSIENT = (
     UnblockedError,
     OSError,
 )
-BACKOFF_FIRST = 0.05
-BACKOFF_MAX = 0.5
+#: How long a command waits between tries while Redis is unavailable (also the layer's connect).
+RETRY = Backoff(base=0.05, cap=0.5)
 
 
 @dataclass(eq=False)
@@ -77,7 +78,7 @@ class Executor:
     async def run(self, ops: list[Op]) -> None:
         """Run every op (one pipeline per node per attempt); each gets a result or an error."""
         deadline = time.monotonic() + self.retry_timeout
-        backoff = BACKOFF_FIRST
+        failures = 0
         todo = ops
         while todo:
             groups: dict[NodeClient, list[Op]] = defaultdict(list)
@@ -120,15 +121,17 @@ class Executor:
                         retry.append(op)
                     else:
                         op.error = result
-            if retry and time.monotonic() + (backoff if transient else 0) > deadline:
+            wait = RETRY.delay(failures + 1) if transient else 0.0
+            if retry and time.monotonic() + wait > deadline:
                 last = transient or rx.TryAgainError("redirected too often")
                 _metrics.error(last)
                 for op in retry:
                     op.error = op.error or self._unavailable(self.router.node_for(op.key), last)
                 return
             if transient is not None:
-                logger.info("redis not available (%s); retrying in %.2fs", transient, backoff)
-                backoff = await self._back_off(backoff)
+                failures += 1
+                logger.info("redis not available (%s); retrying in %.2fs", transient, wait)
+                await self._back_off(wait)
             for op in retry:
                 op.error = None
             todo = retry
@@ -141,7 +144,7 @@ class Executor:
         If the caller is cancelled, a reply that took something goes to ``salvage``.
         """
         deadline = time.monotonic() + self.retry_timeout
-        backoff = BACKOFF_FIRST
+        failures = 0
         ask: NodeClient | None = None
         while True:
             node = ask or self.router.node_for(key)
@@ -160,21 +163,22 @@ class Executor:
             except TRANSIENT as exc:
                 _metrics.retry(exc)
                 _metrics.node_up(node.address, False)
-                if time.monotonic() + backoff > deadline:
+                failures += 1
+                wait = RETRY.delay(failures)
+                if time.monotonic() + wait > deadline:
                     _metrics.error(exc)
                     raise self._unavailable(node, exc) from exc
                 logger.info("redis %s not available (%s); retrying", node.address, exc)
-                backoff = await self._back_off(backoff)
+                await self._back_off(wait)
             ask = None
 
-    async def _back_off(self, backoff: float) -> float:
-        """Wait ``backoff`` seconds and re-read the slot table; the next wait (doubled, capped)."""
-        await asyncio.sleep(backoff)
+    async def _back_off(self, wait: float) -> None:
+        """Wait ``wait`` seconds and re-read the slot table."""
+        await asyncio.sleep(wait)
         try:
             await self.router.refresh()
         except LayerUnavailable as exc:
             logger.info("slot table not refreshed: %s", exc)
-        return min(backoff * 2, BACKOFF_MAX)
 
     async def _run_on(self, node: NodeClient, ops: list[Op]) -> list[Any]:
         commands: list[tuple[Any, ...]] = []

@@ -7,10 +7,10 @@ collector) next to their ``ProbeServer``; each scrape of ``/metrics`` reads Redi
     ...
     collector.close()
 
-A read finds the topology (``INFO cluster``, then ``CLUSTER NODES`` on a cluster), PINGs every
-node (``channels_fleet_redis_node_up{node}``), and for each work queue reads ``LLEN`` and the
-head element of its LIST (``wire.queue_key``: ``fleet:q:{fleet.connect}``) on the primary that
-serves its slot (``channels_fleet_work_queue_depth{queue}``,
+A read finds the topology (``HELLO``, then ``CLUSTER NODES`` on a cluster; ``layers/topology.py``
+reads both), PINGs every node (``channels_fleet_redis_node_up{node}``), and for each work queue
+reads ``LLEN`` and the head element of its LIST (``wire.queue_key``: ``fleet:q:{fleet.connect}``)
+on the primary that serves its slot (``channels_fleet_work_queue_depth{queue}``,
 ``..._oldest_age_seconds{queue}``). The head is the oldest message (the layer RPUSHes and pops
 LEFT); its element starts with ``<expires_at_ms>|``, so its age is
 ``now - (expires_at - expiry)``. A queue that cannot be read is left out of that scrape
@@ -29,19 +29,18 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Self
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis import Redis
-from redis.backoff import NoBackoff
-from redis.connection import parse_url
 from redis.crc import key_slot
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
+from ..layers.clients import ask_server, node_client, url_address
+from ..layers.topology import SLOTS, ClusterNode, parse_cluster_nodes
 from ..relay import wire
 from ..settings import DEFAULT_KEY_PREFIX
 from .metrics import METRICS, NAMESPACE, FleetMetrics
@@ -54,42 +53,10 @@ OLDEST_AGE = f"{NAMESPACE}_work_queue_oldest_age_seconds"
 
 
 @dataclass
-class Node:
-    """One Redis server as seen in the topology."""
-
-    address: str  # host:port, also the metric label
-    primary: bool = True
-    failed: bool = False  # flagged fail/pfail by the cluster itself
-    slots: list[tuple[int, int]] = field(default_factory=list)
-
-
-@dataclass
 class QueueReading:
     queue: str
     depth: int
     oldest_age: float  # seconds; 0 for an empty queue
-
-
-def parse_cluster_nodes(text: str) -> list[Node]:
-    """Parse ``CLUSTER NODES`` output into nodes (skipping ones without an address)."""
-    nodes = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 8:
-            continue
-        address = parts[1].split("@", 1)[0]
-        flags = set(parts[2].split(","))
-        host, _, port = address.rpartition(":")
-        if not host or port in ("", "0") or flags & {"noaddr", "handshake"}:
-            continue
-        slots = []
-        for spec in parts[8:]:
-            if spec.startswith("["):  # a slot being migrated: "[slot->-node]"
-                continue
-            start, _, end = spec.partition("-")
-            slots.append((int(start), int(end or start)))
-        nodes.append(Node(address, "master" in flags, bool(flags & {"fail", "fail?"}), slots))
-    return nodes
 
 
 def oldest_age(head: bytes | None, expiry: float, now: float) -> float:
@@ -142,7 +109,6 @@ class QueueCollector(Collector):
         self.timeout = timeout
         self.metrics = metrics if metrics is not None else METRICS
         self.last_error: str | None = None
-        self._base = parse_url(self.hosts[0])
         self._clients: dict[str, Redis] = {}
         self._nodes_seen: set[str] = set()
         self._registry: CollectorRegistry | None = None
@@ -202,7 +168,7 @@ class QueueCollector(Collector):
                 nodes = self._topology()
             except (RedisError, OSError) as exc:
                 self._fail(f"no Redis host answered: {exc!r}")
-                for address in self._nodes_seen | {_address(url) for url in self.hosts}:
+                for address in self._nodes_seen | {url_address(url) for url in self.hosts}:
                     self.metrics.redis_node_up.labels(address).set(0)
                 return []
             self._ping_all(nodes)
@@ -224,43 +190,31 @@ class QueueCollector(Collector):
     def _client(self, address: str) -> Redis:
         client = self._clients.get(address)
         if client is None:
-            host, _, port = address.rpartition(":")
-            kwargs: dict[str, Any] = dict(self._base, host=host, port=int(port))
-            # parse_url names the connection class for rediss://; the client takes ssl=True.
-            if "SSL" in getattr(kwargs.pop("connection_class", None), "__name__", ""):
-                kwargs["ssl"] = True
-            kwargs.update(
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0),
-                decode_responses=False,
-            )
-            client = self._clients[address] = Redis(**kwargs)
+            client = self._clients[address] = node_client(self.hosts[0], address, self.timeout)
         return client
 
-    def _topology(self) -> list[Node]:
+    def _topology(self) -> list[ClusterNode]:
         """Nodes of the cluster (or the single server), asked of the first host that answers."""
         seeds = list(dict.fromkeys(
-            [_address(url) for url in self.hosts] + sorted(self._nodes_seen)
+            [url_address(url) for url in self.hosts] + sorted(self._nodes_seen)
         ))
         last: BaseException | None = None
         for address in seeds:
             client = self._client(address)
             try:
-                info = client.info("cluster")
-                if not info.get("cluster_enabled"):
-                    return [Node(address, slots=[(0, 16383)])]
+                if not ask_server(client).cluster:
+                    return [ClusterNode(address, ("master",), connected=True,
+                                        slots=((0, SLOTS - 1),))]
                 raw = client.execute_command("CLUSTER", "NODES")
             except (RedisError, OSError) as exc:
                 last = exc
                 continue
-            text = raw.decode() if isinstance(raw, bytes) else str(raw)
-            nodes = parse_cluster_nodes(text)
+            nodes = [node for node in parse_cluster_nodes(raw) if node.addressable]
             if nodes:
                 return nodes
         raise last or RedisError("empty topology")
 
-    def _ping_all(self, nodes: list[Node]) -> None:
+    def _ping_all(self, nodes: list[ClusterNode]) -> None:
         results = list(self._pings.map(self._ping, [node.address for node in nodes]))
         present = set()
         for node, up in zip(nodes, results, strict=True):
@@ -282,13 +236,10 @@ class QueueCollector(Collector):
         except (RedisError, OSError):
             return False
 
-    def _read_queue(self, nodes: list[Node], queue: str) -> QueueReading:
+    def _read_queue(self, nodes: list[ClusterNode], queue: str) -> QueueReading:
         key = wire.queue_key(self.prefix, queue)
         slot = key_slot(key.encode())
-        owners = [
-            n for n in nodes
-            if n.primary and not n.failed and any(a <= slot <= b for a, b in n.slots)
-        ]
+        owners = [n for n in nodes if n.primary and not n.failed and n.serves(slot)]
         if not owners:
             raise ValueError(f"no live primary serves slot {slot} of {key}")
         pipe = self._client(owners[0].address).pipeline(transaction=False)
@@ -296,11 +247,6 @@ class QueueCollector(Collector):
         pipe.lindex(key, 0)
         depth, head = pipe.execute()
         return QueueReading(queue, int(depth), oldest_age(head, self.expiry, time.time()))
-
-
-def _address(url: str) -> str:
-    kwargs = parse_url(url)
-    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
 async def _serve(hosts: list[str], port: int, prefix: str) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from channels.exceptions import ChannelFull
 
+from ..layers.backoff import Backoff
 from . import wire
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ MAX_BATCH_BYTES = 512 * 1024
 MAX_PENDING = 100_000
 #: How long a send to a full peer channel is retried before its items are given up.
 FULL_RETRY_SECONDS = 2.0
+#: Waits between those tries: the peer is reading, so its channel has room again soon.
+FULL_RETRY = Backoff(base=0.01, cap=0.25)
+#: Waits after a receive failed (the layer gave up after its own retry_timeout, or a bug).
+RECEIVE_RETRY = Backoff(base=0.5, cap=0.5)
 
 
 def relay_layer(settings: Any, *, connect_capacity: int | None = None) -> Any:
@@ -139,6 +144,7 @@ class Relay:
         await self.layer.send(channel, message)
 
     async def _receive_loop(self) -> None:
+        failures = 0
         while True:
             try:
                 message = await self.layer.receive(self.channel)
@@ -146,8 +152,10 @@ class Relay:
                 raise
             except Exception:
                 logger.exception("relay receive on %s failed; retrying", self.channel)
-                await asyncio.sleep(0.5)
+                failures += 1
+                await asyncio.sleep(RECEIVE_RETRY.delay(failures))
                 continue
+            failures = 0
             try:
                 items = wire.parse_batch(message)
             except wire.WireError as exc:
@@ -218,7 +226,7 @@ class Relay:
     async def _send_batch(self, dest: str, items: list[list[Any]]) -> None:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + FULL_RETRY_SECONDS
-        delay = 0.01
+        failures = 0
         while True:
             try:
                 await self.layer.send(dest, wire.batch(items, self.channel))
@@ -227,8 +235,8 @@ class Relay:
                 if loop.time() > give_up:
                     reason = "channel full"
                     break
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.25)
+                failures += 1
+                await asyncio.sleep(FULL_RETRY.delay(failures))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

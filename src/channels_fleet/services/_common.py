@@ -234,7 +234,7 @@ class FreezeSurvivors:
 
 
 class FrozenCollection:
-    """The heartbeat thread's :class:`~channels_fleet.relay.liveness.Pause`: every
+    """The heartbeat thread's :class:`~channels_fleet.relay.heartbeat.Pause`: every
     ``interval`` seconds, one full collection over everything frozen, then freeze again.
 
     That walk holds the GIL for as long as it takes (3.2 s over the 1.57 million objects an

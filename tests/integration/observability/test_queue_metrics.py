@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from redis.cluster import RedisCluster
 
 from channels_fleet.observability.metrics import FleetMetrics
-from channels_fleet.observability.queues import QueueCollector, oldest_age, parse_cluster_nodes
+from channels_fleet.observability.queues import QueueCollector, oldest_age
 from channels_fleet.relay.wire import queue_key
 
 pytestmark = pytest.mark.timeout(60)
@@ -31,20 +31,6 @@ def test_oldest_age_from_the_element_format() -> None:
     assert oldest_age(None, 60, now) == 0.0
     # A clock a little ahead on the sender never gives a negative age.
     assert oldest_age(b"%d|x|" % ((now + 1 + 60) * 1000), 60, now) == 0.0
-
-
-def test_parse_cluster_nodes_keeps_roles_failures_and_slots() -> None:
-    text = (
-        "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n"
-        "b2 127.0.0.1:7001@17001,host-b master,fail - 0 0 2 connected 5461-10922 [93->-c3]\n"
-        "c3 127.0.0.1:7002@17002 slave a1 0 0 1 connected\n"
-        "d4 :0@0 master,noaddr - 0 0 0 disconnected\n"
-    )
-    nodes = parse_cluster_nodes(text)
-    assert [n.address for n in nodes] == ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
-    assert nodes[0].primary and nodes[0].slots == [(0, 5460)] and not nodes[0].failed
-    assert nodes[1].failed and nodes[1].slots == [(5461, 10922)]
-    assert not nodes[2].primary
 
 
 def _fill(client, count: int, age: float, expiry: float = 60) -> None:

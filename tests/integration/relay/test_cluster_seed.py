@@ -6,7 +6,7 @@ that may all be gone after a rolled StatefulSet; by an address, they follow the 
 from __future__ import annotations
 
 from channels_fleet.dev.cluster import LocalRedis
-from channels_fleet.relay.liveness import redis_client, sync_client
+from channels_fleet.layers.clients import redis_client, sync_client
 
 # The loopback node by a name. redis-py writes `localhost` itself as 127.0.0.1, so the seed it
 # keeps reads as that address: one seed, where a client seeded by an address ends with every

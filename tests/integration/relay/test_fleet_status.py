@@ -12,8 +12,10 @@ import redis
 
 from channels_fleet import fleet_status
 from channels_fleet.fleet import FleetStatus
+from channels_fleet.layers.clients import redis_client
 from channels_fleet.relay import wire
-from channels_fleet.relay.liveness import Heartbeat, PeerWatch, redis_client
+from channels_fleet.relay.heartbeat import Heartbeat
+from channels_fleet.relay.peer_watch import PeerWatch
 from channels_fleet.settings import SettingsError
 
 
@@ -45,9 +47,14 @@ async def test_every_live_process_with_its_status__the_dead_and_tombstones_left_
 
         # w2 dies: its key expires and a peer leaves a tombstone; neither is listed.
         await gone.stop(remove=False)
-        watch = PeerWatch(client, lambda: [], lambda dead: None, prefix=prefix)
+        declared: list[set[str]] = []
+        watch = PeerWatch(client, lambda: ["fleet.worker.c!w2"], declared.append,
+                          interval=0.05, grace=0.0, prefix=prefix)
         await asyncio.sleep(0.8)
-        assert await watch.dead(["fleet.worker.c!w2"]) == {"fleet.worker.c!w2"}
+        watch.start()
+        await asyncio.sleep(0.2)
+        await watch.stop()
+        assert declared and declared[0] == {"fleet.worker.c!w2"}
         names = [p["name"] for p in (await asyncio.to_thread(reader.read))["processes"]]
         assert names == ["i1", "w1"]
 

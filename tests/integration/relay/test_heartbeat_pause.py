@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.relay import wire
-from channels_fleet.relay.liveness import Heartbeat
+from channels_fleet.relay.heartbeat import Heartbeat
 
 
 class Hold:

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
 from channels_fleet.dev.cluster import LocalRedis
-from channels_fleet.relay.liveness import Heartbeat, PeerWatch, heartbeat_key, tombstone_key
+from channels_fleet.relay.heartbeat import Heartbeat
+from channels_fleet.relay.peer_watch import PeerWatch
+from channels_fleet.relay.wire import heartbeat_key, tombstone_key
+
+
+async def until(condition: Callable[[], object], timeout: float = 2.0) -> None:
+    """Wait until ``condition()`` holds (polled every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
 
 
 async def test_expired_without_tombstone__re_registers__with_tombstone__abandons(
@@ -16,11 +28,14 @@ async def test_expired_without_tombstone__re_registers__with_tombstone__abandons
     url = redis_single.urls[0]
     client = aioredis.Redis.from_url(url)
     lost: list[str] = []
-    beat = Heartbeat([url], "fleet.worker.t!1", interval=0.2, ttl=0.6,
+    # Beats by hand only (the thread's first is 10 s away): a key deleted below stays missing.
+    beat = Heartbeat([url], "fleet.worker.t!1", interval=10, ttl=30,
                      on_lost=lambda: lost.append("lost"), prefix="t1")
     await beat.start()
+    reported: list[set[str]] = []
+    watch = PeerWatch(client, lambda: ["fleet.worker.t!1"], reported.append, interval=0.05,
+                      grace=0.0, prefix="t1")
     try:
-        watch = PeerWatch(client, lambda: [], lambda dead: None, prefix="t1")
         # A Redis outage: the key expired, nobody declared the process dead.
         await client.delete(beat.key)
         await asyncio.to_thread(beat.beat)
@@ -30,14 +45,18 @@ async def test_expired_without_tombstone__re_registers__with_tombstone__abandons
         assert await watch.declare(["fleet.worker.t!1"]) == set()
         # Cut off: the key expired and a peer declared it dead (tombstone).
         await client.delete(beat.key)
-        assert await watch.dead(["fleet.worker.t!1"]) == {"fleet.worker.t!1"}
+        watch.start()
+        await until(lambda: reported)
+        assert reported[0] == {"fleet.worker.t!1"}
         assert await client.exists(tombstone_key("fleet.worker.t!1", "t1"))
+        await watch.stop()
         await asyncio.to_thread(beat.beat)
         await asyncio.sleep(0.05)
         assert lost == ["lost"]
         assert await client.exists(heartbeat_key("fleet.worker.t!1", "t1"))
         assert not await client.exists(tombstone_key("fleet.worker.t!1", "t1"))  # consumed
     finally:
+        await watch.stop()
         await beat.stop()
         await client.aclose()
 

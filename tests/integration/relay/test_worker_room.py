@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from channels_fleet.layers.clients import redis_client
 from channels_fleet.relay import wire
-from channels_fleet.relay.liveness import Heartbeat, redis_client
+from channels_fleet.relay.heartbeat import Heartbeat
 from channels_fleet.relay.room import WorkerRoom, takes_none
 
 

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from channels_fleet.observability import status as status_module
 from channels_fleet.observability.metrics import FleetMetrics
 from channels_fleet.observability.status import StatusReport
-from channels_fleet.relay.liveness import Heartbeat
+from channels_fleet.relay.heartbeat import Heartbeat
 
 
 @pytest.fixture

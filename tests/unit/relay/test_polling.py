@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from channels_fleet.relay.liveness import PeerWatch
+from channels_fleet.relay.peer_watch import PeerWatch
 
 
 class SwallowingClient:
