@@ -38,14 +38,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from channels.exceptions import ChannelFull
 
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.side import RelaySide
-from .client import AWAITING_CLAIM, CLAIMED, ClientConn, Connections
+from .client import AWAITING_CLAIM, CLAIMED, ClientConn, ClientEvent, Connections
 from .edge import ClientWriter
 from .replay import Replay
 from .settings import InterfaceSettings
@@ -183,7 +182,7 @@ class Claims:
         self.tell_gone(conn, code)
         await self.writer.end(conn, code)
 
-    def tell_gone(self, conn: ClientConn, code: int, event: dict[str, Any] | None = None) -> None:
+    def tell_gone(self, conn: ClientConn, code: int, event: ClientEvent | None = None) -> None:
         """Tell the owner (once) that the client side of ``conn`` is over: with the client's
         own disconnect ``event`` when there is one, else GONE with ``code``. A claim arriving
         later is answered with GONE (:meth:`on_claim`)."""

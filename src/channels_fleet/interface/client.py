@@ -29,6 +29,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ..exceptions import IllegalTransition
@@ -45,6 +46,10 @@ class ClientState(enum.Enum):
     OWNED = "owned"  # claimed; events go straight to the owner
     FINISHED = "finished"  # the interface has ended the client side
 
+
+#: A client event as the server gave it (asgiref.typing's receive events) or as an old owner
+#: returned it: relayed as it is.
+ClientEvent = Mapping[str, Any]
 
 NEW, AWAITING_CLAIM = ClientState.NEW, ClientState.AWAITING_CLAIM
 REHOMING, OWNED, FINISHED = ClientState.REHOMING, ClientState.OWNED, ClientState.FINISHED
@@ -78,7 +83,7 @@ class ClientConn:
         self.scope = scope  # the server's own scope object: kept for re-homing, costs nothing
         self.state = NEW
         self.owner: str | None = None  # the worker channel that claimed it
-        self.held: list[dict[str, Any]] = []  # client events waiting for the owner, in order
+        self.held: list[ClientEvent] = []  # client events waiting for the owner, in order
         self.accepted = False  # ws: the client's socket accepted; http: response started
         self.told = False  # the owner has been told the client is gone (or nobody can be)
         self.responded: asyncio.Future[None] | None = None  # http: set once the response is over
@@ -178,13 +183,13 @@ class ClientConn:
             self.timer.cancel()
             self.timer = None
 
-    def take_held(self) -> list[dict[str, Any]]:
+    def take_held(self) -> list[ClientEvent]:
         """The held events, in order, leaving none."""
         held, self.held = self.held, []
         return held
 
 
-def frame_size(event: dict[str, Any]) -> int:
+def frame_size(event: ClientEvent) -> int:
     """A frame's payload length (characters of a text frame, bytes of a binary one)."""
     return len(event.get("text") or event.get("bytes") or "")
 
@@ -196,7 +201,7 @@ class Unacked:
     __slots__ = ("frames", "first", "acked", "taken", "size", "limit", "max_bytes")
 
     def __init__(self, limit: int, max_bytes: int) -> None:
-        self.frames: list[dict[str, Any]] = []  # oldest first
+        self.frames: list[ClientEvent] = []  # oldest first
         self.first = 0  # the number of frames[0] (frames are numbered from the claim)
         self.acked = 0  # frames the owner acknowledged as handled
         self.taken = 0  # frames the owner's app had taken, as last acknowledged
@@ -212,7 +217,7 @@ class Unacked:
         """Unacknowledged frames dropped because the buffer was full (0: a replay is whole)."""
         return max(0, self.first - self.acked)
 
-    def record(self, event: dict[str, Any]) -> None:
+    def record(self, event: ClientEvent) -> None:
         """One more frame relayed to the owner; the oldest go if the buffer is over a bound."""
         frames = self.frames
         frames.append(event)

@@ -26,9 +26,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any
+from typing import Any, cast
 
-from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, HTTPRequestEvent
 
 from ..observability.metrics import METRICS, close_code_label
 from ..relay import wire
@@ -36,7 +36,7 @@ from ..relay.liveness import Liveness
 from ..relay.relay import relay_layer
 from ..relay.side import RelaySide
 from .claims import Claims
-from .client import FINISHED, OWNED, REHOMING, ClientConn, Connections
+from .client import FINISHED, OWNED, REHOMING, ClientConn, ClientEvent, Connections
 from .edge import ClientWriter
 from .limits import ClientLimit, client_key, close_pacing, origin_allowed, refuse
 from .proxy import TrustedProxies
@@ -152,7 +152,8 @@ class Gateway:
             self._forget(conn)
             self.limits.release(client)
 
-    async def _websocket(self, conn: ClientConn, scope: dict[str, Any], receive: Any) -> None:
+    async def _websocket(self, conn: ClientConn, scope: dict[str, Any],
+                         receive: ASGIReceiveCallable) -> None:
         event = await receive()
         if event["type"] != "websocket.connect":
             return
@@ -173,8 +174,9 @@ class Gateway:
                 _MESSAGES_IN.inc()
                 self._to_owner(conn, event)
 
-    async def _http(self, conn: ClientConn, scope: dict[str, Any], receive: Any) -> None:
-        conn.responded = asyncio.get_running_loop().create_future()
+    async def _http(self, conn: ClientConn, scope: dict[str, Any],
+                    receive: ASGIReceiveCallable) -> None:
+        responded = conn.responded = asyncio.get_running_loop().create_future()
         if not await self._connect(conn):
             return
         limit = self.settings.chunk_size
@@ -188,19 +190,21 @@ class Gateway:
                 if event["type"] == "http.disconnect":
                     self.claims.tell_gone(conn, 1006, event)
                     return
-                body = event.get("body", b"")
+                request = cast(HTTPRequestEvent, event)  # an http scope receives no other
+                body = request.get("body", b"")  # both keys optional in the ASGI spec
                 parts.append(body)
                 size += len(body)
-                more = event.get("more_body", False)
+                more = request.get("more_body", False)
                 if not more or size >= limit:
                     break
             chunk = {"type": "http.request", "body": b"".join(parts), "more_body": more}
             for part in wire.split_body(chunk, limit):
                 self._to_owner(conn, part)
         receiving = asyncio.ensure_future(receive())
+        either: list[asyncio.Future[Any]] = [responded, receiving]
         try:
-            await asyncio.wait([conn.responded, receiving], return_when=asyncio.FIRST_COMPLETED)
-            if receiving.done() and not conn.responded.done():
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if receiving.done() and not responded.done():
                 self.claims.tell_gone(conn, 1006, receiving.result())
                 conn.finish()
         finally:
@@ -220,7 +224,7 @@ class Gateway:
 
     # -- relay: out ------------------------------------------------------------------------
 
-    def _to_owner(self, conn: ClientConn, event: dict[str, Any]) -> None:
+    def _to_owner(self, conn: ClientConn, event: ClientEvent) -> None:
         """One client event for the owner: straight to it once claimed, else held."""
         state, owner = conn.state, conn.owner
         if owner is not None and (state is OWNED or state is REHOMING) and conn.fence is None:
