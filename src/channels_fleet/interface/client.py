@@ -1,8 +1,7 @@
 """One client connection as the interface sees it, and the states it moves through.
 
-    NEW ──► AWAITING_CLAIM ──► OWNED ◄───────────── REHOMING
-                 ▲   │    (first claim)    (the new app accepted)  ▲
-                 │   └─(claimed after a hand-over)──────────────────┘
+    NEW ──► AWAITING_CLAIM ──(claimed)──────────────────────────► OWNED
+                 ▲   └──(claimed after a hand-over)──► REHOMING ──┘ (the new app accepted)
                  └──── handed over (the owner drains or dies) from OWNED or REHOMING
     any state ──► FINISHED (the interface ended the client side: closed, refused, answered)
 
@@ -13,7 +12,7 @@ by a draining owner may wait for that old owner's RETURN (``fence``, see rehome.
 its own, which can begin before the next claim and end after it.
 
 Where client events go follows: held (``held``, in order) while AWAITING_CLAIM or fenced,
-straight to ``owner`` while REHOMING or OWNED, and kept (``unacked``) until the owner
+else straight to ``owner`` (REHOMING or OWNED), and kept (``unacked``) until the owner
 acknowledges them; a lost owner's unacknowledged ones (``replay``) go to the next owner
 before the held ones. Each envelope sent starts a new claim (``claim_id``, see
 ``relay/wire.py``): only what the current claim's owner relays counts.
