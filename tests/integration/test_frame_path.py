@@ -35,15 +35,14 @@ pytestmark = pytest.mark.timeout(60)
 PATH = [
     "channels_fleet.interface.gateway",  # the client's frame, from Daphne
     "channels_fleet.relay.relay",  # batched to the owner's channel
-    "channels_fleet.interface.replay",  # kept until the owner acknowledges it
+    "channels_fleet.interface.client",  # kept until the owner acknowledges it (Unacked)
     "channels_fleet.relay.wire",  # the batch format, checked on arrival
     "channels_fleet.worker.host",  # into the app instance's queue
     "channels_fleet.worker.acks",  # taken, then handled: acknowledged with the echo's batch
     "channels_fleet.worker.dispatch",  # Channels' await_many_dispatch, leaner
     "channels_fleet.observability.consumers",  # the handler's latency
     "channels_fleet.worker.dbcleanup",  # Channels' per-event connection cleanup, queued
-    "channels_fleet.interface.claims",  # the echo names the connection's current claim
-    "channels_fleet.interface.edge",  # the echo written to the client's socket
+    "channels_fleet.interface.edge",  # the echo (its current claim's) written to the client
 ]
 #: The layer's own modules on the path (layers/, one component: send, then receive).
 LAYER = {

@@ -27,9 +27,10 @@ The rules, in one place:
   owner's unacknowledged frames (``replay``, see replay.py) go before them, or, if the full
   buffer had dropped some, the socket is closed with 1012: never re-homed with a hole.
 
-    claims = Claims(side, settings, conns)
+    claims = Claims(side, settings, conns, writer)
     if await claims.send(conn):           # False: refused, the client has its answer
         ...
+    claims.tell_gone(conn, 1006)          # the client left: the owner hears it once
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from channels.exceptions import ChannelFull
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.side import RelaySide
-from .client import AWAITING_CLAIM, CLAIMED, FENCED, FINISHED, NEW, ClientConn
+from .client import AWAITING_CLAIM, CLAIMED, ClientConn, ClientEvent, Connections
+from .edge import ClientWriter
 from .replay import Replay
 from .settings import InterfaceSettings
 
@@ -61,11 +63,12 @@ def refusal_code(conn: ClientConn) -> int:
 class Claims:
     """Connect envelopes and their claims, for every connection of one gateway."""
 
-    def __init__(self, side: RelaySide, settings: InterfaceSettings,
-                 conns: dict[str, ClientConn]) -> None:
+    def __init__(self, side: RelaySide, settings: InterfaceSettings, conns: Connections,
+                 writer: ClientWriter) -> None:
         self.side = side
         self.settings = settings
-        self.conns = conns  # the gateway's connections, by id
+        self.conns = conns
+        self.writer = writer
         self._worker_died_at = 0.0  # monotonic time a watched worker was last found dead
 
     def deadline(self, conn: ClientConn) -> float:
@@ -84,13 +87,10 @@ class Claims:
             METRICS.messages_dropped.labels("workers_full").inc()
             await self.refuse(conn, refusal_code(conn))
             return False
-        if conn.state is NEW:
-            conn.move(AWAITING_CLAIM)
         deadline = self.deadline(conn)
         envelope = wire.connect_envelope(
-            self.side.channel, conn.next_claim(), conn.scope, deadline, rehomed=conn.rehomed,
+            self.side.channel, conn.await_claim(), conn.scope, deadline, rehomed=conn.rehomed,
             ack=conn.unacked is not None)
-        conn.sent_at = time.monotonic()
         self._arm(conn, deadline)
         try:
             await self.side.send_now(wire.CONNECT_QUEUE, envelope)
@@ -102,42 +102,25 @@ class Claims:
             return False
         return True
 
-    def current(self, claim: str) -> ClientConn | None:
-        """The unfinished connection whose current claim is ``claim`` (an item's conn), or None:
-        the one rule for whether a worker's item counts."""
-        conn = self.conns.get(wire.claimed_conn(claim))
-        if conn is None or conn.claim_id != claim or conn.state is FINISHED:
-            return None
-        return conn
-
-    def fenced(self, claim: str) -> ClientConn | None:
-        """The unfinished connection whose old owner's RETURN for ``claim`` is awaited, or None."""
-        conn = self.conns.get(wire.claimed_conn(claim))
-        if conn is None or conn.fence_id != claim or conn.state is FINISHED:
-            return None
-        return conn
-
     def on_claim(self, claim: str, owner: str) -> None:
         """A worker's CLAIM: it owns the connection from now on, if this claim is awaited."""
-        conn = self.current(claim)
+        conn = self.conns.current(claim)
         if conn is None or conn.state is not AWAITING_CLAIM:
             # Gone, ended by us or sent again (a claim of an earlier envelope) before this
             # claim: the claimer cleans up.
             self.side.relay.post(owner, [wire.GONE, claim, 1006], control=True)
             return
-        conn.owner = owner
+        conn.claimed_by(owner)
         METRICS.relay_roundtrip.observe(time.monotonic() - conn.sent_at)
         if conn.fence is None:
             conn.stop_timer()  # while fenced, the deadline bounds the wait for the RETURN
-        conn.move(conn.claimed_state())
         self._deliver_held(conn)
 
     def unfence(self, conn: ClientConn) -> None:
         """Stop waiting for the old owner's RETURN; held events go to a new owner, if any."""
-        conn.fence = conn.fence_id = None
-        if conn.state is FENCED:
+        conn.clear_fence()
+        if conn.state in CLAIMED:
             conn.stop_timer()
-            conn.move(conn.claimed_state())
             self._deliver_held(conn)
 
     def worker_died(self) -> None:
@@ -153,7 +136,7 @@ class Claims:
         self.side.tasks.spawn(self.refuse(conn, 1012), f"refuse {conn.id}")
 
     def _deliver_held(self, conn: ClientConn) -> None:
-        if conn.state not in CLAIMED or conn.state is FENCED:
+        if conn.state not in CLAIMED or conn.fence is not None:
             return
         assert conn.owner is not None  # claimed
         events = conn.take_held()  # bounded by pending_limit (+ what an old owner returned)
@@ -177,7 +160,7 @@ class Claims:
 
     def _expired(self, conn: ClientConn) -> None:
         conn.timer = None
-        if conn.state is FENCED:
+        if conn.fence is not None and conn.state in CLAIMED:
             logger.warning("%s: no RETURN from the old owner; replaying what it had not "
                            "acknowledged", conn.id)
             self.unfence(conn)
@@ -196,7 +179,17 @@ class Claims:
         """End a connection no owner can take (or keep) with ``code``; its owner, if any, is
         told."""
         conn.stop_timer()
-        if conn.owner is not None and not conn.told:
-            self.side.relay.post(conn.owner, [wire.GONE, conn.claim_id, code], control=True)
-        conn.told = True
-        await conn.end(code)
+        self.tell_gone(conn, code)
+        await self.writer.end(conn, code)
+
+    def tell_gone(self, conn: ClientConn, code: int, event: ClientEvent | None = None) -> None:
+        """Tell the owner (once) that the client side of ``conn`` is over: with the client's
+        own disconnect ``event`` when there is one, else GONE with ``code``. A claim arriving
+        later is answered with GONE (:meth:`on_claim`)."""
+        owner = conn.take_owner_to_tell()
+        if owner is None:
+            return
+        if event is not None:
+            self.side.relay.post(owner, [wire.EVENT, conn.claim_id, event], control=True)
+        else:
+            self.side.relay.post(owner, [wire.GONE, conn.claim_id, code], control=True)

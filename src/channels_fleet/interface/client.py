@@ -1,72 +1,80 @@
 """One client connection as the interface sees it, and the states it moves through.
 
-    NEW ──► AWAITING_CLAIM ──► OWNED ◄──────────────────┐
-                 ▲   │                                  │ the new app accepted
-                 │   ├─(re-homed, the old owner's RETURN pending)─► FENCED ─► REHOMING
-                 │   └─(re-homed)──────────────────────────────────────────► REHOMING
-                 └──── re-homed (the owner drains or dies) from OWNED, FENCED, REHOMING
-    any state ──► FINISHED (the interface ended the client side: closed, refused, done)
+    NEW ──► AWAITING_CLAIM ──(claimed)──────────────────────────► OWNED
+                 ▲   └──(claimed after a hand-over)──► REHOMING ──┘ (the new app accepted)
+                 └──── handed over (the owner drains or dies) from OWNED or REHOMING
+    any state ──► FINISHED (the interface ended the client side: closed, refused, answered)
 
-Where client events go follows from the state: held (``held``, in order) while AWAITING_CLAIM
-or FENCED, straight to ``owner`` while REHOMING or OWNED, and kept (``unacked``) until the
-owner acknowledges them; a lost owner's unacknowledged ones (``replay``) go to the next owner
+Each arrow is one method (:meth:`ClientConn.await_claim`, :meth:`~ClientConn.claimed_by`,
+:meth:`~ClientConn.app_accepted`, :meth:`~ClientConn.hand_over`, :meth:`~ClientConn.finish`);
+a move the diagram lacks raises IllegalTransition. Apart from the state, a socket handed over
+by a draining owner may wait for that old owner's RETURN (``fence``, see rehome.py): a wait of
+its own, which can begin before the next claim and end after it.
+
+Where client events go follows: held (``held``, in order) while AWAITING_CLAIM or fenced,
+else straight to ``owner`` (REHOMING or OWNED), and kept (``unacked``) until the owner
+acknowledges them; a lost owner's unacknowledged ones (``replay``) go to the next owner
 before the held ones. Each envelope sent starts a new claim (``claim_id``, see
-``relay/wire.py``): only what the current claim's owner relays counts. Every change of state
-goes through :meth:`ClientConn.move`, which refuses a move the table below does not allow.
+``relay/wire.py``): only what the current claim's owner relays counts.
+
+The gateway's connections are one :class:`Connections`: the others find a connection through
+it (``current(claim)``: the one rule for whether a worker's item counts) and apply the owners'
+ACKs with it (:meth:`Connections.on_ack`, to each connection's :class:`Unacked`, replay.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import logging
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from ..exceptions import IllegalTransition
-from ..observability.metrics import METRICS, close_code_label
 from ..relay import wire
-from . import edge
-from .replay import Replay, Unacked
+from .replay import REPLAYED, Replay
 
-Send = Any
+logger = logging.getLogger(__name__)
 
 
 class ClientState(enum.Enum):
     NEW = "new"  # nothing sent yet
     AWAITING_CLAIM = "awaiting claim"  # its envelope is in the work queue; events held
-    FENCED = "fenced"  # claimed; the old owner's RETURN (its undelivered events) awaited; held
     REHOMING = "re-homing"  # claimed after a hand-over; the new app's accept not seen yet
     OWNED = "owned"  # claimed; events go straight to the owner
     FINISHED = "finished"  # the interface has ended the client side
 
 
-NEW, AWAITING_CLAIM, FENCED = ClientState.NEW, ClientState.AWAITING_CLAIM, ClientState.FENCED
+#: A client event as the server gave it (asgiref.typing's receive events) or as an old owner
+#: returned it: relayed as it is.
+ClientEvent = Mapping[str, Any]
+
+NEW, AWAITING_CLAIM = ClientState.NEW, ClientState.AWAITING_CLAIM
 REHOMING, OWNED, FINISHED = ClientState.REHOMING, ClientState.OWNED, ClientState.FINISHED
 
 _MOVES: dict[ClientState, frozenset[ClientState]] = {
     NEW: frozenset({AWAITING_CLAIM, FINISHED}),
-    AWAITING_CLAIM: frozenset({OWNED, FENCED, REHOMING, FINISHED}),
-    FENCED: frozenset({REHOMING, OWNED, AWAITING_CLAIM, FINISHED}),
+    AWAITING_CLAIM: frozenset({OWNED, REHOMING, FINISHED}),
     REHOMING: frozenset({OWNED, AWAITING_CLAIM, FINISHED}),
     OWNED: frozenset({AWAITING_CLAIM, FINISHED}),
     FINISHED: frozenset(),
 }
 
-#: States in which client events are held rather than relayed.
-HOLDING = frozenset({AWAITING_CLAIM, FENCED})
 #: States in which an owner has claimed the connection.
-CLAIMED = frozenset({FENCED, REHOMING, OWNED})
+CLAIMED = frozenset({REHOMING, OWNED})
 
 
 class ClientConn:
     """One client connection (WebSocket or HTTP request) held by this interface."""
 
     __slots__ = (
-        "id", "ws", "send", "scope", "state", "owner", "held", "accepted", "app_accepted",
-        "told", "done", "sent_at", "timer", "rehomed", "handover_at", "fence", "unacked",
-        "replay", "resent", "subprotocol", "claims", "claim_id", "fence_id",
+        "id", "ws", "send", "scope", "state", "owner", "held", "accepted", "told", "responded",
+        "sent_at", "timer", "rehomed", "handover_at", "fence", "unacked", "replay", "resent",
+        "subprotocol", "claims", "claim_id", "fence_id",
     )
 
-    def __init__(self, conn_id: str, ws: bool, send: Send, scope: dict[str, Any],
+    def __init__(self, conn_id: str, ws: bool, send: Any, scope: dict[str, Any],
                  unacked: Unacked | None = None) -> None:
         self.id = conn_id
         self.ws = ws
@@ -74,11 +82,10 @@ class ClientConn:
         self.scope = scope  # the server's own scope object: kept for re-homing, costs nothing
         self.state = NEW
         self.owner: str | None = None  # the worker channel that claimed it
-        self.held: list[dict[str, Any]] = []  # client events waiting for the owner, in order
+        self.held: list[ClientEvent] = []  # client events waiting for the owner, in order
         self.accepted = False  # ws: the client's socket accepted; http: response started
-        self.app_accepted = False  # the current owner's app accepted (re-homing ends there)
         self.told = False  # the owner has been told the client is gone (or nobody can be)
-        self.done: asyncio.Future[None] | None = None  # http: response complete
+        self.responded: asyncio.Future[None] | None = None  # http: set once the response is over
         self.sent_at = 0.0  # monotonic time its last envelope went out
         self.timer: asyncio.TimerHandle | None = None  # its claim deadline
         self.rehomed = 0  # times handed to a new owner
@@ -99,11 +106,39 @@ class ClientConn:
     def finished(self) -> bool:
         return self.state is FINISHED
 
-    def move(self, state: ClientState) -> None:
-        """Change state; raises IllegalTransition for a move the state diagram lacks."""
-        if state not in _MOVES[self.state]:
-            raise IllegalTransition(f"{self.id}: {self.state.value} -> {state.value}")
-        self.state = state
+    # -- transitions: one method each ------------------------------------------------------
+
+    def await_claim(self) -> str:
+        """A connect envelope goes out: a new claim (items of earlier ones count no more),
+        awaited. Returns its id."""
+        if self.state is not AWAITING_CLAIM:
+            self._move(AWAITING_CLAIM)
+        self.claims += 1
+        self.claim_id = wire.claim_id(self.id, self.claims)
+        self.sent_at = time.monotonic()
+        return self.claim_id
+
+    def claimed_by(self, owner: str) -> None:
+        """``owner`` claimed it: OWNED, or REHOMING until the new app accepts a handed-over one."""
+        self._move(REHOMING if self.rehomed else OWNED)
+        self.owner = owner
+
+    def app_accepted(self) -> bool:
+        """The owner's app accepted: re-homing is over. True if it was re-homing."""
+        if self.state is not REHOMING:
+            return False
+        self._move(OWNED)
+        return True
+
+    def hand_over(self) -> str | None:
+        """The owner drains or died: a new claim is to be awaited. Returns the old owner."""
+        self._move(AWAITING_CLAIM)
+        old, self.owner = self.owner, None
+        self.stop_timer()
+        self.rehomed += 1
+        self.resent = False  # a new envelope: it may be sent again once too
+        self.handover_at = time.monotonic()
+        return old
 
     def finish(self) -> bool:
         """Mark the client side ended; False if it already was."""
@@ -113,48 +148,162 @@ class ClientConn:
         self.stop_timer()
         return True
 
+    def _move(self, state: ClientState) -> None:
+        if state not in _MOVES[self.state]:
+            raise IllegalTransition(f"{self.id}: {self.state.value} -> {state.value}")
+        self.state = state
+
+    # -- the rest of its state -------------------------------------------------------------
+
+    def take_owner_to_tell(self) -> str | None:
+        """Whom to tell that the client side is over: the owner, the first time; None after
+        that or with no owner. Taking it marks the owner told, so a path that needs no telling
+        (the owner released the connection, or died) takes it and drops it."""
+        if self.told:
+            return None
+        self.told = True
+        return self.owner
+
+    def set_fence(self, worker: str, claim: str) -> None:
+        """Wait for ``worker``'s RETURN of ``claim``: events are held meanwhile."""
+        self.fence, self.fence_id = worker, claim
+
+    def clear_fence(self) -> None:
+        self.fence = self.fence_id = None
+
+    def mark_responded(self) -> None:
+        """An HTTP response is over (sent, refused or cut): whoever waits for it goes on."""
+        if self.responded is not None and not self.responded.done():
+            self.responded.set_result(None)
+
     def stop_timer(self) -> None:
         """Cancel its claim deadline, if armed."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
-    async def end(self, code: int) -> None:
-        """End the client side: WebSocket close ``code``, HTTP 503 (or abort mid-response)."""
-        if not self.finish():
-            return
-        if self.ws:
-            METRICS.closes.labels(close_code_label(code)).inc()
-            if not self.accepted:
-                # Accept first so the client sees a close code rather than a bare HTTP 403.
-                self.accepted = True
-                await self.send({"type": "websocket.accept"})
-            await edge.close(self.send, {"code": code}, accepted=True)
-        elif not self.accepted:
-            self.accepted = True
-            await edge.http_error(self.send, 503)
-        else:
-            edge.abort(self.send)
-        self.complete()
-
-    def complete(self) -> None:
-        """An HTTP response is over (sent, refused or cut): whoever waits for it goes on."""
-        if self.done is not None and not self.done.done():
-            self.done.set_result(None)
-
-    def claimed_state(self) -> ClientState:
-        """Where a claimed connection stands once no old owner's RETURN is awaited."""
-        if self.fence is not None:
-            return FENCED
-        return REHOMING if self.rehomed and not self.app_accepted else OWNED
-
-    def next_claim(self) -> str:
-        """Start a new claim (a new envelope goes out): items of earlier ones count no more."""
-        self.claims += 1
-        self.claim_id = wire.claim_id(self.id, self.claims)
-        return self.claim_id
-
-    def take_held(self) -> list[dict[str, Any]]:
+    def take_held(self) -> list[ClientEvent]:
         """The held events, in order, leaving none."""
         held, self.held = self.held, []
         return held
+
+
+def frame_size(event: ClientEvent) -> int:
+    """A frame's payload length (characters of a text frame, bytes of a binary one)."""
+    return len(event.get("text") or event.get("bytes") or "")
+
+
+class Unacked:
+    """The client frames relayed to one connection's current owner and not yet acknowledged
+    (numbered from its claim); bounded, the oldest dropped first (replay.py says why)."""
+
+    __slots__ = ("frames", "first", "acked", "taken", "size", "limit", "max_bytes")
+
+    def __init__(self, limit: int, max_bytes: int) -> None:
+        self.frames: list[ClientEvent] = []  # oldest first
+        self.first = 0  # the number of frames[0] (frames are numbered from the claim)
+        self.acked = 0  # frames the owner acknowledged as handled
+        self.taken = 0  # frames the owner's app had taken, as last acknowledged
+        self.size = 0  # payload bytes kept
+        self.limit = limit
+        self.max_bytes = max_bytes
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def lost(self) -> int:
+        """Unacknowledged frames dropped because the buffer was full (0: a replay is whole)."""
+        return max(0, self.first - self.acked)
+
+    def record(self, event: ClientEvent) -> None:
+        """One more frame relayed to the owner; the oldest go if the buffer is over a bound."""
+        frames = self.frames
+        frames.append(event)
+        self.size += frame_size(event)
+        while frames and (len(frames) > self.limit or self.size > self.max_bytes):
+            self.size -= frame_size(frames.pop(0))
+            self.first += 1
+
+    def ack(self, handled: int, taken: int) -> None:
+        """The owner's ACK: its app has handled the first ``handled`` frames, taken ``taken``."""
+        if taken > self.taken:
+            self.taken = taken
+        if handled <= self.acked:
+            return
+        self.acked = handled
+        frames = self.frames
+        done = min(handled - self.first, len(frames))
+        if done > 0:
+            size = self.size
+            for event in frames[:done]:  # frame_size, inlined: once per acknowledged frame
+                size -= len(event.get("text") or event.get("bytes") or "")
+            self.size = size
+            del frames[:done]
+            self.first += done
+
+    def detach(self, cause: str) -> Replay:
+        """What the next owner is to get first (the owner is gone); start afresh for it."""
+        frames = [{**event, REPLAYED: True} for event in self.frames]
+        duplicates = max(0, min(self.taken, self.first + len(frames)) - self.first)
+        replay = Replay(frames, self.lost, duplicates, cause, max(0, self.taken - self.acked))
+        self.frames = []
+        self.first = self.acked = self.taken = self.size = 0
+        return replay
+
+
+class Connections:
+    """The gateway's open connections, by id: the one registry, for every part of the gateway."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, ClientConn] = {}
+
+    def add(self, conn: ClientConn) -> None:
+        self._by_id[conn.id] = conn
+
+    def discard(self, conn: ClientConn) -> bool:
+        """Forget ``conn``; False if it was not here."""
+        return self._by_id.pop(conn.id, None) is not None
+
+    def values(self) -> list[ClientConn]:
+        """The connections, as a list: ending one while going through it is safe."""
+        return list(self._by_id.values())
+
+    def current(self, claim: str) -> ClientConn | None:
+        """The unfinished connection whose current claim is ``claim`` (an item's conn), or None:
+        the one rule for whether a worker's item counts."""
+        conn = self._by_id.get(wire.claimed_conn(claim))
+        if conn is None or conn.claim_id != claim or conn.state is FINISHED:
+            return None
+        return conn
+
+    def fenced(self, claim: str) -> ClientConn | None:
+        """The unfinished connection whose old owner's RETURN for ``claim`` is awaited, or None."""
+        conn = self._by_id.get(wire.claimed_conn(claim))
+        if conn is None or conn.fence_id != claim or conn.state is FINISHED:
+            return None
+        return conn
+
+    def owners(self) -> set[str]:
+        """The workers the unfinished connections depend on: owners, and old owners whose
+        RETURN is awaited (the gateway watches their heartbeats)."""
+        owners: set[str] = set()
+        for c in self._by_id.values():
+            if c.state is not FINISHED:
+                owners.update(w for w in (c.owner, c.fence) if w)
+        return owners
+
+    async def on_ack(self, _: str, entries: list[Any], sender: str) -> None:
+        """The ``wire.ACK`` handler: ``sender``'s apps have handled these frames, which need
+        no replay then."""
+        try:
+            wire.parse_acks(entries)
+        except wire.WireError as exc:
+            logger.warning("ignored an ack from %s: %s", sender, exc)
+            return
+        current = self.current
+        for claim, handled, taken in entries:
+            conn = current(claim)
+            # Only the current claim's counts: frames are numbered from it.
+            if conn is not None and conn.unacked is not None:
+                conn.unacked.ack(handled, taken)

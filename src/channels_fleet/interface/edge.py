@@ -1,4 +1,10 @@
-"""What the gateway does at the edge itself: origin checks and Daphne-specific socket writes.
+"""Writing to the clients: the apps' messages (:class:`ClientWriter`), the interface's own
+endings (close codes, 503), and the Daphne-specific socket writes under both.
+
+The writer writes what a connection's current owner relays (the gateway finds the connection,
+``Connections.current``) and moves the connection's state where a message decides it: an
+accept ends re-homing, a close or a response's last body finishes it. It tells no owner
+anything; where a write cuts the client off, the caller does (``Claims.tell_gone``).
 
 Daphne 4.2's ASGI ``send`` ignores the ``headers`` of ``websocket.accept`` and the ``reason`` of
 ``websocket.close``, and hides how much is buffered for a slow client. When ``send`` is
@@ -13,48 +19,115 @@ read is guarded so that a server without them takes the plain ASGI path.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
 from functools import partial
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
+
+from ..observability.metrics import METRICS, close_code_label
+from ..relay.side import TaskSet
+from .client import REHOMING, ClientConn
 
 logger = logging.getLogger(__name__)
 
-
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
+_MESSAGES_OUT = METRICS.messages.labels("out")  # looked up once: labels() takes a lock
 
 
-def origin_allowed(scope: dict[str, Any], allowed: Iterable[str]) -> bool:
-    """Is the WebSocket's ``Origin`` acceptable? Non-browser clients (no Origin) are.
+class ClientWriter:
+    """Writes to a gateway's clients; one per gateway."""
 
-    ``allowed`` empty: the same host name as the ``Host`` header, any port (what Channels'
-    ``AllowedHostsOriginValidator`` compares: a page served by the web tier on another port
-    of the same host may open sockets). ``*``: any. Otherwise each entry is a full origin
-    (``https://chat.example.com``), a host (``chat.example.com``) or a domain suffix
-    (``.example.com``).
-    """
-    allowed = tuple(allowed)
-    origin = _header(scope, b"origin")
-    if origin is None or "*" in allowed:
+    def __init__(self, send_buffer: int, tasks: TaskSet) -> None:
+        self.send_buffer = send_buffer  # bytes a client may leave unread before it is cut off
+        self.tasks = tasks
+
+    async def write(self, conn: ClientConn, message: dict[str, Any]) -> bool:
+        """Write one of the app's messages to the client; False if that cut the client off
+        (it does not read): its owner is to be told. Raises what the server refuses."""
+        kind = message["type"]
+        if not conn.ws:
+            if kind == "http.response.start":
+                conn.accepted = True
+            await conn.send(message)
+            if kind == "http.response.body" and not message.get("more_body", False):
+                conn.finish()
+                conn.mark_responded()
+            return True
+        if kind == "websocket.send":
+            _MESSAGES_OUT.inc()
+            if not write_message(conn.send, message):
+                await conn.send(message)
+            if unsent_bytes(conn.send) > self.send_buffer:
+                logger.warning("%s: client is not reading; disconnecting", conn.id)
+                METRICS.messages_dropped.labels("buffer_full").inc()
+                conn.finish()
+                abort(conn.send)
+                return False
+        elif kind == "websocket.accept":
+            await self._accepted(conn, message)
+        elif kind == "websocket.http.response.start" and not conn.accepted:
+            # The app failed before accepting (host.py): refused with its status, 500 for a
+            # crash (as Daphne) or 404 for an unknown path.
+            conn.finish()
+            METRICS.closes.labels(close_code_label(1011)).inc()
+            await deny(conn.send, message.get("status", 500))
+        elif kind == "websocket.close":
+            await self._closed_by_app(conn, message)
+        else:
+            await conn.send(message)  # an ASGI extension left to the server
         return True
-    parts = urlsplit(origin)
-    if not parts.netloc:
-        return False
-    host = parts.hostname or ""
-    if not allowed:
-        return host == (urlsplit("//" + (_header(scope, b"host") or "")).hostname or "")
-    for entry in allowed:
-        entry = entry.lower()
-        if entry == origin.lower().rstrip("/") or entry == host:
-            return True
-        if entry.startswith(".") and (host.endswith(entry) or host == entry[1:]):
-            return True
-    return False
+
+    async def _accepted(self, conn: ClientConn, message: dict[str, Any]) -> None:
+        if conn.app_accepted():
+            METRICS.rehome_gap.observe(time.monotonic() - conn.handover_at)
+        if conn.accepted:
+            return  # a re-homed socket: the client has its accept already
+        conn.accepted = True
+        conn.subprotocol = message.get("subprotocol")
+        await accept(conn.send, message)
+
+    async def _closed_by_app(self, conn: ClientConn, message: dict[str, Any]) -> None:
+        refused_rehome = conn.state is REHOMING and conn.accepted
+        conn.finish()
+        code = message.get("code") or 1000
+        if refused_rehome:
+            # Refused on re-home (what is HTTP 403 at a first connect): the socket is open
+            # already, so it gets a close frame, 1008 unless the app gave a code.
+            code = message.get("code") or 1008
+            message = {**message, "code": code}
+            logger.info("%s: the app refused the re-homed connection (%d)", conn.id, code)
+        METRICS.closes.labels(close_code_label(code)).inc()
+        await close(conn.send, message, accepted=conn.accepted)
+
+    def refused(self, conn: ClientConn) -> bool:
+        """The server refused an app's message: end the connection as Daphne ends one whose app
+        crashed (:func:`fail`). False if it was finished already; else its owner is to be told."""
+        if not conn.finish():
+            return False
+        fail(conn.send)
+        conn.mark_responded()
+        return True
+
+    async def end(self, conn: ClientConn, code: int) -> None:
+        """End the client side: WebSocket close ``code``, HTTP 503 (or abort mid-response)."""
+        if not conn.finish():
+            return
+        if conn.ws:
+            METRICS.closes.labels(close_code_label(code)).inc()
+            if not conn.accepted:
+                # Accept first so the client sees a close code rather than a bare HTTP 403.
+                conn.accepted = True
+                await conn.send({"type": "websocket.accept"})
+            await close(conn.send, {"code": code}, accepted=True)
+        elif not conn.accepted:
+            conn.accepted = True
+            await http_error(conn.send, 503)
+        else:
+            abort(conn.send)
+        conn.mark_responded()
+
+    def spawn_end(self, conn: ClientConn, code: int) -> None:
+        """:meth:`end`, in a task of its own (from code that cannot wait)."""
+        self.tasks.spawn(self.end(conn, code), f"end {conn.id}")
 
 
 def _protocol(send: Any) -> Any:
@@ -219,14 +292,3 @@ async def http_error(send: Any, status: int) -> None:
         "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")],
     })
     await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def lifespan(receive: Any, send: Any) -> None:
-    """Answer the ASGI lifespan protocol (servers other than Daphne use it)."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -1,4 +1,5 @@
-"""Limits at the edge: connections per client (``CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT``)
+"""Limits at the edge: connections per client (``CHANNELS_FLEET_MAX_CONNECTIONS_PER_CLIENT``),
+the WebSocket origins admitted (``CHANNELS_FLEET_ALLOWED_ORIGINS``, :func:`origin_allowed`)
 and the pace of a drain's closes (``CHANNELS_FLEET_DRAIN_CLOSE_RATE``, :func:`close_pacing`).
 
 The gateway counts open WebSockets and HTTP requests per client address (``scope["client"]``,
@@ -16,7 +17,9 @@ client arrives from the proxy's address (unless the proxy is trusted: ``proxy.py
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +84,38 @@ def close_pacing(sockets: int, rate: float, timeout: float) -> tuple[int, float]
     rate = max(rate, sockets / (0.6 * timeout))
     batch = max(1, round(rate / 20))  # about 20 batches a second
     return batch, batch / rate
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def origin_allowed(scope: dict[str, Any], allowed: Iterable[str]) -> bool:
+    """Is the WebSocket's ``Origin`` acceptable? Non-browser clients (no Origin) are.
+
+    ``allowed`` empty: the same host name as the ``Host`` header, any port (what Channels'
+    ``AllowedHostsOriginValidator`` compares: a page served by the web tier on another port
+    of the same host may open sockets). ``*``: any. Otherwise each entry is a full origin
+    (``https://chat.example.com``), a host (``chat.example.com``) or a domain suffix
+    (``.example.com``).
+    """
+    allowed = tuple(allowed)
+    origin = _header(scope, b"origin")
+    if origin is None or "*" in allowed:
+        return True
+    parts = urlsplit(origin)
+    if not parts.netloc:
+        return False
+    host = parts.hostname or ""
+    if not allowed:
+        return host == (urlsplit("//" + (_header(scope, b"host") or "")).hostname or "")
+    for entry in allowed:
+        entry = entry.lower()
+        if entry == origin.lower().rstrip("/") or entry == host:
+            return True
+        if entry.startswith(".") and (host.endswith(entry) or host == entry[1:]):
+            return True
+    return False

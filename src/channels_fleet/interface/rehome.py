@@ -1,4 +1,6 @@
-"""Re-homing on the interface side: a WebSocket whose worker drains or dies moves to a live one.
+"""An owner lost: a WebSocket whose worker drains or dies moves to a live one; what cannot move
+(HTTP, re-homing off, a session the app keeps) is ended. The interface's one reaction to a
+worker's death, and to its own (:meth:`Rehoming.declared_dead`: to it, every owner died).
 
 The socket stays open. A new connect envelope (a new claim, ``rehomed`` = n) goes to the work queue
 (:class:`~.claims.Claims`, deadline and refusal included) and the new owner runs the app from
@@ -9,33 +11,41 @@ frame the app took and had not finished, if its wait ran out: replayed, marked).
 worker returns nothing: the frames it had not acknowledged (:mod:`.replay`) go to the new owner
 first instead, marked as replayed; they also stand in for a RETURN that never comes.
 
-    rehoming = Rehoming(side, claims)
-    rehoming.rehome(conn, "dead")
+    rehoming = Rehoming(side, settings, conns, claims, writer)
+    rehoming.owners_died({"fleet.worker.a!x"})     # RelaySide's on_dead
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
-import time
 from typing import Any
 
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.side import RelaySide
 from .claims import Claims
-from .client import AWAITING_CLAIM, CLAIMED, ClientConn
-from .replay import Unacked
+from .client import AWAITING_CLAIM, CLAIMED, FINISHED, ClientConn, Connections, Unacked
+from .edge import ClientWriter
+from .settings import InterfaceSettings
 
 logger = logging.getLogger(__name__)
 
 
 class Rehoming:
-    """Hands a gateway's WebSockets to new owners; one per gateway."""
+    """What a gateway does when it loses an owner (drain or death): re-home or end; one per
+    gateway."""
 
-    def __init__(self, side: RelaySide, claims: Claims) -> None:
+    def __init__(self, side: RelaySide, settings: InterfaceSettings, conns: Connections,
+                 claims: Claims, writer: ClientWriter) -> None:
         self.side = side
+        self.settings = settings
+        self.conns = conns
         self.claims = claims
-        self.settings = claims.settings
+        self.writer = writer
+        self._lost_marks = itertools.count(1)
+        self._lost_mark: int | None = None  # declared dead: the mark to act on, once
 
     def unacked(self) -> Unacked | None:
         """A new WebSocket's buffer of unacknowledged frames (None: re-homing is off)."""
@@ -44,7 +54,7 @@ class Rehoming:
 
     async def on_rehome(self, claim: str, cause: str, sender: str) -> None:
         """A worker's REHOME: re-home the socket if this is its current claim."""
-        conn = self.claims.current(claim)
+        conn = self.conns.current(claim)
         if conn is None or not conn.ws or conn.state not in CLAIMED:
             # Nothing to re-home, or an earlier claim's (re-homed away while the worker was
             # cut off): let the worker forget it.
@@ -55,7 +65,7 @@ class Rehoming:
 
     async def on_return(self, claim: str, events: list[Any], sender: str) -> None:
         """The old owner's events of a re-homed connection: they go first, in order."""
-        conn = self.claims.fenced(claim)
+        conn = self.conns.fenced(claim)
         if conn is None:
             return
         # The RETURN holds every event the old app never took; only a frame it took and did
@@ -79,17 +89,12 @@ class Rehoming:
         if replay is not None and (replay.frames or replay.lost):
             # dead: the next owner's first events; drain: only if no RETURN comes instead.
             conn.replay = replay
-        old, conn.owner = conn.owner, None
+        claim = conn.claim_id
+        old = conn.hand_over()
         if cause == "drain" and old is not None:
             # Events sent to the old owner after it let go come back with its RETURN.
-            conn.fence, conn.fence_id = old, conn.claim_id
-            self.fence(old, conn.claim_id)
-        conn.stop_timer()
-        conn.move(AWAITING_CLAIM)
-        conn.rehomed += 1
-        conn.app_accepted = False
-        conn.resent = False  # a new envelope: it may be sent again once too
-        conn.handover_at = time.monotonic()
+            conn.set_fence(old, claim)
+            self.fence(old, claim)
         METRICS.rehomes.labels(cause).inc()
         logger.debug("%s: re-homing (%s, time %d)", conn.id, cause, conn.rehomed)
         self.side.tasks.spawn(self.claims.send(conn), f"re-home {conn.id}")
@@ -97,3 +102,61 @@ class Rehoming:
     def fence(self, worker: str, claim: str) -> None:
         """Tell ``worker`` that nothing more of ``claim`` comes to it: RETURN what it holds."""
         self.side.relay.post(worker, [wire.FENCE, claim, None], control=True)
+
+    # -- an owner's death ------------------------------------------------------------------
+
+    def owners_died(self, dead: set[str]) -> None:
+        """Workers this gateway watches died (RelaySide's on_dead): their sockets are re-homed
+        or ended 1012, and what a fenced-off old owner held died with it."""
+        self.claims.worker_died()
+        rehome = self.settings.rehome and not self.side.draining
+        for conn in self.conns.values():
+            if conn.state is FINISHED:
+                continue
+            if conn.owner in dead:
+                if conn.ws and rehome and not self.settings.keeps_session(conn.subprotocol):
+                    self.rehome(conn, "dead")
+                else:
+                    METRICS.messages_dropped.labels("dead_owner").inc()
+                    conn.take_owner_to_tell()  # nobody to tell
+                    self.writer.spawn_end(conn, 1012)
+            if conn.fence in dead:
+                # What it held died with it: what it had not acknowledged is replayed instead.
+                # (After the owner's re-home: held events wait for the next owner.)
+                self.claims.unfence(conn)
+
+    def declared_dead(self) -> None:
+        """Our heartbeat lapsed (a stall: CPU starvation, a pause, a partition) and the owners
+        dropped our connections: to us they are dead owners. Their last ACKs may be waiting in
+        our channel (sent while we stalled): a mark sent through it comes back after them, so
+        what the apps handled is not replayed. Should it not come back, the TTL acts for it."""
+        relay = self.side.relay
+        mark = self._lost_mark = next(self._lost_marks)
+        relay.post(relay.channel, [wire.CAUGHT_UP, "", mark], control=True)
+        asyncio.get_running_loop().call_later(
+            self.settings.heartbeat_ttl, self._rehome_all_lost, mark)
+
+    async def on_caught_up(self, _: str, mark: int, sender: str) -> None:
+        """The ``wire.CAUGHT_UP`` handler: our mark came back through our own channel."""
+        if sender == self.side.relay.channel:
+            self._rehome_all_lost(mark)
+
+    def _rehome_all_lost(self, mark: int) -> None:
+        """The sockets are still open here, so they are re-homed as for an owner that died;
+        what cannot be is closed 1012."""
+        if mark != self._lost_mark:
+            return  # acted on already
+        self._lost_mark = None
+        owners = self.conns.owners()
+        for conn in self.conns.values():
+            if conn.state is FINISHED:
+                continue
+            if conn.owner is not None:
+                # An owner that had not declared us dead yet still runs the app: end it there
+                # (the others dropped it already). Its END names a claim past by then.
+                self.side.relay.post(conn.owner, [wire.GONE, conn.claim_id, 1006], control=True)
+            elif conn.state is AWAITING_CLAIM:
+                # Its claim may come from a worker that took the envelope and then dropped it
+                # with our other connections: ask again, as a new claim.
+                self.side.tasks.spawn(self.claims.send(conn), f"connect again {conn.id}")
+        self.owners_died(owners)

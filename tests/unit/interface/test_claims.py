@@ -9,7 +9,7 @@ import pytest
 from support.loopback import EchoApp, LoopbackFleet
 
 from channels_fleet.exceptions import IllegalTransition
-from channels_fleet.interface.client import AWAITING_CLAIM, OWNED, ClientConn
+from channels_fleet.interface.client import AWAITING_CLAIM, OWNED, REHOMING, ClientConn
 from channels_fleet.relay import wire
 
 pytestmark = pytest.mark.timeout(20)
@@ -89,7 +89,7 @@ async def test_unclaimed_after_a_worker_died__sent_once_more_and_claimed(fleet) 
     connecting = asyncio.ensure_future(taken.connect())
     # A worker takes the envelope and dies before claiming it: here, the test takes it.
     envelope = await asyncio.wait_for(fleet.layer.receive(wire.CONNECT_QUEUE), 2)
-    conn = fleet.gateway.claims.current(envelope["conn"])
+    conn = fleet.gateway.conns.current(envelope["conn"])
     assert conn is not None
     await fleet.kill(first)  # a worker the gateway watches died after the envelope went out
     second = await fleet.add_host()
@@ -98,7 +98,7 @@ async def test_unclaimed_after_a_worker_died__sent_once_more_and_claimed(fleet) 
     assert await taken.texts(1) == [f"{second.side.channel}:hi"]
     # The second copy is a claim of its own: the first one's, were it claimed late, is not it.
     assert conn.resent and conn.claims == 2
-    assert fleet.gateway.claims.current(envelope["conn"]) is None
+    assert fleet.gateway.conns.current(envelope["conn"]) is None
     await taken.close()
     await owned.close()
 
@@ -121,9 +121,14 @@ async def test_a_claim_for_a_connection_already_gone__its_app_gets_the_disconnec
 def test_client_states__a_move_the_diagram_lacks_raises() -> None:
     conn = ClientConn("i.1", True, None, {})
     with pytest.raises(IllegalTransition, match="new -> owned"):
-        conn.move(OWNED)
-    conn.move(AWAITING_CLAIM)
-    conn.move(OWNED)
+        conn.claimed_by("fleet.worker.a!x")
+    assert conn.await_claim() == conn.claim_id and conn.state is AWAITING_CLAIM
+    conn.claimed_by("fleet.worker.a!x")
+    assert conn.state is OWNED and not conn.app_accepted()  # not re-homing: nothing ends
+    assert conn.hand_over() == "fleet.worker.a!x" and conn.owner is None
+    conn.await_claim()
+    conn.claimed_by("fleet.worker.b!y")
+    assert conn.state is REHOMING and conn.app_accepted() and conn.state is OWNED
     assert conn.finish() and not conn.finish()  # finished once
     with pytest.raises(IllegalTransition):
-        conn.move(AWAITING_CLAIM)
+        conn.await_claim()

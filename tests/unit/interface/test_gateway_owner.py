@@ -28,10 +28,11 @@ def gateway_with(conn_owner: str) -> tuple[Gateway, ClientConn, list[dict[str, A
 
     gateway = Gateway(InterfaceSettings.from_env({"CHANNELS_FLEET_REDIS_URL": "redis://x:1"}))
     conn = ClientConn("i.1", True, send, {"type": "websocket", "path": "/ws/"})
-    conn.next_claim()
-    conn.next_claim()
-    conn.owner, conn.state, conn.accepted = conn_owner, OWNED, True
-    gateway.conns[conn.id] = conn
+    conn.await_claim()
+    conn.await_claim()
+    conn.claimed_by(conn_owner)
+    conn.accepted = True
+    gateway.conns.add(conn)
     return gateway, conn, written
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from channels_fleet.interface.replay import REPLAYED, Unacked
+from channels_fleet.interface.client import Unacked
+from channels_fleet.interface.replay import REPLAYED
 
 
 def frame(text: str) -> dict:

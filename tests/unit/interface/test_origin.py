@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from channels_fleet.interface.edge import origin_allowed
+from channels_fleet.interface.limits import origin_allowed
 
 
 def scope(origin: str | None, host: str = "chat.example.com") -> dict:
