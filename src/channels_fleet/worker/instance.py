@@ -4,7 +4,7 @@ uvicorn's ``RequestResponseCycle`` is the model: one object per connection owns 
 queue, its ``receive`` and ``send``, and the client's answer when the app fails. The host
 (host.py) claims connections and starts and counts instances; relayed events reach them
 through :class:`AppInstances`, the host's table of them, and their acknowledgements leave
-through :class:`Acks`. This module is the worker's whole per-frame path (test_frame_path).
+through :class:`Acks`: all of the worker's own code a relayed frame passes (test_frame_path).
 
 ``receive`` hands the app the events relayed from the interface; ``send`` checks each message
 as Daphne would (conformance.py) and relays it. An app instance is an :class:`.owned.OwnedConn`

@@ -21,8 +21,9 @@ How far its app has answered (:class:`Phase`), one protocol each:
     HANDSHAKE ──► OPEN          a WebSocket: the app sent ``websocket.accept``
     REQUEST ──► RESPONDING      HTTP: the app sent ``http.response.start``
 
-The phase decides which messages the app may send next (conformance.py) and what the client
-gets when the app fails (:data:`FAILURE_ANSWER`).
+Each moves forward once, as the app instance relays that message. The phase decides which
+messages the app may send next (conformance.py) and what the client gets when the app fails
+(:data:`FAILURE_ANSWER`).
 """
 
 from __future__ import annotations
