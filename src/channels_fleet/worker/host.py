@@ -56,7 +56,7 @@ class Host:
             peers=self.instances.ifaces, on_dead=self._ifaces_dead, on_lost=self._abandon_all,
             liveness=liveness,
         )
-        self.relay = self.side.relay  # the hot path posts straight to it
+        self.relay = self.side.relay  # app instances post straight to it (the hot path)
         # At most four ACK-only batches per heartbeat interval per interface (quiet sockets).
         self.acks = Acks(self.relay, settings.heartbeat_interval / 4)
         self.handback = HandBack(self.side, self.acks, self.instances)
