@@ -40,7 +40,7 @@ IGNORED_OPTIONS = {"random_prefix_length"}
 class RedisClusterChannelLayer(BaseChannelLayer):
     """Channel layer on Redis Cluster or a single Redis (detected), API of channels_redis."""
 
-    extensions = ["groups", "flush"]
+    extensions = ["groups", "flush", "receive_future"]  # the last: worker/dispatch.py
 
     def __init__(
         self,

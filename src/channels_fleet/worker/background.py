@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-logger = logging.getLogger("channels_fleet.worker.host")
+logger = logging.getLogger(__name__)
 
 
 async def serve_background(application: Any, channels: Sequence[str]) -> None:

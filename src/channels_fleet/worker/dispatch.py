@@ -7,7 +7,8 @@ reaches 2,500 consumers of one worker pays that 2,500 times, one after another: 
 the worker's time in the 5,000-socket broadcast of ``bench/split.py``.
 
 Here each source reports completion through one done-callback into a queue of ready sources,
-and a receive on :class:`~channels_fleet.layers.RedisClusterChannelLayer` is a plain future
+and a receive on a layer that lists ``"receive_future"`` in its ``extensions`` (as Channels'
+layers list ``"groups"`` and ``"flush"``; ``RedisClusterChannelLayer`` does) is a plain future
 from the layer's receiver (no coroutine, no task). The contract is Channels' own: one receive
 per source outstanding, the next one started only after the previous message's ``dispatch``
 has returned, exceptions from a receive or from ``dispatch`` end the loop, and every
@@ -25,11 +26,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..layers import RedisClusterChannelLayer
 from . import patching
 
 _MODULES = ("channels.consumer", "channels.utils")  # where Channels 4 looks it up
-_LAYER_RECEIVE = RedisClusterChannelLayer.receive
+#: The layer extension promising ``receive_key``, ``receive_future``, ``decode`` and
+#: ``cancel_receive`` beside ``receive``.
+RECEIVE_FUTURE = "receive_future"
 
 
 class _TaskSource:
@@ -61,13 +63,14 @@ class _TaskSource:
 
 
 class _LayerSource(_TaskSource):
-    """``functools.partial(layer.receive, channel)`` on our layer: a future, no task."""
+    """``functools.partial(layer.receive, channel)`` on a layer with ``RECEIVE_FUTURE``: a
+    future, no task."""
 
     __slots__ = ("layer", "channel", "key", "future")
 
     def __init__(self, call: functools.partial[Any]) -> None:
         super().__init__(call)
-        self.layer: RedisClusterChannelLayer = call.func.__self__  # type: ignore[attr-defined]
+        self.layer: Any = call.func.__self__  # type: ignore[attr-defined]
         self.channel: str = call.args[0]
         self.key = self.layer.receive_key(self.channel)  # checked once, not per message
         self.future: asyncio.Future[bytes] | None = None
@@ -95,7 +98,8 @@ class _LayerSource(_TaskSource):
 def _source(call: Callable[[], Awaitable[Any]]) -> _TaskSource:
     if (
         isinstance(call, functools.partial)
-        and getattr(call.func, "__func__", None) is _LAYER_RECEIVE
+        and getattr(call.func, "__name__", None) == "receive"
+        and RECEIVE_FUTURE in getattr(getattr(call.func, "__self__", None), "extensions", ())
         and len(call.args) == 1
         and not call.keywords
     ):

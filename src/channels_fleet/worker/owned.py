@@ -1,4 +1,6 @@
-"""One connection a worker owns, and the states it moves through.
+"""The states of a connection a worker owns: whose it is, and how far its app has answered.
+
+Whose it is (:class:`OwnedState`):
 
     RUNNING ──► HANDING_BACK ──► HANDED        (drain: given back to be re-homed; handback.py)
        │             │
@@ -9,10 +11,19 @@
 
 Relayed events reach the app while RUNNING and are stashed (for the next owner) while
 HANDING_BACK or HANDED. The app's messages go to the interface unless HANDED or ABANDONED: the
-connection is no longer this worker's then. Every change of state goes through
-:meth:`OwnedConn.move`, which refuses a move the table below does not allow. Whether the app
-has been handed its disconnect event (``gone``) is apart from the state: the client can leave
-in any of them.
+connection is no longer this worker's then. Every change of state is one named method of
+:class:`OwnedConn` (``close``, ``abandon``, ``begin_hand_back``, ``hand_back``), which refuses
+a move the table below does not allow. Whether the app has been handed its disconnect event
+(``gone``) is apart from the state: the client can leave in any of them.
+
+How far its app has answered (:class:`Phase`), one protocol each:
+
+    HANDSHAKE ──► OPEN          a WebSocket: the app sent ``websocket.accept``
+    REQUEST ──► RESPONDING      HTTP: the app sent ``http.response.start``
+
+Each moves forward once, as the app instance relays that message. The phase decides which
+messages the app may send next (conformance.py) and what the client gets when the app fails
+(:data:`FAILURE_ANSWER`).
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import logging
 from typing import Any
 
 from ..exceptions import IllegalTransition
+from ..observability.metrics import METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -50,48 +62,110 @@ _MOVES: dict[OwnedState, frozenset[OwnedState]] = {
 NOT_OURS = frozenset({HANDED, ABANDONED})
 
 
+class Phase(enum.Enum):
+    HANDSHAKE = "handshake"  # a WebSocket its app has not accepted
+    OPEN = "open"  # a WebSocket its app accepted
+    REQUEST = "request"  # an HTTP request whose response has not started
+    RESPONDING = "responding"  # an HTTP response whose status is out
+
+
+HANDSHAKE, OPEN = Phase.HANDSHAKE, Phase.OPEN
+REQUEST, RESPONDING = Phase.REQUEST, Phase.RESPONDING
+
+#: What the client gets when its app sends a message Daphne would refuse (for the log line).
+FAILURE_ANSWER = {HANDSHAKE: "500", OPEN: "1011", REQUEST: "500", RESPONDING: "a cut response"}
+
+
 class OwnedConn:
-    """A connection this worker owns: the app instance's inbound queue and its state."""
+    """A connection this worker owns: the app instance's inbound queue, its state and phase.
 
-    __slots__ = (
-        "id", "iface", "ws", "state", "queue", "task", "accepted", "gone", "stash", "waiting",
-        "idle", "reaper", "subprotocol", "taken", "handled", "refused",
-    )
+    The app running on it, and what it receives and sends: :class:`.instance.AppInstance`.
+    """
 
-    def __init__(self, conn_id: str, iface: str, ws: bool, limit: int) -> None:
+    __slots__ = ("id", "iface", "ws", "state", "phase", "queue", "task", "gone", "stash",
+                 "waiting", "idle", "reaper", "reap_after")
+
+    def __init__(self, conn_id: str, iface: str, ws: bool, limit: int, reap_after: float) -> None:
         self.id = conn_id
         self.iface = iface  # the interface channel holding the client's socket
-        self.ws = ws
+        self.ws = ws  # a WebSocket, else HTTP
         self.state = RUNNING
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=limit)
+        self.phase = HANDSHAKE if ws else REQUEST
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=limit)
         self.task: asyncio.Task[None] | None = None  # the app instance
-        self.accepted = False  # ws accepted / http response started, by the app
         self.gone = False  # the app has been handed its disconnect event
         self.stash: list[dict[str, Any]] = []  # events kept for the next owner
         self.waiting = False  # the app is blocked in receive()
         self.idle: asyncio.Event | None = None  # set when the app waits on an empty queue
         self.reaper: asyncio.TimerHandle | None = None  # cancels an app that outlives its end
-        self.subprotocol: str | None = None  # as accepted by the app
-        self.taken = 0  # client frames relayed here that the app has taken (acks.py)
-        self.handled = 0  # ... and handled (it asked for the next event since)
-        self.refused: BaseException | None = None  # why an app's message was refused
+        self.reap_after = reap_after  # Daphne's application_close_timeout
 
     def __repr__(self) -> str:
-        return f"<OwnedConn {self.id} {self.state.value}>"
+        return f"<{type(self).__name__} {self.id} {self.state.value} {self.phase.value}>"
 
-    def move(self, state: OwnedState) -> None:
+    # -- transitions -----------------------------------------------------------------------
+
+    def _move(self, state: OwnedState) -> None:
         """Change state; raises IllegalTransition for a move the state diagram lacks."""
         if state not in _MOVES[self.state]:
             raise IllegalTransition(f"{self.id}: {self.state.value} -> {state.value}")
         self.state = state
 
-    def disconnect_event(self, code: int) -> dict[str, Any]:
-        """The disconnect event the app gets for this connection."""
-        if self.ws:
-            return {"type": "websocket.disconnect", "code": code}
-        return {"type": "http.disconnect"}
+    def close(self) -> None:
+        """Ended on this side: the app closed it or ended its response, or it was released."""
+        if self.state is RUNNING or self.state is HANDING_BACK:
+            self._move(CLOSED)
 
-    def hand_disconnect(self, event: dict[str, Any], reap_after: float) -> None:
+    def abandon(self) -> None:
+        """The connection is gone or no longer ours: run its disconnect, relay nothing more."""
+        if self.state is ABANDONED:
+            return
+        self._move(ABANDONED)
+        METRICS.messages_dropped.labels("dead_owner").inc()
+        self.disconnect(1006)
+
+    def begin_hand_back(self) -> None:
+        """Drain: what arrives from now on is stashed for the next owner."""
+        self._move(HANDING_BACK)
+
+    def hand_back(self) -> None:
+        """Given back: no longer ours; what was relayed but never taken goes first in the
+        stash."""
+        queued = []
+        while not self.queue.empty():
+            queued.append(self.queue.get_nowait())
+        self.stash[:0] = queued
+        self._move(HANDED)
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def until_idle(self, timeout: float) -> bool:
+        """Wait until the app has handled all it took (it waits on an empty queue); False if
+        it is still busy after ``timeout`` seconds."""
+        if self.waiting and self.queue.empty():
+            return True
+        self.idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self.idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def keep(self, event: dict[str, Any]) -> None:
+        """Keep an event for the new owner (bounded like the app's inbound queue)."""
+        if len(self.stash) >= self.queue.maxsize:
+            METRICS.messages_dropped.labels("buffer_full").inc()
+            return
+        self.stash.append(event)
+
+    def disconnect(self, code: int) -> None:
+        """Hand the app the disconnect event for ``code`` (:meth:`hand_disconnect`)."""
+        if self.ws:
+            self.hand_disconnect({"type": "websocket.disconnect", "code": code})
+        else:
+            self.hand_disconnect({"type": "http.disconnect"})
+
+    def hand_disconnect(self, event: dict[str, Any]) -> None:
         """Hand the app its (single) disconnect event, even past a full inbound queue.
 
         An app that never reads it (an AsyncHttpConsumer streaming from handle(), a
@@ -104,17 +178,10 @@ class OwnedConn:
         while self.queue.full():
             self.queue.get_nowait()
         self.queue.put_nowait(event)
-        self.reaper = asyncio.get_running_loop().call_later(reap_after, self._reap, reap_after)
+        self.reaper = asyncio.get_running_loop().call_later(self.reap_after, self._reap)
 
-    def _reap(self, after: float) -> None:
+    def _reap(self) -> None:
         if self.task is not None and not self.task.done():
             logger.warning("%s: app still running %.3g s after its disconnect; cancelled",
-                           self.id, after)
+                           self.id, self.reap_after)
             self.task.cancel()
-
-    def take_queued(self) -> list[dict[str, Any]]:
-        """The events relayed but not yet taken by the app, in order, leaving none."""
-        taken = []
-        while not self.queue.empty():
-            taken.append(self.queue.get_nowait())
-        return taken

@@ -87,7 +87,7 @@ async def test_quiet_socket__acknowledged_without_any_reply(fleet) -> None:
     fleet.layer.send = watch  # type: ignore[method-assign]
     for n in range(3):
         client.send_text(str(n))
-    owned = host.conns[the_conn(fleet).claim_id]
+    owned = host.instances.running[the_conn(fleet).claim_id]
     await until(lambda: owned.handled == 3)
     # No reply goes back, so the ACK goes alone, within a quarter of a heartbeat interval.
     await until(lambda: len(the_conn(fleet).unacked) == 0, 1.0)
@@ -214,7 +214,7 @@ async def test_rehome_off__no_buffer_and_no_acks() -> None:
         client.send_text("a")
         await client.texts(1)
         assert the_conn(fleet).unacked is None
-        assert host.conns[the_conn(fleet).claim_id].taken == 0  # the envelope asked for no ACKs
+        assert host.instances.running[the_conn(fleet).claim_id].taken == 0  # the envelope asked for no ACKs
         await client.close()
     finally:
         await fleet.stop()
@@ -231,7 +231,7 @@ async def test_drained_owner_dying_before_its_return__what_its_app_handled_is_no
 
     old.side.handle({wire.FENCE: ignore})
     client.send_text("a")
-    owned = old.conns[the_conn(fleet).claim_id]
+    owned = old.instances.running[the_conn(fleet).claim_id]
     await until(lambda: owned.handled == 1)  # handled; its ACK not sent yet (nothing to ride on)
     drain = asyncio.ensure_future(old.drain(5))  # the app is idle: REHOME at once, ACK first
     await until(lambda: the_conn(fleet).owner is None)

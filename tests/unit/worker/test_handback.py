@@ -9,7 +9,7 @@ from support.loopback import EchoApp, LoopbackFleet
 
 from channels_fleet.exceptions import IllegalTransition
 from channels_fleet.relay import wire
-from channels_fleet.worker.owned import HANDED, RUNNING, OwnedConn
+from channels_fleet.worker.owned import CLOSED, HANDING_BACK, RUNNING, OwnedConn
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -79,17 +79,23 @@ async def test_stash_is_bounded_by_the_inbound_limit() -> None:
         host = await fleet.add_host()
         client = fleet.client()
         assert (await client.connect())["type"] == "websocket.accept"
-        conn = next(iter(host.conns.values()))
-        host.handback.handed[conn.id] = conn  # handed back: what arrives is stashed
+        conn = next(iter(host.instances.running.values()))
+        host.instances.handed[conn.id] = conn  # handed back: what arrives is stashed
         for n in range(5):
-            await host._on_event(conn.id, {"type": "websocket.receive", "text": str(n)}, "")
+            await host.instances.on_event(conn.id, {"type": "websocket.receive", "text": str(n)},
+                                          "")
         assert [e["text"] for e in conn.stash] == ["0", "1"]
     finally:
         await fleet.stop()
 
 
 def test_owned_states__a_move_the_diagram_lacks_raises() -> None:
-    conn = OwnedConn("i.1", "fleet.iface.x!y", True, 10)
+    conn = OwnedConn("i.1", "fleet.iface.x!y", True, 10, reap_after=1.0)
     assert conn.state is RUNNING
     with pytest.raises(IllegalTransition, match="running -> handed"):
-        conn.move(HANDED)
+        conn.hand_back()
+    conn.close()
+    assert conn.state is CLOSED
+    with pytest.raises(IllegalTransition, match="closed -> handing back"):
+        conn.begin_hand_back()
+    assert conn.state is not HANDING_BACK

@@ -1,0 +1,333 @@
+"""One app instance: ``application(scope, receive, send)`` for one connection a worker owns.
+
+uvicorn's ``RequestResponseCycle`` is the model: one object per connection owns its inbound
+queue, its ``receive`` and ``send``, and the client's answer when the app fails. The host
+(host.py) claims connections and starts and counts instances; relayed events reach them
+through :class:`AppInstances`, the host's table of them, and their acknowledgements leave
+through :class:`Acks`: all of the worker's own code a relayed frame passes (test_frame_path).
+
+``receive`` hands the app the events relayed from the interface; ``send`` checks each message
+as Daphne would (conformance.py) and relays it. An app instance is an :class:`.owned.OwnedConn`
+(its inbound queue, its state and the named transitions between states) with the app on it.
+
+ACKs (the twin of ``interface/replay.py``): for a WebSocket whose connect envelope asked for
+them (``"ack": true``), the instance counts the client frames its app has *taken*
+(``receive()`` returned one) and *handled* (the app called ``receive()`` again: Channels
+dispatches one event at a time, so the previous one is done and its output posted). Those counts
+go to the interface as one ACK item appended to the next batch that goes there anyway (the
+relay's trailer), after the output of the frames they cover. A socket whose app sends nothing
+back still gets its ACK: at most ``delay`` later, one ACK item on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.typing import ASGIReceiveEvent, ASGISendEvent
+
+from ..observability.metrics import METRICS
+from ..relay import wire
+from ..relay.relay import Relay
+from . import conformance
+from .owned import (
+    ABANDONED,
+    CLOSED,
+    FAILURE_ANSWER,
+    HANDED,
+    HANDING_BACK,
+    HANDSHAKE,
+    NOT_OURS,
+    OPEN,
+    REQUEST,
+    RESPONDING,
+    RUNNING,
+    OwnedConn,
+)
+from .settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+_DISCONNECTS = ("websocket.disconnect", "http.disconnect")
+
+
+class AppInstance(OwnedConn):
+    """A connection this worker owns and the app instance serving it."""
+
+    __slots__ = ("scope", "subprotocol", "taken", "handled", "refused", "application", "relay",
+                 "settings", "acks", "on_end")
+
+    def __init__(self, conn_id: str, iface: str, scope: dict[str, Any], application: Any, *,
+                 relay: Relay, settings: WorkerSettings, acks: Acks | None,
+                 on_end: Callable[[AppInstance], None]) -> None:
+        ws = scope["type"] == "websocket"
+        super().__init__(conn_id, iface, ws, settings.inbound_limit, settings.app_close_timeout)
+        self.scope = scope
+        self.subprotocol: str | None = None  # as accepted by the app
+        self.taken = 0  # client frames relayed here that the app has taken (ACKs)
+        self.handled = 0  # ... and handled (it asked for the next event since)
+        self.refused: BaseException | None = None  # why an app's message was refused
+        self.application = application
+        self.relay = relay
+        self.settings = settings
+        self.acks = acks  # None: the interface asked for no ACKs
+        self.on_end = on_end  # the host's, once the app has returned
+        if ws:
+            self.queue.put_nowait({"type": "websocket.connect"})
+
+    async def run(self) -> None:
+        """Run the app to its end; answer the client if it fails; tell the interface."""
+        try:
+            await self.application(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            if not conformance.caused_by(exc, self.refused):  # else logged and answered already
+                self._failed(exc)
+        finally:
+            if self.reaper is not None:
+                self.reaper.cancel()
+            if self.state not in NOT_OURS:
+                self.relay.post(self.iface, [wire.END, self.id, None], control=True)
+            self.on_end(self)
+
+    # -- the app's receive and send --------------------------------------------------------
+
+    async def receive(self) -> ASGIReceiveEvent:
+        # Asking again = every event taken so far has been handled (Channels dispatches one at
+        # a time): the point where a hand-back loses nothing, and an ACK's count.
+        acks = self.acks
+        if acks is not None and self.handled != self.taken:
+            self.handled = self.taken
+            acks.mark(self)
+        if self.idle is not None and self.queue.empty():
+            self.idle.set()
+        self.waiting = True
+        try:
+            event = await self.queue.get()
+        finally:
+            self.waiting = False
+        if acks is not None and event["type"] == "websocket.receive":
+            self.taken += 1
+            acks.mark(self)
+        return event
+
+    async def send(self, message: ASGISendEvent) -> None:
+        """The app's ``send()``: check the message for the phase, then relay it.
+
+        Raises what Daphne's would for an invalid message (:mod:`.conformance`), after
+        answering the client. After the end (response complete, socket closed, handed back)
+        messages are dropped, as Daphne drops them.
+        """
+        state = self.state  # identity tests: an enum's hash is a Python call, this is per frame
+        if state is not RUNNING and state is not HANDING_BACK:
+            self._drop(message)
+            return
+        if self.phase is OPEN and message.__class__ is dict and (
+                message.get("type") == "websocket.send"):
+            # The per-frame path, checked here (no call): text a str or bytes bytes, not both.
+            text, data = message.get("text"), message.get("bytes")
+            if ((text is None or text.__class__ is str)
+                    and (data is None or data.__class__ is bytes) and not (text and data)):
+                self._post(message)
+                return
+        try:
+            conformance.check(message, ws=self.ws, accepted=self.phase in (OPEN, RESPONDING))
+            self._relay(message)  # type: ignore[arg-type]  # check() passed: a dict
+        except conformance.INVALID as exc:
+            self._refuse(exc)
+            raise
+
+    def _relay(self, message: dict[str, Any]) -> None:
+        """Relay one message (of the app, checked, or the worker's own) to the interface."""
+        state = self.state
+        if state is HANDED or state is ABANDONED:
+            self._drop(message)
+            return
+        kind = message.get("type")
+        if kind == "websocket.accept":
+            self.phase = OPEN
+            self.subprotocol = message.get("subprotocol")
+        elif kind == "websocket.close":
+            self.close()
+            # The app sees its disconnect now rather than after the client's close frame.
+            self.disconnect(message.get("code") or 1000)
+        elif kind == "http.response.start":
+            self.phase = RESPONDING
+        elif kind == "http.response.body":
+            done = not message.get("more_body", False)
+            if done:
+                self.close()
+            for part in wire.split_body(message, self.settings.chunk_size):
+                self._post(part)
+            if done:
+                self.disconnect(1000)
+            return
+        self._post(message)
+
+    def _post(self, message: dict[str, Any]) -> None:
+        if not self.relay.post(self.iface, [wire.SEND, self.id, message]):
+            # Redis is slower than what the apps send: end this connection, buffer nothing.
+            logger.warning("%s: relay backlog full; closing", self.id)
+            METRICS.messages_dropped.labels("buffer_full").inc()
+            self.release(1013, always=True)
+
+    def _drop(self, message: Any) -> None:
+        if self.state is HANDED and message.get("type") == "websocket.send":
+            # The old consumer of a re-homed socket (e.g. a group message in the gap).
+            METRICS.messages_dropped.labels("rehome_gap").inc()
+
+    # -- failures --------------------------------------------------------------------------
+
+    def _failed(self, exc: Exception) -> None:
+        """The app raised: answer the client as Daphne would, in one log line."""
+        status = 500
+        if conformance.unrouted(exc):
+            # Channels' URLRouter refusing an unknown path: a client error, one line.
+            status = 404
+            logger.warning("no route for %s %s on %s", self.scope["type"], self.scope.get("path"),
+                           self.id)
+        else:
+            logger.error("application failed on %s %s: %r", self.id, self.scope.get("path"), exc,
+                         exc_info=exc)
+        self._answer_failure(status)
+
+    def _refuse(self, exc: Exception) -> None:
+        """The app sent what Daphne would refuse: its ``send()`` raises ``exc``, nothing of it
+        is relayed, the client gets 500 / 1011 (no detail), the app its disconnect, and one
+        line names the consumer and the problem."""
+        if self.state is not RUNNING and self.state is not HANDING_BACK:
+            return  # ended already: dropped, as everything after the end
+        self.refused = exc
+        logger.error("%s sent an invalid message on %s %s: %s: %s (the client gets %s)",
+                     conformance.sender(self.task, self.application), self.id,
+                     self.scope.get("path"), type(exc).__name__, exc, FAILURE_ANSWER[self.phase])
+        if self.phase is RESPONDING:
+            self.release(1011, always=True)  # the status is out: the response is cut
+            return
+        self._answer_failure(500)
+        self.close()
+        self.disconnect(1011)
+
+    def _answer_failure(self, status: int) -> None:
+        """Answer the client of a failed app as Daphne does: refuse the handshake with
+        ``status``, close with 1011, or answer ``status``."""
+        phase = self.phase
+        if phase is HANDSHAKE:
+            # Refused with an HTTP status (Daphne answers any crash before accept with 500;
+            # an unknown path is 404 here). An interface that predates this ignores the
+            # message and closes with 1011 on END.
+            self._relay({"type": "websocket.http.response.start", "status": status,
+                         "headers": []})
+        elif phase is OPEN and self.state is not CLOSED:
+            self._relay({"type": "websocket.close", "code": 1011})
+        elif phase is REQUEST:
+            body = b"Not Found\n" if status == 404 else b"Server Error\n"
+            self._relay({"type": "http.response.start", "status": status,
+                         "headers": [(b"content-type", b"text/plain")]})
+            self._relay({"type": "http.response.body", "body": body})
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def release(self, code: int, *, always: bool = False) -> None:
+        """Give the connection up: the interface closes the socket with ``code``.
+
+        ``always``: tell the interface even if the app had closed it (its close may be what
+        could not be relayed).
+        """
+        if self.state is not CLOSED or always:
+            self.close()
+            self.relay.post(self.iface, [wire.RELEASE, self.id, code], control=True)
+        self.disconnect(code)
+
+    # -- events from the interface ---------------------------------------------------------
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """A relayed event: to the app, or stashed while handing back."""
+        state = self.state
+        if state is HANDED or state is ABANDONED:
+            return  # finished here already; the interface learns from END
+        if event["type"] in _DISCONNECTS:
+            self.hand_disconnect(event)
+            return
+        if self.gone:
+            return
+        if state is HANDING_BACK:
+            self.keep(event)
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            logger.warning("%s: app is %d events behind; closing", self.id, self.queue.qsize())
+            METRICS.messages_dropped.labels("buffer_full").inc()
+            self.release(1013)
+
+
+class AppInstances:
+    """The app instances of one host, by connection id; relayed events go to theirs."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, AppInstance] = {}  # until the app returns
+        self.handed: dict[str, AppInstance] = {}  # given back, until the interface's FENCE
+
+    async def on_event(self, conn_id: str, event: dict[str, Any], sender: str) -> None:
+        handed = self.handed.get(conn_id)
+        if handed is not None:
+            if event["type"] != "websocket.disconnect":
+                handed.keep(event)
+            return
+        instance = self.running.get(conn_id)
+        if instance is not None:
+            instance.deliver(event)
+
+    async def on_gone(self, conn_id: str, code: int, sender: str) -> None:
+        instance = self.running.get(conn_id)
+        if instance is not None and instance.state not in NOT_OURS:
+            instance.disconnect(code)
+
+    def ifaces(self) -> set[str]:
+        """The interfaces holding sockets these instances serve (liveness watches them)."""
+        ifaces = {i.iface for i in self.running.values() if i.state not in NOT_OURS}
+        return ifaces | {i.iface for i in self.handed.values()}
+
+
+class Acks:
+    """The ACKs one host owes its interfaces; appended to the relay's batches."""
+
+    def __init__(self, relay: Relay, delay: float) -> None:
+        self.relay = relay
+        self.delay = delay  # longest an ACK waits for a batch to ride on
+        self._owed: dict[str, dict[str, AppInstance]] = {}  # interface -> instances to ack
+        self._timer: asyncio.TimerHandle | None = None
+        relay.set_trailer(self.trailer)
+
+    def mark(self, instance: AppInstance) -> None:
+        """Its counts changed: acknowledge them with the next batch to its interface."""
+        owed = self._owed.get(instance.iface)
+        if owed is None:
+            owed = self._owed[instance.iface] = {}
+        owed[instance.id] = instance
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.delay, self._unsent)
+
+    def trailer(self, iface: str) -> list[Any] | None:
+        """The ACK item for a batch about to go to ``iface``, or None if nothing is owed."""
+        owed = self._owed.pop(iface, None)
+        if not owed:
+            return None
+        return [wire.ACK, "", [[i.id, i.handled, i.taken] for i in owed.values()]]
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _unsent(self) -> None:
+        """ACKs no batch took within ``delay`` (quiet sockets): send them on their own."""
+        self._timer = None
+        for iface in list(self._owed):
+            item = self.trailer(iface)
+            if item is not None:
+                self.relay.post(iface, item, control=True)
