@@ -244,10 +244,5 @@ def layer_reason(exc: BaseException) -> str:
     return "other"
 
 
-def node_label(host: str, port: int) -> str:
-    """Label for a Redis node: ``host:port`` (bounded by the cluster's size)."""
-    return f"{host}:{port}"
-
-
 METRICS = FleetMetrics()
 """The process-wide instance on prometheus-client's default registry."""
