@@ -22,7 +22,7 @@ import enum
 from typing import Any
 
 from ..exceptions import IllegalTransition
-from ..observability.metrics import METRICS, close_code_label
+from ..observability.metrics import METRICS
 from ..relay import wire
 from . import edge
 from .replay import Replay, Unacked
@@ -124,7 +124,7 @@ class ClientConn:
         if not self.finish():
             return
         if self.ws:
-            METRICS.closes.labels(close_code_label(code)).inc()
+            METRICS.websocket_closed(code)
             if not self.accepted:
                 # Accept first so the client sees a close code rather than a bare HTTP 403.
                 self.accepted = True

@@ -25,7 +25,7 @@ import logging
 import time
 from typing import Any
 
-from ..observability.metrics import METRICS, close_code_label
+from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.liveness import Liveness
 from ..relay.relay import relay_layer
@@ -95,7 +95,7 @@ class Gateway:
     async def drain(self, timeout: float) -> int:
         """Close every socket with 1001 and tell the owners; wait for HTTP in flight."""
         self.side.draining = True
-        METRICS.draining.set(1)
+        METRICS.drain_started()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         sockets = [conn for conn in self.conns.values() if conn.ws]
@@ -163,7 +163,7 @@ class Gateway:
             if event["type"] == "websocket.disconnect":
                 self._tell_gone(conn, event.get("code", 1006), event)
                 if conn.finish():
-                    METRICS.closes.labels(close_code_label(event.get("code"))).inc()
+                    METRICS.websocket_closed(event.get("code"))
                 return
             if conn.state is not FINISHED:
                 _MESSAGES_IN.inc()
@@ -211,7 +211,7 @@ class Gateway:
         if not await self.claims.send(conn):
             self.conns.pop(conn.id, None)
             return False
-        METRICS.open_connections.labels("websocket" if conn.ws else "http").inc()
+        METRICS.connection_opened("websocket" if conn.ws else "http")
         return True
 
     # -- relay: out ------------------------------------------------------------------------
@@ -247,7 +247,7 @@ class Gateway:
 
     def _forget(self, conn: ClientConn) -> None:
         if self.conns.pop(conn.id, None) is not None:
-            METRICS.open_connections.labels("websocket" if conn.ws else "http").dec()
+            METRICS.connection_ended("websocket" if conn.ws else "http")
         conn.stop_timer()
         conn.complete()
 
@@ -313,7 +313,7 @@ class Gateway:
             # The app failed before accepting (host.py): refused with its status, 500 for a
             # crash (as Daphne) or 404 for an unknown path.
             conn.finish()
-            METRICS.closes.labels(close_code_label(1011)).inc()
+            METRICS.websocket_closed(1011)
             await edge.deny(conn.send, message.get("status", 500))
         elif kind == "websocket.close":
             await self._closed_by_app(conn, message)
@@ -342,7 +342,7 @@ class Gateway:
             code = message.get("code") or 1008
             message = {**message, "code": code}
             logger.info("%s: the app refused the re-homed connection (%d)", conn.id, code)
-        METRICS.closes.labels(close_code_label(code)).inc()
+        METRICS.websocket_closed(code)
         await edge.close(conn.send, message, accepted=conn.accepted)
 
     def _on_undeliverable(self, dest: str, items: list[list[Any]]) -> None:

@@ -90,7 +90,7 @@ class Rehoming:
         conn.app_accepted = False
         conn.resent = False  # a new envelope: it may be sent again once too
         conn.handover_at = time.monotonic()
-        METRICS.rehomes.labels(cause).inc()
+        METRICS.rehomed(cause)
         logger.debug("%s: re-homing (%s, time %d)", conn.id, cause, conn.rehomed)
         self.side.tasks.spawn(self.claims.send(conn), f"re-home {conn.id}")
 

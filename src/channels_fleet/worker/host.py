@@ -100,7 +100,7 @@ class Host:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self.side.draining = True
-        METRICS.draining.set(1)
+        METRICS.drain_started()
         # 0. Take no more connections (background channels keep going until the end).
         if self._taking is not None:
             self._taking.cancel()
@@ -192,7 +192,7 @@ class Host:
         ws = scope["type"] == "websocket"
         conn = OwnedConn(envelope["conn"], iface, ws, self.settings.inbound_limit)
         self.conns[conn.id] = conn
-        METRICS.owned_connections.set(len(self.conns))
+        METRICS.owned(len(self.conns))
         if len(self.conns) >= self.settings.concurrency and self._full_since is None:
             self._full_since = time.monotonic()
         self.relay.post(iface, [wire.CLAIM, conn.id, self.side.channel], control=True)
@@ -240,7 +240,7 @@ class Host:
             if conn.state not in NOT_OURS:
                 self.relay.post(conn.iface, [wire.END, conn.id, None], control=True)
             self.conns.pop(conn.id, None)
-            METRICS.owned_connections.set(len(self.conns))
+            METRICS.owned(len(self.conns))
             if len(self.conns) < self.settings.concurrency:
                 self._full_since = None
             self._room.set()
