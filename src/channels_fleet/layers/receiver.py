@@ -10,9 +10,8 @@ the pops of every busy LIST leave in one write; once the LIST is empty it blocks
   layer's mailbox (mailbox.py), where the receivers of any loop find it. Loops pulling the
   same process-local LIST take turns (one pop in flight per process).
 - A normal (shared) channel is pulled for its waiting receivers plus at most ``prefetch``
-  more. What was prefetched stays in this loop only while its receivers keep coming
-  back: after ``PREFETCH_LINGER_S`` without a receiver it is pushed back to the head of the
-  LIST for other processes. ``prefetch=0`` pulls exactly as many as there are waiters.
+  more, held for this loop's next receivers only while they keep coming back, then pushed
+  back to Redis (prefetch.py). ``prefetch=0`` pulls exactly as many as there are waiters.
 
 Receivers only wait on a local future, so cancelling ``receive()`` never interrupts a BLMPOP
 that may already have taken a message off Redis. ``block`` stays below the connection's
@@ -35,18 +34,18 @@ from typing import Any
 
 from . import _metrics
 from .executor import Executor
-from .keys import is_process_local, pack_element, unpack_element
-from .mailbox import Entry, Mailbox, drop_expired, pop_live
+from .keys import is_process_local, unpack_element
+from .mailbox import Entry, Mailbox
+from .prefetch import Prefetch
 from .sender import Sender
 
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
-PREFETCH_LINGER_S = 0.25
 
 
 class Receiver:
-    """Waiters, prefetch buffers and pull loops of one event loop."""
+    """Waiters and pull loops of one event loop."""
 
     def __init__(
         self,
@@ -69,17 +68,20 @@ class Receiver:
         # key -> channel -> futures of receivers waiting on that channel (oldest first)
         self.waiting: dict[str, dict[str, deque[asyncio.Future[bytes]]]] = {}
         # Prefetched messages of shared channels (process-local ones are in the mailbox).
-        self.buffers: dict[str, deque[Entry]] = {}
+        self.prefetched = Prefetch(executor, expiry_s, self._count_expired)
         self.pullers: dict[str, asyncio.Task[None]] = {}
         self.expired = 0
         #: key -> since when this loop's pops of that LIST have waited for an answer (set by
         #: the first pop of an outage, kept across failed pull loops, cleared by a reply).
         self.unanswered: dict[str, float] = {}
-        self._returns: dict[str, tuple[str, asyncio.TimerHandle]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._turns: dict[str, asyncio.Future[None]] = {}
         self._last_sweep = time.monotonic()
         self._sweep_handle: asyncio.TimerHandle | None = None
+
+    @property
+    def buffers(self) -> dict[str, deque[Entry]]:
+        """Prefetched messages of shared channels, by channel (see prefetch.py)."""
+        return self.prefetched.buffers
 
     async def receive(self, key: str, channel: str) -> bytes:
         """Wait for the next message body for ``channel`` (stored in LIST ``key``)."""
@@ -100,7 +102,7 @@ class Receiver:
         local = is_process_local(channel)
         pulled = key in self.pullers
         if not local:
-            body = self._from_buffer(channel)
+            body = self.prefetched.take(channel)
         elif pulled:
             body = self.mailbox.take(channel)
         else:
@@ -148,13 +150,6 @@ class Receiver:
         if turn is not None and not turn.done():
             turn.set_result(None)
 
-    def _from_buffer(self, channel: str) -> bytes | None:
-        if channel not in self.buffers:
-            return None
-        body, expired = pop_live(self.buffers, channel)
-        self._count_expired(expired)
-        return body
-
     def _forget(self, key: str, channel: str, future: asyncio.Future[bytes]) -> None:
         channels = self.waiting.get(key)
         if not channels:
@@ -184,9 +179,7 @@ class Receiver:
             self.mailbox.give_back(key, channel, body, self)
             self.collect(key, channel)  # another receiver here may wait on it
             return
-        expires = int((time.time() + self.expiry_s) * 1000)
-        self.buffers.setdefault(channel, deque()).appendleft((expires, body))
-        self._schedule_return(key, channel)
+        self.prefetched.give_back(key, channel, body)
 
     def _live_waiters(self, key: str) -> int:
         channels = self.waiting.get(key)
@@ -238,7 +231,7 @@ class Receiver:
                 self.mailbox.unlisten(key, self)
             if self.pullers.get(key) is asyncio.current_task():
                 del self.pullers[key]
-            if (self.buffers or self.mailbox.holds_any()) and self._sweep_handle is None:
+            if self._holds_any() and self._sweep_handle is None:
                 self._sweep_handle = self.loop.call_later(self.expiry_s + 1, self._timed_sweep)
 
     async def _pop(self, key: str, local: bool, wanted: int, busy: bool) -> list[bytes] | None:
@@ -296,8 +289,7 @@ class Receiver:
                     if local:
                         self.mailbox.put(key, channel, expires, body, self)
                     else:
-                        self.buffers.setdefault(channel, deque()).append((expires, body))
-                        self._schedule_return(key, channel)
+                        self.prefetched.keep(key, channel, expires, body)
         self._count_expired(expired)
         return served
 
@@ -324,36 +316,7 @@ class Receiver:
         if shared:
             logger.info("returning %d message(s) of %s taken as its loop closed",
                         len(shared), key)
-            self._spawn(self._push_back(key, shared))
-
-    # Prefetched messages of shared channels go back to Redis when nobody here reads them.
-
-    def _schedule_return(self, key: str, channel: str) -> None:
-        previous = self._returns.pop(channel, None)
-        if previous is not None:
-            previous[1].cancel()
-        self._returns[channel] = (
-            key, self.loop.call_later(PREFETCH_LINGER_S, self._return_unread, key, channel)
-        )
-
-    def _return_unread(self, key: str, channel: str) -> None:
-        self._returns.pop(channel, None)
-        buffer = self.buffers.pop(channel, None)
-        if not buffer:
-            return
-        elements = [pack_element(expires, channel, body) for expires, body in buffer]
-        self._spawn(self._push_back(key, elements))
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = self.loop.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _push_back(self, key: str, elements: list[bytes]) -> None:
-        try:
-            await self.executor.call(key, "LPUSH", key, *reversed(elements))
-        except Exception as exc:
-            logger.warning("lost %d message(s) of %s returning them: %s", len(elements), key, exc)
+            self.prefetched.push_back(key, shared)
 
     # Expiry of prefetch buffers and the mailbox
 
@@ -369,14 +332,17 @@ class Receiver:
     def _timed_sweep(self) -> None:
         self._sweep_handle = None
         self.sweep()
-        if self.buffers or self.mailbox.holds_any():
+        if self._holds_any():
             self._sweep_handle = self.loop.call_later(self.expiry_s + 1, self._timed_sweep)
+
+    def _holds_any(self) -> bool:
+        return bool(self.prefetched.buffers) or self.mailbox.holds_any()
 
     def sweep(self) -> None:
         """Drop expired messages from the buffers and the mailbox, and empty buffers."""
         self._last_sweep = time.monotonic()
         self.mailbox.sweep()
-        self._count_expired(drop_expired(self.buffers))
+        self.prefetched.sweep()
 
     async def close(self) -> None:
         """Stop pull loops (salvaging their pops), return prefetched messages, drop waiters."""
@@ -388,12 +354,7 @@ class Receiver:
             self.mailbox.leave(key, self)
             self.mailbox.unlisten(key, self)
         await self.sender.settle()
-        for channel, (key, handle) in list(self._returns.items()):
-            handle.cancel()
-            self._return_unread(key, channel)
-        self._returns.clear()
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.prefetched.close()  # returns what nobody here read
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle = None
@@ -403,4 +364,3 @@ class Receiver:
                     if not future.done():
                         future.cancel()
         self.waiting.clear()
-        self.buffers.clear()
