@@ -13,9 +13,10 @@ the pops of every busy LIST leave in one write; once the LIST is empty it blocks
   more, held for this loop's next receivers only while they keep coming back, then pushed
   back to Redis (prefetch.py). ``prefetch=0`` pulls exactly as many as there are waiters.
 
-Receivers only wait on a local future, so cancelling ``receive()`` never interrupts a BLMPOP
-that may already have taken a message off Redis. ``block`` stays below the connection's
-``socket_timeout`` (redis-py 8 defaults it to 5 s), so an idle receive waits forever.
+Receivers only wait on a local future (waiters.py), so cancelling ``receive()`` never
+interrupts a BLMPOP that may already have taken a message off Redis. ``block`` stays below the
+connection's ``socket_timeout`` (redis-py 8 defaults it to 5 s), so an idle receive waits
+forever.
 
 When the loop closes, its pull loops are cancelled, but a pop already sent is not dropped:
 a BLMPOP is unblocked and its reply read (connection.py), an LPOP's reply is awaited, and
@@ -38,6 +39,7 @@ from .keys import is_process_local, unpack_element
 from .mailbox import Entry, Mailbox
 from .prefetch import Prefetch
 from .sender import Sender
+from .waiters import Waiters
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +67,7 @@ class Receiver:
         self.prefetch = prefetch
         self.block_timeout = block_timeout
         self.expiry_s = expiry_s
-        # key -> channel -> futures of receivers waiting on that channel (oldest first)
-        self.waiting: dict[str, dict[str, deque[asyncio.Future[bytes]]]] = {}
+        self.waiters = Waiters()
         # Prefetched messages of shared channels (process-local ones are in the mailbox).
         self.prefetched = Prefetch(executor, expiry_s, self._count_expired)
         self.pullers: dict[str, asyncio.Task[None]] = {}
@@ -114,7 +115,7 @@ class Receiver:
         if body is not None:
             future.set_result(body)
             return future
-        self.waiting.setdefault(key, {}).setdefault(channel, deque()).append(future)
+        self.waiters.add(key, channel, future)
         if not pulled:
             self.pullers[key] = self.loop.create_task(self._pull(key, local))
         return future
@@ -126,23 +127,14 @@ class Receiver:
                 self._give_back(key, channel, future.result())
             return
         future.cancel()
-        self._forget(key, channel, future)
+        self.waiters.remove(key, channel, future)
 
     def collect(self, key: str, channel: str) -> None:
-        """Serve this loop's receivers of ``channel`` from the mailbox (woken by it)."""
-        channels = self.waiting.get(key)
-        waiters = channels.get(channel) if channels else None
-        if channels is None or waiters is None:
-            return
-        while waiters:
-            if waiters[0].done():  # cancelled; its unwait() finds it gone
-                waiters.popleft()
-                continue
-            body = self.mailbox.take(channel)
-            if body is None:
-                return  # still listening: the mailbox wakes us again
-            waiters.popleft().set_result(body)
-        self._no_waiters_left(key, channels, channel)
+        """Serve this loop's receivers of ``channel`` from the mailbox (woken by it).
+
+        Those it cannot serve yet keep listening: the mailbox wakes this loop again.
+        """
+        self.waiters.serve_from(key, channel, self.mailbox.take)
 
     def resume(self, key: str) -> None:
         """Another loop's pop of ``key`` is put away: our pull loop may pop now."""
@@ -150,42 +142,12 @@ class Receiver:
         if turn is not None and not turn.done():
             turn.set_result(None)
 
-    def _forget(self, key: str, channel: str, future: asyncio.Future[bytes]) -> None:
-        channels = self.waiting.get(key)
-        if not channels:
-            if channels is not None:
-                del self.waiting[key]
-            return
-        waiters = channels.get(channel)
-        if waiters is not None:
-            # A served future was already popped; a cancelled one is still queued. (No
-            # try/remove: the ValueError would format the future's repr, which is slow.)
-            if future in waiters:
-                waiters.remove(future)
-            if not waiters:
-                self._no_waiters_left(key, channels, channel)
-        if not channels and key in self.waiting:
-            del self.waiting[key]
-
-    def _no_waiters_left(
-        self, key: str, channels: dict[str, deque[asyncio.Future[bytes]]], channel: str
-    ) -> None:
-        del channels[channel]
-        if not channels:
-            del self.waiting[key]
-
     def _give_back(self, key: str, channel: str, body: bytes) -> None:
         if is_process_local(channel):
             self.mailbox.give_back(key, channel, body, self)
             self.collect(key, channel)  # another receiver here may wait on it
             return
         self.prefetched.give_back(key, channel, body)
-
-    def _live_waiters(self, key: str) -> int:
-        channels = self.waiting.get(key)
-        if not channels:
-            return 0
-        return sum(1 for waiters in channels.values() for f in waiters if not f.done())
 
     async def _pull(self, key: str, local: bool) -> None:
         busy = False  # the last pop returned messages: pop again without blocking
@@ -198,7 +160,7 @@ class Receiver:
                 eager = busy and served and (local or self.prefetch > 0)
                 if served and not eager:
                     await asyncio.sleep(0)
-                wanted = self._live_waiters(key)
+                wanted = self.waiters.live(key)
                 if wanted == 0 and not eager:
                     break
                 if local and not self.mailbox.start_pop(key, self):
@@ -221,10 +183,7 @@ class Receiver:
         except Exception as exc:
             # Every waiter of this LIST learns why; the next receive() starts a new loop.
             logger.warning("receive loop for %s failed: %s", key, exc)
-            for waiters in self.waiting.pop(key, {}).values():
-                for future in waiters:
-                    if not future.done():
-                        future.set_exception(exc)
+            self.waiters.fail(key, exc)
         finally:
             if local:
                 self.mailbox.leave(key, self)
@@ -267,7 +226,6 @@ class Receiver:
     def _dispatch(self, key: str, local: bool, elements: list[bytes]) -> int:
         """Hand messages to waiting receivers, keep the rest; return how many were served."""
         now_ms = time.time() * 1000
-        channels = self.waiting.get(key, {})
         expired = served = 0
         for element in elements:
             expires, names, body = unpack_element(element)
@@ -275,21 +233,12 @@ class Receiver:
                 expired += len(names)
                 continue
             for channel in names:
-                waiters = channels.get(channel)
-                while waiters:
-                    future = waiters.popleft()
-                    if not waiters:
-                        # So the served receiver has nothing to forget.
-                        self._no_waiters_left(key, channels, channel)
-                    if not future.done():
-                        future.set_result(body)
-                        served += 1
-                        break
+                if self.waiters.serve(key, channel, body):
+                    served += 1
+                elif local:
+                    self.mailbox.put(key, channel, expires, body, self)
                 else:
-                    if local:
-                        self.mailbox.put(key, channel, expires, body, self)
-                    else:
-                        self.prefetched.keep(key, channel, expires, body)
+                    self.prefetched.keep(key, channel, expires, body)
         self._count_expired(expired)
         return served
 
@@ -358,9 +307,4 @@ class Receiver:
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle = None
-        for channels in self.waiting.values():
-            for waiters in channels.values():
-                for future in waiters:
-                    if not future.done():
-                        future.cancel()
-        self.waiting.clear()
+        self.waiters.cancel_all()
