@@ -15,8 +15,8 @@ the pops of every busy LIST leave in one write; once the LIST is empty it blocks
 
 Receivers only wait on a local future (waiters.py), so cancelling ``receive()`` never
 interrupts a BLMPOP that may already have taken a message off Redis. ``block`` stays below the
-connection's ``socket_timeout`` (redis-py 8 defaults it to 5 s), so an idle receive waits
-forever.
+connection's ``socket_timeout`` (5 s unless the hosts say otherwise: connection.py), so an
+idle receive waits forever.
 
 When the loop closes, its pull loops are cancelled, but a pop already sent is not dropped:
 a BLMPOP is unblocked and its reply read (connection.py), an LPOP's reply is awaited, and
