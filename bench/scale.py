@@ -76,7 +76,7 @@ STORM_TIMEOUT = 120.0
 #: A growth step's clients give up after this long: the step then holds fewer than it aims at.
 STEP_TIMEOUT = 60.0
 #: How each phase's clients come and how a refused one waits before its next try. A storm's
-#: wait 0.5-1.5 s every time (the storm figures of docs/architecture.md were measured so);
+#: wait 0.5-1.5 s every time (the storm figures of docs/benchmarks.md were measured so);
 #: the others back off as a client library does, 0.5 s doubling to 8 s, jittered.
 ARRIVALS: dict[str, dict[str, Any]] = {
     "storm": {"back_to_back": False, "backoff": {"first": 1.0, "factor": 1.0, "most": 1.0}},
@@ -481,7 +481,7 @@ def broadcast_report(result: dict[str, Any], count: int) -> tuple[list[str], lis
 def report(results: dict[str, Any], args: argparse.Namespace, fd_limit: int,
            load_start: tuple[float, float, float]) -> None:
     # The summary line's first fields are the four the targets name, in their order (the runs
-    # in docs/architecture.md compare them); the fields added since follow.
+    # in docs/benchmarks.md compare them); the fields added since follow.
     fields, extra, lines = [], [], []
     if "storm" in results:
         field, detail = rush_report("storm", args.storm, results["storm"])

@@ -48,7 +48,8 @@ PATH = [
 LAYER = {
     "channels_fleet.layers.core", "channels_fleet.layers.keys", "channels_fleet.layers.sender",
     "channels_fleet.layers.connection", "channels_fleet.layers.executor",
-    "channels_fleet.layers.resp", "channels_fleet.layers.receiver", "channels_fleet.layers.mailbox",
+    "channels_fleet.layers.resp", "channels_fleet.layers.receiver", "channels_fleet.layers.waiters",
+    "channels_fleet.layers.mailbox",
 }
 
 

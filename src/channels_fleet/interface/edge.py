@@ -24,7 +24,7 @@ from functools import partial
 from http import HTTPStatus
 from typing import Any
 
-from ..observability.metrics import METRICS, close_code_label
+from ..observability.metrics import METRICS
 from ..relay.side import TaskSet
 from .client import REHOMING, ClientConn
 
@@ -68,7 +68,7 @@ class ClientWriter:
             # The app failed before accepting (host.py): refused with its status, 500 for a
             # crash (as Daphne) or 404 for an unknown path.
             conn.finish()
-            METRICS.closes.labels(close_code_label(1011)).inc()
+            METRICS.websocket_closed(1011)
             await deny(conn.send, message.get("status", 500))
         elif kind == "websocket.close":
             await self._closed_by_app(conn, message)
@@ -95,7 +95,7 @@ class ClientWriter:
             code = message.get("code") or 1008
             message = {**message, "code": code}
             logger.info("%s: the app refused the re-homed connection (%d)", conn.id, code)
-        METRICS.closes.labels(close_code_label(code)).inc()
+        METRICS.websocket_closed(code)
         await close(conn.send, message, accepted=conn.accepted)
 
     def refused(self, conn: ClientConn) -> bool:
@@ -112,7 +112,7 @@ class ClientWriter:
         if not conn.finish():
             return
         if conn.ws:
-            METRICS.closes.labels(close_code_label(code)).inc()
+            METRICS.websocket_closed(code)
             if not conn.accepted:
                 # Accept first so the client sees a close code rather than a bare HTTP 403.
                 conn.accepted = True

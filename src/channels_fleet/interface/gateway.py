@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, HTTPRequestEvent
 
-from ..observability.metrics import METRICS, close_code_label
+from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.liveness import Liveness
 from ..relay.relay import relay_layer
@@ -97,7 +97,7 @@ class Gateway:
     async def drain(self, timeout: float) -> int:
         """Close every socket with 1001 and tell the owners; wait for HTTP in flight."""
         self.side.draining = True
-        METRICS.draining.set(1)
+        METRICS.drain_started()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         sockets = [conn for conn in self.conns.values() if conn.ws]
@@ -168,7 +168,7 @@ class Gateway:
             if event["type"] == "websocket.disconnect":
                 self.claims.tell_gone(conn, event.get("code", 1006), event)
                 if conn.finish():
-                    METRICS.closes.labels(close_code_label(event.get("code"))).inc()
+                    METRICS.websocket_closed(event.get("code"))
                 return
             if conn.state is not FINISHED:
                 _MESSAGES_IN.inc()
@@ -219,7 +219,7 @@ class Gateway:
         if not await self.claims.send(conn):
             self.conns.discard(conn)
             return False
-        METRICS.open_connections.labels("websocket" if conn.ws else "http").inc()
+        METRICS.connection_opened("websocket" if conn.ws else "http")
         return True
 
     # -- relay: out ------------------------------------------------------------------------
@@ -243,7 +243,7 @@ class Gateway:
 
     def _forget(self, conn: ClientConn) -> None:
         if self.conns.discard(conn):
-            METRICS.open_connections.labels("websocket" if conn.ws else "http").dec()
+            METRICS.connection_ended("websocket" if conn.ws else "http")
         conn.stop_timer()
         conn.mark_responded()
 

@@ -95,7 +95,7 @@ class Rehoming:
             # Events sent to the old owner after it let go come back with its RETURN.
             conn.set_fence(old, claim)
             self.fence(old, claim)
-        METRICS.rehomes.labels(cause).inc()
+        METRICS.rehomed(cause)
         logger.debug("%s: re-homing (%s, time %d)", conn.id, cause, conn.rehomed)
         self.side.tasks.spawn(self.claims.send(conn), f"re-home {conn.id}")
 

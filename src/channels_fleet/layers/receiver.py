@@ -10,13 +10,13 @@ the pops of every busy LIST leave in one write; once the LIST is empty it blocks
   layer's mailbox (mailbox.py), where the receivers of any loop find it. Loops pulling the
   same process-local LIST take turns (one pop in flight per process).
 - A normal (shared) channel is pulled for its waiting receivers plus at most ``prefetch``
-  more. What was prefetched stays in this loop only while its receivers keep coming
-  back: after ``PREFETCH_LINGER_S`` without a receiver it is pushed back to the head of the
-  LIST for other processes. ``prefetch=0`` pulls exactly as many as there are waiters.
+  more, held for this loop's next receivers only while they keep coming back, then pushed
+  back to Redis (prefetch.py). ``prefetch=0`` pulls exactly as many as there are waiters.
 
-Receivers only wait on a local future, so cancelling ``receive()`` never interrupts a BLMPOP
-that may already have taken a message off Redis. ``block`` stays below the connection's
-``socket_timeout`` (redis-py 8 defaults it to 5 s), so an idle receive waits forever.
+Receivers only wait on a local future (waiters.py), so cancelling ``receive()`` never
+interrupts a BLMPOP that may already have taken a message off Redis. ``block`` stays below the
+connection's ``socket_timeout`` (5 s unless the hosts say otherwise: connection.py), so an
+idle receive waits forever.
 
 When the loop closes, its pull loops are cancelled, but a pop already sent is not dropped:
 a BLMPOP is unblocked and its reply read (connection.py), an LPOP's reply is awaited, and
@@ -35,18 +35,19 @@ from typing import Any
 
 from . import _metrics
 from .executor import Executor
-from .keys import is_process_local, pack_element, unpack_element
-from .mailbox import Entry, Mailbox, drop_expired, pop_live
+from .keys import is_process_local, unpack_element
+from .mailbox import Entry, Mailbox
+from .prefetch import Prefetch
 from .sender import Sender
+from .waiters import Waiters
 
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 1.0
-PREFETCH_LINGER_S = 0.25
 
 
 class Receiver:
-    """Waiters, prefetch buffers and pull loops of one event loop."""
+    """Waiters and pull loops of one event loop."""
 
     def __init__(
         self,
@@ -66,20 +67,22 @@ class Receiver:
         self.prefetch = prefetch
         self.block_timeout = block_timeout
         self.expiry_s = expiry_s
-        # key -> channel -> futures of receivers waiting on that channel (oldest first)
-        self.waiting: dict[str, dict[str, deque[asyncio.Future[bytes]]]] = {}
+        self.waiters = Waiters()
         # Prefetched messages of shared channels (process-local ones are in the mailbox).
-        self.buffers: dict[str, deque[Entry]] = {}
+        self.prefetched = Prefetch(executor, expiry_s, self._count_expired)
         self.pullers: dict[str, asyncio.Task[None]] = {}
         self.expired = 0
         #: key -> since when this loop's pops of that LIST have waited for an answer (set by
         #: the first pop of an outage, kept across failed pull loops, cleared by a reply).
         self.unanswered: dict[str, float] = {}
-        self._returns: dict[str, tuple[str, asyncio.TimerHandle]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._turns: dict[str, asyncio.Future[None]] = {}
         self._last_sweep = time.monotonic()
         self._sweep_handle: asyncio.TimerHandle | None = None
+
+    @property
+    def buffers(self) -> dict[str, deque[Entry]]:
+        """Prefetched messages of shared channels, by channel (see prefetch.py)."""
+        return self.prefetched.buffers
 
     async def receive(self, key: str, channel: str) -> bytes:
         """Wait for the next message body for ``channel`` (stored in LIST ``key``)."""
@@ -100,7 +103,7 @@ class Receiver:
         local = is_process_local(channel)
         pulled = key in self.pullers
         if not local:
-            body = self._from_buffer(channel)
+            body = self.prefetched.take(channel)
         elif pulled:
             body = self.mailbox.take(channel)
         else:
@@ -112,7 +115,7 @@ class Receiver:
         if body is not None:
             future.set_result(body)
             return future
-        self.waiting.setdefault(key, {}).setdefault(channel, deque()).append(future)
+        self.waiters.add(key, channel, future)
         if not pulled:
             self.pullers[key] = self.loop.create_task(self._pull(key, local))
         return future
@@ -124,23 +127,14 @@ class Receiver:
                 self._give_back(key, channel, future.result())
             return
         future.cancel()
-        self._forget(key, channel, future)
+        self.waiters.remove(key, channel, future)
 
     def collect(self, key: str, channel: str) -> None:
-        """Serve this loop's receivers of ``channel`` from the mailbox (woken by it)."""
-        channels = self.waiting.get(key)
-        waiters = channels.get(channel) if channels else None
-        if channels is None or waiters is None:
-            return
-        while waiters:
-            if waiters[0].done():  # cancelled; its unwait() finds it gone
-                waiters.popleft()
-                continue
-            body = self.mailbox.take(channel)
-            if body is None:
-                return  # still listening: the mailbox wakes us again
-            waiters.popleft().set_result(body)
-        self._no_waiters_left(key, channels, channel)
+        """Serve this loop's receivers of ``channel`` from the mailbox (woken by it).
+
+        Those it cannot serve yet keep listening: the mailbox wakes this loop again.
+        """
+        self.waiters.serve_from(key, channel, self.mailbox.take)
 
     def resume(self, key: str) -> None:
         """Another loop's pop of ``key`` is put away: our pull loop may pop now."""
@@ -148,51 +142,12 @@ class Receiver:
         if turn is not None and not turn.done():
             turn.set_result(None)
 
-    def _from_buffer(self, channel: str) -> bytes | None:
-        if channel not in self.buffers:
-            return None
-        body, expired = pop_live(self.buffers, channel)
-        self._count_expired(expired)
-        return body
-
-    def _forget(self, key: str, channel: str, future: asyncio.Future[bytes]) -> None:
-        channels = self.waiting.get(key)
-        if not channels:
-            if channels is not None:
-                del self.waiting[key]
-            return
-        waiters = channels.get(channel)
-        if waiters is not None:
-            # A served future was already popped; a cancelled one is still queued. (No
-            # try/remove: the ValueError would format the future's repr, which is slow.)
-            if future in waiters:
-                waiters.remove(future)
-            if not waiters:
-                self._no_waiters_left(key, channels, channel)
-        if not channels and key in self.waiting:
-            del self.waiting[key]
-
-    def _no_waiters_left(
-        self, key: str, channels: dict[str, deque[asyncio.Future[bytes]]], channel: str
-    ) -> None:
-        del channels[channel]
-        if not channels:
-            del self.waiting[key]
-
     def _give_back(self, key: str, channel: str, body: bytes) -> None:
         if is_process_local(channel):
             self.mailbox.give_back(key, channel, body, self)
             self.collect(key, channel)  # another receiver here may wait on it
             return
-        expires = int((time.time() + self.expiry_s) * 1000)
-        self.buffers.setdefault(channel, deque()).appendleft((expires, body))
-        self._schedule_return(key, channel)
-
-    def _live_waiters(self, key: str) -> int:
-        channels = self.waiting.get(key)
-        if not channels:
-            return 0
-        return sum(1 for waiters in channels.values() for f in waiters if not f.done())
+        self.prefetched.give_back(key, channel, body)
 
     async def _pull(self, key: str, local: bool) -> None:
         busy = False  # the last pop returned messages: pop again without blocking
@@ -205,7 +160,7 @@ class Receiver:
                 eager = busy and served and (local or self.prefetch > 0)
                 if served and not eager:
                     await asyncio.sleep(0)
-                wanted = self._live_waiters(key)
+                wanted = self.waiters.live(key)
                 if wanted == 0 and not eager:
                     break
                 if local and not self.mailbox.start_pop(key, self):
@@ -228,17 +183,14 @@ class Receiver:
         except Exception as exc:
             # Every waiter of this LIST learns why; the next receive() starts a new loop.
             logger.warning("receive loop for %s failed: %s", key, exc)
-            for waiters in self.waiting.pop(key, {}).values():
-                for future in waiters:
-                    if not future.done():
-                        future.set_exception(exc)
+            self.waiters.fail(key, exc)
         finally:
             if local:
                 self.mailbox.leave(key, self)
                 self.mailbox.unlisten(key, self)
             if self.pullers.get(key) is asyncio.current_task():
                 del self.pullers[key]
-            if (self.buffers or self.mailbox.holds_any()) and self._sweep_handle is None:
+            if self._holds_any() and self._sweep_handle is None:
                 self._sweep_handle = self.loop.call_later(self.expiry_s + 1, self._timed_sweep)
 
     async def _pop(self, key: str, local: bool, wanted: int, busy: bool) -> list[bytes] | None:
@@ -274,7 +226,6 @@ class Receiver:
     def _dispatch(self, key: str, local: bool, elements: list[bytes]) -> int:
         """Hand messages to waiting receivers, keep the rest; return how many were served."""
         now_ms = time.time() * 1000
-        channels = self.waiting.get(key, {})
         expired = served = 0
         for element in elements:
             expires, names, body = unpack_element(element)
@@ -282,22 +233,12 @@ class Receiver:
                 expired += len(names)
                 continue
             for channel in names:
-                waiters = channels.get(channel)
-                while waiters:
-                    future = waiters.popleft()
-                    if not waiters:
-                        # So the served receiver has nothing to forget.
-                        self._no_waiters_left(key, channels, channel)
-                    if not future.done():
-                        future.set_result(body)
-                        served += 1
-                        break
+                if self.waiters.serve(key, channel, body):
+                    served += 1
+                elif local:
+                    self.mailbox.put(key, channel, expires, body, self)
                 else:
-                    if local:
-                        self.mailbox.put(key, channel, expires, body, self)
-                    else:
-                        self.buffers.setdefault(channel, deque()).append((expires, body))
-                        self._schedule_return(key, channel)
+                    self.prefetched.keep(key, channel, expires, body)
         self._count_expired(expired)
         return served
 
@@ -324,36 +265,7 @@ class Receiver:
         if shared:
             logger.info("returning %d message(s) of %s taken as its loop closed",
                         len(shared), key)
-            self._spawn(self._push_back(key, shared))
-
-    # Prefetched messages of shared channels go back to Redis when nobody here reads them.
-
-    def _schedule_return(self, key: str, channel: str) -> None:
-        previous = self._returns.pop(channel, None)
-        if previous is not None:
-            previous[1].cancel()
-        self._returns[channel] = (
-            key, self.loop.call_later(PREFETCH_LINGER_S, self._return_unread, key, channel)
-        )
-
-    def _return_unread(self, key: str, channel: str) -> None:
-        self._returns.pop(channel, None)
-        buffer = self.buffers.pop(channel, None)
-        if not buffer:
-            return
-        elements = [pack_element(expires, channel, body) for expires, body in buffer]
-        self._spawn(self._push_back(key, elements))
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = self.loop.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _push_back(self, key: str, elements: list[bytes]) -> None:
-        try:
-            await self.executor.call(key, "LPUSH", key, *reversed(elements))
-        except Exception as exc:
-            logger.warning("lost %d message(s) of %s returning them: %s", len(elements), key, exc)
+            self.prefetched.push_back(key, shared)
 
     # Expiry of prefetch buffers and the mailbox
 
@@ -369,14 +281,17 @@ class Receiver:
     def _timed_sweep(self) -> None:
         self._sweep_handle = None
         self.sweep()
-        if self.buffers or self.mailbox.holds_any():
+        if self._holds_any():
             self._sweep_handle = self.loop.call_later(self.expiry_s + 1, self._timed_sweep)
+
+    def _holds_any(self) -> bool:
+        return bool(self.prefetched.buffers) or self.mailbox.holds_any()
 
     def sweep(self) -> None:
         """Drop expired messages from the buffers and the mailbox, and empty buffers."""
         self._last_sweep = time.monotonic()
         self.mailbox.sweep()
-        self._count_expired(drop_expired(self.buffers))
+        self.prefetched.sweep()
 
     async def close(self) -> None:
         """Stop pull loops (salvaging their pops), return prefetched messages, drop waiters."""
@@ -388,19 +303,8 @@ class Receiver:
             self.mailbox.leave(key, self)
             self.mailbox.unlisten(key, self)
         await self.sender.settle()
-        for channel, (key, handle) in list(self._returns.items()):
-            handle.cancel()
-            self._return_unread(key, channel)
-        self._returns.clear()
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.prefetched.close()  # returns what nobody here read
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle = None
-        for channels in self.waiting.values():
-            for waiters in channels.values():
-                for future in waiters:
-                    if not future.done():
-                        future.cancel()
-        self.waiting.clear()
-        self.buffers.clear()
+        self.waiters.cancel_all()

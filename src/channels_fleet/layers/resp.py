@@ -132,7 +132,6 @@ class RespConnection(asyncio.Protocol):
         self.closed = False
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
-        self.flush_pipelines_now = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._error: BaseException | None = None
         self.client_id: int | None = None  # CLIENT ID, for CLIENT UNBLOCK (set by its owner)
@@ -218,11 +217,8 @@ class RespConnection(asyncio.Protocol):
         return self._queue(pack(args), timeout)
 
     def pipeline(self, commands: list[tuple[Any, ...]]) -> list[asyncio.Future[Any]]:
-        """Queue a batch that is already coalesced: it is written at once, not next tick."""
-        futures = [self._queue(pack(c), None) for c in commands]
-        if self.flush_pipelines_now:
-            self._flush()
-        return futures
+        """Queue a batch of commands; they leave with this tick's other commands, in one write."""
+        return [self._queue(pack(c), None) for c in commands]
 
     def _queue(self, packed: bytes, timeout: float | None) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = self._loop.create_future()

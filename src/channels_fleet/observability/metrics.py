@@ -20,6 +20,7 @@ the same declarations work under gunicorn's multiprocess mode (``PROMETHEUS_MULT
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -58,6 +59,8 @@ class FleetMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
         self.registry = registry
+        #: What the heartbeat's status reports, kept as it is counted (observability/status.py).
+        self.status = StatusCounts()
         ns: dict[str, Any] = {"namespace": NAMESPACE, "registry": registry}
 
         # Channel layer.
@@ -176,6 +179,58 @@ class FleetMetrics:
         # The web tier's method x status series are created on first use: presetting them
         # would add ~200 idle series to every interface and worker.
 
+    # Updates that the heartbeat's status also reports: each sets the metric and its count.
+
+    def connection_opened(self, protocol: str) -> None:
+        """An interface took a client connection (``protocol``: websocket or http)."""
+        self.open_connections.labels(protocol).inc()
+        self.status.open[protocol] += 1
+
+    def connection_ended(self, protocol: str) -> None:
+        """An interface's client connection is over."""
+        self.open_connections.labels(protocol).dec()
+        self.status.open[protocol] -= 1
+
+    def websocket_closed(self, code: int | None) -> None:
+        """A client WebSocket was closed with ``code`` (None: no close frame, 1006)."""
+        label = close_code_label(code)
+        self.closes.labels(label).inc()
+        self.status.closes[label] += 1
+
+    def rehomed(self, cause: str) -> None:
+        """A WebSocket was handed to a new worker (``cause``: drain or dead)."""
+        self.rehomes.labels(cause).inc()
+        self.status.rehomes[cause] += 1
+
+    def owned(self, count: int) -> None:
+        """A worker now owns ``count`` connections."""
+        self.owned_connections.set(count)
+        self.status.owned = count
+
+    def drain_started(self) -> None:
+        """This process began draining (after SIGTERM)."""
+        self.draining.set(1)
+        self.status.draining = True
+
+
+def _zeros(labels: Iterable[str]) -> dict[str, int]:
+    return dict.fromkeys(labels, 0)
+
+
+@dataclass
+class StatusCounts:
+    """The numbers of a process's heartbeat status, counted beside the metrics that export them.
+
+    Read from the heartbeat's thread: every key exists from the start, so no dict changes size
+    while it is copied. (Reading a metric back through ``collect()`` is for tests.)
+    """
+
+    open: dict[str, int] = field(default_factory=lambda: _zeros(PROTOCOLS))
+    closes: dict[str, int] = field(default_factory=lambda: _zeros(CLOSE_CODES))
+    rehomes: dict[str, int] = field(default_factory=lambda: _zeros(REHOME_CAUSES))
+    owned: int = 0
+    draining: bool = False
+
 
 ALL_NAMES = frozenset({
     f"{NAMESPACE}_{name}" for name in (
@@ -242,11 +297,6 @@ def layer_reason(exc: BaseException) -> str:
     if isinstance(exc, rx.ConnectionError | ConnectionError | OSError):
         return "connection"
     return "other"
-
-
-def node_label(host: str, port: int) -> str:
-    """Label for a Redis node: ``host:port`` (bounded by the cluster's size)."""
-    return f"{host}:{port}"
 
 
 METRICS = FleetMetrics()

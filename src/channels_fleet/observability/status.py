@@ -1,9 +1,10 @@
-"""What an interface or worker reports in its heartbeat, read from its own metrics.
+"""What an interface or worker reports in its heartbeat, from the counts beside its metrics.
 
 The services hand one :class:`StatusReport` to their heartbeat (``relay/liveness.py``), which
 calls it once a beat (every second, on the heartbeat's thread) and stores the result, as JSON,
 in the heartbeat key; :func:`channels_fleet.fleet.fleet_status` reads it back for every live
-process. Nothing is counted twice: the numbers are the process's Prometheus metrics.
+process. The numbers are counted where the process's Prometheus metrics are updated
+(``FleetMetrics.status``), so a beat reads plain counters, not the metrics back.
 
     liveness = RedisLiveness(settings, status=StatusReport("worker", concurrency=1000,
                                                            full_for=host.full_for))
@@ -29,26 +30,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
-from prometheus_client.metrics import MetricWrapperBase
-
 from .metrics import METRICS, FleetMetrics
 
 Counts = dict[str, dict[str, int]]
 
 
-def _values(metric: MetricWrapperBase, label: str | None = None) -> dict[str, float]:
-    """A metric's current samples by the value of ``label`` ("" for an unlabelled one)."""
-    out: dict[str, float] = {}
-    for family in metric.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_created"):
-                continue
-            out[sample.labels.get(label, "") if label else ""] = sample.value
-    return out
-
-
 class StatusReport:
-    """Builds one process's heartbeat status from ``metrics`` (the process's own)."""
+    """Builds one process's heartbeat status from the counts of ``metrics`` (its own)."""
 
     def __init__(self, kind: Literal["interface", "worker"], *, concurrency: int | None = None,
                  full_for: Callable[[], float] | None = None, window: float = 60.0,
@@ -61,19 +49,17 @@ class StatusReport:
         self._history: deque[tuple[float, Counts]] = deque()
 
     def __call__(self) -> dict[str, Any]:
-        m = self.metrics
+        counted = self.metrics.status
         if self.kind == "interface":
-            open_now = _values(m.open_connections, "protocol")
-            report: dict[str, Any] = {"sockets": int(open_now.get("websocket", 0)),
-                                      "http": int(open_now.get("http", 0))}
+            report: dict[str, Any] = {"sockets": counted.open["websocket"],
+                                      "http": counted.open["http"]}
         else:
-            report = {"sockets": int(_values(m.owned_connections).get("", 0)),
-                      "concurrency": self.concurrency}
+            report = {"sockets": counted.owned, "concurrency": self.concurrency}
             if self.full_for is not None:
                 report["full_for"] = round(self.full_for(), 3)
-        report["draining"] = bool(_values(m.draining).get(""))
-        counts = {"closes": _nonzero(_values(m.closes, "code")),
-                  "rehomes": _nonzero(_values(m.rehomes, "cause"))}
+        report["draining"] = counted.draining
+        counts = {"closes": _nonzero(counted.closes),
+                  "rehomes": _nonzero(counted.rehomes)}
         return {**report, **counts, "recent": self._recent(counts)}
 
     def _recent(self, counts: Counts) -> Counts:
@@ -87,5 +73,5 @@ class StatusReport:
                 for kind, by in counts.items()}
 
 
-def _nonzero(values: dict[str, float]) -> dict[str, int]:
-    return {key: int(value) for key, value in sorted(values.items()) if value}
+def _nonzero(values: dict[str, int]) -> dict[str, int]:
+    return {key: value for key, value in sorted(values.items()) if value}

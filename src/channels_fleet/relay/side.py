@@ -153,10 +153,6 @@ class RelaySide:
             return True, "ok; heartbeat stale (the shard of {hb} unreachable?)"
         return True, "ok"
 
-    def post(self, dest: str, item: list[Any], *, control: bool = False) -> bool:
-        """Queue one item for ``dest`` (see :meth:`Relay.post`)."""
-        return self.relay.post(dest, item, control=control)
-
     async def send_now(self, channel: str, message: dict[str, Any]) -> None:
         """Send one message outside the batches (a connect envelope); raises ChannelFull."""
         await self.relay.send_now(channel, message)

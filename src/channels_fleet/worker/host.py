@@ -100,7 +100,7 @@ class Host:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self.side.draining = True
-        METRICS.draining.set(1)
+        METRICS.drain_started()
         # 0. Take no more connections (background channels keep going until the end).
         if self._taking is not None:
             self._taking.cancel()
@@ -195,7 +195,7 @@ class Host:
                                settings=self.settings, acks=acks, on_end=self._ended)
         running = self.instances.running
         running[instance.id] = instance
-        METRICS.owned_connections.set(len(running))
+        METRICS.owned(len(running))
         if len(running) >= self.settings.concurrency and self._full_since is None:
             self._full_since = time.monotonic()
         self.relay.post(iface, [wire.CLAIM, instance.id, self.side.channel], control=True)
@@ -205,7 +205,7 @@ class Host:
         """Its app returned: room for another connection."""
         running = self.instances.running
         running.pop(instance.id, None)
-        METRICS.owned_connections.set(len(running))
+        METRICS.owned(len(running))
         if len(running) < self.settings.concurrency:
             self._full_since = None
         self._room.set()

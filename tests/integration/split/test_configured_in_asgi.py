@@ -21,9 +21,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
 @pytest.fixture
-def stack(redis_single: LocalRedis, tmp_path: Path) -> Iterator[FleetStack]:
+def stack(redis_cluster: LocalRedis, tmp_path: Path) -> Iterator[FleetStack]:
     assert "DJANGO_SETTINGS_MODULE" not in os.environ
-    fleet = FleetStack(redis_single.urls, tmp_path, project=PROJECT,
+    # The split's own deployment shape, as the other split tests (conftest.py): a Cluster.
+    fleet = FleetStack(redis_cluster.urls[:3], tmp_path, project=PROJECT,
                        app="confproject.asgi:application")
     try:
         yield fleet
@@ -50,7 +51,8 @@ async def test_settings_configure_in_the_asgi_module__served_and_layers_adopted(
         assert len(socks) == 2, "every socket landed on one worker"
         (pid_a, a), (pid_b, b) = socks.items()
         await a.send("hello")
-        # b, on the other worker, hears it: the group is on Redis, not in one process's memory.
+        # b, on the other worker, hears it: the group is on the Redis Cluster, not in one
+        # process's memory.
         assert await asyncio.wait_for(b.recv(), 10) == f"{pid_b}:hello"
     finally:
         for sock in opened:

@@ -103,7 +103,6 @@ def test_small_label_helpers() -> None:
     assert m.status_class(99) == "other"
     assert m.method_label("get") == "GET"
     assert m.method_label("PROPFIND") == "other"
-    assert m.node_label("10.0.0.1", 6379) == "10.0.0.1:6379"
 
     class ChatConsumer:
         pass
