@@ -46,8 +46,9 @@ MAX_PENDING = 100_000
 FULL_RETRY_SECONDS = 2.0
 #: Waits between those tries: the peer is reading, so its channel has room again soon.
 FULL_RETRY = Backoff(base=0.01, cap=0.25)
-#: Waits after a receive failed (the layer gave up after its own retry_timeout, or a bug).
-RECEIVE_RETRY = Backoff(base=0.5, cap=0.5)
+#: Waits after a receive failed (the layer gave up after its own retry_timeout, or a bug);
+#: jittered: every process's receives fail together when a shard is lost.
+RECEIVE_RETRY = Backoff(base=0.5, cap=0.5, jitter=True)
 
 
 def relay_layer(settings: Any, *, connect_capacity: int | None = None) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.liveness import Liveness
-from ..relay.relay import relay_layer
+from ..relay.relay import RECEIVE_RETRY, relay_layer
 from ..relay.side import RelaySide
 from .background import serve_background
 from .handback import HandBack
@@ -157,6 +157,7 @@ class Host:
         await asyncio.gather(*(self._take() for _ in range(TAKERS)))
 
     async def _take(self) -> None:
+        failures = 0
         while not self.side.draining:
             while len(self.instances.running) + self._receiving >= self.settings.concurrency:
                 self._room.clear()
@@ -168,10 +169,12 @@ class Host:
                 raise
             except Exception as exc:
                 logger.warning("receive on %s failed: %r; retrying", wire.CONNECT_QUEUE, exc)
-                await asyncio.sleep(0.5)
+                failures += 1
+                await asyncio.sleep(RECEIVE_RETRY.delay(failures))
                 continue
             finally:
                 self._receiving -= 1
+            failures = 0
             now = time.time()
             try:
                 wire.parse_envelope(envelope)
