@@ -1,6 +1,6 @@
 """What an interface or worker reports in its heartbeat, from the counts beside its metrics.
 
-The services hand one :class:`StatusReport` to their heartbeat (``relay/liveness.py``), which
+The services hand one :class:`StatusReport` to their heartbeat (``relay/heartbeat.py``), which
 calls it once a beat (every second, on the heartbeat's thread) and stores the result, as JSON,
 in the heartbeat key; :func:`channels_fleet.fleet.fleet_status` reads it back for every live
 process. The numbers are counted where the process's Prometheus metrics are updated

@@ -221,7 +221,7 @@ class FreezeSurvivors:
     generation set it off. Frozen once they have lived through a generation-1 collection,
     they are not walked again; they are freed by reference counting as ever, and cycles that
     die young are still collected. Measured with 20,000 sockets on 2 interfaces and 2 workers:
-    the longest full collection 540-880 ms -> 33-63 ms (docs/architecture.md). A connection
+    the longest full collection 540-880 ms -> 33-63 ms (docs/benchmarks.md). A connection
     frozen while open leaves its cycles (about 53 objects) frozen when it closes:
     :class:`FrozenCollection` reclaims them.
     """
@@ -240,7 +240,7 @@ class FrozenCollection:
     That walk holds the GIL for as long as it takes (3.2 s over the 1.57 million objects an
     interface had frozen after three bursts of 10,000 connects; about 1 µs per object), longer
     than the heartbeat's TTL: run as a collection at an arbitrary moment it got a busy
-    interface declared dead by its peers and its sockets closed (docs/architecture.md, s9).
+    interface declared dead by its peers and its sockets closed (docs/benchmarks.md, s9).
     As the heartbeat's pause it is announced first, by a beat that keeps the process's key
     alive ``budget`` seconds longer.
     """
