@@ -58,10 +58,11 @@ from typing import Any
 
 from split import APP, fleet_layer, fleet_stack, raise_fd_limit, redis_layer, rss_kb, wait_http
 
-from channels_fleet.dev.cluster import LocalRedis, free_ports
-from channels_fleet.process import die_with_parent
+from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.ports import free_ports
 from channels_fleet.dev.stack import FleetStack, ServiceProcess
 from channels_fleet.interface.settings import InterfaceSettings
+from channels_fleet.process import die_with_parent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "splitbench"))
 from swarm import Swarm, split  # noqa: E402

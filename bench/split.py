@@ -40,7 +40,8 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from channels_fleet.dev.cluster import LocalRedis, free_ports
+from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.ports import free_ports
 from channels_fleet.dev.stack import FleetStack
 
 HERE = Path(__file__).resolve().parent

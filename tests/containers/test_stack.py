@@ -17,7 +17,8 @@ import websockets
 from fleet_podman import IMAGES, Service, http_get
 from redis.asyncio.cluster import RedisCluster
 
-from channels_fleet.dev.cluster import LocalRedis, free_ports
+from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.ports import free_ports
 from channels_fleet.layers.keys import group_key
 
 # The first test also waits for the session's (incremental) image build; every step inside a

@@ -2,7 +2,8 @@ import socket
 import subprocess
 import sys
 
-from channels_fleet.dev.cluster import LocalRedis, free_ports
+from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.ports import free_ports
 
 
 def test_free_ports__never_the_default_redis_port_and_bus_free():
@@ -27,7 +28,8 @@ def test_free_ports__another_process_never_gets_a_port_picked_here():
     here = set(free_ports(300))
     there = subprocess.run(
         [sys.executable, "-c",
-         "from channels_fleet.dev.cluster import free_ports; print(*free_ports(200))"],
+         "from channels_fleet.dev.ports import free_ports; print(*free_ports(200))"], 
+from channels_fleet.dev.ports import free_ports
         capture_output=True, text=True, check=True).stdout.split()
     assert len(there) == 200
     assert here.isdisjoint(int(port) for port in there)

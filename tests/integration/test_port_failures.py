@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from channels_fleet.dev.cluster import LocalRedis, free_ports
+from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.ports import free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

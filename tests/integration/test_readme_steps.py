@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from channels_fleet.dev.cluster import LocalRedis, free_ports
+from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.ports import free_ports
 from channels_fleet.process import die_with_parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

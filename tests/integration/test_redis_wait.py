@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from channels_fleet.dev.cluster import LocalRedis, RedisNode, free_ports
+from channels_fleet.dev.cluster import LocalRedis, RedisNode
+from channels_fleet.dev.ports import free_ports
 from channels_fleet.layers.topology import SLOTS
 from channels_fleet.redis_wait import check
 

@@ -24,9 +24,10 @@ from relload import whoami, ws
 from support.split import split_stack
 from websockets.exceptions import InvalidStatus
 
-from channels_fleet.dev.cluster import free_ports, redis_server_binary
-from channels_fleet.process import die_with_parent
+from channels_fleet.dev.cluster import redis_server_binary
+from channels_fleet.dev.ports import free_ports
 from channels_fleet.dev.stack import FleetStack
+from channels_fleet.process import die_with_parent
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

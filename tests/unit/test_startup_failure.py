@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
-from channels_fleet.services._common import startup_failure
 from redis.exceptions import RedisError
 
+from channels_fleet.services._common import startup_failure
 from channels_fleet.worker.settings import WorkerSettings
 
 

@@ -27,7 +27,8 @@ from typing import Any
 from channels_fleet.exceptions import STARTUP_FAILURE
 from channels_fleet.settings import DevSettings, SettingsError
 
-from .cluster import DevClusterError, LocalRedis, free_ports, redis_server_binary
+from .cluster import DevClusterError, LocalRedis, redis_server_binary
+from .ports import free_ports
 from .stack import CLI, FleetStack, ServiceProcess
 from .watch import LogTail, SourceWatcher
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from channels_fleet.process import die_with_parent
 
-from .cluster import free_ports
+from .ports import free_ports
 
 CLI = [sys.executable, "-m", "channels_fleet.cli"]
 READY_TIMEOUT = 60.0

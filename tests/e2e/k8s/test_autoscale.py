@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from channels_fleet.dev.cluster import free_ports
+from channels_fleet.dev.ports import free_ports
 from channels_fleet.dev.stack import ServiceProcess
 
 from .. import scenarios

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from channels_fleet.dev.cluster import free_ports
+from channels_fleet.dev.ports import free_ports
 
 GLOBAL = ["--runtime", "runc"]
 # This sandbox refuses podman's default rlimits; these are accepted (see docker/ notes).

@@ -19,8 +19,8 @@ from asgiref.sync import async_to_sync
 
 from channels_fleet.layers import RedisClusterChannelLayer
 from channels_fleet.layers.connection import Router
-from channels_fleet.layers.hosts import decode_hosts
 from channels_fleet.layers.executor import Executor
+from channels_fleet.layers.hosts import decode_hosts
 from channels_fleet.layers.keys import channel_key, pack_element
 from channels_fleet.layers.sender import Sender
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from channels_fleet.dev.cluster import LocalRedis, free_ports
+from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.ports import free_ports
 from channels_fleet.exceptions import LayerConfigError, LayerUnavailable
 from channels_fleet.layers import RedisClusterChannelLayer
 from channels_fleet.layers.keys import channel_key, slot_of

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from channels_fleet.dev.cluster import free_ports
+from channels_fleet.dev.ports import free_ports
 from channels_fleet.dev.stack import ServiceProcess
 
 

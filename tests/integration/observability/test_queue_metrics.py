@@ -139,7 +139,7 @@ async def test_single_redis(redis_single) -> None:
 
 
 async def test_unreachable_redis_is_down_and_queue_series_absent(redis_single) -> None:
-    from channels_fleet.dev.cluster import free_ports
+    from channels_fleet.dev.ports import free_ports
 
     (port,) = free_ports(1)
     registry = CollectorRegistry()
@@ -178,7 +178,7 @@ async def test_each_scrape_reads_the_queue_as_it_is_then(redis_single) -> None:
 
 
 def test_registering_reads_nothing_and_closing_gives_the_node_gauge_back() -> None:
-    from channels_fleet.dev.cluster import free_ports
+    from channels_fleet.dev.ports import free_ports
 
     (port,) = free_ports(1)  # nothing listens: a read at registration would log an error
     registry = CollectorRegistry()
@@ -196,7 +196,7 @@ def test_standalone_exporter_serves_queue_metrics(redis_cluster, cluster_client,
     import sys
     import urllib.request
 
-    from channels_fleet.dev.cluster import free_ports
+    from channels_fleet.dev.ports import free_ports
     from channels_fleet.dev.stack import ServiceProcess
 
     (port,) = free_ports(1)

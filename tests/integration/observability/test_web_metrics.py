@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from channels_fleet.dev.cluster import free_ports
+from channels_fleet.dev.ports import free_ports
 from channels_fleet.dev.stack import ServiceProcess
 
 pytestmark = pytest.mark.timeout(60)

@@ -23,7 +23,7 @@ from redis.cluster import RedisCluster
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from channels_fleet.dev.cluster import free_ports
+from channels_fleet.dev.ports import free_ports
 from channels_fleet.dev.stack import FleetStack, ServiceProcess
 from channels_fleet.layers import RedisClusterChannelLayer
 from channels_fleet.relay import wire

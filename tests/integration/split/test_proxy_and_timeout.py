@@ -16,7 +16,7 @@ import pytest
 from redis.cluster import RedisCluster
 from websockets.asyncio.client import connect
 
-from channels_fleet.dev.cluster import free_ports
+from channels_fleet.dev.ports import free_ports
 from channels_fleet.dev.stack import FleetStack, ServiceProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(90)]

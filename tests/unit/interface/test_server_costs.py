@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+
 def test_autobahn_config_log__formatted_only_when_logged() -> None:
     import pprint
 

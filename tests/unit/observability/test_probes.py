@@ -8,7 +8,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from channels_fleet.dev.cluster import free_ports
+from channels_fleet.dev.ports import free_ports
 from channels_fleet.observability.metrics import FleetMetrics
 from channels_fleet.observability.probes import MAX_REQUEST_BYTES, ProbeServer
 
