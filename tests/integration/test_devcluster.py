@@ -28,8 +28,7 @@ def test_free_ports__another_process_never_gets_a_port_picked_here():
     here = set(free_ports(300))
     there = subprocess.run(
         [sys.executable, "-c",
-         "from channels_fleet.dev.ports import free_ports; print(*free_ports(200))"], 
-from channels_fleet.dev.ports import free_ports
+         "from channels_fleet.dev.ports import free_ports; print(*free_ports(200))"],
         capture_output=True, text=True, check=True).stdout.split()
     assert len(there) == 200
     assert here.isdisjoint(int(port) for port in there)
