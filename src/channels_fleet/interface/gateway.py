@@ -282,7 +282,7 @@ class Gateway:
             # The app finished without ending the connection: what Daphne does on a crash.
             await self.writer.end(conn, 1011)
 
-    def _on_undeliverable(self, dest: str, items: list[list[Any]]) -> None:
+    def _on_undeliverable(self, dest: str, items: list[wire.Item]) -> None:
         for claim in {item[1] for item in items}:
             conn = self.conns.current(claim)
             if conn is not None:

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 #: batch ("" if it did not say).
 Handler = Callable[[str, Any, str], Awaitable[None]]
 #: ``on_undeliverable(dest, items)``: items given up after ``FULL_RETRY_SECONDS`` or an error.
-FailHandler = Callable[[str, list[list[Any]]], None]
+FailHandler = Callable[[str, list[wire.Item]], None]
 #: ``trailer(dest)``: one item to append to the batch about to go to ``dest``, or None.
 Trailer = Callable[[str], list[Any] | None]
 
@@ -83,7 +83,7 @@ class Relay:
         self.channel = ""  # known once started
         self._handlers: dict[str, Handler] = {}
         self._on_undeliverable = on_undeliverable
-        self._outbox: dict[str, list[list[Any]]] = {}
+        self._outbox: dict[str, list[wire.Item]] = {}
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
@@ -117,7 +117,7 @@ class Relay:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
 
-    def post(self, dest: str, item: list[Any], *, control: bool = False) -> bool:
+    def post(self, dest: str, item: wire.Item, *, control: bool = False) -> bool:
         """Queue one item for ``dest``; it goes out with the next batch, in order.
 
         Returns False (and queues nothing) when ``MAX_PENDING`` items already wait because
@@ -140,7 +140,7 @@ class Relay:
             return False
         return True
 
-    async def send_now(self, channel: str, message: dict[str, Any]) -> None:
+    async def send_now(self, channel: str, message: wire.ConnectEnvelope) -> None:
         """Send one message outside the batches (the connect envelope); raises ChannelFull."""
         await self.layer.send(channel, message)
 
@@ -201,7 +201,7 @@ class Relay:
                 self._sending[dest] = asyncio.create_task(self._send_one(dest, items),
                                                           name=f"relay-send {dest}")
 
-    async def _send_one(self, dest: str, items: list[list[Any]]) -> None:
+    async def _send_one(self, dest: str, items: list[wire.Item]) -> None:
         try:
             await self._send_all(dest, items)
         finally:
@@ -211,8 +211,8 @@ class Relay:
             elif not self._outbox and not self._sending:
                 self._idle.set()
 
-    async def _send_all(self, dest: str, items: list[list[Any]]) -> None:
-        chunk: list[list[Any]] = []
+    async def _send_all(self, dest: str, items: list[wire.Item]) -> None:
+        chunk: list[wire.Item] = []
         size = 0
         for item in items:
             n = wire.item_size(item)
@@ -224,7 +224,7 @@ class Relay:
         if chunk:
             await self._send_batch(dest, chunk)
 
-    async def _send_batch(self, dest: str, items: list[list[Any]]) -> None:
+    async def _send_batch(self, dest: str, items: list[wire.Item]) -> None:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + FULL_RETRY_SECONDS
         failures = 0

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from . import wire
 from .liveness import Liveness, OnDead, Peers, RedisLiveness
 from .relay import FailHandler, Handler, Relay
 
@@ -153,7 +154,7 @@ class RelaySide:
             return True, "ok; heartbeat stale (the shard of {hb} unreachable?)"
         return True, "ok"
 
-    async def send_now(self, channel: str, message: dict[str, Any]) -> None:
+    async def send_now(self, channel: str, message: wire.ConnectEnvelope) -> None:
         """Send one message outside the batches (a connect envelope); raises ChannelFull."""
         await self.relay.send_now(channel, message)
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from ..layers.keys import channel_key
 
@@ -70,6 +70,26 @@ def workers_key(prefix: str) -> str:
 def tombstone_key(channel: str, prefix: str) -> str:
     """Left by the peer that declared ``channel``'s process dead (liveness.py)."""
     return f"{prefix}:dead:{{hb}}:{channel}"
+
+#: One relay item, ``[kind, conn, payload]``: a list, as msgpack carries it (the kinds below).
+Item = list[Any]
+
+
+class ConnectEnvelope(TypedDict):
+    """What an interface sends to the work queue for one connection (the module's docstring)."""
+
+    type: str  # CONNECT_QUEUE
+    iface: str  # the interface's channel: where the owner relays to
+    conn: str  # the claim id
+    scope: dict[str, Any]  # scope_to_wire()
+    sent_at: float
+    deadline: float  # unix time after which the interface has answered 1013 / 503 itself
+    rehomed: NotRequired[int]  # n >= 1: the socket is open already, its n-th new owner
+    ack: NotRequired[bool]  # acknowledge the client frames the app handled
+
+
+#: Items of one sender to one receiver, applied in order (``from``: the sender's channel).
+Batch = TypedDict("Batch", {"type": str, "items": list[Item], "from": NotRequired[str]})
 
 # Item kinds. interface -> worker:
 EVENT = "ev"  # payload: an ASGI event for the app (websocket.receive, http.request, ...)
@@ -124,7 +144,7 @@ def scope_to_wire(scope: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def scope_from_wire(envelope: dict[str, Any]) -> dict[str, Any]:
+def scope_from_wire(envelope: ConnectEnvelope) -> dict[str, Any]:
     """Rebuild an ASGI scope from a connect envelope (headers as tuples; client and server as
     ``[host, port]`` lists, as Daphne gives them)."""
     wire = envelope["scope"]
@@ -145,11 +165,11 @@ def scope_from_wire(envelope: dict[str, Any]) -> dict[str, Any]:
 def connect_envelope(
     iface: str, conn: str, scope: dict[str, Any], claim_timeout: float, rehomed: int = 0,
     ack: bool = False,
-) -> dict[str, Any]:
+) -> ConnectEnvelope:
     """The message an interface sends to the work queue for one new (or re-homed) connection;
     ``ack``: the owner is to acknowledge the client frames its app handled."""
     now = time.time()
-    envelope = {
+    envelope: ConnectEnvelope = {
         "type": CONNECT_QUEUE,
         "iface": iface,
         "conn": conn,
@@ -174,14 +194,14 @@ def claimed_conn(claim: str) -> str:
     return claim.rpartition(CLAIM_SEPARATOR)[0]
 
 
-def batch(items: list[list[Any]], sender: str = "") -> dict[str, Any]:
-    message: dict[str, Any] = {"type": BATCH, "items": items}
+def batch(items: list[Item], sender: str = "") -> Batch:
+    message: Batch = {"type": BATCH, "items": items}
     if sender:
         message["from"] = sender
     return message
 
 
-def item_size(item: list[Any]) -> int:
+def item_size(item: Item) -> int:
     """A cheap size estimate of one relay item, to keep batches well under the layer's limits."""
     payload = item[2]
     if isinstance(payload, dict):
@@ -236,7 +256,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def parse_envelope(message: Any) -> dict[str, Any]:
+def parse_envelope(message: Any) -> ConnectEnvelope:
     """Check a connect envelope (as the layer decoded it); return it or raise WireError."""
     _need(isinstance(message, dict), f"connect envelope is a {type(message).__name__}, not a dict")
     _need(message.get("type") == CONNECT_QUEUE,
@@ -268,10 +288,10 @@ def parse_envelope(message: Any) -> dict[str, Any]:
     _need(subprotocols is None or (isinstance(subprotocols, list)
                                    and all(isinstance(p, str) for p in subprotocols)),
           "bad scope 'subprotocols'")
-    return message
+    return cast(ConnectEnvelope, message)
 
 
-def parse_item(item: Any) -> list[Any]:
+def parse_item(item: Any) -> Item:
     """Check one relay item ``[kind, conn, payload]``; return it or raise WireError.
 
     Called for every relayed frame, so the messages are only formatted on failure.

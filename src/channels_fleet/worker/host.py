@@ -164,7 +164,7 @@ class Host:
                 await self._room.wait()
             self._receiving += 1
             try:
-                envelope = await self.layer.receive(wire.CONNECT_QUEUE)
+                message = await self.layer.receive(wire.CONNECT_QUEUE)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -177,7 +177,7 @@ class Host:
             failures = 0
             now = time.time()
             try:
-                wire.parse_envelope(envelope)
+                envelope = wire.parse_envelope(message)
             except wire.WireError as exc:
                 logger.warning("ignored a malformed message on %s: %s", wire.CONNECT_QUEUE, exc)
                 continue
@@ -188,7 +188,7 @@ class Host:
             METRICS.queue_wait.observe(max(0.0, now - envelope.get("sent_at", now)))
             self._open(envelope)
 
-    def _open(self, envelope: dict[str, Any]) -> None:
+    def _open(self, envelope: wire.ConnectEnvelope) -> None:
         scope = wire.scope_from_wire(envelope)
         iface = envelope["iface"]
         scope["fleet"] = {"interface": iface, "rehomed": envelope.get("rehomed", 0),
@@ -225,7 +225,7 @@ class Host:
         for conn in list(self.instances.running.values()):
             conn.abandon()
 
-    def _on_undeliverable(self, dest: str, items: list[list[Any]]) -> None:
+    def _on_undeliverable(self, dest: str, items: list[wire.Item]) -> None:
         """Redis took nothing for interface ``dest`` within the layer's retry_timeout (the
         shard of its inbox down that long, or refusing writes): the app's output in ``items``
         is gone. The socket must not stay open as if still served: it is released (1013, try
