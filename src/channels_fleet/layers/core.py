@@ -42,6 +42,12 @@ class RedisClusterChannelLayer(BaseChannelLayer):
 
     extensions = ["groups", "flush", "receive_future"]  # the last: worker/dispatch.py
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "receive" in vars(cls):
+            # A receive of its own: the worker's dispatch must call it, not go around it.
+            cls.extensions = [name for name in cls.extensions if name != "receive_future"]
+
     def __init__(
         self,
         hosts: Any = None,

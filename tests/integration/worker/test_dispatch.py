@@ -136,3 +136,38 @@ def test_install_replaces_the_names_channels_looks_up() -> None:
     finally:
         dispatch.uninstall()
     assert channels.consumer.await_many_dispatch is not dispatch.await_many_dispatch
+
+
+async def test_a_layer_subclass_with_its_own_receive__is_called_not_gone_around(
+        redis_single: LocalRedis) -> None:
+    """The fast path (futures straight from our layer) is for layers that promise it in their
+    ``extensions``; a subclass that overrides ``receive`` loses the promise, so its receive
+    runs for every message."""
+    received: list[int] = []
+
+    class Counting(RedisClusterChannelLayer):
+        async def receive(self, channel: str) -> dict[str, Any]:
+            message = await super().receive(channel)
+            received.append(message["n"])
+            return message
+
+    assert "receive_future" in RedisClusterChannelLayer.extensions
+    assert "receive_future" not in Counting.extensions
+    layer = Counting(hosts=redis_single.urls, prefix="dispatchsub")
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def handle(message: dict[str, Any]) -> None:
+        seen.append(message["n"])
+        if len(seen) == 3:
+            done.set()
+
+    channel, task = await run(layer, asyncio.Queue(), handle)
+    for n in range(3):
+        await layer.send(channel, {"type": "layer", "n": n})
+    await asyncio.wait_for(done.wait(), 10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert seen == received == [0, 1, 2]
+    await layer.flush()
+    await layer.close_pools()
