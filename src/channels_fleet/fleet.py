@@ -1,8 +1,8 @@
 """The fleet's status: every live interface and worker, read from their heartbeats.
 
 Each process's heartbeat key (``relay/heartbeat.py``) holds a small JSON status, refreshed
-every second from the process's own metrics (``observability/status.py``). This reads them
-all, plus the work queue's depth and oldest age, in four Redis commands:
+every second from the counts kept beside the process's metrics (``observability/status.py``).
+This reads them all, plus the work queue's depth and oldest age, in four Redis commands:
 
     from channels_fleet import fleet_status
 

@@ -164,6 +164,11 @@ class ClientConn:
         self.told = True
         return self.owner
 
+    def lose_owner(self) -> None:
+        """The owner died and nobody takes the socket over: there is nobody to tell."""
+        self.told = True
+        self.owner = None
+
     def set_fence(self, worker: str, claim: str) -> None:
         """Wait for ``worker``'s RETURN of ``claim``: events are held meanwhile."""
         self.fence, self.fence_id = worker, claim

@@ -65,8 +65,8 @@ class ClientWriter:
         elif kind == "websocket.accept":
             await self._accepted(conn, message)
         elif kind == "websocket.http.response.start" and not conn.accepted:
-            # The app failed before accepting (host.py): refused with its status, 500 for a
-            # crash (as Daphne) or 404 for an unknown path.
+            # The app failed before accepting (worker/instance.py): refused with its status,
+            # 500 for a crash (as Daphne) or 404 for an unknown path.
             conn.finish()
             METRICS.websocket_closed(1011)
             await deny(conn.send, message.get("status", 500))
@@ -124,6 +124,10 @@ class ClientWriter:
         else:
             abort(conn.send)
         conn.mark_responded()
+
+    async def refuse_handshake(self, conn: ClientConn) -> None:
+        """Refuse a WebSocket no app has seen: a close before accept, HTTP 403 (as Daphne)."""
+        await conn.send({"type": "websocket.close"})
 
     def spawn_end(self, conn: ClientConn, code: int) -> None:
         """:meth:`end`, in a task of its own (from code that cannot wait)."""

@@ -159,7 +159,7 @@ class Gateway:
             return
         if not origin_allowed(scope, self.settings.allowed_origins):
             logger.info("refused WebSocket %s: origin not allowed", scope.get("path"))
-            await conn.send({"type": "websocket.close"})  # before accept: HTTP 403
+            await self.writer.refuse_handshake(conn)
             return
         if not await self._connect(conn):
             return

@@ -83,7 +83,7 @@ class Rehoming:
         """
         replay = conn.unacked.detach(cause) if conn.unacked is not None else None
         if replay is not None and replay.lost and cause == "dead":
-            conn.owner = None  # dead: nobody to tell
+            conn.lose_owner()
             self.claims.refuse_replay(conn, replay)
             return
         if replay is not None and (replay.frames or replay.lost):

@@ -1,13 +1,13 @@
 """Client frames a WebSocket's owner has not acknowledged, kept to be replayed if it dies.
 
 The interface numbers the client frames it relays to a connection's owner (0, 1, ... from each
-claim) and keeps them, in order, in the connection's ``Unacked`` (client.py) until the owner's ACK
-says its app has handled them (``worker/acks.py``; the ACK rides after the app's output in the
-batches the owner sends anyway). When the owner dies, what it had not acknowledged becomes a
-:class:`Replay`: delivered to the next owner after its ``websocket.connect``, before any new
-frame, each event marked ``"fleet_replayed": True``. A frame the dead app had taken may have
-been handled in part (or wholly, its ACK lost with the worker): it may be seen twice, and is
-counted as such.
+claim) and keeps them, in order, in the connection's ``Unacked`` (client.py) until the owner's
+ACK says its app has handled them (``Acks``, worker/instance.py; the ACK rides after the app's
+output in the batches the owner sends anyway). When the owner dies, what it had not
+acknowledged becomes a :class:`Replay`: delivered to the next owner after its
+``websocket.connect``, before any new frame, each event marked ``"fleet_replayed": True``.
+A frame the dead app had taken may have been handled in part (or wholly, its ACK lost with the
+worker): it may be seen twice, and is counted as such.
 
 The buffer is bounded (``CHANNELS_FLEET_REPLAY_LIMIT`` frames, ``CHANNELS_FLEET_REPLAY_BYTES``):
 beyond, the oldest frame is dropped, and until an ACK covers it again the socket cannot be

@@ -39,9 +39,7 @@ DROP_REASONS = (
     "rehome_dead", "rehome_gap", "undeliverable", "other",
 )
 REHOME_CAUSES = ("drain", "dead")
-COMPONENTS = ("interface", "worker", "web")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other")
-STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 
 # Sub-millisecond (a local Redis round trip) to seconds (a stalled worker, a slow view).
 LATENCY_BUCKETS = (

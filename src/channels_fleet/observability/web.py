@@ -2,7 +2,7 @@
 
 gunicorn runs several worker processes; each writes its metric values to files under
 ``PROMETHEUS_MULTIPROC_DIR`` and a ``ProbeServer`` adds them up at every scrape
-(``MultiProcessCollector``). Wiring, in the gunicorn master (``services/web``):
+(``MultiProcessCollector``). Wiring, in the gunicorn master (``services/web.py``):
 
     from channels_fleet.observability import web as web_metrics
     web_metrics.setup_multiprocess()                 # FIRST: before prometheus_client is imported
@@ -10,7 +10,7 @@ gunicorn runs several worker processes; each writes its metric values to files u
     app = web_metrics.instrument_wsgi(django_wsgi_app)   # in load(): requests by method/status
 
 and serve ``ProbeServer(..., component="web")`` from a small process the master starts
-(``services/web`` does; a thread in the master would be forked into the workers with whatever
+(``services/web.py`` does; a thread in the master would be forked into the workers with whatever
 locks it holds). The ProbeServer switches to the multiprocess collector by itself when
 ``PROMETHEUS_MULTIPROC_DIR`` is set.
 

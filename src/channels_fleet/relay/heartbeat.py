@@ -14,7 +14,7 @@ this thread cannot beat either) runs as the heartbeat's :class:`Pause`: announce
 whose TTL covers it, then run on this thread.
 
 The key's value is a small JSON status (``{"ts": ..., "name": "w1", "kind": "worker",
-"sockets": 12, ...}``: what ``status()`` returns, read from the process's own metrics by the
+"sockets": 12, ...}``: what ``status()`` returns, counted beside the process's metrics by the
 services) that :func:`channels_fleet.fleet.fleet_status` reads for every live process. Liveness
 only asks whether the key exists; building the value takes about 0.1 ms a beat.
 """

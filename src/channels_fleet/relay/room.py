@@ -3,7 +3,7 @@
 A worker's heartbeat carries its status (``observability/status.py``): the connections it
 owns (``sockets``), its cap (``concurrency``), how long it has taken nothing for want of room
 (``full_for``) and whether it drains; and it lists its channel in ``wire.workers_key``, scored
-with its heartbeat's expiry (``liveness.py``). An interface reads them twice per heartbeat
+with its heartbeat's expiry (``heartbeat.py``). An interface reads them twice per heartbeat
 interval (one ZRANGEBYSCORE and one MGET, both in the slot ``{hb}``). When workers are known
 and every one drains or has been full for ``full_after`` (a heartbeat interval), none takes
 a connect envelope until a slot frees, and an envelope sent then would wait out the claim

@@ -150,7 +150,7 @@ class RelaySide:
         if waited > getattr(self.layer, "retry_timeout", 10.0):
             return False, f"own inbox unreachable for {waited:.0f}s (its Redis shard down?)"
         if not self.liveness.fresh:
-            # Peers cannot judge us meanwhile, nor we them (liveness.py waits that out).
+            # Peers cannot judge us meanwhile, nor we them (peer_watch.py waits that out).
             return True, "ok; heartbeat stale (the shard of {hb} unreachable?)"
         return True, "ok"
 

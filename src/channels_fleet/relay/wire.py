@@ -68,7 +68,7 @@ def workers_key(prefix: str) -> str:
 
 
 def tombstone_key(channel: str, prefix: str) -> str:
-    """Left by the peer that declared ``channel``'s process dead (liveness.py)."""
+    """Left by the peer that declared ``channel``'s process dead (peer_watch.py, tombstones.py)."""
     return f"{prefix}:dead:{{hb}}:{channel}"
 
 #: One relay item, ``[kind, conn, payload]``: a list, as msgpack carries it (the kinds below).

@@ -94,8 +94,8 @@ def check_port_free(host: str, port: int, setting: str) -> None:
 
 def reporting_liveness(settings: Any, kind: str, concurrency: int | None = None,
                        full_for: Callable[[], float] | None = None) -> Any:
-    """Heartbeats that carry this process's status (name, sockets, closes, re-homes: read
-    from its metrics; a worker's cap and how long it has been full) for
+    """Heartbeats that carry this process's status (name, sockets, closes, re-homes: counted
+    beside its metrics; a worker's cap and how long it has been full) for
     ``channels_fleet.fleet_status()`` and the interfaces (``relay/room.py``)."""
     from channels_fleet.observability.status import StatusReport
     from channels_fleet.relay.liveness import RedisLiveness
