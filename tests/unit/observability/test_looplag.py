@@ -43,7 +43,8 @@ async def test_blocked_loop__lag_is_the_blocked_time() -> None:
     count, total = lag_samples(registry)
     probe.stop()
     assert count == before_count + 1  # one late tick, not a catch-up burst
-    assert 0.3 <= total - before_sum <= 0.45
+    # 0.35-0.4 s of lag; the upper bound leaves room for a shared machine's scheduling.
+    assert 0.3 <= total - before_sum <= 0.6
     largest = registry.get_sample_value("channels_fleet_event_loop_lag_seconds_bucket",
                                         {"component": "worker", "le": "0.25"})
     assert largest == before_count  # only the blocked tick is above 250 ms
