@@ -25,6 +25,7 @@ from channels_redis.serializers import registry
 
 from ..exceptions import LayerConfigError
 from . import _metrics
+from .homing import HOMED, HOMED_KEY, homed
 from .hosts import decode_hosts
 from .keys import channel_key, group_key, is_process_local, non_local_name, pack_element
 from .loop_state import LoopState
@@ -154,6 +155,10 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             _metrics.channel_full("send")
             raise ChannelFull(channel)
 
+    async def connect(self) -> None:
+        """Connect this event loop to Redis now (``receive_future`` answers None until then)."""
+        await self._state()
+
     async def receive(self, channel: str) -> dict[str, Any]:
         """Return the next message on ``channel``, waiting as long as it takes.
 
@@ -162,6 +167,9 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         AssertionError at once, as channels_redis does.
         """
         key = self.receive_key(channel)
+        if key == HOMED_KEY:
+            # Its messages reach the app by its ASGI receive() (homing.py): none come here.
+            await asyncio.get_running_loop().create_future()
         state = self._ready_state() or await self._state()
         body = await state.receiver.receive(key, channel)
         return self._deserialize(body)
@@ -169,6 +177,8 @@ class RedisClusterChannelLayer(BaseChannelLayer):
     def receive_key(self, channel: str) -> str:
         """Check ``channel`` once and return its LIST key, for repeated receive_future()."""
         self.require_valid_channel_name(channel)
+        if homed(channel) is not None:
+            return HOMED_KEY
         if is_process_local(channel) and not non_local_name(channel).endswith(self._local_suffix):
             # Its messages go to another process's layer: a receive here would wait forever.
             # AssertionError (raised, so that python -O keeps it) is what channels_redis raises.
@@ -186,6 +196,8 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         :meth:`receive_key`. Decode the result with :meth:`decode`, give it up with
         :meth:`cancel_receive`. None until this loop is connected: call ``receive`` then.
         """
+        if key == HOMED_KEY:
+            return asyncio.get_running_loop().create_future()  # never set (homing.py)
         state = self._ready_state()
         if state is None:
             return None
@@ -205,6 +217,9 @@ class RedisClusterChannelLayer(BaseChannelLayer):
 
     def cancel_receive(self, channel: str, key: str, future: asyncio.Future[bytes]) -> None:
         """Give up a :meth:`receive_future`; a message that reached it is kept for the next."""
+        if key == HOMED_KEY:
+            future.cancel()
+            return
         state = self._ready_state()
         if state is not None:
             state.receiver.unwait(key, channel, future)
@@ -219,7 +234,14 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         future.cancel()
 
     async def new_channel(self, prefix: str = "specific") -> str:
-        """A new process-local channel name, received by this layer's shared loop."""
+        """A new process-local channel name, received by this layer's shared loop.
+
+        In a worker's app instance, the first call gets the consumer's homed name instead
+        (homing.py): its interface receives it, the same on every worker the socket moves to.
+        """
+        current = HOMED.get()
+        if current is not None and prefix == "specific" and current.take(self):
+            return current.name
         return f"{prefix}.{self.client_prefix}!{uuid.uuid4().hex}"
 
     # Groups extension
@@ -235,9 +257,16 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         )
 
     async def group_discard(self, group: str, channel: str) -> None:
-        """Remove ``channel`` from ``group``; no error if it is not a member."""
+        """Remove ``channel`` from ``group``; no error if it is not a member.
+
+        Not while its socket moves to another worker: the old instance leaving the groups of
+        a homed name would drop what is sent to them until the next instance joins again.
+        """
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        moving = homed(channel)
+        if moving is not None and moving.moving:
+            return
         state = await self._state()
         key = group_key(self.prefix, group)
         await state.executor.call(key, "ZREM", key, channel)
