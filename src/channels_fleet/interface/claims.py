@@ -90,7 +90,7 @@ class Claims:
         deadline = self.deadline(conn)
         envelope = wire.connect_envelope(
             self.side.channel, conn.await_claim(), conn.scope, deadline, rehomed=conn.rehomed,
-            ack=conn.unacked is not None)
+            ack=conn.unacked is not None, channel=conn.channel)
         self._arm(conn, deadline)
         try:
             await self.side.send_now(wire.CONNECT_QUEUE, envelope)

@@ -71,7 +71,7 @@ class ClientConn:
     __slots__ = (
         "id", "ws", "send", "scope", "state", "owner", "held", "accepted", "told", "responded",
         "sent_at", "timer", "rehomed", "handover_at", "fence", "unacked", "replay", "resent",
-        "subprotocol", "claims", "claim_id", "fence_id",
+        "subprotocol", "claims", "claim_id", "fence_id", "channel",
     )
 
     def __init__(self, conn_id: str, ws: bool, send: Any, scope: dict[str, Any],
@@ -98,6 +98,7 @@ class ClientConn:
         self.replay: Replay | None = None  # a lost owner's unacknowledged frames, for the next
         self.resent = False  # its current envelope went out a second time
         self.subprotocol: str | None = None  # as accepted by the app
+        self.channel: str | None = None  # ws: its consumer's channel, homed here (inbox.py)
 
     def __repr__(self) -> str:
         return f"<ClientConn {self.claim_id or self.id} {self.state.value} owner={self.owner}>"
@@ -194,8 +195,9 @@ class ClientConn:
 
 
 def frame_size(event: ClientEvent) -> int:
-    """A frame's payload length (characters of a text frame, bytes of a binary one)."""
-    return len(event.get("text") or event.get("bytes") or "")
+    """A frame's payload length (characters of a text frame, bytes of a binary one or of a
+    channel message's body)."""
+    return len(event.get("text") or event.get("bytes") or event.get("body") or "")
 
 
 class Unacked:
@@ -242,7 +244,7 @@ class Unacked:
         if done > 0:
             size = self.size
             for event in frames[:done]:  # frame_size, inlined: once per acknowledged frame
-                size -= len(event.get("text") or event.get("bytes") or "")
+                size -= len(event.get("text") or event.get("bytes") or event.get("body") or "")
             self.size = size
             del frames[:done]
             self.first += done

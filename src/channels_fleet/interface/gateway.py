@@ -35,9 +35,10 @@ from ..relay import wire
 from ..relay.liveness import Liveness
 from ..relay.relay import relay_layer
 from ..relay.side import RelaySide
-from .claims import Claims
+from .claims import Claims, refusal_code
 from .client import FINISHED, OWNED, REHOMING, ClientConn, ClientEvent, Connections
 from .edge import ClientWriter
+from .inbox import Inboxes
 from .limits import ClientLimit, client_key, close_pacing, origin_allowed, refuse
 from .proxy import TrustedProxies
 from .rehome import Rehoming
@@ -67,11 +68,12 @@ class Gateway:
         self.writer = ClientWriter(settings.send_buffer, self.side.tasks)
         self.claims = Claims(self.side, settings, self.conns, self.writer)
         self.rehoming = Rehoming(self.side, settings, self.conns, self.claims, self.writer)
+        self.inboxes = Inboxes(settings, self.side.tasks, deliver=self._channel_message)
         self.side.handle({
             wire.CLAIM: self._on_claim, wire.SEND: self._on_send, wire.END: self._on_end,
             wire.RELEASE: self._on_release, wire.REHOME: self.rehoming.on_rehome,
             wire.RETURN: self.rehoming.on_return, wire.ACK: self.conns.on_ack,
-            wire.CAUGHT_UP: self.rehoming.on_caught_up,
+            wire.CAUGHT_UP: self.rehoming.on_caught_up, wire.INBOX: self._on_inbox,
         })
         self.limits = ClientLimit(settings.max_connections_per_client)
         self.proxies = TrustedProxies(settings.forwarded_allow_ips)
@@ -84,10 +86,12 @@ class Gateway:
     async def start(self) -> None:
         channel = await self.side.start()
         self._id_prefix = channel.rsplit("!", 1)[-1][:12]
+        self.inboxes.start(channel)
         self._started.set()
         logger.info("gateway relaying on %s", channel)
 
     async def stop(self) -> None:
+        await self.inboxes.close()
         await self.side.stop()
 
     async def ready(self) -> tuple[bool, str]:
@@ -135,6 +139,8 @@ class Gateway:
         ws = kind == "websocket"
         conn = ClientConn(f"{self._id_prefix}.{next(self._ids):x}", ws, send, scope,
                           self.rehoming.unacked() if ws else None)
+        if conn.unacked is not None:  # re-homed sockets keep their consumer's channel
+            conn.channel = self.inboxes.name(conn.id)
         try:
             if conn.ws:
                 await self._websocket(conn, scope, receive)
@@ -236,12 +242,21 @@ class Gateway:
                 conn.unacked.record(event)  # until the owner acknowledges it
             return
         conn.held.append(event)
-        if len(conn.held) > self.settings.pending_limit:
+        # A socket being re-homed holds what its consumer is sent too: up to what would be
+        # replayed after a crash. Beyond, it is closed rather than left with a hole.
+        limit = self.settings.replay_limit if conn.rehomed else self.settings.pending_limit
+        if len(conn.held) > limit:
             logger.warning("%s: %d events held for an owner; closing", conn.id, len(conn.held))
-            METRICS.messages_dropped.labels("buffer_full").inc()
-            self.writer.spawn_end(conn, 1013)
+            METRICS.messages_dropped.labels("rehome_hold" if conn.rehomed else "buffer_full").inc()
+            self._spawn_end_telling(conn, refusal_code(conn))
+
+    def _channel_message(self, conn: ClientConn, event: ClientEvent) -> None:
+        """A message sent to ``conn``'s consumer (inbox.py): to its owner, as a client frame."""
+        if not conn.finished:
+            self._to_owner(conn, event)
 
     def _forget(self, conn: ClientConn) -> None:
+        self.inboxes.unwatch(conn)
         if self.conns.discard(conn):
             METRICS.connection_ended("websocket" if conn.ws else "http")
         conn.stop_timer()
@@ -269,6 +284,12 @@ class Gateway:
                          conn.scope.get("path"), message.get("type"), exc)
             if self.writer.refused(conn):
                 self.claims.tell_gone(conn, 1011)
+
+    async def _on_inbox(self, claim: str, prefix: str, sender: str) -> None:
+        """The owner's app took the homed channel on the layer of key prefix ``prefix``."""
+        conn = self.conns.current(claim)
+        if conn is not None:
+            self.inboxes.watch(conn, prefix)
 
     async def _on_release(self, claim: str, code: int, sender: str) -> None:
         conn = self.conns.current(claim)

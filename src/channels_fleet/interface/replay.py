@@ -26,8 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..relay import wire
+
 #: The key marking a replayed event for the app (``message.get("fleet_replayed")``).
-REPLAYED = "fleet_replayed"
+REPLAYED = wire.REPLAYED
 
 
 @dataclass(frozen=True)

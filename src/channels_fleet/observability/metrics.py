@@ -36,7 +36,7 @@ CLOSE_CODES = ("1000", "1001", "1006", "1011", "1012", "1013", "other")
 DIRECTIONS = ("in", "out")
 DROP_REASONS = (
     "expired", "channel_full", "dead_owner", "unclaimed", "workers_full", "buffer_full",
-    "rehome_dead", "rehome_gap", "undeliverable", "other",
+    "rehome_dead", "rehome_gap", "rehome_hold", "undeliverable", "other",
 )
 REHOME_CAUSES = ("drain", "dead")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other")

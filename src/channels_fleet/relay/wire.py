@@ -30,6 +30,13 @@ A re-home envelope is a connect envelope with ``"rehomed": n`` (n >= 1): the con
 socket is already open and the new owner runs the app from ``websocket.connect`` again. An
 envelope with ``"ack": true`` asks the owner to acknowledge the client frames its app has
 handled (ACK items, below): the interface keeps the others to replay them if the owner dies.
+
+A WebSocket's envelope may carry ``"channel"``: the consumer's channel name, homed on the
+interface (layers/homing.py), the same in every envelope of the connection. The owner whose
+app takes it says so with an INBOX item naming the layer's key prefix; the interface then
+pops that channel's messages and relays each as a ``fleet.message`` event (``{"type":
+"fleet.message", "body": <the layer's serialised message>}``) among the client's frames: held,
+returned, acknowledged and replayed as they are.
 """
 
 from __future__ import annotations
@@ -86,13 +93,21 @@ class ConnectEnvelope(TypedDict):
     deadline: float  # unix time after which the interface has answered 1013 / 503 itself
     rehomed: NotRequired[int]  # n >= 1: the socket is open already, its n-th new owner
     ack: NotRequired[bool]  # acknowledge the client frames the app handled
+    channel: NotRequired[str]  # the consumer's channel name, homed on the interface
 
 
 #: Items of one sender to one receiver, applied in order (``from``: the sender's channel).
 Batch = TypedDict("Batch", {"type": str, "items": list[Item], "from": NotRequired[str]})
 
+#: The event that carries a message sent to a consumer's homed channel (module docstring).
+CHANNEL_MESSAGE = "fleet.message"
+#: Set in the disconnect event of an app instance whose socket moves to another worker.
+REHOMING = "fleet_rehoming"
+#: Set in an event replayed to a new owner: a dead owner's app may have handled it already.
+REPLAYED = "fleet_replayed"
+
 # Item kinds. interface -> worker:
-EVENT = "ev"  # payload: an ASGI event for the app (websocket.receive, http.request, ...)
+EVENT = "ev"  # payload: an ASGI event for the app (websocket.receive, ..., fleet.message)
 GONE = "gone"  # payload: a close code; the client is gone, deliver the matching disconnect
 # worker -> interface:
 CLAIM = "claim"  # payload: the worker's channel; the worker owns the connection from now on
@@ -101,6 +116,7 @@ END = "end"  # payload: None; the app instance for this connection has finished
 RELEASE = "release"  # payload: a close code; the worker gives the connection up (drain)
 REHOME = "rehome"  # payload: cause ("drain"); the worker hands the connection back to be re-homed
 RETURN = "return"  # payload: list of events the worker took for it and did not deliver (fence)
+INBOX = "inbox"  # payload: a layer's key prefix; the app took the homed channel on that layer
 # Appended to a batch, not about one connection (its conn is ""): payload [[conn, handled,
 # taken], ...], counts of the client frames (websocket.receive) relayed to this owner that the
 # app has handled (and whose output is ahead of this item) and that it has taken.
@@ -164,10 +180,11 @@ def scope_from_wire(envelope: ConnectEnvelope) -> dict[str, Any]:
 
 def connect_envelope(
     iface: str, conn: str, scope: dict[str, Any], claim_timeout: float, rehomed: int = 0,
-    ack: bool = False,
+    ack: bool = False, channel: str | None = None,
 ) -> ConnectEnvelope:
     """The message an interface sends to the work queue for one new (or re-homed) connection;
-    ``ack``: the owner is to acknowledge the client frames its app handled."""
+    ``ack``: the owner is to acknowledge the client frames its app handled; ``channel``: the
+    consumer's homed channel name."""
     now = time.time()
     envelope: ConnectEnvelope = {
         "type": CONNECT_QUEUE,
@@ -181,6 +198,8 @@ def connect_envelope(
         envelope["rehomed"] = rehomed
     if ack:
         envelope["ack"] = True
+    if channel:
+        envelope["channel"] = channel
     return envelope
 
 
@@ -236,7 +255,7 @@ class WireError(ValueError):
 _ITEM_PAYLOADS: dict[str, tuple[type, ...]] = {
     EVENT: (dict,), GONE: (int,), CLAIM: (str,), SEND: (dict,), END: (type(None),),
     RELEASE: (int,), REHOME: (str,), RETURN: (list,), FENCE: (type(None),), ACK: (list,),
-    CAUGHT_UP: (int,),
+    CAUGHT_UP: (int,), INBOX: (str,),
 }
 
 
@@ -269,6 +288,7 @@ def parse_envelope(message: Any) -> ConnectEnvelope:
     _need(isinstance(rehomed, int) and not isinstance(rehomed, bool) and rehomed >= 0,
           "bad 'rehomed'")
     _need(isinstance(message.get("ack", False), bool), "bad 'ack'")
+    _need(isinstance(message.get("channel", ""), str), "bad 'channel'")
     scope = message.get("scope")
     _need(isinstance(scope, dict), "scope is not a dict")
     _need(scope.get("type") in ("websocket", "http"), "scope type is not websocket or http")

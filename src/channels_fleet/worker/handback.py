@@ -55,7 +55,7 @@ class HandBack:
         if ack is not None:
             self.side.relay.post(instance.iface, ack, control=True)
         self.side.relay.post(instance.iface, [wire.REHOME, instance.id, "drain"], control=True)
-        instance.disconnect(1012)
+        instance.move_away(1012)
 
     @property
     def handing_back(self) -> bool:

@@ -22,6 +22,7 @@ import time
 from functools import partial
 from typing import Any
 
+from ..layers.homing import HomedChannel
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.liveness import Liveness
@@ -66,6 +67,7 @@ class Host:
         self._full_since: float | None = None  # monotonic time it last ran out of room
         self._receiving = 0  # receives waiting on the work queue (each may bring a connection)
         self._taking: asyncio.Task[None] | None = None
+        self._same_redis: dict[int, bool] = {}  # id(layer): on the relay's Redis (_home)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -194,8 +196,12 @@ class Host:
         scope["fleet"] = {"interface": iface, "rehomed": envelope.get("rehomed", 0),
                           "worker": self.side.channel}  # who serves it (status pages)
         acks = self.acks if scope["type"] == "websocket" and envelope.get("ack") else None
+        channel = envelope.get("channel")
+        # Homed only with ACKs: its messages are then kept until handled, replayed after a crash.
+        homed = HomedChannel(channel, partial(self._home, envelope["conn"], iface)) if (
+            channel and acks is not None) else None
         instance = AppInstance(envelope["conn"], iface, scope, self.application, relay=self.relay,
-                               settings=self.settings, acks=acks, on_end=self._ended)
+                               settings=self.settings, acks=acks, on_end=self._ended, homed=homed)
         running = self.instances.running
         running[instance.id] = instance
         METRICS.owned(len(running))
@@ -213,6 +219,23 @@ class Host:
             self._full_since = None
         self._room.set()
 
+    def _home(self, conn_id: str, iface: str, layer: Any) -> bool:
+        """An app took its homed channel name on ``layer``: the interface is to pop it, which
+        it can only if the layer is on the relay's Redis (else the name is the layer's own)."""
+        same = self._same_redis.get(id(layer))
+        if same is None:
+            ours = [url for url, _ in getattr(self.layer, "hosts", ())]
+            same = [url for url, _ in getattr(layer, "hosts", ())] == ours and bool(ours)
+            self._same_redis[id(layer)] = same
+            if not same:
+                logger.warning(
+                    "the channel layer %s is not on the relay's Redis (CHANNELS_FLEET_REDIS_URL): "
+                    "its consumers' channels cannot be homed on the interfaces, so what is sent "
+                    "to them while their socket moves between workers is lost", layer)
+        if same:
+            self.relay.post(iface, [wire.INBOX, conn_id, layer.prefix], control=True)
+        return same
+
     # -- liveness --------------------------------------------------------------------------
 
     def _ifaces_dead(self, dead: set[str]) -> None:
@@ -222,7 +245,12 @@ class Host:
         self.handback.forget(dead)
 
     def _abandon_all(self) -> None:
+        """Declared dead: the interfaces move our sockets to other workers (those that can
+        move); the apps get their disconnect (1006) either way."""
+        s = self.settings
         for conn in list(self.instances.running.values()):
+            if s.rehome and conn.ws and not s.keeps_session(conn.subprotocol):
+                conn.move_away(1006)
             conn.abandon()
 
     def _on_undeliverable(self, dest: str, items: list[wire.Item]) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from asgiref.typing import ASGIReceiveEvent, ASGISendEvent
 
+from ..layers.homing import HOMED, HomedChannel
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.relay import Relay
@@ -57,11 +58,12 @@ class AppInstance(OwnedConn):
     """A connection this worker owns and the app instance serving it."""
 
     __slots__ = ("scope", "subprotocol", "taken", "handled", "refused", "application", "relay",
-                 "settings", "acks", "on_end")
+                 "settings", "acks", "on_end", "homed")
 
     def __init__(self, conn_id: str, iface: str, scope: dict[str, Any], application: Any, *,
                  relay: Relay, settings: WorkerSettings, acks: Acks | None,
-                 on_end: Callable[[AppInstance], None]) -> None:
+                 on_end: Callable[[AppInstance], None],
+                 homed: HomedChannel | None = None) -> None:
         ws = scope["type"] == "websocket"
         super().__init__(conn_id, iface, ws, settings.inbound_limit, settings.app_close_timeout)
         self.scope = scope
@@ -74,11 +76,14 @@ class AppInstance(OwnedConn):
         self.settings = settings
         self.acks = acks  # None: the interface asked for no ACKs
         self.on_end = on_end  # the host's, once the app has returned
+        self.homed = homed  # the consumer's channel name, homed on the interface
         if ws:
             self.queue.put_nowait({"type": "websocket.connect"})
 
     async def run(self) -> None:
         """Run the app to its end; answer the client if it fails; tell the interface."""
+        if self.homed is not None:
+            HOMED.set(self.homed)  # this task's context: the app's new_channel() finds it
         try:
             await self.application(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
@@ -102,17 +107,38 @@ class AppInstance(OwnedConn):
         if acks is not None and self.handled != self.taken:
             self.handled = self.taken
             acks.mark(self)
-        if self.idle is not None and self.queue.empty():
-            self.idle.set()
-        self.waiting = True
+        while True:
+            if self.idle is not None and self.queue.empty():
+                self.idle.set()
+            self.waiting = True
+            try:
+                event = await self.queue.get()
+            finally:
+                self.waiting = False
+            kind = event["type"]
+            if acks is not None and (kind == "websocket.receive" or kind == wire.CHANNEL_MESSAGE):
+                self.taken += 1
+                acks.mark(self)
+            if kind != wire.CHANNEL_MESSAGE:
+                return event
+            message = self._channel_message(event)
+            if message is not None:
+                return message  # type: ignore[return-value]  # a layer message (homing.py)
+
+    def _channel_message(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """A message sent to the homed channel, as the layer's receive would return it (the
+        app dispatches it as one of ``channel_receive``: homing.py); None if unreadable."""
+        layer: Any = self.homed.layer if self.homed is not None else None
         try:
-            event = await self.queue.get()
-        finally:
-            self.waiting = False
-        if acks is not None and event["type"] == "websocket.receive":
-            self.taken += 1
-            acks.mark(self)
-        return event
+            message: dict[str, Any] = layer.decode(event.get("body"))
+        except Exception as exc:  # no layer took the name, or a body it cannot read
+            logger.warning("%s: a message to its channel could not be decoded (%r); dropped",
+                           self.id, exc)
+            METRICS.messages_dropped.labels("other").inc()
+            return None
+        if event.get(wire.REPLAYED):
+            message[wire.REPLAYED] = True  # taken by a dead owner's app: perhaps handled
+        return message
 
     async def send(self, message: ASGISendEvent) -> None:
         """The app's ``send()``: check the message for the phase, then relay it.
@@ -230,6 +256,15 @@ class AppInstance(OwnedConn):
             self._relay({"type": "http.response.body", "body": body})
 
     # -- ending ----------------------------------------------------------------------------
+
+    def move_away(self, code: int) -> None:
+        """Its socket moves to another worker (handed back, or this worker declared dead): the
+        app's disconnect (``code``) says so, and its homed channel stays in its groups."""
+        if self.homed is not None:
+            self.homed.moving = True
+        if self.ws:
+            self.hand_disconnect({"type": "websocket.disconnect", "code": code,
+                                  wire.REHOMING: True})
 
     def release(self, code: int, *, always: bool = False) -> None:
         """Give the connection up: the interface closes the socket with ``code``.
