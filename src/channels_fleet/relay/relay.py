@@ -186,6 +186,10 @@ class Relay:
         # own send in flight (which keeps its order); the others go out at once.
         while True:
             await self._ready.wait()
+            # One loop turn before the batch is made: an app whose handler just posted its
+            # output asks for its next event in that turn, so the ACK of what it handled rides
+            # with the output (a crash right after no longer replays a finished message).
+            await asyncio.sleep(0)
             self._ready.clear()
             outbox = {dest: items for dest, items in self._outbox.items()
                       if dest not in self._sending}
