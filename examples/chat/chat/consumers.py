@@ -31,6 +31,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     ``{"type": "status"}`` frame), so a plain client sees chat messages only."""
 
     presence = False
+    moving = False
 
     async def connect(self):
         self.room = self.scope["url_route"]["kwargs"]["room"]
@@ -39,9 +40,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
                    "user": rooms.user_name(self.scope.get("user")) or "anonymous"}
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        await self.channel_layer.group_send(self.group, {"type": "presence.join", **self.me})
+        if not self.scope.get("fleet", {}).get("rehomed"):  # a moved socket never left
+            await self.channel_layer.group_send(self.group, {"type": "presence.join", **self.me})
+
+    async def websocket_disconnect(self, message):
+        # The socket moves to another worker (channels-fleet re-homing): the member stays,
+        # with the same channel name and groups, so nobody is told it left.
+        self.moving = bool(message.get("fleet_rehoming"))
+        await super().websocket_disconnect(message)
 
     async def disconnect(self, code):
+        if self.moving:
+            return
         await self.channel_layer.group_send(self.group, {"type": "presence.leave", **self.me})
         await self.channel_layer.group_discard(self.group, self.channel_name)
 
