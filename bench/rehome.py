@@ -33,108 +33,21 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
-
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' support package: the project, the load
 
-from support.rolling import OPEN, rolling_restart  # noqa: E402
+from support.rolling import rolling_restart  # noqa: E402
+from support.room import Room  # noqa: E402
 from support.split import split_stack  # noqa: E402
 
 from channels_fleet.dev.cluster import LocalRedis  # noqa: E402
-from channels_fleet.dev.stack import ServiceProcess  # noqa: E402
-from channels_fleet.layers import RedisClusterChannelLayer  # noqa: E402
-
-#: The split project's layer prefix (its settings.py): the bench's group_send reaches its groups.
-PROJECT_LAYER_PREFIX = "splitproj"
 
 
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         return resp.read().decode()
-
-
-@dataclass
-class Member:
-    """One socket in the room: which numbered group messages (``g<n>``) reached it."""
-
-    sock: ClientConnection
-    got: set[int] = field(default_factory=set)
-    code: int | None = None  # set when the socket closed (1006: no close frame)
-
-    async def read(self) -> None:
-        try:
-            async for msg in self.sock:
-                if isinstance(msg, str) and msg.startswith("g"):
-                    self.got.add(int(msg[1:]))
-        except ConnectionClosed:
-            pass
-        self.code = self.sock.close_code or 1006
-
-
-class Room:
-    """Members on the split project's RoomConsumer and a steady sender to the room's group."""
-
-    def __init__(self, hosts: list[str], name: str = "rehome-room") -> None:
-        self.name = name
-        self.layer = RedisClusterChannelLayer(hosts=hosts, prefix=PROJECT_LAYER_PREFIX)
-        self.members: list[Member] = []
-        self.readers: list[asyncio.Task[None]] = []
-        #: numbers of the group messages whose group_send returned
-        self.sent: list[int] = []
-
-    async def open(self, iface: ServiceProcess, count: int, batch: int = 50) -> None:
-        # RoomConsumer joins the group before it accepts: an open socket is a member.
-        for start in range(0, count, batch):
-            socks = await asyncio.gather(*(
-                connect(f"{iface.url}/ws/room/{self.name}/?m{start + i}", origin=iface.origin,
-                        open_timeout=30, ping_interval=None, max_queue=None)
-                for i in range(min(batch, count - start))))
-            OPEN.extend(socks)
-            for sock in socks:
-                member = Member(sock)
-                self.members.append(member)
-                self.readers.append(asyncio.create_task(member.read()))
-
-    async def send(self, rate: float, stop: asyncio.Event) -> None:
-        """``rate`` numbered group messages a second until ``stop``."""
-        n = 0
-        next_at = time.monotonic()
-        while not stop.is_set():
-            await self.layer.group_send(self.name, {"type": "room.message", "text": f"g{n}"})
-            self.sent.append(n)
-            n += 1
-            next_at += 1 / rate
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
-                    pass
-
-    def open_members(self) -> list[Member]:
-        return [m for m in self.members if m.code is None]
-
-    def missing(self) -> dict[int, list[int]]:
-        """Per open member (by index), the numbers sent that it has not received."""
-        sent = set(self.sent)
-        return {i: sorted(sent - m.got) for i, m in enumerate(self.members)
-                if m.code is None and not sent <= m.got}
-
-    async def settle(self, timeout: float) -> None:
-        """Wait (on the members, not a fixed sleep) until every message reached every member."""
-        deadline = time.monotonic() + timeout
-        while self.missing() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-
-    async def close(self) -> None:
-        await asyncio.gather(*(m.sock.close() for m in self.members), return_exceptions=True)
-        await asyncio.gather(*self.readers, return_exceptions=True)
-        await self.layer.close_pools()
 
 
 def gap_buckets(text: str) -> str:
@@ -148,7 +61,7 @@ async def run(sockets: int, rate: float, tmp: Path, restart: bool = True, member
               group_rate: float = 50.0) -> int:
     redis = LocalRedis(tmp / "redis", masters=3, replicas=1).start()
     fleet = split_stack(redis.urls[:3], tmp)
-    room = Room(redis.urls[:3])
+    room = Room(redis.urls[:3], "rehome-room")
     try:
         fleet.env["CHANNELS_FLEET_LOG_LEVEL"] = "WARNING"
         iface = fleet.interface(wait=False)
@@ -157,17 +70,15 @@ async def run(sockets: int, rate: float, tmp: Path, restart: bool = True, member
             proc.wait_ready()
         t0 = time.monotonic()
         await room.open(iface, members)
-        stop = asyncio.Event()
-        sender = asyncio.create_task(room.send(group_rate, stop))
+        room.start(group_rate)
         try:
             result = await rolling_restart(fleet, iface, workers if restart else [],
                                            sockets - members, rate)
         finally:
-            stop.set()
-            await sender
+            await room.stop()
         await room.settle(15)
         missing = room.missing()
-        missed = sum(len(numbers) for numbers in missing.values())
+        missed = room.missed()
         member_disconnects = sum(m.code is not None for m in room.members)
         whole = dataclasses.replace(result, sockets=result.sockets + len(room.members),
                                     disconnects=result.disconnects + member_disconnects)
@@ -181,8 +92,7 @@ async def run(sockets: int, rate: float, tmp: Path, restart: bool = True, member
             print(f"  gap ms: p50={gaps[len(gaps) // 2] * 1000:.0f} "
                   f"p99={gaps[int(0.99 * (len(gaps) - 1))] * 1000:.0f} "
                   f"max={gaps[-1] * 1000:.0f}")
-        examples = "; ".join(f"member {i}: {numbers[:8]}"
-                             for i, numbers in list(missing.items())[:3])
+        examples = room.examples()
         print(f"  room: members={len(room.members)} (open {len(room.open_members())}, closed "
               f"{sorted(m.code for m in room.members if m.code is not None)}), group messages "
               f"sent={len(room.sent)} at {group_rate:g}/s, missed={missed} by "
