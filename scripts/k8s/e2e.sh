@@ -51,7 +51,9 @@ import json, sys
 results = json.load(open(sys.argv[1]))
 fields = ["install", "pods_ready", "install_restarts", "valkey", "postgres", "shards_apart",
           "helm_test", "chat", "worker_rollout_disconnects",
-          "interface_rollout_disconnects_per_client", "pod_kill_collateral_lost", "handover_s",
+          "worker_rollout_missed_in_rehome_window", "worker_stop_missed_in_rehome_window",
+          "interface_rollout_disconnects_per_client", "pod_kill_collateral_lost",
+          "pod_kill_missed_in_rehome_window", "handover_s",
           "crash_failover_s", "crash_lost", "redis_restart_s", "worker_crash_lost_silently",
           "worker_crash_collateral_lost", "interface_crash_recovered_s", "drain_lost", "drain_s",
           "node_loss_serve_s", "node_loss_lost", "upgrade", "upgrade_lost", "rollback",

@@ -198,10 +198,9 @@ async def broadcast_reaches_all(clients: list[ChatClient], timeout: float = 10) 
 
 
 async def room_works_for_all(clients: list[ChatClient], within: float = 15) -> float:
-    """Seconds until one broadcast reaches every client. A re-homed socket's new consumer joins
-    the room's group in its connect, a moment after its worker claimed the socket: a message
-    sent before that is missed (the documented re-home window), so broadcast again until one
-    reaches all."""
+    """Seconds until one broadcast reaches every client within 2 s, broadcasting again until
+    one does (how long until a room works for everyone after a move; what a move made a client
+    miss is counted by ``Chatter``, not here)."""
     t0 = time.perf_counter()
     while True:
         try:
@@ -214,6 +213,96 @@ async def room_works_for_all(clients: list[ChatClient], within: float = 15) -> f
 
 async def close_all(clients: list[ChatClient]) -> None:
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+class Chatter:
+    """Numbered messages into a room at a steady rate while something moves its sockets, and
+    what each client missed of them: server-to-client loss across a re-home.
+
+    The senders take turns. A message counts as sent once its sender's ``say`` returned (its
+    frame is on the way to the interface); one whose ``say`` raised (the socket closed) does
+    not. ``missed()`` waits (polling, up to ``settle`` seconds) until every counted message
+    reached every client, so a late message is not a lost one, then lists the (message,
+    client) pairs still missing, counting only messages whose sender's socket is still open
+    and only clients whose socket is still open (a closed socket's losses are its close
+    code's business: each scenario checks those codes).
+
+    Texts are ``<room>-m<5 digits>``: none is a prefix of another, so ``-m1`` is not found in
+    ``-m10``.
+    """
+
+    def __init__(self, room: str, senders: list[ChatClient], rate: float = 10) -> None:
+        self.room, self.senders, self.rate = room, senders, rate
+        #: (text, sender) of every message whose say returned, in order.
+        self.sent: list[tuple[str, ChatClient]] = []
+        #: says that raised (the sender's socket had closed).
+        self.unsent = 0
+        self._pattern = re.compile(re.escape(room) + r"-m\d{5}")
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> Chatter:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            sender = self.senders[n % len(self.senders)]
+            text = f"{self.room}-m{n:05d}"
+            n += 1
+            try:
+                await sender.say(text)
+            except ConnectionClosed:
+                self.unsent += 1
+            else:
+                self.sent.append((text, sender))
+            await asyncio.sleep(1 / self.rate)
+
+    def _missing(self, clients: list[ChatClient]) -> list[tuple[str, int, ChatClient]]:
+        expected = [(t, s) for t, s in self.sent if not s.closed.is_set()]
+        out = []
+        for index, client in enumerate(clients):
+            if client.closed.is_set():
+                continue
+            seen = {m for frame in client.frames for m in self._pattern.findall(frame)}
+            out += [(t, index, s) for t, s in expected if t not in seen]
+        return out
+
+    async def missed(self, clients: list[ChatClient], settle: float = 10
+                     ) -> tuple[int, str]:
+        """How many (message, client) pairs never arrived, and a few of them, described."""
+        deadline = time.monotonic() + settle
+        while (missing := self._missing(clients)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+        index_of = {id(c): i for i, c in enumerate(clients)}
+        examples = ", ".join(
+            f"{t} to client {i} (sent by {index_of.get(id(s), 'a client outside them')})"
+            for t, i, s in missing[:5])
+        receivers = sum(not c.closed.is_set() for c in clients)
+        counted = sum(not s.closed.is_set() for _, s in self.sent)
+        return len(missing), (
+            f"{len(missing)} of {counted} messages x {receivers} open clients never arrived "
+            f"within {settle:.0f} s; e.g. {examples or 'none'}")
+
+
+class ScenarioFailure(AssertionError):
+    """A failed check of a scenario that measured first: ``result`` holds its figures, so a
+    runner can still report them (tests/e2e/k8s/test_k8s.py)."""
+
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
+        super().__init__(f"{message}; measured: {result}")
+        self.result = result
+
+
+def check(ok: bool, message: str, result: dict[str, Any]) -> None:
+    if not ok:
+        raise ScenarioFailure(message, result)
 
 
 # --- metrics -------------------------------------------------------------------------------
@@ -297,17 +386,23 @@ async def scenario_workers_scale_out(stack: Stack, before: int = 10, after: int 
         await close_all(old)
 
 
-async def scenario_worker_loss(stack: Stack, count: int = 20) -> dict[str, Any]:
-    """Stop one worker: its sockets are re-homed on the other one (none closes), and the room
-    works for everyone (the consumers ran connect again there and rejoined the group)."""
+async def scenario_worker_loss(stack: Stack, count: int = 20, rate: float = 40
+                              ) -> dict[str, Any]:
+    """Stop one worker (a scale-in) while clients chat: its sockets are re-homed on the other
+    one (none closes), the room works for everyone (the consumers ran connect again there),
+    and no client misses a message sent to the room meanwhile: ``missed_in_rehome_window``,
+    (message, client) pairs that never arrived (``Chatter``), must be 0."""
     await stack.scale_workers(2)
     room = unique("loss")
     clients = await open_clients(stack, room, count)
+    chatter = Chatter(room, clients, rate)
     try:
         owned = await owned_per_worker(stack)
         victim = max(owned, key=lambda w: owned[w])
         expected = int(owned[victim])
         assert expected > 0, f"no worker owns a connection: {owned}"
+        chatter.start()
+        await asyncio.sleep(1)  # chatter before the move, through it, and after it
         t0 = time.perf_counter()
         await stack.stop_worker(victim)
 
@@ -320,50 +415,53 @@ async def scenario_worker_loss(stack: Stack, count: int = 20) -> dict[str, Any]:
         closed = sorted(c.close_code or 1006 for c in clients if c.closed.is_set())
         assert not closed, f"{len(closed)} sockets closed ({closed}); expected re-homing"
         rejoined = await room_works_for_all(clients)
-        return {"victim_owned": expected, "closed": 0, "rehomed_after_s": round(elapsed, 2),
-                "room_works_after_s": round(elapsed + rejoined, 2)}
+        await asyncio.sleep(1)
+        await chatter.stop()
+        missed, which = await chatter.missed(clients)
+        result = {"victim_owned": expected, "closed": 0, "rehomed_after_s": round(elapsed, 2),
+                  "room_works_after_s": round(elapsed + rejoined, 2),
+                  "messages": len(chatter.sent), "missed_in_rehome_window": missed}
+        check(missed == 0, f"messages missed while a stopped worker's sockets moved: {which}",
+              result)
+        return result
     finally:
+        await chatter.stop()
         await close_all(clients)
         await stack.scale_workers(1)
 
 
-async def scenario_worker_rollout(stack: Stack, count: int = 20) -> dict[str, Any]:
-    """Roll every worker (an application deploy) while clients chat: no socket closes, and
-    afterwards every client is in the room on the new workers.
+async def scenario_worker_rollout(stack: Stack, count: int = 20, rate: float = 40
+                                  ) -> dict[str, Any]:
+    """Roll every worker (an application deploy) while clients chat: no socket closes, no
+    client misses a message sent to the room during the rollout, and afterwards every client
+    is in the room on the new workers.
 
-    Messages are sent throughout; a group message that reaches a consumer between its old
-    instance's disconnect and its new instance's connect is missed (the documented re-home
-    window): those are reported, not asserted.
+    The clients take turns sending `rate` messages a second into the room throughout
+    (a re-home's window is short: at a slow rate no message may fall in it).
+    ``missed_in_rehome_window``: (message, client) pairs that never arrived (``Chatter``:
+    messages whose send completed, from and to sockets that stayed open, after a settle of up
+    to 10 s). The fleet promises none is missed across a re-home: it must be 0.
     """
     await stack.scale_workers(2)
     room = unique("wroll")
     clients = await open_clients(stack, room, count)
-    done = asyncio.Event()
-    sent: list[str] = []
-
-    async def chatter() -> None:
-        while not done.is_set():
-            text = f"{room}-m{len(sent)}"
-            sent.append(text)
-            await clients[len(sent) % count].say(text)
-            await asyncio.sleep(0.1)
-
-    task = asyncio.create_task(chatter())
+    chatter = Chatter(room, clients, rate).start()
     t0 = time.perf_counter()
     try:
         await stack.restart_workers()
         await asyncio.sleep(1)
     finally:
-        done.set()
-        await task
+        await chatter.stop()
     rollout_s = time.perf_counter() - t0
     try:
         closed = sorted(c.close_code or 1006 for c in clients if c.closed.is_set())
         assert not closed, f"{len(closed)} sockets closed during the worker rollout: {closed}"
+        missed, which = await chatter.missed(clients)
+        result = {"sockets": count, "closed": 0, "messages": len(chatter.sent),
+                  "missed_in_rehome_window": missed, "rollout_s": round(rollout_s, 1)}
+        check(missed == 0, f"messages missed during the worker rollout: {which}", result)
         await room_works_for_all(clients)
-        missed = sum(1 for c in clients for text in sent if not any(text in f for f in c.frames))
-        return {"sockets": count, "closed": 0, "messages": len(sent),
-                "missed_in_rehome_window": missed, "rollout_s": round(rollout_s, 1)}
+        return result
     finally:
         await close_all(clients)
         await stack.scale_workers(1)
@@ -456,8 +554,7 @@ async def scenario_interface_rollout(stack: Stack, listeners: int = 10) -> dict[
 
 async def worker_of(client: ChatClient, timeout: float = 5) -> str | None:
     """The worker serving a socket, from the demo's status frame (``{"type": "status"}``);
-    None when no answer comes in time (a frame sent while the socket is handed to another
-    worker may be missed: the re-home window)."""
+    None when no answer comes in time (e.g. while the socket is handed to another worker)."""
     before = len(client.frames)
     await client.send_frame(json.dumps({"type": "status"}))
     deadline = time.monotonic() + timeout
@@ -474,15 +571,16 @@ async def scenario_worker_kill_under_load(stack: Stack, count: int = 21, rate: f
                                           ) -> dict[str, Any]:
     """Stop the busier of 2 workers while a client of the other posts `rate` messages a second:
     within 5 s each of its sockets is re-homed (still open, served by another worker) or closed
-    with 1012, and the clients of the other worker miss no message.
+    with 1012, the clients of the other worker miss no message (``collateral_lost``), and
+    neither do the re-homed ones (``missed_in_rehome_window``): both count (message, client)
+    pairs that never arrived (``Chatter``) and must be 0.
 
     Sockets are grouped by the worker their status frame names; an odd `count` makes the two
     groups differ in size, so the busier pod (by its metrics) is the bigger group."""
     await stack.scale_workers(2)
     room = unique("kill")
     clients = await open_clients(stack, room, count)
-    done = asyncio.Event()
-    sent: list[str] = []
+    chatter: Chatter | None = None
     try:
         owned: dict[str, float] = {}
 
@@ -501,17 +599,10 @@ async def scenario_worker_kill_under_load(stack: Stack, count: int = 21, rate: f
         on_victim = [c for c, h in zip(clients, homes, strict=True) if h == victim_home]
         others = [c for c, h in zip(clients, homes, strict=True) if h != victim_home]
 
-        async def chatter() -> None:
-            while not done.is_set():
-                text = f"{room}-m{len(sent)}"
-                sent.append(text)
-                await others[0].say(text)
-                await asyncio.sleep(1 / rate)
-
-        task = asyncio.create_task(chatter())
+        chatter = Chatter(room, [others[0]], rate).start()
         await asyncio.sleep(1)
         t0 = time.perf_counter()
-        stopped_after = len(sent)
+        stopped_after = len(chatter.sent)
         await stack.stop_worker(victim)
 
         async def handled(client: ChatClient) -> bool:
@@ -526,30 +617,27 @@ async def scenario_worker_kill_under_load(stack: Stack, count: int = 21, rate: f
         in_time = await eventually(all_handled, 5, 0.25)
         handled_s = time.perf_counter() - t0
         await asyncio.sleep(2)
-        done.set()
-        await task
+        await chatter.stop()
         assert in_time, "the stopped worker's sockets were not re-homed or closed within 5 s"
         codes = sorted({c.close_code or 1006 for c in on_victim if c.closed.is_set()})
         assert set(codes) <= {SERVICE_RESTART}, f"sockets of the stopped worker closed with {codes}"
-        def missing() -> int:
-            return sum(1 for c in others for text in sent if not any(text in f for f in c.frames))
-
-        async def delivered() -> bool:
-            return missing() == 0
-
-        # Late is not lost: a worker busy taking over sockets may deliver some seconds late.
-        await eventually(delivered, 10, 0.25)
-        lost = missing()
-        gaps = {i: [n for n, text in enumerate(sent) if not any(text in f for f in c.frames)]
-                for i, c in enumerate(others)}
-        assert lost == 0, (f"clients of the other worker lost {lost} of {len(sent)} messages "
-                           f"(the victim stopped after message {stopped_after}; missing, by "
-                           f"client: {gaps})")
-        return {"victim_sockets": len(on_victim), "others": len(others), "messages": len(sent),
-                "closed_1012": sum(c.closed.is_set() for c in on_victim),
-                "handled_s": round(handled_s, 2), "collateral_lost": lost}
+        # Late is not lost: a worker busy taking over sockets may deliver some seconds late
+        # (each count waits up to 10 s for every message to arrive).
+        lost, lost_which = await chatter.missed(others)
+        missed, missed_which = await chatter.missed(on_victim)
+        result = {"victim_sockets": len(on_victim), "others": len(others),
+                  "messages": len(chatter.sent),
+                  "closed_1012": sum(c.closed.is_set() for c in on_victim),
+                  "handled_s": round(handled_s, 2), "collateral_lost": lost,
+                  "missed_in_rehome_window": missed}
+        check(lost == 0, f"clients of the other worker lost messages (the victim stopped after "
+              f"message {stopped_after}): {lost_which}", result)
+        check(missed == 0, f"re-homed clients of the stopped worker missed messages (it "
+              f"stopped after message {stopped_after}): {missed_which}", result)
+        return result
     finally:
-        done.set()
+        if chatter is not None:
+            await chatter.stop()
         await close_all(clients)
         await stack.scale_workers(1)
 

@@ -5,6 +5,15 @@ sockets it owned get 1012 within 5 s (re-homing off) or stay open, re-homed, wit
 echoed (on: what the dead worker had not acknowledged is replayed; ``lost_silently``, messages
 never echoed on a socket that no close code ended, must be 0); the others lose 0 messages and
 keep their order, and connects sent around the kill are served by the surviving workers.
+
+Server to client as well: 21 more sockets (more if the killed worker got fewer than 3 of
+them) are members of a room (the split project's ``RoomConsumer``) on the 3 workers, and this
+process sends numbered messages to the room's group (``group_send``, 20 a second) throughout.
+``missed``: (message, member) pairs whose group_send returned and that never reached a member
+whose socket stayed open (after up to 10 s for late ones), must be 0: the killed worker's
+members, re-homed, miss nothing sent while their consumers moved (re-homing on), and the other
+members miss nothing at all. The killed worker's members are re-homed (on: still open) or
+closed with 1012 (off).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import time
 import pytest
 from relfigures import Figures, full_run, rehome_modes
 from relload import open_echoes, settle, whoami, ws
+from support.room import Room
 from support.scrape import metric
 from websockets.exceptions import ConnectionClosed
 
@@ -25,6 +35,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(240)]
 
 SOCKETS = int(os.environ.get("RELIABILITY_KILL_SOCKETS", "200"))
 RATE = 20.0  # messages per second per socket
+MEMBERS = 21  # room members (RoomConsumer), spread over the 3 workers
+GROUP_RATE = 20.0  # group messages per second to the room, throughout the load
 
 
 async def connect_one(fleet_iface: object) -> tuple[str, int | None, float]:
@@ -60,9 +72,21 @@ async def test_worker_kill9_under_load(fleet: FleetStack, figures: Figures, reho
     owned = [e for e in echoes if e.owner == victim.pid]
     others = [e for e in echoes if e.owner != victim.pid]
     assert owned and others, "the victim worker owns no socket"
+    room = Room.of(fleet)
+    homes: list[int] = []
+    # Workers claim connections from one queue, not evenly: open more until the victim has a
+    # few (then the count below has some re-homed members to count).
+    while len(room.members) < 4 * MEMBERS and (not homes or homes.count(victim.pid) < 3):
+        opened = await room.open(iface, MEMBERS if not homes else 5)
+        homes += await asyncio.gather(*(m.ask_owner() for m in opened))
+    members = room.members
+    victim_members = [m for m, pid in zip(members, homes, strict=True) if pid == victim.pid]
+    other_members = [m for m, pid in zip(members, homes, strict=True) if pid != victim.pid]
+    assert victim_members and other_members, f"room members' workers: {homes}"
     readers = [asyncio.create_task(e.reader()) for e in echoes]
     stop = asyncio.Event()
     pacers = [asyncio.create_task(e.pace(RATE, stop)) for e in echoes]
+    room.start(GROUP_RATE)
     load_started = time.monotonic()
     await asyncio.sleep(3)  # steady load first
 
@@ -83,6 +107,7 @@ async def test_worker_kill9_under_load(fleet: FleetStack, figures: Figures, reho
     await asyncio.sleep(max(0.0, killed + (5 if rehome == "off" else 8) - time.monotonic()))
     stop.set()
     await asyncio.gather(*pacers)
+    await room.stop()
     achieved = sum(e.sent for e in echoes) / (time.monotonic() - load_started)
     await settle(others, 15)
     before_results = await asyncio.gather(*before)
@@ -147,6 +172,36 @@ async def test_worker_kill9_under_load(fleet: FleetStack, figures: Figures, reho
         f"{survivors_lost} lost of {sum(e.sent for e in others)}, {disorder} out of order, "
         f"{survivors_closed} closed", survivors_lost == 0 and survivors_closed == 0
         and disorder == 0, lost=survivors_lost, sent=sum(e.sent for e in others))
+    # Server to client: group messages the room's open members never got.
+    await room.settle(10)
+    missed_moved = room.missed(victim_members)
+    missed_others = room.missed(other_members)
+    member_codes = sorted(m.code for m in members if m.code is not None)
+    moved_open = len(room.open_members(victim_members))
+    if rehome == "off":
+        members_as_expected = [m.code for m in victim_members] == [1012] * len(victim_members)
+        moved_result = f"{len(victim_members)} closed 1012 as expected: {members_as_expected}"
+    else:  # re-homed: still open, or the count below would count nothing for them
+        members_as_expected = moved_open == len(victim_members)
+        moved_result = f"{moved_open}/{len(victim_members)} still open (re-homed)"
+    others_open = len(room.open_members(other_members)) == len(other_members)
+    ok_room = (missed_moved == 0 and missed_others == 0 and members_as_expected
+               and others_open)
+    room_result = (f"{missed_moved} missed by the killed worker's members ({moved_result}), "
+                   f"{missed_others} by the other {len(other_members)} members, of "
+                   f"{len(room.sent)} messages; closes {member_codes}")
+    if missed_moved or missed_others:
+        room_result += f"; e.g. {room.examples()}"
+    figures.record(
+        "1. worker kill -9 under load",
+        f"{len(members)} room members (RoomConsumer), {len(victim_members)} of them on the "
+        f"killed worker; {GROUP_RATE:.0f} group messages/s to the room (group_send) "
+        f"throughout; CHANNELS_FLEET_REHOME={rehome}",
+        "server to client: group messages sent (group_send returned) that never reached a "
+        "member whose socket stayed open, message x member, after up to 10 s",
+        room_result, ok_room, missed=missed_moved + missed_others, missed_moved=missed_moved,
+        missed_others=missed_others, group_sent=len(room.sent), members=len(members),
+        members_moved=len(victim_members))
     figures.record(
         "1. worker kill -9 under load", "40 new connects, 20 just before and 20 after the kill",
         "after: served by a survivor; before: served, or closed 1012 as the victim's",
@@ -160,8 +215,10 @@ async def test_worker_kill9_under_load(fleet: FleetStack, figures: Figures, reho
     for e in echoes:
         await e.sock.close()
     await asyncio.gather(*readers)
+    await room.close()
     assert ok_owned, owned_result
     assert survivors_lost == 0 and survivors_closed == 0 and disorder == 0, (
         survivors_lost, survivors_closed, disorder)
     assert not after_wrong, after_wrong
     assert not before_wrong, before_wrong
+    assert ok_room, room_result

@@ -120,13 +120,17 @@ def stack(release: Release) -> KubeStack:
 
 
 def record(name: str, result: dict) -> None:
-    """The scenario's field of the k8s-e2e line."""
+    """The scenario's fields of the k8s-e2e line. A scenario that failed a check after measuring
+    (scenarios.ScenarioFailure) is recorded too: its counts show why."""
     if name == "scenario_chat_round_trip":
         RESULTS["chat_websocket"] = "ok"
     elif name == "scenario_long_poll_round_trip" and RESULTS.get("chat_websocket") == "ok":
         RESULTS["chat"] = "ok"
     elif name == "scenario_worker_rollout":
         RESULTS["worker_rollout_disconnects"] = result["closed"]
+        RESULTS["worker_rollout_missed_in_rehome_window"] = result["missed_in_rehome_window"]
+    elif name == "scenario_worker_loss":
+        RESULTS["worker_stop_missed_in_rehome_window"] = result["missed_in_rehome_window"]
     elif name == "scenario_interface_rollout":
         per_client = result["disconnects_per_client"]
         low, high = per_client["min"], per_client["max"]
@@ -134,13 +138,18 @@ def record(name: str, result: dict) -> None:
         RESULTS["interface_rollout_disconnects_per_client"] = spread
     elif name == "scenario_worker_kill_under_load":
         RESULTS["pod_kill_collateral_lost"] = result["collateral_lost"]
+        RESULTS["pod_kill_missed_in_rehome_window"] = result["missed_in_rehome_window"]
 
 
 @pytest.mark.parametrize("scenario", scenarios.ALL, ids=lambda s: s.__name__)
 async def test_scenario(stack: KubeStack, scenario) -> None:
     name = scenario.__name__
-    with phase(name.removeprefix("scenario_")):
-        result = await scenario(stack)
+    try:
+        with phase(name.removeprefix("scenario_")):
+            result = await scenario(stack)
+    except scenarios.ScenarioFailure as failure:
+        record(name, failure.result)
+        raise
     print(f"\n{name}: {result}")
     record(name, result)
     if name == "scenario_interface_rollout":
