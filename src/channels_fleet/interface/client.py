@@ -268,6 +268,9 @@ class Connections:
     def add(self, conn: ClientConn) -> None:
         self._by_id[conn.id] = conn
 
+    def get(self, conn_id: str) -> ClientConn | None:
+        return self._by_id.get(conn_id)
+
     def discard(self, conn: ClientConn) -> bool:
         """Forget ``conn``; False if it was not here."""
         return self._by_id.pop(conn.id, None) is not None

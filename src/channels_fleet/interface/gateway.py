@@ -68,7 +68,7 @@ class Gateway:
         self.writer = ClientWriter(settings.send_buffer, self.side.tasks)
         self.claims = Claims(self.side, settings, self.conns, self.writer)
         self.rehoming = Rehoming(self.side, settings, self.conns, self.claims, self.writer)
-        self.inboxes = Inboxes(settings, self.side.tasks, deliver=self._channel_message)
+        self.inboxes = Inboxes(settings, deliver=self._channel_message)
         self.side.handle({
             wire.CLAIM: self._on_claim, wire.SEND: self._on_send, wire.END: self._on_end,
             wire.RELEASE: self._on_release, wire.REHOME: self.rehoming.on_rehome,
@@ -250,13 +250,31 @@ class Gateway:
             METRICS.messages_dropped.labels("rehome_hold" if conn.rehomed else "buffer_full").inc()
             self._spawn_end_telling(conn, refusal_code(conn))
 
-    def _channel_message(self, conn: ClientConn, event: ClientEvent) -> None:
-        """A message sent to ``conn``'s consumer (inbox.py): to its owner, as a client frame."""
-        if not conn.finished:
-            self._to_owner(conn, event)
+    def _channel_message(self, conn_ids: list[str], body: bytes) -> None:
+        """A message sent to consumers' homed channels (inbox.py; a group message names its
+        members here): to each connection's owner as a client frame is. Those relayed at once
+        share one item per owner, the body in it once."""
+        event = {"type": wire.CHANNEL_MESSAGE, "body": body}
+        straight: dict[str, list[ClientConn]] = {}
+        for conn_id in conn_ids:
+            conn = self.conns.get(conn_id)
+            if conn is None or conn.channel is None or conn.state is FINISHED:
+                continue  # its consumer has gone: dropped, as Channels drops it
+            state, owner = conn.state, conn.owner
+            if owner is not None and (state is OWNED or state is REHOMING) and conn.fence is None:
+                straight.setdefault(owner, []).append(conn)
+                if conn.unacked is not None:
+                    conn.unacked.record(event)
+            else:
+                self._to_owner(conn, event)  # held
+        for owner, conns in straight.items():
+            if not self.relay.post(owner, [wire.MESSAGE, "", [body, [c.claim_id for c in conns]]]):
+                logger.warning("relay backlog full; closing %d sockets", len(conns))
+                METRICS.messages_dropped.labels("buffer_full").inc(len(conns))
+                for conn in conns:
+                    self._spawn_end_telling(conn, 1013)
 
     def _forget(self, conn: ClientConn) -> None:
-        self.inboxes.unwatch(conn)
         if self.conns.discard(conn):
             METRICS.connection_ended("websocket" if conn.ws else "http")
         conn.stop_timer()
@@ -286,10 +304,9 @@ class Gateway:
                 self.claims.tell_gone(conn, 1011)
 
     async def _on_inbox(self, claim: str, prefix: str, sender: str) -> None:
-        """The owner's app took the homed channel on the layer of key prefix ``prefix``."""
-        conn = self.conns.current(claim)
-        if conn is not None:
-            self.inboxes.watch(conn, prefix)
+        """The owner's app took its homed channel on the layer of key prefix ``prefix``."""
+        if self.conns.current(claim) is not None:
+            self.inboxes.pull(prefix)
 
     async def _on_release(self, claim: str, code: int, sender: str) -> None:
         conn = self.conns.current(claim)

@@ -1,19 +1,21 @@
-"""The consumers' homed channels of one interface: popped here, relayed with the client's frames.
+"""The consumers' channels homed on one interface: popped here, relayed with the client's frames.
 
 A WebSocket's consumer gets a channel name of this interface (``specific.fleet<token>!<conn
 id>``, layers/homing.py), offered in every connect envelope of the connection: the same on each
-worker the socket moves to. The owner whose app took it sends INBOX with its layer's key prefix;
-from then on every message sent to the name is popped from this interface's LIST on that layer
-(one LIST per prefix for all its connections, read by the layer's own receive machinery) and
-given to ``deliver`` as one ``fleet.message`` event, its body left as the sender serialised it
-(encrypted, if the layer encrypts). The gateway relays it as it relays a client frame: held
-while the socket has no owner, acknowledged, replayed after a crash.
+worker the socket moves to. All of them share one LIST per layer key prefix. The first owner
+whose app takes a name on a prefix says so with INBOX; from then on one task pops that LIST
+(``receive_all``, batches of the layer's ``receive_batch``) and hands each message to
+``deliver([connection id, ...], body)`` (a group message names all its members here), the body
+left as the sender serialised it (encrypted, if the layer encrypts). The gateway relays it as a
+``fleet.message`` event, as it relays a client frame: held while the socket has no owner,
+acknowledged, replayed after a crash. A message for a connection that is over is dropped, as
+Channels drops one for a consumer that has gone.
 
-    inboxes = Inboxes(settings, tasks, deliver=gateway_to_owner)
+    inboxes = Inboxes(settings, deliver=gateway_deliver)
     inboxes.start(relay_channel)
     conn.channel = inboxes.name(conn.id)       # into its envelopes
-    inboxes.watch(conn, "chat")                # the owner's INBOX
-    inboxes.unwatch(conn)                      # the connection is over
+    inboxes.pull("chat")                       # an owner's INBOX
+    await inboxes.close()
 """
 
 from __future__ import annotations
@@ -21,144 +23,78 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
-from ..layers.keys import channel_key
-from ..relay import wire
 from ..relay.relay import RECEIVE_RETRY
-from ..relay.side import TaskSet
-from .client import ClientConn, ClientEvent
 from .settings import InterfaceSettings
 
 logger = logging.getLogger(__name__)
 
-#: Most layer key prefixes an interface reads homed channels on (a project has one per alias).
+#: Most layer key prefixes an interface pops homed channels on (a project has one per alias).
 MAX_PREFIXES = 8
 
 
-class _Watch:
-    """One connection's homed channel being popped on one layer."""
-
-    __slots__ = ("conn", "prefix", "layer", "key", "future", "failures")
-
-    def __init__(self, conn: ClientConn, prefix: str, layer: Any, key: str) -> None:
-        self.conn = conn
-        self.prefix = prefix
-        self.layer = layer
-        self.key = key
-        self.future: asyncio.Future[bytes] | None = None
-        self.failures = 0
-
-
 class Inboxes:
-    """Homed channels of one gateway's connections; one per gateway."""
+    """The homed channels of one gateway's connections, one pulling task per key prefix."""
 
-    def __init__(self, settings: InterfaceSettings, tasks: TaskSet,
-                 deliver: Callable[[ClientConn, ClientEvent], None]) -> None:
+    def __init__(self, settings: InterfaceSettings,
+                 deliver: Callable[[list[str], bytes], None]) -> None:
         self.settings = settings
-        self.tasks = tasks
         self.deliver = deliver
-        self.token = ""
+        self.inbox = ""  # the LIST's name part shared by every homed name: specific.fleet<t>!
         self._layers: dict[str, Any] = {}  # key prefix -> a layer on the relay's Redis
-        self._watches: dict[str, _Watch] = {}  # connection id -> its watch
+        self._tasks: list[asyncio.Task[None]] = []  # not the side's: they never end by themselves
 
     def start(self, relay_channel: str) -> None:
         """Names are made from this process's relay channel: unique to it."""
-        self.token = "fleet" + relay_channel.rsplit("!", 1)[-1]
+        self.inbox = f"specific.fleet{relay_channel.rsplit('!', 1)[-1]}!"
 
     def name(self, conn_id: str) -> str:
         """The homed channel name of connection ``conn_id``."""
-        return f"specific.{self.token}!{conn_id}"
+        return self.inbox + conn_id
 
-    def watch(self, conn: ClientConn, prefix: str) -> None:
-        """Pop ``conn``'s homed channel on the layer with key prefix ``prefix`` (an INBOX)."""
-        watch = self._watches.get(conn.id)
-        if conn.channel is None or conn.finished or (watch is not None and watch.prefix == prefix):
+    def pull(self, prefix: str) -> None:
+        """Pop the homed channels on the layer of key prefix ``prefix`` (an owner's INBOX)."""
+        if prefix in self._layers:
             return
-        layer = self._layer(prefix)
-        if layer is None:
+        if not prefix or len(prefix) > 200 or "{" in prefix or "}" in prefix:
+            logger.warning("ignored an INBOX with a bad key prefix %r", prefix[:64])
             return
-        self.unwatch(conn)  # a new owner on another prefix (the project's settings changed)
-        watch = self._watches[conn.id] = _Watch(conn, prefix, layer,
-                                                channel_key(prefix, conn.channel))
-        self._arm(watch)
+        if len(self._layers) >= MAX_PREFIXES:
+            logger.warning("ignored an INBOX for key prefix %r: already popping %d prefixes",
+                           prefix, MAX_PREFIXES)
+            return
+        from channels_fleet.layers import RedisClusterChannelLayer
 
-    def unwatch(self, conn: ClientConn) -> None:
-        """The connection is over: stop popping its channel (what comes later expires)."""
-        watch = self._watches.pop(conn.id, None)
-        if watch is not None and watch.future is not None:
-            watch.layer.cancel_receive(conn.channel, watch.key, watch.future)
+        layer = self._layers[prefix] = RedisClusterChannelLayer(
+            hosts=list(self.settings.redis_url), prefix=prefix)
+        self._tasks.append(asyncio.get_running_loop().create_task(
+            self._pull(prefix, layer), name=f"homed channels {prefix}"))
 
     async def close(self) -> None:
-        for conn in [w.conn for w in self._watches.values()]:
-            self.unwatch(conn)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for layer in self._layers.values():
             await layer.close_pools()
 
-    def _layer(self, prefix: str) -> Any:
-        layer = self._layers.get(prefix)
-        if layer is not None:
-            return layer
-        if not prefix or len(prefix) > 200 or "{" in prefix or "}" in prefix:
-            logger.warning("ignored an INBOX with a bad key prefix %r", prefix[:64])
-            return None
-        if len(self._layers) >= MAX_PREFIXES:
-            logger.warning("ignored an INBOX for key prefix %r: already reading %d prefixes",
-                           prefix, MAX_PREFIXES)
-            return None
-        from channels_fleet.layers import RedisClusterChannelLayer
-
-        # Its mailbox holds a channel's messages between two pops' deliveries: room for
-        # what the gateway would hold for a socket anyway.
-        layer = self._layers[prefix] = RedisClusterChannelLayer(
-            hosts=list(self.settings.redis_url), prefix=prefix,
-            capacity=self.settings.replay_limit)
-        return layer
-
-    def _current(self, watch: _Watch) -> bool:
-        return self._watches.get(watch.conn.id) is watch
-
-    def _arm(self, watch: _Watch) -> None:
-        """Wait for the next message (a future, no task: one per socket)."""
-        assert watch.conn.channel is not None
-        future = watch.layer.receive_future(watch.conn.channel, watch.key)
-        if future is None:  # this layer's first receive on the loop: connect it first
-            watch.future = None
-            self.tasks.spawn(self._connect(watch), f"inbox {watch.prefix}")
-            return
-        watch.future = future
-        future.add_done_callback(partial(self._arrived, watch))
-
-    async def _connect(self, watch: _Watch) -> None:
-        while self._current(watch):
+    async def _pull(self, prefix: str, layer: Any) -> None:
+        busy = False  # the last pop took messages: pop again without blocking
+        failures = 0
+        deliver, inbox = self.deliver, self.inbox
+        while True:
             try:
-                await watch.layer.connect()
-            except Exception as exc:
-                watch.failures += 1
-                logger.warning("homed channels on %r: cannot connect (%r); retrying",
-                               watch.prefix, exc)
-                await asyncio.sleep(RECEIVE_RETRY.delay(watch.failures))
+                taken = await layer.receive_all(inbox, busy)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the shard away past the layer's retry: wait, again
+                failures += 1
+                busy = False
+                logger.warning("homed channels on %r: receive failed (%r); retrying", prefix, exc)
+                await asyncio.sleep(RECEIVE_RETRY.delay(failures))
                 continue
-            self._arm(watch)
-            return
-
-    def _arrived(self, watch: _Watch, future: asyncio.Future[bytes]) -> None:
-        if future.cancelled() or not self._current(watch):
-            return
-        exc = future.exception()
-        if exc is not None:
-            # The layer's receive loop failed (the shard away past its retry): the message
-            # is still in Redis; wait, then pop again.
-            watch.failures += 1
-            logger.warning("%s: receive of its channel failed (%r); retrying", watch.conn.id, exc)
-            asyncio.get_running_loop().call_later(
-                RECEIVE_RETRY.delay(watch.failures), self._rearm, watch)
-            return
-        watch.failures = 0
-        self.deliver(watch.conn, {"type": wire.CHANNEL_MESSAGE, "body": future.result()})
-        self._arm(watch)
-
-    def _rearm(self, watch: _Watch) -> None:
-        if self._current(watch):
-            self._arm(watch)
+            failures = 0
+            busy = bool(taken)
+            start = len(inbox)
+            for names, body in taken:
+                deliver([name[start:] for name in names], body)

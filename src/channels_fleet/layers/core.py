@@ -155,9 +155,14 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             _metrics.channel_full("send")
             raise ChannelFull(channel)
 
-    async def connect(self) -> None:
-        """Connect this event loop to Redis now (``receive_future`` answers None until then)."""
-        await self._state()
+    async def receive_all(self, inbox: str, busy: bool = False) -> list[tuple[list[str], bytes]]:
+        """The next messages of every channel of ``inbox`` (``a.b!``: another process's
+        process-local names), as (channel names, raw body) pairs in order, waiting for one
+        unless ``busy`` (the last call returned some). For a process that routes a whole inbox
+        itself: an interface, the consumer channels homed on it (homing.py). Nothing else in
+        this process may receive on those names."""
+        state = self._ready_state() or await self._state()
+        return await state.receiver.take_all(channel_key(self.prefix, inbox), busy)
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """Return the next message on ``channel``, waiting as long as it takes.
@@ -177,9 +182,9 @@ class RedisClusterChannelLayer(BaseChannelLayer):
     def receive_key(self, channel: str) -> str:
         """Check ``channel`` once and return its LIST key, for repeated receive_future()."""
         self.require_valid_channel_name(channel)
-        if homed(channel) is not None:
-            return HOMED_KEY
         if is_process_local(channel) and not non_local_name(channel).endswith(self._local_suffix):
+            if homed(channel) is not None:  # another process's name, given to this instance
+                return HOMED_KEY
             # Its messages go to another process's layer: a receive here would wait forever.
             # AssertionError (raised, so that python -O keeps it) is what channels_redis raises.
             raise AssertionError(

@@ -120,6 +120,26 @@ class Receiver:
             self.pullers[key] = self.loop.create_task(self._pull(key, local))
         return future
 
+    async def take_all(self, key: str, busy: bool) -> list[tuple[list[str], bytes]]:
+        """Pop the process-local LIST ``key`` for a caller that routes its messages itself
+        (no waiters, no mailbox): up to ``batch`` unexpired (channel names, body) pairs, in
+        order. Blocks until there is one, unless ``busy`` (the last pop returned some): then
+        the pop rides with the next flush of sends."""
+        self.unanswered.setdefault(key, time.monotonic())
+        elements = await self._pop(key, True, 0, busy)
+        self.unanswered.pop(key, None)
+        now_ms = time.time() * 1000
+        taken: list[tuple[list[str], bytes]] = []
+        expired = 0
+        for element in elements or ():
+            expires, names, body = unpack_element(element)
+            if expires < now_ms:
+                expired += len(names)
+            else:
+                taken.append((names, body))
+        self._count_expired(expired)
+        return taken
+
     def unwait(self, key: str, channel: str, future: asyncio.Future[bytes]) -> None:
         """Give up a :meth:`wait`: a message that reached it meanwhile is kept, not lost."""
         if future.done():

@@ -108,6 +108,10 @@ REPLAYED = "fleet_replayed"
 
 # Item kinds. interface -> worker:
 EVENT = "ev"  # payload: an ASGI event for the app (websocket.receive, ..., fleet.message)
+# Not about one connection (its conn is ""): payload [body, [claim, ...]], one message of a
+# homed channel for each of these connections (a group message's members on one worker), as
+# a fleet.message event each.
+MESSAGE = "msg"
 GONE = "gone"  # payload: a close code; the client is gone, deliver the matching disconnect
 # worker -> interface:
 CLAIM = "claim"  # payload: the worker's channel; the worker owns the connection from now on
@@ -255,7 +259,7 @@ class WireError(ValueError):
 _ITEM_PAYLOADS: dict[str, tuple[type, ...]] = {
     EVENT: (dict,), GONE: (int,), CLAIM: (str,), SEND: (dict,), END: (type(None),),
     RELEASE: (int,), REHOME: (str,), RETURN: (list,), FENCE: (type(None),), ACK: (list,),
-    CAUGHT_UP: (int,), INBOX: (str,),
+    CAUGHT_UP: (int,), INBOX: (str,), MESSAGE: (list,),
 }
 
 
@@ -338,6 +342,14 @@ def parse_acks(payload: list[Any]) -> list[Any]:
                 and entry[1] >= 0 and entry[2] >= 0):
             raise WireError("bad entry in an ack item")
     return payload
+
+
+def parse_message(payload: list[Any]) -> tuple[bytes, list[str]]:
+    """Check a MESSAGE item's payload ``[body, [claim, ...]]``; return it or WireError."""
+    if not (len(payload) == 2 and type(payload[0]) is bytes and type(payload[1]) is list
+            and all(type(claim) is str for claim in payload[1])):
+        raise WireError("bad payload for a msg item")
+    return payload[0], payload[1]
 
 
 def parse_batch(message: Any) -> list[Any]:

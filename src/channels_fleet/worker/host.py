@@ -61,7 +61,9 @@ class Host:
         # At most four ACK-only batches per heartbeat interval per interface (quiet sockets).
         self.acks = Acks(self.relay, settings.heartbeat_interval / 4)
         self.handback = HandBack(self.side, self.acks, self.instances)
-        self.side.handle({wire.EVENT: self.instances.on_event, wire.GONE: self.instances.on_gone,
+        instances = self.instances
+        self.side.handle({wire.EVENT: instances.on_event, wire.MESSAGE: instances.on_message,
+                          wire.GONE: instances.on_gone,
                           wire.FENCE: self.handback.on_fence})
         self._room = asyncio.Event()
         self._full_since: float | None = None  # monotonic time it last ran out of room

@@ -10,9 +10,13 @@ through :class:`Acks`: all of the worker's own code a relayed frame passes (test
 as Daphne would (conformance.py) and relays it. An app instance is an :class:`.owned.OwnedConn`
 (its inbound queue, its state and the named transitions between states) with the app on it.
 
+A WebSocket's consumer channel may be homed on its interface (``layers/homing.py``): its
+messages then arrive among the client's frames as ``fleet.message`` events, and ``receive``
+hands the app each one decoded, as its ``channel_receive`` would have.
+
 ACKs (the twin of ``interface/replay.py``): for a WebSocket whose connect envelope asked for
-them (``"ack": true``), the instance counts the client frames its app has *taken*
-(``receive()`` returned one) and *handled* (the app called ``receive()`` again: Channels
+them (``"ack": true``), the instance counts the client frames and channel messages its app has
+*taken* (``receive()`` returned one) and *handled* (the app called ``receive()`` again: Channels
 dispatches one event at a time, so the previous one is done and its output posted). Those counts
 go to the interface as one ACK item appended to the next batch that goes there anyway (the
 relay's trailer), after the output of the frames they cover. A socket whose app sends nothing
@@ -308,6 +312,20 @@ class AppInstances:
         self.handed: dict[str, AppInstance] = {}  # given back, until the interface's FENCE
 
     async def on_event(self, conn_id: str, event: dict[str, Any], sender: str) -> None:
+        self._route(conn_id, event)
+
+    async def on_message(self, _: str, payload: list[Any], sender: str) -> None:
+        """A MESSAGE item: one homed-channel message for several connections (wire.py)."""
+        try:
+            body, claims = wire.parse_message(payload)
+        except wire.WireError as exc:
+            logger.warning("ignored a message item from %s: %s", sender, exc)
+            return
+        event = {"type": wire.CHANNEL_MESSAGE, "body": body}  # shared: nobody changes it
+        for claim in claims:
+            self._route(claim, event)
+
+    def _route(self, conn_id: str, event: dict[str, Any]) -> None:
         handed = self.handed.get(conn_id)
         if handed is not None:
             if event["type"] != "websocket.disconnect":

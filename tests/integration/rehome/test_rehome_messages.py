@@ -91,6 +91,13 @@ def holes(members: list[Member], sent: list[str]) -> dict[str, Any]:
     return {"missed": missed, "duplicated": twice, "out_of_order": disorder}
 
 
+def warnings(fleet: FleetStack) -> str:
+    """The processes' warnings and errors, for a failure's message."""
+    lines = [line for kind in ("interface", "worker") for line in fleet.logs(kind).splitlines()
+             if " WARNING " in line or " ERROR " in line]
+    return "logged:\n" + "\n".join(lines[-30:])
+
+
 @pytest.fixture
 async def layer(redis_cluster: LocalRedis) -> Any:
     layer = RedisClusterChannelLayer(hosts=redis_cluster.urls[:3], prefix="splitproj")
@@ -116,7 +123,8 @@ async def test_drain__group_messages_sent_while_the_sockets_move_all_arrive_in_o
     await sender
     await all_arrived(members, sent, 10)
     assert holes(members, sent) == {"missed": 0, "duplicated": 0, "out_of_order": 0}, (
-        f"{len(sent)} sent; first member got {len(members[0].texts)}")
+        f"{len(sent)} sent; members got {[len(m.texts) for m in members]}, closed with "
+        f"{[m.code for m in members]}; {warnings(fleet)}")
     assert [m.code for m in members] == [None] * len(members)
     for member in members:
         assert await member.worker() == new.pid
@@ -147,7 +155,7 @@ async def test_kill9__group_messages_sent_while_the_sockets_move_all_arrive(
     found = holes(members, sent)
     print(f"kill -9: {len(sent)} sent to {len(members)} members, {len(on_victim)} moved: {found}")
     # A message the dead app had taken but not finished is replayed: perhaps seen twice.
-    assert (found["missed"], found["out_of_order"]) == (0, 0), (found, len(sent))
+    assert (found["missed"], found["out_of_order"]) == (0, 0), (found, len(sent), warnings(fleet))
     assert found["duplicated"] <= len(on_victim)
     assert [m.code for m in members] == [None] * len(members)
     assert metric(iface, "channels_fleet_rehomes_total", cause="dead") == len(on_victim)
