@@ -55,7 +55,8 @@ fields = ["install", "pods_ready", "install_restarts", "valkey", "postgres", "sh
           "interface_rollout_disconnects_per_client", "pod_kill_collateral_lost",
           "pod_kill_missed_in_rehome_window", "handover_s",
           "crash_failover_s", "crash_lost", "redis_restart_s", "worker_crash_lost_silently",
-          "worker_crash_collateral_lost", "interface_crash_recovered_s", "drain_lost", "drain_s",
+          "worker_crash_collateral_lost", "worker_crash_missed_in_rehome_window",
+          "interface_crash_recovered_s", "drain_lost", "drain_s",
           "node_loss_serve_s", "node_loss_lost", "upgrade", "upgrade_lost", "rollback",
           "uninstall_left", "pod_security"]
 line = " ".join(f"{k}={results.get(k, 'FAIL')}" for k in fields)

@@ -104,7 +104,8 @@ async def worker_crash_under_load(release: Release, stack: KubeStack, out: dict[
     """SIGKILL the worker serving the most probers. Holds: its probers are not disconnected
     (re-homed) and lose nothing (`worker_crash_lost_silently`: requests unanswered on an open
     socket); the probers of the other workers neither close nor lose anything
-    (`worker_crash_collateral_lost`). `out` gets the figures before the checks run."""
+    (`worker_crash_collateral_lost`); the broadcast stream's listeners miss nothing
+    (`worker_crash_missed_in_rehome_window`). `out` gets the figures before the checks run."""
     if len(ready_pods(release, "worker")) < 2:
         await asyncio.to_thread(scale, release, "worker", 2)  # the earlier scenarios left one
     load = Load(stack)
@@ -127,7 +128,10 @@ async def worker_crash_under_load(release: Release, stack: KubeStack, out: dict[
         result = {"worker": victim, **target.figures(),
                   "served_again_s": round(served_s, 1), "restarted_s": round(back_s, 1),
                   "lost_silently": sum(p.lost for p in hit),
-                  "collateral_lost": sum(p.lost for p in others), **figures}
+                  "collateral_lost": sum(p.lost for p in others),
+                  # The stream's listeners on the killed worker are re-homed: what was
+                  # broadcast to them meanwhile is replayed, not missed.
+                  "missed_in_rehome_window": figures["broadcast_missed"], **figures}
         print(f"worker crash: {result}")
         out.update(result)
         await load.stream_works()
@@ -139,6 +143,8 @@ async def worker_crash_under_load(release: Release, stack: KubeStack, out: dict[
     assert result["collateral_lost"] == 0 and not result["closes_others"], (
         f"the other workers' clients were touched by the crash: {result}")
     assert not result["closes_on_it"], f"the killed worker's clients were disconnected: {result}"
+    assert not result["listener_closes"] and result["missed_in_rehome_window"] == 0, (
+        f"broadcasts missed by the stream's listeners in the worker crash: {result}")
 
 
 def presence_leaves(prober: Prober) -> set[str]:

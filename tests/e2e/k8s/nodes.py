@@ -231,8 +231,10 @@ class Load:
         return sum(p.lost for p in self.probers)
 
     def broadcast_missed(self) -> int:
+        """(message, listener) pairs that never arrived (a text matched whole, as the JSON
+        string it is in the frame: ``-m1`` is not found in ``-m10``)."""
         return sum(1 for lst in self.listeners for text in self.sent
-                   if not any(text in f for f in lst.frames()))
+                   if not any(f'"{text}"' in f for f in lst.frames()))
 
     def figures(self) -> dict[str, Any]:
         return {"probers": len(self.probers), "answers": sum(len(p.answers) for p in self.probers),

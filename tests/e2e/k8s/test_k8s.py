@@ -329,6 +329,8 @@ async def test_worker_crash__rehomed_nothing_lost(release: Release, stack: KubeS
     finally:
         RESULTS["worker_crash_lost_silently"] = result.get("lost_silently", "FAIL")
         RESULTS["worker_crash_collateral_lost"] = result.get("collateral_lost", "FAIL")
+        RESULTS["worker_crash_missed_in_rehome_window"] = result.get("missed_in_rehome_window",
+                                                                     "FAIL")
 
 
 async def test_interface_crash__clients_back_disconnects_handled(release: Release,
