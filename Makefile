@@ -106,7 +106,7 @@ bench-fanout: install ## a worker's CPU per consumer for one group message to 2,
 bench-layer: install ## our layer against channels_redis, same run, same Redis
 	$(BIN)/python bench/layer.py
 
-bench-rehome: install ## rolling restart of 3 workers under 500 busy sockets: disconnects, hand-over gap
+bench-rehome: install ## rolling restart of 3 workers under 500 busy sockets and a broadcasting room: disconnects, hand-over gap, messages missed
 	$(BIN)/python bench/rehome.py
 
 bench-scale: install ## reconnect storm, 10k connect burst, sockets per interface, a 20k broadcast: the monolith against ours, same run (~25 min)
