@@ -71,7 +71,7 @@ class ClientConn:
     __slots__ = (
         "id", "ws", "send", "scope", "state", "owner", "held", "accepted", "told", "responded",
         "sent_at", "timer", "rehomed", "handover_at", "fence", "unacked", "replay", "resent",
-        "subprotocol", "claims", "claim_id", "fence_id", "channel",
+        "subprotocol", "claims", "claim_id", "fence_id", "channel", "kept",
     )
 
     def __init__(self, conn_id: str, ws: bool, send: Any, scope: dict[str, Any],
@@ -99,6 +99,8 @@ class ClientConn:
         self.resent = False  # its current envelope went out a second time
         self.subprotocol: str | None = None  # as accepted by the app
         self.channel: str | None = None  # ws: its consumer's channel, homed here (inbox.py)
+        #: (key prefix, groups) old app instances left while it moved: discarded at its end
+        self.kept: list[tuple[str, list[str]]] = []
 
     def __repr__(self) -> str:
         return f"<ClientConn {self.claim_id or self.id} {self.state.value} owner={self.owner}>"

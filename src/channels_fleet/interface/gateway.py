@@ -74,6 +74,7 @@ class Gateway:
             wire.RELEASE: self._on_release, wire.REHOME: self.rehoming.on_rehome,
             wire.RETURN: self.rehoming.on_return, wire.ACK: self.conns.on_ack,
             wire.CAUGHT_UP: self.rehoming.on_caught_up, wire.INBOX: self._on_inbox,
+            wire.KEPT: self._on_kept,
         })
         self.limits = ClientLimit(settings.max_connections_per_client)
         self.proxies = TrustedProxies(settings.forwarded_allow_ips)
@@ -275,6 +276,8 @@ class Gateway:
                     self._spawn_end_telling(conn, 1013)
 
     def _forget(self, conn: ClientConn) -> None:
+        if conn.kept:
+            self.side.tasks.spawn(self.inboxes.discard(conn.id, conn.kept), f"leave {conn.id}")
         if self.conns.discard(conn):
             METRICS.connection_ended("websocket" if conn.ws else "http")
         conn.stop_timer()
@@ -307,6 +310,20 @@ class Gateway:
         """The owner's app took its homed channel on the layer of key prefix ``prefix``."""
         if self.conns.current(claim) is not None:
             self.inboxes.pull(prefix)
+
+    async def _on_kept(self, claim: str, kept: list[Any], sender: str) -> None:
+        """Groups an old app instance of a moving socket kept its channel in: to be left when
+        the socket is over (at once if it is over already)."""
+        if not (len(kept) == 2 and isinstance(kept[0], str) and isinstance(kept[1], list)
+                and all(isinstance(group, str) for group in kept[1])):
+            logger.warning("ignored a kept item from %s: not [prefix, [group, ...]]", sender)
+            return
+        conn_id = wire.claimed_conn(claim)
+        conn = self.conns.get(conn_id)
+        if conn is None or conn.finished:
+            await self.inboxes.discard(conn_id, [(kept[0], kept[1])])
+        else:
+            conn.kept.append((kept[0], kept[1]))
 
     async def _on_release(self, claim: str, code: int, sender: str) -> None:
         conn = self.conns.current(claim)

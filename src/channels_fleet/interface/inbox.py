@@ -15,6 +15,7 @@ Channels drops one for a consumer that has gone.
     inboxes.start(relay_channel)
     conn.channel = inboxes.name(conn.id)       # into its envelopes
     inboxes.pull("chat")                       # an owner's INBOX
+    await inboxes.discard(conn.id, conn.kept)  # the socket is over (see KEPT in wire.py)
     await inboxes.close()
 """
 
@@ -43,6 +44,7 @@ class Inboxes:
         self.deliver = deliver
         self.inbox = ""  # the LIST's name part shared by every homed name: specific.fleet<t>!
         self._layers: dict[str, Any] = {}  # key prefix -> a layer on the relay's Redis
+        self._pulled: set[str] = set()  # key prefixes whose LIST a task pops
         self._tasks: list[asyncio.Task[None]] = []  # not the side's: they never end by themselves
 
     def start(self, relay_channel: str) -> None:
@@ -55,21 +57,42 @@ class Inboxes:
 
     def pull(self, prefix: str) -> None:
         """Pop the homed channels on the layer of key prefix ``prefix`` (an owner's INBOX)."""
-        if prefix in self._layers:
+        if prefix in self._pulled:
             return
+        layer = self._layer(prefix)
+        if layer is not None:
+            self._pulled.add(prefix)
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                self._pull(prefix, layer), name=f"homed channels {prefix}"))
+
+    async def discard(self, conn_id: str, kept: list[tuple[str, list[str]]]) -> None:
+        """A socket is over: its homed channel leaves the groups its old app instances kept it
+        in while it moved (their own disconnects skipped those discards)."""
+        name = self.name(conn_id)
+        for prefix, groups in kept:
+            layer = self._layer(prefix)
+            for group in groups if layer is not None else ():
+                try:
+                    await layer.group_discard(group, name)
+                except Exception as exc:  # Redis away: the membership expires with the group
+                    logger.warning("%s: could not leave group %r (%r)", conn_id, group, exc)
+
+    def _layer(self, prefix: str) -> Any:
+        layer = self._layers.get(prefix)
+        if layer is not None:
+            return layer
         if not prefix or len(prefix) > 200 or "{" in prefix or "}" in prefix:
-            logger.warning("ignored an INBOX with a bad key prefix %r", prefix[:64])
-            return
+            logger.warning("ignored a bad key prefix %r", prefix[:64])
+            return None
         if len(self._layers) >= MAX_PREFIXES:
-            logger.warning("ignored an INBOX for key prefix %r: already popping %d prefixes",
-                           prefix, MAX_PREFIXES)
-            return
+            logger.warning("ignored key prefix %r: already using %d prefixes", prefix,
+                           MAX_PREFIXES)
+            return None
         from channels_fleet.layers import RedisClusterChannelLayer
 
         layer = self._layers[prefix] = RedisClusterChannelLayer(
             hosts=list(self.settings.redis_url), prefix=prefix)
-        self._tasks.append(asyncio.get_running_loop().create_task(
-            self._pull(prefix, layer), name=f"homed channels {prefix}"))
+        return layer
 
     async def close(self) -> None:
         for task in self._tasks:

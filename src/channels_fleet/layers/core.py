@@ -271,6 +271,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel)
         moving = homed(channel)
         if moving is not None and moving.moving:
+            moving.kept.append(group)
             return
         state = await self._state()
         key = group_key(self.prefix, group)

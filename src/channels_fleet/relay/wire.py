@@ -121,6 +121,9 @@ RELEASE = "release"  # payload: a close code; the worker gives the connection up
 REHOME = "rehome"  # payload: cause ("drain"); the worker hands the connection back to be re-homed
 RETURN = "return"  # payload: list of events the worker took for it and did not deliver (fence)
 INBOX = "inbox"  # payload: a layer's key prefix; the app took the homed channel on that layer
+# payload [key prefix, [group, ...]]: groups a moving socket's old app instance left, kept for
+# the next instance; the interface discards them once the socket ends for good.
+KEPT = "kept"
 # Appended to a batch, not about one connection (its conn is ""): payload [[conn, handled,
 # taken], ...], counts of the client frames (websocket.receive) relayed to this owner that the
 # app has handled (and whose output is ahead of this item) and that it has taken.
@@ -259,7 +262,7 @@ class WireError(ValueError):
 _ITEM_PAYLOADS: dict[str, tuple[type, ...]] = {
     EVENT: (dict,), GONE: (int,), CLAIM: (str,), SEND: (dict,), END: (type(None),),
     RELEASE: (int,), REHOME: (str,), RETURN: (list,), FENCE: (type(None),), ACK: (list,),
-    CAUGHT_UP: (int,), INBOX: (str,), MESSAGE: (list,),
+    CAUGHT_UP: (int,), INBOX: (str,), MESSAGE: (list,), KEPT: (list,),
 }
 
 

@@ -100,6 +100,10 @@ class AppInstance(OwnedConn):
                 self.reaper.cancel()
             if self.state not in NOT_OURS:
                 self.relay.post(self.iface, [wire.END, self.id, None], control=True)
+            homed = self.homed
+            if homed is not None and homed.kept:
+                self.relay.post(self.iface, [wire.KEPT, self.id, [homed.layer.prefix, homed.kept]],
+                                control=True)
             self.on_end(self)
 
     # -- the app's receive and send --------------------------------------------------------

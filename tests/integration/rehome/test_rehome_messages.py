@@ -183,6 +183,27 @@ async def test_the_consumer_keeps_its_channel_name_across_a_move(
     assert member.texts[-1:] == ["direct"]
 
 
+async def test_no_worker_takes_it__the_interface_leaves_the_groups_its_old_instance_kept(
+    fleet: FleetStack, layer: RedisClusterChannelLayer,
+) -> None:
+    """The old instance's group_discard is skipped while the socket moves; if no worker takes
+    the socket (closed 1012 at the claim deadline), the interface leaves those groups itself."""
+    iface, (old,) = fleet.start()
+    room = f"rg{time.monotonic_ns()}"
+    (member,) = await join(iface, room, 1)
+    key = f"splitproj:g:{{{room}}}"
+    assert len(await _group_names(layer, key)) == 1
+    old.signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while member.code is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert member.code == 1012
+    deadline = time.monotonic() + 5
+    while await _group_names(layer, key) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert await _group_names(layer, key) == []
+
+
 async def _group_names(layer: RedisClusterChannelLayer, key: str) -> list[str]:
     import redis
 
