@@ -255,6 +255,9 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         """Add ``channel`` to ``group`` (for ``group_expiry`` seconds)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        mine = homed(channel)
+        if mine is not None:
+            mine.groups.add(group)
         state = await self._state()
         key = group_key(self.prefix, group)
         await state.executor.call(
@@ -269,10 +272,11 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         """
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        moving = homed(channel)
-        if moving is not None and moving.moving:
-            moving.kept.append(group)
-            return
+        mine = homed(channel)
+        if mine is not None:
+            if mine.moving:
+                return
+            mine.groups.discard(group)
         state = await self._state()
         key = group_key(self.prefix, group)
         await state.executor.call(key, "ZREM", key, channel)

@@ -31,7 +31,7 @@ HOMED_KEY = ""
 class HomedChannel:
     """The homed channel name of one app instance (worker side), handed out once."""
 
-    __slots__ = ("name", "accept", "layer", "moving", "kept")
+    __slots__ = ("name", "accept", "layer", "moving", "groups")
 
     def __init__(self, name: str, accept: Callable[[Any], bool]) -> None:
         self.name = name
@@ -40,10 +40,11 @@ class HomedChannel:
         self.accept = accept
         self.layer: Any = None  # the layer whose new_channel() returned the name
         #: The socket is moving to another worker: the old instance's ``group_discard`` of
-        #: the name is skipped, so the groups keep it for the next instance; ``kept`` names
-        #: them, for the interface to discard when the socket ends for good.
+        #: the name is skipped, so the groups keep it for the next instance.
         self.moving = False
-        self.kept: list[str] = []
+        #: The groups this instance put the name in (and did not leave before moving): the
+        #: interface leaves them when the socket ends for good, whatever the app did.
+        self.groups: set[str] = set()
 
     def take(self, layer: Any) -> bool:
         """Give the name to ``layer``'s ``new_channel()``; once per instance."""

@@ -121,8 +121,8 @@ RELEASE = "release"  # payload: a close code; the worker gives the connection up
 REHOME = "rehome"  # payload: cause ("drain"); the worker hands the connection back to be re-homed
 RETURN = "return"  # payload: list of events the worker took for it and did not deliver (fence)
 INBOX = "inbox"  # payload: a layer's key prefix; the app took the homed channel on that layer
-# payload [key prefix, [group, ...]]: groups a moving socket's old app instance left, kept for
-# the next instance; the interface discards them once the socket ends for good.
+# payload [key prefix, [group, ...]]: the groups a moving socket's old app instance had put its
+# homed channel in (kept for the next one); the interface leaves them when the socket ends.
 KEPT = "kept"
 # Appended to a batch, not about one connection (its conn is ""): payload [[conn, handled,
 # taken], ...], counts of the client frames (websocket.receive) relayed to this owner that the

@@ -101,9 +101,9 @@ class AppInstance(OwnedConn):
             if self.state not in NOT_OURS:
                 self.relay.post(self.iface, [wire.END, self.id, None], control=True)
             homed = self.homed
-            if homed is not None and homed.kept:
-                self.relay.post(self.iface, [wire.KEPT, self.id, [homed.layer.prefix, homed.kept]],
-                                control=True)
+            if homed is not None and homed.moving and homed.groups:
+                kept = [homed.layer.prefix, sorted(homed.groups)]
+                self.relay.post(self.iface, [wire.KEPT, self.id, kept], control=True)
             self.on_end(self)
 
     # -- the app's receive and send --------------------------------------------------------
