@@ -141,7 +141,8 @@ class EchoApp:
     """A raw ASGI app for WebSockets: accepts (with the client's first subprotocol), echoes
     each text frame as ``<worker channel>:<text>``, and records what every instance saw.
 
-    Paths: ``/refuse-rehomed/`` refuses a re-homed connect; ``/slow/`` takes 0.2 s a frame,
+    Paths: ``/refuse-rehomed/`` refuses a re-homed connect, ``/stall-rehomed/`` never answers
+    one (as an app stuck in its connect); ``/slow/`` takes 0.2 s a frame,
     ``/busy/`` 1 s; ``/mute/`` answers nothing.
     """
 
@@ -161,6 +162,8 @@ class EchoApp:
             if event["type"] == "websocket.connect":
                 if scope["path"] == "/refuse-rehomed/" and scope["fleet"]["rehomed"]:
                     await send({"type": "websocket.close"})
+                    continue
+                if scope["path"] == "/stall-rehomed/" and scope["fleet"]["rehomed"]:
                     continue
                 subprotocols = scope.get("subprotocols") or [None]
                 await send({"type": "websocket.accept", "subprotocol": subprotocols[0]})

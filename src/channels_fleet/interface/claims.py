@@ -22,6 +22,9 @@ The rules, in one place:
   own (``wire.claim_id``); the owner echoes it in all it relays. Items of any other claim (an
   earlier owner's, the same worker's earlier app instance, a late claim of an envelope sent
   before) are ignored, and a claim that comes when none is awaited is answered GONE.
+- **Accepted**: a re-homed socket's new app must accept within ``CHANNELS_FLEET_ACCEPT_TIMEOUT``
+  of its claim, or the socket is closed with **1012** (a new connection's accept is bounded
+  by the server's connect timeout): no socket stays open with no app serving it.
 - **Claimed**: held client events go to the owner, in order, once no old owner's RETURN is
   awaited (``fence``, see rehome.py); that wait is bounded by the same deadline. A lost
   owner's unacknowledged frames (``replay``, see replay.py) go before them, or, if the full
@@ -44,7 +47,7 @@ from channels.exceptions import ChannelFull
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.side import RelaySide
-from .client import AWAITING_CLAIM, CLAIMED, ClientConn, ClientEvent, Connections
+from .client import AWAITING_CLAIM, CLAIMED, REHOMING, ClientConn, ClientEvent, Connections
 from .edge import ClientWriter
 from .replay import Replay
 from .settings import InterfaceSettings
@@ -113,14 +116,14 @@ class Claims:
         conn.claimed_by(owner)
         METRICS.relay_roundtrip.observe(time.monotonic() - conn.sent_at)
         if conn.fence is None:
-            conn.stop_timer()  # while fenced, the deadline bounds the wait for the RETURN
+            self._await_accept(conn)  # while fenced, the deadline bounds the wait for the RETURN
         self._deliver_held(conn)
 
     def unfence(self, conn: ClientConn) -> None:
         """Stop waiting for the old owner's RETURN; held events go to a new owner, if any."""
         conn.clear_fence()
         if conn.state in CLAIMED:
-            conn.stop_timer()
+            self._await_accept(conn)
             self._deliver_held(conn)
 
     def worker_died(self) -> None:
@@ -154,6 +157,14 @@ class Claims:
             if unacked is not None:
                 unacked.record(event)
 
+    def _await_accept(self, conn: ClientConn) -> None:
+        """Claimed: a re-homed socket's new app has ``accept_timeout`` to accept (a new one's
+        accept is bounded by the server's connect timeout)."""
+        if conn.state is REHOMING:
+            self._arm(conn, self.settings.accept_timeout)
+        else:
+            conn.stop_timer()
+
     def _arm(self, conn: ClientConn, deadline: float) -> None:
         conn.stop_timer()
         conn.timer = asyncio.get_running_loop().call_later(deadline, self._expired, conn)
@@ -164,6 +175,12 @@ class Claims:
             logger.warning("%s: no RETURN from the old owner; replaying what it had not "
                            "acknowledged", conn.id)
             self.unfence(conn)
+        elif conn.state is REHOMING:
+            # Open, and no app serves it (stuck in its connect: a database away...): the
+            # client had better reconnect than wait on a socket nothing answers.
+            logger.warning("%s: the re-homed socket's app did not accept within %g s; "
+                           "closing 1012", conn.id, self.settings.accept_timeout)
+            self.side.tasks.spawn(self.refuse(conn, 1012), f"refuse {conn.id}")
         elif conn.state is not AWAITING_CLAIM:
             return
         elif self._worker_died_at > conn.sent_at and not conn.resent:

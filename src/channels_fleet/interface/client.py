@@ -131,6 +131,8 @@ class ClientConn:
         if self.state is not REHOMING:
             return False
         self._move(OWNED)
+        if self.fence is None:  # else the timer bounds the wait for the old owner's RETURN
+            self.stop_timer()  # its accept deadline (claims.py)
         return True
 
     def hand_over(self) -> str | None:

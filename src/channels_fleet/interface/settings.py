@@ -18,6 +18,11 @@ class InterfaceSettings(ServiceSettings):
     allowed_origins: tuple[str, ...] = ()
     #: Seconds a connect may wait for a worker to claim it (then 1013 / 503).
     claim_timeout: float = 5.0
+    #: Seconds an app may take to accept a WebSocket once a worker has claimed it: a new
+    #: connection is refused beyond (Daphne's --websocket_connect_timeout, counted from the
+    #: connect: twice the claim deadline plus this), a re-homed socket closed with 1012, so
+    #: that no socket stays open with no app serving it.
+    accept_timeout: float = 15.0
     #: Most connect envelopes waiting in the work queue fleet.connect (then 1013 / 503).
     connect_capacity: int = 1000
     #: Listen backlog: connections the kernel completes before the interface accepts them.
@@ -58,11 +63,17 @@ class InterfaceSettings(ServiceSettings):
     def public_port(self) -> int | None:
         return self.port
 
+    @property
+    def connect_timeout(self) -> float:
+        """Seconds a new WebSocket may take from its connect to its accept: two claim
+        deadlines (sent again once after a worker died), then the app's accept."""
+        return 2 * self.claim_timeout + self.accept_timeout
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._positive("claim_timeout", "connect_capacity", "backlog", "pending_limit",
-                       "send_buffer", "ping_interval", "ping_timeout", "replay_limit",
-                       "replay_bytes")
+        self._positive("claim_timeout", "accept_timeout", "connect_capacity", "backlog",
+                       "pending_limit", "send_buffer", "ping_interval", "ping_timeout",
+                       "replay_limit", "replay_bytes")
         if self.drain_close_rate < 0:
             raise SettingsError("CHANNELS_FLEET_DRAIN_CLOSE_RATE must be >= 0")
         if self.http_timeout < 0:

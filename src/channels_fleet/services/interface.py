@@ -101,9 +101,8 @@ class Interface:
                        f":backlog={settings.backlog}"],
             signal_handlers=False,
             request_buffer_size=settings.chunk_size,
-            # A connect may wait for two claim deadlines (sent again after a worker died).
-            websocket_handshake_timeout=2 * settings.claim_timeout + 15,
-            websocket_connect_timeout=2 * settings.claim_timeout + 15,
+            websocket_handshake_timeout=settings.connect_timeout,
+            websocket_connect_timeout=settings.connect_timeout,
             application_close_timeout=settings.drain_timeout,
             http_timeout=settings.http_timeout or None,
             ping_interval=settings.ping_interval,

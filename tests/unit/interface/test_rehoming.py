@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+from support.loopback import EchoApp, LoopbackFleet
 
 from channels_fleet.interface.client import OWNED
 from channels_fleet.worker import handback
@@ -44,6 +45,34 @@ async def test_rehomed_app_refusing__socket_closed_1008(fleet) -> None:
     await fleet.kill(first)
     await fleet.add_host()
     assert await client.next() == {"type": "websocket.close", "code": 1008}
+
+
+async def test_rehomed_app_not_accepting__socket_closed_1012_at_the_accept_timeout() -> None:
+    fleet = await LoopbackFleet(EchoApp(), claim_timeout=CLAIM_TIMEOUT, accept_timeout=0.5).start()
+    try:
+        first = await fleet.add_host()
+        stalled = await connected(fleet, "/stall-rehomed/")
+        served = await connected(fleet)
+        await fleet.kill(first)
+        second = await fleet.add_host()
+        started = time.monotonic()
+        # Stuck in its connect (a database away...): the client is told to reconnect.
+        assert await stalled.next() == {"type": "websocket.close", "code": 1012}
+        assert time.monotonic() - started >= 0.5 * 0.9
+        seen = next(seen for scope, seen in fleet.app.instances
+                    if scope["path"] == "/stall-rehomed/" and scope["fleet"]["rehomed"])
+        for _ in range(50):  # its app is told
+            if seen[-1]["type"] == "websocket.disconnect":
+                break
+            await asyncio.sleep(0.02)
+        assert [e["type"] for e in seen] == ["websocket.connect", "websocket.disconnect"]
+        # One whose new app accepted is served past the accept timeout.
+        await asyncio.sleep(0.6)
+        served.send_text("after")
+        assert await served.texts(1) == [f"{second.side.channel}:after"]
+        await served.close()
+    finally:
+        await fleet.stop()
 
 
 async def test_no_live_worker__rehomed_socket_closed_1012_after_twice_the_deadline(fleet) -> None:
