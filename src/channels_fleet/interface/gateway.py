@@ -338,7 +338,12 @@ class Gateway:
             await self.writer.end(conn, 1011)
 
     def _on_undeliverable(self, dest: str, items: list[wire.Item]) -> None:
-        for claim in {item[1] for item in items}:
+        """Redis took nothing for worker ``dest`` within the layer's retries: the sockets those
+        client events and channel messages were for are closed (1013), not left with a hole."""
+        claims: set[str] = set()
+        for kind, claim, payload in items:
+            claims.update(payload[1] if kind == wire.MESSAGE else (claim,))  # ours: well formed
+        for claim in claims:
             conn = self.conns.current(claim)
             if conn is not None:
                 METRICS.messages_dropped.labels("channel_full").inc()

@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..observability.metrics import METRICS
 from ..relay.relay import RECEIVE_RETRY
 from .settings import InterfaceSettings
 
@@ -120,4 +121,9 @@ class Inboxes:
             busy = bool(taken)
             start = len(inbox)
             for names, body in taken:
-                deliver([name[start:] for name in names], body)
+                try:
+                    deliver([name[start:] for name in names], body)
+                except Exception:  # a bug: this message is lost, not every later one
+                    METRICS.messages_dropped.labels("other").inc(len(names))
+                    logger.exception("homed channels on %r: a message could not be relayed",
+                                     prefix)
