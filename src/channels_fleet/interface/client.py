@@ -160,6 +160,14 @@ class ClientConn:
 
     # -- the rest of its state -------------------------------------------------------------
 
+    def relay_to(self) -> str | None:
+        """The owner its events go straight to; None while they are held (no claim yet, or
+        an old owner's RETURN awaited)."""
+        state = self.state  # identity tests: this is per frame
+        if (state is OWNED or state is REHOMING) and self.fence is None:
+            return self.owner
+        return None
+
     def take_owner_to_tell(self) -> str | None:
         """Whom to tell that the client side is over: the owner, the first time; None after
         that or with no owner. Taking it marks the owner told, so a path that needs no telling

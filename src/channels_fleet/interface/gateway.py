@@ -36,7 +36,7 @@ from ..relay.liveness import Liveness
 from ..relay.relay import relay_layer
 from ..relay.side import RelaySide
 from .claims import Claims, refusal_code
-from .client import FINISHED, OWNED, REHOMING, ClientConn, ClientEvent, Connections
+from .client import FINISHED, ClientConn, ClientEvent, Connections
 from .edge import ClientWriter
 from .inbox import Inboxes
 from .limits import ClientLimit, client_key, close_pacing, origin_allowed, refuse
@@ -233,12 +233,10 @@ class Gateway:
 
     def _to_owner(self, conn: ClientConn, event: ClientEvent) -> None:
         """One client event for the owner: straight to it once claimed, else held."""
-        state, owner = conn.state, conn.owner
-        if owner is not None and (state is OWNED or state is REHOMING) and conn.fence is None:
+        owner = conn.relay_to()
+        if owner is not None:
             if not self.relay.post(owner, [wire.EVENT, conn.claim_id, event]):
-                logger.warning("%s: relay backlog full; closing", conn.id)
-                METRICS.messages_dropped.labels("buffer_full").inc()
-                self._spawn_end_telling(conn, 1013)
+                self._backlog_full([conn])
             elif conn.unacked is not None:
                 conn.unacked.record(event)  # until the owner acknowledges it
             return
@@ -261,8 +259,8 @@ class Gateway:
             conn = self.conns.get(conn_id)
             if conn is None or conn.channel is None or conn.state is FINISHED:
                 continue  # its consumer has gone: dropped, as Channels drops it
-            state, owner = conn.state, conn.owner
-            if owner is not None and (state is OWNED or state is REHOMING) and conn.fence is None:
+            owner = conn.relay_to()
+            if owner is not None:
                 straight.setdefault(owner, []).append(conn)
                 if conn.unacked is not None:
                     conn.unacked.record(event)
@@ -270,10 +268,14 @@ class Gateway:
                 self._to_owner(conn, event)  # held
         for owner, conns in straight.items():
             if not self.relay.post(owner, [wire.MESSAGE, "", [body, [c.claim_id for c in conns]]]):
-                logger.warning("relay backlog full; closing %d sockets", len(conns))
-                METRICS.messages_dropped.labels("buffer_full").inc(len(conns))
-                for conn in conns:
-                    self._spawn_end_telling(conn, 1013)
+                self._backlog_full(conns)
+
+    def _backlog_full(self, conns: list[ClientConn]) -> None:
+        """Redis is slower than the clients send: end these connections, buffer nothing."""
+        logger.warning("relay backlog full; closing %s", ", ".join(c.id for c in conns[:5]))
+        METRICS.messages_dropped.labels("buffer_full").inc(len(conns))
+        for conn in conns:
+            self._spawn_end_telling(conn, 1013)
 
     def _forget(self, conn: ClientConn) -> None:
         if conn.kept:
@@ -314,16 +316,17 @@ class Gateway:
     async def _on_kept(self, claim: str, kept: list[Any], sender: str) -> None:
         """Groups an old app instance of a moving socket kept its channel in: to be left when
         the socket is over (at once if it is over already)."""
-        if not (len(kept) == 2 and isinstance(kept[0], str) and isinstance(kept[1], list)
-                and all(isinstance(group, str) for group in kept[1])):
-            logger.warning("ignored a kept item from %s: not [prefix, [group, ...]]", sender)
+        try:
+            prefix, groups = wire.parse_kept(kept)
+        except wire.WireError as exc:
+            logger.warning("ignored a kept item from %s: %s", sender, exc)
             return
         conn_id = wire.claimed_conn(claim)
         conn = self.conns.get(conn_id)
         if conn is None or conn.finished:
-            await self.inboxes.discard(conn_id, [(kept[0], kept[1])])
+            await self.inboxes.discard(conn_id, [(prefix, groups)])
         else:
-            conn.kept.append((kept[0], kept[1]))
+            conn.kept.append((prefix, groups))
 
     async def _on_release(self, claim: str, code: int, sender: str) -> None:
         conn = self.conns.current(claim)

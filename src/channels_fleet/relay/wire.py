@@ -355,6 +355,14 @@ def parse_message(payload: list[Any]) -> tuple[bytes, list[str]]:
     return payload[0], payload[1]
 
 
+def parse_kept(payload: list[Any]) -> tuple[str, list[str]]:
+    """Check a KEPT item's payload ``[key prefix, [group, ...]]``; return it or WireError."""
+    if not (len(payload) == 2 and type(payload[0]) is str and type(payload[1]) is list
+            and all(type(group) is str for group in payload[1])):
+        raise WireError("bad payload for a kept item")
+    return payload[0], payload[1]
+
+
 def parse_batch(message: Any) -> list[Any]:
     """The items of a relay batch (each still to be checked with parse_item), or WireError."""
     _need(isinstance(message, dict) and message.get("type") == BATCH, "not a relay batch")

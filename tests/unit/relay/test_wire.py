@@ -93,3 +93,27 @@ def test_split_body__keeps_more_body_of_a_streamed_message() -> None:
 def test_item_size__counts_body_bytes() -> None:
     assert wire.item_size([wire.SEND, "c", {"type": "websocket.send", "text": "x" * 1000}]) > 1000
     assert wire.item_size([wire.CLAIM, "c", "fleet.worker.a!b"]) < 100
+
+
+def test_parse_message__body_and_claims() -> None:
+    assert wire.parse_message([b"body", ["c1.1", "c2.3"]]) == (b"body", ["c1.1", "c2.3"])
+
+
+@pytest.mark.parametrize("payload", [
+    ["not bytes", ["c1.1"]], [b"body", "c1.1"], [b"body", [1]], [b"body"],
+])
+def test_parse_message__anything_else_is_a_wire_error(payload: list) -> None:
+    with pytest.raises(wire.WireError, match="msg item"):
+        wire.parse_message(payload)
+
+
+def test_parse_kept__prefix_and_groups() -> None:
+    assert wire.parse_kept(["chat", ["room-1", "room-2"]]) == ("chat", ["room-1", "room-2"])
+
+
+@pytest.mark.parametrize("payload", [
+    [b"chat", ["room"]], ["chat", "room"], ["chat", [None]], ["chat"], [],
+])
+def test_parse_kept__anything_else_is_a_wire_error(payload: list) -> None:
+    with pytest.raises(wire.WireError, match="kept item"):
+        wire.parse_kept(payload)
