@@ -16,7 +16,8 @@ import logging
 
 from ..relay import wire
 from ..relay.side import RelaySide
-from .instance import Acks, AppInstance, AppInstances
+from .acks import Acks
+from .instance import AppInstance, AppInstances
 from .owned import HANDING_BACK, RUNNING
 
 logger = logging.getLogger(__name__)

@@ -28,9 +28,10 @@ from ..relay import wire
 from ..relay.liveness import Liveness
 from ..relay.relay import RECEIVE_RETRY, relay_layer
 from ..relay.side import RelaySide
+from .acks import Acks
 from .background import serve_background
 from .handback import HandBack
-from .instance import Acks, AppInstance, AppInstances
+from .instance import AppInstance, AppInstances
 from .owned import CLOSED, NOT_OURS, RUNNING
 from .settings import WorkerSettings
 

@@ -4,7 +4,8 @@ uvicorn's ``RequestResponseCycle`` is the model: one object per connection owns 
 queue, its ``receive`` and ``send``, and the client's answer when the app fails. The host
 (host.py) claims connections and starts and counts instances; relayed events reach them
 through :class:`AppInstances`, the host's table of them, and their acknowledgements leave
-through :class:`Acks`: all of the worker's own code a relayed frame passes (test_frame_path).
+through :class:`~.acks.Acks`: all of the worker's own code a relayed frame passes
+(test_frame_path).
 
 ``receive`` hands the app the events relayed from the interface; ``send`` checks each message
 as Daphne would (conformance.py) and relays it. An app instance is an :class:`.owned.OwnedConn`
@@ -13,14 +14,6 @@ as Daphne would (conformance.py) and relays it. An app instance is an :class:`.o
 A WebSocket's consumer channel may be homed on its interface (``layers/homing.py``): its
 messages then arrive among the client's frames as ``fleet.message`` events, and ``receive``
 hands the app each one decoded, as its ``channel_receive`` would have.
-
-ACKs (the twin of ``interface/replay.py``): for a WebSocket whose connect envelope asked for
-them (``"ack": true``), the instance counts the client frames and channel messages its app has
-*taken* (``receive()`` returned one) and *handled* (the app called ``receive()`` again: Channels
-dispatches one event at a time, so the previous one is done and its output posted). Those counts
-go to the interface as one ACK item appended to the next batch that goes there anyway (the
-relay's trailer), after the output of the frames they cover. A socket whose app sends nothing
-back still gets its ACK: at most ``delay`` later, one ACK item on its own.
 """
 
 from __future__ import annotations
@@ -37,6 +30,7 @@ from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.relay import Relay
 from . import conformance
+from .acks import Acks
 from .owned import (
     ABANDONED,
     CLOSED,
@@ -348,43 +342,3 @@ class AppInstances:
         """The interfaces holding sockets these instances serve (liveness watches them)."""
         ifaces = {i.iface for i in self.running.values() if i.state not in NOT_OURS}
         return ifaces | {i.iface for i in self.handed.values()}
-
-
-class Acks:
-    """The ACKs one host owes its interfaces; appended to the relay's batches."""
-
-    def __init__(self, relay: Relay, delay: float) -> None:
-        self.relay = relay
-        self.delay = delay  # longest an ACK waits for a batch to ride on
-        self._owed: dict[str, dict[str, AppInstance]] = {}  # interface -> instances to ack
-        self._timer: asyncio.TimerHandle | None = None
-        relay.set_trailer(self.trailer)
-
-    def mark(self, instance: AppInstance) -> None:
-        """Its counts changed: acknowledge them with the next batch to its interface."""
-        owed = self._owed.get(instance.iface)
-        if owed is None:
-            owed = self._owed[instance.iface] = {}
-        owed[instance.id] = instance
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.delay, self._unsent)
-
-    def trailer(self, iface: str) -> list[Any] | None:
-        """The ACK item for a batch about to go to ``iface``, or None if nothing is owed."""
-        owed = self._owed.pop(iface, None)
-        if not owed:
-            return None
-        return [wire.ACK, "", [[i.id, i.handled, i.taken] for i in owed.values()]]
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _unsent(self) -> None:
-        """ACKs no batch took within ``delay`` (quiet sockets): send them on their own."""
-        self._timer = None
-        for iface in list(self._owed):
-            item = self.trailer(iface)
-            if item is not None:
-                self.relay.post(iface, item, control=True)
