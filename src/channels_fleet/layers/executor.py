@@ -63,12 +63,22 @@ class Executor:
 
     async def call(self, key: str, *args: Any) -> Any:
         """Run one command for ``key``; raise its error."""
-        conn = self.router.node_for(key).live_connection()
+        node = self.router.node_for(key)
+        conn = node.live_connection()
         if conn is not None:  # the common case: no redirection, no failure
             try:
                 return await conn.command(*args)
-            except (rx.AskError, rx.NoScriptError, *TRANSIENT):
+            except (rx.AskError, rx.NoScriptError):
                 pass  # MovedError is an AskError; the full path below deals with each
+            except TRANSIENT as exc:
+                # A master gone silent (its node cut off) answers nothing until the socket
+                # timeout; by then its replica may serve the slot. Re-read the table before
+                # the next try, as the full path does after each failure: a second try on the
+                # silent node would spend a second socket timeout of the retry budget.
+                _metrics.retry(exc)
+                _metrics.node_up(node.address, False)
+                logger.info("redis %s not available (%s); retrying", node.address, exc)
+                await self._back_off(RETRY.delay(1))
         op = Op(key, args)
         await self.run([op])
         if op.error is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.dev.ports import free_ports
 from channels_fleet.exceptions import LayerConfigError, LayerUnavailable
 from channels_fleet.layers import RedisClusterChannelLayer
-from channels_fleet.layers.keys import channel_key, slot_of
+from channels_fleet.layers.keys import channel_key, group_key, slot_of
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,41 @@ async def test_failover__sigkill_master_mid_stream_sends_and_receives_continue(t
         assert len(lost) <= 50, f"lost {len(lost)} messages in the failover"
         assert len(received) == len(set(received)) or len(received) - len(set(received)) <= 5
     finally:
+        await layer.close_pools()
+        cluster.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_silent_master__next_try_goes_to_its_replica(tmp_path: Path):
+    """A master that stops answering with its connections open (its node cut off, SIGSTOP
+    here) after its replica took its slots: the command waiting on it times out once, and the
+    next try reads the new slot table. Before, the next try went to the silent master again
+    and spent the rest of the retry budget there (a second socket timeout): past this
+    retry_timeout, the command failed."""
+    cluster = LocalRedis(tmp_path, masters=3, replicas=1).start()
+    layer = RedisClusterChannelLayer(
+        hosts=[{"address": url, "socket_timeout": 1.5} for url in cluster.urls[:3]],
+        retry_timeout=1.0)
+    silent = None
+    try:
+        await layer.group_add("room", "specific.a!1")  # the connection to its master is open
+        key = group_key(layer.prefix, "room")
+        state = next(iter(layer._states.values()))
+        master_address = state.router.node_for(key).address
+        silent = next(n for n in cluster.nodes if master_address.endswith(f":{n.port}"))
+        replica = next(n for n in cluster.nodes if n is not silent
+                       and _cli(n.port, "role").split("\n")[2:3] == [str(silent.port)])
+        _cli(replica.port, "cluster", "failover")
+        deadline = time.monotonic() + 10
+        while not _cli(silent.port, "role").startswith("slave"):
+            assert time.monotonic() < deadline, "the replica did not take over"
+            await asyncio.sleep(0.02)
+        silent.kill(signal.SIGSTOP)
+        await layer.group_add("room", "specific.a!2")  # LayerUnavailable before
+        assert state.router.node_for(key).address.endswith(f":{replica.port}")
+    finally:
+        if silent is not None:
+            silent.kill(signal.SIGCONT)
         await layer.close_pools()
         cluster.stop()
 
