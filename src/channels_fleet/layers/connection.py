@@ -16,7 +16,8 @@ from redis import exceptions as rx
 from redis.exceptions import RedisError
 
 from ..exceptions import LayerConfigError, LayerUnavailable, RedisVersionError
-from . import _metrics
+from . import _metrics, acl
+from .acl import is_refusal
 from .hosts import connection_kwargs
 from .keys import slot_of
 from .resp import RespConnection
@@ -86,8 +87,9 @@ class NodeClient:
         """Run a blocking command on a connection of its own (reused once it answered).
 
         ``asking`` sends ``ASKING`` first on that same connection (a slot being migrated).
-        If the caller is cancelled, the command is woken (``CLIENT UNBLOCK``) and a reply
-        that took something goes to ``salvage``: a popped message is never dropped.
+        If the caller is cancelled, the command is woken (``CLIENT UNBLOCK``; where the ACL
+        refuses it, its block is waited out: acl.py) and a reply that took something goes to
+        ``salvage``: a popped message is never dropped.
         """
         conn = None
         while self._idle_blocking and conn is None:
@@ -119,10 +121,16 @@ class NodeClient:
         return reply
 
     async def _client_id(self, conn: RespConnection) -> int | None:
+        """This connection's id, for CLIENT UNBLOCK; None when the ACL refuses either."""
+        if acl.WAKE.refused:
+            return None
         try:
             return int(await conn.command("CLIENT", "ID"))
         except rx.ResponseError as exc:  # an ACL may refuse it: then wait out the block
-            logger.debug("%s: CLIENT ID refused (%s)", self.address, exc)
+            if is_refusal(exc):
+                acl.WAKE.refuse(self.address, "CLIENT ID", exc)
+            else:
+                logger.debug("%s: CLIENT ID failed (%s)", self.address, exc)
             return None
 
     async def _unblock(self, conn: RespConnection, command: asyncio.Future[Any],
@@ -131,13 +139,16 @@ class NodeClient:
         if command.done():
             return
         wait = block + 0.5
-        if conn.client_id is not None:
+        if conn.client_id is not None and not acl.WAKE.refused:
             try:
                 if await self.execute("CLIENT", "UNBLOCK", conn.client_id):
                     wait = UNBLOCKED_REPLY_WAIT_S
             except (RedisError, OSError) as exc:
-                logger.debug("%s: CLIENT UNBLOCK failed (%s); waiting out the block",
-                             self.address, exc)
+                if is_refusal(exc):  # @admin, @dangerous: a least-privilege user may not
+                    acl.WAKE.refuse(self.address, "CLIENT UNBLOCK", exc)
+                else:
+                    logger.debug("%s: CLIENT UNBLOCK failed (%s); waiting out the block",
+                                 self.address, exc)
         await asyncio.wait([command], timeout=wait)
 
     async def close(self) -> None:
