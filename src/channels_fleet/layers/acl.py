@@ -11,12 +11,14 @@ says so, and neither is asked again. docs/redis-acl.md gives the rules of each r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from redis import exceptions as rx
+from redis.connection import parse_url
 
 from ..exceptions import RedisPermissionError
 from .scripts import BY_SHA
@@ -50,20 +52,43 @@ def command_name(args: Sequence[Any]) -> str:
     return name
 
 
-def refused(address: str, user: str | None, args: Sequence[Any], key: str | None,
-            exc: BaseException) -> RedisPermissionError:
-    """The error for ``args`` refused by Redis ``address``; logged the first time."""
-    command = command_name(args)
+def refused(address: str, user: str | None, args: Sequence[Any] | str, key: str | None,
+            exc: BaseException, *, log: bool = True) -> RedisPermissionError:
+    """The error for ``args`` (or a command's description) refused by Redis ``address``;
+    logged the first time (unless ``log`` is false: the caller reports it)."""
+    command = args if isinstance(args, str) else command_name(args)
     who = f"user {user!r}" if user else "the default user"
     on = f" on key {key}" if key else ""
     error = RedisPermissionError(
         f"Redis {address} refused {command}{on} to {who}: {exc}; the user's ACL needs this "
         "command and key pattern (docs/redis-acl.md gives the rules of each role)"
     )
-    if command not in _logged:
+    if log and command not in _logged:
         _logged.add(command)
         logger.error("%s", error)
     return error
+
+
+@contextlib.contextmanager
+def naming(url: str, command: str, key: str | None = None) -> Iterator[None]:
+    """For redis-py clients: a refusal inside becomes :class:`RedisPermissionError` naming
+    ``command``, ``key``, the server of ``url`` and its user (Redis names no key); the caller
+    reports it (not logged here).
+
+        with acl.naming(url, "LINDEX", key):
+            head = client.lindex(key, 0)
+    """
+    try:
+        yield
+    except rx.ResponseError as exc:
+        if not is_refusal(exc):
+            raise
+        try:
+            options: dict[str, Any] = parse_url(url)
+        except ValueError:  # no URL given: the server goes unnamed
+            options = {"host": "(unknown)", "port": "?"}
+        address = f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
+        raise refused(address, options.get("username"), command, key, exc, log=False) from exc
 
 
 class Wake:

@@ -76,3 +76,24 @@ def test_wake__refused_once__said_once_at_info(caplog: pytest.LogCaptureFixture)
     (record,) = caplog.records
     assert record.levelno == logging.INFO
     assert "CLIENT UNBLOCK" in record.getMessage() and "nothing is lost" in record.getMessage()
+
+
+def test_naming__a_redis_py_refusal_names_url_server_user_command_and_key__not_logged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger=acl.__name__), \
+            pytest.raises(RedisPermissionError) as raised:
+        with acl.naming("rediss://fleet-exporter:secret@redis.internal:6380", "LINDEX",
+                        "fleet:q:{fleet.connect}"):
+            raise BaseParser.parse_error(
+                "NOPERM this user has no permissions to access one of the keys used as arguments")
+    message = str(raised.value)
+    for part in ("redis.internal:6380", "'fleet-exporter'", "LINDEX", "fleet:q:{fleet.connect}"):
+        assert part in message
+    assert "secret" not in message
+    assert not caplog.records  # the caller reports it
+
+
+def test_naming__other_errors_pass_unchanged() -> None:
+    with pytest.raises(rx.ResponseError) as raised, acl.naming("", "GET"):
+        raise rx.ResponseError("WRONGTYPE")
+    assert type(raised.value) is rx.ResponseError
