@@ -15,7 +15,12 @@ from typing import Any
 from redis import exceptions as rx
 from redis.exceptions import RedisError
 
-from ..exceptions import LayerConfigError, LayerUnavailable, RedisVersionError
+from ..exceptions import (
+    LayerConfigError,
+    LayerUnavailable,
+    RedisPermissionError,
+    RedisVersionError,
+)
 from . import _metrics, acl
 from .acl import is_refusal
 from .hosts import connection_kwargs
@@ -249,6 +254,7 @@ class Router:
             # Every node at once, the first full table wins: a node that just died costs a
             # connect timeout, and asking one by one would make every caller wait it out.
             failures = []
+            refusal: BaseException | None = None
             asks = {asyncio.ensure_future(self._node(a).execute("CLUSTER", "SLOTS")): a
                     for a in candidates}
             pending = set(asks)
@@ -261,6 +267,8 @@ class Router:
                         if exc is not None:
                             if not isinstance(exc, (RedisError, OSError)):
                                 raise exc
+                            if is_refusal(exc):
+                                refusal = exc
                             failures.append(f"{address}: {exc}")
                         elif self._apply_slots(ask.result(), address):
                             return
@@ -271,6 +279,9 @@ class Router:
                 # that failed beside the winner are read too, or asyncio logs them as lost.
                 for ask in asks:
                     ask.add_done_callback(_retrieve)
+            if refusal is not None:  # the ACL, not the nodes: waiting will not help
+                raise acl.refused(self._entry, self._kwargs.get("username"),
+                                  ("CLUSTER", "SLOTS"), None, refusal)
             raise LayerUnavailable("no cluster node answered CLUSTER SLOTS: " + "; ".join(failures))
 
     def _apply_slots(self, reply: Iterable[Any], asked: str) -> bool:
@@ -329,7 +340,7 @@ class Router:
     async def _refresh_logged(self) -> None:
         try:
             await self.refresh()
-        except LayerUnavailable as exc:
+        except (LayerUnavailable, RedisPermissionError) as exc:
             logger.info("slot table not re-read after MOVED: %s", exc)
 
     def primaries(self) -> list[NodeClient]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from ..exceptions import LayerUnavailable
+from ..exceptions import LayerUnavailable, RedisPermissionError
 from . import _metrics
 from .acl import is_refusal, refused
 from .backoff import Backoff
@@ -194,7 +194,7 @@ class Executor:
         await asyncio.sleep(wait)
         try:
             await self.router.refresh()
-        except LayerUnavailable as exc:
+        except (LayerUnavailable, RedisPermissionError) as exc:
             logger.info("slot table not refreshed: %s", exc)
 
     async def _run_on(self, node: NodeClient, ops: list[Op]) -> list[Any]:
