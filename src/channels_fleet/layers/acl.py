@@ -6,7 +6,9 @@ rule that is missing; the first refusal of each command is also logged once, at 
 command the layer can do without is ``CLIENT UNBLOCK`` (``@admin``, ``@dangerous``), and the
 ``CLIENT ID`` it needs: refused, a receive given up as its event loop closes waits out its
 BLMPOP's block (at most ``connection.MAX_BLOCK_SECONDS``) instead of waking it, one INFO line
-says so, and neither is asked again. docs/redis-acl.md gives the rules of each role.
+says so, and neither is asked again. What runs beside the layer on redis-py clients
+(heartbeats, peer watch, worker room, queue metrics, ``fleet_status()``) names its refusals
+with :func:`naming`. docs/redis-acl.md gives the rules of each role.
 """
 
 from __future__ import annotations
@@ -80,15 +82,36 @@ def naming(url: str, command: str, key: str | None = None) -> Iterator[None]:
     """
     try:
         yield
-    except rx.ResponseError as exc:
-        if not is_refusal(exc):
+    except Exception as exc:  # RedisClusterException is no RedisError
+        cause = _refusal_in(exc)
+        if cause is None:
             raise
+        if cause is not exc:  # redis-py's cluster client wraps what its start was refused
+            named = _NAMED.search(str(cause))
+            command = named.group(1).replace("|", " ").upper() if named else command
+            key = None
         try:
             options: dict[str, Any] = parse_url(url)
         except ValueError:  # no URL given: the server goes unnamed
             options = {"host": "(unknown)", "port": "?"}
         address = f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
-        raise refused(address, options.get("username"), command, key, exc, log=False) from exc
+        raise refused(address, options.get("username"), command, key, cause,
+                      log=False) from exc
+
+
+_NAMED = re.compile(r"run the '([^']+)' command")
+
+
+def _refusal_in(exc: BaseException) -> BaseException | None:
+    """``exc`` or the error it was raised from or during, if one is a refusal."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if is_refusal(current):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class Wake:

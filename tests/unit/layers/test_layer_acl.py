@@ -97,3 +97,14 @@ def test_naming__other_errors_pass_unchanged() -> None:
     with pytest.raises(rx.ResponseError) as raised, acl.naming("", "GET"):
         raise rx.ResponseError("WRONGTYPE")
     assert type(raised.value) is rx.ResponseError
+
+
+def test_naming__a_refusal_wrapped_by_the_cluster_client_names_the_refused_command() -> None:
+    with pytest.raises(RedisPermissionError, match="refused CLUSTER SLOTS to user 'w'"):
+        with acl.naming("redis://w:p@h:7000", "MGET", "fleet:hb:{hb}:*"):
+            try:
+                raise BaseParser.parse_error(
+                    "NOPERM this user has no permissions to run the 'cluster|slots' command")
+            except rx.ResponseError:
+                raise rx.RedisClusterException(  # noqa: B904 (redis-py raises it so)
+                    "Cluster mode is not enabled on this node")
