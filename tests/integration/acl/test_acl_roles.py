@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from channels_fleet import fleet_status
+from channels_fleet import fleet_status, redis_wait
 from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.exceptions import RedisPermissionError
 from channels_fleet.interface.settings import InterfaceSettings
@@ -69,6 +69,7 @@ class AclRedis:
     def __init__(self, local: LocalRedis) -> None:
         self.local = local
         self.ports = [node.port for node in local.nodes]
+        self.is_cluster = local.is_cluster
 
     def admin(self, port: int) -> redis.Redis:
         return redis.Redis(port=port, username=ADMIN[0], password=ADMIN[1])
@@ -103,7 +104,7 @@ class AclRedis:
         return [self.url(f"fleet-{role}")]
 
 
-@pytest.fixture(scope="module", params=["single"])
+@pytest.fixture(scope="module", params=["single", "cluster"])
 def acl_redis(request: pytest.FixtureRequest,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
     """Redis with the four documented users, an admin for the test, the default user off."""
@@ -260,15 +261,19 @@ async def test_interface_and_worker__relay_round_trip_heartbeats_homed_channels_
             assert [names for names, _ in taken_all] == [[inbox + "c1"]]
             await homes.group_discard("room", inbox + "c1")
 
-            # The exporter: queue depth and every live process's status.
-            collector = QueueCollector(acl_redis.urls("exporter"),
-                                       metrics=FleetMetrics(registry=CollectorRegistry()))
-            try:
-                readings = await asyncio.to_thread(collector.read)
-            finally:
-                collector.close()
-            assert collector.last_error is None
-            assert [(r.queue, r.depth) for r in readings] == [("fleet.connect", 0)]
+            # The queue metrics: the exporter's, and each interface's and worker's /metrics.
+            for role in ("exporter", "interface", "worker"):
+                collector = QueueCollector(acl_redis.urls(role),
+                                           metrics=FleetMetrics(registry=CollectorRegistry()))
+                try:
+                    readings = await asyncio.to_thread(collector.read)
+                finally:
+                    collector.close()
+                assert collector.last_error is None, role
+                assert [(r.queue, r.depth) for r in readings] == [("fleet.connect", 0)], role
+            # The chart's wait-for-redis init container, in the interface and worker pods.
+            for role in ("interface", "worker"):
+                assert await asyncio.to_thread(redis_wait.check, acl_redis.urls(role)[0]) is None
             fleet = await asyncio.to_thread(fleet_status, acl_redis.urls("exporter"))
             assert [(p["kind"], p["name"]) for p in fleet["processes"]] == [
                 ("interface", "i1"), ("worker", "w1")]
@@ -361,6 +366,20 @@ def test_missing_rule__exporter__one_warning_naming_the_commands(
 
 
 def test_missing_rule__fleet_status__raises_naming_the_command(acl_redis: AclRedis) -> None:
-    acl_redis.set_user("fleet-broken", without("exporter", "+scan"))
-    with pytest.raises(RedisPermissionError, match="refused SCAN to user 'fleet-broken'"):
+    # It lists the heartbeat keys with SCAN on a single Redis, by slot on a cluster.
+    rule, command = ("+cluster|getkeysinslot", "CLUSTER GETKEYSINSLOT") if acl_redis.is_cluster \
+        else ("+scan", "SCAN")
+    acl_redis.set_user("fleet-broken", without("exporter", rule))
+    with pytest.raises(RedisPermissionError, match=f"refused {command} to user 'fleet-broken'"):
         fleet_status([acl_redis.url("fleet-broken")])
+
+
+async def test_missing_rule__cluster_slots__the_layer_says_so_at_once(
+        acl_redis: AclRedis, layers: list[RedisClusterChannelLayer]) -> None:
+    if not acl_redis.is_cluster:
+        pytest.skip("a single Redis has no slot table to read")
+    acl_redis.set_user("fleet-broken", without("web", "+cluster|slots"))
+    layer = RedisClusterChannelLayer(hosts=[acl_redis.url("fleet-broken")])
+    layers.append(layer)
+    with pytest.raises(RedisPermissionError, match=r"refused CLUSTER SLOTS to user"):
+        await layer.send("chat.jobs", {"n": 1})
