@@ -199,8 +199,8 @@ async def test_worker_and_web__send_receive_groups_on_the_project_layer(
 
 
 def settings(cls: type, acl_redis: AclRedis, role: str, name: str, **more: Any) -> Any:
-    return cls(redis_url=tuple(acl_redis.urls(role)), metrics_port=0, name=name,
-               heartbeat_interval=0.2, heartbeat_ttl=0.6, **more)
+    more.setdefault("redis_url", tuple(acl_redis.urls(role)))
+    return cls(metrics_port=0, name=name, heartbeat_interval=0.2, heartbeat_ttl=0.6, **more)
 
 
 @pytest.mark.usefixtures("no_refusals")
@@ -339,6 +339,28 @@ async def test_missing_rule__a_key_pattern__names_the_key(
     layers.append(layer)
     with pytest.raises(RedisPermissionError, match=r"BLMPOP on key asgi:q:\{chat\.jobs\}"):
         await asyncio.wait_for(layer.receive("chat.jobs"), 10)
+
+
+async def test_missing_rule__relay_receive__one_error_line_while_it_retries(
+        acl_redis: AclRedis, layers: list[RedisClusterChannelLayer],
+        caplog: pytest.LogCaptureFixture) -> None:
+    from channels_fleet.relay.relay import Relay
+
+    acl_redis.set_user("fleet-broken", without("worker", "+blmpop"))
+    broken = settings(WorkerSettings, acl_redis, "worker", "w1", app="unused:app",
+                      redis_url=(acl_redis.url("fleet-broken"),))
+    layer = relay_layer(broken)
+    layers.append(layer)
+    relay = Relay(layer, wire.WORKER_CHANNELS)
+    with caplog.at_level(logging.INFO):
+        channel = await relay.start()
+        try:
+            await asyncio.sleep(1.5)  # three retries or more
+        finally:
+            await relay.stop()
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(logged) == 1, logged
+    assert "refused BLMPOP on key fleet:q:{" + channel.split("!")[0] + "!}" in logged[0]
 
 
 async def test_missing_rule__heartbeat__the_process_does_not_start_and_says_why(
