@@ -287,7 +287,7 @@ async def test_interface_and_worker__relay_round_trip_heartbeats_homed_channels_
 @pytest.mark.usefixtures("no_refusals")
 async def test_a_peer_declared_dead_and_reviving__tombstones_with_the_documented_users(
         acl_redis: AclRedis) -> None:
-    """DECLARE (interface) and REVIVE (worker): the relay's two EVAL scripts."""
+    """DECLARE (interface and worker) and REVIVE (worker): the relay's two EVAL scripts."""
     from channels_fleet.layers.clients import redis_client
     from channels_fleet.relay.peer_watch import PeerWatch
 
@@ -306,6 +306,14 @@ async def test_a_peer_declared_dead_and_reviving__tombstones_with_the_documented
         await asyncio.to_thread(beat.beat)  # finds itself declared dead
         await asyncio.sleep(0.1)
         assert lost == [True]
+        # A worker declares a dead interface the same way.
+        gone = f"fleet.iface.t!{time.time_ns()}"
+        as_worker = await redis_client(acl_redis.urls("worker"))
+        try:
+            watch = PeerWatch(as_worker, lambda: [gone], lambda dead: None, prefix="fleet")
+            assert await watch.declare(await watch.missing([gone])) == {gone}
+        finally:
+            await as_worker.aclose()
     finally:
         await beat.stop()
         await client.aclose()
