@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import NoPermissionError
 
 STARTUP_FAILURE = 3  # exit status of a service that could not start (as uvicorn)
 
@@ -21,6 +22,11 @@ class RedisVersionError(LayerConfigError):
 
 class LayerUnavailable(LayerError, ConnectionError):
     """Redis could not be reached (or kept failing) for longer than ``retry_timeout``."""
+
+
+class RedisPermissionError(LayerError, NoPermissionError):
+    """The Redis user may not run a command the layer sends (its ACL); the message names the
+    server, the command (a script's with the commands it calls), the key and the rule to add."""
 
 
 class IllegalTransition(RuntimeError):

@@ -21,7 +21,9 @@ A process is ``{"channel", "name", "kind", "pid", "age", "sockets", "draining", 
     fleet = await asyncio.to_thread(reader.read)
 
 The heartbeat keys share one cluster slot (``{hb}``): they are listed with
-``CLUSTER GETKEYSINSLOT`` on a cluster, with ``SCAN`` on a single Redis.
+``CLUSTER GETKEYSINSLOT`` on a cluster, with ``SCAN`` on a single Redis. None of its commands
+is ``@admin`` or ``@dangerous``; one the Redis user may not run raises
+:class:`~channels_fleet.exceptions.RedisPermissionError` naming it (docs/redis-acl.md).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from .layers import acl
 from .layers.clients import read_server, sync_client
 from .observability.queues import oldest_age
 from .relay import wire
@@ -97,9 +100,13 @@ class FleetStatus:
 
     def _read(self, client: Any) -> dict[str, Any]:
         keys = self._heartbeat_keys(client)
-        values = client.mget(keys) if keys else []
+        with acl.naming(self.url, "MGET", self._beats + "*"):
+            values = client.mget(keys) if keys else []
         queue = wire.queue_key(self.prefix)
-        depth, head = client.llen(queue), client.lindex(queue, 0)
+        with acl.naming(self.url, "LLEN", queue):
+            depth = client.llen(queue)
+        with acl.naming(self.url, "LINDEX", queue):
+            head = client.lindex(queue, 0)
         now = time.time()
         processes = [
             process_status(key[len(self._beats):], value, now)
@@ -116,9 +123,11 @@ class FleetStatus:
     def _heartbeat_keys(self, client: Any) -> list[str]:
         if isinstance(client, RedisCluster):
             slot = key_slot(self._beats.encode())
-            found = client.cluster_get_keys_in_slot(slot, MAX_KEYS)
+            with acl.naming(self.url, "CLUSTER GETKEYSINSLOT"):
+                found = client.cluster_get_keys_in_slot(slot, MAX_KEYS)
         else:
-            found = client.scan_iter(match=self._beats + "*", count=1000)
+            with acl.naming(self.url, "SCAN"):
+                found = list(client.scan_iter(match=self._beats + "*", count=1000))
         keys = (k.decode() if isinstance(k, bytes) else k for k in found)
         return sorted(k for k in keys if k.startswith(self._beats))
 

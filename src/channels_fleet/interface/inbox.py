@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..exceptions import RedisPermissionError
 from ..observability.metrics import METRICS
 from ..relay.relay import RECEIVE_RETRY
 from .settings import InterfaceSettings
@@ -114,7 +115,9 @@ class Inboxes:
             except Exception as exc:  # the shard away past the layer's retry: wait, again
                 failures += 1
                 busy = False
-                logger.warning("homed channels on %r: receive failed (%r); retrying", prefix, exc)
+                if failures == 1 or not isinstance(exc, RedisPermissionError):  # ACL: once
+                    logger.warning("homed channels on %r: receive failed (%r); retrying",
+                                   prefix, exc)
                 await asyncio.sleep(RECEIVE_RETRY.delay(failures))
                 continue
             failures = 0

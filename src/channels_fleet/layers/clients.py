@@ -23,6 +23,7 @@ from redis.cluster import RedisCluster
 from redis.connection import parse_url
 from redis.retry import Retry
 
+from . import acl
 from .topology import HELLO, Server, parse_hello
 
 ASYNC_TIMEOUT = 5.0  # seconds, for the asyncio clients' commands
@@ -69,8 +70,10 @@ def sync_client(url: str, cluster: bool, timeout: float = 2.0, **options: Any) -
     """A blocking redis-py client for ``url`` (RedisCluster on a cluster), short timeouts;
     ``options`` go to the client as they are."""
     cls, seeding = (RedisCluster, seed_options(url)) if cluster else (redis.Redis, {})
-    return cls.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                        **seeding, **options)
+    # A cluster client reads the slot table and the command table now: a refusal is named.
+    with acl.naming(url, "CLUSTER SLOTS"):
+        return cls.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                            **seeding, **options)
 
 
 async def redis_client(urls: Iterable[str]) -> Any:

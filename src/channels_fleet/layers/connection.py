@@ -15,8 +15,14 @@ from typing import Any
 from redis import exceptions as rx
 from redis.exceptions import RedisError
 
-from ..exceptions import LayerConfigError, LayerUnavailable, RedisVersionError
-from . import _metrics
+from ..exceptions import (
+    LayerConfigError,
+    LayerUnavailable,
+    RedisPermissionError,
+    RedisVersionError,
+)
+from . import _metrics, acl
+from .acl import is_refusal
 from .hosts import connection_kwargs
 from .keys import slot_of
 from .resp import RespConnection
@@ -86,8 +92,9 @@ class NodeClient:
         """Run a blocking command on a connection of its own (reused once it answered).
 
         ``asking`` sends ``ASKING`` first on that same connection (a slot being migrated).
-        If the caller is cancelled, the command is woken (``CLIENT UNBLOCK``) and a reply
-        that took something goes to ``salvage``: a popped message is never dropped.
+        If the caller is cancelled, the command is woken (``CLIENT UNBLOCK``; where the ACL
+        refuses it, its block is waited out: acl.py) and a reply that took something goes to
+        ``salvage``: a popped message is never dropped.
         """
         conn = None
         while self._idle_blocking and conn is None:
@@ -119,10 +126,16 @@ class NodeClient:
         return reply
 
     async def _client_id(self, conn: RespConnection) -> int | None:
+        """This connection's id, for CLIENT UNBLOCK; None when the ACL refuses either."""
+        if acl.WAKE.refused:
+            return None
         try:
             return int(await conn.command("CLIENT", "ID"))
         except rx.ResponseError as exc:  # an ACL may refuse it: then wait out the block
-            logger.debug("%s: CLIENT ID refused (%s)", self.address, exc)
+            if is_refusal(exc):
+                acl.WAKE.refuse(self.address, "CLIENT ID", exc)
+            else:
+                logger.debug("%s: CLIENT ID failed (%s)", self.address, exc)
             return None
 
     async def _unblock(self, conn: RespConnection, command: asyncio.Future[Any],
@@ -131,13 +144,16 @@ class NodeClient:
         if command.done():
             return
         wait = block + 0.5
-        if conn.client_id is not None:
+        if conn.client_id is not None and not acl.WAKE.refused:
             try:
                 if await self.execute("CLIENT", "UNBLOCK", conn.client_id):
                     wait = UNBLOCKED_REPLY_WAIT_S
             except (RedisError, OSError) as exc:
-                logger.debug("%s: CLIENT UNBLOCK failed (%s); waiting out the block",
-                             self.address, exc)
+                if is_refusal(exc):  # @admin, @dangerous: a least-privilege user may not
+                    acl.WAKE.refuse(self.address, "CLIENT UNBLOCK", exc)
+                else:
+                    logger.debug("%s: CLIENT UNBLOCK failed (%s); waiting out the block",
+                                 self.address, exc)
         await asyncio.wait([command], timeout=wait)
 
     async def close(self) -> None:
@@ -238,6 +254,7 @@ class Router:
             # Every node at once, the first full table wins: a node that just died costs a
             # connect timeout, and asking one by one would make every caller wait it out.
             failures = []
+            refusal: BaseException | None = None
             asks = {asyncio.ensure_future(self._node(a).execute("CLUSTER", "SLOTS")): a
                     for a in candidates}
             pending = set(asks)
@@ -250,6 +267,8 @@ class Router:
                         if exc is not None:
                             if not isinstance(exc, (RedisError, OSError)):
                                 raise exc
+                            if is_refusal(exc):
+                                refusal = exc
                             failures.append(f"{address}: {exc}")
                         elif self._apply_slots(ask.result(), address):
                             return
@@ -260,6 +279,9 @@ class Router:
                 # that failed beside the winner are read too, or asyncio logs them as lost.
                 for ask in asks:
                     ask.add_done_callback(_retrieve)
+            if refusal is not None:  # the ACL, not the nodes: waiting will not help
+                raise acl.refused(self._entry, self._kwargs.get("username"),
+                                  ("CLUSTER", "SLOTS"), None, refusal)
             raise LayerUnavailable("no cluster node answered CLUSTER SLOTS: " + "; ".join(failures))
 
     def _apply_slots(self, reply: Iterable[Any], asked: str) -> bool:
@@ -318,7 +340,7 @@ class Router:
     async def _refresh_logged(self) -> None:
         try:
             await self.refresh()
-        except LayerUnavailable as exc:
+        except (LayerUnavailable, RedisPermissionError) as exc:
             logger.info("slot table not re-read after MOVED: %s", exc)
 
     def primaries(self) -> list[NodeClient]:

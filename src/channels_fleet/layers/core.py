@@ -22,9 +22,11 @@ from typing import Any
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 from channels_redis.serializers import registry
+from redis.exceptions import ResponseError
 
 from ..exceptions import LayerConfigError
 from . import _metrics
+from .acl import is_refusal, refused
 from .homing import HOMED, HOMED_KEY, homed
 from .hosts import decode_hosts
 from .keys import channel_key, group_key, is_process_local, non_local_name, pack_element
@@ -326,11 +328,15 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         for node in state.router.primaries():
             cursor = 0
             while True:
-                cursor, keys = await node.execute(
-                    "SCAN", cursor, "MATCH", pattern, "COUNT", 1000
-                )
+                scan = ("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                try:
+                    cursor, keys = await node.execute(*scan)
+                except ResponseError as exc:
+                    raise _refused(node, scan, exc) from exc
                 if keys:
-                    await node.pipeline([("UNLINK", k) for k in keys])
+                    for reply in await node.pipeline([("UNLINK", k) for k in keys]):
+                        if isinstance(reply, ResponseError) and is_refusal(reply):
+                            raise _refused(node, ("UNLINK",), reply) from reply
                 if int(cursor) == 0:
                     break
         state.receiver.buffers.clear()
@@ -366,6 +372,14 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             stats["expired"] += state.receiver.expired
             stats["buffered"] += sum(len(b) for b in state.receiver.buffers.values())
         return stats
+
+
+def _refused(node: Any, args: tuple[Any, ...], exc: ResponseError) -> Exception:
+    """What flush() raises for a failed SCAN or UNLINK: RedisPermissionError if the ACL said
+    no (flush is for tests and tools: docs/redis-acl.md grants it to no role)."""
+    if not is_refusal(exc):
+        return exc
+    return refused(node.address, node.options.get("username"), args, None, exc)
 
 
 def _glob_escape(text: str) -> str:

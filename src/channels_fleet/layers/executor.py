@@ -4,7 +4,8 @@ Commands are grouped by the node serving their key and sent as one pipeline per 
 nodes concurrently). MOVED follows the redirection, ASK sends ``ASKING`` first, NOSCRIPT
 loads the script and retries; a broken connection, a cluster that is down or a failover in
 progress backs off, re-reads the slot table and retries, until ``retry_timeout`` has passed.
-Then the command fails with ``LayerUnavailable`` naming the node and the last failure.
+Then the command fails with ``LayerUnavailable`` naming the node and the last failure. A
+command the Redis user's ACL refuses fails at once with ``RedisPermissionError`` (acl.py).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from ..exceptions import LayerUnavailable
+from ..exceptions import LayerUnavailable, RedisPermissionError
 from . import _metrics
+from .acl import is_refusal, refused
 from .backoff import Backoff
 from .connection import NodeClient, Router
 from .resp import UnblockedError
@@ -70,6 +72,10 @@ class Executor:
                 return await conn.command(*args)
             except (rx.AskError, rx.NoScriptError):
                 pass  # MovedError is an AskError; the full path below deals with each
+            except rx.ResponseError as exc:
+                if is_refusal(exc):
+                    raise self._refused(self.router.node_for(key), args, key, exc) from exc
+                raise
             except TRANSIENT as exc:
                 # A master gone silent (its node cut off) answers nothing until the socket
                 # timeout; by then its replica may serve the slot. Re-read the table before
@@ -114,6 +120,11 @@ class Executor:
                         except TRANSIENT as exc:
                             transient = exc
                             op.error = self._unavailable(node, exc)
+                        except rx.ResponseError as exc:
+                            if not is_refusal(exc):
+                                raise
+                            op.error = self._refused(node, ("SCRIPT", "LOAD"), None, exc)
+                            continue
                         retry.append(op)
                     elif isinstance(result, rx.MovedError):
                         _metrics.retry(result)
@@ -129,6 +140,8 @@ class Executor:
                         transient = result
                         op.error = self._unavailable(node, result)
                         retry.append(op)
+                    elif is_refusal(result):
+                        op.error = self._refused(node, op.args, op.key, result)
                     else:
                         op.error = result
             wait = RETRY.delay(failures + 1) if transient else 0.0
@@ -180,6 +193,10 @@ class Executor:
                     raise self._unavailable(node, exc) from exc
                 logger.info("redis %s not available (%s); retrying", node.address, exc)
                 await self._back_off(wait)
+            except rx.ResponseError as exc:
+                if not is_refusal(exc):
+                    raise
+                raise self._refused(node, args, key, exc) from exc
             ask = None
 
     async def _back_off(self, wait: float) -> None:
@@ -187,7 +204,7 @@ class Executor:
         await asyncio.sleep(wait)
         try:
             await self.router.refresh()
-        except LayerUnavailable as exc:
+        except (LayerUnavailable, RedisPermissionError) as exc:
             logger.info("slot table not refreshed: %s", exc)
 
     async def _run_on(self, node: NodeClient, ops: list[Op]) -> list[Any]:
@@ -209,6 +226,11 @@ class Executor:
         if script is None:
             raise RuntimeError(f"NOSCRIPT for an unknown script {op.args[1]!r}")
         await node.execute("SCRIPT", "LOAD", script.source)
+
+    @staticmethod
+    def _refused(node: NodeClient, args: Any, key: str | None,
+                 exc: BaseException) -> BaseException:
+        return refused(node.address, node.options.get("username"), args, key, exc)
 
     def _unavailable(self, node: NodeClient, exc: BaseException) -> LayerUnavailable:
         return LayerUnavailable(

@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..exceptions import RedisPermissionError
 from . import _metrics
 from .executor import Executor
 from .keys import is_process_local, unpack_element
@@ -202,7 +203,8 @@ class Receiver:
             self.unanswered.pop(key, None)  # nobody waits: nobody asks
         except Exception as exc:
             # Every waiter of this LIST learns why; the next receive() starts a new loop.
-            logger.warning("receive loop for %s failed: %s", key, exc)
+            if not isinstance(exc, RedisPermissionError):  # that one is logged once (acl.py)
+                logger.warning("receive loop for %s failed: %s", key, exc)
             self.waiters.fail(key, exc)
         finally:
             if local:

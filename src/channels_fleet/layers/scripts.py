@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Script:
-    """A Lua script with its SHA1, run with EVALSHA (loaded again on NOSCRIPT)."""
+    """A Lua script with its SHA1, run with EVALSHA (loaded again on NOSCRIPT).
+
+    ``calls``: the commands it runs, which the Redis user's ACL must allow as well.
+    """
 
     name: str
     source: str
     sha: str = field(init=False)
+    calls: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+        called = re.findall(r"redis\.call\('(\w+)'", self.source)
+        object.__setattr__(self, "calls", tuple(dict.fromkeys(called)))
 
 
 # Push up to the LIST's remaining room and return how many were pushed.

@@ -14,7 +14,9 @@ on the primary that serves its slot (``channels_fleet_work_queue_depth{queue}``,
 ``..._oldest_age_seconds{queue}``). The head is the oldest message (the layer RPUSHes and pops
 LEFT); its element starts with ``<expires_at_ms>|``, so its age is
 ``now - (expires_at - expiry)``. A queue that cannot be read is left out of that scrape
-rather than shown stale.
+rather than shown stale. Its commands (HELLO, CLUSTER NODES, PING, LLEN, LINDEX) are none
+``@admin`` or ``@dangerous``; one the Redis user may not run is named in one warning
+(docs/redis-acl.md).
 
 It uses its own small connections (1 s timeouts, no retries), never the layer's: a metric read
 must not queue behind, or slow down, the relay's traffic. Scrapes run in a thread of the probe
@@ -39,6 +41,8 @@ from redis import Redis
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
+from ..exceptions import RedisPermissionError
+from ..layers import acl
 from ..layers.clients import ask_server, node_client, url_address
 from ..layers.topology import SLOTS, ClusterNode, parse_cluster_nodes
 from ..relay import wire
@@ -166,6 +170,9 @@ class QueueCollector(Collector):
         with self._lock:
             try:
                 nodes = self._topology()
+            except RedisPermissionError as exc:
+                self._fail(str(exc))  # answered, but refused: the ACL, not the nodes
+                return []
             except (RedisError, OSError) as exc:
                 self._fail(f"no Redis host answered: {exc!r}")
                 for address in self._nodes_seen | {url_address(url) for url in self.hosts}:
@@ -176,6 +183,8 @@ class QueueCollector(Collector):
             for queue in self.queues:
                 try:
                     readings.append(self._read_queue(nodes, queue))
+                except RedisPermissionError as exc:
+                    self._fail(f"reading work queue {queue}: {exc}")
                 except (RedisError, OSError, ValueError) as exc:
                     self._fail(f"reading work queue {queue}: {exc!r}")
             if len(readings) == len(self.queues):
@@ -205,7 +214,8 @@ class QueueCollector(Collector):
                 if not ask_server(client).cluster:
                     return [ClusterNode(address, ("master",), connected=True,
                                         slots=((0, SLOTS - 1),))]
-                raw = client.execute_command("CLUSTER", "NODES")
+                with acl.naming(self.hosts[0], "CLUSTER NODES"):
+                    raw = client.execute_command("CLUSTER", "NODES")
             except (RedisError, OSError) as exc:
                 last = exc
                 continue
@@ -245,7 +255,8 @@ class QueueCollector(Collector):
         pipe = self._client(owners[0].address).pipeline(transaction=False)
         pipe.llen(key)
         pipe.lindex(key, 0)
-        depth, head = pipe.execute()
+        with acl.naming(self.hosts[0], "LLEN and LINDEX", key):
+            depth, head = pipe.execute()
         return QueueReading(queue, int(depth), oldest_age(head, self.expiry, time.time()))
 
 

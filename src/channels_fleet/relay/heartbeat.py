@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..layers import acl
 from ..layers.backoff import Backoff
 from ..layers.clients import aread_server, sync_client
 from .tombstones import REVIVE
@@ -160,28 +161,33 @@ class Heartbeat:
         return json.dumps({**report, "ts": round(time.time(), 3)}, separators=(",", ":"))
 
     def _register(self) -> None:
-        self._client.set(self.key, self.value(), px=self.ttl_ms, nx=True)
+        with acl.naming(self.urls[0], "SET", self.key):
+            self._client.set(self.key, self.value(), px=self.ttl_ms, nx=True)
         if self.registry is not None:
             # Entries of processes killed without a word expire here.
-            self._client.zremrangebyscore(self.registry, "-inf", int(time.time() * 1000))
+            with acl.naming(self.urls[0], "ZREMRANGEBYSCORE", self.registry):
+                self._client.zremrangebyscore(self.registry, "-inf", int(time.time() * 1000))
         self._enlist()
         self.last_beat = time.monotonic()
 
     def _enlist(self, ttl_ms: int | None = None) -> None:
         if self.registry is not None:
             expires = int(time.time() * 1000) + (ttl_ms or self.ttl_ms)
-            self._client.zadd(self.registry, {self.channel: expires})
+            with acl.naming(self.urls[0], "ZADD", self.registry):
+                self._client.zadd(self.registry, {self.channel: expires})
 
     def beat(self) -> None:
         """Refresh the key; if it had expired, we were declared dead: hand over and re-register."""
         value = self.value()
-        refreshed = self._client.set(self.key, value, px=self.ttl_ms, xx=True)
+        with acl.naming(self.urls[0], "SET", self.key):
+            refreshed = self._client.set(self.key, value, px=self.ttl_ms, xx=True)
         if not refreshed:
             # Our key lapsed: Redis was away from us (or we stalled) for longer than the TTL,
             # so our peers' keys may have lapsed with it; they get their grace to beat again.
             TROUBLE.seen()
-            declared = self._client.eval(REVIVE, 2, self.key, self.tombstone,
-                                         value, self.ttl_ms)
+            with acl.naming(self.urls[0], "EVAL revive (calls DEL, SET)", self.tombstone):
+                declared = self._client.eval(REVIVE, 2, self.key, self.tombstone,
+                                             value, self.ttl_ms)
             if declared:
                 logger.error(
                     "heartbeat %s had expired and peers declared this process dead (stalled or "

@@ -93,12 +93,13 @@ class RedisLiveness:
         await self.heartbeat.start()
         heartbeat = self.heartbeat
         self.watch = PeerWatch(self._redis, peers, on_dead, interval=s.heartbeat_interval / 2,
-                               cut_off=lambda: heartbeat.overdue, prefix=s.key_prefix)
+                               cut_off=lambda: heartbeat.overdue, prefix=s.key_prefix,
+                               url=s.redis_url[0])
         self.watch.start()
         if not worker:
             self.room = WorkerRoom(self._redis, prefix=s.key_prefix,
                                    interval=s.heartbeat_interval / 2,
-                                   full_after=s.heartbeat_interval)
+                                   full_after=s.heartbeat_interval, url=s.redis_url[0])
             self._reading = asyncio.create_task(self.room.keep_reading(), name="worker-room")
 
     def _report(self, channel: str) -> Status:

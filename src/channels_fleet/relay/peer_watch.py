@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..exceptions import RedisPermissionError
+from ..layers import acl
 from .polling import stop_requested
 from .tombstones import DECLARE, TOMBSTONE_MS
 from .trouble import TROUBLE
@@ -39,6 +41,9 @@ class PeerWatch:
     #: too, so it judges nobody until it has been back for ``grace``.
     cut_off: Callable[[], bool] = lambda: False
     prefix: str = field(kw_only=True)
+    #: The Redis URL the client was made for (names the server in a refusal).
+    url: str = field(default="", kw_only=True)
+    _last_error: str | None = field(default=None, init=False)
     _healthy_since: float | None = field(default=None, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
 
@@ -55,15 +60,19 @@ class PeerWatch:
         names = list(dict.fromkeys(channels))
         if not names:
             return []
-        values = await self.client.mget([heartbeat_key(n, self.prefix) for n in names])
+        with acl.naming(self.url, "MGET", heartbeat_key("*", self.prefix)):
+            values = await self.client.mget([heartbeat_key(n, self.prefix) for n in names])
         return [name for name, value in zip(names, values, strict=True) if value is None]
 
     async def declare(self, missing: Iterable[str]) -> set[str]:
         """Declare dead those still without a heartbeat (tombstone); returns them."""
         dead = set()
         for name in missing:
-            if await self.client.eval(DECLARE, 2, heartbeat_key(name, self.prefix),
-                                      tombstone_key(name, self.prefix), TOMBSTONE_MS):
+            tombstone = tombstone_key(name, self.prefix)
+            with acl.naming(self.url, "EVAL declare (calls EXISTS, SET)", tombstone):
+                declared = await self.client.eval(DECLARE, 2, heartbeat_key(name, self.prefix),
+                                                  tombstone, TOMBSTONE_MS)
+            if declared:
                 dead.add(name)
         return dead
 
@@ -90,9 +99,12 @@ class PeerWatch:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("peer heartbeat check failed: %s", exc)
+                if str(exc) != self._last_error:  # an ACL refusal would say it every turn
+                    logger.warning("peer heartbeat check failed: %s", exc)
+                self._last_error = str(exc) if isinstance(exc, RedisPermissionError) else None
                 TROUBLE.seen()
                 continue
+            self._last_error = None
             if dead:
                 logger.warning("peers without heartbeat: %s", ", ".join(sorted(dead)))
                 self.on_dead(dead)

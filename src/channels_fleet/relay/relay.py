@@ -25,6 +25,7 @@ from typing import Any
 
 from channels.exceptions import ChannelFull
 
+from ..exceptions import RedisPermissionError
 from ..layers.backoff import Backoff
 from . import wire
 
@@ -151,6 +152,12 @@ class Relay:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
+            except RedisPermissionError:
+                # The user's ACL: logged once where Redis refused it (layers/acl.py), not at
+                # every retry; retried until the rule is added.
+                failures += 1
+                await asyncio.sleep(RECEIVE_RETRY.delay(failures))
+                continue
             except Exception:
                 logger.exception("relay receive on %s failed; retrying", self.channel)
                 failures += 1

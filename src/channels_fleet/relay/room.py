@@ -34,6 +34,8 @@ import logging
 import time
 from typing import Any
 
+from ..exceptions import RedisPermissionError
+from ..layers import acl
 from .polling import stop_requested
 from .wire import heartbeat_key, workers_key
 
@@ -70,8 +72,10 @@ class WorkerRoom:
     redis-py client, single or cluster)."""
 
     def __init__(self, redis: Any, *, prefix: str, interval: float, full_after: float,
-                 lapsed_unknown_for: float = LAPSED_UNKNOWN_FOR) -> None:
+                 lapsed_unknown_for: float = LAPSED_UNKNOWN_FOR, url: str = "") -> None:
         self.redis = redis
+        self.url = url  # names the server in an ACL refusal
+        self._refused: str | None = None
         self.prefix = prefix
         self.interval = interval
         self.full_after = full_after
@@ -83,10 +87,13 @@ class WorkerRoom:
     async def read(self) -> bool:
         """Read the workers' statuses now; returns (and sets) ``full``."""
         since_ms = int((time.time() - self.lapsed_unknown_for) * 1000)
-        channels = await self.redis.zrangebyscore(workers_key(self.prefix), since_ms, "+inf")
-        values = await self.redis.mget(
-            [heartbeat_key(c.decode() if isinstance(c, bytes) else c, self.prefix)
-             for c in channels]) if channels else []
+        with acl.naming(self.url, "ZRANGEBYSCORE", workers_key(self.prefix)):
+            channels = await self.redis.zrangebyscore(workers_key(self.prefix), since_ms,
+                                                      "+inf")
+        with acl.naming(self.url, "MGET", heartbeat_key("*", self.prefix)):
+            values = await self.redis.mget(
+                [heartbeat_key(c.decode() if isinstance(c, bytes) else c, self.prefix)
+                 for c in channels]) if channels else []
         statuses = [_status(v) for v in values if v is not None]
         lapsed = len(values) - len(statuses)  # unknown: they may have room
         full = (bool(statuses) and not lapsed
@@ -112,5 +119,8 @@ class WorkerRoom:
                 # Unknown is never full: the connects go out and the claim timeout bounds them.
                 if self.full:
                     logger.warning("worker room unknown (%r): taking new connections", exc)
+                elif isinstance(exc, RedisPermissionError) and str(exc) != self._refused:
+                    logger.warning("worker room unknown: %s", exc)  # once, not every turn
+                    self._refused = str(exc)
                 self.full = False
             await asyncio.sleep(self.interval)

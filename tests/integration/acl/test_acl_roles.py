@@ -1,0 +1,415 @@
+"""Every role on a real Redis whose users are exactly docs/redis-acl.md's lines, default user off.
+
+The ACL lines are read from the docs (the block after its ``acl-lines`` marker), so the docs
+and this test cannot drift. Each role runs its real operations through the real code: the
+layer (worker, web), the relay between an interface and a worker with their heartbeats, peer
+watch and worker room, the interface's homed channels, the queue exporter and
+``fleet_status()``. Then one rule less: the one clear line naming the command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from channels_fleet import fleet_status, redis_wait
+from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.exceptions import RedisPermissionError
+from channels_fleet.interface.settings import InterfaceSettings
+from channels_fleet.layers import RedisClusterChannelLayer, acl
+from channels_fleet.observability.metrics import FleetMetrics
+from channels_fleet.observability.queues import QueueCollector
+from channels_fleet.relay import wire
+from channels_fleet.relay.heartbeat import Heartbeat
+from channels_fleet.relay.relay import relay_layer
+from channels_fleet.relay.side import RelaySide
+from channels_fleet.worker.settings import WorkerSettings
+
+pytestmark = pytest.mark.timeout(90)
+
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "redis-acl.md"
+PASSWORD = "acl-test-password"
+ADMIN = ("fleet-admin", "admin-test-password")
+ROLES = ("interface", "worker", "web", "exporter")
+
+
+def documented_lines() -> dict[str, list[str]]:
+    """``{role: [rule, ...]}`` of the ``ACL SETUSER fleet-<role>`` lines in the docs' block."""
+    text = DOCS.read_text()
+    marker = text.index("<!-- acl-lines")
+    block = re.search(r"```text\n(.*?)```", text[marker:], re.S)
+    assert block, "docs/redis-acl.md: no ```text block after the acl-lines marker"
+    lines = {}
+    for line in block.group(1).splitlines():
+        words = line.split()
+        assert words[:2] == ["ACL", "SETUSER"], line
+        lines[words[2].removeprefix("fleet-")] = words[3:]
+    assert sorted(lines) == sorted(ROLES)
+    return lines
+
+
+def with_password(rules: list[str]) -> list[str]:
+    return [f">{PASSWORD}" if rule.startswith(">") else rule for rule in rules]
+
+
+class AclRedis:
+    """A real Redis (single, or every node of a cluster) with the documented users."""
+
+    def __init__(self, local: LocalRedis) -> None:
+        self.local = local
+        self.ports = [node.port for node in local.nodes]
+        self.is_cluster = local.is_cluster
+
+    def admin(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, username=ADMIN[0], password=ADMIN[1])
+
+    def set_user(self, name: str, rules: list[str]) -> None:
+        for port in self.ports:
+            with self.admin(port) as client:
+                client.execute_command("ACL", "SETUSER", name, *rules)
+
+    def refusals(self) -> set[tuple[str, str]]:
+        """(user, command or key) of every refusal in the ACL LOGs since the last call."""
+        seen = set()
+        for port in self.ports:
+            with self.admin(port) as client:
+                for entry in client.acl_log():
+                    seen.add((entry["username"], entry["object"]))
+                client.acl_log_reset()
+        return seen
+
+    def calls(self, command: str) -> int:
+        """How often ``command`` ran on every node (INFO commandstats), since start."""
+        total = 0
+        for port in self.ports:
+            with self.admin(port) as client:
+                total += client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0)
+        return total
+
+    def url(self, user: str) -> str:
+        return f"redis://{user}:{PASSWORD}@127.0.0.1:{self.ports[0]}"
+
+    def urls(self, role: str) -> list[str]:
+        return [self.url(f"fleet-{role}")]
+
+
+@pytest.fixture(scope="module", params=["single", "cluster"])
+def acl_redis(request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
+    """Redis with the four documented users, an admin for the test, the default user off."""
+    cluster = request.param == "cluster"
+    local = LocalRedis(tmp_path_factory.mktemp(f"acl-{request.param}"),
+                       masters=3 if cluster else 1, replicas=0).start()
+    try:
+        for node in local.nodes:
+            with redis.Redis(port=node.port) as client:
+                client.execute_command("ACL", "SETUSER", ADMIN[0], "on", f">{ADMIN[1]}",
+                                       "~*", "&*", "+@all")
+        server = AclRedis(local)
+        for role, rules in documented_lines().items():
+            server.set_user(f"fleet-{role}", with_password(rules))
+        server.set_user("default", ["off"])
+        yield server
+    finally:
+        local.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_acl_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees the first refusal of each command (logged once per process)."""
+    monkeypatch.setattr(acl, "_logged", set())
+    monkeypatch.setattr(acl, "WAKE", acl.Wake())
+
+
+#: Refused and done without, on purpose (docs/redis-acl.md): CLIENT ID (for CLIENT UNBLOCK);
+#: CLIENT SETINFO, which redis-py sends on Redis 7.2+ / Valkey and goes on without.
+EXPECTED_REFUSALS = {"client|id", "client|setinfo"}
+
+
+@pytest.fixture
+def no_refusals(acl_redis: AclRedis) -> Iterator[None]:
+    """The test's operations are refused nothing but EXPECTED_REFUSALS (the server's ACL LOG)."""
+    acl_redis.refusals()
+    yield
+    refused = {entry for entry in acl_redis.refusals() if entry[1] not in EXPECTED_REFUSALS}
+    assert not refused, f"refused by the documented ACLs: {sorted(refused)}"
+
+
+@pytest.fixture
+async def layers(acl_redis: AclRedis) -> AsyncIterator[list[RedisClusterChannelLayer]]:
+    made: list[RedisClusterChannelLayer] = []
+    yield made
+    for layer in made:
+        await layer.close_pools()
+
+
+def test_the_default_user_is_off(acl_redis: AclRedis) -> None:
+    with pytest.raises(redis.AuthenticationError), \
+            redis.Redis(port=acl_redis.ports[0], retry=Retry(NoBackoff(), 0)) as client:
+        client.ping()
+
+
+@pytest.mark.usefixtures("no_refusals")
+async def test_worker_and_web__send_receive_groups_on_the_project_layer(
+        acl_redis: AclRedis, layers: list[RedisClusterChannelLayer],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    worker = RedisClusterChannelLayer(hosts=acl_redis.urls("worker"), expiry=10)
+    web = RedisClusterChannelLayer(hosts=acl_redis.urls("web"), expiry=10)
+    layers += [worker, web]
+    # A shared channel, from the web tier to a worker.
+    await web.send("chat.jobs", {"n": 1})
+    assert await worker.receive("chat.jobs") == {"n": 1}
+    # A consumer's own channel, in a group; the web tier sends to the group.
+    mine = await worker.new_channel()
+    await worker.group_add("room", mine)
+    await web.group_send("room", {"type": "chat.message", "text": "hi"})
+    assert await worker.receive(mine) == {"type": "chat.message", "text": "hi"}
+    await worker.group_discard("room", mine)
+    await web.group_send("room", {"type": "chat.message", "text": "nobody"})
+    # Prefetched messages nobody took go back to their LIST (LPUSH) when the loop closes;
+    # a receive given up then waits out its BLMPOP (CLIENT UNBLOCK is not granted).
+    for n in range(3):
+        await web.send("chat.jobs", {"n": n})
+    assert await worker.receive("chat.jobs") == {"n": 0}
+    pending = asyncio.ensure_future(worker.receive("chat.idle"))
+    await asyncio.sleep(0.2)
+    pending.cancel()
+    lpush = acl_redis.calls("lpush")
+    await worker.close_pools()
+    assert acl_redis.calls("lpush") > lpush  # the two prefetched went back
+    again = RedisClusterChannelLayer(hosts=acl_redis.urls("worker"), expiry=10)
+    layers.append(again)
+    assert [await again.receive("chat.jobs") for _ in range(2)] == [{"n": 1}, {"n": 2}]
+    wake = [r for r in caplog.records if r.name == acl.__name__]
+    assert len(wake) == 1 and wake[0].levelno == logging.INFO
+    assert "Redis refused CLIENT ID" in wake[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def settings(cls: type, acl_redis: AclRedis, role: str, name: str, **more: Any) -> Any:
+    more.setdefault("redis_url", tuple(acl_redis.urls(role)))
+    return cls(metrics_port=0, name=name, heartbeat_interval=0.2, heartbeat_ttl=0.6, **more)
+
+
+@pytest.mark.usefixtures("no_refusals")
+async def test_interface_and_worker__relay_round_trip_heartbeats_homed_channels__exporter_reads(
+        acl_redis: AclRedis, layers: list[RedisClusterChannelLayer],
+        caplog: pytest.LogCaptureFixture) -> None:
+    iface_settings = settings(InterfaceSettings, acl_redis, "interface", "i1")
+    worker_settings = settings(WorkerSettings, acl_redis, "worker", "w1", app="unused:app")
+    got: dict[str, asyncio.Future[Any]] = {
+        kind: asyncio.get_running_loop().create_future() for kind in ("claim", "event")}
+    channels: dict[str, str] = {}
+
+    def side(layer: Any, prefix: str, s: Any, peer: str) -> RelaySide:
+        return RelaySide(layer, prefix, s, on_undeliverable=lambda *a: None,
+                         peers=lambda: [channels[peer]] if peer in channels else [],
+                         on_dead=lambda dead: None, on_lost=lambda: None)
+
+    iface_layer, worker_layer = relay_layer(iface_settings), relay_layer(worker_settings)
+    layers += [iface_layer, worker_layer]
+    iface = side(iface_layer, wire.INTERFACE_CHANNELS, iface_settings, "worker")
+    worker = side(worker_layer, wire.WORKER_CHANNELS, worker_settings, "interface")
+    def handler(kind: str) -> Any:
+        async def handle(conn: str, payload: Any, sender: str) -> None:
+            got[kind].set_result((conn, payload))
+        return handle
+
+    iface.handle({wire.CLAIM: handler("claim")})
+    worker.handle({wire.EVENT: handler("event")})
+    with caplog.at_level(logging.INFO):
+        channels["interface"] = await iface.start()
+        channels["worker"] = await worker.start()
+        try:
+            # The interface sends a connect envelope; the worker takes it and claims it.
+            envelope = wire.connect_envelope(channels["interface"], "c1~1",
+                                             {"type": "websocket", "path": "/ws/"}, 5.0)
+            await iface.send_now(wire.CONNECT_QUEUE, envelope)
+            taken = wire.parse_envelope(await worker_layer.receive(wire.CONNECT_QUEUE))
+            worker.relay.post(taken["iface"], [wire.CLAIM, taken["conn"], channels["worker"]])
+            assert await asyncio.wait_for(got["claim"], 5) == ("c1~1", channels["worker"])
+            iface.relay.post(channels["worker"],
+                             [wire.EVENT, "c1~1", {"type": "websocket.receive", "text": "x"}])
+            assert (await asyncio.wait_for(got["event"], 5))[1]["text"] == "x"
+
+            # Beats, the peer watch and the worker room go on for a few beats.
+            await asyncio.sleep(1.0)
+            room = iface.liveness.room  # type: ignore[attr-defined]
+            assert room is not None and room.workers == 1
+
+            # The consumer's channel homed on the interface: the worker's app sends to it and
+            # puts it in a group; the interface pops it and leaves the group at the end.
+            inbox = f"specific.fleet{channels['interface'].rsplit('!', 1)[-1]}!"
+            app = RedisClusterChannelLayer(hosts=acl_redis.urls("worker"))
+            homes = RedisClusterChannelLayer(hosts=acl_redis.urls("interface"))
+            layers += [app, homes]
+            await app.group_add("room", inbox + "c1")
+            await app.group_send("room", {"type": "chat.message"})
+            taken_all = await asyncio.wait_for(homes.receive_all(inbox), 5)
+            assert [names for names, _ in taken_all] == [[inbox + "c1"]]
+            await homes.group_discard("room", inbox + "c1")
+
+            # The queue metrics: the exporter's, and each interface's and worker's /metrics.
+            for role in ("exporter", "interface", "worker"):
+                collector = QueueCollector(acl_redis.urls(role),
+                                           metrics=FleetMetrics(registry=CollectorRegistry()))
+                try:
+                    readings = await asyncio.to_thread(collector.read)
+                finally:
+                    collector.close()
+                assert collector.last_error is None, role
+                assert [(r.queue, r.depth) for r in readings] == [("fleet.connect", 0)], role
+            # The chart's wait-for-redis init container, in the interface and worker pods.
+            for role in ("interface", "worker"):
+                assert await asyncio.to_thread(redis_wait.check, acl_redis.urls(role)[0]) is None
+            fleet = await asyncio.to_thread(fleet_status, acl_redis.urls("exporter"))
+            assert [(p["kind"], p["name"]) for p in fleet["processes"]] == [
+                ("interface", "i1"), ("worker", "w1")]
+        finally:
+            await worker.stop()
+            await iface.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.usefixtures("no_refusals")
+async def test_a_peer_declared_dead_and_reviving__tombstones_with_the_documented_users(
+        acl_redis: AclRedis) -> None:
+    """DECLARE (interface and worker) and REVIVE (worker): the relay's two EVAL scripts."""
+    from channels_fleet.layers.clients import redis_client
+    from channels_fleet.relay.peer_watch import PeerWatch
+
+    channel = f"fleet.worker.t!{time.time_ns()}"
+    lost: list[bool] = []
+    beat = Heartbeat(acl_redis.urls("worker"), channel, interval=5, ttl=10, prefix="fleet",
+                     registry=wire.workers_key("fleet"), on_lost=lambda: lost.append(True))
+    await beat.start()
+    client = await redis_client(acl_redis.urls("interface"))
+    try:
+        with acl_redis.admin(acl_redis.ports[0]) as admin:
+            admin.delete(wire.heartbeat_key(channel, "fleet"))  # as if it had lapsed
+        watch = PeerWatch(client, lambda: [channel], lambda dead: None, prefix="fleet")
+        assert await watch.missing([channel]) == [channel]
+        assert await watch.declare([channel]) == {channel}
+        await asyncio.to_thread(beat.beat)  # finds itself declared dead
+        await asyncio.sleep(0.1)
+        assert lost == [True]
+        # A worker declares a dead interface the same way.
+        gone = f"fleet.iface.t!{time.time_ns()}"
+        as_worker = await redis_client(acl_redis.urls("worker"))
+        try:
+            watch = PeerWatch(as_worker, lambda: [gone], lambda dead: None, prefix="fleet")
+            assert await watch.declare(await watch.missing([gone])) == {gone}
+        finally:
+            await as_worker.aclose()
+    finally:
+        await beat.stop()
+        await client.aclose()
+
+
+def without(role: str, rule: str) -> list[str]:
+    rules = documented_lines()[role]
+    assert rule in rules, f"{rule} is not in the {role} line"
+    return with_password([r for r in rules if r != rule])
+
+
+async def test_missing_rule__layer__one_error_line_naming_the_command(
+        acl_redis: AclRedis, layers: list[RedisClusterChannelLayer],
+        caplog: pytest.LogCaptureFixture) -> None:
+    acl_redis.set_user("fleet-broken", without("web", "+rpush"))
+    layer = RedisClusterChannelLayer(hosts=[acl_redis.url("fleet-broken")])
+    layers.append(layer)
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            with pytest.raises(RedisPermissionError, match=r"EVALSHA send \(calls .*RPUSH"):
+                await layer.send("chat.jobs", {"n": 1})
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "fleet-broken" in errors[0] and "asgi:q:{chat.jobs}" in errors[0]
+
+
+async def test_missing_rule__a_key_pattern__names_the_key(
+        acl_redis: AclRedis, layers: list[RedisClusterChannelLayer]) -> None:
+    acl_redis.set_user("fleet-broken", without("worker", "~asgi:*"))
+    layer = RedisClusterChannelLayer(hosts=[acl_redis.url("fleet-broken")])
+    layers.append(layer)
+    with pytest.raises(RedisPermissionError, match=r"BLMPOP on key asgi:q:\{chat\.jobs\}"):
+        await asyncio.wait_for(layer.receive("chat.jobs"), 10)
+
+
+async def test_missing_rule__relay_receive__one_error_line_while_it_retries(
+        acl_redis: AclRedis, layers: list[RedisClusterChannelLayer],
+        caplog: pytest.LogCaptureFixture) -> None:
+    from channels_fleet.relay.relay import Relay
+
+    acl_redis.set_user("fleet-broken", without("worker", "+blmpop"))
+    broken = settings(WorkerSettings, acl_redis, "worker", "w1", app="unused:app",
+                      redis_url=(acl_redis.url("fleet-broken"),))
+    layer = relay_layer(broken)
+    layers.append(layer)
+    relay = Relay(layer, wire.WORKER_CHANNELS)
+    with caplog.at_level(logging.INFO):
+        channel = await relay.start()
+        try:
+            await asyncio.sleep(1.5)  # three retries or more
+        finally:
+            await relay.stop()
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(logged) == 1, logged
+    assert "refused BLMPOP on key fleet:q:{" + channel.split("!")[0] + "!}" in logged[0]
+
+
+async def test_missing_rule__heartbeat__the_process_does_not_start_and_says_why(
+        acl_redis: AclRedis) -> None:
+    acl_redis.set_user("fleet-broken", without("interface", "+set"))
+    beat = Heartbeat([acl_redis.url("fleet-broken")], "fleet.iface.t!x", prefix="fleet")
+    with pytest.raises(RedisPermissionError, match=r"refused SET on key fleet:hb:\{hb\}:"):
+        await beat.start()
+    beat._client.close()
+
+
+def test_missing_rule__exporter__one_warning_naming_the_commands(
+        acl_redis: AclRedis, caplog: pytest.LogCaptureFixture) -> None:
+    acl_redis.set_user("fleet-broken", without("exporter", "+lindex"))
+    collector = QueueCollector([acl_redis.url("fleet-broken")],
+                               metrics=FleetMetrics(registry=CollectorRegistry()))
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert collector.read() == [] and collector.read() == []
+    finally:
+        collector.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "LLEN and LINDEX on key fleet:q:{fleet.connect}" in warnings[0]
+
+
+def test_missing_rule__fleet_status__raises_naming_the_command(acl_redis: AclRedis) -> None:
+    # It lists the heartbeat keys with SCAN on a single Redis, by slot on a cluster.
+    rule, command = ("+cluster|getkeysinslot", "CLUSTER GETKEYSINSLOT") if acl_redis.is_cluster \
+        else ("+scan", "SCAN")
+    acl_redis.set_user("fleet-broken", without("exporter", rule))
+    with pytest.raises(RedisPermissionError, match=f"refused {command} to user 'fleet-broken'"):
+        fleet_status([acl_redis.url("fleet-broken")])
+
+
+async def test_missing_rule__cluster_slots__the_layer_says_so_at_once(
+        acl_redis: AclRedis, layers: list[RedisClusterChannelLayer]) -> None:
+    if not acl_redis.is_cluster:
+        pytest.skip("a single Redis has no slot table to read")
+    acl_redis.set_user("fleet-broken", without("web", "+cluster|slots"))
+    layer = RedisClusterChannelLayer(hosts=[acl_redis.url("fleet-broken")])
+    layers.append(layer)
+    with pytest.raises(RedisPermissionError, match=r"refused CLUSTER SLOTS to user"):
+        await layer.send("chat.jobs", {"n": 1})
