@@ -72,10 +72,6 @@ class Executor:
                 return await conn.command(*args)
             except (rx.AskError, rx.NoScriptError):
                 pass  # MovedError is an AskError; the full path below deals with each
-            except rx.ResponseError as exc:
-                if is_refusal(exc):
-                    raise self._refused(self.router.node_for(key), args, key, exc) from exc
-                raise
             except TRANSIENT as exc:
                 # A master gone silent (its node cut off) answers nothing until the socket
                 # timeout; by then its replica may serve the slot. Re-read the table before
@@ -85,6 +81,10 @@ class Executor:
                 _metrics.node_up(node.address, False)
                 logger.info("redis %s not available (%s); retrying", node.address, exc)
                 await self._back_off(RETRY.delay(1))
+            except rx.ResponseError as exc:  # after TRANSIENT: TRYAGAIN is a reply too
+                if is_refusal(exc):
+                    raise self._refused(self.router.node_for(key), args, key, exc) from exc
+                raise
         op = Op(key, args)
         await self.run([op])
         if op.error is not None:
