@@ -13,6 +13,11 @@ this off.
 Every process that sends on the layer must speak the same layer: a Celery worker or management
 command of the project calls ``adopt_channel_layers()`` too (settings known, before
 ``django.setup()``).
+
+The project's hosts at the same host and port as one of ``CHANNELS_FLEET_REDIS_URL``'s (ours
+already, or adopted) connect as the fleet process does: ``CHANNELS_FLEET_REDIS_USERNAME``,
+``_PASSWORD`` and ``_CA_FILE`` replace their user, password and CA, so one ``settings.py``
+serves every role with its own ACL user. Hosts elsewhere are left as written.
 """
 
 from __future__ import annotations
@@ -25,7 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .redis_access import RedisAccess
+from .settings import RedisSettings
+
 logger = logging.getLogger("channels_fleet.adopt")
+NO_ACCESS = RedisAccess()
 
 OURS = "channels_fleet.layers.RedisClusterChannelLayer"
 REDIS_BACKENDS = (
@@ -68,12 +77,16 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-def plan_alias(alias: str, layer: dict[str, Any], redis_url: Sequence[str]) -> Plan:
-    """Decide how ``CHANNEL_LAYERS[alias]`` is served (pure: no I/O, no logging)."""
+def plan_alias(alias: str, layer: dict[str, Any], redis_url: Sequence[str],
+               access: RedisAccess = NO_ACCESS) -> Plan:
+    """Decide how ``CHANNEL_LAYERS[alias]`` is served (pure: no I/O, no logging); ``access``
+    goes to its hosts on the fleet's Redis (``redis_url``)."""
     backend = str(layer.get("BACKEND", ""))
     plan = Plan(alias, backend)
+    if backend == OURS:
+        return _with_access(plan, layer, redis_url, access)
     if backend not in (*REDIS_BACKENDS, IN_MEMORY):
-        return plan  # ours already, or a custom layer: not ours to judge
+        return plan  # a custom layer: not ours to judge
     options = dict(layer.get("CONFIG") or {})
     try:
         if backend == IN_MEMORY:
@@ -83,7 +96,8 @@ def plan_alias(alias: str, layer: dict[str, Any], redis_url: Sequence[str]) -> P
             options.setdefault("prefix", "asgi" if alias == "default" else f"asgi-{alias}")
             options["hosts"] = list(redis_url)
         else:
-            options["hosts"] = _hosts(options.get("hosts"), plan.notes)
+            options["hosts"] = [access.apply_to_host(host, redis_url)
+                                for host in _hosts(options.get("hosts"), plan.notes)]
         config = {"hosts": options.pop("hosts")}
         for name in SAME_OPTIONS:
             if name in options:
@@ -98,6 +112,19 @@ def plan_alias(alias: str, layer: dict[str, Any], redis_url: Sequence[str]) -> P
         return plan
     new = {key: value for key, value in layer.items() if key not in ("BACKEND", "CONFIG")}
     plan.config = {**new, "BACKEND": OURS, "CONFIG": config}
+    return plan
+
+
+def _with_access(plan: Plan, layer: dict[str, Any], redis_url: Sequence[str],
+                 access: RedisAccess) -> Plan:
+    """Our layer already: only its hosts on the fleet's Redis change, to ``access``."""
+    config = dict(layer.get("CONFIG") or {})
+    hosts = config.get("hosts")
+    if not access or not isinstance(hosts, (list, tuple)):
+        return plan
+    new = [access.apply_to_host(host, redis_url) for host in hosts]
+    if new != list(hosts):
+        plan.config = {**layer, "CONFIG": {**config, "hosts": new}}
     return plan
 
 
@@ -157,22 +184,26 @@ def describe(config: dict[str, Any]) -> str:
     return f"hosts {', '.join(hosts)}, prefix {config.get('prefix', 'asgi')!r}"
 
 
-def adopt_channel_layers(redis_url: Sequence[str] | None = None) -> list[str]:
+def adopt_channel_layers(redis_url: Sequence[str] | None = None,
+                         access: RedisAccess | None = None) -> list[str]:
     """Re-point the project's channels_redis / in-memory aliases at our layer.
 
-    Needs configured Django settings. ``redis_url`` serves in-memory aliases (default:
-    ``CHANNELS_FLEET_REDIS_URL``). Returns the aliases adopted.
+    Needs configured Django settings. ``redis_url`` serves in-memory aliases; ``access`` goes
+    to the hosts on that Redis (default for both: ``RedisSettings.from_env()``, i.e.
+    ``CHANNELS_FLEET_REDIS_URL`` and ``CHANNELS_FLEET_REDIS_USERNAME``, ``_PASSWORD``,
+    ``_CA_FILE``). Returns the aliases adopted or given the fleet's access.
     """
     from channels.layers import channel_layers
     from django.conf import settings
 
-    if redis_url is None:
-        redis_url = [u.strip() for u in os.environ.get("CHANNELS_FLEET_REDIS_URL", "").split(",")
-                     if u.strip()]
+    if redis_url is None or access is None:
+        fleet = RedisSettings.from_env()
+        redis_url = fleet.redis_url if redis_url is None else redis_url
+        access = fleet.redis_access if access is None else access
     layers = dict(getattr(settings, "CHANNEL_LAYERS", None) or {})
     adopted = []
     for alias, layer in layers.items():
-        plan = plan_alias(alias, layer, redis_url)
+        plan = plan_alias(alias, layer, redis_url, access)
         if plan.why_not:
             logger.warning("CHANNEL_LAYERS[%r]: kept %s: %s", alias, plan.backend, plan.why_not)
             continue
@@ -180,8 +211,12 @@ def adopt_channel_layers(redis_url: Sequence[str] | None = None) -> list[str]:
             continue
         for note in plan.notes:
             logger.info("CHANNEL_LAYERS[%r]: %s", alias, note)
-        logger.info("CHANNEL_LAYERS[%r]: %s replaced by %s (%s)", alias, plan.backend, OURS,
-                    describe(plan.config["CONFIG"]))
+        if plan.backend == OURS:
+            logger.info("CHANNEL_LAYERS[%r]: connects with CHANNELS_FLEET_REDIS_USERNAME, "
+                        "_PASSWORD and _CA_FILE (%s)", alias, describe(plan.config["CONFIG"]))
+        else:
+            logger.info("CHANNEL_LAYERS[%r]: %s replaced by %s (%s)", alias, plan.backend,
+                        OURS, describe(plan.config["CONFIG"]))
         layers[alias] = plan.config
         adopted.append(alias)
     if adopted:
@@ -197,7 +232,8 @@ def adopt_channel_layers(redis_url: Sequence[str] | None = None) -> list[str]:
 
 
 @contextmanager
-def adopting(enabled: bool, redis_url: Sequence[str] | None = None) -> Iterator[None]:
+def adopting(enabled: bool, redis_url: Sequence[str] | None = None,
+             access: RedisAccess | None = None) -> Iterator[None]:
     """Adopt around importing (and setting up) the project, once Django is configured,
     whichever way it is.
 
@@ -218,7 +254,7 @@ def adopting(enabled: bool, redis_url: Sequence[str] | None = None) -> Iterator[
         if enabled and not adopted and (
                 settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE")):
             adopted = True
-            adopt_channel_layers(redis_url)
+            adopt_channel_layers(redis_url, access)
 
     original = django.setup
 

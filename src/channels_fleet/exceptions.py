@@ -29,6 +29,12 @@ class RedisPermissionError(LayerError, NoPermissionError):
     server, the command (a script's with the commands it calls), the key and the rule to add."""
 
 
+class RedisAccessError(LayerConfigError):
+    """Redis turned this process away before any command ran: its certificate failed the check
+    (an unknown CA, another host name), or AUTH was refused (a wrong user or password). The
+    message names the URL (no password), the command and the cause; retrying cannot help."""
+
+
 class IllegalTransition(RuntimeError):
     """A connection was asked to move to a state its current one does not lead to."""
 

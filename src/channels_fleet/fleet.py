@@ -42,7 +42,7 @@ from .layers import acl
 from .layers.clients import read_server, sync_client
 from .observability.queues import oldest_age
 from .relay import wire
-from .settings import DEFAULT_KEY_PREFIX, SettingsError, check_key_prefix, split_csv
+from .settings import DEFAULT_KEY_PREFIX, RedisSettings, SettingsError, check_key_prefix
 
 #: The layer's message expiry (``RedisClusterChannelLayer(expiry=60)``): a queued envelope's
 #: age is its expires_at minus this.
@@ -54,15 +54,17 @@ class FleetStatus:
     """Reads the fleet's status from the relay's Redis; keeps its connection between reads.
 
     ``redis_url`` and ``prefix`` default to ``CHANNELS_FLEET_REDIS_URL`` and
-    ``CHANNELS_FLEET_KEY_PREFIX``. Thread-safe; ``read()`` blocks (short timeouts) and raises
+    ``CHANNELS_FLEET_KEY_PREFIX``; the URLs connect with ``CHANNELS_FLEET_REDIS_USERNAME``,
+    ``_PASSWORD`` and ``_CA_FILE`` where set (``RedisSettings``), as the fleet's processes do.
+    Thread-safe; ``read()`` blocks (short timeouts) and raises
     redis-py's errors when Redis cannot be read.
     """
 
     def __init__(self, redis_url: Iterable[str] | str | None = None, *,
                  prefix: str | None = None, timeout: float = 1.0) -> None:
-        if redis_url is None:
-            redis_url = os.environ.get("CHANNELS_FLEET_REDIS_URL", "")
-        urls = split_csv(redis_url) if isinstance(redis_url, str) else tuple(redis_url)
+        if redis_url is not None and not isinstance(redis_url, str):
+            redis_url = tuple(redis_url)
+        urls = RedisSettings.from_env(redis_url=redis_url).redis_url
         if not urls:
             raise SettingsError("CHANNELS_FLEET_REDIS_URL is not set; expected redis://host:port")
         self.url = urls[0]

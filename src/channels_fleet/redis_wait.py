@@ -6,18 +6,26 @@ is ready when it answers. A Redis Cluster is ready when every node the first URL
 (not failing, not still in handshake) says ``cluster_state:ok`` with all 16384 slots assigned.
 One node's view is not enough: slot ownership spreads by gossip, and an app seeded through a
 Service may ask a node that has not heard yet, read an incomplete slot table and exit.
+
+It connects as the service will (``RedisSettings``: the URL with CHANNELS_FLEET_REDIS_USERNAME,
+_PASSWORD and _CA_FILE). What waiting cannot mend (a certificate that fails the check, AUTH
+refused, a command the user's ACL refuses) ends it at once: one line naming the URL, the command
+and the cause, exit status 3.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 import time
 
 from .adopt import redact
+from .exceptions import STARTUP_FAILURE, RedisAccessError, RedisPermissionError
+from .layers import acl
 from .layers.clients import ask_server, node_client, sync_client
 from .layers.topology import SLOTS, parse_cluster_nodes
+from .redis_access import at_address
+from .settings import RedisSettings, SettingsError
 
 
 def node_verdict(info: dict) -> str | None:
@@ -35,12 +43,16 @@ def check(url: str, timeout: float = 3.0) -> str | None:
     """Why the Redis at ``url`` is not ready for the layer yet, or None when it is."""
     seed = sync_client(url, cluster=False, timeout=timeout)
     try:
-        if not ask_server(seed).cluster:
-            return None
-        why = node_verdict(seed.cluster("info"))
+        with acl.naming(url, "HELLO"):
+            if not ask_server(seed).cluster:
+                return None
+        with acl.naming(url, "CLUSTER INFO"):
+            why = node_verdict(seed.cluster("info"))
         if why is not None:
             return why
-        for node in parse_cluster_nodes(seed.execute_command("CLUSTER", "NODES")):
+        with acl.naming(url, "CLUSTER NODES"):
+            nodes = parse_cluster_nodes(seed.execute_command("CLUSTER", "NODES"))
+        for node in nodes:
             if node.myself:
                 continue
             if not node.settled or not node.connected:
@@ -48,7 +60,8 @@ def check(url: str, timeout: float = 3.0) -> str | None:
                 return f"node {node.address} is {','.join(node.flags)} (link {link})"
             peer = node_client(url, node.address, timeout)
             try:
-                why = node_verdict(peer.cluster("info"))
+                with acl.naming(at_address(url, node.address), "CLUSTER INFO"):
+                    why = node_verdict(peer.cluster("info"))
             finally:
                 peer.close()
             if why is not None:
@@ -59,11 +72,22 @@ def check(url: str, timeout: float = 3.0) -> str | None:
 
 
 def main(interval: float = 2.0) -> int:
-    """Poll the first of ``CHANNELS_FLEET_REDIS_URL``'s URLs until ready; say why every 20 s."""
-    url = os.environ["CHANNELS_FLEET_REDIS_URL"].split(",")[0].strip()
+    """Poll the first of ``CHANNELS_FLEET_REDIS_URL``'s URLs until ready; say why every 20 s.
+    Exit 3 at once on what waiting cannot mend (settings, certificate, AUTH, the ACL)."""
+    try:
+        settings = RedisSettings.from_env()
+        if not settings.redis_url:
+            raise SettingsError("CHANNELS_FLEET_REDIS_URL is not set; expected redis://host:port")
+    except SettingsError as exc:
+        print(exc, flush=True)
+        return STARTUP_FAILURE
+    url = settings.redis_url[0]
     for attempt in itertools.count():
         try:
             why = check(url)
+        except (RedisAccessError, RedisPermissionError) as exc:
+            print(exc, flush=True)
+            return STARTUP_FAILURE
         except Exception as exc:  # not up yet: refused, unresolvable, loading, ...
             why = f"{type(exc).__name__}: {exc}"
         if why is None:

@@ -15,8 +15,10 @@ import os
 import re
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self
+
+from .redis_access import RedisAccess
 
 ENV_PREFIX = "CHANNELS_FLEET_"
 #: First part of every relay key in Redis unless CHANNELS_FLEET_KEY_PREFIX says otherwise
@@ -96,11 +98,48 @@ class EnvSettings:
 
 
 @dataclass(frozen=True)
-class ServiceSettings(EnvSettings):
+class RedisSettings(EnvSettings):
+    """Which Redis a process uses and how it gets in: URLs, user, password, CA.
+
+    ``redis_url`` holds the URLs as every client connects: ``CHANNELS_FLEET_REDIS_URL`` with
+    the user and password of ``CHANNELS_FLEET_REDIS_USERNAME`` / ``_PASSWORD`` (when set) and,
+    on rediss:// URLs, the CA bundle of ``CHANNELS_FLEET_REDIS_CA_FILE`` (redis_access.py).
+
+        RedisSettings.from_env().redis_url  # ('rediss://fleet-worker:...@redis:6379?...',)
+    """
+
+    #: Redis URLs (cluster startup nodes or one Redis).
+    redis_url: tuple[str, ...] = ()
+    #: The Redis user (ACL), overriding the URLs' (docs/redis-acl.md: one per role).
+    redis_username: str = ""
+    #: Its password, overriding the URLs': no URL escaping needed.
+    redis_password: str = field(default="", repr=False)
+    #: A PEM CA bundle every rediss:// connection verifies the server against (host name
+    #: checked); empty: the system's CAs.
+    redis_ca_file: str = ""
+
+    def __post_init__(self) -> None:
+        self._apply_access()
+
+    @property
+    def redis_access(self) -> RedisAccess:
+        """The user, password and CA that override the URLs' (for the project's layer)."""
+        return RedisAccess(self.redis_username, self.redis_password, self.redis_ca_file)
+
+    def _apply_access(self) -> None:
+        self._split("redis_url")
+        ca = self.redis_ca_file
+        if ca and not os.access(ca, os.R_OK):
+            why = "not readable" if os.path.exists(ca) else "no such file"
+            raise SettingsError(f"CHANNELS_FLEET_REDIS_CA_FILE={ca!r}: {why}")
+        access = self.redis_access
+        object.__setattr__(self, "redis_url", tuple(access.apply(u) for u in self.redis_url))
+
+
+@dataclass(frozen=True)
+class ServiceSettings(RedisSettings):
     """What the interface and the worker share: the relay's Redis, heartbeats, drain, probes."""
 
-    #: Redis URLs of the relay layer (cluster startup nodes or one Redis).
-    redis_url: tuple[str, ...] = ()
     #: Port of /healthz, /readyz and /metrics; 0 turns the probe server off; None (unset):
     #: see metrics_ports().
     metrics_port: int | None = None
@@ -127,7 +166,7 @@ class ServiceSettings(EnvSettings):
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        self._split("redis_url")
+        self._apply_access()
         if len(self.name) > 64 or not self.name.isprintable():
             raise SettingsError("CHANNELS_FLEET_NAME: use at most 64 printable characters")
         if not self.redis_url:
@@ -168,7 +207,7 @@ class ServiceSettings(EnvSettings):
 
 
 @dataclass(frozen=True)
-class WebSettings(EnvSettings):
+class WebSettings(RedisSettings):
     """Settings of ``channels-fleet web`` (gunicorn); needs no Redis."""
 
     wsgi_app: str = ""
@@ -182,11 +221,10 @@ class WebSettings(EnvSettings):
     log_level: str = "INFO"
     #: Serve the project's channels_redis / in-memory CHANNEL_LAYERS with our layer (adopt.py).
     adopt_layers: bool = True
-    #: Optional here: the Redis an adopted in-memory layer moves to.
-    redis_url: tuple[str, ...] = ()
+    # redis_url is optional here: the Redis an adopted in-memory layer moves to.
 
     def __post_init__(self) -> None:
-        self._split("redis_url")
+        self._apply_access()
         if ":" not in self.wsgi_app:
             raise SettingsError(
                 "CHANNELS_FLEET_WSGI_APP (or the WSGI_APP argument) must be module:attribute, "

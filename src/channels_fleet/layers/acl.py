@@ -22,7 +22,9 @@ from typing import Any
 from redis import exceptions as rx
 from redis.connection import parse_url
 
-from ..exceptions import RedisPermissionError
+from ..exceptions import RedisAccessError, RedisPermissionError
+from ..redis_access import CA_OPTION, display
+from .access import access_error
 from .scripts import BY_SHA
 
 logger = logging.getLogger(__name__)
@@ -75,7 +77,8 @@ def refused(address: str, user: str | None, args: Sequence[Any] | str, key: str 
 def naming(url: str, command: str, key: str | None = None) -> Iterator[None]:
     """For redis-py clients: a refusal inside becomes :class:`RedisPermissionError` naming
     ``command``, ``key``, the server of ``url`` and its user (Redis names no key); the caller
-    reports it (not logged here).
+    reports it (not logged here). A certificate that fails the check or a refused AUTH becomes
+    :class:`RedisAccessError` (access.py), naming ``url`` and ``command``.
 
         with acl.naming(url, "LINDEX", key):
             head = client.lindex(key, 0)
@@ -85,7 +88,10 @@ def naming(url: str, command: str, key: str | None = None) -> Iterator[None]:
     except Exception as exc:  # RedisClusterException is no RedisError
         cause = _refusal_in(exc)
         if cause is None:
-            raise
+            denied = _access_error(url, command, exc)
+            if denied is None:
+                raise
+            raise denied from exc
         if cause is not exc:  # redis-py's cluster client wraps what its start was refused
             named = _NAMED.search(str(cause))
             command = named.group(1).replace("|", " ").upper() if named else command
@@ -97,6 +103,15 @@ def naming(url: str, command: str, key: str | None = None) -> Iterator[None]:
         address = f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
         raise refused(address, options.get("username"), command, key, cause,
                       log=False) from exc
+
+
+def _access_error(url: str, command: str, exc: BaseException) -> RedisAccessError | None:
+    try:
+        options: dict[str, Any] = parse_url(url)
+    except ValueError:
+        return None
+    return access_error(display(url), options.get("username"), command,
+                        options.get(CA_OPTION), exc)
 
 
 _NAMED = re.compile(r"run the '([^']+)' command")

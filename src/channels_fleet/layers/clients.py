@@ -2,7 +2,8 @@
 
 The layer has its own connections (``connection.py``); everything else that reads the relay's
 Redis gets its client here, single server or cluster as the server says (``topology.py``), with
-TLS, user and password taken from the URL as redis-py reads them:
+TLS, user, password and CA taken from the URL as redis-py reads them (the settings put
+``CHANNELS_FLEET_REDIS_USERNAME``, ``_PASSWORD`` and ``_CA_FILE`` there: redis_access.py):
 
     client = sync_client(url, read_server(url, timeout=1.0).cluster, timeout=1.0)
     aclient = await redis_client(settings.redis_url)  # asyncio, detected
@@ -38,7 +39,8 @@ def read_server(url: str, timeout: float = 2.0) -> Server:
     """Ask the server at ``url`` what it is (blocking)."""
     probe = sync_client(url, cluster=False, timeout=timeout)
     try:
-        return ask_server(probe)
+        with acl.naming(url, "HELLO"):
+            return ask_server(probe)
     finally:
         probe.close()
 
@@ -47,7 +49,8 @@ async def aread_server(url: str, timeout: float = ASYNC_TIMEOUT) -> Server:
     """Ask the server at ``url`` what it is."""
     probe = aioredis.Redis.from_url(url, socket_timeout=timeout)
     try:
-        return parse_hello(await probe.execute_command(*HELLO))
+        with acl.naming(url, "HELLO"):
+            return parse_hello(await probe.execute_command(*HELLO))
     finally:
         await probe.aclose()
 

@@ -15,6 +15,7 @@ from typing import Any
 from redis import exceptions as rx
 from redis.exceptions import RedisError
 
+from .. import redis_access
 from ..exceptions import (
     LayerConfigError,
     LayerUnavailable,
@@ -22,6 +23,7 @@ from ..exceptions import (
     RedisVersionError,
 )
 from . import _metrics, acl
+from .access import auth_error
 from .acl import is_refusal
 from .hosts import connection_kwargs
 from .keys import slot_of
@@ -53,18 +55,20 @@ class NodeClient:
         conn = self._conn
         return conn if conn is not None and not conn.closed else None
 
-    async def _connection(self) -> RespConnection:
+    async def _connection(self, args: Sequence[Any]) -> RespConnection:
         conn = self._conn
         if conn is not None and not conn.closed:
             return conn
         async with self._lock:
             if self._conn is None or self._conn.closed:
-                self._conn = await self._open()
+                self._conn = await self._open(args)
             return self._conn
 
-    async def _open(self) -> RespConnection:
+    async def _open(self, args: Sequence[Any]) -> RespConnection:
+        """A new connection, for ``args`` (named if its TLS or AUTH is refused)."""
         try:
-            conn = await RespConnection.open(self.address, self.options, self.socket_timeout)
+            conn = await RespConnection.open(self.address, self.options, self.socket_timeout,
+                                             acl.command_name(args) if args else "a command")
         except (RedisError, OSError):
             _metrics.node_up(self.address, False)
             raise
@@ -72,12 +76,12 @@ class NodeClient:
         return conn
 
     async def execute(self, *args: Any) -> Any:
-        conn = await self._connection()
+        conn = await self._connection(args)
         return await conn.command(*args)
 
     async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Run ``commands`` in one round trip; errors come back in place of results."""
-        conn = await self._connection()
+        conn = await self._connection(commands[0] if commands else ())
         results: list[Any] = []
         for future in conn.pipeline(commands):  # type: ignore[arg-type]
             try:
@@ -102,7 +106,7 @@ class NodeClient:
             conn = None if candidate.closed else candidate
         fresh = conn is None
         if conn is None:
-            conn = await self._open()
+            conn = await self._open(args)
         self._busy_blocking.add(conn)  # from here on, close() closes it too
         try:
             if fresh:
@@ -213,6 +217,11 @@ class Router:
             try:
                 server = parse_hello(await node.execute(*HELLO))
             except (RedisError, OSError) as exc:
+                # No password where the server needs one: no retry will bring it.
+                refused = auth_error(redis_access.display(url), kwargs.get("username"),
+                                     "HELLO", exc)
+                if refused is not None:
+                    raise refused from exc
                 failures.append(f"{url}: {exc}")
                 continue
             self._check_version(server, url)

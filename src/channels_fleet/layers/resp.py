@@ -22,6 +22,8 @@ from typing import Any
 from redis import exceptions as rx
 from redis._parsers.base import BaseParser
 
+from . import access
+
 CRLF = b"\r\n"
 
 
@@ -138,9 +140,12 @@ class RespConnection(asyncio.Protocol):
 
     @classmethod
     async def open(
-        cls, address: str, options: dict[str, Any], socket_timeout: float | None
+        cls, address: str, options: dict[str, Any], socket_timeout: float | None,
+        command: str = "a command",
     ) -> RespConnection:
-        """Connect, then AUTH / SELECT / CLIENT SETNAME as the URL asks."""
+        """Connect, then AUTH / SELECT / CLIENT SETNAME as the URL asks. A certificate that
+        fails the check or a refused AUTH raises RedisAccessError naming ``command`` (what
+        the connection is for)."""
         loop = asyncio.get_running_loop()
         connect_timeout = options.get("socket_connect_timeout") or socket_timeout or 5.0
         conn = cls(address, socket_timeout)
@@ -156,6 +161,10 @@ class RespConnection(asyncio.Protocol):
         except TimeoutError:
             raise rx.TimeoutError(f"timeout connecting to {address}") from None
         except OSError as exc:
+            refused = access.tls_error(_display(address, options), command,
+                                       options.get("ssl_ca_certs"), exc)
+            if refused is not None:
+                raise refused from exc
             raise rx.ConnectionError(f"cannot connect to {address}: {exc}") from exc
         setup: list[tuple[Any, ...]] = []
         if options.get("password"):
@@ -172,9 +181,13 @@ class RespConnection(asyncio.Protocol):
         except BaseException:  # cancelled: nobody else would close it
             conn.close()
             raise
-        for reply in replies:
+        for (name, *_), reply in zip(setup, replies, strict=True):
             if isinstance(reply, BaseException):
                 conn.close()
+                refused = access.auth_error(_display(address, options), options.get("username"),
+                                            name, reply) if name == "AUTH" else None
+                if refused is not None:
+                    raise refused from reply
                 raise reply
         return conn
 
@@ -274,9 +287,20 @@ class RespConnection(asyncio.Protocol):
         self._fail(self._error or rx.ConnectionError(f"connection to {self.address} closed"))
 
 
-def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:
+def _display(address: str, options: dict[str, Any]) -> str:
+    """The server as error lines name it: scheme, user, address; never the password."""
+    scheme = "rediss" if _uses_tls(options) else "redis"
+    user = f"{options['username']}@" if options.get("username") else ""
+    return f"{scheme}://{user}{address}"
+
+
+def _uses_tls(options: dict[str, Any]) -> bool:
     connection_class = options.get("connection_class")
-    if not options.get("ssl") and "SSL" not in getattr(connection_class, "__name__", ""):
+    return bool(options.get("ssl")) or "SSL" in getattr(connection_class, "__name__", "")
+
+
+def _ssl_context(options: dict[str, Any]) -> ssl.SSLContext | None:
+    if not _uses_tls(options):
         return None
     context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
     if options.get("ssl_certfile"):

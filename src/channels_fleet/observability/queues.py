@@ -290,11 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     import asyncio
     import os
 
-    from ..settings import SettingsError, check_key_prefix
+    from ..settings import RedisSettings, SettingsError, check_key_prefix
 
     parser = argparse.ArgumentParser(prog="python -m channels_fleet.observability.queues")
-    parser.add_argument("--redis-url", default=os.environ.get("CHANNELS_FLEET_REDIS_URL", ""),
-                        help="comma-separated redis:// URLs (CHANNELS_FLEET_REDIS_URL)")
+    parser.add_argument("--redis-url", help="comma-separated redis:// URLs "
+                        "(CHANNELS_FLEET_REDIS_URL; with CHANNELS_FLEET_REDIS_USERNAME, "
+                        "_PASSWORD and _CA_FILE)")
     parser.add_argument("--port", type=int,
                         default=int(os.environ.get("CHANNELS_FLEET_METRICS_PORT", "9100")),
                         help="probes and metrics port (CHANNELS_FLEET_METRICS_PORT, 9100)")
@@ -304,10 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_key_prefix(args.key_prefix)
+        hosts = list(RedisSettings.from_env(redis_url=args.redis_url).redis_url)
     except SettingsError as exc:
         print(exc)
         return 3
-    hosts = [url for url in args.redis_url.split(",") if url]
     if not hosts:
         print("CHANNELS_FLEET_REDIS_URL is not set; expected redis://host:port[,...]")
         return 3

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             module_name, _, attr = settings.wsgi_app.partition(":")
             # Here, in each gunicorn worker (no preload): views must send on the same layer
             # as the workers do.
-            with adopting(settings.adopt_layers, settings.redis_url):
+            with adopting(settings.adopt_layers, settings.redis_url, settings.redis_access):
                 app = getattr(importlib.import_module(module_name), attr)
                 # As in runserver's single process: receivers the ASGI module's imports
                 # connect fire for this tier's saves too.

@@ -63,7 +63,7 @@ def load_app(spec: str, settings: WorkerSettings) -> Any:
     from channels_fleet.adopt import adopting
 
     module_name, _, attr = spec.partition(":")
-    with adopting(settings.adopt_layers, settings.redis_url):
+    with adopting(settings.adopt_layers, settings.redis_url, settings.redis_access):
         if os.environ.get("DJANGO_SETTINGS_MODULE"):
             django.setup(set_prefix=False)
         # Otherwise the ASGI module configures Django, as for Daphne: it names its settings

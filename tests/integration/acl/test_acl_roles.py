@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +20,8 @@ import redis
 from prometheus_client import CollectorRegistry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from support import acl_lines
+from support.acl_lines import documented_lines
 
 from channels_fleet import fleet_status, redis_wait
 from channels_fleet.dev.cluster import LocalRedis
@@ -38,29 +38,12 @@ from channels_fleet.worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.timeout(90)
 
-DOCS = Path(__file__).resolve().parents[3] / "docs" / "redis-acl.md"
 PASSWORD = "acl-test-password"
 ADMIN = ("fleet-admin", "admin-test-password")
-ROLES = ("interface", "worker", "web", "exporter")
-
-
-def documented_lines() -> dict[str, list[str]]:
-    """``{role: [rule, ...]}`` of the ``ACL SETUSER fleet-<role>`` lines in the docs' block."""
-    text = DOCS.read_text()
-    marker = text.index("<!-- acl-lines")
-    block = re.search(r"```text\n(.*?)```", text[marker:], re.S)
-    assert block, "docs/redis-acl.md: no ```text block after the acl-lines marker"
-    lines = {}
-    for line in block.group(1).splitlines():
-        words = line.split()
-        assert words[:2] == ["ACL", "SETUSER"], line
-        lines[words[2].removeprefix("fleet-")] = words[3:]
-    assert sorted(lines) == sorted(ROLES)
-    return lines
 
 
 def with_password(rules: list[str]) -> list[str]:
-    return [f">{PASSWORD}" if rule.startswith(">") else rule for rule in rules]
+    return acl_lines.with_password(rules, PASSWORD)
 
 
 class AclRedis:

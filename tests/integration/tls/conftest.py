@@ -1,0 +1,36 @@
+"""One TLS-only Redis Cluster for every test here (tests/support/tls_cluster.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from support.tls_cluster import TlsCluster
+
+from channels_fleet.layers import RedisClusterChannelLayer, acl
+
+
+@pytest.fixture(scope="package")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster]:
+    """3 primaries, a replica each: TLS only, the documented users, the default user off."""
+    cluster = TlsCluster(tmp_path_factory.mktemp("tls-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_acl_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees the first refusal of each command (logged once per process)."""
+    monkeypatch.setattr(acl, "_logged", set())
+    monkeypatch.setattr(acl, "WAKE", acl.Wake())
+
+
+@pytest.fixture
+async def layers() -> AsyncIterator[list[RedisClusterChannelLayer]]:
+    """Layers a test made, closed after it."""
+    made: list[RedisClusterChannelLayer] = []
+    yield made
+    for layer in made:
+        await layer.close_pools()
