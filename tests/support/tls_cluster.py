@@ -3,7 +3,7 @@
 No plain port (``port 0``, ``tls-port``); the cluster bus and replication over TLS too; the
 default user off; one user per role with exactly the documented ACL line (its password
 replaced), and an admin for the test itself. Certificates come from a CA made for the test
-(:class:`TestCA`), issued for ``127.0.0.1`` (the address the nodes announce) and
+(:class:`PrivateCA`), issued for ``127.0.0.1`` (the address the nodes announce) and
 ``redis-cluster.test``; the nodes listen on ``127.0.0.2`` too, which a client connecting by it
 finds missing from the certificate (redis-py's cluster client turns ``localhost`` into
 127.0.0.1 itself: no use for that).
@@ -40,7 +40,7 @@ SERVER_NAMES = ("127.0.0.1", "redis-cluster.test")
 
 
 @dataclass
-class TestCA:
+class PrivateCA:
     """A private CA in ``directory``: ``ca.pem``, and certificates it issues."""
 
     directory: Path
@@ -113,7 +113,7 @@ class TlsCluster:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.ca = TestCA(self.workdir / "ca")
+        self.ca = PrivateCA(self.workdir / "ca")
         self.cert, self.key = self.ca.issue("server", SERVER_NAMES)
 
     # -- what tests use --------------------------------------------------------------------

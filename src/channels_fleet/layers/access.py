@@ -39,7 +39,8 @@ def tls_cause(exc: BaseException) -> str | None:
     for error in _chain(exc):
         if isinstance(error, ssl.SSLCertVerificationError):
             return f"certificate verify failed: {error.verify_message.rstrip('.')}"
-        if isinstance(error, ssl.SSLError) and error.reason == "WRONG_VERSION_NUMBER":
+        if isinstance(error, ssl.SSLError) and \
+                getattr(error, "reason", None) == "WRONG_VERSION_NUMBER":
             return "the server does not speak TLS on this port (SSL: WRONG_VERSION_NUMBER)"
         found = _VERIFY.search(str(error))
         if found:  # redis-py keeps only the text of the ssl error
@@ -50,8 +51,9 @@ def tls_cause(exc: BaseException) -> str | None:
 def auth_cause(exc: BaseException) -> str | None:
     """The server's reply when ``exc`` is AUTH refused (or a command that needs one first)."""
     for error in _chain(exc):
-        if isinstance(error, (rx.AuthenticationError, rx.ResponseError)) and \
-                _AUTH_REPLY.search(str(error)):
+        # redis-py drops the reply's code (WRONGPASS, NOAUTH) from AuthenticationError's text.
+        if isinstance(error, rx.AuthenticationError) or (
+                isinstance(error, rx.ResponseError) and _AUTH_REPLY.search(str(error))):
             return str(error).rstrip(".")
     return None
 
@@ -78,7 +80,7 @@ def auth_error(url: str, user: str | None, command: str,
     if cause is None:
         return None
     who = f"user {user!r}" if user else "the default user"
-    if command != "AUTH" and not cause.startswith("NOAUTH"):  # redis-py's own AUTH
+    if command != "AUTH" and "authenticat" not in cause.lower():  # not NOAUTH: redis-py's AUTH
         command = f"AUTH (before {command})"
     return RedisAccessError(
         f"Redis {url} refused {command} to {who}: {cause}; check "

@@ -177,7 +177,7 @@ class RespConnection(asyncio.Protocol):
         if options.get("client_name"):
             setup.append(("CLIENT", "SETNAME", options["client_name"]))
         try:
-            replies = await asyncio.gather(*conn.pipeline(setup))
+            replies = await asyncio.gather(*conn.pipeline(setup), return_exceptions=True)
         except BaseException:  # cancelled: nobody else would close it
             conn.close()
             raise

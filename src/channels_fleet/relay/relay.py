@@ -25,7 +25,7 @@ from typing import Any
 
 from channels.exceptions import ChannelFull
 
-from ..exceptions import RedisPermissionError
+from ..exceptions import RedisAccessError, RedisPermissionError
 from ..layers.backoff import Backoff
 from . import wire
 
@@ -152,9 +152,12 @@ class Relay:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
-            except RedisPermissionError:
+            except (RedisPermissionError, RedisAccessError) as exc:
                 # The user's ACL: logged once where Redis refused it (layers/acl.py), not at
-                # every retry; retried until the rule is added.
+                # every retry; retried until the rule is added. A certificate or password
+                # changed under a running process: one line, retried until it is mended.
+                if isinstance(exc, RedisAccessError) and not failures:
+                    logger.error("relay receive on %s: %s; retrying", self.channel, exc)
                 failures += 1
                 await asyncio.sleep(RECEIVE_RETRY.delay(failures))
                 continue
