@@ -47,7 +47,8 @@ PATH = [
 #: The layer's own modules on the path (layers/, one component: send, then receive).
 LAYER = {
     "channels_fleet.layers.core", "channels_fleet.layers.keys", "channels_fleet.layers.sender",
-    "channels_fleet.layers.connection", "channels_fleet.layers.executor",
+    "channels_fleet.layers.connection", "channels_fleet.layers.node",
+    "channels_fleet.layers.executor",
     "channels_fleet.layers.resp", "channels_fleet.layers.receiver", "channels_fleet.layers.waiters",
     "channels_fleet.layers.mailbox",
 }

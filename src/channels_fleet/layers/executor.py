@@ -24,7 +24,8 @@ from ..exceptions import LayerUnavailable, RedisPermissionError
 from . import _metrics
 from .acl import is_refusal, refused
 from .backoff import Backoff
-from .connection import NodeClient, Router
+from .connection import Router
+from .node import NodeClient
 from .resp import UnblockedError
 from .scripts import BY_SHA
 

@@ -19,7 +19,7 @@ connection's ``socket_timeout`` (5 s unless the hosts say otherwise: connection.
 idle receive waits forever.
 
 When the loop closes, its pull loops are cancelled, but a pop already sent is not dropped:
-a BLMPOP is unblocked and its reply read (connection.py), an LPOP's reply is awaited, and
+a BLMPOP is unblocked and its reply read (node.py), an LPOP's reply is awaited, and
 what they took is salvaged: process-local messages into the mailbox, shared ones back to
 the head of their LIST.
 """

@@ -31,8 +31,8 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from .connection import NodeClient
 from .executor import Executor, Op
+from .node import NodeClient
 from .scripts import MAX_ELEMENTS_PER_CALL, SEND
 
 logger = logging.getLogger(__name__)
