@@ -21,11 +21,14 @@ EXTERNAL = "redis.external.url=rediss://cache.example:6379"
 
 
 def pods(docs):
-    """{name: pod spec} of every workload: Deployments, StatefulSets, Jobs, the test Pod."""
+    """{name: pod spec} of every workload: Deployments, StatefulSets, the test Pod, and the
+    migrate Job as "migrate" (whatever names it)."""
     found = {}
     for d in docs:
-        if d["kind"] in ("Deployment", "StatefulSet", "Job"):
+        if d["kind"] in ("Deployment", "StatefulSet"):
             found[d["metadata"]["name"]] = d["spec"]["template"]["spec"]
+        elif d["kind"] == "Job":
+            found["migrate"] = d["spec"]["template"]["spec"]
         elif d["kind"] == "Pod":
             found[d["metadata"]["name"]] = d["spec"]
     return found
@@ -138,7 +141,7 @@ KINDS = {  # values path -> (pod, containers that mount the pod kind's extraVolu
     "interface": ("fleet-channels-fleet-interface", {"wait-for-redis", "interface"}),
     "worker": ("fleet-channels-fleet-worker", {"wait-for-redis", "wait-for-migrations", "worker"}),
     "web": ("fleet-channels-fleet-web", {"wait-for-migrations", "web"}),
-    "database.migrate": ("fleet-channels-fleet-migrate-1", {"wait-for-database", "migrate"}),
+    "database.migrate": ("migrate", {"wait-for-database", "migrate"}),
     "database.postgresql": ("fleet-channels-fleet-postgresql", {"postgresql"}),
     "redis": ("fleet-channels-fleet-redis-shard-0", {"valkey"}),
     "tests": ("fleet-channels-fleet-test", {"test"}),
