@@ -49,6 +49,16 @@ ACCESS_MODES = {"type": "array", "minItems": 1, "items": {"type": "string", "enu
 COMMAND = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
 STRATEGY = {"type": "object", "properties": {"type": {"enum": ["RollingUpdate", "Recreate"]}}}
 PG_NAME = {"type": "string", "pattern": r"^[a-z_][a-z0-9_]{0,62}$"}
+# A NetworkPolicy port range (`endPort` needs a numeric port).
+PORT_RANGE = {"type": "object", "required": ["port", "endPort"], "additionalProperties": False,
+              "properties": {"port": PORT, "endPort": PORT}}
+# A key of a Secret or ConfigMap (Kubernetes: [-._a-zA-Z0-9]+); empty where a key may be unused.
+KEY = {"type": "string", "pattern": r"^[-._a-zA-Z0-9]+$"}
+KEY_OR_NONE = {"type": "string", "pattern": r"^$|^[-._a-zA-Z0-9]+$"}
+OBJECT_NAME_OR_NONE = {"type": "string", "pattern": r"^$|^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"}
+# Pod volumes and container mounts, as Kubernetes takes them (its schema checks the rest).
+VOLUMES = {"type": "array", "items": {"type": "object", "required": ["name"]}}
+VOLUME_MOUNTS = {"type": "array", "items": {"type": "object", "required": ["name", "mountPath"]}}
 # Extra constraints by key; "*" matches one path segment.
 CONSTRAINTS: dict[str, dict[str, Any]] = {
     "*Image.registry": REGISTRY,
@@ -115,7 +125,15 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "ingress.hosts": {"type": "array", "items": {"type": "string"}},
     "httpRoute.hostnames": {"type": "array", "items": {"type": "string"}},
     "httpRoute.parentRefs": {"type": "array", "items": {"type": "object", "required": ["name"]}},
-    "networkPolicy.redisEgress.ports": {"type": "array", "items": PORT},
+    "networkPolicy.redisEgress.ports": {"type": "array", "items": {"oneOf": [PORT, PORT_RANGE]}},
+    "redis.external.auth.*Key": KEY_OR_NONE,
+    "redis.external.auth.roles.*.*": KEY_OR_NONE,
+    "redis.external.tls.*.name": OBJECT_NAME_OR_NONE,
+    "redis.external.tls.*.key": KEY,
+    "*.extraVolumes": VOLUMES,
+    "*.*.extraVolumes": VOLUMES,
+    "*.extraVolumeMounts": VOLUME_MOUNTS,
+    "*.*.extraVolumeMounts": VOLUME_MOUNTS,
     "metrics.serviceMonitor.interval": DURATION,
     "metrics.serviceMonitor.scrapeTimeout": DURATION,
     "tests.websocket.path": {"type": "string", "pattern": "^/"},

@@ -477,7 +477,7 @@ Interface and worker start once the channel layer's Redis answers and, for a Red
 cluster has formed: every node it knows says cluster_state:ok with every slot assigned
 (channels_fleet/redis_wait.py). Without it they exit 3 ("Redis at ...: Connection refused")
 and restart until the bundled cluster forms on a fresh install. Call with
-(dict "context" $ "image" <image values> "spec" <component values> "project" <bool>).
+(dict "context" $ "image" <image values> "spec" <component values> "project" <bool> "role" <component>).
 */}}
 {{- define "channels-fleet.waitForRedis" -}}
 {{- $ := .context -}}
@@ -486,6 +486,7 @@ and restart until the bundled cluster forms on a fresh install. Call with
   command: ["python3", "-m", "channels_fleet.redis_wait"]
   env:
     {{- include "channels-fleet.redisEnv" $ | trim | nindent 4 }}
+    {{- include "channels-fleet.redis.externalEnv" (dict "context" $ "role" .role) | nindent 4 }}
     {{- with $.Values.config.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -494,13 +495,21 @@ and restart until the bundled cluster forms on a fresh install. Call with
     {{- toYaml $.Values.containerSecurityContext | nindent 4 }}
   resources:
     {{- toYaml .spec.resources | nindent 4 }}
+  {{- with include "channels-fleet.extraVolumeMounts" (dict "context" $ "redis" true "extra" .spec.extraVolumeMounts) }}
+  volumeMounts:
+    {{- . | nindent 4 }}
+  {{- end }}
 {{- end -}}
 
 {{/*
 Worker and web start once the migrate Job has applied the project's migrations: this init container
 repeats database.migrate.checkCommand (`manage.py migrate --check`) until it succeeds.
+Call with (dict "context" $ "spec" <component values>): it mounts the component's extraVolumeMounts.
 */}}
 {{- define "channels-fleet.waitForMigrations" -}}
+{{- $spec := .spec -}}
+{{- $ := .context -}}
+{{- with $ -}}
 {{- $m := .Values.database.migrate -}}
 {{- if $m.enabled }}
 - name: wait-for-migrations
@@ -531,6 +540,8 @@ repeats database.migrate.checkCommand (`manage.py migrate --check`) until it suc
   volumeMounts:
     - name: tmp
       mountPath: /tmp
+    {{- include "channels-fleet.extraVolumeMounts" (dict "context" $ "extra" $spec.extraVolumeMounts) | nindent 4 }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -584,6 +595,7 @@ The schema (values.schema.json) already refuses wrong types, negative counts and
 {{- if and (include "channels-fleet.redis.builtin" .) (gt (int $rc.replicasPerMaster) 0) (lt (int $rc.masters) 3) -}}
 {{- $msgs = append $msgs (printf "redis.cluster: replicas take over only when a majority of the masters vote, which needs 3 masters or more; set redis.cluster.masters >= 3, or redis.cluster.replicasPerMaster=0 for a small install (got %v masters)" $rc.masters) -}}
 {{- end -}}
+{{- $msgs = concat $msgs (include "channels-fleet.redis.externalRefusals" . | fromYamlArray) -}}
 {{- if $msgs -}}
 {{- fail (printf "\n\nVALUES VALIDATION:\n%s" (join "\n" $msgs)) -}}
 {{- end -}}
