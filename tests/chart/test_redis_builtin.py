@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from .helm import component, render
+from .helm import SOURCE_CHART, component, find, one, render
 
 UNITS = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "kb": 1000, "mb": 10**6, "gb": 10**9}
 
@@ -55,3 +55,73 @@ def test_memory_limit_leaves_a_fork_and_a_resync_buffer_over_maxmemory():
     # Copy-on-write during the fork can double the data; the replica's buffer (64mb) on top.
     assert size(valkey["resources"]["limits"]["memory"]) >= 2 * maxmemory + 64 * 2**20
 
+
+
+# --- a user per role (redis.acl.enabled) -------------------------------------------------------
+
+ACL_ON = ("redis.acl.enabled=true",)
+ROLES = ("interface", "worker", "web", "exporter")
+
+
+def docs_acl_lines() -> list[str]:
+    """docs/redis-acl.md's ACL SETUSER lines (the block its tests read), as ACL file lines."""
+    text = (SOURCE_CHART.parents[1] / "docs/redis-acl.md").read_text()
+    block = text.split("<!-- acl-lines:", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    return [line.replace("ACL SETUSER ", "user ", 1) for line in block.splitlines() if line]
+
+
+def users_acl(docs) -> list[str]:
+    return one(docs, "ConfigMap", "fleet-channels-fleet-redis")["data"]["users.acl"].splitlines()
+
+
+def test_role_users_are_the_documented_lines():
+    assert users_acl(render(sets=ACL_ON)) == docs_acl_lines()
+
+
+def test_role_users_follow_the_key_prefixes():
+    docs = render(sets=(*ACL_ON, "config.keyPrefix=shop", "redis.acl.layerPrefix=shop-asgi"))
+    worker = next(line for line in users_acl(docs) if line.startswith("user fleet-worker "))
+    # docs/redis-acl.md, "Another key prefix".
+    assert ("~shop:q:{fleet.*} ~shop:hb:{hb}:* ~shop:dead:{hb}:* ~shop:workers:{hb} ~shop-asgi:* "
+            in worker)
+    assert "fleet:" not in worker.replace("user fleet-worker ", "").replace("{fleet.", "")
+
+
+def test_each_pod_kind_connects_as_its_own_user():
+    docs = render(sets=ACL_ON)
+    for d in find(docs, "Deployment"):
+        role = d["metadata"]["labels"]["app.kubernetes.io/component"]
+        pod = d["spec"]["template"]["spec"]
+        for c in [*pod.get("initContainers", []), *pod["containers"]]:
+            env = {e["name"]: e for e in c.get("env", [])}
+            if "CHANNELS_FLEET_REDIS_URL" not in env:
+                continue
+            assert env["CHANNELS_FLEET_REDIS_USERNAME"]["value"] == f"fleet-{role}"
+            assert env["CHANNELS_FLEET_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+                "name": "fleet-channels-fleet-redis-users", "key": f"{role}-password"}
+            assert env["CHANNELS_FLEET_REDIS_URL"]["value"] == (
+                "redis://$(CHANNELS_FLEET_REDIS_USERNAME):$(CHANNELS_FLEET_REDIS_PASSWORD)"
+                "@fleet-channels-fleet-redis:6379")
+    # The default user's password stays with the Redis pods.
+    for d in find(docs, "Deployment") + find(docs, "Job"):
+        assert "redis-password" not in str(d), d["metadata"]["name"]
+    secret = one(docs, "Secret", "fleet-channels-fleet-redis-users")
+    assert sorted(secret["data"]) == sorted(f"{role}-password" for role in ROLES)
+
+
+def test_redis_nodes_get_the_users_and_their_passwords():
+    docs = render(sets=(*ACL_ON, "redis.acl.existingSecret=my-users"))
+    assert not find(docs, "Secret", "fleet-channels-fleet-redis-users")
+    (sts, *_) = component(docs, "StatefulSet", "redis")
+    (valkey,) = [c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "valkey"]
+    env = {e["name"]: e for e in valkey["env"]}
+    assert env["ACL_FILE"]["value"] == "/scripts/users.acl"
+    for role in ROLES:
+        assert env[f"ACL_{role.upper()}_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "my-users", "key": f"{role}-password"}
+
+
+def test_no_role_users_by_default():
+    docs = render()
+    assert "users.acl" not in one(docs, "ConfigMap", "fleet-channels-fleet-redis")["data"]
+    assert not find(docs, "Secret", "fleet-channels-fleet-redis-users")

@@ -44,10 +44,10 @@
 #
 # Environment (set by the StatefulSet): POD_NAME, POD_IP, SHARD, SHARD_PREFIX (pods are
 # <SHARD_PREFIX><shard>-<ordinal>), PEER_DOMAIN (the headless Service's domain), MASTERS,
-# REPLICAS_PER_MASTER, NODE_TIMEOUT (ms), REDIS_PASSWORD,
+# REPLICAS_PER_MASTER, NODE_TIMEOUT (ms), REDIS_PASSWORD (the default user's),
 # MAXMEMORY; optional REDIS_PORT (6379), DATA_DIR (/data), RUN_DIR (/tmp: the configuration and
-# the keeper's marks), LOCAL_ADDR (127.0.0.1: this node's own server), EXTRA_CONFIG (a file
-# to include).
+# the keeper's marks), LOCAL_ADDR (127.0.0.1: this node's own server), EXTRA_CONFIG (a file to
+# include), ACL_FILE and ACL_<ROLE>_PASSWORD (the role users: write_acl).
 set -eu
 
 PORT=${REDIS_PORT:-6379}
@@ -99,13 +99,39 @@ nodes_query() {  # nodes_query NODES AWK-BODY: run a query over the parsed table
 }
 
 # ---- start ---------------------------------------------------------------------------------
-write_config() {
-  case "$REDIS_PASSWORD" in
-    *[!A-Za-z0-9._~-]*)
-      log "the Redis password has characters a redis:// URL must escape; use letters, digits and -._~"
+url_safe() {  # url_safe WHAT VALUE: refuse a password a redis:// URL ($(VAR) in the pods) must escape
+  case "$2" in
+    "" | *[!A-Za-z0-9._~-]*)
+      log "the $1 is empty or has characters a redis:// URL must escape; use letters, digits and -._~"
       exit 1 ;;
   esac
+}
+
+# With ACL_FILE (redis.acl.enabled): the role users of the chart's ACL file, each `>ROLE-password`
+# replaced by its password from ACL_<ROLE>_PASSWORD, and the default user (the nodes' own
+# replication and cluster traffic, the probes) with REDIS_PASSWORD. An ACL file replaces
+# requirepass: without a default user line it would come back without a password.
+write_acl() {
+  acl=$RUN_DIR/users.acl
+  echo "user default on >$REDIS_PASSWORD ~* &* +@all" >"$acl"
+  users=$(cat "$ACL_FILE")
+  for role in interface worker web exporter; do
+    eval "pw=\${ACL_$(echo "$role" | tr a-z A-Z)_PASSWORD:-}"
+    url_safe "password of the $role user (ACL_$(echo "$role" | tr a-z A-Z)_PASSWORD)" "$pw"
+    users=$(printf '%s\n' "$users" | sed "s/ >$role-password / >$pw /")
+  done
+  printf '%s\n' "$users" >>"$acl"
+  echo "aclfile $acl"
+}
+
+write_config() {
+  url_safe "Redis password" "$REDIS_PASSWORD"
   umask 077
+  if [ -n "${ACL_FILE:-}" ]; then
+    auth=$(write_acl)
+  else
+    auth="requirepass $REDIS_PASSWORD"
+  fi
   cat >"$CONF" <<EOF
 port $PORT
 dir $DATA_DIR
@@ -117,7 +143,7 @@ cluster-preferred-endpoint-type ip
 cluster-replica-validity-factor 0
 cluster-require-full-coverage no
 cluster-allow-replica-migration no
-requirepass $REDIS_PASSWORD
+$auth
 masterauth $REDIS_PASSWORD
 maxmemory ${MAXMEMORY:-0}
 maxmemory-policy noeviction
