@@ -5,12 +5,14 @@ cluster's network namespace with the cluster DNS as resolver (E2E_K8S=1); under 
 run it is skipped. One release for the whole module; the tests run in file order:
 
 install (namespace enforcing the `restricted` Pod Security Standard; the Valkey and PostgreSQL
-versions that run) -> helm test -> the shared scenarios (tests/e2e/scenarios.py) through the
+versions that run) -> helm test -> a changed Redis shard layout refused (redis_day2.py) -> the
+shared scenarios (tests/e2e/scenarios.py) through the
 interface Service by its DNS name, as a signed-in user -> Redis shards apart -> a Redis master's
 pod deleted (hand-over) -> crashes under load (SIGKILL in the container: a Valkey master, a
 worker, an interface; crashes.py) -> pod security of the running pods -> a node drained and a
 node lost under load (nodes.py; three nodes) -> helm upgrade rolling every pod under load ->
-rollback -> uninstall. Each test stores its field of the `k8s-e2e:` line
+rollback -> the Redis role users turned on by an upgrade (redis_day2.py) -> uninstall. Each
+test stores its field of the `k8s-e2e:` line
 (conftest.RESULTS).
 """
 
@@ -29,7 +31,7 @@ from channels_fleet.layers.keys import group_key
 
 from .. import scenarios
 from ..kube_stack import KubeStack
-from . import crashes, nodes
+from . import crashes, nodes, redis_day2
 from .conftest import RESULTS, phase
 from .release import (
     APP_COMPONENTS,
@@ -103,6 +105,11 @@ def test_helm_test(release: Release) -> None:
     with phase("helm_test"):
         print(release.helm("test", release.name, "--logs", "--timeout", "5m"))
     RESULTS["helm_test"] = "ok"
+
+
+def test_redis_layout_change__refused_by_helm_upgrade(release: Release) -> None:
+    redis_day2.refuse_layout_change(release)
+    RESULTS["layout_refused"] = "ok"
 
 
 @pytest.fixture(scope="module")
@@ -482,6 +489,23 @@ async def test_helm_rollback__pods_roll_back(release: Release, stack: KubeStack)
     await asyncio.to_thread(old_pods_gone, release)
     await scenarios.scenario_chat_round_trip(stack)
     RESULTS["rollback"] = "ok"
+
+
+async def test_redis_role_users__interface_refused_worker_commands(release: Release,
+                                                                   stack: KubeStack) -> None:
+    """An upgrade turns the role users on (redis.acl.enabled): every pod rolls onto its own
+    user; an interface's may not push to the project's queues, a worker's may; chat works."""
+    with phase("acl_upgrade"):
+        await asyncio.to_thread(
+            release.helm, "upgrade", release.name, release.chart, "--values", release.values,
+            *redis_day2.ACL, FORCE, "--wait", "--timeout", "10m")
+    await asyncio.to_thread(old_pods_gone, release)
+    interface = redis_day2.push_as(release, "interface")
+    assert "user fleet-interface" in interface and "refused" in interface, interface
+    worker = redis_day2.push_as(release, "worker")
+    assert "user fleet-worker" in worker and "pushed" in worker, worker
+    await scenarios.scenario_chat_round_trip(stack)
+    RESULTS["acl_users"] = "ok"
 
 
 def namespaced_objects(release: Release) -> list[str]:
