@@ -1,10 +1,14 @@
 """The built-in Redis Cluster's day 2: Guaranteed pods with room for a resync's fork."""
 
+import base64
 import re
+import shutil
+from pathlib import Path
 
 import pytest
+import yaml
 
-from .helm import SOURCE_CHART, component, find, one, render
+from .helm import NAMESPACE, RELEASE, SOURCE_CHART, component, find, helm, one, render, template
 
 UNITS = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "kb": 1000, "mb": 10**6, "gb": 10**9}
 
@@ -125,3 +129,74 @@ def test_no_role_users_by_default():
     docs = render()
     assert "users.acl" not in one(docs, "ConfigMap", "fleet-channels-fleet-redis")["data"]
     assert not find(docs, "Secret", "fleet-channels-fleet-redis-users")
+
+
+# --- TLS only (redis.tls.enabled) --------------------------------------------------------------
+
+TLS_ON = ("redis.tls.enabled=true",)
+
+
+def test_tls_nodes_and_every_client_of_the_cluster():
+    docs = render(sets=(*TLS_ON, *ACL_ON, "redis.metrics.enabled=true"))
+    (sts, *_) = component(docs, "StatefulSet", "redis")
+    pod = sts["spec"]["template"]["spec"]
+    valkey, exporter = pod["containers"]
+    assert {e["name"]: e.get("value") for e in valkey["env"]}["TLS_DIR"] == "/tls"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "fleet-channels-fleet-redis-tls"
+    exporter_env = {e["name"]: e.get("value") for e in exporter["env"]}
+    assert exporter_env["REDIS_ADDR"] == "rediss://127.0.0.1:6379"
+    assert exporter_env["REDIS_EXPORTER_TLS_CA_CERT_FILE"] == "/tls/ca.crt"
+    for d in find(docs, "Deployment"):
+        spec = d["spec"]["template"]["spec"]
+        ca = {v["name"]: v for v in spec["volumes"]}["redis-ca"]["secret"]
+        # The apps get the CA, never the nodes' key.
+        assert ca == {"secretName": "fleet-channels-fleet-redis-tls",
+                      "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            if "CHANNELS_FLEET_REDIS_URL" not in env:
+                continue
+            assert env["CHANNELS_FLEET_REDIS_URL"].startswith("rediss://"), c["name"]
+            assert env["CHANNELS_FLEET_REDIS_CA_FILE"] == "/etc/channels-fleet/redis-ca/ca.crt"
+            mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+            assert mounts["redis-ca"] == "/etc/channels-fleet/redis-ca", c["name"]
+
+
+def test_tls_with_the_users_own_secret_and_one_password():
+    docs = render(sets=(*TLS_ON, "redis.tls.existingSecret=redis-cert"))
+    (sts, *_) = component(docs, "StatefulSet", "redis")
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "redis-cert"
+    url = base64.b64decode(one(docs, "Secret", "fleet-channels-fleet-redis")["data"]["redis-url"])
+    assert url.decode().startswith("rediss://:")
+
+
+def template_item(define: str, sets: tuple[str, ...], tmp: Path) -> str:
+    """What a named template of the chart renders (a copy of the chart with one more file)."""
+    chart = tmp / "channels-fleet"
+    shutil.copytree(SOURCE_CHART, chart)
+    (chart / "templates/zz-probe.yaml").write_text(
+        f'probe: {{{{ include "{define}" . | toJson }}}}\n')
+    args = ["template", RELEASE, str(chart), "--namespace", NAMESPACE, "-s",
+            "templates/zz-probe.yaml"]
+    for s in sets:
+        args += ["--set", s]
+    result = helm(*args)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["probe"]
+
+
+def test_the_generated_certificate_covers_the_service_and_every_pod(tmp_path):
+    item = yaml.safe_load(template_item("channels-fleet.redis.tlsSecretItem", TLS_ON, tmp_path))
+    assert item == {"secret": "fleet-channels-fleet-redis-tls", "key": "tls.crt", "kind": "tls",
+                    "options": {"dnsNames": [
+                        "fleet-channels-fleet-redis", "fleet-channels-fleet-redis.chat.svc",
+                        "fleet-channels-fleet-redis.chat.svc.cluster.local",
+                        "*.fleet-channels-fleet-redis-headless.chat.svc",
+                        "*.fleet-channels-fleet-redis-headless.chat.svc.cluster.local"]}}
+
+
+def test_no_tls_by_default():
+    text = template().stdout
+    assert "rediss://" not in text and "CHANNELS_FLEET_REDIS_CA_FILE" not in text

@@ -59,6 +59,8 @@ class Nodes:
         self.hosts = root / "hosts"
         self.hosts.write_text("")
         self.procs: list[subprocess.Popen[bytes]] = []
+        #: The CA file redis-cli trusts when the nodes run TLS only (their TLS_DIR's ca.crt).
+        self.ca: Path | None = None
 
     def ip(self, shard: int, ordinal: int) -> str:
         return f"127.0.26.{10 + 10 * shard + ordinal}"
@@ -88,9 +90,13 @@ class Nodes:
         self.procs.append(proc)
         return home / "node.log", proc
 
-    def cli(self, ip: str, *args: str, user: str = "default", password: str = PASSWORD) -> str:
+    def cli(self, ip: str, *args: str, user: str = "default", password: str = PASSWORD,
+            ca: Path | None = None) -> str:
+        """One redis-cli command (over TLS with `ca`, or `self.ca` when set), its output."""
+        ca = ca or self.ca
+        tls = ["--tls", "--cacert", str(ca)] if ca else []
         done = subprocess.run(["redis-cli", "--no-auth-warning", "--user", user, "--pass",
-                               password, "-h", ip, "-p", str(self.port), "-c", *args],
+                               password, *tls, "-h", ip, "-p", str(self.port), "-c", *args],
                               capture_output=True, text=True, timeout=10)
         return (done.stdout + done.stderr).strip()
 

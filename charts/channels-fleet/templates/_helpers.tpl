@@ -242,8 +242,9 @@ connects as its own user (channels-fleet.redis.roleEnv).
     secretKeyRef:
       {{- include "channels-fleet.redis.passwordSecret" . | nindent 6 }}
 - name: CHANNELS_FLEET_REDIS_URL
-  value: "redis://:$(CHANNELS_FLEET_REDIS_PASSWORD)@{{ include "channels-fleet.redis.fullname" . }}:6379"
+  value: "{{ include "channels-fleet.redis.scheme" . }}://:$(CHANNELS_FLEET_REDIS_PASSWORD)@{{ include "channels-fleet.redis.fullname" . }}:6379"
 {{- end }}
+{{- include "channels-fleet.redis.caEnv" . }}
 {{- end }}
 {{- end -}}
 
@@ -504,6 +505,10 @@ and restart until the bundled cluster forms on a fresh install. Call with
     {{- toYaml $.Values.containerSecurityContext | nindent 4 }}
   resources:
     {{- toYaml .spec.resources | nindent 4 }}
+  {{- with include "channels-fleet.redis.caVolumeMount" $ }}
+  volumeMounts:
+    {{- . | nindent 4 }}
+  {{- end }}
 {{- end -}}
 
 {{/*

@@ -47,7 +47,8 @@
 # REPLICAS_PER_MASTER, NODE_TIMEOUT (ms), REDIS_PASSWORD (the default user's),
 # MAXMEMORY; optional REDIS_PORT (6379), DATA_DIR (/data), RUN_DIR (/tmp: the configuration and
 # the keeper's marks), LOCAL_ADDR (127.0.0.1: this node's own server), EXTRA_CONFIG (a file to
-# include), ACL_FILE and ACL_<ROLE>_PASSWORD (the role users: write_acl).
+# include), ACL_FILE and ACL_<ROLE>_PASSWORD (the role users: write_acl), TLS_DIR (ca.crt,
+# tls.crt, tls.key: TLS only).
 set -eu
 
 PORT=${REDIS_PORT:-6379}
@@ -55,6 +56,8 @@ DATA_DIR=${DATA_DIR:-/data}
 RUN_DIR=${RUN_DIR:-/tmp}
 LOCAL=${LOCAL_ADDR:-127.0.0.1}  # where this node's own server answers
 CONF=$RUN_DIR/valkey.conf
+TLS_ARGS=""
+[ -z "${TLS_DIR:-}" ] || TLS_ARGS="--tls --cacert $TLS_DIR/ca.crt"
 SLOTS=16384
 INTERVAL=${KEEPER_INTERVAL:-2}
 LAYOUT_KEY=channels-fleet:cluster-layout
@@ -65,8 +68,9 @@ log() { echo "node.sh: $*" >&2; }
 cli() {  # cli HOST ARGS...: one command, at most 5 s, raw output without carriage returns
   _host=$1
   shift
-  timeout 5 valkey-cli --no-auth-warning -a "$REDIS_PASSWORD" -h "$_host" -p "$PORT" "$@" \
-    2>/dev/null | tr -d '\r'
+  # shellcheck disable=SC2086  # TLS_ARGS: one word per option
+  timeout 5 valkey-cli --no-auth-warning -a "$REDIS_PASSWORD" $TLS_ARGS -h "$_host" -p "$PORT" \
+    "$@" 2>/dev/null | tr -d '\r'
 }
 
 resolve() {  # resolve HOST: its first address, or nothing
@@ -150,6 +154,22 @@ maxmemory-policy noeviction
 save ""
 appendonly no
 EOF
+  # TLS only (redis.tls.enabled): no plain port; clients, the cluster bus and replication over
+  # TLS with the CA's certificate. Clients are told the nodes' DNS names, which the certificate
+  # covers (their addresses it cannot), and show no client certificate (they have passwords).
+  if [ -n "${TLS_DIR:-}" ]; then
+    cat >>"$CONF" <<EOF
+port 0
+tls-port $PORT
+tls-cert-file $TLS_DIR/tls.crt
+tls-key-file $TLS_DIR/tls.key
+tls-ca-cert-file $TLS_DIR/ca.crt
+tls-cluster yes
+tls-replication yes
+tls-auth-clients no
+cluster-preferred-endpoint-type hostname
+EOF
+  fi
   if [ -n "${EXTRA_CONFIG:-}" ] && [ -s "$EXTRA_CONFIG" ]; then
     echo "include $EXTRA_CONFIG" >>"$CONF"
   fi
