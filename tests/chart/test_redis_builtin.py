@@ -158,6 +158,8 @@ def test_tls_nodes_and_every_client_of_the_cluster():
             if "CHANNELS_FLEET_REDIS_URL" not in env:
                 continue
             assert env["CHANNELS_FLEET_REDIS_URL"].startswith("rediss://"), c["name"]
+            assert env["CHANNELS_FLEET_REDIS_URL"].endswith(
+                ":6379?ssl_ca_certs=/etc/channels-fleet/redis-ca/ca.crt"), c["name"]
             assert env["CHANNELS_FLEET_REDIS_CA_FILE"] == "/etc/channels-fleet/redis-ca/ca.crt"
             mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
             assert mounts["redis-ca"] == "/etc/channels-fleet/redis-ca", c["name"]

@@ -242,7 +242,7 @@ connects as its own user (channels-fleet.redis.roleEnv).
     secretKeyRef:
       {{- include "channels-fleet.redis.passwordSecret" . | nindent 6 }}
 - name: CHANNELS_FLEET_REDIS_URL
-  value: "{{ include "channels-fleet.redis.scheme" . }}://:$(CHANNELS_FLEET_REDIS_PASSWORD)@{{ include "channels-fleet.redis.fullname" . }}:6379"
+  value: "{{ include "channels-fleet.redis.scheme" . }}://:$(CHANNELS_FLEET_REDIS_PASSWORD)@{{ include "channels-fleet.redis.fullname" . }}:6379{{ include "channels-fleet.redis.urlQuery" . }}"
 {{- end }}
 {{- include "channels-fleet.redis.caEnv" . }}
 {{- end }}

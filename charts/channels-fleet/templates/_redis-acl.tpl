@@ -45,5 +45,5 @@ read only the URL (the project's CHANNEL_LAYERS). Call with (dict "context" $ "r
       name: {{ include "channels-fleet.redis.aclSecretName" .context }}
       key: {{ .role }}-password
 - name: CHANNELS_FLEET_REDIS_URL
-  value: "{{ include "channels-fleet.redis.scheme" .context }}://$(CHANNELS_FLEET_REDIS_USERNAME):$(CHANNELS_FLEET_REDIS_PASSWORD)@{{ include "channels-fleet.redis.fullname" .context }}:6379"
+  value: "{{ include "channels-fleet.redis.scheme" .context }}://$(CHANNELS_FLEET_REDIS_USERNAME):$(CHANNELS_FLEET_REDIS_PASSWORD)@{{ include "channels-fleet.redis.fullname" .context }}:6379{{ include "channels-fleet.redis.urlQuery" .context }}"
 {{- end -}}

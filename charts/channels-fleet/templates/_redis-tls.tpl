@@ -29,6 +29,12 @@ secrets Job's `tls` kind (channels_fleet.kube.tls) for the names below.
 {{- if include "channels-fleet.redis.tlsOn" . -}}rediss{{- else -}}redis{{- end -}}
 {{- end -}}
 
+{{/* The CA in the URL too (redis-py's ssl_ca_certs), for clients that read only the URL (the
+project's CHANNEL_LAYERS hosts); CHANNELS_FLEET_REDIS_CA_FILE names the same file. */}}
+{{- define "channels-fleet.redis.urlQuery" -}}
+{{- if include "channels-fleet.redis.tlsOn" . -}}?ssl_ca_certs=/etc/channels-fleet/redis-ca/ca.crt{{- end -}}
+{{- end -}}
+
 {{/* An app container's CA bundle (CHANNELS_FLEET_REDIS_CA_FILE): env, volume, mount. */}}
 {{- define "channels-fleet.redis.caEnv" -}}
 {{- if include "channels-fleet.redis.tlsOn" . }}

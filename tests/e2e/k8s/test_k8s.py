@@ -11,8 +11,9 @@ interface Service by its DNS name, as a signed-in user -> Redis shards apart -> 
 pod deleted (hand-over) -> crashes under load (SIGKILL in the container: a Valkey master, a
 worker, an interface; crashes.py) -> pod security of the running pods -> a node drained and a
 node lost under load (nodes.py; three nodes) -> helm upgrade rolling every pod under load ->
-rollback -> the Redis role users turned on by an upgrade (redis_day2.py) -> uninstall. Each
-test stores its field of the `k8s-e2e:` line
+rollback -> the Redis role users turned on by an upgrade (redis_day2.py) -> uninstall -> a
+fresh release with TLS only and the role users (redis_day2.py). Each test stores its field of
+the `k8s-e2e:` line
 (conftest.RESULTS).
 """
 
@@ -529,3 +530,27 @@ def test_helm_uninstall__leaves_nothing(release: Release) -> None:
     RESULTS["uninstall_left"] = len(left)
     assert not left, f"helm uninstall left {left}"
     release.kubectl("delete", "namespace", release.namespace, "--wait=true")
+
+
+async def test_redis_tls_and_role_users__fresh_release(release: Release, tmp_path) -> None:
+    """A release with TLS only and the role users (after the first one is gone): it installs
+    and chats; an interface's user is refused a worker-only command; no plain port answers."""
+    with phase("tls_install"):
+        tls = await asyncio.to_thread(redis_day2.install_tls_release, release, tmp_path)
+    try:
+        web = next(p["metadata"]["name"] for p in tls.app_pods() if component(p) == "web")
+        tls.exec(web, "python3", "manage.py", "demo_users")
+        session = sign_in(f"http://{tls.service_host('web')}:{tls.service_port('web')}", "alice")
+        stack = KubeStack(
+            base_url=f"http://{tls.service_host('interface')}:{tls.service_port('interface')}",
+            namespace=tls.namespace, release=tls.name, kubectl=tls.kubectl_bin,
+            chat=scenarios.ChatProtocol(headers=(("Cookie", f"sessionid={session}"),)))
+        await scenarios.scenario_chat_round_trip(stack)
+        interface = redis_day2.push_as(tls, "interface")
+        assert "user fleet-interface" in interface and "refused" in interface, interface
+        worker = redis_day2.push_as(tls, "worker")
+        assert "user fleet-worker" in worker and "pushed" in worker, worker
+        assert "PONG" not in redis_day2.plain_port_refused(tls)
+        RESULTS["tls_acl"] = "ok"
+    finally:
+        redis_day2.remove(tls)
