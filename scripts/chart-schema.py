@@ -107,6 +107,8 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "redis.cluster.replicasPerMaster": {"type": "integer", "minimum": 0, "maximum": 5},
     "redis.cluster.nodeTimeout": {"type": "integer", "minimum": 1000},
     "redis.maxmemory": {"type": "string", "pattern": r"^[0-9]+([kKmMgG][bB])?$"},
+    # Literal in an ACL key pattern: none of * ? [ ] \ (nor a space).
+    "redis.acl.layerPrefix": {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,64}$"},
     "*.persistence.size": QUANTITY,
     "*.*.persistence.size": QUANTITY,
     "*.persistence.accessModes": ACCESS_MODES,

@@ -114,7 +114,8 @@ def test_image_values_alone_point_the_chart_at_local_images():
 
 
 def test_default_cpu_requests_fit_a_small_node(defaults):
-    """2 CPUs shared with the control plane: the release asks for at most 1.2 CPU."""
+    """2 CPUs shared with the control plane: the release asks for at most 1.3 CPU (0.6 of it
+    the 6 Redis pods' Guaranteed 100m each)."""
     def millicores(value):
         return int(value[:-1]) if value.endswith("m") else int(float(value) * 1000)
 
@@ -124,7 +125,7 @@ def test_default_cpu_requests_fit_a_small_node(defaults):
         per_pod = sum(millicores(c["resources"]["requests"]["cpu"]) for c in pod["containers"])
         total += per_pod * d["spec"]["replicas"]
     print(f"CPU requests at defaults: {total}m")
-    assert total <= 1200, total
+    assert total <= 1300, total
 
 
 # --- security ---------------------------------------------------------------------------------

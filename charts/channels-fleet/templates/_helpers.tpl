@@ -215,10 +215,16 @@ key: redis-password
 CHANNELS_FLEET_REDIS_URL. From a Secret: the URL(s) of an external Redis, or the built-in cluster's
 URL with its generated password URL-escaped. With redis.auth.existingSecret the URL is put together
 by Kubernetes from the password variable ($(VAR) cannot escape: the password must be URL-safe).
+Call with (dict "context" $ "role" "interface|worker|web"): with redis.acl.enabled each role
+connects as its own user (channels-fleet.redis.roleEnv).
 */}}
 {{- define "channels-fleet.redisEnv" -}}
+{{- $role := .role -}}
+{{- with .context -}}
 {{- $r := .Values.redis -}}
-{{- if $r.external.existingSecret }}
+{{- if include "channels-fleet.redis.aclOn" . }}
+{{- include "channels-fleet.redis.roleEnv" (dict "context" . "role" $role) }}
+{{- else if $r.external.existingSecret }}
 - name: CHANNELS_FLEET_REDIS_URL
   valueFrom:
     secretKeyRef:
@@ -236,7 +242,10 @@ by Kubernetes from the password variable ($(VAR) cannot escape: the password mus
     secretKeyRef:
       {{- include "channels-fleet.redis.passwordSecret" . | nindent 6 }}
 - name: CHANNELS_FLEET_REDIS_URL
-  value: "redis://:$(CHANNELS_FLEET_REDIS_PASSWORD)@{{ include "channels-fleet.redis.fullname" . }}:6379"
+  value: "{{ include "channels-fleet.redis.scheme" . }}://:$(CHANNELS_FLEET_REDIS_PASSWORD)@{{ include "channels-fleet.redis.fullname" . }}:6379{{ include "channels-fleet.redis.urlQuery" . }}"
+{{- end }}
+{{- include "channels-fleet.redis.caEnv" . }}
+{{- include "channels-fleet.redis.externalEnv" (dict "context" . "role" $role) }}
 {{- end }}
 {{- end -}}
 
@@ -298,9 +307,11 @@ key: postgres-password
 
 {{/* ------------------------------------------------------------------------------------- */}}
 
-{{/* Environment every fleet container gets: the Redis URL and the shared runtime settings. */}}
+{{/* Environment every fleet container gets: the Redis URL and the shared runtime settings.
+Call with (dict "context" $ "role" "interface|worker|web"). */}}
 {{- define "channels-fleet.commonEnv" -}}
 {{ include "channels-fleet.redisEnv" . }}
+{{- with .context }}
 - name: CHANNELS_FLEET_METRICS_PORT
   value: {{ .Values.ports.metrics | quote }}
 - name: CHANNELS_FLEET_DRAIN_TIMEOUT
@@ -314,6 +325,7 @@ key: postgres-password
 {{- with .Values.config.forwardedAllowIps }}
 - name: CHANNELS_FLEET_FORWARDED_ALLOW_IPS
   value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -477,7 +489,7 @@ Interface and worker start once the channel layer's Redis answers and, for a Red
 cluster has formed: every node it knows says cluster_state:ok with every slot assigned
 (channels_fleet/redis_wait.py). Without it they exit 3 ("Redis at ...: Connection refused")
 and restart until the bundled cluster forms on a fresh install. Call with
-(dict "context" $ "image" <image values> "spec" <component values> "project" <bool> "role" <component>).
+(dict "context" $ "image" <image values> "spec" <component values> "project" <bool> "role" <Redis role>).
 */}}
 {{- define "channels-fleet.waitForRedis" -}}
 {{- $ := .context -}}
@@ -485,8 +497,7 @@ and restart until the bundled cluster forms on a fresh install. Call with
   {{- include "channels-fleet.imageLines" (dict "image" .image "context" $) | nindent 2 }}
   command: ["python3", "-m", "channels_fleet.redis_wait"]
   env:
-    {{- include "channels-fleet.redisEnv" $ | trim | nindent 4 }}
-    {{- include "channels-fleet.redis.externalEnv" (dict "context" $ "role" .role) | nindent 4 }}
+    {{- include "channels-fleet.redisEnv" (dict "context" $ "role" .role) | trim | nindent 4 }}
     {{- with $.Values.config.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}

@@ -39,7 +39,8 @@ Call with (dict "context" $ "role" "worker").
 {{- end }}
 {{- end -}}
 
-{{/* The CA's volume (list item), read-only files from the Secret or ConfigMap the user names. */}}
+{{/* The CA's volume (list item): the external one's, from the Secret or ConfigMap the user names,
+or the built-in cluster's ca.crt when redis.tls.enabled. */}}
 {{- define "channels-fleet.redis.caVolume" -}}
 {{- $tls := .Values.redis.external.tls -}}
 {{- if include "channels-fleet.redis.externalCa" . }}
@@ -59,6 +60,8 @@ Call with (dict "context" $ "role" "worker").
       - key: {{ $tls.caConfigMap.key }}
         path: ca.crt
   {{- end }}
+{{- else }}
+{{- include "channels-fleet.redis.builtinCaVolume" . }}
 {{- end }}
 {{- end -}}
 

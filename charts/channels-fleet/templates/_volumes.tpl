@@ -13,7 +13,7 @@ kind's extraVolumes. Call with (dict "context" $ "redis" bool "extra" .Values.x.
 
 {{/* A container's mounts of those volumes, as list items; same arguments, "extra" its extraVolumeMounts. */}}
 {{- define "channels-fleet.extraVolumeMounts" -}}
-{{- if and .redis (include "channels-fleet.redis.externalCa" .context) }}
+{{- if and .redis (or (include "channels-fleet.redis.externalCa" .context) (include "channels-fleet.redis.tlsOn" .context)) }}
 - name: redis-ca
   mountPath: {{ include "channels-fleet.redis.caDir" .context }}
   readOnly: true

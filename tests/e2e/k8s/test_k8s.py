@@ -5,12 +5,15 @@ cluster's network namespace with the cluster DNS as resolver (E2E_K8S=1); under 
 run it is skipped. One release for the whole module; the tests run in file order:
 
 install (namespace enforcing the `restricted` Pod Security Standard; the Valkey and PostgreSQL
-versions that run) -> helm test -> the shared scenarios (tests/e2e/scenarios.py) through the
+versions that run) -> helm test -> a changed Redis shard layout refused (redis_day2.py) -> the
+shared scenarios (tests/e2e/scenarios.py) through the
 interface Service by its DNS name, as a signed-in user -> Redis shards apart -> a Redis master's
 pod deleted (hand-over) -> crashes under load (SIGKILL in the container: a Valkey master, a
 worker, an interface; crashes.py) -> pod security of the running pods -> a node drained and a
 node lost under load (nodes.py; three nodes) -> helm upgrade rolling every pod under load ->
-rollback -> uninstall. Each test stores its field of the `k8s-e2e:` line
+rollback -> the Redis role users turned on by an upgrade (redis_day2.py) -> uninstall -> a
+fresh release with TLS only and the role users (redis_day2.py). Each test stores its field of
+the `k8s-e2e:` line
 (conftest.RESULTS).
 """
 
@@ -29,7 +32,7 @@ from channels_fleet.layers.keys import group_key
 
 from .. import scenarios
 from ..kube_stack import KubeStack
-from . import crashes, nodes
+from . import crashes, nodes, redis_day2
 from .conftest import RESULTS, phase
 from .release import (
     APP_COMPONENTS,
@@ -103,6 +106,11 @@ def test_helm_test(release: Release) -> None:
     with phase("helm_test"):
         print(release.helm("test", release.name, "--logs", "--timeout", "5m"))
     RESULTS["helm_test"] = "ok"
+
+
+def test_redis_layout_change__refused_by_helm_upgrade(release: Release) -> None:
+    redis_day2.refuse_layout_change(release)
+    RESULTS["layout_refused"] = "ok"
 
 
 @pytest.fixture(scope="module")
@@ -484,6 +492,23 @@ async def test_helm_rollback__pods_roll_back(release: Release, stack: KubeStack)
     RESULTS["rollback"] = "ok"
 
 
+async def test_redis_role_users__interface_refused_worker_commands(release: Release,
+                                                                   stack: KubeStack) -> None:
+    """An upgrade turns the role users on (redis.acl.enabled): every pod rolls onto its own
+    user; an interface's may not push to the project's queues, a worker's may; chat works."""
+    with phase("acl_upgrade"):
+        await asyncio.to_thread(
+            release.helm, "upgrade", release.name, release.chart, "--values", release.values,
+            *redis_day2.ACL, FORCE, "--wait", "--timeout", "10m")
+    await asyncio.to_thread(old_pods_gone, release)
+    interface = redis_day2.push_as(release, "interface")
+    assert "user fleet-interface" in interface and "refused" in interface, interface
+    worker = redis_day2.push_as(release, "worker")
+    assert "user fleet-worker" in worker and "pushed" in worker, worker
+    await scenarios.scenario_chat_round_trip(stack)
+    RESULTS["acl_users"] = "ok"
+
+
 def namespaced_objects(release: Release) -> list[str]:
     """Every object left in the namespace but what Kubernetes itself puts in each namespace."""
     kinds = release.kubectl("api-resources", "--verbs=list", "--namespaced", "-o", "name").split()
@@ -505,3 +530,33 @@ def test_helm_uninstall__leaves_nothing(release: Release) -> None:
     RESULTS["uninstall_left"] = len(left)
     assert not left, f"helm uninstall left {left}"
     release.kubectl("delete", "namespace", release.namespace, "--wait=true")
+
+
+# Seen on the local cluster: the TLS-only cluster forms and the web tier's layer sends over it
+# (its user, host names checked), but wait-for-redis never passes: it connects to each node at
+# the address CLUSTER NODES gives (layers/topology.parse_cluster_nodes), an IP that no
+# certificate covers ("IP address mismatch"), where the node's announced host name would do.
+@pytest.mark.skip(reason="needs clients that reach each node by its announced host name over "
+                         "TLS (redis_wait, queue metrics: parse_cluster_nodes gives IPs)")
+async def test_redis_tls_and_role_users__fresh_release(release: Release, tmp_path) -> None:
+    """A release with TLS only and the role users (after the first one is gone): it installs
+    and chats; an interface's user is refused a worker-only command; no plain port answers."""
+    with phase("tls_install"):
+        tls = await asyncio.to_thread(redis_day2.install_tls_release, release, tmp_path)
+    try:
+        web = next(p["metadata"]["name"] for p in tls.app_pods() if component(p) == "web")
+        tls.exec(web, "python3", "manage.py", "demo_users")
+        session = sign_in(f"http://{tls.service_host('web')}:{tls.service_port('web')}", "alice")
+        stack = KubeStack(
+            base_url=f"http://{tls.service_host('interface')}:{tls.service_port('interface')}",
+            namespace=tls.namespace, release=tls.name, kubectl=tls.kubectl_bin,
+            chat=scenarios.ChatProtocol(headers=(("Cookie", f"sessionid={session}"),)))
+        await scenarios.scenario_chat_round_trip(stack)
+        interface = redis_day2.push_as(tls, "interface")
+        assert "user fleet-interface" in interface and "refused" in interface, interface
+        worker = redis_day2.push_as(tls, "worker")
+        assert "user fleet-worker" in worker and "pushed" in worker, worker
+        assert "PONG" not in redis_day2.plain_port_refused(tls)
+        RESULTS["tls_acl"] = "ok"
+    finally:
+        redis_day2.remove(tls)

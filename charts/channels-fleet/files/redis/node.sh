@@ -24,6 +24,11 @@
 #            - every node forgets failed, slot-less nodes whose hostname a live node now has;
 #            - a replica whose master stays failed, or unreachable, with no election (no
 #              majority left to vote) takes over after 3 x cluster-node-timeout.
+#          Before the server starts, a node that finds a formed cluster of another shard layout
+#          (redis.cluster.masters / replicasPerMaster changed on an installed release; the
+#          layout is recorded in the cluster, key channels-fleet:cluster-layout) refuses to
+#          start, with one line naming both: the chart does not reshard, and joining would leave
+#          new shards without slots and every rolled pod in a cluster its settings do not describe.
 #          Before the server starts, a node back with its nodes.conf but without its data (a
 #          container restart keeps the emptyDir; a claim keeps nodes.conf, and data only when
 #          extraConfig turns on RDB/AOF) that was a master with slots has a replica take them
@@ -39,23 +44,33 @@
 #
 # Environment (set by the StatefulSet): POD_NAME, POD_IP, SHARD, SHARD_PREFIX (pods are
 # <SHARD_PREFIX><shard>-<ordinal>), PEER_DOMAIN (the headless Service's domain), MASTERS,
-# REPLICAS_PER_MASTER, NODE_TIMEOUT (ms), REDIS_PASSWORD,
-# MAXMEMORY; optional REDIS_PORT (6379), DATA_DIR (/data), EXTRA_CONFIG (a file to include).
+# REPLICAS_PER_MASTER, NODE_TIMEOUT (ms), REDIS_PASSWORD (the default user's),
+# MAXMEMORY; optional REDIS_PORT (6379), DATA_DIR (/data), RUN_DIR (/tmp: the configuration and
+# the keeper's marks), LOCAL_ADDR (127.0.0.1: this node's own server), EXTRA_CONFIG (a file to
+# include), ACL_FILE and ACL_<ROLE>_PASSWORD (the role users: write_acl), TLS_DIR (ca.crt,
+# tls.crt, tls.key: TLS only).
 set -eu
 
 PORT=${REDIS_PORT:-6379}
 DATA_DIR=${DATA_DIR:-/data}
-CONF=/tmp/valkey.conf
+RUN_DIR=${RUN_DIR:-/tmp}
+LOCAL=${LOCAL_ADDR:-127.0.0.1}  # where this node's own server answers
+CONF=$RUN_DIR/valkey.conf
+TLS_ARGS=""
+[ -z "${TLS_DIR:-}" ] || TLS_ARGS="--tls --cacert $TLS_DIR/ca.crt"
 SLOTS=16384
 INTERVAL=${KEEPER_INTERVAL:-2}
+LAYOUT_KEY=channels-fleet:cluster-layout
+LAYOUT="${MASTERS}x${REPLICAS_PER_MASTER}"  # masters x replicas of each
 
 log() { echo "node.sh: $*" >&2; }
 
 cli() {  # cli HOST ARGS...: one command, at most 5 s, raw output without carriage returns
   _host=$1
   shift
-  timeout 5 valkey-cli --no-auth-warning -a "$REDIS_PASSWORD" -h "$_host" -p "$PORT" "$@" \
-    2>/dev/null | tr -d '\r'
+  # shellcheck disable=SC2086  # TLS_ARGS: one word per option
+  timeout 5 valkey-cli --no-auth-warning -a "$REDIS_PASSWORD" $TLS_ARGS -h "$_host" -p "$PORT" \
+    "$@" 2>/dev/null | tr -d '\r'
 }
 
 resolve() {  # resolve HOST: its first address, or nothing
@@ -88,13 +103,39 @@ nodes_query() {  # nodes_query NODES AWK-BODY: run a query over the parsed table
 }
 
 # ---- start ---------------------------------------------------------------------------------
-write_config() {
-  case "$REDIS_PASSWORD" in
-    *[!A-Za-z0-9._~-]*)
-      log "the Redis password has characters a redis:// URL must escape; use letters, digits and -._~"
+url_safe() {  # url_safe WHAT VALUE: refuse a password a redis:// URL ($(VAR) in the pods) must escape
+  case "$2" in
+    "" | *[!A-Za-z0-9._~-]*)
+      log "the $1 is empty or has characters a redis:// URL must escape; use letters, digits and -._~"
       exit 1 ;;
   esac
+}
+
+# With ACL_FILE (redis.acl.enabled): the role users of the chart's ACL file, each `>ROLE-password`
+# replaced by its password from ACL_<ROLE>_PASSWORD, and the default user (the nodes' own
+# replication and cluster traffic, the probes) with REDIS_PASSWORD. An ACL file replaces
+# requirepass: without a default user line it would come back without a password.
+write_acl() {
+  acl=$RUN_DIR/users.acl
+  echo "user default on >$REDIS_PASSWORD ~* &* +@all" >"$acl"
+  users=$(cat "$ACL_FILE")
+  for role in interface worker web exporter; do
+    eval "pw=\${ACL_$(echo "$role" | tr a-z A-Z)_PASSWORD:-}"
+    url_safe "password of the $role user (ACL_$(echo "$role" | tr a-z A-Z)_PASSWORD)" "$pw"
+    users=$(printf '%s\n' "$users" | sed "s/ >$role-password / >$pw /")
+  done
+  printf '%s\n' "$users" >>"$acl"
+  echo "aclfile $acl"
+}
+
+write_config() {
+  url_safe "Redis password" "$REDIS_PASSWORD"
   umask 077
+  if [ -n "${ACL_FILE:-}" ]; then
+    auth=$(write_acl)
+  else
+    auth="requirepass $REDIS_PASSWORD"
+  fi
   cat >"$CONF" <<EOF
 port $PORT
 dir $DATA_DIR
@@ -106,13 +147,29 @@ cluster-preferred-endpoint-type ip
 cluster-replica-validity-factor 0
 cluster-require-full-coverage no
 cluster-allow-replica-migration no
-requirepass $REDIS_PASSWORD
+$auth
 masterauth $REDIS_PASSWORD
 maxmemory ${MAXMEMORY:-0}
 maxmemory-policy noeviction
 save ""
 appendonly no
 EOF
+  # TLS only (redis.tls.enabled): no plain port; clients, the cluster bus and replication over
+  # TLS with the CA's certificate. Clients are told the nodes' DNS names, which the certificate
+  # covers (their addresses it cannot), and show no client certificate (they have passwords).
+  if [ -n "${TLS_DIR:-}" ]; then
+    cat >>"$CONF" <<EOF
+port 0
+tls-port $PORT
+tls-cert-file $TLS_DIR/tls.crt
+tls-key-file $TLS_DIR/tls.key
+tls-ca-cert-file $TLS_DIR/ca.crt
+tls-cluster yes
+tls-replication yes
+tls-auth-clients no
+cluster-preferred-endpoint-type hostname
+EOF
+  fi
   if [ -n "${EXTRA_CONFIG:-}" ] && [ -s "$EXTRA_CONFIG" ]; then
     echo "include $EXTRA_CONFIG" >>"$CONF"
   fi
@@ -120,6 +177,7 @@ EOF
 
 start() {
   write_config
+  refuse_other_layout
   drop_resync_snapshot
   hand_over_if_back_empty
   valkey-server "$CONF" &
@@ -206,20 +264,79 @@ hand_over_if_back_empty() {
   log "no replica took my slots over in time: they restart empty"
 }
 
+# ---- the shard layout ------------------------------------------------------------------------
+masters_with_slots() {  # masters_with_slots NODES: how many masters own slots (failed ones too)
+  nodes_query "$1" 'master() && slots() > 0 { n++ } END { print n + 0 }'
+}
+
+# The layout of the formed cluster (every slot assigned) that the node at IP is in: its record,
+# or, the record lost with its shard's data, "<masters>x?" from the slot owners; nothing when
+# the node answers nothing or no cluster is formed yet.
+cluster_layout() {
+  [ "$(info_field "$(cli "$1" CLUSTER INFO)" cluster_slots_assigned)" = "$SLOTS" ] || return 0
+  recorded=$(cli "$1" -c GET "$LAYOUT_KEY")
+  case "$recorded" in
+    *[!0-9x]* | "" | x* | *x) ;;  # no record, or an error (its shard down): from the slots
+    *) echo "$recorded"; return 0 ;;
+  esac
+  nodes=$(cli "$1" CLUSTER NODES)
+  [ -n "$nodes" ] && echo "$(masters_with_slots "$nodes")x?"
+  return 0
+}
+
+# Ask the first configured peer that answers from a formed cluster; refuse another layout.
+refuse_other_layout() {
+  self=$(my_host)
+  shard=0
+  while [ "$shard" -lt "$MASTERS" ]; do
+    ord=0
+    while [ "$ord" -le "$REPLICAS_PER_MASTER" ]; do
+      host=$(host_of "$shard" "$ord")
+      ip=""
+      [ "$host" = "$self" ] || ip=$(resolve "$host")
+      have=""
+      [ -n "$ip" ] && have=$(cluster_layout "$ip")
+      case "$have" in
+        "") ;;
+        "$LAYOUT" | "${MASTERS}x?") return 0 ;;
+        *)
+          log "refusing to start: the running cluster has the shard layout ${have%x*} masters x ${have#*x} replicas each (asked $host), these settings say $MASTERS x $REPLICAS_PER_MASTER; the chart cannot reshard: set redis.cluster.masters=${have%x*} and redis.cluster.replicasPerMaster=${have#*x} back, or install a new release beside this one and move to it"
+          exit 1 ;;
+      esac
+      ord=$((ord + 1))
+    done
+    shard=$((shard + 1))
+  done
+}
+
+# Once the cluster serves every slot with the configured masters, record its layout (kept if
+# there: the first layout stays the cluster's) for refuse_other_layout of pods to come.
+record_layout() {
+  [ -e "$RUN_DIR/layout-recorded" ] && return 0
+  info=$(cli "$LOCAL" CLUSTER INFO)
+  [ "$(info_field "$info" cluster_state)" = ok ] || return 0
+  [ "$(info_field "$info" cluster_slots_assigned)" = "$SLOTS" ] || return 0
+  [ "$(masters_with_slots "$(cli "$LOCAL" CLUSTER NODES)")" = "$MASTERS" ] || return 0
+  cli "$LOCAL" -c SET "$LAYOUT_KEY" "$LAYOUT" NX >/dev/null
+  [ -n "$(cli "$LOCAL" -c GET "$LAYOUT_KEY")" ] && : >"$RUN_DIR/layout-recorded"
+  return 0
+}
+
 keeper() {
-  until [ "$(cli 127.0.0.1 PING)" = PONG ]; do
+  until [ "$(cli "$LOCAL" PING)" = PONG ]; do
     kill -0 "$1" 2>/dev/null || exit 0
     sleep 0.5
   done
   log "server up as $(my_host) ($POD_IP), shard $SHARD; keeping it a cluster member"
   while kill -0 "$1" 2>/dev/null; do
     step || log "keeper step failed; retrying"
+    record_layout
     sleep "$INTERVAL"
   done
 }
 
 step() {
-  nodes=$(cli 127.0.0.1 CLUSTER NODES)
+  nodes=$(cli "$LOCAL" CLUSTER NODES)
   [ -n "$nodes" ] || return 0
   me=$(nodes_query "$nodes" '$3 ~ /myself/ { print $1 }')
   known=$(printf '%s\n' "$nodes" | grep -c .)
@@ -245,7 +362,7 @@ bootstrap() {
   if [ "$MASTERS" -eq 1 ] && [ "$REPLICAS_PER_MASTER" -eq 0 ]; then
     if nodes_query "$1" 'slots() == 0 { found = 1 } END { exit !found }'; then
       log "one-node cluster: taking every slot"
-      cli 127.0.0.1 CLUSTER ADDSLOTSRANGE 0 $((SLOTS - 1)) >/dev/null
+      cli "$LOCAL" CLUSTER ADDSLOTSRANGE 0 $((SLOTS - 1)) >/dev/null
     fi
     return
   fi
@@ -260,7 +377,7 @@ bootstrap() {
       [ "$host" = "$(my_host)" ] || ip=$(resolve "$host")
       if [ -n "$ip" ] && [ "$(info_field "$(cli "$ip" CLUSTER INFO)" cluster_slots_assigned)" -gt 0 ] 2>/dev/null; then
         log "joining the cluster through $host ($ip)"
-        cli 127.0.0.1 CLUSTER MEET "$ip" "$PORT" >/dev/null
+        cli "$LOCAL" CLUSTER MEET "$ip" "$PORT" >/dev/null
         return
       fi
       ord=$((ord + 1))
@@ -297,7 +414,7 @@ create_cluster() {
     shard=$((shard + 1))
   done
   for ip in $ips; do
-    [ "$ip" = "$POD_IP" ] || cli 127.0.0.1 CLUSTER MEET "$ip" "$PORT" >/dev/null
+    [ "$ip" = "$POD_IP" ] || cli "$LOCAL" CLUSTER MEET "$ip" "$PORT" >/dev/null
   done
 }
 
@@ -319,14 +436,14 @@ take_role() {
     ranges=$(nodes_query "$view" "\$1 == \"$old\" { for (i = 9; i <= NF; i++) if (\$i !~ /^\\[/) {
                n = split(\$i, r, \"-\"); printf \"%s %s \", r[1], (n > 1 ? r[2] : r[1]) } }")
     log "my old self $old owned slots [$ranges] and no replica took over: taking them (empty)"
-    cli 127.0.0.1 CLUSTER FORGET "$old" >/dev/null || true
+    cli "$LOCAL" CLUSTER FORGET "$old" >/dev/null || true
     # shellcheck disable=SC2086  # one argument per range bound
-    cli 127.0.0.1 CLUSTER ADDSLOTSRANGE $ranges >/dev/null
-    cli 127.0.0.1 CLUSTER BUMPEPOCH >/dev/null
+    cli "$LOCAL" CLUSTER ADDSLOTSRANGE $ranges >/dev/null
+    cli "$LOCAL" CLUSTER BUMPEPOCH >/dev/null
     return 0
   fi
   [ "$REPLICAS_PER_MASTER" -gt 0 ] || return 0
-  info=$(cli 127.0.0.1 CLUSTER INFO)
+  info=$(cli "$LOCAL" CLUSTER INFO)
   [ "$(info_field "$info" cluster_slots_assigned)" = "$SLOTS" ] || return 0
   # The live master with slots among my shard's pods (a failover may have moved it off pod 0).
   target=$(nodes_query "$nodes" "
@@ -334,7 +451,7 @@ take_role() {
       print \$1; exit }")
   [ -n "$target" ] || return 0
   log "becoming a replica of $target, the master of shard $SHARD"
-  cli 127.0.0.1 CLUSTER REPLICATE "$target" >/dev/null
+  cli "$LOCAL" CLUSTER REPLICATE "$target" >/dev/null
 }
 
 repair() {
@@ -350,7 +467,7 @@ repair() {
       continue  # a live node has that address already (the pod's replacement)
     fi
     log "peer $host ($id) moved from $addr to $now: meeting it there"
-    cli 127.0.0.1 CLUSTER MEET "$now" "$PORT" >/dev/null || true
+    cli "$LOCAL" CLUSTER MEET "$now" "$PORT" >/dev/null || true
   done
   # Forget old selves of replaced pods: failed, no slots, and their hostname (from my view or
   # the peer's) now on another, live node; or no hostname known at all (a ghost that gossip
@@ -368,7 +485,7 @@ repair() {
     }' |
   while read -r id; do
     log "forgetting $id (replaced) on every node"
-    for ip in 127.0.0.1 $(nodes_query "$nodes" '$3 !~ /myself|fail|handshake|noaddr/ { print ip($2) }'); do
+    for ip in "$LOCAL" $(nodes_query "$nodes" '$3 !~ /myself|fail|handshake|noaddr/ { print ip($2) }'); do
       cli "$ip" CLUSTER FORGET "$id" >/dev/null || true
     done
   done
@@ -380,7 +497,7 @@ repair() {
 # gathered them there) nobody is left to agree or to elect, and the shard would stay down until
 # they came back.
 takeover_if_stuck() {
-  mark=/tmp/master-failed-since
+  mark=$RUN_DIR/master-failed-since
   master=$(nodes_query "$1" '$3 ~ /myself/ && !master() { print $4 }')
   if [ -z "$master" ] || ! nodes_query "$1" "\$1 == \"$master\" && \$3 ~ /fail/ { found = 1 } END { exit !found }"; then
     rm -f "$mark"
@@ -390,19 +507,19 @@ takeover_if_stuck() {
   [ -f "$mark" ] || echo "$now" >"$mark"
   if [ $((now - $(cat "$mark"))) -ge $((3 * NODE_TIMEOUT / 1000 + 1)) ]; then
     log "master $master failed and no election happened: CLUSTER FAILOVER TAKEOVER"
-    cli 127.0.0.1 CLUSTER FAILOVER TAKEOVER >/dev/null || true
+    cli "$LOCAL" CLUSTER FAILOVER TAKEOVER >/dev/null || true
     rm -f "$mark"
   fi
 }
 
 # ---- probes and preStop ----------------------------------------------------------------------
 ready() {
-  info=$(cli 127.0.0.1 CLUSTER INFO)
+  info=$(cli "$LOCAL" CLUSTER INFO)
   [ "$(info_field "$info" cluster_state)" = ok ] || { echo "cluster_state not ok"; exit 1; }
-  repl=$(cli 127.0.0.1 INFO replication)
+  repl=$(cli "$LOCAL" INFO replication)
   case "$(info_field "$repl" role)" in
     master)
-      nodes=$(cli 127.0.0.1 CLUSTER NODES)
+      nodes=$(cli "$LOCAL" CLUSTER NODES)
       nodes_query "$nodes" '$3 ~ /myself/ && slots() > 0 { found = 1 } END { exit !found }' \
         || { echo "master without slots"; exit 1; } ;;
     slave|replica)
@@ -412,14 +529,14 @@ ready() {
 }
 
 alive() {
-  case "$(cli 127.0.0.1 PING)" in
+  case "$(cli "$LOCAL" PING)" in
     PONG|LOADING*|MASTERDOWN*) exit 0 ;;
     *) exit 1 ;;
   esac
 }
 
 prestop() {
-  nodes=$(cli 127.0.0.1 CLUSTER NODES)
+  nodes=$(cli "$LOCAL" CLUSTER NODES)
   me=$(nodes_query "$nodes" '$3 ~ /myself/ && master() && slots() > 0 { print $1 }')
   [ -n "$me" ] || exit 0
   replica=$(nodes_query "$nodes" "\$4 == \"$me\" && !failed() && \$8 == \"connected\" { print ip(\$2); exit }")
@@ -428,7 +545,7 @@ prestop() {
   cli "$replica" CLUSTER FAILOVER >/dev/null || exit 0
   n=0
   while [ "$n" -lt 40 ]; do
-    case "$(info_field "$(cli 127.0.0.1 INFO replication)" role)" in
+    case "$(info_field "$(cli "$LOCAL" INFO replication)" role)" in
       slave|replica) log "failover done"; exit 0 ;;
     esac
     sleep 0.25
