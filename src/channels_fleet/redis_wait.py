@@ -51,7 +51,8 @@ def check(url: str, timeout: float = 3.0) -> str | None:
         if why is not None:
             return why
         with acl.naming(url, "CLUSTER NODES"):
-            nodes = parse_cluster_nodes(seed.execute_command("CLUSTER", "NODES"))
+            nodes = parse_cluster_nodes(seed.execute_command("CLUSTER", "NODES"),
+                                        by_hostname=url.startswith("rediss://"))
         for node in nodes:
             if node.myself:
                 continue

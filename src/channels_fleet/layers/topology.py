@@ -54,7 +54,7 @@ def parse_hello(reply: Mapping[Any, Any] | Sequence[Any]) -> Server:
 class ClusterNode:
     """One line of ``CLUSTER NODES``."""
 
-    address: str  # host:port (the bus port and hostname left out)
+    address: str  # ip:port, or hostname:port (parse_cluster_nodes' by_hostname)
     flags: tuple[str, ...]  # as the node lists them: ("myself", "master")
     connected: bool  # the link from the node asked to this one
     slots: tuple[tuple[int, int], ...] = field(default=())
@@ -88,8 +88,10 @@ class ClusterNode:
         return any(start <= slot <= end for start, end in self.slots)
 
 
-def parse_cluster_nodes(reply: bytes | str) -> list[ClusterNode]:
-    """Every node of a ``CLUSTER NODES`` reply, in its order."""
+def parse_cluster_nodes(reply: bytes | str, by_hostname: bool = False) -> list[ClusterNode]:
+    """Every node of a ``CLUSTER NODES`` reply, in its order. ``by_hostname``: a node that
+    announces a host name (``ip:port@bus,hostname``) is addressed by it; over TLS it must be, as
+    a certificate names hosts, not the pods' IPs."""
     nodes = []
     for line in _text(reply).splitlines():
         parts = line.split()
@@ -101,8 +103,12 @@ def parse_cluster_nodes(reply: bytes | str) -> list[ClusterNode]:
                 continue
             start, _, end = spec.partition("-")
             slots.append((int(start), int(end or start)))
+        address, _, bus = parts[1].partition("@")
+        hostname = bus.partition(",")[2]
+        if by_hostname and hostname:
+            address = f"{hostname}:{address.rpartition(':')[2]}"
         nodes.append(ClusterNode(
-            address=parts[1].split("@", 1)[0],
+            address=address,
             flags=tuple(parts[2].split(",")),
             connected=parts[7] == "connected",
             slots=tuple(slots),

@@ -219,7 +219,8 @@ class QueueCollector(Collector):
             except (RedisError, OSError) as exc:
                 last = exc
                 continue
-            nodes = [node for node in parse_cluster_nodes(raw) if node.addressable]
+            tls = self.hosts[0].startswith("rediss://")
+            nodes = [node for node in parse_cluster_nodes(raw, by_hostname=tls) if node.addressable]
             if nodes:
                 return nodes
         raise last or RedisError("empty topology")

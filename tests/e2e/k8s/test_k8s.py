@@ -532,12 +532,6 @@ def test_helm_uninstall__leaves_nothing(release: Release) -> None:
     release.kubectl("delete", "namespace", release.namespace, "--wait=true")
 
 
-# Seen on the local cluster: the TLS-only cluster forms and the web tier's layer sends over it
-# (its user, host names checked), but wait-for-redis never passes: it connects to each node at
-# the address CLUSTER NODES gives (layers/topology.parse_cluster_nodes), an IP that no
-# certificate covers ("IP address mismatch"), where the node's announced host name would do.
-@pytest.mark.skip(reason="needs clients that reach each node by its announced host name over "
-                         "TLS (redis_wait, queue metrics: parse_cluster_nodes gives IPs)")
 async def test_redis_tls_and_role_users__fresh_release(release: Release, tmp_path) -> None:
     """A release with TLS only and the role users (after the first one is gone): it installs
     and chats; an interface's user is refused a worker-only command; no plain port answers."""

@@ -32,3 +32,10 @@ def test_parse_cluster_nodes__roles_failures_slots_and_links() -> None:
     assert not replica.primary and replica.settled and replica.connected
     assert not noaddr.addressable and not noaddr.settled and not noaddr.connected
     assert noaddr.flags == ("master", "noaddr")
+
+
+def test_parse_cluster_nodes__by_hostname_where_announced() -> None:
+    """Over TLS a node is reached by the host name it announces: its certificate names that."""
+    nodes = parse_cluster_nodes(NODES, by_hostname=True)
+    assert [n.address for n in nodes if n.addressable] == [
+        "127.0.0.1:7000", "host-b:7001", "127.0.0.1:7002"]
