@@ -16,7 +16,7 @@ A kind is a function registered by name in ``kinds.KINDS`` (one line: ``"tls": m
 ``item`` is one requested value (``item.secret``, ``item.key``, ``item.kind``, ``item.options``: the
 JSON object the chart passed, e.g. ``{"dnsNames": [...]}``); ``current`` is the Secret's data as it
 is now (decoded; empty when the Secret does not exist yet). It returns the keys to add: nothing
-when ``current`` already holds what the item stands for. A kind may return several keys (``tls``:
-``ca.crt``, ``tls.crt``, ``tls.key``). Ensure never changes an existing key: it fails, naming the key,
-when a kind returns one that the Secret already has.
+when ``current`` already holds what the item stands for. A kind may return several keys
+(``tls``: ``ca.crt``, ``tls.crt``, ``tls.key``). Ensure never changes an existing key: it fails,
+naming the key, when a kind returns one that the Secret already has.
 """
