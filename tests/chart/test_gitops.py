@@ -103,3 +103,13 @@ def test_the_secrets_job_is_named_by_what_it_runs() -> None:
     # A new image is a new Job: under kubectl apply a Job's pod template cannot change.
     renamed = secrets_job(render(sets=("interfaceImage.tag=0.2.0",)))["metadata"]["name"]
     assert renamed != name
+
+
+def test_notes_say_the_generated_secrets_outlive_an_uninstall() -> None:
+    result = helm("install", "fleet", str(SOURCE_CHART), "-n", "chat", "--dry-run=client")
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert ("secret/fleet-channels-fleet-redis-auth secret/fleet-channels-fleet-postgresql-auth"
+            in notes)
+    assert "`helm uninstall` keeps them" in notes
+    assert ("delete secret -l app.kubernetes.io/managed-by=channels-fleet-secrets,"
+            "app.kubernetes.io/instance=fleet") in notes
