@@ -8,7 +8,8 @@ is the one the first round made (the secrets Job made them once; lookup never ra
 to the new image; the new migrate Job (named by what it runs) ran; the database and Redis are
 reachable (sign-in on the web tier, a chat round trip). Also measured: the pods that started
 before their Secret existed waited (CreateContainerConfigError, retried by the kubelet) and how
-long after the Secret they ran. Prints the `k8s-gitops:` line; deletes the namespace.
+long after the Secret they ran; worker and web waited for the first migrate Job. Prints the
+`k8s-gitops:` line; deletes the namespace.
 """
 
 from __future__ import annotations
@@ -128,6 +129,20 @@ def waited_for_secrets(release: Release) -> tuple[int, float]:
     return len(missing), round(lag, 1)
 
 
+def waited_for_migrations(release: Release, job: str) -> str:
+    """Whether worker and web left their wait-for-migrations init container only after the
+    migrate Job's container had started: "n/n" pods that did."""
+    migrate = json.loads(release.kubectl("get", "pods", "-l", f"job-name={job}", "-o",
+                                         "json"))["items"]
+    started = min(stamp(c["state"]["terminated"]["startedAt"])
+                  for p in migrate for c in p["status"]["containerStatuses"])
+    pods = [p for p in release.app_pods() if component(p) in ("worker", "web")]
+    waited = [p for p in pods for c in p["status"].get("initContainerStatuses", [])
+              if c["name"] == "wait-for-migrations"
+              and stamp(c["state"]["terminated"]["finishedAt"]) >= started]
+    return f"{len(waited)}/{len(pods)}"
+
+
 async def chat_works(release: Release) -> None:
     """Sign in on the web tier (the database) and a chat round trip (Redis, interface, worker)."""
     web = next(p["metadata"]["name"] for p in release.app_pods() if component(p) == "web")
@@ -162,6 +177,8 @@ async def test_gitops__template_apply_twice_keeps_passwords_rolls_apps(gitops: R
             settle(release, first)
             fields["first_ready_s"] = round(time.monotonic() - t0, 1)
             fields["waited_for_secret"], fields["secret_to_start_s"] = waited_for_secrets(release)
+            fields["waited_for_migrate"] = waited_for_migrations(release,
+                                                                 job_of(first, "migrate"))
             passwords = secret_data(release)
             await chat_works(release)
             old_uids = {p["metadata"]["uid"] for p in release.app_pods()}
@@ -194,6 +211,8 @@ async def test_gitops__template_apply_twice_keeps_passwords_rolls_apps(gitops: R
     assert len(passwords) == 2 and kept == passwords, (
         f"the passwords changed: {sorted(passwords)} -> {sorted(kept)}")
     assert rolled == list(APP_COMPONENTS), f"apps not on the new image: {images}"
+    done, pods = fields["waited_for_migrate"].split("/")
+    assert done == pods != "0", f"worker/web started before the migrations: {done}/{pods}"
     assert old_job != new_job, "a new image did not make a new migrate Job"
     assert not new_uids & old_uids, "app pods the new image did not replace"
     assert fields["secret_to_start_s"] <= 30, (
