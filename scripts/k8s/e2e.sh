@@ -4,10 +4,12 @@
 # (helm install with the chart's defaults and tests/e2e/k8s/values.yaml, helm test, the shared
 # scenarios, a Redis hand-over, crashes (SIGKILL) of a Valkey master, a worker and an interface
 # under load, pod security, a node drained and a node lost under load (three nodes), an upgrade
-# rolling every pod under load, rollback, uninstall; then the autoscale phase: the
+# rolling every pod under load, rollback, uninstall (what it leaves: the generated Secrets); then
+# the GitOps round (helm template | kubectl apply --server-side into its own namespace, twice, a new
+# image tag between: passwords kept, apps rolled, the new migration run); then the autoscale phase: the
 # workers' HPA on prometheus-adapter and Prometheus, scale-out under load, scale-in without a
 # disconnect), then k8s-down and a check that nothing of the cluster is left. Prints the
-# `k8s-e2e:` and `k8s-autoscale:` lines and the time of each phase.
+# `k8s-e2e:`, `k8s-gitops:` and `k8s-autoscale:` lines and the time of each phase.
 #
 # The tests run inside node 1's network namespace (the control plane's) with the cluster's DNS as
 # their resolver, as a client pod would: they reach the interface Service by its name through
@@ -24,6 +26,7 @@ E2E_RUN=$ROOT/.run/k8s-e2e
 RESULTS=$E2E_RUN/results.json
 NAMESPACE=fleet-e2e
 RELEASE=fleet
+GITOPS_TAG=gitops
 export CHART=${CHART:-charts/channels-fleet}
 VALUES=tests/e2e/k8s/values.yaml
 HELM=$(command -v helm || echo "$ROOT/.tools/bin/helm")
@@ -58,9 +61,10 @@ fields = ["install", "pods_ready", "install_restarts", "valkey", "postgres", "sh
           "worker_crash_collateral_lost", "worker_crash_missed_in_rehome_window",
           "interface_crash_recovered_s", "drain_lost", "drain_s",
           "node_loss_serve_s", "node_loss_lost", "upgrade", "upgrade_lost", "rollback",
-          "uninstall_left", "pod_security"]
+          "uninstall_left", "uninstall_kept", "pod_security"]
 line = " ".join(f"{k}={results.get(k, 'FAIL')}" for k in fields)
 print(f"k8s-e2e: kubernetes={sys.argv[2]} nodes={results.get('nodes', '?')} {line}")
+print(f"k8s-gitops: {results.get('k8s_gitops', 'FAIL')}")
 print(f"k8s-autoscale: {results.get('k8s_autoscale', 'FAIL')}")
 print("k8s-e2e phases: " + " ".join(f"{k}={v}s" for k, v in results.get("phases", {}).items()))
 EOF
@@ -89,6 +93,15 @@ done
 podman save --quiet --multi-image-archive --format docker-archive -o "$E2E_RUN/images.tar" "${images[@]}"
 import_images "$E2E_RUN/images.tar"
 rm -f "$E2E_RUN/images.tar"
+# The GitOps round's "new image": the project's two images under a second tag, in every node.
+for image in "${images[@]}"; do
+  case $image in
+    */channels-fleet-interface:*|*/channels-fleet-chat:*)
+      for n in $(node_numbers); do
+        node_ctr "$n" images tag --force "$image" "${image%:*}:$GITOPS_TAG" >/dev/null
+      done ;;
+  esac
+done
 phase images_import $((SECONDS - t0))
 log "imported into every node's containerd (nodes=$(node_numbers | wc -l)): ${images[*]}"
 
@@ -99,11 +112,11 @@ printf 'nameserver %s\nsearch %s.svc.cluster.local svc.cluster.local cluster.loc
 t0=$SECONDS
 status=0
 E2E_K8S=1 E2E_K8S_RESULTS=$RESULTS E2E_K8S_LOGS=$E2E_RUN/logs E2E_NAMESPACE=$NAMESPACE E2E_RELEASE=$RELEASE \
-  E2E_K8S_VALUES=$VALUES K8S_VERSION=$K8S_VERSION HELM=$HELM E2E_ADAPTER_IMAGE=$ADAPTER_IMAGE \
+  E2E_K8S_VALUES=$VALUES E2E_GITOPS_TAG=$GITOPS_TAG K8S_VERSION=$K8S_VERSION HELM=$HELM E2E_ADAPTER_IMAGE=$ADAPTER_IMAGE \
   KUBECONFIG=$K8S_RUN/kubeconfig/admin.conf KUBECTL=$K8S_BIN/kubectl \
   nsenter --net="$NETNS_PATH" -- unshare --mount --propagation slave -- sh -c \
     'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$E2E_RUN/resolv.conf" \
     .venv/bin/pytest -v -s -p no:cacheprovider tests/e2e/k8s/test_k8s.py \
-      tests/e2e/k8s/test_autoscale.py || status=$?
+      tests/e2e/k8s/test_gitops.py tests/e2e/k8s/test_autoscale.py || status=$?
 phase tests $((SECONDS - t0))
 exit "$status"

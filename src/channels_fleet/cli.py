@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
         ("worker", "run a Channels project's ASGI app for relayed connections"),
         ("web", "serve the project's Django WSGI app with gunicorn"),
         ("dev", "the split on this machine in one command, reloading workers on code changes"),
+        ("secrets", "create the Secrets a release needs, once, in the cluster (the chart's Job)"),
     ):
         sub.add_parser(name, help=summary, add_help=False)
     args, rest = parser.parse_known_args(argv)
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         from channels_fleet.services.worker import main as run
     elif args.service == "dev":
         from channels_fleet.dev.command import main as run
+    elif args.service == "secrets":
+        from channels_fleet.kube.command import main as run
     else:
         from channels_fleet.services.web import main as run
     return run(rest)

@@ -42,3 +42,12 @@ class IllegalTransition(RuntimeError):
 class PortUnavailable(Exception):
     """A service could not bind one of its ports; the message names the port, its setting and
     why (in use, below 1024 without the right)."""
+
+
+class KubeApiError(Exception):
+    """A request to the Kubernetes API server failed; the message names the method, the path,
+    the status and the server's reason. `status` is the HTTP status (0: no reply)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,6 +1,6 @@
 """The built-in Redis Cluster's day 2: Guaranteed pods with room for a resync's fork."""
 
-import base64
+import json
 import re
 import shutil
 from pathlib import Path
@@ -106,11 +106,14 @@ def test_each_pod_kind_connects_as_its_own_user():
             assert env["CHANNELS_FLEET_REDIS_URL"]["value"] == (
                 "redis://$(CHANNELS_FLEET_REDIS_USERNAME):$(CHANNELS_FLEET_REDIS_PASSWORD)"
                 "@fleet-channels-fleet-redis:6379")
-    # The default user's password stays with the Redis pods.
-    for d in find(docs, "Deployment") + find(docs, "Job"):
+    # The default user's password stays with the Redis pods (the secrets Job names the key it
+    # makes, and holds no value).
+    jobs = [j for j in find(docs, "Job") if "-secrets-" not in j["metadata"]["name"]]
+    for d in find(docs, "Deployment") + jobs:
         assert "redis-password" not in str(d), d["metadata"]["name"]
-    secret = one(docs, "Secret", "fleet-channels-fleet-redis-users")
-    assert sorted(secret["data"]) == sorted(f"{role}-password" for role in ROLES)
+    assert {(i["secret"], i["key"]) for i in ensure_items(docs) if i["key"] != "redis-password"
+            and i["key"] != "postgres-password"} == {
+        ("fleet-channels-fleet-redis-users", f"{role}-password") for role in ROLES}
 
 
 def test_redis_nodes_get_the_users_and_their_passwords():
@@ -170,8 +173,26 @@ def test_tls_with_the_users_own_secret_and_one_password():
     (sts, *_) = component(docs, "StatefulSet", "redis")
     volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == "redis-cert"
-    url = base64.b64decode(one(docs, "Secret", "fleet-channels-fleet-redis")["data"]["redis-url"])
-    assert url.decode().startswith("rediss://:")
+    (interface,) = component(docs, "Deployment", "interface")
+    (c,) = [c for c in interface["spec"]["template"]["spec"]["containers"]
+            if c["name"] == "interface"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["CHANNELS_FLEET_REDIS_URL"].startswith("rediss://:$(CHANNELS_FLEET_REDIS_PASSWORD)@")
+    assert "tls" not in {i["kind"] for i in ensure_items(docs)}  # the user's certificate
+
+
+def test_tls_certificate_made_once_in_the_cluster():
+    """No certificate of the user's: the secrets Job's `tls` kind makes the CA and the nodes'."""
+    docs = render(sets=TLS_ON)
+    (item,) = [i for i in ensure_items(docs) if i["kind"] == "tls"]
+    assert item["secret"] == "fleet-channels-fleet-redis-tls" and item["key"] == "tls.crt"
+
+
+def ensure_items(docs) -> list[dict]:
+    """What the secrets Job makes: its `secrets ensure` items."""
+    (job,) = [j for j in find(docs, "Job") if "-secrets-" in j["metadata"]["name"]]
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    return [json.loads(a) for a in c["args"] if a.startswith("{")]
 
 
 def template_item(define: str, sets: tuple[str, ...], tmp: Path) -> str:

@@ -61,8 +61,8 @@ def test_defaults_render_a_whole_stack(defaults):
     assert {s["metadata"]["name"] for s in find(defaults, "StatefulSet")} == {
         *(f"fleet-channels-fleet-redis-shard-{n}" for n in range(3)),
         "fleet-channels-fleet-postgresql"}
-    (job,) = find(defaults, "Job")
-    assert job["metadata"]["name"] == "fleet-channels-fleet-migrate-1"
+    assert {j["metadata"]["name"].rsplit("-", 1)[0] for j in find(defaults, "Job")} == {
+        "fleet-channels-fleet-migrate", "fleet-channels-fleet-secrets"}
     assert {s["metadata"]["name"] for s in find(defaults, "Service")} == {
         "fleet-channels-fleet-interface", "fleet-channels-fleet-web",
         "fleet-channels-fleet-interface-metrics", "fleet-channels-fleet-worker-metrics",
@@ -136,7 +136,8 @@ def test_every_pod_runs_locked_down(values):
     for name, pod in pod_templates(docs):
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
-        assert pod["automountServiceAccountToken"] is False, name
+        # Only the secrets Job talks to the API server, with its own ServiceAccount.
+        assert pod["automountServiceAccountToken"] is ("-secrets-" in name), name
         for c in containers(pod):
             sc = c["securityContext"]
             where = f"{name}/{c['name']}"
@@ -277,12 +278,16 @@ def _checksums(docs, kind, name):
 
 
 def test_checksums_roll_the_pods_that_read_a_changed_secret_or_config(defaults):
+    # The generated passwords are no part of the render, so no checksum follows them.
+    assert _checksums(defaults, "StatefulSet", "fleet-channels-fleet-redis-shard-0") == {
+        "checksum/redis-configmap": _checksums(defaults, "StatefulSet",
+                                               "fleet-channels-fleet-redis-shard-1")[
+            "checksum/redis-configmap"]}
     for kind, name in [("Deployment", "fleet-channels-fleet-interface"),
                        ("Deployment", "fleet-channels-fleet-worker"),
                        ("Deployment", "fleet-channels-fleet-web"),
-                       ("StatefulSet", "fleet-channels-fleet-redis-shard-0"),
                        ("StatefulSet", "fleet-channels-fleet-postgresql")]:
-        assert _checksums(defaults, kind, name), name
+        assert not _checksums(defaults, kind, name), name
     a = render(sets=("database.external.url=postgres://u:p@db:5432/a",
                      "redis.external.url=redis://r:6379"))
     b = render(sets=("database.external.url=postgres://u:p@db:5432/b",
@@ -324,7 +329,7 @@ def test_built_in_redis_cluster(defaults):
     assert env["PEER_DOMAIN"]["value"] == "fleet-channels-fleet-redis-headless.chat.svc"
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "fleet-channels-fleet-redis", "key": "redis-password"}
+        "name": "fleet-channels-fleet-redis-auth", "key": "redis-password"}
     assert valkey["readinessProbe"]["exec"]["command"][-1] == "ready"
     assert valkey["lifecycle"]["preStop"]["exec"]["command"][-1] == "prestop"
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -378,14 +383,15 @@ def test_small_install_runs_one_master():
     assert (env["MASTERS"]["value"], env["REPLICAS_PER_MASTER"]["value"]) == ("1", "0")
 
 
-def test_redis_url_and_password_from_the_generated_secret(defaults):
-    password = secret_value(defaults, "fleet-channels-fleet-redis", "redis-password")
-    assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
-    url = secret_value(defaults, "fleet-channels-fleet-redis", "redis-url")
-    assert url == f"redis://:{password}@fleet-channels-fleet-redis:6379"
+def test_redis_url_from_the_generated_password_secret(defaults):
+    """The password Secret is made in the cluster (test_gitops.py); Kubernetes puts the URL
+    together from it ($(VAR)): the generated password is letters and digits, URL-safe."""
+    assert not find(defaults, "Secret")
     _, env = _worker_env(defaults)
-    assert env["CHANNELS_FLEET_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "fleet-channels-fleet-redis", "key": "redis-url"}
+    assert env["CHANNELS_FLEET_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fleet-channels-fleet-redis-auth", "key": "redis-password"}
+    assert env["CHANNELS_FLEET_REDIS_URL"]["value"] == (
+        "redis://:$(CHANNELS_FLEET_REDIS_PASSWORD)@fleet-channels-fleet-redis:6379")
 
 
 def test_redis_password_from_an_existing_secret(everything):
@@ -438,26 +444,40 @@ def test_bundled_postgresql(defaults):
     env = env_of(pg)
     assert env["PGDATA"]["value"] == "/var/lib/postgresql/data/pgdata"
     assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "fleet-channels-fleet-database", "key": "postgres-password"}
+        "name": "fleet-channels-fleet-postgresql-auth", "key": "postgres-password"}
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     assert "storageClassName" not in claim["spec"], "the cluster's default StorageClass"
     assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
-    password = secret_value(defaults, "fleet-channels-fleet-database", "postgres-password")
-    assert secret_value(defaults, "fleet-channels-fleet-database", "database-url") == (
-        f"postgres://app:{password}@fleet-channels-fleet-postgresql:5432/app")
 
 
-def test_database_url_reaches_worker_web_and_migrate_from_a_secret(defaults):
+def test_database_url_reaches_worker_web_and_migrate_from_the_password_secret(defaults):
     for _, pod in pod_templates(defaults):
         for c in containers(pod):
             if c["image"].endswith("channels-fleet-chat:0.1.0") and c["name"] != "wait-for-redis":
-                ref = env_of(c)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
-                assert ref == {"name": "fleet-channels-fleet-database", "key": "database-url"}
+                env = env_of(c)
+                assert env["DATABASE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+                    "name": "fleet-channels-fleet-postgresql-auth", "key": "postgres-password"}
+                assert env["DATABASE_URL"]["value"] == (
+                    "postgres://app:$(DATABASE_PASSWORD)@fleet-channels-fleet-postgresql:5432/app")
+
+
+def test_external_database_url_goes_through_a_secret():
+    docs = render(sets=("database.external.url=postgres://u:p@db.example:5432/app",))
+    assert secret_value(docs, "fleet-channels-fleet-database", "database-url") == (
+        "postgres://u:p@db.example:5432/app")
+    _, env = _worker_env(docs)
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "fleet-channels-fleet-database", "key": "database-url"}
+
+
+def migrate_job(docs):
+    (job,) = component(docs, "Job", "migrate")
+    return job
 
 
 def test_migrate_job_waits_for_the_database_then_migrates(defaults):
-    (job,) = find(defaults, "Job")
+    job = migrate_job(defaults)
     assert "helm.sh/hook" not in job["metadata"].get("annotations", {})
     pod = job["spec"]["template"]["spec"]
     (wait,) = pod["initContainers"]
@@ -467,11 +487,20 @@ def test_migrate_job_waits_for_the_database_then_migrates(defaults):
     assert pod["restartPolicy"] == "Never"
 
 
-def test_migrate_job_is_named_per_revision():
+def test_migrate_job_is_named_by_what_it_runs(defaults):
+    """Not by the revision (always 1 under helm template, Argo CD): a new image or command is a
+    new Job (a Job's pod template is immutable), the same one keeps its name."""
+    name = migrate_job(defaults)["metadata"]["name"]
+    assert re.fullmatch(r"fleet-channels-fleet-migrate-[0-9a-f]{10}", name)
     upgrade = helm("template", "fleet", str(SOURCE_CHART), "-n", "chat", "--is-upgrade")
     assert upgrade.returncode == 0, upgrade.stderr
-    # helm template's revision is 1; a real upgrade renders migrate-<revision>.
-    assert "name: fleet-channels-fleet-migrate-1" in upgrade.stdout
+    assert f"name: {name}\n" in upgrade.stdout
+    assert migrate_job(render(sets=("interface.replicaCount=1", "web.replicaCount=3")))["metadata"][
+        "name"] == name, "a value the Job does not run changed its name"
+    for changed in ("projectImage.tag=0.2.0", "database.migrate.command={python3,m.py}",
+                    "project.settingsModule=other.settings", "database.postgresql.database=other"):
+        renamed = migrate_job(render(sets=(changed,)))["metadata"]["name"]
+        assert renamed != name, changed
 
 
 @pytest.mark.parametrize("name", ["worker", "web"])
@@ -504,7 +533,7 @@ def test_interface_and_worker_start_once_the_redis_cluster_has_formed(defaults):
 
 def test_migrations_off_means_no_job_and_no_wait():
     docs = render(sets=("database.migrate.enabled=false",))
-    assert not find(docs, "Job")
+    assert not component(docs, "Job", "migrate")
     assert init_names(docs) == {"interface": ["wait-for-redis"], "worker": ["wait-for-redis"],
                                 "web": []}
 
@@ -685,7 +714,8 @@ def test_keda_scaledobject_queries_prometheus_for_this_release():
     assert (age["metricType"], age["metadata"]["threshold"]) == ("Value", "2")
     assert saturation["authenticationRef"] == age["authenticationRef"] == {
         "name": "prometheus-bearer"}
-    assert "fallback" not in so["spec"]  # a failed query holds the workers (KEDA: Value + fallback is refused)
+    # A failed query holds the workers (KEDA refuses Value + fallback).
+    assert "fallback" not in so["spec"]
     assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (2, 20)
     assert so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"][
         "scaleDown"]["stabilizationWindowSeconds"] == 600
@@ -810,7 +840,7 @@ def test_notes_name_the_rendered_redis_and_migrate_objects():
     notes = result.stdout.split("NOTES:", 1)[1]
     assert "get statefulsets -l app.kubernetes.io/component=redis" in notes
     assert "each shard needs 2 nodes" in notes
-    assert "job/fleet-channels-fleet-migrate-1" in notes
+    assert re.search(r"job/fleet-channels-fleet-migrate-[0-9a-f]{10} ", notes)
     assert "exec fleet-channels-fleet-redis-shard-0-0 -c valkey" in notes
 
 

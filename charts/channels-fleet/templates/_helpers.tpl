@@ -96,29 +96,6 @@ image: {{ include "channels-fleet.image" . | quote }}
 imagePullPolicy: {{ .image.pullPolicy }}
 {{- end -}}
 
-{{/*
-A Secret's value kept across upgrades: the existing Secret's key when the cluster has it (lookup),
-else a new random string. `helm template` has no cluster, so it always makes a new one.
-The new string is made once per render (kept in .Values._keptRandom): the Secret and the pods'
-checksum/* annotation, which renders the Secret again, must see the same one, or the first
-upgrade (which finds the Secret) changes every checksum and rolls Redis, PostgreSQL and the app.
-Call with (dict "context" $ "secret" NAME "key" KEY).
-*/}}
-{{- define "channels-fleet.keptRandom" -}}
-{{- $existing := lookup "v1" "Secret" .context.Release.Namespace .secret -}}
-{{- if and $existing (hasKey ($existing.data | default dict) .key) -}}
-{{- index $existing.data .key | b64dec -}}
-{{- else -}}
-{{- $made := .context.Values._keptRandom | default dict -}}
-{{- $name := printf "%s/%s" .secret .key -}}
-{{- if not (hasKey $made $name) -}}
-{{- $_ := set $made $name (randAlphaNum 32) -}}
-{{- $_ := set .context.Values "_keptRandom" $made -}}
-{{- end -}}
-{{- index $made $name -}}
-{{- end -}}
-{{- end -}}
-
 {{/* ---------------------------------------------------------------------------------------
 Redis: the built-in cluster unless redis.external.* is set.
 --------------------------------------------------------------------------------------- */}}
@@ -195,9 +172,14 @@ topologySpreadConstraints:
 {{- end -}}
 
 
-{{/* The Secret the chart renders for Redis: the generated password (built-in), or the URL(s) from values. */}}
+{{/* The Secret the chart renders for an external Redis: the URL(s) from redis.external.url. */}}
 {{- define "channels-fleet.redis.secretName" -}}
 {{- include "channels-fleet.redis.fullname" . -}}
+{{- end -}}
+
+{{/* The built-in cluster's password Secret when the user names none: made by the secrets Job. */}}
+{{- define "channels-fleet.redis.authSecretName" -}}
+{{- include "channels-fleet.componentName" (dict "context" . "component" "redis-auth") -}}
 {{- end -}}
 
 {{/* Secret and key of the built-in cluster's password. */}}
@@ -206,15 +188,15 @@ topologySpreadConstraints:
 name: {{ .Values.redis.auth.existingSecret }}
 key: {{ .Values.redis.auth.existingSecretKey }}
 {{- else -}}
-name: {{ include "channels-fleet.redis.secretName" . }}
+name: {{ include "channels-fleet.redis.authSecretName" . }}
 key: redis-password
 {{- end -}}
 {{- end -}}
 
 {{/*
-CHANNELS_FLEET_REDIS_URL. From a Secret: the URL(s) of an external Redis, or the built-in cluster's
-URL with its generated password URL-escaped. With redis.auth.existingSecret the URL is put together
-by Kubernetes from the password variable ($(VAR) cannot escape: the password must be URL-safe).
+CHANNELS_FLEET_REDIS_URL. From a Secret: the URL(s) of an external Redis. The built-in cluster's URL
+is put together by Kubernetes from the password variable ($(VAR) cannot escape: the password must
+be URL-safe, as the generated one is: letters and digits).
 Call with (dict "context" $ "role" "interface|worker|web"): with redis.acl.enabled each role
 connects as its own user (channels-fleet.redis.roleEnv).
 */}}
@@ -230,7 +212,7 @@ connects as its own user (channels-fleet.redis.roleEnv).
     secretKeyRef:
       name: {{ $r.external.existingSecret }}
       key: {{ $r.external.existingSecretKey }}
-{{- else if or $r.external.url (not $r.auth.existingSecret) }}
+{{- else if $r.external.url }}
 - name: CHANNELS_FLEET_REDIS_URL
   valueFrom:
     secretKeyRef:
@@ -264,9 +246,14 @@ Database: where DATABASE_URL comes from (first match wins): existing Secret, URL
 {{- include "channels-fleet.componentName" (dict "context" . "component" "postgresql" "max" 52) -}}
 {{- end -}}
 
-{{/* The Secret the chart renders for the database: the bundled one's password and URL, or the external URL. */}}
+{{/* The Secret the chart renders for an external database: the URL from database.external.url. */}}
 {{- define "channels-fleet.database.secretName" -}}
 {{- include "channels-fleet.componentName" (dict "context" . "component" "database") -}}
+{{- end -}}
+
+{{/* The bundled PostgreSQL's password Secret when the user names none: made by the secrets Job. */}}
+{{- define "channels-fleet.postgresql.authSecretName" -}}
+{{- include "channels-fleet.componentName" (dict "context" . "component" "postgresql-auth") -}}
 {{- end -}}
 
 {{- define "channels-fleet.postgresql.passwordSecret" -}}
@@ -275,7 +262,7 @@ Database: where DATABASE_URL comes from (first match wins): existing Secret, URL
 name: {{ $a.existingSecret }}
 key: {{ $a.existingSecretKey }}
 {{- else -}}
-name: {{ include "channels-fleet.database.secretName" . }}
+name: {{ include "channels-fleet.postgresql.authSecretName" . }}
 key: postgres-password
 {{- end -}}
 {{- end -}}
@@ -289,7 +276,7 @@ key: postgres-password
     secretKeyRef:
       name: {{ $d.external.existingSecret }}
       key: {{ $d.external.existingSecretKey }}
-{{- else if or (eq $source "url") (and (eq $source "postgresql") (not $d.postgresql.auth.existingSecret)) }}
+{{- else if eq $source "url" }}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
@@ -350,7 +337,8 @@ envFrom:
 
 {{/*
 checksum/* annotations: a changed Secret or ConfigMap the pods read rolls them. Each names a
-template of this chart; one that renders nothing (an existing Secret is used) adds nothing.
+template of this chart, whose content comes from values only; one that renders nothing (an
+existing or a generated Secret is used) adds nothing.
 Call with (dict "context" $ "files" (list "redis-secret.yaml" ...)).
 */}}
 {{- define "channels-fleet.checksums" -}}
@@ -512,6 +500,60 @@ and restart until the bundled cluster forms on a fresh install. Call with
   {{- end }}
 {{- end -}}
 
+{{/* ---------------------------------------------------------------------------------------
+Generated secrets: no value is made at render time (two renders with the same values are
+identical, as Argo CD and `helm template | kubectl apply` need). Each item is made ONCE in the
+cluster by the secrets Job (`channels-fleet secrets ensure`, src/channels_fleet/kube): created when
+absent, never changed after. A YAML list of {secret, key, kind[, options]} (kinds:
+channels_fleet.kube.kinds); add an item in a block of its own. Empty: no Job, no RBAC.
+--------------------------------------------------------------------------------------- */}}
+{{- define "channels-fleet.generatedSecrets" -}}
+{{- $items := list -}}
+{{- if and (include "channels-fleet.redis.builtin" .) (not .Values.redis.auth.existingSecret) -}}
+{{- $items = append $items (dict "secret" (include "channels-fleet.redis.authSecretName" .) "key" "redis-password" "kind" "password") -}}
+{{- end -}}
+{{- if and (eq (include "channels-fleet.database.source" .) "postgresql") (not .Values.database.postgresql.auth.existingSecret) -}}
+{{- $items = append $items (dict "secret" (include "channels-fleet.postgresql.authSecretName" .) "key" "postgres-password" "kind" "password") -}}
+{{- end -}}
+{{- if and (include "channels-fleet.redis.aclOn" .) (not .Values.redis.acl.existingSecret) -}}
+{{- range $role := list "interface" "worker" "web" "exporter" -}}
+{{- $items = append $items (dict "secret" (include "channels-fleet.redis.aclSecretName" $) "key" (printf "%s-password" $role) "kind" "password") -}}
+{{- end -}}
+{{- end -}}
+{{- if and (include "channels-fleet.redis.tlsOn" .) (not .Values.redis.tls.existingSecret) -}}
+{{- $items = append $items (include "channels-fleet.redis.tlsSecretItem" . | fromYaml) -}}
+{{- end -}}
+{{- toYaml $items -}}
+{{- end -}}
+
+{{- define "channels-fleet.secrets.fullname" -}}
+{{- include "channels-fleet.componentName" (dict "context" . "component" "secrets") -}}
+{{- end -}}
+
+{{/*
+Hook annotations of the secrets Job and its RBAC: Helm runs them before installing or upgrading
+the rest (RBAC first: lower weight) and deletes them once done. `kubectl apply` and Argo CD
+(which maps them to PreSync hooks) apply the same objects. Call with (dict "context" $ "weight" N).
+*/}}
+{{- define "channels-fleet.secrets.annotations" -}}
+annotations:
+  helm.sh/hook: pre-install,pre-upgrade
+  helm.sh/hook-weight: {{ .weight | quote }}
+  helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+  {{- with .context.Values.commonAnnotations }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end -}}
+
+{{/*
+A Job named by what it runs: its name ends in a hash of its rendered spec (image, command,
+environment, resources), so a changed Job is a new Job (a Job's pod template cannot change) and an
+unchanged one is not run again. Call with (dict "context" $ "component" "migrate" "spec" $spec).
+*/}}
+{{- define "channels-fleet.jobName" -}}
+{{- include "channels-fleet.componentName" (dict "context" .context "component" (printf "%s-%s" .component (.spec | sha256sum | trunc 10))) -}}
+{{- end -}}
+
 {{/*
 Worker and web start once the migrate Job has applied the project's migrations: this init container
 repeats database.migrate.checkCommand (`manage.py migrate --check`) until it succeeds.
@@ -610,4 +652,9 @@ The schema (values.schema.json) already refuses wrong types, negative counts and
 {{- if $msgs -}}
 {{- fail (printf "\n\nVALUES VALIDATION:\n%s" (join "\n" $msgs)) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The migrate Job's name: by what it runs (its spec's hash; migrate-job.yaml). */}}
+{{- define "channels-fleet.migrate.name" -}}
+{{- include "channels-fleet.jobName" (dict "context" . "component" "migrate" "spec" (include "channels-fleet.migrate.jobSpec" .)) -}}
 {{- end -}}

@@ -11,10 +11,9 @@ interface Service by its DNS name, as a signed-in user -> Redis shards apart -> 
 pod deleted (hand-over) -> crashes under load (SIGKILL in the container: a Valkey master, a
 worker, an interface; crashes.py) -> pod security of the running pods -> a node drained and a
 node lost under load (nodes.py; three nodes) -> helm upgrade rolling every pod under load ->
-rollback -> the Redis role users turned on by an upgrade (redis_day2.py) -> uninstall -> a
-fresh release with TLS only and the role users (redis_day2.py). Each test stores its field of
-the `k8s-e2e:` line
-(conftest.RESULTS).
+rollback -> the Redis role users turned on by an upgrade (redis_day2.py) -> uninstall (leaving
+only the generated Secrets) -> a fresh release with TLS only and the role users (redis_day2.py).
+Each test stores its field of the `k8s-e2e:` line (conftest.RESULTS).
 """
 
 from __future__ import annotations
@@ -518,17 +517,32 @@ def namespaced_objects(release: Release) -> list[str]:
     return [n for n in names if n not in own]
 
 
-def test_helm_uninstall__leaves_nothing(release: Release) -> None:
+#: What helm uninstall leaves on purpose: the Secrets the secrets Job made (no Helm ownership), so
+#: a reinstall finds the passwords the data was made with (PostgreSQL's kept volume).
+KEPT_BY_UNINSTALL = ("secret/{full}-redis-auth", "secret/{full}-postgresql-auth")
+
+
+def test_helm_uninstall__leaves_only_the_generated_secrets(release: Release) -> None:
+    kept = sorted(k.format(full=release.fullname) for k in KEPT_BY_UNINSTALL)
     with phase("uninstall"):
         release.helm("uninstall", release.name, "--wait", "--timeout", "5m")
         deadline = time.monotonic() + 120
-        while (left := namespaced_objects(release)) and time.monotonic() < deadline:
+        while (left := sorted(namespaced_objects(release))) != kept and time.monotonic() < deadline:
             time.sleep(1)
     volumes = json.loads(release.kubectl("get", "pv", "-o", "json"))["items"]
     left += [f"persistentvolume/{v['metadata']['name']}" for v in volumes
              if v["spec"].get("claimRef", {}).get("namespace") == release.namespace]
-    RESULTS["uninstall_left"] = len(left)
-    assert not left, f"helm uninstall left {left}"
+    unexpected = sorted(set(left) - set(kept))
+    RESULTS["uninstall_left"] = len(unexpected)
+    RESULTS["uninstall_kept"] = ",".join(n.split("/", 1)[1].removeprefix(f"{release.fullname}-")
+                                         for n in left if n in kept) or "none"
+    assert not unexpected, f"helm uninstall left {unexpected}"
+    assert sorted(left) == kept, f"helm uninstall removed a generated Secret: left {left}"
+    labels = json.loads(release.kubectl("get", *kept, "-o", "json"))["items"]
+    for secret in labels:
+        assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == (
+            "channels-fleet-secrets"), secret["metadata"]
+        assert "meta.helm.sh/release-name" not in secret["metadata"].get("annotations", {})
     release.kubectl("delete", "namespace", release.namespace, "--wait=true")
 
 

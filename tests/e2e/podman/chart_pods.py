@@ -6,7 +6,8 @@ Cluster and PostgreSQL, the migrate Job), translating what the kubelet does:
 
 - image, `command` (the entrypoint) and `args`;
 - `env` with `value` (and Kubernetes' `$(VAR)` expansion), `secretKeyRef` into a rendered
-  Secret, `fieldRef` (metadata.name, status.podIP); `envFrom` the same;
+  Secret or one the secrets Job made (secrets_job.py), `fieldRef` (metadata.name,
+  status.podIP); `envFrom` the same;
 - `securityContext`: runAsUser/runAsGroup, readOnlyRootFilesystem, dropped capabilities,
   allowPrivilegeEscalation=false; fsGroup ownership of claimed volumes;
 - `emptyDir` volumes as tmpfs mounts, `configMap` volumes as read-only files, a StatefulSet's

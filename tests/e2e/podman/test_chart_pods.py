@@ -4,7 +4,8 @@ Where no Kubernetes runs, this is the closest thing to `helm install`: the pod s
 `helm template` with the chart's defaults plus tests/e2e/kind/values.yaml (images, NodePorts,
 a short drain) and, for the two images no registry here serves, the local stand-ins. So the
 chart's own Redis Cluster (6 Valkey pods running files/redis/node.sh), its PostgreSQL, the
-migrate Job, the init containers waiting for it, the Secrets, security context, emptyDirs,
+migrate Job, the init containers waiting for it, the Secrets (the generated ones made by the
+secrets Job's command: secrets_job.py), security context, emptyDirs,
 probes, preStop hooks and grace periods under test are the chart's. See chart_pods.py for what
 is translated and how. Skipped (with the reason) when podman or the images (make images) are
 missing.
@@ -22,6 +23,7 @@ import pytest
 
 from .. import scenarios
 from .chart_pods import PodRunner, unusable_reason
+from .secrets_job import run_secrets_job
 
 ROOT = Path(__file__).resolve().parents[3]
 KIND_VALUES = ROOT / "tests" / "e2e" / "kind" / "values.yaml"
@@ -150,6 +152,7 @@ def backing():
     docs = render(KIND_VALUES, sets=STANDINS)
     runner = PodRunner(docs)
     try:
+        print(run_secrets_job(runner).strip())
         t0 = time.monotonic()
         postgres = runner.start("postgresql", 0)
         redis = [runner.start(f"redis/{shard}", ordinal)
