@@ -1,16 +1,12 @@
 """The built-in Redis Cluster's day 2 on the local cluster (test_k8s.py runs these in order):
 a changed shard layout refused by `helm upgrade`; the role users (redis.acl.enabled) turned on
 by an upgrade: an interface's user is refused a worker-only command, a worker's is not, and the
-chat works through them; then a fresh release with TLS only (redis.tls.enabled, a certificate of
-the user's) and the role users: the same checks, and no plain port."""
+chat works through them; then a fresh release with TLS only (redis.tls.enabled, its certificate
+made in the cluster) and the role users: the same checks, and no plain port."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-from channels_fleet.kube.tls import make_tls
 
 from .release import CommandFailed, Release, component, run
 
@@ -52,35 +48,17 @@ def push_as(release: Release, kind: str) -> str:
 
 # --- a fresh release with TLS only and the role users ----------------------------------------
 
-TLS_SECRET = "fleet-redis-cert"
-
-
-class _CertRequest:
-    """What channels_fleet.kube.tls reads of a request: the Secret and the names to cover."""
-
-    def __init__(self, release: Release) -> None:
-        redis, ns = f"{release.fullname}-redis", release.namespace
-        self.secret = TLS_SECRET
-        self.options = {"dnsNames": [redis, f"{redis}.{ns}.svc", f"{redis}.{ns}.svc.cluster.local",
-                                     f"*.{redis}-headless.{ns}.svc",
-                                     f"*.{redis}-headless.{ns}.svc.cluster.local"]}
-
-
-def install_tls_release(first: Release, tmp: Path) -> Release:
-    """A second release in a namespace of its own: TLS only with a certificate of the user's
-    (a Secret made before the install, as cert-manager's would be), and the role users."""
+def install_tls_release(first: Release) -> Release:
+    """A second release in a namespace of its own: TLS only, its CA and certificate made once in
+    the cluster by the secrets Job (`tls` kind), and the role users."""
     tls = Release(namespace=f"{first.namespace}-tls", name=first.name, chart=first.chart,
                   values=first.values, helm_bin=first.helm_bin, kubectl_bin=first.kubectl_bin)
     run(tls.kubectl_bin, "create", "namespace", tls.namespace)
     tls.kubectl("label", "namespace", tls.namespace,
                 "pod-security.kubernetes.io/enforce=restricted")
-    files = []
-    for key, value in make_tls(_CertRequest(tls), {}).items():
-        (tmp / key).write_bytes(value)
-        files.append(f"--from-file={key}={tmp / key}")
-    tls.kubectl("create", "secret", "generic", TLS_SECRET, *files)
-    tls.install("--set", "redis.tls.enabled=true",
-                "--set", f"redis.tls.existingSecret={TLS_SECRET}", *ACL)
+    # The demo's allowed hosts follow the namespace (config.extraEnv[0] in the e2e values).
+    tls.install("--set", "redis.tls.enabled=true", *ACL,
+                "--set", f"config.extraEnv[0].value=.{tls.namespace}.svc.cluster.local\\,localhost")
     return tls
 
 

@@ -518,8 +518,10 @@ def namespaced_objects(release: Release) -> list[str]:
 
 
 #: What helm uninstall leaves on purpose: the Secrets the secrets Job made (no Helm ownership), so
-#: a reinstall finds the passwords the data was made with (PostgreSQL's kept volume).
-KEPT_BY_UNINSTALL = ("secret/{full}-redis-auth", "secret/{full}-postgresql-auth")
+#: a reinstall finds the passwords the data was made with (PostgreSQL's kept volume); the role
+#: users' passwords too, made when test_redis_role_users__... turned them on by an upgrade.
+KEPT_BY_UNINSTALL = ("secret/{full}-postgresql-auth", "secret/{full}-redis-auth",
+                     "secret/{full}-redis-users")
 
 
 def test_helm_uninstall__leaves_only_the_generated_secrets(release: Release) -> None:
@@ -546,11 +548,11 @@ def test_helm_uninstall__leaves_only_the_generated_secrets(release: Release) -> 
     release.kubectl("delete", "namespace", release.namespace, "--wait=true")
 
 
-async def test_redis_tls_and_role_users__fresh_release(release: Release, tmp_path) -> None:
+async def test_redis_tls_and_role_users__fresh_release(release: Release) -> None:
     """A release with TLS only and the role users (after the first one is gone): it installs
     and chats; an interface's user is refused a worker-only command; no plain port answers."""
     with phase("tls_install"):
-        tls = await asyncio.to_thread(redis_day2.install_tls_release, release, tmp_path)
+        tls = await asyncio.to_thread(redis_day2.install_tls_release, release)
     try:
         web = next(p["metadata"]["name"] for p in tls.app_pods() if component(p) == "web")
         tls.exec(web, "python3", "manage.py", "demo_users")
