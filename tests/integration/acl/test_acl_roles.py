@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from support import acl_lines
 from support.acl_lines import documented_lines
+from support.acl_state import fresh_acl_state  # noqa: F401  (autouse)
 
 from channels_fleet import fleet_status, redis_wait
 from channels_fleet.dev.cluster import LocalRedis
@@ -106,13 +107,6 @@ def acl_redis(request: pytest.FixtureRequest,
         yield server
     finally:
         local.stop()
-
-
-@pytest.fixture(autouse=True)
-def fresh_acl_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test sees the first refusal of each command (logged once per process)."""
-    monkeypatch.setattr(acl, "_logged", set())
-    monkeypatch.setattr(acl, "WAKE", acl.Wake())
 
 
 #: Refused and done without, on purpose (docs/redis-acl.md): CLIENT ID (for CLIENT UNBLOCK);
