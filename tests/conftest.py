@@ -14,6 +14,9 @@ import pytest
 
 from channels_fleet.dev.cluster import LocalRedis
 
+# The shared relay round trip's asserts report their values as a test module's do.
+pytest.register_assert_rewrite("support.relay_round_trip")
+
 
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:

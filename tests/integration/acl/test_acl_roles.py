@@ -22,6 +22,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from support import acl_lines
 from support.acl_lines import documented_lines
+from support.acl_state import fresh_acl_state  # noqa: F401  (autouse)
+from support.relay_round_trip import relay_round_trip
 
 from channels_fleet import fleet_status, redis_wait
 from channels_fleet.dev.cluster import LocalRedis
@@ -33,7 +35,6 @@ from channels_fleet.observability.queues import QueueCollector
 from channels_fleet.relay import wire
 from channels_fleet.relay.heartbeat import Heartbeat
 from channels_fleet.relay.relay import relay_layer
-from channels_fleet.relay.side import RelaySide
 from channels_fleet.worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.timeout(90)
@@ -106,13 +107,6 @@ def acl_redis(request: pytest.FixtureRequest,
         yield server
     finally:
         local.stop()
-
-
-@pytest.fixture(autouse=True)
-def fresh_acl_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test sees the first refusal of each command (logged once per process)."""
-    monkeypatch.setattr(acl, "_logged", set())
-    monkeypatch.setattr(acl, "WAKE", acl.Wake())
 
 
 #: Refused and done without, on purpose (docs/redis-acl.md): CLIENT ID (for CLIENT UNBLOCK);
@@ -192,49 +186,16 @@ async def test_interface_and_worker__relay_round_trip_heartbeats_homed_channels_
         caplog: pytest.LogCaptureFixture) -> None:
     iface_settings = settings(InterfaceSettings, acl_redis, "interface", "i1")
     worker_settings = settings(WorkerSettings, acl_redis, "worker", "w1", app="unused:app")
-    got: dict[str, asyncio.Future[Any]] = {
-        kind: asyncio.get_running_loop().create_future() for kind in ("claim", "event")}
-    channels: dict[str, str] = {}
-
-    def side(layer: Any, prefix: str, s: Any, peer: str) -> RelaySide:
-        return RelaySide(layer, prefix, s, on_undeliverable=lambda *a: None,
-                         peers=lambda: [channels[peer]] if peer in channels else [],
-                         on_dead=lambda dead: None, on_lost=lambda: None)
-
-    iface_layer, worker_layer = relay_layer(iface_settings), relay_layer(worker_settings)
-    layers += [iface_layer, worker_layer]
-    iface = side(iface_layer, wire.INTERFACE_CHANNELS, iface_settings, "worker")
-    worker = side(worker_layer, wire.WORKER_CHANNELS, worker_settings, "interface")
-    def handler(kind: str) -> Any:
-        async def handle(conn: str, payload: Any, sender: str) -> None:
-            got[kind].set_result((conn, payload))
-        return handle
-
-    iface.handle({wire.CLAIM: handler("claim")})
-    worker.handle({wire.EVENT: handler("event")})
     with caplog.at_level(logging.INFO):
-        channels["interface"] = await iface.start()
-        channels["worker"] = await worker.start()
-        try:
-            # The interface sends a connect envelope; the worker takes it and claims it.
-            envelope = wire.connect_envelope(channels["interface"], "c1~1",
-                                             {"type": "websocket", "path": "/ws/"}, 5.0)
-            await iface.send_now(wire.CONNECT_QUEUE, envelope)
-            taken = wire.parse_envelope(await worker_layer.receive(wire.CONNECT_QUEUE))
-            worker.relay.post(taken["iface"], [wire.CLAIM, taken["conn"], channels["worker"]])
-            assert await asyncio.wait_for(got["claim"], 5) == ("c1~1", channels["worker"])
-            iface.relay.post(channels["worker"],
-                             [wire.EVENT, "c1~1", {"type": "websocket.receive", "text": "x"}])
-            assert (await asyncio.wait_for(got["event"], 5))[1]["text"] == "x"
-
+        async with relay_round_trip(iface_settings, worker_settings, layers) as relay:
             # Beats, the peer watch and the worker room go on for a few beats.
             await asyncio.sleep(1.0)
-            room = iface.liveness.room  # type: ignore[attr-defined]
+            room = relay.iface.liveness.room  # type: ignore[attr-defined]
             assert room is not None and room.workers == 1
 
             # The consumer's channel homed on the interface: the worker's app sends to it and
             # puts it in a group; the interface pops it and leaves the group at the end.
-            inbox = f"specific.fleet{channels['interface'].rsplit('!', 1)[-1]}!"
+            inbox = f"specific.fleet{relay.channels['interface'].rsplit('!', 1)[-1]}!"
             app = RedisClusterChannelLayer(hosts=acl_redis.urls("worker"))
             homes = RedisClusterChannelLayer(hosts=acl_redis.urls("interface"))
             layers += [app, homes]
@@ -260,9 +221,6 @@ async def test_interface_and_worker__relay_round_trip_heartbeats_homed_channels_
             fleet = await asyncio.to_thread(fleet_status, acl_redis.urls("exporter"))
             assert [(p["kind"], p["name"]) for p in fleet["processes"]] == [
                 ("interface", "i1"), ("worker", "w1")]
-        finally:
-            await worker.stop()
-            await iface.stop()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [
         r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from support.acl_state import fresh_acl_state  # noqa: F401  (autouse)
 from support.tls_cluster import TlsCluster
 
-from channels_fleet.layers import RedisClusterChannelLayer, acl
+from channels_fleet.layers import RedisClusterChannelLayer
 
 
 @pytest.fixture(scope="package")
@@ -18,13 +19,6 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster
         yield cluster
     finally:
         cluster.stop()
-
-
-@pytest.fixture(autouse=True)
-def fresh_acl_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test sees the first refusal of each command (logged once per process)."""
-    monkeypatch.setattr(acl, "_logged", set())
-    monkeypatch.setattr(acl, "WAKE", acl.Wake())
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
+from support.relay_round_trip import relay_round_trip
 from support.tls_cluster import TlsCluster
 
 from channels_fleet import fleet_status
@@ -32,9 +33,6 @@ from channels_fleet.layers import RedisClusterChannelLayer
 from channels_fleet.layers.keys import channel_key
 from channels_fleet.observability.metrics import FleetMetrics
 from channels_fleet.observability.queues import QueueCollector
-from channels_fleet.relay import wire
-from channels_fleet.relay.relay import relay_layer
-from channels_fleet.relay.side import RelaySide
 from channels_fleet.worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.timeout(60)
@@ -97,39 +95,7 @@ async def test_interface_and_worker__relay_round_trip__exporter__fleet_status__w
     iface_settings = tls_cluster.settings("interface", InterfaceSettings, name="i1", **beats)
     worker_settings = tls_cluster.settings("worker", WorkerSettings, name="w1", app="unused:app",
                                            **beats)
-    got: dict[str, asyncio.Future[Any]] = {
-        kind: asyncio.get_running_loop().create_future() for kind in ("claim", "event")}
-    channels: dict[str, str] = {}
-
-    def side(layer: Any, prefix: str, s: Any, peer: str) -> RelaySide:
-        return RelaySide(layer, prefix, s, on_undeliverable=lambda *a: None,
-                         peers=lambda: [channels[peer]] if peer in channels else [],
-                         on_dead=lambda dead: None, on_lost=lambda: None)
-
-    def handler(kind: str) -> Any:
-        async def handle(conn: str, payload: Any, sender: str) -> None:
-            got[kind].set_result((conn, payload))
-        return handle
-
-    iface_layer, worker_layer = relay_layer(iface_settings), relay_layer(worker_settings)
-    layers += [iface_layer, worker_layer]
-    iface = side(iface_layer, wire.INTERFACE_CHANNELS, iface_settings, "worker")
-    worker = side(worker_layer, wire.WORKER_CHANNELS, worker_settings, "interface")
-    iface.handle({wire.CLAIM: handler("claim")})
-    worker.handle({wire.EVENT: handler("event")})
-    channels["interface"] = await iface.start()
-    channels["worker"] = await worker.start()
-    try:
-        envelope = wire.connect_envelope(channels["interface"], "c1~1",
-                                         {"type": "websocket", "path": "/ws/"}, 5.0)
-        await iface.send_now(wire.CONNECT_QUEUE, envelope)
-        taken = wire.parse_envelope(await worker_layer.receive(wire.CONNECT_QUEUE))
-        worker.relay.post(taken["iface"], [wire.CLAIM, taken["conn"], channels["worker"]])
-        assert await asyncio.wait_for(got["claim"], 5) == ("c1~1", channels["worker"])
-        iface.relay.post(channels["worker"],
-                         [wire.EVENT, "c1~1", {"type": "websocket.receive", "text": "x"}])
-        assert (await asyncio.wait_for(got["event"], 5))[1]["text"] == "x"
-
+    async with relay_round_trip(iface_settings, worker_settings, layers):
         # The queue metrics: the standalone exporter's and each side's /metrics.
         for role in ("exporter", "interface", "worker"):
             registry = CollectorRegistry()
@@ -154,9 +120,6 @@ async def test_interface_and_worker__relay_round_trip__exporter__fleet_status__w
         fleet = await asyncio.to_thread(fleet_status)
         assert [(p["kind"], p["name"]) for p in fleet["processes"]] == [
             ("interface", "i1"), ("worker", "w1")]
-    finally:
-        await worker.stop()
-        await iface.stop()
 
     # The chart's init container, as its own process, with each pod's environment.
     for role in ("interface", "worker"):

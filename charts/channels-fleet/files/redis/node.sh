@@ -87,6 +87,27 @@ host_of() {  # host_of SHARD ORDINAL: the pod's stable DNS name
 
 my_host() { echo "$POD_NAME.$PEER_DOMAIN"; }
 
+# each_pod CALLBACK: `CALLBACK HOST IP` for every configured pod in turn (shard 0's ordinals
+# 0..REPLICAS_PER_MASTER, then shard 1's, ...), IP being the address HOST resolves to now (empty
+# for this pod, and for a host that does not resolve), until CALLBACK succeeds. Succeeds then;
+# fails when no pod made CALLBACK succeed. Sets shard, ord, host and ip.
+each_pod() {
+  _self=$(my_host)
+  shard=0
+  while [ "$shard" -lt "$MASTERS" ]; do
+    ord=0
+    while [ "$ord" -le "$REPLICAS_PER_MASTER" ]; do
+      host=$(host_of "$shard" "$ord")
+      ip=""
+      [ "$host" = "$_self" ] || ip=$(resolve "$host")
+      "$1" "$host" "$ip" && return 0
+      ord=$((ord + 1))
+    done
+    shard=$((shard + 1))
+  done
+  return 1
+}
+
 # ---- CLUSTER NODES, parsed with awk --------------------------------------------------------
 # Fields: id addr(ip:port@bus[,hostname[,aux]]) flags master ping pong epoch link slot...
 NODES_AWK='
@@ -286,27 +307,21 @@ cluster_layout() {
 
 # Ask the first configured peer that answers from a formed cluster; refuse another layout.
 refuse_other_layout() {
-  self=$(my_host)
-  shard=0
-  while [ "$shard" -lt "$MASTERS" ]; do
-    ord=0
-    while [ "$ord" -le "$REPLICAS_PER_MASTER" ]; do
-      host=$(host_of "$shard" "$ord")
-      ip=""
-      [ "$host" = "$self" ] || ip=$(resolve "$host")
-      have=""
-      [ -n "$ip" ] && have=$(cluster_layout "$ip")
-      case "$have" in
-        "") ;;
-        "$LAYOUT" | "${MASTERS}x?") return 0 ;;
-        *)
-          log "refusing to start: the running cluster has the shard layout ${have%x*} masters x ${have#*x} replicas each (asked $host), these settings say $MASTERS x $REPLICAS_PER_MASTER; the chart cannot reshard: set redis.cluster.masters=${have%x*} and redis.cluster.replicasPerMaster=${have#*x} back, or install a new release beside this one and move to it"
-          exit 1 ;;
-      esac
-      ord=$((ord + 1))
-    done
-    shard=$((shard + 1))
-  done
+  each_pod same_layout_or_refuse || true
+}
+
+# same_layout_or_refuse HOST IP (each_pod): fails when the node at IP answers from no formed
+# cluster (ask the next); succeeds when its cluster has this layout; refuses to start if not.
+same_layout_or_refuse() {
+  have=""
+  [ -n "$2" ] && have=$(cluster_layout "$2")
+  case "$have" in
+    "") return 1 ;;
+    "$LAYOUT" | "${MASTERS}x?") return 0 ;;
+    *)
+      log "refusing to start: the running cluster has the shard layout ${have%x*} masters x ${have#*x} replicas each (asked $1), these settings say $MASTERS x $REPLICAS_PER_MASTER; the chart cannot reshard: set redis.cluster.masters=${have%x*} and redis.cluster.replicasPerMaster=${have#*x} back, or install a new release beside this one and move to it"
+      exit 1 ;;
+  esac
 }
 
 # Once the cluster serves every slot with the configured masters, record its layout (kept if
@@ -368,24 +383,18 @@ bootstrap() {
   fi
   # Any pod that serves slots is in the cluster (or is a shard's pod 0 that create_cluster gave
   # its range before it stopped midway: meeting it finishes the job).
-  shard=0
-  while [ "$shard" -lt "$MASTERS" ]; do
-    ord=0
-    while [ "$ord" -le "$REPLICAS_PER_MASTER" ]; do
-      host=$(host_of "$shard" "$ord")
-      ip=""
-      [ "$host" = "$(my_host)" ] || ip=$(resolve "$host")
-      if [ -n "$ip" ] && [ "$(info_field "$(cli "$ip" CLUSTER INFO)" cluster_slots_assigned)" -gt 0 ] 2>/dev/null; then
-        log "joining the cluster through $host ($ip)"
-        cli "$LOCAL" CLUSTER MEET "$ip" "$PORT" >/dev/null
-        return
-      fi
-      ord=$((ord + 1))
-    done
-    shard=$((shard + 1))
-  done
+  each_pod join_if_serving && return 0
   [ "$POD_NAME" = "${SHARD_PREFIX}0-0" ] && create_cluster
   return 0
+}
+
+# join_if_serving HOST IP (each_pod): MEET the node at IP if it serves slots; fails if not.
+join_if_serving() {
+  [ -n "$2" ] && [ "$(info_field "$(cli "$2" CLUSTER INFO)" cluster_slots_assigned)" -gt 0 ] 2>/dev/null ||
+    return 1
+  log "joining the cluster through $1 ($2)"
+  cli "$LOCAL" CLUSTER MEET "$2" "$PORT" >/dev/null
+  return 0  # asked: no further pod
 }
 
 # Pod 0 of shard 0: every shard's pod 0 answers and none is in a cluster yet; each takes its
