@@ -30,6 +30,7 @@ import time
 import pytest
 
 from .chart_pods import Pod, PodRunner, unusable_reason
+from .secrets_job import run_secrets_job
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
@@ -50,6 +51,14 @@ def render_redis(*sets: str) -> list:
     return list(render(sets=("redis.image.registry=localhost",
                              "redis.image.repository=valkey-standin", "redis.image.tag=latest",
                              *sets)))
+
+
+def redis_pods(*sets: str) -> PodRunner:
+    """The pods of those values, with the Secrets the chart's secrets Job makes (the Redis
+    password is no part of the render)."""
+    runner = PodRunner(render_redis(*sets))
+    run_secrets_job(runner)
+    return runner
 
 
 def cli(pod: Pod, *args: str) -> str:
@@ -180,7 +189,7 @@ def role_of(pods: list[Pod], role: str) -> Pod:
 
 
 def test_three_masters_three_replicas_form_heal_and_fail_over():
-    runner = PodRunner(render_redis())
+    runner = redis_pods()
     try:
         t0 = time.monotonic()
         pods = start_all(runner, 3, 1)
@@ -239,7 +248,7 @@ def test_three_masters_three_replicas_form_heal_and_fail_over():
 def test_most_masters_lost_at_once_their_replicas_take_over():
     # Two of three masters gone together (their node lost, after drains gathered them there):
     # no majority is left to agree they failed or to elect, so the replicas take over alone.
-    runner = PodRunner(render_redis())
+    runner = redis_pods()
     try:
         pods = start_all(runner, 3, 1)
         wait_healthy(pods, 3, 1)
@@ -269,7 +278,7 @@ def test_most_masters_lost_at_once_their_replicas_take_over():
 def test_a_master_back_at_once_without_its_data_hands_its_slots_over_first():
     # A claim keeps nodes.conf; no RDB/AOF by default, so the node comes back with nothing to
     # load, well inside the 5 s node timeout: as a master, its replica would copy it empty.
-    runner = PodRunner(render_redis("redis.persistence.enabled=true"))
+    runner = redis_pods("redis.persistence.enabled=true")
     try:
         pods = start_all(runner, 3, 1)
         wait_healthy(pods, 3, 1)
@@ -296,7 +305,7 @@ def test_a_master_back_at_once_without_its_data_hands_its_slots_over_first():
 
 
 def test_masters_form_the_cluster_before_their_replicas_come():
-    runner = PodRunner(render_redis())
+    runner = redis_pods()
     try:
         pods = start_all(runner, 3, 1, ordinals=range(1))
         wait_healthy(pods, 3, 0)
@@ -309,7 +318,7 @@ def test_masters_form_the_cluster_before_their_replicas_come():
 
 
 def test_without_replicas_a_shard_out_leaves_the_others_serving_and_its_master_comes_back():
-    runner = PodRunner(render_redis("redis.cluster.replicasPerMaster=0"))
+    runner = redis_pods("redis.cluster.replicasPerMaster=0")
     try:
         pods = start_all(runner, 3, 0)
         wait_healthy(pods, 3, 0)
@@ -341,7 +350,7 @@ def test_without_replicas_a_shard_out_leaves_the_others_serving_and_its_master_c
 
 
 def test_one_master_alone_restarts_alone():
-    runner = PodRunner(render_redis("redis.cluster.masters=1", "redis.cluster.replicasPerMaster=0"))
+    runner = redis_pods("redis.cluster.masters=1", "redis.cluster.replicasPerMaster=0")
     try:
         pods = start_all(runner, 1, 0)
         wait_healthy(pods, 1, 0)
