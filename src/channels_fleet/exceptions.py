@@ -44,6 +44,10 @@ class PortUnavailable(Exception):
     why (in use, below 1024 without the right)."""
 
 
+class WireError(ValueError):
+    """A relay message that does not have the shape of relay/wire.py's formats."""
+
+
 class KubeApiError(Exception):
     """A request to the Kubernetes API server failed; the message names the method, the path,
     the status and the server's reason. `status` is the HTTP status (0: no reply)."""
