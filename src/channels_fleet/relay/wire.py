@@ -37,6 +37,9 @@ app takes it says so with an INBOX item naming the layer's key prefix; the inter
 pops that channel's messages and relays each as a ``fleet.message`` event (``{"type":
 "fleet.message", "body": <the layer's serialised message>}``) among the client's frames: held,
 returned, acknowledged and replayed as they are.
+
+A resumable socket's envelope carries ``"session"``; the items that move a session between
+sockets (DETACH, RESUME, ...) are in session_items.py, checked by :func:`parse_item` too.
 """
 
 from __future__ import annotations
