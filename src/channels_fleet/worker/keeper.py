@@ -102,6 +102,8 @@ class SessionKeeper:
         session.cancel_window()
         if self.sessions.get(session.id) is instance:
             del self.sessions[session.id]
+        if not session.socket:
+            METRICS.sessions_detached.dec()
         if instance.state in NOT_OURS:
             # Its socket moved to another worker (handed back, or this one declared dead):
             # the session goes on there, with the home and the registry as they are.
@@ -110,8 +112,6 @@ class SessionKeeper:
         if reason == "client" and code == 1002:
             reason = "protocol"  # the interface's answer to a broken envelope
         session.ended = reason
-        if instance.state is DETACHED:
-            METRICS.sessions_detached.dec()
         instance.close()
         instance.disconnect(code)
         METRICS.sessions_ended.labels(reason).inc()
