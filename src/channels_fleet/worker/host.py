@@ -84,6 +84,7 @@ class Host:
         channel = await self.side.start()
         METRICS.owned_connections_limit.set(s.concurrency)  # the autoscaler's denominator
         self._taking = self.side.tasks.spawn(self._take_loop(), f"take {wire.CONNECT_QUEUE}")
+        self.side.tasks.spawn(self.keeper.refreshing(), "session registry refresh")
         if s.channels:
             self.side.tasks.spawn(serve_background(self.application, s.channels),
                                   "background channels")
@@ -152,6 +153,7 @@ class Host:
 
     async def stop(self) -> None:
         self.acks.stop()
+        self.keeper.stop()
         await self.side.tasks.cancel()
         tasks = [c.task for c in self.instances.running.values() if c.task is not None]
         for task in tasks:

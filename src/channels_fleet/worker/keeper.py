@@ -15,7 +15,7 @@ A session's app instance (session.py holds its state) moves through the states o
 
 Registry writes run in tasks of their own, one after another per session (never in the way of
 an app instance); a failure is logged once per cause: the entry's TTL (window plus heartbeat
-TTL) clears what a failed delete leaves.
+TTL) clears what a failed delete leaves. Live sessions' entries are put again every half TTL.
 
     keeper = SessionKeeper(side, settings, instances)
     side.handle({DETACH: keeper.on_detach, CLIENT_ACK: keeper.on_client_ack,
@@ -79,7 +79,7 @@ class SessionKeeper:
         """Its app instance was claimed: the registry says where it runs."""
         session = self._session(instance)
         self.sessions[session.id] = instance
-        self._write(session, SessionEntry(self.side.channel, instance.id, instance.iface))
+        self._put(instance, session)
 
     def detach(self, instance: AppInstance) -> None:
         """Its socket is lost, the session is not: kept for the window, sends buffered."""
@@ -93,7 +93,7 @@ class SessionKeeper:
             return
         session.window = asyncio.get_running_loop().call_later(
             window, instance.end_session, 1006, "window")
-        self._write(session, SessionEntry(self.side.channel, instance.id, ""))
+        self._put(instance, session)
 
     def ended(self, instance: AppInstance, code: int, reason: str) -> None:
         """The instance's ``on_session_end``: over for good (``reason``: one of
@@ -127,6 +127,19 @@ class SessionKeeper:
         for instance in detached:
             instance.end_session(1001, "drain")
         return len(detached)
+
+    async def refreshing(self) -> None:
+        """Put every live session's entry again each half TTL: an attached session outlives
+        any one TTL, and a killed worker's entries still go within one."""
+        while True:
+            await asyncio.sleep(self.ttl / 2)
+            for instance in list(self.sessions.values()):
+                self._put(instance, self._session(instance))
+
+    def stop(self) -> None:
+        """The host stops: no window ends a session after it."""
+        for instance in self.sessions.values():
+            self._session(instance).cancel_window()
 
     # -- items from the interfaces ---------------------------------------------------------
 
@@ -192,10 +205,9 @@ class SessionKeeper:
         # for the app came under the earlier claim (not counted for this one).
         instance.taken = instance.handled = 0
         instance.mark_queued(UNCOUNTED)
-        channel = self.side.channel
-        self._write(session, SessionEntry(channel, claim, iface))
+        self._put(instance, session)
         post = self.relay.post
-        post(iface, [wire.CLAIM, claim, channel], control=True)
+        post(iface, [wire.CLAIM, claim, self.side.channel], control=True)
         post(iface, [RESUMED, claim, [session.ack, instance.subprotocol or ""]], control=True)
         frames = session.replay(last)
         for frame in frames:
@@ -210,6 +222,10 @@ class SessionKeeper:
         if session is None:
             raise ValueError(f"{instance.id} is not a resumable session's")
         return session
+
+    def _put(self, instance: AppInstance, session: HeldSession) -> None:
+        iface = instance.iface if session.socket else ""  # "": detached
+        self._write(session, SessionEntry(self.side.channel, instance.id, iface))
 
     def _write(self, session: HeldSession, entry: SessionEntry | None) -> None:
         """Put (or, for None, delete) the session's registry entry, after its earlier writes."""

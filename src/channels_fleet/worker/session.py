@@ -21,11 +21,14 @@ timer runs. The moves themselves (detach, resume, end) and the registry are keep
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from ..relay.session_items import FLEET_SEQ, SessionMark
 from ..resume.buffers import Outbox
 from .settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
 
 #: Set on an event the relay's ACK counts must skip: a frame or channel message relayed under
 #: another claim than the instance's current one (an alias, or queued before a resume); the
@@ -81,6 +84,9 @@ class HeldSession:
         else the event as the app sees it (no ``fleet_seq``, no marks of ours)."""
         seq = event.get(FLEET_SEQ)
         if seq is not None:
+            if seq.__class__ is not int:
+                logger.warning("session %s: dropped a client frame numbered %r", self.id, seq)
+                return None
             if seq <= self.ack:
                 return None
             self.ack = seq

@@ -218,3 +218,21 @@ async def test_a_detached_session_abandoned_leaves_the_detached_gauge(world: Wor
     await settle()
     assert instance.task is not None and instance.task.done()
     assert sample("sessions_detached") == detached
+
+
+async def test_live_entries_are_put_again_each_half_ttl(world: World) -> None:
+    world = World(resume_window=0.1, heartbeat_interval=0.05, heartbeat_ttl=0.1)
+    await world.open()
+    refreshing = world.side.tasks.spawn(world.keeper.refreshing(), "refresh")
+    world.store.data.clear()  # as if it had expired
+    await asyncio.sleep(0.15)
+    assert json.loads(world.entry())["claim"] == "c.1~1"
+    refreshing.cancel()
+    await world.stop()
+
+
+async def test_a_client_frame_with_a_bad_number_is_dropped(world: World) -> None:
+    await world.open()
+    await world.frame("c.1~1", "7", "junk")  # type: ignore[arg-type]
+    await world.frame("c.1~1", 1, "a")
+    assert world.app.texts() == ["a"]
