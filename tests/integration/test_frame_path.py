@@ -37,6 +37,7 @@ PATH = [
     "channels_fleet.interface.client",  # to its owner (relay_to); kept until acknowledged
     "channels_fleet.relay.relay",  # batched to the owner's channel
     "channels_fleet.relay.wire",  # the batch format, checked on arrival
+    "channels_fleet.worker.instances",  # routed to its app instance by claim
     "channels_fleet.worker.instance",  # into the app instance's queue; taken, then handled:
     "channels_fleet.worker.acks",  # acknowledged with the echo's batch
     "channels_fleet.worker.dispatch",  # Channels' await_many_dispatch, leaner
@@ -122,5 +123,5 @@ async def test_a_frame_passes_through_ten_modules_and_the_layer(redis_single: Lo
         consumers.uninstrument_consumers()
     every = set(paths[0]).intersection(*paths[1:])
     ordered = sorted(every, key=lambda module: paths[-1][module])
-    assert [m for m in ordered if m not in LAYER] == PATH  # 10, and the layer: 11 components
+    assert [m for m in ordered if m not in LAYER] == PATH  # 11, and the layer: 12 components
     assert every & LAYER == LAYER

@@ -39,6 +39,7 @@ DROP_REASONS = (
     "rehome_dead", "rehome_gap", "rehome_hold", "undeliverable", "other",
 )
 REHOME_CAUSES = ("drain", "dead")
+SESSION_END_REASONS = ("client", "app", "window", "overflow", "drain", "protocol", "unreplayable")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other")
 
 # Sub-millisecond (a local Redis round trip) to seconds (a stalled worker, a slow view).
@@ -135,6 +136,18 @@ class FleetMetrics:
         self.worker_heartbeat_age = Gauge(
             "worker_heartbeat_age", "Seconds since this worker last refreshed its heartbeat.",
             unit="seconds", multiprocess_mode="livemax", **ns)
+
+        # Worker: resumable sessions (worker/keeper.py).
+        self.sessions_detached = Gauge(
+            "sessions_detached", "Resumable sessions whose app instance runs on this worker "
+            "with no socket, waiting for a resume.", multiprocess_mode="livesum", **ns)
+        self.sessions_ended = Counter(
+            "sessions_ended", "Resumable sessions ended, by cause (client, app, window, "
+            "overflow, drain, protocol, unreplayable).", ["reason"], **ns)
+        _touch(self.sessions_ended, SESSION_END_REASONS)
+        self.session_frames_replayed = Counter(
+            "session_frames_replayed", "Server frames a worker sent again to a resumed "
+            "session's client.", **ns)
 
         # Shared work queues: read from Redis at each scrape by QueueCollector
         # (observability/queues.py), which declares channels_fleet_work_queue_depth and
@@ -241,6 +254,7 @@ ALL_NAMES = frozenset({
         "handler_latency_seconds", "worker_heartbeat_age_seconds", "work_queue_depth",
         "work_queue_oldest_age_seconds", "ready", "web_requests_total",
         "web_request_duration_seconds",
+        "sessions_detached", "sessions_ended_total", "session_frames_replayed_total",
     )
 })
 """Full exposition names of every metric family channels-fleet exports (the two work_queue

@@ -27,12 +27,15 @@ from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.liveness import Liveness
 from ..relay.relay import RECEIVE_RETRY, relay_layer
+from ..relay.session_items import CLIENT_ACK, DETACH, RESUME
 from ..relay.side import RelaySide
 from .acks import Acks
 from .background import serve_background
 from .handback import HandBack
-from .instance import AppInstance, AppInstances
-from .owned import CLOSED, NOT_OURS, RUNNING
+from .instance import AppInstance
+from .instances import AppInstances
+from .keeper import SessionKeeper
+from .owned import CLOSED, DETACHED, NOT_OURS, RUNNING
 from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -62,10 +65,12 @@ class Host:
         # At most four ACK-only batches per heartbeat interval per interface (quiet sockets).
         self.acks = Acks(self.relay, settings.heartbeat_interval / 4)
         self.handback = HandBack(self.side, self.acks, self.instances)
-        instances = self.instances
+        self.keeper = SessionKeeper(self.side, settings, self.instances)  # resumable sessions
+        instances, keeper = self.instances, self.keeper
         self.side.handle({wire.EVENT: instances.on_event, wire.MESSAGE: instances.on_message,
                           wire.GONE: instances.on_gone,
-                          wire.FENCE: self.handback.on_fence})
+                          wire.FENCE: self.handback.on_fence, DETACH: keeper.on_detach,
+                          CLIENT_ACK: keeper.on_client_ack, RESUME: keeper.on_resume})
         self._room = asyncio.Event()
         self._full_since: float | None = None  # monotonic time it last ran out of room
         self._receiving = 0  # receives waiting on the work queue (each may bring a connection)
@@ -79,6 +84,7 @@ class Host:
         channel = await self.side.start()
         METRICS.owned_connections_limit.set(s.concurrency)  # the autoscaler's denominator
         self._taking = self.side.tasks.spawn(self._take_loop(), f"take {wire.CONNECT_QUEUE}")
+        self.side.tasks.spawn(self.keeper.refreshing(), "session registry refresh")
         if s.channels:
             self.side.tasks.spawn(serve_background(self.application, s.channels),
                                   "background channels")
@@ -111,6 +117,8 @@ class Host:
             self._taking.cancel()
             await asyncio.gather(self._taking, return_exceptions=True)
         # 1. Hand every WebSocket back: re-homed on another worker, or closed with 1012.
+        # Detached sessions have no socket to hand back: they end.
+        self.keeper.drain()
         running = self.instances.running
         sockets = [c for c in running.values() if c.ws and c.state is RUNNING and not c.gone]
         released = len(sockets)
@@ -145,6 +153,7 @@ class Host:
 
     async def stop(self) -> None:
         self.acks.stop()
+        self.keeper.stop()
         await self.side.tasks.cancel()
         tasks = [c.task for c in self.instances.running.values() if c.task is not None]
         for task in tasks:
@@ -203,20 +212,27 @@ class Host:
         # Homed only with ACKs: its messages are then kept until handled, replayed after a crash.
         homed = HomedChannel(channel, partial(self._home, envelope["conn"], iface)) if (
             channel and acks is not None) else None
+        mark = envelope.get("session")
+        session = self.keeper.hold(mark, iface, envelope["conn"]) if (
+            mark is not None and scope["type"] == "websocket") else None
         instance = AppInstance(envelope["conn"], iface, scope, self.application, relay=self.relay,
-                               settings=self.settings, acks=acks, on_end=self._ended, homed=homed)
+                               settings=self.settings, acks=acks, on_end=self._ended, homed=homed,
+                               session=session, on_session_end=self.keeper.ended)
         running = self.instances.running
         running[instance.id] = instance
         METRICS.owned(len(running))
         if len(running) >= self.settings.concurrency and self._full_since is None:
             self._full_since = time.monotonic()
         self.relay.post(iface, [wire.CLAIM, instance.id, self.side.channel], control=True)
+        if session is not None:
+            self.keeper.start(instance)
         instance.task = asyncio.create_task(instance.run(), name=f"conn {instance.id}")
 
     def _ended(self, instance: AppInstance) -> None:
         """Its app returned: room for another connection."""
         running = self.instances.running
         running.pop(instance.id, None)
+        self.instances.forget(instance)
         METRICS.owned(len(running))
         if len(running) < self.settings.concurrency:
             self._full_since = None
@@ -242,8 +258,14 @@ class Host:
     # -- liveness --------------------------------------------------------------------------
 
     def _ifaces_dead(self, dead: set[str]) -> None:
+        """Their sockets are gone: a session's app instance detaches (its client may resume
+        elsewhere), any other's is abandoned."""
         for conn in list(self.instances.running.values()):
-            if conn.iface in dead and conn.state not in NOT_OURS:
+            if conn.iface not in dead or conn.state in NOT_OURS or conn.state is DETACHED:
+                continue
+            if conn.session is not None and conn.state is RUNNING:
+                self.keeper.detach(conn)
+            else:
                 conn.abandon()
         self.handback.forget(dead)
 
