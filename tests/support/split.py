@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from channels_fleet.dev.stack import FleetStack
+from channels_fleet.dev.stack import FleetStack, ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ROOT / "tests" / "integration" / "split" / "testproject"
 APP = "splitproject.asgi:application"
+#: A fleet's session key for resumable sessions (tests/integration/resume): 48 characters.
+RESUME_KEY = "resume-tests-key-0123456789abcdef0123456789abcde"
 
 
 def split_stack(urls: list[str], tmp: Path, *, cluster: bool = True, **env: str) -> FleetStack:
@@ -28,6 +30,19 @@ def split_stack(urls: list[str], tmp: Path, *, cluster: bool = True, **env: str)
     if cluster:
         base["SPLIT_CLUSTER"] = "1"
     return FleetStack(urls, tmp, project=PROJECT, app=APP, env={**base, **env})
+
+
+def start_resumable(stack: FleetStack, *, interfaces: int = 2, workers: int = 1,
+                    resume: bool = True, window: float | None = None
+                    ) -> tuple[list[ServiceProcess], list[ServiceProcess]]:
+    """``interfaces`` interfaces (with RESUME_KEY unless not ``resume``) and ``workers`` workers
+    (a resume window of ``window`` seconds, else the default), all ready."""
+    key = {"CHANNELS_FLEET_RESUME_KEY": RESUME_KEY} if resume else {}
+    ifaces = [stack.interface(wait=False, **key) for _ in range(interfaces)]
+    env = {} if window is None else {"CHANNELS_FLEET_RESUME_WINDOW": f"{window:g}"}
+    started = [stack.worker(wait=False, **env) for _ in range(workers)]
+    stack.wait_ready(*ifaces, *started)
+    return ifaces, started
 
 
 def wait_records(redis: Any, room: str, count: int, timeout: float) -> list[str]:
