@@ -112,6 +112,18 @@ class RawSession:
             self.received.append(message.payload)
             return message.payload
 
+    async def acked(self, seq: int, timeout: float = 5) -> int:
+        """Wait for the server to acknowledge client frame ``seq`` (an A: no D may come
+        first); the ack it sent."""
+        ws = self._current()
+        while self.server_ack < seq:
+            message = envelope.parse(await asyncio.wait_for(ws.recv(), timeout),
+                                     from_server=True)
+            assert isinstance(message, Ack), f"{message!r} where an A was expected"
+            assert message.ack >= self.server_ack, f"A {message.ack} after {self.server_ack}"
+            self.server_ack = message.ack
+        return self.server_ack
+
     async def recv_n(self, count: int, timeout: float = 10) -> list[str]:
         return [await self.recv(timeout) for _ in range(count)]
 
@@ -153,7 +165,8 @@ async def records(redis: RedisCluster, name: str, count: int = 0,
     are ``count`` or ``timeout`` has passed."""
     deadline = time.monotonic() + timeout
     while True:
-        got = [v.decode() for v in redis.lrange(f"split:session:{name}", 0, -1)]
+        raw: list[bytes] = redis.lrange(f"split:session:{name}", 0, -1)  # type: ignore[assignment]
+        got = [v.decode() for v in raw]
         if len(got) >= count or time.monotonic() > deadline:
             return got
         await asyncio.sleep(0.05)

@@ -49,6 +49,11 @@ async def test_new_session__hello_first__the_app_sees_only_its_subprotocol__plai
     assert stats["received"] == ["one", "two"]
     assert session.last == 3  # one, two, the stats: numbered 1..3
     assert await records(redis, name, 1) == ["connect"]
+    # Client frames the app took are acknowledged with an A when no D goes back: within
+    # ACK_AFTER_S (1 s) of the first one unacknowledged.
+    for n in range(20):
+        await session.send(f"quiet:{n}")
+    assert await session.acked(23, timeout=4.0) == 23  # one, two, stats, then 4..23
 
     # The Python client, on the same interface.
     py_name, py_path = fresh()
