@@ -6,15 +6,21 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
+import channels_fleet
 from channels_fleet.dev.stack import FleetStack, ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ROOT / "tests" / "integration" / "split" / "testproject"
 APP = "splitproject.asgi:application"
+#: Where this test process imported channels_fleet from: its children import the same code (a
+#: relative ``PYTHONPATH=src`` would name a directory of the project, their working directory,
+#: and they would get whatever the virtualenv's install points at).
+SOURCE = Path(channels_fleet.__file__).resolve().parents[1]
 #: A fleet's session key for resumable sessions (tests/integration/resume): 48 characters.
 RESUME_KEY = "resume-tests-key-0123456789abcdef0123456789abcde"
 
@@ -26,6 +32,8 @@ def split_stack(urls: list[str], tmp: Path, *, cluster: bool = True, **env: str)
         "DJANGO_SETTINGS_MODULE": "splitproject.settings",
         "CHANNELS_FLEET_LOG_LEVEL": "INFO",
         "CHANNELS_FLEET_DRAIN_TIMEOUT": "8",
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(PROJECT), str(SOURCE), os.environ.get("PYTHONPATH")])),
     }
     if cluster:
         base["SPLIT_CLUSTER"] = "1"
