@@ -25,6 +25,7 @@ from websockets.typing import Origin, Subprotocol
 from channels_fleet.dev.stack import ServiceProcess
 from channels_fleet.resume import envelope
 from channels_fleet.resume.envelope import Ack, Data, End, Hello
+from support.scrape import metric
 
 #: One site in front of every interface (a load balancer's): a resume's Origin is the
 #: handshake's, on whichever interface it lands (the same host as theirs, no port).
@@ -170,3 +171,15 @@ async def records(redis: RedisCluster, name: str, count: int = 0,
         if len(got) >= count or time.monotonic() > deadline:
             return got
         await asyncio.sleep(0.05)
+
+
+async def settled(proc: ServiceProcess, name: str, expected: float, timeout: float = 5,
+                  **labels: str) -> float:
+    """``proc``'s metric ``name`` (scrape.metric) once it is ``expected`` or ``timeout`` has
+    passed: counted a moment after what the test saw."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(metric, proc, name, **labels)
+        if value == expected or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.1)

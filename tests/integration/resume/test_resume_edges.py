@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 from redis.cluster import RedisCluster
-from support.resume_session import ORIGIN, RawSession, plain, records
+from support.resume_session import ORIGIN, RawSession, plain, records, settled
 from support.split import start_resumable as start
 
 from channels_fleet.dev.stack import FleetStack
@@ -31,7 +31,7 @@ def fresh() -> tuple[str, str]:
 
 async def test_window_over__a_resume_gets_a_new_session__the_app_saw_1006(
         fleet: FleetStack, redis: RedisCluster) -> None:
-    (home, other), _ = start(fleet, window=2)
+    (home, other), (worker,) = start(fleet, window=2)
     name, path = fresh()
     session = RawSession(path)
     await session.open(home)
@@ -44,6 +44,9 @@ async def test_window_over__a_resume_gets_a_new_session__the_app_saw_1006(
     assert (hello.resumed, hello.ack) == (False, 0)
     assert hello.session != old
     assert await records(redis, name, 3) == ["connect", "disconnect:1006", "connect"]
+    assert await settled(worker, "channels_fleet_sessions_ended_total", 1, reason="window") == 1
+    assert await settled(other, "channels_fleet_sessions_started_total", 1) == 1
+    assert await settled(other, "channels_fleet_sessions_resumed_total", 0) == 0
     # The new session is a session like any other.
     await session.send("after")
     assert await session.recv() == "after"
@@ -52,7 +55,7 @@ async def test_window_over__a_resume_gets_a_new_session__the_app_saw_1006(
 
 async def test_two_resumes_of_one_token__one_wins__the_other_is_closed_4001(
         fleet: FleetStack, redis: RedisCluster) -> None:
-    (first, second), _ = start(fleet)
+    (first, second), (worker,) = start(fleet)
     name, path = fresh()
     session = RawSession(path)
     await session.open(first)
@@ -78,11 +81,14 @@ async def test_two_resumes_of_one_token__one_wins__the_other_is_closed_4001(
     assert await winner.recv() == "two"
     assert (await winner.stats())["received"] == ["one", "two"]
     assert await records(redis, name, 2, timeout=1.0) == ["connect"]
+    for iface in (first, second):
+        assert await settled(iface, "channels_fleet_sessions_resumed_total", 1) == 1
+    assert await settled(worker, "channels_fleet_sessions_ended_total", 0) == 0
 
 
 async def test_a_forged_token_gets_a_new_session__a_clean_close_ends_it(
         fleet: FleetStack, redis: RedisCluster) -> None:
-    (iface, _), _ = start(fleet)
+    (iface, _), (worker,) = start(fleet)
     name, path = fresh()
     session = RawSession(path)
     forged = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
@@ -109,6 +115,10 @@ async def test_a_forged_token_gets_a_new_session__a_clean_close_ends_it(
     assert hello.session != real
     assert await records(redis, name, 3) == ["connect", "disconnect:1000", "connect"]
     assert await records(redis, other_name, 1) == ["connect"]
+    assert await settled(iface, "channels_fleet_resume_refused_total", 2, reason="forged") == 2
+    # ... and the ended session's token, refused as unknown or ended: 3 refusals in all.
+    assert await settled(iface, "channels_fleet_resume_refused_total", 3) == 3
+    assert await settled(worker, "channels_fleet_sessions_ended_total", 1, reason="client") == 1
 
 
 async def test_without_the_key__an_offering_client_gets_a_plain_socket(

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 from redis.cluster import RedisCluster
-from support.resume_session import ORIGIN, RawSession, plain, records
+from support.resume_session import ORIGIN, RawSession, plain, records, settled
 from support.split import start_resumable as start
 
 from channels_fleet.dev.stack import FleetStack
@@ -33,7 +33,7 @@ def fresh() -> tuple[str, str]:
 
 async def test_new_session__hello_first__the_app_sees_only_its_subprotocol__plain_unchanged(
         fleet: FleetStack, redis: RedisCluster) -> None:
-    (iface, _), _ = start(fleet)
+    (iface, _), (worker,) = start(fleet)
     name, path = fresh()
     session = RawSession(path, app=("chat.v1", "chat.v0"))
     hello = await session.open(iface)
@@ -79,11 +79,15 @@ async def test_new_session__hello_first__the_app_sees_only_its_subprotocol__plai
     await session.send("three")
     assert await session.recv() == "three"
     assert await records(redis, name, 2, timeout=0.5) == ["connect"]
+    # Two sessions started here (the raw one, FleetSocket's); the plain socket is none.
+    assert await settled(iface, "channels_fleet_sessions_started_total", 2) == 2
+    assert await settled(worker, "channels_fleet_sessions_ended_total", 1, reason="client") == 1
+    assert await settled(iface, "channels_fleet_sessions_resumed_total", 0) == 0
 
 
 async def test_network_loss__resume_on_the_same_interface__no_disconnect_nothing_lost_or_twice(
         fleet: FleetStack, redis: RedisCluster) -> None:
-    (iface, _), _ = start(fleet)
+    (iface, _), (worker,) = start(fleet)
     name, path = fresh()
     session = RawSession(path)
     await session.open(iface)
@@ -106,6 +110,8 @@ async def test_network_loss__resume_on_the_same_interface__no_disconnect_nothing
     # The client's frames sent just before the cut reached the app exactly once.
     assert stats["received"] == ["later:1:4:away", "sync", *[f"quiet:{n}" for n in range(5)]]
     assert await records(redis, name, 2, timeout=1.0) == ["connect"]  # no disconnect, no connect
+    assert await settled(iface, "channels_fleet_sessions_resumed_total", 1) == 1
+    assert await settled(worker, "channels_fleet_session_frames_replayed_total", 4) == 4
 
     # A second loss and resume, then a clean close ends it.
     session.cut()
@@ -117,12 +123,16 @@ async def test_network_loss__resume_on_the_same_interface__no_disconnect_nothing
     assert session.last == 7
     await session.close(1000)
     assert await records(redis, name, 2) == ["connect", "disconnect:1000"]
+    assert await settled(iface, "channels_fleet_sessions_resumed_total", 2) == 2
+    assert await settled(worker, "channels_fleet_session_frames_replayed_total", 4) == 4
+    assert await settled(worker, "channels_fleet_sessions_ended_total", 1, reason="client") == 1
+    assert await settled(worker, "channels_fleet_sessions_detached", 0) == 0
 
 
 async def test_resume_on_the_other_interface__group_messages_while_detached_and_after__all_in_order(
         fleet: FleetStack, redis: RedisCluster,
         project_layer: RedisClusterChannelLayer) -> None:
-    (home, other), _ = start(fleet)
+    (home, other), (worker,) = start(fleet)
     name, path = fresh()
     group = f"session-{name}"
 
@@ -140,6 +150,7 @@ async def test_resume_on_the_other_interface__group_messages_while_detached_and_
     await asyncio.sleep(0.5)
     await to_group(*[f"g{n}" for n in range(1, 6)])  # to the home's LIST, while detached
     await asyncio.sleep(1.0)
+    assert await settled(worker, "channels_fleet_sessions_detached", 1) == 1
 
     hello = await session.open(other, resume=True)
     assert (hello.resumed, hello.ack) == (True, 1)
@@ -160,3 +171,7 @@ async def test_resume_on_the_other_interface__group_messages_while_detached_and_
     await to_group("g11")
     assert await session.recv() == "g11"
     assert await records(redis, name, 2, timeout=0.5) == ["connect"]
+    assert await settled(other, "channels_fleet_sessions_resumed_total", 1) == 1
+    assert await settled(home, "channels_fleet_sessions_resumed_total", 1) == 1
+    assert await settled(worker, "channels_fleet_session_frames_replayed_total", 5) == 5
+    assert await settled(worker, "channels_fleet_sessions_detached", 0) == 0
