@@ -86,7 +86,8 @@ def test_role_users_follow_the_key_prefixes():
     docs = render(sets=(*ACL_ON, "config.keyPrefix=shop", "redis.acl.layerPrefix=shop-asgi"))
     worker = next(line for line in users_acl(docs) if line.startswith("user fleet-worker "))
     # docs/redis-acl.md, "Another key prefix".
-    assert ("~shop:q:{fleet.*} ~shop:hb:{hb}:* ~shop:dead:{hb}:* ~shop:workers:{hb} ~shop-asgi:* "
+    assert ("~shop:q:{fleet.*} ~shop:hb:{hb}:* ~shop:dead:{hb}:* ~shop:workers:{hb} "
+            "~shop:session:* ~shop-asgi:* "
             in worker)
     assert "fleet:" not in worker.replace("user fleet-worker ", "").replace("{fleet.", "")
 

@@ -260,6 +260,41 @@ async def test_a_peer_declared_dead_and_reviving__tombstones_with_the_documented
         await client.aclose()
 
 
+async def test_session_registry__the_worker_writes_it_the_interface_only_reads_it(
+        acl_redis: AclRedis, layers: list[RedisClusterChannelLayer]) -> None:
+    """relay/sessions.py as each role: the worker puts, gets and deletes an entry; an interface
+    (where a client resumes) gets it and is refused SET and DEL (its pattern is ``%R~``)."""
+    from channels_fleet.relay.session_items import session_key
+    from channels_fleet.relay.sessions import SessionEntry, SessionRegistry
+
+    worker_layer = relay_layer(settings(WorkerSettings, acl_redis, "worker", "w1", app="x:app"))
+    iface_layer = relay_layer(settings(InterfaceSettings, acl_redis, "interface", "i1"))
+    layers += [worker_layer, iface_layer]
+    as_worker = SessionRegistry(worker_layer, "fleet")
+    as_iface = SessionRegistry(iface_layer, "fleet")
+    entry = SessionEntry("fleet.worker.w!1", "3f2a.1c:2", "fleet.iface.i!1")
+    ids = [f"{n:032x}" for n in range(1, 7)]  # several slots on a cluster
+    acl_redis.refusals()
+    for session_id in ids:
+        await as_worker.put(session_id, entry, ttl=30.0)
+        assert await as_worker.get(session_id) == entry
+        assert await as_iface.get(session_id) == entry
+    await as_worker.put(ids[0], entry._replace(iface=""), ttl=30.0)  # a detach's re-put
+    assert await as_iface.get(ids[0]) == entry._replace(iface="")
+    for session_id in ids:
+        await as_worker.delete(session_id)
+        assert await as_iface.get(session_id) is None
+    assert acl_redis.refusals() == set()
+    # The interface never writes an entry: the key pattern is read-only for it.
+    with pytest.raises(RedisPermissionError, match=r"refused SET on key fleet:session:\{"):
+        await as_iface.put(ids[0], entry, ttl=30.0)
+    with pytest.raises(RedisPermissionError, match=r"refused DEL on key fleet:session:\{"):
+        await as_iface.delete(ids[0])
+    key = session_key(ids[0], "fleet")
+    assert acl_redis.refusals() == {("fleet-interface", key)}
+    assert await as_worker.get(ids[0]) is None
+
+
 def without(role: str, rule: str) -> list[str]:
     rules = documented_lines()[role]
     assert rule in rules, f"{rule} is not in the {role} line"
