@@ -18,7 +18,8 @@ every owner is dead.
 
 The gateway reads the clients and relays their events; the rest has a home of its own: the
 connections (:class:`~.client.Connections`, with each one's state), the claims (:mod:`.claims`),
-the writing to clients (:class:`~.edge.ClientWriter`) and an owner's loss (:mod:`.rehome`).
+the writing to clients (:class:`~.edge.ClientWriter`), the owners' items (:mod:`.owner_items`)
+and an owner's loss (:mod:`.rehome`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .client import FINISHED, ClientConn, ClientEvent, Connections
 from .edge import ClientWriter
 from .inbox import Inboxes
 from .limits import ClientLimit, client_key, close_pacing, origin_allowed, refuse
+from .owner_items import OwnerItems
 from .proxy import TrustedProxies
 from .rehome import Rehoming
 from .settings import InterfaceSettings
@@ -60,7 +62,8 @@ class Gateway:
             layer = relay_layer(settings, connect_capacity=settings.connect_capacity)
         # The owner-loss callbacks name self.rehoming late: it needs the side built first.
         self.side = RelaySide(
-            layer, wire.INTERFACE_CHANNELS, settings, on_undeliverable=self._on_undeliverable,
+            layer, wire.INTERFACE_CHANNELS, settings,
+            on_undeliverable=lambda dest, items: self.items.on_undeliverable(dest, items),
             peers=self.conns.owners, on_dead=lambda dead: self.rehoming.owners_died(dead),
             on_lost=lambda: self.rehoming.declared_dead(), liveness=liveness,
         )
@@ -69,12 +72,13 @@ class Gateway:
         self.claims = Claims(self.side, settings, self.conns, self.writer)
         self.rehoming = Rehoming(self.side, settings, self.conns, self.claims, self.writer)
         self.inboxes = Inboxes(settings, deliver=self._channel_message)
+        self.items = OwnerItems(self.conns, self.claims, self.writer, self.inboxes)
         self.side.handle({
-            wire.CLAIM: self._on_claim, wire.SEND: self._on_send, wire.END: self._on_end,
-            wire.RELEASE: self._on_release, wire.REHOME: self.rehoming.on_rehome,
-            wire.RETURN: self.rehoming.on_return, wire.ACK: self.conns.on_ack,
-            wire.CAUGHT_UP: self.rehoming.on_caught_up, wire.INBOX: self._on_inbox,
-            wire.KEPT: self._on_kept,
+            wire.CLAIM: self._on_claim, wire.SEND: self.items.on_send,
+            wire.END: self.items.on_end, wire.RELEASE: self.items.on_release,
+            wire.REHOME: self.rehoming.on_rehome, wire.RETURN: self.rehoming.on_return,
+            wire.ACK: self.conns.on_ack, wire.CAUGHT_UP: self.rehoming.on_caught_up,
+            wire.INBOX: self.items.on_inbox, wire.KEPT: self.items.on_kept,
         })
         self.limits = ClientLimit(settings.max_connections_per_client)
         self.proxies = TrustedProxies(settings.forwarded_allow_ips)
@@ -285,72 +289,10 @@ class Gateway:
         conn.stop_timer()
         conn.mark_responded()
 
-    # -- relay: in -------------------------------------------------------------------------
-
-    # Every item names a claim (wire.claim_id): one of an earlier claim (a worker the socket
-    # was re-homed away from, or the same worker's earlier app instance) is ignored.
+    # -- relay: in (the owners' other items: owner_items.py) -------------------------------
 
     async def _on_claim(self, claim: str, owner: str, sender: str) -> None:
         self.claims.on_claim(claim, owner)
-
-    async def _on_send(self, claim: str, message: dict[str, Any], sender: str) -> None:
-        conn = self.conns.current(claim)
-        if conn is None:
-            return
-        try:
-            if not await self.writer.write(conn, message):
-                self.claims.tell_gone(conn, 1006)  # cut off: it did not read
-        except Exception as exc:
-            # Daphne refused it (a worker that does not check what apps send): end the
-            # connection (500, a cut response or 1011) rather than write what follows.
-            logger.error("%s %s: the server refused the app's %s (%r); ending it", conn.id,
-                         conn.scope.get("path"), message.get("type"), exc)
-            if self.writer.refused(conn):
-                self.claims.tell_gone(conn, 1011)
-
-    async def _on_inbox(self, claim: str, prefix: str, sender: str) -> None:
-        """The owner's app took its homed channel on the layer of key prefix ``prefix``."""
-        if self.conns.current(claim) is not None:
-            self.inboxes.pull(prefix)
-
-    async def _on_kept(self, claim: str, kept: list[Any], sender: str) -> None:
-        """Groups an old app instance of a moving socket kept its channel in: to be left when
-        the socket is over (at once if it is over already)."""
-        try:
-            prefix, groups = wire.parse_kept(kept)
-        except wire.WireError as exc:
-            logger.warning("ignored a kept item from %s: %s", sender, exc)
-            return
-        conn_id = wire.claimed_conn(claim)
-        conn = self.conns.get(conn_id)
-        if conn is None or conn.finished:
-            await self.inboxes.discard(conn_id, [(prefix, groups)])
-        else:
-            conn.kept.append((prefix, groups))
-
-    async def _on_release(self, claim: str, code: int, sender: str) -> None:
-        conn = self.conns.current(claim)
-        if conn is not None:
-            conn.take_owner_to_tell()  # it released the connection: it knows
-            await self.writer.end(conn, code)
-
-    async def _on_end(self, claim: str, _: None, sender: str) -> None:
-        conn = self.conns.current(claim)
-        if conn is not None:
-            # The app finished without ending the connection: what Daphne does on a crash.
-            await self.writer.end(conn, 1011)
-
-    def _on_undeliverable(self, dest: str, items: list[wire.Item]) -> None:
-        """Redis took nothing for worker ``dest`` within the layer's retries: the sockets those
-        client events and channel messages were for are closed (1013), not left with a hole."""
-        claims: set[str] = set()
-        for kind, claim, payload in items:
-            claims.update(payload[1] if kind == wire.MESSAGE else (claim,))  # ours: well formed
-        for claim in claims:
-            conn = self.conns.current(claim)
-            if conn is not None:
-                METRICS.messages_dropped.labels("channel_full").inc()
-                self.writer.spawn_end(conn, 1013)
 
     # -- ending connections, the owner told ------------------------------------------------
 
