@@ -35,15 +35,18 @@ from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.liveness import Liveness
 from ..relay.relay import relay_layer
+from ..relay.sessions import SessionRegistry
 from ..relay.side import RelaySide
 from .claims import Claims, refusal_code
-from .client import FINISHED, ClientConn, ClientEvent, Connections
+from .client import DETACHED, FINISHED, ClientConn, ClientEvent, Connections
 from .edge import ClientWriter
 from .inbox import Inboxes
 from .limits import ClientLimit, client_key, close_pacing, origin_allowed, refuse
 from .owner_items import OwnerItems
 from .proxy import TrustedProxies
 from .rehome import Rehoming
+from .resumable import ResumableSockets
+from .resume_offer import negotiate, resume_key
 from .settings import InterfaceSettings
 
 logger = logging.getLogger(__name__)
@@ -57,7 +60,7 @@ class Gateway:
     def __init__(self, settings: InterfaceSettings, layer: Any = None,
                  liveness: Liveness | None = None) -> None:
         self.settings = settings
-        self.conns = Connections()
+        self.conns = Connections(lambda conn: self.sessions.client_acked(conn))
         if layer is None:
             layer = relay_layer(settings, connect_capacity=settings.connect_capacity)
         # The owner-loss callbacks name self.rehoming late: it needs the side built first.
@@ -70,15 +73,24 @@ class Gateway:
         self.relay = self.side.relay  # the hot path posts straight to it
         self.writer = ClientWriter(settings.send_buffer, self.side.tasks)
         self.claims = Claims(self.side, settings, self.conns, self.writer)
-        self.rehoming = Rehoming(self.side, settings, self.conns, self.claims, self.writer)
+        self.rehoming = Rehoming(self.side, settings, self.conns, self.claims, self.writer,
+                                 self._end_detached)
         self.inboxes = Inboxes(settings, deliver=self._channel_message)
-        self.items = OwnerItems(self.conns, self.claims, self.writer, self.inboxes)
+        self.items = OwnerItems(self.conns, self.claims, self.writer, self.inboxes,
+                                self._end_detached)
+        self.resume_key = resume_key(settings.resume_key)  # None: every socket is plain
+        self.sessions = ResumableSockets(
+            self.resume_key, SessionRegistry(layer, settings.key_prefix), self.conns,
+            self.claims, self.writer, self.side, connect=self._connect, to_owner=self._to_owner,
+            end=self._spawn_end_telling, home=lambda conn: self.inboxes.name(conn.id),
+            end_detached=self._end_detached)
         self.side.handle({
             wire.CLAIM: self._on_claim, wire.SEND: self.items.on_send,
             wire.END: self.items.on_end, wire.RELEASE: self.items.on_release,
             wire.REHOME: self.rehoming.on_rehome, wire.RETURN: self.rehoming.on_return,
             wire.ACK: self.conns.on_ack, wire.CAUGHT_UP: self.rehoming.on_caught_up,
             wire.INBOX: self.items.on_inbox, wire.KEPT: self.items.on_kept,
+            **self.sessions.handlers(),
         })
         self.limits = ClientLimit(settings.max_connections_per_client)
         self.proxies = TrustedProxies(settings.forwarded_allow_ips)
@@ -153,7 +165,7 @@ class Gateway:
                 await self._http(conn, scope, receive)
         except asyncio.CancelledError:
             # Daphne cancels app instances at shutdown: the owner must still hear of it.
-            self.claims.tell_gone(conn, 1001)
+            self.claims.tell_leaving(conn, 1001)
             raise
         except Exception as exc:
             logger.error("gateway error on %s %s: %r", conn.id, scope.get("path"), exc)
@@ -172,18 +184,26 @@ class Gateway:
             logger.info("refused WebSocket %s: origin not allowed", scope.get("path"))
             await self.writer.refuse_handshake(conn)
             return
-        if not await self._connect(conn):
+        offer = None
+        if self.resume_key is not None:
+            offer, conn.scope = negotiate(conn.scope, self.resume_key)
+        if not await (self._connect(conn) if offer is None else self.sessions.open(conn, offer)):
             return
         while True:
             event = await receive()
             if event["type"] == "websocket.disconnect":
-                self.claims.tell_gone(conn, event.get("code", 1006), event)
-                if conn.finish():
+                code = event.get("code", 1006)
+                if conn.session is None or not self.sessions.detach(conn, code):
+                    self.claims.tell_gone(conn, code, event)
+                if conn.state is DETACHED or conn.finish():
                     METRICS.websocket_closed(event.get("code"))
                 return
             if conn.state is not FINISHED:
                 _MESSAGES_IN.inc()
-                self._to_owner(conn, event)
+                if conn.session is None:
+                    self._to_owner(conn, event)
+                else:
+                    self.sessions.from_client(conn, event)
 
     async def _http(self, conn: ClientConn, scope: dict[str, Any],
                     receive: ASGIReceiveCallable) -> None:
@@ -282,6 +302,12 @@ class Gateway:
             self._spawn_end_telling(conn, 1013)
 
     def _forget(self, conn: ClientConn) -> None:
+        """The client's socket or request is over: forget the connection, unless it is a
+        home's DETACHED one (kept until its session ends: :meth:`_end_detached`)."""
+        if conn.state is DETACHED:
+            return
+        if conn.session is not None:
+            conn.session.stop()
         if conn.kept:
             self.side.tasks.spawn(self.inboxes.discard(conn.id, conn.kept), f"leave {conn.id}")
         if self.conns.discard(conn):
@@ -296,15 +322,21 @@ class Gateway:
 
     # -- ending connections, the owner told ------------------------------------------------
 
+    def _end_detached(self, conn: ClientConn) -> None:
+        """A home's DETACHED connection goes: its session ended, or its owner died."""
+        conn.finish()
+        self._forget(conn)
+
     def _spawn_end_telling(self, conn: ClientConn, code: int) -> None:
         self.side.tasks.spawn(self._end_telling(conn, code), f"end {conn.id}")
 
     async def _end_telling(self, conn: ClientConn, code: int) -> None:
         """End the client side (close ``code``, HTTP 503 or abort) and tell the owner."""
-        if conn.state is FINISHED:
-            return
-        self.claims.tell_gone(conn, code)
-        await self.writer.end(conn, code)
+        if conn.state is DETACHED:
+            self._end_detached(conn)  # the owner has its DETACH; no socket to close
+        elif conn.state is not FINISHED:
+            self.claims.tell_leaving(conn, code)
+            await self.writer.end(conn, code)
 
 
 async def lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:

@@ -12,12 +12,13 @@ re-homed away from, or the same worker's earlier app instance) is ignored
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..observability.metrics import METRICS
 from ..relay import wire
 from .claims import Claims
-from .client import Connections
+from .client import DETACHED, ClientConn, Connections
 from .edge import ClientWriter
 from .inbox import Inboxes
 
@@ -28,11 +29,12 @@ class OwnerItems:
     """The handlers of the owners' items about one connection; one per gateway."""
 
     def __init__(self, conns: Connections, claims: Claims, writer: ClientWriter,
-                 inboxes: Inboxes) -> None:
+                 inboxes: Inboxes, end_detached: Callable[[ClientConn], None]) -> None:
         self.conns = conns
         self.claims = claims
         self.writer = writer
         self.inboxes = inboxes
+        self.end_detached = end_detached  # a home's DETACHED connection has no socket to end
 
     async def on_send(self, claim: str, message: dict[str, Any], sender: str) -> None:
         conn = self.conns.current(claim)
@@ -71,13 +73,17 @@ class OwnerItems:
 
     async def on_release(self, claim: str, code: int, sender: str) -> None:
         conn = self.conns.current(claim)
-        if conn is not None:
+        if conn is not None and conn.state is DETACHED:
+            self.end_detached(conn)
+        elif conn is not None:
             conn.take_owner_to_tell()  # it released the connection: it knows
             await self.writer.end(conn, code)
 
     async def on_end(self, claim: str, _: None, sender: str) -> None:
         conn = self.conns.current(claim)
-        if conn is not None:
+        if conn is not None and conn.state is DETACHED:
+            self.end_detached(conn)
+        elif conn is not None:
             # The app finished without ending the connection: what Daphne does on a crash.
             await self.writer.end(conn, 1011)
 

@@ -39,6 +39,9 @@ DROP_REASONS = (
     "rehome_dead", "rehome_gap", "rehome_hold", "undeliverable", "other",
 )
 REHOME_CAUSES = ("drain", "dead")
+#: Why an interface started a new session instead of resuming the one offered ("draining": the
+#: session's worker drains).
+RESUME_REFUSALS = ("forged", "unknown", "ended", "origin", "unreplayable", "timeout", "draining")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other")
 
 # Sub-millisecond (a local Redis round trip) to seconds (a stalled worker, a slow view).
@@ -114,6 +117,17 @@ class FleetMetrics:
             "replay_overflows", "WebSockets closed 1012 instead of re-homed because their "
             "buffer of unacknowledged frames had overflowed (a replay would have a hole), by "
             "cause.", ["cause"], **ns)
+        # Interface: resumable sessions (docs/resume-protocol.md).
+        self.sessions_started = Counter(
+            "sessions_started", "Resumable sessions this interface started (a new session's "
+            "token issued).", **ns)
+        self.sessions_resumed = Counter(
+            "sessions_resumed", "Resumable sessions taken over by a new socket on this "
+            "interface (the app saw no disconnect).", **ns)
+        self.resume_refused = Counter(
+            "resume_refused", "Resume offers answered with a new session, by reason (forged "
+            "token, unknown or ended session, origin, unreplayable, timeout, draining).",
+            ["reason"], **ns)
         self.draining = Gauge(
             "draining", "1 while this process drains (after SIGTERM), else 0.",
             multiprocess_mode="livemax", **ns)
@@ -174,6 +188,7 @@ class FleetMetrics:
                               self.replay_overflows):
             _touch(replay_metric, REHOME_CAUSES)
         _touch(self.messages, DIRECTIONS)
+        _touch(self.resume_refused, RESUME_REFUSALS)
         # The web tier's method x status series are created on first use: presetting them
         # would add ~200 idle series to every interface and worker.
 
