@@ -87,6 +87,7 @@ class ResumableSockets:
             return await self._connect(self._new_session(conn))
         conn.session = SocketSession(offer.session_id or "", offer.token, seq=offer.last,
                                      resuming=True)
+        conn.channel = None  # the consumer's channel stays homed where the session began
         self.conns.add(conn)
         METRICS.connection_opened("websocket")
         self.claims.resume(conn, entry, offer.last, offer.origin, self._resume_expired)

@@ -255,7 +255,8 @@ ALL_NAMES = frozenset({
         "owned_connections_limit", "event_loop_lag_seconds", "queue_wait_seconds",
         "handler_latency_seconds", "worker_heartbeat_age_seconds", "work_queue_depth",
         "work_queue_oldest_age_seconds", "ready", "web_requests_total",
-        "web_request_duration_seconds",
+        "web_request_duration_seconds", "sessions_started_total", "sessions_resumed_total",
+        "resume_refused_total",
     )
 })
 """Full exposition names of every metric family channels-fleet exports (the two work_queue
