@@ -17,6 +17,7 @@ from typing import Any
 
 from ..observability.metrics import METRICS
 from ..relay import wire
+from ..resume.envelope import END
 from .claims import Claims
 from .client import DETACHED, ClientConn, Connections
 from .edge import ClientWriter
@@ -85,6 +86,8 @@ class OwnerItems:
             self.end_detached(conn)
         elif conn is not None:
             # The app finished without ending the connection: what Daphne does on a crash.
+            if conn.session is not None and conn.accepted:
+                await self.writer.control(conn, END)  # and its session with it
             await self.writer.end(conn, 1011)
 
     def on_undeliverable(self, dest: str, items: list[wire.Item]) -> None:

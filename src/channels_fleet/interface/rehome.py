@@ -162,8 +162,9 @@ class Rehoming:
                 # An owner that had not declared us dead yet still runs the app: end it there
                 # (the others dropped it already). Its END names a claim past by then.
                 self.side.relay.post(conn.owner, [wire.GONE, conn.claim_id, 1006], control=True)
-            elif conn.state is AWAITING_CLAIM:
+            elif conn.state is AWAITING_CLAIM and not (conn.session and conn.session.resuming):
                 # Its claim may come from a worker that took the envelope and then dropped it
-                # with our other connections: ask again, as a new claim.
+                # with our other connections: ask again, as a new claim. (A resume unanswered
+                # becomes a new session at its own deadline.)
                 self.side.tasks.spawn(self.claims.send(conn), f"connect again {conn.id}")
         self.owners_died(owners)

@@ -78,12 +78,14 @@ class ResumableSockets:
     async def open(self, conn: ClientConn, offer: ResumeOffer) -> bool:
         """A resumable socket's start: resume the offered session, else a new one. False if
         the client was answered already (refused)."""
+        if self.side.draining:
+            return await self._connect(conn)  # refused there: 1013
         if offer.forged:
             METRICS.resume_refused.labels("forged").inc()
         entry = await self._entry(offer.session_id) if offer.session_id else None
         if offer.session_id and entry is None:
             METRICS.resume_refused.labels("unknown").inc()
-        if entry is None or offer.token is None or self.side.draining:
+        if entry is None or offer.token is None:
             return await self._connect(self._new_session(conn))
         conn.session = SocketSession(offer.session_id or "", offer.token, seq=offer.last,
                                      resuming=True)
@@ -126,7 +128,8 @@ class ResumableSockets:
 
     async def on_resumed(self, claim: str, payload: list[Any], sender: str) -> None:
         conn = self.conns.current(claim)
-        if conn is None or conn.session is None or not conn.session.resuming:
+        if (conn is None or conn.session is None or not conn.session.resuming
+                or conn.state not in CLAIMED):
             return
         try:
             ack, protocol = items.parse_resumed(payload)

@@ -254,6 +254,22 @@ async def test_app_close__x_then_its_close(fleet: Fleet) -> None:
     assert await client.next() == {"type": "websocket.close", "code": 4321}
 
 
+async def test_app_returned_without_closing__x_then_1011(fleet: Fleet) -> None:
+    client, claim, _ = await fleet.session()
+    fleet.worker.post(fleet.iface, [wire.END, claim, None])
+    assert await client.frame() == envelope.End()
+    assert await client.next() == {"type": "websocket.close", "code": 1011}
+
+
+async def test_interface_drain__the_owner_told_detach_not_gone(fleet: Fleet) -> None:
+    client, claim, _ = await fleet.session()
+    assert await fleet.gateway.drain(1.0) == 1
+    assert await client.next() == {"type": "websocket.close", "code": 1001}
+    assert await fleet.worker.next() == (si.DETACH, claim, 1001)
+    await client.gone(1001)
+    await fleet.worker.nothing()
+
+
 async def test_owner_acks__client_ack_in_d_frames_and_a_paced(fleet: Fleet) -> None:
     client, claim, _ = await fleet.session()
     fleet.worker.post(fleet.iface, sent(claim, 1, "s1"))
