@@ -121,8 +121,9 @@ class Claims:
         conn.timer = asyncio.get_running_loop().call_later(
             self.settings.claim_timeout, expired, conn)
 
-    def on_claim(self, claim: str, owner: str) -> None:
-        """A worker's CLAIM: it owns the connection from now on, if this claim is awaited."""
+    async def on_claim(self, claim: str, owner: str, sender: str) -> None:
+        """A worker's CLAIM (the item's handler): it owns the connection from now on, if this
+        claim is awaited."""
         conn = self.conns.current(claim)
         if conn is None or conn.state is not AWAITING_CLAIM:
             # Gone, ended by us or sent again (a claim of an earlier envelope) before this

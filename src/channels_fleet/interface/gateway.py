@@ -85,7 +85,7 @@ class Gateway:
             end=self._spawn_end_telling, home=lambda conn: self.inboxes.name(conn.id),
             end_detached=self._end_detached)
         self.side.handle({
-            wire.CLAIM: self._on_claim, wire.SEND: self.items.on_send,
+            wire.CLAIM: self.claims.on_claim, wire.SEND: self.items.on_send,
             wire.END: self.items.on_end, wire.RELEASE: self.items.on_release,
             wire.REHOME: self.rehoming.on_rehome, wire.RETURN: self.rehoming.on_return,
             wire.ACK: self.conns.on_ack, wire.CAUGHT_UP: self.rehoming.on_caught_up,
@@ -192,10 +192,10 @@ class Gateway:
         while True:
             event = await receive()
             if event["type"] == "websocket.disconnect":
-                code = event.get("code", 1006)
+                code, superseded = event.get("code", 1006), conn.state is DETACHED
                 if conn.session is None or not self.sessions.detach(conn, code):
                     self.claims.tell_gone(conn, code, event)
-                if conn.state is DETACHED or conn.finish():
+                if not superseded and (conn.state is DETACHED or conn.finish()):
                     METRICS.websocket_closed(event.get("code"))
                 return
             if conn.state is not FINISHED:
@@ -314,11 +314,6 @@ class Gateway:
             METRICS.connection_ended("websocket" if conn.ws else "http")
         conn.stop_timer()
         conn.mark_responded()
-
-    # -- relay: in (the owners' other items: owner_items.py) -------------------------------
-
-    async def _on_claim(self, claim: str, owner: str, sender: str) -> None:
-        self.claims.on_claim(claim, owner)
 
     # -- ending connections, the owner told ------------------------------------------------
 
