@@ -40,6 +40,9 @@ DROP_REASONS = (
 )
 REHOME_CAUSES = ("drain", "dead")
 SESSION_END_REASONS = ("client", "app", "window", "overflow", "drain", "protocol", "unreplayable")
+#: Why an interface started a new session instead of resuming the one offered ("draining": the
+#: session's worker drains).
+RESUME_REFUSALS = ("forged", "unknown", "ended", "origin", "unreplayable", "timeout", "draining")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other")
 
 # Sub-millisecond (a local Redis round trip) to seconds (a stalled worker, a slow view).
@@ -115,6 +118,17 @@ class FleetMetrics:
             "replay_overflows", "WebSockets closed 1012 instead of re-homed because their "
             "buffer of unacknowledged frames had overflowed (a replay would have a hole), by "
             "cause.", ["cause"], **ns)
+        # Interface: resumable sessions (docs/resume-protocol.md).
+        self.sessions_started = Counter(
+            "sessions_started", "Resumable sessions this interface started (a new session's "
+            "token issued).", **ns)
+        self.sessions_resumed = Counter(
+            "sessions_resumed", "Resumable sessions taken over by a new socket on this "
+            "interface (the app saw no disconnect).", **ns)
+        self.resume_refused = Counter(
+            "resume_refused", "Resume offers answered with a new session, by reason (forged "
+            "token, unknown or ended session, origin, unreplayable, timeout, draining).",
+            ["reason"], **ns)
         self.draining = Gauge(
             "draining", "1 while this process drains (after SIGTERM), else 0.",
             multiprocess_mode="livemax", **ns)
@@ -187,6 +201,7 @@ class FleetMetrics:
                               self.replay_overflows):
             _touch(replay_metric, REHOME_CAUSES)
         _touch(self.messages, DIRECTIONS)
+        _touch(self.resume_refused, RESUME_REFUSALS)
         # The web tier's method x status series are created on first use: presetting them
         # would add ~200 idle series to every interface and worker.
 
@@ -255,6 +270,7 @@ ALL_NAMES = frozenset({
         "work_queue_oldest_age_seconds", "ready", "web_requests_total",
         "web_request_duration_seconds",
         "sessions_detached", "sessions_ended_total", "session_frames_replayed_total",
+        "sessions_started_total", "sessions_resumed_total", "resume_refused_total",
     )
 })
 """Full exposition names of every metric family channels-fleet exports (the two work_queue
