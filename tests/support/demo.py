@@ -31,7 +31,10 @@ def demo_stack(urls: list[str], tmp: Path, poll_timeout: float = 2.0, workers: i
     status; ports in ``site.ports``, the first also ``site.port``), the web tier and
     ``workers`` workers (``w1`` ...); ``env`` is added to every process's. As in ``make run``,
     the interfaces share a resume key (the pages' FleetSocket resumes on either)."""
-    env = {**os.environ, "PYTHONPATH": str(PROJECT), "CHAT_RUN_DIR": str(tmp),
+    # The test's own PYTHONPATH too (absolute), so the processes run the same channels_fleet.
+    path = [str(PROJECT), *(os.path.abspath(p) for p in
+                            os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "CHAT_RUN_DIR": str(tmp),
            "DJANGO_SETTINGS_MODULE": "chat_project.settings", "CHAT_MODERATION": "1",
            "CHAT_POLL_TIMEOUT": str(poll_timeout),
            "CHANNELS_FLEET_REDIS_URL": ",".join(urls[:3]), **env}
