@@ -2,8 +2,9 @@
 
 A 3-master + 3-replica Redis Cluster, the demo's database migrated, 2 interfaces (ports 8001,
 8002; ``i1``, ``i2`` in the fleet's status), 2 workers (``w1``, ``w2``) and the web tier
-(gunicorn, port 8000), all serving this project. It listens for ``make roll-workers``
-(``fleetview/roll.py``) on ``.run/devstack.sock``.
+(gunicorn, port 8000), all serving this project; the interfaces share the resume key kept in
+``.run/resume-key`` (resumable sessions: the chat's FleetSocket). It listens for
+``make roll-workers`` (``fleetview/roll.py``) on ``.run/devstack.sock``.
 
     python examples/chat/run.py [--dir .run]
 """
@@ -23,9 +24,22 @@ from fleetview.roll import SOCKET_NAME as ROLL_SOCKET
 from fleetview.roll import RollControl, WorkerRoll
 
 from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.resume_key import FILE_NAME as RESUME_KEY_FILE
+from channels_fleet.dev.resume_key import resume_key
 from channels_fleet.dev.stack import CLI, FleetStack, ServiceProcess
 
 PROJECT = Path(__file__).resolve().parent
+
+
+def service_env(kind: str, n: int, metrics_port: int, key: str) -> dict[str, str]:
+    """What the ``n``-th ``kind`` process gets on top of the stack's environment: its metrics
+    port, its name (``i1``, ``w3``) and, for interfaces only, the run dir's resume key (every
+    interface the same, so a session resumes on either; workers never check tokens)."""
+    env = {"CHANNELS_FLEET_METRICS_PORT": str(metrics_port),
+           "CHANNELS_FLEET_NAME": f"{kind[0]}{n}"}
+    if kind == "interface":
+        env["CHANNELS_FLEET_RESUME_KEY"] = key
+    return env
 
 
 def start_demo(cluster: LocalRedis, run_dir: Path, project: Path, interfaces: int,
@@ -48,14 +62,14 @@ def start_demo(cluster: LocalRedis, run_dir: Path, project: Path, interfaces: in
     stack.run(*manage, "demo_users")  # the demo's accounts (alice, bob: demo-password)
     metrics = iter(range(9101, 9200))
     started: dict[str, int] = {}
+    key = resume_key(run_dir)
 
     def start(kind: str, *args: str) -> ServiceProcess:
         # interface-1 (named i1 in the fleet's status), ..., worker-3 (w3) after a roll.
         port, n = next(metrics), started.get(kind, 0) + 1
         started[kind] = n
         return stack.spawn(kind, [*CLI, kind, *args], metrics_port=port, name=f"{kind}-{n}",
-                           CHANNELS_FLEET_METRICS_PORT=str(port),
-                           CHANNELS_FLEET_NAME=f"{kind[0]}{n}")
+                           **service_env(kind, n, port, key))
 
     def start_worker() -> ServiceProcess:
         # Every worker also serves the demo's background channel "moderation".
@@ -76,6 +90,7 @@ def start_demo(cluster: LocalRedis, run_dir: Path, project: Path, interfaces: in
         f"  probes and metrics:                http://localhost:9101/metrics ... "
         f"http://localhost:{stack.procs[-1].metrics_port}/metrics\n"
         f"  Redis Cluster:                     {stack.env['CHANNELS_FLEET_REDIS_URL']}\n"
+        f"  resumable sessions (FleetSocket):  on, key in {run_dir / RESUME_KEY_FILE}\n"
         "Roll the workers (a deploy, no socket closes): `make roll-workers` in another shell,\n"
         "or the button on /fleet/ signed in as alice (staff; alice and bob: demo-password).\n"
         "Ctrl-C stops everything.",

@@ -112,8 +112,8 @@ def test_each_pod_kind_connects_as_its_own_user():
     jobs = [j for j in find(docs, "Job") if "-secrets-" not in j["metadata"]["name"]]
     for d in find(docs, "Deployment") + jobs:
         assert "redis-password" not in str(d), d["metadata"]["name"]
-    assert {(i["secret"], i["key"]) for i in ensure_items(docs) if i["key"] != "redis-password"
-            and i["key"] != "postgres-password"} == {
+    assert {(i["secret"], i["key"]) for i in ensure_items(docs)
+            if i["key"] not in ("redis-password", "postgres-password", "resume-key")} == {
         ("fleet-channels-fleet-redis-users", f"{role}-password") for role in ROLES}
 
 

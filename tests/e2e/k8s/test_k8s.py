@@ -518,10 +518,11 @@ def namespaced_objects(release: Release) -> list[str]:
 
 
 #: What helm uninstall leaves on purpose: the Secrets the secrets Job made (no Helm ownership), so
-#: a reinstall finds the passwords the data was made with (PostgreSQL's kept volume); the role
-#: users' passwords too, made when test_redis_role_users__... turned them on by an upgrade.
+#: a reinstall finds the passwords the data was made with (PostgreSQL's kept volume) and the
+#: interfaces' resume key; the role users' passwords too, made when
+#: test_redis_role_users__... turned them on by an upgrade.
 KEPT_BY_UNINSTALL = ("secret/{full}-postgresql-auth", "secret/{full}-redis-auth",
-                     "secret/{full}-redis-users")
+                     "secret/{full}-redis-users", "secret/{full}-resume-key")
 
 
 def test_helm_uninstall__leaves_only_the_generated_secrets(release: Release) -> None:

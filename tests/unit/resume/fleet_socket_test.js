@@ -240,6 +240,35 @@ test("plain server: no envelope; a drop reconnects as a new session", () => {
   assert.equal(of("close")[0].code, 4003);
 });
 
+test("a server that selects no subprotocol (a browser fails that handshake): plain, then the offer again", () => {
+  const {ws, of} = open([]);
+  assert.deepEqual(sockets[0].offered, ["channels-fleet.resume.v1"]);
+  sockets[0].drop();  // the browser failed the handshake: nothing selected
+  advance(250);
+  assert.deepEqual(sockets[1].offered, []);  // the app's own subprotocols only: none
+  sockets[1].accept("");
+  assert.equal(ws.readyState, FleetSocket.OPEN);
+  assert.equal(ws.resumable, false);
+  sockets[1].drop(1006);
+  advance(250);
+  assert.deepEqual(sockets[2].offered, ["channels-fleet.resume.v1"]);  // the next server may resume
+  sockets[2].drop();
+  advance(500);
+  assert.deepEqual(sockets[3].offered, []);
+  sockets[3].drop();  // a plain attempt that fails too: the offer again
+  advance(1000);
+  sockets[4].accept("channels-fleet.resume.v1"); sockets[4].hello({});
+  assert.equal(ws.resumable, true);
+  assert.deepEqual([of("open").length, of("close").length], [2, 0]);
+  // A resume is never tried without its offer: a failed one is retried with it.
+  sockets[4].drop();
+  advance(250);
+  assert.deepEqual(sockets[5].offered, ["channels-fleet.resume.v1", `channels-fleet.session.${TOKEN}.0`]);
+  sockets[5].drop();
+  advance(500);
+  assert.deepEqual(sockets[6].offered, ["channels-fleet.resume.v1", `channels-fleet.session.${TOKEN}.0`]);
+});
+
 test("maxRetries: error then close 1006", () => {
   const {ws, of} = open([], {maxRetries: 2});
   sockets[0].accept("channels-fleet.resume.v1"); sockets[0].hello({});

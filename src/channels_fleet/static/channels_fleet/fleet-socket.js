@@ -8,7 +8,10 @@
  * event.resumed === false and event.lost, the unacknowledged frames dropped: re-join there),
  * `close` only when the session ends for good (X then the app's close, close() here, a
  * protocol error, or maxRetries failed reconnects). A server that does not select the resume
- * subprotocol gets a plain WebSocket, reconnected after an unclean end as a new session.
+ * subprotocol gets a plain WebSocket, reconnected after an unclean end as a new session. A
+ * browser fails a handshake in which subprotocols were offered and the server selected none (a
+ * server without resume whose app selects none), so a new session whose handshake failed is
+ * tried next with the app's own subprotocols only, then with the offer again, in turn.
  *
  *   <script src="{% static 'channels_fleet/fleet-socket.js' %}"></script>   (window.FleetSocket)
  *   import { FleetSocket } from ".../channels_fleet/fleet-socket.mjs";       (ES module)
@@ -198,6 +201,9 @@
       this._binaryType = "blob";
       this._ws = null;
       this._live = false;  // frames go to this._ws (its hello is handled)
+      this._handshaken = false;  // this._ws opened
+      this._offeredNew = false;  // this._ws offered resume for a new session
+      this._plainNext = false;  // the next new session offers the app's subprotocols only
       this._greeted = false;
       this._ending = false;  // X came
       this._closing = false;  // close() was called
@@ -259,7 +265,13 @@
 
     _connect() {
       var self = this, ws;
-      var offered = offer(this._app, this.session && this.resumable ? this.session : null, this._received);
+      var session = this.session && this.resumable ? this.session : null;
+      // Never for a resume: a plain connection would start a new session, losing this one.
+      var plain = this._plainNext && session === null;
+      var offered = plain ? this._app.slice() : offer(this._app, session, this._received);
+      this._offeredNew = !plain && session === null;
+      this._plainNext = false;
+      this._handshaken = false;
       this._greeted = false;
       this._ending = false;
       try {
@@ -284,6 +296,7 @@
 
     _onOpen(ws) {
       var selected = ws.protocol || "";
+      this._handshaken = true;
       this.extensions = ws.extensions || "";
       if (selected === SUBPROTOCOL) {
         var self = this;
@@ -379,7 +392,11 @@
       var code = event.code, reason = event.reason || "";
       if (this.readyState === FleetSocket.CLOSED) return;
       if (this._closing || this._ending) { this._final(code, reason, !!event.wasClean); return; }
-      if (!this._greeted) { this._retry(false); return; }  // a handshake that failed
+      if (!this._greeted) {  // a handshake that failed, or a connection lost before its hello
+        this._plainNext = this._offeredNew && !this._handshaken;
+        this._retry(false);
+        return;
+      }
       if (!this.resumable) {
         if (event.wasClean && (code === 1000 || (code >= 3000 && code <= 4999))) this._final(code, reason, true);
         else this._retry(false);
