@@ -14,6 +14,7 @@ import uuid
 import pytest
 from redis.cluster import RedisCluster
 from support.resume_session import RawSession, records, settled
+from support.scrape import metric
 from support.split import start_resumable as start
 
 from channels_fleet.dev.stack import FleetStack
@@ -66,6 +67,45 @@ async def test_home_killed__resumed_elsewhere__group_messages_after_the_kill_all
     assert await session.recv() == "echo"
     assert await records(redis, name, 1, timeout=0.5) == ["connect"]
     assert await settled(worker, "channels_fleet_adopted_messages_total", 20) == 20
+
+
+async def test_home_killed_with_sockets_on_it__two_workers__each_session_gets_all_once(
+        fleet: FleetStack, redis: RedisCluster,
+        project_layer: RedisClusterChannelLayer) -> None:
+    """Node loss: the home dies with the sockets; each worker detaches its sessions and records
+    them; one adopts the LIST and forwards the other's (MESSAGE items, routed by alias)."""
+    (home, other), workers = start(fleet, workers=2)
+    sessions = []
+    owned = [0.0, 0.0]
+    while len(sessions) < 4 or (0.0 in owned and len(sessions) < 12):  # on both workers
+        name, path = fresh()
+        session = RawSession(path)
+        await session.open(home)
+        await session.send("hi")
+        assert await session.recv() == "hi"
+        sessions.append((session, sender(project_layer, f"session-{name}")))
+        owned = [await asyncio.to_thread(metric, w, "channels_fleet_owned_connections")
+                 for w in workers]
+    assert 0.0 not in owned, owned
+
+    home.signal(signal.SIGKILL)
+    await asyncio.to_thread(home.popen.wait, 10)
+    texts = [f"k{n}" for n in range(10)]
+    for session, to_group in sessions:
+        await to_group(*texts[:5])  # the sockets are gone: they wait in the dead home's LIST
+        session.cut()
+    await asyncio.sleep(1.0)
+    for session, to_group in sessions:
+        hello = await session.open(other, resume=True)
+        assert (hello.resumed, hello.ack) == (True, 1), hello
+        await to_group(*texts[5:])
+    for session, _ in sessions:
+        assert await session.recv_n(10, timeout=15) == texts
+        await session.send("echo")
+        assert await session.recv() == "echo"
+    adopted = [await asyncio.to_thread(metric, w, "channels_fleet_adopted_messages_total")
+               for w in workers]
+    assert sum(adopted) == 10 * len(sessions), adopted
 
 
 async def drained_home(fleet: FleetStack, project_layer: RedisClusterChannelLayer,
