@@ -121,7 +121,10 @@ class HomeAdopter:
         return homes - self.homes.keys()
 
     def homes_dead(self, dead: set[str]) -> None:
-        """Liveness found ``dead`` gone: record our sessions homed there, compete to adopt."""
+        """Liveness found ``dead`` gone: record our sessions homed there, compete to adopt.
+        Not while draining: its sessions end or move, another worker adopts."""
+        if self.side.draining:
+            return
         for instance in list(self.sessions()):
             session, homed = instance.session, instance.homed
             if (session is None or session.home not in dead or session.ended is not None

@@ -418,6 +418,7 @@ async def test_adopting_a_dead_home__the_worker_does_each_command__the_interface
     class Side:  # what the adopter uses of a RelaySide
         def __init__(self, channel: str) -> None:
             self.layer, self.channel, self.tasks = relay, channel, TaskSet()
+            self.draining = False
             self.posts: list[tuple[str, Any]] = []
             self.relay = self
 

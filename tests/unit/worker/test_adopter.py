@@ -211,10 +211,15 @@ async def test_a_drained_holder_lets_go__the_other_worker_takes_over(pair: Any) 
     await until(lambda: w2.channel_messages() == ["later"])
 
 
-async def test_a_session_whose_home_lives_is_not_touched(pair: Any) -> None:
-    store, layer, (w1, _) = pair
+async def test_a_session_whose_home_lives_is_not_touched__nor_anything_while_draining(
+        pair: Any) -> None:
+    store, layer, (w1, w2) = pair
     await w1.session("c1", sid(1), home=I2)  # homed on a live interface
     w1.adopter.homes_dead({I1})
+    await w2.session("c2", sid(2))
+    w2.world.side.draining = True  # its sessions end or move: another worker adopts
+    w2.adopter.homes_dead({I1})
     await settle()
     assert not w1.adopter.homes and w1.adopter.watched() == {I2}
+    assert not w2.adopter.homes
     assert [args[0] for args in store.log if args[0] in ("HSET", "EVAL") or "NX" in args] == []
