@@ -14,7 +14,8 @@ LIST and every message to those sessions would be lost. So the workers adopt it:
   ``MESSAGE`` item under the home claim (routed by alias there). A name not in the hash is
   looked up again for up to ``UNKNOWN_WAIT`` (its worker may not have written yet), then
   dropped, counted;
-- the holder lets go when the hash stays empty for ``IDLE_STOP``, or at its drain or stop
+- the holder lets go when the hash stays empty for ``IDLE_STOP`` (every session homed there
+  has ended, whatever still comes for other names), or at its drain or stop
   (another worker takes over); a killed holder's lock lapses after its TTL.
 
 Sessions whose home lives, and plain sockets, are never touched.
@@ -50,7 +51,8 @@ ADOPT_TTL = 6.0
 UNKNOWN_WAIT = 2.0
 #: Between reads of the hash (a new name, or every so often: sessions move and end).
 REREAD = 0.25
-#: The hash empty this long: every session homed there has ended; the holder lets go.
+#: The hash read empty this long (and HLEN 0): every session homed there has ended; the
+#: holder lets go.
 IDLE_STOP = 3.0
 #: Between pops of an empty LIST.
 POLL = 0.05
@@ -189,10 +191,12 @@ class HomeAdopter:
         home.task = None
 
     async def _serve(self, home: _Home, lock: str, me: str, ttl_ms: int) -> None:
-        """Pop the home's LIST and forward until the hash stays empty or the lock is lost."""
+        """Pop the home's LIST and forward until the hash stays empty (messages may still
+        come, to names nobody serves) or the lock is lost."""
+        key = home_key(home.channel, self.prefix)
         await self._read(home)
         refreshed = time.monotonic()
-        idle_since: float | None = None
+        empty_since: float | None = None
         while True:
             now = time.monotonic()
             if now - refreshed > ADOPT_TTL / 3:
@@ -200,27 +204,25 @@ class HomeAdopter:
                     logger.warning("adopting %s: lost the lock", home.channel)
                     home.holding = False
                     return
-                key = home_key(home.channel, self.prefix)
                 await self.layer.command(key, "PEXPIRE", key, HOME_TTL * 1000)
                 refreshed = now
             if now - home.read_at > REREAD * 4:
                 await self._read(home)  # sessions moved or ended meanwhile
+            if home.routes:
+                empty_since = None
+            elif empty_since is None:
+                empty_since = now
+            elif now - empty_since > IDLE_STOP:
+                if not await self.layer.command(key, "HLEN", key):
+                    return
+                empty_since = None
             taken = False
             for layer in list(home.layers.values()):
                 for names, body in await layer.receive_all(home.inbox, True):
                     taken = True
                     await self._forward(home, names, body)
-            if taken:
-                idle_since = None
-                continue
-            if idle_since is None:
-                idle_since = now
-            elif now - idle_since > IDLE_STOP:
-                key = home_key(home.channel, self.prefix)
-                if not await self.layer.command(key, "HLEN", key):
-                    return
-                idle_since = now
-            await asyncio.sleep(POLL)
+            if not taken:
+                await asyncio.sleep(POLL)
 
     async def _forward(self, home: _Home, names: list[str], body: bytes) -> None:
         """One message popped from the home's LIST, to the sessions it names, in order."""

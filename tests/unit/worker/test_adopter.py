@@ -223,3 +223,19 @@ async def test_a_session_whose_home_lives_is_not_touched__nor_anything_while_dra
     assert not w1.adopter.homes and w1.adopter.watched() == {I2}
     assert not w2.adopter.homes
     assert [args[0] for args in store.log if args[0] in ("HSET", "EVAL") or "NX" in args] == []
+
+
+async def test_the_holder_lets_go_when_the_hash_is_empty__even_while_strays_keep_coming(
+        pair: Any) -> None:
+    store, layer, (w1, _) = pair
+    one = await w1.session("c1", sid(1))
+    w1.adopter.homes_dead({I1})
+    await settle()
+    w1.adopter.forget(one)
+    one.end_session(1000, "app")
+    for n in range(60):  # a group member nobody serves: dropped, it keeps no holder alive
+        layer.push(f"stray{n}", "gone")
+        await asyncio.sleep(0.01)
+        if LOCK not in store.data:
+            break
+    assert LOCK not in store.data and not w1.adopter.homes
