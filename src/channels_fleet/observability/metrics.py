@@ -162,6 +162,10 @@ class FleetMetrics:
         self.session_frames_replayed = Counter(
             "session_frames_replayed", "Server frames a worker sent again to a resumed "
             "session's client.", **ns)
+        self.adopted_messages = Counter(
+            "adopted_messages", "Channel messages a worker popped from a dead interface's "
+            "homed channels and forwarded to the sessions homed there (worker/adopter.py), "
+            "one per session reached.", **ns)
 
         # Shared work queues: read from Redis at each scrape by QueueCollector
         # (observability/queues.py), which declares channels_fleet_work_queue_depth and
@@ -270,6 +274,7 @@ ALL_NAMES = frozenset({
         "work_queue_oldest_age_seconds", "ready", "web_requests_total",
         "web_request_duration_seconds",
         "sessions_detached", "sessions_ended_total", "session_frames_replayed_total",
+        "adopted_messages_total",
         "sessions_started_total", "sessions_resumed_total", "resume_refused_total",
     )
 })

@@ -30,6 +30,7 @@ from ..relay.relay import RECEIVE_RETRY, relay_layer
 from ..relay.session_items import CLIENT_ACK, DETACH, RESUME
 from ..relay.side import RelaySide
 from .acks import Acks
+from .adopter import HomeAdopter
 from .background import serve_background
 from .handback import HandBack
 from .instance import AppInstance
@@ -58,7 +59,7 @@ class Host:
         self.layer = layer if layer is not None else relay_layer(settings)
         self.side = RelaySide(
             self.layer, wire.WORKER_CHANNELS, settings, on_undeliverable=self._on_undeliverable,
-            peers=self.instances.ifaces, on_dead=self._ifaces_dead, on_lost=self._abandon_all,
+            peers=self._peers, on_dead=self._ifaces_dead, on_lost=self._abandon_all,
             liveness=liveness,
         )
         self.relay = self.side.relay  # app instances post straight to it (the hot path)
@@ -66,6 +67,8 @@ class Host:
         self.acks = Acks(self.relay, settings.heartbeat_interval / 4)
         self.handback = HandBack(self.side, self.acks, self.instances)
         self.keeper = SessionKeeper(self.side, settings, self.instances)  # resumable sessions
+        sessions = self.keeper.sessions
+        self.adopter = HomeAdopter(self.side, settings, sessions=sessions.values)  # dead homes
         instances, keeper = self.instances, self.keeper
         self.side.handle({wire.EVENT: instances.on_event, wire.MESSAGE: instances.on_message,
                           wire.GONE: instances.on_gone,
@@ -119,6 +122,7 @@ class Host:
         # 1. Hand every WebSocket back: re-homed on another worker, or closed with 1012.
         # Detached sessions have no socket to hand back: they end.
         self.keeper.drain()
+        await self.adopter.stop()  # another worker adopts the dead homes' channels
         running = self.instances.running
         sockets = [c for c in running.values() if c.ws and c.state is RUNNING and not c.gone]
         released = len(sockets)
@@ -154,6 +158,7 @@ class Host:
     async def stop(self) -> None:
         self.acks.stop()
         self.keeper.stop()
+        await self.adopter.stop()
         await self.side.tasks.cancel()
         tasks = [c.task for c in self.instances.running.values() if c.task is not None]
         for task in tasks:
@@ -217,7 +222,7 @@ class Host:
             mark is not None and scope["type"] == "websocket") else None
         instance = AppInstance(envelope["conn"], iface, scope, self.application, relay=self.relay,
                                settings=self.settings, acks=acks, on_end=self._ended, homed=homed,
-                               session=session, on_session_end=self.keeper.ended)
+                               session=session, on_session_end=self._session_ended)
         running = self.instances.running
         running[instance.id] = instance
         METRICS.owned(len(running))
@@ -238,6 +243,10 @@ class Host:
             self._full_since = None
         self._room.set()
 
+    def _session_ended(self, instance: AppInstance, code: int, reason: str) -> None:
+        self.adopter.forget(instance)
+        self.keeper.ended(instance, code, reason)
+
     def _home(self, conn_id: str, iface: str, layer: Any) -> bool:
         """An app took its homed channel name on ``layer``: the interface is to pop it, which
         it can only if the layer is on the relay's Redis (else the name is the layer's own)."""
@@ -257,6 +266,11 @@ class Host:
 
     # -- liveness --------------------------------------------------------------------------
 
+    def _peers(self) -> set[str]:
+        """The interfaces whose death matters here: those holding our sockets, and the homes
+        of our sessions' channels (adopter.py)."""
+        return self.instances.ifaces() | self.adopter.watched()
+
     def _ifaces_dead(self, dead: set[str]) -> None:
         """Their sockets are gone: a session's app instance detaches (its client may resume
         elsewhere), any other's is abandoned."""
@@ -268,6 +282,7 @@ class Host:
             else:
                 conn.abandon()
         self.handback.forget(dead)
+        self.adopter.homes_dead(dead)
 
     def _abandon_all(self) -> None:
         """Declared dead: the interfaces move our sockets to other workers (those that can
