@@ -111,8 +111,9 @@ class ClientWriter:
             await conn.send(message)
 
     async def superseded(self, conn: ClientConn) -> None:
-        """Another socket resumed the session: close this one 4001, no X."""
-        METRICS.websocket_closed(4001)
+        """Another socket resumed the session: close this one 4001, no X. Not counted among
+        the closes: nobody was disconnected (``sessions_resumed_total`` counts it, where it
+        resumed), as a re-homed socket is no close either."""
         await close(conn.send, {"code": 4001}, accepted=True)
 
     async def _closed_by_app(self, conn: ClientConn, message: dict[str, Any]) -> None:
