@@ -127,10 +127,11 @@ class Gateway:
         METRICS.drain_started()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        # A home's DETACHED ones have no socket: they relay channel messages until the end.
+        sockets = [c for c in self.conns.values() if c.ws and c.state is not DETACHED]
         closed = await drain_sockets(
-            [conn for conn in self.conns.values() if conn.ws], self.settings.drain_close_rate,
-            timeout, deadline - _BACK_MARGIN_S, send_back=self.sessions.send_back,
-            end=self._end_telling)
+            sockets, self.settings.drain_close_rate, timeout, deadline - _BACK_MARGIN_S,
+            send_back=self.sessions.send_back, end=self._end_telling)
         pending = [c.responded for c in self.conns.values()
                    if not c.ws and c.responded is not None]
         if pending:
@@ -195,9 +196,10 @@ class Gateway:
             event = await receive()
             if event["type"] == "websocket.disconnect":
                 code, superseded = event.get("code", 1006), conn.state is DETACHED
+                back = conn.session is not None and conn.session.back  # it answered B: no close
                 if conn.session is None or not self.sessions.detach(conn, code):
                     self.claims.tell_gone(conn, code, event)
-                if not superseded and (conn.state is DETACHED or conn.finish()):
+                if not superseded and (conn.state is DETACHED or conn.finish()) and not back:
                     METRICS.websocket_closed(event.get("code"))
                 return
             if conn.state is not FINISHED:

@@ -17,6 +17,7 @@ from support.loopback import NOWHERE, LoopbackLayer, MemoryLiveness, MemoryWorld
 from channels_fleet.interface.client import DETACHED, FINISHED, OWNED
 from channels_fleet.interface.gateway import Gateway
 from channels_fleet.interface.settings import InterfaceSettings
+from channels_fleet.observability.metrics import METRICS
 from channels_fleet.relay import session_items as si
 from channels_fleet.relay import wire
 from channels_fleet.relay.relay import Relay
@@ -293,6 +294,19 @@ async def test_interface_drain__b_no_d_after_it_client_frames_still_go_4001_on_r
     assert await asyncio.wait_for(drain, 3) == 0  # no 1001 close: the B'd socket resumed
     await client.gone(4001)
     await fleet.worker.nothing()  # no DETACH, no GONE: the session is the other socket's
+
+
+async def test_interface_drain__a_client_dropping_its_b_socket_detaches__no_close_counted(
+        fleet: Fleet) -> None:
+    client, claim, _ = await fleet.session()
+    drain = asyncio.create_task(fleet.gateway.drain(5.0))
+    assert await client.frame() == envelope.Back()
+    closes = dict(METRICS.status.closes)
+    await client.gone(None)  # as the Python FleetSocket answers B: the TCP connection dropped
+    assert await fleet.worker.next() == (si.DETACH, claim, 1006)
+    assert await asyncio.wait_for(drain, 3) == 0
+    assert METRICS.status.closes == closes  # its client comes back: nobody was disconnected
+    await fleet.worker.nothing()
 
 
 async def test_interface_drain__plain_and_unaccepted_sockets_closed_1001() -> None:
