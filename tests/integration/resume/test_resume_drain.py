@@ -2,7 +2,8 @@
 interface of two while FleetSocket clients echo through it. Each client gets B, comes back at
 once through the load balancer (the draining interface has stopped listening: the other one
 takes it) and resumes; nothing is lost or seen twice, either way, and the app sees no
-disconnect."""
+disconnect. A client that keeps its B'd socket open (as browsers do) sees it closed 4001 once
+its resume superseded it."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ import uuid
 
 import pytest
 from redis.cluster import RedisCluster
-from support.resume_session import ORIGIN, plain, records, settled
+from support.resume_session import ORIGIN, RawSession, plain, records, settled
 from support.split import start_resumable as start
+from websockets.exceptions import ConnectionClosed
 
 from channels_fleet.dev.stack import FleetStack
+from channels_fleet.resume import envelope
 from channels_fleet.resume.client import FleetSocket
+from channels_fleet.resume.envelope import Back
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -149,3 +153,37 @@ async def test_sigterm_an_interface__clients_get_b_resume_on_the_other__nothing_
         for echoer in echoers:
             await echoer.ws.close()
         await balancer.stop()
+
+
+async def test_a_client_keeping_its_b_socket__frames_meanwhile_replayed__then_closed_4001(
+        fleet: FleetStack, redis: RedisCluster) -> None:
+    """As the browser's FleetSocket does: after B the old socket is left open (its close would
+    end the session) while the client resumes elsewhere; the draining interface closes it 4001
+    once the resume superseded it, and its drain ends then, not at its deadline."""
+    (draining, other), (worker,) = start(fleet)
+    name = uuid.uuid4().hex[:12]
+    session = RawSession(f"/ws/session/{name}/")
+    await session.open(draining)
+    await session.send("one")
+    assert await session.recv() == "one"
+    await session.send("later:1:3:away")  # the app sends away-0..2 while its client is away
+    old = session.ws
+    assert old is not None
+    draining.signal(signal.SIGTERM)
+    assert envelope.parse(await asyncio.wait_for(old.recv(), 10), from_server=True) == Back()
+    await asyncio.sleep(1.5)  # the app's frames go to its outbox: no D after B
+    hello = await session.open(other, resume=True)
+    assert (hello.resumed, hello.ack) == (True, 2)
+    assert await session.recv_n(3) == [f"away-{n}" for n in range(3)]
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(old.recv(), 10)  # nothing came on it after B
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+    began = time.monotonic()
+    assert await asyncio.to_thread(draining.popen.wait, 15) == 0
+    assert time.monotonic() - began < 3  # its drain waited for this resume, no longer
+    assert "drain: 1 sessions sent B, 0 still open at the end" in draining.tail(200)
+    await session.send("two")
+    assert await session.recv() == "two"
+    assert (await session.stats())["received"] == ["one", "later:1:3:away", "two"]
+    assert await records(redis, name, 2, timeout=0.5) == ["connect"]
+    assert await settled(worker, "channels_fleet_session_frames_replayed_total", 3) == 3
