@@ -127,7 +127,6 @@ class Gateway:
         METRICS.drain_started()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        # A home's DETACHED ones have no socket: they relay channel messages until the end.
         sockets = [c for c in self.conns.values() if c.ws and c.state is not DETACHED]
         closed = await drain_sockets(
             sockets, self.settings.drain_close_rate, timeout, deadline - _BACK_MARGIN_S,
@@ -137,7 +136,9 @@ class Gateway:
         if pending:
             await asyncio.wait(pending, timeout=max(0.1, deadline - loop.time() - 1))
         for conn in self.conns.values():
-            await self._end_telling(conn, 1001)
+            if conn.state is not DETACHED:  # no socket, a live session: relays to the end
+                await self._end_telling(conn, 1001)
+        await self.inboxes.stop_pulling()  # what comes now stays in the LIST, for an adopter
         await self.side.tasks.wait(max(0.1, deadline - loop.time() - 0.5))
         await self.side.flushed(max(0.1, deadline - loop.time()))
         return closed
