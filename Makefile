@@ -95,6 +95,10 @@ run: install ## the local stack: Redis Cluster, 2 interfaces, 2 workers, web, de
 roll-workers: $(STAMP) ## roll the workers of a running `make run` one by one (watch http://localhost:8001/fleet/)
 	$(BIN)/python examples/chat/fleetview/roll.py --dir $(RUN)
 
+.PHONY: roll-interfaces
+roll-interfaces: $(STAMP) ## roll the interfaces of a running `make run` one by one, each port kept served (the pages' sessions resume)
+	$(BIN)/python examples/chat/fleetview/roll.py --interfaces --dir $(RUN)
+
 bench: bench-layer bench-split bench-fanout bench-rehome bench-scale ## run every benchmark
 
 bench-split: install ## monolith Daphne + channels_redis against interface + worker, same run

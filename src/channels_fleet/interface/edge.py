@@ -55,8 +55,8 @@ class ClientWriter:
             return True
         if kind == "websocket.send":
             if conn.session is not None:
-                if conn.state is DETACHED:
-                    return True  # its socket is gone: the owner keeps its frames
+                if conn.state is DETACHED or conn.session.back:
+                    return True  # its socket is gone or sent B: the owner keeps its frames
                 message = conn.session.wrap(message)
             _MESSAGES_OUT.inc()
             if not write_message(conn.send, message):
@@ -105,14 +105,15 @@ class ClientWriter:
         await self.control(conn, conn.session.hello(True, protocol))
 
     async def control(self, conn: ClientConn, text: str) -> None:
-        """Write one of the protocol's own messages (H, A, X) to a session's socket."""
+        """Write one of the protocol's own messages (H, A, B, X) to a session's socket."""
         message = {"type": "websocket.send", "text": text}
         if not write_message(conn.send, message):
             await conn.send(message)
 
     async def superseded(self, conn: ClientConn) -> None:
-        """Another socket resumed the session: close this one 4001, no X."""
-        METRICS.websocket_closed(4001)
+        """Another socket resumed the session: close this one 4001, no X. Not counted among
+        the closes: nobody was disconnected (``sessions_resumed_total`` counts it, where it
+        resumed), as a re-homed socket is no close either."""
         await close(conn.send, {"code": 4001}, accepted=True)
 
     async def _closed_by_app(self, conn: ClientConn, message: dict[str, Any]) -> None:

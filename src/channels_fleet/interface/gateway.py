@@ -10,7 +10,8 @@ this process's channel, in order, through the relay (:mod:`..relay.side`).
     server = daphne.server.Server(gateway, ...)
 
 Edge failures never reach the client as a traceback: no worker in time or a full work queue
-closes a WebSocket with 1013 (HTTP 503), a drain with 1001. When the worker that owns a WebSocket
+closes a WebSocket with 1013 (HTTP 503), a drain with 1001 (a resumable session's gets ``B``
+first: :mod:`.drain`). When the worker that owns a WebSocket
 drains or dies, the socket is re-homed (:mod:`.rehome`); its ``websocket.accept`` is not sent
 again (``CHANNELS_FLEET_REHOME=off``: closed with 1012). HTTP requests of a dead worker get 503.
 So do the connections of a gateway that finds it was itself declared dead (it stalled): to it,
@@ -39,9 +40,10 @@ from ..relay.sessions import SessionRegistry
 from ..relay.side import RelaySide
 from .claims import Claims, refusal_code
 from .client import DETACHED, FINISHED, ClientConn, ClientEvent, Connections
+from .drain import drain_sockets
 from .edge import ClientWriter
 from .inbox import Inboxes
-from .limits import ClientLimit, client_key, close_pacing, origin_allowed, refuse
+from .limits import ClientLimit, client_key, origin_allowed, refuse
 from .owner_items import OwnerItems
 from .proxy import TrustedProxies
 from .rehome import Rehoming
@@ -52,6 +54,9 @@ from .settings import InterfaceSettings
 logger = logging.getLogger(__name__)
 
 _MESSAGES_IN = METRICS.messages.labels("in")  # looked up once: labels() takes a lock
+#: A drain stops waiting for its B'd sockets' resumes this long before its deadline: the 1001
+#: closes, the owners' DETACH and the relay's flush still have to go out.
+_BACK_MARGIN_S = 1.5
 
 
 class Gateway:
@@ -116,25 +121,24 @@ class Gateway:
         return self.side.ready()
 
     async def drain(self, timeout: float) -> int:
-        """Close every socket with 1001 and tell the owners; wait for HTTP in flight."""
+        """Tell every socket to go, paced (a session's client B, to resume elsewhere; others
+        a 1001 close, the owner told); wait for HTTP in flight. Returns the 1001 closes."""
         self.side.draining = True
         METRICS.drain_started()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        sockets = [conn for conn in self.conns.values() if conn.ws]
-        batch, pause = close_pacing(len(sockets), self.settings.drain_close_rate, timeout)
-        for start in range(0, len(sockets), batch):
-            if start:
-                await asyncio.sleep(pause)
-            for conn in sockets[start:start + batch]:
-                await self._end_telling(conn, 1001)
-        closed = len(sockets)
+        sockets = [c for c in self.conns.values() if c.ws and c.state is not DETACHED]
+        closed = await drain_sockets(
+            sockets, self.settings.drain_close_rate, timeout, deadline - _BACK_MARGIN_S,
+            send_back=self.sessions.send_back, end=self._end_telling)
         pending = [c.responded for c in self.conns.values()
                    if not c.ws and c.responded is not None]
         if pending:
             await asyncio.wait(pending, timeout=max(0.1, deadline - loop.time() - 1))
         for conn in self.conns.values():
-            await self._end_telling(conn, 1001)
+            if conn.state is not DETACHED:  # no socket, a live session: relays to the end
+                await self._end_telling(conn, 1001)
+        await self.inboxes.stop_pulling()  # what comes now stays in the LIST, for an adopter
         await self.side.tasks.wait(max(0.1, deadline - loop.time() - 0.5))
         await self.side.flushed(max(0.1, deadline - loop.time()))
         return closed
@@ -193,9 +197,10 @@ class Gateway:
             event = await receive()
             if event["type"] == "websocket.disconnect":
                 code, superseded = event.get("code", 1006), conn.state is DETACHED
+                back = conn.session is not None and conn.session.back  # it answered B: no close
                 if conn.session is None or not self.sessions.detach(conn, code):
                     self.claims.tell_gone(conn, code, event)
-                if not superseded and (conn.state is DETACHED or conn.finish()):
+                if not superseded and (conn.state is DETACHED or conn.finish()) and not back:
                     METRICS.websocket_closed(event.get("code"))
                 return
             if conn.state is not FINISHED:

@@ -17,6 +17,10 @@ takes the gateway's plain path, untouched.
   interface's own 1001) is a DETACH to the owner. The home interface (it pops the consumer's
   homed channel) keeps the connection DETACHED until SESSION_END or the owner's death; another
   interface forgets it. SUPERSEDE (another socket resumed it) closes the socket 4001.
+- **A drain** (``Gateway.drain``): an accepted session socket gets ``B`` instead of a close
+  (:meth:`ResumableSockets.send_back`); from then on the owner's SENDs are not written (its
+  outbox keeps them for the resume elsewhere), the client's frames still go to the owner, and
+  SUPERSEDE closes it 4001; one still open at the drain's end is closed 1001 (DETACH).
 
     sockets = ResumableSockets(settings, conns, claims, writer, side, to_owner=..., ...)
     await sockets.open(conn, offer)        # instead of the plain connect
@@ -34,7 +38,7 @@ from ..observability.metrics import METRICS
 from ..relay import session_items as items
 from ..relay.sessions import SessionEntry, SessionRegistry
 from ..relay.side import RelaySide
-from ..resume.envelope import ACK_AFTER_S, Ack, Data, ProtocolError, encode_ack, parse
+from ..resume.envelope import ACK_AFTER_S, BACK, Ack, Data, ProtocolError, encode_ack, parse
 from ..resume.envelope import client_close_ends_session as ends_session
 from ..resume.token import SessionKey
 from .claims import Claims
@@ -169,6 +173,18 @@ class ResumableSockets:
         if conn is not None and conn.state is DETACHED:
             self._end_detached(conn)
 
+    # -- the interface's drain -------------------------------------------------------------
+
+    async def send_back(self, conn: ClientConn) -> bool:
+        """The interface drains: tell an accepted session socket's client to resume elsewhere
+        (B). False for any other socket: it is closed 1001 instead."""
+        session = conn.session
+        if session is None or not conn.accepted or conn.state not in CLAIMED:
+            return False
+        session.sent_back()
+        await self.writer.control(conn, BACK)
+        return True
+
     # -- the client's frames ---------------------------------------------------------------
 
     def from_client(self, conn: ClientConn, event: ClientEvent) -> None:
@@ -216,7 +232,7 @@ class ResumableSockets:
     def client_acked(self, conn: ClientConn) -> None:
         """The owner's app took more of the client's frames: tell the client, paced."""
         session = conn.session
-        if session is None or not conn.accepted or conn.state is DETACHED:
+        if session is None or not conn.accepted or conn.state is DETACHED or session.back:
             return
         if session.ack_due():
             self._tell_ack(conn, session)
@@ -226,7 +242,7 @@ class ResumableSockets:
 
     def _ack_after(self, conn: ClientConn, session: SocketSession) -> None:
         session.timer = None
-        if session.client_ack > session.told and conn.state in CLAIMED:
+        if session.client_ack > session.told and conn.state in CLAIMED and not session.back:
             self._tell_ack(conn, session)
 
     def _tell_ack(self, conn: ClientConn, session: SocketSession) -> None:

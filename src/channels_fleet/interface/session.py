@@ -11,7 +11,9 @@ resume needs; the interface only wraps and unwraps, and keeps:
   when no ``D`` does (:meth:`SocketSession.ack_due`: ``ACK_EVERY`` frames behind at once, else
   after ``ACK_AFTER_S``);
 - ``peer_ack``: the highest server frame the client acknowledged, relayed as CLIENT_ACK when it
-  rises.
+  rises;
+- ``back``: the interface drains and wrote ``B``: no ``D`` or ``A`` goes out after it (the
+  owner's frames stay in its outbox for the client's resume elsewhere).
 
     session = SocketSession(session_id, token)
     envelope = connect_envelope(..., session=session.mark())
@@ -31,8 +33,8 @@ from .replay import Unacked
 class SocketSession:
     """The session of one resumable socket at its interface."""
 
-    __slots__ = ("id", "token", "seq", "client_ack", "told", "peer_ack", "resuming", "timer",
-                 "_claim", "_scanned")
+    __slots__ = ("id", "token", "seq", "client_ack", "told", "peer_ack", "resuming", "back",
+                 "timer", "_claim", "_scanned")
 
     def __init__(self, session_id: str, token: str, *, seq: int = 0, resuming: bool = False,
                  ) -> None:
@@ -43,6 +45,7 @@ class SocketSession:
         self.told = 0  # ... as the client was last told it (a D's ack or an A)
         self.peer_ack = 0  # the highest server frame the client acknowledged
         self.resuming = resuming  # a RESUME is out, unanswered
+        self.back = False  # B written (the interface drains): nothing but X after it
         self.timer: asyncio.TimerHandle | None = None  # an A due after ACK_AFTER_S
         self._claim = ""  # the claim whose frames _scanned counts
         self._scanned = 0  # frames of that claim whose seqs client_ack has seen
@@ -103,6 +106,11 @@ class SocketSession:
     def ack_due(self) -> bool:
         """The client is ACK_EVERY frames behind what it was told: an A now."""
         return self.client_ack - self.told >= ACK_EVERY
+
+    def sent_back(self) -> None:
+        """B is written: the client resumes elsewhere; no D or A from here."""
+        self.back = True
+        self.stop()
 
     def stop(self) -> None:
         """Cancel a pending A."""

@@ -17,6 +17,7 @@ from support.loopback import NOWHERE, LoopbackLayer, MemoryLiveness, MemoryWorld
 from channels_fleet.interface.client import DETACHED, FINISHED, OWNED
 from channels_fleet.interface.gateway import Gateway
 from channels_fleet.interface.settings import InterfaceSettings
+from channels_fleet.observability.metrics import METRICS
 from channels_fleet.relay import session_items as si
 from channels_fleet.relay import wire
 from channels_fleet.relay.relay import Relay
@@ -261,13 +262,79 @@ async def test_app_returned_without_closing__x_then_1011(fleet: Fleet) -> None:
     assert await client.next() == {"type": "websocket.close", "code": 1011}
 
 
-async def test_interface_drain__the_owner_told_detach_not_gone(fleet: Fleet) -> None:
+async def test_interface_drain__b_then_1001_and_detach_when_not_resumed_in_time(
+        fleet: Fleet) -> None:
     client, claim, _ = await fleet.session()
-    assert await fleet.gateway.drain(1.0) == 1
+    assert await fleet.gateway.drain(1.0) == 1  # too short to wait for a resume
+    assert await client.frame() == envelope.Back()
     assert await client.next() == {"type": "websocket.close", "code": 1001}
     assert await fleet.worker.next() == (si.DETACH, claim, 1001)
     await client.gone(1001)
     await fleet.worker.nothing()
+
+
+async def test_interface_drain__b_no_d_after_it_client_frames_still_go_4001_on_resume(
+        fleet: Fleet) -> None:
+    client, claim, _ = await fleet.session()
+    fleet.worker.post(fleet.iface, sent(claim, 1, "s1"))
+    assert await client.frame() == envelope.Data(1, 0, "s1")
+    client.send("D 1 1\nbefore B")
+    assert (await fleet.worker.next())[2]["text"] == "before B"
+    assert await fleet.worker.next() == (si.CLIENT_ACK, claim, 1)
+    drain = asyncio.create_task(fleet.gateway.drain(5.0))
+    assert await client.frame() == envelope.Back()
+    # The owner's frames stay in its outbox (the resume replays them): neither D nor A.
+    fleet.worker.post(fleet.iface, sent(claim, 2, "s2"), ack(claim, 1, 1))
+    client.send("D 2 1\nin flight")  # sent before the client read B: still the owner's
+    assert (await fleet.worker.next())[2]["text"] == "in flight"
+    await asyncio.sleep(envelope.ACK_AFTER_S + 0.1)
+    assert client.sent.empty() and not drain.done()
+    fleet.worker.post(fleet.iface, [si.SUPERSEDE, claim, 4001])  # resumed elsewhere
+    assert await client.next() == {"type": "websocket.close", "code": 4001}
+    assert await asyncio.wait_for(drain, 3) == 0  # no 1001 close: the B'd socket resumed
+    await client.gone(4001)
+    await fleet.worker.nothing()  # no DETACH, no GONE: the session is the other socket's
+
+
+async def test_interface_drain__a_client_dropping_its_b_socket_detaches__no_close_counted(
+        fleet: Fleet) -> None:
+    client, claim, _ = await fleet.session()
+    drain = asyncio.create_task(fleet.gateway.drain(5.0))
+    assert await client.frame() == envelope.Back()
+    closes = dict(METRICS.status.closes)
+    await client.gone(None)  # as the Python FleetSocket answers B: the TCP connection dropped
+    assert await fleet.worker.next() == (si.DETACH, claim, 1006)
+    assert await asyncio.wait_for(drain, 3) == 0
+    assert METRICS.status.closes == closes  # its client comes back: nobody was disconnected
+    await fleet.worker.nothing()
+
+
+async def test_interface_drain__plain_and_unaccepted_sockets_closed_1001() -> None:
+    fleet = Fleet()
+    await fleet.gateway.start()
+    await fleet.worker.relay.start()
+    try:
+        session, claim, _ = await fleet.session()
+        plain = fleet.client(["chat.v2"])
+        plain_claim = (await fleet.worker.envelope())["conn"]
+        fleet.worker.post(fleet.iface, [wire.CLAIM, plain_claim, fleet.worker.channel],
+                          [wire.SEND, plain_claim, {"type": "websocket.accept"}])
+        await plain.next()
+        unaccepted = fleet.client()
+        await fleet.worker.envelope()
+        drain = asyncio.create_task(fleet.gateway.drain(5.0))
+        assert await plain.next() == {"type": "websocket.close", "code": 1001}
+        assert await fleet.worker.next() == (wire.GONE, plain_claim, 1001)
+        assert (await unaccepted.next())["type"] == "websocket.accept"  # to show its close
+        assert await unaccepted.next() == {"type": "websocket.close", "code": 1001}
+        assert await session.frame() == envelope.Back()
+        fleet.worker.post(fleet.iface, [si.SUPERSEDE, claim, 4001])
+        assert await session.next() == {"type": "websocket.close", "code": 4001}
+        assert await asyncio.wait_for(drain, 3) == 2  # the plain one and the unaccepted one
+        await fleet.worker.nothing()
+    finally:
+        await fleet.worker.relay.stop()
+        await fleet.gateway.stop()
 
 
 async def test_owner_acks__client_ack_in_d_frames_and_a_paced(fleet: Fleet) -> None:
