@@ -340,13 +340,7 @@ def test_the_chat_keeps_every_message_and_its_members_while_the_interfaces_roll(
     alice.screenshot(path=str(SHOTS / "5-room-interface-roll.png"), full_page=True)
     log = alice.eval_on_selector_all("#log li.msg", "els => els.map(e => e.textContent)")
     seen = [int(m) for m in re.findall(r"during the interface roll (\d+)", " ".join(log))]
-    if seen != list(range(n)):
-        assert seen == list(range(len(seen))), f"Alice saw {seen} of 0..{n - 1}"
-        # Only a tail missing: sent after Alice's home interface (the LIST of her consumer's
-        # channel, inbox.py) had exited. The workers adopting a gone home's LIST (issue 29,
-        # slice 3, its own branch) delivers those; until it is merged this is expected.
-        pytest.xfail(f"Alice saw 0..{len(seen) - 1} of 0..{n - 1}: the rest went to her "
-                     "rolled home interface's LIST, which nobody adopts yet")
+    assert seen == list(range(n)), f"Alice saw {seen} of 0..{n - 1}"
     say(alice, "after the interface roll")
     sees(bob, "alice", "after the interface roll")
     for page in (alice, bob):

@@ -149,10 +149,6 @@ async def test_home_drains__resumed_elsewhere__messages_after_its_exit_all_arriv
     assert await session.recv() == "echo"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the draining home still pops its homed LIST after it has forgotten its DETACHED "
-    "connections (Gateway.drain ends them, Inboxes runs until close): what is sent to them "
-    "while it drains is dropped there. Needs the interface to stop popping first (§6.1)."))
 async def test_home_drains__messages_while_it_drains_wait_for_the_adopter(
         fleet: FleetStack, project_layer: RedisClusterChannelLayer) -> None:
     during = [f"d{n}" for n in range(5)]
