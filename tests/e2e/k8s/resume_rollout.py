@@ -155,6 +155,7 @@ async def interface_rollout_resumable(stack: KubeStack, result: dict[str, Any]) 
             app_disconnects=max(len(left), int(ended)), consumers_left=len(left),
             sessions_ended=int(ended), sent=sum(m.sent for m in members),
             lost=sum(m.missing(members) for m in members),
+            lost_per_member=[m.missing(members) for m in members],
             duplicated=sum(m.duplicated() for m in members),
             out_of_order=sum(m.out_of_order() for m in members),
             resumes=sorted(m.socket.resumes for m in members),
