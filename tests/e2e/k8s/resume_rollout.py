@@ -48,6 +48,7 @@ class Member:
         self.pattern = re.compile(re.escape(room) + r"-s(\d{2})-(\d{5})")
         self.got: dict[int, list[int]] = {}
         self.me: str | None = None  # the consumer's channel (its presence id)
+        self.home: str | None = None  # the interface it first connected to
         self.left: set[str] = set()  # presence ids that left the room
         self.new_sessions = 0
         self.sent = 0
@@ -74,7 +75,7 @@ class Member:
 
     def _take(self, frame: dict[str, Any]) -> None:
         if frame.get("type") == "status":
-            self.me = frame["me"]["id"]
+            self.me, self.home = frame["me"]["id"], frame.get("interface")
             self.status.set()
         elif frame.get("type") == "presence" and "leave" in frame:
             self.left.add(frame["leave"]["id"])
@@ -87,6 +88,11 @@ class Member:
 
     def missing(self, members: list[Member]) -> int:
         return sum(len(set(range(s.sent)) - set(self.got.get(s.index, ()))) for s in members)
+
+    def missed(self, members: list[Member]) -> list[str]:
+        """The messages this member never read, as ``s<sender>-<n>``."""
+        return [f"s{s.index:02d}-{n}" for s in members
+                for n in sorted(set(range(s.sent)) - set(self.got.get(s.index, ())))]
 
     def duplicated(self) -> int:
         return sum(len(numbers) - len(set(numbers)) for numbers in self.got.values())
@@ -156,6 +162,8 @@ async def interface_rollout_resumable(stack: KubeStack, result: dict[str, Any]) 
             sessions_ended=int(ended), sent=sum(m.sent for m in members),
             lost=sum(m.missing(members) for m in members),
             lost_per_member=[m.missing(members) for m in members],
+            lost_examples={f"{m.index}@{m.home}": m.missed(members)[:12]
+                           for m in members if m.missing(members)},
             duplicated=sum(m.duplicated() for m in members),
             out_of_order=sum(m.out_of_order() for m in members),
             resumes=sorted(m.socket.resumes for m in members),
