@@ -1,0 +1,257 @@
+"""Resumable sessions under interface rolls and kills, against plain WebSockets, same run.
+
+Starts a Redis Cluster (3 masters + 3 replicas), 2 interfaces (with a resume key) and 2 workers
+of the split test project (real ``channels-fleet`` processes), and a round-robin TCP balancer
+in front of the interfaces (``bench/resumebench/balancer.py``, its own process). Through it,
+``--clients`` resumable clients (``FleetSocket``) and ``--plain`` plain WebSockets (reconnecting
+with the same back-off) open the project's ``SessionConsumer`` (``ws/session/<name>/``), one
+name for each kind: each client echoes a numbered frame every ``1/--rate`` s and every consumer
+is in its kind's group, to which this process sends numbered messages (``--room-rate`` a
+second, the same numbers to both groups). Meanwhile every interface is rolled twice (a new one
+ready, then SIGTERM: a drain closes its sockets with 1001), then one interface and one worker
+are killed (SIGKILL) and replaced, the bench waiting for every client to be back between
+faults. Then the sending stops, late frames get up to 20 s, and the lines are printed:
+
+    resume: clients=1000 app_disconnects=0 lost=0 duplicated=0 resumed=N p95_gap_ms=X
+    plain:  clients=1000 app_disconnects=N lost=N duplicated=0 reconnected=N p95_gap_ms=X
+    contrast: ...
+
+``app_disconnects``: the consumers' own ``disconnect`` records (in Redis) before the bench
+closes its clients: the app saw its client leave. ``lost``: echo frames never echoed plus
+(room message, client) pairs never received; ``duplicated``: any of them received twice.
+``resumed``: resumes the clients made (the interfaces' ``sessions_resumed_total`` is printed
+beside it). ``p95_gap_ms``: per client that was cut, its longest time from a cut (its
+connection lost) to the first frame read after reconnecting, p95 over those clients. The exit
+status is 1 unless the resumable clients' app_disconnects, lost and duplicated are all 0.
+
+    make bench-resume        # or: .venv/bin/python bench/resume.py --clients 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' support package: the project
+sys.path.insert(0, str(ROOT / "bench"))
+
+from redis.cluster import RedisCluster  # noqa: E402
+from resumebench.clients import PlainClient, ResumeClient  # noqa: E402
+from resumebench.fleet import Fleet  # noqa: E402
+from support.split import RESUME_KEY, split_stack  # noqa: E402
+
+from channels_fleet.dev.cluster import LocalRedis  # noqa: E402
+from channels_fleet.layers import RedisClusterChannelLayer  # noqa: E402
+
+Client = ResumeClient | PlainClient
+RECOVER_TIMEOUT = 60.0
+SETTLE = 20.0
+
+
+async def open_all(clients: list[Any], batch: int = 50) -> None:
+    for i in range(0, len(clients), batch):
+        await asyncio.gather(*(c.open() for c in clients[i:i + batch]))
+
+
+async def echo_loop(client: Client, period: float, running: asyncio.Event) -> None:
+    await asyncio.sleep(random.uniform(0, period))
+    while running.is_set():
+        await client.send_next()
+        await asyncio.sleep(period)
+
+
+async def room_loop(layer: RedisClusterChannelLayer, groups: list[str], rate: float,
+                    sent: list[int], running: asyncio.Event) -> None:
+    n = 0
+    while running.is_set():
+        message = {"type": "session.message", "text": f"g{n}"}
+        await asyncio.gather(*(layer.group_send(g, message) for g in groups))
+        sent.append(n)
+        n += 1
+        await asyncio.sleep(1 / rate)
+
+
+async def recovered(clients: Sequence[Client], timeout: float) -> float:
+    """Wait until no client has an open cut (each read a frame since reconnecting)."""
+    start = time.monotonic()
+    while any(c.link.cut_at is not None for c in clients):
+        if time.monotonic() - start > timeout:
+            break
+        await asyncio.sleep(0.2)
+    return time.monotonic() - start
+
+
+def records(redis: RedisCluster, name: str) -> list[str]:
+    return [v.decode() for v in redis.lrange(f"split:session:{name}", 0, -1)]  # type: ignore[union-attr]
+
+
+def p95(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[int(0.95 * (len(ordered) - 1))]
+
+
+def summary(clients: Sequence[Client], room_sent: list[int], recs: list[str]) -> dict[str, Any]:
+    cut = [c for c in clients if c.link.cuts]
+    worst = [float("inf") if c.link.cut_at is not None else max(c.link.gaps) for c in cut]
+    every = sorted(g for c in clients for g in c.link.gaps)
+    return {
+        "clients": len(clients),
+        "app_disconnects": sum(r.startswith("disconnect") for r in recs),
+        "app_connects": sum(r == "connect" for r in recs),
+        "lost": sum(c.tally.lost(room_sent) for c in clients),
+        "echo_lost": sum(c.tally.sent - len(c.tally.echoes) for c in clients),
+        "duplicated": sum(c.tally.duplicated for c in clients),
+        "cut_clients": len(cut), "cuts": sum(c.link.cuts for c in clients),
+        "unrecovered": sum(c.link.cut_at is not None for c in clients),
+        "p95_gap_ms": p95(worst) * 1000,
+        "gap_p50_ms": every[len(every) // 2] * 1000 if every else 0.0,
+        "gap_max_ms": every[-1] * 1000 if every else 0.0,
+        "echo_sent": sum(c.tally.sent for c in clients),
+        "other": sum(c.tally.other for c in clients),
+    }
+
+
+def codes(recs: list[str]) -> str:
+    found: dict[str, int] = {}
+    for r in recs:
+        if r.startswith("disconnect"):
+            found[r.split(":")[1]] = found.get(r.split(":")[1], 0) + 1
+    return ", ".join(f"{k}x{v}" for k, v in sorted(found.items())) or "none"
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> int:
+    redis = LocalRedis(tmp / "redis", masters=3, replicas=1).start()
+    stack = split_stack(redis.urls[:3], tmp)
+    stack.env["CHANNELS_FLEET_LOG_LEVEL"] = "WARNING"
+    fleet = Fleet(stack, RESUME_KEY)
+    layer = RedisClusterChannelLayer(hosts=redis.urls[:3], prefix="splitproj")
+    store = RedisCluster.from_url(redis.urls[0])
+    tag = f"rb{os.getpid()}"
+    names = {"resume": f"{tag}r", "plain": f"{tag}p"}
+    resumable: list[ResumeClient] = []
+    plain: list[PlainClient] = []
+    try:
+        fleet.start(args.interfaces, args.workers)
+        base = f"ws://127.0.0.1:{fleet.balancer.port}/ws/session"
+        resumable = [ResumeClient(f"{base}/{names['resume']}/") for _ in range(args.clients)]
+        plain = [PlainClient(f"{base}/{names['plain']}/") for _ in range(args.plain)]
+        everyone: list[Client] = [*resumable, *plain]
+        t0, cpu0 = time.monotonic(), time.process_time()
+        await open_all(everyone)
+        print(f"  {len(everyone)} clients open in {time.monotonic() - t0:.1f}s", flush=True)
+        running, room_sent = asyncio.Event(), list[int]()
+        running.set()
+        tasks = [asyncio.create_task(echo_loop(c, 1 / args.rate, running)) for c in everyone]
+        tasks.append(asyncio.create_task(room_loop(
+            layer, [f"session-{n}" for n in names.values()], args.room_rate, room_sent,
+            running)))
+        await asyncio.sleep(args.warmup)
+        faults = [*(("roll", s) for _ in range(2) for s in range(args.interfaces)),
+                  ("kill_interface", 0), ("kill_worker", 0)]
+        for fault, slot in faults:
+            started = time.monotonic()
+            await getattr(fleet, fault)(slot)
+            back = await recovered(everyone, RECOVER_TIMEOUT)
+            print(f"  {fleet.events[-1]}: {time.monotonic() - started:.1f}s, clients back "
+                  f"{back:.1f}s after", flush=True)
+            if failed := stack.failed():
+                raise RuntimeError(failed)
+            await asyncio.sleep(args.pause)
+        running.clear()
+        await asyncio.gather(*tasks)
+        deadline = time.monotonic() + SETTLE
+        while time.monotonic() < deadline and not all(
+                c.tally.whole(room_sent) for c in resumable):
+            await asyncio.sleep(0.2)
+        fleet.scrape_all()
+        wall = time.monotonic() - t0
+        print(f"  CPU over the {wall:.0f}s run: the clients' process "
+              f"{(time.process_time() - cpu0) / wall:.0%} of a core, the balancer "
+              f"{fleet.balancer.cpu_seconds() / wall:.0%}", flush=True)
+        ours = summary(resumable, room_sent, records(store, names["resume"]))
+        theirs = summary(plain, room_sent, records(store, names["plain"]))
+        report(args, fleet, resumable, plain, ours, theirs, room_sent)
+        print(f"  resume disconnect codes: {codes(records(store, names['resume']))}; plain: "
+              f"{codes(records(store, names['plain']))}")
+        ok = ours["app_disconnects"] == ours["lost"] == ours["duplicated"] == 0
+        return 0 if ok else 1
+    finally:
+        closing: list[Client] = [*resumable, *plain]
+        await asyncio.gather(*(c.close() for c in closing), return_exceptions=True)
+        await layer.close_pools()
+        store.close()
+        fleet.stop()
+        redis.stop()
+
+
+def report(args: argparse.Namespace, fleet: Fleet, resumable: list[ResumeClient],
+           plain: list[PlainClient], ours: dict[str, Any], theirs: dict[str, Any],
+           room_sent: list[int]) -> None:
+    resumed = sum(c.resumes for c in resumable)
+    print(f"resume: clients={ours['clients']} app_disconnects={ours['app_disconnects']} "
+          f"lost={ours['lost']} duplicated={ours['duplicated']} resumed={resumed} "
+          f"p95_gap_ms={ours['p95_gap_ms']:.0f}", flush=True)
+    print(f"plain:  clients={theirs['clients']} app_disconnects={theirs['app_disconnects']} "
+          f"lost={theirs['lost']} duplicated={theirs['duplicated']} "
+          f"reconnected={sum(c.reconnects for c in plain)} "
+          f"p95_gap_ms={theirs['p95_gap_ms']:.0f}", flush=True)
+    print(f"contrast: app_disconnects {ours['app_disconnects']} vs {theirs['app_disconnects']}, "
+          f"lost {ours['lost']} vs {theirs['lost']} (per client "
+          f"{ours['lost'] / max(1, ours['clients']):.2f} vs "
+          f"{theirs['lost'] / max(1, theirs['clients']):.2f}), resumable against plain")
+    for label, s in (("resume", ours), ("plain", theirs)):
+        print(f"  {label}: app connects={s['app_connects']} (clients {s['clients']}), echo "
+              f"sent={s['echo_sent']} echo_lost={s['echo_lost']}, room messages "
+              f"sent={len(room_sent)}, cut clients={s['cut_clients']} cuts={s['cuts']} "
+              f"unrecovered={s['unrecovered']}, gap ms p50={s['gap_p50_ms']:.0f} "
+              f"max={s['gap_max_ms']:.0f}, other frames={s['other']}")
+    print(f"  resume: new sessions (a session lost)={sum(c.new_sessions for c in resumable)}; "
+          f"interfaces: sessions_started_total="
+          f"{fleet.total('channels_fleet_sessions_started_total', 'interface'):.0f} "
+          f"sessions_resumed_total="
+          f"{fleet.total('channels_fleet_sessions_resumed_total', 'interface'):.0f} "
+          f"(a killed interface's as last scraped) resume_refused_total="
+          f"{fleet.labelled('channels_fleet_resume_refused_total', 'interface')}")
+    print(f"  workers: sessions_ended_total="
+          f"{fleet.labelled('channels_fleet_sessions_ended_total', 'worker')} "
+          f"session_frames_replayed_total="
+          f"{fleet.total('channels_fleet_session_frames_replayed_total', 'worker'):.0f}")
+    print(f"  faults: {'; '.join(fleet.events)}")
+    print(f"  load average: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000, help="resumable clients")
+    parser.add_argument("--plain", type=int, default=None,
+                        help="plain WebSocket clients beside them (default: as many)")
+    parser.add_argument("--rate", type=float, default=0.5, help="echo frames per client a second")
+    parser.add_argument("--room-rate", type=float, default=1.0,
+                        help="room messages a second (to each kind's group)")
+    parser.add_argument("--interfaces", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--pause", type=float, default=3.0, help="seconds between faults")
+    args = parser.parse_args()
+    if args.plain is None:
+        args.plain = args.clients
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    with tempfile.TemporaryDirectory(prefix="bench-resume-") as tmp:
+        return asyncio.run(run(args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
