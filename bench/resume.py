@@ -1,11 +1,12 @@
 """Resumable sessions under interface rolls and kills, against plain WebSockets, same run.
 
 Starts a Redis Cluster (3 masters + 3 replicas), 2 interfaces (with a resume key) and 2 workers
-of the split test project (real ``channels-fleet`` processes), and a round-robin TCP balancer
+of the bench's project (``bench/resumebench/resumeproject``; real ``channels-fleet``
+processes), and a round-robin TCP balancer
 in front of the interfaces (``bench/resumebench/balancer.py``, its own process). Through it,
 ``--clients`` resumable clients (``FleetSocket``) and ``--plain`` plain WebSockets (reconnecting
-with the same back-off) open the project's ``SessionConsumer`` (``ws/session/<name>/``), one
-name for each kind: each client echoes a numbered frame every ``1/--rate`` s and every consumer
+with the same back-off) open the project's consumer (``ws/member/<name>/``), one name for
+each kind: each client echoes a numbered frame every ``1/--rate`` s and every consumer
 is in its kind's group, to which this process sends numbered messages (``--room-rate`` a
 second, the same numbers to both groups). Meanwhile every interface is rolled twice (a new one
 ready, then SIGTERM: a drain closes its sockets with 1001), then one interface and one worker
@@ -16,7 +17,7 @@ faults. Then the sending stops, late frames get up to 20 s, and the lines are pr
     plain:  clients=1000 app_disconnects=N lost=N duplicated=0 reconnected=N p95_gap_ms=X
     contrast: ...
 
-``app_disconnects``: the consumers' own ``disconnect`` records (in Redis) before the bench
+``app_disconnects``: the consumers' own ``disconnect`` counts (in Redis) before the bench
 closes its clients: the app saw its client leave. ``lost``: echo frames never echoed plus
 (room message, client) pairs never received; ``duplicated``: any of them received twice.
 ``resumed``: resumes the clients made (the interfaces' ``sessions_resumed_total`` is printed
@@ -42,16 +43,20 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the tests' support package: the project
 sys.path.insert(0, str(ROOT / "bench"))
 
 from redis.cluster import RedisCluster  # noqa: E402
 from resumebench.clients import PlainClient, ResumeClient  # noqa: E402
 from resumebench.fleet import Fleet  # noqa: E402
-from support.split import RESUME_KEY, split_stack  # noqa: E402
 
+import channels_fleet  # noqa: E402
 from channels_fleet.dev.cluster import LocalRedis  # noqa: E402
+from channels_fleet.dev.stack import FleetStack  # noqa: E402
 from channels_fleet.layers import RedisClusterChannelLayer  # noqa: E402
+
+PROJECT = ROOT / "bench" / "resumebench"
+#: The fleet's session key (48 characters; a bench's only).
+RESUME_KEY = "resume-bench-key-0123456789abcdef0123456789abcd"
 
 Client = ResumeClient | PlainClient
 RECOVER_TIMEOUT = 60.0
@@ -74,25 +79,31 @@ async def room_loop(layer: RedisClusterChannelLayer, groups: list[str], rate: fl
                     sent: list[int], running: asyncio.Event) -> None:
     n = 0
     while running.is_set():
-        message = {"type": "session.message", "text": f"g{n}"}
+        message = {"type": "room.message", "text": f"g{n}"}
         await asyncio.gather(*(layer.group_send(g, message) for g in groups))
         sent.append(n)
         n += 1
         await asyncio.sleep(1 / rate)
 
 
-async def recovered(clients: Sequence[Client], timeout: float) -> float:
-    """Wait until no client has an open cut (each read a frame since reconnecting)."""
-    start = time.monotonic()
-    while any(c.link.cut_at is not None for c in clients):
-        if time.monotonic() - start > timeout:
-            break
+async def recovered(kinds: dict[str, Sequence[Client]], timeout: float) -> str:
+    """Wait until no client has an open cut (each read a frame since reconnecting); how long
+    each kind took (or how many were still cut at ``timeout``)."""
+    start, took = time.monotonic(), dict[str, str]()
+    while len(took) < len(kinds) and time.monotonic() - start < timeout:
+        for kind, clients in kinds.items():
+            if kind not in took and not any(c.link.cut_at is not None for c in clients):
+                took[kind] = f"{time.monotonic() - start:.1f}s"
         await asyncio.sleep(0.2)
-    return time.monotonic() - start
+    for kind, clients in kinds.items():
+        took.setdefault(kind, f"{sum(c.link.cut_at is not None for c in clients)} still cut")
+    return ", ".join(f"{kind} {when}" for kind, when in took.items())
 
 
-def records(redis: RedisCluster, name: str) -> list[str]:
-    return [v.decode() for v in redis.lrange(f"split:session:{name}", 0, -1)]  # type: ignore[union-attr]
+def records(redis: RedisCluster, name: str) -> dict[str, int]:
+    """What the consumers of ``name`` counted: ``connect``, ``disconnect:<code>``."""
+    raw: dict[bytes, bytes] = redis.hgetall(f"rbench:{name}")  # type: ignore[assignment]
+    return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def p95(values: list[float]) -> float:
@@ -102,14 +113,15 @@ def p95(values: list[float]) -> float:
     return ordered[int(0.95 * (len(ordered) - 1))]
 
 
-def summary(clients: Sequence[Client], room_sent: list[int], recs: list[str]) -> dict[str, Any]:
+def summary(clients: Sequence[Client], room_sent: list[int], recs: dict[str, int]
+            ) -> dict[str, Any]:
     cut = [c for c in clients if c.link.cuts]
     worst = [float("inf") if c.link.cut_at is not None else max(c.link.gaps) for c in cut]
     every = sorted(g for c in clients for g in c.link.gaps)
     return {
         "clients": len(clients),
-        "app_disconnects": sum(r.startswith("disconnect") for r in recs),
-        "app_connects": sum(r == "connect" for r in recs),
+        "app_disconnects": sum(n for r, n in recs.items() if r.startswith("disconnect")),
+        "app_connects": recs.get("connect", 0),
         "lost": sum(c.tally.lost(room_sent) for c in clients),
         "echo_lost": sum(c.tally.sent - len(c.tally.echoes) for c in clients),
         "duplicated": sum(c.tally.duplicated for c in clients),
@@ -123,20 +135,27 @@ def summary(clients: Sequence[Client], room_sent: list[int], recs: list[str]) ->
     }
 
 
-def codes(recs: list[str]) -> str:
-    found: dict[str, int] = {}
-    for r in recs:
-        if r.startswith("disconnect"):
-            found[r.split(":")[1]] = found.get(r.split(":")[1], 0) + 1
-    return ", ".join(f"{k}x{v}" for k, v in sorted(found.items())) or "none"
+def codes(recs: dict[str, int]) -> str:
+    return ", ".join(f"{r.split(':')[1]}x{n}" for r, n in sorted(recs.items())
+                     if r.startswith("disconnect")) or "none"
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> int:
     redis = LocalRedis(tmp / "redis", masters=3, replicas=1).start()
-    stack = split_stack(redis.urls[:3], tmp)
-    stack.env["CHANNELS_FLEET_LOG_LEVEL"] = "WARNING"
+    stack = FleetStack(redis.urls[:3], tmp, project=PROJECT, app="resumeproject.asgi:application",
+                       env={
+        "DJANGO_SETTINGS_MODULE": "resumeproject.settings",
+        "CHANNELS_FLEET_LOG_LEVEL": "WARNING",
+        "CHANNELS_FLEET_DRAIN_TIMEOUT": "8",
+        # Every client on one worker after the kill, plus the plain ones' consumers still
+        # running their disconnect: above the default cap of 1,000.
+        "CHANNELS_FLEET_CONCURRENCY": str(2 * (args.clients + args.plain) + 1000),
+        # The processes import the channels_fleet this bench imported (a checkout's src/).
+        "PYTHONPATH": os.pathsep.join([str(PROJECT), str(Path(channels_fleet.__file__)
+                                                         .resolve().parents[1])]),
+    })
     fleet = Fleet(stack, RESUME_KEY)
-    layer = RedisClusterChannelLayer(hosts=redis.urls[:3], prefix="splitproj")
+    layer = RedisClusterChannelLayer(hosts=redis.urls[:3], prefix="rbench")
     store = RedisCluster.from_url(redis.urls[0])
     tag = f"rb{os.getpid()}"
     names = {"resume": f"{tag}r", "plain": f"{tag}p"}
@@ -144,7 +163,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
     plain: list[PlainClient] = []
     try:
         fleet.start(args.interfaces, args.workers)
-        base = f"ws://127.0.0.1:{fleet.balancer.port}/ws/session"
+        base = f"ws://127.0.0.1:{fleet.balancer.port}/ws/member"
         resumable = [ResumeClient(f"{base}/{names['resume']}/") for _ in range(args.clients)]
         plain = [PlainClient(f"{base}/{names['plain']}/") for _ in range(args.plain)]
         everyone: list[Client] = [*resumable, *plain]
@@ -155,7 +174,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         running.set()
         tasks = [asyncio.create_task(echo_loop(c, 1 / args.rate, running)) for c in everyone]
         tasks.append(asyncio.create_task(room_loop(
-            layer, [f"session-{n}" for n in names.values()], args.room_rate, room_sent,
+            layer, [f"room-{n}" for n in names.values()], args.room_rate, room_sent,
             running)))
         await asyncio.sleep(args.warmup)
         faults = [*(("roll", s) for _ in range(2) for s in range(args.interfaces)),
@@ -163,9 +182,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         for fault, slot in faults:
             started = time.monotonic()
             await getattr(fleet, fault)(slot)
-            back = await recovered(everyone, RECOVER_TIMEOUT)
-            print(f"  {fleet.events[-1]}: {time.monotonic() - started:.1f}s, clients back "
-                  f"{back:.1f}s after", flush=True)
+            back = await recovered({"resumable": resumable, "plain": plain}, RECOVER_TIMEOUT)
+            print(f"  {fleet.events[-1]}: {time.monotonic() - started:.1f}s; clients back "
+                  f"after it: {back}", flush=True)
             if failed := stack.failed():
                 raise RuntimeError(failed)
             await asyncio.sleep(args.pause)
@@ -229,6 +248,7 @@ def report(args: argparse.Namespace, fleet: Fleet, resumable: list[ResumeClient]
           f"session_frames_replayed_total="
           f"{fleet.total('channels_fleet_session_frames_replayed_total', 'worker'):.0f}")
     print(f"  faults: {'; '.join(fleet.events)}")
+    print(f"  RSS MB at the end: {fleet.rss()}")
     print(f"  load average: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 

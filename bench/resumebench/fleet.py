@@ -93,6 +93,15 @@ class Fleet:
             if got := scrape(proc):
                 self.metrics[proc.name] = got
 
+    def rss(self) -> str:
+        """Each live process's resident memory, in MB."""
+        out = []
+        for proc in (*self.ifaces, *self.workers):
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            kb = int(re.search(r"^VmRSS:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+            out.append(f"{proc.name} {kb // 1024}")
+        return ", ".join(out)
+
     def total(self, sample: str, kind: str) -> float:
         """``sample`` summed over every ``kind`` process the bench ran (last scrape each)."""
         return sum(m.get(sample, 0.0) for name, m in self.metrics.items()
