@@ -135,6 +135,18 @@ def summary(clients: Sequence[Client], room_sent: list[int], recs: dict[str, int
     }
 
 
+def gaps_by_fault(clients: Sequence[Client], starts: list[tuple[str, float]]) -> str:
+    """p95 / max of the gaps whose cut fell in each fault's window (its start to the next's)."""
+    out = []
+    for i, (fault, start) in enumerate(starts):
+        end = starts[i + 1][1] if i + 1 < len(starts) else float("inf")
+        gaps = [g for c in clients for g, at in zip(c.link.gaps, c.link.cut_times, strict=True)
+                if start <= at < end]
+        if gaps:
+            out.append(f"{fault} {p95(gaps) * 1000:.0f}/{max(gaps) * 1000:.0f} ({len(gaps)})")
+    return "; ".join(out) or "none"
+
+
 def codes(recs: dict[str, int]) -> str:
     return ", ".join(f"{r.split(':')[1]}x{n}" for r, n in sorted(recs.items())
                      if r.startswith("disconnect")) or "none"
@@ -179,8 +191,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         await asyncio.sleep(args.warmup)
         faults = [*(("roll", s) for _ in range(2) for s in range(args.interfaces)),
                   ("kill_interface", 0), ("kill_worker", 0)]
+        starts: list[tuple[str, float]] = []
         for fault, slot in faults:
             started = time.monotonic()
+            starts.append((f"{fault} {slot}", started))
             await getattr(fleet, fault)(slot)
             back = await recovered({"resumable": resumable, "plain": plain}, RECOVER_TIMEOUT)
             print(f"  {fleet.events[-1]}: {time.monotonic() - started:.1f}s; clients back "
@@ -202,6 +216,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         ours = summary(resumable, room_sent, records(store, names["resume"]))
         theirs = summary(plain, room_sent, records(store, names["plain"]))
         report(args, fleet, resumable, plain, ours, theirs, room_sent)
+        print(f"  gap ms p95/max (cuts) by fault: resumable: {gaps_by_fault(resumable, starts)}; "
+              f"plain: {gaps_by_fault(plain, starts)}")
         print(f"  resume disconnect codes: {codes(records(store, names['resume']))}; plain: "
               f"{codes(records(store, names['plain']))}")
         ok = ours["app_disconnects"] == ours["lost"] == ours["duplicated"] == 0
@@ -264,11 +280,16 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--pause", type=float, default=3.0, help="seconds between faults")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="keep the processes' logs here (default: a temporary directory)")
     args = parser.parse_args()
     if args.plain is None:
         args.plain = args.clients
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(run(args, args.dir.resolve()))
     with tempfile.TemporaryDirectory(prefix="bench-resume-") as tmp:
         return asyncio.run(run(args, Path(tmp)))
 

@@ -43,6 +43,7 @@ class Link:
         self.closing = False  # the bench's own close is no cut
         self.cuts = 0
         self.gaps: list[float] = []
+        self.cut_times: list[float] = []  # when each of ``gaps`` began
 
     def made(self) -> None:
         self.connected = True
@@ -61,6 +62,7 @@ class Link:
     def frame(self) -> None:
         if self.cut_at is not None and self.reconnected:
             self.gaps.append(time.monotonic() - self.cut_at)
+            self.cut_times.append(self.cut_at)
             self.cut_at = None
 
     def factory(self) -> Any:
