@@ -216,6 +216,15 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         ours = summary(resumable, room_sent, records(store, names["resume"]))
         theirs = summary(plain, room_sent, records(store, names["plain"]))
         report(args, fleet, resumable, plain, ours, theirs, room_sent)
+        stuck = [c for c in resumable if c.link.cut_at is not None]
+        if stuck:
+            print(f"  resumable never back (no frame since their cut): {len(stuck)}; of them "
+                  f"connected now {sum(c.link.connected for c in stuck)}, in a new session "
+                  f"{sum(c.new_sessions > 0 for c in stuck)}, ended "
+                  f"{sum(c.ended for c in stuck)}; cut at +"
+                  f"{', +'.join(f'{(c.link.cut_at or t0) - t0:.0f}s' for c in stuck[:8])} "
+                  f"(faults at +"
+                  f"{', +'.join(f'{at - t0:.0f}s' for _, at in starts)})")
         print(f"  gap ms p95/max (cuts) by fault: resumable: {gaps_by_fault(resumable, starts)}; "
               f"plain: {gaps_by_fault(plain, starts)}")
         print(f"  resume disconnect codes: {codes(records(store, names['resume']))}; plain: "

@@ -149,6 +149,10 @@ class ResumeClient:
         return self.sock.resumes
 
     @property
+    def ended(self) -> bool:
+        return self.sock.ended is not None
+
+    @property
     def new_sessions(self) -> int:
         """Sessions after the first: each one a lost session (a new consumer on the server)."""
         return max(0, self.sock.sessions - 1)
