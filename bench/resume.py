@@ -76,10 +76,11 @@ async def echo_loop(client: Client, period: float, running: asyncio.Event) -> No
 
 
 async def room_loop(layer: RedisClusterChannelLayer, groups: list[str], rate: float,
-                    sent: list[int], running: asyncio.Event) -> None:
+                    sent: list[int], sent_at: list[float], running: asyncio.Event) -> None:
     n = 0
     while running.is_set():
         message = {"type": "room.message", "text": f"g{n}"}
+        sent_at.append(time.monotonic())
         await asyncio.gather(*(layer.group_send(g, message) for g in groups))
         sent.append(n)
         n += 1
@@ -147,6 +148,18 @@ def gaps_by_fault(clients: Sequence[Client], starts: list[tuple[str, float]]) ->
     return "; ".join(out) or "none"
 
 
+def room_lost_by_fault(clients: Sequence[Client], room_at: list[float],
+                       starts: list[tuple[str, float]]) -> str:
+    """The room's (message, client) losses by the fault window its message was sent in."""
+    windows = [("before", 0.0), *starts]
+    lost = [0] * len(windows)
+    for n, at in enumerate(room_at):
+        missing = sum(1 for c in clients if n not in c.tally.room)
+        i = max(i for i, (_, start) in enumerate(windows) if start <= at)
+        lost[i] += missing
+    return "; ".join(f"{name} {n}" for (name, _), n in zip(windows, lost, strict=True) if n)
+
+
 def codes(recs: dict[str, int]) -> str:
     return ", ".join(f"{r.split(':')[1]}x{n}" for r, n in sorted(recs.items())
                      if r.startswith("disconnect")) or "none"
@@ -182,12 +195,12 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         t0, cpu0 = time.monotonic(), time.process_time()
         await open_all(everyone)
         print(f"  {len(everyone)} clients open in {time.monotonic() - t0:.1f}s", flush=True)
-        running, room_sent = asyncio.Event(), list[int]()
+        running, room_sent, room_at = asyncio.Event(), list[int](), list[float]()
         running.set()
         tasks = [asyncio.create_task(echo_loop(c, 1 / args.rate, running)) for c in everyone]
         tasks.append(asyncio.create_task(room_loop(
             layer, [f"room-{n}" for n in names.values()], args.room_rate, room_sent,
-            running)))
+            room_at, running)))
         await asyncio.sleep(args.warmup)
         faults = [*(("roll", s) for _ in range(2) for s in range(args.interfaces)),
                   ("kill_interface", 0), ("kill_worker", 0)]
@@ -216,6 +229,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
         ours = summary(resumable, room_sent, records(store, names["resume"]))
         theirs = summary(plain, room_sent, records(store, names["plain"]))
         report(args, fleet, resumable, plain, ours, theirs, room_sent)
+        room_at = room_at[:len(room_sent)]  # a send cut short at the end is not counted
+        print(f"  room losses by the fault window their message was sent in: resumable: "
+              f"{room_lost_by_fault(resumable, room_at, starts) or 'none'}; plain: "
+              f"{room_lost_by_fault(plain, room_at, starts) or 'none'}")
         stuck = [c for c in resumable if c.link.cut_at is not None]
         if stuck:
             print(f"  resumable never back (no frame since their cut): {len(stuck)}; of them "
