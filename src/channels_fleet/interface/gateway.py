@@ -313,7 +313,7 @@ class Gateway:
             return
         if conn.session is not None:
             conn.session.stop()
-        if conn.kept:
+        if conn.kept and conn.home:  # else its session's channel is another interface's
             self.side.tasks.spawn(self.inboxes.discard(conn.id, conn.kept), f"leave {conn.id}")
         if self.conns.discard(conn):
             METRICS.connection_ended("websocket" if conn.ws else "http")

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..relay import wire
 from .instance import DISCONNECTS, AppInstance
-from .owned import DETACHED, NOT_OURS
+from .owned import DETACHED, HANDING_BACK, NOT_OURS
 from .session import UNCOUNTED
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,11 @@ class AppInstances:
             instance.deliver(event)
             return
         instance = self.aliases.get(conn_id)
-        if instance is not None and event["type"] not in DISCONNECTS:
+        if instance is not None and instance.state is HANDING_BACK:
+            # Given back: the stash goes to the socket's next owner through its interface,
+            # which records it as it records client events: counted there.
+            instance.keep(event)
+        elif instance is not None and event["type"] not in DISCONNECTS:
             # Not in the current interface's Unacked: its ACK counts must not include it.
             marked = dict(event)
             marked[UNCOUNTED] = True
@@ -69,9 +73,14 @@ class AppInstances:
         old = instance.id
         self.running.pop(old, None)
         self.running[claim] = instance
-        self.aliases[old] = instance
+        self.alias(instance, old)
+
+    def alias(self, instance: AppInstance, claim: str) -> None:
+        """``instance`` is reached by ``claim`` too (its session's home claim, from an earlier
+        owner)."""
+        self.aliases[claim] = instance
         if instance.session is not None:
-            instance.session.aliases.add(old)
+            instance.session.aliases.add(claim)
 
     def forget(self, instance: AppInstance) -> None:
         """Its app returned: its aliases reach nothing any more."""

@@ -80,6 +80,13 @@ class SessionKeeper:
         session = self._session(instance)
         self.sessions[session.id] = instance
         self._put(instance, session)
+        if session.home_claim != instance.id:
+            # Resumed away from its home, then re-homed here: the home's DETACHED connection
+            # forwards the homed channel to whoever claims it; its messages reach this
+            # instance by alias, uncounted (the current interface never recorded them).
+            self.instances.alias(instance, session.home_claim)
+            self.relay.post(session.home, [wire.CLAIM, session.home_claim, self.side.channel],
+                            control=True)
 
     def detach(self, instance: AppInstance) -> None:
         """Its socket is lost, the session is not: kept for the window, sends buffered."""
@@ -208,7 +215,9 @@ class SessionKeeper:
         self._put(instance, session)
         post = self.relay.post
         post(iface, [wire.CLAIM, claim, self.side.channel], control=True)
-        post(iface, [RESUMED, claim, [session.ack, instance.subprotocol or ""]], control=True)
+        channel = instance.homed.name if instance.homed is not None else ""
+        post(iface, [RESUMED, claim, [session.ack, instance.subprotocol or "", channel,
+                                      session.home, session.home_claim]], control=True)
         frames = session.replay(last)
         for frame in frames:
             post(iface, [wire.SEND, claim, frame], control=True)

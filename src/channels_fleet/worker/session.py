@@ -50,8 +50,11 @@ class HeldSession:
         self.outbox = Outbox(settings.resume_frames, settings.resume_bytes, seq=mark["seq"],
                              acked=mark["seq"])
         self.ack = mark["ack"]  # the highest client fleet_seq the app has taken
-        self.home = home  # the interface whose LIST holds the homed channel (inbox.py)
-        self.home_claim = claim  # the claim the home knows it by (SESSION_END names it)
+        # The interface whose LIST holds the homed channel (inbox.py), and the claim it knows
+        # the session by (SESSION_END names it): the envelope's, or kept from an earlier owner
+        # when the socket was resumed away from its home and then re-homed.
+        self.home = mark.get("home") or home
+        self.home_claim = mark.get("home_claim") or claim
         self.aliases: set[str] = set()  # earlier claims it was reached by (routed here)
         self.socket = True  # a socket serves it (False from detach to resume, and at its end)
         self.ended: str | None = None  # why it ended (metrics.SESSION_END_REASONS, or
