@@ -151,12 +151,20 @@ class Claims:
 
     def _reclaim(self, conn: ClientConn, owner: str) -> None:
         """A home's DETACHED connection: the worker that took its session over (a re-home
-        of the socket elsewhere) forwards the homed channel from now on; what was held for
-        it goes first, as the channel's messages go to it: uncounted, never replayed."""
+        of the socket elsewhere) gets the homed channel from now on. First what the old owner
+        had not handled (an owner not yet found dead, or one that drained and dropped what
+        came after it gave the socket back), then what was held; kept until handled."""
+        replay = conn.unacked.detach("dead") if conn.unacked is not None else None
+        events = conn.take_held()
+        if replay is not None:
+            METRICS.messages_dropped.labels("rehome_dead").inc(replay.lost)
+            events[:0] = replay.frames
         conn.reclaimed(owner)
-        post, claim = self.side.relay.post, conn.claim_id
-        for event in conn.take_held():
+        post, claim, unacked = self.side.relay.post, conn.claim_id, conn.unacked
+        for event in events:
             post(owner, [wire.EVENT, claim, event], control=True)
+            if unacked is not None:
+                unacked.record(event)
 
     def unfence(self, conn: ClientConn) -> None:
         """Stop waiting for the old owner's RETURN; held events go to a new owner, if any."""

@@ -8,7 +8,9 @@
 
 DETACHED is the home interface's (the one popping the consumer's homed channel, inbox.py):
 it keeps the connection, no socket, only to relay that channel's messages to the owner under
-the old claim, until the session ends (SESSION_END) or the owner dies.
+the old claim, until the session ends (SESSION_END); the owner it relays to changes when the
+session's socket, resumed elsewhere, moves to another worker (:meth:`~ClientConn.orphan`,
+:meth:`~ClientConn.reclaimed`).
 
 Each arrow is one method (:meth:`ClientConn.await_claim`, :meth:`~ClientConn.claimed_by`,
 :meth:`~ClientConn.app_accepted`, :meth:`~ClientConn.hand_over`, :meth:`~ClientConn.detach`,
@@ -163,9 +165,9 @@ class ClientConn:
 
     def detach(self) -> None:
         """A session's socket is gone (lost, or superseded by a resume) and this interface is
-        its home: kept for the homed channel's messages, which nobody replays (no Unacked)."""
+        its home: kept for the homed channel's messages, whose ``unacked`` (the owner counts
+        them under this claim) a next owner gets should this one die."""
         self._move(DETACHED)
-        self.unacked = None
         self.stop_timer()
 
     def orphan(self) -> None:

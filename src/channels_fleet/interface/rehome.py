@@ -140,6 +140,10 @@ class Rehoming:
         until then the homed channel's messages are held. No claim by the deadline (that
         re-home's wait, once the death is seen): the session died with its worker."""
         conn.orphan()
+        replay = conn.unacked.detach("dead") if conn.unacked is not None else None
+        if replay is not None:  # what the dead owner had not handled goes first
+            METRICS.messages_dropped.labels("rehome_dead").inc(replay.lost)
+            conn.held[:0] = replay.frames
         wait = (2 * self.settings.claim_timeout * REHOME_CLAIM_FACTOR
                 + self.settings.heartbeat_ttl)
         conn.timer = asyncio.get_running_loop().call_later(wait, self._orphan_expired, conn)

@@ -56,6 +56,10 @@ class HandBack:
         ack = self.acks.trailer(instance.iface)
         if ack is not None:
             self.side.relay.post(instance.iface, ack, control=True)
+        home = instance.session.home if instance.session is not None else instance.iface
+        ack = self.acks.trailer(home) if home != instance.iface else None
+        if ack is not None:  # the home's Unacked replays only what is not handled
+            self.side.relay.post(home, ack, control=True)
         self.side.relay.post(instance.iface, [wire.REHOME, instance.id, "drain"], control=True)
         instance.move_away(1012)
 

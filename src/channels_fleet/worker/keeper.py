@@ -204,6 +204,12 @@ class SessionKeeper:
             self.relay.post(instance.iface, [SUPERSEDE, instance.id, SUPERSEDED], control=True)
         else:
             METRICS.sessions_detached.dec()
+        old = instance.id
+        if old == session.home_claim:
+            # Its first claim becomes the home's: what the home relayed under it is counted
+            # on from here (its Unacked goes on keeping what is not handled).
+            session.home_counts.taken, session.home_counts.handled = (
+                instance.taken, instance.handled)
         self.instances.rekey(instance, claim)
         instance.attach(iface, claim)
         session.socket = True
@@ -211,7 +217,7 @@ class SessionKeeper:
         # The new interface's Unacked starts empty: its ACK counts start at 0, and what waits
         # for the app came under the earlier claim (not counted for this one).
         instance.taken = instance.handled = 0
-        instance.mark_queued(UNCOUNTED)
+        instance.mark_queued(UNCOUNTED, old)
         self._put(instance, session)
         post = self.relay.post
         post(iface, [wire.CLAIM, claim, self.side.channel], control=True)

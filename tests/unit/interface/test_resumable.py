@@ -241,7 +241,10 @@ async def test_lost_socket__detach_and_the_home_keeps_it_for_channel_messages(
     assert conn.state is DETACHED and fleet.gateway.conns.get(conn.id) is conn
     fleet.gateway._channel_message([conn.id], b"body")
     assert await fleet.worker.next() == (wire.MESSAGE, "", [b"body", [claim]])
-    assert conn.unacked is None  # nothing to replay them to
+    assert conn.unacked.frames == [{"type": wire.CHANNEL_MESSAGE, "body": b"body"}]  # until
+    fleet.worker.post(fleet.iface, ack(claim, 1, 1))  # handled, for a next owner's replay
+    await asyncio.sleep(0.05)
+    assert conn.unacked.frames == []
     fleet.worker.post(fleet.iface, [si.SESSION_END, claim, [1006, "window"]])
     await asyncio.sleep(0.05)
     assert conn.state is FINISHED and fleet.gateway.conns.values() == []
@@ -477,6 +480,8 @@ async def detached_at_home(fleet: Fleet) -> tuple[Any, str]:
 async def test_owner_death__detached_conn_holds_until_the_next_owner_claims_it(
         fleet: Fleet) -> None:
     conn, claim = await detached_at_home(fleet)
+    fleet.gateway._channel_message([conn.id], b"m0")  # the owner dies before handling it
+    assert (await fleet.worker.next())[0] == wire.MESSAGE
     fleet.world.declare_dead(fleet.worker.channel)
     assert conn.state is DETACHED and conn.owner is None and conn.timer is not None
     fleet.gateway._channel_message([conn.id], b"m1")
@@ -487,12 +492,18 @@ async def test_owner_death__detached_conn_holds_until_the_next_owner_claims_it(
     await other.relay.start()
     try:
         other.post(fleet.iface, [wire.CLAIM, claim, other.channel])
-        for body in (b"m1", b"m2"):  # held, in order, as channel messages: never replayed
+        assert await other.next() == (wire.EVENT, claim, {  # the dead owner's, first
+            "type": wire.CHANNEL_MESSAGE, "body": b"m0", wire.REPLAYED: True})
+        for body in (b"m1", b"m2"):  # then the held ones, in order
             assert await other.next() == (wire.EVENT, claim,
                                           {"type": wire.CHANNEL_MESSAGE, "body": body})
-        assert conn.owner == other.channel and conn.timer is None and conn.unacked is None
+        assert conn.owner == other.channel and conn.timer is None
         fleet.gateway._channel_message([conn.id], b"m3")
         assert await other.next() == (wire.MESSAGE, "", [b"m3", [claim]])
+        assert len(conn.unacked.frames) == 4  # kept until the new owner handles them
+        other.post(fleet.iface, ack(claim, 4, 4))
+        await asyncio.sleep(0.05)
+        assert conn.unacked.frames == []
         assert other.channel in fleet.gateway.conns.owners()  # its death is watched
     finally:
         await other.relay.stop()

@@ -224,11 +224,20 @@ async def test_rehomed_away_from_its_home__keeps_the_home__claims_its_connection
     assert world.relay.to(I1)[-1] == [SESSION_END, "c.1~1", [1000, "app"]]
 
 
-async def test_a_given_back_instance_stashes_its_homes_messages_counted(world: World) -> None:
-    """Draining: what the home forwards by alias while the instance is handed back goes back
-    with the stash, unmarked (the socket's interface records it as a client frame)."""
+async def test_the_homes_messages_are_counted_for_the_home__dropped_once_given_back(
+        world: World) -> None:
+    """The home keeps what it forwards until handled (its Unacked): the instance counts it
+    under the home claim, continuing that claim's counts; given back, it takes no more (the
+    home replays them to the next owner)."""
     instance = await world.open()
+    await world.frame("c.1~1", 1, "a")
     await world.resume("c.1~2", last=0)
+    counts = instance.session.home_counts
+    assert (counts.id, counts.iface, counts.taken) == ("c.1~1", I1, 1)
+    await world.instances.on_message("", [b"body", ["c.1~1"]], I1)  # undecodable: dropped
+    await world.frame("c.1~2", 2, "b")  # the app asked again: the message is handled
+    assert (counts.taken, counts.handled) == (2, 2) and instance.taken == 1
     instance.begin_hand_back()
     await world.instances.on_message("", [b"body", ["c.1~1"]], I1)
-    assert instance.stash == [{"type": wire.CHANNEL_MESSAGE, "body": b"body"}]
+    await settle()
+    assert instance.stash == [] and counts.taken == 2
