@@ -2,7 +2,9 @@
 
 A session's app instance (session.py holds its state) moves through the states of owned.py:
 
-- **start**: its connect envelope carried ``"session"``; the registry says where it runs.
+- **start**: its connect envelope carried ``"session"``; the registry says where it runs. A
+  mark naming a ``home`` (the socket was resumed away from it, then re-homed here): the home
+  claim becomes an alias and the home is sent ``CLAIM`` of it (its connection relays here).
 - **detach** (``DETACH`` from its interface, or that interface died): the app runs on, its
   sends go to the outbox only, the window (``CHANNELS_FLEET_RESUME_WINDOW``) runs.
 - **resume** (``RESUME`` from any interface, routed here by the registry): refused with
