@@ -50,6 +50,8 @@ class HandBack:
         if instance.gone or instance.state is not HANDING_BACK:
             return  # the client, the app or the interface's death ended it meanwhile
         instance.hand_back()
+        if instance.session is not None:
+            instance.stash = instance.session.returnable(instance.stash)
         self.instances.handed[instance.id] = instance
         # What the app handled is acknowledged first: only the stash stands unacknowledged
         # should the interface replay in place of a RETURN that never comes.

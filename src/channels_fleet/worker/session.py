@@ -126,6 +126,19 @@ class HeldSession:
             counts.handled = counts.taken
             acks.mark(counts)
 
+    def returnable(self, stash: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What a given-back instance RETURNs through its interface, which records it as the
+        socket's own: the home's messages left out (its Unacked replays them to the next
+        owner), the others unmarked (the next owner counts them for that interface)."""
+        kept = []
+        for event in stash:
+            claim = event.get(UNCOUNTED)
+            if claim is None:
+                kept.append(event)
+            elif claim != self.home_claim:
+                kept.append({key: value for key, value in event.items() if key != UNCOUNTED})
+        return kept
+
     def replay(self, last: int) -> list[dict[str, Any]]:
         """The kept frames past ``last`` (the client's), as the SENDs that carry them again."""
         frames = []

@@ -241,3 +241,20 @@ async def test_the_homes_messages_are_counted_for_the_home__dropped_once_given_b
     await world.instances.on_message("", [b"body", ["c.1~1"]], I1)
     await settle()
     assert instance.stash == [] and counts.taken == 2
+
+
+async def test_a_given_back_session_returns_no_home_message__and_nothing_marked(
+        world: World) -> None:
+    instance = await world.open()
+    world.app.gate.clear()  # the app is busy: what comes now stays queued
+    await world.frame("c.1~1", 1, "a")
+    await world.frame("c.1~1", 2, "b")  # queued at the resume: marked as the old claim's
+    await world.resume("c.1~2", last=0)
+    await world.instances.on_message("", [b"home", ["c.1~1"]], I1)
+    await world.frame("c.1~2", 3, "c")
+    instance.begin_hand_back()
+    instance.hand_back()
+    returned = instance.session.returnable(instance.stash)
+    # "a" was taken; "b" and the message came under the home claim: the home replays them.
+    assert [e.get("text") for e in returned] == ["c"]
+    assert not any("fleet_uncounted" in e for e in returned)
