@@ -8,7 +8,9 @@
 
 DETACHED is the home interface's (the one popping the consumer's homed channel, inbox.py):
 it keeps the connection, no socket, only to relay that channel's messages to the owner under
-the old claim, until the session ends (SESSION_END) or the owner dies.
+the old claim, until the session ends (SESSION_END); the owner it relays to changes when the
+session's socket, resumed elsewhere, moves to another worker (:meth:`~ClientConn.orphan`,
+:meth:`~ClientConn.reclaimed`).
 
 Each arrow is one method (:meth:`ClientConn.await_claim`, :meth:`~ClientConn.claimed_by`,
 :meth:`~ClientConn.app_accepted`, :meth:`~ClientConn.hand_over`, :meth:`~ClientConn.detach`,
@@ -106,7 +108,9 @@ class ClientConn:
         self.replay: Replay | None = None  # a lost owner's unacknowledged frames, for the next
         self.resent = False  # its current envelope went out a second time
         self.subprotocol: str | None = None  # as accepted by the app
-        self.channel: str | None = None  # ws: its consumer's channel, homed here (inbox.py)
+        # ws: its consumer's channel, homed here (inbox.py), or, resumed from elsewhere, at the
+        # session's home (session.home)
+        self.channel: str | None = None
         #: (key prefix, groups) old app instances left while it moved: discarded at its end
         self.kept: list[tuple[str, list[str]]] = []
         self.session: SocketSession | None = None  # ws: its resumable session (session.py)
@@ -117,6 +121,11 @@ class ClientConn:
     @property
     def finished(self) -> bool:
         return self.state is FINISHED
+
+    @property
+    def home(self) -> bool:
+        """Its consumer's channel is homed here: this interface pops it (inbox.py)."""
+        return self.channel is not None and not (self.session is not None and self.session.home)
 
     # -- transitions: one method each ------------------------------------------------------
 
@@ -156,9 +165,26 @@ class ClientConn:
 
     def detach(self) -> None:
         """A session's socket is gone (lost, or superseded by a resume) and this interface is
-        its home: kept for the homed channel's messages, which nobody replays (no Unacked)."""
+        its home: kept for the homed channel's messages, whose ``unacked`` (the owner counts
+        them under this claim) a next owner gets should this one die."""
         self._move(DETACHED)
-        self.unacked = None
+        self.stop_timer()
+
+    def orphan(self) -> None:
+        """A DETACHED connection's owner died or let go: the homed channel's messages are held
+        (``held``) until a worker that took the session over claims it (:meth:`reclaimed`)."""
+        if self.state is not DETACHED:
+            raise IllegalTransition(f"{self.id}: orphaned while {self.state.value}")
+        self.owner = None
+        self.stop_timer()
+
+    def reclaimed(self, owner: str) -> None:
+        """A worker took the DETACHED connection's session over (its CLAIM of the claim it
+        goes by): the homed channel's messages go to it from now on."""
+        if self.state is not DETACHED:
+            raise IllegalTransition(f"{self.id}: reclaimed while {self.state.value}")
+        self.owner = owner
+        self.told = False
         self.stop_timer()
 
     def finish(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..relay import wire
 from .instance import DISCONNECTS, AppInstance
-from .owned import DETACHED, NOT_OURS
+from .owned import DETACHED, HANDED, HANDING_BACK, NOT_OURS
 from .session import UNCOUNTED
 
 logger = logging.getLogger(__name__)
@@ -52,11 +52,16 @@ class AppInstances:
             instance.deliver(event)
             return
         instance = self.aliases.get(conn_id)
-        if instance is not None and event["type"] not in DISCONNECTS:
-            # Not in the current interface's Unacked: its ACK counts must not include it.
-            marked = dict(event)
-            marked[UNCOUNTED] = True
-            instance.deliver(marked)
+        if instance is None or event["type"] in DISCONNECTS:
+            return
+        if instance.state is HANDING_BACK or instance.state is HANDED:
+            # Given back: not taken, not acknowledged; the home's Unacked keeps it for the
+            # next owner (a superseded socket's late frame: its client resends it).
+            return
+        # Not in the current interface's Unacked: its ACK counts must not include it.
+        marked = dict(event)
+        marked[UNCOUNTED] = conn_id
+        instance.deliver(marked)
 
     def find(self, claim: str) -> AppInstance | None:
         """The running instance reached by ``claim``: its current one or an alias."""
@@ -69,9 +74,14 @@ class AppInstances:
         old = instance.id
         self.running.pop(old, None)
         self.running[claim] = instance
-        self.aliases[old] = instance
+        self.alias(instance, old)
+
+    def alias(self, instance: AppInstance, claim: str) -> None:
+        """``instance`` is reached by ``claim`` too (its session's home claim, from an earlier
+        owner)."""
+        self.aliases[claim] = instance
         if instance.session is not None:
-            instance.session.aliases.add(old)
+            instance.session.aliases.add(claim)
 
     def forget(self, instance: AppInstance) -> None:
         """Its app returned: its aliases reach nothing any more."""
