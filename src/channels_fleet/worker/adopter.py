@@ -11,9 +11,10 @@ LIST and every message to those sessions would be lost. So the workers adopt it:
 - they compete for ``<prefix>:adopt:{<home>}`` (``SET NX PX``); the holder keeps it alive each
   third of its TTL and pops the home's LIST on each layer prefix its sessions use, in order,
   posting each message to the sessions it names: its own directly, other workers' as a
-  ``MESSAGE`` item under the home claim (routed by alias there). A name not in the hash is
-  looked up again for up to ``UNKNOWN_WAIT`` (its worker may not have written yet), then
-  dropped, counted;
+  ``MESSAGE`` item under the home claim (routed by alias there), kept until that worker ACKs
+  them handled and replayed to the session's next worker should that one die (forwards.py).
+  A name not in the hash is looked up again for up to ``UNKNOWN_WAIT`` (its worker may not
+  have written yet), then dropped, counted;
 - the holder lets go when the hash stays empty for ``IDLE_STOP`` (every session homed there
   has ended, whatever still comes for other names), or at its drain or stop
   (another worker takes over); a killed holder's lock lapses after its TTL.
@@ -23,6 +24,8 @@ Sessions whose home lives, and plain sockets, are never touched.
     adopter = HomeAdopter(side, settings, sessions=lambda: keeper.sessions.values())
     peers = lambda: instances.ifaces() | adopter.watched()
     adopter.homes_dead(dead)      # the liveness callback
+    adopter.workers_dead(dead)    # ... the workers it forwards to, too
+    side.handle({wire.ACK: adopter.on_ack})   # their ACKs of what it forwarded
     adopter.forget(instance)      # its session ended
     await adopter.stop()
 """
@@ -33,11 +36,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.side import RelaySide
+from .adopt_store import REFRESH, RELEASE, adopt_key, home_key, pairs, text
+from .forwards import Forwards
 from .instance import AppInstance
 from .owned import NOT_OURS
 from .session import UNCOUNTED
@@ -59,40 +65,20 @@ POLL = 0.05
 #: The hash's TTL (seconds), set at each write and kept by the holder: a hash whose workers
 #: all died goes by itself.
 HOME_TTL = 3600
-
-#: KEYS: the lock; ARGV: the holder, the TTL (ms). 1 if still held (and refreshed).
-REFRESH = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-#: KEYS: the lock; ARGV: the holder. Lets go only of one's own.
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
-def home_key(home: str, prefix: str) -> str:
-    """The hash of the sessions homed on dead interface ``home``: ``fleet:home:{fleet.i!a}``."""
-    return f"{prefix}:home:{{{home}}}"
-
-
-def adopt_key(home: str, prefix: str) -> str:
-    """The lock of the worker adopting ``home``'s LIST: ``fleet:adopt:{fleet.i!a}``."""
-    return f"{prefix}:adopt:{{{home}}}"
-
+#: Most messages kept per session forwarded to another worker and not yet handled there (the
+#: interfaces' CHANNELS_FLEET_REPLAY_LIMIT default: the live home keeps as many).
+FORWARD_LIMIT = 500
+#: The interfaces' claim timeout (their default): a dead owner's socket is re-homed within a
+#: few of those, and the next owner records itself in the hash a heartbeat TTL later.
+CLAIM_TIMEOUT = 5.0
 
 class _Home:
     """One dead home, as this worker sees it."""
 
     __slots__ = ("channel", "inbox", "layers", "mine", "routes", "given_up", "holding", "task",
-                 "write", "read_at")
+                 "write", "read_at", "forwards")
 
-    def __init__(self, channel: str, inbox: str) -> None:
+    def __init__(self, channel: str, inbox: str, forwards: Forwards) -> None:
         self.channel = channel
         self.inbox = inbox  # specific.fleet<token>!: the part every homed name there shares
         self.layers: dict[str, Any] = {}  # key prefix -> the app's layer whose LIST to pop
@@ -103,6 +89,7 @@ class _Home:
         self.task: asyncio.Task[None] | None = None
         self.write: asyncio.Task[None] | None = None  # the last hash write (in order)
         self.read_at = 0.0  # monotonic time of the last hash read
+        self.forwards = forwards  # what went to other workers, not yet handled there
 
 
 class HomeAdopter:
@@ -115,12 +102,31 @@ class HomeAdopter:
         self.prefix = settings.key_prefix
         self.sessions = sessions  # the live resumable sessions' instances
         self.homes: dict[str, _Home] = {}  # dead homes with sessions of ours (or adopted)
+        # A dead owner's socket is re-homed within 2 claim timeouts (twice, at worst), its
+        # next owner finds the home dead a heartbeat TTL later.
+        self.reroute_wait = 2 * CLAIM_TIMEOUT * 2 + settings.heartbeat_ttl
 
     def watched(self) -> set[str]:
         """The homes of live sessions not known dead: liveness watches them too (a resumed
         session's socket is elsewhere, its channel still there)."""
         homes = {i.session.home for i in self.sessions() if i.session is not None}
-        return homes - self.homes.keys()
+        workers = {w for h in self.homes.values() for w in h.forwards.workers()}
+        return (homes - self.homes.keys()) | workers
+
+    def workers_dead(self, dead: set[str]) -> None:
+        """Liveness: workers we forward to died; their sessions' messages wait for the next."""
+        for home in self.homes.values():
+            home.forwards.workers_dead(dead)
+
+    async def on_ack(self, _: str, entries: list[Any], sender: str) -> None:
+        """The ``wire.ACK`` handler: ``sender``'s sessions handled what we forwarded."""
+        try:
+            wire.parse_acks(entries)
+        except wire.WireError as exc:
+            logger.warning("ignored an ack from %s: %s", sender, exc)
+            return
+        for home in self.homes.values():
+            home.forwards.on_ack(entries, sender)
 
     def homes_dead(self, dead: set[str]) -> None:
         """Liveness found ``dead`` gone: record our sessions homed there, compete to adopt.
@@ -135,7 +141,9 @@ class HomeAdopter:
             home = self.homes.get(session.home)
             if home is None:
                 home = self.homes[session.home] = _Home(
-                    session.home, homed.name.rpartition("!")[0] + "!")
+                    session.home, homed.name.rpartition("!")[0] + "!",
+                    Forwards(self.side.relay, self.side.channel, FORWARD_LIMIT,
+                             self.reroute_wait, partial(self._deliver, session.home)))
             if homed.name in home.mine:
                 continue
             home.mine[homed.name] = instance
@@ -144,6 +152,13 @@ class HomeAdopter:
         for home in self.homes.values():
             if home.task is None and home.mine:
                 home.task = self.side.tasks.spawn(self._adopt(home), f"adopt {home.channel}")
+
+    def opened(self, instance: AppInstance) -> None:
+        """A session opened here (re-homed from a dead owner) whose home we know dead already
+        (liveness reports it once): recorded at once, its adopter forwards here from then."""
+        session = instance.session
+        if session is not None and session.home in self.homes:
+            self.homes_dead({session.home})
 
     def forget(self, instance: AppInstance) -> None:
         """Its session ended (or moved to another worker): no message is for it here."""
@@ -206,7 +221,7 @@ class HomeAdopter:
                     return
                 await self.layer.command(key, "PEXPIRE", key, HOME_TTL * 1000)
                 refreshed = now
-            if now - home.read_at > REREAD * 4:
+            if now - home.read_at > (REREAD if home.forwards.holding else REREAD * 4):
                 await self._read(home)  # sessions moved or ended meanwhile
             if home.routes:
                 empty_since = None
@@ -241,11 +256,21 @@ class HomeAdopter:
             if route is None or route[0] == self.side.channel:  # ours, ended: as Channels does
                 METRICS.messages_dropped.labels("other").inc()
                 continue
-            others.setdefault(route[0], []).append(route[1])
+            if home.forwards.send(route[0], route[1], body):  # else held for its next worker
+                others.setdefault(route[0], []).append(route[1])
         for worker, claims in others.items():
             self.side.relay.post(worker, [wire.MESSAGE, "", [body, claims]])
             forwarded += len(claims)
         METRICS.adopted_messages.inc(forwarded)
+
+    def _deliver(self, channel: str, claim: str, event: dict[str, Any]) -> None:
+        """What was forwarded for ``claim`` elsewhere, to our own session of it now."""
+        home = self.homes.get(channel)
+        for instance in home.mine.values() if home is not None else ():
+            if instance.session is not None and instance.session.home_claim == claim:
+                event[UNCOUNTED] = True  # as our own: no ACK counts
+                instance.deliver(event)
+                return
 
     async def _await_route(self, home: _Home, name: str) -> tuple[str, str] | None:
         """Read the hash again until ``name`` is in it (its worker found the home dead after
@@ -267,11 +292,12 @@ class HomeAdopter:
         key = home_key(home.channel, self.prefix)
         raw = await self.layer.command(key, "HGETALL", key)
         routes: dict[str, tuple[str, str]] = {}
-        for field, value in (raw.items() if isinstance(raw, dict) else _pairs(raw)):
-            worker, _, claim = _text(value).partition(" ")
-            routes[_text(field)] = (worker, claim)
+        for field, value in (raw.items() if isinstance(raw, dict) else pairs(raw)):
+            worker, _, claim = text(value).partition(" ")
+            routes[text(field)] = (worker, claim)
         home.routes = routes
         home.given_up.difference_update(routes)
+        home.forwards.rerouted({claim: worker for worker, claim in routes.values()})
         home.read_at = time.monotonic()
 
     async def _release(self, home: _Home) -> None:
@@ -300,13 +326,3 @@ class HomeAdopter:
                 await self.layer.command(key, "PEXPIRE", key, HOME_TTL * 1000)
         except Exception as exc:
             logger.warning("adopting %s: %s failed (%r)", home.channel, command[0], exc)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _pairs(raw: Any) -> Iterable[tuple[Any, Any]]:
-    """A flat [field, value, ...] reply as pairs."""
-    items = list(raw or ())
-    return zip(items[0::2], items[1::2], strict=True)

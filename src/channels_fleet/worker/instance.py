@@ -45,7 +45,7 @@ from .owned import (
     RUNNING,
     OwnedConn,
 )
-from .session import UNCOUNTED, HeldSession
+from .session import FORWARDER, UNCOUNTED, HeldSession
 from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class AppInstance(OwnedConn):
                     self.taken += 1
                     acks.mark(self)
                 elif event[UNCOUNTED] == session.home_claim:
-                    session.took_home(acks)
+                    session.took_home(acks, event.get(FORWARDER))
             if kind == "websocket.receive" and session is not None:
                 event = session.take(event)  # None: a duplicate, counted above, dropped
                 message = event

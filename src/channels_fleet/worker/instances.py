@@ -14,7 +14,7 @@ from typing import Any
 from ..relay import wire
 from .instance import DISCONNECTS, AppInstance
 from .owned import DETACHED, HANDED, HANDING_BACK, NOT_OURS
-from .session import UNCOUNTED
+from .session import FORWARDER, UNCOUNTED
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class AppInstances:
         self.aliases: dict[str, AppInstance] = {}  # a session's earlier claims (module doc)
 
     async def on_event(self, conn_id: str, event: dict[str, Any], sender: str) -> None:
-        self._route(conn_id, event)
+        self._route(conn_id, event, sender)
 
     async def on_message(self, _: str, payload: list[Any], sender: str) -> None:
         """A MESSAGE item: one homed-channel message for several connections (wire.py)."""
@@ -39,9 +39,9 @@ class AppInstances:
             return
         event = {"type": wire.CHANNEL_MESSAGE, "body": body}  # shared: nobody changes it
         for claim in claims:
-            self._route(claim, event)
+            self._route(claim, event, sender)
 
-    def _route(self, conn_id: str, event: dict[str, Any]) -> None:
+    def _route(self, conn_id: str, event: dict[str, Any], sender: str) -> None:
         handed = self.handed.get(conn_id)
         if handed is not None:
             if event["type"] != "websocket.disconnect":
@@ -61,6 +61,8 @@ class AppInstances:
         # Not in the current interface's Unacked: its ACK counts must not include it.
         marked = dict(event)
         marked[UNCOUNTED] = conn_id
+        if event["type"] == wire.CHANNEL_MESSAGE:
+            marked[FORWARDER] = sender  # its ACKs go there (session.HomeCounts)
         instance.deliver(marked)
 
     def find(self, claim: str) -> AppInstance | None:

@@ -36,12 +36,17 @@ logger = logging.getLogger(__name__)
 #: current interface never recorded it in its Unacked. Its value is that claim: what came under
 #: the home claim is counted for the home (HomeCounts). Never reaches the app.
 UNCOUNTED = "fleet_uncounted"
+#: Set beside UNCOUNTED on a channel message that came under an alias: who forwarded it (the
+#: home, or the worker adopting the dead home's LIST), the one its ACKs go to (HomeCounts).
+FORWARDER = "fleet_forwarder"
 
 
 class HomeCounts:
     """The ACK counts (acks.Counted) of what the home forwards under the home claim: its
     DETACHED connection keeps those messages (Unacked) until they are handled, for the next
-    owner should this one die."""
+    owner should this one die. Once the home is dead the worker adopting its LIST forwards
+    them and keeps them likewise (forwards.py): ``iface`` is whoever forwarded last, counted
+    from 0 for each."""
 
     __slots__ = ("id", "iface", "taken", "handled")
 
@@ -111,11 +116,14 @@ class HeldSession:
         elif UNCOUNTED not in event:
             return event
         return {key: value for key, value in event.items()
-                if key != FLEET_SEQ and key != UNCOUNTED}
+                if key != FLEET_SEQ and key != UNCOUNTED and key != FORWARDER}
 
-    def took_home(self, acks: Acks) -> None:
-        """The app took an event the home forwarded (under the home claim)."""
+    def took_home(self, acks: Acks, forwarder: str | None) -> None:
+        """The app took an event ``forwarder`` (the home, or its adopter) sent under the home
+        claim; a new forwarder numbers from 0."""
         counts = self.home_counts
+        if forwarder and forwarder != counts.iface:
+            counts = self.home_counts = HomeCounts(self.home_claim, forwarder)
         counts.taken += 1
         acks.mark(counts)
 
@@ -136,7 +144,8 @@ class HeldSession:
             if claim is None:
                 kept.append(event)
             elif claim != self.home_claim:
-                kept.append({key: value for key, value in event.items() if key != UNCOUNTED})
+                kept.append({key: value for key, value in event.items()
+                             if key != UNCOUNTED and key != FORWARDER})
         return kept
 
     def replay(self, last: int) -> list[dict[str, Any]]:
