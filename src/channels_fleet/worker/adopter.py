@@ -147,6 +147,7 @@ class HomeAdopter:
             if homed.name in home.mine:
                 continue
             home.mine[homed.name] = instance
+            home.forwards.moved_here(session.home_claim)  # what we forwarded elsewhere first
             home.layers.setdefault(homed.layer.prefix, homed.layer)
             self._write(home, "HSET", homed.name, f"{self.side.channel} {session.home_claim}")
         for home in self.homes.values():
@@ -154,8 +155,9 @@ class HomeAdopter:
                 home.task = self.side.tasks.spawn(self._adopt(home), f"adopt {home.channel}")
 
     def opened(self, instance: AppInstance) -> None:
-        """A session opened here (re-homed from a dead owner) whose home we know dead already
-        (liveness reports it once): recorded at once, its adopter forwards here from then."""
+        """A session's app took its homed channel here (re-homed from a dead owner) and its
+        home is known dead already (liveness reports a death once): recorded at once, its
+        adopter forwards here from then."""
         session = instance.session
         if session is not None and session.home in self.homes:
             self.homes_dead({session.home})

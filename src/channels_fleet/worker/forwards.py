@@ -121,13 +121,8 @@ class Forwards:
                     del self.sent[claim]  # its session ended (or is moving: numbered afresh)
                 continue
             worker = routes.get(claim)
-            if worker == self.me:  # in order, before what the adopter delivers next
-                for body in sent.bodies:
-                    self.deliver(claim, {"type": wire.CHANNEL_MESSAGE, "body": body,
-                                         wire.REPLAYED: True})
-                for body in sent.held:
-                    self.deliver(claim, {"type": wire.CHANNEL_MESSAGE, "body": body})
-                del self.sent[claim]
+            if worker == self.me:
+                self.moved_here(claim)
             elif worker is not None and worker != sent.worker and worker not in self.dead:
                 held, sent.held = sent.held, None
                 self._move(claim, sent, worker)
@@ -141,6 +136,17 @@ class Forwards:
                                "it in %.0fs; %d dropped", claim, sent.worker, self.wait, dropped)
                 del self.sent[claim]
         self.dead &= {s.worker for s in self.sent.values()}
+
+    def moved_here(self, claim: str) -> None:
+        """The claim's session runs on this worker now: what its old worker left unhandled,
+        then what waited, to our instance at once (before the adopter delivers it more)."""
+        sent = self.sent.pop(claim, None)
+        if sent is None:
+            return
+        for body in sent.bodies:
+            self.deliver(claim, {"type": wire.CHANNEL_MESSAGE, "body": body, wire.REPLAYED: True})
+        for body in sent.held or ():
+            self.deliver(claim, {"type": wire.CHANNEL_MESSAGE, "body": body})
 
     def _hold(self, sent: _Sent) -> list[bytes]:
         if sent.held is None:
@@ -169,3 +175,4 @@ class Forwards:
                 logger.warning("adopted messages for %s: more than %d unhandled at %s; the "
                                "oldest are dropped from its replay", claim, self.limit,
                                sent.worker)
+

@@ -232,7 +232,6 @@ class Host:
         self.relay.post(iface, [wire.CLAIM, instance.id, self.side.channel], control=True)
         if session is not None:
             self.keeper.start(instance)
-            self.adopter.opened(instance)
         instance.task = asyncio.create_task(instance.run(), name=f"conn {instance.id}")
 
     def _ended(self, instance: AppInstance) -> None:
@@ -264,6 +263,10 @@ class Host:
                     "to them while their socket moves between workers is lost", layer)
         if same:
             self.relay.post(iface, [wire.INBOX, conn_id, layer.prefix], control=True)
+            instance = self.instances.running.get(conn_id)
+            if instance is not None:  # its session's home may be known dead: recorded now
+                # Once taken (homed.layer is set right after this call).
+                asyncio.get_running_loop().call_soon(self.adopter.opened, instance)
         return same
 
     # -- liveness --------------------------------------------------------------------------

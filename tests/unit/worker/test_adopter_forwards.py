@@ -101,6 +101,11 @@ def test_the_next_owner_is_this_worker__delivered_to_its_own_instance_in_order()
     assert [(c, e["body"], e.get(wire.REPLAYED)) for c, e in delivered] == [
         ("h~1", b"m0", True), ("h~1", b"m1", None)]
     assert fw.sent == {} and relay.posts == []
+    fw.send(W2, "h~2", b"z")  # recorded here before the hash is read again: at once
+    fw.moved_here("h~2")
+    assert delivered[-1] == ("h~2", {"type": wire.CHANNEL_MESSAGE, "body": b"z",
+                                     wire.REPLAYED: True})
+    assert fw.sent == {}
 
 
 async def test_the_owner_acks_the_home_claim_s_messages_to_whoever_forwarded_them() -> None:
