@@ -9,7 +9,7 @@ TOOLS  := .tools
 RUN    := .run
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install install-redis lint test test-unit test-integration run bench bench-layer bench-split bench-fanout bench-rehome bench-scale \
+.PHONY: help install install-redis lint test test-unit test-integration run bench bench-layer bench-split bench-fanout bench-rehome bench-resume bench-scale \
         cluster-up cluster-down clean podman base-image images e2e-containers
 
 help: ## list the targets
@@ -95,7 +95,11 @@ run: install ## the local stack: Redis Cluster, 2 interfaces, 2 workers, web, de
 roll-workers: $(STAMP) ## roll the workers of a running `make run` one by one (watch http://localhost:8001/fleet/)
 	$(BIN)/python examples/chat/fleetview/roll.py --dir $(RUN)
 
-bench: bench-layer bench-split bench-fanout bench-rehome bench-scale ## run every benchmark
+.PHONY: roll-interfaces
+roll-interfaces: $(STAMP) ## roll the interfaces of a running `make run` one by one, each port kept served (the pages' sessions resume)
+	$(BIN)/python examples/chat/fleetview/roll.py --interfaces --dir $(RUN)
+
+bench: bench-layer bench-split bench-fanout bench-rehome bench-resume bench-scale ## run every benchmark
 
 bench-split: install ## monolith Daphne + channels_redis against interface + worker, same run
 	$(BIN)/python bench/split.py
@@ -108,6 +112,9 @@ bench-layer: install ## our layer against channels_redis, same run, same Redis
 
 bench-rehome: install ## rolling restart of 3 workers under 500 busy sockets and a broadcasting room: disconnects, hand-over gap, messages missed
 	$(BIN)/python bench/rehome.py
+
+bench-resume: install ## 1,000 resumable clients and 1,000 plain ones echoing in a room while interfaces roll and an interface and a worker are killed (--clients)
+	$(BIN)/python bench/resume.py
 
 bench-scale: install ## reconnect storm, 10k connect burst, sockets per interface, a 20k broadcast: the monolith against ours, same run (~25 min)
 	$(BIN)/python bench/scale.py

@@ -132,6 +132,8 @@ CONSTRAINTS: dict[str, dict[str, Any]] = {
     "redis.external.auth.roles.*.*": KEY_OR_NONE,
     "redis.external.tls.*.name": OBJECT_NAME_OR_NONE,
     "redis.external.tls.*.key": KEY,
+    "resume.existingSecret": OBJECT_NAME_OR_NONE,
+    "resume.existingSecretKey": KEY,
     "*.extraVolumes": VOLUMES,
     "*.*.extraVolumes": VOLUMES,
     "*.extraVolumeMounts": VOLUME_MOUNTS,

@@ -2,8 +2,10 @@
 
 A 3-master + 3-replica Redis Cluster, the demo's database migrated, 2 interfaces (ports 8001,
 8002; ``i1``, ``i2`` in the fleet's status), 2 workers (``w1``, ``w2``) and the web tier
-(gunicorn, port 8000), all serving this project. It listens for ``make roll-workers``
-(``fleetview/roll.py``) on ``.run/devstack.sock``.
+(gunicorn, port 8000), all serving this project; the interfaces share the resume key kept in
+``.run/resume-key`` (resumable sessions: the chat's FleetSocket). It listens for
+``make roll-workers`` and ``make roll-interfaces`` (``fleetview/roll.py``) on
+``.run/devstack.sock``.
 
     python examples/chat/run.py [--dir .run]
 """
@@ -15,23 +17,45 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from fleetview.roll import SOCKET_NAME as ROLL_SOCKET
-from fleetview.roll import RollControl, WorkerRoll
+from fleetview.roll import InterfaceRoll, RollControl, WorkerRoll
 
 from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.resume_key import FILE_NAME as RESUME_KEY_FILE
+from channels_fleet.dev.resume_key import resume_key
 from channels_fleet.dev.stack import CLI, FleetStack, ServiceProcess
 
 PROJECT = Path(__file__).resolve().parent
 
 
+def service_env(kind: str, n: int, metrics_port: int, key: str) -> dict[str, str]:
+    """What the ``n``-th ``kind`` process gets on top of the stack's environment: its metrics
+    port, its name (``i1``, ``w3``) and, for interfaces only, the run dir's resume key (every
+    interface the same, so a session resumes on either; workers never check tokens)."""
+    env = {"CHANNELS_FLEET_METRICS_PORT": str(metrics_port),
+           "CHANNELS_FLEET_NAME": f"{kind[0]}{n}"}
+    if kind == "interface":
+        env["CHANNELS_FLEET_RESUME_KEY"] = key
+    return env
+
+
+class Demo(NamedTuple):
+    """The ``make run`` stack, and how to start one more process of it (ready), for rolls."""
+
+    stack: FleetStack
+    start_worker: Callable[[], ServiceProcess]
+    start_interface: Callable[[int], ServiceProcess]  # on that port (a rolled one's)
+
+
 def start_demo(cluster: LocalRedis, run_dir: Path, project: Path, interfaces: int,
-               workers: int, web_port: int) -> tuple[FleetStack, Callable[[], ServiceProcess]]:
-    """The ``make run`` stack on fixed ports, on ``cluster``; prints where things are. Returns
-    the stack and how to start one more worker (ready), for rolling them (``fleetview/roll.py``)."""
+               workers: int, web_port: int) -> Demo:
+    """The ``make run`` stack on fixed ports, on ``cluster``; prints where things are."""
     stack = FleetStack(cluster.urls[:3], run_dir / "logs", project=project,
                        death_signal=signal.SIGTERM, env={
         "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE",
@@ -48,24 +72,26 @@ def start_demo(cluster: LocalRedis, run_dir: Path, project: Path, interfaces: in
     stack.run(*manage, "demo_users")  # the demo's accounts (alice, bob: demo-password)
     metrics = iter(range(9101, 9200))
     started: dict[str, int] = {}
+    key = resume_key(run_dir)
 
-    def start(kind: str, *args: str) -> ServiceProcess:
+    def start(kind: str, *args: str, public: int | None = None) -> ServiceProcess:
         # interface-1 (named i1 in the fleet's status), ..., worker-3 (w3) after a roll.
         port, n = next(metrics), started.get(kind, 0) + 1
         started[kind] = n
-        return stack.spawn(kind, [*CLI, kind, *args], metrics_port=port, name=f"{kind}-{n}",
-                           CHANNELS_FLEET_METRICS_PORT=str(port),
-                           CHANNELS_FLEET_NAME=f"{kind[0]}{n}")
+        if public is not None:
+            args = (*args, "--port", str(public))
+        return stack.spawn(kind, [*CLI, kind, *args], port=public, metrics_port=port,
+                           name=f"{kind}-{n}", **service_env(kind, n, port, key))
 
     def start_worker() -> ServiceProcess:
         # Every worker also serves the demo's background channel "moderation".
         return start("worker", "chat_project.asgi:application", "--channels", "moderation")
 
     for i in range(interfaces):
-        start("interface", "--port", str(8001 + i))
+        start("interface", public=8001 + i)
     for _ in range(workers):
         start_worker()
-    start("web", "chat_project.wsgi:application", "--port", str(web_port))
+    start("web", "chat_project.wsgi:application", public=web_port)
     urls = ", ".join(f"http://localhost:{8001 + i}/" for i in range(interfaces))
     names = ", ".join(p.fleet_name for p in stack.procs if p.kind != "web")
     print(
@@ -76,12 +102,16 @@ def start_demo(cluster: LocalRedis, run_dir: Path, project: Path, interfaces: in
         f"  probes and metrics:                http://localhost:9101/metrics ... "
         f"http://localhost:{stack.procs[-1].metrics_port}/metrics\n"
         f"  Redis Cluster:                     {stack.env['CHANNELS_FLEET_REDIS_URL']}\n"
+        f"  resumable sessions (FleetSocket):  on, key in {run_dir / RESUME_KEY_FILE}\n"
         "Roll the workers (a deploy, no socket closes): `make roll-workers` in another shell,\n"
         "or the button on /fleet/ signed in as alice (staff; alice and bob: demo-password).\n"
+        "Roll the interfaces (the pages' sessions resume, no message lost): "
+        "`make roll-interfaces`.\n"
         "Ctrl-C stops everything.",
         flush=True,
     )
-    return stack, lambda: start_worker().wait_ready()
+    return Demo(stack, lambda: start_worker().wait_ready(),
+                lambda port: start("interface", public=port).wait_ready())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,9 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         cluster_dir.mkdir(parents=True)
         print("starting a Redis Cluster (3 masters + 3 replicas)...", flush=True)
         cluster = LocalRedis(cluster_dir, masters=3, replicas=1).start()
-        stack, start_worker = start_demo(cluster, run_dir, PROJECT,
-                                         args.interfaces, args.workers, args.web_port)
-        control = RollControl(run_dir / ROLL_SOCKET, WorkerRoll(stack, start_worker)).start()
+        demo = start_demo(cluster, run_dir, PROJECT, args.interfaces, args.workers,
+                          args.web_port)
+        stack = demo.stack
+        busy = threading.Lock()  # one roll at a time, of either kind
+        control = RollControl(run_dir / ROLL_SOCKET, WorkerRoll(stack, demo.start_worker, busy),
+                              InterfaceRoll(stack, demo.start_interface, busy)).start()
         while not stopping:
             problem = stack.failed()
             if problem:

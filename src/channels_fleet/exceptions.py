@@ -44,6 +44,10 @@ class PortUnavailable(Exception):
     why (in use, below 1024 without the right)."""
 
 
+class WireError(ValueError):
+    """A relay message that does not have the shape of relay/wire.py's formats."""
+
+
 class KubeApiError(Exception):
     """A request to the Kubernetes API server failed; the message names the method, the path,
     the status and the server's reason. `status` is the HTTP status (0: no reply)."""
@@ -51,3 +55,19 @@ class KubeApiError(Exception):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ResumeProtocolError(ValueError):
+    """A resumable-session message (channels-fleet.resume.v1) that breaks the protocol: a
+    malformed header, an unknown kind, a sequence number that skips. The socket closes with
+    1002 (a server) or 4002 (a client); the message names the cause."""
+
+
+class SessionEnded(ConnectionError):
+    """A resumable session ended for good: the app closed it, it expired, a protocol error, or
+    the client gave up reconnecting. ``code`` and ``reason`` are the final close's."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"session ended: {code} {reason}".rstrip())
+        self.code = code
+        self.reason = reason

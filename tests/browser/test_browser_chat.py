@@ -9,14 +9,20 @@ and web processes on the session Redis Cluster.
    page's button (``make run``'s control socket, served here by the test): the fleet view
    shows the new workers and the re-homes, the room's sockets stay open and messages still
    arrive. The room is also looked at on a phone-width screen.
+3. The interfaces are rolled (``make roll-interfaces``' roll, through the same control
+   socket) while Bob talks to Alice: each page's session gets B and resumes on the new
+   interface of its port; every message arrives, in order, the member list never changes,
+   nobody is disconnected.
 
 Screenshots go to ``.run/browser/``."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +32,19 @@ import pytest
 from support.demo import PASSWORD, PROJECT, WORKER, demo_stack
 
 from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.ports import free_ports
+from channels_fleet.dev.resume_key import resume_key
+from channels_fleet.dev.stack import CLI
 
 sys.path.insert(0, str(PROJECT))  # the demo's own roll (fleetview/roll.py), as `make run` has it
-from fleetview.roll import SOCKET_NAME, RollControl, WorkerRoll  # noqa: E402
+from fleetview.roll import (  # noqa: E402
+    ROLL_INTERFACES,
+    SOCKET_NAME,
+    InterfaceRoll,
+    RollControl,
+    WorkerRoll,
+    request_roll,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -49,7 +65,7 @@ MEMBERS = ("[...document.querySelectorAll('#members .name')].map((e) => e.textCo
 def demo(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The demo as ``make run`` has it: 2 interfaces (i1, i2), 2 workers (w1, w2), and the
     control socket ``make run`` listens on, so the fleet view's roll button works: each roll
-    starts w3, w4 ... and stops the old ones."""
+    starts w3, w4 ... and stops the old ones (an interface roll: i3, i4 ... on their ports)."""
     tmp = tmp_path_factory.mktemp("browser-demo")
     control_path = tmp / SOCKET_NAME
     # The long poll answers 204 after 5 s here, so a poll cycles during the test.
@@ -62,7 +78,20 @@ def demo(redis_cluster: LocalRedis, tmp_path_factory: pytest.TempPathFactory) ->
         return site.stack.worker(*WORKER[1:], app=WORKER[0],
                                  CHANNELS_FLEET_NAME=f"w{next(names)}")
 
-    control = RollControl(control_path, WorkerRoll(site.stack, start_worker)).start()
+    ifaces = itertools.count(3)
+    key = resume_key(tmp)  # the one demo_stack gave i1 and i2
+
+    def start_interface(port: int) -> Any:
+        metrics, n = free_ports(1)[0], next(ifaces)
+        return site.stack.spawn(
+            "interface", [*CLI, "interface", "--port", str(port)], port=port,
+            metrics_port=metrics, name=f"interface-{n}", CHANNELS_FLEET_METRICS_PORT=str(metrics),
+            CHANNELS_FLEET_NAME=f"i{n}", CHANNELS_FLEET_RESUME_KEY=key).wait_ready()
+
+    busy = threading.Lock()
+    control = RollControl(control_path, WorkerRoll(site.stack, start_worker, busy),
+                          InterfaceRoll(site.stack, start_interface, busy)).start()
+    site.control_path = control_path
     try:
         yield site
     finally:
@@ -257,3 +286,62 @@ def test_fleet_view_watches_a_worker_roll__the_room_keeps_its_sockets(
     fleet.screenshot(path=str(SHOTS / "fleet.png"), full_page=True)
     room.screenshot(path=str(SHOTS / "room.png"), full_page=True)
     bob.screenshot(path=str(SHOTS / "room-phone.png"), full_page=True)
+
+
+def test_the_chat_keeps_every_message_and_its_members_while_the_interfaces_roll(
+        demo: Any, chromium: Any) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    alice = sign_in(chromium, demo, "alice")
+    enter(alice, demo, "iroll", port=demo.ports[0])
+    bob = sign_in(chromium, demo, "bob")
+    enter(bob, demo, "iroll", port=demo.ports[1])
+    for page in (alice, bob):
+        page.wait_for_function(f"{MEMBERS} === 'alice, bob'")
+    say(bob, "before the interface roll")
+    sees(alice, "bob", "before the interface roll")
+    fleet = alice.context.new_page()
+    fleet.set_default_timeout(WAIT_MS)
+    fleet.goto(f"http://127.0.0.1:{demo.ports[1]}/fleet/")
+    fleet.wait_for_function("document.getElementById('live').textContent === 'live'")
+
+    # Roll i1 and i2 (make roll-interfaces) while Bob keeps talking.
+    said: list[str] = []
+    roll = threading.Thread(target=request_roll, args=(demo.control_path, said.append),
+                            kwargs={"request": ROLL_INTERFACES})
+    roll.start()
+    n = 0
+    deadline = time.monotonic() + ROLL_MS / 1000
+    while roll.is_alive() and time.monotonic() < deadline:
+        say(bob, f"during the interface roll {n}")
+        n += 1
+        assert alice.evaluate(MEMBERS) == "alice, bob"
+        assert bob.evaluate(MEMBERS) == "alice, bob"
+        alice.wait_for_timeout(700)
+    roll.join(1)
+    assert not roll.is_alive(), said
+    assert said[-1].startswith("done: interfaces now i3, i4; "), said
+    assert re.search(r"; [2-9]\d* sessions resumed", said[-1]), said  # at least the two pages
+
+    # Nobody left the room or was disconnected: each page's session resumed.
+    for page in (alice, bob):
+        assert page.evaluate(MEMBERS) == "alice, bob"
+        assert text_of(page, "#disconnects") == "0"
+        assert text_of(page, "#transport") == "websocket"
+        assert int(text_of(page, "#resumed")) >= 1
+    fleet.wait_for_function("document.getElementById('live').textContent === 'live'")
+    fleet.wait_for_function(
+        "[...document.querySelectorAll('#ifaces .proc')].map(e => e.dataset.name).join() "
+        "=== 'i3,i4'", timeout=ROLL_MS)
+    assert text_of(fleet, "#s-closed") == "0"
+
+    # Every message Bob sent reached Alice, once each and in order.
+    with contextlib.suppress(Exception):  # what is missing is asserted below
+        sees(alice, "bob", f"during the interface roll {n - 1}")
+    alice.screenshot(path=str(SHOTS / "5-room-interface-roll.png"), full_page=True)
+    log = alice.eval_on_selector_all("#log li.msg", "els => els.map(e => e.textContent)")
+    seen = [int(m) for m in re.findall(r"during the interface roll (\d+)", " ".join(log))]
+    assert seen == list(range(n)), f"Alice saw {seen} of 0..{n - 1}"
+    say(alice, "after the interface roll")
+    sees(bob, "alice", "after the interface roll")
+    for page in (alice, bob):
+        page.context.close()

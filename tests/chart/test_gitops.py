@@ -17,7 +17,8 @@ from .helm import CI_VALUES, SOURCE_CHART, component, find, helm, one, render
 
 RELEASE = ("template", "fleet", str(SOURCE_CHART), "--namespace", "chat")
 GENERATED = {"fleet-channels-fleet-redis-auth": "redis-password",
-             "fleet-channels-fleet-postgresql-auth": "postgres-password"}
+             "fleet-channels-fleet-postgresql-auth": "postgres-password",
+             "fleet-channels-fleet-resume-key": "resume-key"}
 HOOK = {"helm.sh/hook": "pre-install,pre-upgrade",
         "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded"}
 
@@ -95,9 +96,10 @@ def test_the_secrets_job_rbac_comes_first_and_reaches_only_its_secrets() -> None
 def test_a_secret_the_user_names_is_not_generated() -> None:
     docs = render(sets=("redis.auth.existingSecret=chat-redis",))
     assert {i["secret"] for i in ensure_items(secrets_job(docs))} == {
-        "fleet-channels-fleet-postgresql-auth"}
+        "fleet-channels-fleet-postgresql-auth", "fleet-channels-fleet-resume-key"}
     docs = render(sets=("redis.auth.existingSecret=chat-redis",
-                        "database.postgresql.auth.existingSecret=chat-pg"))
+                        "database.postgresql.auth.existingSecret=chat-pg",
+                        "resume.existingSecret=chat-resume"))
     assert not component(docs, "Job", "secrets")
     for kind in ("ServiceAccount", "Role", "RoleBinding"):
         assert not find(docs, kind, "fleet-channels-fleet-secrets"), kind

@@ -86,7 +86,8 @@ def test_role_users_follow_the_key_prefixes():
     docs = render(sets=(*ACL_ON, "config.keyPrefix=shop", "redis.acl.layerPrefix=shop-asgi"))
     worker = next(line for line in users_acl(docs) if line.startswith("user fleet-worker "))
     # docs/redis-acl.md, "Another key prefix".
-    assert ("~shop:q:{fleet.*} ~shop:hb:{hb}:* ~shop:dead:{hb}:* ~shop:workers:{hb} ~shop-asgi:* "
+    assert ("~shop:q:{fleet.*} ~shop:hb:{hb}:* ~shop:dead:{hb}:* ~shop:workers:{hb} "
+            "~shop:session:* ~shop-asgi:* "
             in worker)
     assert "fleet:" not in worker.replace("user fleet-worker ", "").replace("{fleet.", "")
 
@@ -111,8 +112,8 @@ def test_each_pod_kind_connects_as_its_own_user():
     jobs = [j for j in find(docs, "Job") if "-secrets-" not in j["metadata"]["name"]]
     for d in find(docs, "Deployment") + jobs:
         assert "redis-password" not in str(d), d["metadata"]["name"]
-    assert {(i["secret"], i["key"]) for i in ensure_items(docs) if i["key"] != "redis-password"
-            and i["key"] != "postgres-password"} == {
+    assert {(i["secret"], i["key"]) for i in ensure_items(docs)
+            if i["key"] not in ("redis-password", "postgres-password", "resume-key")} == {
         ("fleet-channels-fleet-redis-users", f"{role}-password") for role in ROLES}
 
 

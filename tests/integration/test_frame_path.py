@@ -34,14 +34,17 @@ pytestmark = pytest.mark.timeout(60)
 #: The path outside the channel layer, in the order a frame first reaches each module.
 PATH = [
     "channels_fleet.interface.gateway",  # the client's frame, from Daphne
-    "channels_fleet.interface.client",  # to its owner (relay_to); kept until acknowledged
+    "channels_fleet.interface.client",  # to its owner (relay_to)
     "channels_fleet.relay.relay",  # batched to the owner's channel
+    "channels_fleet.interface.replay",  # kept until acknowledged (Unacked)
     "channels_fleet.relay.wire",  # the batch format, checked on arrival
+    "channels_fleet.worker.instances",  # routed to its app instance by claim
     "channels_fleet.worker.instance",  # into the app instance's queue; taken, then handled:
     "channels_fleet.worker.acks",  # acknowledged with the echo's batch
     "channels_fleet.worker.dispatch",  # Channels' await_many_dispatch, leaner
     "channels_fleet.observability.consumers",  # the handler's latency
     "channels_fleet.worker.dbcleanup",  # Channels' per-event connection cleanup, queued
+    "channels_fleet.interface.owner_items",  # the echo's SEND, for its current claim
     "channels_fleet.interface.edge",  # the echo (its current claim's) written to the client
 ]
 #: The layer's own modules on the path (layers/, one component: send, then receive).
@@ -110,7 +113,7 @@ async def frame_paths(urls: list[str], frames: int) -> list[dict[str, int]]:
     return paths
 
 
-async def test_a_frame_passes_through_ten_modules_and_the_layer(redis_single: LocalRedis) -> None:
+async def test_a_frame_passes_through_thirteen_modules_and_the_layer(redis_single: LocalRedis) -> None:
     consumers.instrument_consumers()
     dbcleanup.install()
     dispatch.install()
@@ -122,5 +125,5 @@ async def test_a_frame_passes_through_ten_modules_and_the_layer(redis_single: Lo
         consumers.uninstrument_consumers()
     every = set(paths[0]).intersection(*paths[1:])
     ordered = sorted(every, key=lambda module: paths[-1][module])
-    assert [m for m in ordered if m not in LAYER] == PATH  # 10, and the layer: 11 components
+    assert [m for m in ordered if m not in LAYER] == PATH  # 13, and the layer: 14 components
     assert every & LAYER == LAYER

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
+from channels_fleet.dev.resume_key import resume_key
+
 from .sites import Site
 
 PROJECT = Path(__file__).resolve().parents[2] / "examples" / "chat"
@@ -27,8 +29,12 @@ def demo_stack(urls: list[str], tmp: Path, poll_timeout: float = 2.0, workers: i
                interfaces: int = 1, **env: str) -> Iterator[Site]:
     """The demo on ``urls``: ``interfaces`` interfaces (named ``i1``, ``i2`` ... in the fleet's
     status; ports in ``site.ports``, the first also ``site.port``), the web tier and
-    ``workers`` workers (``w1`` ...); ``env`` is added to every process's."""
-    env = {**os.environ, "PYTHONPATH": str(PROJECT), "CHAT_RUN_DIR": str(tmp),
+    ``workers`` workers (``w1`` ...); ``env`` is added to every process's. As in ``make run``,
+    the interfaces share a resume key (the pages' FleetSocket resumes on either)."""
+    # The test's own PYTHONPATH too (absolute), so the processes run the same channels_fleet.
+    path = [str(PROJECT), *(os.path.abspath(p) for p in
+                            os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "CHAT_RUN_DIR": str(tmp),
            "DJANGO_SETTINGS_MODULE": "chat_project.settings", "CHAT_MODERATION": "1",
            "CHAT_POLL_TIMEOUT": str(poll_timeout),
            "CHANNELS_FLEET_REDIS_URL": ",".join(urls[:3]), **env}
@@ -36,7 +42,9 @@ def demo_stack(urls: list[str], tmp: Path, poll_timeout: float = 2.0, workers: i
     for command in (["migrate", "-v", "0"], ["demo_users"]):
         site.stack.run(sys.executable, str(PROJECT / "manage.py"), *command, timeout=60)
     try:
-        site.ports = [site.start("interface", CHANNELS_FLEET_NAME=f"i{n}")
+        key = resume_key(tmp)
+        site.ports = [site.start("interface", CHANNELS_FLEET_NAME=f"i{n}",
+                                 CHANNELS_FLEET_RESUME_KEY=key)
                       for n in range(1, interfaces + 1)]
         site.port = site.ports[0]
         site.web = site.start("web", "chat_project.wsgi:application")

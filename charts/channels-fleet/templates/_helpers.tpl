@@ -316,6 +316,36 @@ Call with (dict "context" $ "role" "interface|worker|web"). */}}
 {{- end }}
 {{- end -}}
 
+{{/* ---------------------------------------------------------------------------------------
+Resumable sessions: the interfaces' token key (CHANNELS_FLEET_RESUME_KEY), from the user's Secret
+or the one the secrets Job makes. Workers and web never get it: only interfaces issue and check
+tokens.
+--------------------------------------------------------------------------------------- */}}
+{{- define "channels-fleet.resume.secretName" -}}
+{{- include "channels-fleet.componentName" (dict "context" . "component" "resume-key") -}}
+{{- end -}}
+
+{{/* Non-empty when the secrets Job makes the key: resume on, interfaces deployed, no Secret named. */}}
+{{- define "channels-fleet.resume.generated" -}}
+{{- if and .Values.resume.enabled .Values.interface.enabled (not .Values.resume.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "channels-fleet.resumeEnv" -}}
+{{- $r := .Values.resume -}}
+{{- if $r.enabled -}}
+- name: CHANNELS_FLEET_RESUME_KEY
+  valueFrom:
+    secretKeyRef:
+      {{- if $r.existingSecret }}
+      name: {{ $r.existingSecret }}
+      key: {{ $r.existingSecretKey }}
+      {{- else }}
+      name: {{ include "channels-fleet.resume.secretName" . }}
+      key: resume-key
+      {{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* Environment of the project containers (worker, web, migrate). */}}
 {{- define "channels-fleet.projectEnv" -}}
 - name: DJANGO_SETTINGS_MODULE
@@ -522,6 +552,9 @@ channels_fleet.kube.kinds); add an item in a block of its own. Empty: no Job, no
 {{- end -}}
 {{- if and (include "channels-fleet.redis.tlsOn" .) (not .Values.redis.tls.existingSecret) -}}
 {{- $items = append $items (include "channels-fleet.redis.tlsSecretItem" . | fromYaml) -}}
+{{- end -}}
+{{- if include "channels-fleet.resume.generated" . -}}
+{{- $items = append $items (dict "secret" (include "channels-fleet.resume.secretName" .) "key" "resume-key" "kind" "password" "options" (dict "length" 48)) -}}
 {{- end -}}
 {{- toYaml $items -}}
 {{- end -}}

@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "channels_fleet",  # its static files: FleetSocket (channels_fleet/fleet-socket.js)
     "chat",
     "board",
     "fleetview",

@@ -41,11 +41,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from channels.exceptions import ChannelFull
 
 from ..observability.metrics import METRICS
-from ..relay import wire
+from ..relay import session_items, wire
+from ..relay.sessions import SessionEntry
 from ..relay.side import RelaySide
 from .client import AWAITING_CLAIM, CLAIMED, REHOMING, ClientConn, ClientEvent, Connections
 from .edge import ClientWriter
@@ -93,7 +95,8 @@ class Claims:
         deadline = self.deadline(conn)
         envelope = wire.connect_envelope(
             self.side.channel, conn.await_claim(), conn.scope, deadline, rehomed=conn.rehomed,
-            ack=conn.unacked is not None, channel=conn.channel)
+            ack=conn.unacked is not None, channel=conn.channel,
+            session=conn.session.mark() if conn.session is not None else None)
         self._arm(conn, deadline)
         try:
             await self.side.send_now(wire.CONNECT_QUEUE, envelope)
@@ -105,8 +108,22 @@ class Claims:
             return False
         return True
 
-    def on_claim(self, claim: str, owner: str) -> None:
-        """A worker's CLAIM: it owns the connection from now on, if this claim is awaited."""
+    def resume(self, conn: ClientConn, entry: SessionEntry, last: int, origin: str,
+               expired: Callable[[ClientConn], None]) -> None:
+        """Ask the worker holding ``conn``'s session to take it over for a new claim (RESUME,
+        straight to it: not the work queue). Its CLAIM is awaited as an envelope's is; no
+        answer within the claim deadline: ``expired(conn)``."""
+        assert conn.session is not None  # a resumable socket
+        claim = conn.await_claim()
+        resume = [conn.session.id, last, origin]
+        self.side.relay.post(entry.worker, [session_items.RESUME, claim, resume], control=True)
+        conn.stop_timer()
+        conn.timer = asyncio.get_running_loop().call_later(
+            self.settings.claim_timeout, expired, conn)
+
+    async def on_claim(self, claim: str, owner: str, sender: str) -> None:
+        """A worker's CLAIM (the item's handler): it owns the connection from now on, if this
+        claim is awaited."""
         conn = self.conns.current(claim)
         if conn is None or conn.state is not AWAITING_CLAIM:
             # Gone, ended by us or sent again (a claim of an earlier envelope) before this
@@ -198,6 +215,21 @@ class Claims:
         conn.stop_timer()
         self.tell_gone(conn, code)
         await self.writer.end(conn, code)
+
+    def tell_leaving(self, conn: ClientConn, code: int) -> None:
+        """The interface ends ``conn`` with ``code``: a session's socket at shutdown (1001)
+        detaches (its client resumes elsewhere); anything else ends as a plain socket's."""
+        if conn.session is not None and code == 1001:
+            self.tell_detached(conn, code)
+        else:
+            self.tell_gone(conn, code)
+
+    def tell_detached(self, conn: ClientConn, code: int) -> None:
+        """Tell the owner (once) that ``conn``'s socket ended and its session did not (DETACH):
+        the app keeps running, its output kept for a resume."""
+        owner = conn.take_owner_to_tell()
+        if owner is not None:
+            self.side.relay.post(owner, [session_items.DETACH, conn.claim_id, code], control=True)
 
     def tell_gone(self, conn: ClientConn, code: int, event: ClientEvent | None = None) -> None:
         """Tell the owner (once) that the client side of ``conn`` is over: with the client's

@@ -3,10 +3,16 @@
     NEW ──► AWAITING_CLAIM ──(claimed)──────────────────────────► OWNED
                  ▲   └──(claimed after a hand-over)──► REHOMING ──┘ (the new app accepted)
                  └──── handed over (the owner drains or dies) from OWNED or REHOMING
+    OWNED, REHOMING ──► DETACHED (a resumable session's socket is gone, its session lives)
     any state ──► FINISHED (the interface ended the client side: closed, refused, answered)
 
+DETACHED is the home interface's (the one popping the consumer's homed channel, inbox.py):
+it keeps the connection, no socket, only to relay that channel's messages to the owner under
+the old claim, until the session ends (SESSION_END) or the owner dies.
+
 Each arrow is one method (:meth:`ClientConn.await_claim`, :meth:`~ClientConn.claimed_by`,
-:meth:`~ClientConn.app_accepted`, :meth:`~ClientConn.hand_over`, :meth:`~ClientConn.finish`);
+:meth:`~ClientConn.app_accepted`, :meth:`~ClientConn.hand_over`, :meth:`~ClientConn.detach`,
+:meth:`~ClientConn.finish`);
 a move the diagram lacks raises IllegalTransition. Apart from the state, a socket handed over
 by a draining owner may wait for that old owner's RETURN (``fence``, see rehome.py): a wait of
 its own, which can begin before the next claim and end after it.
@@ -28,12 +34,15 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import IllegalTransition
 from ..relay import wire
-from .replay import REPLAYED, Replay
+from .replay import ClientEvent, Replay, Unacked
+
+if TYPE_CHECKING:
+    from .session import SocketSession
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +52,20 @@ class ClientState(enum.Enum):
     AWAITING_CLAIM = "awaiting claim"  # its envelope is in the work queue; events held
     REHOMING = "re-homing"  # claimed after a hand-over; the new app's accept not seen yet
     OWNED = "owned"  # claimed; events go straight to the owner
+    DETACHED = "detached"  # a session's socket is gone; channel messages still go to the owner
     FINISHED = "finished"  # the interface has ended the client side
 
 
-#: A client event as the server gave it (asgiref.typing's receive events) or as an old owner
-#: returned it: relayed as it is.
-ClientEvent = Mapping[str, Any]
-
 NEW, AWAITING_CLAIM = ClientState.NEW, ClientState.AWAITING_CLAIM
 REHOMING, OWNED, FINISHED = ClientState.REHOMING, ClientState.OWNED, ClientState.FINISHED
+DETACHED = ClientState.DETACHED
 
 _MOVES: dict[ClientState, frozenset[ClientState]] = {
     NEW: frozenset({AWAITING_CLAIM, FINISHED}),
     AWAITING_CLAIM: frozenset({OWNED, REHOMING, FINISHED}),
-    REHOMING: frozenset({OWNED, AWAITING_CLAIM, FINISHED}),
-    OWNED: frozenset({AWAITING_CLAIM, FINISHED}),
+    REHOMING: frozenset({OWNED, AWAITING_CLAIM, DETACHED, FINISHED}),
+    OWNED: frozenset({AWAITING_CLAIM, DETACHED, FINISHED}),
+    DETACHED: frozenset({FINISHED}),
     FINISHED: frozenset(),
 }
 
@@ -71,7 +79,7 @@ class ClientConn:
     __slots__ = (
         "id", "ws", "send", "scope", "state", "owner", "held", "accepted", "told", "responded",
         "sent_at", "timer", "rehomed", "handover_at", "fence", "unacked", "replay", "resent",
-        "subprotocol", "claims", "claim_id", "fence_id", "channel", "kept",
+        "subprotocol", "claims", "claim_id", "fence_id", "channel", "kept", "session",
     )
 
     def __init__(self, conn_id: str, ws: bool, send: Any, scope: dict[str, Any],
@@ -101,6 +109,7 @@ class ClientConn:
         self.channel: str | None = None  # ws: its consumer's channel, homed here (inbox.py)
         #: (key prefix, groups) old app instances left while it moved: discarded at its end
         self.kept: list[tuple[str, list[str]]] = []
+        self.session: SocketSession | None = None  # ws: its resumable session (session.py)
 
     def __repr__(self) -> str:
         return f"<ClientConn {self.claim_id or self.id} {self.state.value} owner={self.owner}>"
@@ -145,6 +154,13 @@ class ClientConn:
         self.handover_at = time.monotonic()
         return old
 
+    def detach(self) -> None:
+        """A session's socket is gone (lost, or superseded by a resume) and this interface is
+        its home: kept for the homed channel's messages, which nobody replays (no Unacked)."""
+        self._move(DETACHED)
+        self.unacked = None
+        self.stop_timer()
+
     def finish(self) -> bool:
         """Mark the client side ended; False if it already was."""
         if self.state is FINISHED:
@@ -162,9 +178,9 @@ class ClientConn:
 
     def relay_to(self) -> str | None:
         """The owner its events go straight to; None while they are held (no claim yet, or
-        an old owner's RETURN awaited)."""
+        an old owner's RETURN awaited). A DETACHED one gets only its channel's messages."""
         state = self.state  # identity tests: this is per frame
-        if (state is OWNED or state is REHOMING) and self.fence is None:
+        if (state is OWNED or state is REHOMING or state is DETACHED) and self.fence is None:
             return self.owner
         return None
 
@@ -206,76 +222,13 @@ class ClientConn:
         return held
 
 
-def frame_size(event: ClientEvent) -> int:
-    """A frame's payload length (characters of a text frame, bytes of a binary one or of a
-    channel message's body)."""
-    return len(event.get("text") or event.get("bytes") or event.get("body") or "")
-
-
-class Unacked:
-    """The client frames relayed to one connection's current owner and not yet acknowledged
-    (numbered from its claim); bounded, the oldest dropped first (replay.py says why)."""
-
-    __slots__ = ("frames", "first", "acked", "taken", "size", "limit", "max_bytes")
-
-    def __init__(self, limit: int, max_bytes: int) -> None:
-        self.frames: list[ClientEvent] = []  # oldest first
-        self.first = 0  # the number of frames[0] (frames are numbered from the claim)
-        self.acked = 0  # frames the owner acknowledged as handled
-        self.taken = 0  # frames the owner's app had taken, as last acknowledged
-        self.size = 0  # payload bytes kept
-        self.limit = limit
-        self.max_bytes = max_bytes
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    @property
-    def lost(self) -> int:
-        """Unacknowledged frames dropped because the buffer was full (0: a replay is whole)."""
-        return max(0, self.first - self.acked)
-
-    def record(self, event: ClientEvent) -> None:
-        """One more frame relayed to the owner; the oldest go if the buffer is over a bound."""
-        frames = self.frames
-        frames.append(event)
-        self.size += frame_size(event)
-        while frames and (len(frames) > self.limit or self.size > self.max_bytes):
-            self.size -= frame_size(frames.pop(0))
-            self.first += 1
-
-    def ack(self, handled: int, taken: int) -> None:
-        """The owner's ACK: its app has handled the first ``handled`` frames, taken ``taken``."""
-        if taken > self.taken:
-            self.taken = taken
-        if handled <= self.acked:
-            return
-        self.acked = handled
-        frames = self.frames
-        done = min(handled - self.first, len(frames))
-        if done > 0:
-            size = self.size
-            for event in frames[:done]:  # frame_size, inlined: once per acknowledged frame
-                size -= len(event.get("text") or event.get("bytes") or event.get("body") or "")
-            self.size = size
-            del frames[:done]
-            self.first += done
-
-    def detach(self, cause: str) -> Replay:
-        """What the next owner is to get first (the owner is gone); start afresh for it."""
-        frames = [{**event, REPLAYED: True} for event in self.frames]
-        duplicates = max(0, min(self.taken, self.first + len(frames)) - self.first)
-        replay = Replay(frames, self.lost, duplicates, cause, max(0, self.taken - self.acked))
-        self.frames = []
-        self.first = self.acked = self.taken = self.size = 0
-        return replay
-
-
 class Connections:
     """The gateway's open connections, by id: the one registry, for every part of the gateway."""
 
-    def __init__(self) -> None:
+    def __init__(self, client_acked: Callable[[ClientConn], None]) -> None:
         self._by_id: dict[str, ClientConn] = {}
+        #: A resumable session's client_ack rose (session.py): its client is to be told.
+        self.client_acked = client_acked
 
     def add(self, conn: ClientConn) -> None:
         self._by_id[conn.id] = conn
@@ -328,4 +281,6 @@ class Connections:
             conn = current(claim)
             # Only the current claim's counts: frames are numbered from it.
             if conn is not None and conn.unacked is not None:
+                if conn.session is not None and conn.session.took(claim, conn.unacked, taken):
+                    self.client_acked(conn)
                 conn.unacked.ack(handled, taken)

@@ -26,7 +26,8 @@ from typing import Any
 
 from ..observability.metrics import METRICS
 from ..relay.side import TaskSet
-from .client import REHOMING, ClientConn
+from ..resume.envelope import END, SUBPROTOCOL
+from .client import DETACHED, REHOMING, ClientConn
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ class ClientWriter:
                 conn.mark_responded()
             return True
         if kind == "websocket.send":
+            if conn.session is not None:
+                if conn.state is DETACHED or conn.session.back:
+                    return True  # its socket is gone or sent B: the owner keeps its frames
+                message = conn.session.wrap(message)
             _MESSAGES_OUT.inc()
             if not write_message(conn.send, message):
                 await conn.send(message)
@@ -83,7 +88,33 @@ class ClientWriter:
             return  # a re-homed socket: the client has its accept already
         conn.accepted = True
         conn.subprotocol = message.get("subprotocol")
-        await accept(conn.send, message)
+        if conn.session is None:
+            await accept(conn.send, message)
+            return
+        # A session's socket selects the protocol; the app's choice goes in the hello, first.
+        await accept(conn.send, {**message, "subprotocol": SUBPROTOCOL})
+        await self.control(conn, conn.session.hello(False, conn.subprotocol))
+
+    async def resumed(self, conn: ClientConn, protocol: str | None) -> None:
+        """A session taken over (RESUMED): accept the resuming socket and write the hello;
+        the owner's replayed frames follow."""
+        assert conn.session is not None
+        conn.accepted = True
+        conn.subprotocol = protocol
+        await accept(conn.send, {"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
+        await self.control(conn, conn.session.hello(True, protocol))
+
+    async def control(self, conn: ClientConn, text: str) -> None:
+        """Write one of the protocol's own messages (H, A, B, X) to a session's socket."""
+        message = {"type": "websocket.send", "text": text}
+        if not write_message(conn.send, message):
+            await conn.send(message)
+
+    async def superseded(self, conn: ClientConn) -> None:
+        """Another socket resumed the session: close this one 4001, no X. Not counted among
+        the closes: nobody was disconnected (``sessions_resumed_total`` counts it, where it
+        resumed), as a re-homed socket is no close either."""
+        await close(conn.send, {"code": 4001}, accepted=True)
 
     async def _closed_by_app(self, conn: ClientConn, message: dict[str, Any]) -> None:
         refused_rehome = conn.state is REHOMING and conn.accepted
@@ -96,6 +127,8 @@ class ClientWriter:
             message = {**message, "code": code}
             logger.info("%s: the app refused the re-homed connection (%d)", conn.id, code)
         METRICS.websocket_closed(code)
+        if conn.session is not None and conn.accepted:
+            await self.control(conn, END)  # the session is over; the close is final
         await close(conn.send, message, accepted=conn.accepted)
 
     def refused(self, conn: ClientConn) -> bool:

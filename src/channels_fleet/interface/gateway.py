@@ -10,7 +10,8 @@ this process's channel, in order, through the relay (:mod:`..relay.side`).
     server = daphne.server.Server(gateway, ...)
 
 Edge failures never reach the client as a traceback: no worker in time or a full work queue
-closes a WebSocket with 1013 (HTTP 503), a drain with 1001. When the worker that owns a WebSocket
+closes a WebSocket with 1013 (HTTP 503), a drain with 1001 (a resumable session's gets ``B``
+first: :mod:`.drain`). When the worker that owns a WebSocket
 drains or dies, the socket is re-homed (:mod:`.rehome`); its ``websocket.accept`` is not sent
 again (``CHANNELS_FLEET_REHOME=off``: closed with 1012). HTTP requests of a dead worker get 503.
 So do the connections of a gateway that finds it was itself declared dead (it stalled): to it,
@@ -18,7 +19,8 @@ every owner is dead.
 
 The gateway reads the clients and relays their events; the rest has a home of its own: the
 connections (:class:`~.client.Connections`, with each one's state), the claims (:mod:`.claims`),
-the writing to clients (:class:`~.edge.ClientWriter`) and an owner's loss (:mod:`.rehome`).
+the writing to clients (:class:`~.edge.ClientWriter`), the owners' items (:mod:`.owner_items`)
+and an owner's loss (:mod:`.rehome`).
 """
 
 from __future__ import annotations
@@ -34,19 +36,27 @@ from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.liveness import Liveness
 from ..relay.relay import relay_layer
+from ..relay.sessions import SessionRegistry
 from ..relay.side import RelaySide
 from .claims import Claims, refusal_code
-from .client import FINISHED, ClientConn, ClientEvent, Connections
+from .client import DETACHED, FINISHED, ClientConn, ClientEvent, Connections
+from .drain import drain_sockets
 from .edge import ClientWriter
 from .inbox import Inboxes
-from .limits import ClientLimit, client_key, close_pacing, origin_allowed, refuse
+from .limits import ClientLimit, client_key, origin_allowed, refuse
+from .owner_items import OwnerItems
 from .proxy import TrustedProxies
 from .rehome import Rehoming
+from .resumable import ResumableSockets
+from .resume_offer import negotiate, resume_key
 from .settings import InterfaceSettings
 
 logger = logging.getLogger(__name__)
 
 _MESSAGES_IN = METRICS.messages.labels("in")  # looked up once: labels() takes a lock
+#: A drain stops waiting for its B'd sockets' resumes this long before its deadline: the 1001
+#: closes, the owners' DETACH and the relay's flush still have to go out.
+_BACK_MARGIN_S = 1.5
 
 
 class Gateway:
@@ -55,26 +65,37 @@ class Gateway:
     def __init__(self, settings: InterfaceSettings, layer: Any = None,
                  liveness: Liveness | None = None) -> None:
         self.settings = settings
-        self.conns = Connections()
+        self.conns = Connections(lambda conn: self.sessions.client_acked(conn))
         if layer is None:
             layer = relay_layer(settings, connect_capacity=settings.connect_capacity)
         # The owner-loss callbacks name self.rehoming late: it needs the side built first.
         self.side = RelaySide(
-            layer, wire.INTERFACE_CHANNELS, settings, on_undeliverable=self._on_undeliverable,
+            layer, wire.INTERFACE_CHANNELS, settings,
+            on_undeliverable=lambda dest, items: self.items.on_undeliverable(dest, items),
             peers=self.conns.owners, on_dead=lambda dead: self.rehoming.owners_died(dead),
             on_lost=lambda: self.rehoming.declared_dead(), liveness=liveness,
         )
         self.relay = self.side.relay  # the hot path posts straight to it
         self.writer = ClientWriter(settings.send_buffer, self.side.tasks)
         self.claims = Claims(self.side, settings, self.conns, self.writer)
-        self.rehoming = Rehoming(self.side, settings, self.conns, self.claims, self.writer)
+        self.rehoming = Rehoming(self.side, settings, self.conns, self.claims, self.writer,
+                                 self._end_detached)
         self.inboxes = Inboxes(settings, deliver=self._channel_message)
+        self.items = OwnerItems(self.conns, self.claims, self.writer, self.inboxes,
+                                self._end_detached)
+        self.resume_key = resume_key(settings.resume_key)  # None: every socket is plain
+        self.sessions = ResumableSockets(
+            self.resume_key, SessionRegistry(layer, settings.key_prefix), self.conns,
+            self.claims, self.writer, self.side, connect=self._connect, to_owner=self._to_owner,
+            end=self._spawn_end_telling, home=lambda conn: self.inboxes.name(conn.id),
+            end_detached=self._end_detached)
         self.side.handle({
-            wire.CLAIM: self._on_claim, wire.SEND: self._on_send, wire.END: self._on_end,
-            wire.RELEASE: self._on_release, wire.REHOME: self.rehoming.on_rehome,
-            wire.RETURN: self.rehoming.on_return, wire.ACK: self.conns.on_ack,
-            wire.CAUGHT_UP: self.rehoming.on_caught_up, wire.INBOX: self._on_inbox,
-            wire.KEPT: self._on_kept,
+            wire.CLAIM: self.claims.on_claim, wire.SEND: self.items.on_send,
+            wire.END: self.items.on_end, wire.RELEASE: self.items.on_release,
+            wire.REHOME: self.rehoming.on_rehome, wire.RETURN: self.rehoming.on_return,
+            wire.ACK: self.conns.on_ack, wire.CAUGHT_UP: self.rehoming.on_caught_up,
+            wire.INBOX: self.items.on_inbox, wire.KEPT: self.items.on_kept,
+            **self.sessions.handlers(),
         })
         self.limits = ClientLimit(settings.max_connections_per_client)
         self.proxies = TrustedProxies(settings.forwarded_allow_ips)
@@ -100,25 +121,24 @@ class Gateway:
         return self.side.ready()
 
     async def drain(self, timeout: float) -> int:
-        """Close every socket with 1001 and tell the owners; wait for HTTP in flight."""
+        """Tell every socket to go, paced (a session's client B, to resume elsewhere; others
+        a 1001 close, the owner told); wait for HTTP in flight. Returns the 1001 closes."""
         self.side.draining = True
         METRICS.drain_started()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        sockets = [conn for conn in self.conns.values() if conn.ws]
-        batch, pause = close_pacing(len(sockets), self.settings.drain_close_rate, timeout)
-        for start in range(0, len(sockets), batch):
-            if start:
-                await asyncio.sleep(pause)
-            for conn in sockets[start:start + batch]:
-                await self._end_telling(conn, 1001)
-        closed = len(sockets)
+        sockets = [c for c in self.conns.values() if c.ws and c.state is not DETACHED]
+        closed = await drain_sockets(
+            sockets, self.settings.drain_close_rate, timeout, deadline - _BACK_MARGIN_S,
+            send_back=self.sessions.send_back, end=self._end_telling)
         pending = [c.responded for c in self.conns.values()
                    if not c.ws and c.responded is not None]
         if pending:
             await asyncio.wait(pending, timeout=max(0.1, deadline - loop.time() - 1))
         for conn in self.conns.values():
-            await self._end_telling(conn, 1001)
+            if conn.state is not DETACHED:  # no socket, a live session: relays to the end
+                await self._end_telling(conn, 1001)
+        await self.inboxes.stop_pulling()  # what comes now stays in the LIST, for an adopter
         await self.side.tasks.wait(max(0.1, deadline - loop.time() - 0.5))
         await self.side.flushed(max(0.1, deadline - loop.time()))
         return closed
@@ -149,7 +169,7 @@ class Gateway:
                 await self._http(conn, scope, receive)
         except asyncio.CancelledError:
             # Daphne cancels app instances at shutdown: the owner must still hear of it.
-            self.claims.tell_gone(conn, 1001)
+            self.claims.tell_leaving(conn, 1001)
             raise
         except Exception as exc:
             logger.error("gateway error on %s %s: %r", conn.id, scope.get("path"), exc)
@@ -168,18 +188,27 @@ class Gateway:
             logger.info("refused WebSocket %s: origin not allowed", scope.get("path"))
             await self.writer.refuse_handshake(conn)
             return
-        if not await self._connect(conn):
+        offer = None
+        if self.resume_key is not None:
+            offer, conn.scope = negotiate(conn.scope, self.resume_key)
+        if not await (self._connect(conn) if offer is None else self.sessions.open(conn, offer)):
             return
         while True:
             event = await receive()
             if event["type"] == "websocket.disconnect":
-                self.claims.tell_gone(conn, event.get("code", 1006), event)
-                if conn.finish():
+                code, superseded = event.get("code", 1006), conn.state is DETACHED
+                back = conn.session is not None and conn.session.back  # it answered B: no close
+                if conn.session is None or not self.sessions.detach(conn, code):
+                    self.claims.tell_gone(conn, code, event)
+                if not superseded and (conn.state is DETACHED or conn.finish()) and not back:
                     METRICS.websocket_closed(event.get("code"))
                 return
             if conn.state is not FINISHED:
                 _MESSAGES_IN.inc()
-                self._to_owner(conn, event)
+                if conn.session is None:
+                    self._to_owner(conn, event)
+                else:
+                    self.sessions.from_client(conn, event)
 
     async def _http(self, conn: ClientConn, scope: dict[str, Any],
                     receive: ASGIReceiveCallable) -> None:
@@ -278,6 +307,12 @@ class Gateway:
             self._spawn_end_telling(conn, 1013)
 
     def _forget(self, conn: ClientConn) -> None:
+        """The client's socket or request is over: forget the connection, unless it is a
+        home's DETACHED one (kept until its session ends: :meth:`_end_detached`)."""
+        if conn.state is DETACHED:
+            return
+        if conn.session is not None:
+            conn.session.stop()
         if conn.kept:
             self.side.tasks.spawn(self.inboxes.discard(conn.id, conn.kept), f"leave {conn.id}")
         if self.conns.discard(conn):
@@ -285,84 +320,23 @@ class Gateway:
         conn.stop_timer()
         conn.mark_responded()
 
-    # -- relay: in -------------------------------------------------------------------------
-
-    # Every item names a claim (wire.claim_id): one of an earlier claim (a worker the socket
-    # was re-homed away from, or the same worker's earlier app instance) is ignored.
-
-    async def _on_claim(self, claim: str, owner: str, sender: str) -> None:
-        self.claims.on_claim(claim, owner)
-
-    async def _on_send(self, claim: str, message: dict[str, Any], sender: str) -> None:
-        conn = self.conns.current(claim)
-        if conn is None:
-            return
-        try:
-            if not await self.writer.write(conn, message):
-                self.claims.tell_gone(conn, 1006)  # cut off: it did not read
-        except Exception as exc:
-            # Daphne refused it (a worker that does not check what apps send): end the
-            # connection (500, a cut response or 1011) rather than write what follows.
-            logger.error("%s %s: the server refused the app's %s (%r); ending it", conn.id,
-                         conn.scope.get("path"), message.get("type"), exc)
-            if self.writer.refused(conn):
-                self.claims.tell_gone(conn, 1011)
-
-    async def _on_inbox(self, claim: str, prefix: str, sender: str) -> None:
-        """The owner's app took its homed channel on the layer of key prefix ``prefix``."""
-        if self.conns.current(claim) is not None:
-            self.inboxes.pull(prefix)
-
-    async def _on_kept(self, claim: str, kept: list[Any], sender: str) -> None:
-        """Groups an old app instance of a moving socket kept its channel in: to be left when
-        the socket is over (at once if it is over already)."""
-        try:
-            prefix, groups = wire.parse_kept(kept)
-        except wire.WireError as exc:
-            logger.warning("ignored a kept item from %s: %s", sender, exc)
-            return
-        conn_id = wire.claimed_conn(claim)
-        conn = self.conns.get(conn_id)
-        if conn is None or conn.finished:
-            await self.inboxes.discard(conn_id, [(prefix, groups)])
-        else:
-            conn.kept.append((prefix, groups))
-
-    async def _on_release(self, claim: str, code: int, sender: str) -> None:
-        conn = self.conns.current(claim)
-        if conn is not None:
-            conn.take_owner_to_tell()  # it released the connection: it knows
-            await self.writer.end(conn, code)
-
-    async def _on_end(self, claim: str, _: None, sender: str) -> None:
-        conn = self.conns.current(claim)
-        if conn is not None:
-            # The app finished without ending the connection: what Daphne does on a crash.
-            await self.writer.end(conn, 1011)
-
-    def _on_undeliverable(self, dest: str, items: list[wire.Item]) -> None:
-        """Redis took nothing for worker ``dest`` within the layer's retries: the sockets those
-        client events and channel messages were for are closed (1013), not left with a hole."""
-        claims: set[str] = set()
-        for kind, claim, payload in items:
-            claims.update(payload[1] if kind == wire.MESSAGE else (claim,))  # ours: well formed
-        for claim in claims:
-            conn = self.conns.current(claim)
-            if conn is not None:
-                METRICS.messages_dropped.labels("channel_full").inc()
-                self.writer.spawn_end(conn, 1013)
-
     # -- ending connections, the owner told ------------------------------------------------
+
+    def _end_detached(self, conn: ClientConn) -> None:
+        """A home's DETACHED connection goes: its session ended, or its owner died."""
+        conn.finish()
+        self._forget(conn)
 
     def _spawn_end_telling(self, conn: ClientConn, code: int) -> None:
         self.side.tasks.spawn(self._end_telling(conn, code), f"end {conn.id}")
 
     async def _end_telling(self, conn: ClientConn, code: int) -> None:
         """End the client side (close ``code``, HTTP 503 or abort) and tell the owner."""
-        if conn.state is FINISHED:
-            return
-        self.claims.tell_gone(conn, code)
-        await self.writer.end(conn, code)
+        if conn.state is DETACHED:
+            self._end_detached(conn)  # the owner has its DETACH; no socket to close
+        elif conn.state is not FINISHED:
+            self.claims.tell_leaving(conn, code)
+            await self.writer.end(conn, code)
 
 
 async def lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:

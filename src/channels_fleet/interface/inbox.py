@@ -16,7 +16,12 @@ Channels drops one for a consumer that has gone.
     conn.channel = inboxes.name(conn.id)       # into its envelopes
     inboxes.pull("chat")                       # an owner's INBOX
     await inboxes.discard(conn.id, conn.kept)  # the socket is over (see KEPT in wire.py)
+    await inboxes.stop_pulling()               # a drain's end: the rest stays in the LISTs
     await inboxes.close()
+
+A draining interface stops popping before it exits (:meth:`Inboxes.stop_pulling`): what its
+sessions' channels are sent from then on stays in the LIST, for the worker that adopts a gone
+home's LIST, rather than being popped by a process about to exit.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class Inboxes:
         self._layers: dict[str, Any] = {}  # key prefix -> a layer on the relay's Redis
         self._pulled: set[str] = set()  # key prefixes whose LIST a task pops
         self._tasks: list[asyncio.Task[None]] = []  # not the side's: they never end by themselves
+        self._stopping = False  # stop_pulling() was called
+        self._blocked: dict[str, asyncio.Task[None]] = {}  # waiting on an empty LIST, by prefix
 
     def start(self, relay_channel: str) -> None:
         """Names are made from this process's relay channel: unique to it."""
@@ -96,6 +103,15 @@ class Inboxes:
             hosts=list(self.settings.redis_url), prefix=prefix)
         return layer
 
+    async def stop_pulling(self, timeout: float = 2.0) -> None:
+        """Pop no more: a pop under way is delivered first; one waiting on an empty LIST is
+        cancelled (what reaches the LIST then stays there)."""
+        self._stopping = True
+        for task in self._blocked.values():
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -107,10 +123,16 @@ class Inboxes:
         busy = False  # the last pop took messages: pop again without blocking
         failures = 0
         deliver, inbox = self.deliver, self.inbox
-        while True:
+        task = asyncio.current_task()
+        assert task is not None
+        while not self._stopping:
+            if not busy:
+                self._blocked[prefix] = task
             try:
                 taken = await layer.receive_all(inbox, busy)
             except asyncio.CancelledError:
+                if self._stopping:
+                    return
                 raise
             except Exception as exc:  # the shard away past the layer's retry: wait, again
                 failures += 1
@@ -120,6 +142,8 @@ class Inboxes:
                                    prefix, exc)
                 await asyncio.sleep(RECEIVE_RETRY.delay(failures))
                 continue
+            finally:
+                self._blocked.pop(prefix, None)
             failures = 0
             busy = bool(taken)
             start = len(inbox)

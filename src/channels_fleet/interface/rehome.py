@@ -1,5 +1,6 @@
 """An owner lost: a WebSocket whose worker drains or dies moves to a live one; what cannot move
-(HTTP, re-homing off, a session the app keeps) is ended. The interface's one reaction to a
+(HTTP, re-homing off, a session the app keeps) is ended; so is a resumable session's
+DETACHED connection (no socket to move: its app instance died). The interface's one reaction to a
 worker's death, and to its own (:meth:`Rehoming.declared_dead`: to it, every owner died).
 
 The socket stays open. A new connect envelope (a new claim, ``rehomed`` = n) goes to the work queue
@@ -11,7 +12,7 @@ frame the app took and had not finished, if its wait ran out: replayed, marked).
 worker returns nothing: the frames it had not acknowledged (:mod:`.replay`) go to the new owner
 first instead, marked as replayed; they also stand in for a RETURN that never comes.
 
-    rehoming = Rehoming(side, settings, conns, claims, writer)
+    rehoming = Rehoming(side, settings, conns, claims, writer, end_detached)
     rehoming.owners_died({"fleet.worker.a!x"})     # RelaySide's on_dead
 """
 
@@ -20,14 +21,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.side import RelaySide
 from .claims import Claims
-from .client import AWAITING_CLAIM, CLAIMED, FINISHED, ClientConn, Connections, Unacked
+from .client import AWAITING_CLAIM, CLAIMED, DETACHED, FINISHED, ClientConn, Connections
 from .edge import ClientWriter
+from .replay import Unacked
 from .settings import InterfaceSettings
 
 logger = logging.getLogger(__name__)
@@ -38,12 +41,14 @@ class Rehoming:
     gateway."""
 
     def __init__(self, side: RelaySide, settings: InterfaceSettings, conns: Connections,
-                 claims: Claims, writer: ClientWriter) -> None:
+                 claims: Claims, writer: ClientWriter,
+                 end_detached: Callable[[ClientConn], None]) -> None:
         self.side = side
         self.settings = settings
         self.conns = conns
         self.claims = claims
         self.writer = writer
+        self.end_detached = end_detached  # finish and forget a home's DETACHED connection
         self._lost_marks = itertools.count(1)
         self._lost_mark: int | None = None  # declared dead: the mark to act on, once
 
@@ -114,7 +119,9 @@ class Rehoming:
             if conn.state is FINISHED:
                 continue
             if conn.owner in dead:
-                if conn.ws and rehome and not self.settings.keeps_session(conn.subprotocol):
+                if conn.state is DETACHED:
+                    self.end_detached(conn)  # no socket to re-home: its session died with it
+                elif conn.ws and rehome and not self.settings.keeps_session(conn.subprotocol):
                     self.rehome(conn, "dead")
                 else:
                     METRICS.messages_dropped.labels("dead_owner").inc()
@@ -155,8 +162,9 @@ class Rehoming:
                 # An owner that had not declared us dead yet still runs the app: end it there
                 # (the others dropped it already). Its END names a claim past by then.
                 self.side.relay.post(conn.owner, [wire.GONE, conn.claim_id, 1006], control=True)
-            elif conn.state is AWAITING_CLAIM:
+            elif conn.state is AWAITING_CLAIM and not (conn.session and conn.session.resuming):
                 # Its claim may come from a worker that took the envelope and then dropped it
-                # with our other connections: ask again, as a new claim.
+                # with our other connections: ask again, as a new claim. (A resume unanswered
+                # becomes a new session at its own deadline.)
                 self.side.tasks.spawn(self.claims.send(conn), f"connect again {conn.id}")
         self.owners_died(owners)

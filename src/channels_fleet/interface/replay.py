@@ -1,7 +1,7 @@
 """Client frames a WebSocket's owner has not acknowledged, kept to be replayed if it dies.
 
 The interface numbers the client frames it relays to a connection's owner (0, 1, ... from each
-claim) and keeps them, in order, in the connection's ``Unacked`` (client.py) until the owner's
+claim) and keeps them, in order, in the connection's :class:`Unacked` until the owner's
 ACK says its app has handled them (``Acks``, worker/instance.py; the ACK rides after the app's
 output in the batches the owner sends anyway). When the owner dies, what it had not
 acknowledged becomes a :class:`Replay`: delivered to the next owner after its
@@ -23,10 +23,15 @@ replayed: were its owner to die then, the socket is closed with 1012 instead of 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..relay import wire
+
+#: A client event as the server gave it (asgiref.typing's receive events) or as an old owner
+#: returned it: relayed as it is.
+ClientEvent = Mapping[str, Any]
 
 #: The key marking a replayed event for the app (``message.get("fleet_replayed")``).
 REPLAYED = wire.REPLAYED
@@ -57,3 +62,68 @@ class Replay:
             return None
         kept = self.frames[:self.duplicates]
         return Replay(kept, self.unhandled - len(kept), len(kept), self.cause, self.unhandled)
+
+
+def frame_size(event: ClientEvent) -> int:
+    """A frame's payload length (characters of a text frame, bytes of a binary one or of a
+    channel message's body)."""
+    return len(event.get("text") or event.get("bytes") or event.get("body") or "")
+
+
+class Unacked:
+    """The client frames relayed to one connection's current owner and not yet acknowledged
+    (numbered from its claim); bounded, the oldest dropped first (replay.py says why)."""
+
+    __slots__ = ("frames", "first", "acked", "taken", "size", "limit", "max_bytes")
+
+    def __init__(self, limit: int, max_bytes: int) -> None:
+        self.frames: list[ClientEvent] = []  # oldest first
+        self.first = 0  # the number of frames[0] (frames are numbered from the claim)
+        self.acked = 0  # frames the owner acknowledged as handled
+        self.taken = 0  # frames the owner's app had taken, as last acknowledged
+        self.size = 0  # payload bytes kept
+        self.limit = limit
+        self.max_bytes = max_bytes
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def lost(self) -> int:
+        """Unacknowledged frames dropped because the buffer was full (0: a replay is whole)."""
+        return max(0, self.first - self.acked)
+
+    def record(self, event: ClientEvent) -> None:
+        """One more frame relayed to the owner; the oldest go if the buffer is over a bound."""
+        frames = self.frames
+        frames.append(event)
+        self.size += frame_size(event)
+        while frames and (len(frames) > self.limit or self.size > self.max_bytes):
+            self.size -= frame_size(frames.pop(0))
+            self.first += 1
+
+    def ack(self, handled: int, taken: int) -> None:
+        """The owner's ACK: its app has handled the first ``handled`` frames, taken ``taken``."""
+        if taken > self.taken:
+            self.taken = taken
+        if handled <= self.acked:
+            return
+        self.acked = handled
+        frames = self.frames
+        done = min(handled - self.first, len(frames))
+        if done > 0:
+            size = self.size
+            for event in frames[:done]:  # frame_size, inlined: once per acknowledged frame
+                size -= len(event.get("text") or event.get("bytes") or event.get("body") or "")
+            self.size = size
+            del frames[:done]
+            self.first += done
+
+    def detach(self, cause: str) -> Replay:
+        """What the next owner is to get first (the owner is gone); start afresh for it."""
+        frames = [{**event, REPLAYED: True} for event in self.frames]
+        duplicates = max(0, min(self.taken, self.first + len(frames)) - self.first)
+        replay = Replay(frames, self.lost, duplicates, cause, max(0, self.taken - self.acked))
+        self.frames = []
+        self.first = self.acked = self.taken = self.size = 0
+        return replay

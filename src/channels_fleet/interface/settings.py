@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..resume.token import MIN_KEY_BYTES
 from ..settings import ServiceSettings, SettingsError, split_csv
 from .proxy import TrustedProxies
 
@@ -58,6 +59,10 @@ class InterfaceSettings(ServiceSettings):
     #: (Daphne's --http-timeout): then 503 if no response began, else the response is ended,
     #: and the app gets http.disconnect. Checked every 2 s, as Daphne does. 0: no limit.
     http_timeout: float = 0.0
+    #: The fleet's key for resumable sessions' tokens (docs/resume-protocol.md), the same on
+    #: every interface of a release (a Secret the chart creates once); at least 32 bytes.
+    #: Empty: resume is off, a client offering it gets a plain WebSocket.
+    resume_key: str = field(default="", repr=False)
 
     @property
     def public_port(self) -> int | None:
@@ -88,3 +93,21 @@ class InterfaceSettings(ServiceSettings):
             raise SettingsError(f"CHANNELS_FLEET_FORWARDED_ALLOW_IPS: {exc}") from exc
         if not 0 < self.port < 65536:
             raise SettingsError("CHANNELS_FLEET_PORT must be 1..65535")
+        self._check_resume_key()
+
+    @property
+    def resume(self) -> bool:
+        """Whether this interface offers resumable sessions (a key is set)."""
+        return bool(self.resume_key)
+
+    def _check_resume_key(self) -> None:
+        if not self.resume_key:
+            return
+        if len(self.resume_key.encode("utf-8")) < MIN_KEY_BYTES:
+            raise SettingsError(
+                f"CHANNELS_FLEET_RESUME_KEY must be at least {MIN_KEY_BYTES} bytes (a random "
+                "secret, the same on every interface); leave it empty to turn resume off")
+        if not self.rehome:
+            raise SettingsError(
+                "CHANNELS_FLEET_RESUME_KEY needs CHANNELS_FLEET_REHOME on: a resumable session "
+                "rides its acknowledgements; unset the key or turn re-homing on")

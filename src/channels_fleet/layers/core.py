@@ -251,6 +251,12 @@ class RedisClusterChannelLayer(BaseChannelLayer):
             return current.name
         return f"{prefix}.{self.client_prefix}!{uuid.uuid4().hex}"
 
+    async def command(self, key: str, *args: Any) -> Any:
+        """Run one Redis command for ``key`` on the node serving it, with the layer's retries
+        (the relay's own small keys: its session registry, relay/sessions.py)."""
+        state = await self._state()
+        return await state.executor.call(key, *args)
+
     # Groups extension
 
     async def group_add(self, group: str, channel: str) -> None:

@@ -39,6 +39,10 @@ DROP_REASONS = (
     "rehome_dead", "rehome_gap", "rehome_hold", "undeliverable", "other",
 )
 REHOME_CAUSES = ("drain", "dead")
+SESSION_END_REASONS = ("client", "app", "window", "overflow", "drain", "protocol", "unreplayable")
+#: Why an interface started a new session instead of resuming the one offered ("draining": the
+#: session's worker drains).
+RESUME_REFUSALS = ("forged", "unknown", "ended", "origin", "unreplayable", "timeout", "draining")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other")
 
 # Sub-millisecond (a local Redis round trip) to seconds (a stalled worker, a slow view).
@@ -114,6 +118,17 @@ class FleetMetrics:
             "replay_overflows", "WebSockets closed 1012 instead of re-homed because their "
             "buffer of unacknowledged frames had overflowed (a replay would have a hole), by "
             "cause.", ["cause"], **ns)
+        # Interface: resumable sessions (docs/resume-protocol.md).
+        self.sessions_started = Counter(
+            "sessions_started", "Resumable sessions this interface started (a new session's "
+            "token issued).", **ns)
+        self.sessions_resumed = Counter(
+            "sessions_resumed", "Resumable sessions taken over by a new socket on this "
+            "interface (the app saw no disconnect).", **ns)
+        self.resume_refused = Counter(
+            "resume_refused", "Resume offers answered with a new session, by reason (forged "
+            "token, unknown or ended session, origin, unreplayable, timeout, draining).",
+            ["reason"], **ns)
         self.draining = Gauge(
             "draining", "1 while this process drains (after SIGTERM), else 0.",
             multiprocess_mode="livemax", **ns)
@@ -135,6 +150,22 @@ class FleetMetrics:
         self.worker_heartbeat_age = Gauge(
             "worker_heartbeat_age", "Seconds since this worker last refreshed its heartbeat.",
             unit="seconds", multiprocess_mode="livemax", **ns)
+
+        # Worker: resumable sessions (worker/keeper.py).
+        self.sessions_detached = Gauge(
+            "sessions_detached", "Resumable sessions whose app instance runs on this worker "
+            "with no socket, waiting for a resume.", multiprocess_mode="livesum", **ns)
+        self.sessions_ended = Counter(
+            "sessions_ended", "Resumable sessions ended, by cause (client, app, window, "
+            "overflow, drain, protocol, unreplayable).", ["reason"], **ns)
+        _touch(self.sessions_ended, SESSION_END_REASONS)
+        self.session_frames_replayed = Counter(
+            "session_frames_replayed", "Server frames a worker sent again to a resumed "
+            "session's client.", **ns)
+        self.adopted_messages = Counter(
+            "adopted_messages", "Channel messages a worker popped from a dead interface's "
+            "homed channels and forwarded to the sessions homed there (worker/adopter.py), "
+            "one per session reached.", **ns)
 
         # Shared work queues: read from Redis at each scrape by QueueCollector
         # (observability/queues.py), which declares channels_fleet_work_queue_depth and
@@ -174,6 +205,7 @@ class FleetMetrics:
                               self.replay_overflows):
             _touch(replay_metric, REHOME_CAUSES)
         _touch(self.messages, DIRECTIONS)
+        _touch(self.resume_refused, RESUME_REFUSALS)
         # The web tier's method x status series are created on first use: presetting them
         # would add ~200 idle series to every interface and worker.
 
@@ -241,6 +273,9 @@ ALL_NAMES = frozenset({
         "handler_latency_seconds", "worker_heartbeat_age_seconds", "work_queue_depth",
         "work_queue_oldest_age_seconds", "ready", "web_requests_total",
         "web_request_duration_seconds",
+        "sessions_detached", "sessions_ended_total", "session_frames_replayed_total",
+        "adopted_messages_total",
+        "sessions_started_total", "sessions_resumed_total", "resume_refused_total",
     )
 })
 """Full exposition names of every metric family channels-fleet exports (the two work_queue

@@ -37,6 +37,9 @@ app takes it says so with an INBOX item naming the layer's key prefix; the inter
 pops that channel's messages and relays each as a ``fleet.message`` event (``{"type":
 "fleet.message", "body": <the layer's serialised message>}``) among the client's frames: held,
 returned, acknowledged and replayed as they are.
+
+A resumable socket's envelope carries ``"session"``; the items that move a session between
+sockets (DETACH, RESUME, ...) are in session_items.py, checked by :func:`parse_item` too.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ import time
 from collections.abc import Iterator
 from typing import Any, NotRequired, TypedDict, cast
 
+from ..exceptions import WireError
 from ..layers.keys import channel_key
+from . import session_items
 
 #: The shared work queue: interfaces send connect envelopes there, workers take them. It is
 #: also the envelopes' ``type``.
@@ -94,6 +99,7 @@ class ConnectEnvelope(TypedDict):
     rehomed: NotRequired[int]  # n >= 1: the socket is open already, its n-th new owner
     ack: NotRequired[bool]  # acknowledge the client frames the app handled
     channel: NotRequired[str]  # the consumer's channel name, homed on the interface
+    session: NotRequired[session_items.SessionMark]  # a resumable socket's (session_items.py)
 
 
 #: Items of one sender to one receiver, applied in order (``from``: the sender's channel).
@@ -188,10 +194,11 @@ def scope_from_wire(envelope: ConnectEnvelope) -> dict[str, Any]:
 def connect_envelope(
     iface: str, conn: str, scope: dict[str, Any], claim_timeout: float, rehomed: int = 0,
     ack: bool = False, channel: str | None = None,
+    session: session_items.SessionMark | None = None,
 ) -> ConnectEnvelope:
     """The message an interface sends to the work queue for one new (or re-homed) connection;
     ``ack``: the owner is to acknowledge the client frames its app handled; ``channel``: the
-    consumer's homed channel name."""
+    consumer's homed channel name; ``session``: a resumable socket's session."""
     now = time.time()
     envelope: ConnectEnvelope = {
         "type": CONNECT_QUEUE,
@@ -207,6 +214,8 @@ def connect_envelope(
         envelope["ack"] = True
     if channel:
         envelope["channel"] = channel
+    if session is not None:
+        envelope["session"] = session
     return envelope
 
 
@@ -255,14 +264,11 @@ def split_body(message: dict[str, Any], limit: int = DEFAULT_CHUNK) -> Iterator[
 # channel. A malformed one must cost one log line, never a receive loop.
 
 
-class WireError(ValueError):
-    """A relay message that does not have the shape of this module's formats."""
-
-
 _ITEM_PAYLOADS: dict[str, tuple[type, ...]] = {
     EVENT: (dict,), GONE: (int,), CLAIM: (str,), SEND: (dict,), END: (type(None),),
     RELEASE: (int,), REHOME: (str,), RETURN: (list,), FENCE: (type(None),), ACK: (list,),
     CAUGHT_UP: (int,), INBOX: (str,), MESSAGE: (list,), KEPT: (list,),
+    **session_items.ITEM_PAYLOADS,
 }
 
 
@@ -296,6 +302,8 @@ def parse_envelope(message: Any) -> ConnectEnvelope:
           "bad 'rehomed'")
     _need(isinstance(message.get("ack", False), bool), "bad 'ack'")
     _need(isinstance(message.get("channel", ""), str), "bad 'channel'")
+    if "session" in message:
+        session_items.parse_session(message["session"])
     scope = message.get("scope")
     _need(isinstance(scope, dict), "scope is not a dict")
     _need(scope.get("type") in ("websocket", "http"), "scope type is not websocket or http")

@@ -17,7 +17,8 @@ import logging
 from ..relay import wire
 from ..relay.side import RelaySide
 from .acks import Acks
-from .instance import AppInstance, AppInstances
+from .instance import AppInstance
+from .instances import AppInstances
 from .owned import HANDING_BACK, RUNNING
 
 logger = logging.getLogger(__name__)

@@ -27,12 +27,16 @@ from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.liveness import Liveness
 from ..relay.relay import RECEIVE_RETRY, relay_layer
+from ..relay.session_items import CLIENT_ACK, DETACH, RESUME
 from ..relay.side import RelaySide
 from .acks import Acks
+from .adopter import HomeAdopter
 from .background import serve_background
 from .handback import HandBack
-from .instance import AppInstance, AppInstances
-from .owned import CLOSED, NOT_OURS, RUNNING
+from .instance import AppInstance
+from .instances import AppInstances
+from .keeper import SessionKeeper
+from .owned import CLOSED, DETACHED, NOT_OURS, RUNNING
 from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -55,17 +59,21 @@ class Host:
         self.layer = layer if layer is not None else relay_layer(settings)
         self.side = RelaySide(
             self.layer, wire.WORKER_CHANNELS, settings, on_undeliverable=self._on_undeliverable,
-            peers=self.instances.ifaces, on_dead=self._ifaces_dead, on_lost=self._abandon_all,
+            peers=self._peers, on_dead=self._ifaces_dead, on_lost=self._abandon_all,
             liveness=liveness,
         )
         self.relay = self.side.relay  # app instances post straight to it (the hot path)
         # At most four ACK-only batches per heartbeat interval per interface (quiet sockets).
         self.acks = Acks(self.relay, settings.heartbeat_interval / 4)
         self.handback = HandBack(self.side, self.acks, self.instances)
-        instances = self.instances
+        self.keeper = SessionKeeper(self.side, settings, self.instances)  # resumable sessions
+        sessions = self.keeper.sessions
+        self.adopter = HomeAdopter(self.side, settings, sessions=sessions.values)  # dead homes
+        instances, keeper = self.instances, self.keeper
         self.side.handle({wire.EVENT: instances.on_event, wire.MESSAGE: instances.on_message,
                           wire.GONE: instances.on_gone,
-                          wire.FENCE: self.handback.on_fence})
+                          wire.FENCE: self.handback.on_fence, DETACH: keeper.on_detach,
+                          CLIENT_ACK: keeper.on_client_ack, RESUME: keeper.on_resume})
         self._room = asyncio.Event()
         self._full_since: float | None = None  # monotonic time it last ran out of room
         self._receiving = 0  # receives waiting on the work queue (each may bring a connection)
@@ -79,6 +87,7 @@ class Host:
         channel = await self.side.start()
         METRICS.owned_connections_limit.set(s.concurrency)  # the autoscaler's denominator
         self._taking = self.side.tasks.spawn(self._take_loop(), f"take {wire.CONNECT_QUEUE}")
+        self.side.tasks.spawn(self.keeper.refreshing(), "session registry refresh")
         if s.channels:
             self.side.tasks.spawn(serve_background(self.application, s.channels),
                                   "background channels")
@@ -111,6 +120,9 @@ class Host:
             self._taking.cancel()
             await asyncio.gather(self._taking, return_exceptions=True)
         # 1. Hand every WebSocket back: re-homed on another worker, or closed with 1012.
+        # Detached sessions have no socket to hand back: they end.
+        self.keeper.drain()
+        await self.adopter.stop()  # another worker adopts the dead homes' channels
         running = self.instances.running
         sockets = [c for c in running.values() if c.ws and c.state is RUNNING and not c.gone]
         released = len(sockets)
@@ -145,6 +157,8 @@ class Host:
 
     async def stop(self) -> None:
         self.acks.stop()
+        self.keeper.stop()
+        await self.adopter.stop()
         await self.side.tasks.cancel()
         tasks = [c.task for c in self.instances.running.values() if c.task is not None]
         for task in tasks:
@@ -203,24 +217,35 @@ class Host:
         # Homed only with ACKs: its messages are then kept until handled, replayed after a crash.
         homed = HomedChannel(channel, partial(self._home, envelope["conn"], iface)) if (
             channel and acks is not None) else None
+        mark = envelope.get("session")
+        session = self.keeper.hold(mark, iface, envelope["conn"]) if (
+            mark is not None and scope["type"] == "websocket") else None
         instance = AppInstance(envelope["conn"], iface, scope, self.application, relay=self.relay,
-                               settings=self.settings, acks=acks, on_end=self._ended, homed=homed)
+                               settings=self.settings, acks=acks, on_end=self._ended, homed=homed,
+                               session=session, on_session_end=self._session_ended)
         running = self.instances.running
         running[instance.id] = instance
         METRICS.owned(len(running))
         if len(running) >= self.settings.concurrency and self._full_since is None:
             self._full_since = time.monotonic()
         self.relay.post(iface, [wire.CLAIM, instance.id, self.side.channel], control=True)
+        if session is not None:
+            self.keeper.start(instance)
         instance.task = asyncio.create_task(instance.run(), name=f"conn {instance.id}")
 
     def _ended(self, instance: AppInstance) -> None:
         """Its app returned: room for another connection."""
         running = self.instances.running
         running.pop(instance.id, None)
+        self.instances.forget(instance)
         METRICS.owned(len(running))
         if len(running) < self.settings.concurrency:
             self._full_since = None
         self._room.set()
+
+    def _session_ended(self, instance: AppInstance, code: int, reason: str) -> None:
+        self.adopter.forget(instance)
+        self.keeper.ended(instance, code, reason)
 
     def _home(self, conn_id: str, iface: str, layer: Any) -> bool:
         """An app took its homed channel name on ``layer``: the interface is to pop it, which
@@ -241,11 +266,23 @@ class Host:
 
     # -- liveness --------------------------------------------------------------------------
 
+    def _peers(self) -> set[str]:
+        """The interfaces whose death matters here: those holding our sockets, and the homes
+        of our sessions' channels (adopter.py)."""
+        return self.instances.ifaces() | self.adopter.watched()
+
     def _ifaces_dead(self, dead: set[str]) -> None:
+        """Their sockets are gone: a session's app instance detaches (its client may resume
+        elsewhere), any other's is abandoned."""
         for conn in list(self.instances.running.values()):
-            if conn.iface in dead and conn.state not in NOT_OURS:
+            if conn.iface not in dead or conn.state in NOT_OURS or conn.state is DETACHED:
+                continue
+            if conn.session is not None and conn.state is RUNNING:
+                self.keeper.detach(conn)
+            else:
                 conn.abandon()
         self.handback.forget(dead)
+        self.adopter.homes_dead(dead)
 
     def _abandon_all(self) -> None:
         """Declared dead: the interfaces move our sockets to other workers (those that can

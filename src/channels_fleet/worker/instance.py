@@ -3,8 +3,8 @@
 uvicorn's ``RequestResponseCycle`` is the model: one object per connection owns its inbound
 queue, its ``receive`` and ``send``, and the client's answer when the app fails. The host
 (host.py) claims connections and starts and counts instances; relayed events reach them
-through :class:`AppInstances`, the host's table of them, and their acknowledgements leave
-through :class:`~.acks.Acks`: all of the worker's own code a relayed frame passes
+through ``AppInstances`` (instances.py), the host's table of them, and their acknowledgements
+leave through :class:`~.acks.Acks`: all of the worker's own code a relayed frame passes
 (test_frame_path).
 
 ``receive`` hands the app the events relayed from the interface; ``send`` checks each message
@@ -14,6 +14,7 @@ as Daphne would (conformance.py) and relays it. An app instance is an :class:`.o
 A WebSocket's consumer channel may be homed on its interface (``layers/homing.py``): its
 messages then arrive among the client's frames as ``fleet.message`` events, and ``receive``
 hands the app each one decoded, as its ``channel_receive`` would have.
+A resumable session's instance holds a :class:`~.session.HeldSession` (session.py, keeper.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .acks import Acks
 from .owned import (
     ABANDONED,
     CLOSED,
+    DETACHED,
     FAILURE_ANSWER,
     HANDED,
     HANDING_BACK,
@@ -45,23 +47,26 @@ from .owned import (
     RUNNING,
     OwnedConn,
 )
+from .session import UNCOUNTED, HeldSession
 from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
-_DISCONNECTS = ("websocket.disconnect", "http.disconnect")
+DISCONNECTS = ("websocket.disconnect", "http.disconnect")
 
 
 class AppInstance(OwnedConn):
     """A connection this worker owns and the app instance serving it."""
 
     __slots__ = ("scope", "subprotocol", "taken", "handled", "refused", "application", "relay",
-                 "settings", "acks", "on_end", "homed")
+                 "settings", "acks", "on_end", "homed", "session", "on_session_end")
 
     def __init__(self, conn_id: str, iface: str, scope: dict[str, Any], application: Any, *,
                  relay: Relay, settings: WorkerSettings, acks: Acks | None,
                  on_end: Callable[[AppInstance], None],
-                 homed: HomedChannel | None = None) -> None:
+                 homed: HomedChannel | None = None, session: HeldSession | None = None,
+                 on_session_end: Callable[[AppInstance, int, str], None] | None = None,
+                 ) -> None:
         ws = scope["type"] == "websocket"
         super().__init__(conn_id, iface, ws, settings.inbound_limit, settings.app_close_timeout)
         self.scope = scope
@@ -75,6 +80,9 @@ class AppInstance(OwnedConn):
         self.acks = acks  # None: the interface asked for no ACKs
         self.on_end = on_end  # the host's, once the app has returned
         self.homed = homed  # the consumer's channel name, homed on the interface
+        self.session = session  # a resumable socket's (None: a plain one)
+        # The keeper's (keeper.py), given with ``session``: (instance, close code, reason).
+        self.on_session_end = on_session_end
         if ws:
             self.queue.put_nowait({"type": "websocket.connect"})
 
@@ -92,12 +100,15 @@ class AppInstance(OwnedConn):
         finally:
             if self.reaper is not None:
                 self.reaper.cancel()
-            if self.state not in NOT_OURS:
+            session = self.session
+            if self.state not in NOT_OURS and (session is None or session.socket):
                 self.relay.post(self.iface, [wire.END, self.id, None], control=True)
             homed = self.homed
             if homed is not None and homed.moving and homed.groups:
                 kept = [homed.layer.prefix, sorted(homed.groups)]
                 self.relay.post(self.iface, [wire.KEPT, self.id, kept], control=True)
+            if session is not None:
+                self.end_session(1000, "app")  # unless it ended already
             self.on_end(self)
 
     # -- the app's receive and send --------------------------------------------------------
@@ -118,12 +129,18 @@ class AppInstance(OwnedConn):
             finally:
                 self.waiting = False
             kind = event["type"]
+            session = self.session
             if acks is not None and (kind == "websocket.receive" or kind == wire.CHANNEL_MESSAGE):
-                self.taken += 1
-                acks.mark(self)
-            if kind != wire.CHANNEL_MESSAGE:
+                if session is None or UNCOUNTED not in event:
+                    self.taken += 1
+                    acks.mark(self)
+            if kind == "websocket.receive" and session is not None:
+                event = session.take(event)  # None: a duplicate, counted above, dropped
+                message = event
+            elif kind != wire.CHANNEL_MESSAGE:
                 return event
-            message = self._channel_message(event)
+            else:
+                message = self._channel_message(event)
             if message is not None:
                 return message  # type: ignore[return-value]  # a layer message (homing.py)
 
@@ -150,7 +167,7 @@ class AppInstance(OwnedConn):
         messages are dropped, as Daphne drops them.
         """
         state = self.state  # identity tests: an enum's hash is a Python call, this is per frame
-        if state is not RUNNING and state is not HANDING_BACK:
+        if state is not RUNNING and state is not HANDING_BACK and state is not DETACHED:
             self._drop(message)
             return
         if self.phase is OPEN and message.__class__ is dict and (
@@ -159,7 +176,10 @@ class AppInstance(OwnedConn):
             text, data = message.get("text"), message.get("bytes")
             if ((text is None or text.__class__ is str)
                     and (data is None or data.__class__ is bytes) and not (text and data)):
-                self._post(message)
+                if self.session is None:
+                    self._post(message)
+                else:
+                    self._numbered(message)
                 return
         try:
             conformance.check(message, ws=self.ws, accepted=self.phase in (OPEN, RESPONDING))
@@ -175,6 +195,7 @@ class AppInstance(OwnedConn):
             self._drop(message)
             return
         kind = message.get("type")
+        session = self.session
         if kind == "websocket.accept":
             self.phase = OPEN
             self.subprotocol = message.get("subprotocol")
@@ -182,6 +203,14 @@ class AppInstance(OwnedConn):
             self.close()
             # The app sees its disconnect now rather than after the client's close frame.
             self.disconnect(message.get("code") or 1000)
+            if session is not None:
+                if session.socket:
+                    self._post(message)
+                self.end_session(message.get("code") or 1000, "app")
+                return
+        elif kind == "websocket.send" and session is not None:
+            self._numbered(message)
+            return
         elif kind == "http.response.start":
             self.phase = RESPONDING
         elif kind == "http.response.body":
@@ -193,7 +222,17 @@ class AppInstance(OwnedConn):
             if done:
                 self.disconnect(1000)
             return
-        self._post(message)
+        if session is None or session.socket:
+            self._post(message)
+
+    def _numbered(self, message: dict[str, Any]) -> None:
+        """A session's ``websocket.send``: numbered, relayed if a socket serves it."""
+        session: Any = self.session
+        numbered = session.number(message)
+        if numbered is not None:
+            self._post(numbered)
+        elif session.overflowed:
+            self.end_session(1006, "overflow")
 
     def _post(self, message: dict[str, Any]) -> None:
         if not self.relay.post(self.iface, [wire.SEND, self.id, message]):
@@ -226,7 +265,7 @@ class AppInstance(OwnedConn):
         """The app sent what Daphne would refuse: its ``send()`` raises ``exc``, nothing of it
         is relayed, the client gets 500 / 1011 (no detail), the app its disconnect, and one
         line names the consumer and the problem."""
-        if self.state is not RUNNING and self.state is not HANDING_BACK:
+        if self.state not in (RUNNING, HANDING_BACK, DETACHED):
             return  # ended already: dropped, as everything after the end
         self.refused = exc
         logger.error("%s sent an invalid message on %s %s: %s: %s (the client gets %s)",
@@ -279,6 +318,13 @@ class AppInstance(OwnedConn):
             self.relay.post(self.iface, [wire.RELEASE, self.id, code], control=True)
         self.disconnect(code)
 
+    def end_session(self, code: int, reason: str) -> None:
+        """End its session, once (``reason``: metrics.SESSION_END_REASONS): closed here, the app's
+        disconnect ``code``, the home and the registry told (keeper.py)."""
+        session = self.session
+        if session is not None and session.ended is None and self.on_session_end is not None:
+            self.on_session_end(self, code, reason)
+
     # -- events from the interface ---------------------------------------------------------
 
     def deliver(self, event: dict[str, Any]) -> None:
@@ -286,8 +332,9 @@ class AppInstance(OwnedConn):
         state = self.state
         if state is HANDED or state is ABANDONED:
             return  # finished here already; the interface learns from END
-        if event["type"] in _DISCONNECTS:
+        if event["type"] in DISCONNECTS:
             self.hand_disconnect(event)
+            self.end_session(event.get("code", 1005), "client")
             return
         if self.gone:
             return
@@ -300,45 +347,3 @@ class AppInstance(OwnedConn):
             logger.warning("%s: app is %d events behind; closing", self.id, self.queue.qsize())
             METRICS.messages_dropped.labels("buffer_full").inc()
             self.release(1013)
-
-
-class AppInstances:
-    """The app instances of one host, by connection id; relayed events go to theirs."""
-
-    def __init__(self) -> None:
-        self.running: dict[str, AppInstance] = {}  # until the app returns
-        self.handed: dict[str, AppInstance] = {}  # given back, until the interface's FENCE
-
-    async def on_event(self, conn_id: str, event: dict[str, Any], sender: str) -> None:
-        self._route(conn_id, event)
-
-    async def on_message(self, _: str, payload: list[Any], sender: str) -> None:
-        """A MESSAGE item: one homed-channel message for several connections (wire.py)."""
-        try:
-            body, claims = wire.parse_message(payload)
-        except wire.WireError as exc:
-            logger.warning("ignored a message item from %s: %s", sender, exc)
-            return
-        event = {"type": wire.CHANNEL_MESSAGE, "body": body}  # shared: nobody changes it
-        for claim in claims:
-            self._route(claim, event)
-
-    def _route(self, conn_id: str, event: dict[str, Any]) -> None:
-        handed = self.handed.get(conn_id)
-        if handed is not None:
-            if event["type"] != "websocket.disconnect":
-                handed.keep(event)
-            return
-        instance = self.running.get(conn_id)
-        if instance is not None:
-            instance.deliver(event)
-
-    async def on_gone(self, conn_id: str, code: int, sender: str) -> None:
-        instance = self.running.get(conn_id)
-        if instance is not None and instance.state not in NOT_OURS:
-            instance.disconnect(code)
-
-    def ifaces(self) -> set[str]:
-        """The interfaces holding sockets these instances serve (liveness watches them)."""
-        ifaces = {i.iface for i in self.running.values() if i.state not in NOT_OURS}
-        return ifaces | {i.iface for i in self.handed.values()}

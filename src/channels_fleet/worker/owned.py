@@ -6,15 +6,21 @@ Whose it is (:class:`OwnedState`):
        │             │
        └─────────────┴──► CLOSED               (the app closed it or ended the response, or
                                                  the worker released it with a close code)
-    RUNNING, HANDING_BACK, HANDED, CLOSED ──► ABANDONED   (its interface is gone, or this
-                                                 worker was declared dead)
+    RUNNING ◄──► DETACHED ──► CLOSED            (a resumable session's socket is lost: kept,
+                                                 buffered, until a resume re-attaches it or
+                                                 its window or buffer runs out; session.py)
+    RUNNING, HANDING_BACK, HANDED, DETACHED, CLOSED ──► ABANDONED   (its interface is gone,
+                                                 or this worker was declared dead)
 
-Relayed events reach the app while RUNNING and are stashed (for the next owner) while
-HANDING_BACK or HANDED. The app's messages go to the interface unless HANDED or ABANDONED: the
-connection is no longer this worker's then. Every change of state is one named method of
-:class:`OwnedConn` (``close``, ``abandon``, ``begin_hand_back``, ``hand_back``), which refuses
-a move the table below does not allow. Whether the app has been handed its disconnect event
-(``gone``) is apart from the state: the client can leave in any of them.
+Relayed events reach the app while RUNNING or DETACHED and are stashed (for the next owner)
+while HANDING_BACK or HANDED. The app's messages go to the interface unless DETACHED (its
+frames go to the session's Outbox only: no socket holds it), HANDED or ABANDONED (the
+connection is no longer this worker's then). No DETACHED to HANDING_BACK: nobody holds a
+detached session's socket to re-home it. Every change of state is one named method of
+:class:`OwnedConn` (``close``, ``abandon``, ``begin_hand_back``, ``hand_back``, ``detach``,
+``attach``), which refuses a move the table below does not allow. Whether the app has been
+handed its disconnect event (``gone``) is apart from the state: the client can leave in any of
+them.
 
 How far its app has answered (:class:`Phase`), one protocol each:
 
@@ -45,13 +51,16 @@ class OwnedState(enum.Enum):
     HANDED = "handed"  # given back (REHOME sent): no longer ours, its stash goes back on FENCE
     CLOSED = "closed"  # ended on this side: the app only has its disconnect left to run
     ABANDONED = "abandoned"  # its interface is gone or this worker was declared dead
+    DETACHED = "detached"  # a session whose socket is lost: the app runs on, its sends kept
 
 
 RUNNING, HANDING_BACK, HANDED = OwnedState.RUNNING, OwnedState.HANDING_BACK, OwnedState.HANDED
 CLOSED, ABANDONED = OwnedState.CLOSED, OwnedState.ABANDONED
+DETACHED = OwnedState.DETACHED
 
 _MOVES: dict[OwnedState, frozenset[OwnedState]] = {
-    RUNNING: frozenset({HANDING_BACK, CLOSED, ABANDONED}),
+    RUNNING: frozenset({HANDING_BACK, CLOSED, ABANDONED, DETACHED}),
+    DETACHED: frozenset({RUNNING, CLOSED, ABANDONED}),
     HANDING_BACK: frozenset({HANDED, CLOSED, ABANDONED}),
     HANDED: frozenset({ABANDONED}),
     CLOSED: frozenset({ABANDONED}),
@@ -113,7 +122,8 @@ class OwnedConn:
 
     def close(self) -> None:
         """Ended on this side: the app closed it or ended its response, or it was released."""
-        if self.state is RUNNING or self.state is HANDING_BACK:
+        state = self.state
+        if state is RUNNING or state is HANDING_BACK or state is DETACHED:
             self._move(CLOSED)
 
     def abandon(self) -> None:
@@ -137,6 +147,18 @@ class OwnedConn:
         self.stash[:0] = queued
         self._move(HANDED)
 
+    def detach(self) -> None:
+        """A resumable session's socket is lost: the app runs on with no socket."""
+        self._move(DETACHED)
+
+    def attach(self, iface: str, claim: str) -> None:
+        """A resume: the socket of claim ``claim`` at ``iface`` serves the session from now on
+        (detached or not: a second resume takes it from the first socket)."""
+        if self.state is not RUNNING:
+            self._move(RUNNING)
+        self.id = claim
+        self.iface = iface
+
     # -- events ----------------------------------------------------------------------------
 
     async def until_idle(self, timeout: float) -> bool:
@@ -150,6 +172,16 @@ class OwnedConn:
         except TimeoutError:
             return False
         return True
+
+    def mark_queued(self, key: str) -> None:
+        """Set ``key`` on every event waiting for the app (on copies: events may be shared)."""
+        queued = []
+        while not self.queue.empty():
+            queued.append(self.queue.get_nowait())
+        for event in queued:
+            marked = dict(event)
+            marked[key] = True
+            self.queue.put_nowait(marked)
 
     def keep(self, event: dict[str, Any]) -> None:
         """Keep an event for the new owner (bounded like the app's inbound queue)."""

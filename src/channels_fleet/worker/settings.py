@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from ..settings import ServiceSettings, SettingsError, split_csv
 
+#: Longest resume window: a detached app instance holds its consumer's groups and memory.
+MAX_RESUME_WINDOW = 3600.0
+
 
 @dataclass(frozen=True)
 class WorkerSettings(ServiceSettings):
@@ -28,6 +31,14 @@ class WorkerSettings(ServiceSettings):
     channels: tuple[str, ...] = ()
     #: Serve the project's channels_redis / in-memory CHANNEL_LAYERS with our layer (adopt.py).
     adopt_layers: bool = True
+    #: Seconds a resumable session's app instance lives on, detached, after its socket is
+    #: lost without a close (docs/resume-protocol.md); then it gets websocket.disconnect
+    #: (1006) and a client that comes back gets a new session. 0: it ends at once.
+    resume_window: float = 60.0
+    #: Most frames, and payload bytes, a detached session keeps for its client; beyond, the
+    #: session ends at once (nothing left to resume). The clients' own bounds, by default.
+    resume_frames: int = 1000
+    resume_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -41,4 +52,8 @@ class WorkerSettings(ServiceSettings):
             )
         if isinstance(self.channels, str):
             object.__setattr__(self, "channels", split_csv(self.channels))
-        self._positive("concurrency", "inbound_limit")
+        self._positive("concurrency", "inbound_limit", "resume_frames", "resume_bytes")
+        if not 0 <= self.resume_window <= MAX_RESUME_WINDOW:
+            raise SettingsError(
+                f"CHANNELS_FLEET_RESUME_WINDOW must be 0..{MAX_RESUME_WINDOW:g} seconds "
+                "(0: a lost socket's session ends at once)")

@@ -208,7 +208,8 @@ async def test_gitops__template_apply_twice_keeps_passwords_rolls_apps(gitops: R
         release.kubectl("delete", "namespace", release.namespace, "--wait=true", timeout=300,
                         check=False)
     assert fields["renders_identical"] == "yes", "two renders with the same values differ"
-    assert len(passwords) == 2 and kept == passwords, (
+    # The Redis and PostgreSQL passwords and the interfaces' resume key.
+    assert len(passwords) == 3 and kept == passwords, (
         f"the passwords changed: {sorted(passwords)} -> {sorted(kept)}")
     assert rolled == list(APP_COMPONENTS), f"apps not on the new image: {images}"
     done, pods = fields["waited_for_migrate"].split("/")

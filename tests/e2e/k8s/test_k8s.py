@@ -7,7 +7,8 @@ run it is skipped. One release for the whole module; the tests run in file order
 install (namespace enforcing the `restricted` Pod Security Standard; the Valkey and PostgreSQL
 versions that run) -> helm test -> a changed Redis shard layout refused (redis_day2.py) -> the
 shared scenarios (tests/e2e/scenarios.py) through the
-interface Service by its DNS name, as a signed-in user -> Redis shards apart -> a Redis master's
+interface Service by its DNS name, as a signed-in user -> the interfaces rolled under resumable
+clients (resume_rollout.py) -> Redis shards apart -> a Redis master's
 pod deleted (hand-over) -> crashes under load (SIGKILL in the container: a Valkey master, a
 worker, an interface; crashes.py) -> pod security of the running pods -> a node drained and a
 node lost under load (nodes.py; three nodes) -> helm upgrade rolling every pod under load ->
@@ -31,7 +32,7 @@ from channels_fleet.layers.keys import group_key
 
 from .. import scenarios
 from ..kube_stack import KubeStack
-from . import crashes, nodes, redis_day2
+from . import crashes, nodes, redis_day2, resume_rollout
 from .conftest import RESULTS, phase
 from .release import (
     APP_COMPONENTS,
@@ -164,6 +165,24 @@ async def test_scenario(stack: KubeStack, scenario) -> None:
         assert per_client["max"] == 1, (
             f"an interface rollout disconnected a client {per_client['max']} times (expected 1: "
             f"surge new pods first, then drain the old ones)")
+
+
+async def test_interface_rollout__resumable_clients_keep_their_consumers(stack: KubeStack
+                                                                        ) -> None:
+    """The interfaces roll under resumable members of a room (resume_rollout.py): the app sees
+    no disconnect, and no member misses or gets twice a message posted meanwhile."""
+    result: dict = {}
+    try:
+        with phase("interface_rollout_resumable"):
+            await resume_rollout.interface_rollout_resumable(stack, result)
+    finally:
+        print(f"\ninterface rollout, resumable clients: {result}")
+        RESULTS["interface_rollout_app_disconnects"] = result.get("app_disconnects", "FAIL")
+        RESULTS["interface_rollout_lost"] = result.get("lost", "FAIL")
+        RESULTS["interface_rollout_duplicated"] = result.get("duplicated", "FAIL")
+    assert result["app_disconnects"] == 0, f"the app saw members leave: {result}"
+    assert result["lost"] == 0 and result["duplicated"] == 0, result
+    assert result["out_of_order"] == 0 and not result["sessions_ended_for_good"], result
 
 
 # The demo's channel layer prefix (examples/chat settings) and a room's group (chat/rooms.py):
@@ -518,10 +537,11 @@ def namespaced_objects(release: Release) -> list[str]:
 
 
 #: What helm uninstall leaves on purpose: the Secrets the secrets Job made (no Helm ownership), so
-#: a reinstall finds the passwords the data was made with (PostgreSQL's kept volume); the role
-#: users' passwords too, made when test_redis_role_users__... turned them on by an upgrade.
+#: a reinstall finds the passwords the data was made with (PostgreSQL's kept volume) and the
+#: interfaces' resume key; the role users' passwords too, made when
+#: test_redis_role_users__... turned them on by an upgrade.
 KEPT_BY_UNINSTALL = ("secret/{full}-postgresql-auth", "secret/{full}-redis-auth",
-                     "secret/{full}-redis-users")
+                     "secret/{full}-redis-users", "secret/{full}-resume-key")
 
 
 def test_helm_uninstall__leaves_only_the_generated_secrets(release: Release) -> None:

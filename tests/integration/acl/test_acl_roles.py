@@ -260,6 +260,41 @@ async def test_a_peer_declared_dead_and_reviving__tombstones_with_the_documented
         await client.aclose()
 
 
+async def test_session_registry__the_worker_writes_it_the_interface_only_reads_it(
+        acl_redis: AclRedis, layers: list[RedisClusterChannelLayer]) -> None:
+    """relay/sessions.py as each role: the worker puts, gets and deletes an entry; an interface
+    (where a client resumes) gets it and is refused SET and DEL (its pattern is ``%R~``)."""
+    from channels_fleet.relay.session_items import session_key
+    from channels_fleet.relay.sessions import SessionEntry, SessionRegistry
+
+    worker_layer = relay_layer(settings(WorkerSettings, acl_redis, "worker", "w1", app="x:app"))
+    iface_layer = relay_layer(settings(InterfaceSettings, acl_redis, "interface", "i1"))
+    layers += [worker_layer, iface_layer]
+    as_worker = SessionRegistry(worker_layer, "fleet")
+    as_iface = SessionRegistry(iface_layer, "fleet")
+    entry = SessionEntry("fleet.worker.w!1", "3f2a.1c:2", "fleet.iface.i!1")
+    ids = [f"{n:032x}" for n in range(1, 7)]  # several slots on a cluster
+    acl_redis.refusals()
+    for session_id in ids:
+        await as_worker.put(session_id, entry, ttl=30.0)
+        assert await as_worker.get(session_id) == entry
+        assert await as_iface.get(session_id) == entry
+    await as_worker.put(ids[0], entry._replace(iface=""), ttl=30.0)  # a detach's re-put
+    assert await as_iface.get(ids[0]) == entry._replace(iface="")
+    for session_id in ids:
+        await as_worker.delete(session_id)
+        assert await as_iface.get(session_id) is None
+    assert acl_redis.refusals() == set()
+    # The interface never writes an entry: the key pattern is read-only for it.
+    with pytest.raises(RedisPermissionError, match=r"refused SET on key fleet:session:\{"):
+        await as_iface.put(ids[0], entry, ttl=30.0)
+    with pytest.raises(RedisPermissionError, match=r"refused DEL on key fleet:session:\{"):
+        await as_iface.delete(ids[0])
+    key = session_key(ids[0], "fleet")
+    assert acl_redis.refusals() == {("fleet-interface", key)}
+    assert await as_worker.get(ids[0]) is None
+
+
 def without(role: str, rule: str) -> list[str]:
     rules = documented_lines()[role]
     assert rule in rules, f"{rule} is not in the {role} line"
@@ -354,3 +389,84 @@ async def test_missing_rule__cluster_slots__the_layer_says_so_at_once(
     layers.append(layer)
     with pytest.raises(RedisPermissionError, match=r"refused CLUSTER SLOTS to user"):
         await layer.send("chat.jobs", {"n": 1})
+
+
+async def test_adopting_a_dead_home__the_worker_does_each_command__the_interface_is_refused(
+        acl_redis: AclRedis, layers: list[RedisClusterChannelLayer],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """worker/adopter.py as the worker user, the real code on the real Redis: two workers record
+    their sessions homed on a dead interface (HSET, PEXPIRE), compete for the lock (SET NX PX),
+    the holder keeps it (EVAL: GET, PEXPIRE), pops the home's LIST and reads the hash (HGETALL),
+    the fields go (HDEL), the hash found empty (HLEN) it lets go (EVAL: GET, DEL). The
+    interface user may touch neither key."""
+    from channels_fleet.layers.homing import HomedChannel
+    from channels_fleet.relay.side import TaskSet
+    from channels_fleet.worker import adopter as adopter_module
+    from channels_fleet.worker.adopter import HomeAdopter, adopt_key, home_key
+    from channels_fleet.worker.owned import RUNNING
+
+    for name, value in (("ADOPT_TTL", 0.6), ("IDLE_STOP", 0.3), ("REREAD", 0.05)):
+        monkeypatch.setattr(adopter_module, name, value)
+    home = "fleet.iface.gone!7"
+    inbox = "specific.fleet7!"
+    worker_settings = settings(WorkerSettings, acl_redis, "worker", "w1", app="x:app")
+    relay = relay_layer(worker_settings)
+    app = RedisClusterChannelLayer(hosts=acl_redis.urls("worker"))
+    iface_relay = relay_layer(settings(InterfaceSettings, acl_redis, "interface", "i1"))
+    layers += [relay, app, iface_relay]
+
+    class Side:  # what the adopter uses of a RelaySide
+        def __init__(self, channel: str) -> None:
+            self.layer, self.channel, self.tasks = relay, channel, TaskSet()
+            self.draining = False
+            self.posts: list[tuple[str, Any]] = []
+            self.relay = self
+
+        def post(self, dest: str, item: Any, *, control: bool = False) -> bool:
+            self.posts.append((dest, item))
+            return True
+
+    class Session:  # a live session homed on ``home`` (worker/session.py's fields it reads)
+        def __init__(self, conn: str) -> None:
+            self.home, self.home_claim, self.ended = home, f"{conn}~1", None
+            self.homed = HomedChannel(inbox + conn, lambda layer: True)
+            self.homed.take(app)
+            self.session, self.state, self.got = self, RUNNING, []
+
+        def deliver(self, event: dict[str, Any]) -> None:
+            self.got.append(event["body"])
+
+    sides = [Side("fleet.worker.w!1"), Side("fleet.worker.w!2")]
+    sessions = [Session("c1"), Session("c2")]
+    adopters = [HomeAdopter(side, worker_settings, sessions=lambda s=s: [s])  # type: ignore[arg-type]
+                for side, s in zip(sides, sessions, strict=True)]
+    acl_redis.refusals()
+    for adopter in adopters:
+        adopter.homes_dead({home})
+        await asyncio.sleep(0.05)
+    await app.group_add("room", inbox + "c1")
+    await app.group_add("room", inbox + "c2")
+    await app.group_send("room", {"type": "chat.message", "text": "hi"})
+    deadline = time.monotonic() + 5
+    while not (sessions[0].got or sessions[1].got) or not (sides[0].posts or sides[1].posts):
+        assert time.monotonic() < deadline, "nothing adopted"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # the holder refreshes its lock
+    for adopter, session in zip(adopters, sessions, strict=True):
+        adopter.forget(session)  # type: ignore[arg-type]
+    while any(a.homes for a in adopters):
+        assert time.monotonic() < deadline + 5, "the holder did not let go"
+        await asyncio.sleep(0.05)
+    assert await relay.command(adopt_key(home, "fleet"), "EXISTS",
+                               adopt_key(home, "fleet")) == 0
+    assert {e for e in acl_redis.refusals() if e[1] not in EXPECTED_REFUSALS} == set()
+    # The interface: neither the hash nor the lock.
+    key, lock = home_key(home, "fleet"), adopt_key(home, "fleet")
+    with pytest.raises(RedisPermissionError, match=r"refused HSET"):
+        await iface_relay.command(key, "HSET", key, "f", "v")
+    with pytest.raises(RedisPermissionError, match=r"refused SET on key fleet:adopt:\{"):
+        await iface_relay.command(lock, "SET", lock, "x", "NX", "PX", 1000)
+    assert {e for e in acl_redis.refusals() if e[1] not in EXPECTED_REFUSALS} == {
+        ("fleet-interface", "hset"), ("fleet-interface", lock)}
+    await app.group_discard("room", inbox + "c1")
+    await app.group_discard("room", inbox + "c2")

@@ -48,6 +48,12 @@ def test_each_role_does_its_own_work_only(nodes: Nodes, users_acl: Path) -> None
     assert as_role("worker", "ZADD", "fleet:workers:{hb}", "1", "w") == "1"
     assert as_role("interface", "ZRANGEBYSCORE", "fleet:workers:{hb}", "0", "2") == "w"
     assert as_role("web", "RPUSH", "chat:q:{room}", "m") == "2"
+    # The session registry: the worker writes an entry, an interface only reads it.
+    session = "fleet:session:{" + "0" * 32 + "}"
+    assert as_role("worker", "SET", session, "{}", "PX", "60000") == "OK"
+    assert as_role("interface", "MGET", session) == "{}"
+    assert "NOPERM" in as_role("interface", "SET", session, "{}")
+    assert "NOPERM" in as_role("web", "MGET", session)
     assert "NOPERM" in as_role("web", "SET", "fleet:hb:{hb}:x", "1")
     assert "NOPERM" in as_role("exporter", "SET", "fleet:hb:{hb}:x", "1")
     assert "NOPERM" in as_role("worker", "CONFIG", "GET", "maxmemory")

@@ -41,9 +41,9 @@ async def test_items_of_an_earlier_claim_are_ignored__from_another_worker_or_the
         gateway, conn, written = gateway_with(NEW)
         earlier = "i.1~1"
         text = {"type": "websocket.send", "text": "late, from the earlier app instance"}
-        await gateway._on_send(earlier, text, sender)
-        await gateway._on_end(earlier, None, sender)
-        await gateway._on_release(earlier, 1012, sender)
+        await gateway.items.on_send(earlier, text, sender)
+        await gateway.items.on_end(earlier, None, sender)
+        await gateway.items.on_release(earlier, 1012, sender)
         await gateway.rehoming.on_rehome(earlier, "drain", sender)
         assert written == [] and not conn.finished and conn.state is OWNED
 
@@ -51,16 +51,16 @@ async def test_items_of_an_earlier_claim_are_ignored__from_another_worker_or_the
 async def test_items_of_the_current_claim_are_written() -> None:
     gateway, conn, written = gateway_with(NEW)
     text = {"type": "websocket.send", "text": "hi"}
-    await gateway._on_send(conn.claim_id, text, NEW)
+    await gateway.items.on_send(conn.claim_id, text, NEW)
     assert conn.claim_id == "i.1~2" and written == [text]
 
 
 async def test_a_rehomed_sockets_second_accept_is_not_sent_and_a_refusal_closes_1008() -> None:
     gateway, conn, written = gateway_with(NEW)
     conn.rehomed, conn.state = 1, REHOMING  # handed over; the new owner's app is connecting
-    await gateway._on_send(conn.claim_id, {"type": "websocket.accept"}, NEW)
+    await gateway.items.on_send(conn.claim_id, {"type": "websocket.accept"}, NEW)
     assert written == [] and conn.state is OWNED  # re-homing over
     gateway, conn, written = gateway_with(NEW)
     conn.rehomed, conn.state = 1, REHOMING
-    await gateway._on_send(conn.claim_id, {"type": "websocket.close"}, NEW)
+    await gateway.items.on_send(conn.claim_id, {"type": "websocket.close"}, NEW)
     assert written == [{"type": "websocket.close", "code": 1008}] and conn.finished

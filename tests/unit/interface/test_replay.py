@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from channels_fleet.interface.client import Unacked
-from channels_fleet.interface.replay import REPLAYED
+from channels_fleet.interface.replay import REPLAYED, Unacked
 
 
 def frame(text: str) -> dict:

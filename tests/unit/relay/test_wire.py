@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from channels_fleet.relay import wire
+from channels_fleet.relay import session_items, wire
 
 SCOPE = {
     "type": "websocket",
@@ -117,3 +117,46 @@ def test_parse_kept__prefix_and_groups() -> None:
 def test_parse_kept__anything_else_is_a_wire_error(payload: list) -> None:
     with pytest.raises(wire.WireError, match="kept item"):
         wire.parse_kept(payload)
+
+
+SESSION_ID = "9f0c" * 8
+
+
+def test_connect_envelope__carries_a_resumable_sockets_session() -> None:
+    mark = session_items.session_mark(SESSION_ID, seq=12, ack=7)
+    envelope = roundtrip(wire.connect_envelope("fleet.iface.x!y", "c1", SCOPE, 5.0, ack=True,
+                                               session=mark))
+    assert wire.parse_envelope(envelope)["session"] == {"id": SESSION_ID, "seq": 12, "ack": 7}
+    assert "session" not in wire.connect_envelope("fleet.iface.x!y", "c1", SCOPE, 5.0)
+
+
+@pytest.mark.parametrize("session", [
+    None, "9f0c", {"id": "9F0C" * 8, "seq": 0, "ack": 0}, {"id": SESSION_ID, "seq": -1, "ack": 0},
+    {"id": SESSION_ID, "seq": 0}, {"id": SESSION_ID, "seq": True, "ack": 0},
+    {"id": SESSION_ID, "seq": 0, "ack": 2**53},
+])
+def test_parse_envelope__a_bad_session_is_a_wire_error(session: object) -> None:
+    envelope = roundtrip(wire.connect_envelope("fleet.iface.x!y", "c1", SCOPE, 5.0))
+    envelope["session"] = session
+    with pytest.raises(wire.WireError, match="session"):
+        wire.parse_envelope(envelope)
+
+
+@pytest.mark.parametrize("item", [
+    [session_items.DETACH, "c1~1", 1006], [session_items.CLIENT_ACK, "c1~1", 4],
+    [session_items.RESUME, "c2~1", [SESSION_ID, 3, ""]], [session_items.RESUMED, "c2~1", [2, ""]],
+    [session_items.NO_SESSION, "c2~1", "unknown"], [session_items.SUPERSEDE, "c1~1", 4001],
+    [session_items.SESSION_END, "c1~1", [1000, ""]], [session_items.OUTBOX, "c1~1", [0, 0, []]],
+])
+def test_parse_item__knows_the_session_items(item: list) -> None:
+    assert wire.parse_item(item) is item
+
+
+@pytest.mark.parametrize("item", [
+    [session_items.DETACH, "c1~1", "1006"], [session_items.DETACH, "c1~1", True],
+    [session_items.RESUME, "c2~1", {"type": "x"}], [session_items.NO_SESSION, "c2~1", 1],
+])
+def test_parse_item__a_session_item_of_the_wrong_payload_type_is_a_wire_error(
+        item: list) -> None:
+    with pytest.raises(wire.WireError, match="bad payload"):
+        wire.parse_item(item)

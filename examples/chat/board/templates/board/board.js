@@ -1,6 +1,8 @@
 // The live board: one WebSocket to a Demultiplexer carrying two streams, "board" (the Card model,
 // bound with channels_fleet.binding.Binding) and "chat" (the chat room "board").
-// Frames are {"stream": name, "payload": ...} both ways.
+// Frames are {"stream": name, "payload": ...} both ways. The socket is a FleetSocket
+// (channels_fleet/fleet-socket.js): it reconnects by itself and resumes where the interfaces
+// offer resumable sessions, so the consumer keeps its subscription across a dropped connection.
 (function () {
   "use strict";
   const root = document.getElementById("board");
@@ -20,7 +22,7 @@
   }
 
   function send(stream, payload) {
-    if (ws && ws.readyState === WebSocket.OPEN) {
+    if (ws && ws.readyState === FleetSocket.OPEN) {
       ws.send(JSON.stringify({ stream: stream, payload: payload }));
       return true;
     }
@@ -124,7 +126,9 @@
   }
 
   function connect() {
-    ws = new WebSocket(url);
+    ws = new FleetSocket(url);
+    // Once per session: the first, or a new one after a session was lost (its consumer is new
+    // and subscribed to nothing): subscribe and list again.
     ws.addEventListener("open", () => {
       retry = 0;
       setState("live", false);
@@ -139,8 +143,9 @@
       else if (frame.stream === "board") onBoard(frame.payload);
       else if (frame.stream === "chat") onChat(frame.payload);
     });
+    // The session ended for good (the server closed it, or it was taken over): a new socket.
     ws.addEventListener("close", (e) => {
-      // 1012 (worker restart) and 1013 (try later) ask the client to come back.
+      // 1013 (try later): come back more slowly, as the close code asks.
       setState(`disconnected (${e.code}), reconnecting...`, true);
       setTimeout(connect, e.code === 1013 ? 2000 : Math.min(500 * 2 ** retry++, 10000));
     });

@@ -31,6 +31,7 @@ application = ProtocolTypeRouter({
         path("ws/norehome/", consumers.NoRehomeConsumer.as_asgi()),
         path("ws/flood/", consumers.FloodConsumer.as_asgi()),
         path("ws/room/<str:room>/", consumers.RoomConsumer.as_asgi()),
+        path("ws/session/<str:name>/", consumers.SessionConsumer.as_asgi()),
         path("ws/bad/sync/", consumers.BadSyncWebsocketConsumer.as_asgi()),
         path("ws/bad/<str:case>/", consumers.BadWebsocketConsumer.as_asgi()),
     ]))),

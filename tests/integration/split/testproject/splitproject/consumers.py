@@ -124,6 +124,60 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await asyncio.to_thread(record, f"split:disconnects:{self.room}", f"{self.tag}:{code}")
 
 
+class SessionConsumer(AsyncWebsocketConsumer):
+    """The resumable-session tests' echo (tests/integration/resume). Records each connect and
+    disconnect (``split:session:<name>``), joins the group ``session-<name>`` (its
+    ``session.message`` events are sent on), and answers ``stats`` with what it was given.
+
+    ``quiet:...`` is only recorded; ``later:DELAY:N:PREFIX`` sends ``PREFIX-0`` ..
+    ``PREFIX-<N-1>`` DELAY seconds later (while its client may be away); anything else is echoed.
+    It selects ``chat.v1`` when offered, as an app picks the protocol it speaks."""
+
+    async def connect(self):
+        self.name = self.scope["url_route"]["kwargs"]["name"]
+        self.received = []
+        self.timers = set()
+        await self.channel_layer.group_add(f"session-{self.name}", self.channel_name)
+        await asyncio.to_thread(record, f"split:session:{self.name}", "connect")
+        offered = self.scope.get("subprotocols") or []
+        await self.accept(subprotocol="chat.v1" if "chat.v1" in offered else None)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data == "stats":
+            headers = dict(self.scope["headers"])
+            await self.send(json.dumps({
+                "received": self.received,
+                "subprotocols": self.scope.get("subprotocols"),
+                "protocol_header": headers.get(b"sec-websocket-protocol", b"").decode(),
+                "worker": os.getpid(),
+            }))
+            return
+        self.received.append(text_data if text_data is not None else bytes_data.hex())
+        if text_data is None:
+            await self.send(bytes_data=bytes_data)
+        elif text_data.startswith("later:"):
+            _, delay, count, prefix = text_data.split(":", 3)
+            timer = asyncio.create_task(self.send_later(float(delay), int(count), prefix))
+            self.timers.add(timer)
+            timer.add_done_callback(self.timers.discard)
+        elif not text_data.startswith("quiet:"):
+            await self.send(text_data=text_data)
+
+    async def send_later(self, delay, count, prefix):
+        await asyncio.sleep(delay)
+        for i in range(count):
+            await self.send(text_data=f"{prefix}-{i}")
+
+    async def session_message(self, event):
+        await self.send(text_data=event["text"])
+
+    async def disconnect(self, code):
+        for timer in list(self.timers):
+            timer.cancel()
+        await self.channel_layer.group_discard(f"session-{self.name}", self.channel_name)
+        await asyncio.to_thread(record, f"split:session:{self.name}", f"disconnect:{code}")
+
+
 class FloodConsumer(AsyncWebsocketConsumer):
     """On any message, sends 32 MB in 64 KB frames as fast as it can."""
 
