@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 
 import pytest
 from redis.cluster import RedisCluster
-from support.resume_session import RawSession, records, settled
+from support.resume_session import RawSession, fresh, records, sender, settled
 from support.scrape import metric
 from support.split import start_resumable as start
 
@@ -21,18 +20,6 @@ from channels_fleet.dev.stack import FleetStack
 from channels_fleet.layers import RedisClusterChannelLayer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
-
-
-def fresh() -> tuple[str, str]:
-    name = uuid.uuid4().hex[:12]
-    return name, f"/ws/session/{name}/"
-
-
-def sender(layer: RedisClusterChannelLayer, group: str):  # type: ignore[no-untyped-def]
-    async def to_group(*texts: str) -> None:
-        for text in texts:
-            await layer.group_send(group, {"type": "session.message", "text": text})
-    return to_group
 
 
 async def test_home_killed__resumed_elsewhere__group_messages_after_the_kill_all_arrive_once(
@@ -43,8 +30,7 @@ async def test_home_killed__resumed_elsewhere__group_messages_after_the_kill_all
     to_group = sender(project_layer, f"session-{name}")
     session = RawSession(path)
     await session.open(home)
-    await session.send("hi")
-    assert await session.recv() == "hi"
+    await session.echo("hi")
     await to_group("g0")
     assert await session.recv() == "g0"
     # The socket moves to the other interface; the channel stays homed on the first.
@@ -81,8 +67,7 @@ async def test_home_killed_with_sockets_on_it__two_workers__each_session_gets_al
         name, path = fresh()
         session = RawSession(path)
         await session.open(home)
-        await session.send("hi")
-        assert await session.recv() == "hi"
+        await session.echo("hi")
         sessions.append((session, sender(project_layer, f"session-{name}")))
         owned = [await asyncio.to_thread(metric, w, "channels_fleet_owned_connections")
                  for w in workers]
@@ -118,8 +103,7 @@ async def drained_home(fleet: FleetStack, project_layer: RedisClusterChannelLaye
     to_group = sender(project_layer, f"session-{name}")
     session = RawSession(path)
     await session.open(home)
-    await session.send("hi")
-    assert await session.recv() == "hi"
+    await session.echo("hi")
     await to_group("before")
     assert await session.recv() == "before"
 
