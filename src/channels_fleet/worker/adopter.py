@@ -13,8 +13,9 @@ LIST and every message to those sessions would be lost. So the workers adopt it:
   posting each message to the sessions it names: its own directly, other workers' as a
   ``MESSAGE`` item under the home claim (routed by alias there), kept until that worker ACKs
   them handled and replayed to the session's next worker should that one die (forwards.py).
-  A name not in the hash is looked up again for up to ``UNKNOWN_WAIT`` (its worker may not
-  have written yet), then dropped, counted;
+  What comes for a name not in the hash waits until the name shows up (its worker has not
+  written yet, or died first and the session's next worker writes it) or a re-home's time
+  has passed, then is dropped, counted (unrouted.py);
 - the holder lets go when the hash stays empty for ``IDLE_STOP`` (every session homed there
   has ended, whatever still comes for other names), or at its drain or stop
   (another worker takes over); a killed holder's lock lapses after its TTL.
@@ -48,13 +49,12 @@ from .instance import AppInstance
 from .owned import NOT_OURS
 from .session import UNCOUNTED
 from .settings import WorkerSettings
+from .unrouted import Unrouted
 
 logger = logging.getLogger(__name__)
 
 #: The adopter lock's TTL (seconds): the longest a killed holder leaves a home unadopted.
 ADOPT_TTL = 6.0
-#: How long a name missing from the hash is looked up again before its message is dropped.
-UNKNOWN_WAIT = 2.0
 #: Between reads of the hash (a new name, or every so often: sessions move and end).
 REREAD = 0.25
 #: The hash read empty this long (and HLEN 0): every session homed there has ended; the
@@ -76,20 +76,21 @@ class _Home:
     """One dead home, as this worker sees it."""
 
     __slots__ = ("channel", "inbox", "layers", "mine", "routes", "given_up", "holding", "task",
-                 "write", "read_at", "forwards")
+                 "write", "read_at", "forwards", "unrouted")
 
-    def __init__(self, channel: str, inbox: str, forwards: Forwards) -> None:
+    def __init__(self, channel: str, inbox: str, forwards: Forwards, unrouted: Unrouted) -> None:
         self.channel = channel
         self.inbox = inbox  # specific.fleet<token>!: the part every homed name there shares
         self.layers: dict[str, Any] = {}  # key prefix -> the app's layer whose LIST to pop
         self.mine: dict[str, AppInstance] = {}  # homed name -> this worker's live session
         self.routes: dict[str, tuple[str, str]] = {}  # homed name -> (worker, claim): the hash
-        self.given_up: set[str] = set()  # names dropped after UNKNOWN_WAIT
+        self.given_up: set[str] = set()  # names whose messages were dropped (unrouted)
         self.holding = False  # this worker holds the lock
         self.task: asyncio.Task[None] | None = None
         self.write: asyncio.Task[None] | None = None  # the last hash write (in order)
         self.read_at = 0.0  # monotonic time of the last hash read
         self.forwards = forwards  # what went to other workers, not yet handled there
+        self.unrouted = unrouted  # what came for names not in the hash yet
 
 
 class HomeAdopter:
@@ -118,15 +119,16 @@ class HomeAdopter:
         for home in self.homes.values():
             home.forwards.workers_dead(dead)
 
-    async def on_ack(self, _: str, entries: list[Any], sender: str) -> None:
-        """The ``wire.ACK`` handler: ``sender``'s sessions handled what we forwarded."""
+    async def on_ack(self, owner: str, entries: list[Any], sender: str) -> None:
+        """The ``wire.ACK`` handler: ``owner``'s sessions handled what we forwarded (passed
+        on by the interface their output went to: Connections.on_ack)."""
         try:
             wire.parse_acks(entries)
         except wire.WireError as exc:
             logger.warning("ignored an ack from %s: %s", sender, exc)
             return
         for home in self.homes.values():
-            home.forwards.on_ack(entries, sender)
+            home.forwards.on_ack(entries, owner or sender)
 
     def homes_dead(self, dead: set[str]) -> None:
         """Liveness found ``dead`` gone: record our sessions homed there, compete to adopt.
@@ -143,7 +145,8 @@ class HomeAdopter:
                 home = self.homes[session.home] = _Home(
                     session.home, homed.name.rpartition("!")[0] + "!",
                     Forwards(self.side.relay, self.side.channel, FORWARD_LIMIT,
-                             self.reroute_wait, partial(self._deliver, session.home)))
+                             self.reroute_wait, partial(self._deliver, session.home)),
+                    Unrouted(self.reroute_wait, FORWARD_LIMIT))
             if homed.name in home.mine:
                 continue
             home.mine[homed.name] = instance
@@ -223,9 +226,11 @@ class HomeAdopter:
                     return
                 await self.layer.command(key, "PEXPIRE", key, HOME_TTL * 1000)
                 refreshed = now
-            if now - home.read_at > (REREAD if home.forwards.holding else REREAD * 4):
+            waiting = home.forwards.holding or bool(home.unrouted)
+            if now - home.read_at > (REREAD if waiting else REREAD * 4):
                 await self._read(home)  # sessions moved or ended meanwhile
-            if home.routes:
+                self._unpark(home)
+            if home.routes or home.unrouted:
                 empty_since = None
             elif empty_since is None:
                 empty_since = now
@@ -244,26 +249,50 @@ class HomeAdopter:
     async def _forward(self, home: _Home, names: list[str], body: bytes) -> None:
         """One message popped from the home's LIST, to the sessions it names, in order."""
         others: dict[str, list[str]] = {}
-        forwarded = 0
-        for name in names:
-            instance = home.mine.get(name)
-            if instance is not None:
-                # As the home's forwarded ones: not in the current interface's Unacked.
-                instance.deliver({"type": wire.CHANNEL_MESSAGE, "body": body, UNCOUNTED: True})
-                forwarded += 1
-                continue
-            route = home.routes.get(name)
-            if route is None and name not in home.given_up:
-                route = await self._await_route(home, name)
-            if route is None or route[0] == self.side.channel:  # ours, ended: as Channels does
-                METRICS.messages_dropped.labels("other").inc()
-                continue
-            if home.forwards.send(route[0], route[1], body):  # else held for its next worker
-                others.setdefault(route[0], []).append(route[1])
+        delivered = sum(self._route(home, name, body, others) for name in names)
+        METRICS.adopted_messages.inc(delivered + self._post(body, others))
+
+    def _route(self, home: _Home, name: str, body: bytes, others: dict[str, list[str]]) -> int:
+        """``body`` to the session of ``name``: delivered here (1), added to ``others`` (to
+        post: worker -> claims), held for its next worker, parked or dropped (0)."""
+        if name in home.unrouted:
+            home.unrouted.park(name, body)  # behind what waits already
+            return 0
+        instance = home.mine.get(name)
+        if instance is not None:
+            # As the home's forwarded ones: not in the current interface's Unacked.
+            instance.deliver({"type": wire.CHANNEL_MESSAGE, "body": body, UNCOUNTED: True})
+            return 1
+        route = home.routes.get(name)
+        if route is None and name not in home.given_up:
+            home.unrouted.park(name, body)  # its worker has not written it yet
+            return 0
+        if route is None or route[0] == self.side.channel:  # ours, ended: as Channels does
+            METRICS.messages_dropped.labels("other").inc()
+            return 0
+        if home.forwards.send(route[0], route[1], body):  # else held for its next worker
+            others.setdefault(route[0], []).append(route[1])
+        return 0
+
+    def _post(self, body: bytes, others: dict[str, list[str]]) -> int:
+        """``body`` to other workers' sessions (worker -> claims); how many."""
         for worker, claims in others.items():
             self.side.relay.post(worker, [wire.MESSAGE, "", [body, claims]])
-            forwarded += len(claims)
-        METRICS.adopted_messages.inc(forwarded)
+        return sum(len(claims) for claims in others.values())
+
+    def _unpark(self, home: _Home) -> None:
+        """Names now in the hash (or ours) get what waited for them, in order; those past
+        their wait drop it."""
+        routable = home.routes.keys() | home.mine.keys()
+        for name, bodies in home.unrouted.found(routable):
+            for body in bodies:
+                others: dict[str, list[str]] = {}
+                delivered = self._route(home, name, body, others)
+                METRICS.adopted_messages.inc(delivered + self._post(body, others))
+        for name, dropped in home.unrouted.expired():
+            home.given_up.add(name)
+            logger.warning("adopting %s: no session took channel %s in %.0fs; %d messages "
+                           "for it dropped", home.channel, name, self.reroute_wait, dropped)
 
     def _deliver(self, channel: str, claim: str, event: dict[str, Any]) -> None:
         """What was forwarded for ``claim`` elsewhere, to our own session of it now."""
@@ -273,22 +302,6 @@ class HomeAdopter:
                 event[UNCOUNTED] = True  # as our own: no ACK counts
                 instance.deliver(event)
                 return
-
-    async def _await_route(self, home: _Home, name: str) -> tuple[str, str] | None:
-        """Read the hash again until ``name`` is in it (its worker found the home dead after
-        us) or UNKNOWN_WAIT passed: then its messages are dropped (one log line)."""
-        deadline = time.monotonic() + UNKNOWN_WAIT
-        while True:
-            await self._read(home)
-            route = home.routes.get(name)
-            if route is not None:
-                return route
-            if time.monotonic() > deadline:
-                home.given_up.add(name)
-                logger.warning("adopting %s: no session has channel %s; its messages are "
-                               "dropped", home.channel, name)
-                return None
-            await asyncio.sleep(REREAD)
 
     async def _read(self, home: _Home) -> None:
         key = home_key(home.channel, self.prefix)
