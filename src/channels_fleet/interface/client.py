@@ -251,10 +251,14 @@ class ClientConn:
 class Connections:
     """The gateway's open connections, by id: the one registry, for every part of the gateway."""
 
-    def __init__(self, client_acked: Callable[[ClientConn], None]) -> None:
+    def __init__(self, client_acked: Callable[[ClientConn], None],
+                 pass_on: Callable[[str, list[Any], str], bool]) -> None:
         self._by_id: dict[str, ClientConn] = {}
         #: A resumable session's client_ack rose (session.py): its client is to be told.
         self.client_acked = client_acked
+        #: ``pass_on(forwarder, entries, owner)``: ACK counts for another forwarder, sent on to
+        #: it; False if the forwarder is this interface.
+        self.pass_on = pass_on
 
     def add(self, conn: ClientConn) -> None:
         self._by_id[conn.id] = conn
@@ -285,6 +289,20 @@ class Connections:
             return None
         return conn
 
+    def _passed_on(self, entries: list[Any], owner: str) -> list[Any]:
+        """Pass each forwarder its counts; what is left is this interface's."""
+        ours: list[Any] = []
+        passed: dict[str, list[Any]] = {}
+        for entry in entries:
+            if len(entry) == 4:
+                passed.setdefault(entry[3], []).append(entry[:3])
+            else:
+                ours.append(entry)
+        for forwarder, counts in passed.items():
+            if not self.pass_on(forwarder, counts, owner):
+                ours.extend(counts)
+        return ours
+
     def owners(self) -> set[str]:
         """The workers the unfinished connections depend on: owners, and old owners whose
         RETURN is awaited (the gateway watches their heartbeats)."""
@@ -294,14 +312,20 @@ class Connections:
                 owners.update(w for w in (c.owner, c.fence) if w)
         return owners
 
-    async def on_ack(self, _: str, entries: list[Any], sender: str) -> None:
-        """The ``wire.ACK`` handler: ``sender``'s apps have handled these frames, which need
-        no replay then."""
+    async def on_ack(self, owner: str, entries: list[Any], sender: str) -> None:
+        """The ``wire.ACK`` handler: ``sender``'s apps (``owner``'s, passed on by another
+        interface) have handled these frames, which need no replay then.
+
+        An entry naming a forwarder counts what a session's home (or the worker adopting it)
+        forwarded to its app; it rides here with the output it covers, so that the forwarder
+        learns only of messages whose output reached this interface, and goes on to it."""
         try:
             wire.parse_acks(entries)
         except wire.WireError as exc:
             logger.warning("ignored an ack from %s: %s", sender, exc)
             return
+        if any(len(entry) == 4 for entry in entries):
+            entries = self._passed_on(entries, owner or sender)
         current = self.current
         for claim, handled, taken in entries:
             conn = current(claim)

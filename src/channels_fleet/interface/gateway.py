@@ -65,7 +65,7 @@ class Gateway:
     def __init__(self, settings: InterfaceSettings, layer: Any = None,
                  liveness: Liveness | None = None) -> None:
         self.settings = settings
-        self.conns = Connections(lambda conn: self.sessions.client_acked(conn))
+        self.conns = Connections(lambda conn: self.sessions.client_acked(conn), self._pass_on)
         if layer is None:
             layer = relay_layer(settings, connect_capacity=settings.connect_capacity)
         # The owner-loss callbacks name self.rehoming late: it needs the side built first.
@@ -111,6 +111,13 @@ class Gateway:
         self.inboxes.start(channel)
         self._started.set()
         logger.info("gateway relaying on %s", channel)
+
+    def _pass_on(self, forwarder: str, counts: list[Any], owner: str) -> bool:
+        """ACK counts ``owner``'s app sent here for ``forwarder`` (Connections.on_ack)."""
+        if forwarder == self.side.channel:
+            return False
+        self.relay.post(forwarder, [wire.ACK, owner, counts], control=True)
+        return True
 
     async def stop(self) -> None:
         await self.inboxes.close()

@@ -119,7 +119,7 @@ class AppInstance(OwnedConn):
             self.handled = self.taken
             acks.mark(self)
         if acks is not None and session is not None:  # and what it took of the home's
-            session.handled_home(acks)
+            session.handled_home(acks, self.iface)
         while True:
             if self.idle is not None and self.queue.empty():
                 self.idle.set()
@@ -134,7 +134,7 @@ class AppInstance(OwnedConn):
                     self.taken += 1
                     acks.mark(self)
                 elif event[UNCOUNTED] == session.home_claim:
-                    session.took_home(acks, event.get(FORWARDER))
+                    session.took_home(acks, event.get(FORWARDER), self.iface)
             if kind == "websocket.receive" and session is not None:
                 event = session.take(event)  # None: a duplicate, counted above, dropped
                 message = event
@@ -159,6 +159,10 @@ class AppInstance(OwnedConn):
         if event.get(wire.REPLAYED):
             message[wire.REPLAYED] = True  # taken by a dead owner's app: perhaps handled
         return message
+
+    def ack_entry(self) -> list[Any]:
+        """acks.Counted: the counts of this socket's own frames and messages."""
+        return [self.id, self.handled, self.taken]
 
     async def send(self, message: ASGISendEvent) -> None:
         """The app's ``send()``: check the message for the phase, then relay it.

@@ -45,14 +45,22 @@ class HomeCounts:
     """The ACK counts (acks.Counted) of what the home forwards under the home claim: its
     DETACHED connection keeps those messages (Unacked) until they are handled, for the next
     owner should this one die. Once the home is dead the worker adopting its LIST forwards
-    them and keeps them likewise (forwards.py): ``iface`` is whoever forwarded last, counted
-    from 0 for each."""
+    them and keeps them likewise (forwards.py): ``forwarder`` is whoever forwarded last,
+    counted from 0 for each.
 
-    __slots__ = ("id", "iface", "taken", "handled")
+    They go to ``iface``, the socket's interface, with the output of what they count, which
+    passes them on to the forwarder: sent straight there they could tell it of a message
+    handled whose output never left a worker killed meanwhile, and that message would be
+    lost; or, later than the output, replay a message whose output the client had."""
 
-    def __init__(self, claim: str, home: str) -> None:
-        self.id, self.iface = claim, home
+    __slots__ = ("id", "forwarder", "iface", "taken", "handled")
+
+    def __init__(self, claim: str, forwarder: str, iface: str) -> None:
+        self.id, self.forwarder, self.iface = claim, forwarder, iface
         self.taken = self.handled = 0
+
+    def ack_entry(self) -> list[Any]:
+        return [self.id, self.handled, self.taken, self.forwarder]
 
 
 class HeldSession:
@@ -74,7 +82,7 @@ class HeldSession:
         # when the socket was resumed away from its home and then re-homed.
         self.home = mark.get("home") or home
         self.home_claim = mark.get("home_claim") or claim
-        self.home_counts = HomeCounts(self.home_claim, self.home)
+        self.home_counts = HomeCounts(self.home_claim, self.home, home)
         self.aliases: set[str] = set()  # earlier claims it was reached by (routed here)
         self.socket = True  # a socket serves it (False from detach to resume, and at its end)
         self.ended: str | None = None  # why it ended (metrics.SESSION_END_REASONS, or
@@ -118,20 +126,22 @@ class HeldSession:
         return {key: value for key, value in event.items()
                 if key != FLEET_SEQ and key != UNCOUNTED and key != FORWARDER}
 
-    def took_home(self, acks: Acks, forwarder: str | None) -> None:
+    def took_home(self, acks: Acks, forwarder: str | None, iface: str) -> None:
         """The app took an event ``forwarder`` (the home, or its adopter) sent under the home
-        claim; a new forwarder numbers from 0."""
+        claim; a new forwarder numbers from 0. ``iface``: where the socket's output goes."""
         counts = self.home_counts
-        if forwarder and forwarder != counts.iface:
-            counts = self.home_counts = HomeCounts(self.home_claim, forwarder)
+        if forwarder and forwarder != counts.forwarder:
+            counts = self.home_counts = HomeCounts(self.home_claim, forwarder, iface)
         counts.taken += 1
+        counts.iface = iface
         acks.mark(counts)
 
-    def handled_home(self, acks: Acks) -> None:
+    def handled_home(self, acks: Acks, iface: str) -> None:
         """The app asks for more: what it took of the home's is handled."""
         counts = self.home_counts
         if counts.handled != counts.taken:
             counts.handled = counts.taken
+            counts.iface = iface
             acks.mark(counts)
 
     def returnable(self, stash: list[dict[str, Any]]) -> list[dict[str, Any]]:

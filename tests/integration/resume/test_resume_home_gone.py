@@ -146,10 +146,6 @@ INTERVAL, COUNT = 0.05, 300
 ADOPTED = "channels_fleet_adopted_messages_total"
 
 
-@pytest.mark.xfail(strict=False, reason="open: the victim, killed within its ACK delay of the "
-                   "adoption's first burst, never ACKed; the adopter replays from m0 to the "
-                   "next owner (itself), yet the client misses the ~8 messages sent at the "
-                   "kill and sees no duplicate")
 async def test_home_gone__adopted__then_the_session_s_worker_killed__every_message_once(
         fleet: FleetStack, redis: RedisCluster,
         project_layer: RedisClusterChannelLayer) -> None:

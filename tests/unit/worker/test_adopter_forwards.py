@@ -108,7 +108,10 @@ def test_the_next_owner_is_this_worker__delivered_to_its_own_instance_in_order()
     assert fw.sent == {}
 
 
-async def test_the_owner_acks_the_home_claim_s_messages_to_whoever_forwarded_them() -> None:
+async def test_the_owner_acks_the_home_claim_s_messages_with_its_output__for_the_forwarder(
+        ) -> None:
+    """The counts ride to the socket's interface (I2) with the output they cover, naming who
+    forwarded (the interface passes them on: Connections.on_ack)."""
     world = World()
     try:
         # Re-homed here from a dead owner: reached by its home claim, by alias.
@@ -119,12 +122,12 @@ async def test_the_owner_acks_the_home_claim_s_messages_to_whoever_forwarded_the
         body = {"type": wire.CHANNEL_MESSAGE, "body": b"x"}
         await world.instances.on_event("h~1", dict(body), I1)  # the home, while it lived
         await settle()
-        assert world.acks.trailer(I1) == [wire.ACK, "", [["h~1", 1, 1]]]
+        assert world.acks.trailer(I2) == [wire.ACK, "", [["h~1", 1, 1, I1]]]
         for _ in range(2):  # the adopter of the dead home: counted from 0 for it
             await world.instances.on_message("", [b"y", ["h~1"]], WORKER)
         await settle()
-        assert world.acks.trailer(WORKER) == [wire.ACK, "", [["h~1", 2, 2]]]
-        assert world.acks.trailer(I1) is None
+        assert world.acks.trailer(I2) == [wire.ACK, "", [["h~1", 2, 2, WORKER]]]
+        assert world.acks.trailer(I1) is None and world.acks.trailer(WORKER) is None
     finally:
         await world.stop()
 
