@@ -183,6 +183,20 @@ class RawSession:
             return (exc.rcvd.code if exc.rcvd is not None else None), seen
 
 
+async def resumed_elsewhere(path: str, home: ServiceProcess, other: ServiceProcess,
+                            pause: float = 0.5) -> RawSession:
+    """A session begun on ``home`` (one frame echoed), its socket cut, resumed on ``other``:
+    its channel stays homed on ``home``."""
+    session = RawSession(path)
+    await session.open(home)
+    await session.echo("hi")
+    session.cut()
+    await asyncio.sleep(pause)
+    hello = await session.open(other, resume=True)
+    assert (hello.resumed, hello.ack) == (True, 1), hello
+    return session
+
+
 async def records(redis: RedisCluster, name: str, count: int = 0,
                   timeout: float = 10) -> list[str]:
     """What SessionConsumer ``name`` recorded (``connect``, ``disconnect:<code>``), once there

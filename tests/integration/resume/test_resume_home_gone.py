@@ -12,7 +12,14 @@ import signal
 
 import pytest
 from redis.cluster import RedisCluster
-from support.resume_session import RawSession, fresh, records, sender, settled
+from support.resume_session import (
+    RawSession,
+    fresh,
+    records,
+    resumed_elsewhere,
+    sender,
+    settled,
+)
 from support.scrape import metric
 from support.split import start_resumable as start
 
@@ -157,14 +164,7 @@ async def test_home_gone__adopted__then_the_session_s_worker_killed__every_messa
     while len({pid for _, _, pid in sessions}) < 2:  # sessions on both workers
         assert len(sessions) < 12
         name, path = fresh()
-        session = RawSession(path)
-        await session.open(home)
-        await session.send("hi")
-        assert await session.recv() == "hi"
-        session.cut()
-        await asyncio.sleep(0.3)
-        hello = await session.open(other, resume=True)  # the channel stays homed on `home`
-        assert (hello.resumed, hello.ack) == (True, 1), hello
+        session = await resumed_elsewhere(path, home, other, pause=0.3)
         sessions.append((session, name, (await session.stats())["worker"]))
 
     home.signal(signal.SIGKILL)

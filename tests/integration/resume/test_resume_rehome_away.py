@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 
 import pytest
 from redis.cluster import RedisCluster
-from support.resume_session import RawSession, records
+from support.resume_session import RawSession, fresh, records, resumed_elsewhere
 from support.split import start_resumable as start
 
 from channels_fleet.dev.stack import FleetStack, ServiceProcess
@@ -32,15 +31,8 @@ async def resumed_away(fleet: FleetStack, project_layer: RedisClusterChannelLaye
     """A session begun on one interface, resumed on the other: (the session, its name, the
     worker that runs it, a queue to send group messages through)."""
     (home, other), workers = start(fleet, workers=2)
-    name = uuid.uuid4().hex[:12]
-    session = RawSession(f"/ws/session/{name}/")
-    await session.open(home)
-    await session.send("hi")
-    assert await session.recv() == "hi"
-    session.cut()
-    await asyncio.sleep(0.5)
-    hello = await session.open(other, resume=True)
-    assert (hello.resumed, hello.ack) == (True, 1)
+    name, path = fresh()
+    session = await resumed_elsewhere(path, home, other)
     await project_layer.group_send(f"session-{name}", {"type": "session.message", "text": "g"})
     assert await session.recv() == "g"  # forwarded by the home
     pid = (await session.stats())["worker"]
