@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.cluster import RedisCluster
@@ -23,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin, Subprotocol
 
 from channels_fleet.dev.stack import ServiceProcess
+from channels_fleet.layers import RedisClusterChannelLayer
 from channels_fleet.resume import envelope
 from channels_fleet.resume.envelope import Ack, Data, End, Hello
 from support.scrape import metric
@@ -32,6 +35,21 @@ from support.scrape import metric
 ORIGIN = "http://127.0.0.1"
 #: Every socket opened here, closed at each test's end (conftest.py).
 OPEN: list[ClientConnection] = []
+
+
+def fresh() -> tuple[str, str]:
+    """A SessionConsumer name nobody used, and its path."""
+    name = uuid.uuid4().hex[:12]
+    return name, f"/ws/session/{name}/"
+
+
+def sender(layer: RedisClusterChannelLayer,
+           group: str) -> Callable[..., Awaitable[None]]:
+    """``to_group(*texts)``: each text to ``group`` as a ``session.message``, in order."""
+    async def to_group(*texts: str) -> None:
+        for text in texts:
+            await layer.group_send(group, {"type": "session.message", "text": text})
+    return to_group
 
 
 async def plain(iface: ServiceProcess, path: str, *subprotocols: str) -> ClientConnection:
@@ -93,6 +111,11 @@ class RawSession:
     async def send(self, text: str) -> None:
         self.sent.append(text)
         await self._current().send(envelope.encode_data(len(self.sent), self.last, text))
+
+    async def echo(self, text: str) -> None:
+        """Send ``text`` and check the app's next frame is it."""
+        await self.send(text)
+        assert await self.recv() == text
 
     async def recv(self, timeout: float = 10) -> str:
         """The next app frame (acks noted on the way)."""
@@ -158,6 +181,20 @@ class RawSession:
                 seen.append(envelope.parse(raw, from_server=True))
         except ConnectionClosed as exc:
             return (exc.rcvd.code if exc.rcvd is not None else None), seen
+
+
+async def resumed_elsewhere(path: str, home: ServiceProcess, other: ServiceProcess,
+                            pause: float = 0.5) -> RawSession:
+    """A session begun on ``home`` (one frame echoed), its socket cut, resumed on ``other``:
+    its channel stays homed on ``home``."""
+    session = RawSession(path)
+    await session.open(home)
+    await session.echo("hi")
+    session.cut()
+    await asyncio.sleep(pause)
+    hello = await session.open(other, resume=True)
+    assert (hello.resumed, hello.ack) == (True, 1), hello
+    return session
 
 
 async def records(redis: RedisCluster, name: str, count: int = 0,

@@ -21,7 +21,9 @@ The rules, in one place:
 - **Current claim**: every envelope, a second try included, is a new claim with an id of its
   own (``wire.claim_id``); the owner echoes it in all it relays. Items of any other claim (an
   earlier owner's, the same worker's earlier app instance, a late claim of an envelope sent
-  before) are ignored, and a claim that comes when none is awaited is answered GONE.
+  before) are ignored, and a claim that comes when none is awaited is answered GONE; but a
+  home's DETACHED connection (a session resumed elsewhere) is claimed again by each worker
+  that takes its session over: its homed channel's messages go there.
 - **Accepted**: a re-homed socket's new app must accept within ``CHANNELS_FLEET_ACCEPT_TIMEOUT``
   of its claim, or the socket is closed with **1012** (a new connection's accept is bounded
   by the server's connect timeout): no socket stays open with no app serving it.
@@ -49,7 +51,15 @@ from ..observability.metrics import METRICS
 from ..relay import session_items, wire
 from ..relay.sessions import SessionEntry
 from ..relay.side import RelaySide
-from .client import AWAITING_CLAIM, CLAIMED, REHOMING, ClientConn, ClientEvent, Connections
+from .client import (
+    AWAITING_CLAIM,
+    CLAIMED,
+    DETACHED,
+    REHOMING,
+    ClientConn,
+    ClientEvent,
+    Connections,
+)
 from .edge import ClientWriter
 from .replay import Replay
 from .settings import InterfaceSettings
@@ -125,6 +135,9 @@ class Claims:
         """A worker's CLAIM (the item's handler): it owns the connection from now on, if this
         claim is awaited."""
         conn = self.conns.current(claim)
+        if conn is not None and conn.state is DETACHED:
+            self._reclaim(conn, owner)
+            return
         if conn is None or conn.state is not AWAITING_CLAIM:
             # Gone, ended by us or sent again (a claim of an earlier envelope) before this
             # claim: the claimer cleans up.
@@ -135,6 +148,23 @@ class Claims:
         if conn.fence is None:
             self._await_accept(conn)  # while fenced, the deadline bounds the wait for the RETURN
         self._deliver_held(conn)
+
+    def _reclaim(self, conn: ClientConn, owner: str) -> None:
+        """A home's DETACHED connection: the worker that took its session over (a re-home
+        of the socket elsewhere) gets the homed channel from now on. First what the old owner
+        had not handled (an owner not yet found dead, or one that drained and dropped what
+        came after it gave the socket back), then what was held; kept until handled."""
+        replay = conn.unacked.detach("dead") if conn.unacked is not None else None
+        events = conn.take_held()
+        if replay is not None:
+            METRICS.messages_dropped.labels("rehome_dead").inc(replay.lost)
+            events[:0] = replay.frames
+        conn.reclaimed(owner)
+        post, claim, unacked = self.side.relay.post, conn.claim_id, conn.unacked
+        for event in events:
+            post(owner, [wire.EVENT, claim, event], control=True)
+            if unacked is not None:
+                unacked.record(event)
 
     def unfence(self, conn: ClientConn) -> None:
         """Stop waiting for the old owner's RETURN; held events go to a new owner, if any."""

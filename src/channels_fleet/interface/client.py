@@ -8,7 +8,9 @@
 
 DETACHED is the home interface's (the one popping the consumer's homed channel, inbox.py):
 it keeps the connection, no socket, only to relay that channel's messages to the owner under
-the old claim, until the session ends (SESSION_END) or the owner dies.
+the old claim, until the session ends (SESSION_END); the owner it relays to changes when the
+session's socket, resumed elsewhere, moves to another worker (:meth:`~ClientConn.orphan`,
+:meth:`~ClientConn.reclaimed`).
 
 Each arrow is one method (:meth:`ClientConn.await_claim`, :meth:`~ClientConn.claimed_by`,
 :meth:`~ClientConn.app_accepted`, :meth:`~ClientConn.hand_over`, :meth:`~ClientConn.detach`,
@@ -106,7 +108,9 @@ class ClientConn:
         self.replay: Replay | None = None  # a lost owner's unacknowledged frames, for the next
         self.resent = False  # its current envelope went out a second time
         self.subprotocol: str | None = None  # as accepted by the app
-        self.channel: str | None = None  # ws: its consumer's channel, homed here (inbox.py)
+        # ws: its consumer's channel, homed here (inbox.py), or, resumed from elsewhere, at the
+        # session's home (session.home)
+        self.channel: str | None = None
         #: (key prefix, groups) old app instances left while it moved: discarded at its end
         self.kept: list[tuple[str, list[str]]] = []
         self.session: SocketSession | None = None  # ws: its resumable session (session.py)
@@ -117,6 +121,11 @@ class ClientConn:
     @property
     def finished(self) -> bool:
         return self.state is FINISHED
+
+    @property
+    def home(self) -> bool:
+        """Its consumer's channel is homed here: this interface pops it (inbox.py)."""
+        return self.channel is not None and not (self.session is not None and self.session.home)
 
     # -- transitions: one method each ------------------------------------------------------
 
@@ -156,9 +165,26 @@ class ClientConn:
 
     def detach(self) -> None:
         """A session's socket is gone (lost, or superseded by a resume) and this interface is
-        its home: kept for the homed channel's messages, which nobody replays (no Unacked)."""
+        its home: kept for the homed channel's messages, whose ``unacked`` (the owner counts
+        them under this claim) a next owner gets should this one die."""
         self._move(DETACHED)
-        self.unacked = None
+        self.stop_timer()
+
+    def orphan(self) -> None:
+        """A DETACHED connection's owner died or let go: the homed channel's messages are held
+        (``held``) until a worker that took the session over claims it (:meth:`reclaimed`)."""
+        if self.state is not DETACHED:
+            raise IllegalTransition(f"{self.id}: orphaned while {self.state.value}")
+        self.owner = None
+        self.stop_timer()
+
+    def reclaimed(self, owner: str) -> None:
+        """A worker took the DETACHED connection's session over (its CLAIM of the claim it
+        goes by): the homed channel's messages go to it from now on."""
+        if self.state is not DETACHED:
+            raise IllegalTransition(f"{self.id}: reclaimed while {self.state.value}")
+        self.owner = owner
+        self.told = False
         self.stop_timer()
 
     def finish(self) -> bool:
@@ -225,10 +251,14 @@ class ClientConn:
 class Connections:
     """The gateway's open connections, by id: the one registry, for every part of the gateway."""
 
-    def __init__(self, client_acked: Callable[[ClientConn], None]) -> None:
+    def __init__(self, client_acked: Callable[[ClientConn], None],
+                 pass_on: Callable[[str, list[Any], str], bool]) -> None:
         self._by_id: dict[str, ClientConn] = {}
         #: A resumable session's client_ack rose (session.py): its client is to be told.
         self.client_acked = client_acked
+        #: ``pass_on(forwarder, entries, owner)``: ACK counts for another forwarder, sent on to
+        #: it; False if the forwarder is this interface.
+        self.pass_on = pass_on
 
     def add(self, conn: ClientConn) -> None:
         self._by_id[conn.id] = conn
@@ -259,6 +289,20 @@ class Connections:
             return None
         return conn
 
+    def _passed_on(self, entries: list[Any], owner: str) -> list[Any]:
+        """Pass each forwarder its counts; what is left is this interface's."""
+        ours: list[Any] = []
+        passed: dict[str, list[Any]] = {}
+        for entry in entries:
+            if len(entry) == 4:
+                passed.setdefault(entry[3], []).append(entry[:3])
+            else:
+                ours.append(entry)
+        for forwarder, counts in passed.items():
+            if not self.pass_on(forwarder, counts, owner):
+                ours.extend(counts)
+        return ours
+
     def owners(self) -> set[str]:
         """The workers the unfinished connections depend on: owners, and old owners whose
         RETURN is awaited (the gateway watches their heartbeats)."""
@@ -268,14 +312,20 @@ class Connections:
                 owners.update(w for w in (c.owner, c.fence) if w)
         return owners
 
-    async def on_ack(self, _: str, entries: list[Any], sender: str) -> None:
-        """The ``wire.ACK`` handler: ``sender``'s apps have handled these frames, which need
-        no replay then."""
+    async def on_ack(self, owner: str, entries: list[Any], sender: str) -> None:
+        """The ``wire.ACK`` handler: ``sender``'s apps (``owner``'s, passed on by another
+        interface) have handled these frames, which need no replay then.
+
+        An entry naming a forwarder counts what a session's home (or the worker adopting it)
+        forwarded to its app; it rides here with the output it covers, so that the forwarder
+        learns only of messages whose output reached this interface, and goes on to it."""
         try:
             wire.parse_acks(entries)
         except wire.WireError as exc:
             logger.warning("ignored an ack from %s: %s", sender, exc)
             return
+        if any(len(entry) == 4 for entry in entries):
+            entries = self._passed_on(entries, owner or sender)
         current = self.current
         for claim, handled, taken in entries:
             conn = current(claim)

@@ -65,7 +65,7 @@ class Gateway:
     def __init__(self, settings: InterfaceSettings, layer: Any = None,
                  liveness: Liveness | None = None) -> None:
         self.settings = settings
-        self.conns = Connections(lambda conn: self.sessions.client_acked(conn))
+        self.conns = Connections(lambda conn: self.sessions.client_acked(conn), self._pass_on)
         if layer is None:
             layer = relay_layer(settings, connect_capacity=settings.connect_capacity)
         # The owner-loss callbacks name self.rehoming late: it needs the side built first.
@@ -111,6 +111,13 @@ class Gateway:
         self.inboxes.start(channel)
         self._started.set()
         logger.info("gateway relaying on %s", channel)
+
+    def _pass_on(self, forwarder: str, counts: list[Any], owner: str) -> bool:
+        """ACK counts ``owner``'s app sent here for ``forwarder`` (Connections.on_ack)."""
+        if forwarder == self.side.channel:
+            return False
+        self.relay.post(forwarder, [wire.ACK, owner, counts], control=True)
+        return True
 
     async def stop(self) -> None:
         await self.inboxes.close()
@@ -270,12 +277,12 @@ class Gateway:
                 conn.unacked.record(event)  # until the owner acknowledges it
             return
         conn.held.append(event)
-        # A socket being re-homed holds what its consumer is sent too: up to what would be
-        # replayed after a crash. Beyond, it is closed rather than left with a hole.
-        limit = self.settings.replay_limit if conn.rehomed else self.settings.pending_limit
-        if len(conn.held) > limit:
+        # A socket being re-homed (or a home's session between owners) holds what its consumer
+        # is sent too: up to what would be replayed after a crash. Beyond, it is closed.
+        moving = conn.rehomed or conn.state is DETACHED
+        if len(conn.held) > (self.settings.replay_limit if moving else self.settings.pending_limit):
             logger.warning("%s: %d events held for an owner; closing", conn.id, len(conn.held))
-            METRICS.messages_dropped.labels("rehome_hold" if conn.rehomed else "buffer_full").inc()
+            METRICS.messages_dropped.labels("rehome_hold" if moving else "buffer_full").inc()
             self._spawn_end_telling(conn, refusal_code(conn))
 
     def _channel_message(self, conn_ids: list[str], body: bytes) -> None:
@@ -313,7 +320,7 @@ class Gateway:
             return
         if conn.session is not None:
             conn.session.stop()
-        if conn.kept:
+        if conn.kept and conn.home:  # else its session's channel is another interface's
             self.side.tasks.spawn(self.inboxes.discard(conn.id, conn.kept), f"leave {conn.id}")
         if self.conns.discard(conn):
             METRICS.connection_ended("websocket" if conn.ws else "http")

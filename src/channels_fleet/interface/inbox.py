@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..exceptions import RedisPermissionError
+from ..layers.keys import HOMED_PREFIX
 from ..observability.metrics import METRICS
 from ..relay.relay import RECEIVE_RETRY
 from .settings import InterfaceSettings
@@ -58,7 +59,7 @@ class Inboxes:
 
     def start(self, relay_channel: str) -> None:
         """Names are made from this process's relay channel: unique to it."""
-        self.inbox = f"specific.fleet{relay_channel.rsplit('!', 1)[-1]}!"
+        self.inbox = f"{HOMED_PREFIX}{relay_channel.rsplit('!', 1)[-1]}!"
 
     def name(self, conn_id: str) -> str:
         """The homed channel name of connection ``conn_id``."""

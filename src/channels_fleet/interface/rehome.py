@@ -1,6 +1,8 @@
 """An owner lost: a WebSocket whose worker drains or dies moves to a live one; what cannot move
-(HTTP, re-homing off, a session the app keeps) is ended; so is a resumable session's
-DETACHED connection (no socket to move: its app instance died). The interface's one reaction to a
+(HTTP, re-homing off, a session the app keeps) is ended. A resumable session's DETACHED
+connection (at its home: no socket) waits, holding its homed channel's messages, for the worker
+that takes the session over to claim it (:meth:`Rehoming.orphan`); none by the deadline: the
+session died with its worker, the connection ends. The interface's one reaction to a
 worker's death, and to its own (:meth:`Rehoming.declared_dead`: to it, every owner died).
 
 The socket stays open. A new connect envelope (a new claim, ``rehomed`` = n) goes to the work queue
@@ -27,7 +29,7 @@ from typing import Any
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.side import RelaySide
-from .claims import Claims
+from .claims import REHOME_CLAIM_FACTOR, Claims
 from .client import AWAITING_CLAIM, CLAIMED, DETACHED, FINISHED, ClientConn, Connections
 from .edge import ClientWriter
 from .replay import Unacked
@@ -120,7 +122,7 @@ class Rehoming:
                 continue
             if conn.owner in dead:
                 if conn.state is DETACHED:
-                    self.end_detached(conn)  # no socket to re-home: its session died with it
+                    self.orphan(conn)
                 elif conn.ws and rehome and not self.settings.keeps_session(conn.subprotocol):
                     self.rehome(conn, "dead")
                 else:
@@ -131,6 +133,26 @@ class Rehoming:
                 # What it held died with it: what it had not acknowledged is replayed instead.
                 # (After the owner's re-home: held events wait for the next owner.)
                 self.claims.unfence(conn)
+
+    def orphan(self, conn: ClientConn) -> None:
+        """A DETACHED connection's owner died. If its session was attached elsewhere, the
+        socket there is re-homed and the new owner claims this connection (Claims.on_claim):
+        until then the homed channel's messages are held. No claim by the deadline (that
+        re-home's wait, once the death is seen): the session died with its worker."""
+        conn.orphan()
+        replay = conn.unacked.detach("dead") if conn.unacked is not None else None
+        if replay is not None:  # what the dead owner had not handled goes first
+            METRICS.messages_dropped.labels("rehome_dead").inc(replay.lost)
+            conn.held[:0] = replay.frames
+        wait = (2 * self.settings.claim_timeout * REHOME_CLAIM_FACTOR
+                + self.settings.heartbeat_ttl)
+        conn.timer = asyncio.get_running_loop().call_later(wait, self._orphan_expired, conn)
+
+    def _orphan_expired(self, conn: ClientConn) -> None:
+        conn.timer = None
+        if conn.state is DETACHED and conn.owner is None:
+            METRICS.messages_dropped.labels("dead_owner").inc(len(conn.held))
+            self.end_detached(conn)
 
     def declared_dead(self) -> None:
         """Our heartbeat lapsed (a stall: CPU starvation, a pause, a partition) and the owners

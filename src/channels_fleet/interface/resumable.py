@@ -15,8 +15,10 @@ takes the gateway's plain path, untouched.
   else closes 1002 (the session ends).
 - **The end of a socket** that does not end the session (no close frame, a library's code, the
   interface's own 1001) is a DETACH to the owner. The home interface (it pops the consumer's
-  homed channel) keeps the connection DETACHED until SESSION_END or the owner's death; another
-  interface forgets it. SUPERSEDE (another socket resumed it) closes the socket 4001.
+  homed channel) keeps the connection DETACHED until SESSION_END, or its owner's death with no
+  worker taking the session over (rehome.py); another interface forgets it. RESUMED names the
+  homed channel and its home: a socket resumed here keeps them in its re-homes' envelopes.
+  SUPERSEDE (another socket resumed it) closes the socket 4001.
 - **A drain** (``Gateway.drain``): an accepted session socket gets ``B`` instead of a close
   (:meth:`ResumableSockets.send_back`); from then on the owner's SENDs are not written (its
   outbox keeps them for the resume elsewhere), the client's frames still go to the owner, and
@@ -93,7 +95,7 @@ class ResumableSockets:
             return await self._connect(self._new_session(conn))
         conn.session = SocketSession(offer.session_id or "", offer.token, seq=offer.last,
                                      resuming=True)
-        conn.channel = None  # the consumer's channel stays homed where the session began
+        conn.channel = None  # homed where the session began: RESUMED names it
         self.conns.add(conn)
         METRICS.connection_opened("websocket")
         self.claims.resume(conn, entry, offer.last, offer.origin, self._resume_expired)
@@ -136,11 +138,14 @@ class ResumableSockets:
                 or conn.state not in CLAIMED):
             return
         try:
-            ack, protocol = items.parse_resumed(payload)
+            ack, protocol, channel, home, home_claim = items.parse_resumed(payload)
         except WireError as exc:
             logger.warning("ignored a resumed item from %s: %s", sender, exc)
             return
-        conn.session.resumed(ack)
+        # The homed channel stays at the session's home: a re-home's envelope carries it,
+        # and the home, so the next owner keeps both (the home re-points its connection).
+        conn.channel = channel or None
+        conn.session.resumed(ack, home, home_claim)
         METRICS.sessions_resumed.inc()
         await self.writer.resumed(conn, protocol)
 
@@ -160,7 +165,7 @@ class ResumableSockets:
             return
         conn.take_owner_to_tell()  # nothing on this socket affects the session from here
         conn.session.stop()
-        if conn.channel is not None:
+        if conn.home:
             conn.detach()
         else:
             conn.finish()
@@ -223,7 +228,7 @@ class ResumableSockets:
         self.claims.tell_detached(conn, code if 1000 <= code <= 4999 else 1006)
         if conn.session is not None:
             conn.session.stop()
-        if conn.channel is not None:
+        if conn.home:
             conn.detach()
         return True
 

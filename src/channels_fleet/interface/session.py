@@ -34,7 +34,7 @@ class SocketSession:
     """The session of one resumable socket at its interface."""
 
     __slots__ = ("id", "token", "seq", "client_ack", "told", "peer_ack", "resuming", "back",
-                 "timer", "_claim", "_scanned")
+                 "timer", "home", "home_claim", "_claim", "_scanned")
 
     def __init__(self, session_id: str, token: str, *, seq: int = 0, resuming: bool = False,
                  ) -> None:
@@ -47,6 +47,10 @@ class SocketSession:
         self.resuming = resuming  # a RESUME is out, unanswered
         self.back = False  # B written (the interface drains): nothing but X after it
         self.timer: asyncio.TimerHandle | None = None  # an A due after ACK_AFTER_S
+        # Resumed here from elsewhere: the interface whose LIST holds the consumer's homed
+        # channel, and the claim its DETACHED connection forwards it under ("": here, none).
+        self.home = ""
+        self.home_claim = ""
         self._claim = ""  # the claim whose frames _scanned counts
         self._scanned = 0  # frames of that claim whose seqs client_ack has seen
 
@@ -54,18 +58,21 @@ class SocketSession:
         return f"<SocketSession {self.id[:8]} seq={self.seq} ack={self.client_ack}>"
 
     def mark(self) -> SessionMark:
-        """The connect envelope's ``"session"``: the numbering continues from here."""
-        return session_mark(self.id, self.seq, self.client_ack)
+        """The connect envelope's ``"session"``: the numbering continues from here, the home
+        stays where it is."""
+        return session_mark(self.id, self.seq, self.client_ack, self.home, self.home_claim)
 
     def hello(self, resumed: bool, protocol: str | None) -> str:
         """The ``H`` message: first on every connection of the session."""
         ack = self.client_ack if resumed else 0
         return encode_hello(Hello(self.token, resumed, ack, protocol))
 
-    def resumed(self, ack: int) -> None:
-        """The owner took the session over (RESUMED): the app holds client frames up to ``ack``."""
+    def resumed(self, ack: int, home: str, home_claim: str) -> None:
+        """The owner took the session over (RESUMED): the app holds client frames up to ``ack``;
+        the session's home is ``home``, which knows it as ``home_claim``."""
         self.resuming = False
         self.client_ack = self.told = ack
+        self.home, self.home_claim = home, home_claim
 
     def wrap(self, message: dict[str, Any]) -> dict[str, Any]:
         """An app's ``websocket.send`` (numbered by the owner) as the ``D`` frame to write."""

@@ -29,7 +29,15 @@ from . import _metrics
 from .acl import is_refusal, refused
 from .homing import HOMED, HOMED_KEY, homed
 from .hosts import decode_hosts
-from .keys import channel_key, group_key, is_process_local, non_local_name, pack_element
+from .keys import (
+    HOMED_SHARE,
+    channel_key,
+    group_key,
+    is_homed,
+    is_process_local,
+    non_local_name,
+    pack_element,
+)
 from .loop_state import LoopState
 from .mailbox import Mailbox
 from .scripts import GROUP_ADD, GROUP_MEMBERS
@@ -104,6 +112,12 @@ class RedisClusterChannelLayer(BaseChannelLayer):
 
     def __str__(self) -> str:
         return f"{type(self).__name__}(hosts={[url for url, _ in self.hosts]})"
+
+    def get_capacity(self, channel: str) -> int:
+        """Channels' capacity (``capacity``, ``channel_capacity``); a homed channel's LIST
+        holds HOMED_SHARE times that: every session homed on its interface shares it."""
+        capacity: int = super().get_capacity(channel)
+        return capacity * HOMED_SHARE if is_homed(channel) else capacity
 
     # Per-loop state
 

@@ -19,6 +19,15 @@ from redis.crc import key_slot
 
 SEPARATOR = b"|"
 
+#: How every homed channel name starts (``specific.fleet<interface token>!<connection>``,
+#: interface/inbox.py): a layer's own process-local names are ``specific.<hex>!``.
+HOMED_PREFIX = "specific.fleet"
+#: A homed LIST is its interface's inbox, shared by every session homed there (thousands).
+#: Between that interface's death and its adoption by a worker (a heartbeat TTL and more:
+#: worker/adopter.py) nobody pops it, and what all those sessions get meanwhile must fit:
+#: it holds this many times a channel's capacity. The expiry still bounds it in time.
+HOMED_SHARE = 100
+
 
 def non_local_name(channel: str) -> str:
     """``a.b!c`` -> ``a.b!``; a normal channel name is returned unchanged."""
@@ -28,6 +37,11 @@ def non_local_name(channel: str) -> str:
 
 def is_process_local(channel: str) -> bool:
     return "!" in channel
+
+
+def is_homed(channel: str) -> bool:
+    """A consumer channel homed on an interface (layers/homing.py)."""
+    return channel.startswith(HOMED_PREFIX)
 
 
 def channel_key(prefix: str, channel: str) -> str:

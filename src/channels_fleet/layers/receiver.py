@@ -76,6 +76,9 @@ class Receiver:
         #: key -> since when this loop's pops of that LIST have waited for an answer (set by
         #: the first pop of an outage, kept across failed pull loops, cleared by a reply).
         self.unanswered: dict[str, float] = {}
+        #: LISTs a caller pops and routes itself (take_all): what a cancelled pop of one took
+        #: goes back to the LIST, for whoever pops it next (nobody here reads it).
+        self.routed: set[str] = set()
         self._turns: dict[str, asyncio.Future[None]] = {}
         self._last_sweep = time.monotonic()
         self._sweep_handle: asyncio.TimerHandle | None = None
@@ -127,6 +130,7 @@ class Receiver:
         order. Blocks until there is one, unless ``busy`` (the last pop returned some): then
         the pop rides with the next flush of sends."""
         self.unanswered.setdefault(key, time.monotonic())
+        self.routed.add(key)
         elements = await self._pop(key, True, 0, busy)
         self.unanswered.pop(key, None)
         now_ms = time.time() * 1000
@@ -274,20 +278,20 @@ class Receiver:
         """Keep what a pop took after its pull loop was cancelled (this loop is closing)."""
         key = key.decode() if isinstance(key, bytes) else key
         now_ms = time.time() * 1000
-        shared: list[bytes] = []
+        returned: list[bytes] = []
         for element in elements:
             expires, names, body = unpack_element(element)
             if expires < now_ms:
                 self._count_expired(len(names))
-            elif is_process_local(names[0]):
+            elif is_process_local(names[0]) and key not in self.routed:
                 for channel in names:
                     self.mailbox.put(key, channel, expires, body, self)
             else:
-                shared.append(element)
-        if shared:
+                returned.append(element)
+        if returned:
             logger.info("returning %d message(s) of %s taken as its loop closed",
-                        len(shared), key)
-            self.prefetched.push_back(key, shared)
+                        len(returned), key)
+            self.prefetched.push_back(key, returned)
 
     # Expiry of prefetch buffers and the mailbox
 

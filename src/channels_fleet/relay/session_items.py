@@ -5,6 +5,10 @@ registry's key) and where its numbering stands (:func:`session_mark`)::
 
     {"id": "9f0c...e1", "seq": 12, "ack": 7}
 
+A socket resumed away from its home (the interface whose LIST holds the consumer's homed
+channel) adds ``"home"`` (that interface's relay channel) and ``"home_claim"`` (the claim its
+DETACHED connection forwards that channel under): the session keeps its home when it moves.
+
 A client frame's ``websocket.receive`` event and an app's ``websocket.send`` carry their sequence
 number as ``"fleet_seq"`` (:func:`parse_seq`). The items below (``[kind, claim, payload]``, as in
 wire.py, whose ``parse_item`` checks their payload's type) move a session between sockets; a list
@@ -13,7 +17,9 @@ payload is checked by its own ``parse_*`` here, as wire.py's ACK, MESSAGE and KE
     interface -> worker  DETACH       close code        the socket ended, the session did not
                          CLIENT_ACK   seq               the client has every server frame <= seq
                          RESUME       [id, last, origin]  take the session over for this claim
-    worker -> interface  RESUMED      [ack, protocol]   taken over; the replayed SENDs follow
+    worker -> interface  RESUMED      [ack, protocol, channel, home, home_claim]  taken over;
+                                      the replayed SENDs follow (the homed channel, its home
+                                      and the claim the home knows: "" = none)
                          NO_SESSION   reason            no such session here: start a new one
                          SUPERSEDE    close code        another socket resumed it: close this one
                          SESSION_END  [code, reason]    the app ended it: X, then its close
@@ -26,7 +32,7 @@ The registry entry of session ``id`` is :func:`session_key`.
 from __future__ import annotations
 
 import re
-from typing import Any, TypedDict
+from typing import Any, Required, TypedDict
 
 from ..exceptions import WireError
 
@@ -56,12 +62,14 @@ MAX_SEQ = 2**53 - 1
 _SESSION_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
 
 
-class SessionMark(TypedDict):
+class SessionMark(TypedDict, total=False):
     """A connect envelope's ``"session"``: the session and where its numbering stands."""
 
-    id: str  # 32 hex digits (resume/token.py's session id)
-    seq: int  # the last server frame numbered (0: none yet)
-    ack: int  # the last client frame relayed to an app (0: none yet)
+    id: Required[str]  # 32 hex digits (resume/token.py's session id)
+    seq: Required[int]  # the last server frame numbered (0: none yet)
+    ack: Required[int]  # the last client frame relayed to an app (0: none yet)
+    home: str  # a home other than the envelope's iface: its relay channel
+    home_claim: str  # ... and the claim its connection forwards the homed channel under
 
 
 def session_key(session_id: str, prefix: str) -> str:
@@ -69,9 +77,14 @@ def session_key(session_id: str, prefix: str) -> str:
     return f"{prefix}:session:{{{session_id}}}"
 
 
-def session_mark(session_id: str, seq: int = 0, ack: int = 0) -> SessionMark:
-    """The ``"session"`` field of a resumable socket's connect envelope."""
-    return {"id": session_id, "seq": seq, "ack": ack}
+def session_mark(session_id: str, seq: int = 0, ack: int = 0, home: str = "",
+                 home_claim: str = "") -> SessionMark:
+    """The ``"session"`` field of a resumable socket's connect envelope (``home``: a home
+    elsewhere, with its ``home_claim``)."""
+    mark: SessionMark = {"id": session_id, "seq": seq, "ack": ack}
+    if home:
+        mark["home"], mark["home_claim"] = home, home_claim
+    return mark
 
 
 def _is_seq(value: Any, low: int = 0) -> bool:
@@ -89,7 +102,13 @@ def parse_session(value: Any) -> SessionMark:
         raise WireError("bad 'session': no 32-hex-digit id")
     if not (_is_seq(value.get("seq")) and _is_seq(value.get("ack"))):
         raise WireError("bad 'session': seq and ack must be integers 0..2**53-1")
-    return SessionMark(id=value["id"], seq=value["seq"], ack=value["ack"])
+    home, home_claim = value.get("home"), value.get("home_claim")
+    if home is None and home_claim is None:
+        return SessionMark(id=value["id"], seq=value["seq"], ack=value["ack"])
+    if not (type(home) is str and home and type(home_claim) is str and home_claim):
+        raise WireError("bad 'session': home and home_claim must be non-empty strings")
+    return SessionMark(id=value["id"], seq=value["seq"], ack=value["ack"], home=home,
+                       home_claim=home_claim)
 
 
 def parse_seq(message: dict[str, Any]) -> int | None:
@@ -125,12 +144,15 @@ def parse_resume(payload: list[Any]) -> tuple[str, int, str]:
     return payload[0], payload[1], payload[2]
 
 
-def parse_resumed(payload: list[Any]) -> tuple[int, str | None]:
-    """Check a RESUMED item's payload ``[ack, protocol]`` ("" = no subprotocol); return
-    ``(ack, protocol or None)`` or raise WireError."""
-    if not (len(payload) == 2 and _is_seq(payload[0]) and type(payload[1]) is str):
+def parse_resumed(payload: list[Any]) -> tuple[int, str | None, str, str, str]:
+    """Check a RESUMED item's payload ``[ack, protocol, channel, home, home_claim]`` (""
+    = none); return ``(ack, protocol or None, channel, home, home_claim)`` or WireError."""
+    if not (len(payload) == 5 and _is_seq(payload[0])
+            and all(type(field) is str for field in payload[1:])):
         raise WireError(f"bad payload for a {RESUMED} item")
-    return payload[0], payload[1] or None
+    if payload[2] and not (payload[3] and payload[4]):
+        raise WireError(f"bad payload for a {RESUMED} item: a channel with no home")
+    return payload[0], payload[1] or None, payload[2], payload[3], payload[4]
 
 
 def parse_no_session(reason: str) -> str:

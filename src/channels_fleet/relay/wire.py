@@ -346,10 +346,13 @@ def parse_item(item: Any) -> Item:
 
 
 def parse_acks(payload: list[Any]) -> list[Any]:
-    """Check an ACK item's payload ``[[conn, handled, taken], ...]``; return it or WireError."""
+    """Check an ACK item's payload ``[[conn, handled, taken], ...]``; return it or WireError.
+    An entry may name a fourth, the forwarder its counts are for (worker/session.HomeCounts):
+    the interface it reaches passes it on."""
     for entry in payload:  # one entry per socket per batch: kept cheap
-        if not (type(entry) is list and len(entry) == 3 and type(entry[0]) is str
-                and type(entry[1]) is int and type(entry[2]) is int
+        if not (type(entry) is list and (len(entry) == 3 or (
+                    len(entry) == 4 and type(entry[3]) is str))
+                and type(entry[0]) is str and type(entry[1]) is int and type(entry[2]) is int
                 and entry[1] >= 0 and entry[2] >= 0):
             raise WireError("bad entry in an ack item")
     return payload

@@ -29,6 +29,9 @@ class Counted(Protocol):
     taken: int
     handled: int
 
+    def ack_entry(self) -> list[Any]:
+        """``[id, handled, taken]`` (and whom the counts are for, if not ``iface``)."""
+
 
 class Acks:
     """The ACKs one host owes its interfaces; appended to the relay's batches."""
@@ -54,7 +57,7 @@ class Acks:
         owed = self._owed.pop(iface, None)
         if not owed:
             return None
-        return [wire.ACK, "", [[i.id, i.handled, i.taken] for i in owed.values()]]
+        return [wire.ACK, "", [i.ack_entry() for i in owed.values()]]
 
     def stop(self) -> None:
         if self._timer is not None:

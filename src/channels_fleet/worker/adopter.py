@@ -11,9 +11,11 @@ LIST and every message to those sessions would be lost. So the workers adopt it:
 - they compete for ``<prefix>:adopt:{<home>}`` (``SET NX PX``); the holder keeps it alive each
   third of its TTL and pops the home's LIST on each layer prefix its sessions use, in order,
   posting each message to the sessions it names: its own directly, other workers' as a
-  ``MESSAGE`` item under the home claim (routed by alias there). A name not in the hash is
-  looked up again for up to ``UNKNOWN_WAIT`` (its worker may not have written yet), then
-  dropped, counted;
+  ``MESSAGE`` item under the home claim (routed by alias there), kept until that worker ACKs
+  them handled and replayed to the session's next worker should that one die (forwards.py).
+  What comes for a name not in the hash waits until the name shows up (its worker has not
+  written yet, or died first and the session's next worker writes it) or a re-home's time
+  has passed, then is dropped, counted (unrouted.py);
 - the holder lets go when the hash stays empty for ``IDLE_STOP`` (every session homed there
   has ended, whatever still comes for other names), or at its drain or stop
   (another worker takes over); a killed holder's lock lapses after its TTL.
@@ -23,6 +25,8 @@ Sessions whose home lives, and plain sockets, are never touched.
     adopter = HomeAdopter(side, settings, sessions=lambda: keeper.sessions.values())
     peers = lambda: instances.ifaces() | adopter.watched()
     adopter.homes_dead(dead)      # the liveness callback
+    adopter.workers_dead(dead)    # ... the workers it forwards to, too
+    side.handle({wire.ACK: adopter.on_ack})   # their ACKs of what it forwarded
     adopter.forget(instance)      # its session ended
     await adopter.stop()
 """
@@ -33,22 +37,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.side import RelaySide
+from .adopt_store import REFRESH, RELEASE, adopt_key, home_key, pairs, text
+from .forwards import Forwards
 from .instance import AppInstance
 from .owned import NOT_OURS
 from .session import UNCOUNTED
 from .settings import WorkerSettings
+from .unrouted import Unrouted
 
 logger = logging.getLogger(__name__)
 
 #: The adopter lock's TTL (seconds): the longest a killed holder leaves a home unadopted.
 ADOPT_TTL = 6.0
-#: How long a name missing from the hash is looked up again before its message is dropped.
-UNKNOWN_WAIT = 2.0
 #: Between reads of the hash (a new name, or every so often: sessions move and end).
 REREAD = 0.25
 #: The hash read empty this long (and HLEN 0): every session homed there has ended; the
@@ -59,50 +65,32 @@ POLL = 0.05
 #: The hash's TTL (seconds), set at each write and kept by the holder: a hash whose workers
 #: all died goes by itself.
 HOME_TTL = 3600
-
-#: KEYS: the lock; ARGV: the holder, the TTL (ms). 1 if still held (and refreshed).
-REFRESH = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-#: KEYS: the lock; ARGV: the holder. Lets go only of one's own.
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
-def home_key(home: str, prefix: str) -> str:
-    """The hash of the sessions homed on dead interface ``home``: ``fleet:home:{fleet.i!a}``."""
-    return f"{prefix}:home:{{{home}}}"
-
-
-def adopt_key(home: str, prefix: str) -> str:
-    """The lock of the worker adopting ``home``'s LIST: ``fleet:adopt:{fleet.i!a}``."""
-    return f"{prefix}:adopt:{{{home}}}"
-
+#: Most messages kept per session forwarded to another worker and not yet handled there (the
+#: interfaces' CHANNELS_FLEET_REPLAY_LIMIT default: the live home keeps as many).
+FORWARD_LIMIT = 500
+#: The interfaces' claim timeout (their default): a dead owner's socket is re-homed within a
+#: few of those, and the next owner records itself in the hash a heartbeat TTL later.
+CLAIM_TIMEOUT = 5.0
 
 class _Home:
     """One dead home, as this worker sees it."""
 
     __slots__ = ("channel", "inbox", "layers", "mine", "routes", "given_up", "holding", "task",
-                 "write", "read_at")
+                 "write", "read_at", "forwards", "unrouted")
 
-    def __init__(self, channel: str, inbox: str) -> None:
+    def __init__(self, channel: str, inbox: str, forwards: Forwards, unrouted: Unrouted) -> None:
         self.channel = channel
         self.inbox = inbox  # specific.fleet<token>!: the part every homed name there shares
         self.layers: dict[str, Any] = {}  # key prefix -> the app's layer whose LIST to pop
         self.mine: dict[str, AppInstance] = {}  # homed name -> this worker's live session
         self.routes: dict[str, tuple[str, str]] = {}  # homed name -> (worker, claim): the hash
-        self.given_up: set[str] = set()  # names dropped after UNKNOWN_WAIT
+        self.given_up: set[str] = set()  # names whose messages were dropped (unrouted)
         self.holding = False  # this worker holds the lock
         self.task: asyncio.Task[None] | None = None
         self.write: asyncio.Task[None] | None = None  # the last hash write (in order)
         self.read_at = 0.0  # monotonic time of the last hash read
+        self.forwards = forwards  # what went to other workers, not yet handled there
+        self.unrouted = unrouted  # what came for names not in the hash yet
 
 
 class HomeAdopter:
@@ -115,12 +103,32 @@ class HomeAdopter:
         self.prefix = settings.key_prefix
         self.sessions = sessions  # the live resumable sessions' instances
         self.homes: dict[str, _Home] = {}  # dead homes with sessions of ours (or adopted)
+        # A dead owner's socket is re-homed within 2 claim timeouts (twice, at worst), its
+        # next owner finds the home dead a heartbeat TTL later.
+        self.reroute_wait = 2 * CLAIM_TIMEOUT * 2 + settings.heartbeat_ttl
 
     def watched(self) -> set[str]:
         """The homes of live sessions not known dead: liveness watches them too (a resumed
         session's socket is elsewhere, its channel still there)."""
         homes = {i.session.home for i in self.sessions() if i.session is not None}
-        return homes - self.homes.keys()
+        workers = {w for h in self.homes.values() for w in h.forwards.workers()}
+        return (homes - self.homes.keys()) | workers
+
+    def workers_dead(self, dead: set[str]) -> None:
+        """Liveness: workers we forward to died; their sessions' messages wait for the next."""
+        for home in self.homes.values():
+            home.forwards.workers_dead(dead)
+
+    async def on_ack(self, owner: str, entries: list[Any], sender: str) -> None:
+        """The ``wire.ACK`` handler: ``owner``'s sessions handled what we forwarded (passed
+        on by the interface their output went to: Connections.on_ack)."""
+        try:
+            wire.parse_acks(entries)
+        except wire.WireError as exc:
+            logger.warning("ignored an ack from %s: %s", sender, exc)
+            return
+        for home in self.homes.values():
+            home.forwards.on_ack(entries, owner or sender)
 
     def homes_dead(self, dead: set[str]) -> None:
         """Liveness found ``dead`` gone: record our sessions homed there, compete to adopt.
@@ -135,15 +143,27 @@ class HomeAdopter:
             home = self.homes.get(session.home)
             if home is None:
                 home = self.homes[session.home] = _Home(
-                    session.home, homed.name.rpartition("!")[0] + "!")
+                    session.home, homed.name.rpartition("!")[0] + "!",
+                    Forwards(self.side.relay, self.side.channel, FORWARD_LIMIT,
+                             self.reroute_wait, partial(self._deliver, session.home)),
+                    Unrouted(self.reroute_wait, FORWARD_LIMIT))
             if homed.name in home.mine:
                 continue
             home.mine[homed.name] = instance
+            home.forwards.moved_here(session.home_claim)  # what we forwarded elsewhere first
             home.layers.setdefault(homed.layer.prefix, homed.layer)
             self._write(home, "HSET", homed.name, f"{self.side.channel} {session.home_claim}")
         for home in self.homes.values():
             if home.task is None and home.mine:
                 home.task = self.side.tasks.spawn(self._adopt(home), f"adopt {home.channel}")
+
+    def opened(self, instance: AppInstance) -> None:
+        """A session's app took its homed channel here (re-homed from a dead owner) and its
+        home is known dead already (liveness reports a death once): recorded at once, its
+        adopter forwards here from then."""
+        session = instance.session
+        if session is not None and session.home in self.homes:
+            self.homes_dead({session.home})
 
     def forget(self, instance: AppInstance) -> None:
         """Its session ended (or moved to another worker): no message is for it here."""
@@ -206,9 +226,11 @@ class HomeAdopter:
                     return
                 await self.layer.command(key, "PEXPIRE", key, HOME_TTL * 1000)
                 refreshed = now
-            if now - home.read_at > REREAD * 4:
+            waiting = home.forwards.holding or bool(home.unrouted)
+            if now - home.read_at > (REREAD if waiting else REREAD * 4):
                 await self._read(home)  # sessions moved or ended meanwhile
-            if home.routes:
+                self._unpark(home)
+            if home.routes or home.unrouted:
                 empty_since = None
             elif empty_since is None:
                 empty_since = now
@@ -227,51 +249,70 @@ class HomeAdopter:
     async def _forward(self, home: _Home, names: list[str], body: bytes) -> None:
         """One message popped from the home's LIST, to the sessions it names, in order."""
         others: dict[str, list[str]] = {}
-        forwarded = 0
-        for name in names:
-            instance = home.mine.get(name)
-            if instance is not None:
-                # As the home's forwarded ones: not in the current interface's Unacked.
-                instance.deliver({"type": wire.CHANNEL_MESSAGE, "body": body, UNCOUNTED: True})
-                forwarded += 1
-                continue
-            route = home.routes.get(name)
-            if route is None and name not in home.given_up:
-                route = await self._await_route(home, name)
-            if route is None or route[0] == self.side.channel:  # ours, ended: as Channels does
-                METRICS.messages_dropped.labels("other").inc()
-                continue
+        delivered = sum(self._route(home, name, body, others) for name in names)
+        METRICS.adopted_messages.inc(delivered + self._post(body, others))
+
+    def _route(self, home: _Home, name: str, body: bytes, others: dict[str, list[str]]) -> int:
+        """``body`` to the session of ``name``: delivered here (1), added to ``others`` (to
+        post: worker -> claims), held for its next worker, parked or dropped (0)."""
+        if name in home.unrouted:
+            home.unrouted.park(name, body)  # behind what waits already
+            return 0
+        instance = home.mine.get(name)
+        if instance is not None:
+            # As the home's forwarded ones: not in the current interface's Unacked.
+            instance.deliver({"type": wire.CHANNEL_MESSAGE, "body": body, UNCOUNTED: True})
+            return 1
+        route = home.routes.get(name)
+        if route is None and name not in home.given_up:
+            home.unrouted.park(name, body)  # its worker has not written it yet
+            return 0
+        if route is None or route[0] == self.side.channel:  # ours, ended: as Channels does
+            METRICS.messages_dropped.labels("other").inc()
+            return 0
+        if home.forwards.send(route[0], route[1], body):  # else held for its next worker
             others.setdefault(route[0], []).append(route[1])
+        return 0
+
+    def _post(self, body: bytes, others: dict[str, list[str]]) -> int:
+        """``body`` to other workers' sessions (worker -> claims); how many."""
         for worker, claims in others.items():
             self.side.relay.post(worker, [wire.MESSAGE, "", [body, claims]])
-            forwarded += len(claims)
-        METRICS.adopted_messages.inc(forwarded)
+        return sum(len(claims) for claims in others.values())
 
-    async def _await_route(self, home: _Home, name: str) -> tuple[str, str] | None:
-        """Read the hash again until ``name`` is in it (its worker found the home dead after
-        us) or UNKNOWN_WAIT passed: then its messages are dropped (one log line)."""
-        deadline = time.monotonic() + UNKNOWN_WAIT
-        while True:
-            await self._read(home)
-            route = home.routes.get(name)
-            if route is not None:
-                return route
-            if time.monotonic() > deadline:
-                home.given_up.add(name)
-                logger.warning("adopting %s: no session has channel %s; its messages are "
-                               "dropped", home.channel, name)
-                return None
-            await asyncio.sleep(REREAD)
+    def _unpark(self, home: _Home) -> None:
+        """Names now in the hash (or ours) get what waited for them, in order; those past
+        their wait drop it."""
+        routable = home.routes.keys() | home.mine.keys()
+        for name, bodies in home.unrouted.found(routable):
+            for body in bodies:
+                others: dict[str, list[str]] = {}
+                delivered = self._route(home, name, body, others)
+                METRICS.adopted_messages.inc(delivered + self._post(body, others))
+        for name, dropped in home.unrouted.expired():
+            home.given_up.add(name)
+            logger.warning("adopting %s: no session took channel %s in %.0fs; %d messages "
+                           "for it dropped", home.channel, name, self.reroute_wait, dropped)
+
+    def _deliver(self, channel: str, claim: str, event: dict[str, Any]) -> None:
+        """What was forwarded for ``claim`` elsewhere, to our own session of it now."""
+        home = self.homes.get(channel)
+        for instance in home.mine.values() if home is not None else ():
+            if instance.session is not None and instance.session.home_claim == claim:
+                event[UNCOUNTED] = True  # as our own: no ACK counts
+                instance.deliver(event)
+                return
 
     async def _read(self, home: _Home) -> None:
         key = home_key(home.channel, self.prefix)
         raw = await self.layer.command(key, "HGETALL", key)
         routes: dict[str, tuple[str, str]] = {}
-        for field, value in (raw.items() if isinstance(raw, dict) else _pairs(raw)):
-            worker, _, claim = _text(value).partition(" ")
-            routes[_text(field)] = (worker, claim)
+        for field, value in (raw.items() if isinstance(raw, dict) else pairs(raw)):
+            worker, _, claim = text(value).partition(" ")
+            routes[text(field)] = (worker, claim)
         home.routes = routes
         home.given_up.difference_update(routes)
+        home.forwards.rerouted({claim: worker for worker, claim in routes.values()})
         home.read_at = time.monotonic()
 
     async def _release(self, home: _Home) -> None:
@@ -300,13 +341,3 @@ class HomeAdopter:
                 await self.layer.command(key, "PEXPIRE", key, HOME_TTL * 1000)
         except Exception as exc:
             logger.warning("adopting %s: %s failed (%r)", home.channel, command[0], exc)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _pairs(raw: Any) -> Iterable[tuple[Any, Any]]:
-    """A flat [field, value, ...] reply as pairs."""
-    items = list(raw or ())
-    return zip(items[0::2], items[1::2], strict=True)

@@ -50,12 +50,18 @@ class HandBack:
         if instance.gone or instance.state is not HANDING_BACK:
             return  # the client, the app or the interface's death ended it meanwhile
         instance.hand_back()
+        if instance.session is not None:
+            instance.stash = instance.session.returnable(instance.stash)
         self.instances.handed[instance.id] = instance
         # What the app handled is acknowledged first: only the stash stands unacknowledged
         # should the interface replay in place of a RETURN that never comes.
         ack = self.acks.trailer(instance.iface)
         if ack is not None:
             self.side.relay.post(instance.iface, ack, control=True)
+        home = instance.session.home if instance.session is not None else instance.iface
+        ack = self.acks.trailer(home) if home != instance.iface else None
+        if ack is not None:  # the home's Unacked replays only what is not handled
+            self.side.relay.post(home, ack, control=True)
         self.side.relay.post(instance.iface, [wire.REHOME, instance.id, "drain"], control=True)
         instance.move_away(1012)
 

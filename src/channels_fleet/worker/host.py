@@ -73,7 +73,8 @@ class Host:
         self.side.handle({wire.EVENT: instances.on_event, wire.MESSAGE: instances.on_message,
                           wire.GONE: instances.on_gone,
                           wire.FENCE: self.handback.on_fence, DETACH: keeper.on_detach,
-                          CLIENT_ACK: keeper.on_client_ack, RESUME: keeper.on_resume})
+                          CLIENT_ACK: keeper.on_client_ack, RESUME: keeper.on_resume,
+                          wire.ACK: self.adopter.on_ack})  # of what it forwarded (adopter.py)
         self._room = asyncio.Event()
         self._full_since: float | None = None  # monotonic time it last ran out of room
         self._receiving = 0  # receives waiting on the work queue (each may bring a connection)
@@ -262,13 +263,17 @@ class Host:
                     "to them while their socket moves between workers is lost", layer)
         if same:
             self.relay.post(iface, [wire.INBOX, conn_id, layer.prefix], control=True)
+            instance = self.instances.running.get(conn_id)
+            if instance is not None:  # its session's home may be known dead: recorded now
+                # Once taken (homed.layer is set right after this call).
+                asyncio.get_running_loop().call_soon(self.adopter.opened, instance)
         return same
 
     # -- liveness --------------------------------------------------------------------------
 
     def _peers(self) -> set[str]:
         """The interfaces whose death matters here: those holding our sockets, and the homes
-        of our sessions' channels (adopter.py)."""
+        of our sessions' channels; the workers the adopter forwards to (adopter.py)."""
         return self.instances.ifaces() | self.adopter.watched()
 
     def _ifaces_dead(self, dead: set[str]) -> None:
@@ -283,6 +288,7 @@ class Host:
                 conn.abandon()
         self.handback.forget(dead)
         self.adopter.homes_dead(dead)
+        self.adopter.workers_dead(dead)
 
     def _abandon_all(self) -> None:
         """Declared dead: the interfaces move our sockets to other workers (those that can

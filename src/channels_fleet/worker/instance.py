@@ -2,19 +2,17 @@
 
 uvicorn's ``RequestResponseCycle`` is the model: one object per connection owns its inbound
 queue, its ``receive`` and ``send``, and the client's answer when the app fails. The host
-(host.py) claims connections and starts and counts instances; relayed events reach them
-through ``AppInstances`` (instances.py), the host's table of them, and their acknowledgements
-leave through :class:`~.acks.Acks`: all of the worker's own code a relayed frame passes
-(test_frame_path).
+(host.py) claims connections and starts and counts instances; relayed events reach them through
+``AppInstances`` (instances.py), their acknowledgements leave through :class:`~.acks.Acks`: all
+of the worker's own code a relayed frame passes (test_frame_path).
 
 ``receive`` hands the app the events relayed from the interface; ``send`` checks each message
 as Daphne would (conformance.py) and relays it. An app instance is an :class:`.owned.OwnedConn`
 (its inbound queue, its state and the named transitions between states) with the app on it.
 
 A WebSocket's consumer channel may be homed on its interface (``layers/homing.py``): its
-messages then arrive among the client's frames as ``fleet.message`` events, and ``receive``
-hands the app each one decoded, as its ``channel_receive`` would have.
-A resumable session's instance holds a :class:`~.session.HeldSession` (session.py, keeper.py).
+messages arrive among the client's frames as ``fleet.message`` events, handed to the app decoded
+(as ``channel_receive`` would). A session's instance holds a HeldSession (session.py, keeper.py).
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ from .owned import (
     RUNNING,
     OwnedConn,
 )
-from .session import UNCOUNTED, HeldSession
+from .session import FORWARDER, UNCOUNTED, HeldSession
 from .settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -116,10 +114,12 @@ class AppInstance(OwnedConn):
     async def receive(self) -> ASGIReceiveEvent:
         # Asking again = every event taken so far has been handled (Channels dispatches one at
         # a time): the point where a hand-back loses nothing, and an ACK's count.
-        acks = self.acks
+        acks, session = self.acks, self.session
         if acks is not None and self.handled != self.taken:
             self.handled = self.taken
             acks.mark(self)
+        if acks is not None and session is not None:  # and what it took of the home's
+            session.handled_home(acks, self.iface)
         while True:
             if self.idle is not None and self.queue.empty():
                 self.idle.set()
@@ -129,11 +129,12 @@ class AppInstance(OwnedConn):
             finally:
                 self.waiting = False
             kind = event["type"]
-            session = self.session
             if acks is not None and (kind == "websocket.receive" or kind == wire.CHANNEL_MESSAGE):
                 if session is None or UNCOUNTED not in event:
                     self.taken += 1
                     acks.mark(self)
+                elif event[UNCOUNTED] == session.home_claim:
+                    session.took_home(acks, event.get(FORWARDER), self.iface)
             if kind == "websocket.receive" and session is not None:
                 event = session.take(event)  # None: a duplicate, counted above, dropped
                 message = event
@@ -158,6 +159,10 @@ class AppInstance(OwnedConn):
         if event.get(wire.REPLAYED):
             message[wire.REPLAYED] = True  # taken by a dead owner's app: perhaps handled
         return message
+
+    def ack_entry(self) -> list[Any]:
+        """acks.Counted: the counts of this socket's own frames and messages."""
+        return [self.id, self.handled, self.taken]
 
     async def send(self, message: ASGISendEvent) -> None:
         """The app's ``send()``: check the message for the phase, then relay it.

@@ -13,8 +13,8 @@ from typing import Any
 
 from ..relay import wire
 from .instance import DISCONNECTS, AppInstance
-from .owned import DETACHED, NOT_OURS
-from .session import UNCOUNTED
+from .owned import DETACHED, HANDED, HANDING_BACK, NOT_OURS
+from .session import FORWARDER, UNCOUNTED
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class AppInstances:
         self.aliases: dict[str, AppInstance] = {}  # a session's earlier claims (module doc)
 
     async def on_event(self, conn_id: str, event: dict[str, Any], sender: str) -> None:
-        self._route(conn_id, event)
+        self._route(conn_id, event, sender)
 
     async def on_message(self, _: str, payload: list[Any], sender: str) -> None:
         """A MESSAGE item: one homed-channel message for several connections (wire.py)."""
@@ -39,9 +39,9 @@ class AppInstances:
             return
         event = {"type": wire.CHANNEL_MESSAGE, "body": body}  # shared: nobody changes it
         for claim in claims:
-            self._route(claim, event)
+            self._route(claim, event, sender)
 
-    def _route(self, conn_id: str, event: dict[str, Any]) -> None:
+    def _route(self, conn_id: str, event: dict[str, Any], sender: str) -> None:
         handed = self.handed.get(conn_id)
         if handed is not None:
             if event["type"] != "websocket.disconnect":
@@ -52,11 +52,18 @@ class AppInstances:
             instance.deliver(event)
             return
         instance = self.aliases.get(conn_id)
-        if instance is not None and event["type"] not in DISCONNECTS:
-            # Not in the current interface's Unacked: its ACK counts must not include it.
-            marked = dict(event)
-            marked[UNCOUNTED] = True
-            instance.deliver(marked)
+        if instance is None or event["type"] in DISCONNECTS:
+            return
+        if instance.state is HANDING_BACK or instance.state is HANDED:
+            # Given back: not taken, not acknowledged; the home's Unacked keeps it for the
+            # next owner (a superseded socket's late frame: its client resends it).
+            return
+        # Not in the current interface's Unacked: its ACK counts must not include it.
+        marked = dict(event)
+        marked[UNCOUNTED] = conn_id
+        if event["type"] == wire.CHANNEL_MESSAGE:
+            marked[FORWARDER] = sender  # its ACKs go there (session.HomeCounts)
+        instance.deliver(marked)
 
     def find(self, claim: str) -> AppInstance | None:
         """The running instance reached by ``claim``: its current one or an alias."""
@@ -69,9 +76,14 @@ class AppInstances:
         old = instance.id
         self.running.pop(old, None)
         self.running[claim] = instance
-        self.aliases[old] = instance
+        self.alias(instance, old)
+
+    def alias(self, instance: AppInstance, claim: str) -> None:
+        """``instance`` is reached by ``claim`` too (its session's home claim, from an earlier
+        owner)."""
+        self.aliases[claim] = instance
         if instance.session is not None:
-            instance.session.aliases.add(old)
+            instance.session.aliases.add(claim)
 
     def forget(self, instance: AppInstance) -> None:
         """Its app returned: its aliases reach nothing any more."""

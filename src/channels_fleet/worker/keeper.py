@@ -2,7 +2,9 @@
 
 A session's app instance (session.py holds its state) moves through the states of owned.py:
 
-- **start**: its connect envelope carried ``"session"``; the registry says where it runs.
+- **start**: its connect envelope carried ``"session"``; the registry says where it runs. A
+  mark naming a ``home`` (the socket was resumed away from it, then re-homed here): the home
+  claim becomes an alias and the home is sent ``CLAIM`` of it (its connection relays here).
 - **detach** (``DETACH`` from its interface, or that interface died): the app runs on, its
   sends go to the outbox only, the window (``CHANNELS_FLEET_RESUME_WINDOW``) runs.
 - **resume** (``RESUME`` from any interface, routed here by the registry): refused with
@@ -80,6 +82,13 @@ class SessionKeeper:
         session = self._session(instance)
         self.sessions[session.id] = instance
         self._put(instance, session)
+        if session.home_claim != instance.id:
+            # Resumed away from its home, then re-homed here: the home's DETACHED connection
+            # forwards the homed channel to whoever claims it; its messages reach this
+            # instance by alias, uncounted (the current interface never recorded them).
+            self.instances.alias(instance, session.home_claim)
+            self.relay.post(session.home, [wire.CLAIM, session.home_claim, self.side.channel],
+                            control=True)
 
     def detach(self, instance: AppInstance) -> None:
         """Its socket is lost, the session is not: kept for the window, sends buffered."""
@@ -197,6 +206,12 @@ class SessionKeeper:
             self.relay.post(instance.iface, [SUPERSEDE, instance.id, SUPERSEDED], control=True)
         else:
             METRICS.sessions_detached.dec()
+        old = instance.id
+        if old == session.home_claim:
+            # Its first claim becomes the home's: what the home relayed under it is counted
+            # on from here (its Unacked goes on keeping what is not handled).
+            session.home_counts.taken, session.home_counts.handled = (
+                instance.taken, instance.handled)
         self.instances.rekey(instance, claim)
         instance.attach(iface, claim)
         session.socket = True
@@ -204,11 +219,13 @@ class SessionKeeper:
         # The new interface's Unacked starts empty: its ACK counts start at 0, and what waits
         # for the app came under the earlier claim (not counted for this one).
         instance.taken = instance.handled = 0
-        instance.mark_queued(UNCOUNTED)
+        instance.mark_queued(UNCOUNTED, old)
         self._put(instance, session)
         post = self.relay.post
         post(iface, [wire.CLAIM, claim, self.side.channel], control=True)
-        post(iface, [RESUMED, claim, [session.ack, instance.subprotocol or ""]], control=True)
+        channel = instance.homed.name if instance.homed is not None else ""
+        post(iface, [RESUMED, claim, [session.ack, instance.subprotocol or "", channel,
+                                      session.home, session.home_claim]], control=True)
         frames = session.replay(last)
         for frame in frames:
             post(iface, [wire.SEND, claim, frame], control=True)

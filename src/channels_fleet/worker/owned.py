@@ -173,14 +173,15 @@ class OwnedConn:
             return False
         return True
 
-    def mark_queued(self, key: str) -> None:
-        """Set ``key`` on every event waiting for the app (on copies: events may be shared)."""
+    def mark_queued(self, key: str, value: Any) -> None:
+        """Set ``key`` to ``value`` on every event waiting for the app (on copies: events may be
+        shared)."""
         queued = []
         while not self.queue.empty():
             queued.append(self.queue.get_nowait())
         for event in queued:
             marked = dict(event)
-            marked[key] = True
+            marked[key] = value
             self.queue.put_nowait(marked)
 
     def keep(self, event: dict[str, Any]) -> None:

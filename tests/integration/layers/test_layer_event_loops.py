@@ -273,6 +273,37 @@ async def test_quick_pop_given_up_in_flight__what_it_took_goes_to_salvage(redis_
         await router.close()
 
 
+async def test_an_inbox_pop_given_up_in_flight__what_it_took_goes_back_to_the_list(
+        make_layer, redis_hosts):
+    """An interface that stops popping its homed channels (a drain) cancels a pop whose reply
+    is on its way: that message goes back to the LIST, for the worker adopting it, not to
+    this process's mailbox, which nobody reads (one room message to every session homed there
+    was lost so)."""
+    inbox = "specific.fleetdraining!"
+    home, adopter = make_layer(prefix="giveback"), make_layer(prefix="giveback")
+    await home.send(inbox + "c1", {"type": "m", "n": 1})
+    key = channel_key("giveback", inbox)
+    raw = redis.Redis.from_url(redis_hosts[0])
+    if len(redis_hosts) > 1 or b"cluster_enabled:1" in raw.execute_command("INFO", "cluster"):
+        cluster = redis.RedisCluster.from_url(redis_hosts[0])
+        node = cluster.get_node_from_key(key)
+        cluster.close()
+        raw.close()
+        raw = redis.Redis(host=node.host, port=node.port)
+    try:
+        raw.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # holds the pop's reply
+        pop = asyncio.create_task(home.receive_all(inbox, True))
+        await asyncio.sleep(0.05)  # the pop has left
+        pop.cancel()
+        await home.close_pools()  # the interface's exit
+    finally:
+        raw.execute_command("CLIENT", "UNPAUSE")
+        raw.close()
+    taken = await adopter.receive_all(inbox, True)
+    assert [(names, adopter.decode(body)) for names, body in taken] == [
+        ([inbox + "c1"], {"type": "m", "n": 1})]
+
+
 def test_loop_closing__leaves_no_task_and_no_connection(sync_layer, redis_hosts):
     layer = sync_layer
     channel = async_to_sync(layer.new_channel)()

@@ -13,7 +13,7 @@ import pytest
 from channels_fleet.layers import RedisClusterChannelLayer
 from channels_fleet.layers.homing import HOMED, HomedChannel
 from channels_fleet.layers.clients import sync_client
-from channels_fleet.layers.keys import group_key
+from channels_fleet.layers.keys import HOMED_SHARE, group_key
 
 NAME = "specific.fleettoken!c1.1"
 
@@ -96,3 +96,26 @@ async def _members(layer: RedisClusterChannelLayer, group: str) -> list[str]:
     finally:
         client.close()
     return sorted(n.decode() for n in names)
+
+
+async def test_a_dead_home_s_list_holds_every_homed_session_s_messages_beyond_capacity(
+    make_layer: Callable[..., RedisClusterChannelLayer],
+) -> None:
+    """A homed LIST is its interface's inbox, shared by its sessions; while nobody pops it
+    (its interface dead, not adopted yet) group messages to them all wait: HOMED_SHARE times a
+    channel's room. Another process's local LIST keeps the channel's capacity."""
+    sender = make_layer(prefix="homecap", capacity=3)
+    receiver = make_layer(prefix="homecap", capacity=3)
+    homed = [f"specific.fleetdead!c{n}.1" for n in range(5)]
+    local = await receiver.new_channel()
+    for group, name in enumerate([*homed, local]):
+        await sender.group_add(f"g{group}", name)
+    for n in range(4):
+        for group in range(len(homed) + 1):
+            await sender.group_send(f"g{group}", {"type": "m", "n": n})
+    taken = await receiver.receive_all("specific.fleetdead!", True)
+    assert sorted(names[0] for names, _ in taken) == sorted(homed * 4)
+    assert sender.get_capacity(homed[0]) == 3 * HOMED_SHARE
+    assert [(await receiver.receive(local))["n"] for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(receiver.receive(local), 0.5)

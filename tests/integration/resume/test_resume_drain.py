@@ -55,7 +55,7 @@ class Balancer:
                           writer: asyncio.StreamWriter) -> None:
         for port in self.ports:
             try:
-                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+                up_reader, up_writer = await _connect_retried(port)
             except OSError:
                 continue  # not listening (drained): the next one
             self.routed.append(port)
@@ -68,6 +68,16 @@ class Balancer:
                 self.pipes.discard(task)
             return
         writer.close()
+
+
+async def _connect_retried(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connect, tried twice (as a balancer retries a connect failure): a listening
+    interface's loopback port here once refused the first connect of a run."""
+    try:
+        return await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        await asyncio.sleep(0.05)
+        return await asyncio.open_connection("127.0.0.1", port)
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

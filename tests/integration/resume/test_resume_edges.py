@@ -8,11 +8,10 @@ import asyncio
 import base64
 import json
 import os
-import uuid
 
 import pytest
 from redis.cluster import RedisCluster
-from support.resume_session import ORIGIN, RawSession, plain, records, settled
+from support.resume_session import ORIGIN, RawSession, fresh, plain, records, settled
 from support.split import start_resumable as start
 
 from channels_fleet.dev.stack import FleetStack
@@ -21,12 +20,6 @@ from channels_fleet.resume.client import FleetSocket
 from channels_fleet.resume.envelope import End
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-def fresh() -> tuple[str, str]:
-    """A consumer name nobody used, and its path."""
-    name = uuid.uuid4().hex[:12]
-    return name, f"/ws/session/{name}/"
 
 
 async def test_window_over__a_resume_gets_a_new_session__the_app_saw_1006(
@@ -103,8 +96,7 @@ async def test_a_forged_token_gets_a_new_session__a_clean_close_ends_it(
     other = RawSession(other_path)
     hello = await other.open(iface, token=tampered)
     assert hello.resumed is False and hello.session not in (tampered, real)
-    await session.send("hi")
-    assert await session.recv() == "hi"
+    await session.echo("hi")
     assert await records(redis, name, 2, timeout=0.5) == ["connect"]
 
     # A clean close ends the session: the app's disconnect, and a resume finds nothing.

@@ -9,30 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 
 import pytest
 from redis.cluster import RedisCluster
-from support.resume_session import RawSession, records, settled
+from support.resume_session import (
+    RawSession,
+    fresh,
+    records,
+    resumed_elsewhere,
+    sender,
+    settled,
+)
 from support.scrape import metric
 from support.split import start_resumable as start
 
 from channels_fleet.dev.stack import FleetStack
 from channels_fleet.layers import RedisClusterChannelLayer
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-def fresh() -> tuple[str, str]:
-    name = uuid.uuid4().hex[:12]
-    return name, f"/ws/session/{name}/"
-
-
-def sender(layer: RedisClusterChannelLayer, group: str):  # type: ignore[no-untyped-def]
-    async def to_group(*texts: str) -> None:
-        for text in texts:
-            await layer.group_send(group, {"type": "session.message", "text": text})
-    return to_group
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 
 async def test_home_killed__resumed_elsewhere__group_messages_after_the_kill_all_arrive_once(
@@ -43,8 +37,7 @@ async def test_home_killed__resumed_elsewhere__group_messages_after_the_kill_all
     to_group = sender(project_layer, f"session-{name}")
     session = RawSession(path)
     await session.open(home)
-    await session.send("hi")
-    assert await session.recv() == "hi"
+    await session.echo("hi")
     await to_group("g0")
     assert await session.recv() == "g0"
     # The socket moves to the other interface; the channel stays homed on the first.
@@ -81,8 +74,7 @@ async def test_home_killed_with_sockets_on_it__two_workers__each_session_gets_al
         name, path = fresh()
         session = RawSession(path)
         await session.open(home)
-        await session.send("hi")
-        assert await session.recv() == "hi"
+        await session.echo("hi")
         sessions.append((session, sender(project_layer, f"session-{name}")))
         owned = [await asyncio.to_thread(metric, w, "channels_fleet_owned_connections")
                  for w in workers]
@@ -118,8 +110,7 @@ async def drained_home(fleet: FleetStack, project_layer: RedisClusterChannelLaye
     to_group = sender(project_layer, f"session-{name}")
     session = RawSession(path)
     await session.open(home)
-    await session.send("hi")
-    assert await session.recv() == "hi"
+    await session.echo("hi")
     await to_group("before")
     assert await session.recv() == "before"
 
@@ -154,3 +145,63 @@ async def test_home_drains__messages_while_it_drains_wait_for_the_adopter(
     during = [f"d{n}" for n in range(5)]
     _, got = await drained_home(fleet, project_layer, during=during)
     assert got == [*during, *[f"a{n}" for n in range(10)]]
+
+
+#: The steady group messages: one every INTERVAL, COUNT to each session, before, during and
+#: well after the adopting worker's peer (the sessions' owner) is killed.
+INTERVAL, COUNT = 0.05, 300
+ADOPTED = "channels_fleet_adopted_messages_total"
+
+
+async def test_home_gone__adopted__then_the_session_s_worker_killed__every_message_once(
+        fleet: FleetStack, redis: RedisCluster,
+        project_layer: RedisClusterChannelLayer) -> None:
+    """The adopter forwards to the other worker's sessions; that worker is SIGKILLed: what it
+    had not handled is replayed to the next owner, what comes meanwhile waits for it
+    (worker/forwards.py)."""
+    (home, other), workers = start(fleet, workers=2)
+    sessions: list[tuple[RawSession, str, int]] = []
+    while len({pid for _, _, pid in sessions}) < 2:  # sessions on both workers
+        assert len(sessions) < 12
+        name, path = fresh()
+        session = await resumed_elsewhere(path, home, other, pause=0.3)
+        sessions.append((session, name, (await session.stats())["worker"]))
+
+    home.signal(signal.SIGKILL)
+    await asyncio.to_thread(home.popen.wait, 10)
+    texts = [f"m{n}" for n in range(COUNT)]
+    killed: list[int] = []
+
+    async def steady() -> None:
+        for n, text in enumerate(texts):
+            for _, name, _ in sessions:
+                await project_layer.group_send(f"session-{name}",
+                                               {"type": "session.message", "text": text})
+            if not killed and n % 10 == 0:
+                adopted = [await asyncio.to_thread(metric, w, ADOPTED) for w in workers]
+                if any(adopted):  # one worker adopted the home: kill the other
+                    (victim,) = [w for w, a in zip(workers, adopted, strict=True) if not a]
+                    victim.signal(signal.SIGKILL)
+                    killed.append(victim.popen.pid)
+            await asyncio.sleep(INTERVAL)
+
+    async def all_of(session: RawSession) -> list[str]:
+        got: list[str] = []
+        try:
+            while len(got) < COUNT:
+                got.append(await session.recv(timeout=30))  # fails on a gap or a duplicate
+        except (AssertionError, TimeoutError) as exc:
+            missing = [t for t in texts if t not in got]
+            raise AssertionError(f"after {got[-3:]} ({len(got)} of {COUNT}): "
+                                 f"{missing[:20]} missing") from exc
+        return got
+
+    *received, _ = await asyncio.gather(*(all_of(s) for s, _, _ in sessions), steady())
+    assert killed and any(pid == killed[0] for _, _, pid in sessions)
+    assert received == [texts] * len(sessions)
+    for session, name, pid in sessions:
+        await session.send("echo")
+        assert await session.recv() == "echo"
+        if pid == killed[0]:  # the next worker's instance started from connect: a restart
+            connects = [r for r in await records(redis, name, 2) if r == "connect"]
+            assert len(connects) == 2

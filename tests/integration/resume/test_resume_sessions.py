@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import pytest
 from redis.cluster import RedisCluster
-from support.resume_session import ORIGIN, RawSession, plain, records, settled
+from support.resume_session import ORIGIN, RawSession, fresh, plain, records, sender, settled
 from support.split import start_resumable as start
 
 from channels_fleet.dev.stack import FleetStack
@@ -23,12 +22,6 @@ from channels_fleet.resume import envelope
 from channels_fleet.resume.client import FleetSocket
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-def fresh() -> tuple[str, str]:
-    """A consumer name nobody used, and its path."""
-    name = uuid.uuid4().hex[:12]
-    return name, f"/ws/session/{name}/"
 
 
 async def test_new_session__hello_first__the_app_sees_only_its_subprotocol__plain_unchanged(
@@ -134,16 +127,11 @@ async def test_resume_on_the_other_interface__group_messages_while_detached_and_
         project_layer: RedisClusterChannelLayer) -> None:
     (home, other), (worker,) = start(fleet)
     name, path = fresh()
-    group = f"session-{name}"
-
-    async def to_group(*texts: str) -> None:
-        for text in texts:
-            await project_layer.group_send(group, {"type": "session.message", "text": text})
+    to_group = sender(project_layer, f"session-{name}")
 
     session = RawSession(path)
     await session.open(home)
-    await session.send("hi")
-    assert await session.recv() == "hi"
+    await session.echo("hi")
     await to_group("g0")
     assert await session.recv() == "g0"
     session.cut()

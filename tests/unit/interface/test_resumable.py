@@ -241,7 +241,10 @@ async def test_lost_socket__detach_and_the_home_keeps_it_for_channel_messages(
     assert conn.state is DETACHED and fleet.gateway.conns.get(conn.id) is conn
     fleet.gateway._channel_message([conn.id], b"body")
     assert await fleet.worker.next() == (wire.MESSAGE, "", [b"body", [claim]])
-    assert conn.unacked is None  # nothing to replay them to
+    assert conn.unacked.frames == [{"type": wire.CHANNEL_MESSAGE, "body": b"body"}]  # until
+    fleet.worker.post(fleet.iface, ack(claim, 1, 1))  # handled, for a next owner's replay
+    await asyncio.sleep(0.05)
+    assert conn.unacked.frames == []
     fleet.worker.post(fleet.iface, [si.SESSION_END, claim, [1006, "window"]])
     await asyncio.sleep(0.05)
     assert conn.state is FINISHED and fleet.gateway.conns.values() == []
@@ -387,7 +390,7 @@ async def test_resumed__accepted_hello_resumed_then_the_replayed_sends(fleet: Fl
     client, claim, old_claim, token = await resume_offer(fleet)
     assert client.sent.empty()  # not accepted before the worker answers
     fleet.worker.post(fleet.iface, [wire.CLAIM, claim, fleet.worker.channel],
-                      [si.RESUMED, claim, [5, "chat.v2"]], sent(claim, 3, "r3"),
+                      [si.RESUMED, claim, [5, "chat.v2", "", "", ""]], sent(claim, 3, "r3"),
                       sent(claim, 4, "r4"))
     assert (await client.next())["subprotocol"] == envelope.SUBPROTOCOL
     assert await client.frame() == envelope.Hello(token, True, 5, "chat.v2")
@@ -423,7 +426,7 @@ async def test_no_answer_in_time__a_new_session(fleet: Fleet) -> None:
     client, claim, _, _ = await resume_offer(fleet)
     env = await fleet.worker.envelope()  # after the claim deadline
     assert env["conn"] != claim and env["session"]["ack"] == 0
-    fleet.worker.post(fleet.iface, [si.RESUMED, claim, [0, ""]])  # too late: ignored
+    fleet.worker.post(fleet.iface, [si.RESUMED, claim, [0, "", "", "", ""]])  # too late: ignored
     await asyncio.sleep(0.05)
     assert client.sent.empty()
     await client.gone(1006)
@@ -455,7 +458,7 @@ async def test_supersede__4001_the_home_keeps_a_detached_conn_others_forget(
     # A resumed (non-home) socket, superseded: forgotten.
     client, new_claim, _, _ = await resume_offer(fleet)
     fleet.worker.post(fleet.iface, [wire.CLAIM, new_claim, fleet.worker.channel],
-                      [si.RESUMED, new_claim, [0, ""]])
+                      [si.RESUMED, new_claim, [0, "", "", "", ""]])
     await client.next()
     await client.frame()
     fleet.worker.post(fleet.iface, [si.SUPERSEDE, new_claim, 4001])
@@ -465,13 +468,83 @@ async def test_supersede__4001_the_home_keeps_a_detached_conn_others_forget(
     await fleet.worker.nothing()
 
 
-async def test_owner_death_finishes_detached_conns(fleet: Fleet) -> None:
+async def detached_at_home(fleet: Fleet) -> tuple[Any, str]:
+    """A session's socket gone at its home: (its DETACHED conn, its claim)."""
     client, claim, _ = await fleet.session()
     conn = fleet.conn()
     await client.gone(None)
-    await fleet.worker.next()  # DETACH
+    assert (await fleet.worker.next())[0] == si.DETACH
+    return conn, claim
+
+
+async def test_owner_death__detached_conn_holds_until_the_next_owner_claims_it(
+        fleet: Fleet) -> None:
+    conn, claim = await detached_at_home(fleet)
+    fleet.gateway._channel_message([conn.id], b"m0")  # the owner dies before handling it
+    assert (await fleet.worker.next())[0] == wire.MESSAGE
     fleet.world.declare_dead(fleet.worker.channel)
-    assert conn.state is FINISHED and fleet.gateway.conns.values() == []
+    assert conn.state is DETACHED and conn.owner is None and conn.timer is not None
+    fleet.gateway._channel_message([conn.id], b"m1")
+    fleet.gateway._channel_message([conn.id], b"m2")
+    await fleet.worker.nothing()  # held
+    # The worker that took the session over (its socket re-homed elsewhere) claims it.
+    other = Worker(fleet.layer)
+    await other.relay.start()
+    try:
+        other.post(fleet.iface, [wire.CLAIM, claim, other.channel])
+        assert await other.next() == (wire.EVENT, claim, {  # the dead owner's, first
+            "type": wire.CHANNEL_MESSAGE, "body": b"m0", wire.REPLAYED: True})
+        for body in (b"m1", b"m2"):  # then the held ones, in order
+            assert await other.next() == (wire.EVENT, claim,
+                                          {"type": wire.CHANNEL_MESSAGE, "body": body})
+        assert conn.owner == other.channel and conn.timer is None
+        fleet.gateway._channel_message([conn.id], b"m3")
+        assert await other.next() == (wire.MESSAGE, "", [b"m3", [claim]])
+        assert len(conn.unacked.frames) == 4  # kept until the new owner handles them
+        other.post(fleet.iface, ack(claim, 4, 4))
+        await asyncio.sleep(0.05)
+        assert conn.unacked.frames == []
+        assert other.channel in fleet.gateway.conns.owners()  # its death is watched
+    finally:
+        await other.relay.stop()
+
+
+async def test_owner_death__no_claim_by_the_deadline__the_detached_conn_ends() -> None:
+    fleet = Fleet(claim_timeout=0.02, heartbeat_ttl=0.05, heartbeat_interval=0.02)
+    await fleet.gateway.start()
+    await fleet.worker.relay.start()
+    try:
+        conn, _ = await detached_at_home(fleet)
+        fleet.world.declare_dead(fleet.worker.channel)
+        fleet.gateway._channel_message([conn.id], b"m1")
+        await asyncio.sleep(0.3)  # 2 x 0.02 x 2 + 0.05
+        assert conn.state is FINISHED and fleet.gateway.conns.values() == []
+    finally:
+        await fleet.worker.relay.stop()
+        await fleet.gateway.stop()
+
+
+async def test_resumed_away_from_home__keeps_the_homed_channel_and_home_in_its_rehomes(
+        fleet: Fleet) -> None:
+    client, claim, _, _ = await resume_offer(fleet)
+    home, home_claim, channel = "fleet.interface.a!x", "h.1~1", "specific.fleeta!h.1"
+    fleet.worker.post(fleet.iface, [wire.CLAIM, claim, fleet.worker.channel],
+                      [si.RESUMED, claim, [0, "chat.v2", channel, home, home_claim]])
+    await client.next()
+    await client.frame()
+    conn = fleet.gateway.conns.current(claim)
+    assert conn.channel == channel and not conn.home
+    fleet.world.declare_dead(fleet.worker.channel)
+    env = await fleet.worker.envelope()
+    assert env["channel"] == channel
+    assert (env["session"]["home"], env["session"]["home_claim"]) == (home, home_claim)
+    fleet.worker.post(fleet.iface, [wire.CLAIM, env["conn"], fleet.worker.channel],
+                      [wire.KEPT, env["conn"], ["chat", ["room"]]])
+    await asyncio.sleep(0.05)
+    assert fleet.gateway.conns.current(env["conn"]).kept == [("chat", ["room"])]
+    await client.gone(1006)  # detached: forgotten here, its channel left in its groups
+    assert await fleet.worker.next() == (si.DETACH, env["conn"], 1006)
+    assert fleet.gateway.conns.current(env["conn"]) is None
 
 
 async def test_a_rehomed_session_socket_carries_its_numbering(fleet: Fleet) -> None:

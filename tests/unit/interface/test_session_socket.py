@@ -49,7 +49,7 @@ def test_ack_due_after_ack_every_frames_untold() -> None:
     assert not session.ack_due()
     session.client_ack += 1
     assert session.ack_due()
-    session.resumed(40)
+    session.resumed(40, "", "")
     assert (session.client_ack, session.told, session.resuming) == (40, 40, False)
     assert not session.ack_due()
     hello = envelope.parse(session.hello(True, None), from_server=True)

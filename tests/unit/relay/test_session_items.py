@@ -30,6 +30,17 @@ def test_session_mark__survives_msgpack_and_its_check() -> None:
     assert items.session_mark(SESSION_ID) == {"id": SESSION_ID, "seq": 0, "ack": 0}
 
 
+def test_session_mark__a_home_elsewhere_is_carried_and_checked() -> None:
+    mark = items.session_mark(SESSION_ID, 5, 2, "fleet.i!A", "c1~1")
+    assert mark == {"id": SESSION_ID, "seq": 5, "ack": 2, "home": "fleet.i!A",
+                    "home_claim": "c1~1"}
+    assert items.parse_session(mark) == mark
+    for bad in ({"home": "fleet.i!A"}, {"home_claim": "c1~1"}, {"home": 1, "home_claim": "c"},
+                {"home": "", "home_claim": "c1~1"}):
+        with pytest.raises(WireError, match="home"):
+            items.parse_session({"id": SESSION_ID, "seq": 0, "ack": 0, **bad})
+
+
 def test_parse_seq__absent_is_none_present_is_checked() -> None:
     assert items.parse_seq({"type": "websocket.receive", "text": "hi"}) is None
     assert items.parse_seq({"type": "websocket.receive", "text": "hi", "fleet_seq": 3}) == 3
@@ -69,12 +80,14 @@ def test_parse_resume__anything_else_is_a_wire_error(payload: list) -> None:
         items.parse_resume(payload)
 
 
-def test_parse_resumed__ack_and_the_apps_subprotocol() -> None:
-    assert items.parse_resumed([4, "chat.v2"]) == (4, "chat.v2")
-    assert items.parse_resumed([0, ""]) == (0, None)
+def test_parse_resumed__ack_the_apps_subprotocol_and_the_home() -> None:
+    assert items.parse_resumed([4, "chat.v2", "", "", ""]) == (4, "chat.v2", "", "", "")
+    assert items.parse_resumed([0, "", "specific.fleetA!c1", "fleet.i!A", "c1~1"]) == (
+        0, None, "specific.fleetA!c1", "fleet.i!A", "c1~1")
 
 
-@pytest.mark.parametrize("payload", [[4], [4, None], [-1, ""], ["4", ""], [4, "", 1]])
+@pytest.mark.parametrize("payload", [[4], [4, None], [-1, ""], ["4", ""], [4, "", 1],
+                                     [4, ""], [4, "", "", "", 1], [4, "", "ch", "", ""]])
 def test_parse_resumed__anything_else_is_a_wire_error(payload: list) -> None:
     with pytest.raises(WireError, match="resumed item"):
         items.parse_resumed(payload)

@@ -144,7 +144,7 @@ def test_parse_envelope__a_bad_session_is_a_wire_error(session: object) -> None:
 
 @pytest.mark.parametrize("item", [
     [session_items.DETACH, "c1~1", 1006], [session_items.CLIENT_ACK, "c1~1", 4],
-    [session_items.RESUME, "c2~1", [SESSION_ID, 3, ""]], [session_items.RESUMED, "c2~1", [2, ""]],
+    [session_items.RESUME, "c2~1", [SESSION_ID, 3, ""]], [session_items.RESUMED, "c2~1", [2, "", "", "", ""]],
     [session_items.NO_SESSION, "c2~1", "unknown"], [session_items.SUPERSEDE, "c1~1", 4001],
     [session_items.SESSION_END, "c1~1", [1000, ""]], [session_items.OUTBOX, "c1~1", [0, 0, []]],
 ])

@@ -105,7 +105,6 @@ class Worker:
 @pytest.fixture(autouse=True)
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(adopter_module, "ADOPT_TTL", 0.3)
-    monkeypatch.setattr(adopter_module, "UNKNOWN_WAIT", 0.2)
     monkeypatch.setattr(adopter_module, "REREAD", 0.02)
     monkeypatch.setattr(adopter_module, "IDLE_STOP", 0.2)
     monkeypatch.setattr(adopter_module, "POLL", 0.01)
@@ -115,6 +114,8 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
 async def pair() -> Any:
     store, layer = HashStore(), AppLayer()
     workers = Worker(WORKER, store, layer), Worker(W2, store, layer)
+    for worker in workers:
+        worker.adopter.reroute_wait = 0.3  # a name not in the hash waits this long
     yield store, layer, workers
     for worker in workers:
         await worker.adopter.stop()
@@ -168,7 +169,7 @@ async def test_a_name_written_late_is_found__one_never_written_is_dropped_counte
     dropped = METRICS.messages_dropped.labels("other")._value.get()
     layer.push("early", "c2", "gone")
     await asyncio.sleep(0.05)
-    w2.adopter.homes_dead({I1})  # w2 found the home dead later: within UNKNOWN_WAIT
+    w2.adopter.homes_dead({I1})  # w2 found the home dead later: within reroute_wait
     await until(lambda: any(dest == W2 for dest, _ in w1.world.relay.posts), 1.0)
     assert [item for dest, item in w1.world.relay.posts if dest == W2] == [
         [wire.MESSAGE, "", [b"early", ["c2~1"]]]]

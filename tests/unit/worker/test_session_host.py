@@ -73,7 +73,8 @@ async def test_session_items_reach_the_host__drain_ends_detached_sessions_1001(
     await fleet.layer.send(host.side.channel, wire.batch(
         [[RESUME, "s.1~2", [SID, 0, ORIGIN.decode()]]], sender=other))
     resumed = await items(fleet, other, until=RESUMED)
-    assert resumed == [[wire.CLAIM, "s.1~2", host.side.channel], [RESUMED, "s.1~2", [0, ""]]]
+    assert resumed == [[wire.CLAIM, "s.1~2", host.side.channel],
+                       [RESUMED, "s.1~2", [0, "", "", home, "s.1~1"]]]
     assert instance.state is RUNNING and instance.id == "s.1~2"
     await fleet.layer.send(host.side.channel, wire.batch(
         [[CLIENT_ACK, "s.1~2", 0], [DETACH, "s.1~2", 1006]], sender=other))

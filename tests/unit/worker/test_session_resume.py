@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import REGISTRY
-from session_world import I1, I2, I3, WORKER, World, settle
+from session_world import I1, I2, I3, SID, WORKER, World, settle
 
 from channels_fleet.relay import wire
 from channels_fleet.relay.session_items import (
@@ -18,6 +18,7 @@ from channels_fleet.relay.session_items import (
     RESUMED,
     SESSION_END,
     SUPERSEDE,
+    session_mark,
 )
 from channels_fleet.worker.owned import CLOSED, DETACHED, RUNNING
 
@@ -55,7 +56,7 @@ async def test_resume_of_a_detached_session__claim_resumed_replay_in_order_then_
     await world.resume("c.1~2", last=2)
     assert world.relay.to(I2) == [
         [wire.CLAIM, "c.1~2", WORKER],
-        [RESUMED, "c.1~2", [1, "chat"]],
+        [RESUMED, "c.1~2", [1, "chat", "", I1, "c.1~1"]],
         *([wire.SEND, "c.1~2", {"type": "websocket.send", "text": t, "fleet_seq": int(t)}]
           for t in "345"),
     ]
@@ -199,3 +200,61 @@ async def test_drain_ends_detached_sessions_with_1001(world: World) -> None:
     assert detached.state is CLOSED
     assert world.app.seen[-1] == {"type": "websocket.disconnect", "code": 1001}
     assert [SESSION_END, "c.1~1", [1001, "drain"]] in world.relay.to(I1)
+
+
+async def test_rehomed_away_from_its_home__keeps_the_home__claims_its_connection(
+        world: World) -> None:
+    """A session resumed on I2 (home I1), re-homed to this worker: the envelope's mark names
+    the home; the home's connection is claimed, its messages reach the instance uncounted."""
+    mark = session_mark(SID, seq=4, ack=2, home=I1, home_claim="c.1~1")
+    instance = await world.open(mark=mark, claim="c.1~3", iface=I2)
+    session = instance.session
+    assert (session.home, session.home_claim) == (I1, "c.1~1")
+    assert world.relay.to(I1) == [[wire.CLAIM, "c.1~1", WORKER]]
+    assert world.instances.find("c.1~1") is instance and "c.1~1" in session.aliases
+    await world.instances.on_message("", [b"body", ["c.1~1"]], I1)  # undecodable: dropped
+    await world.frame("c.1~3", 5, "x")
+    assert world.app.texts() == ["x"] and instance.taken == 1  # the message not counted
+    assert world.app.seen[0]["type"] == "websocket.connect"
+    # A resume on I3 later: RESUMED names the home, the adopter's records key on it.
+    await world.resume("c.1~4", last=4, iface=I3)
+    assert world.relay.to(I3)[1] == [RESUMED, "c.1~4", [5, "chat", "", I1, "c.1~1"]]
+    await instance.send({"type": "websocket.close", "code": 1000})
+    await settle()
+    assert world.relay.to(I1)[-1] == [SESSION_END, "c.1~1", [1000, "app"]]
+
+
+async def test_the_homes_messages_are_counted_for_the_home__dropped_once_given_back(
+        world: World) -> None:
+    """The home keeps what it forwards until handled (its Unacked): the instance counts it
+    under the home claim, continuing that claim's counts; given back, it takes no more (the
+    home replays them to the next owner)."""
+    instance = await world.open()
+    await world.frame("c.1~1", 1, "a")
+    await world.resume("c.1~2", last=0)
+    counts = instance.session.home_counts
+    assert (counts.id, counts.iface, counts.taken) == ("c.1~1", I1, 1)
+    await world.instances.on_message("", [b"body", ["c.1~1"]], I1)  # undecodable: dropped
+    await world.frame("c.1~2", 2, "b")  # the app asked again: the message is handled
+    assert (counts.taken, counts.handled) == (2, 2) and instance.taken == 1
+    instance.begin_hand_back()
+    await world.instances.on_message("", [b"body", ["c.1~1"]], I1)
+    await settle()
+    assert instance.stash == [] and counts.taken == 2
+
+
+async def test_a_given_back_session_returns_no_home_message__and_nothing_marked(
+        world: World) -> None:
+    instance = await world.open()
+    world.app.gate.clear()  # the app is busy: what comes now stays queued
+    await world.frame("c.1~1", 1, "a")
+    await world.frame("c.1~1", 2, "b")  # queued at the resume: marked as the old claim's
+    await world.resume("c.1~2", last=0)
+    await world.instances.on_message("", [b"home", ["c.1~1"]], I1)
+    await world.frame("c.1~2", 3, "c")
+    instance.begin_hand_back()
+    instance.hand_back()
+    returned = instance.session.returnable(instance.stash)
+    # "a" was taken; "b" and the message came under the home claim: the home replays them.
+    assert [e.get("text") for e in returned] == ["c"]
+    assert not any("fleet_uncounted" in e for e in returned)
