@@ -158,15 +158,19 @@ class Interface:
         asyncio.ensure_future(self._drain())
 
     async def _drain(self) -> None:
-        from twisted.internet import reactor
+        from twisted.internet import defer, reactor
 
         timeout = self.settings.drain_timeout
         logger.info("draining (up to %.0fs)", timeout)
         try:
             # 1. Unready, 2. stop accepting, 3. close sockets (1001) and tell the owners.
             self.gateway.side.draining = True
-            for port in self.ports:
-                port.stopListening()
+            # The port closed before any B goes out: a client resuming at once would else
+            # be taken into its backlog, then reset.
+            loop = asyncio.get_running_loop()
+            stopped = [defer.maybeDeferred(port.stopListening).asFuture(loop)
+                       for port in self.ports]
+            await asyncio.wait_for(asyncio.gather(*stopped), 2.0)
             closed = await asyncio.wait_for(self.gateway.drain(timeout - 0.5), timeout)
             logger.info("drained: %d WebSockets closed with 1001", closed)
             # Give the close frames a moment to leave before the reactor stops.
