@@ -60,8 +60,15 @@ class Rehoming:
         return Unacked(s.replay_limit, s.replay_bytes) if s.rehome else None
 
     async def on_rehome(self, claim: str, cause: str, sender: str) -> None:
-        """A worker's REHOME: re-home the socket if this is its current claim."""
+        """A worker's REHOME: re-home the socket if this is its current claim. Cause "dead":
+        the worker was declared dead (by us or another process) and dropped the connection:
+        as for a dead owner, unless the claim is past (moved away when we declared it dead)."""
         conn = self.conns.current(claim)
+        if cause == "dead":
+            if conn is not None and conn.state is not FINISHED and conn.owner == sender:
+                self.claims.worker_died()  # it dropped the envelopes it had taken, too
+                self._owner_lost(conn)
+            return
         if conn is None or not conn.ws or conn.state not in CLAIMED:
             # Nothing to re-home, or an earlier claim's (re-homed away while the worker was
             # cut off): let the worker forget it.
@@ -116,23 +123,29 @@ class Rehoming:
         """Workers this gateway watches died (RelaySide's on_dead): their sockets are re-homed
         or ended 1012, and what a fenced-off old owner held died with it."""
         self.claims.worker_died()
-        rehome = self.settings.rehome and not self.side.draining
         for conn in self.conns.values():
             if conn.state is FINISHED:
                 continue
             if conn.owner in dead:
-                if conn.state is DETACHED:
-                    self.orphan(conn)
-                elif conn.ws and rehome and not self.settings.keeps_session(conn.subprotocol):
-                    self.rehome(conn, "dead")
-                else:
-                    METRICS.messages_dropped.labels("dead_owner").inc()
-                    conn.take_owner_to_tell()  # nobody to tell
-                    self.writer.spawn_end(conn, 1012)
+                self._owner_lost(conn)
             if conn.fence in dead:
                 # What it held died with it: what it had not acknowledged is replayed instead.
                 # (After the owner's re-home: held events wait for the next owner.)
                 self.claims.unfence(conn)
+
+    def _owner_lost(self, conn: ClientConn) -> None:
+        """``conn``'s owner died: re-homed, orphaned (a home's DETACHED connection) or ended
+        1012 (HTTP: 503)."""
+        s = self.settings
+        if conn.state is DETACHED:
+            self.orphan(conn)
+        elif conn.ws and s.rehome and not self.side.draining and not s.keeps_session(
+                conn.subprotocol):
+            self.rehome(conn, "dead")
+        else:
+            METRICS.messages_dropped.labels("dead_owner").inc()
+            conn.take_owner_to_tell()  # nobody to tell
+            self.writer.spawn_end(conn, 1012)
 
     def orphan(self, conn: ClientConn) -> None:
         """A DETACHED connection's owner died. If its session was attached elsewhere, the

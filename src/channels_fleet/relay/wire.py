@@ -124,7 +124,9 @@ CLAIM = "claim"  # payload: the worker's channel; the worker owns the connection
 SEND = "send"  # payload: an ASGI message from the app (websocket.accept, http.response.body, ...)
 END = "end"  # payload: None; the app instance for this connection has finished
 RELEASE = "release"  # payload: a close code; the worker gives the connection up (drain)
-REHOME = "rehome"  # payload: cause ("drain"); the worker hands the connection back to be re-homed
+# payload: a cause. "drain": the worker hands the connection back to be re-homed (FENCE, RETURN);
+# "dead": the worker was declared dead and dropped it: the interface acts as for a dead owner.
+REHOME = "rehome"
 RETURN = "return"  # payload: list of events the worker took for it and did not deliver (fence)
 INBOX = "inbox"  # payload: a layer's key prefix; the app took the homed channel on that layer
 # payload [key prefix, [group, ...]]: the groups a moving socket's old app instance had put its

@@ -292,9 +292,15 @@ class Host:
 
     def _abandon_all(self) -> None:
         """Declared dead: the interfaces move our sockets to other workers (those that can
-        move); the apps get their disconnect (1006) either way."""
+        move); the apps get their disconnect (1006) either way. Each interface is told too
+        (REHOME "dead"), as it acts on a claim it still counts as ours: one made while our
+        beat was late (a re-home's envelope taken after the declaration), or held by an
+        interface that had not judged us yet (still in its grace after a {hb} failover) and
+        never will now that we beat again. It ignores the claims it moved away already."""
         s = self.settings
         for conn in list(self.instances.running.values()):
+            if conn.state not in NOT_OURS:
+                self.relay.post(conn.iface, [wire.REHOME, conn.id, "dead"], control=True)
             if s.rehome and conn.ws and not s.keeps_session(conn.subprotocol):
                 conn.move_away(1006)
             conn.abandon()

@@ -213,3 +213,27 @@ async def test_interface_declared_dead__the_old_app_instances_late_end_does_not_
     assert [e["type"] for e in fleet.app.seen(1)] == ["websocket.connect", "websocket.receive"]
     assert client.sent.empty() and conn.state is OWNED
     await client.close()
+
+
+async def test_worker_declared_dead_by_another_peer__tells_the_gateway_which_rehomes(
+    fleet,
+) -> None:
+    # The gateway never judged the worker (in its grace after a {hb} failover, say) and never
+    # will: the worker beats again. Back, the worker finds it was declared dead and drops its
+    # connections; it says so (REHOME "dead"), and the socket moves as from a dead owner, here
+    # to the same worker as a new claim, its unacknowledged frame replayed. Unsaid, the socket
+    # stayed open with no app behind it (seen in make e2e-k8s's node loss).
+    host = await fleet.add_host()
+    client = await connected(fleet)
+    conn = next(iter(fleet.gateway.conns.values()))
+    fleet.layer.hold(host.side.channel)  # "during" waits unread: not acknowledged
+    client.send_text("during")
+    await asyncio.sleep(0.05)
+    host.side.liveness.come_back()
+    await fleet.layer.release(host.side.channel)
+    assert await client.texts(1) == [f"{host.side.channel}:during"]
+    await wait_for(lambda: conn.state is OWNED and conn.claims == 2)
+    assert fleet.app.instances[-1][0]["fleet"]["rehomed"] == 1
+    client.send_text("after")
+    assert await client.texts(1) == [f"{host.side.channel}:after"]
+    await client.close()
