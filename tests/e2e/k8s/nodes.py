@@ -577,7 +577,10 @@ async def node_loss_under_load(release: Release, stack: KubeStack) -> dict[str, 
                       "closes_by_home": closes_by_home(groups),
                       "lost_by_home": lost_by_home(groups, t_cut), **figures}
             print(f"node loss: {result}")
-            await load.stream_works()  # its logs kept too
+            try:
+                await load.stream_works()  # its logs kept too
+            except AssertionError as exc:  # CI shows the failure's text, maybe not the print
+                raise AssertionError(f"{exc}; node loss: {result}") from exc
     finally:
         await load.close()
         await asyncio.to_thread(node_fault, "restore", node)
