@@ -242,6 +242,18 @@ def test_loop_closing__a_message_its_last_quick_pop_took_is_kept(redis_hosts):
     assert async_to_sync(receive_and_flush)() == {"n": 2}
 
 
+def node_of(redis_hosts: list[str], key: str) -> redis.Redis:
+    """A plain client of the node holding ``key`` (for CLIENT PAUSE there)."""
+    raw = redis.Redis.from_url(redis_hosts[0])
+    if not raw.info("cluster").get("cluster_enabled"):
+        return raw
+    raw.close()
+    cluster = redis.RedisCluster.from_url(redis_hosts[0])
+    node = cluster.get_node_from_key(key)
+    cluster.close()
+    return redis.Redis(host=node.host, port=node.port)
+
+
 async def test_quick_pop_given_up_in_flight__what_it_took_goes_to_salvage(redis_hosts):
     """The sender's side of the above: the reply comes after the pop was cancelled."""
     router = Router(decode_hosts(redis_hosts))
@@ -249,13 +261,7 @@ async def test_quick_pop_given_up_in_flight__what_it_took_goes_to_salvage(redis_
     sender = Sender(Executor(router, 5), 60_000)
     key = channel_key("salvage", "x")
     elements = [pack_element(int(time.time() * 1000) + 60_000, "x", b"%d" % i) for i in range(2)]
-    raw = redis.Redis.from_url(redis_hosts[0])
-    if router.is_cluster:
-        cluster = redis.RedisCluster.from_url(redis_hosts[0])
-        node = cluster.get_node_from_key(key)
-        cluster.close()
-        raw.close()
-        raw = redis.Redis(host=node.host, port=node.port)
+    raw = node_of(redis_hosts, key)
     try:
         raw.rpush(key, *elements)
         raw.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # holds the LPOP's reply
@@ -283,13 +289,7 @@ async def test_an_inbox_pop_given_up_in_flight__what_it_took_goes_back_to_the_li
     home, adopter = make_layer(prefix="giveback"), make_layer(prefix="giveback")
     await home.send(inbox + "c1", {"type": "m", "n": 1})
     key = channel_key("giveback", inbox)
-    raw = redis.Redis.from_url(redis_hosts[0])
-    if len(redis_hosts) > 1 or b"cluster_enabled:1" in raw.execute_command("INFO", "cluster"):
-        cluster = redis.RedisCluster.from_url(redis_hosts[0])
-        node = cluster.get_node_from_key(key)
-        cluster.close()
-        raw.close()
-        raw = redis.Redis(host=node.host, port=node.port)
+    raw = node_of(redis_hosts, key)
     try:
         raw.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # holds the pop's reply
         pop = asyncio.create_task(home.receive_all(inbox, True))
