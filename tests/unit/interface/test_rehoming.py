@@ -223,9 +223,7 @@ async def test_worker_declared_dead_by_another_peer__tells_the_gateway_which_reh
     # connections; it says so (REHOME "dead"), and the socket moves as from a dead owner, here
     # to the same worker as a new claim, its unacknowledged frame replayed. Unsaid, the socket
     # stayed open with no app behind it (seen in make e2e-k8s's node loss).
-    host = await fleet.add_host()
-    client = await connected(fleet)
-    conn = next(iter(fleet.gateway.conns.values()))
+    host, client, conn = await one_worker_one_socket(fleet)
     fleet.layer.hold(host.side.channel)  # "during" waits unread: not acknowledged
     client.send_text("during")
     await asyncio.sleep(0.05)
