@@ -37,24 +37,27 @@ class SessionKey:
     def issue(self) -> tuple[str, str]:
         """A new session: (its id, hex, for the registry; its token, for the client)."""
         raw = secrets.token_bytes(ID_BYTES)
-        token = base64.urlsafe_b64encode(raw + self._mac(raw)).rstrip(b"=").decode("ascii")
-        return raw.hex(), token
+        return raw.hex(), self._token(raw)
 
     def verify(self, token: str) -> str | None:
-        """The session id ``token`` was issued for, or None if this key did not issue it."""
-        if len(token) != _TOKEN_CHARS:
+        """The session id ``token`` was issued for, or None if this key did not issue it.
+
+        Compared whole with the token this key makes for its id, not by its decoded MAC: the
+        last of 43 characters carries 2 bits base64 ignores, so 4 spellings decode alike, and
+        a token changed there must not pass as the one issued."""
+        if len(token) != _TOKEN_CHARS or not token.isascii():
             return None
         try:
-            blob = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))[:ID_BYTES]
         except (binascii.Error, ValueError):
             return None
-        raw, mac = blob[:ID_BYTES], blob[ID_BYTES:]
-        if len(mac) != MAC_BYTES or not hmac.compare_digest(mac, self._mac(raw)):
+        if not hmac.compare_digest(token.encode("ascii"), self._token(raw).encode("ascii")):
             return None
         return raw.hex()
 
-    def _mac(self, raw: bytes) -> bytes:
-        return hmac.new(self._key, raw, hashlib.sha256).digest()[:MAC_BYTES]
+    def _token(self, raw: bytes) -> str:
+        mac = hmac.new(self._key, raw, hashlib.sha256).digest()[:MAC_BYTES]
+        return base64.urlsafe_b64encode(raw + mac).rstrip(b"=").decode("ascii")
 
 
 _TOKEN_CHARS = len(base64.urlsafe_b64encode(bytes(ID_BYTES + MAC_BYTES)).rstrip(b"="))
