@@ -53,8 +53,15 @@ class HandBack:
         if instance.session is not None:
             instance.stash = instance.session.returnable(instance.stash)
         self.instances.handed[instance.id] = instance
-        # What the app handled is acknowledged first: only the stash stands unacknowledged
-        # should the interface replay in place of a RETURN that never comes.
+        # Only the stash stands unacknowledged should the interface replay in place of a
+        # RETURN that never comes.
+        self.acknowledge(instance)
+        self.side.relay.post(instance.iface, [wire.REHOME, instance.id, "drain"], control=True)
+        instance.move_away(1012)
+
+    def acknowledge(self, instance: AppInstance) -> None:
+        """Post now the ACKs owed to ``instance``'s interface (and its session's home), ahead
+        of the REHOME that follows: what the app handled is not replayed to the next owner."""
         ack = self.acks.trailer(instance.iface)
         if ack is not None:
             self.side.relay.post(instance.iface, ack, control=True)
@@ -62,8 +69,6 @@ class HandBack:
         ack = self.acks.trailer(home) if home != instance.iface else None
         if ack is not None:  # the home's Unacked replays only what is not handled
             self.side.relay.post(home, ack, control=True)
-        self.side.relay.post(instance.iface, [wire.REHOME, instance.id, "drain"], control=True)
-        instance.move_away(1012)
 
     @property
     def handing_back(self) -> bool:

@@ -296,10 +296,13 @@ class Host:
         (REHOME "dead"), as it acts on a claim it still counts as ours: one made while our
         beat was late (a re-home's envelope taken after the declaration), or held by an
         interface that had not judged us yet (still in its grace after a {hb} failover) and
-        never will now that we beat again. It ignores the claims it moved away already."""
+        never will now that we beat again. It ignores the claims it moved away already. What
+        the apps handled is acknowledged first, so that such a claim's next owner is not
+        replayed frames whose answers the client has."""
         s = self.settings
         for conn in list(self.instances.running.values()):
             if conn.state not in NOT_OURS:
+                self.handback.acknowledge(conn)
                 self.relay.post(conn.iface, [wire.REHOME, conn.id, "dead"], control=True)
             if s.rehome and conn.ws and not s.keeps_session(conn.subprotocol):
                 conn.move_away(1006)
