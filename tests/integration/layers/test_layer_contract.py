@@ -12,10 +12,19 @@ from channels.exceptions import ChannelFull
 from cryptography.fernet import InvalidToken
 from prometheus_client import REGISTRY
 
-from channels_fleet.layers import RedisClusterChannelLayer
+from channels_fleet.layers import RedisClusterChannelLayer, resp
 from channels_fleet.layers.keys import channel_key, slot_of
 
 pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(autouse=True, params=["hiredis", "python"] if resp.hiredis else ["python"])
+def resp_codec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The whole contract with hiredis's encoder and parser, and with the pure-Python ones
+    (where the wheel is absent)."""
+    if request.param == "python":
+        monkeypatch.setattr(resp, "hiredis", None)
+    return str(request.param)
 
 
 async def no_message(layer, channel, wait=0.3):
