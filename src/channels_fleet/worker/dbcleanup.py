@@ -1,22 +1,24 @@
-"""Channels' per-event database-connection cleanup, queued instead of awaited, in a worker.
+"""Channels' per-event database-connection cleanup, owed instead of awaited, in a worker.
 
 Channels 4.2+ awaits ``aclose_old_connections()`` (``sync_to_async(close_old_connections)``)
 before every consumer handler: one hop through asgiref's single thread-sensitive thread, and the
 handler waits for it. A group message reaching a worker's 2,500 consumers queued 2,500 hops one
-after another before their ``send``s went out, and every handler also waited behind whatever
-database work the other consumers had queued on that thread.
+after another before their ``send``s went out; even queued and not awaited, one hop per event
+was a fifth of a worker's CPU in an echo (docs/benchmarks.md).
 
 ``close_old_connections`` only touches that thread's connections, and every later use of them
-(``database_sync_to_async``, Django's async ORM, ``sync_to_async``) is another job on the same
-single-thread executor, which runs its jobs in order. So submitting the cleanup to that thread
-is enough: it runs before anything the handler then asks of the database, as Channels intends,
-and the handler does not wait for it. While one cleanup is queued and not yet started, new
-callers share it (it still starts after they asked); a failure is logged, not raised into the
-handler. Where asgiref would pick another thread (under ``async_to_sync``, a
-``ThreadSensitiveContext``, a loop started by ``async_to_sync``), Channels' own awaited hop is
-used unchanged.
+(``database_sync_to_async``, Django's async ORM, ``sync_to_async``) is a job on the same
+single-thread executor. So the handler only records that a cleanup is owed, and that executor
+(replaced by :func:`install` with one that does this) runs an owed cleanup on its thread before
+the next job it starts: before anything a handler then asks of the database, as Channels
+intends, and once for every event that came since. While events come, a cleanup is also queued
+at most once per ``FORCE_EVERY_S``, so an obsolete connection of a thread that nobody uses for
+a while is still closed (Channels closes it at the next event). A failing cleanup is logged,
+not raised into the job after it. Where asgiref would pick another thread (under
+``async_to_sync``, a ``ThreadSensitiveContext``, a loop started by ``async_to_sync``), Channels'
+own awaited hop is used unchanged.
 
-Worker processes call this once at start:
+Worker processes call this once at start, before any database work:
 
     from channels_fleet.worker.dbcleanup import install
     install()
@@ -28,8 +30,9 @@ import asyncio
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import AsyncToSync, SyncToAsync, sync_to_async
@@ -42,44 +45,68 @@ logger = logging.getLogger(__name__)
 # Modules that did ``from channels.db import aclose_old_connections`` (checked: channels 4.3.2).
 _MODULES = ("channels.db", "channels.consumer", "channels.generic.websocket",
             "channels.generic.http")
+FORCE_EVERY_S = 1.0  # while events come, an owed cleanup waits at most this for a job
 
 
 class Cleanup:
-    """At most one ``close_old_connections`` queued (not yet started) on the thread."""
+    """Whether a ``close_old_connections`` is owed on the single thread (set by handlers on
+    the event loop, paid by the thread before its next job)."""
 
     def __init__(self) -> None:
-        self.queued = False
+        self.owed = False
+        self.forced_at = 0.0
         self.runs = 0  # cleanups actually run (for tests and curiosity)
 
-    def request(self) -> None:
-        # A run that is queued but not started will start after this caller asked: share it.
-        # (``queued`` is cleared by the thread as the run starts; a stale True read here means
-        # it started just now, which is still after the ask.)
-        if self.queued:
-            return
-        self.queued = True
-        future = SyncToAsync.single_thread_executor.submit(self._run)
-        future.add_done_callback(_report_failure)
+    def request(self, executor: ThreadPoolExecutor) -> None:
+        self.owed = True
+        now = time.monotonic()
+        if now - self.forced_at >= FORCE_EVERY_S:
+            self.forced_at = now
+            executor.submit(_nothing)  # the executor pays what is owed first
 
-    def _run(self) -> None:
-        self.queued = False
+    def pay(self) -> None:
+        """On the thread, before a job: run the owed cleanup. (Cleared before it runs: a
+        handler that asks meanwhile gets the next job's run, which starts after it asked.)"""
+        if not self.owed:
+            return
+        self.owed = False
         self.runs += 1
-        close_old_connections()
+        try:
+            close_old_connections()
+        except Exception as exc:
+            logger.warning("close_old_connections failed: %r", exc)
 
 
 CLEANUP = Cleanup()
 
 
-def _report_failure(future: Future[None]) -> None:
-    exc = future.exception()
-    if exc is not None:
-        logger.warning("close_old_connections failed: %r", exc)
+def _nothing() -> None:
+    pass
+
+
+class CleaningExecutor(ThreadPoolExecutor):
+    """asgiref's single-thread executor that pays an owed cleanup before each job."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="sync-to-async")
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return super().submit(_after_cleanup, fn, args, kwargs)
+
+
+def _after_cleanup(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    CLEANUP.pay()
+    return fn(*args, **kwargs)
+
+
+_EXECUTOR = CleaningExecutor()
 
 
 async def aclose_old_connections() -> None:
-    """Drop-in for ``channels.db.aclose_old_connections``: queued on the thread, not awaited."""
-    if _single_thread_is_used():
-        CLEANUP.request()
+    """Drop-in for ``channels.db.aclose_old_connections``: owed on the thread, not awaited."""
+    executor = SyncToAsync.single_thread_executor
+    if executor is _EXECUTOR and _single_thread_is_used():
+        CLEANUP.request(executor)
     else:
         await sync_to_async(close_old_connections)()
 
@@ -118,14 +145,23 @@ def _executor_probe() -> Callable[[], Any]:
     return current
 
 
+_replaced: list[ThreadPoolExecutor] = []
+
+
 def install() -> bool:
-    """Use this ``aclose_old_connections`` where Channels looks it up; False if done already."""
+    """Use this ``aclose_old_connections`` where Channels looks it up, and the executor that
+    pays it as asgiref's single thread; False if done already."""
+    if SyncToAsync.single_thread_executor is not _EXECUTOR:
+        _replaced.append(SyncToAsync.single_thread_executor)
+        SyncToAsync.single_thread_executor = _EXECUTOR
     return patching.replace(_MODULES, "aclose_old_connections", aclose_old_connections)
 
 
 def uninstall() -> None:
     """Undo :func:`install` (for tests)."""
     patching.restore(_MODULES, "aclose_old_connections")
+    if _replaced:
+        SyncToAsync.single_thread_executor = _replaced.pop()
 
 
 _outer_sync_executor = _executor_probe()
