@@ -9,7 +9,7 @@ TOOLS  := .tools
 RUN    := .run
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install install-redis lint test test-unit test-integration run bench bench-layer bench-split bench-fanout bench-rehome bench-resume bench-scale \
+.PHONY: help install install-redis lint test test-unit test-integration run bench bench-layer bench-split bench-fanout bench-rehome bench-resume bench-scale bench-profile \
         cluster-up cluster-down clean podman base-image images e2e-containers
 
 help: ## list the targets
@@ -118,6 +118,9 @@ bench-resume: install ## 1,000 resumable clients and 1,000 plain ones echoing in
 
 bench-scale: install ## reconnect storm, 10k connect burst, sockets per interface, a 20k broadcast: the monolith against ours, same run (~25 min)
 	$(BIN)/python bench/scale.py
+
+bench-profile: install ## where a message's CPU goes: cProfile of the layer, py-spy of interface + worker under echo (--only, --top, --out)
+	$(BIN)/python bench/profiles.py
 
 # Container images, built and run with podman (no Docker engine or registry needed).
 podman: ## install podman, runc and debootstrap (Debian packages) when missing
