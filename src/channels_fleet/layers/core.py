@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 # channels_redis options that make no sense here but must not break a drop-in config.
 IGNORED_OPTIONS = {"random_prefix_length"}
+#: Channel names whose check, LIST key and capacity a layer keeps (then it starts over).
+TARGETS_KEPT = 10_000
 
 
 class RedisClusterChannelLayer(BaseChannelLayer):
@@ -109,6 +111,10 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         # Process-local messages, shared by the event loops (each has its own LoopState).
         self.mailbox = Mailbox(self.get_capacity, expiry)
         self._states: dict[asyncio.AbstractEventLoop, LoopState] = {}
+        # name -> (LIST key, capacity), for names checked already: the check (a regex) and
+        # the key's f-string were a tenth of a send's own cost. Bounded: names come and go.
+        self._targets: dict[str, tuple[str, int]] = {}
+        self._receive_keys: dict[str, str] = {}  # name -> LIST key, for names receivable here
 
     def __str__(self) -> str:
         return f"{type(self).__name__}(hosts={[url for url, _ in self.hosts]})"
@@ -155,18 +161,25 @@ class RedisClusterChannelLayer(BaseChannelLayer):
 
     # Channel API
 
+    def _target(self, channel: str) -> tuple[str, int]:
+        """``channel``'s LIST key and capacity, once its name is checked (TypeError if bad)."""
+        target = self._targets.get(channel) if channel.__class__ is str else None
+        if target is None:
+            self.require_valid_channel_name(channel)
+            target = (channel_key(self.prefix, channel), self.get_capacity(channel))
+            if len(self._targets) >= TARGETS_KEPT:
+                self._targets.clear()
+            self._targets[channel] = target
+        return target
+
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         """Send ``message`` to ``channel``; raise ChannelFull when it is at capacity."""
         assert isinstance(message, dict), "message is not a dict"
-        self.require_valid_channel_name(channel)
+        key, capacity = self._target(channel)
         state = self._ready_state() or await self._state()
         body = self._serialize(message)
         expires = int((time.time() + self.expiry) * 1000)
-        pushed = await state.sender.submit(
-            channel_key(self.prefix, channel),
-            pack_element(expires, channel, body),
-            self.get_capacity(channel),
-        )
+        pushed = await state.sender.submit(key, pack_element(expires, channel, body), capacity)
         if not pushed:
             _metrics.channel_full("send")
             raise ChannelFull(channel)
@@ -197,6 +210,9 @@ class RedisClusterChannelLayer(BaseChannelLayer):
 
     def receive_key(self, channel: str) -> str:
         """Check ``channel`` once and return its LIST key, for repeated receive_future()."""
+        key = self._receive_keys.get(channel) if channel.__class__ is str else None
+        if key is not None:  # checked already: a shared name or one of this layer's
+            return key
         self.require_valid_channel_name(channel)
         if is_process_local(channel) and not non_local_name(channel).endswith(self._local_suffix):
             if homed(channel) is not None:  # another process's name, given to this instance
@@ -208,7 +224,11 @@ class RedisClusterChannelLayer(BaseChannelLayer):
                 f"layer (client prefix {self.client_prefix}); receive only on names its "
                 "new_channel() returned"
             )
-        return channel_key(self.prefix, channel)
+        key = channel_key(self.prefix, channel)
+        if len(self._receive_keys) >= TARGETS_KEPT:
+            self._receive_keys.clear()
+        self._receive_keys[channel] = key
+        return key
 
     def receive_future(self, channel: str, key: str) -> asyncio.Future[bytes] | None:
         """``receive`` as a future of the raw body, without a coroutine or task.

@@ -307,6 +307,13 @@ async def test_invalid_names__type_error(layer):
         await layer.send("x" * 120, {})
     with pytest.raises(AssertionError):
         await layer.send("ok", "not a dict")
+    for _ in range(2):  # names checked once are remembered; bad ones never are
+        with pytest.raises(TypeError, match="Channel name must be"):
+            await layer.send("bad name!", {})
+        with pytest.raises(TypeError, match="Channel name must be"):
+            await layer.send(["not", "a", "name"], {})  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="Channel name must be"):
+            await layer.receive("bad name!")
 
 
 async def test_encryption__payload_is_encrypted_at_rest(make_layer, redis_hosts):

@@ -341,9 +341,12 @@ async def test_receive__foreign_client_prefix_is_refused_at_once(make_layer):
     layer, other = make_layer(), make_layer()
     foreign = await other.new_channel()
     for channel in ["not-client-prefix!local_part", foreign, f"specific.{other.client_prefix}!x"]:
+        await layer.send(channel, {"n": 0})  # sending to it is fine, and checks nothing twice
         with pytest.raises(AssertionError, match="Wrong client prefix"):
             await asyncio.wait_for(layer.receive(channel), 1)
         with pytest.raises(AssertionError, match="Wrong client prefix"):
+            layer.receive_key(channel)
+        with pytest.raises(AssertionError, match="Wrong client prefix"):  # every time
             layer.receive_key(channel)
     # Its own names and shared names are still fine.
     own = await layer.new_channel("w")
