@@ -3,16 +3,18 @@
 Daphne and autobahn do some work for every open connection, on a timer or at every connect:
 invisible at a few hundred sockets, a stall of the whole loop at tens of thousands, during which
 no frame moves. Each class or function here does the same work in time proportional to what
-changed, or in short slices (py-spy of the interface under ``bench/scale.py``):
+changed, or in short slices, or only when it is used (py-spy of the interface under
+``bench/scale.py`` and ``bench/profiles.py``):
 
 - ``defer_config_log``: autobahn formats its options for every new WebSocket;
+- ``UnformattedDebug``: autobahn formats a debug line for every chunk a client sends;
 - ``SlicedTimeouts``: Daphne's walk over every connection every 2 s (timeouts and due pings);
 - ``ReapedOnChange``: Daphne's walk over every connection every second to reap finished
   applications and closed sockets;
 - ``PingPhase``: sockets that connected (or last spoke) together, pinged together.
 
 ``SlicedTimeouts`` and ``ReapedOnChange`` go before ``daphne.server.Server`` in the interface's
-server class, ``PingPhase`` before Daphne's ``WebSocketProtocol``.
+server class, ``PingPhase`` and ``UnformattedDebug`` before Daphne's ``WebSocketProtocol``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import pprint
 import random
 import time
 from typing import Any
+
+import txaio
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,26 @@ def defer_config_log() -> None:
     from autobahn.websocket import protocol
 
     protocol.pformat = _Pretty  # type: ignore[assignment]
+
+
+class UnformattedDebug:
+    """A client's bytes go to autobahn's frame parser without its per-chunk debug line.
+
+    autobahn's ``dataReceived`` builds the arguments of a debug line (``hltype``, ``hlval``:
+    three ``click.style`` calls) for every chunk a client sends, logged or not: 3-4% of the
+    interface's CPU in an echo. Unless txaio logs at debug level, where autobahn's own method
+    (and line) runs, the chunk goes straight to the parser it calls.
+    """
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802  (autobahn's names)
+        if _debug_logged():
+            super().dataReceived(data)  # type: ignore[misc]
+        else:
+            self._dataReceived(data)  # type: ignore[attr-defined]  # what autobahn's calls
+
+
+def _debug_logged() -> bool:
+    return txaio.get_global_log_level() in ("debug", "trace")  # type: ignore[attr-defined]
 
 
 def _reactor() -> Any:

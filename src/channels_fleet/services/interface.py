@@ -123,9 +123,10 @@ class Interface:
     def _websocket_options(self) -> None:
         from daphne.ws_protocol import WebSocketProtocol
 
-        from channels_fleet.interface.server_costs import PingPhase
+        from channels_fleet.interface.server_costs import PingPhase, UnformattedDebug
 
-        class FleetWebSocketProtocol(PingPhase, WebSocketProtocol):  # type: ignore[misc]
+        class FleetWebSocketProtocol(  # type: ignore[misc]
+                UnformattedDebug, PingPhase, WebSocketProtocol):
             pass
 
         factory = self.server.ws_factory

@@ -22,6 +22,32 @@ def test_autobahn_config_log__formatted_only_when_logged() -> None:
     assert f"\n{deferred}" == "\n" + pprint.pformat(options)  # what a debug line shows
 
 
+def test_unformatted_debug__bytes_reach_the_parser_and_the_line_is_built_only_when_logged(
+        monkeypatch) -> None:
+    import txaio
+    from autobahn.twisted import websocket
+
+    from channels_fleet.interface.server_costs import UnformattedDebug
+
+    class Protocol(UnformattedDebug, websocket.WebSocketServerProtocol):
+        peer = "tcp:127.0.0.1:5000"
+
+    built: list[object] = []
+    monkeypatch.setattr(websocket, "hltype", lambda obj: built.append(obj) or "<func>")
+    parsed: list[bytes] = []
+    protocol = Protocol()
+    monkeypatch.setattr(protocol, "_dataReceived", parsed.append)
+    protocol.dataReceived(b"\x81\x85")
+    assert parsed == [b"\x81\x85"] and built == []
+    level = txaio.get_global_log_level()
+    txaio.set_global_log_level("debug")
+    try:
+        protocol.dataReceived(b"more")
+    finally:
+        txaio.set_global_log_level(level)
+    assert parsed == [b"\x81\x85", b"more"] and len(built) == 1  # autobahn's own, as before
+
+
 def test_sliced_timeouts__each_live_connection_checked_once() -> None:
     from channels_fleet.interface.server_costs import SlicedTimeouts
 
