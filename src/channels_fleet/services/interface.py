@@ -67,6 +67,7 @@ class Interface:
         from channels_fleet.interface.server_costs import (
             ReapedOnChange,
             SlicedTimeouts,
+            cheap_small_masks,
             defer_config_log,
         )
 
@@ -79,6 +80,7 @@ class Interface:
         interface = self
 
         defer_config_log()
+        cheap_small_masks()
 
         class FleetServer(ReapedOnChange, SlicedTimeouts, Server):  # type: ignore[misc]
             def listen_success(self, port: Any) -> None:

@@ -7,6 +7,9 @@ import subprocess
 import sys
 import textwrap
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 
 def test_autobahn_config_log__formatted_only_when_logged() -> None:
     import pprint
@@ -46,6 +49,36 @@ def test_unformatted_debug__bytes_reach_the_parser_and_the_line_is_built_only_wh
     finally:
         txaio.set_global_log_level(level)
     assert parsed == [b"\x81\x85", b"more"] and len(built) == 1  # autobahn's own, as before
+
+
+@given(mask=st.binary(min_size=4, max_size=4), payload=st.binary(max_size=127),
+       cuts=st.lists(st.integers(0, 127), max_size=4))
+def test_small_frame_masker__unmasks_as_autobahn_does_in_any_pieces(mask, payload, cuts) -> None:
+    from autobahn.nvx._xormasker import create_xor_masker
+
+    from channels_fleet.interface.server_costs import SmallFrameMasker
+
+    ours, theirs = SmallFrameMasker(mask), create_xor_masker(mask, len(payload))
+    bounds = [0, *sorted(c for c in cuts if c < len(payload)), len(payload)]
+    for start, end in zip(bounds, bounds[1:]):
+        assert ours.process(payload[start:end]) == theirs.process(payload[start:end])
+        assert ours.pointer() == theirs.pointer() == end
+    ours.reset()
+    assert ours.pointer() == 0 and ours.process(payload) == bytes(
+        b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def test_cheap_small_masks__small_frames_ours_large_ones_autobahn_s() -> None:
+    from autobahn.websocket import protocol
+
+    from channels_fleet.interface.server_costs import SmallFrameMasker, cheap_small_masks
+
+    cheap_small_masks()
+    cheap_small_masks()  # once is enough: not wrapped twice
+    assert isinstance(protocol.create_xor_masker(b"abcd", 20), SmallFrameMasker)
+    large = protocol.create_xor_masker(b"abcd", 4096)
+    assert not isinstance(large, SmallFrameMasker)
+    assert large.process(b"\x00" * 8) == b"abcdabcd"
 
 
 def test_sliced_timeouts__each_live_connection_checked_once() -> None:
