@@ -43,7 +43,7 @@ PATH = [
     "channels_fleet.worker.acks",  # acknowledged with the echo's batch
     "channels_fleet.worker.dispatch",  # Channels' await_many_dispatch, leaner
     "channels_fleet.observability.consumers",  # the handler's latency
-    "channels_fleet.worker.dbcleanup",  # Channels' per-event connection cleanup, queued
+    "channels_fleet.worker.dbcleanup",  # Channels' per-event connection cleanup, owed
     "channels_fleet.interface.owner_items",  # the echo's SEND, for its current claim
     "channels_fleet.interface.edge",  # the echo (its current claim's) written to the client
 ]

@@ -104,7 +104,7 @@ async def serve(application: Any, settings: WorkerSettings) -> int:
 
     # channels_fleet_handler_latency_seconds{consumer}: every consumer's dispatch, timed.
     instrument_consumers()
-    dbcleanup.install()  # one cleanup hop per burst
+    dbcleanup.install()  # the per-event cleanup owed, paid before the next DB job
     dispatch.install()  # no task per layer receive
     # The heartbeat reads full_for() once started, when `host` is bound.
     host = Host(application, settings, liveness=reporting_liveness(
