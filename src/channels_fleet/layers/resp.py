@@ -9,7 +9,7 @@ future (auto-pipelining). A timer aborts the connection when the oldest reply is
 Errors replies are turned into redis-py's exception classes (MovedError, AskError,
 NoScriptError, ...) so that callers classify failures the usual way.
 
-With the ``hiredis`` wheel installed (``channels-fleet[hiredis]``), commands are encoded and
+With the ``hiredis`` wheel installed (a dependency on CPython), commands are encoded and
 replies parsed in C: together a fifth of the layer's CPU per message in pure Python
 (docs/benchmarks.md). Without it, the pure-Python encoder and parser below do the same work.
 """
