@@ -166,10 +166,8 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         target = self._targets.get(channel) if channel.__class__ is str else None
         if target is None:
             self.require_valid_channel_name(channel)
-            target = (channel_key(self.prefix, channel), self.get_capacity(channel))
-            if len(self._targets) >= TARGETS_KEPT:
-                self._targets.clear()
-            self._targets[channel] = target
+            target = _keep(self._targets, channel,
+                           (channel_key(self.prefix, channel), self.get_capacity(channel)))
         return target
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
@@ -224,11 +222,7 @@ class RedisClusterChannelLayer(BaseChannelLayer):
                 f"layer (client prefix {self.client_prefix}); receive only on names its "
                 "new_channel() returned"
             )
-        key = channel_key(self.prefix, channel)
-        if len(self._receive_keys) >= TARGETS_KEPT:
-            self._receive_keys.clear()
-        self._receive_keys[channel] = key
-        return key
+        return _keep(self._receive_keys, channel, channel_key(self.prefix, channel))
 
     def receive_future(self, channel: str, key: str) -> asyncio.Future[bytes] | None:
         """``receive`` as a future of the raw body, without a coroutine or task.
@@ -420,6 +414,15 @@ def _refused(node: Any, args: tuple[Any, ...], exc: ResponseError) -> Exception:
     if not is_refusal(exc):
         return exc
     return refused(node.address, node.options.get("username"), args, None, exc)
+
+
+def _keep(kept: dict[str, Any], name: str, value: Any) -> Any:
+    """Remember ``value`` for ``name`` in a cache of at most TARGETS_KEPT names (then it
+    starts over: names come and go) and return it."""
+    if len(kept) >= TARGETS_KEPT:
+        kept.clear()
+    kept[name] = value
+    return value
 
 
 def _glob_escape(text: str) -> str:
