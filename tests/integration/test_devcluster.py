@@ -1,6 +1,7 @@
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.dev.ports import free_ports
@@ -10,6 +11,9 @@ def test_free_ports__never_the_default_redis_port_and_bus_free():
     ports = free_ports(6, with_bus=True)
     assert len(set(ports)) == 6
     assert 6379 not in ports
+    # Outside the kernel's source ports: no outgoing connection (or its TIME_WAIT) can hold one.
+    first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert max(ports) + 10000 < first_ephemeral
     for port in ports:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port + 10000))

@@ -10,6 +10,16 @@ import time
 from pathlib import Path
 
 RESERVED_PORTS = {6379, 16379}
+LOWEST_PORT, HIGHEST_PORT = 20000, 29999
+BUS_OFFSET = 10000
+
+
+def _first_ephemeral_port() -> int:
+    """Where the kernel starts picking source ports for outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 class NoFreePorts(RuntimeError):
@@ -57,20 +67,28 @@ def _claim(port: int) -> bool:
 
 
 def free_ports(count: int, *, with_bus: bool = False) -> list[int]:
-    """Pick ``count`` free loopback ports (and port+10000 for the cluster bus), none of them
-    picked by any process on this machine in the last ten minutes."""
+    """Pick ``count`` free loopback ports (and port+10000 for the cluster bus, below the
+    kernel's ephemeral range), none of them picked by any process on this machine in the last
+    ten minutes."""
     PICKED_PORTS_DIR.mkdir(mode=0o1777, exist_ok=True)
+    highest = HIGHEST_PORT
+    below_ephemeral = _first_ephemeral_port() - BUS_OFFSET - 1
+    if with_bus and below_ephemeral > LOWEST_PORT:
+        # A bus port in the ephemeral range can become any outgoing connection's source port
+        # (or its TIME_WAIT) between this pick and Redis binding it.
+        highest = min(highest, below_ephemeral)
     chosen: list[int] = []
     rng = random.Random()
     with _pick_lock:
         for _ in range(100_000):
             if len(chosen) == count:
                 return chosen
-            port = rng.randint(20000, 29999)
+            port = rng.randint(LOWEST_PORT, highest)
             if port in chosen or port in RESERVED_PORTS:
                 continue
-            if (_port_free(port) and (not with_bus or _port_free(port + 10000))
+            if (_port_free(port) and (not with_bus or _port_free(port + BUS_OFFSET))
                     and _claim(port)):
                 chosen.append(port)
-    raise NoFreePorts(f"found {len(chosen)} of {count} free loopback ports in 20000-29999 "
-                          f"(picks of the last ten minutes are in {PICKED_PORTS_DIR})")
+    raise NoFreePorts(f"found {len(chosen)} of {count} free loopback ports in "
+                      f"{LOWEST_PORT}-{highest} (picks of the last ten minutes are in "
+                      f"{PICKED_PORTS_DIR})")
