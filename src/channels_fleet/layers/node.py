@@ -64,16 +64,10 @@ class NodeClient:
         conn = await self._connection(args)
         return await conn.command(*args)
 
-    async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Run ``commands`` in one round trip; errors come back in place of results."""
         conn = await self._connection(commands[0] if commands else ())
-        results: list[Any] = []
-        for future in conn.pipeline(commands):  # type: ignore[arg-type]
-            try:
-                results.append(await future)
-            except rx.RedisError as exc:
-                results.append(exc)
-        return results
+        return await conn.batch(commands)
 
     async def blocking(
         self, block: float, salvage: Callable[[Any], None], *args: Any, asking: bool = False

@@ -21,6 +21,7 @@ import socket
 import ssl
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as rx
@@ -154,6 +155,35 @@ class UnblockedError(rx.ResponseError):
     in a failover): the key lives elsewhere now."""
 
 
+class _Replies:
+    """The replies of one batch, in order; its future gets them all once the last is in.
+
+    It waits in a connection's queue in place of each of the batch's command futures (the
+    same ``done``/``set_result``/``set_exception``), so a flush of many commands costs one
+    future, not one each. An error takes its command's place in the list.
+    """
+
+    __slots__ = ("future", "replies", "count")
+
+    def __init__(self, future: asyncio.Future[list[Any]], count: int) -> None:
+        self.future = future
+        self.replies: list[Any] = []
+        self.count = count
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def set_result(self, reply: Any) -> None:
+        self.replies.append(reply)
+        if len(self.replies) == self.count:
+            self.future.set_result(self.replies)
+
+    set_exception = set_result
+
+
+Waiting = asyncio.Future[Any] | _Replies  # what a sent command's reply goes to
+
+
 class RespConnection(asyncio.Protocol):
     """One TCP (or TLS, or unix socket) connection; commands are pipelined, replies in order."""
 
@@ -162,7 +192,7 @@ class RespConnection(asyncio.Protocol):
         self.socket_timeout = socket_timeout
         self.transport: asyncio.Transport | None = None
         self.parser = new_parser()
-        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.pending: deque[tuple[Waiting, float]] = deque()
         self.outgoing: list[bytes] = []
         self.closed = False
         self._loop = asyncio.get_running_loop()
@@ -210,7 +240,7 @@ class RespConnection(asyncio.Protocol):
         if options.get("client_name"):
             setup.append(("CLIENT", "SETNAME", options["client_name"]))
         try:
-            replies = await asyncio.gather(*conn.pipeline(setup), return_exceptions=True)
+            replies = await conn.batch(setup)
         except BaseException:  # cancelled: nobody else would close it
             conn.close()
             raise
@@ -260,27 +290,35 @@ class RespConnection(asyncio.Protocol):
 
     def command(self, *args: Any, timeout: float | None = None) -> asyncio.Future[Any]:
         """Queue one command; the future gets its reply (or the error as exception)."""
-        return self._queue(pack(args), timeout)
-
-    def pipeline(self, commands: list[tuple[Any, ...]]) -> list[asyncio.Future[Any]]:
-        """Queue a batch of commands; they leave with this tick's other commands, in one write."""
-        return [self._queue(pack(c), None) for c in commands]
-
-    def _queue(self, packed: bytes, timeout: float | None) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = self._loop.create_future()
-        if self.closed:
-            future.set_exception(self._error or rx.ConnectionError(f"{self.address} closed"))
+        self._queue(pack(args), future, timeout)
+        return future
+
+    def batch(self, commands: Sequence[tuple[Any, ...]]) -> asyncio.Future[list[Any]]:
+        """Queue commands that leave with this tick's others, in one write; the future gets
+        all their replies, in order, an error in place of its command's reply."""
+        future: asyncio.Future[list[Any]] = self._loop.create_future()
+        if not commands:
+            future.set_result([])
             return future
+        replies = _Replies(future, len(commands))
+        for args in commands:
+            self._queue(pack(args), replies, None)
+        return future
+
+    def _queue(self, packed: bytes, waiting: Waiting, timeout: float | None) -> None:
+        if self.closed:
+            waiting.set_exception(self._error or rx.ConnectionError(f"{self.address} closed"))
+            return
         limit = timeout if timeout is not None else self.socket_timeout
         deadline = time.monotonic() + limit if limit else float("inf")
-        self.pending.append((future, deadline))
+        self.pending.append((waiting, deadline))
         self.outgoing.append(packed)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         if limit and self._watchdog is None:
             self._watchdog = self._loop.call_later(limit, self._check_overdue)
-        return future
 
     def _flush(self) -> None:
         self._flush_scheduled = False

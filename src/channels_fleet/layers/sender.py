@@ -152,12 +152,9 @@ class Sender:
             queue.in_flight = False
             self._run_slow(calls)  # connect first (or fail) in a task
             return
-        futures = conn.pipeline([op.args for op, _ in calls])
-        for (op, _), future in zip(calls, futures, strict=True):
-            op.result = future
-        # Replies arrive in order: when the last is in, the whole flush is.
-        futures[-1].add_done_callback(lambda _: self._finish(queue, calls))
-        queue.last_reply = futures[-1]
+        replies = conn.batch([op.args for op, _ in calls])
+        replies.add_done_callback(lambda _: self._finish(queue, calls, replies))
+        queue.last_reply = replies
 
     def _calls(self, batch: list[Item]) -> list[Call]:
         by_key: dict[str, list[Item]] = {}
@@ -177,18 +174,19 @@ class Sender:
                     calls.append((Op(key, args), chunk))
         return calls
 
-    def _finish(self, queue: _Queue, calls: list[Call]) -> None:
+    def _finish(self, queue: _Queue, calls: list[Call],
+                replies: asyncio.Future[list[Any]]) -> None:
         failed: list[Call] = []
-        for op, chunk in calls:
-            future: asyncio.Future[int] = op.result
-            if future.cancelled():
-                op.result, op.error = None, rx.ConnectionError("flush cancelled")
-                failed.append((op, chunk))
-            elif future.exception() is not None:
-                op.result, op.error = None, future.exception()
+        if replies.cancelled():
+            results: list[Any] = [rx.ConnectionError("flush cancelled")] * len(calls)
+        else:
+            results = replies.result()
+        for (op, chunk), result in zip(calls, results, strict=True):
+            if isinstance(result, BaseException):
+                op.result, op.error = None, result
                 failed.append((op, chunk))
             else:
-                op.result = future.result()
+                op.result = result
                 self._resolve(op, chunk)
         queue.in_flight = False
         if failed:
