@@ -17,6 +17,7 @@ import logging
 import time
 import types
 import uuid
+from collections import defaultdict
 from typing import Any
 
 from channels.exceptions import ChannelFull
@@ -335,9 +336,11 @@ class RedisClusterChannelLayer(BaseChannelLayer):
         # so the room it needs for this element is the capacity of each member it carries it
         # for: capacity 100 per process made a burst of presence messages while a worker took
         # over re-homed sockets drop a room's chat message for all of them.
-        by_key: dict[str, list[str]] = {}
+        by_local_name: defaultdict[str, list[str]] = defaultdict(list)
         for channel in members.decode("ascii").split(","):
-            by_key.setdefault(channel_key(self.prefix, channel), []).append(channel)
+            by_local_name[non_local_name(channel)].append(channel)
+        # A LIST's key is made once per process (or named channel), not once per member.
+        by_key = {channel_key(self.prefix, name): names for name, names in by_local_name.items()}
         futures = [
             state.sender.submit(key, pack_element(expires, names, body),
                                 self.get_capacity(names[0]) * len(names))
