@@ -178,7 +178,8 @@ class Sender:
                 replies: asyncio.Future[list[Any]]) -> None:
         failed: list[Call] = []
         if replies.cancelled():
-            results: list[Any] = [rx.ConnectionError("flush cancelled")] * len(calls)
+            # One exception each, as before: a shared one would gather every raiser's traceback.
+            results: list[Any] = [rx.ConnectionError("flush cancelled") for _ in calls]
         else:
             results = replies.result()
         for (op, chunk), result in zip(calls, results, strict=True):
