@@ -410,7 +410,12 @@ async def scenario_worker_loss(stack: Stack, count: int = 20, rate: float = 40
             now = await owned_per_worker(stack)
             return sum(n for w, n in now.items() if w != victim) >= count
 
-        assert await eventually(moved, 30, 0.25), "the stopped worker's sockets were not re-homed"
+        if not await eventually(moved, 30, 0.25):
+            closed = sorted(c.close_code or 1006 for c in clients if c.closed.is_set())
+            raise AssertionError(
+                f"the stopped worker's sockets were not re-homed in 30 s: {count} sockets, "
+                f"owned before {owned} (stopped {victim}), now {await owned_per_worker(stack)}, "
+                f"closed {closed}")
         elapsed = time.perf_counter() - t0
         closed = sorted(c.close_code or 1006 for c in clients if c.closed.is_set())
         assert not closed, f"{len(closed)} sockets closed ({closed}); expected re-homing"
