@@ -36,6 +36,7 @@ from ..kube_stack import KubeStack
 from .release import (
     ROOT,
     Release,
+    cluster_states,
     component,
     is_ready,
     node_serving_key,
@@ -346,6 +347,14 @@ def pod_logs(release: Release, scenario: str):
                                timeout=60, check=False)
 
 
+def wait_cluster_ok(release: Release, timeout: float) -> None:
+    """Until every Redis pod says ``cluster_state:ok``."""
+    t0 = time.monotonic()
+    while (states := cluster_states(release)) and set(states.values()) != {"ok"}:
+        assert time.monotonic() - t0 < timeout, f"the Redis Cluster is not ok: {states}"
+        time.sleep(2)
+
+
 def node_ready(release: Release, node: str) -> bool:
     conditions = json.loads(release.kubectl("get", "node", node, "-o", "json"))["status"][
         "conditions"]
@@ -591,6 +600,10 @@ async def node_loss_under_load(release: Release, stack: KubeStack) -> dict[str, 
     while not await asyncio.to_thread(node_ready, release, node):
         assert time.monotonic() - t0 < 120, f"{node} not Ready 120 s after its restore"
         await asyncio.sleep(1)
+    # The node's pods are replaced, or back (a Redis pod's local volume is there): the tests
+    # after this one start from a whole release, or fail here saying what is not.
+    await asyncio.to_thread(wait_full_strength, release, 300)
+    await asyncio.to_thread(wait_cluster_ok, release, 60)
     assert not math.isinf(serve_s), f"probers not served again 180 s after the cut: {result}"
     assert all(len(set(n)) == len(n) for n in shards.values()), (
         f"a shard's copies share a node after the recovery: {shards}")

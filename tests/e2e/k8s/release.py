@@ -158,6 +158,20 @@ def redis_cli(release: Release, pod: str, *args: str) -> str:
     return release.exec(pod, "sh", "-c", command, "valkey-cli", *args)
 
 
+def cluster_states(release: Release) -> dict[str, str]:
+    """Each running Redis pod -> its ``cluster_state`` (``ok`` or ``fail``), as it sees it."""
+    states = {}
+    for pod in release.pods("app.kubernetes.io/component=redis"):
+        name = pod["metadata"]["name"]
+        if not is_ready(pod):
+            states[name] = "not ready"
+            continue
+        info = redis_cli(release, name, "cluster", "info")
+        states[name] = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                             if line.startswith("cluster_state:")), "unknown")
+    return states
+
+
 @dataclass
 class RedisView:
     """The running Redis Cluster as one of the release's ready Redis pods sees it."""
