@@ -57,6 +57,7 @@ class Host:
         self.settings = settings
         self.instances = AppInstances()
         self.layer = layer if layer is not None else relay_layer(settings)
+        self._owns_layer = layer is None  # closed by stop(): what it took goes back
         self.side = RelaySide(
             self.layer, wire.WORKER_CHANNELS, settings, on_undeliverable=self._on_undeliverable,
             peers=self._peers, on_dead=self._ifaces_dead, on_lost=self._abandon_all,
@@ -166,6 +167,13 @@ class Host:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.side.stop()
+        if self._owns_layer:
+            # The work queue's receives were cancelled, but a pop already waiting in Redis
+            # still takes the next envelope (a socket re-homed off this very worker): closed,
+            # the layer unblocks it and puts what it took back at the head of the queue.
+            # Left open, the envelope died with the process and its socket was refused 1012
+            # at the claim deadline: the interface resends only after a worker's death.
+            await self.layer.close_pools()
 
     # -- taking connections ----------------------------------------------------------------
 
