@@ -6,7 +6,9 @@ comes from the environment, or the module configures Django itself (as Daphne al
 SIGTERM (or SIGINT): readiness turns false, no new connections are taken, owned WebSockets are
 handed back to their interfaces in batches and re-homed on live workers without closing the
 client's socket (``CHANNELS_FLEET_REHOME=off``: closed with 1012 so clients reconnect), HTTP
-requests finish, and the process exits within ``CHANNELS_FLEET_DRAIN_TIMEOUT``.
+requests finish, background channels (``--channels``) finish the message each holds, the
+project's channel layers are closed (what they prefetched goes back to Redis), and the process
+exits within ``CHANNELS_FLEET_DRAIN_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 async def serve(application: Any, settings: WorkerSettings) -> int:
     from channels_fleet.observability.consumers import instrument_consumers
     from channels_fleet.worker import dbcleanup, dispatch
+    from channels_fleet.worker.background import close_project_layers
     from channels_fleet.worker.host import Host
 
     # channels_fleet_handler_latency_seconds{consumer}: every consumer's dispatch, timed.
@@ -132,5 +135,7 @@ async def serve(application: Any, settings: WorkerSettings) -> int:
                     released, how, cancelled)
     except Exception as exc:
         logger.error("drain did not finish cleanly: %r", exc)
+    # Nothing here receives any more: what the project's layers still hold goes back to Redis.
+    await close_project_layers()
     await probes.stop()
     return 0

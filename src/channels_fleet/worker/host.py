@@ -31,7 +31,7 @@ from ..relay.session_items import CLIENT_ACK, DETACH, RESUME
 from ..relay.side import RelaySide
 from .acks import Acks
 from .adopter import HomeAdopter
-from .background import serve_background
+from .background import BackgroundChannels
 from .handback import HandBack
 from .instance import AppInstance
 from .instances import AppInstances
@@ -80,6 +80,7 @@ class Host:
         self._full_since: float | None = None  # monotonic time it last ran out of room
         self._receiving = 0  # receives waiting on the work queue (each may bring a connection)
         self._taking: asyncio.Task[None] | None = None
+        self.background: BackgroundChannels | None = None  # --channels, made at start()
         self._same_redis: dict[int, bool] = {}  # id(layer): on the relay's Redis (_home)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -91,8 +92,11 @@ class Host:
         self._taking = self.side.tasks.spawn(self._take_loop(), f"take {wire.CONNECT_QUEUE}")
         self.side.tasks.spawn(self.keeper.refreshing(), "session registry refresh")
         if s.channels:
-            self.side.tasks.spawn(serve_background(self.application, s.channels),
-                                  "background channels")
+            from channels.layers import get_channel_layer
+
+            self.background = BackgroundChannels(self.application, s.channels,
+                                                 get_channel_layer())
+            self.side.tasks.spawn(self.background.run(), "background channels")
         logger.info("worker %s taking connections (concurrency %d)", channel, s.concurrency)
 
     def full_for(self) -> float:
@@ -117,7 +121,7 @@ class Host:
         deadline = loop.time() + timeout
         self.side.draining = True
         METRICS.drain_started()
-        # 0. Take no more connections (background channels keep going until the end).
+        # 0. Take no more connections (background channels keep going until step 3).
         if self._taking is not None:
             self._taking.cancel()
             await asyncio.gather(self._taking, return_exceptions=True)
@@ -153,6 +157,10 @@ class Host:
             if conn.task is not None and not conn.task.done():
                 conn.task.cancel()
                 cancelled += 1
+        # 3. Background channels: every consumer finishes the message it holds; nothing
+        # more is taken (what their layer prefetched goes back as the process closes it).
+        if self.background is not None:
+            await self.background.stop(max(0.1, deadline - loop.time() - 0.5))
         await self.side.flushed(max(0.1, deadline - loop.time()))
         await self.stop()
         return released, cancelled
