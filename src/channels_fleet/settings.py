@@ -164,9 +164,14 @@ class ServiceSettings(RedisSettings):
     #: the HOSTNAME variable (the pod's name in Kubernetes), else ``<host name>-<pid>``.
     name: str = ""
     log_level: str = "INFO"
+    #: The event loop: auto (uvloop where installed, else asyncio's), uvloop, asyncio
+    #: (services/eventloop.py).
+    loop: str = "auto"
 
     def __post_init__(self) -> None:
         self._apply_access()
+        if self.loop not in ("auto", "asyncio", "uvloop"):
+            raise SettingsError(f"CHANNELS_FLEET_LOOP={self.loop!r}: use auto, asyncio or uvloop")
         if len(self.name) > 64 or not self.name.isprintable():
             raise SettingsError("CHANNELS_FLEET_NAME: use at most 64 printable characters")
         if not self.redis_url:

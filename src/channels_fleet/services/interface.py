@@ -19,6 +19,7 @@ from channels_fleet.exceptions import STARTUP_FAILURE
 from channels_fleet.interface.settings import InterfaceSettings
 from channels_fleet.settings import SettingsError
 
+from . import eventloop
 from ._common import (
     Observability,
     bind_failure,
@@ -49,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
             bind=args.bind, port=args.port, metrics_port=args.metrics_port,
             redis_url=args.redis_url,
         )
+        loop = eventloop.use(settings.loop)  # before Daphne makes its loop
     except SettingsError as exc:
         print(f"channels-fleet interface: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
     setup_logging(settings.log_level)
+    logger.info("event loop: %s", loop)
     return Interface(settings).run()
 
 

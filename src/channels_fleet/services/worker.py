@@ -28,6 +28,7 @@ from channels_fleet.exceptions import STARTUP_FAILURE
 from channels_fleet.settings import SettingsError
 from channels_fleet.worker.settings import WorkerSettings
 
+from . import eventloop
 from ._common import (
     Observability,
     reporting_liveness,
@@ -91,11 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             app=args.app, channels=args.channels, concurrency=args.concurrency,
             metrics_port=args.metrics_port, redis_url=args.redis_url,
         )
+        loop = eventloop.use(settings.loop)
         setup_logging(settings.log_level)
         application = static_in_debug(load_app(settings.app, settings), asgi=True)
     except (SettingsError, ImportError, ImproperlyConfigured) as exc:
         print(f"channels-fleet worker: {exc}", file=sys.stderr)
         return STARTUP_FAILURE
+    logger.info("event loop: %s", loop)
     return asyncio.run(serve(application, settings))
 
 
