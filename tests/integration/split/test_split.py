@@ -39,8 +39,12 @@ def stack(fleet_factory: FleetStack, tmp_path_factory: pytest.TempPathFactory) -
     fleet_factory.env["SPLIT_DB"] = str(tmp_path_factory.mktemp("db") / "split.sqlite3")
     subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"],
                    env=fleet_factory.env, check=True, timeout=120)
-    interfaces = [fleet_factory.interface(wait=False) for _ in range(2)]
-    workers = [fleet_factory.worker("--channels", "split-tasks", wait=False) for _ in range(2)]
+    # One of each on asyncio's own loop, the other on uvloop (the default where installed):
+    # every test crosses both.
+    loops = [{}, {"CHANNELS_FLEET_LOOP": "asyncio"}]
+    interfaces = [fleet_factory.interface(wait=False, **env) for env in loops]
+    workers = [fleet_factory.worker("--channels", "split-tasks", wait=False, **env)
+               for env in loops]
     for proc in interfaces + workers:
         proc.wait_ready()
     redis = RedisCluster.from_url(fleet_factory.env["CHANNELS_FLEET_REDIS_URL"].split(",")[0])
