@@ -5,9 +5,12 @@ loopback ports), runs both layers on the same single Redis, ours also on the clu
 prints one summary line followed by the absolute figures:
 
     layer: throughput_ratio_1=X throughput_ratio_16=X rtt_p50_ratio=X group1000_ratio=X \
-cluster_vs_single=X
+cluster_vs_single=X loop=uvloop
 
-Run with ``make bench-layer`` (or ``.venv/bin/python bench/layer.py [--quick]``).
+Both layers run on the event loop the services run (uvloop where installed:
+services/eventloop.py); ``--loop asyncio`` measures both on asyncio's own loop.
+
+Run with ``make bench-layer`` (or ``.venv/bin/python bench/layer.py [--loop asyncio]``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from channels_redis.core import RedisChannelLayer
 
 from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.layers import RedisClusterChannelLayer
+from channels_fleet.services import eventloop
 
 BIG = 10_000_000  # capacity high enough that producers never see ChannelFull
 MESSAGE = {"type": "bench.message", "text": "x" * 32}
@@ -115,7 +119,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="group_send repeats")
     parser.add_argument("--cluster-rounds", type=int, default=3,
                         help="alternating single/cluster 16-pair runs (median of each)")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                        help="event loop, as CHANNELS_FLEET_LOOP (auto: uvloop where installed)")
     args = parser.parse_args()
+    loop = eventloop.use(args.loop)
 
     with tempfile.TemporaryDirectory(prefix="bench-layer-") as tmp:
         single = LocalRedis(Path(tmp) / "single", masters=1, replicas=0).start()
@@ -158,7 +165,7 @@ def main() -> int:
         f"throughput_ratio_16={o['t16'] / p['t16']:.2f} "
         f"rtt_p50_ratio={o['p50'] / p['p50']:.2f} "
         f"group1000_ratio={o['g1000'] / p['g1000']:.2f} "
-        f"cluster_vs_single={c16 / s16:.2f}"
+        f"cluster_vs_single={c16 / s16:.2f} loop={loop}"
     )
     print(
         f"ours_msgs_s={o['t1']:.0f} peer_msgs_s={p['t1']:.0f} "

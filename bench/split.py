@@ -4,11 +4,13 @@ Both serve the same consumers (``bench/splitbench``) on the same single Redis st
 
 - monolith: ``daphne benchproject.asgi:application`` with channels_redis (hosts given
   ``socket_timeout=None``: redis-py 8's 5 s default would break its idle receives);
-- ours: ``channels-fleet interface`` + ``channels-fleet worker`` with our layer.
+- ours: ``channels-fleet interface`` + ``channels-fleet worker`` with our layer, on the loop
+  ``CHANNELS_FLEET_LOOP`` gives them (auto: uvloop where installed; Daphne's own loop is
+  asyncio's, as ``daphne`` runs it).
 
 Prints one line, then the absolute figures:
 
-    split: p50_ratio=X p99_ratio=X throughput_ratio=X broadcast5k_p95_ms=N kb_per_socket=N
+    split: p50_ratio=X p99_ratio=X throughput_ratio=X broadcast5k_p95_ms=N kb_per_socket=N loop=L
 
 - p50/p99: WebSocket echo round trip, 50 clients in closed loop (ours / monolith);
 - throughput: echo messages/s of the same 50 clients (ours / monolith);
@@ -43,6 +45,7 @@ from websockets.asyncio.client import connect
 from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.dev.ports import free_ports
 from channels_fleet.dev.stack import FleetStack
+from channels_fleet.services import eventloop
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE / "splitbench"
@@ -272,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         f"throughput_ratio={ours['msgs_per_s'] / mono['msgs_per_s']:.2f} "
         f"broadcast5k_p95_ms="
         f"{results['broadcast']['p95_ms']:.0f} "
-        f"kb_per_socket={results['broadcast']['kb_per_socket']:.1f}"
+        f"kb_per_socket={results['broadcast']['kb_per_socket']:.1f} "
+        f"loop={eventloop.chosen(os.environ.get('CHANNELS_FLEET_LOOP') or 'auto')}"
     )
     print(json.dumps({
         "clients": args.clients, "seconds": args.seconds, "latency_rate_per_client": args.rate,
