@@ -29,6 +29,10 @@ Scenarios:
   children (root, or ptrace_scope 0); without it the tables are skipped, with the cause, and
   the rest still runs.
 
+Everything runs on the event loop the services run (uvloop where installed:
+services/eventloop.py); ``--loop asyncio`` profiles asyncio's own instead, in process and in
+the interface and worker it starts.
+
 The raw profiles (``<scenario>.pstats``, ``<scenario>.<process>.collapsed``) go to ``--out``
 (default: a temp dir, printed). Figures on a shared machine move between runs: read the
 tables for where the time goes, not for absolute rates.
@@ -66,6 +70,7 @@ from split import echo_load, fleet_stack, raise_fd_limit
 import channels_fleet
 from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.layers import RedisClusterChannelLayer
+from channels_fleet.services import eventloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support.scrape import metric  # noqa: E402  (the tests' /metrics reader)
@@ -395,7 +400,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="echo: per-client pace of echo_load's first phase "
                         "(default: unpaced, closed loop throughout)")
     parser.add_argument("--rate-hz", type=int, default=100, help="echo: py-spy samples/s")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                        help="event loop, as CHANNELS_FLEET_LOOP (auto: uvloop where installed)")
     args = parser.parse_args(argv)
+    print(f"event loop: {eventloop.use(args.loop)}", flush=True)
+    os.environ["CHANNELS_FLEET_LOOP"] = args.loop  # the interface and worker it starts
 
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-profile-"))
     out.mkdir(parents=True, exist_ok=True)
