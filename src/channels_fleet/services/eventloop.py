@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import warnings
 
 from channels_fleet.settings import SettingsError
 
@@ -31,5 +32,10 @@ def use(loop: str) -> str:
     if name == "uvloop":
         import uvloop
 
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        # A policy, not asyncio.run's loop_factory: Daphne makes its loop at import with
+        # asyncio.new_event_loop(), which only a policy reaches. Python 3.14 deprecates
+        # policies (removed in 3.16); until then the warning says nothing actionable here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return name
