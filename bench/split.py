@@ -65,7 +65,6 @@ def raise_fd_limit() -> int:
 def fleet_stack(redis_url: str, logdir: Path) -> FleetStack:
     """The bench project's processes (monolith, interfaces, workers) on one Redis."""
     return FleetStack([redis_url], logdir, project=PROJECT, app=APP, env={
-        "PYTHONPATH": str(PROJECT),
         "DJANGO_SETTINGS_MODULE": "benchproject.settings",
         "BENCH_REDIS_URL": redis_url,
         "CHANNELS_FLEET_CONCURRENCY": "10000",
