@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import msgpack
 import pytest
@@ -48,18 +47,10 @@ class Recorder(AsyncConsumer):
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[LocalRedis]:
-    local = LocalRedis(tmp_path, masters=1, replicas=0).start()
-    try:
-        yield local
-    finally:
-        local.stop()
-
-
-@pytest.fixture
-async def layer(server: LocalRedis) -> AsyncIterator[RedisClusterChannelLayer]:
+async def layer(redis_single: LocalRedis) -> AsyncIterator[RedisClusterChannelLayer]:
     """The project's layer (registered as Channels' layer ALIAS); prefetch 16, its default."""
-    layer = RedisClusterChannelLayer(hosts=server.urls, prefix=PREFIX, capacity=1000)
+    layer = RedisClusterChannelLayer(hosts=redis_single.urls, prefix=PREFIX, capacity=1000)
+    await layer.flush()  # what an earlier test left in the shared Redis
     channel_layers.backends[ALIAS] = layer
     try:
         yield layer
@@ -83,7 +74,7 @@ async def wait_for(condition, what: str, timeout: float = 10) -> None:  # type: 
 
 
 async def test_stop_with_a_backlog__every_message_handled_or_back_in_redis(
-        server: LocalRedis, layer: RedisClusterChannelLayer) -> None:
+        redis_single: LocalRedis, layer: RedisClusterChannelLayer) -> None:
     done = Recorder.done = []
     for value in range(300):
         await layer.send(CHANNEL, {"type": "task.record", "value": value})
@@ -97,7 +88,7 @@ async def test_stop_with_a_backlog__every_message_handled_or_back_in_redis(
     await asyncio.sleep(0.2)
 
     assert done == handled, "a task ran after the stop"
-    left = left_in_redis(server)
+    left = left_in_redis(redis_single)
     assert handled + left == list(range(300)), (
         f"handled {len(handled)}, left in Redis {len(left)} (first {left[:3]}): "
         f"{300 - len(handled) - len(left)} lost or out of order")
