@@ -29,6 +29,7 @@ from channels_redis.core import RedisChannelLayer
 from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.layers import RedisClusterChannelLayer
 from channels_fleet.services import eventloop
+from channels_fleet.settings import EVENT_LOOPS
 
 BIG = 10_000_000  # capacity high enough that producers never see ChannelFull
 MESSAGE = {"type": "bench.message", "text": "x" * 32}
@@ -119,7 +120,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="group_send repeats")
     parser.add_argument("--cluster-rounds", type=int, default=3,
                         help="alternating single/cluster 16-pair runs (median of each)")
-    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+    parser.add_argument("--loop", choices=EVENT_LOOPS, default="auto",
                         help="event loop, as CHANNELS_FLEET_LOOP (auto: uvloop where installed)")
     args = parser.parse_args()
     loop = eventloop.use(args.loop)

@@ -71,6 +71,7 @@ import channels_fleet
 from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.layers import RedisClusterChannelLayer
 from channels_fleet.services import eventloop
+from channels_fleet.settings import EVENT_LOOPS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support.scrape import metric  # noqa: E402  (the tests' /metrics reader)
@@ -400,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="echo: per-client pace of echo_load's first phase "
                         "(default: unpaced, closed loop throughout)")
     parser.add_argument("--rate-hz", type=int, default=100, help="echo: py-spy samples/s")
-    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+    parser.add_argument("--loop", choices=EVENT_LOOPS, default="auto",
                         help="event loop, as CHANNELS_FLEET_LOOP (auto: uvloop where installed)")
     args = parser.parse_args(argv)
     print(f"event loop: {eventloop.use(args.loop)}", flush=True)

@@ -31,6 +31,8 @@ DEFAULT_KEY_PREFIX = "fleet"
 #: and the images set the port explicitly (9100).
 METRICS_PORT_OFFSET = 1000
 WORKER_METRICS_PORTS = range(9100, 9200)
+#: CHANNELS_FLEET_LOOP's choices (services/eventloop.py).
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 #: What CHANNELS_FLEET_KEY_PREFIX may be: no braces, which would move keys' cluster slots.
 KEY_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -170,7 +172,7 @@ class ServiceSettings(RedisSettings):
 
     def __post_init__(self) -> None:
         self._apply_access()
-        if self.loop not in ("auto", "asyncio", "uvloop"):
+        if self.loop not in EVENT_LOOPS:
             raise SettingsError(f"CHANNELS_FLEET_LOOP={self.loop!r}: use auto, asyncio or uvloop")
         if len(self.name) > 64 or not self.name.isprintable():
             raise SettingsError("CHANNELS_FLEET_NAME: use at most 64 printable characters")
