@@ -119,7 +119,7 @@ bench-resume: install ## 1,000 resumable clients and 1,000 plain ones echoing in
 bench-scale: install ## reconnect storm, 10k connect burst, sockets per interface, a 20k broadcast: the monolith against ours, same run (~25 min)
 	$(BIN)/python bench/scale.py
 
-bench-profile: install ## where a message's CPU goes: cProfile of the layer, py-spy of interface + worker under echo (--only, --top, --out)
+bench-profile: install ## where a message's CPU goes: cProfile of the layer, py-spy of interface + worker under echo and under a 5,000-socket broadcast (--only, --top, --out)
 	$(BIN)/python bench/profiles.py
 
 # Container images, built and run with podman (no Docker engine or registry needed).

@@ -29,6 +29,11 @@ Scenarios:
   children (root, or ptrace_scope 0); without it the tables are skipped, with the cause, and
   the rest still runs.
 
+- broadcast (py-spy): ``bench/split.py``'s broadcast, ``--sockets`` idle sockets (5,000) on 2
+  interfaces and 2 workers, ``--broadcasts`` group_sends (10) one after another while py-spy
+  samples each interface and worker; the header gives each broadcast's p95 and each process's
+  ms of CPU per broadcast (Redis's included), the sum being what 2 cores share.
+
 Everything runs on the event loop the services run (uvloop where installed:
 services/eventloop.py); ``--loop asyncio`` profiles asyncio's own instead, in process and in
 the interface and worker it starts.
@@ -40,6 +45,7 @@ tables for where the time goes, not for absolute rates.
     make bench-profile
     .venv/bin/python bench/profiles.py --only layer --top 15
     .venv/bin/python bench/profiles.py --only echo --seconds 20 --out /tmp/prof
+    .venv/bin/python bench/profiles.py --only broadcast --broadcasts 20
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from layer import BIG, group_fanout, throughput
-from split import echo_load, fleet_stack, raise_fd_limit
+from split import broadcast, echo_load, fleet_layer, fleet_stack, open_many, raise_fd_limit
 
 import channels_fleet
 from channels_fleet.dev.cluster import LocalRedis
@@ -384,10 +390,75 @@ def echo_scenario(args: argparse.Namespace, out: Path) -> None:
         print_tables(rows, args.top, f"py-spy, {args.rate_hz} Hz, idle threads not counted")
 
 
+# -- a broadcast to thousands of sockets, py-spy ------------------------------------------------
+
+def broadcast_scenario(args: argparse.Namespace, out: Path) -> None:
+    """``bench/split.py``'s broadcast: ``--sockets`` idle sockets on 2 interfaces, 2 workers,
+    ``--broadcasts`` group_sends one after another while py-spy samples every interface and
+    worker; CPU per broadcast per process from /proc."""
+    raise_fd_limit()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-profile-broadcast-"))
+    redis = LocalRedis(tmp / "redis", masters=1, replicas=0).start()
+    url = redis.urls[0]
+    stack = fleet_stack(url, tmp)
+    try:
+        ifaces = [stack.interface(wait=False, BENCH_LAYER="fleet") for _ in range(2)]
+        workers = [stack.worker(wait=False, BENCH_LAYER="fleet") for _ in range(2)]
+        stack.wait_ready(*ifaces, *workers)
+        redis_pid = redis.nodes[0].pid
+        assert redis_pid is not None
+        pids = {**{f"interface-{n}": p.pid for n, p in enumerate(ifaces, 1)},
+                **{f"worker-{n}": p.pid for n, p in enumerate(workers, 1)},
+                "redis-server": redis_pid}
+        # broadcast() waits 0.5 s before each send: py-spy does not sample idle threads.
+        seconds = max(1, round(args.broadcasts * 0.9 + 1))
+        samplers = [Sampler(name, pid, out / f"broadcast.{name}.collapsed")
+                    for name, pid in pids.items() if name != "redis-server"]
+
+        async def go() -> tuple[list[float], dict[str, tuple[float, float]], float]:
+            layer = fleet_layer(url)
+            socks = await open_many([p.url for p in ifaces], "/ws/bcast/", args.sockets)
+            await asyncio.sleep(2)
+            cpu0 = {name: cpu_split(pid) for name, pid in pids.items()}
+            start = time.perf_counter()
+            for sampler in samplers:
+                sampler.start(py_spy_binary(), seconds, args.rate_hz)
+            p95s = [await broadcast(layer, socks, n + 1) for n in range(args.broadcasts)]
+            times = {name: tuple(b - a for a, b in zip(cpu0[name], cpu_split(pid), strict=True))
+                     for name, pid in pids.items()}
+            wall = time.perf_counter() - start
+            for sock in socks:
+                sock.close()
+            await layer.close_pools()
+            return p95s, times, wall  # type: ignore[return-value]
+
+        p95s, times, wall = asyncio.run(go())
+        for sampler in samplers:
+            sampler.wait()
+    finally:
+        stack.close()
+        redis.stop()
+
+    n = args.broadcasts
+    print(f"== broadcast: one group_send to {args.sockets:,} sockets on 2 interfaces + 2 workers, "
+          f"{n} times in {wall:.1f} s")
+    print(f"   p95 ms per broadcast: {', '.join(f'{p:.0f}' for p in p95s)}")
+    print("   ms CPU per broadcast: " + ", ".join(
+        f"{name} {sum(t) / n * 1000:.0f} (kernel {t[1] / (sum(t) or 1):.0%})"
+        for name, t in times.items()))
+    for sampler in samplers:
+        if sampler.error:
+            print(f"  {sampler.name}: no profile: {sampler.error}\n")
+            continue
+        rows, samples = collapsed_rows(sampler.out)
+        print(f"-- broadcast/{sampler.name} (pid {sampler.pid}): {samples:,} py-spy samples on CPU")
+        print_tables(rows, args.top, f"py-spy, {args.rate_hz} Hz, idle threads not counted")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/profiles.py",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["layer", "echo"], help="one scenario only")
+    parser.add_argument("--only", choices=["layer", "echo", "broadcast"], help="one scenario only")
     parser.add_argument("--top", type=int, default=25, help="rows per table")
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="echo: seconds sampled by py-spy")
@@ -400,7 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=float("inf"),
                         help="echo: per-client pace of echo_load's first phase "
                         "(default: unpaced, closed loop throughout)")
-    parser.add_argument("--rate-hz", type=int, default=100, help="echo: py-spy samples/s")
+    parser.add_argument("--rate-hz", type=int, default=100,
+                        help="echo, broadcast: py-spy samples/s")
+    parser.add_argument("--sockets", type=int, default=5000, help="broadcast: idle sockets")
+    parser.add_argument("--broadcasts", type=int, default=10, help="broadcast: group_sends")
     parser.add_argument("--loop", choices=EVENT_LOOPS, default="auto",
                         help="event loop, as CHANNELS_FLEET_LOOP (auto: uvloop where installed)")
     args = parser.parse_args(argv)
@@ -414,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         layer_scenarios(args, out)
     if args.only in (None, "echo"):
         echo_scenario(args, out)
+    if args.only in (None, "broadcast"):
+        broadcast_scenario(args, out)
     print(f"load average {os.getloadavg()[0]:.2f} (shared machine: figures move between runs)")
     return 0
 
