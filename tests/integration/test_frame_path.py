@@ -40,6 +40,7 @@ PATH = [
     "channels_fleet.relay.wire",  # the batch format, checked on arrival
     "channels_fleet.worker.instances",  # routed to its app instance by claim
     "channels_fleet.worker.instance",  # into the app instance's queue; taken, then handled:
+    "channels_fleet.worker.inbound",  # the queue, or straight to the app's waiting receive
     "channels_fleet.worker.acks",  # acknowledged with the echo's batch
     "channels_fleet.worker.dispatch",  # Channels' await_many_dispatch, leaner
     "channels_fleet.observability.consumers",  # the handler's latency
@@ -113,7 +114,7 @@ async def frame_paths(urls: list[str], frames: int) -> list[dict[str, int]]:
     return paths
 
 
-async def test_a_frame_passes_through_thirteen_modules_and_the_layer(redis_single: LocalRedis) -> None:
+async def test_a_frame_passes_through_fourteen_modules_and_the_layer(redis_single: LocalRedis) -> None:
     consumers.instrument_consumers()
     dbcleanup.install()
     dispatch.install()
@@ -125,5 +126,5 @@ async def test_a_frame_passes_through_thirteen_modules_and_the_layer(redis_singl
         consumers.uninstrument_consumers()
     every = set(paths[0]).intersection(*paths[1:])
     ordered = sorted(every, key=lambda module: paths[-1][module])
-    assert [m for m in ordered if m not in LAYER] == PATH  # 13, and the layer: 14 components
+    assert [m for m in ordered if m not in LAYER] == PATH  # 14, and the layer: 15 components
     assert every & LAYER == LAYER

@@ -7,9 +7,11 @@ reaches 2,500 consumers of one worker pays that 2,500 times, one after another: 
 the worker's time in the 5,000-socket broadcast of ``bench/split.py``.
 
 Here each source reports completion through one done-callback into a queue of ready sources,
-and a receive on a layer that lists ``"receive_future"`` in its ``extensions`` (as Channels'
-layers list ``"groups"`` and ``"flush"``; ``RedisClusterChannelLayer`` does) is a plain future
-from the layer's receiver (no coroutine, no task). The contract is Channels' own: one receive
+and two receives are plain futures (no coroutine, no task): one on a layer that lists
+``"receive_future"`` in its ``extensions`` (as Channels' layers list ``"groups"`` and
+``"flush"``; ``RedisClusterChannelLayer`` does), from the layer's receiver; and the ASGI
+``receive`` of an app instance that offers ``receive_future()`` (instance.py's, when no
+middleware wrapped it). The contract is Channels' own: one receive
 per source outstanding, the next one started only after the previous message's ``dispatch``
 has returned, exceptions from a receive or from ``dispatch`` end the loop, and every
 outstanding receive is given up on the way out. A message that reached a given-up layer
@@ -95,7 +97,34 @@ class _LayerSource(_TaskSource):
         self.layer.cancel_receive(self.channel, self.key, self.future)
 
 
+class _FutureSource(_TaskSource):
+    """A bound ``receive`` whose object offers ``receive_future()``: a future, no task."""
+
+    __slots__ = ("receive_future", "future")
+
+    def __init__(self, call: Callable[[], Awaitable[Any]]) -> None:
+        super().__init__(call)
+        self.receive_future = call.__self__.receive_future  # type: ignore[attr-defined]
+        self.future: asyncio.Future[Any] | None = None
+
+    def start(self, on_done: Callable[[Any], None]) -> None:
+        self.future = self.receive_future()
+        self.future.add_done_callback(on_done)
+
+    def result(self) -> Any:
+        assert self.future is not None
+        return self.future.result()
+
+    async def stop(self) -> None:
+        if self.future is not None:
+            self.future.cancel()  # an event arriving after this stays queued
+
+
 def _source(call: Callable[[], Awaitable[Any]]) -> _TaskSource:
+    if getattr(call, "__name__", None) == "receive" and callable(
+        getattr(getattr(call, "__self__", None), "receive_future", None)
+    ):
+        return _FutureSource(call)
     if (
         isinstance(call, functools.partial)
         and getattr(call.func, "__name__", None) == "receive"

@@ -82,7 +82,7 @@ class AppInstance(OwnedConn):
         # The keeper's (keeper.py), given with ``session``: (instance, close code, reason).
         self.on_session_end = on_session_end
         if ws:
-            self.queue.put_nowait({"type": "websocket.connect"})
+            self.queue.put({"type": "websocket.connect"})
 
     async def run(self) -> None:
         """Run the app to its end; answer the client if it fails; tell the interface."""
@@ -112,6 +112,10 @@ class AppInstance(OwnedConn):
     # -- the app's receive and send --------------------------------------------------------
 
     async def receive(self) -> ASGIReceiveEvent:
+        return await self.receive_future()
+
+    def receive_future(self) -> asyncio.Future[ASGIReceiveEvent]:
+        """``receive()`` as a future (no coroutine, no task): worker/dispatch.py waits on it."""
         # Asking again = every event taken so far has been handled (Channels dispatches one at
         # a time): the point where a hand-back loses nothing, and an ACK's count.
         acks, session = self.acks, self.session
@@ -120,30 +124,27 @@ class AppInstance(OwnedConn):
             acks.mark(self)
         if acks is not None and session is not None:  # and what it took of the home's
             session.handled_home(acks, self.iface)
-        while True:
-            if self.idle is not None and self.queue.empty():
-                self.idle.set()
-            self.waiting = True
-            try:
-                event = await self.queue.get()
-            finally:
-                self.waiting = False
-            kind = event["type"]
-            if acks is not None and (kind == "websocket.receive" or kind == wire.CHANNEL_MESSAGE):
-                if session is None or UNCOUNTED not in event:
-                    self.taken += 1
-                    acks.mark(self)
-                elif event[UNCOUNTED] == session.home_claim:
-                    session.took_home(acks, event.get(FORWARDER), self.iface)
-            if kind == "websocket.receive" and session is not None:
-                event = session.take(event)  # None: a duplicate, counted above, dropped
-                message = event
-            elif kind != wire.CHANNEL_MESSAGE:
-                return event
-            else:
-                message = self._channel_message(event)
-            if message is not None:
-                return message  # type: ignore[return-value]  # a layer message (homing.py)
+        future = self.queue.next()
+        if self.idle is not None and not future.done():
+            self.idle.set()
+        return future
+
+    def _take(self, event: dict[str, Any]) -> Any:
+        """The app takes a relayed event: counted for ACKs, a session's duplicate dropped
+        (None), a channel message decoded."""
+        acks, session = self.acks, self.session
+        kind = event["type"]
+        if acks is not None and (kind == "websocket.receive" or kind == wire.CHANNEL_MESSAGE):
+            if session is None or UNCOUNTED not in event:
+                self.taken += 1
+                acks.mark(self)
+            elif event[UNCOUNTED] == session.home_claim:
+                session.took_home(acks, event.get(FORWARDER), self.iface)
+        if kind == "websocket.receive" and session is not None:
+            return session.take(event)  # None: a duplicate, counted above, dropped
+        if kind != wire.CHANNEL_MESSAGE:
+            return event
+        return self._channel_message(event)  # a layer message (homing.py), or None
 
     def _channel_message(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """A message sent to the homed channel, as the layer's receive would return it (the
@@ -347,7 +348,7 @@ class AppInstance(OwnedConn):
             self.keep(event)
             return
         try:
-            self.queue.put_nowait(event)
+            self.queue.put(event)
         except asyncio.QueueFull:
             logger.warning("%s: app is %d events behind; closing", self.id, self.queue.qsize())
             METRICS.messages_dropped.labels("buffer_full").inc()

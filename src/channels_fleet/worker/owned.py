@@ -41,6 +41,7 @@ from typing import Any
 
 from ..exceptions import IllegalTransition
 from ..observability.metrics import METRICS
+from .inbound import Inbound
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class OwnedConn:
     """
 
     __slots__ = ("id", "iface", "ws", "state", "phase", "queue", "task", "gone", "stash",
-                 "waiting", "idle", "reaper", "reap_after")
+                 "idle", "reaper", "reap_after")
 
     def __init__(self, conn_id: str, iface: str, ws: bool, limit: int, reap_after: float) -> None:
         self.id = conn_id
@@ -100,17 +101,25 @@ class OwnedConn:
         self.ws = ws  # a WebSocket, else HTTP
         self.state = RUNNING
         self.phase = HANDSHAKE if ws else REQUEST
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=limit)
+        self.queue = Inbound(limit, self._take)  # events relayed here, not yet taken
         self.task: asyncio.Task[None] | None = None  # the app instance
         self.gone = False  # the app has been handed its disconnect event
         self.stash: list[dict[str, Any]] = []  # events kept for the next owner
-        self.waiting = False  # the app is blocked in receive()
         self.idle: asyncio.Event | None = None  # set when the app waits on an empty queue
         self.reaper: asyncio.TimerHandle | None = None  # cancels an app that outlives its end
         self.reap_after = reap_after  # Daphne's application_close_timeout
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.state.value} {self.phase.value}>"
+
+    @property
+    def waiting(self) -> bool:
+        """The app is blocked in receive()."""
+        return self.queue.waiting
+
+    def _take(self, event: dict[str, Any]) -> Any:
+        """What the app receives for a relayed ``event`` it takes (None: nothing, dropped)."""
+        return event
 
     # -- transitions -----------------------------------------------------------------------
 
@@ -141,10 +150,7 @@ class OwnedConn:
     def hand_back(self) -> None:
         """Given back: no longer ours; what was relayed but never taken goes first in the
         stash."""
-        queued = []
-        while not self.queue.empty():
-            queued.append(self.queue.get_nowait())
-        self.stash[:0] = queued
+        self.stash[:0] = self.queue.drain()
         self._move(HANDED)
 
     def detach(self) -> None:
@@ -164,7 +170,7 @@ class OwnedConn:
     async def until_idle(self, timeout: float) -> bool:
         """Wait until the app has handled all it took (it waits on an empty queue); False if
         it is still busy after ``timeout`` seconds."""
-        if self.waiting and self.queue.empty():
+        if self.queue.waiting:
             return True
         self.idle = asyncio.Event()
         try:
@@ -176,13 +182,10 @@ class OwnedConn:
     def mark_queued(self, key: str, value: Any) -> None:
         """Set ``key`` to ``value`` on every event waiting for the app (on copies: events may be
         shared)."""
-        queued = []
-        while not self.queue.empty():
-            queued.append(self.queue.get_nowait())
-        for event in queued:
+        for event in self.queue.drain():
             marked = dict(event)
             marked[key] = value
-            self.queue.put_nowait(marked)
+            self.queue.put(marked)
 
     def keep(self, event: dict[str, Any]) -> None:
         """Keep an event for the new owner (bounded like the app's inbound queue)."""
@@ -208,9 +211,8 @@ class OwnedConn:
         if self.gone:
             return
         self.gone = True
-        while self.queue.full():
-            self.queue.get_nowait()
-        self.queue.put_nowait(event)
+        self.queue.make_room()
+        self.queue.put(event)
         self.reaper = asyncio.get_running_loop().call_later(self.reap_after, self._reap)
 
     def _reap(self) -> None:

@@ -171,3 +171,45 @@ async def test_a_layer_subclass_with_its_own_receive__is_called_not_gone_around(
     assert seen == received == [0, 1, 2]
     await layer.flush()
     await layer.close_pools()
+
+
+async def test_a_receive_with_a_receive_future_twin_is_waited_on_as_a_future(layer: Any) -> None:
+    """An app instance's ASGI ``receive`` (worker/instance.py) offers ``receive_future()``:
+    dispatch waits on that future (no task per event); ``receive`` itself is not called. A
+    future still pending when the loop ends is cancelled: what comes later stays queued."""
+    from channels_fleet.worker.inbound import Inbound
+
+    class Instance:
+        def __init__(self) -> None:
+            self.inbound = Inbound(10, lambda event: event)
+
+        async def receive(self) -> dict[str, Any]:
+            raise AssertionError("the coroutine was called")
+
+        def receive_future(self) -> asyncio.Future[Any]:
+            return self.inbound.next()
+
+    instance = Instance()
+    seen: list[tuple[str, int]] = []
+    done = asyncio.Event()
+
+    async def handle(message: dict[str, Any]) -> None:
+        seen.append((message["type"], message["n"]))
+        if len(seen) == 6:
+            done.set()
+
+    channel = await layer.new_channel()
+    task = asyncio.ensure_future(dispatch.await_many_dispatch(
+        [instance.receive, functools.partial(layer.receive, channel)], handle))
+    for n in range(3):
+        instance.inbound.put({"type": "client", "n": n})
+        await layer.send(channel, {"type": "layer", "n": n})
+    await asyncio.wait_for(done.wait(), 10)
+    assert instance.inbound.waiting
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert not instance.inbound.waiting
+    instance.inbound.put({"type": "client", "n": 3})
+    assert instance.inbound.qsize() == 1
+    for kind in ("client", "layer"):
+        assert [n for k, n in seen if k == kind] == [0, 1, 2]
