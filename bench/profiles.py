@@ -57,6 +57,7 @@ import os
 import pstats
 import re
 import shutil
+import signal
 import site
 import subprocess
 import sys
@@ -294,6 +295,11 @@ class Sampler:
                  "--output", str(self.out)],
                 stdout=log, stderr=subprocess.STDOUT)
 
+    def interrupt(self) -> None:
+        """End the recording now (py-spy writes what it has on SIGINT)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+
     def wait(self) -> None:
         if self.proc is None:
             return
@@ -410,8 +416,9 @@ def broadcast_scenario(args: argparse.Namespace, out: Path) -> None:
         pids = {**{f"interface-{n}": p.pid for n, p in enumerate(ifaces, 1)},
                 **{f"worker-{n}": p.pid for n, p in enumerate(workers, 1)},
                 "redis-server": redis_pid}
-        # broadcast() waits 0.5 s before each send: py-spy does not sample idle threads.
-        seconds = max(1, round(args.broadcasts * 0.9 + 1))
+        # broadcast() waits 0.5 s before each send: py-spy does not sample idle threads. The
+        # recording is interrupted once the broadcasts are done, before the sockets close.
+        seconds = max(1, round(args.broadcasts * 2 + 10))
         samplers = [Sampler(name, pid, out / f"broadcast.{name}.collapsed")
                     for name, pid in pids.items() if name != "redis-server"]
 
@@ -427,6 +434,8 @@ def broadcast_scenario(args: argparse.Namespace, out: Path) -> None:
             times = {name: tuple(b - a for a, b in zip(cpu0[name], cpu_split(pid), strict=True))
                      for name, pid in pids.items()}
             wall = time.perf_counter() - start
+            for sampler in samplers:
+                sampler.interrupt()
             for sock in socks:
                 sock.close()
             await layer.close_pools()
