@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import os
 import pstats
@@ -66,7 +67,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ from split import broadcast, echo_load, fleet_layer, fleet_stack, open_many, rai
 
 import channels_fleet
 from channels_fleet.dev.cluster import LocalRedis
+from channels_fleet.dev.stack import FleetStack
 from channels_fleet.layers import RedisClusterChannelLayer
 from channels_fleet.services import eventloop
 from channels_fleet.settings import EVENT_LOOPS
@@ -315,13 +317,23 @@ class Sampler:
             self.error = f"py-spy failed on {self.name} pid {self.pid}: {cause}: {text[-400:]}"
 
 
-def echo_scenario(args: argparse.Namespace, out: Path) -> None:
+@contextlib.contextmanager
+def bench_stack(name: str) -> Iterator[tuple[LocalRedis, FleetStack]]:
+    """One local Redis and ``bench/split.py``'s stack on it (no process yet), both stopped
+    on the way out."""
     raise_fd_limit()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-profile-split-"))
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-profile-{name}-"))
     redis = LocalRedis(tmp / "redis", masters=1, replicas=0).start()
-    url = redis.urls[0]
-    stack = fleet_stack(url, tmp)
+    stack = fleet_stack(redis.urls[0], tmp)
     try:
+        yield redis, stack
+    finally:
+        stack.close()
+        redis.stop()
+
+
+def echo_scenario(args: argparse.Namespace, out: Path) -> None:
+    with bench_stack("split") as (redis, stack):
         iface = stack.interface(wait=False, BENCH_LAYER="fleet")
         worker = stack.worker(wait=False, BENCH_LAYER="fleet")
         stack.wait_ready(iface, worker)
@@ -370,9 +382,6 @@ def echo_scenario(args: argparse.Namespace, out: Path) -> None:
         driver.join(timeout=args.seconds + 60)
         if "error" in load:
             print(f"echo load failed: {load['error']!r}", file=sys.stderr)
-    finally:
-        stack.close()
-        redis.stop()
 
     print(f"== echo: {args.clients} clients echoing in closed loop through 1 interface + 1 "
           f"worker, {wall:.1f} s sampled")
@@ -402,12 +411,7 @@ def broadcast_scenario(args: argparse.Namespace, out: Path) -> None:
     """``bench/split.py``'s broadcast: ``--sockets`` idle sockets on 2 interfaces, 2 workers,
     ``--broadcasts`` group_sends one after another while py-spy samples every interface and
     worker; CPU per broadcast per process from /proc."""
-    raise_fd_limit()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-profile-broadcast-"))
-    redis = LocalRedis(tmp / "redis", masters=1, replicas=0).start()
-    url = redis.urls[0]
-    stack = fleet_stack(url, tmp)
-    try:
+    with bench_stack("broadcast") as (redis, stack):
         ifaces = [stack.interface(wait=False, BENCH_LAYER="fleet") for _ in range(2)]
         workers = [stack.worker(wait=False, BENCH_LAYER="fleet") for _ in range(2)]
         stack.wait_ready(*ifaces, *workers)
@@ -423,7 +427,7 @@ def broadcast_scenario(args: argparse.Namespace, out: Path) -> None:
                     for name, pid in pids.items() if name != "redis-server"]
 
         async def go() -> tuple[list[float], dict[str, tuple[float, float]], float]:
-            layer = fleet_layer(url)
+            layer = fleet_layer(redis.urls[0])
             socks = await open_many([p.url for p in ifaces], "/ws/bcast/", args.sockets)
             await asyncio.sleep(2)
             cpu0 = {name: cpu_split(pid) for name, pid in pids.items()}
@@ -444,9 +448,6 @@ def broadcast_scenario(args: argparse.Namespace, out: Path) -> None:
         p95s, times, wall = asyncio.run(go())
         for sampler in samplers:
             sampler.wait()
-    finally:
-        stack.close()
-        redis.stop()
 
     n = args.broadcasts
     print(f"== broadcast: one group_send to {args.sockets:,} sockets on 2 interfaces + 2 workers, "
