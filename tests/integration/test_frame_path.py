@@ -41,8 +41,8 @@ PATH = [
     "channels_fleet.worker.instances",  # routed to its app instance by claim
     "channels_fleet.worker.instance",  # into the app instance's queue; taken, then handled:
     "channels_fleet.worker.inbound",  # the queue, or straight to the app's waiting receive
+    "channels_fleet.worker.dispatch",  # Channels' await_many_dispatch, leaner: takes it
     "channels_fleet.worker.acks",  # acknowledged with the echo's batch
-    "channels_fleet.worker.dispatch",  # Channels' await_many_dispatch, leaner
     "channels_fleet.observability.consumers",  # the handler's latency
     "channels_fleet.worker.dbcleanup",  # Channels' per-event connection cleanup, owed
     "channels_fleet.interface.owner_items",  # the echo's SEND, for its current claim

@@ -10,12 +10,13 @@ Here each source reports completion through one done-callback into a queue of re
 and two receives are plain futures (no coroutine, no task): one on a layer that lists
 ``"receive_future"`` in its ``extensions`` (as Channels' layers list ``"groups"`` and
 ``"flush"``; ``RedisClusterChannelLayer`` does), from the layer's receiver; and the ASGI
-``receive`` of an app instance that offers ``receive_future()`` (instance.py's, when no
-middleware wrapped it). The contract is Channels' own: one receive
+``receive`` of an app instance (instance.py's, marked :func:`future_receive`; a receive that
+middleware wrapped runs as it is). The contract is Channels' own: one receive
 per source outstanding, the next one started only after the previous message's ``dispatch``
 has returned, exceptions from a receive or from ``dispatch`` end the loop, and every
-outstanding receive is given up on the way out. A message that reached a given-up layer
-receive stays in the channel's local buffer, as with a cancelled ``receive()``.
+outstanding receive is given up on the way out. A message that reached a given-up receive
+stays where the next receive finds it (the channel's local buffer, the instance's inbound
+queue), as with a cancelled ``receive()``.
 
 Worker processes call ``install()`` once, before consumers run (``channels-fleet worker``).
 """
@@ -34,6 +35,18 @@ _MODULES = ("channels.consumer", "channels.utils")  # where Channels 4 looks it 
 #: The layer extension promising ``receive_key``, ``receive_future``, ``decode`` and
 #: ``cancel_receive`` beside ``receive``.
 RECEIVE_FUTURE = "receive_future"
+_FUTURE_RECEIVE = "_channels_fleet_future_receive"
+#: What :meth:`_FutureSource.result` gives for an event its owner dropped: nothing to dispatch.
+_DROPPED = object()
+
+
+def future_receive(receive: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an ASGI ``receive`` method whose object also offers ``receive_future()`` (the
+    next event, as a future), ``took(event)`` (what the app receives for it, or None: dropped)
+    and ``unread(future)`` (a given-up receive's event put back): run as those three, no task.
+    A subclass that overrides ``receive`` loses the mark."""
+    setattr(receive, _FUTURE_RECEIVE, True)
+    return receive
 
 
 class _TaskSource:
@@ -98,32 +111,33 @@ class _LayerSource(_TaskSource):
 
 
 class _FutureSource(_TaskSource):
-    """A bound ``receive`` whose object offers ``receive_future()``: a future, no task."""
+    """A bound ``receive`` marked :func:`future_receive`: its object's future, no task."""
 
-    __slots__ = ("receive_future", "future")
+    __slots__ = ("owner", "future")
 
     def __init__(self, call: Callable[[], Awaitable[Any]]) -> None:
         super().__init__(call)
-        self.receive_future = call.__self__.receive_future  # type: ignore[attr-defined]
+        self.owner: Any = call.__self__  # type: ignore[attr-defined]
         self.future: asyncio.Future[Any] | None = None
 
     def start(self, on_done: Callable[[Any], None]) -> None:
-        self.future = self.receive_future()
+        self.future = self.owner.receive_future()
         self.future.add_done_callback(on_done)
 
     def result(self) -> Any:
-        assert self.future is not None
-        return self.future.result()
+        future, self.future = self.future, None
+        assert future is not None
+        message = self.owner.took(future.result())
+        return _DROPPED if message is None else message
 
     async def stop(self) -> None:
-        if self.future is not None:
-            self.future.cancel()  # an event arriving after this stays queued
+        future, self.future = self.future, None
+        if future is not None:
+            self.owner.unread(future)
 
 
 def _source(call: Callable[[], Awaitable[Any]]) -> _TaskSource:
-    if getattr(call, "__name__", None) == "receive" and callable(
-        getattr(getattr(call, "__self__", None), "receive_future", None)
-    ):
+    if getattr(getattr(call, "__func__", None), _FUTURE_RECEIVE, False):
         return _FutureSource(call)
     if (
         isinstance(call, functools.partial)
@@ -165,7 +179,9 @@ async def await_many_dispatch(
                 wake[0] = waiter
                 await waiter
             index = ready.popleft()
-            await dispatch(sources[index].result())
+            message = sources[index].result()
+            if message is not _DROPPED:
+                await dispatch(message)
             sources[index].start(callbacks[index])
     finally:
         wake[0] = None

@@ -28,7 +28,7 @@ from ..layers.homing import HOMED, HomedChannel
 from ..observability.metrics import METRICS
 from ..relay import wire
 from ..relay.relay import Relay
-from . import conformance
+from . import conformance, dispatch
 from .acks import Acks
 from .owned import (
     ABANDONED,
@@ -111,11 +111,24 @@ class AppInstance(OwnedConn):
 
     # -- the app's receive and send --------------------------------------------------------
 
+    @dispatch.future_receive
     async def receive(self) -> ASGIReceiveEvent:
-        return await self.receive_future()
+        while True:
+            future = self.receive_future()
+            try:
+                event = await future
+            except asyncio.CancelledError:
+                self.unread(future)
+                raise
+            message = self.took(event)
+            if message is not None:
+                return message  # type: ignore[no-any-return]
 
-    def receive_future(self) -> asyncio.Future[ASGIReceiveEvent]:
-        """``receive()`` as a future (no coroutine, no task): worker/dispatch.py waits on it."""
+    # receive() in three steps, for worker/dispatch.py to run without a task per event.
+
+    def receive_future(self) -> asyncio.Future[dict[str, Any]]:
+        """The app asks for its next event: a future of the next relayed event, for
+        :meth:`took` to turn into what the app receives."""
         # Asking again = every event taken so far has been handled (Channels dispatches one at
         # a time): the point where a hand-back loses nothing, and an ACK's count.
         acks, session = self.acks, self.session
@@ -129,9 +142,9 @@ class AppInstance(OwnedConn):
             self.idle.set()
         return future
 
-    def _take(self, event: dict[str, Any]) -> Any:
-        """The app takes a relayed event: counted for ACKs, a session's duplicate dropped
-        (None), a channel message decoded."""
+    def took(self, event: dict[str, Any]) -> Any:
+        """The app takes a relayed event: counted for ACKs; what it receives, or None (a
+        session's duplicate, dropped, or an unreadable channel message)."""
         acks, session = self.acks, self.session
         kind = event["type"]
         if acks is not None and (kind == "websocket.receive" or kind == wire.CHANNEL_MESSAGE):
@@ -145,6 +158,10 @@ class AppInstance(OwnedConn):
         if kind != wire.CHANNEL_MESSAGE:
             return event
         return self._channel_message(event)  # a layer message (homing.py), or None
+
+    def unread(self, future: asyncio.Future[dict[str, Any]]) -> None:
+        """A receive given up: an event it had and did not take goes back first in line."""
+        self.queue.unread(future)
 
     def _channel_message(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """A message sent to the homed channel, as the layer's receive would return it (the

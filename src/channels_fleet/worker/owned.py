@@ -101,7 +101,7 @@ class OwnedConn:
         self.ws = ws  # a WebSocket, else HTTP
         self.state = RUNNING
         self.phase = HANDSHAKE if ws else REQUEST
-        self.queue = Inbound(limit, self._take)  # events relayed here, not yet taken
+        self.queue = Inbound(limit)  # events relayed here, not yet read by the app
         self.task: asyncio.Task[None] | None = None  # the app instance
         self.gone = False  # the app has been handed its disconnect event
         self.stash: list[dict[str, Any]] = []  # events kept for the next owner
@@ -116,11 +116,6 @@ class OwnedConn:
     def waiting(self) -> bool:
         """The app is blocked in receive()."""
         return self.queue.waiting
-
-    def _take(self, event: dict[str, Any]) -> Any:
-        """What the app receives for a relayed ``event`` it takes (None: nothing, dropped)."""
-        return event
-
     # -- transitions -----------------------------------------------------------------------
 
     def _move(self, state: OwnedState) -> None:

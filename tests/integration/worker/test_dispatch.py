@@ -12,6 +12,7 @@ from channels.layers import InMemoryChannelLayer
 from channels_fleet.dev.cluster import LocalRedis
 from channels_fleet.layers import RedisClusterChannelLayer
 from channels_fleet.worker import dispatch
+from channels_fleet.worker.inbound import Inbound
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -173,22 +174,33 @@ async def test_a_layer_subclass_with_its_own_receive__is_called_not_gone_around(
     await layer.close_pools()
 
 
-async def test_a_receive_with_a_receive_future_twin_is_waited_on_as_a_future(layer: Any) -> None:
-    """An app instance's ASGI ``receive`` (worker/instance.py) offers ``receive_future()``:
-    dispatch waits on that future (no task per event); ``receive`` itself is not called. A
-    future still pending when the loop ends is cancelled: what comes later stays queued."""
-    from channels_fleet.worker.inbound import Inbound
+class Instance:
+    """An ASGI receive marked ``future_receive``, as worker/instance.py's AppInstance: ints
+    queued, odd ones dropped by ``took``."""
 
-    class Instance:
-        def __init__(self) -> None:
-            self.inbound = Inbound(10, lambda event: event)
+    def __init__(self) -> None:
+        self.inbound = Inbound(10)
+        self.coroutine_calls = 0
 
-        async def receive(self) -> dict[str, Any]:
-            raise AssertionError("the coroutine was called")
+    @dispatch.future_receive
+    async def receive(self) -> dict[str, Any]:
+        self.coroutine_calls += 1
+        raise AssertionError("the coroutine was called")
 
-        def receive_future(self) -> asyncio.Future[Any]:
-            return self.inbound.next()
+    def receive_future(self) -> asyncio.Future[Any]:
+        return self.inbound.next()
 
+    def took(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        return None if event["n"] % 2 else event
+
+    def unread(self, future: asyncio.Future[Any]) -> None:
+        self.inbound.unread(future)
+
+
+async def test_a_marked_receive_is_waited_on_as_a_future(layer: Any) -> None:
+    """Dispatch waits on ``receive_future()`` (no task per event) and never calls the
+    coroutine; what ``took`` drops is not dispatched. A future handed an event as the loop
+    ends gives it back: the next receive finds it."""
     instance = Instance()
     seen: list[tuple[str, int]] = []
     done = asyncio.Event()
@@ -201,15 +213,45 @@ async def test_a_receive_with_a_receive_future_twin_is_waited_on_as_a_future(lay
     channel = await layer.new_channel()
     task = asyncio.ensure_future(dispatch.await_many_dispatch(
         [instance.receive, functools.partial(layer.receive, channel)], handle))
-    for n in range(3):
+    for n in range(6):
         instance.inbound.put({"type": "client", "n": n})
+    for n in range(3):
         await layer.send(channel, {"type": "layer", "n": n})
     await asyncio.wait_for(done.wait(), 10)
     assert instance.inbound.waiting
+    instance.inbound.put({"type": "client", "n": 6})  # handed over, the loop ends unread
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    assert not instance.inbound.waiting
-    instance.inbound.put({"type": "client", "n": 3})
-    assert instance.inbound.qsize() == 1
-    for kind in ("client", "layer"):
-        assert [n for k, n in seen if k == kind] == [0, 1, 2]
+    assert not instance.inbound.waiting and instance.coroutine_calls == 0
+    assert instance.inbound.next().result() == {"type": "client", "n": 6}
+    assert [n for k, n in seen if k == "client"] == [0, 2, 4]
+    assert [n for k, n in seen if k == "layer"] == [0, 1, 2]
+
+
+async def test_a_wrapped_or_overridden_receive_runs_as_it_is(layer: Any) -> None:
+    """Middleware that wraps the receive, or a subclass that overrides it, loses the mark:
+    its coroutine runs for every event."""
+
+    class Overriding(Instance):
+        async def receive(self) -> dict[str, Any]:
+            self.coroutine_calls += 1
+            return await self.inbound.next()
+
+    instance = Overriding()
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def handle(message: dict[str, Any]) -> None:
+        seen.append(message["n"])
+        if len(seen) == 3:
+            done.set()
+
+    channel = await layer.new_channel()
+    task = asyncio.ensure_future(dispatch.await_many_dispatch(
+        [instance.receive, functools.partial(layer.receive, channel)], handle))
+    for n in range(3):
+        instance.inbound.put({"type": "client", "n": n})
+    await asyncio.wait_for(done.wait(), 10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert seen == [0, 1, 2] and instance.coroutine_calls >= 3
