@@ -175,12 +175,13 @@ class OwnedConn:
         return True
 
     def mark_queued(self, key: str, value: Any) -> None:
-        """Set ``key`` to ``value`` on every event waiting for the app (on copies: events may be
-        shared)."""
+        """Set ``key`` to ``value`` on every event waiting for the app that has no ``key`` yet
+        (on copies: events may be shared). One marked already keeps its mark: the claim it came
+        under does not change with a second resume."""
         for event in self.queue.drain():
-            marked = dict(event)
-            marked[key] = value
-            self.queue.put(marked)
+            if key not in event:
+                event = {**event, key: value}
+            self.queue.put(event)
 
     def keep(self, event: dict[str, Any]) -> None:
         """Keep an event for the new owner (bounded like the app's inbound queue)."""
