@@ -197,22 +197,30 @@ class Instance:
         self.inbound.unread(future)
 
 
-async def test_a_marked_receive_is_waited_on_as_a_future(layer: Any) -> None:
-    """Dispatch waits on ``receive_future()`` (no task per event) and never calls the
-    coroutine; what ``took`` drops is not dispatched. A future handed an event as the loop
-    ends gives it back: the next receive finds it."""
-    instance = Instance()
+async def dispatching(instance: Instance, layer: Any, count: int) -> tuple[
+        str, asyncio.Task[None], list[tuple[str, int]], asyncio.Event]:
+    """A consumer's loop on ``instance``'s receive and a new channel: its channel, its task,
+    what it dispatched, and an event set once that is ``count`` messages."""
     seen: list[tuple[str, int]] = []
     done = asyncio.Event()
 
     async def handle(message: dict[str, Any]) -> None:
         seen.append((message["type"], message["n"]))
-        if len(seen) == 6:
+        if len(seen) == count:
             done.set()
 
     channel = await layer.new_channel()
     task = asyncio.ensure_future(dispatch.await_many_dispatch(
         [instance.receive, functools.partial(layer.receive, channel)], handle))
+    return channel, task, seen, done
+
+
+async def test_a_marked_receive_is_waited_on_as_a_future(layer: Any) -> None:
+    """Dispatch waits on ``receive_future()`` (no task per event) and never calls the
+    coroutine; what ``took`` drops is not dispatched. A future handed an event as the loop
+    ends gives it back: the next receive finds it."""
+    instance = Instance()
+    channel, task, seen, done = await dispatching(instance, layer, 6)
     for n in range(6):
         instance.inbound.put({"type": "client", "n": n})
     for n in range(3):
@@ -238,20 +246,11 @@ async def test_a_wrapped_or_overridden_receive_runs_as_it_is(layer: Any) -> None
             return await self.inbound.next()
 
     instance = Overriding()
-    seen: list[int] = []
-    done = asyncio.Event()
-
-    async def handle(message: dict[str, Any]) -> None:
-        seen.append(message["n"])
-        if len(seen) == 3:
-            done.set()
-
-    channel = await layer.new_channel()
-    task = asyncio.ensure_future(dispatch.await_many_dispatch(
-        [instance.receive, functools.partial(layer.receive, channel)], handle))
+    _, task, seen, done = await dispatching(instance, layer, 3)
     for n in range(3):
         instance.inbound.put({"type": "client", "n": n})
     await asyncio.wait_for(done.wait(), 10)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    assert seen == [0, 1, 2] and instance.coroutine_calls >= 3
+    assert seen == [("client", 0), ("client", 1), ("client", 2)]
+    assert instance.coroutine_calls >= 3
