@@ -112,10 +112,6 @@ class OwnedConn:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.state.value} {self.phase.value}>"
 
-    @property
-    def waiting(self) -> bool:
-        """The app is blocked in receive()."""
-        return self.queue.waiting
     # -- transitions -----------------------------------------------------------------------
 
     def _move(self, state: OwnedState) -> None:
