@@ -153,13 +153,23 @@ class TlsCluster:
             with self.admin(port) as client:
                 client.execute_command("ACL", "SETUSER", name, *rules)
 
-    def primary_and_replica(self, slot: int) -> tuple[int, int]:
-        """Ports of the primary serving ``slot`` and of one of its replicas, now."""
-        with self.admin(self.ports[0]) as client:
-            for start, end, primary, *replicas in client.execute_command("CLUSTER", "SLOTS"):
-                if start <= slot <= end:
+    def primary_and_replica(self, slot: int, timeout: float = 10.0) -> tuple[int, int]:
+        """Ports of the primary serving ``slot`` and of one of its replicas.
+
+        CLUSTER SLOTS lists a replica only once gossip has told the asked node that it
+        has synced, which can lag the replica's own ``master_link_status:up`` that
+        :meth:`wait_formed` waits for; so ask again until one is listed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.admin(self.ports[0]) as client:
+                ranges = client.execute_command("CLUSTER", "SLOTS")
+            for start, end, primary, *replicas in ranges:
+                if start <= slot <= end and replicas:
                     return int(primary[1]), int(replicas[0][1])
-        raise AssertionError(f"slot {slot} is served by no node")
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"CLUSTER SLOTS lists no primary with a replica for "
+                                     f"slot {slot} after {timeout}s: {ranges}")
+            time.sleep(0.1)
 
     # -- life cycle ------------------------------------------------------------------------
 
