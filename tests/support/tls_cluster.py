@@ -153,23 +153,13 @@ class TlsCluster:
             with self.admin(port) as client:
                 client.execute_command("ACL", "SETUSER", name, *rules)
 
-    def primary_and_replica(self, slot: int, timeout: float = 10.0) -> tuple[int, int]:
-        """Ports of the primary serving ``slot`` and of one of its replicas.
-
-        CLUSTER SLOTS lists a replica only once gossip has told the asked node that it
-        has synced, which can lag the replica's own ``master_link_status:up`` that
-        :meth:`wait_formed` waits for; so ask again until one is listed."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self.admin(self.ports[0]) as client:
-                ranges = client.execute_command("CLUSTER", "SLOTS")
-            for start, end, primary, *replicas in ranges:
-                if start <= slot <= end and replicas:
+    def primary_and_replica(self, slot: int) -> tuple[int, int]:
+        """Ports of the primary serving ``slot`` and of one of its replicas, now."""
+        with self.admin(self.ports[0]) as client:
+            for start, end, primary, *replicas in client.execute_command("CLUSTER", "SLOTS"):
+                if start <= slot <= end:
                     return int(primary[1]), int(replicas[0][1])
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"CLUSTER SLOTS lists no primary with a replica for "
-                                     f"slot {slot} after {timeout}s: {ranges}")
-            time.sleep(0.1)
+        raise AssertionError(f"slot {slot} is served by no node")
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -243,7 +233,8 @@ class TlsCluster:
                                f"{result.stderr}")
 
     def wait_formed(self, timeout: float = 30.0) -> None:
-        """Every node says cluster_state:ok, ``masters`` primaries, every replica synced."""
+        """Every node says cluster_state:ok, ``masters`` primaries, every replica synced and
+        listed by CLUSTER SLOTS."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._formed():
@@ -262,4 +253,11 @@ class TlsCluster:
                 primaries += 1
             elif replication.get("master_link_status") != "up":
                 return False
-        return primaries == self.masters
+        if primaries != self.masters:
+            return False
+        # CLUSTER SLOTS lists a replica only once gossip has told the node asked that it has
+        # synced, which lags the replica's own master_link_status (none listed right after
+        # forming, in 6 of 6 clusters): tests read replicas from it.
+        with self.admin(self.ports[0]) as client:
+            ranges = client.execute_command("CLUSTER", "SLOTS")
+        return all(len(r) - 3 >= self.replicas for r in ranges)
