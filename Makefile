@@ -9,7 +9,7 @@ TOOLS  := .tools
 RUN    := .run
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install install-redis lint test test-unit test-integration run bench bench-layer bench-split bench-fanout bench-rehome bench-resume bench-scale bench-profile \
+.PHONY: help install install-redis lint test test-unit test-integration run bench bench-layer bench-split bench-fanout bench-rehome bench-resume bench-scale bench-profile bench-hops \
         cluster-up cluster-down clean podman base-image images e2e-containers
 
 help: ## list the targets
@@ -99,7 +99,10 @@ roll-workers: $(STAMP) ## roll the workers of a running `make run` one by one (w
 roll-interfaces: $(STAMP) ## roll the interfaces of a running `make run` one by one, each port kept served (the pages' sessions resume)
 	$(BIN)/python examples/chat/fleetview/roll.py --interfaces --dir $(RUN)
 
-bench: bench-layer bench-split bench-fanout bench-rehome bench-resume bench-scale ## run every benchmark
+bench: bench-layer bench-hops bench-split bench-fanout bench-rehome bench-resume bench-scale ## run every benchmark
+
+bench-hops: install ## two crossings of the layer between processes, paced: ours against channels_redis, every core and one core
+	$(BIN)/python bench/hops.py
 
 bench-split: install ## monolith Daphne + channels_redis against interface + worker, same run
 	$(BIN)/python bench/split.py
