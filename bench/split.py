@@ -12,8 +12,9 @@ Prints one line, then the absolute figures:
 
     split: p50_ratio=X p99_ratio=X throughput_ratio=X broadcast5k_p95_ms=N kb_per_socket=N loop=L
 
-- p50/p99: WebSocket echo round trip, 50 clients in closed loop (ours / monolith);
-- throughput: echo messages/s of the same 50 clients (ours / monolith);
+- p50/p99: WebSocket echo round trip, 50 clients each sending ``--rate`` (10) a second
+  (ours / monolith);
+- throughput: echo messages/s of the same 50 clients in closed loop (ours / monolith);
 - broadcast5k_p95_ms: one group_send reaching 5,000 sockets spread over 2 interfaces
   (2 workers), p95 of (arrival - send), arrival stamped when the frame's bytes reach the
   client process (``splitbench/idlews.py``, a bare protocol: a full client's per-frame work
