@@ -125,10 +125,10 @@ def running(target: Any, *args: Any) -> Iterator[None]:
 
 
 @contextmanager
-def cpus(only: set[int] | None) -> Iterator[None]:
-    """This process, and what it starts meanwhile, on ``only`` (None: as it was)."""
+def cpus(only: set[int]) -> Iterator[None]:
+    """This process, and what it starts meanwhile, on the CPUs ``only``."""
     before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, only or before)
+    os.sched_setaffinity(0, only)
     try:
         yield
     finally:
@@ -163,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="event loop, as CHANNELS_FLEET_LOOP (auto: uvloop where installed)")
     args = parser.parse_args(argv)
     loop = eventloop.use(args.loop)
+    every = os.sched_getaffinity(0)
     rounds: dict[str, list[dict[str, Any]]] = {"spread": [], "one_cpu": []}
     for _ in range(args.rounds):
-        for name, only in (("spread", None), ("one_cpu", {min(os.sched_getaffinity(0))})):
+        for name, only in (("spread", every), ("one_cpu", {min(every)})):
             with cpus(only):
                 rounds[name].append(one_round(args, args.loop))
-    result: dict[str, Any] = {"loop": loop, "cpus": len(os.sched_getaffinity(0))}
+    result: dict[str, Any] = {"loop": loop, "cpus": len(every)}
     for name, runs in rounds.items():
         result[name] = {who: {k: statistics.median(r[who][k] for r in runs) for k in runs[0][who]}
                         for who in runs[0]}
