@@ -74,7 +74,9 @@ class Nodes:
         home = self.root / name
         for d in ("data", "run"):
             (home / d).mkdir(parents=True, exist_ok=True)
-        (home / "extra.conf").write_text(f"bind {ip}\n")
+        # Its own address for what it connects from too, as a pod's only address is: without
+        # it, TLS bus links left 127.0.0.1 and a peer could record the node there for good.
+        (home / "extra.conf").write_text(f"bind {ip}\nbind-source-addr {ip}\n")
         env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}",
                "HOSTS_FILE": str(self.hosts), "POD_NAME": name, "POD_IP": ip,
                "LOCAL_ADDR": ip, "SHARD": str(shard), "SHARD_PREFIX": PREFIX,

@@ -41,7 +41,8 @@ def test_a_tls_only_cluster(nodes: Nodes, tmp_path: Path) -> None:
     first = nodes.ip(0, 0)
     def formed() -> bool:
         return all(f in nodes.cli(nodes.ip(shard, 0), "CLUSTER", "INFO") for shard in range(3)
-                   for f in ("cluster_slots_assigned:16384", "cluster_known_nodes:3"))
+                   for f in ("cluster_state:ok", "cluster_slots_assigned:16384",
+                             "cluster_known_nodes:3"))
 
     # Each keeper step is a few TLS handshakes: slow on a busy machine.
     wait_for("every node in the cluster formed over TLS", formed, timeout=150)
